@@ -1,0 +1,471 @@
+//! Configuration: TOML schema → validated, typed [`Config`].
+//!
+//! Two layers: [`Config::load`] checks everything that can be known from the
+//! file alone; [`Config::check_host`] checks it against this machine
+//! (interfaces exist, queues and cores in range).
+
+mod error;
+mod schema;
+
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+pub use error::{ConfigError, Located};
+pub use schema::{HugepageMode, PollMode, XdpMode, ZeroCopyMode};
+
+use error::Source;
+use schema::ConfigFile;
+
+/// Largest queue index the XDP program's XSKMAP can hold.
+pub const MAX_QUEUES: u32 = 64;
+/// Descriptors one batch can hold.
+pub const MAX_BATCH: u32 = 64;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub dataplane: Dataplane,
+    pub interfaces: Vec<Interface>,
+    pub workers: Vec<Worker>,
+    pub pipelines: Vec<Pipeline>,
+    pub routes: Vec<Route>,
+    pub summary_interval: u64,
+    text: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dataplane {
+    pub frame_size: u32,
+    pub frames_per_worker: u32,
+    pub ring_size: u32,
+    pub batch_size: u32,
+    pub hugepages: HugepageMode,
+    pub poll: PollMode,
+    pub zero_copy: ZeroCopyMode,
+}
+
+#[derive(Debug, Clone)]
+pub struct Interface {
+    pub name: String,
+    pub xdp_mode: XdpMode,
+    span: Range<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub core: usize,
+    /// (index into `Config::interfaces`, queue id)
+    pub queues: Vec<QueueId>,
+    core_span: Range<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueId {
+    pub interface: usize,
+    pub queue: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub id: QueueId,
+    span: Range<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub stages: Vec<StageConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StageConfig {
+    /// Rewrite MACs to the next hop and transmit on `egress`.
+    L2Fwd { egress: usize, next_hop_mac: [u8; 6] },
+}
+
+impl StageConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StageConfig::L2Fwd { .. } => "l2fwd",
+        }
+    }
+}
+
+/// The stage names a pipeline may list.
+pub const STAGES: &[&str] = &["l2fwd"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub dst: IpAddr,
+    /// IP protocol number; 0 = any.
+    pub protocol: u8,
+    /// 0 = any port.
+    pub port: u16,
+    pub pipeline: usize,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let src = Source { file: path, text };
+        let file: ConfigFile = toml::from_str(text).map_err(|e| {
+            src.error(e.span().unwrap_or(0..0), e.message().to_string())
+        })?;
+        validate(&src, file)
+    }
+
+    /// Error at a span of this config's source.
+    fn error_at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        Source { file: &self.path, text: &self.text }.error(span, message)
+    }
+
+    /// All distinct queues across workers, flattened.
+    pub fn queues(&self) -> impl Iterator<Item = QueueId> + '_ {
+        self.workers.iter().flat_map(|w| w.queues.iter().copied())
+    }
+
+    /// Checks the config against this host: interfaces exist, queues and
+    /// cores are in range. Errors point at the offending line.
+    pub fn check_host(&self) -> Result<(), ConfigError> {
+        for iface in &self.interfaces {
+            if crate::sys::ifindex(&iface.name).is_none() {
+                return Err(self.error_at(
+                    iface.span.clone(),
+                    format!(
+                        "interface `{}` not found on this host (see `ip link`; for the lab run `shunt lab up`)",
+                        iface.name
+                    ),
+                ));
+            }
+        }
+        let cpus = crate::sys::online_cpus();
+        for (w, spans) in self.workers.iter().zip(&self.queue_spans()) {
+            if w.core >= cpus {
+                return Err(self.error_at(
+                    w.core_span.clone(),
+                    format!("core {} out of range: this host has cores 0..={}", w.core, cpus - 1),
+                ));
+            }
+            for q in spans {
+                let name = &self.interfaces[q.id.interface].name;
+                let n = crate::sys::rx_queue_count(name);
+                if q.id.queue >= n {
+                    return Err(self.error_at(
+                        q.span.clone(),
+                        format!(
+                            "queue {} out of range: `{name}` has {n} RX queue(s) (0..={})",
+                            q.id.queue,
+                            n.saturating_sub(1)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn queue_spans(&self) -> Vec<Vec<Queue>> {
+        // Re-parse spans lazily: only host checks need them.
+        let file: ConfigFile = match toml::from_str(&self.text) {
+            Ok(f) => f,
+            Err(_) => return Vec::new(),
+        };
+        file.workers
+            .iter()
+            .map(|w| {
+                w.queues
+                    .iter()
+                    .map(|q| Queue {
+                        id: QueueId {
+                            interface: self
+                                .interfaces
+                                .iter()
+                                .position(|i| i.name == *q.interface.get_ref())
+                                .unwrap_or(0),
+                            queue: *q.queue.get_ref(),
+                        },
+                        span: q.queue.span(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
+    let d = &file.dataplane;
+    let frame_size = *d.frame_size.get_ref();
+    if frame_size != 2048 && frame_size != 4096 {
+        return Err(src.error(d.frame_size.span(), "frame_size must be 2048 or 4096"));
+    }
+    let frames = *d.frames_per_worker.get_ref();
+    if !(256..=1 << 22).contains(&frames) {
+        return Err(src.error(d.frames_per_worker.span(), "frames_per_worker must be in 256..=4194304"));
+    }
+    let ring = *d.ring_size.get_ref();
+    if !ring.is_power_of_two() || !(64..=1 << 15).contains(&ring) {
+        return Err(src.error(d.ring_size.span(), "ring_size must be a power of two in 64..=32768"));
+    }
+    let batch = *d.batch_size.get_ref();
+    if !(1..=MAX_BATCH).contains(&batch) {
+        return Err(src.error(d.batch_size.span(), format!("batch_size must be in 1..={MAX_BATCH}")));
+    }
+
+    if file.interfaces.is_empty() {
+        return Err(src.error(0..0, "no [[interface]] declared"));
+    }
+    let mut interfaces: Vec<Interface> = Vec::new();
+    for i in &file.interfaces {
+        let name = i.name.get_ref();
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+            return Err(src.error(i.name.span(), "interface name must be 1..15 bytes"));
+        }
+        if interfaces.iter().any(|x| x.name == *name) {
+            return Err(src.error(i.name.span(), format!("interface `{name}` declared twice")));
+        }
+        interfaces.push(Interface { name: name.clone(), xdp_mode: i.xdp_mode, span: i.name.span() });
+    }
+    let find_iface = |s: &toml::Spanned<String>| -> Result<usize, ConfigError> {
+        interfaces.iter().position(|i| i.name == *s.get_ref()).ok_or_else(|| {
+            src.error(
+                s.span(),
+                format!(
+                    "unknown interface `{}`: declare it in an [[interface]] table (declared: {})",
+                    s.get_ref(),
+                    interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+    };
+
+    if file.workers.is_empty() {
+        return Err(src.error(0..0, "no [[worker]] declared"));
+    }
+    let mut workers = Vec::new();
+    let mut seen: Vec<QueueId> = Vec::new();
+    for w in &file.workers {
+        if w.queues.is_empty() {
+            return Err(src.error(w.core.span(), "worker has no queues"));
+        }
+        let mut queues = Vec::new();
+        for q in &w.queues {
+            let id = QueueId { interface: find_iface(&q.interface)?, queue: *q.queue.get_ref() };
+            if id.queue >= MAX_QUEUES {
+                return Err(src.error(q.queue.span(), format!("queue must be below {MAX_QUEUES}")));
+            }
+            if seen.contains(&id) {
+                return Err(src.error(
+                    q.queue.span(),
+                    format!("queue {} of `{}` is assigned twice", id.queue, q.interface.get_ref()),
+                ));
+            }
+            seen.push(id);
+            queues.push(id);
+        }
+        workers.push(Worker { core: *w.core.get_ref(), queues, core_span: w.core.span() });
+    }
+
+    let mut pipelines = Vec::new();
+    for (name, p) in &file.pipeline {
+        let mut stages = Vec::new();
+        for stage in p.stages.get_ref() {
+            match stage.as_str() {
+                "l2fwd" => {
+                    let egress = p.egress.as_ref().ok_or_else(|| {
+                        src.error(p.stages.span(), format!("pipeline `{name}`: l2fwd needs `egress`"))
+                    })?;
+                    let egress_idx = find_iface(egress)?;
+                    if let Some(w) = workers.iter().find(|w| !w.queues.iter().any(|q| q.interface == egress_idx)) {
+                        return Err(src.error(
+                            egress.span(),
+                            format!(
+                                "worker on core {} has no queue on egress `{}`: a worker transmits only on interfaces it has a socket on",
+                                w.core,
+                                egress.get_ref()
+                            ),
+                        ));
+                    }
+                    let mac = p.next_hop_mac.as_ref().ok_or_else(|| {
+                        src.error(p.stages.span(), format!("pipeline `{name}`: l2fwd needs `next_hop_mac`"))
+                    })?;
+                    let next_hop_mac = parse_mac(mac.get_ref())
+                        .ok_or_else(|| src.error(mac.span(), format!("invalid MAC address `{}`", mac.get_ref())))?;
+                    stages.push(StageConfig::L2Fwd { egress: egress_idx, next_hop_mac });
+                }
+                other => {
+                    return Err(src.error(
+                        p.stages.span(),
+                        format!("unknown stage `{other}` (known: {})", STAGES.join(", ")),
+                    ))
+                }
+            }
+        }
+        if stages.is_empty() {
+            return Err(src.error(p.stages.span(), format!("pipeline `{name}` has no stages")));
+        }
+        pipelines.push(Pipeline { name: name.clone(), stages });
+    }
+
+    let mut routes = Vec::new();
+    for r in &file.routes {
+        let dst: IpAddr = r
+            .dst
+            .get_ref()
+            .parse()
+            .map_err(|_| src.error(r.dst.span(), format!("invalid IP address `{}`", r.dst.get_ref())))?;
+        let protocol = match r.protocol.get_ref().as_str() {
+            "any" => 0,
+            "tcp" => 6,
+            "udp" => 17,
+            "icmp" => 1,
+            "icmpv6" => 58,
+            other => {
+                return Err(src.error(
+                    r.protocol.span(),
+                    format!("unknown protocol `{other}` (tcp, udp, icmp, icmpv6, any)"),
+                ))
+            }
+        };
+        if r.port != 0 && protocol != 6 && protocol != 17 {
+            return Err(src.error(r.dst.span(), "a port needs protocol tcp or udp"));
+        }
+        let pipeline = pipelines.iter().position(|p| p.name == *r.pipeline.get_ref()).ok_or_else(|| {
+            src.error(r.pipeline.span(), format!("unknown pipeline `{}`", r.pipeline.get_ref()))
+        })?;
+        routes.push(Route { dst, protocol, port: r.port, pipeline });
+    }
+
+    Ok(Config {
+        path: src.file.to_path_buf(),
+        dataplane: Dataplane {
+            frame_size,
+            frames_per_worker: frames,
+            ring_size: ring,
+            batch_size: batch,
+            hugepages: d.hugepages,
+            poll: d.poll,
+            zero_copy: d.zero_copy,
+        },
+        interfaces,
+        workers,
+        pipelines,
+        routes,
+        summary_interval: file.telemetry.summary_interval,
+        text: src.text.to_string(),
+    })
+}
+
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[dataplane]
+frame_size = 4096
+
+[[interface]]
+name = "a0"
+[[interface]]
+name = "b0"
+
+[[worker]]
+core = 0
+queues = [{ interface = "a0", queue = 0 }, { interface = "b0", queue = 0 }]
+
+[pipeline.fwd]
+stages = ["l2fwd"]
+egress = "b0"
+next_hop_mac = "02:00:00:00:00:01"
+
+[[route]]
+dst = "10.0.0.1"
+protocol = "udp"
+port = 53
+pipeline = "fwd"
+"#;
+
+    fn err(text: &str) -> String {
+        Config::parse(Path::new("t.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn good_config_parses() {
+        let c = Config::parse(Path::new("t.toml"), GOOD).unwrap();
+        assert_eq!(c.interfaces.len(), 2);
+        assert_eq!(c.routes[0].protocol, 17);
+        assert_eq!(
+            c.pipelines[0].stages[0],
+            StageConfig::L2Fwd { egress: 1, next_hop_mac: [2, 0, 0, 0, 0, 1] }
+        );
+    }
+
+    #[test]
+    fn bad_key_names_line_column_and_key() {
+        let e = err(&GOOD.replace("frame_size = 4096", "frame_sise = 4096"));
+        assert!(e.starts_with("t.toml:3:1: key `dataplane.frame_sise`: unknown field `frame_sise`"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_type_names_line_column_and_key() {
+        let e = err(&GOOD.replace("frame_size = 4096", "frame_size = \"big\""));
+        assert!(e.starts_with("t.toml:3:14: key `dataplane.frame_size`: invalid type: string"), "{e}");
+    }
+
+    #[test]
+    fn unknown_interface_names_line_column() {
+        let e = err(&GOOD.replace("interface = \"b0\", queue", "interface = \"b9\", queue"));
+        assert!(e.starts_with("t.toml:12:"), "{e}");
+        assert!(e.contains("unknown interface `b9`"), "{e}");
+        assert!(e.contains("declared: a0, b0"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_rejected_with_reason() {
+        let e = err(&GOOD.replace("frame_size = 4096", "frame_size = 3000"));
+        assert!(e.starts_with("t.toml:3:14:"), "{e}");
+        assert!(e.contains("frame_size must be 2048 or 4096"), "{e}");
+    }
+
+    #[test]
+    fn unknown_stage_and_pipeline() {
+        let e = err(&GOOD.replace("[\"l2fwd\"]", "[\"l2fwd\", \"teleport\"]"));
+        assert!(e.contains("unknown stage `teleport`"), "{e}");
+        let e = err(&GOOD.replace("pipeline = \"fwd\"", "pipeline = \"nope\""));
+        assert!(e.contains("unknown pipeline `nope`"), "{e}");
+    }
+
+    #[test]
+    fn queue_twice_is_an_error() {
+        let e = err(&GOOD.replace("interface = \"b0\", queue = 0", "interface = \"a0\", queue = 0"));
+        assert!(e.contains("assigned twice"), "{e}");
+    }
+
+    #[test]
+    fn mac_parsing() {
+        assert_eq!(parse_mac("02:aa:bb:cc:dd:ee"), Some([2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee]));
+        assert_eq!(parse_mac("02:aa:bb:cc:dd"), None);
+        assert_eq!(parse_mac("02:aa:bb:cc:dd:ee:ff"), None);
+        assert_eq!(parse_mac("zz:aa:bb:cc:dd:ee"), None);
+    }
+}

@@ -1,0 +1,215 @@
+//! The poll-mode worker loop: reclaim completions, refill, receive a batch,
+//! classify, run pipelines, transmit. No allocation, lock or syscall per
+//! packet; at most one TX kick per port per batch.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use xdpilone::xdp::XdpDesc;
+
+use crate::config::{PollMode, MAX_BATCH};
+use crate::pipeline::classify::Classifier;
+use crate::pipeline::{Batch, DropReason, Pipeline, Verdict};
+use crate::telemetry::counters::WorkerCounters;
+use crate::xsk::WorkerXsk;
+
+/// Idle loop iterations an adaptive worker spins before it sleeps in poll(2).
+const IDLE_SPINS: u32 = 512;
+/// Longest an idle adaptive worker sleeps: bounds shutdown latency.
+const IDLE_SLEEP_MS: i32 = 10;
+/// How long shutdown waits for in-flight TX to complete.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(200);
+
+pub struct Worker {
+    pub xsk: WorkerXsk,
+    pub pipelines: Vec<Pipeline>,
+    pub classifier: Classifier,
+    pub counters: Arc<WorkerCounters>,
+    pub batch: Batch,
+    pub batch_size: u32,
+    pub poll: PollMode,
+    /// Each port's fill ring is kept at up to this many frames.
+    pub fill_target: u32,
+}
+
+impl Worker {
+    pub fn run(&mut self, stop: &AtomicBool) {
+        let mut idle = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            let mut received = 0;
+            for port in 0..self.xsk.ports.len() {
+                self.reclaim(port);
+                self.refill(port);
+                received += self.poll_port(port);
+            }
+            if received > 0 {
+                idle = 0;
+                continue;
+            }
+            idle = idle.saturating_add(1);
+            if self.poll == PollMode::Adaptive && idle > IDLE_SPINS {
+                self.sleep_until_rx();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        self.drain();
+    }
+
+    /// Completed TX frames go back to the pool.
+    fn reclaim(&mut self, port: usize) {
+        let xsk = &mut self.xsk;
+        let p = &mut xsk.ports[port];
+        if p.tx_outstanding == 0 {
+            return;
+        }
+        let mut done = p.fq_cq.complete(p.tx_outstanding);
+        let mut n = 0;
+        while let Some(addr) = done.read() {
+            xsk.pool.free(addr);
+            n += 1;
+        }
+        done.release();
+        p.tx_outstanding -= n;
+    }
+
+    /// Tops the port's fill ring up from the pool.
+    fn refill(&mut self, port: usize) {
+        let xsk = &mut self.xsk;
+        let p = &mut xsk.ports[port];
+        let in_ring = p.fq_cq.pending();
+        let want = self.fill_target.saturating_sub(in_ring);
+        if want < MAX_BATCH {
+            return;
+        }
+        let give = want.min(xsk.pool.available() as u32);
+        if give == 0 {
+            self.counters.fill_starved.add(1);
+            return;
+        }
+        {
+            let mut fill = p.fq_cq.fill(give);
+            let n = fill.capacity();
+            // Exactly `capacity` inserts succeed, so pop exactly that many.
+            let inserted = fill.insert((0..n).map_while(|_| xsk.pool.alloc()));
+            fill.commit();
+            debug_assert_eq!(inserted, n);
+        }
+        if p.fq_cq.needs_wakeup() {
+            p.fq_cq.wake();
+            self.counters.wakeups.add(1);
+        }
+    }
+
+    /// Receives one batch from `port` and processes it; returns its size.
+    fn poll_port(&mut self, port: usize) -> u32 {
+        self.batch.clear();
+        {
+            let p = &mut self.xsk.ports[port];
+            let mut rx = p.rx.receive(self.batch_size);
+            while let Some(desc) = rx.read() {
+                self.batch.push(desc.addr, desc.len, port as u8);
+            }
+            rx.release();
+        }
+        let n = self.batch.len as u32;
+        if n == 0 {
+            return 0;
+        }
+        let c = &self.counters;
+        c.batches.add(1);
+        c.rx_packets.add(u64::from(n));
+        c.rx_bytes.add(self.batch.metas().iter().map(|m| u64::from(m.len)).sum());
+
+        self.classifier.classify(&mut self.batch);
+        for (id, pipeline) in self.pipelines.iter_mut().enumerate() {
+            if self.batch.metas().iter().any(|m| m.pipeline == id as u8 && m.verdict == Verdict::Continue) {
+                pipeline.run(&mut self.batch, id as u8);
+            }
+        }
+        self.transmit();
+        n
+    }
+
+    /// Puts forwarded packets on their egress TX rings and frees the rest.
+    fn transmit(&mut self) {
+        let xsk = &mut self.xsk;
+        let c = &self.counters;
+        for egress in 0..xsk.ports.len() {
+            let wanted = self
+                .batch
+                .metas()
+                .iter()
+                .filter(|m| m.verdict == Verdict::Forward(egress as u8))
+                .count() as u32;
+            if wanted == 0 {
+                continue;
+            }
+            let p = &mut xsk.ports[egress];
+            let mut tx = p.tx.transmit(wanted);
+            let room = tx.capacity();
+            let mut sent = 0u32;
+            let mut bytes = 0u64;
+            for m in self.batch.pkts[..self.batch.len].iter_mut() {
+                if m.verdict != Verdict::Forward(egress as u8) {
+                    continue;
+                }
+                if sent == room {
+                    m.verdict = Verdict::Drop(DropReason::TxRingFull);
+                    continue;
+                }
+                tx.insert_once(XdpDesc { addr: m.addr, len: m.len, options: 0 });
+                sent += 1;
+                bytes += u64::from(m.len);
+            }
+            tx.commit();
+            drop(tx);
+            p.tx_outstanding += sent;
+            c.tx_packets.add(u64::from(sent));
+            c.tx_bytes.add(bytes);
+            // Copy mode transmits only when kicked; zero-copy drivers say when.
+            if p.tx.needs_wakeup() || !p.zero_copy {
+                p.tx.wake();
+                c.wakeups.add(1);
+            }
+        }
+        for m in self.batch.metas() {
+            if let Verdict::Drop(reason) = m.verdict {
+                c.dropped(reason);
+                xsk.pool.free(m.addr);
+            }
+        }
+    }
+
+    /// Blocks in poll(2) until a socket has RX or the idle timeout passes.
+    fn sleep_until_rx(&mut self) {
+        let mut fds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 16];
+        let n = self.xsk.ports.len().min(fds.len());
+        for (fd, port) in fds.iter_mut().zip(&self.xsk.ports) {
+            *fd = libc::pollfd { fd: port.fd(), events: libc::POLLIN, revents: 0 };
+        }
+        self.counters.idle_sleeps.add(1);
+        // SAFETY: `fds[..n]` are initialised pollfd structs owned by this frame.
+        unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, IDLE_SLEEP_MS) };
+    }
+
+    /// Finishes in-flight work: processes what is already received and waits
+    /// briefly for TX completions so every frame is accounted for.
+    fn drain(&mut self) {
+        for port in 0..self.xsk.ports.len() {
+            self.poll_port(port);
+        }
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while Instant::now() < deadline && self.xsk.ports.iter().any(|p| p.tx_outstanding > 0) {
+            for port in 0..self.xsk.ports.len() {
+                let p = &mut self.xsk.ports[port];
+                if p.tx_outstanding > 0 {
+                    p.tx.wake();
+                }
+                self.reclaim(port);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! A batch of received frames and the verdict each one gets.
+
+use crate::config::MAX_BATCH;
+
+/// Why a packet was dropped. `Copy` and dense so it indexes counters
+/// directly (VPP's `foreach_*_error`); names are what `shunt` prints.
+macro_rules! drop_reasons {
+    ($($variant:ident => $name:literal, $doc:literal;)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(u8)]
+        pub enum DropReason { $(#[doc = $doc] $variant,)* }
+
+        impl DropReason {
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            pub const COUNT: usize = Self::ALL.len();
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    Malformed => "malformed", "Headers truncated or inconsistent.";
+    NoRoute => "no_route", "Redirected by XDP but matches no configured route.";
+    TxRingFull => "tx_ring_full", "The egress TX ring had no free slot.";
+    FrameTooLarge => "frame_too_large", "Frame longer than the UMEM frame allows.";
+}
+
+/// Where a packet goes after the current stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand to the next stage of its pipeline.
+    Continue,
+    /// Transmit on the worker's port with this index.
+    Forward(u8),
+    Drop(DropReason),
+}
+
+/// One received frame: where it lives in UMEM and what happens to it next.
+#[derive(Debug, Clone, Copy)]
+pub struct PacketMeta {
+    /// UMEM offset of the first packet byte (not the frame base).
+    pub addr: u64,
+    pub len: u32,
+    /// Index of the worker port it arrived on.
+    pub ingress: u8,
+    /// Index into the worker's pipelines, set by classification.
+    pub pipeline: u8,
+    pub verdict: Verdict,
+}
+
+impl PacketMeta {
+    const EMPTY: PacketMeta =
+        PacketMeta { addr: 0, len: 0, ingress: 0, pipeline: 0, verdict: Verdict::Drop(DropReason::NoRoute) };
+}
+
+/// Raw view of a worker's UMEM so stages can reach frame bytes.
+#[derive(Clone, Copy)]
+pub struct UmemView {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a UmemView is only used by the worker thread that owns the UMEM;
+// it is Send so a worker can be built on one thread and run on its own.
+unsafe impl Send for UmemView {}
+
+impl UmemView {
+    /// # Safety
+    /// `base..base+len` must stay mapped for the view's lifetime, and frames
+    /// reached through it must not be accessed elsewhere concurrently (the
+    /// kernel owns a frame only while it sits in a fill or TX ring).
+    pub unsafe fn new(base: *mut u8, len: usize) -> UmemView {
+        UmemView { base, len }
+    }
+
+    /// A view over plain memory, for tests and benches.
+    pub fn of_slice(mem: &mut [u8]) -> UmemView {
+        UmemView { base: mem.as_mut_ptr(), len: mem.len() }
+    }
+}
+
+/// Up to [`MAX_BATCH`] packets from one port, processed together.
+pub struct Batch {
+    pub pkts: [PacketMeta; MAX_BATCH as usize],
+    pub len: usize,
+    umem: UmemView,
+}
+
+/// A packet as a stage sees it: its metadata and its bytes.
+pub struct PacketMut<'a> {
+    pub meta: &'a mut PacketMeta,
+    pub data: &'a mut [u8],
+}
+
+impl Batch {
+    pub fn new(umem: UmemView) -> Batch {
+        Batch { pkts: [PacketMeta::EMPTY; MAX_BATCH as usize], len: 0, umem }
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends a packet; false when full.
+    pub fn push(&mut self, addr: u64, len: u32, ingress: u8) -> bool {
+        if self.len == self.pkts.len() {
+            return false;
+        }
+        self.pkts[self.len] = PacketMeta { addr, len, ingress, pipeline: 0, verdict: Verdict::Continue };
+        self.len += 1;
+        true
+    }
+
+    pub fn metas(&self) -> &[PacketMeta] {
+        &self.pkts[..self.len]
+    }
+
+    /// Calls `f` for every packet of `pipeline` still marked `Continue`.
+    /// Packets whose descriptor points outside UMEM are dropped as malformed.
+    #[inline]
+    pub fn for_each(&mut self, pipeline: u8, mut f: impl FnMut(PacketMut<'_>)) {
+        let umem = self.umem;
+        for meta in &mut self.pkts[..self.len] {
+            if meta.pipeline != pipeline || meta.verdict != Verdict::Continue {
+                continue;
+            }
+            let start = meta.addr as usize;
+            let Some(end) = start.checked_add(meta.len as usize).filter(|&e| e <= umem.len) else {
+                meta.verdict = Verdict::Drop(DropReason::Malformed);
+                continue;
+            };
+            // SAFETY: start..end lies inside the mapping (checked above). Each
+            // descriptor in a batch names a distinct frame (the frame pool
+            // hands each frame out once), so no two slices alias, and the
+            // kernel does not touch frames that sit in an RX batch.
+            let data = unsafe { std::slice::from_raw_parts_mut(umem.base.add(start), end - start) };
+            f(PacketMut { meta, data });
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Classification: which pipeline a redirected packet belongs to. Mirrors the
+//! XDP program's lookup order — (addr, proto, port), (addr, proto, any port),
+//! (addr, any protocol) — so userspace and kernel agree on ownership.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use super::{Batch, DropReason, Verdict};
+use crate::config::Route;
+use crate::xdp::maps::MatchKey;
+
+/// Multiply-rotate hasher for fixed-size keys; SipHash is needlessly slow
+/// for a table that only holds configured routes.
+#[derive(Default)]
+pub struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0 ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        }
+    }
+}
+
+pub struct Classifier {
+    routes: HashMap<MatchKey, u8, BuildHasherDefault<FastHasher>>,
+}
+
+/// The fields classification needs, pulled from a frame without allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DstKey {
+    pub addr: [u8; 16],
+    pub proto: u8,
+    pub port: u16,
+}
+
+impl Classifier {
+    pub fn new(routes: &[Route]) -> Classifier {
+        let mut map = HashMap::default();
+        for r in routes {
+            map.insert(MatchKey::new(r.dst, r.protocol, r.port), r.pipeline as u8);
+        }
+        Classifier { routes: map }
+    }
+
+    pub fn lookup(&self, k: &DstKey) -> Option<u8> {
+        let mut key = MatchKey { addr: k.addr, proto: k.proto, pad: 0, port_be: k.port.to_be() };
+        if let Some(&p) = self.routes.get(&key) {
+            return Some(p);
+        }
+        key.port_be = 0;
+        if let Some(&p) = self.routes.get(&key) {
+            return Some(p);
+        }
+        key.proto = 0;
+        self.routes.get(&key).copied()
+    }
+
+    /// Sets each packet's pipeline, or drops it with a reason.
+    pub fn classify(&self, batch: &mut Batch) {
+        let n = batch.len;
+        for i in 0..n {
+            // Classification runs before any pipeline: use pipeline 0's view
+            // by temporarily tagging every packet with it.
+            batch.pkts[i].pipeline = 0;
+        }
+        let mut picks = [Verdict::Continue; crate::config::MAX_BATCH as usize];
+        let mut pipes = [0u8; crate::config::MAX_BATCH as usize];
+        let mut i = 0;
+        batch.for_each(0, |p| {
+            match dst_key(p.data) {
+                Some(k) => match self.lookup(&k) {
+                    Some(pipe) => pipes[i] = pipe,
+                    None => picks[i] = Verdict::Drop(DropReason::NoRoute),
+                },
+                None => picks[i] = Verdict::Drop(DropReason::Malformed),
+            }
+            i += 1;
+        });
+        let mut j = 0;
+        for meta in &mut batch.pkts[..n] {
+            if meta.verdict == Verdict::Continue {
+                meta.verdict = picks[j];
+                meta.pipeline = pipes[j];
+                j += 1;
+            }
+        }
+    }
+}
+
+/// Destination (address, protocol, port) of an Ethernet frame, or None when
+/// it is not well-formed IPv4/IPv6.
+pub fn dst_key(frame: &[u8]) -> Option<DstKey> {
+    let mut off = 12;
+    let mut ethertype = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
+    off += 2;
+    if ethertype == 0x8100 || ethertype == 0x88a8 {
+        ethertype = u16::from_be_bytes([*frame.get(off + 2)?, *frame.get(off + 3)?]);
+        off += 4;
+    }
+    let ip = frame.get(off..)?;
+    let (addr, proto, l4) = match ethertype {
+        0x0800 => {
+            let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+            if ip.first()? >> 4 != 4 || ihl < 20 || ip.len() < ihl {
+                return None;
+            }
+            let mut a = [0u8; 16];
+            a[10] = 0xff;
+            a[11] = 0xff;
+            a[12..].copy_from_slice(&ip[16..20]);
+            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+            (a, ip[9], if frag == 0 { &ip[ihl..] } else { &[][..] })
+        }
+        0x86dd => {
+            if ip.len() < 40 || ip[0] >> 4 != 6 {
+                return None;
+            }
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&ip[24..40]);
+            (a, ip[6], &ip[40..])
+        }
+        _ => return None,
+    };
+    let port = match (proto, l4.get(2..4)) {
+        (6 | 17, Some(p)) => u16::from_be_bytes([p[0], p[1]]),
+        _ => 0,
+    };
+    Some(DstKey { addr, proto, port })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4_udp(dst: [u8; 4], dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 8];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[14 + 9] = 17;
+        f[14 + 16..14 + 20].copy_from_slice(&dst);
+        f[34 + 2..34 + 4].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn lookup_order_matches_xdp_program() {
+        let routes = [
+            Route { dst: "10.0.0.1".parse().unwrap(), protocol: 17, port: 53, pipeline: 1 },
+            Route { dst: "10.0.0.1".parse().unwrap(), protocol: 17, port: 0, pipeline: 2 },
+            Route { dst: "10.0.0.1".parse().unwrap(), protocol: 0, port: 0, pipeline: 3 },
+        ];
+        let c = Classifier::new(&routes);
+        let k = |f: Vec<u8>| c.lookup(&dst_key(&f).unwrap());
+        assert_eq!(k(v4_udp([10, 0, 0, 1], 53)), Some(1));
+        assert_eq!(k(v4_udp([10, 0, 0, 1], 54)), Some(2));
+        let mut tcp = v4_udp([10, 0, 0, 1], 53);
+        tcp[14 + 9] = 6;
+        assert_eq!(k(tcp), Some(3));
+        assert_eq!(k(v4_udp([10, 0, 0, 2], 53)), None);
+    }
+
+    #[test]
+    fn truncated_frames_never_panic() {
+        let f = v4_udp([10, 0, 0, 1], 53);
+        for n in 0..f.len() {
+            let _ = dst_key(&f[..n]);
+        }
+        assert_eq!(dst_key(&f[..33]), None);
+    }
+}

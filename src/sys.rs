@@ -1,0 +1,133 @@
+//! Small host queries and the privilege checks `shunt run` makes before it
+//! touches the kernel, so failures read as advice rather than errno.
+
+use std::ffi::CString;
+
+/// Interface index, or None when the interface does not exist.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (idx != 0).then_some(idx)
+}
+
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Number of RX queues the kernel exposes for an interface (1 if unknown).
+pub fn rx_queue_count(name: &str) -> u32 {
+    let dir = format!("/sys/class/net/{name}/queues");
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count() as u32
+        })
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The interface's own MAC address, from sysfs.
+pub fn mac_address(name: &str) -> Option<[u8; 6]> {
+    let s = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).ok()?;
+    crate::config::parse_mac(s.trim())
+}
+
+/// Pins the calling thread to one CPU core.
+pub fn pin_to_core(core: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes inside `set`; `core` is bounded by CPU_SETSIZE below.
+    if core >= libc::CPU_SETSIZE as usize {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: `core` < CPU_SETSIZE, checked above.
+    unsafe { libc::CPU_SET(core, &mut set) };
+    // SAFETY: pid 0 means the calling thread; `set` is a valid cpu_set_t.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_NET_RAW: u32 = 13;
+const CAP_IPC_LOCK: u32 = 14;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// Effective capability mask of this process, from /proc/self/status.
+fn effective_caps() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Checks the capabilities and limits `shunt run` needs, naming what is missing.
+pub fn check_privileges() -> Result<(), String> {
+    let caps = effective_caps();
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN (attach XDP, bind AF_XDP)");
+    }
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF (load the XDP program and its maps)");
+    }
+    if !has(CAP_NET_RAW) {
+        missing.push("CAP_NET_RAW (create AF_XDP sockets)");
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "shunt run needs privileges it does not have: missing {}. Run as root, or grant them: \
+             setcap cap_net_admin,cap_net_raw,cap_bpf,cap_ipc_lock+ep $(which shunt)",
+            missing.join(", ")
+        ));
+    }
+    // UMEM and BPF maps are locked memory; kernels since 5.11 charge BPF to
+    // memcg, but UMEM pinning still counts against RLIMIT_MEMLOCK.
+    raise_memlock(has(CAP_IPC_LOCK) || has(CAP_SYS_ADMIN))
+}
+
+fn raise_memlock(privileged: bool) -> Result<(), String> {
+    let inf = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: `inf` is a valid rlimit for the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &inf) } == 0 {
+        return Ok(());
+    }
+    let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `cur` is a valid out-pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut cur) };
+    if privileged {
+        return Ok(());
+    }
+    Err(format!(
+        "cannot raise the locked-memory limit (RLIMIT_MEMLOCK is {} KiB); UMEM needs frames_per_worker × frame_size \
+         per worker. Run as root, grant CAP_IPC_LOCK, or raise it: `ulimit -l unlimited` / LimitMEMLOCK=infinity",
+        cur.rlim_cur / 1024
+    ))
+}
+
+/// Fails with advice when the kernel lacks what Shunt needs.
+pub fn check_kernel() -> Result<(), String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']);
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    // bpf_link for XDP (fail-open on exit) arrived in 5.9; need_wakeup in 5.4.
+    if (major, minor) < (5, 9) {
+        return Err(format!(
+            "kernel {} is too old: Shunt needs Linux 5.9 or newer (XDP bpf_link, AF_XDP need_wakeup)",
+            release.trim()
+        ));
+    }
+    Ok(())
+}

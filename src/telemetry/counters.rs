@@ -1,0 +1,67 @@
+//! Per-worker counters. Each worker is the only writer of its own block, so
+//! an increment is a relaxed load and store (a plain `mov` on x86), never a
+//! locked read-modify-write; readers may see a value one batch old.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::pipeline::DropReason;
+
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Cache-line aligned so two workers' counters never share a line.
+#[repr(align(64))]
+#[derive(Default, Debug)]
+pub struct WorkerCounters {
+    pub rx_packets: Counter,
+    pub rx_bytes: Counter,
+    pub tx_packets: Counter,
+    pub tx_bytes: Counter,
+    pub batches: Counter,
+    /// Fill ring wanted frames but the pool was empty.
+    pub fill_starved: Counter,
+    /// Syscalls made to kick the kernel (TX sendto, fill-ring poll).
+    pub wakeups: Counter,
+    /// Times an idle adaptive worker slept in poll(2).
+    pub idle_sleeps: Counter,
+    pub drops: [Counter; DropReason::COUNT],
+}
+
+impl WorkerCounters {
+    #[inline]
+    pub fn dropped(&self, reason: DropReason) {
+        self.drops[reason as usize].add(1);
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().map(Counter::get).sum()
+    }
+
+    /// `name value` pairs in a stable order, for summaries and tests.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let mut v = vec![
+            ("rx_packets", self.rx_packets.get()),
+            ("rx_bytes", self.rx_bytes.get()),
+            ("tx_packets", self.tx_packets.get()),
+            ("tx_bytes", self.tx_bytes.get()),
+            ("batches", self.batches.get()),
+            ("fill_starved", self.fill_starved.get()),
+            ("wakeups", self.wakeups.get()),
+            ("idle_sleeps", self.idle_sleeps.get()),
+        ];
+        for r in DropReason::ALL {
+            v.push((r.name(), self.drops[*r as usize].get()));
+        }
+        v
+    }
+}

@@ -1,0 +1,3 @@
+//! Counters the workers write and everyone else reads.
+
+pub mod counters;

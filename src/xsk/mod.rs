@@ -1,0 +1,174 @@
+//! AF_XDP: one UMEM per worker, shared by that worker's sockets on every
+//! interface, so a frame received on one interface can be transmitted on
+//! another without a copy. Each (interface, queue) socket has its own
+//! fill/completion rings, as the kernel requires for shared UMEM.
+
+pub mod pool;
+pub mod umem;
+
+use std::ffi::CString;
+use std::num::NonZeroU32;
+use std::ptr::NonNull;
+
+use anyhow::{anyhow, bail, Context, Result};
+use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig, User};
+
+use crate::config::{Dataplane, ZeroCopyMode};
+pub use pool::FramePool;
+use umem::UmemArea;
+
+/// One bound AF_XDP socket: an (interface, queue) this worker serves.
+pub struct Port {
+    pub interface: String,
+    /// Index into `Config::interfaces`.
+    pub interface_idx: usize,
+    pub queue: u32,
+    pub zero_copy: bool,
+    pub mac: [u8; 6],
+    pub fq_cq: DeviceQueue,
+    pub rx: RingRx,
+    pub tx: RingTx,
+    /// Frames handed to TX and not yet completed.
+    pub tx_outstanding: u32,
+    _user: User,
+}
+
+impl Port {
+    pub fn fd(&self) -> i32 {
+        self.rx.as_raw_fd()
+    }
+}
+
+/// A worker's UMEM with its sockets. Field order is drop order: sockets
+/// close before the UMEM registration, which goes before the memory.
+pub struct WorkerXsk {
+    pub ports: Vec<Port>,
+    pub pool: FramePool,
+    umem: Umem,
+    area: UmemArea,
+}
+
+pub struct QueueSpec<'a> {
+    pub interface: &'a str,
+    pub interface_idx: usize,
+    pub queue: u32,
+}
+
+const SOL_XDP: libc::c_int = 283;
+const XDP_OPTIONS: libc::c_int = 8;
+const XDP_OPTIONS_ZEROCOPY: u32 = 1;
+
+impl WorkerXsk {
+    pub fn new(dp: &Dataplane, queues: &[QueueSpec<'_>]) -> Result<WorkerXsk> {
+        let len = dp.frames_per_worker as usize * dp.frame_size as usize;
+        let mut area = UmemArea::new(len, dp.hugepages)?;
+        let mem = NonNull::new(std::ptr::slice_from_raw_parts_mut(area.as_mut_ptr(), len))
+            .ok_or_else(|| anyhow!("UMEM mapping returned null"))?;
+        let config = UmemConfig {
+            fill_size: dp.ring_size,
+            complete_size: dp.ring_size,
+            frame_size: dp.frame_size,
+            headroom: 0,
+            flags: 0,
+        };
+        // SAFETY: `mem` is a fresh page-aligned mapping of `len` bytes owned
+        // by `area`, which WorkerXsk keeps alive (and drops last).
+        let umem = unsafe { Umem::new(config, mem) }
+            .map_err(|e| anyhow!("registering UMEM ({} MiB): errno {}", len >> 20, e.get_raw()))?;
+
+        let mut ports = Vec::with_capacity(queues.len());
+        for (i, q) in queues.iter().enumerate() {
+            let first = i == 0;
+            ports.push(
+                bind_port(&umem, dp, q, first)
+                    .with_context(|| format!("AF_XDP socket on {} queue {}", q.interface, q.queue))?,
+            );
+        }
+        let pool = FramePool::new(dp.frames_per_worker, dp.frame_size);
+        Ok(WorkerXsk { ports, pool, umem, area })
+    }
+
+    pub fn umem_base(&mut self) -> (*mut u8, usize) {
+        (self.area.as_mut_ptr(), self.area.len())
+    }
+
+    pub fn hugepages(&self) -> bool {
+        self.area.hugepages
+    }
+
+    pub fn frames(&self) -> u32 {
+        self.umem.len_frames()
+    }
+}
+
+fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Result<Port> {
+    let name = CString::new(q.interface)?;
+    let mut info = IfInfo::invalid();
+    info.from_name(&name)
+        .map_err(|e| anyhow!("interface {} not found (errno {})", q.interface, e.get_raw()))?;
+    info.set_queue(q.queue);
+
+    // The first socket owns the UMEM fd; later ones share it. The kernel
+    // rejects mode flags on shared binds: they inherit the first one's.
+    let sock = if first { Socket::with_shared(&info, umem) } else { Socket::new(&info) }
+        .map_err(|e| anyhow!("socket(AF_XDP): errno {} (needs CAP_NET_RAW)", e.get_raw()))?;
+    let fq_cq = umem
+        .fq_cq(&sock)
+        .map_err(|e| anyhow!("creating fill/completion rings: errno {}", e.get_raw()))?;
+    let bind_flags = if first {
+        SocketConfig::XDP_BIND_NEED_WAKEUP
+            | match dp.zero_copy {
+                ZeroCopyMode::Auto => 0,
+                ZeroCopyMode::Require => SocketConfig::XDP_BIND_ZEROCOPY,
+                ZeroCopyMode::Off => SocketConfig::XDP_BIND_COPY,
+            }
+    } else {
+        0
+    };
+    let ring = NonZeroU32::new(dp.ring_size);
+    let user = umem
+        .rx_tx(&sock, &SocketConfig { rx_size: ring, tx_size: ring, bind_flags })
+        .map_err(|e| anyhow!("creating RX/TX rings: errno {}", e.get_raw()))?;
+    umem.bind(&user).map_err(|e| {
+        let errno = e.get_raw().abs();
+        match errno {
+            libc::EOPNOTSUPP if dp.zero_copy == ZeroCopyMode::Require => anyhow!(
+                "zero_copy = \"require\" but the driver of {} has no AF_XDP zero-copy support",
+                q.interface
+            ),
+            libc::EBUSY => anyhow!("{} queue {} is already bound by another AF_XDP socket", q.interface, q.queue),
+            _ => anyhow!("bind: errno {errno} ({})", std::io::Error::from_raw_os_error(errno)),
+        }
+    })?;
+    let rx = user.map_rx().map_err(|e| anyhow!("mapping RX ring: errno {}", e.get_raw()))?;
+    let tx = user.map_tx().map_err(|e| anyhow!("mapping TX ring: errno {}", e.get_raw()))?;
+    let zero_copy = bound_zero_copy(rx.as_raw_fd())?;
+    let mac = crate::sys::mac_address(q.interface).unwrap_or([0; 6]);
+    if !first && dp.zero_copy == ZeroCopyMode::Require && !zero_copy {
+        bail!("zero_copy = \"require\" but {} bound in copy mode", q.interface);
+    }
+    Ok(Port {
+        interface: q.interface.to_string(),
+        interface_idx: q.interface_idx,
+        queue: q.queue,
+        zero_copy,
+        mac,
+        fq_cq,
+        rx,
+        tx,
+        tx_outstanding: 0,
+        _user: user,
+    })
+}
+
+/// Asks the kernel which mode a bound socket got (XDP_OPTIONS, Linux 5.3+).
+fn bound_zero_copy(fd: i32) -> Result<bool> {
+    let mut flags: u32 = 0;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: `flags`/`len` are valid out-pointers sized for struct xdp_options.
+    let rc = unsafe { libc::getsockopt(fd, SOL_XDP, XDP_OPTIONS, (&mut flags as *mut u32).cast(), &mut len) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("getsockopt(XDP_OPTIONS)");
+    }
+    Ok(flags & XDP_OPTIONS_ZEROCOPY != 0)
+}
