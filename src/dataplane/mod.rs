@@ -126,7 +126,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     let mut last_summary = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
-        if workers.iter().any(|w| w.handle.is_finished()) {
+        if workers.iter().any(|w| w.handle.is_finished()) && !stop.load(Ordering::Relaxed) {
             stop.store(true, Ordering::Relaxed);
             tracing::error!("a worker thread exited unexpectedly; shutting down");
         }

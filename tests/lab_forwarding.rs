@@ -1,0 +1,138 @@
+//! Foundation end to end: real UDP and TCP cross Shunt's userspace path in
+//! the lab, unmatched traffic still reaches the kernel, and SIGKILL leaves
+//! no XDP program behind.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use common::*;
+
+fn default_config() -> std::path::PathBuf {
+    repo().join("config.toml")
+}
+
+#[test]
+fn udp_and_tcp_cross_the_userspace_path() {
+    let _lab = lab();
+    let shunt = Shunt::start(&default_config());
+
+    // UDP: 200 datagrams client → backend 1, counted at the backend.
+    let udp_rx = in_netns("shunt-be1", || {
+        let s = UdpSocket::bind("10.0.2.11:7000").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut got = 0u32;
+        let mut bytes = 0usize;
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = s.recv(&mut buf) {
+            assert!(buf[..n].iter().all(|&b| b == 0x5a), "payload intact");
+            got += 1;
+            bytes += n;
+            if got == 200 {
+                break;
+            }
+        }
+        (got, bytes)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    in_netns("shunt-client", || {
+        let s = UdpSocket::bind("10.0.1.2:0").unwrap();
+        for _ in 0..200 {
+            s.send_to(&[0x5a; 1000], "10.0.2.11:7000").unwrap();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    })
+    .join()
+    .unwrap();
+    let (udp_got, udp_bytes) = udp_rx.join().unwrap();
+    assert!(udp_got >= 195, "backend got {udp_got}/200 UDP datagrams");
+
+    // TCP: 4 MiB client → backend, echoed digest back; handshake and ACKs
+    // need both directions through Shunt.
+    const LEN: usize = 4 << 20;
+    let tcp_rx = in_netns("shunt-be1", || {
+        let l = TcpListener::bind("10.0.2.11:7001").unwrap();
+        let (mut c, peer) = l.accept().unwrap();
+        let mut total = 0usize;
+        let mut sum = 0u64;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = c.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            sum = buf[..n].iter().fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)));
+            total += n;
+        }
+        c.write_all(&sum.to_be_bytes()).unwrap();
+        (total, peer)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let sent_sum = in_netns("shunt-client", || {
+        let addr: SocketAddr = "10.0.2.11:7001".parse().unwrap();
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let data: Vec<u8> = (0..LEN).map(|i| (i * 7 % 251) as u8).collect();
+        s.write_all(&data).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut echo = [0u8; 8];
+        s.read_exact(&mut echo).unwrap();
+        let expect = data.iter().fold(0u64, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)));
+        (u64::from_be_bytes(echo), expect)
+    })
+    .join()
+    .unwrap();
+    let (total, peer) = tcp_rx.join().unwrap();
+    assert_eq!(total, LEN, "backend received every byte");
+    assert_eq!(peer.ip().to_string(), "10.0.1.2", "no NAT in l2fwd");
+    assert_eq!(sent_sum.0, sent_sum.1, "byte stream intact end to end");
+
+    let summary = shunt.stop();
+    // Kernel forwarding is off in the shunt namespace, so these packets can
+    // only have crossed through the workers: prove it from their counters.
+    let rx = counter(&summary, "worker 0", "rx_packets");
+    let tx = counter(&summary, "worker 0", "tx_packets");
+    let min_tcp_segments = (LEN / 1500) as u64;
+    assert!(rx >= u64::from(udp_got) + min_tcp_segments, "rx_packets={rx}\n{summary}");
+    assert!(tx >= u64::from(udp_got) + min_tcp_segments, "tx_packets={tx}\n{summary}");
+    assert!(counter(&summary, "xdp sh-cli", "redirected") >= u64::from(udp_got), "{summary}");
+    assert!(udp_bytes >= 195 * 1000);
+}
+
+#[test]
+fn unmatched_traffic_reaches_the_kernel() {
+    let _lab = lab();
+    let shunt = Shunt::start(&default_config());
+    // The shunt namespace's own address is not a route: the kernel answers.
+    let ping = ns_exec("shunt-client", &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.1.1"]);
+    assert!(ping.status.success(), "ping to the host itself failed: {}", String::from_utf8_lossy(&ping.stdout));
+    let ping6 = ns_exec("shunt-client", &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "fd00:1::1"]);
+    assert!(ping6.status.success(), "ping -6 to the host itself failed");
+    let summary = shunt.stop();
+    assert!(counter(&summary, "xdp sh-cli", "passed") >= 6, "{summary}");
+    assert_eq!(counter(&summary, "worker 0", "rx_packets"), 0, "host traffic never reaches a worker\n{summary}");
+}
+
+#[test]
+fn sigkill_leaves_no_xdp_program() {
+    let _lab = lab();
+    let mut shunt = Shunt::start(&default_config());
+    assert!(xdp_attached("shunt"), "XDP attached while running");
+    shunt.child.kill().unwrap(); // SIGKILL
+    shunt.child.wait().unwrap();
+    // The bpf_link dies with its last fd; allow the kernel a moment.
+    let mut gone = false;
+    for _ in 0..50 {
+        if !xdp_attached("shunt") {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gone, "XDP program still attached after SIGKILL");
+    // And the host forwards as before: unmatched traffic still answered.
+    let ping = ns_exec("shunt-client", &["ping", "-c", "1", "-W", "2", "10.0.1.1"]);
+    assert!(ping.status.success());
+}
