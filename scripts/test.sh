@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every test: unit, property, config/CLI, and the namespace lab tests
+# against the real kernel. Needs root (namespaces, XDP, AF_XDP).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+cargo build --release --locked 2>/dev/null || cargo build --release
+# Lab tests share one set of namespaces; each takes a lock, and test
+# binaries run one after another.
+cargo test --release -- --test-threads=2
+bash scripts/lab.sh down >/dev/null
