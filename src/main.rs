@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use shunt::config::Config;
 
 #[derive(Parser)]
-#[command(name = "shunt", version, about = "AF_XDP userspace fast-path dataplane: L4 load balancing, conntrack, NAT")]
+#[command(
+    name = "shunt",
+    version,
+    about = "AF_XDP userspace fast-path dataplane: L4 load balancing, conntrack, NAT"
+)]
 struct Cli {
     /// Log level: error, warn, info, debug, trace (or a tracing filter).
     #[arg(long, global = true, default_value = "info", env = "SHUNT_LOG")]
@@ -50,7 +54,9 @@ enum LabAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

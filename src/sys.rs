@@ -98,12 +98,18 @@ pub fn check_privileges() -> Result<(), String> {
 }
 
 fn raise_memlock(privileged: bool) -> Result<(), String> {
-    let inf = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let inf = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: `inf` is a valid rlimit for the call.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &inf) } == 0 {
         return Ok(());
     }
-    let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: `cur` is a valid out-pointer.
     unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut cur) };
     if privileged {

@@ -44,7 +44,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     for (wi, w) in config.workers.iter().enumerate() {
         let counters = Arc::new(WorkerCounters::default());
         let cfg = config.clone();
-        let (ready_tx, go, stop, counters2) = (ready_tx.clone(), go.clone(), stop.clone(), counters.clone());
+        let (ready_tx, go, stop, counters2) =
+            (ready_tx.clone(), go.clone(), stop.clone(), counters.clone());
         let core = w.core;
         let handle = std::thread::Builder::new()
             .name(format!("shunt-w{wi}"))
@@ -68,7 +69,11 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
                 worker.run(&stop);
             })
             .context("spawning worker thread")?;
-        workers.push(RunningWorker { core, counters, handle });
+        workers.push(RunningWorker {
+            core,
+            counters,
+            handle,
+        });
     }
     drop(ready_tx);
 
@@ -87,9 +92,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
 
     let mut attached = Vec::new();
     for iface in &config.interfaces {
-        let a = Attached::load(&iface.name, iface.xdp_mode, config, &[]).with_context(|| {
-            format!("attaching the XDP program to {}", iface.name)
-        });
+        let a = Attached::load(&iface.name, iface.xdp_mode, config, &[])
+            .with_context(|| format!("attaching the XDP program to {}", iface.name));
         match a {
             Ok(a) => {
                 tracing::info!(interface = %iface.name, mode = ?a.mode, "XDP program attached (bpf_link)");
@@ -130,10 +134,16 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
             stop.store(true, Ordering::Relaxed);
             tracing::error!("a worker thread exited unexpectedly; shutting down");
         }
-        if config.summary_interval > 0 && last_summary.elapsed() >= Duration::from_secs(config.summary_interval) {
+        if config.summary_interval > 0
+            && last_summary.elapsed() >= Duration::from_secs(config.summary_interval)
+        {
             last_summary = Instant::now();
             let (rx, tx, drops) = workers.iter().fold((0, 0, 0), |(a, b, c), w| {
-                (a + w.counters.rx_packets.get(), b + w.counters.tx_packets.get(), c + w.counters.total_drops())
+                (
+                    a + w.counters.rx_packets.get(),
+                    b + w.counters.tx_packets.get(),
+                    c + w.counters.total_drops(),
+                )
             });
             eprintln!("shunt: rx {rx} tx {tx} drops {drops}");
         }
@@ -153,12 +163,21 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
         .collect();
     // Dropping `attached` closes the bpf_links: the programs detach.
     drop(attached);
-    Ok(Summary { workers: worker_counters, xdp, elapsed: started.elapsed() })
+    Ok(Summary {
+        workers: worker_counters,
+        xdp,
+        elapsed: started.elapsed(),
+    })
 }
 
-fn build_worker(config: &Config, wi: usize, counters: Arc<WorkerCounters>) -> Result<(Worker, Ready)> {
+fn build_worker(
+    config: &Config,
+    wi: usize,
+    counters: Arc<WorkerCounters>,
+) -> Result<(Worker, Ready)> {
     let w = &config.workers[wi];
-    crate::sys::pin_to_core(w.core).with_context(|| format!("pinning worker {wi} to core {}", w.core))?;
+    crate::sys::pin_to_core(w.core)
+        .with_context(|| format!("pinning worker {wi} to core {}", w.core))?;
     let specs: Vec<QueueSpec<'_>> = w
         .queues
         .iter()
@@ -174,25 +193,40 @@ fn build_worker(config: &Config, wi: usize, counters: Arc<WorkerCounters>) -> Re
             .iter()
             .position(|p| p.interface_idx == iface)
             .map(|p| p as u8)
-            .ok_or_else(|| anyhow!("worker {wi} has no socket on {}", config.interfaces[iface].name))
+            .ok_or_else(|| {
+                anyhow!(
+                    "worker {wi} has no socket on {}",
+                    config.interfaces[iface].name
+                )
+            })
     };
     let mut pipelines = Vec::new();
     for p in &config.pipelines {
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
         for s in &p.stages {
             match s {
-                StageConfig::L2Fwd { egress, next_hop_mac } => {
+                StageConfig::L2Fwd {
+                    egress,
+                    next_hop_mac,
+                } => {
                     let port = port_of(*egress)?;
                     let src = xsk.ports[port as usize].mac;
                     stages.push(Box::new(L2Fwd::new(port, src, *next_hop_mac)));
                 }
             }
         }
-        pipelines.push(Pipeline { name: p.name.clone(), stages });
+        pipelines.push(Pipeline {
+            name: p.name.clone(),
+            stages,
+        });
     }
     let ready = Ready {
         worker: wi,
-        sockets: xsk.ports.iter().map(|p| (p.interface_idx, p.queue, p.fd(), p.zero_copy)).collect(),
+        sockets: xsk
+            .ports
+            .iter()
+            .map(|p| (p.interface_idx, p.queue, p.fd(), p.zero_copy))
+            .collect(),
         hugepages: xsk.hugepages(),
     };
     let (base, len) = xsk.umem_base();
@@ -201,7 +235,8 @@ fn build_worker(config: &Config, wi: usize, counters: Arc<WorkerCounters>) -> Re
     let umem = unsafe { UmemView::new(base, len) };
     let ports = xsk.ports.len() as u32;
     // Leave half the frames for batches and TX rings in flight.
-    let fill_target = (config.dataplane.frames_per_worker / 2 / ports).min(config.dataplane.ring_size);
+    let fill_target =
+        (config.dataplane.frames_per_worker / 2 / ports).min(config.dataplane.ring_size);
     let worker = Worker {
         xsk,
         pipelines,
@@ -224,7 +259,11 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "shunt: final counters after {:.1}s", self.elapsed.as_secs_f64())?;
+        writeln!(
+            f,
+            "shunt: final counters after {:.1}s",
+            self.elapsed.as_secs_f64()
+        )?;
         for (i, (core, c)) in self.workers.iter().enumerate() {
             write!(f, "  worker {i} (core {core}):")?;
             for (name, v) in c.snapshot() {

@@ -18,6 +18,9 @@ use crate::xsk::WorkerXsk;
 const IDLE_SPINS: u32 = 512;
 /// Longest an idle adaptive worker sleeps: bounds shutdown latency.
 const IDLE_SLEEP_MS: i32 = 10;
+/// Copy-mode TX kicks per port per batch: 4 × the kernel's 32-frame
+/// TX_BATCH_SIZE covers two full batches.
+const MAX_KICKS: u32 = 4;
 /// How long shutdown waits for in-flight TX to complete.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -120,11 +123,17 @@ impl Worker {
         let c = &self.counters;
         c.batches.add(1);
         c.rx_packets.add(u64::from(n));
-        c.rx_bytes.add(self.batch.metas().iter().map(|m| u64::from(m.len)).sum());
+        c.rx_bytes
+            .add(self.batch.metas().iter().map(|m| u64::from(m.len)).sum());
 
         self.classifier.classify(&mut self.batch);
         for (id, pipeline) in self.pipelines.iter_mut().enumerate() {
-            if self.batch.metas().iter().any(|m| m.pipeline == id as u8 && m.verdict == Verdict::Continue) {
+            if self
+                .batch
+                .metas()
+                .iter()
+                .any(|m| m.pipeline == id as u8 && m.verdict == Verdict::Continue)
+            {
                 pipeline.run(&mut self.batch, id as u8);
             }
         }
@@ -147,31 +156,59 @@ impl Worker {
                 continue;
             }
             let p = &mut xsk.ports[egress];
-            let mut tx = p.tx.transmit(wanted);
-            let room = tx.capacity();
             let mut sent = 0u32;
             let mut bytes = 0u64;
-            for m in self.batch.pkts[..self.batch.len].iter_mut() {
-                if m.verdict != Verdict::Forward(egress as u8) {
-                    continue;
+            let mut next = 0usize;
+            // xdpilone serves a reservation from its cached view of the
+            // consumer and refreshes only when that is empty, so a short
+            // reservation is retried once before the ring counts as full.
+            for _ in 0..2 {
+                if sent == wanted {
+                    break;
                 }
-                if sent == room {
-                    m.verdict = Verdict::Drop(DropReason::TxRingFull);
-                    continue;
+                let mut tx = p.tx.transmit(wanted - sent);
+                let room = tx.capacity();
+                let mut put = 0;
+                while put < room && next < self.batch.len {
+                    let m = &self.batch.pkts[next];
+                    next += 1;
+                    if m.verdict == Verdict::Forward(egress as u8) {
+                        tx.insert_once(XdpDesc {
+                            addr: m.addr,
+                            len: m.len,
+                            options: 0,
+                        });
+                        put += 1;
+                        bytes += u64::from(m.len);
+                    }
                 }
-                tx.insert_once(XdpDesc { addr: m.addr, len: m.len, options: 0 });
-                sent += 1;
-                bytes += u64::from(m.len);
+                tx.commit();
+                sent += put;
             }
-            tx.commit();
-            drop(tx);
+            for m in self.batch.pkts[next..self.batch.len].iter_mut() {
+                if m.verdict == Verdict::Forward(egress as u8) {
+                    m.verdict = Verdict::Drop(DropReason::TxRingFull);
+                }
+            }
             p.tx_outstanding += sent;
             c.tx_packets.add(u64::from(sent));
             c.tx_bytes.add(bytes);
-            // Copy mode transmits only when kicked; zero-copy drivers say when.
-            if p.tx.needs_wakeup() || !p.zero_copy {
-                p.tx.wake();
-                c.wakeups.add(1);
+            if p.zero_copy {
+                // Zero-copy drivers say when they need a kick.
+                if p.tx.needs_wakeup() {
+                    p.tx.wake();
+                    c.wakeups.add(1);
+                }
+            } else {
+                // Copy mode sends only inside sendto(), at most
+                // 32 frames per call (the kernel's TX_BATCH_SIZE): kick until the ring is consumed.
+                for _ in 0..MAX_KICKS {
+                    if p.tx.pending() == 0 {
+                        break;
+                    }
+                    p.tx.wake();
+                    c.wakeups.add(1);
+                }
             }
         }
         for m in self.batch.metas() {
@@ -184,10 +221,18 @@ impl Worker {
 
     /// Blocks in poll(2) until a socket has RX or the idle timeout passes.
     fn sleep_until_rx(&mut self) {
-        let mut fds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 16];
+        let mut fds = [libc::pollfd {
+            fd: -1,
+            events: 0,
+            revents: 0,
+        }; 16];
         let n = self.xsk.ports.len().min(fds.len());
         for (fd, port) in fds.iter_mut().zip(&self.xsk.ports) {
-            *fd = libc::pollfd { fd: port.fd(), events: libc::POLLIN, revents: 0 };
+            *fd = libc::pollfd {
+                fd: port.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
         }
         self.counters.idle_sleeps.add(1);
         // SAFETY: `fds[..n]` are initialised pollfd structs owned by this frame.

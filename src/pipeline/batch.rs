@@ -51,8 +51,13 @@ pub struct PacketMeta {
 }
 
 impl PacketMeta {
-    const EMPTY: PacketMeta =
-        PacketMeta { addr: 0, len: 0, ingress: 0, pipeline: 0, verdict: Verdict::Drop(DropReason::NoRoute) };
+    const EMPTY: PacketMeta = PacketMeta {
+        addr: 0,
+        len: 0,
+        ingress: 0,
+        pipeline: 0,
+        verdict: Verdict::Drop(DropReason::NoRoute),
+    };
 }
 
 /// Raw view of a worker's UMEM so stages can reach frame bytes.
@@ -77,7 +82,10 @@ impl UmemView {
 
     /// A view over plain memory, for tests and benches.
     pub fn of_slice(mem: &mut [u8]) -> UmemView {
-        UmemView { base: mem.as_mut_ptr(), len: mem.len() }
+        UmemView {
+            base: mem.as_mut_ptr(),
+            len: mem.len(),
+        }
     }
 }
 
@@ -96,7 +104,11 @@ pub struct PacketMut<'a> {
 
 impl Batch {
     pub fn new(umem: UmemView) -> Batch {
-        Batch { pkts: [PacketMeta::EMPTY; MAX_BATCH as usize], len: 0, umem }
+        Batch {
+            pkts: [PacketMeta::EMPTY; MAX_BATCH as usize],
+            len: 0,
+            umem,
+        }
     }
 
     pub fn clear(&mut self) {
@@ -108,7 +120,13 @@ impl Batch {
         if self.len == self.pkts.len() {
             return false;
         }
-        self.pkts[self.len] = PacketMeta { addr, len, ingress, pipeline: 0, verdict: Verdict::Continue };
+        self.pkts[self.len] = PacketMeta {
+            addr,
+            len,
+            ingress,
+            pipeline: 0,
+            verdict: Verdict::Continue,
+        };
         self.len += 1;
         true
     }
@@ -127,7 +145,10 @@ impl Batch {
                 continue;
             }
             let start = meta.addr as usize;
-            let Some(end) = start.checked_add(meta.len as usize).filter(|&e| e <= umem.len) else {
+            let Some(end) = start
+                .checked_add(meta.len as usize)
+                .filter(|&e| e <= umem.len)
+            else {
                 meta.verdict = Verdict::Drop(DropReason::Malformed);
                 continue;
             };

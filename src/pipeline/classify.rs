@@ -22,7 +22,9 @@ impl Hasher for FastHasher {
         for chunk in bytes.chunks(8) {
             let mut w = [0u8; 8];
             w[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0 ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+            self.0 = (self.0 ^ u64::from_le_bytes(w))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29);
         }
     }
 }
@@ -49,7 +51,12 @@ impl Classifier {
     }
 
     pub fn lookup(&self, k: &DstKey) -> Option<u8> {
-        let mut key = MatchKey { addr: k.addr, proto: k.proto, pad: 0, port_be: k.port.to_be() };
+        let mut key = MatchKey {
+            addr: k.addr,
+            proto: k.proto,
+            pad: 0,
+            port_be: k.port.to_be(),
+        };
         if let Some(&p) = self.routes.get(&key) {
             return Some(p);
         }
@@ -151,9 +158,24 @@ mod tests {
     #[test]
     fn lookup_order_matches_xdp_program() {
         let routes = [
-            Route { dst: "10.0.0.1".parse().unwrap(), protocol: 17, port: 53, pipeline: 1 },
-            Route { dst: "10.0.0.1".parse().unwrap(), protocol: 17, port: 0, pipeline: 2 },
-            Route { dst: "10.0.0.1".parse().unwrap(), protocol: 0, port: 0, pipeline: 3 },
+            Route {
+                dst: "10.0.0.1".parse().unwrap(),
+                protocol: 17,
+                port: 53,
+                pipeline: 1,
+            },
+            Route {
+                dst: "10.0.0.1".parse().unwrap(),
+                protocol: 17,
+                port: 0,
+                pipeline: 2,
+            },
+            Route {
+                dst: "10.0.0.1".parse().unwrap(),
+                protocol: 0,
+                port: 0,
+                pipeline: 3,
+            },
         ];
         let c = Classifier::new(&routes);
         let k = |f: Vec<u8>| c.lookup(&dst_key(&f).unwrap());

@@ -15,7 +15,11 @@ pub struct L2Fwd {
 
 impl L2Fwd {
     pub fn new(egress_port: u8, src_mac: [u8; 6], dst_mac: [u8; 6]) -> L2Fwd {
-        L2Fwd { egress_port, src_mac, dst_mac }
+        L2Fwd {
+            egress_port,
+            src_mac,
+            dst_mac,
+        }
     }
 }
 
@@ -54,7 +58,10 @@ mod tests {
         let mut s = L2Fwd::new(1, [0xaa; 6], [0xbb; 6]);
         s.process(&mut batch, 0);
         assert_eq!(batch.metas()[0].verdict, Verdict::Forward(1));
-        assert_eq!(batch.metas()[1].verdict, Verdict::Drop(DropReason::Malformed));
+        assert_eq!(
+            batch.metas()[1].verdict,
+            Verdict::Drop(DropReason::Malformed)
+        );
         let out = &mem[4096 + 256..4096 + 256 + 60];
         assert_eq!(&out[..6], &[0xbb; 6]);
         assert_eq!(&out[6..12], &[0xaa; 6]);

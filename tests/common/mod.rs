@@ -21,9 +21,19 @@ pub fn repo() -> PathBuf {
 /// Takes the lab lock and (re)builds the lab.
 pub fn lab() -> MutexGuard<'static, ()> {
     let guard = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    assert!(is_root(), "lab tests need root (they create network namespaces); run scripts/test.sh as root");
-    let out = Command::new(SHUNT).args(["lab", "up"]).output().expect("run shunt lab up");
-    assert!(out.status.success(), "lab up failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        is_root(),
+        "lab tests need root (they create network namespaces); run scripts/test.sh as root"
+    );
+    let out = Command::new(SHUNT)
+        .args(["lab", "up"])
+        .output()
+        .expect("run shunt lab up");
+    assert!(
+        out.status.success(),
+        "lab up failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     guard
 }
 
@@ -34,7 +44,11 @@ pub fn is_root() -> bool {
 
 /// Runs a command inside a namespace and returns its output.
 pub fn ns_exec(ns: &str, args: &[&str]) -> Output {
-    Command::new("ip").args(["netns", "exec", ns]).args(args).output().expect("ip netns exec")
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .expect("ip netns exec")
 }
 
 /// A running `shunt run` inside the `shunt` namespace.
@@ -46,10 +60,16 @@ pub struct Shunt {
 impl Shunt {
     /// Starts Shunt with `config` and waits until its workers run.
     pub fn start(config: &Path) -> Shunt {
-        let log = std::env::temp_dir().join(format!("shunt-test-{}-{}.log", std::process::id(), rand_u32()));
+        let log = std::env::temp_dir().join(format!(
+            "shunt-test-{}-{}.log",
+            std::process::id(),
+            rand_u32()
+        ));
         let f = File::create(&log).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", "shunt", SHUNT, "--log", "info", "run", "--config"])
+            .args([
+                "netns", "exec", "shunt", SHUNT, "--log", "info", "run", "--config",
+            ])
             .arg(config)
             .stdout(f.try_clone().unwrap())
             .stderr(f)
@@ -110,7 +130,10 @@ pub fn counter(summary: &str, prefix: &str, key: &str) -> u64 {
 }
 
 /// Runs `f` on a thread that has entered network namespace `ns`.
-pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         let fd = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
@@ -123,7 +146,10 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 
 pub fn rand_u32() -> u32 {
     let mut b = [0u8; 4];
-    File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
+    File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut b)
+        .unwrap();
     u32::from_le_bytes(b)
 }
 
