@@ -134,3 +134,20 @@ fn missing_host_interface_is_reported_with_advice() {
         "{msg}"
     );
 }
+
+#[test]
+fn run_without_privileges_names_what_is_missing() {
+    // Drop to nobody with no capabilities; `run` must refuse before touching
+    // the kernel and say which capabilities it lacks.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(SHUNT)
+        .args(["run", "--config"])
+        .arg(repo().join("config.toml"))
+        .output()
+        .expect("setpriv (util-linux)");
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(msg.contains("missing CAP_NET_ADMIN"), "{msg}");
+    assert!(msg.contains("CAP_BPF"), "{msg}");
+}

@@ -143,6 +143,55 @@ fn unmatched_traffic_reaches_the_kernel() {
 }
 
 #[test]
+fn ipv6_udp_crosses_the_userspace_path() {
+    let _lab = lab();
+    let shunt = Shunt::start(&default_config());
+    let rx = in_netns("shunt-be1", || {
+        let s = UdpSocket::bind("[fd00:2::11]:7002").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = [0u8; 2048];
+        let mut got = 0;
+        while let Ok(n) = s.recv(&mut buf) {
+            assert_eq!(&buf[..n], &[0x66; 1200][..]);
+            got += 1;
+            if got == 50 {
+                break;
+            }
+        }
+        got
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    in_netns("shunt-client", || {
+        let s = UdpSocket::bind("[fd00:1::2]:0").unwrap();
+        for _ in 0..50 {
+            s.send_to(&[0x66; 1200], "[fd00:2::11]:7002").unwrap();
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    })
+    .join()
+    .unwrap();
+    let got = rx.join().unwrap();
+    let summary = shunt.stop();
+    assert!(got >= 48, "backend got {got}/50 IPv6 datagrams");
+    assert!(counter(&summary, "worker 0", "tx_packets") >= got, "{summary}");
+}
+
+#[test]
+fn queue_out_of_range_is_refused() {
+    let _lab = lab();
+    let cfg = std::fs::read_to_string(default_config()).unwrap().replace(
+        "{ interface = \"sh-cli\", queue = 0 }",
+        "{ interface = \"sh-cli\", queue = 3 }",
+    );
+    let path = std::env::temp_dir().join(format!("shunt-q-{}.toml", rand_u32()));
+    std::fs::write(&path, cfg).unwrap();
+    let out = ns_exec("shunt", &[SHUNT, "check", "--config", path.to_str().unwrap()]);
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(msg.contains("queue 3 out of range: `sh-cli` has 1 RX queue(s)"), "{msg}");
+}
+
+#[test]
 fn sigkill_leaves_no_xdp_program() {
     let _lab = lab();
     let mut shunt = Shunt::start(&default_config());

@@ -1,0 +1,594 @@
+//! IPv4 header view (RFC 791). Options are allowed and skipped.
+
+use core::net::Ipv4Addr;
+
+use super::checksum;
+use super::WireError;
+
+/// Length of an IPv4 header without options.
+pub const MIN_HEADER_LEN: usize = 20;
+
+mod field {
+    use core::ops::Range;
+    pub const VER_IHL: usize = 0;
+    pub const TOS: usize = 1;
+    pub const LENGTH: Range<usize> = 2..4;
+    pub const IDENT: Range<usize> = 4..6;
+    pub const FLG_OFF: Range<usize> = 6..8;
+    pub const TTL: usize = 8;
+    pub const PROTOCOL: usize = 9;
+    pub const CHECKSUM: Range<usize> = 10..12;
+    pub const SRC: Range<usize> = 12..16;
+    pub const DST: Range<usize> = 16..20;
+}
+
+const FLAG_DF: u16 = 0x4000;
+const FLAG_MF: u16 = 0x2000;
+const OFFSET_MASK: u16 = 0x1FFF;
+
+/// A read/write view of an IPv4 packet.
+///
+/// The buffer may extend past `total_len` (Ethernet padding); [`Packet::payload`]
+/// stops at `total_len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wraps `buffer` without checks.
+    ///
+    /// Accessors still never panic: fields past the end read as zero and
+    /// slices come back short.
+    #[inline]
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Packet { buffer }
+    }
+
+    /// Wraps `buffer` after [`Packet::check`].
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let p = Packet { buffer };
+        p.check()?;
+        Ok(p)
+    }
+
+    /// Checks version, IHL and total length against the buffer.
+    pub fn check(&self) -> Result<(), WireError> {
+        let len = self.buffer.as_ref().len();
+        if len < MIN_HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if self.version() != 4 {
+            return Err(WireError::BadVersion);
+        }
+        let hlen = self.header_len();
+        if hlen < MIN_HEADER_LEN {
+            return Err(WireError::BadHeaderLen);
+        }
+        if hlen > len {
+            return Err(WireError::Truncated);
+        }
+        let total = usize::from(self.total_len());
+        if total < hlen {
+            return Err(WireError::BadTotalLen);
+        }
+        if total > len {
+            return Err(WireError::Truncated);
+        }
+        Ok(())
+    }
+
+    /// Returns the underlying buffer.
+    #[inline]
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    #[inline]
+    fn byte(&self, at: usize) -> u8 {
+        self.buffer.as_ref().get(at).copied().unwrap_or(0)
+    }
+
+    #[inline]
+    fn read_u16(&self, r: core::ops::Range<usize>) -> u16 {
+        match self.buffer.as_ref().get(r) {
+            Some(&[a, b]) => u16::from_be_bytes([a, b]),
+            _ => 0,
+        }
+    }
+
+    #[inline]
+    fn read_addr(&self, r: core::ops::Range<usize>) -> Ipv4Addr {
+        match self.buffer.as_ref().get(r) {
+            Some(&[a, b, c, d]) => Ipv4Addr::new(a, b, c, d),
+            _ => Ipv4Addr::UNSPECIFIED,
+        }
+    }
+
+    /// The version nibble (4 for a checked packet).
+    #[inline]
+    pub fn version(&self) -> u8 {
+        self.byte(field::VER_IHL) >> 4
+    }
+
+    /// Header length in bytes (IHL * 4), options included.
+    #[inline]
+    pub fn header_len(&self) -> usize {
+        usize::from(self.byte(field::VER_IHL) & 0x0F) * 4
+    }
+
+    /// The whole TOS byte (DSCP and ECN).
+    #[inline]
+    pub fn tos(&self) -> u8 {
+        self.byte(field::TOS)
+    }
+
+    /// Differentiated services code point (upper 6 bits of TOS).
+    #[inline]
+    pub fn dscp(&self) -> u8 {
+        self.tos() >> 2
+    }
+
+    /// ECN bits (lower 2 bits of TOS).
+    #[inline]
+    pub fn ecn(&self) -> u8 {
+        self.tos() & 0x03
+    }
+
+    /// Total length of header plus payload.
+    #[inline]
+    pub fn total_len(&self) -> u16 {
+        self.read_u16(field::LENGTH)
+    }
+
+    /// Identification.
+    #[inline]
+    pub fn ident(&self) -> u16 {
+        self.read_u16(field::IDENT)
+    }
+
+    /// Don't Fragment flag.
+    #[inline]
+    pub fn dont_frag(&self) -> bool {
+        self.read_u16(field::FLG_OFF) & FLAG_DF != 0
+    }
+
+    /// More Fragments flag.
+    #[inline]
+    pub fn more_frags(&self) -> bool {
+        self.read_u16(field::FLG_OFF) & FLAG_MF != 0
+    }
+
+    /// Fragment offset in bytes (the wire field times 8).
+    #[inline]
+    pub fn frag_offset(&self) -> u16 {
+        (self.read_u16(field::FLG_OFF) & OFFSET_MASK) << 3
+    }
+
+    /// True for any fragment (MF set or nonzero offset); only the first
+    /// fragment (offset 0) carries the L4 header.
+    #[inline]
+    pub fn is_fragment(&self) -> bool {
+        self.read_u16(field::FLG_OFF) & (FLAG_MF | OFFSET_MASK) != 0
+    }
+
+    /// Time to live.
+    #[inline]
+    pub fn ttl(&self) -> u8 {
+        self.byte(field::TTL)
+    }
+
+    /// Upper-layer protocol number.
+    #[inline]
+    pub fn protocol(&self) -> u8 {
+        self.byte(field::PROTOCOL)
+    }
+
+    /// Header checksum field.
+    #[inline]
+    pub fn checksum(&self) -> u16 {
+        self.read_u16(field::CHECKSUM)
+    }
+
+    /// Source address.
+    #[inline]
+    pub fn src_addr(&self) -> Ipv4Addr {
+        self.read_addr(field::SRC)
+    }
+
+    /// Destination address.
+    #[inline]
+    pub fn dst_addr(&self) -> Ipv4Addr {
+        self.read_addr(field::DST)
+    }
+
+    /// The header bytes, options included.
+    #[inline]
+    pub fn header(&self) -> &[u8] {
+        let b = self.buffer.as_ref();
+        b.get(..self.header_len()).unwrap_or(b)
+    }
+
+    /// The option bytes between the fixed header and the payload.
+    #[inline]
+    pub fn options(&self) -> &[u8] {
+        self.header().get(MIN_HEADER_LEN..).unwrap_or(&[])
+    }
+
+    /// True when the header checksum is correct.
+    #[inline]
+    pub fn verify_checksum(&self) -> bool {
+        checksum::checksum(self.header()) == 0
+    }
+
+    #[inline]
+    fn payload_range(&self) -> core::ops::Range<usize> {
+        let len = self.buffer.as_ref().len();
+        let end = usize::from(self.total_len()).min(len);
+        let start = self.header_len().min(end);
+        start..end
+    }
+
+    /// The payload: `header_len..total_len`, excluding any link padding.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        let r = self.payload_range();
+        self.buffer.as_ref().get(r).unwrap_or(&[])
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    #[inline]
+    fn set_byte(&mut self, at: usize, v: u8) {
+        if let Some(b) = self.buffer.as_mut().get_mut(at) {
+            *b = v;
+        }
+    }
+
+    #[inline]
+    fn write(&mut self, r: core::ops::Range<usize>, v: &[u8]) {
+        if let Some(s) = self.buffer.as_mut().get_mut(r) {
+            s.copy_from_slice(v);
+        }
+    }
+
+    /// Sets version 4 and the header length in bytes (rounded down to 4).
+    #[inline]
+    pub fn set_version_and_header_len(&mut self, header_len: usize) {
+        let ihl = ((header_len / 4).min(15)) as u8;
+        self.set_byte(field::VER_IHL, 0x40 | ihl);
+    }
+
+    /// Sets the whole TOS byte.
+    #[inline]
+    pub fn set_tos(&mut self, tos: u8) {
+        self.set_byte(field::TOS, tos);
+    }
+
+    /// Sets DSCP, keeping ECN.
+    #[inline]
+    pub fn set_dscp(&mut self, dscp: u8) {
+        let tos = (dscp << 2) | self.ecn();
+        self.set_tos(tos);
+    }
+
+    /// Sets the total length.
+    #[inline]
+    pub fn set_total_len(&mut self, len: u16) {
+        self.write(field::LENGTH, &len.to_be_bytes());
+    }
+
+    /// Sets the identification.
+    #[inline]
+    pub fn set_ident(&mut self, ident: u16) {
+        self.write(field::IDENT, &ident.to_be_bytes());
+    }
+
+    #[inline]
+    fn set_flg_off(&mut self, v: u16) {
+        self.write(field::FLG_OFF, &v.to_be_bytes());
+    }
+
+    /// Sets or clears Don't Fragment.
+    #[inline]
+    pub fn set_dont_frag(&mut self, on: bool) {
+        let v = self.read_u16(field::FLG_OFF) & !FLAG_DF;
+        self.set_flg_off(if on { v | FLAG_DF } else { v });
+    }
+
+    /// Sets or clears More Fragments.
+    #[inline]
+    pub fn set_more_frags(&mut self, on: bool) {
+        let v = self.read_u16(field::FLG_OFF) & !FLAG_MF;
+        self.set_flg_off(if on { v | FLAG_MF } else { v });
+    }
+
+    /// Sets the fragment offset in bytes (rounded down to 8).
+    #[inline]
+    pub fn set_frag_offset(&mut self, bytes: u16) {
+        let v = self.read_u16(field::FLG_OFF) & !OFFSET_MASK;
+        self.set_flg_off(v | (bytes >> 3));
+    }
+
+    /// Sets the TTL.
+    #[inline]
+    pub fn set_ttl(&mut self, ttl: u8) {
+        self.set_byte(field::TTL, ttl);
+    }
+
+    /// Sets the protocol number.
+    #[inline]
+    pub fn set_protocol(&mut self, proto: u8) {
+        self.set_byte(field::PROTOCOL, proto);
+    }
+
+    /// Sets the checksum field.
+    #[inline]
+    pub fn set_checksum(&mut self, csum: u16) {
+        self.write(field::CHECKSUM, &csum.to_be_bytes());
+    }
+
+    /// Sets the source address (checksum not updated).
+    #[inline]
+    pub fn set_src_addr(&mut self, addr: Ipv4Addr) {
+        self.write(field::SRC, &addr.octets());
+    }
+
+    /// Sets the destination address (checksum not updated).
+    #[inline]
+    pub fn set_dst_addr(&mut self, addr: Ipv4Addr) {
+        self.write(field::DST, &addr.octets());
+    }
+
+    /// Recomputes the header checksum over the header and options.
+    #[inline]
+    pub fn fill_checksum(&mut self) {
+        self.set_checksum(0);
+        let c = checksum::checksum(self.header());
+        self.set_checksum(c);
+    }
+
+    /// Decrements TTL and patches the checksum incrementally (RFC 1624).
+    /// Returns the new TTL, or `None` (and leaves the packet alone) when the
+    /// TTL was already 0 or 1 and the packet must not be forwarded.
+    #[inline]
+    pub fn decrement_ttl(&mut self) -> Option<u8> {
+        let ttl = self.ttl();
+        if ttl <= 1 {
+            return None;
+        }
+        let proto = self.protocol();
+        let old = u16::from_be_bytes([ttl, proto]);
+        let new = u16::from_be_bytes([ttl - 1, proto]);
+        let c = checksum::update_u16(self.checksum(), old, new);
+        self.set_ttl(ttl - 1);
+        self.set_checksum(c);
+        Some(ttl - 1)
+    }
+
+    /// Mutable payload: `header_len..total_len`.
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let r = self.payload_range();
+        self.buffer.as_mut().get_mut(r).unwrap_or(&mut [])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    // A real SYN: 10.0.0.1:54321 -> 10.0.0.2:80, DF, TTL 64, IPv4 checksum 0x149a, TCP 0xc376.
+    pub(crate) const SYN: [u8; 40] = [
+        0x45, 0x00, 0x00, 0x28, 0x12, 0x34, 0x40, 0x00, 0x40, 0x06, 0x14, 0x9a, 0x0a, 0x00, 0x00,
+        0x01, 0x0a, 0x00, 0x00, 0x02, // IPv4
+        0xd4, 0x31, 0x00, 0x50, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x00, 0x00, 0x50, 0x02, 0xff,
+        0xff, 0xc3, 0x76, 0x00, 0x00, // TCP
+    ];
+
+    #[test]
+    fn syn_fields() {
+        let p = Packet::new_checked(&SYN[..]).unwrap();
+        assert_eq!(p.version(), 4);
+        assert_eq!(p.header_len(), 20);
+        assert_eq!(p.total_len(), 40);
+        assert_eq!(p.ident(), 0x1234);
+        assert!(p.dont_frag());
+        assert!(!p.more_frags());
+        assert!(!p.is_fragment());
+        assert_eq!(p.frag_offset(), 0);
+        assert_eq!(p.ttl(), 64);
+        assert_eq!(p.protocol(), 6);
+        assert_eq!(p.src_addr(), Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(p.dst_addr(), Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(p.checksum(), 0x149a);
+        assert!(p.verify_checksum());
+        assert_eq!(p.payload(), &SYN[20..]);
+        assert!(p.options().is_empty());
+    }
+
+    #[test]
+    fn fill_checksum_matches_wire() {
+        let mut b = SYN;
+        b[10] = 0xde;
+        b[11] = 0xad;
+        let mut p = Packet::new_checked(&mut b[..]).unwrap();
+        assert!(!p.verify_checksum());
+        p.fill_checksum();
+        assert_eq!(b, SYN);
+    }
+
+    #[test]
+    fn every_truncation_fails() {
+        for n in 0..SYN.len() {
+            assert_eq!(
+                Packet::new_checked(&SYN[..n]),
+                Err(WireError::Truncated),
+                "len {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_version_and_ihl() {
+        let mut b = SYN;
+        b[0] = 0x65;
+        assert_eq!(Packet::new_checked(&b[..]), Err(WireError::BadVersion));
+        b[0] = 0x44;
+        assert_eq!(Packet::new_checked(&b[..]), Err(WireError::BadHeaderLen));
+        b[0] = 0x40;
+        assert_eq!(Packet::new_checked(&b[..]), Err(WireError::BadHeaderLen));
+        // IHL 15 = 60 bytes > 40-byte buffer.
+        b[0] = 0x4f;
+        assert_eq!(Packet::new_checked(&b[..]), Err(WireError::Truncated));
+    }
+
+    #[test]
+    fn total_len_checks() {
+        let mut b = SYN;
+        b[2..4].copy_from_slice(&19u16.to_be_bytes());
+        assert_eq!(Packet::new_checked(&b[..]), Err(WireError::BadTotalLen));
+        b[2..4].copy_from_slice(&41u16.to_be_bytes());
+        assert_eq!(Packet::new_checked(&b[..]), Err(WireError::Truncated));
+        // Ethernet padding after total_len is fine and not payload.
+        let mut padded = [0u8; 60];
+        padded[..40].copy_from_slice(&SYN);
+        let p = Packet::new_checked(&padded[..]).unwrap();
+        assert_eq!(p.payload().len(), 20);
+    }
+
+    #[test]
+    fn options_are_skipped() {
+        // IHL 6: one 4-byte option (NOP NOP NOP EOL), 4-byte payload.
+        let mut b = [0u8; 28];
+        b[..20].copy_from_slice(&SYN[..20]);
+        b[20..24].copy_from_slice(&[1, 1, 1, 0]);
+        b[24..28].copy_from_slice(&[0xaa, 0xbb, 0xcc, 0xdd]);
+        let mut p = Packet::new_unchecked(&mut b[..]);
+        p.set_version_and_header_len(24);
+        p.set_total_len(28);
+        p.fill_checksum();
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(p.header_len(), 24);
+        assert_eq!(p.options(), &[1, 1, 1, 0]);
+        assert_eq!(p.payload(), &[0xaa, 0xbb, 0xcc, 0xdd]);
+        assert!(p.verify_checksum());
+        let e = etherparse::Ipv4HeaderSlice::from_slice(&b).unwrap();
+        assert_eq!(e.header_checksum(), p.checksum());
+    }
+
+    #[test]
+    fn fragments() {
+        let mut b = SYN;
+        let mut p = Packet::new_checked(&mut b[..]).unwrap();
+        p.set_dont_frag(false);
+        p.set_more_frags(true);
+        assert!(p.is_fragment());
+        assert_eq!(p.frag_offset(), 0);
+        p.set_more_frags(false);
+        p.set_frag_offset(1480);
+        assert!(p.is_fragment());
+        assert_eq!(p.frag_offset(), 1480);
+        assert!(!p.more_frags());
+        assert!(!p.dont_frag());
+    }
+
+    #[test]
+    fn setters_and_ttl() {
+        let mut b = SYN;
+        let mut p = Packet::new_checked(&mut b[..]).unwrap();
+        p.set_dscp(46);
+        assert_eq!(p.dscp(), 46);
+        assert_eq!(p.ecn(), 0);
+        p.set_ident(7);
+        p.set_src_addr(Ipv4Addr::new(192, 0, 2, 1));
+        p.set_dst_addr(Ipv4Addr::new(198, 51, 100, 10));
+        p.fill_checksum();
+        assert_eq!(p.decrement_ttl(), Some(63));
+        assert!(p.verify_checksum());
+        p.set_ttl(1);
+        p.fill_checksum();
+        assert_eq!(p.decrement_ttl(), None);
+        assert_eq!(p.ttl(), 1);
+        assert_eq!(p.ident(), 7);
+        assert_eq!(p.src_addr(), Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(p.dst_addr(), Ipv4Addr::new(198, 51, 100, 10));
+        p.payload_mut()[0] = 0;
+        assert_eq!(b[20], 0);
+    }
+
+    #[test]
+    fn etherparse_oracle() {
+        let mut h = etherparse::Ipv4Header::new(
+            5,
+            33,
+            etherparse::IpNumber::UDP,
+            [1, 2, 3, 4],
+            [5, 6, 7, 8],
+        )
+        .unwrap();
+        h.identification = 0xbeef;
+        h.dont_fragment = false;
+        h.more_fragments = true;
+        h.fragment_offset = etherparse::IpFragOffset::try_new(100).unwrap();
+        h.header_checksum = h.calc_header_checksum();
+        let mut buf = h.to_bytes().to_vec();
+        buf.extend_from_slice(&[9; 5]);
+        let p = Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!(p.total_len(), 25);
+        assert_eq!(p.ttl(), 33);
+        assert_eq!(p.protocol(), 17);
+        assert_eq!(p.ident(), 0xbeef);
+        assert!(p.more_frags());
+        assert_eq!(p.frag_offset(), 800);
+        assert_eq!(p.checksum(), h.header_checksum);
+        assert!(p.verify_checksum());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(mut data in proptest::collection::vec(any::<u8>(), 0..80)) {
+            if !data.is_empty() && data[0] >> 4 != 4 && data.len() % 2 == 0 {
+                data[0] = 0x40 | (data[0] & 0x0f); // reach past the version check often
+            }
+            if let Ok(p) = Packet::new_checked(&data[..]) {
+                prop_assert!(p.header_len() <= p.total_len() as usize);
+                prop_assert!(p.total_len() as usize <= data.len());
+                prop_assert_eq!(p.payload().len(), p.total_len() as usize - p.header_len());
+                let _ = (p.verify_checksum(), p.options().len(), p.is_fragment(), p.frag_offset());
+            }
+            let mut p = Packet::new_unchecked(&mut data[..]);
+            let _ = (p.src_addr(), p.dst_addr(), p.payload().len(), p.options().len());
+            let _ = p.verify_checksum();
+            p.set_frag_offset(65535);
+            p.set_dst_addr(Ipv4Addr::BROADCAST);
+            p.fill_checksum();
+            let _ = p.decrement_ttl();
+            let _ = p.payload_mut().len();
+        }
+
+        #[test]
+        fn incremental_rewrite_equals_recompute(
+            src in any::<[u8; 4]>(), dst in any::<[u8; 4]>(),
+            new_src in any::<[u8; 4]>(), ttl in 2u8..=255, ident in any::<u16>(),
+        ) {
+            let mut b = SYN;
+            let mut p = Packet::new_checked(&mut b[..]).unwrap();
+            p.set_src_addr(src.into());
+            p.set_dst_addr(dst.into());
+            p.set_ttl(ttl);
+            p.set_ident(ident);
+            p.fill_checksum();
+            let c = checksum::update_bytes(p.checksum(), &src, &new_src);
+            p.set_src_addr(new_src.into());
+            p.set_checksum(c);
+            prop_assert!(p.verify_checksum());
+            prop_assert!(p.decrement_ttl().is_some());
+            let inc = p.checksum();
+            p.fill_checksum();
+            prop_assert_eq!(inc, p.checksum());
+        }
+    }
+}

@@ -1,0 +1,519 @@
+//! One-pass classification summary of a frame: Ethernet (+VLAN) -> IPv4/IPv6
+//! -> TCP/UDP/ICMP, returning offsets and a flow key.
+//!
+//! Frames that are not IP (ARP, LLDP, ...) are `Ok(None)`: not ours, hand them
+//! on. Malformed IP is `Err`. Structure is checked here; checksums are not.
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::ethernet::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use super::{icmp, icmpv6, ip_protocol, ipv4, ipv6, tcp, udp, WireError};
+
+/// IP version of a parsed packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpVersion {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+/// Where a packet sits in a fragment series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FragKind {
+    /// Not a fragment.
+    Whole,
+    /// Offset 0: carries the L4 header, so ports are valid.
+    First,
+    /// Offset > 0: no L4 header; ports are 0 and the bytes at `l4_offset` are data.
+    Later,
+}
+
+/// A flow key in one fixed-size form for both families.
+///
+/// IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`, RFC 4291
+/// 2.5.5.2) so one hash table serves both. Ports are TCP/UDP ports; for ICMP
+/// and ICMPv6 echo both hold the echo identifier (so the reply's reversed key
+/// matches the request's); otherwise 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    /// Source address, 16 bytes.
+    pub src: [u8; 16],
+    /// Destination address, 16 bytes.
+    pub dst: [u8; 16],
+    /// Source port or echo identifier.
+    pub src_port: u16,
+    /// Destination port or echo identifier.
+    pub dst_port: u16,
+    /// IP protocol of the upper layer.
+    pub proto: u8,
+}
+
+#[inline]
+const fn mapped(a: Ipv4Addr) -> [u8; 16] {
+    let o = a.octets();
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3],
+    ]
+}
+
+#[inline]
+fn unmap(a: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+impl FiveTuple {
+    /// The key of the reply direction.
+    #[inline]
+    pub const fn reversed(&self) -> Self {
+        FiveTuple {
+            src: self.dst,
+            dst: self.src,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            proto: self.proto,
+        }
+    }
+
+    /// Source address, IPv4-mapped addresses shown as IPv4.
+    #[inline]
+    pub fn src_addr(&self) -> IpAddr {
+        unmap(self.src)
+    }
+
+    /// Destination address, IPv4-mapped addresses shown as IPv4.
+    #[inline]
+    pub fn dst_addr(&self) -> IpAddr {
+        unmap(self.dst)
+    }
+}
+
+/// Offsets and flow key of one frame, all offsets from the frame start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParsedPacket {
+    /// VLAN id, if the frame was tagged.
+    pub vlan_id: Option<u16>,
+    /// IPv4 or IPv6.
+    pub version: IpVersion,
+    /// Start of the IP header (14 or 18).
+    pub l3_offset: usize,
+    /// Start of the upper-layer header (after IPv4 options / IPv6 extension
+    /// headers); for [`FragKind::Later`] the start of fragment data.
+    pub l4_offset: usize,
+    /// End of the IP packet (excludes Ethernet padding).
+    pub l3_end: usize,
+    /// Fragment position.
+    pub frag: FragKind,
+    /// The flow key.
+    pub tuple: FiveTuple,
+    /// TCP flag byte, 0 when not TCP.
+    pub tcp_flags: u8,
+    /// ICMP/ICMPv6 type, 0 when not ICMP (0 is also Echo Reply: check `tuple.proto`).
+    pub icmp_type: u8,
+}
+
+impl ParsedPacket {
+    /// The upper-layer bytes `l4_offset..l3_end` of `frame`.
+    #[inline]
+    pub fn l4<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
+        frame.get(self.l4_offset..self.l3_end).unwrap_or(&[])
+    }
+}
+
+/// What the L4 header contributes to the summary.
+#[derive(Default)]
+struct L4Info {
+    src_port: u16,
+    dst_port: u16,
+    tcp_flags: u8,
+    icmp_type: u8,
+}
+
+/// Reads ports/flags/type from `seg`. `whole` (not a fragment) validates the
+/// full header; a first fragment only needs the fixed header, since e.g. the
+/// UDP length covers the reassembled datagram.
+#[inline]
+fn l4_info(proto: u8, seg: &[u8], whole: bool) -> Result<L4Info, WireError> {
+    let mut info = L4Info::default();
+    match proto {
+        ip_protocol::TCP => {
+            let p = if whole {
+                tcp::Packet::new_checked(seg)?
+            } else if seg.len() >= tcp::MIN_HEADER_LEN {
+                tcp::Packet::new_unchecked(seg)
+            } else {
+                return Err(WireError::Truncated);
+            };
+            info.src_port = p.src_port();
+            info.dst_port = p.dst_port();
+            info.tcp_flags = p.flags();
+        }
+        ip_protocol::UDP => {
+            let p = if whole {
+                udp::Packet::new_checked(seg)?
+            } else if seg.len() >= udp::HEADER_LEN {
+                udp::Packet::new_unchecked(seg)
+            } else {
+                return Err(WireError::Truncated);
+            };
+            info.src_port = p.src_port();
+            info.dst_port = p.dst_port();
+        }
+        ip_protocol::ICMP => {
+            let p = icmp::Packet::new_checked(seg)?;
+            info.icmp_type = p.msg_type();
+            if p.is_echo() {
+                info.src_port = p.echo_ident();
+                info.dst_port = info.src_port;
+            }
+        }
+        ip_protocol::ICMPV6 => {
+            let p = icmpv6::Packet::new_checked(seg)?;
+            info.icmp_type = p.msg_type();
+            if p.is_echo() {
+                info.src_port = p.echo_ident();
+                info.dst_port = info.src_port;
+            }
+        }
+        _ => {}
+    }
+    Ok(info)
+}
+
+/// Parses `frame` from the Ethernet header up to the L4 header.
+///
+/// `Ok(None)`: not IPv4/IPv6. `Err`: IP or L4 header malformed or truncated.
+pub fn parse(frame: &[u8]) -> Result<Option<ParsedPacket>, WireError> {
+    let eth = ethernet::Frame::new_checked(frame)?;
+    let l3 = eth.payload_offset();
+    let vlan_id = eth.vlan_id();
+    let ip = eth.payload();
+    match eth.ethertype() {
+        ETHERTYPE_IPV4 => parse_v4(ip, l3, vlan_id).map(Some),
+        ETHERTYPE_IPV6 => parse_v6(ip, l3, vlan_id).map(Some),
+        _ => Ok(None),
+    }
+}
+
+#[inline]
+fn parse_v4(ip: &[u8], l3: usize, vlan_id: Option<u16>) -> Result<ParsedPacket, WireError> {
+    let p = ipv4::Packet::new_checked(ip)?;
+    let proto = p.protocol();
+    let frag = if !p.is_fragment() {
+        FragKind::Whole
+    } else if p.frag_offset() == 0 {
+        FragKind::First
+    } else {
+        FragKind::Later
+    };
+    let info = match frag {
+        FragKind::Later => L4Info::default(),
+        _ => l4_info(proto, p.payload(), frag == FragKind::Whole)?,
+    };
+    Ok(ParsedPacket {
+        vlan_id,
+        version: IpVersion::V4,
+        l3_offset: l3,
+        l4_offset: l3 + p.header_len(),
+        l3_end: l3 + usize::from(p.total_len()),
+        frag,
+        tuple: FiveTuple {
+            src: mapped(p.src_addr()),
+            dst: mapped(p.dst_addr()),
+            src_port: info.src_port,
+            dst_port: info.dst_port,
+            proto,
+        },
+        tcp_flags: info.tcp_flags,
+        icmp_type: info.icmp_type,
+    })
+}
+
+#[inline]
+fn parse_v6(ip: &[u8], l3: usize, vlan_id: Option<u16>) -> Result<ParsedPacket, WireError> {
+    let p = ipv6::Packet::new_checked(ip)?;
+    let ul = p.upper_layer()?;
+    let end = p.packet_len();
+    let frag = match ul.frag {
+        None => FragKind::Whole,
+        Some(f) if f.is_first() => FragKind::First,
+        Some(_) => FragKind::Later,
+    };
+    let info = match frag {
+        FragKind::Later => L4Info::default(),
+        _ => {
+            let seg = ip.get(ul.offset..end).unwrap_or(&[]);
+            l4_info(ul.protocol, seg, frag == FragKind::Whole)?
+        }
+    };
+    Ok(ParsedPacket {
+        vlan_id,
+        version: IpVersion::V6,
+        l3_offset: l3,
+        l4_offset: l3 + ul.offset,
+        l3_end: l3 + end,
+        frag,
+        tuple: FiveTuple {
+            src: p.src_addr().octets(),
+            dst: p.dst_addr().octets(),
+            src_port: info.src_port,
+            dst_port: info.dst_port,
+            proto: ul.protocol,
+        },
+        tcp_flags: info.tcp_flags,
+        icmp_type: info.icmp_type,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+    use proptest::prelude::*;
+
+    const M1: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const M2: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+    fn v4_tcp() -> Vec<u8> {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(M1, M2)
+            .ipv4([10, 0, 0, 1], [198, 51, 100, 10], 64)
+            .tcp(40000, 80, 1, 65535)
+            .syn()
+            .write(&mut v, &[])
+            .unwrap();
+        v
+    }
+
+    #[test]
+    fn ipv4_tcp_syn() {
+        let mut f = v4_tcp();
+        f.extend_from_slice(&[0; 6]); // padding to 60 bytes
+        let p = parse(&f).unwrap().unwrap();
+        assert_eq!(p.version, IpVersion::V4);
+        assert_eq!(p.vlan_id, None);
+        assert_eq!((p.l3_offset, p.l4_offset, p.l3_end), (14, 34, 54));
+        assert_eq!(p.frag, FragKind::Whole);
+        assert_eq!(p.tuple.proto, 6);
+        assert_eq!(p.tuple.src_port, 40000);
+        assert_eq!(p.tuple.dst_port, 80);
+        assert_eq!(p.tuple.src_addr(), IpAddr::from([10, 0, 0, 1]));
+        assert_eq!(p.tuple.dst_addr(), IpAddr::from([198, 51, 100, 10]));
+        assert_eq!(p.tcp_flags, tcp::FLAG_SYN);
+        assert_eq!(p.l4(&f).len(), 20);
+        let r = p.tuple.reversed();
+        assert_eq!((r.src_port, r.dst_port), (80, 40000));
+        assert_eq!(r.reversed(), p.tuple);
+    }
+
+    #[test]
+    fn vlan_ipv6_udp_with_ext_headers() {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(M1, M2)
+            .single_vlan(etherparse::VlanId::try_new(7).unwrap())
+            .ipv6([1; 16], [2; 16], 64)
+            .udp(5000, 53)
+            .write(&mut v, b"q")
+            .unwrap();
+        // Insert a Hop-by-Hop header (8 bytes) after the fixed header.
+        let ip = 18;
+        v[ip + 6] = 0;
+        let plen = u16::from_be_bytes([v[ip + 4], v[ip + 5]]) + 8;
+        v[ip + 4..ip + 6].copy_from_slice(&plen.to_be_bytes());
+        let hbh = [17u8, 0, 1, 4, 0, 0, 0, 0];
+        v.splice(ip + 40..ip + 40, hbh);
+        let p = parse(&v).unwrap().unwrap();
+        assert_eq!(p.vlan_id, Some(7));
+        assert_eq!(p.version, IpVersion::V6);
+        assert_eq!(p.l3_offset, 18);
+        assert_eq!(p.l4_offset, 18 + 48);
+        assert_eq!(p.l3_end, v.len());
+        assert_eq!(p.tuple.proto, 17);
+        assert_eq!((p.tuple.src_port, p.tuple.dst_port), (5000, 53));
+        assert_eq!(p.tuple.src, [1; 16]);
+    }
+
+    #[test]
+    fn icmp_echo_uses_ident_both_ways() {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(M1, M2)
+            .ipv4([1, 1, 1, 1], [2, 2, 2, 2], 64)
+            .icmpv4_echo_request(0x4242, 1)
+            .write(&mut v, b"ping")
+            .unwrap();
+        let p = parse(&v).unwrap().unwrap();
+        assert_eq!(p.tuple.proto, 1);
+        assert_eq!(p.icmp_type, icmp::TYPE_ECHO_REQUEST);
+        assert_eq!((p.tuple.src_port, p.tuple.dst_port), (0x4242, 0x4242));
+
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(M1, M2)
+            .ipv6([1; 16], [2; 16], 64)
+            .icmpv6_echo_reply(0x99, 1)
+            .write(&mut v, b"pong")
+            .unwrap();
+        let p = parse(&v).unwrap().unwrap();
+        assert_eq!(p.tuple.proto, 58);
+        assert_eq!(p.icmp_type, icmpv6::TYPE_ECHO_REPLY);
+        assert_eq!((p.tuple.src_port, p.tuple.dst_port), (0x99, 0x99));
+    }
+
+    #[test]
+    fn not_ip_is_none() {
+        let mut arp = [0u8; 42];
+        arp[12..14].copy_from_slice(&ethernet::ETHERTYPE_ARP.to_be_bytes());
+        assert_eq!(parse(&arp), Ok(None));
+        assert_eq!(parse(&arp[..10]), Err(WireError::Truncated));
+    }
+
+    #[test]
+    fn ipv4_fragments() {
+        let mut f = v4_tcp();
+        // First fragment: MF set, offset 0. The TCP header is still read.
+        f[20] = 0x20;
+        f[21] = 0;
+        let p = parse(&f).unwrap().unwrap();
+        assert_eq!(p.frag, FragKind::First);
+        assert_eq!(p.tuple.dst_port, 80);
+        // Later fragment: offset 8 bytes; no ports.
+        f[20] = 0x00;
+        f[21] = 0x01;
+        let p = parse(&f).unwrap().unwrap();
+        assert_eq!(p.frag, FragKind::Later);
+        assert_eq!((p.tuple.src_port, p.tuple.dst_port), (0, 0));
+        assert_eq!(p.l4_offset, 34);
+    }
+
+    #[test]
+    fn first_udp_fragment_length_exceeds_fragment() {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(M1, M2)
+            .ipv4([1, 1, 1, 1], [2, 2, 2, 2], 64)
+            .udp(1, 2)
+            .write(&mut v, &[0; 16])
+            .unwrap();
+        // UDP length says 3000: as a whole packet that is truncated...
+        v[38..40].copy_from_slice(&3000u16.to_be_bytes());
+        assert_eq!(parse(&v), Err(WireError::Truncated));
+        // ...as a first fragment it is expected.
+        v[20] = 0x20;
+        let p = parse(&v).unwrap().unwrap();
+        assert_eq!(p.frag, FragKind::First);
+        assert_eq!((p.tuple.src_port, p.tuple.dst_port), (1, 2));
+    }
+
+    #[test]
+    fn every_truncation_fails_without_panic() {
+        let f = v4_tcp();
+        for n in 0..f.len() {
+            assert!(parse(&f[..n]).is_err(), "len {n}");
+        }
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2(M1, M2)
+            .ipv6([1; 16], [2; 16], 64)
+            .tcp(1, 2, 3, 4)
+            .write(&mut v, b"x")
+            .unwrap();
+        for n in 0..v.len() {
+            assert!(parse(&v[..n]).is_err(), "len {n}");
+        }
+        assert!(parse(&v).unwrap().is_some());
+    }
+
+    fn build(v6: bool, vlan: Option<u16>, l4: u8, sp: u16, dp: u16, data: &[u8]) -> Vec<u8> {
+        let eth = PacketBuilder::ethernet2(M1, M2);
+        let mut v = Vec::new();
+        macro_rules! finish {
+            ($ip:expr) => {{
+                let ip = $ip;
+                match l4 {
+                    0 => ip.tcp(sp, dp, 1, 2).write(&mut v, data).unwrap(),
+                    1 => ip.udp(sp, dp).write(&mut v, data).unwrap(),
+                    _ => ip.icmpv4_echo_request(sp, dp).write(&mut v, data).unwrap(),
+                }
+            }};
+        }
+        match (v6, vlan) {
+            (false, None) => finish!(eth.ipv4([9, 8, 7, 6], [5, 4, 3, 2], 1)),
+            (true, None) => finish!(eth.ipv6([7; 16], [8; 16], 1)),
+            (false, Some(id)) => finish!(eth
+                .single_vlan(etherparse::VlanId::try_new(id).unwrap())
+                .ipv4([9, 8, 7, 6], [5, 4, 3, 2], 1)),
+            (true, Some(id)) => finish!(eth
+                .single_vlan(etherparse::VlanId::try_new(id).unwrap())
+                .ipv6([7; 16], [8; 16], 1)),
+        }
+        v
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_etherparse(
+            v6 in any::<bool>(), vlan in proptest::option::of(0u16..4096), l4 in 0u8..3,
+            sp in any::<u16>(), dp in any::<u16>(),
+            data in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let f = build(v6, vlan, l4, sp, dp, &data);
+            let p = parse(&f).unwrap().unwrap();
+            let e = etherparse::SlicedPacket::from_ethernet(&f).unwrap();
+            prop_assert_eq!(p.vlan_id, vlan);
+            let (ep_ip_payload_len, ep_proto) = match &e.net {
+                Some(etherparse::NetSlice::Ipv4(s)) => (s.payload().payload.len(), s.payload().ip_number.0),
+                Some(etherparse::NetSlice::Ipv6(s)) => (s.payload().payload.len(), s.payload().ip_number.0),
+                _ => unreachable!(),
+            };
+            prop_assert_eq!(p.l3_end - p.l4_offset, ep_ip_payload_len);
+            prop_assert_eq!(p.tuple.proto, ep_proto);
+            match &e.transport {
+                Some(etherparse::TransportSlice::Tcp(t)) => {
+                    prop_assert_eq!((p.tuple.src_port, p.tuple.dst_port), (t.source_port(), t.destination_port()));
+                }
+                Some(etherparse::TransportSlice::Udp(u)) => {
+                    prop_assert_eq!((p.tuple.src_port, p.tuple.dst_port), (u.source_port(), u.destination_port()));
+                }
+                Some(etherparse::TransportSlice::Icmpv4(_)) | Some(etherparse::TransportSlice::Icmpv6(_)) => {
+                    prop_assert_eq!((p.tuple.src_port, p.tuple.dst_port), (sp, sp));
+                }
+                None => unreachable!(),
+            }
+        }
+
+        #[test]
+        fn arbitrary_frames_never_panic(
+            mut data in proptest::collection::vec(any::<u8>(), 0..200),
+            et in 0u8..4, proto in any::<u8>(),
+        ) {
+            // Steer toward deep parsing: plausible ethertype, version and protocol.
+            if data.len() >= 34 {
+                let ety = [0x0800u16, 0x86dd, 0x8100, 0x0806][usize::from(et)];
+                data[12..14].copy_from_slice(&ety.to_be_bytes());
+                if ety == 0x8100 {
+                    data[16..18].copy_from_slice(&0x0800u16.to_be_bytes());
+                }
+                let l3 = if ety == 0x8100 { 18 } else { 14 };
+                data[l3] = if ety == 0x86dd { 0x60 } else { 0x45 };
+                let avail = (data.len() - l3) as u16;
+                if ety == 0x86dd {
+                    if data.len() >= l3 + 40 {
+                        data[l3 + 4..l3 + 6].copy_from_slice(&(avail - 40).to_be_bytes());
+                        data[l3 + 6] = [0, 6, 17, 58, 44, 60][usize::from(proto) % 6];
+                    }
+                } else {
+                    data[l3 + 2..l3 + 4].copy_from_slice(&avail.to_be_bytes());
+                    data[l3 + 6] &= 0x20;
+                    data[l3 + 9] = [1, 6, 17, proto][usize::from(proto) % 4];
+                }
+            }
+            if let Ok(Some(p)) = parse(&data) {
+                prop_assert!(p.l3_offset <= p.l4_offset);
+                prop_assert!(p.l4_offset <= p.l3_end);
+                prop_assert!(p.l3_end <= data.len());
+                let _ = p.l4(&data);
+            }
+        }
+    }
+}
