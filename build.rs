@@ -11,8 +11,7 @@ fn main() {
     println!("cargo:rerun-if-changed={}", src.display());
     println!("cargo:rerun-if-changed=xdp-redirect/shunt_maps.h");
 
-    let out =
-        PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("xdp_redirect.o");
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("xdp_redirect.o");
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
     let arch_include = format!("/usr/include/{}-linux-gnu", target_arch_triple());
 
@@ -31,9 +30,7 @@ fn main() {
             "clang failed ({s}) compiling {}. If bpf/bpf_helpers.h or asm/types.h are missing: {PACKAGES}",
             src.display()
         ),
-        Err(e) => panic!(
-            "cannot run `{clang}` to build the XDP program ({e}). Install it: {PACKAGES}"
-        ),
+        Err(e) => panic!("cannot run `{clang}` to build the XDP program ({e}). Install it: {PACKAGES}"),
     }
 }
 

@@ -14,6 +14,10 @@
 # locally and never reach XDP). MACs are fixed so configs can name them.
 # Kernel forwarding in `shunt` is off: only Shunt moves packets across.
 #
+# The service VIPs (10.0.100.1, fd00:100::1) are routed to Shunt; its SNAT
+# pools (10.0.3.0/28, fd00:3::/124) are reached through the backends' default
+# route, so replies come back to Shunt as well.
+#
 # Usage: lab.sh up | down | status
 set -euo pipefail
 
@@ -30,7 +34,50 @@ in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 # GSO super-frames larger than a UMEM frame.
 no_offload() { in_ns "$1" ethtool -K "$2" tx off tso off gso off gro off >/dev/null 2>&1 || true; }
 
+LAB_DIR=/run/shunt-lab
+
+# A real HTTP server per backend: nginx serving its own name and a 1 MiB
+# file whose digest tests compare end to end.
+start_http() {
+    local b=$1 dir="$LAB_DIR/be$1"
+    mkdir -p "$dir/www"
+    echo "shunt-be$b" > "$dir/www/index.html"
+    [ -f "$LAB_DIR/big.bin" ] || head -c 1048576 /dev/urandom > "$LAB_DIR/big.bin"
+    cp "$LAB_DIR/big.bin" "$dir/www/big.bin"
+    cat > "$dir/nginx.conf" <<CONF
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_timeout 65;
+    client_body_temp_path $dir/tmp;
+    server {
+        listen 80;
+        listen [::]:80;
+        root $dir/www;
+    }
+}
+CONF
+    mkdir -p "$dir/tmp"
+    if command -v nginx >/dev/null; then
+        in_ns "shunt-be$b" nginx -c "$dir/nginx.conf"
+    else
+        echo "lab: nginx not installed; backends have no HTTP server (run scripts/setup.sh)" >&2
+    fi
+}
+
+stop_http() {
+    for b in "${BACKENDS[@]}"; do
+        local pidf="$LAB_DIR/be$b/nginx.pid"
+        [ -f "$pidf" ] && kill "$(cat "$pidf")" 2>/dev/null || true
+        rm -f "$pidf"
+    done
+}
+
 down() {
+    stop_http
     for ns in "$NS_CLIENT" "$NS_SHUNT" "$NS_SWITCH" $(for b in "${BACKENDS[@]}"; do echo "shunt-be$b"; done); do
         ip netns del "$ns" 2>/dev/null || true
     done
@@ -80,12 +127,10 @@ up() {
         in_ns "$ns" ip link set be0 up
         in_ns "$ns" ip route add default via 10.0.2.1
         in_ns "$ns" ip -6 route add default via fd00:2::1
-        # Backends also own the VIPs, for DNAT-free (DSR-style) tests.
-        in_ns "$ns" ip addr add "$VIP4"/32 dev lo
-        in_ns "$ns" ip -6 addr add "$VIP6"/128 dev lo
         no_offload "$ns" be0
         in_ns "$NS_SWITCH" ip link set "sw-be$b" master br0 up
         no_offload "$NS_SWITCH" "sw-be$b"
+        start_http "$b"
     done
     # Static neighbours: Shunt rewrites MACs itself, but the kernels on each
     # side must resolve their next hop without depending on Shunt.

@@ -9,7 +9,7 @@ pub mod dataplane;
 pub mod lab;
 pub mod pipeline;
 pub mod sys;
-pub mod wire;
 pub mod telemetry;
+pub mod wire;
 pub mod xdp;
 pub mod xsk;

@@ -10,17 +10,10 @@ use common::{repo, SHUNT};
 fn check(text: &str) -> (bool, String) {
     let path = std::env::temp_dir().join(format!("shunt-cli-{}.toml", common::rand_u32()));
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(SHUNT)
-        .args(["check", "--offline", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new(SHUNT).args(["check", "--offline", "--config"]).arg(&path).output().unwrap();
     let _ = std::fs::remove_file(&path);
     let msg = String::from_utf8_lossy(&out.stderr).replace(path.to_str().unwrap(), "FILE");
-    (
-        out.status.success(),
-        msg + &String::from_utf8_lossy(&out.stdout),
-    )
+    (out.status.success(), msg + &String::from_utf8_lossy(&out.stdout))
 }
 
 fn default_config() -> String {
@@ -30,10 +23,7 @@ fn default_config() -> String {
 #[test]
 fn version_and_help() {
     let out = Command::new(SHUNT).arg("--version").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("shunt {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("shunt {}", env!("CARGO_PKG_VERSION")));
     let out = Command::new(SHUNT).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for verb in ["run", "check", "lab"] {
@@ -47,34 +37,19 @@ fn shipped_configs_pass_check() {
     assert!(ok, "{msg}");
     for entry in std::fs::read_dir(repo().join("pipelines")).unwrap() {
         let path = entry.unwrap().path();
-        let out = Command::new(SHUNT)
-            .args(["check", "--offline", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new(SHUNT).args(["check", "--offline", "--config"]).arg(&path).output().unwrap();
+        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
     }
 }
 
 #[test]
 fn bad_key_points_at_line_and_column() {
     let text = default_config().replace("batch_size = 64", "batch_sise = 64");
-    let line = text
-        .lines()
-        .position(|l| l.starts_with("batch_sise"))
-        .unwrap()
-        + 1;
+    let line = text.lines().position(|l| l.starts_with("batch_sise")).unwrap() + 1;
     let (ok, msg) = check(&text);
     assert!(!ok);
     assert!(
-        msg.contains(&format!(
-            "FILE:{line}:1: key `dataplane.batch_sise`: unknown field `batch_sise`"
-        )),
+        msg.contains(&format!("FILE:{line}:1: key `dataplane.batch_sise`: unknown field `batch_sise`")),
         "{msg}"
     );
 }
@@ -82,17 +57,11 @@ fn bad_key_points_at_line_and_column() {
 #[test]
 fn bad_value_type_points_at_line_and_column() {
     let text = default_config().replace("ring_size = 2048", "ring_size = \"large\"");
-    let line = text
-        .lines()
-        .position(|l| l.starts_with("ring_size"))
-        .unwrap()
-        + 1;
+    let line = text.lines().position(|l| l.starts_with("ring_size")).unwrap() + 1;
     let (ok, msg) = check(&text);
     assert!(!ok);
     assert!(
-        msg.contains(&format!(
-            "FILE:{line}:13: key `dataplane.ring_size`: invalid type: string \"large\""
-        )),
+        msg.contains(&format!("FILE:{line}:13: key `dataplane.ring_size`: invalid type: string \"large\"")),
         "{msg}"
     );
 }
@@ -100,17 +69,11 @@ fn bad_value_type_points_at_line_and_column() {
 #[test]
 fn unknown_interface_points_at_line_and_column() {
     let text = default_config().replace("egress = \"sh-be\"", "egress = \"eth9\"");
-    let line = text
-        .lines()
-        .position(|l| l.starts_with("egress = \"eth9\""))
-        .unwrap()
-        + 1;
+    let line = text.lines().position(|l| l.starts_with("egress = \"eth9\"")).unwrap() + 1;
     let (ok, msg) = check(&text);
     assert!(!ok);
     assert!(
-        msg.contains(&format!(
-            "FILE:{line}:10: key `pipeline.to-backend.egress`: unknown interface `eth9`"
-        )),
+        msg.contains(&format!("FILE:{line}:10: key `pipeline.l4lb.egress`: unknown interface `eth9`")),
         "{msg}"
     );
 }
@@ -122,17 +85,10 @@ fn missing_host_interface_is_reported_with_advice() {
     let text = default_config().replace("\"sh-cli\"", "\"nosuchif0\"");
     let path = std::env::temp_dir().join(format!("shunt-cli-{}.toml", common::rand_u32()));
     std::fs::write(&path, &text).unwrap();
-    let out = Command::new(SHUNT)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new(SHUNT).args(["check", "--config"]).arg(&path).output().unwrap();
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(
-        msg.contains("interface `nosuchif0` not found on this host"),
-        "{msg}"
-    );
+    assert!(msg.contains("interface `nosuchif0` not found on this host"), "{msg}");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 
 fn default_config() -> std::path::PathBuf {
-    repo().join("config.toml")
+    repo().join("pipelines/l2fwd.toml")
 }
 
 #[test]
@@ -63,9 +63,7 @@ fn udp_and_tcp_cross_the_userspace_path() {
             if n == 0 {
                 break;
             }
-            sum = buf[..n]
-                .iter()
-                .fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)));
+            sum = buf[..n].iter().fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)));
             total += n;
         }
         c.write_all(&sum.to_be_bytes()).unwrap();
@@ -81,9 +79,7 @@ fn udp_and_tcp_cross_the_userspace_path() {
         s.shutdown(std::net::Shutdown::Write).unwrap();
         let mut echo = [0u8; 8];
         s.read_exact(&mut echo).unwrap();
-        let expect = data
-            .iter()
-            .fold(0u64, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let expect = data.iter().fold(0u64, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)));
         (u64::from_be_bytes(echo), expect)
     })
     .join()
@@ -99,18 +95,9 @@ fn udp_and_tcp_cross_the_userspace_path() {
     let rx = counter(&summary, "worker 0", "rx_packets");
     let tx = counter(&summary, "worker 0", "tx_packets");
     let min_tcp_segments = (LEN / 1500) as u64;
-    assert!(
-        rx >= u64::from(udp_got) + min_tcp_segments,
-        "rx_packets={rx}\n{summary}"
-    );
-    assert!(
-        tx >= u64::from(udp_got) + min_tcp_segments,
-        "tx_packets={tx}\n{summary}"
-    );
-    assert!(
-        counter(&summary, "xdp sh-cli", "redirected") >= u64::from(udp_got),
-        "{summary}"
-    );
+    assert!(rx >= u64::from(udp_got) + min_tcp_segments, "rx_packets={rx}\n{summary}");
+    assert!(tx >= u64::from(udp_got) + min_tcp_segments, "tx_packets={tx}\n{summary}");
+    assert!(counter(&summary, "xdp sh-cli", "redirected") >= u64::from(udp_got), "{summary}");
     assert!(udp_bytes >= 195 * 1000);
 }
 
@@ -119,19 +106,13 @@ fn unmatched_traffic_reaches_the_kernel() {
     let _lab = lab();
     let shunt = Shunt::start(&default_config());
     // The shunt namespace's own address is not a route: the kernel answers.
-    let ping = ns_exec(
-        "shunt-client",
-        &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.1.1"],
-    );
+    let ping = ns_exec("shunt-client", &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.1.1"]);
     assert!(
         ping.status.success(),
         "ping to the host itself failed: {}",
         String::from_utf8_lossy(&ping.stdout)
     );
-    let ping6 = ns_exec(
-        "shunt-client",
-        &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "fd00:1::1"],
-    );
+    let ping6 = ns_exec("shunt-client", &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "fd00:1::1"]);
     assert!(ping6.status.success(), "ping -6 to the host itself failed");
     let summary = shunt.stop();
     assert!(counter(&summary, "xdp sh-cli", "passed") >= 6, "{summary}");
@@ -179,10 +160,9 @@ fn ipv6_udp_crosses_the_userspace_path() {
 #[test]
 fn queue_out_of_range_is_refused() {
     let _lab = lab();
-    let cfg = std::fs::read_to_string(default_config()).unwrap().replace(
-        "{ interface = \"sh-cli\", queue = 0 }",
-        "{ interface = \"sh-cli\", queue = 3 }",
-    );
+    let cfg = std::fs::read_to_string(default_config())
+        .unwrap()
+        .replace("{ interface = \"sh-cli\", queue = 0 }", "{ interface = \"sh-cli\", queue = 3 }");
     let path = std::env::temp_dir().join(format!("shunt-q-{}.toml", rand_u32()));
     std::fs::write(&path, cfg).unwrap();
     let out = ns_exec("shunt", &[SHUNT, "check", "--config", path.to_str().unwrap()]);

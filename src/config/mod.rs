@@ -6,13 +6,15 @@
 
 mod error;
 mod schema;
+mod services;
 
 use std::net::IpAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Located};
-pub use schema::{HugepageMode, PollMode, XdpMode, ZeroCopyMode};
+pub use schema::{parse_duration, HugepageMode, PollMode, XdpMode, ZeroCopyMode};
+pub use services::{Backend, Conntrack, Prefix, Service, MAX_POOL_ADDRS};
 
 use error::Source;
 use schema::ConfigFile;
@@ -30,6 +32,8 @@ pub struct Config {
     pub workers: Vec<Worker>,
     pub pipelines: Vec<Pipeline>,
     pub routes: Vec<Route>,
+    pub services: Vec<Service>,
+    pub conntrack: Conntrack,
     pub summary_interval: u64,
     text: String,
 }
@@ -81,22 +85,42 @@ pub struct Pipeline {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StageConfig {
     /// Rewrite MACs to the next hop and transmit on `egress`.
-    L2Fwd {
-        egress: usize,
-        next_hop_mac: [u8; 6],
-    },
+    L2Fwd { egress: usize, next_hop_mac: [u8; 6] },
+    /// Parse, find the flow in conntrack, track TCP/UDP state.
+    Conntrack,
+    /// New flows: pick a backend with Maglev, allocate SNAT, create the flow.
+    Maglev,
+    /// Rewrite addresses and ports; incremental checksums.
+    Nat,
+    /// Next-hop MAC and egress port: towards backends, or back to clients.
+    L2(L2Config),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct L2Config {
+    /// Interface towards backends.
+    pub egress: usize,
+    /// Fallback MAC towards backends with no `mac` and no neighbour entry.
+    pub next_hop_mac: Option<[u8; 6]>,
+    /// Interface towards clients (reply traffic).
+    pub return_egress: usize,
+    pub return_next_hop_mac: [u8; 6],
 }
 
 impl StageConfig {
     pub fn name(&self) -> &'static str {
         match self {
             StageConfig::L2Fwd { .. } => "l2fwd",
+            StageConfig::Conntrack => "conntrack",
+            StageConfig::Maglev => "maglev",
+            StageConfig::Nat => "nat",
+            StageConfig::L2(_) => "l2",
         }
     }
 }
 
 /// The stage names a pipeline may list.
-pub const STAGES: &[&str] = &["l2fwd"];
+pub const STAGES: &[&str] = &["l2fwd", "conntrack", "maglev", "nat", "l2"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
@@ -110,27 +134,48 @@ pub struct Route {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::parse(path, &text)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let src = Source { file: path, text };
-        let file: ConfigFile = toml::from_str(text)
-            .map_err(|e| src.error(e.span().unwrap_or(0..0), e.message().to_string()))?;
+        let file: ConfigFile =
+            toml::from_str(text).map_err(|e| src.error(e.span().unwrap_or(0..0), e.message().to_string()))?;
         validate(&src, file)
     }
 
     /// Error at a span of this config's source.
     fn error_at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
-        Source {
-            file: &self.path,
-            text: &self.text,
+        Source { file: &self.path, text: &self.text }.error(span, message)
+    }
+
+    /// Everything the XDP program must redirect by exact match: configured
+    /// routes plus each service's (VIP, protocol, port).
+    pub fn match_entries(&self) -> Vec<Route> {
+        let mut v = self.routes.clone();
+        v.extend(self.services.iter().map(|s| Route {
+            dst: s.vip,
+            protocol: s.protocol,
+            port: s.port,
+            pipeline: s.pipeline,
+        }));
+        v
+    }
+
+    /// Prefixes redirected whole (SNAT pools, so replies come back to us),
+    /// with the pipeline that handles them.
+    pub fn owned_prefixes(&self) -> Vec<(Prefix, usize)> {
+        let mut v: Vec<(Prefix, usize)> = Vec::new();
+        for s in &self.services {
+            if let Some(p) = s.snat_pool {
+                if !v.iter().any(|(q, _)| *q == p) {
+                    v.push((p, s.pipeline));
+                }
+            }
         }
-        .error(span, message)
+        v
     }
 
     /// All distinct queues across workers, flattened.
@@ -157,11 +202,7 @@ impl Config {
             if w.core >= cpus {
                 return Err(self.error_at(
                     w.core_span.clone(),
-                    format!(
-                        "core {} out of range: this host has cores 0..={}",
-                        w.core,
-                        cpus - 1
-                    ),
+                    format!("core {} out of range: this host has cores 0..={}", w.core, cpus - 1),
                 ));
             }
             for q in spans {
@@ -218,24 +259,15 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
     }
     let frames = *d.frames_per_worker.get_ref();
     if !(256..=1 << 22).contains(&frames) {
-        return Err(src.error(
-            d.frames_per_worker.span(),
-            "frames_per_worker must be in 256..=4194304",
-        ));
+        return Err(src.error(d.frames_per_worker.span(), "frames_per_worker must be in 256..=4194304"));
     }
     let ring = *d.ring_size.get_ref();
     if !ring.is_power_of_two() || !(64..=1 << 15).contains(&ring) {
-        return Err(src.error(
-            d.ring_size.span(),
-            "ring_size must be a power of two in 64..=32768",
-        ));
+        return Err(src.error(d.ring_size.span(), "ring_size must be a power of two in 64..=32768"));
     }
     let batch = *d.batch_size.get_ref();
     if !(1..=MAX_BATCH).contains(&batch) {
-        return Err(src.error(
-            d.batch_size.span(),
-            format!("batch_size must be in 1..={MAX_BATCH}"),
-        ));
+        return Err(src.error(d.batch_size.span(), format!("batch_size must be in 1..={MAX_BATCH}")));
     }
 
     if file.interfaces.is_empty() {
@@ -250,26 +282,19 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         if interfaces.iter().any(|x| x.name == *name) {
             return Err(src.error(i.name.span(), format!("interface `{name}` declared twice")));
         }
-        interfaces.push(Interface {
-            name: name.clone(),
-            xdp_mode: i.xdp_mode,
-            span: i.name.span(),
-        });
+        interfaces.push(Interface { name: name.clone(), xdp_mode: i.xdp_mode, span: i.name.span() });
     }
     let find_iface = |s: &toml::Spanned<String>| -> Result<usize, ConfigError> {
-        interfaces
-            .iter()
-            .position(|i| i.name == *s.get_ref())
-            .ok_or_else(|| {
-                src.error(
-                    s.span(),
-                    format!(
+        interfaces.iter().position(|i| i.name == *s.get_ref()).ok_or_else(|| {
+            src.error(
+                s.span(),
+                format!(
                     "unknown interface `{}`: declare it in an [[interface]] table (declared: {})",
                     s.get_ref(),
                     interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
                 ),
-                )
-            })
+            )
+        })
     };
 
     if file.workers.is_empty() {
@@ -283,33 +308,40 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         }
         let mut queues = Vec::new();
         for q in &w.queues {
-            let id = QueueId {
-                interface: find_iface(&q.interface)?,
-                queue: *q.queue.get_ref(),
-            };
+            let id = QueueId { interface: find_iface(&q.interface)?, queue: *q.queue.get_ref() };
             if id.queue >= MAX_QUEUES {
                 return Err(src.error(q.queue.span(), format!("queue must be below {MAX_QUEUES}")));
             }
             if seen.contains(&id) {
                 return Err(src.error(
                     q.queue.span(),
-                    format!(
-                        "queue {} of `{}` is assigned twice",
-                        id.queue,
-                        q.interface.get_ref()
-                    ),
+                    format!("queue {} of `{}` is assigned twice", id.queue, q.interface.get_ref()),
                 ));
             }
             seen.push(id);
             queues.push(id);
         }
-        workers.push(Worker {
-            core: *w.core.get_ref(),
-            queues,
-            core_span: w.core.span(),
-        });
+        workers.push(Worker { core: *w.core.get_ref(), queues, core_span: w.core.span() });
     }
 
+    let egress_on_every_worker = |egress: &toml::Spanned<String>| -> Result<usize, ConfigError> {
+        let idx = find_iface(egress)?;
+        if let Some(w) = workers.iter().find(|w: &&Worker| !w.queues.iter().any(|q| q.interface == idx)) {
+            return Err(src.error(
+                egress.span(),
+                format!(
+                    "worker on core {} has no queue on egress `{}`: a worker transmits only on interfaces it has a socket on",
+                    w.core,
+                    egress.get_ref()
+                ),
+            ));
+        }
+        Ok(idx)
+    };
+    let mac_at = |mac: &toml::Spanned<String>| -> Result<[u8; 6], ConfigError> {
+        parse_mac(mac.get_ref())
+            .ok_or_else(|| src.error(mac.span(), format!("invalid MAC address `{}`", mac.get_ref())))
+    };
     let mut pipelines = Vec::new();
     for (name, p) in &file.pipeline {
         let mut stages = Vec::new();
@@ -317,41 +349,33 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
             match stage.as_str() {
                 "l2fwd" => {
                     let egress = p.egress.as_ref().ok_or_else(|| {
-                        src.error(
-                            p.stages.span(),
-                            format!("pipeline `{name}`: l2fwd needs `egress`"),
-                        )
+                        src.error(p.stages.span(), format!("pipeline `{name}`: l2fwd needs `egress`"))
                     })?;
-                    let egress_idx = find_iface(egress)?;
-                    if let Some(w) = workers
-                        .iter()
-                        .find(|w| !w.queues.iter().any(|q| q.interface == egress_idx))
-                    {
-                        return Err(src.error(
-                            egress.span(),
-                            format!(
-                                "worker on core {} has no queue on egress `{}`: a worker transmits only on interfaces it has a socket on",
-                                w.core,
-                                egress.get_ref()
-                            ),
-                        ));
-                    }
+                    let egress_idx = egress_on_every_worker(egress)?;
                     let mac = p.next_hop_mac.as_ref().ok_or_else(|| {
-                        src.error(
-                            p.stages.span(),
-                            format!("pipeline `{name}`: l2fwd needs `next_hop_mac`"),
-                        )
+                        src.error(p.stages.span(), format!("pipeline `{name}`: l2fwd needs `next_hop_mac`"))
                     })?;
-                    let next_hop_mac = parse_mac(mac.get_ref()).ok_or_else(|| {
-                        src.error(
-                            mac.span(),
-                            format!("invalid MAC address `{}`", mac.get_ref()),
-                        )
-                    })?;
-                    stages.push(StageConfig::L2Fwd {
-                        egress: egress_idx,
+                    stages.push(StageConfig::L2Fwd { egress: egress_idx, next_hop_mac: mac_at(mac)? });
+                }
+                "conntrack" => stages.push(StageConfig::Conntrack),
+                "maglev" => stages.push(StageConfig::Maglev),
+                "nat" => stages.push(StageConfig::Nat),
+                "l2" => {
+                    let need = |f: &Option<toml::Spanned<String>>, key: &str| {
+                        f.clone().ok_or_else(|| {
+                            src.error(p.stages.span(), format!("pipeline `{name}`: stage l2 needs `{key}`"))
+                        })
+                    };
+                    let egress = egress_on_every_worker(&need(&p.egress, "egress")?)?;
+                    let return_egress = egress_on_every_worker(&need(&p.return_egress, "return_egress")?)?;
+                    let return_next_hop_mac = mac_at(&need(&p.return_next_hop_mac, "return_next_hop_mac")?)?;
+                    let next_hop_mac = p.next_hop_mac.as_ref().map(&mac_at).transpose()?;
+                    stages.push(StageConfig::L2(L2Config {
+                        egress,
                         next_hop_mac,
-                    });
+                        return_egress,
+                        return_next_hop_mac,
+                    }));
                 }
                 other => {
                     return Err(src.error(
@@ -364,20 +388,16 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         if stages.is_empty() {
             return Err(src.error(p.stages.span(), format!("pipeline `{name}` has no stages")));
         }
-        pipelines.push(Pipeline {
-            name: name.clone(),
-            stages,
-        });
+        pipelines.push(Pipeline { name: name.clone(), stages });
     }
 
     let mut routes = Vec::new();
     for r in &file.routes {
-        let dst: IpAddr = r.dst.get_ref().parse().map_err(|_| {
-            src.error(
-                r.dst.span(),
-                format!("invalid IP address `{}`", r.dst.get_ref()),
-            )
-        })?;
+        let dst: IpAddr = r
+            .dst
+            .get_ref()
+            .parse()
+            .map_err(|_| src.error(r.dst.span(), format!("invalid IP address `{}`", r.dst.get_ref())))?;
         let protocol = match r.protocol.get_ref().as_str() {
             "any" => 0,
             "tcp" => 6,
@@ -394,21 +414,19 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         if r.port != 0 && protocol != 6 && protocol != 17 {
             return Err(src.error(r.dst.span(), "a port needs protocol tcp or udp"));
         }
-        let pipeline = pipelines
-            .iter()
-            .position(|p| p.name == *r.pipeline.get_ref())
-            .ok_or_else(|| {
-                src.error(
-                    r.pipeline.span(),
-                    format!("unknown pipeline `{}`", r.pipeline.get_ref()),
-                )
-            })?;
-        routes.push(Route {
-            dst,
-            protocol,
-            port: r.port,
-            pipeline,
-        });
+        let pipeline = pipelines.iter().position(|p| p.name == *r.pipeline.get_ref()).ok_or_else(|| {
+            src.error(r.pipeline.span(), format!("unknown pipeline `{}`", r.pipeline.get_ref()))
+        })?;
+        routes.push(Route { dst, protocol, port: r.port, pipeline });
+    }
+
+    let services = services::validate_services(src, &file.services, &pipelines)?;
+    let conntrack = services::validate_conntrack(src, &file.conntrack)?;
+    for (i, p) in pipelines.iter().enumerate() {
+        let lb = p.stages.iter().any(|s| !matches!(s, StageConfig::L2Fwd { .. }));
+        if lb && !services.iter().any(|s| s.pipeline == i) && !routes.iter().any(|r| r.pipeline == i) {
+            tracing::debug!(pipeline = %p.name, "pipeline has no service or route");
+        }
     }
 
     Ok(Config {
@@ -426,6 +444,8 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         workers,
         pipelines,
         routes,
+        services,
+        conntrack,
         summary_interval: file.telemetry.summary_interval,
         text: src.text.to_string(),
     })
@@ -474,9 +494,7 @@ pipeline = "fwd"
 "#;
 
     fn err(text: &str) -> String {
-        Config::parse(Path::new("t.toml"), text)
-            .unwrap_err()
-            .to_string()
+        Config::parse(Path::new("t.toml"), text).unwrap_err().to_string()
     }
 
     #[test]
@@ -486,29 +504,20 @@ pipeline = "fwd"
         assert_eq!(c.routes[0].protocol, 17);
         assert_eq!(
             c.pipelines[0].stages[0],
-            StageConfig::L2Fwd {
-                egress: 1,
-                next_hop_mac: [2, 0, 0, 0, 0, 1]
-            }
+            StageConfig::L2Fwd { egress: 1, next_hop_mac: [2, 0, 0, 0, 0, 1] }
         );
     }
 
     #[test]
     fn bad_key_names_line_column_and_key() {
         let e = err(&GOOD.replace("frame_size = 4096", "frame_sise = 4096"));
-        assert!(
-            e.starts_with("t.toml:3:1: key `dataplane.frame_sise`: unknown field `frame_sise`"),
-            "{e}"
-        );
+        assert!(e.starts_with("t.toml:3:1: key `dataplane.frame_sise`: unknown field `frame_sise`"), "{e}");
     }
 
     #[test]
     fn bad_value_type_names_line_column_and_key() {
         let e = err(&GOOD.replace("frame_size = 4096", "frame_size = \"big\""));
-        assert!(
-            e.starts_with("t.toml:3:14: key `dataplane.frame_size`: invalid type: string"),
-            "{e}"
-        );
+        assert!(e.starts_with("t.toml:3:14: key `dataplane.frame_size`: invalid type: string"), "{e}");
     }
 
     #[test]
@@ -536,19 +545,13 @@ pipeline = "fwd"
 
     #[test]
     fn queue_twice_is_an_error() {
-        let e = err(&GOOD.replace(
-            "interface = \"b0\", queue = 0",
-            "interface = \"a0\", queue = 0",
-        ));
+        let e = err(&GOOD.replace("interface = \"b0\", queue = 0", "interface = \"a0\", queue = 0"));
         assert!(e.contains("assigned twice"), "{e}");
     }
 
     #[test]
     fn mac_parsing() {
-        assert_eq!(
-            parse_mac("02:aa:bb:cc:dd:ee"),
-            Some([2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee])
-        );
+        assert_eq!(parse_mac("02:aa:bb:cc:dd:ee"), Some([2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee]));
         assert_eq!(parse_mac("02:aa:bb:cc:dd"), None);
         assert_eq!(parse_mac("02:aa:bb:cc:dd:ee:ff"), None);
         assert_eq!(parse_mac("zz:aa:bb:cc:dd:ee"), None);

@@ -19,6 +19,10 @@ pub struct ConfigFile {
     pub pipeline: BTreeMap<String, PipelineSection>,
     #[serde(rename = "route", default)]
     pub routes: Vec<RouteSection>,
+    #[serde(rename = "service", default)]
+    pub services: Vec<ServiceSection>,
+    #[serde(default)]
+    pub conntrack: ConntrackSection,
     #[serde(default)]
     pub telemetry: TelemetrySection,
 }
@@ -122,8 +126,133 @@ pub struct PipelineSection {
     pub stages: Spanned<Vec<String>>,
     /// l2fwd: interface to transmit on.
     pub egress: Option<Spanned<String>>,
-    /// l2fwd: destination MAC of the next hop.
+    /// l2fwd / l2: destination MAC of the next hop on `egress` (for l2,
+    /// used when a backend has no `mac` and the kernel has no neighbour).
     pub next_hop_mac: Option<Spanned<String>>,
+    /// l2: interface towards clients, for reply traffic.
+    pub return_egress: Option<Spanned<String>>,
+    /// l2: MAC of the client-side next hop (router or client).
+    pub return_next_hop_mac: Option<Spanned<String>>,
+}
+
+/// An L4 load-balanced service: VIP:port spread over weighted backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    pub name: Spanned<String>,
+    pub vip: Spanned<String>,
+    pub port: Spanned<u16>,
+    pub protocol: Spanned<String>,
+    pub pipeline: Spanned<String>,
+    /// Full-NAT source pool (CIDR); absent = DNAT only.
+    pub snat_pool: Option<Spanned<String>>,
+    /// Pick the backend by client address only (session affinity).
+    #[serde(default)]
+    pub affinity: bool,
+    #[serde(default = "default_maglev_size")]
+    pub maglev_table_size: Spanned<u32>,
+    pub backends: Vec<BackendSection>,
+}
+
+fn default_maglev_size() -> Spanned<u32> {
+    Spanned::new(0..0, 65537)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSection {
+    pub addr: Spanned<String>,
+    pub port: u16,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Backend MAC; absent = learned from the kernel's neighbour table.
+    pub mac: Option<Spanned<String>>,
+}
+
+fn default_weight() -> u32 {
+    100
+}
+
+/// Timeouts accept seconds (`120`) or a duration string (`"120s"`, `"5m"`, `"2h"`, `"5d"`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConntrackSection {
+    pub entries_per_worker: Spanned<u32>,
+    /// "drop" new flows when full, or "evict" the oldest entry.
+    pub full: FullPolicyCfg,
+    pub tcp_syn_sent: Option<Spanned<Seconds>>,
+    pub tcp_syn_recv: Option<Spanned<Seconds>>,
+    pub tcp_established: Option<Spanned<Seconds>>,
+    pub tcp_fin_wait: Option<Spanned<Seconds>>,
+    pub tcp_close_wait: Option<Spanned<Seconds>>,
+    pub tcp_last_ack: Option<Spanned<Seconds>>,
+    pub tcp_time_wait: Option<Spanned<Seconds>>,
+    pub tcp_close: Option<Spanned<Seconds>>,
+    pub udp: Option<Spanned<Seconds>>,
+    pub udp_stream: Option<Spanned<Seconds>>,
+    pub icmp: Option<Spanned<Seconds>>,
+}
+
+impl Default for ConntrackSection {
+    fn default() -> Self {
+        Self {
+            entries_per_worker: Spanned::new(0..0, 262_144),
+            full: FullPolicyCfg::Drop,
+            tcp_syn_sent: None,
+            tcp_syn_recv: None,
+            tcp_established: None,
+            tcp_fin_wait: None,
+            tcp_close_wait: None,
+            tcp_last_ack: None,
+            tcp_time_wait: None,
+            tcp_close: None,
+            udp: None,
+            udp_stream: None,
+            icmp: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FullPolicyCfg {
+    Drop,
+    Evict,
+}
+
+/// A duration in whole seconds, written as a number or "30s"/"5m"/"2h"/"5d".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub u32);
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u32),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Seconds(n)),
+            Raw::S(s) => parse_duration(&s).map(Seconds).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid duration `{s}`: use seconds or a number with s, m, h or d (\"120s\", \"5d\")"
+                ))
+            }),
+        }
+    }
+}
+
+pub fn parse_duration(s: &str) -> Option<u32> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 's') => (&s[..i], 1),
+        (i, 'm') => (&s[..i], 60),
+        (i, 'h') => (&s[..i], 3600),
+        (i, 'd') => (&s[..i], 86400),
+        _ => (s, 1),
+    };
+    num.trim().parse::<u32>().ok()?.checked_mul(mult)
 }
 
 /// Traffic Shunt owns: destination (address, protocol, port) → pipeline.

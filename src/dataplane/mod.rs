@@ -8,12 +8,16 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 
-use crate::config::{Config, StageConfig};
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::pipeline::build::{self, PortInfo};
 use crate::pipeline::classify::Classifier;
-use crate::pipeline::l2fwd::L2Fwd;
-use crate::pipeline::{Batch, Pipeline, Stage, UmemView};
+use crate::pipeline::conntrack::ConnTable;
+use crate::pipeline::services::Services;
+use crate::pipeline::{Batch, Ctx, UmemView};
 use crate::telemetry::counters::WorkerCounters;
 use crate::xdp::maps::XdpCounter;
 use crate::xdp::Attached;
@@ -36,6 +40,7 @@ struct RunningWorker {
 
 /// Runs the dataplane until `stop` is set (by SIGINT/SIGTERM in `shunt run`).
 pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
+    let services = Arc::new(ArcSwap::from_pointee(build_services(config, 1)?));
     // Sockets before XDP: a redirect to an empty XSKMAP slot would fall
     // back to XDP_PASS anyway, but binding first means no window at all.
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready>>();
@@ -44,13 +49,13 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     for (wi, w) in config.workers.iter().enumerate() {
         let counters = Arc::new(WorkerCounters::default());
         let cfg = config.clone();
-        let (ready_tx, go, stop, counters2) =
-            (ready_tx.clone(), go.clone(), stop.clone(), counters.clone());
+        let (ready_tx, go, stop, counters2) = (ready_tx.clone(), go.clone(), stop.clone(), counters.clone());
+        let services = services.clone();
         let core = w.core;
         let handle = std::thread::Builder::new()
             .name(format!("shunt-w{wi}"))
             .spawn(move || {
-                let mut worker = match build_worker(&cfg, wi, counters2) {
+                let mut worker = match build_worker(&cfg, wi, counters2, services) {
                     Ok((worker, ready)) => {
                         let _ = ready_tx.send(Ok(ready));
                         worker
@@ -69,11 +74,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
                 worker.run(&stop);
             })
             .context("spawning worker thread")?;
-        workers.push(RunningWorker {
-            core,
-            counters,
-            handle,
-        });
+        workers.push(RunningWorker { core, counters, handle });
     }
     drop(ready_tx);
 
@@ -92,7 +93,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
 
     let mut attached = Vec::new();
     for iface in &config.interfaces {
-        let a = Attached::load(&iface.name, iface.xdp_mode, config, &[])
+        let a = Attached::load(&iface.name, iface.xdp_mode, config)
             .with_context(|| format!("attaching the XDP program to {}", iface.name));
         match a {
             Ok(a) => {
@@ -157,27 +158,30 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
         }
         worker_counters.push((core, w.counters));
     }
-    let xdp = attached
-        .iter()
-        .map(|a| (a.interface.clone(), a.counters().unwrap_or_default()))
-        .collect();
+    let xdp = attached.iter().map(|a| (a.interface.clone(), a.counters().unwrap_or_default())).collect();
     // Dropping `attached` closes the bpf_links: the programs detach.
     drop(attached);
-    Ok(Summary {
-        workers: worker_counters,
-        xdp,
-        elapsed: started.elapsed(),
-    })
+    Ok(Summary { workers: worker_counters, xdp, elapsed: started.elapsed() })
+}
+
+/// Builds the load balancer snapshot, resolving backend MACs the config
+/// does not give from the kernel's neighbour table.
+pub fn build_services(config: &Config, generation: u64) -> Result<Services> {
+    let services = Services::build(config, generation, |_| None)?;
+    for b in services.unresolved() {
+        tracing::warn!(backend = %b, "no MAC for backend: set `mac` or a pipeline `next_hop_mac`; its packets count as next_hop_unresolved");
+    }
+    Ok(services)
 }
 
 fn build_worker(
     config: &Config,
     wi: usize,
     counters: Arc<WorkerCounters>,
+    services: Arc<ArcSwap<Services>>,
 ) -> Result<(Worker, Ready)> {
     let w = &config.workers[wi];
-    crate::sys::pin_to_core(w.core)
-        .with_context(|| format!("pinning worker {wi} to core {}", w.core))?;
+    crate::sys::pin_to_core(w.core).with_context(|| format!("pinning worker {wi} to core {}", w.core))?;
     let specs: Vec<QueueSpec<'_>> = w
         .queues
         .iter()
@@ -188,64 +192,35 @@ fn build_worker(
         })
         .collect();
     let mut xsk = WorkerXsk::new(&config.dataplane, &specs)?;
-    let port_of = |iface: usize| -> Result<u8> {
-        xsk.ports
-            .iter()
-            .position(|p| p.interface_idx == iface)
-            .map(|p| p as u8)
-            .ok_or_else(|| {
-                anyhow!(
-                    "worker {wi} has no socket on {}",
-                    config.interfaces[iface].name
-                )
-            })
-    };
-    let mut pipelines = Vec::new();
-    for p in &config.pipelines {
-        let mut stages: Vec<Box<dyn Stage>> = Vec::new();
-        for s in &p.stages {
-            match s {
-                StageConfig::L2Fwd {
-                    egress,
-                    next_hop_mac,
-                } => {
-                    let port = port_of(*egress)?;
-                    let src = xsk.ports[port as usize].mac;
-                    stages.push(Box::new(L2Fwd::new(port, src, *next_hop_mac)));
-                }
-            }
-        }
-        pipelines.push(Pipeline {
-            name: p.name.clone(),
-            stages,
-        });
-    }
+    let ports: Vec<PortInfo> =
+        xsk.ports.iter().map(|p| PortInfo { interface: p.interface_idx, mac: p.mac }).collect();
+    let pipelines = build::pipelines(config, &ports).with_context(|| format!("worker {wi}"))?;
     let ready = Ready {
         worker: wi,
-        sockets: xsk
-            .ports
-            .iter()
-            .map(|p| (p.interface_idx, p.queue, p.fd(), p.zero_copy))
-            .collect(),
+        sockets: xsk.ports.iter().map(|p| (p.interface_idx, p.queue, p.fd(), p.zero_copy)).collect(),
         hugepages: xsk.hugepages(),
     };
     let (base, len) = xsk.umem_base();
     // SAFETY: the mapping lives in `xsk`, which the Worker owns alongside the
     // batch; only this worker thread touches frames through the view.
     let umem = unsafe { UmemView::new(base, len) };
-    let ports = xsk.ports.len() as u32;
+    let nports = xsk.ports.len() as u32;
     // Leave half the frames for batches and TX rings in flight.
-    let fill_target =
-        (config.dataplane.frames_per_worker / 2 / ports).min(config.dataplane.ring_size);
+    let fill_target = (config.dataplane.frames_per_worker / 2 / nports).min(config.dataplane.ring_size);
+    let ct = &config.conntrack;
+    let conntrack = ConnTable::new(ct.entries_per_worker as usize, ct.timeouts, ct.full);
+    let ctx = Ctx::new(conntrack, services.load_full(), wi as u16, config.workers.len() as u16);
     let worker = Worker {
         xsk,
         pipelines,
-        classifier: Classifier::new(&config.routes),
+        classifier: Classifier::new(&config.match_entries(), &config.owned_prefixes()),
         counters,
         batch: Batch::new(umem),
         batch_size: config.dataplane.batch_size,
         poll: config.dataplane.poll,
         fill_target,
+        ctx,
+        services,
     };
     Ok((worker, ready))
 }
@@ -259,11 +234,7 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
-            f,
-            "shunt: final counters after {:.1}s",
-            self.elapsed.as_secs_f64()
-        )?;
+        writeln!(f, "shunt: final counters after {:.1}s", self.elapsed.as_secs_f64())?;
         for (i, (core, c)) in self.workers.iter().enumerate() {
             write!(f, "  worker {i} (core {core}):")?;
             for (name, v) in c.snapshot() {

@@ -10,7 +10,10 @@ use xdpilone::xdp::XdpDesc;
 
 use crate::config::{PollMode, MAX_BATCH};
 use crate::pipeline::classify::Classifier;
-use crate::pipeline::{Batch, DropReason, Pipeline, Verdict};
+use arc_swap::ArcSwap;
+
+use crate::pipeline::services::Services;
+use crate::pipeline::{lb, Batch, Ctx, DropReason, Pipeline, Verdict};
 use crate::telemetry::counters::WorkerCounters;
 use crate::xsk::WorkerXsk;
 
@@ -34,6 +37,20 @@ pub struct Worker {
     pub poll: PollMode,
     /// Each port's fill ring is kept at up to this many frames.
     pub fill_target: u32,
+    pub ctx: Ctx,
+    /// Where the control plane publishes new snapshots.
+    pub services: Arc<ArcSwap<Services>>,
+}
+
+/// Conntrack slots scanned for expiry per batch: amortised, never a sweep.
+const EXPIRE_BUDGET: usize = 64;
+
+/// Monotonic seconds from the vDSO coarse clock: no syscall, read per batch.
+fn now_secs() -> u32 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC_COARSE is served by the vDSO.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u32
 }
 
 impl Worker {
@@ -120,25 +137,33 @@ impl Worker {
         if n == 0 {
             return 0;
         }
+        self.begin_batch();
         let c = &self.counters;
         c.batches.add(1);
         c.rx_packets.add(u64::from(n));
-        c.rx_bytes
-            .add(self.batch.metas().iter().map(|m| u64::from(m.len)).sum());
+        c.rx_bytes.add(self.batch.metas().iter().map(|m| u64::from(m.len)).sum());
 
         self.classifier.classify(&mut self.batch);
         for (id, pipeline) in self.pipelines.iter_mut().enumerate() {
-            if self
-                .batch
-                .metas()
-                .iter()
-                .any(|m| m.pipeline == id as u8 && m.verdict == Verdict::Continue)
-            {
-                pipeline.run(&mut self.batch, id as u8);
+            if self.batch.metas().iter().any(|m| m.pipeline == id as u8 && m.verdict == Verdict::Continue) {
+                pipeline.run(&mut self.batch, id as u8, &mut self.ctx);
             }
         }
         self.transmit();
         n
+    }
+
+    /// Batch boundary: the clock, a new snapshot if one was published, and
+    /// bounded table housekeeping.
+    fn begin_batch(&mut self) {
+        self.ctx.now = now_secs();
+        let published = self.services.load();
+        if published.generation != self.ctx.services.generation {
+            self.ctx.install(arc_swap::Guard::into_inner(published));
+        }
+        lb::reap(&mut self.ctx);
+        self.ctx.conntrack.expire_step(self.ctx.now, EXPIRE_BUDGET);
+        lb::reap(&mut self.ctx);
     }
 
     /// Puts forwarded packets on their egress TX rings and frees the rest.
@@ -146,12 +171,9 @@ impl Worker {
         let xsk = &mut self.xsk;
         let c = &self.counters;
         for egress in 0..xsk.ports.len() {
-            let wanted = self
-                .batch
-                .metas()
-                .iter()
-                .filter(|m| m.verdict == Verdict::Forward(egress as u8))
-                .count() as u32;
+            let wanted =
+                self.batch.metas().iter().filter(|m| m.verdict == Verdict::Forward(egress as u8)).count()
+                    as u32;
             if wanted == 0 {
                 continue;
             }
@@ -173,11 +195,7 @@ impl Worker {
                     let m = &self.batch.pkts[next];
                     next += 1;
                     if m.verdict == Verdict::Forward(egress as u8) {
-                        tx.insert_once(XdpDesc {
-                            addr: m.addr,
-                            len: m.len,
-                            options: 0,
-                        });
+                        tx.insert_once(XdpDesc { addr: m.addr, len: m.len, options: 0 });
                         put += 1;
                         bytes += u64::from(m.len);
                     }
@@ -221,18 +239,10 @@ impl Worker {
 
     /// Blocks in poll(2) until a socket has RX or the idle timeout passes.
     fn sleep_until_rx(&mut self) {
-        let mut fds = [libc::pollfd {
-            fd: -1,
-            events: 0,
-            revents: 0,
-        }; 16];
+        let mut fds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 16];
         let n = self.xsk.ports.len().min(fds.len());
         for (fd, port) in fds.iter_mut().zip(&self.xsk.ports) {
-            *fd = libc::pollfd {
-                fd: port.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
+            *fd = libc::pollfd { fd: port.fd(), events: libc::POLLIN, revents: 0 };
         }
         self.counters.idle_sleeps.add(1);
         // SAFETY: `fds[..n]` are initialised pollfd structs owned by this frame.

@@ -1,5 +1,6 @@
 //! A batch of received frames and the verdict each one gets.
 
+use super::conntrack::{FlowKey, NatBinding};
 use crate::config::MAX_BATCH;
 
 /// Why a packet was dropped. `Copy` and dense so it indexes counters
@@ -25,6 +26,13 @@ drop_reasons! {
     NoRoute => "no_route", "Redirected by XDP but matches no configured route.";
     TxRingFull => "tx_ring_full", "The egress TX ring had no free slot.";
     FrameTooLarge => "frame_too_large", "Frame longer than the UMEM frame allows.";
+    Fragment => "fragment", "IP fragment: no L4 ports to balance on.";
+    NoFlow => "no_flow", "Not a new flow to a VIP and no conntrack entry (stray reply).";
+    NoBackend => "no_backend", "Every backend of the service is drained (weight 0).";
+    ConntrackFull => "conntrack_full", "Conntrack table full: new flow refused.";
+    SnatExhausted => "snat_exhausted", "No free SNAT port in this worker's share of the pool.";
+    NextHopUnresolved => "next_hop_unresolved", "No MAC known for the backend next hop.";
+    WrongWorker => "wrong_worker", "Reply for an SNAT port another worker owns, and no handoff ring.";
 }
 
 /// Where a packet goes after the current stage.
@@ -51,13 +59,8 @@ pub struct PacketMeta {
 }
 
 impl PacketMeta {
-    const EMPTY: PacketMeta = PacketMeta {
-        addr: 0,
-        len: 0,
-        ingress: 0,
-        pipeline: 0,
-        verdict: Verdict::Drop(DropReason::NoRoute),
-    };
+    const EMPTY: PacketMeta =
+        PacketMeta { addr: 0, len: 0, ingress: 0, pipeline: 0, verdict: Verdict::Drop(DropReason::NoRoute) };
 }
 
 /// Raw view of a worker's UMEM so stages can reach frame bytes.
@@ -82,23 +85,51 @@ impl UmemView {
 
     /// A view over plain memory, for tests and benches.
     pub fn of_slice(mem: &mut [u8]) -> UmemView {
-        UmemView {
-            base: mem.as_mut_ptr(),
-            len: mem.len(),
-        }
+        UmemView { base: mem.as_mut_ptr(), len: mem.len() }
     }
+}
+
+/// What the flow stages learn about a packet and hand to the next stage
+/// (VPP's buffer opaque).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlowMeta {
+    pub kind: FlowKind,
+    pub v6: bool,
+    pub l3: u16,
+    pub l4: u16,
+    pub tcp_flags: u8,
+    pub key: FlowKey,
+    pub hash: u64,
+    pub service: u16,
+    /// The rewrite to apply: new source, source port, destination, destination port.
+    pub nat: NatBinding,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FlowKind {
+    /// Not looked up yet.
+    #[default]
+    Unknown,
+    /// First packet of a flow to a VIP: service index.
+    New(u16),
+    /// Client → backend direction of a tracked flow.
+    Original,
+    /// Backend → client direction of a tracked flow.
+    Reply,
 }
 
 /// Up to [`MAX_BATCH`] packets from one port, processed together.
 pub struct Batch {
     pub pkts: [PacketMeta; MAX_BATCH as usize],
+    pub flows: [FlowMeta; MAX_BATCH as usize],
     pub len: usize,
     umem: UmemView,
 }
 
-/// A packet as a stage sees it: its metadata and its bytes.
+/// A packet as a stage sees it: its metadata, flow state and bytes.
 pub struct PacketMut<'a> {
     pub meta: &'a mut PacketMeta,
+    pub flow: &'a mut FlowMeta,
     pub data: &'a mut [u8],
 }
 
@@ -106,6 +137,7 @@ impl Batch {
     pub fn new(umem: UmemView) -> Batch {
         Batch {
             pkts: [PacketMeta::EMPTY; MAX_BATCH as usize],
+            flows: [FlowMeta::default(); MAX_BATCH as usize],
             len: 0,
             umem,
         }
@@ -120,13 +152,8 @@ impl Batch {
         if self.len == self.pkts.len() {
             return false;
         }
-        self.pkts[self.len] = PacketMeta {
-            addr,
-            len,
-            ingress,
-            pipeline: 0,
-            verdict: Verdict::Continue,
-        };
+        self.pkts[self.len] = PacketMeta { addr, len, ingress, pipeline: 0, verdict: Verdict::Continue };
+        self.flows[self.len].kind = FlowKind::Unknown;
         self.len += 1;
         true
     }
@@ -140,15 +167,12 @@ impl Batch {
     #[inline]
     pub fn for_each(&mut self, pipeline: u8, mut f: impl FnMut(PacketMut<'_>)) {
         let umem = self.umem;
-        for meta in &mut self.pkts[..self.len] {
+        for (meta, flow) in self.pkts[..self.len].iter_mut().zip(self.flows.iter_mut()) {
             if meta.pipeline != pipeline || meta.verdict != Verdict::Continue {
                 continue;
             }
             let start = meta.addr as usize;
-            let Some(end) = start
-                .checked_add(meta.len as usize)
-                .filter(|&e| e <= umem.len)
-            else {
+            let Some(end) = start.checked_add(meta.len as usize).filter(|&e| e <= umem.len) else {
                 meta.verdict = Verdict::Drop(DropReason::Malformed);
                 continue;
             };
@@ -157,7 +181,7 @@ impl Batch {
             // hands each frame out once), so no two slices alias, and the
             // kernel does not touch frames that sit in an RX batch.
             let data = unsafe { std::slice::from_raw_parts_mut(umem.base.add(start), end - start) };
-            f(PacketMut { meta, data });
+            f(PacketMut { meta, flow, data });
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{Batch, DropReason, Verdict};
-use crate::config::Route;
+use crate::config::{Prefix, Route};
 use crate::xdp::maps::MatchKey;
 
 /// Multiply-rotate hasher for fixed-size keys; SipHash is needlessly slow
@@ -22,15 +22,15 @@ impl Hasher for FastHasher {
         for chunk in bytes.chunks(8) {
             let mut w = [0u8; 8];
             w[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0 ^ u64::from_le_bytes(w))
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                .rotate_left(29);
+            self.0 = (self.0 ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
         }
     }
 }
 
 pub struct Classifier {
     routes: HashMap<MatchKey, u8, BuildHasherDefault<FastHasher>>,
+    /// Owned prefixes (SNAT pools): few, so a linear scan.
+    prefixes: Vec<(Prefix, u8)>,
 }
 
 /// The fields classification needs, pulled from a frame without allocation.
@@ -42,21 +42,16 @@ pub struct DstKey {
 }
 
 impl Classifier {
-    pub fn new(routes: &[Route]) -> Classifier {
+    pub fn new(routes: &[Route], prefixes: &[(Prefix, usize)]) -> Classifier {
         let mut map = HashMap::default();
         for r in routes {
             map.insert(MatchKey::new(r.dst, r.protocol, r.port), r.pipeline as u8);
         }
-        Classifier { routes: map }
+        Classifier { routes: map, prefixes: prefixes.iter().map(|&(p, i)| (p, i as u8)).collect() }
     }
 
     pub fn lookup(&self, k: &DstKey) -> Option<u8> {
-        let mut key = MatchKey {
-            addr: k.addr,
-            proto: k.proto,
-            pad: 0,
-            port_be: k.port.to_be(),
-        };
+        let mut key = MatchKey { addr: k.addr, proto: k.proto, pad: 0, port_be: k.port.to_be() };
         if let Some(&p) = self.routes.get(&key) {
             return Some(p);
         }
@@ -65,7 +60,11 @@ impl Classifier {
             return Some(p);
         }
         key.proto = 0;
-        self.routes.get(&key).copied()
+        if let Some(&p) = self.routes.get(&key) {
+            return Some(p);
+        }
+        let ip = super::services::ip_of(&k.addr);
+        self.prefixes.iter().find(|(p, _)| p.contains(ip)).map(|&(_, i)| i)
     }
 
     /// Sets each packet's pipeline, or drops it with a reason.
@@ -158,26 +157,11 @@ mod tests {
     #[test]
     fn lookup_order_matches_xdp_program() {
         let routes = [
-            Route {
-                dst: "10.0.0.1".parse().unwrap(),
-                protocol: 17,
-                port: 53,
-                pipeline: 1,
-            },
-            Route {
-                dst: "10.0.0.1".parse().unwrap(),
-                protocol: 17,
-                port: 0,
-                pipeline: 2,
-            },
-            Route {
-                dst: "10.0.0.1".parse().unwrap(),
-                protocol: 0,
-                port: 0,
-                pipeline: 3,
-            },
+            Route { dst: "10.0.0.1".parse().unwrap(), protocol: 17, port: 53, pipeline: 1 },
+            Route { dst: "10.0.0.1".parse().unwrap(), protocol: 17, port: 0, pipeline: 2 },
+            Route { dst: "10.0.0.1".parse().unwrap(), protocol: 0, port: 0, pipeline: 3 },
         ];
-        let c = Classifier::new(&routes);
+        let c = Classifier::new(&routes, &[]);
         let k = |f: Vec<u8>| c.lookup(&dst_key(&f).unwrap());
         assert_eq!(k(v4_udp([10, 0, 0, 1], 53)), Some(1));
         assert_eq!(k(v4_udp([10, 0, 0, 1], 54)), Some(2));

@@ -2,7 +2,7 @@
 //! configured egress port. The simplest complete pipeline, and the baseline
 //! the benchmarks compare against DPDK's `testpmd --forward-mode=mac`.
 
-use super::{DropReason, Stage, Verdict};
+use super::{Ctx, DropReason, Stage, Verdict};
 use crate::pipeline::batch::Batch;
 
 pub struct L2Fwd {
@@ -15,11 +15,7 @@ pub struct L2Fwd {
 
 impl L2Fwd {
     pub fn new(egress_port: u8, src_mac: [u8; 6], dst_mac: [u8; 6]) -> L2Fwd {
-        L2Fwd {
-            egress_port,
-            src_mac,
-            dst_mac,
-        }
+        L2Fwd { egress_port, src_mac, dst_mac }
     }
 }
 
@@ -28,7 +24,7 @@ impl Stage for L2Fwd {
         "l2fwd"
     }
 
-    fn process(&mut self, batch: &mut Batch, pipeline: u8) {
+    fn process(&mut self, batch: &mut Batch, pipeline: u8, _ctx: &mut Ctx) {
         batch.for_each(pipeline, |p| {
             let Some(macs) = p.data.get_mut(..12) else {
                 p.meta.verdict = Verdict::Drop(DropReason::Malformed);
@@ -56,12 +52,9 @@ mod tests {
         batch.push(4096 + 256, 60, 0);
         batch.push(256, 10, 0); // shorter than an Ethernet header
         let mut s = L2Fwd::new(1, [0xaa; 6], [0xbb; 6]);
-        s.process(&mut batch, 0);
+        s.process(&mut batch, 0, &mut Ctx::for_tests());
         assert_eq!(batch.metas()[0].verdict, Verdict::Forward(1));
-        assert_eq!(
-            batch.metas()[1].verdict,
-            Verdict::Drop(DropReason::Malformed)
-        );
+        assert_eq!(batch.metas()[1].verdict, Verdict::Drop(DropReason::Malformed));
         let out = &mem[4096 + 256..4096 + 256 + 60];
         assert_eq!(&out[..6], &[0xbb; 6]);
         assert_eq!(&out[6..12], &[0xaa; 6]);
@@ -74,7 +67,7 @@ mod tests {
         let mut batch = Batch::new(UmemView::of_slice(&mut mem));
         batch.push(4000, 200, 0);
         batch.push(u64::MAX - 10, 64, 0);
-        L2Fwd::new(1, [0; 6], [0; 6]).process(&mut batch, 0);
+        L2Fwd::new(1, [0; 6], [0; 6]).process(&mut batch, 0, &mut Ctx::for_tests());
         for m in batch.metas() {
             assert_eq!(m.verdict, Verdict::Drop(DropReason::Malformed));
         }

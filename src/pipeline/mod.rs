@@ -1,18 +1,96 @@
 //! Packet processing: a worker classifies each batch, runs every pipeline's
 //! stages over the packets that belong to it, then dispatches on verdicts.
+//!
+//! Stages of the L4 load balancer, in order: `conntrack` (parse, lookup,
+//! state), `maglev` (new flows: backend, SNAT port, entries), `nat`
+//! (rewrite, incremental checksums), `l2` (next hop, egress port).
 
 mod batch;
+pub mod build;
 pub mod classify;
+pub mod conntrack;
+pub mod l2;
 pub mod l2fwd;
+pub mod lb;
+pub mod maglev;
+pub mod nat;
+pub mod services;
+pub mod snat;
 
-pub use batch::{Batch, DropReason, PacketMeta, PacketMut, UmemView, Verdict};
+use std::sync::Arc;
+
+pub use batch::{Batch, DropReason, FlowKind, FlowMeta, PacketMeta, PacketMut, UmemView, Verdict};
+
+use conntrack::{ConnTable, Tick};
+use services::Services;
+use snat::SnatPool;
 
 /// A processing step. A stage looks at the packets of its pipeline that are
 /// still `Continue` and sets their verdict: continue, forward, or drop.
 /// Stages never allocate, lock, or make syscalls.
 pub trait Stage: Send {
     fn name(&self) -> &'static str;
-    fn process(&mut self, batch: &mut Batch, pipeline: u8);
+    fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx);
+}
+
+/// Per-service counters, owned by one worker.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServiceCounters {
+    pub new_flows: u64,
+}
+
+/// Per-worker state the flow stages share: tables, the config snapshot and
+/// the batch's clock. Owned by one worker thread; never locked.
+pub struct Ctx {
+    /// Seconds, read once per batch.
+    pub now: Tick,
+    pub services: Arc<Services>,
+    pub conntrack: ConnTable,
+    /// This worker's share of each SNAT pool, indexed like `services.pools`.
+    pub snat: Vec<SnatPool>,
+    pub service_counters: Vec<ServiceCounters>,
+    pub worker: u16,
+    pub workers: u16,
+}
+
+impl Ctx {
+    pub fn new(conntrack: ConnTable, services: Arc<Services>, worker: u16, workers: u16) -> Ctx {
+        let mut ctx = Ctx {
+            now: 0,
+            services: Arc::new(Services::empty()),
+            conntrack,
+            snat: Vec::new(),
+            service_counters: Vec::new(),
+            worker,
+            workers,
+        };
+        ctx.install(services);
+        ctx
+    }
+
+    /// A small context with no services, for tests of single stages.
+    pub fn for_tests() -> Ctx {
+        let ct = ConnTable::new(1024, conntrack::Timeouts::default(), conntrack::FullPolicy::Drop);
+        Ctx::new(ct, Arc::new(Services::empty()), 0, 1)
+    }
+
+    /// Switches to a new snapshot (at a batch boundary). SNAT pools that
+    /// survive keep their state, so ports in use are never handed out twice.
+    pub fn install(&mut self, services: Arc<Services>) {
+        let mut old: Vec<SnatPool> = std::mem::take(&mut self.snat);
+        let old_prefixes: Vec<_> = self.services.pools.clone();
+        for p in &services.pools {
+            match old_prefixes.iter().position(|q| q == p) {
+                Some(i) => {
+                    let pool = std::mem::replace(&mut old[i], SnatPool::new(*p, 0, 0));
+                    self.snat.push(pool);
+                }
+                None => self.snat.push(SnatPool::new(*p, self.worker, self.workers)),
+            }
+        }
+        self.service_counters.resize(services.list.len(), ServiceCounters::default());
+        self.services = services;
+    }
 }
 
 /// One pipeline's stages in configured order.
@@ -22,9 +100,9 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn run(&mut self, batch: &mut Batch, id: u8) {
+    pub fn run(&mut self, batch: &mut Batch, id: u8, ctx: &mut Ctx) {
         for stage in &mut self.stages {
-            stage.process(batch, id);
+            stage.process(batch, id, ctx);
         }
         // A packet no stage forwarded has nowhere to go.
         for m in &mut batch.pkts[..batch.len] {

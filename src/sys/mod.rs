@@ -20,9 +20,8 @@ pub fn rx_queue_count(name: &str) -> u32 {
     let dir = format!("/sys/class/net/{name}/queues");
     std::fs::read_dir(dir)
         .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count() as u32
+            d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count()
+                as u32
         })
         .unwrap_or(1)
         .max(1)
@@ -98,18 +97,12 @@ pub fn check_privileges() -> Result<(), String> {
 }
 
 fn raise_memlock(privileged: bool) -> Result<(), String> {
-    let inf = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
+    let inf = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: `inf` is a valid rlimit for the call.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &inf) } == 0 {
         return Ok(());
     }
-    let mut cur = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut cur = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `cur` is a valid out-pointer.
     unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut cur) };
     if privileged {

@@ -85,8 +85,7 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, len: u16) -> u3
 /// upper-layer packet length.
 #[inline]
 pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, len: u32) -> u32 {
-    let acc =
-        sum(&src.octets()) + sum(&dst.octets()) + (len >> 16) + (len & 0xFFFF) + u32::from(proto);
+    let acc = sum(&src.octets()) + sum(&dst.octets()) + (len >> 16) + (len & 0xFFFF) + u32::from(proto);
     u32::from(fold(acc))
 }
 
@@ -236,8 +235,8 @@ mod tests {
     fn known_ipv4_header() {
         // Wikipedia's IPv4 header checksum example: checksum b861.
         let hdr = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
-            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01,
+            0xc0, 0xa8, 0x00, 0xc7,
         ];
         assert_eq!(checksum(&hdr), 0);
         let mut z = hdr;

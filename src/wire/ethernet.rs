@@ -147,10 +147,7 @@ impl<T: AsRef<[u8]>> Frame<T> {
     /// The L3 payload (after the header and tag); empty if short.
     #[inline]
     pub fn payload(&self) -> &[u8] {
-        self.buffer
-            .as_ref()
-            .get(self.payload_offset()..)
-            .unwrap_or(&[])
+        self.buffer.as_ref().get(self.payload_offset()..).unwrap_or(&[])
     }
 }
 
@@ -258,10 +255,7 @@ mod tests {
     #[test]
     fn truncated_prefixes() {
         for n in 0..HEADER_LEN {
-            assert_eq!(
-                Frame::new_checked(&UNTAGGED[..n]),
-                Err(WireError::Truncated)
-            );
+            assert_eq!(Frame::new_checked(&UNTAGGED[..n]), Err(WireError::Truncated));
         }
         for n in 0..VLAN_HEADER_LEN {
             assert_eq!(Frame::new_checked(&TAGGED[..n]), Err(WireError::Truncated));

@@ -39,10 +39,7 @@ pub const CHECKSUM_OFFSET: usize = field::CHECKSUM.start;
 /// True for the error messages that quote the offending IP packet.
 #[inline]
 pub const fn is_error(msg_type: u8) -> bool {
-    matches!(
-        msg_type,
-        TYPE_DEST_UNREACHABLE | TYPE_REDIRECT | TYPE_TIME_EXCEEDED | TYPE_PARAM_PROBLEM
-    )
+    matches!(msg_type, TYPE_DEST_UNREACHABLE | TYPE_REDIRECT | TYPE_TIME_EXCEEDED | TYPE_PARAM_PROBLEM)
 }
 
 /// A read/write view of an ICMPv4 message.
@@ -206,10 +203,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Mutable data after the header.
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
-        self.buffer
-            .as_mut()
-            .get_mut(HEADER_LEN..)
-            .unwrap_or(&mut [])
+        self.buffer.as_mut().get_mut(HEADER_LEN..).unwrap_or(&mut [])
     }
 }
 

@@ -382,10 +382,10 @@ mod tests {
 
     // A real SYN: 10.0.0.1:54321 -> 10.0.0.2:80, DF, TTL 64, IPv4 checksum 0x149a, TCP 0xc376.
     pub(crate) const SYN: [u8; 40] = [
-        0x45, 0x00, 0x00, 0x28, 0x12, 0x34, 0x40, 0x00, 0x40, 0x06, 0x14, 0x9a, 0x0a, 0x00, 0x00,
-        0x01, 0x0a, 0x00, 0x00, 0x02, // IPv4
-        0xd4, 0x31, 0x00, 0x50, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x00, 0x00, 0x50, 0x02, 0xff,
-        0xff, 0xc3, 0x76, 0x00, 0x00, // TCP
+        0x45, 0x00, 0x00, 0x28, 0x12, 0x34, 0x40, 0x00, 0x40, 0x06, 0x14, 0x9a, 0x0a, 0x00, 0x00, 0x01, 0x0a,
+        0x00, 0x00, 0x02, // IPv4
+        0xd4, 0x31, 0x00, 0x50, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x00, 0x00, 0x50, 0x02, 0xff, 0xff, 0xc3,
+        0x76, 0x00, 0x00, // TCP
     ];
 
     #[test]
@@ -423,11 +423,7 @@ mod tests {
     #[test]
     fn every_truncation_fails() {
         for n in 0..SYN.len() {
-            assert_eq!(
-                Packet::new_checked(&SYN[..n]),
-                Err(WireError::Truncated),
-                "len {n}"
-            );
+            assert_eq!(Packet::new_checked(&SYN[..n]), Err(WireError::Truncated), "len {n}");
         }
     }
 
@@ -521,14 +517,8 @@ mod tests {
 
     #[test]
     fn etherparse_oracle() {
-        let mut h = etherparse::Ipv4Header::new(
-            5,
-            33,
-            etherparse::IpNumber::UDP,
-            [1, 2, 3, 4],
-            [5, 6, 7, 8],
-        )
-        .unwrap();
+        let mut h = etherparse::Ipv4Header::new(5, 33, etherparse::IpNumber::UDP, [1, 2, 3, 4], [5, 6, 7, 8])
+            .unwrap();
         h.identification = 0xbeef;
         h.dont_fragment = false;
         h.more_fragments = true;

@@ -267,11 +267,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
             offset += len;
             proto = next;
         }
-        Ok(UpperLayer {
-            protocol: proto,
-            offset,
-            frag,
-        })
+        Ok(UpperLayer { protocol: proto, offset, frag })
     }
 }
 
@@ -351,10 +347,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = self.packet_len();
-        self.buffer
-            .as_mut()
-            .get_mut(HEADER_LEN..end)
-            .unwrap_or(&mut [])
+        self.buffer.as_mut().get_mut(HEADER_LEN..end).unwrap_or(&mut [])
     }
 }
 
@@ -411,25 +404,14 @@ mod tests {
         assert_eq!(p.dst_addr(), "2001:db8::2".parse::<Ipv6Addr>().unwrap());
         assert_eq!(p.payload().len(), 8);
         let ul = p.upper_layer().unwrap();
-        assert_eq!(
-            ul,
-            UpperLayer {
-                protocol: 17,
-                offset: 40,
-                frag: None
-            }
-        );
+        assert_eq!(ul, UpperLayer { protocol: 17, offset: 40, frag: None });
     }
 
     #[test]
     fn every_truncation_fails() {
         let b = chain();
         for n in 0..b.len() {
-            assert_eq!(
-                Packet::new_checked(&b[..n]),
-                Err(WireError::Truncated),
-                "len {n}"
-            );
+            assert_eq!(Packet::new_checked(&b[..n]), Err(WireError::Truncated), "len {n}");
         }
         assert!(Packet::new_checked(&b[..]).is_ok());
     }
@@ -521,20 +503,14 @@ mod tests {
         assert_eq!(ul.protocol, 59);
         assert_eq!(ul.offset, 40 + 8 * MAX_EXT_HEADERS);
         let b = dest_opts_chain(MAX_EXT_HEADERS + 1);
-        assert_eq!(
-            Packet::new_checked(&b[..]).unwrap().upper_layer(),
-            Err(WireError::ExtHeaderChainTooLong)
-        );
+        assert_eq!(Packet::new_checked(&b[..]).unwrap().upper_layer(), Err(WireError::ExtHeaderChainTooLong));
     }
 
     #[test]
     fn hop_by_hop_must_be_first() {
         let mut b = chain();
         b[40] = 0; // HbH -> HbH
-        assert_eq!(
-            Packet::new_checked(&b[..]).unwrap().upper_layer(),
-            Err(WireError::BadExtHeaderOrder)
-        );
+        assert_eq!(Packet::new_checked(&b[..]).unwrap().upper_layer(), Err(WireError::BadExtHeaderOrder));
     }
 
     #[test]

@@ -52,9 +52,7 @@ pub struct FiveTuple {
 #[inline]
 const fn mapped(a: Ipv4Addr) -> [u8; 16] {
     let o = a.octets();
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3],
-    ]
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3]]
 }
 
 #[inline]
@@ -440,12 +438,14 @@ mod tests {
         match (v6, vlan) {
             (false, None) => finish!(eth.ipv4([9, 8, 7, 6], [5, 4, 3, 2], 1)),
             (true, None) => finish!(eth.ipv6([7; 16], [8; 16], 1)),
-            (false, Some(id)) => finish!(eth
-                .single_vlan(etherparse::VlanId::try_new(id).unwrap())
-                .ipv4([9, 8, 7, 6], [5, 4, 3, 2], 1)),
-            (true, Some(id)) => finish!(eth
-                .single_vlan(etherparse::VlanId::try_new(id).unwrap())
-                .ipv6([7; 16], [8; 16], 1)),
+            (false, Some(id)) => finish!(eth.single_vlan(etherparse::VlanId::try_new(id).unwrap()).ipv4(
+                [9, 8, 7, 6],
+                [5, 4, 3, 2],
+                1
+            )),
+            (true, Some(id)) => {
+                finish!(eth.single_vlan(etherparse::VlanId::try_new(id).unwrap()).ipv6([7; 16], [8; 16], 1))
+            }
         }
         v
     }

@@ -330,8 +330,8 @@ mod tests {
     /// The TCP part of the SYN in `ipv4::tests`: 54321 -> 80, seq 1000,
     /// window 65535, checksum 0xc376.
     const SYN: [u8; 20] = [
-        0xd4, 0x31, 0x00, 0x50, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x00, 0x00, 0x50, 0x02, 0xff,
-        0xff, 0xc3, 0x76, 0x00, 0x00,
+        0xd4, 0x31, 0x00, 0x50, 0x00, 0x00, 0x03, 0xe8, 0x00, 0x00, 0x00, 0x00, 0x50, 0x02, 0xff, 0xff, 0xc3,
+        0x76, 0x00, 0x00,
     ];
 
     #[test]
@@ -406,19 +406,14 @@ mod tests {
     }
 
     fn etherparse_v4(src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, data: &[u8]) -> Vec<u8> {
-        let b = etherparse::PacketBuilder::ipv4(src, dst, 64)
-            .tcp(sp, dp, 12345, 1000)
-            .ack(777)
-            .psh();
+        let b = etherparse::PacketBuilder::ipv4(src, dst, 64).tcp(sp, dp, 12345, 1000).ack(777).psh();
         let mut v = Vec::new();
         b.write(&mut v, data).unwrap();
         v
     }
 
     fn etherparse_v6(src: [u8; 16], dst: [u8; 16], sp: u16, dp: u16, data: &[u8]) -> Vec<u8> {
-        let b = etherparse::PacketBuilder::ipv6(src, dst, 64)
-            .tcp(sp, dp, 12345, 1000)
-            .syn();
+        let b = etherparse::PacketBuilder::ipv6(src, dst, 64).tcp(sp, dp, 12345, 1000).syn();
         let mut v = Vec::new();
         b.write(&mut v, data).unwrap();
         v

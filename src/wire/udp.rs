@@ -115,8 +115,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// True when the checksum is correct or absent (0 is allowed over IPv4).
     #[inline]
     pub fn verify_checksum_v4(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
-        self.checksum() == 0
-            || checksum::l4_checksum_v4(src, dst, ip_protocol::UDP, self.datagram()) == 0
+        self.checksum() == 0 || checksum::l4_checksum_v4(src, dst, ip_protocol::UDP, self.datagram()) == 0
     }
 
     /// True when the checksum is correct; 0 is invalid over IPv6.
@@ -125,8 +124,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     //# and should log the error.
     #[inline]
     pub fn verify_checksum_v6(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
-        self.checksum() != 0
-            && checksum::l4_checksum_v6(src, dst, ip_protocol::UDP, self.datagram()) == 0
+        self.checksum() != 0 && checksum::l4_checksum_v6(src, dst, ip_protocol::UDP, self.datagram()) == 0
     }
 }
 
@@ -184,10 +182,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = usize::from(self.len());
-        self.buffer
-            .as_mut()
-            .get_mut(HEADER_LEN..end)
-            .unwrap_or(&mut [])
+        self.buffer.as_mut().get_mut(HEADER_LEN..end).unwrap_or(&mut [])
     }
 }
 
@@ -201,9 +196,7 @@ mod tests {
 
     /// 1234 -> 53, length 12, payload "abcd", checksum from the pseudo-header.
     fn dgram() -> [u8; 12] {
-        let mut b = [
-            0x04, 0xd2, 0x00, 0x35, 0x00, 0x0c, 0x00, 0x00, b'a', b'b', b'c', b'd',
-        ];
+        let mut b = [0x04, 0xd2, 0x00, 0x35, 0x00, 0x0c, 0x00, 0x00, b'a', b'b', b'c', b'd'];
         let c = checksum::l4_checksum_v4(SRC, DST, 17, &b);
         b[6..8].copy_from_slice(&c.to_be_bytes());
         b
@@ -287,10 +280,7 @@ mod tests {
 
     fn build_v4(src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, data: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
-        etherparse::PacketBuilder::ipv4(src, dst, 64)
-            .udp(sp, dp)
-            .write(&mut v, data)
-            .unwrap();
+        etherparse::PacketBuilder::ipv4(src, dst, 64).udp(sp, dp).write(&mut v, data).unwrap();
         v
     }
 

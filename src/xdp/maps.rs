@@ -45,12 +45,8 @@ pub enum XdpCounter {
 }
 
 impl XdpCounter {
-    pub const ALL: [XdpCounter; 4] = [
-        XdpCounter::Redirected,
-        XdpCounter::Passed,
-        XdpCounter::RedirectFailed,
-        XdpCounter::NotIp,
-    ];
+    pub const ALL: [XdpCounter; 4] =
+        [XdpCounter::Redirected, XdpCounter::Passed, XdpCounter::RedirectFailed, XdpCounter::NotIp];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -80,12 +76,7 @@ pub fn addr16(ip: IpAddr) -> [u8; 16] {
 
 impl MatchKey {
     pub fn new(dst: IpAddr, proto: u8, port: u16) -> Self {
-        MatchKey {
-            addr: addr16(dst),
-            proto,
-            pad: 0,
-            port_be: port.to_be(),
-        }
+        MatchKey { addr: addr16(dst), proto, pad: 0, port_be: port.to_be() }
     }
 }
 
@@ -106,25 +97,16 @@ mod tests {
     /// Sizes the kernel object declares for each map, read from its BTF.
     fn map_sizes(name: &str) -> (u32, u32) {
         let obj = aya_obj::Object::parse(super::super::XDP_OBJECT).expect("embedded object parses");
-        let map = obj
-            .maps
-            .get(name)
-            .unwrap_or_else(|| panic!("map {name} in object"));
+        let map = obj.maps.get(name).unwrap_or_else(|| panic!("map {name} in object"));
         (map.key_size(), map.value_size())
     }
 
     #[test]
     fn rust_mirror_matches_c_header_sizes() {
-        assert_eq!(
-            map_sizes("shunt_match"),
-            (size_of::<MatchKey>() as u32, size_of::<MatchValue>() as u32)
-        );
+        assert_eq!(map_sizes("shunt_match"), (size_of::<MatchKey>() as u32, size_of::<MatchValue>() as u32));
         assert_eq!(
             map_sizes("shunt_prefix"),
-            (
-                4 + size_of::<LpmAddr>() as u32,
-                size_of::<LpmValue>() as u32
-            )
+            (4 + size_of::<LpmAddr>() as u32, size_of::<LpmValue>() as u32)
         );
         assert_eq!(map_sizes("shunt_counters"), (4, 8));
         assert_eq!(size_of::<MatchKey>(), 20);

@@ -19,8 +19,7 @@ use crate::config::{Config, XdpMode};
 use maps::{LpmAddr, LpmValue, MatchKey, MatchValue, XdpCounter};
 
 /// The compiled `xdp-redirect/xdp_redirect.c`, embedded at build time.
-pub static XDP_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_redirect.o"));
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_redirect.o"));
 
 const PROGRAM: &str = "shunt_redirect";
 
@@ -32,62 +31,32 @@ pub struct Attached {
     ebpf: Ebpf,
 }
 
-/// A prefix the program redirects in full (SNAT pools, NAT64/46 prefixes).
-#[derive(Debug, Clone, Copy)]
-pub struct Prefix {
-    pub net: std::net::IpAddr,
-    pub len: u8,
-    pub pipeline: u32,
-}
-
 impl Attached {
     /// Loads the program for `interface`, fills the match map, attaches.
-    pub fn load(
-        interface: &str,
-        mode: XdpMode,
-        config: &Config,
-        prefixes: &[Prefix],
-    ) -> Result<Attached> {
-        let mut ebpf =
-            Ebpf::load(XDP_OBJECT).context("loading the embedded XDP object into the kernel")?;
+    pub fn load(interface: &str, mode: XdpMode, config: &Config) -> Result<Attached> {
+        let mut ebpf = Ebpf::load(XDP_OBJECT).context("loading the embedded XDP object into the kernel")?;
         {
             let mut matches: HashMap<&mut MapData, MatchKey, MatchValue> =
                 HashMap::try_from(ebpf.map_mut("shunt_match").context("map shunt_match")?)?;
-            for r in &config.routes {
+            for r in &config.match_entries() {
                 let key = MatchKey::new(r.dst, r.protocol, r.port);
                 matches
-                    .insert(
-                        key,
-                        MatchValue {
-                            pipeline: r.pipeline as u32,
-                            flags: 0,
-                        },
-                        0,
-                    )
+                    .insert(key, MatchValue { pipeline: r.pipeline as u32, flags: 0 }, 0)
                     .with_context(|| format!("adding route {} to shunt_match", r.dst))?;
             }
         }
         {
             let mut lpm: LpmTrie<&mut MapData, LpmAddr, LpmValue> =
                 LpmTrie::try_from(ebpf.map_mut("shunt_prefix").context("map shunt_prefix")?)?;
-            for p in prefixes {
+            for (p, pipeline) in config.owned_prefixes() {
                 let (len, addr) = maps::lpm_key(p.net, p.len);
-                lpm.insert(
-                    &Key::new(len, addr),
-                    MatchValue {
-                        pipeline: p.pipeline,
-                        flags: 0,
-                    },
-                    0,
-                )
-                .with_context(|| format!("adding prefix {}/{} to shunt_prefix", p.net, p.len))?;
+                lpm.insert(&Key::new(len, addr), MatchValue { pipeline: pipeline as u32, flags: 0 }, 0)
+                    .with_context(|| format!("adding prefix {p} to shunt_prefix"))?;
             }
         }
 
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .context("program shunt_redirect in object")?
-            .try_into()?;
+        let prog: &mut Xdp =
+            ebpf.program_mut(PROGRAM).context("program shunt_redirect in object")?.try_into()?;
         prog.load().context("verifier rejected the XDP program")?;
         let mode = match mode {
             XdpMode::Driver => {
@@ -114,11 +83,7 @@ impl Attached {
                 }
             },
         };
-        Ok(Attached {
-            interface: interface.to_string(),
-            mode,
-            ebpf,
-        })
+        Ok(Attached { interface: interface.to_string(), mode, ebpf })
     }
 
     /// Points XSKMAP[queue] at an AF_XDP socket.
@@ -128,21 +93,14 @@ impl Attached {
         if queue >= xsks.len() {
             bail!("queue {queue} exceeds the XSKMAP size {}", xsks.len());
         }
-        xsks.set(queue, fd, 0).with_context(|| {
-            format!(
-                "registering AF_XDP socket for {} queue {queue}",
-                self.interface
-            )
-        })?;
+        xsks.set(queue, fd, 0)
+            .with_context(|| format!("registering AF_XDP socket for {} queue {queue}", self.interface))?;
         Ok(())
     }
 
     /// Sums of the per-CPU counters, indexed by [`XdpCounter`].
     pub fn counters(&self) -> Result<[u64; 4]> {
-        let map = self
-            .ebpf
-            .map("shunt_counters")
-            .context("map shunt_counters")?;
+        let map = self.ebpf.map("shunt_counters").context("map shunt_counters")?;
         let arr: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
         let mut out = [0u64; 4];
         for c in XdpCounter::ALL {

@@ -73,30 +73,19 @@ impl WorkerXsk {
         };
         // SAFETY: `mem` is a fresh page-aligned mapping of `len` bytes owned
         // by `area`, which WorkerXsk keeps alive (and drops last).
-        let umem = unsafe { Umem::new(config, mem) }.map_err(|e| {
-            anyhow!(
-                "registering UMEM ({} MiB): errno {}",
-                len >> 20,
-                e.get_raw()
-            )
-        })?;
+        let umem = unsafe { Umem::new(config, mem) }
+            .map_err(|e| anyhow!("registering UMEM ({} MiB): errno {}", len >> 20, e.get_raw()))?;
 
         let mut ports = Vec::with_capacity(queues.len());
         for (i, q) in queues.iter().enumerate() {
             let first = i == 0;
             ports.push(
-                bind_port(&umem, dp, q, first).with_context(|| {
-                    format!("AF_XDP socket on {} queue {}", q.interface, q.queue)
-                })?,
+                bind_port(&umem, dp, q, first)
+                    .with_context(|| format!("AF_XDP socket on {} queue {}", q.interface, q.queue))?,
             );
         }
         let pool = FramePool::new(dp.frames_per_worker, dp.frame_size);
-        Ok(WorkerXsk {
-            ports,
-            pool,
-            umem,
-            area,
-        })
+        Ok(WorkerXsk { ports, pool, umem, area })
     }
 
     pub fn umem_base(&mut self) -> (*mut u8, usize) {
@@ -115,26 +104,16 @@ impl WorkerXsk {
 fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Result<Port> {
     let name = CString::new(q.interface)?;
     let mut info = IfInfo::invalid();
-    info.from_name(&name).map_err(|e| {
-        anyhow!(
-            "interface {} not found (errno {})",
-            q.interface,
-            e.get_raw()
-        )
-    })?;
+    info.from_name(&name)
+        .map_err(|e| anyhow!("interface {} not found (errno {})", q.interface, e.get_raw()))?;
     info.set_queue(q.queue);
 
     // The first socket owns the UMEM fd; later ones share it. The kernel
     // rejects mode flags on shared binds: they inherit the first one's.
-    let sock = if first {
-        Socket::with_shared(&info, umem)
-    } else {
-        Socket::new(&info)
-    }
-    .map_err(|e| anyhow!("socket(AF_XDP): errno {} (needs CAP_NET_RAW)", e.get_raw()))?;
-    let fq_cq = umem
-        .fq_cq(&sock)
-        .map_err(|e| anyhow!("creating fill/completion rings: errno {}", e.get_raw()))?;
+    let sock = if first { Socket::with_shared(&info, umem) } else { Socket::new(&info) }
+        .map_err(|e| anyhow!("socket(AF_XDP): errno {} (needs CAP_NET_RAW)", e.get_raw()))?;
+    let fq_cq =
+        umem.fq_cq(&sock).map_err(|e| anyhow!("creating fill/completion rings: errno {}", e.get_raw()))?;
     let bind_flags = if first {
         SocketConfig::XDP_BIND_NEED_WAKEUP
             | match dp.zero_copy {
@@ -147,14 +126,7 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
     };
     let ring = NonZeroU32::new(dp.ring_size);
     let user = umem
-        .rx_tx(
-            &sock,
-            &SocketConfig {
-                rx_size: ring,
-                tx_size: ring,
-                bind_flags,
-            },
-        )
+        .rx_tx(&sock, &SocketConfig { rx_size: ring, tx_size: ring, bind_flags })
         .map_err(|e| anyhow!("creating RX/TX rings: errno {}", e.get_raw()))?;
     umem.bind(&user).map_err(|e| {
         let errno = e.get_raw().abs();
@@ -163,30 +135,18 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
                 "zero_copy = \"require\" but the driver of {} has no AF_XDP zero-copy support",
                 q.interface
             ),
-            libc::EBUSY => anyhow!(
-                "{} queue {} is already bound by another AF_XDP socket",
-                q.interface,
-                q.queue
-            ),
-            _ => anyhow!(
-                "bind: errno {errno} ({})",
-                std::io::Error::from_raw_os_error(errno)
-            ),
+            libc::EBUSY => {
+                anyhow!("{} queue {} is already bound by another AF_XDP socket", q.interface, q.queue)
+            }
+            _ => anyhow!("bind: errno {errno} ({})", std::io::Error::from_raw_os_error(errno)),
         }
     })?;
-    let rx = user
-        .map_rx()
-        .map_err(|e| anyhow!("mapping RX ring: errno {}", e.get_raw()))?;
-    let tx = user
-        .map_tx()
-        .map_err(|e| anyhow!("mapping TX ring: errno {}", e.get_raw()))?;
+    let rx = user.map_rx().map_err(|e| anyhow!("mapping RX ring: errno {}", e.get_raw()))?;
+    let tx = user.map_tx().map_err(|e| anyhow!("mapping TX ring: errno {}", e.get_raw()))?;
     let zero_copy = bound_zero_copy(rx.as_raw_fd())?;
     let mac = crate::sys::mac_address(q.interface).unwrap_or([0; 6]);
     if !first && dp.zero_copy == ZeroCopyMode::Require && !zero_copy {
-        bail!(
-            "zero_copy = \"require\" but {} bound in copy mode",
-            q.interface
-        );
+        bail!("zero_copy = \"require\" but {} bound in copy mode", q.interface);
     }
     Ok(Port {
         interface: q.interface.to_string(),
@@ -207,15 +167,7 @@ fn bound_zero_copy(fd: i32) -> Result<bool> {
     let mut flags: u32 = 0;
     let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
     // SAFETY: `flags`/`len` are valid out-pointers sized for struct xdp_options.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            SOL_XDP,
-            XDP_OPTIONS,
-            (&mut flags as *mut u32).cast(),
-            &mut len,
-        )
-    };
+    let rc = unsafe { libc::getsockopt(fd, SOL_XDP, XDP_OPTIONS, (&mut flags as *mut u32).cast(), &mut len) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error()).context("getsockopt(XDP_OPTIONS)");
     }

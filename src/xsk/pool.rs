@@ -15,15 +15,8 @@ impl FramePool {
     /// A pool owning frames `0..count` of `frame_size` bytes each.
     pub fn new(count: u32, frame_size: u32) -> FramePool {
         debug_assert!(frame_size.is_power_of_two());
-        let free = (0..count)
-            .rev()
-            .map(|i| u64::from(i) * u64::from(frame_size))
-            .collect();
-        FramePool {
-            free,
-            frame_mask: !(u64::from(frame_size) - 1),
-            total: count,
-        }
+        let free = (0..count).rev().map(|i| u64::from(i) * u64::from(frame_size)).collect();
+        FramePool { free, frame_mask: !(u64::from(frame_size) - 1), total: count }
     }
 
     /// Takes a free frame's base address.
@@ -37,10 +30,7 @@ impl FramePool {
     #[inline]
     pub fn free(&mut self, addr: u64) {
         // Never grows: at most `total` frames exist, so capacity suffices.
-        debug_assert!(
-            self.free.len() < self.total as usize,
-            "frame returned twice"
-        );
+        debug_assert!(self.free.len() < self.total as usize, "frame returned twice");
         if self.free.len() < self.free.capacity() {
             self.free.push(addr & self.frame_mask);
         }

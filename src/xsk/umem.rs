@@ -36,10 +36,7 @@ impl UmemArea {
             .populate()
             .map_anon()
             .with_context(|| format!("mapping {len} bytes of UMEM"))?;
-        Ok(UmemArea {
-            map,
-            hugepages: false,
-        })
+        Ok(UmemArea { map, hugepages: false })
     }
 
     pub fn as_mut_ptr(&mut self) -> *mut u8 {

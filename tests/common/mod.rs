@@ -21,19 +21,9 @@ pub fn repo() -> PathBuf {
 /// Takes the lab lock and (re)builds the lab.
 pub fn lab() -> MutexGuard<'static, ()> {
     let guard = LAB.lock().unwrap_or_else(|e| e.into_inner());
-    assert!(
-        is_root(),
-        "lab tests need root (they create network namespaces); run scripts/test.sh as root"
-    );
-    let out = Command::new(SHUNT)
-        .args(["lab", "up"])
-        .output()
-        .expect("run shunt lab up");
-    assert!(
-        out.status.success(),
-        "lab up failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(is_root(), "lab tests need root (they create network namespaces); run scripts/test.sh as root");
+    let out = Command::new(SHUNT).args(["lab", "up"]).output().expect("run shunt lab up");
+    assert!(out.status.success(), "lab up failed: {}", String::from_utf8_lossy(&out.stderr));
     guard
 }
 
@@ -44,11 +34,7 @@ pub fn is_root() -> bool {
 
 /// Runs a command inside a namespace and returns its output.
 pub fn ns_exec(ns: &str, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(args)
-        .output()
-        .expect("ip netns exec")
+    Command::new("ip").args(["netns", "exec", ns]).args(args).output().expect("ip netns exec")
 }
 
 /// A running `shunt run` inside the `shunt` namespace.
@@ -60,16 +46,10 @@ pub struct Shunt {
 impl Shunt {
     /// Starts Shunt with `config` and waits until its workers run.
     pub fn start(config: &Path) -> Shunt {
-        let log = std::env::temp_dir().join(format!(
-            "shunt-test-{}-{}.log",
-            std::process::id(),
-            rand_u32()
-        ));
+        let log = std::env::temp_dir().join(format!("shunt-test-{}-{}.log", std::process::id(), rand_u32()));
         let f = File::create(&log).unwrap();
         let child = Command::new("ip")
-            .args([
-                "netns", "exec", "shunt", SHUNT, "--log", "info", "run", "--config",
-            ])
+            .args(["netns", "exec", "shunt", SHUNT, "--log", "info", "run", "--config"])
             .arg(config)
             .stdout(f.try_clone().unwrap())
             .stderr(f)
@@ -146,10 +126,7 @@ pub fn in_netns<T: Send + 'static>(
 
 pub fn rand_u32() -> u32 {
     let mut b = [0u8; 4];
-    File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut b)
-        .unwrap();
+    File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
     u32::from_le_bytes(b)
 }
 

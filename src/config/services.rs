@@ -1,0 +1,241 @@
+//! Validation of `[[service]]` and `[conntrack]`: the L4 load balancer's
+//! part of the config.
+
+use std::net::IpAddr;
+
+use super::error::Source;
+use super::schema::{ConntrackSection, FullPolicyCfg, ServiceSection};
+use super::{parse_mac, ConfigError, Pipeline, StageConfig};
+use crate::pipeline::conntrack::{FullPolicy, Timeouts};
+use crate::pipeline::maglev::is_prime;
+
+/// Addresses an SNAT pool may hold: each address costs a worker
+/// 4 bytes × its share of 64512 ports in the free list.
+pub const MAX_POOL_ADDRS: u32 = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub vip: IpAddr,
+    pub port: u16,
+    /// 6 (tcp) or 17 (udp).
+    pub protocol: u8,
+    pub pipeline: usize,
+    pub snat_pool: Option<Prefix>,
+    pub affinity: bool,
+    pub maglev_table_size: u32,
+    pub backends: Vec<Backend>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// 0 = drain: no new flows, existing flows keep going.
+    pub weight: u32,
+    pub mac: Option<[u8; 6]>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Prefix {
+    pub net: IpAddr,
+    pub len: u8,
+}
+
+impl Prefix {
+    pub fn parse(s: &str) -> Option<Prefix> {
+        let (a, l) = s.split_once('/').unwrap_or((s, ""));
+        let net: IpAddr = a.trim().parse().ok()?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let len = if l.is_empty() { max } else { l.trim().parse::<u8>().ok()? };
+        (len <= max).then_some(Prefix { net, len })
+    }
+
+    /// Number of addresses, saturating.
+    pub fn size(&self) -> u128 {
+        let bits = if self.net.is_ipv4() { 32 } else { 128 } - u32::from(self.len);
+        1u128.checked_shl(bits).unwrap_or(u128::MAX)
+    }
+
+    /// The `i`th address of the prefix.
+    pub fn nth(&self, i: u32) -> IpAddr {
+        match self.net {
+            IpAddr::V4(a) => IpAddr::V4((u32::from(a).wrapping_add(i)).into()),
+            IpAddr::V6(a) => IpAddr::V6((u128::from(a).wrapping_add(u128::from(i))).into()),
+        }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.len)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conntrack {
+    pub entries_per_worker: u32,
+    pub full: FullPolicy,
+    pub timeouts: Timeouts,
+}
+
+pub(super) fn validate_services(
+    src: &Source<'_>,
+    sections: &[ServiceSection],
+    pipelines: &[Pipeline],
+) -> Result<Vec<Service>, ConfigError> {
+    let mut out: Vec<Service> = Vec::new();
+    for s in sections {
+        let name = s.name.get_ref().clone();
+        let at =
+            |span: std::ops::Range<usize>, msg: String| src.error(span, format!("service `{name}`: {msg}"));
+        let vip: IpAddr = s
+            .vip
+            .get_ref()
+            .parse()
+            .map_err(|_| at(s.vip.span(), format!("invalid VIP address `{}`", s.vip.get_ref())))?;
+        let protocol = match s.protocol.get_ref().as_str() {
+            "tcp" => 6,
+            "udp" => 17,
+            other => return Err(at(s.protocol.span(), format!("protocol `{other}` must be tcp or udp"))),
+        };
+        let port = *s.port.get_ref();
+        if port == 0 {
+            return Err(at(s.port.span(), "port must be 1..=65535".into()));
+        }
+        let pipeline = pipelines
+            .iter()
+            .position(|p| p.name == *s.pipeline.get_ref())
+            .ok_or_else(|| at(s.pipeline.span(), format!("unknown pipeline `{}`", s.pipeline.get_ref())))?;
+        if !pipelines[pipeline].stages.iter().any(|st| matches!(st, StageConfig::Maglev)) {
+            return Err(at(
+                s.pipeline.span(),
+                format!("pipeline `{}` has no `maglev` stage to pick a backend", pipelines[pipeline].name),
+            ));
+        }
+        let snat_pool = match &s.snat_pool {
+            None => None,
+            Some(p) => {
+                let pool = Prefix::parse(p.get_ref()).ok_or_else(|| {
+                    at(p.span(), format!("invalid SNAT pool `{}` (want CIDR)", p.get_ref()))
+                })?;
+                if pool.net.is_ipv4() != vip.is_ipv4() {
+                    return Err(at(p.span(), "SNAT pool family differs from the VIP's".into()));
+                }
+                if pool.size() > u128::from(MAX_POOL_ADDRS) {
+                    return Err(at(
+                        p.span(),
+                        format!("SNAT pool {pool} has {} addresses; at most {MAX_POOL_ADDRS}", pool.size()),
+                    ));
+                }
+                Some(pool)
+            }
+        };
+        let m = *s.maglev_table_size.get_ref();
+        if !is_prime(m) || m < 7 {
+            return Err(at(
+                s.maglev_table_size.span(),
+                format!("maglev_table_size {m} must be a prime ≥ 7 (default 65537)"),
+            ));
+        }
+        if s.backends.is_empty() {
+            return Err(at(s.name.span(), "no backends".into()));
+        }
+        if s.backends.len() as u64 * 2 > u64::from(m) {
+            return Err(at(
+                s.maglev_table_size.span(),
+                format!(
+                    "maglev_table_size {m} is too small for {} backends (use ≥ 100× backends)",
+                    s.backends.len()
+                ),
+            ));
+        }
+        let mut backends: Vec<Backend> = Vec::new();
+        for b in &s.backends {
+            let addr: IpAddr =
+                b.addr.get_ref().parse().map_err(|_| {
+                    at(b.addr.span(), format!("invalid backend address `{}`", b.addr.get_ref()))
+                })?;
+            if addr.is_ipv4() != vip.is_ipv4() {
+                return Err(at(b.addr.span(), "backend family differs from the VIP's".into()));
+            }
+            if backends.iter().any(|x| x.addr == addr && x.port == b.port) {
+                return Err(at(b.addr.span(), format!("backend {addr}:{} listed twice", b.port)));
+            }
+            let mac = match &b.mac {
+                None => None,
+                Some(m) => Some(
+                    parse_mac(m.get_ref())
+                        .ok_or_else(|| at(m.span(), format!("invalid MAC address `{}`", m.get_ref())))?,
+                ),
+            };
+            backends.push(Backend { addr, port: b.port, weight: b.weight, mac });
+        }
+        if let Some(other) = out.iter().find(|o| o.vip == vip && o.port == port && o.protocol == protocol) {
+            return Err(at(s.vip.span(), format!("same VIP, protocol and port as service `{}`", other.name)));
+        }
+        out.push(Service {
+            name,
+            vip,
+            port,
+            protocol,
+            pipeline,
+            snat_pool,
+            affinity: s.affinity,
+            maglev_table_size: m,
+            backends,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn validate_conntrack(src: &Source<'_>, c: &ConntrackSection) -> Result<Conntrack, ConfigError> {
+    let n = *c.entries_per_worker.get_ref();
+    if !(1024..=1 << 28).contains(&n) {
+        return Err(src.error(c.entries_per_worker.span(), "entries_per_worker must be in 1024..=268435456"));
+    }
+    let mut t = Timeouts::default();
+    for (field, slot) in [
+        (&c.tcp_syn_sent, &mut t.tcp_syn_sent),
+        (&c.tcp_syn_recv, &mut t.tcp_syn_recv),
+        (&c.tcp_established, &mut t.tcp_established),
+        (&c.tcp_fin_wait, &mut t.tcp_fin_wait),
+        (&c.tcp_close_wait, &mut t.tcp_close_wait),
+        (&c.tcp_last_ack, &mut t.tcp_last_ack),
+        (&c.tcp_time_wait, &mut t.tcp_time_wait),
+        (&c.tcp_close, &mut t.tcp_close),
+        (&c.udp, &mut t.udp_unreplied),
+        (&c.udp_stream, &mut t.udp_replied),
+        (&c.icmp, &mut t.icmp),
+    ] {
+        if let Some(v) = field {
+            let secs = v.get_ref().0;
+            if secs == 0 || secs >= 1 << 31 {
+                return Err(src.error(v.span(), "timeout must be between 1 s and 68 years"));
+            }
+            *slot = secs;
+        }
+    }
+    Ok(Conntrack {
+        entries_per_worker: n,
+        full: match c.full {
+            FullPolicyCfg::Drop => FullPolicy::Drop,
+            FullPolicyCfg::Evict => FullPolicy::EvictOldest,
+        },
+        timeouts: t,
+    })
+}

@@ -1,0 +1,53 @@
+//! Building a worker's pipelines from the config, given the worker's ports.
+//! Shared by the dataplane and by tests and benches that run pipelines over
+//! plain memory.
+
+use anyhow::{anyhow, Result};
+
+use super::l2::L2Stage;
+use super::l2fwd::L2Fwd;
+use super::lb::{ConntrackStage, MaglevStage};
+use super::nat::NatStage;
+use super::{Pipeline, Stage};
+use crate::config::{Config, StageConfig};
+
+/// A worker port as pipelines see it.
+#[derive(Debug, Clone, Copy)]
+pub struct PortInfo {
+    /// Index into `Config::interfaces`.
+    pub interface: usize,
+    pub mac: [u8; 6],
+}
+
+pub fn pipelines(config: &Config, ports: &[PortInfo]) -> Result<Vec<Pipeline>> {
+    let port_of = |iface: usize| -> Result<(u8, [u8; 6])> {
+        ports
+            .iter()
+            .position(|p| p.interface == iface)
+            .map(|i| (i as u8, ports[i].mac))
+            .ok_or_else(|| anyhow!("worker has no socket on {}", config.interfaces[iface].name))
+    };
+    let mut out = Vec::new();
+    for p in &config.pipelines {
+        let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+        for s in &p.stages {
+            stages.push(match s {
+                StageConfig::L2Fwd { egress, next_hop_mac } => {
+                    let (port, mac) = port_of(*egress)?;
+                    Box::new(L2Fwd::new(port, mac, *next_hop_mac))
+                }
+                StageConfig::Conntrack => Box::new(ConntrackStage),
+                StageConfig::Maglev => Box::new(MaglevStage),
+                StageConfig::Nat => Box::new(NatStage),
+                StageConfig::L2(l2) => Box::new(L2Stage::new(
+                    port_of(l2.egress)?,
+                    l2.next_hop_mac,
+                    port_of(l2.return_egress)?,
+                    l2.return_next_hop_mac,
+                )),
+            });
+        }
+        out.push(Pipeline { name: p.name.clone(), stages });
+    }
+    Ok(out)
+}

@@ -1,0 +1,1218 @@
+//! Per-worker connection tracking table.
+//!
+//! Single-threaded owner, no locks or atomics, all memory allocated in
+//! [`ConnTable::new`]; lookup, insert, remove and expiry never allocate.
+//!
+//! Layout: 8-way set-associative buckets with two candidate buckets per key
+//! ("power of two choices", as in VPP's bihash/cuckoo tables without
+//! displacement). Each bucket has a 32-byte tag line (8 x u32 partial hashes,
+//! 0 = empty) kept apart from the 128-byte entries, so a lookup touches one tag
+//! line per candidate bucket plus the one matching entry, and
+//! [`ConnTable::prefetch`] can warm both tag lines for a whole batch first.
+//! Two choices plus a one-step cuckoo relocation (move a resident to its own
+//! other bucket) let a 1M-slot table reach ~92% occupancy before the first
+//! refusal and ~99% after offering as many keys as slots (measured; two
+//! choices alone refuse from ~71%).
+//!
+//! Time: [`Tick`] is a `u32` count of **seconds** from any monotonic origin
+//! (see [`tick_from_ns`]); ages are computed with wrapping arithmetic, so only
+//! differences matter. Expiry is lazy (lookup/insert reclaim what they touch)
+//! plus amortised ([`ConnTable::expire_step`] scans a bounded slice per call).
+//!
+//! The TCP state machine is a simplified Linux `nf_conntrack_proto_tcp.c`
+//! (no window tracking); default timeouts are Linux's `tcp_timeouts[]`,
+//! `nf_conntrack_proto_udp.c`, `nf_conntrack_proto_icmp.c` and
+//! `nf_conntrack_proto_generic.c` values.
+
+use super::maglev::flow_hash;
+
+/// Coarse time in seconds (wrapping); see module docs.
+pub type Tick = u32;
+
+/// Converts a monotonic nanosecond clock to a [`Tick`].
+#[inline]
+pub fn tick_from_ns(ns: u64) -> Tick {
+    (ns / 1_000_000_000) as Tick
+}
+
+/// IP protocol numbers used to pick the initial state.
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// Connection key. Addresses in 16-byte form (IPv4 as `::ffff:a.b.c.d`); for
+/// ICMP echo `sport == dport == identifier`. Padding is private and always
+/// zero so derived equality is byte equality.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    _pad: [u8; 3],
+}
+
+impl FlowKey {
+    pub const fn new(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, proto: u8) -> Self {
+        Self { src, dst, sport, dport, proto, _pad: [0; 3] }
+    }
+
+    /// The key of the opposite direction (for reply-direction lookups).
+    pub const fn reversed(&self) -> Self {
+        Self::new(self.dst, self.src, self.dport, self.sport, self.proto)
+    }
+
+    /// The fixed-seed 5-tuple hash ([`flow_hash`]); reuse it for Maglev.
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        flow_hash(&self.src, &self.dst, self.sport, self.dport, self.proto)
+    }
+}
+
+/// NAT rewrite for the original direction: packets matching the key get
+/// `src/sport/dst/dport` replaced by these; replies get the inverse. `flags`
+/// of the entry (or the caller) says which halves apply.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NatBinding {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// Connection state. One byte; TCP states mirror Linux `enum tcp_conntrack`.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConnState {
+    /// TCP, nothing valid seen yet.
+    #[default]
+    TcpNone = 0,
+    TcpSynSent,
+    TcpSynRecv,
+    TcpEstablished,
+    TcpFinWait,
+    TcpCloseWait,
+    TcpLastAck,
+    TcpTimeWait,
+    TcpClose,
+    /// UDP seen one way only.
+    UdpUnreplied,
+    /// UDP seen both ways ("stream").
+    UdpReplied,
+    /// ICMP / ICMPv6 echo.
+    Icmp,
+    /// Any other protocol.
+    Generic,
+}
+
+impl ConnState {
+    /// Initial state of a new entry for protocol `proto`.
+    pub const fn initial(proto: u8) -> Self {
+        match proto {
+            PROTO_TCP => Self::TcpNone,
+            PROTO_UDP => Self::UdpUnreplied,
+            PROTO_ICMP | PROTO_ICMPV6 => Self::Icmp,
+            _ => Self::Generic,
+        }
+    }
+}
+
+/// Packet direction relative to the packet that created the entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Original,
+    Reply,
+}
+
+/// TCP header flag byte (wire bit positions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+
+    #[inline]
+    fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+}
+
+/// Timeouts in seconds per state. Defaults are Linux's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp_syn_sent: u32,
+    pub tcp_syn_recv: u32,
+    pub tcp_established: u32,
+    pub tcp_fin_wait: u32,
+    pub tcp_close_wait: u32,
+    pub tcp_last_ack: u32,
+    pub tcp_time_wait: u32,
+    pub tcp_close: u32,
+    pub udp_unreplied: u32,
+    pub udp_replied: u32,
+    pub icmp: u32,
+    pub generic: u32,
+}
+
+impl Default for Timeouts {
+    /// Linux: `tcp_timeouts[]` in nf_conntrack_proto_tcp.c, `udp_timeouts[]`
+    /// in nf_conntrack_proto_udp.c (30 s / 120 s stream), ICMP 30 s,
+    /// generic 600 s.
+    fn default() -> Self {
+        Self {
+            tcp_syn_sent: 120,
+            tcp_syn_recv: 60,
+            tcp_established: 432_000,
+            tcp_fin_wait: 120,
+            tcp_close_wait: 60,
+            tcp_last_ack: 30,
+            tcp_time_wait: 120,
+            tcp_close: 10,
+            udp_unreplied: 30,
+            udp_replied: 120,
+            icmp: 30,
+            generic: 600,
+        }
+    }
+}
+
+impl Timeouts {
+    /// Timeout of `state`, clamped below 2^31 so signed ages stay valid.
+    /// `TcpNone` (entry created before a valid SYN) uses `tcp_syn_sent`.
+    #[inline]
+    pub fn for_state(&self, state: ConnState) -> u32 {
+        let t = match state {
+            ConnState::TcpNone | ConnState::TcpSynSent => self.tcp_syn_sent,
+            ConnState::TcpSynRecv => self.tcp_syn_recv,
+            ConnState::TcpEstablished => self.tcp_established,
+            ConnState::TcpFinWait => self.tcp_fin_wait,
+            ConnState::TcpCloseWait => self.tcp_close_wait,
+            ConnState::TcpLastAck => self.tcp_last_ack,
+            ConnState::TcpTimeWait => self.tcp_time_wait,
+            ConnState::TcpClose => self.tcp_close,
+            ConnState::UdpUnreplied => self.udp_unreplied,
+            ConnState::UdpReplied => self.udp_replied,
+            ConnState::Icmp => self.icmp,
+            ConnState::Generic => self.generic,
+        };
+        t.min(i32::MAX as u32)
+    }
+}
+
+/// What a new entry carries besides its key and state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowValue {
+    pub backend: u16,
+    pub service: u16,
+    pub nat: NatBinding,
+    /// Caller-defined bits (e.g. which NAT halves apply, DSR, affinity).
+    pub flags: u8,
+}
+
+/// A table entry: hot fields (key, time, state, backend) in the first cache
+/// line, the NAT record in the second.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    key: FlowKey,
+    /// Last time traffic refreshed this entry; expiry is `last_seen + timeout(state)`.
+    pub last_seen: Tick,
+    pub backend: u16,
+    pub service: u16,
+    pub state: ConnState,
+    pub flags: u8,
+    /// Per-direction FIN seen: bit 0 original, bit 1 reply.
+    fin_seen: u8,
+    pub nat: NatBinding,
+}
+
+const FIN_ORIG: u8 = 1;
+const FIN_REPLY: u8 = 2;
+
+impl Entry {
+    const EMPTY: Entry = Entry {
+        key: FlowKey::new([0; 16], [0; 16], 0, 0, 0),
+        last_seen: 0,
+        backend: 0,
+        service: 0,
+        state: ConnState::TcpNone,
+        flags: 0,
+        fin_seen: 0,
+        nat: NatBinding { src: [0; 16], dst: [0; 16], sport: 0, dport: 0 },
+    };
+
+    fn init(key: FlowKey, value: &FlowValue, now: Tick) -> Self {
+        Entry {
+            key,
+            last_seen: now,
+            backend: value.backend,
+            service: value.service,
+            state: ConnState::initial(key.proto),
+            flags: value.flags,
+            fin_seen: 0,
+            nat: value.nat,
+        }
+    }
+
+    /// The entry's key (read-only: moving a key would break the index).
+    #[inline]
+    pub fn key(&self) -> &FlowKey {
+        &self.key
+    }
+
+    /// Refreshes the idle timer; call for every accepted packet.
+    #[inline]
+    pub fn touch(&mut self, now: Tick) {
+        self.last_seen = now;
+    }
+
+    /// Seconds until expiry under `t` at `now` (0 if expired).
+    pub fn remaining(&self, t: &Timeouts, now: Tick) -> u32 {
+        let age = now.wrapping_sub(self.last_seen) as i32;
+        let timeout = t.for_state(self.state) as i32;
+        if age < 0 {
+            timeout as u32
+        } else {
+            timeout.saturating_sub(age).max(0) as u32
+        }
+    }
+
+    #[inline]
+    fn expired(&self, t: &Timeouts, now: Tick) -> bool {
+        // Signed age: a `now` slightly behind `last_seen` is not "ancient".
+        let age = now.wrapping_sub(self.last_seen) as i32;
+        age >= t.for_state(self.state) as i32
+    }
+
+    /// Current TCP state, or `None` for non-TCP entries.
+    pub fn tcp_state(&self) -> Option<ConnState> {
+        (self.state as u8 <= ConnState::TcpClose as u8).then_some(self.state)
+    }
+
+    /// TCP tracking, simplified from Linux `tcp_conntracks[2][6][]` (no
+    /// sequence/window checks). Flag precedence as in `get_conntrack_index`:
+    /// RST, then SYN(+ACK), then FIN, then ACK. Returns the new state.
+    ///
+    /// * SYN orig: None/TimeWait/Close -> SynSent (TIME_WAIT reuse).
+    /// * SYN+ACK reply: SynSent -> SynRecv.
+    /// * ACK orig: SynRecv -> Established; ACK in None -> Established
+    ///   (mid-stream pickup, Linux `nf_conntrack_tcp_loose=1`).
+    /// * FIN in SynRecv/Established -> FinWait; the other side's ACK ->
+    ///   CloseWait; the other side's FIN -> LastAck; then ACK -> TimeWait.
+    /// * RST any direction -> Close.
+    ///
+    /// Anything else leaves the state unchanged (Linux: sIG/sIV).
+    pub fn on_tcp(&mut self, dir: Direction, flags: TcpFlags) -> ConnState {
+        use ConnState::*;
+        if self.tcp_state().is_none() {
+            return self.state;
+        }
+        let (mine, other) = match dir {
+            Direction::Original => (FIN_ORIG, FIN_REPLY),
+            Direction::Reply => (FIN_REPLY, FIN_ORIG),
+        };
+        let s = self.state;
+        let next = if flags.has(TcpFlags::RST) {
+            TcpClose
+        } else if flags.has(TcpFlags::SYN) {
+            match (flags.has(TcpFlags::ACK), dir, s) {
+                (false, Direction::Original, TcpNone | TcpSynSent | TcpTimeWait | TcpClose) => {
+                    self.fin_seen = 0;
+                    TcpSynSent
+                }
+                (true, Direction::Reply, TcpSynSent | TcpSynRecv) => TcpSynRecv,
+                _ => s,
+            }
+        } else if flags.has(TcpFlags::FIN) {
+            let first = self.fin_seen & other == 0;
+            self.fin_seen |= mine;
+            match s {
+                TcpSynRecv | TcpEstablished => TcpFinWait,
+                TcpFinWait | TcpCloseWait if !first => TcpLastAck,
+                _ => s,
+            }
+        } else if flags.has(TcpFlags::ACK) {
+            match (dir, s) {
+                (Direction::Original, TcpSynRecv | TcpNone) => TcpEstablished,
+                // The peer of the FIN sender acknowledges it.
+                (_, TcpFinWait) if self.fin_seen & mine == 0 => TcpCloseWait,
+                (_, TcpLastAck) => TcpTimeWait,
+                _ => s,
+            }
+        } else {
+            s
+        };
+        self.state = next;
+        next
+    }
+
+    /// UDP: a reply makes the flow a stream (longer timeout), as in Linux.
+    pub fn on_udp(&mut self, dir: Direction) -> ConnState {
+        if dir == Direction::Reply && self.state == ConnState::UdpUnreplied {
+            self.state = ConnState::UdpReplied;
+        }
+        self.state
+    }
+}
+
+/// What to do when both candidate buckets of a new key are full of live
+/// entries and no resident can be relocated to its other bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullPolicy {
+    /// Refuse the new flow (counted in `insert_failed_full`).
+    Drop,
+    /// Replace the least recently seen entry of the two candidate buckets.
+    EvictOldest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// Both candidate buckets hold live entries and the policy is `Drop`.
+    Full,
+}
+
+impl core::fmt::Display for InsertError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("conntrack buckets full")
+    }
+}
+
+impl std::error::Error for InsertError {}
+
+/// Monotonic event counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// New entries created (including over expired or evicted slots).
+    pub inserts: u64,
+    /// Inserts of a key that was already live (value overwritten).
+    pub updates: u64,
+    pub insert_failed_full: u64,
+    pub evictions: u64,
+    /// Entries moved to their other bucket to make room (cuckoo step).
+    pub relocations: u64,
+    /// Entries reclaimed after their timeout (lazily or by `expire_step`).
+    pub expired: u64,
+    pub removes: u64,
+    /// Dead keys that did not fit the graveyard (their owner was not told).
+    pub graveyard_overflow: u64,
+}
+
+/// Entry flag: report this entry's key through [`ConnTable::drain_dead`]
+/// when it expires or is evicted, so its owner can free what it holds (an
+/// SNAT port). Other flag bits are the caller's.
+pub const FLAG_NOTIFY_ON_DEATH: u8 = 0x80;
+/// Dead keys held between drains; reclaims per batch are bounded well below.
+const GRAVEYARD: usize = 4096;
+
+/// Ways per bucket.
+pub const WAYS: usize = 8;
+const MIN_SLOTS: usize = 2 * WAYS;
+/// Upper bound on slots (128 GiB of entries); larger requests are clamped.
+pub const MAX_SLOTS: usize = 1 << 30;
+
+#[repr(C, align(32))]
+#[derive(Clone, Copy, Default)]
+struct Tags([u32; WAYS]);
+
+/// The connection table. See module docs.
+pub struct ConnTable {
+    tags: Box<[Tags]>,
+    entries: Box<[Entry]>,
+    bucket_mask: usize,
+    len: usize,
+    cursor: usize,
+    timeouts: Timeouts,
+    policy: FullPolicy,
+    counters: Counters,
+    /// Key and NAT record of dead FLAG_NOTIFY_ON_DEATH entries not yet drained.
+    graveyard: Box<[(FlowKey, NatBinding)]>,
+    graves: usize,
+}
+
+/// Candidate buckets and tag derived from a 64-bit hash: low bits pick the
+/// first bucket, the high 32 bits are the tag, the second bucket is the first
+/// XOR a tag-derived non-zero offset (always distinct when >1 bucket).
+#[inline(always)]
+fn place(hash: u64, mask: usize) -> (usize, usize, u32) {
+    let tag = ((hash >> 32) as u32).max(1);
+    let b1 = (hash as usize) & mask;
+    (b1, b1 ^ alt_offset(tag, mask), tag)
+}
+
+/// XOR distance between a key's two buckets; depends on the tag only, so an
+/// entry's other bucket is computable from where it sits (cuckoo-filter
+/// style partial-key relocation).
+#[inline(always)]
+fn alt_offset(tag: u32, mask: usize) -> usize {
+    let d = (tag.wrapping_mul(0x9e37_79b9) as usize) & mask;
+    if d == 0 {
+        1 & mask
+    } else {
+        d
+    }
+}
+
+impl ConnTable {
+    /// Allocates `capacity` slots rounded up to a power of two (min 16,
+    /// clamped to [`MAX_SLOTS`]). Size it ~1.1x the flows you must hold: a
+    /// refusal/eviction can start from ~92% occupancy.
+    pub fn new(capacity: usize, timeouts: Timeouts, full_policy: FullPolicy) -> Self {
+        let slots = capacity
+            .clamp(MIN_SLOTS, MAX_SLOTS)
+            .checked_next_power_of_two()
+            .unwrap_or(MAX_SLOTS)
+            .min(MAX_SLOTS);
+        let buckets = slots / WAYS;
+        Self {
+            tags: vec![Tags::default(); buckets].into_boxed_slice(),
+            entries: vec![Entry::EMPTY; slots].into_boxed_slice(),
+            bucket_mask: buckets - 1,
+            len: 0,
+            cursor: 0,
+            timeouts,
+            policy: full_policy,
+            counters: Counters::default(),
+            graveyard: vec![(FlowKey::default(), NatBinding::default()); GRAVEYARD].into_boxed_slice(),
+            graves: 0,
+        }
+    }
+
+    /// Total slots.
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Occupied slots, including expired entries not yet reclaimed.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// Replaces the timeouts; applies to existing entries at their next check.
+    pub fn set_timeouts(&mut self, t: Timeouts) {
+        self.timeouts = t;
+    }
+
+    /// Prefetches both candidate tag lines of `hash` (call for a whole batch
+    /// before looking any of it up, VPP style). No-op off x86_64.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let (b1, b2, _) = place(hash, self.bucket_mask);
+            for b in [b1, b2] {
+                if let Some(t) = self.tags.get(b) {
+                    let p = (t as *const Tags).cast::<i8>();
+                    // SAFETY: prefetch is a hint that never faults, and `p`
+                    // points into a live allocation anyway; SSE is baseline
+                    // on x86_64.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = hash;
+    }
+
+    /// Second prefetch stage: once the tag lines are cached (after
+    /// [`Self::prefetch`]), prefetches the entries whose tag matches `hash`
+    /// (normally one), so the key compare in [`Self::lookup`] hits cache.
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let (b1, b2, tag) = place(hash, self.bucket_mask);
+            for b in [b1, b2] {
+                let Some(t) = self.tags.get(b) else { continue };
+                for (w, &x) in t.0.iter().enumerate() {
+                    if x != tag {
+                        continue;
+                    }
+                    if let Some(e) = self.entries.get(b * WAYS + w) {
+                        let p = (e as *const Entry).cast::<i8>();
+                        // SAFETY: as in `prefetch`: a non-faulting hint on an
+                        // address inside a live allocation.
+                        unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = hash;
+    }
+
+    /// Clears slot `i` (bucket `b`, way `w`) of an entry that died (expired
+    /// or evicted), recording its key if its owner asked to be told.
+    #[inline]
+    fn clear(&mut self, b: usize, w: usize) {
+        self.tags[b].0[w] = 0;
+        self.len -= 1;
+        let e = &self.entries[b * WAYS + w];
+        if e.flags & FLAG_NOTIFY_ON_DEATH != 0 {
+            if let Some(slot) = self.graveyard.get_mut(self.graves) {
+                *slot = (e.key, e.nat);
+                self.graves += 1;
+            } else {
+                self.counters.graveyard_overflow += 1;
+            }
+        }
+    }
+
+    /// Takes the key and NAT record of one FLAG_NOTIFY_ON_DEATH entry that
+    /// died since it was last asked. Call until None once per batch.
+    pub fn pop_dead(&mut self) -> Option<(FlowKey, NatBinding)> {
+        self.graves = self.graves.checked_sub(1)?;
+        self.graveyard.get(self.graves).copied()
+    }
+
+    /// Slot index of a key matching `tag`, whether live or expired.
+    #[inline]
+    fn find(&self, key: &FlowKey, b1: usize, b2: usize, tag: u32) -> Option<(usize, usize)> {
+        for b in [b1, b2] {
+            let tags = &self.tags[b].0;
+            for (w, &t) in tags.iter().enumerate() {
+                if t == tag && self.entries[b * WAYS + w].key == *key {
+                    return Some((b, w));
+                }
+            }
+        }
+        None
+    }
+
+    /// Live entry for `key`; an expired match is reclaimed and reported absent.
+    /// `hash` must be the same value used at insert (e.g. [`FlowKey::hash`]).
+    #[inline]
+    pub fn lookup(&mut self, key: &FlowKey, hash: u64, now: Tick) -> Option<&mut Entry> {
+        let (b1, b2, tag) = place(hash, self.bucket_mask);
+        let (b, w) = self.find(key, b1, b2, tag)?;
+        if self.entries[b * WAYS + w].expired(&self.timeouts, now) {
+            self.clear(b, w);
+            self.counters.expired += 1;
+            return None;
+        }
+        Some(&mut self.entries[b * WAYS + w])
+    }
+
+    /// Inserts a new flow (state = [`ConnState::initial`] of `key.proto`,
+    /// `last_seen = now`). A live entry with the same key is overwritten
+    /// (`updates`), like `HashMap::insert`. When both candidate buckets are
+    /// full, expired entries there are reclaimed first, then the policy
+    /// applies; only the chosen slot is ever written.
+    pub fn insert(
+        &mut self,
+        key: FlowKey,
+        hash: u64,
+        value: FlowValue,
+        now: Tick,
+    ) -> Result<&mut Entry, InsertError> {
+        let (b1, b2, tag) = place(hash, self.bucket_mask);
+        if let Some((b, w)) = self.find(&key, b1, b2, tag) {
+            let i = b * WAYS + w;
+            if self.entries[i].expired(&self.timeouts, now) {
+                self.counters.expired += 1;
+                self.counters.inserts += 1;
+                // Died and reborn in place: its owner must still hear of it.
+                self.clear(b, w);
+                self.tags[b].0[w] = tag;
+                self.len += 1;
+            } else {
+                self.counters.updates += 1;
+            }
+            self.entries[i] = Entry::init(key, &value, now);
+            return Ok(&mut self.entries[i]);
+        }
+
+        // Less loaded candidate bucket with a free way (ties: first).
+        let free = |t: &Tags| t.0.iter().position(|&x| x == 0);
+        let used = |t: &Tags| t.0.iter().filter(|&&x| x != 0).count();
+        let (u1, u2) = (used(&self.tags[b1]), used(&self.tags[b2]));
+        let pick = if u1 <= u2 { [b1, b2] } else { [b2, b1] };
+        let mut slot = pick.iter().find_map(|&b| free(&self.tags[b]).map(|w| (b, w)));
+
+        if slot.is_none() {
+            // Both full: reclaim expired ones, remember the oldest live one.
+            let mut oldest: Option<(usize, usize, i64)> = None;
+            for b in [b1, b2] {
+                for w in 0..WAYS {
+                    if self.tags[b].0[w] == 0 {
+                        continue; // freed earlier in this loop (b1 == b2 case)
+                    }
+                    let e = &self.entries[b * WAYS + w];
+                    if e.expired(&self.timeouts, now) {
+                        self.clear(b, w);
+                        self.counters.expired += 1;
+                        slot.get_or_insert((b, w));
+                    } else {
+                        let age = i64::from(now.wrapping_sub(e.last_seen) as i32);
+                        if oldest.is_none_or(|(_, _, a)| age > a) {
+                            oldest = Some((b, w, age));
+                        }
+                    }
+                }
+            }
+            if slot.is_none() {
+                slot = self.relocate_one(b1, b2);
+            }
+            if slot.is_none() {
+                match (self.policy, oldest) {
+                    (FullPolicy::EvictOldest, Some((b, w, _))) => {
+                        self.clear(b, w);
+                        self.counters.evictions += 1;
+                        slot = Some((b, w));
+                    }
+                    _ => {
+                        self.counters.insert_failed_full += 1;
+                        return Err(InsertError::Full);
+                    }
+                }
+            }
+        }
+        let Some((b, w)) = slot else {
+            self.counters.insert_failed_full += 1;
+            return Err(InsertError::Full);
+        };
+        self.tags[b].0[w] = tag;
+        self.len += 1;
+        self.counters.inserts += 1;
+        let i = b * WAYS + w;
+        self.entries[i] = Entry::init(key, &value, now);
+        Ok(&mut self.entries[i])
+    }
+
+    /// One-step cuckoo displacement: moves some entry of `b1`/`b2` to its
+    /// other bucket if that has a free way, returning the freed slot. Reads up
+    /// to 16 more tag lines, only when both candidate buckets are full.
+    fn relocate_one(&mut self, b1: usize, b2: usize) -> Option<(usize, usize)> {
+        for b in [b1, b2] {
+            for w in 0..WAYS {
+                let tag = self.tags[b].0[w];
+                let alt = b ^ alt_offset(tag, self.bucket_mask);
+                if tag == 0 || alt == b1 || alt == b2 {
+                    continue;
+                }
+                if let Some(w2) = self.tags[alt].0.iter().position(|&x| x == 0) {
+                    self.entries[alt * WAYS + w2] = self.entries[b * WAYS + w];
+                    self.tags[alt].0[w2] = tag;
+                    self.tags[b].0[w] = 0;
+                    self.counters.relocations += 1;
+                    return Some((b, w));
+                }
+            }
+        }
+        None
+    }
+
+    /// Removes `key` whether live or expired, returning the entry.
+    pub fn remove(&mut self, key: &FlowKey, hash: u64) -> Option<Entry> {
+        let (b1, b2, tag) = place(hash, self.bucket_mask);
+        let (b, w) = self.find(key, b1, b2, tag)?;
+        // Removal is the caller's own act: it gets the entry, not a notice.
+        self.tags[b].0[w] = 0;
+        self.len -= 1;
+        self.counters.removes += 1;
+        Some(self.entries[b * WAYS + w])
+    }
+
+    /// Scans the next `budget` slots from a rotating cursor and reclaims
+    /// expired entries; returns how many were reclaimed. Call once per batch
+    /// with a small budget (e.g. 64): a full sweep takes capacity/budget calls.
+    pub fn expire_step(&mut self, now: Tick, budget: usize) -> usize {
+        let slots = self.entries.len();
+        let mut reclaimed = 0;
+        for _ in 0..budget.min(slots) {
+            let i = self.cursor;
+            self.cursor = if i + 1 == slots { 0 } else { i + 1 };
+            let (b, w) = (i / WAYS, i % WAYS);
+            if self.tags[b].0[w] != 0 && self.entries[i].expired(&self.timeouts, now) {
+                self.clear(b, w);
+                reclaimed += 1;
+            }
+        }
+        self.counters.expired += reclaimed as u64;
+        reclaimed
+    }
+
+    /// Visits every live entry (control plane / dumps; O(capacity)).
+    pub fn for_each_live(&self, now: Tick, mut f: impl FnMut(&Entry)) {
+        for (b, t) in self.tags.iter().enumerate() {
+            for (w, &tag) in t.0.iter().enumerate() {
+                let e = &self.entries[b * WAYS + w];
+                if tag != 0 && !e.expired(&self.timeouts, now) {
+                    f(e);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::maglev::ipv4_mapped;
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn k(i: u32, proto: u8) -> FlowKey {
+        FlowKey::new(
+            ipv4_mapped([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]),
+            ipv4_mapped([192, 0, 2, 1]),
+            (i % 50_000) as u16 + 1024,
+            443,
+            proto,
+        )
+    }
+
+    fn v(i: u32) -> FlowValue {
+        FlowValue {
+            backend: i as u16,
+            service: (i >> 16) as u16,
+            nat: NatBinding { sport: i as u16 ^ 0x5555, ..Default::default() },
+            flags: i as u8,
+        }
+    }
+
+    fn long() -> Timeouts {
+        Timeouts { udp_unreplied: 1_000_000, ..Timeouts::default() }
+    }
+
+    const S: TcpFlags = TcpFlags(TcpFlags::SYN);
+    const SA: TcpFlags = TcpFlags(TcpFlags::SYN | TcpFlags::ACK);
+    const A: TcpFlags = TcpFlags(TcpFlags::ACK);
+    const FA: TcpFlags = TcpFlags(TcpFlags::FIN | TcpFlags::ACK);
+    const R: TcpFlags = TcpFlags(TcpFlags::RST);
+    use Direction::{Original as O, Reply as Rp};
+
+    fn tcp_entry() -> Entry {
+        Entry::init(k(1, PROTO_TCP), &v(1), 0)
+    }
+
+    #[test]
+    fn layout() {
+        assert_eq!(core::mem::size_of::<FlowKey>(), 40);
+        assert_eq!(core::mem::size_of::<Entry>(), 128);
+        assert!(core::mem::offset_of!(Entry, fin_seen) < 64);
+        assert_eq!(core::mem::size_of::<Tags>(), 32);
+    }
+
+    #[test]
+    fn tcp_handshake_and_fin_close() {
+        use ConnState::*;
+        let mut e = tcp_entry();
+        assert_eq!(e.state, TcpNone);
+        assert_eq!(e.on_tcp(O, S), TcpSynSent);
+        assert_eq!(e.on_tcp(O, S), TcpSynSent); // retransmit
+        assert_eq!(e.on_tcp(Rp, SA), TcpSynRecv);
+        assert_eq!(e.on_tcp(O, A), TcpEstablished);
+        assert_eq!(e.on_tcp(Rp, A), TcpEstablished);
+        // Client closes first.
+        assert_eq!(e.on_tcp(O, FA), TcpFinWait);
+        assert_eq!(e.on_tcp(O, FA), TcpFinWait); // retransmitted FIN
+        assert_eq!(e.on_tcp(O, A), TcpFinWait); // own ACK does not answer it
+        assert_eq!(e.on_tcp(Rp, A), TcpCloseWait);
+        assert_eq!(e.on_tcp(Rp, FA), TcpLastAck);
+        assert_eq!(e.on_tcp(O, A), TcpTimeWait);
+        // TIME_WAIT reuse by a new SYN.
+        assert_eq!(e.on_tcp(O, S), TcpSynSent);
+    }
+
+    #[test]
+    fn tcp_simultaneous_fin_and_server_close() {
+        use ConnState::*;
+        let mut e = tcp_entry();
+        for (d, f) in [(O, S), (Rp, SA), (O, A)] {
+            e.on_tcp(d, f);
+        }
+        assert_eq!(e.on_tcp(Rp, FA), TcpFinWait); // server closes
+        assert_eq!(e.on_tcp(O, FA), TcpLastAck); // both FINs, no ACK yet
+        assert_eq!(e.on_tcp(Rp, A), TcpTimeWait);
+    }
+
+    #[test]
+    fn tcp_rst_and_ignored() {
+        use ConnState::*;
+        let mut e = tcp_entry();
+        assert_eq!(e.on_tcp(Rp, SA), TcpNone); // SYN+ACK without SYN
+        assert_eq!(e.on_tcp(O, FA), TcpNone);
+        e.on_tcp(O, S);
+        assert_eq!(e.on_tcp(O, A), TcpSynSent); // ACK before SYN+ACK
+        assert_eq!(e.on_tcp(Rp, R), TcpClose);
+        let mut e = tcp_entry();
+        assert_eq!(e.on_tcp(O, A), TcpEstablished); // mid-stream pickup
+        assert_eq!(e.on_tcp(O, S), TcpEstablished); // SYN in ES ignored
+        assert_eq!(e.on_tcp(O, TcpFlags(TcpFlags::RST | TcpFlags::ACK)), TcpClose);
+        // Non-TCP entries are untouched.
+        let mut u = Entry::init(k(2, PROTO_UDP), &v(2), 0);
+        assert_eq!(u.on_tcp(O, S), UdpUnreplied);
+        assert_eq!(u.on_udp(O), UdpUnreplied);
+        assert_eq!(u.on_udp(Rp), UdpReplied);
+        assert_eq!(Entry::init(k(3, PROTO_ICMP), &v(3), 0).state, Icmp);
+        assert_eq!(Entry::init(k(3, 47), &v(3), 0).state, Generic);
+    }
+
+    #[test]
+    fn timeouts_follow_state() {
+        let t = Timeouts::default();
+        let mut ct = ConnTable::new(64, t, FullPolicy::Drop);
+        let (a, b) = (k(1, PROTO_TCP), k(2, PROTO_TCP));
+        ct.insert(a, a.hash(), v(1), 1000).unwrap().on_tcp(O, S);
+        let e = ct.insert(b, b.hash(), v(2), 1000).unwrap();
+        e.on_tcp(O, S);
+        e.on_tcp(Rp, SA);
+        e.on_tcp(O, A);
+        assert_eq!(e.remaining(&t, 1000), 432_000);
+        assert!(ct.lookup(&a, a.hash(), 1000 + 119).is_some());
+        assert!(ct.lookup(&a, a.hash(), 1000 + 120).is_none()); // syn_sent
+        assert_eq!(ct.counters().expired, 1);
+        assert_eq!(ct.len(), 1);
+        let e = ct.lookup(&b, b.hash(), 1000 + 200_000).unwrap();
+        assert_eq!(e.backend, 2);
+        e.touch(1000 + 200_000);
+        assert!(ct.lookup(&b, b.hash(), 1000 + 200_000 + 431_999).is_some());
+        assert!(ct.lookup(&b, b.hash(), 1000 + 200_000 + 432_000).is_none());
+        // A clock slightly behind last_seen does not expire anything.
+        let c = k(3, PROTO_UDP);
+        ct.insert(c, c.hash(), v(3), 50).unwrap();
+        assert!(ct.lookup(&c, c.hash(), 40).is_some());
+    }
+
+    #[test]
+    fn timeouts_across_tick_wrap() {
+        let mut ct = ConnTable::new(64, Timeouts::default(), FullPolicy::Drop);
+        let a = k(1, PROTO_UDP);
+        ct.insert(a, a.hash(), v(1), u32::MAX - 5).unwrap();
+        assert!(ct.lookup(&a, a.hash(), 10).is_some()); // age 16 < 30
+        assert!(ct.lookup(&a, a.hash(), 24).is_none()); // age 30
+    }
+
+    #[test]
+    fn expire_step_is_bounded_and_complete() {
+        let mut ct = ConnTable::new(1024, Timeouts::default(), FullPolicy::Drop);
+        for i in 0..500 {
+            let key = k(i, PROTO_UDP);
+            ct.insert(key, key.hash(), v(i), 0).unwrap();
+        }
+        assert_eq!(ct.expire_step(10, 1024), 0);
+        let mut total = 0;
+        for _ in 0..16 {
+            let n = ct.expire_step(30, 64);
+            assert!(n <= 64);
+            total += n;
+        }
+        assert_eq!(total, 500);
+        assert!(ct.is_empty());
+        assert_eq!(ct.counters().expired, 500);
+    }
+
+    /// Inserts keys `0..` until a refusal, returning the accepted ones.
+    fn fill_until_full(ct: &mut ConnTable) -> Vec<u32> {
+        let mut ok = Vec::new();
+        for i in 0.. {
+            let key = k(i, PROTO_UDP);
+            match ct.insert(key, key.hash(), v(i), i) {
+                Ok(_) => ok.push(i),
+                Err(InsertError::Full) => break,
+            }
+        }
+        ok
+    }
+
+    #[test]
+    fn drop_policy_refuses_and_keeps_existing() {
+        let mut ct = ConnTable::new(16, long(), FullPolicy::Drop);
+        let ok = fill_until_full(&mut ct);
+        assert_eq!(ok.len(), 16); // 2 buckets, every key sees both
+        assert_eq!(ct.counters().insert_failed_full, 1);
+        for i in 100..110 {
+            let key = k(i, PROTO_UDP);
+            assert_eq!(ct.insert(key, key.hash(), v(i), 20), Err(InsertError::Full));
+        }
+        for &i in &ok {
+            let key = k(i, PROTO_UDP);
+            let e = ct.lookup(&key, key.hash(), 20).unwrap();
+            assert_eq!((e.key(), e.backend, e.nat), (&key, v(i).backend, v(i).nat));
+        }
+        assert_eq!(ct.len(), 16);
+        assert_eq!(ct.counters().insert_failed_full, 11);
+    }
+
+    #[test]
+    fn evict_oldest_policy() {
+        let mut ct = ConnTable::new(16, long(), FullPolicy::EvictOldest);
+        let mut live: Vec<u32> = (0..16).collect();
+        for &i in &live {
+            let key = k(i, PROTO_UDP);
+            ct.insert(key, key.hash(), v(i), 100 + i).unwrap();
+        }
+        // Refresh key 0 so key 1 becomes the oldest.
+        let k0 = k(0, PROTO_UDP);
+        ct.lookup(&k0, k0.hash(), 200).unwrap().touch(200);
+        for (n, new) in (16..20u32).enumerate() {
+            let key = k(new, PROTO_UDP);
+            let e = ct.insert(key, key.hash(), v(new), 300).unwrap();
+            assert_eq!(e.backend, v(new).backend);
+            let victim = [1, 2, 3, 4][n];
+            live.retain(|&x| x != victim);
+            live.push(new);
+            let vk = k(victim, PROTO_UDP);
+            assert!(ct.lookup(&vk, vk.hash(), 300).is_none(), "victim {victim}");
+            for &i in &live {
+                let key = k(i, PROTO_UDP);
+                let e = ct.lookup(&key, key.hash(), 300).unwrap();
+                assert_eq!((e.backend, e.flags, e.nat), (v(i).backend, v(i).flags, v(i).nat));
+            }
+        }
+        assert_eq!(ct.counters().evictions, 4);
+        assert_eq!(ct.len(), 16);
+    }
+
+    #[test]
+    fn full_buckets_reclaim_expired_first() {
+        let mut ct = ConnTable::new(16, Timeouts::default(), FullPolicy::Drop);
+        for i in 0..16 {
+            let key = k(i, PROTO_UDP);
+            ct.insert(key, key.hash(), v(i), 0).unwrap();
+        }
+        let key = k(99, PROTO_UDP);
+        assert!(ct.insert(key, key.hash(), v(99), 29).is_err());
+        assert!(ct.insert(key, key.hash(), v(99), 30).is_ok());
+        assert_eq!(ct.counters().expired, 16);
+        assert_eq!(ct.len(), 1);
+    }
+
+    #[test]
+    fn insert_existing_overwrites_and_remove() {
+        let mut ct = ConnTable::new(64, Timeouts::default(), FullPolicy::Drop);
+        let a = k(7, PROTO_TCP);
+        ct.insert(a, a.hash(), v(1), 0).unwrap().on_tcp(O, S);
+        let e = ct.insert(a, a.hash(), v(2), 1).unwrap();
+        assert_eq!((e.backend, e.state), (2, ConnState::TcpNone));
+        assert_eq!(ct.len(), 1);
+        assert_eq!(ct.counters().updates, 1);
+        assert_eq!(ct.remove(&a, a.hash()).map(|e| e.backend), Some(2));
+        assert!(ct.remove(&a, a.hash()).is_none());
+        assert!(ct.lookup(&a, a.hash(), 1).is_none());
+        assert!(ct.is_empty());
+        ct.prefetch(a.hash());
+        ct.prefetch_entry(a.hash());
+    }
+
+    #[test]
+    fn one_million_entries() {
+        let n = 1u32 << 20;
+        let mut ct = ConnTable::new(n as usize, long(), FullPolicy::Drop);
+        assert_eq!(ct.capacity(), n as usize);
+        let mut first_fail = None;
+        for i in 0..n {
+            let key = k(i, PROTO_UDP);
+            let h = key.hash();
+            ct.prefetch(h);
+            if ct.insert(key, h, v(i), 0).is_err() && first_fail.is_none() {
+                first_fail = Some(i);
+            }
+        }
+        let load = ct.len() as f64 / f64::from(n);
+        eprintln!("1M table: first refusal at {:?}, final load {load:.4}", first_fail);
+        assert!(first_fail.unwrap_or(n) > n / 10 * 9, "{first_fail:?}");
+        assert!(load > 0.97, "{load}");
+        let mut found = 0;
+        for i in 0..n {
+            let key = k(i, PROTO_UDP);
+            if let Some(e) = ct.lookup(&key, key.hash(), 1) {
+                assert_eq!(e.backend, i as u16);
+                found += 1;
+            }
+        }
+        assert_eq!(found, ct.len());
+    }
+
+    /// Run with `cargo test --release -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn bench_lookup_batched() {
+        let n = 1u32 << 20;
+        let mut ct = ConnTable::new(n as usize * 2, long(), FullPolicy::Drop);
+        let keys: Vec<(FlowKey, u64)> = (0..n)
+            .map(|i| {
+                let key = k(i, PROTO_UDP);
+                (key, key.hash())
+            })
+            .collect();
+        for (i, (key, h)) in keys.iter().enumerate() {
+            ct.insert(*key, *h, v(i as u32), 0).unwrap();
+        }
+        // Random-ish order so every lookup is a cache miss.
+        let order: Vec<usize> = (0..n as usize).map(|i| i.wrapping_mul(0x9e37_79b9) % n as usize).collect();
+        let hashes: Vec<u64> = order.iter().map(|&i| keys[i].1).collect();
+        for stages in 0..3 {
+            let t0 = std::time::Instant::now();
+            let mut acc = 0u64;
+            for (batch, hb) in order.chunks(32).zip(hashes.chunks(32)) {
+                if stages >= 1 {
+                    hb.iter().for_each(|&h| ct.prefetch(h));
+                }
+                if stages >= 2 {
+                    hb.iter().for_each(|&h| ct.prefetch_entry(h));
+                }
+                for &i in batch {
+                    let (key, h) = &keys[i];
+                    if let Some(e) = ct.lookup(key, *h, 1) {
+                        acc += u64::from(e.backend);
+                    }
+                }
+            }
+            let ns = t0.elapsed().as_nanos() as f64 / f64::from(n);
+            println!("conntrack lookup, prefetch stages {stages}: {ns:.1} ns ({acc})");
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8, u16),
+        Lookup(u8),
+        Touch(u8),
+        Remove(u8),
+        Advance(u8),
+        Expire(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..64, any::<u16>()).prop_map(|(a, b)| Op::Insert(a, b)),
+            4 => (0u8..64).prop_map(Op::Lookup),
+            2 => (0u8..64).prop_map(Op::Touch),
+            1 => (0u8..64).prop_map(Op::Remove),
+            2 => (0u8..20).prop_map(Op::Advance),
+            1 => (0u8..40).prop_map(Op::Expire),
+        ]
+    }
+
+    /// Key `i`: even ids UDP (30 s), odd ids ICMP with a 7 s timeout.
+    fn mk(i: u8) -> FlowKey {
+        k(u32::from(i), if i & 1 == 0 { PROTO_UDP } else { PROTO_ICMP })
+    }
+
+    fn small_timeouts() -> Timeouts {
+        Timeouts { icmp: 7, ..Timeouts::default() }
+    }
+
+    /// Runs `ops`; model maps key id -> (backend, last_seen). Checks every
+    /// lookup against the model: `Some` must carry the model's value; `None`
+    /// for a model-live key is allowed only when `may_lose` (eviction).
+    fn run(ops: &[Op], cap: usize, policy: FullPolicy) -> Result<(), TestCaseError> {
+        let t = small_timeouts();
+        let mut ct = ConnTable::new(cap, t, policy);
+        let mut model: HashMap<u8, (u16, Tick)> = HashMap::new();
+        let mut now: Tick = u32::MAX - 50; // exercise wrap-around
+        let timeout = |i: u8| if i & 1 == 0 { t.udp_unreplied } else { t.icmp };
+        let live = |m: &HashMap<u8, (u16, Tick)>, i: u8, now: Tick| {
+            m.get(&i).filter(|(_, seen)| now.wrapping_sub(*seen) < timeout(i)).map(|x| x.0)
+        };
+        for o in ops {
+            match *o {
+                Op::Insert(i, b) => {
+                    let key = mk(i);
+                    let val = FlowValue { backend: b, ..v(u32::from(i)) };
+                    match ct.insert(key, key.hash(), val, now) {
+                        Ok(e) => {
+                            prop_assert_eq!(e.backend, b);
+                            model.insert(i, (b, now));
+                        }
+                        Err(InsertError::Full) => {
+                            prop_assert_eq!(policy, FullPolicy::Drop);
+                            // A refused insert never touches the old value,
+                            // which must have been absent or expired.
+                            prop_assert!(live(&model, i, now).is_none());
+                            model.remove(&i);
+                        }
+                    }
+                }
+                Op::Lookup(i) | Op::Touch(i) => {
+                    let key = mk(i);
+                    let want = live(&model, i, now);
+                    let got = ct.lookup(&key, key.hash(), now);
+                    match (&got, want) {
+                        (Some(e), Some(b)) => prop_assert_eq!(e.backend, b),
+                        (Some(e), None) => prop_assert!(false, "stale {:?}", e.key()),
+                        (None, Some(_)) => {
+                            prop_assert_eq!(policy, FullPolicy::EvictOldest, "lost {}", i);
+                            model.remove(&i);
+                        }
+                        (None, None) => {}
+                    }
+                    if let (Op::Touch(_), Some(e)) = (o, got) {
+                        e.touch(now);
+                        if let Some(m) = model.get_mut(&i) {
+                            m.1 = now;
+                        }
+                    }
+                }
+                Op::Remove(i) => {
+                    let key = mk(i);
+                    let got = ct.remove(&key, key.hash()).map(|e| e.backend);
+                    let was_live = live(&model, i, now);
+                    let had = model.remove(&i).map(|x| x.0);
+                    if got.is_some() {
+                        // Possibly expired but not yet reclaimed: same value.
+                        prop_assert_eq!(got, had);
+                    } else if policy == FullPolicy::Drop {
+                        prop_assert!(was_live.is_none(), "lost {}", i);
+                    }
+                }
+                Op::Advance(s) => now = now.wrapping_add(u32::from(s)),
+                Op::Expire(n) => {
+                    ct.expire_step(now, usize::from(n));
+                }
+            }
+            prop_assert!(ct.len() <= ct.capacity());
+        }
+        // Final sweep: every model-live key is present with its value (Drop).
+        if policy == FullPolicy::Drop {
+            for i in 0..64u8 {
+                let key = mk(i);
+                let got = ct.lookup(&key, key.hash(), now).map(|e| e.backend);
+                prop_assert_eq!(got, live(&model, i, now), "key {}", i);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn prop_matches_model_drop_roomy(ops in proptest::collection::vec(op(), 1..300)) {
+            run(&ops, 1024, FullPolicy::Drop)?;
+        }
+
+        #[test]
+        fn prop_matches_model_drop_tight(ops in proptest::collection::vec(op(), 1..300)) {
+            run(&ops, 16, FullPolicy::Drop)?;
+        }
+
+        #[test]
+        fn prop_never_wrong_with_eviction(ops in proptest::collection::vec(op(), 1..300)) {
+            run(&ops, 16, FullPolicy::EvictOldest)?;
+        }
+    }
+}

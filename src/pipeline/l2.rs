@@ -1,0 +1,56 @@
+//! `l2`: choose the egress port and next-hop MAC. Original-direction packets
+//! go to their backend's MAC on the backend-side port; replies go to the
+//! client-side next hop. A backend with no known MAC is a counted drop.
+
+use super::batch::FlowKind;
+use super::{Batch, Ctx, DropReason, Stage, Verdict};
+
+pub struct L2Stage {
+    egress: u8,
+    egress_mac: [u8; 6],
+    fallback_mac: Option<[u8; 6]>,
+    return_egress: u8,
+    return_mac: [u8; 6],
+    return_dst_mac: [u8; 6],
+}
+
+impl L2Stage {
+    /// Ports are worker port indices; `*_mac` are those ports' own MACs.
+    pub fn new(
+        (egress, egress_mac): (u8, [u8; 6]),
+        fallback_mac: Option<[u8; 6]>,
+        (return_egress, return_mac): (u8, [u8; 6]),
+        return_dst_mac: [u8; 6],
+    ) -> L2Stage {
+        L2Stage { egress, egress_mac, fallback_mac, return_egress, return_mac, return_dst_mac }
+    }
+}
+
+impl Stage for L2Stage {
+    fn name(&self) -> &'static str {
+        "l2"
+    }
+
+    fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
+        batch.for_each(pipeline, |p| {
+            let (port, src, dst) = match p.flow.kind {
+                FlowKind::Original => match ctx.services.next_hop(&p.flow.nat.dst).or(self.fallback_mac) {
+                    Some(mac) => (self.egress, self.egress_mac, mac),
+                    None => {
+                        p.meta.verdict = Verdict::Drop(DropReason::NextHopUnresolved);
+                        return;
+                    }
+                },
+                FlowKind::Reply => (self.return_egress, self.return_mac, self.return_dst_mac),
+                _ => return,
+            };
+            let Some(macs) = p.data.get_mut(..12) else {
+                p.meta.verdict = Verdict::Drop(DropReason::Malformed);
+                return;
+            };
+            macs[..6].copy_from_slice(&dst);
+            macs[6..].copy_from_slice(&src);
+            p.meta.verdict = Verdict::Forward(port);
+        });
+    }
+}

@@ -1,0 +1,217 @@
+//! The load balancer's flow stages.
+//!
+//! `conntrack`: parse, look the whole batch up (prefetching every bucket
+//! first, VPP style), track TCP/UDP state. `maglev`: for flows conntrack
+//! has not seen, pick a backend, allocate an SNAT port, and create the two
+//! entries (original and reply direction) that later packets hit.
+
+use super::batch::{FlowKind, FlowMeta};
+use super::conntrack::{
+    ConnState, ConnTable, Direction, FlowKey, FlowValue, NatBinding, TcpFlags, Tick, FLAG_NOTIFY_ON_DEATH,
+};
+use super::maglev::client_hash;
+use super::{Batch, Ctx, DropReason, Stage, Verdict};
+use crate::config::MAX_BATCH;
+use crate::wire::parse::{parse, FragKind, IpVersion};
+
+/// Entry flag: this entry is the reply direction of its flow.
+pub const FLAG_REPLY: u8 = 0x01;
+/// Entry flag: the flow is source-NATed (its reply entry holds an SNAT port).
+pub const FLAG_SNAT: u8 = 0x02;
+
+/// Parse + lookup + state tracking.
+#[derive(Default)]
+pub struct ConntrackStage;
+
+impl Stage for ConntrackStage {
+    fn name(&self) -> &'static str {
+        "conntrack"
+    }
+
+    fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
+        // Pass 1: parse and hash; prefetch each bucket as soon as its hash is known.
+        batch.for_each(pipeline, |p| match parse(p.data) {
+            Ok(Some(pp)) if pp.frag == FragKind::Whole => {
+                let t = pp.tuple;
+                let f = &mut *p.flow;
+                f.v6 = pp.version == IpVersion::V6;
+                f.l3 = pp.l3_offset as u16;
+                f.l4 = pp.l4_offset as u16;
+                f.tcp_flags = pp.tcp_flags;
+                f.key = FlowKey::new(t.src, t.dst, t.src_port, t.dst_port, t.proto);
+                f.hash = f.key.hash();
+                ctx.conntrack.prefetch(f.hash);
+            }
+            Ok(Some(_)) => p.meta.verdict = Verdict::Drop(DropReason::Fragment),
+            Ok(None) | Err(_) => p.meta.verdict = Verdict::Drop(DropReason::Malformed),
+        });
+        // Pass 2: the tag lines are (being) cached; prefetch matching entries.
+        for i in 0..batch.len {
+            if batch.pkts[i].pipeline == pipeline && batch.pkts[i].verdict == Verdict::Continue {
+                ctx.conntrack.prefetch_entry(batch.flows[i].hash);
+            }
+        }
+        // Pass 3: look up and track.
+        let now = ctx.now;
+        for i in 0..batch.len.min(MAX_BATCH as usize) {
+            let m = &mut batch.pkts[i];
+            if m.pipeline != pipeline || m.verdict != Verdict::Continue {
+                continue;
+            }
+            let f = &mut batch.flows[i];
+            if track(&mut ctx.conntrack, f, now) {
+                continue;
+            }
+            match ctx.services.service_for(&f.key.dst, f.key.proto, f.key.dport) {
+                Some(s) => f.kind = FlowKind::New(s),
+                None => m.verdict = Verdict::Drop(DropReason::NoFlow),
+            }
+        }
+    }
+}
+
+/// Finds the packet's entry; on a hit fills `f` (kind, NAT, service),
+/// refreshes the entry and advances its state. Returns whether it hit.
+fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick) -> bool {
+    let Some(e) = ct.lookup(&f.key, f.hash, now) else { return false };
+    e.touch(now);
+    let reply = e.flags & FLAG_REPLY != 0;
+    f.kind = if reply { FlowKind::Reply } else { FlowKind::Original };
+    f.nat = e.nat;
+    f.service = e.service;
+    let dir = if reply { Direction::Reply } else { Direction::Original };
+    let proto = f.key.proto;
+    let flags = TcpFlags(f.tcp_flags);
+    let state = match proto {
+        6 => e.on_tcp(dir, flags),
+        17 => e.on_udp(dir),
+        _ => e.state,
+    };
+    // Steady-state TCP touches one entry. Handshake, teardown and UDP's first
+    // reply also update the peer entry, so both directions age alike.
+    let structural = flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) != 0;
+    if (proto == 6 && (structural || state != ConnState::TcpEstablished))
+        || (proto == 17 && reply && state == ConnState::UdpReplied)
+    {
+        let peer = peer_key(&f.key, &f.nat);
+        let peer_hash = peer.hash();
+        if let Some(p) = ct.lookup(&peer, peer_hash, now) {
+            p.touch(now);
+            p.state = state;
+        }
+    }
+    true
+}
+
+/// The key of the other direction's entry: the translated packet reversed.
+#[inline]
+pub fn peer_key(key: &FlowKey, nat: &NatBinding) -> FlowKey {
+    FlowKey::new(nat.dst, nat.src, nat.dport, nat.sport, key.proto)
+}
+
+/// Backend selection and flow creation for new flows.
+#[derive(Default)]
+pub struct MaglevStage;
+
+impl Stage for MaglevStage {
+    fn name(&self) -> &'static str {
+        "maglev"
+    }
+
+    fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
+        for i in 0..batch.len.min(MAX_BATCH as usize) {
+            let m = &mut batch.pkts[i];
+            if m.pipeline != pipeline || m.verdict != Verdict::Continue {
+                continue;
+            }
+            let f = &mut batch.flows[i];
+            let FlowKind::New(s) = f.kind else { continue };
+            match create_flow(ctx, f, s) {
+                Ok(()) => {
+                    if let Some(c) = ctx.service_counters.get_mut(usize::from(s)) {
+                        c.new_flows += 1;
+                    }
+                }
+                Err(reason) => m.verdict = Verdict::Drop(reason),
+            }
+        }
+    }
+}
+
+fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason> {
+    let svc = ctx.services.list.get(usize::from(s)).ok_or(DropReason::NoFlow)?;
+    let h = if svc.affinity { client_hash(&f.key.src) } else { f.hash };
+    let b = svc.maglev.lookup(h).ok_or(DropReason::NoBackend)?;
+    let backend = *svc.backends.get(usize::from(b)).ok_or(DropReason::NoBackend)?;
+    let snat = match svc.snat_pool {
+        Some(pool) => {
+            let p = ctx.snat.get_mut(usize::from(pool)).ok_or(DropReason::SnatExhausted)?;
+            Some((pool, p.alloc().ok_or(DropReason::SnatExhausted)?))
+        }
+        None => None,
+    };
+    let k = f.key;
+    let orig_nat = NatBinding {
+        src: snat.map_or(k.src, |(_, (a, _))| a),
+        sport: snat.map_or(k.sport, |(_, (_, p))| p),
+        dst: backend.addr,
+        dport: backend.port,
+    };
+    // Replies come back as (backend → SNAT or client) and are rewritten to
+    // (VIP → client).
+    let reply_key = peer_key(&k, &orig_nat);
+    let reply_nat = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
+    let snat_flag = if snat.is_some() { FLAG_SNAT } else { 0 };
+    let now = ctx.now;
+    let free_port = |ctx: &mut Ctx| {
+        if let Some((pool, (a, p))) = snat {
+            if let Some(pool) = ctx.snat.get_mut(usize::from(pool)) {
+                pool.release(&a, p);
+            }
+        }
+    };
+
+    let orig = FlowValue { backend: b, service: s, nat: orig_nat, flags: snat_flag };
+    let state = match ctx.conntrack.insert(k, f.hash, orig, now) {
+        Ok(e) => match k.proto {
+            6 => e.on_tcp(Direction::Original, TcpFlags(f.tcp_flags)),
+            17 => e.on_udp(Direction::Original),
+            _ => e.state,
+        },
+        Err(_) => {
+            free_port(ctx);
+            return Err(DropReason::ConntrackFull);
+        }
+    };
+    // The reply entry holds the SNAT port: when it dies, the port is freed.
+    let notify = if snat.is_some() { FLAG_NOTIFY_ON_DEATH } else { 0 };
+    let reply = FlowValue { backend: b, service: s, nat: reply_nat, flags: FLAG_REPLY | snat_flag | notify };
+    match ctx.conntrack.insert(reply_key, reply_key.hash(), reply, now) {
+        Ok(e) => e.state = state,
+        Err(_) => {
+            ctx.conntrack.remove(&k, f.hash);
+            free_port(ctx);
+            return Err(DropReason::ConntrackFull);
+        }
+    }
+    f.kind = FlowKind::Original;
+    f.nat = orig_nat;
+    f.service = s;
+    Ok(())
+}
+
+/// Frees what dead flows held: SNAT ports, and the original-direction entry
+/// of a flow whose reply entry died. Run once per batch.
+pub fn reap(ctx: &mut Ctx) {
+    while let Some((key, nat)) = ctx.conntrack.pop_dead() {
+        // A reply entry's key is (backend → SNAT address, SNAT port).
+        for pool in ctx.snat.iter_mut() {
+            if pool.contains(&key.dst) {
+                pool.release(&key.dst, key.dport);
+                break;
+            }
+        }
+        let orig = peer_key(&key, &nat);
+        ctx.conntrack.remove(&orig, orig.hash());
+    }
+}

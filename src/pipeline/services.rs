@@ -1,0 +1,146 @@
+//! The load balancer's view of the config: an immutable snapshot of
+//! services, their Maglev tables and next hops. Built off the fast path and
+//! swapped into workers whole, at a batch boundary (VPP's lb.c builds in
+//! place; swapping a whole snapshot removes its admitted race).
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::net::IpAddr;
+
+use anyhow::{Context, Result};
+
+use super::classify::FastHasher;
+use super::maglev::{backend_key, Maglev, MaglevBackend};
+use crate::config::{Config, Prefix};
+use crate::xdp::maps::addr16;
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+pub struct Services {
+    pub list: Vec<ServiceRt>,
+    /// (VIP, protocol, port) → service index.
+    vips: FastMap<([u8; 16], u8, u16), u16>,
+    /// Backend address → MAC, resolved when the snapshot was built.
+    next_hops: FastMap<[u8; 16], [u8; 6]>,
+    /// Distinct SNAT pools; services refer to them by index.
+    pub pools: Vec<Prefix>,
+    /// Bumped on every rebuild; workers compare it to spot a new snapshot.
+    pub generation: u64,
+}
+
+pub struct ServiceRt {
+    pub name: String,
+    pub vip: [u8; 16],
+    pub port: u16,
+    pub protocol: u8,
+    pub pipeline: u8,
+    pub affinity: bool,
+    pub snat_pool: Option<u16>,
+    pub backends: Vec<BackendRt>,
+    pub maglev: Maglev,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BackendRt {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub weight: u32,
+}
+
+impl Services {
+    /// Builds the snapshot; `resolve` finds a backend's MAC when the config
+    /// gives none (the kernel's neighbour table in `shunt run`).
+    pub fn build(
+        config: &Config,
+        generation: u64,
+        resolve: impl Fn(IpAddr) -> Option<[u8; 6]>,
+    ) -> Result<Services> {
+        let mut list = Vec::new();
+        let mut vips = FastMap::default();
+        let mut next_hops = FastMap::default();
+        let mut pools: Vec<Prefix> = Vec::new();
+        for (i, s) in config.services.iter().enumerate() {
+            let keys: Vec<MaglevBackend<[u8; 18]>> = s
+                .backends
+                .iter()
+                .map(|b| MaglevBackend { key: backend_key(&addr16(b.addr), b.port), weight: b.weight })
+                .collect();
+            let maglev = Maglev::new(s.maglev_table_size, &keys)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .with_context(|| format!("building the Maglev table of service `{}`", s.name))?;
+            for b in &s.backends {
+                if let Some(mac) = b.mac.or_else(|| resolve(b.addr)) {
+                    next_hops.insert(addr16(b.addr), mac);
+                }
+            }
+            let snat_pool = s.snat_pool.map(|p| match pools.iter().position(|x| *x == p) {
+                Some(i) => i as u16,
+                None => {
+                    pools.push(p);
+                    (pools.len() - 1) as u16
+                }
+            });
+            vips.insert((addr16(s.vip), s.protocol, s.port), i as u16);
+            list.push(ServiceRt {
+                name: s.name.clone(),
+                vip: addr16(s.vip),
+                port: s.port,
+                protocol: s.protocol,
+                pipeline: s.pipeline as u8,
+                affinity: s.affinity,
+                snat_pool,
+                backends: s
+                    .backends
+                    .iter()
+                    .map(|b| BackendRt { addr: addr16(b.addr), port: b.port, weight: b.weight })
+                    .collect(),
+                maglev,
+            });
+        }
+        Ok(Services { list, vips, next_hops, pools, generation })
+    }
+
+    /// An empty snapshot (no services).
+    pub fn empty() -> Services {
+        Services {
+            list: Vec::new(),
+            vips: FastMap::default(),
+            next_hops: FastMap::default(),
+            pools: Vec::new(),
+            generation: 0,
+        }
+    }
+
+    #[inline]
+    pub fn service_for(&self, dst: &[u8; 16], proto: u8, port: u16) -> Option<u16> {
+        self.vips.get(&(*dst, proto, port)).copied()
+    }
+
+    #[inline]
+    pub fn next_hop(&self, addr: &[u8; 16]) -> Option<[u8; 6]> {
+        self.next_hops.get(addr).copied()
+    }
+
+    /// Backends whose MAC could not be resolved, for a startup warning.
+    pub fn unresolved(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self
+            .list
+            .iter()
+            .flat_map(|s| s.backends.iter())
+            .filter(|b| !self.next_hops.contains_key(&b.addr))
+            .map(|b| ip_of(&b.addr))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// 16-byte form back to an address (IPv4-mapped → IPv4).
+pub fn ip_of(a: &[u8; 16]) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(*a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
