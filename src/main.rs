@@ -93,7 +93,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
                 signal_hook::flag::register(sig, stop.clone())?;
             }
-            let summary = shunt::dataplane::run(&cfg, stop)?;
+            let reload = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())?;
+            let summary = shunt::dataplane::run(&cfg, stop, reload)?;
             print!("{summary}");
             Ok(())
         }

@@ -38,8 +38,9 @@ struct RunningWorker {
     handle: JoinHandle<()>,
 }
 
-/// Runs the dataplane until `stop` is set (by SIGINT/SIGTERM in `shunt run`).
-pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
+/// Runs the dataplane until `stop` is set; `reload` (SIGHUP) re-reads the
+/// config file and publishes its services to the workers.
+pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<Summary> {
     let services = Arc::new(ArcSwap::from_pointee(build_services(config, 1)?));
     // Sockets before XDP: a redirect to an empty XSKMAP slot would fall
     // back to XDP_PASS anyway, but binding first means no window at all.
@@ -129,7 +130,24 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
 
     let started = Instant::now();
     let mut last_summary = Instant::now();
+    let mut current = config.clone();
+    let mut generation = 1;
     while !stop.load(Ordering::Relaxed) {
+        if reload.swap(false, Ordering::Relaxed) {
+            match reload_config(&current, &services, &mut attached, generation + 1) {
+                Ok(new) => {
+                    generation += 1;
+                    tracing::info!(
+                        path = %new.path.display(),
+                        services = new.services.len(),
+                        generation,
+                        "config reloaded"
+                    );
+                    current = new;
+                }
+                Err(e) => tracing::error!("config reload failed, keeping the running config: {e:#}"),
+            }
+        }
         std::thread::sleep(Duration::from_millis(50));
         if workers.iter().any(|w| w.handle.is_finished()) && !stop.load(Ordering::Relaxed) {
             stop.store(true, Ordering::Relaxed);
@@ -162,6 +180,38 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     // Dropping `attached` closes the bpf_links: the programs detach.
     drop(attached);
     Ok(Summary { workers: worker_counters, xdp, elapsed: started.elapsed() })
+}
+
+/// Re-reads the config file. Only what can change live is applied
+/// (services, backends, weights, SNAT pools); a change to interfaces,
+/// workers, pipelines or the dataplane needs a restart and is refused.
+fn reload_config(
+    running: &Config,
+    services: &ArcSwap<Services>,
+    attached: &mut [Attached],
+    generation: u64,
+) -> Result<Config> {
+    let new = Config::load(&running.path)?;
+    let fixed = |c: &Config| {
+        format!("{:?}{:?}{:?}{:?}{:?}", c.dataplane, c.interfaces, c.workers, c.pipelines, c.routes)
+    };
+    if fixed(&new) != fixed(running) {
+        bail!("interfaces, workers, pipelines, routes or [dataplane] changed: restart Shunt to apply");
+    }
+    if new.conntrack != running.conntrack {
+        tracing::warn!("[conntrack] changes apply at the next restart");
+    }
+    let snapshot = build_services(&new, generation)?;
+    // Redirect new VIPs/pools before workers know them; stop redirecting old
+    // ones after. Either order only ever passes packets to the kernel.
+    for a in attached.iter_mut() {
+        a.sync_maps(&new, false)?;
+    }
+    services.store(Arc::new(snapshot));
+    for a in attached.iter_mut() {
+        a.sync_maps(&new, true)?;
+    }
+    Ok(new)
 }
 
 /// Builds the load balancer snapshot, resolving backend MACs the config
@@ -213,7 +263,7 @@ fn build_worker(
     let worker = Worker {
         xsk,
         pipelines,
-        classifier: Classifier::new(&config.match_entries(), &config.owned_prefixes()),
+        classifier: Classifier::new(&config.routes),
         counters,
         batch: Batch::new(umem),
         batch_size: config.dataplane.batch_size,

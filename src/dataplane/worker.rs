@@ -143,7 +143,7 @@ impl Worker {
         c.rx_packets.add(u64::from(n));
         c.rx_bytes.add(self.batch.metas().iter().map(|m| u64::from(m.len)).sum());
 
-        self.classifier.classify(&mut self.batch);
+        self.classifier.classify(&mut self.batch, &self.ctx.services);
         for (id, pipeline) in self.pipelines.iter_mut().enumerate() {
             if self.batch.metas().iter().any(|m| m.pipeline == id as u8 && m.verdict == Verdict::Continue) {
                 pipeline.run(&mut self.batch, id as u8, &mut self.ctx);

@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use super::services::Services;
 use super::{Batch, DropReason, Verdict};
-use crate::config::{Prefix, Route};
+use crate::config::Route;
 use crate::xdp::maps::MatchKey;
 
 /// Multiply-rotate hasher for fixed-size keys; SipHash is needlessly slow
@@ -29,8 +30,6 @@ impl Hasher for FastHasher {
 
 pub struct Classifier {
     routes: HashMap<MatchKey, u8, BuildHasherDefault<FastHasher>>,
-    /// Owned prefixes (SNAT pools): few, so a linear scan.
-    prefixes: Vec<(Prefix, u8)>,
 }
 
 /// The fields classification needs, pulled from a frame without allocation.
@@ -42,12 +41,14 @@ pub struct DstKey {
 }
 
 impl Classifier {
-    pub fn new(routes: &[Route], prefixes: &[(Prefix, usize)]) -> Classifier {
+    /// Static routes only: services and their SNAT pools are looked up in
+    /// the live snapshot, so a reload that adds a service needs no restart.
+    pub fn new(routes: &[Route]) -> Classifier {
         let mut map = HashMap::default();
         for r in routes {
             map.insert(MatchKey::new(r.dst, r.protocol, r.port), r.pipeline as u8);
         }
-        Classifier { routes: map, prefixes: prefixes.iter().map(|&(p, i)| (p, i as u8)).collect() }
+        Classifier { routes: map }
     }
 
     pub fn lookup(&self, k: &DstKey) -> Option<u8> {
@@ -60,15 +61,11 @@ impl Classifier {
             return Some(p);
         }
         key.proto = 0;
-        if let Some(&p) = self.routes.get(&key) {
-            return Some(p);
-        }
-        let ip = super::services::ip_of(&k.addr);
-        self.prefixes.iter().find(|(p, _)| p.contains(ip)).map(|&(_, i)| i)
+        self.routes.get(&key).copied()
     }
 
     /// Sets each packet's pipeline, or drops it with a reason.
-    pub fn classify(&self, batch: &mut Batch) {
+    pub fn classify(&self, batch: &mut Batch, services: &Services) {
         let n = batch.len;
         for i in 0..n {
             // Classification runs before any pipeline: use pipeline 0's view
@@ -80,10 +77,12 @@ impl Classifier {
         let mut i = 0;
         batch.for_each(0, |p| {
             match dst_key(p.data) {
-                Some(k) => match self.lookup(&k) {
-                    Some(pipe) => pipes[i] = pipe,
-                    None => picks[i] = Verdict::Drop(DropReason::NoRoute),
-                },
+                Some(k) => {
+                    match self.lookup(&k).or_else(|| services.pipeline_for(&k.addr, k.proto, k.port)) {
+                        Some(pipe) => pipes[i] = pipe,
+                        None => picks[i] = Verdict::Drop(DropReason::NoRoute),
+                    }
+                }
                 None => picks[i] = Verdict::Drop(DropReason::Malformed),
             }
             i += 1;
@@ -161,7 +160,7 @@ mod tests {
             Route { dst: "10.0.0.1".parse().unwrap(), protocol: 17, port: 0, pipeline: 2 },
             Route { dst: "10.0.0.1".parse().unwrap(), protocol: 0, port: 0, pipeline: 3 },
         ];
-        let c = Classifier::new(&routes, &[]);
+        let c = Classifier::new(&routes);
         let k = |f: Vec<u8>| c.lookup(&dst_key(&f).unwrap());
         assert_eq!(k(v4_udp([10, 0, 0, 1], 53)), Some(1));
         assert_eq!(k(v4_udp([10, 0, 0, 1], 54)), Some(2));

@@ -24,6 +24,8 @@ pub struct Services {
     next_hops: FastMap<[u8; 16], [u8; 6]>,
     /// Distinct SNAT pools; services refer to them by index.
     pub pools: Vec<Prefix>,
+    /// Pipeline that handles replies to each pool.
+    pool_pipelines: Vec<u8>,
     /// Bumped on every rebuild; workers compare it to spot a new snapshot.
     pub generation: u64,
 }
@@ -59,6 +61,7 @@ impl Services {
         let mut vips = FastMap::default();
         let mut next_hops = FastMap::default();
         let mut pools: Vec<Prefix> = Vec::new();
+        let mut pool_pipelines = Vec::new();
         for (i, s) in config.services.iter().enumerate() {
             let keys: Vec<MaglevBackend<[u8; 18]>> = s
                 .backends
@@ -77,6 +80,7 @@ impl Services {
                 Some(i) => i as u16,
                 None => {
                     pools.push(p);
+                    pool_pipelines.push(s.pipeline as u8);
                     (pools.len() - 1) as u16
                 }
             });
@@ -97,7 +101,7 @@ impl Services {
                 maglev,
             });
         }
-        Ok(Services { list, vips, next_hops, pools, generation })
+        Ok(Services { list, vips, next_hops, pools, pool_pipelines, generation })
     }
 
     /// An empty snapshot (no services).
@@ -107,6 +111,7 @@ impl Services {
             vips: FastMap::default(),
             next_hops: FastMap::default(),
             pools: Vec::new(),
+            pool_pipelines: Vec::new(),
             generation: 0,
         }
     }
@@ -114,6 +119,16 @@ impl Services {
     #[inline]
     pub fn service_for(&self, dst: &[u8; 16], proto: u8, port: u16) -> Option<u16> {
         self.vips.get(&(*dst, proto, port)).copied()
+    }
+
+    /// Pipeline for a packet to a VIP or into an SNAT pool.
+    pub fn pipeline_for(&self, dst: &[u8; 16], proto: u8, port: u16) -> Option<u8> {
+        if let Some(&s) = self.vips.get(&(*dst, proto, port)) {
+            return self.list.get(usize::from(s)).map(|s| s.pipeline);
+        }
+        let ip = ip_of(dst);
+        let i = self.pools.iter().position(|p| p.contains(ip))?;
+        self.pool_pipelines.get(i).copied()
     }
 
     #[inline]

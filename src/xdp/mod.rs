@@ -86,6 +86,58 @@ impl Attached {
         Ok(Attached { interface: interface.to_string(), mode, ebpf })
     }
 
+    /// Brings the match and prefix maps in line with `config`: adds what is
+    /// missing, and with `prune` removes what the config no longer has.
+    pub fn sync_maps(&mut self, config: &Config, prune: bool) -> Result<()> {
+        let want: Vec<(MatchKey, MatchValue)> = config
+            .match_entries()
+            .iter()
+            .map(|r| {
+                (
+                    MatchKey::new(r.dst, r.protocol, r.port),
+                    MatchValue { pipeline: r.pipeline as u32, flags: 0 },
+                )
+            })
+            .collect();
+        let mut matches: HashMap<&mut MapData, MatchKey, MatchValue> =
+            HashMap::try_from(self.ebpf.map_mut("shunt_match").context("map shunt_match")?)?;
+        for (k, v) in &want {
+            matches.insert(*k, *v, 0).context("updating shunt_match")?;
+        }
+        if prune {
+            let stale: Vec<MatchKey> =
+                matches.keys().filter_map(|k| k.ok()).filter(|k| !want.iter().any(|(w, _)| w == k)).collect();
+            for k in stale {
+                matches.remove(&k).context("pruning shunt_match")?;
+            }
+        }
+        let want: Vec<(u32, LpmAddr, u32)> = config
+            .owned_prefixes()
+            .iter()
+            .map(|(p, pipe)| {
+                let (len, addr) = maps::lpm_key(p.net, p.len);
+                (len, addr, *pipe as u32)
+            })
+            .collect();
+        let mut lpm: LpmTrie<&mut MapData, LpmAddr, LpmValue> =
+            LpmTrie::try_from(self.ebpf.map_mut("shunt_prefix").context("map shunt_prefix")?)?;
+        for (len, addr, pipeline) in &want {
+            lpm.insert(&Key::new(*len, *addr), MatchValue { pipeline: *pipeline, flags: 0 }, 0)
+                .context("updating shunt_prefix")?;
+        }
+        if prune {
+            let stale: Vec<Key<LpmAddr>> = lpm
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| !want.iter().any(|(l, a, _)| *l == k.prefix_len() && *a == k.data()))
+                .collect();
+            for k in stale {
+                lpm.remove(&k).context("pruning shunt_prefix")?;
+            }
+        }
+        Ok(())
+    }
+
     /// Points XSKMAP[queue] at an AF_XDP socket.
     pub fn register_socket(&mut self, queue: u32, fd: RawFd) -> Result<()> {
         let mut xsks: XskMap<&mut MapData> =

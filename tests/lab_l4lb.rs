@@ -1,0 +1,303 @@
+//! The L4 load balancer against real stacks: nginx backends and curl,
+//! iperf3, and TCP/UDP sockets in the lab namespaces.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BACKENDS: [&str; 3] = ["10.0.2.11", "10.0.2.12", "10.0.2.13"];
+
+/// The default config plus test services on the same VIP.
+fn test_config(weights: [u32; 3]) -> String {
+    let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
+    let backends = |port: u16| {
+        BACKENDS
+            .iter()
+            .zip(weights)
+            .enumerate()
+            .map(|(i, (a, w))| {
+                format!(
+                    "  {{ addr = \"{a}\", port = {port}, weight = {w}, mac = \"02:00:00:00:02:{:02x}\" }},\n",
+                    11 + i
+                )
+            })
+            .collect::<String>()
+    };
+    let service = |name: &str, port: u16, proto: &str, affinity: bool| {
+        format!(
+            "\n[[service]]\nname = \"{name}\"\nvip = \"10.0.100.1\"\nport = {port}\nprotocol = \"{proto}\"\n\
+             pipeline = \"l4lb\"\nsnat_pool = \"10.0.3.0/28\"\naffinity = {affinity}\nbackends = [\n{}]\n",
+            backends(port)
+        )
+    };
+    // [conntrack] and [telemetry] stay last: services are inserted before them.
+    let (head, tail) = base.split_at(base.find("[conntrack]").unwrap());
+    format!(
+        "{head}{}{}{}\n{tail}",
+        service("iperf", 5201, "tcp", true),
+        service("stream", 9000, "tcp", false),
+        service("echo", 9001, "udp", false)
+    )
+}
+
+fn write_config(text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("shunt-l4lb-{}.toml", rand_u32()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn curl(url: &str, n: usize) -> Vec<String> {
+    let script = format!("for i in $(seq {n}); do curl -s -g -m 3 --no-keepalive '{url}' || echo FAIL; done");
+    let out = ns_exec("shunt-client", &["bash", "-c", &script]);
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn curl_spreads_300_requests_evenly_over_three_nginx_backends() {
+    let _lab = lab();
+    let shunt = Shunt::start(&repo().join("config.toml"));
+    let replies = curl("http://10.0.100.1/", 300);
+    let v6 = curl("http://[fd00:100::1]/", 30);
+    let summary = shunt.stop();
+
+    assert_eq!(replies.len(), 300, "{replies:?}");
+    let mut counts = [0usize; 3];
+    for r in &replies {
+        let b = ["shunt-be1", "shunt-be2", "shunt-be3"].iter().position(|x| x == r);
+        counts[b.unwrap_or_else(|| panic!("unexpected reply {r:?}"))] += 1;
+    }
+    for c in counts {
+        assert!((75..=125).contains(&c), "spread {counts:?} is not within ±25% of 100 each");
+    }
+    assert_eq!(v6.len(), 30);
+    assert!(v6.iter().all(|r| r.starts_with("shunt-be")), "IPv6 VIP: {v6:?}");
+    assert_eq!(counter(&summary, "worker 0", "conntrack_full"), 0);
+    assert_eq!(counter(&summary, "worker 0", "next_hop_unresolved"), 0);
+}
+
+#[test]
+fn large_responses_arrive_intact_through_full_nat() {
+    let _lab = lab();
+    let shunt = Shunt::start(&repo().join("config.toml"));
+    let expect = std::fs::read("/run/shunt-lab/big.bin").unwrap();
+    for url in ["http://10.0.100.1/big.bin", "http://[fd00:100::1]/big.bin"] {
+        for _ in 0..5 {
+            let out = ns_exec("shunt-client", &["curl", "-s", "-g", "-m", "10", "--no-keepalive", url]);
+            assert!(out.status.success(), "curl {url} failed");
+            assert!(out.stdout == expect, "{url}: {} bytes, content differs", out.stdout.len());
+        }
+    }
+    shunt.stop();
+}
+
+#[test]
+fn iperf3_tcp_stream_through_the_vip_completes() {
+    let _lab = lab();
+    let shunt = Shunt::start(&write_config(&test_config([100, 100, 100])));
+    let mut servers: Vec<_> = (1..=3)
+        .map(|b| {
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &format!("shunt-be{b}"), "iperf3", "-s", "-1", "-p", "5201"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("iperf3")
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = ns_exec("shunt-client", &["iperf3", "-c", "10.0.100.1", "-p", "5201", "-t", "3", "-J"]);
+    for s in &mut servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    let summary = shunt.stop();
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "iperf3 failed: {json}");
+    let received = json
+        .split("\"sum_received\"")
+        .nth(1)
+        .and_then(|s| s.split("\"bytes\":").nth(1))
+        .and_then(|s| s.split([',', '}']).next())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .expect("sum_received.bytes in iperf3 JSON");
+    assert!(received > 10e6, "iperf3 moved only {received} bytes\n{summary}");
+}
+
+/// TCP echo servers on port 9000 of every backend; each accepted connection
+/// is reported as (backend index, peer address).
+struct EchoServers {
+    stop: Arc<AtomicBool>,
+    accepted: mpsc::Receiver<(usize, SocketAddr)>,
+}
+
+impl EchoServers {
+    fn start() -> EchoServers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        for (i, addr) in BACKENDS.iter().enumerate() {
+            let (stop, tx, addr) = (stop.clone(), tx.clone(), addr.to_string());
+            in_netns(&format!("shunt-be{}", i + 1), move || {
+                let l = TcpListener::bind(format!("{addr}:9000")).unwrap();
+                let u = UdpSocket::bind(format!("{addr}:9001")).unwrap();
+                u.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+                l.set_nonblocking(true).unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    let mut buf = [0u8; 2048];
+                    if let Ok((n, peer)) = u.recv_from(&mut buf) {
+                        let mut reply = format!("be{} ", i + 1).into_bytes();
+                        reply.extend_from_slice(&buf[..n]);
+                        let _ = u.send_to(&reply, peer);
+                    }
+                    match l.accept() {
+                        Ok((mut c, peer)) => {
+                            let _ = tx.send((i, peer));
+                            c.set_nonblocking(false).unwrap();
+                            std::thread::spawn(move || {
+                                let mut buf = [0u8; 4096];
+                                while let Ok(n) = c.read(&mut buf) {
+                                    if n == 0 || c.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                            });
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        EchoServers { stop, accepted: rx }
+    }
+
+    fn next(&self) -> (usize, SocketAddr) {
+        self.accepted.recv_timeout(Duration::from_secs(5)).expect("a backend accepted the connection")
+    }
+}
+
+impl Drop for EchoServers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn connect_vip() -> TcpStream {
+    in_netns("shunt-client", || {
+        let s =
+            TcpStream::connect_timeout(&"10.0.100.1:9000".parse().unwrap(), Duration::from_secs(3)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s
+    })
+    .join()
+    .unwrap()
+}
+
+fn echo(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).unwrap();
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(back, msg);
+}
+
+fn reload(shunt: &Shunt, path: &PathBuf, text: &str) {
+    let before = shunt.output().matches("config reloaded").count();
+    std::fs::write(path, text).unwrap();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(shunt.child.id() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while shunt.output().matches("config reloaded").count() == before {
+        assert!(Instant::now() < deadline, "no reload:\n{}", shunt.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn long_lived_connection_survives_drain_and_new_flows_avoid_the_drained_backend() {
+    let _lab = lab();
+    let path = write_config(&test_config([100, 100, 100]));
+    let shunt = Shunt::start(&path);
+    let servers = EchoServers::start();
+
+    let mut long = connect_vip();
+    let (victim, peer) = servers.next();
+    echo(&mut long, b"before drain");
+    // Full-NAT: the backend sees the SNAT pool, not the client.
+    let pool: shunt::config::Prefix = shunt::config::Prefix::parse("10.0.3.0/28").unwrap();
+    assert!(pool.contains(peer.ip()), "backend saw {peer}, not an SNAT pool address");
+
+    let mut weights = [100; 3];
+    weights[victim] = 0;
+    reload(&shunt, &path, &test_config(weights));
+
+    // The established flow keeps its backend...
+    for i in 0..20 {
+        echo(&mut long, format!("after drain {i}").as_bytes());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...and new flows avoid the drained one.
+    let mut others = Vec::new();
+    for _ in 0..30 {
+        let mut s = connect_vip();
+        echo(&mut s, b"new");
+        let (b, _) = servers.next();
+        assert_ne!(b, victim, "a new connection went to drained backend {victim}");
+        others.push(s);
+    }
+    echo(&mut long, b"still there");
+    drop(others);
+    drop(long);
+    let summary = shunt.stop();
+    assert_eq!(counter(&summary, "worker 0", "no_backend"), 0, "{summary}");
+}
+
+#[test]
+fn udp_service_replies_come_back_from_the_vip() {
+    let _lab = lab();
+    let shunt = Shunt::start(&write_config(&test_config([100, 100, 100])));
+    let _servers = EchoServers::start();
+    let seen = in_netns("shunt-client", || {
+        let mut seen = [0usize; 3];
+        for i in 0..60 {
+            // A connected socket accepts only datagrams from the VIP:port.
+            let s = UdpSocket::bind("10.0.1.2:0").unwrap();
+            s.connect("10.0.100.1:9001").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let msg = format!("ping {i}");
+            s.send(msg.as_bytes()).unwrap();
+            let mut buf = [0u8; 256];
+            let n = s.recv(&mut buf).expect("UDP reply from the VIP");
+            let reply = String::from_utf8_lossy(&buf[..n]).to_string();
+            assert!(reply.ends_with(&msg), "{reply}");
+            seen[reply.as_bytes()[2] as usize - b'1' as usize] += 1;
+        }
+        seen
+    })
+    .join()
+    .unwrap();
+    shunt.stop();
+    assert!(seen.iter().all(|&n| n > 5), "60 UDP flows over 3 backends: {seen:?}");
+}
+
+#[test]
+fn reload_with_an_invalid_file_keeps_the_running_config() {
+    let _lab = lab();
+    let path = write_config(&test_config([100, 100, 100]));
+    let shunt = Shunt::start(&path);
+    std::fs::write(&path, "this is = = not toml").unwrap();
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(shunt.child.id() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !shunt.output().contains("config reload failed") {
+        assert!(Instant::now() < deadline, "{}", shunt.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(curl("http://10.0.100.1/", 5).iter().filter(|r| r.starts_with("shunt-be")).count(), 5);
+    shunt.stop();
+}
