@@ -13,7 +13,7 @@ use crate::pipeline::classify::Classifier;
 use arc_swap::ArcSwap;
 
 use crate::pipeline::services::Services;
-use crate::pipeline::{lb, Batch, Ctx, DropReason, Pipeline, Verdict};
+use crate::pipeline::{Batch, Ctx, DropReason, Pipeline, Verdict};
 use crate::telemetry::counters::WorkerCounters;
 use crate::xsk::WorkerXsk;
 
@@ -143,12 +143,7 @@ impl Worker {
         c.rx_packets.add(u64::from(n));
         c.rx_bytes.add(self.batch.metas().iter().map(|m| u64::from(m.len)).sum());
 
-        self.classifier.classify(&mut self.batch, &self.ctx.services);
-        for (id, pipeline) in self.pipelines.iter_mut().enumerate() {
-            if self.batch.metas().iter().any(|m| m.pipeline == id as u8 && m.verdict == Verdict::Continue) {
-                pipeline.run(&mut self.batch, id as u8, &mut self.ctx);
-            }
-        }
+        crate::pipeline::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
         self.transmit();
         n
     }
@@ -161,9 +156,7 @@ impl Worker {
         if published.generation != self.ctx.services.generation {
             self.ctx.install(arc_swap::Guard::into_inner(published));
         }
-        lb::reap(&mut self.ctx);
-        self.ctx.conntrack.expire_step(self.ctx.now, EXPIRE_BUDGET);
-        lb::reap(&mut self.ctx);
+        crate::pipeline::housekeeping(&mut self.ctx, EXPIRE_BUDGET);
     }
 
     /// Puts forwarded packets on their egress TX rings and frees the rest.

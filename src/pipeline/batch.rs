@@ -84,8 +84,19 @@ impl UmemView {
     }
 
     /// A view over plain memory, for tests and benches.
-    pub fn of_slice(mem: &mut [u8]) -> UmemView {
+    ///
+    /// # Safety
+    /// `mem` must outlive the view and must not be accessed except through
+    /// it while the view is in use.
+    pub unsafe fn of_slice(mem: &mut [u8]) -> UmemView {
         UmemView { base: mem.as_mut_ptr(), len: mem.len() }
+    }
+
+    /// Bytes `addr..addr+len`, if inside the mapping.
+    fn range(&self, addr: u64, len: usize) -> Option<(usize, usize)> {
+        let start = usize::try_from(addr).ok()?;
+        let end = start.checked_add(len).filter(|&e| e <= self.len)?;
+        Some((start, end))
     }
 }
 
@@ -162,6 +173,26 @@ impl Batch {
         &self.pkts[..self.len]
     }
 
+    /// The bytes of packet `i`, if its descriptor is inside UMEM.
+    pub fn packet(&self, i: usize) -> Option<&[u8]> {
+        let m = self.pkts[..self.len].get(i)?;
+        let (start, end) = self.umem.range(m.addr, m.len as usize)?;
+        // SAFETY: in bounds (checked); the batch's frames are owned by this
+        // batch and no `&mut` to them is live while `&self` is borrowed.
+        Some(unsafe { std::slice::from_raw_parts(self.umem.base.add(start), end - start) })
+    }
+
+    /// Copies `data` into UMEM at `addr` and appends it as a packet (tests,
+    /// benches and the harness; workers receive frames from the kernel).
+    pub fn push_copy(&mut self, addr: u64, data: &[u8], ingress: u8) -> bool {
+        let Some((start, end)) = self.umem.range(addr, data.len()) else { return false };
+        // SAFETY: in bounds (checked); `&mut self` means no other reference
+        // into the batch's frames is live.
+        unsafe { std::slice::from_raw_parts_mut(self.umem.base.add(start), end - start) }
+            .copy_from_slice(data);
+        self.push(addr, data.len() as u32, ingress)
+    }
+
     /// Calls `f` for every packet of `pipeline` still marked `Continue`.
     /// Packets whose descriptor points outside UMEM are dropped as malformed.
     #[inline]
@@ -171,8 +202,7 @@ impl Batch {
             if meta.pipeline != pipeline || meta.verdict != Verdict::Continue {
                 continue;
             }
-            let start = meta.addr as usize;
-            let Some(end) = start.checked_add(meta.len as usize).filter(|&e| e <= umem.len) else {
+            let Some((start, end)) = umem.range(meta.addr, meta.len as usize) else {
                 meta.verdict = Verdict::Drop(DropReason::Malformed);
                 continue;
             };

@@ -48,7 +48,8 @@ mod tests {
         let frame: Vec<u8> = (0u8..60).collect();
         mem[4096 + 256..4096 + 256 + 60].copy_from_slice(&frame);
         mem[256..256 + 10].copy_from_slice(&[1; 10]);
-        let mut batch = Batch::new(UmemView::of_slice(&mut mem));
+        // SAFETY: `mem` outlives the batch and is read only after it is done.
+        let mut batch = Batch::new(unsafe { UmemView::of_slice(&mut mem) });
         batch.push(4096 + 256, 60, 0);
         batch.push(256, 10, 0); // shorter than an Ethernet header
         let mut s = L2Fwd::new(1, [0xaa; 6], [0xbb; 6]);
@@ -64,7 +65,8 @@ mod tests {
     #[test]
     fn descriptor_outside_umem_is_dropped_not_read() {
         let mut mem = vec![0u8; 4096];
-        let mut batch = Batch::new(UmemView::of_slice(&mut mem));
+        // SAFETY: `mem` outlives the batch and is read only after it is done.
+        let mut batch = Batch::new(unsafe { UmemView::of_slice(&mut mem) });
         batch.push(4000, 200, 0);
         batch.push(u64::MAX - 10, 64, 0);
         L2Fwd::new(1, [0; 6], [0; 6]).process(&mut batch, 0, &mut Ctx::for_tests());

@@ -9,6 +9,7 @@ mod batch;
 pub mod build;
 pub mod classify;
 pub mod conntrack;
+pub mod harness;
 pub mod l2;
 pub mod l2fwd;
 pub mod lb;
@@ -111,4 +112,29 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// One batch through classification and every pipeline it touches, then
+/// the batch-boundary housekeeping. What a worker does between RX and TX.
+pub fn process(
+    batch: &mut Batch,
+    classifier: &classify::Classifier,
+    pipelines: &mut [Pipeline],
+    ctx: &mut Ctx,
+) {
+    classifier.classify(batch, &ctx.services);
+    for (id, pipeline) in pipelines.iter_mut().enumerate() {
+        let id = id as u8;
+        if batch.metas().iter().any(|m| m.pipeline == id && m.verdict == Verdict::Continue) {
+            pipeline.run(batch, id, ctx);
+        }
+    }
+}
+
+/// Batch-boundary housekeeping: free what dead flows held and expire a
+/// bounded slice of conntrack.
+pub fn housekeeping(ctx: &mut Ctx, expire_budget: usize) {
+    lb::reap(ctx);
+    ctx.conntrack.expire_step(ctx.now, expire_budget);
+    lb::reap(ctx);
 }

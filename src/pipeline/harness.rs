@@ -1,0 +1,89 @@
+//! Pipelines over plain memory instead of AF_XDP rings: what golden packet
+//! tests, allocation tests and benchmarks drive. Same classification,
+//! stages and housekeeping as a worker; no sockets.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use super::build::{self, PortInfo};
+use super::classify::Classifier;
+use super::conntrack::ConnTable;
+use super::services::Services;
+use super::{Batch, Ctx, Pipeline, UmemView, Verdict};
+use crate::config::{Config, MAX_BATCH};
+
+/// Frame stride in the harness's memory, like a UMEM chunk.
+pub const FRAME: usize = 4096;
+/// Where a packet starts inside its frame: the kernel's XDP headroom.
+pub const HEADROOM: usize = 256;
+
+pub struct Harness {
+    // The batch's frames live in `_mem`, reached only through the batch.
+    _mem: Box<[u8]>,
+    batch: Batch,
+    pipelines: Vec<Pipeline>,
+    classifier: Classifier,
+    pub ctx: Ctx,
+}
+
+impl Harness {
+    /// Ports: one per config interface, in order, with MAC 02:00:00:00:ff:0N
+    /// unless given. Backend MACs come from the config only.
+    pub fn new(config: &Config, ports: Option<&[PortInfo]>) -> Result<Harness> {
+        let default_ports: Vec<PortInfo> = (0..config.interfaces.len())
+            .map(|i| PortInfo { interface: i, mac: [2, 0, 0, 0, 0xff, i as u8] })
+            .collect();
+        let ports = ports.unwrap_or(&default_ports);
+        let pipelines = build::pipelines(config, ports)?;
+        let services = Arc::new(Services::build(config, 1, |_| None)?);
+        let ct = &config.conntrack;
+        let conntrack = ConnTable::new(ct.entries_per_worker as usize, ct.timeouts, ct.full);
+        let mut mem = vec![0u8; FRAME * MAX_BATCH as usize].into_boxed_slice();
+        // SAFETY: `mem` moves into the Harness with the batch and is never
+        // touched except through the batch's view.
+        let batch = Batch::new(unsafe { UmemView::of_slice(&mut mem) });
+        Ok(Harness {
+            _mem: mem,
+            batch,
+            pipelines,
+            classifier: Classifier::new(&config.routes),
+            ctx: Ctx::new(conntrack, services, 0, 1),
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Harness> {
+        Ok(Harness::new(&Config::parse(Path::new("harness.toml"), text)?, None)?)
+    }
+
+    /// Publishes a new snapshot built from `config`, as a reload would.
+    pub fn install(&mut self, config: &Config, generation: u64) -> Result<()> {
+        self.ctx.install(Arc::new(Services::build(config, generation, |_| None)?));
+        Ok(())
+    }
+
+    /// Runs up to 64 frames as one batch; `out(i, verdict, bytes)` sees each
+    /// frame after processing. Frames longer than a UMEM frame allows are
+    /// truncated, as the kernel would never deliver them.
+    pub fn run<F: AsRef<[u8]>>(&mut self, frames: &[F], mut out: impl FnMut(usize, Verdict, &[u8])) {
+        self.batch.clear();
+        for (i, f) in frames.iter().take(MAX_BATCH as usize).enumerate() {
+            let f = f.as_ref();
+            let len = f.len().min(FRAME - HEADROOM);
+            self.batch.push_copy((i * FRAME + HEADROOM) as u64, &f[..len], 0);
+        }
+        super::housekeeping(&mut self.ctx, 64);
+        super::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
+        for (i, m) in self.batch.metas().iter().enumerate() {
+            out(i, m.verdict, self.batch.packet(i).unwrap_or(&[]));
+        }
+    }
+
+    /// Runs one frame; returns its verdict and bytes.
+    pub fn run_one(&mut self, frame: &[u8]) -> (Verdict, Vec<u8>) {
+        let mut r = (Verdict::Continue, Vec::new());
+        self.run(&[frame], |_, v, b| r = (v, b.to_vec()));
+        r
+    }
+}
