@@ -1,1 +1,618 @@
-fn main() {}
+//! Per-packet cost of Shunt's pipelines over plain memory, in 64-packet
+//! batches (criterion reports time per batch and, with
+//! `Throughput::Elements(64)`, per packet: divide the batch time by 64).
+//!
+//! Everything runs through `shunt::pipeline::harness::Harness`: the same
+//! classification, stages and batch-boundary housekeeping as a worker, minus
+//! the AF_XDP rings. The harness copies every frame into its own "UMEM"
+//! before processing; that copy is part of every harness number and is
+//! measured on its own (`baseline/copy_in`, `baseline/l2fwd`).
+//!
+//! Groups:
+//! * `l4lb_v4/established/{1k,100k,1M}`: `["conntrack", "maglev", "nat",
+//!   "l2"]`, IPv4 TCP full-NAT service with 3 backends, batches drawn
+//!   round-robin over a pseudo-random permutation of the live flows
+//!   (client → VIP, ACK-only, steady state: one conntrack entry touched).
+//! * `l4lb_v4/new_flow/1k`: never-seen 5-tuples (SYN) on top of 1k live
+//!   flows: miss, Maglev, SNAT port, two conntrack inserts, NAT, L2.
+//! * `l4lb_v6/established/1k`: the IPv6 service.
+//! * `baseline/*`: copy-in alone, `l2fwd` pipeline through the harness.
+//! * `stage/*`: components called directly: parse, flow hash, conntrack
+//!   batch lookup (with and without prefetch) at 1k/100k/1M, Maglev lookup,
+//!   NAT rewrite.
+//!
+//! Run: `cargo bench --bench pipeline` (see docs/BENCHMARKS.md).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use etherparse::PacketBuilder;
+
+use shunt::pipeline::conntrack::{ConnTable, FlowKey, FlowValue, FullPolicy, NatBinding, Timeouts};
+use shunt::pipeline::harness::{Harness, FRAME, HEADROOM};
+use shunt::pipeline::lb::{FLAG_REPLY, FLAG_SNAT};
+use shunt::pipeline::maglev::{backend_key, ipv4_mapped, Maglev, MaglevBackend};
+use shunt::pipeline::nat;
+use shunt::pipeline::{Batch, FlowMeta, UmemView, Verdict};
+use shunt::wire::parse::parse;
+
+const BATCH: usize = 64;
+/// 64-byte Ethernet frames on the wire: 60 bytes without the FCS.
+const V4_LEN: usize = 60;
+/// Ethernet + IPv6 + TCP, no payload.
+const V6_LEN: usize = 74;
+
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 2];
+/// The harness's default MAC for port 0 (client side).
+const SHUNT_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 0];
+const VIP4: [u8; 4] = [10, 0, 100, 1];
+const VIP6: [u8; 16] = [0xfd, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const VIP_PORT: u16 = 80;
+/// Worker port index of the backend side (interface 1).
+const TO_BACKENDS: Verdict = Verdict::Forward(1);
+
+/// Flows per table size.
+const K1: usize = 1024;
+const K100: usize = 102_400;
+const M1: usize = 1_000_000;
+/// Fresh 5-tuples per new-flow epoch; the table is rebuilt (untimed) between.
+const NEW_PER_EPOCH: usize = 4096;
+
+// ---------------------------------------------------------------- config
+
+/// The L4LB config of `config.toml` with room for the bench: SNAT pools of
+/// 32 addresses (2M ports, enough for 1M flows) and a sized table.
+fn lb_config(entries: usize, full: &str) -> String {
+    format!(
+        r#"
+[dataplane]
+frame_size = 4096
+batch_size = 64
+
+[[interface]]
+name = "cli0"
+[[interface]]
+name = "be0"
+
+[[worker]]
+core = 0
+queues = [{{ interface = "cli0", queue = 0 }}, {{ interface = "be0", queue = 0 }}]
+
+[pipeline.l4lb]
+stages = ["conntrack", "maglev", "nat", "l2"]
+egress = "be0"
+return_egress = "cli0"
+return_next_hop_mac = "02:00:00:00:01:02"
+
+[[service]]
+name = "web"
+vip = "10.0.100.1"
+port = 80
+protocol = "tcp"
+pipeline = "l4lb"
+snat_pool = "10.0.3.0/27"
+maglev_table_size = 65537
+backends = [
+  {{ addr = "10.0.2.11", port = 80, weight = 100, mac = "02:00:00:00:02:0b" }},
+  {{ addr = "10.0.2.12", port = 80, weight = 100, mac = "02:00:00:00:02:0c" }},
+  {{ addr = "10.0.2.13", port = 80, weight = 100, mac = "02:00:00:00:02:0d" }},
+]
+
+[[service]]
+name = "web6"
+vip = "fd00:100::1"
+port = 80
+protocol = "tcp"
+pipeline = "l4lb"
+snat_pool = "fd00:3::/123"
+backends = [
+  {{ addr = "fd00:2::11", port = 80, weight = 100, mac = "02:00:00:00:02:0b" }},
+  {{ addr = "fd00:2::12", port = 80, weight = 100, mac = "02:00:00:00:02:0c" }},
+  {{ addr = "fd00:2::13", port = 80, weight = 100, mac = "02:00:00:00:02:0d" }},
+]
+
+[conntrack]
+entries_per_worker = {entries}
+full = "{full}"
+"#
+    )
+}
+
+const L2FWD_CONFIG: &str = r#"
+[dataplane]
+frame_size = 4096
+batch_size = 64
+
+[[interface]]
+name = "cli0"
+[[interface]]
+name = "be0"
+
+[[worker]]
+core = 0
+queues = [{ interface = "cli0", queue = 0 }, { interface = "be0", queue = 0 }]
+
+[pipeline.fwd]
+stages = ["l2fwd"]
+egress = "be0"
+next_hop_mac = "02:00:00:00:02:0b"
+
+[[route]]
+dst = "10.0.100.1"
+pipeline = "fwd"
+"#;
+
+/// Conntrack slots for `flows` flows: two entries each, ~2.2x.
+fn entries_for(flows: usize) -> usize {
+    (flows * 22 / 10).max(1024)
+}
+
+// ---------------------------------------------------------------- frames
+
+/// Client address and port of flow `i` in client network `net`
+/// (unique for i < 2^22).
+fn client4(net: u8, i: usize) -> ([u8; 4], u16) {
+    ([10, net, (i >> 14) as u8, (i >> 6) as u8], 20_000 + (i & 63) as u16)
+}
+
+fn client6(net: u8, i: usize) -> ([u8; 16], u16) {
+    let mut a = [0u8; 16];
+    a[..4].copy_from_slice(&[0xfd, 0, 0, 1]);
+    a[11] = net;
+    a[12..].copy_from_slice(&(i as u32).to_be_bytes());
+    (a, 40_000)
+}
+
+/// Client → VIP TCP frame of flow `i`: ACK (established) or SYN (new).
+fn frame4(net: u8, i: usize, syn: bool, scratch: &mut Vec<u8>) -> [u8; V4_LEN] {
+    let (src, sport) = client4(net, i);
+    let b =
+        PacketBuilder::ethernet2(CLIENT_MAC, SHUNT_MAC).ipv4(src, VIP4, 64).tcp(sport, VIP_PORT, 1, 64240);
+    let b = if syn { b.syn() } else { b.ack(1) };
+    scratch.clear();
+    b.write(scratch, &[0u8; 6]).expect("frame");
+    scratch.as_slice().try_into().expect("60-byte frame")
+}
+
+fn frame6(net: u8, i: usize, scratch: &mut Vec<u8>) -> [u8; V6_LEN] {
+    let (src, sport) = client6(net, i);
+    let b =
+        PacketBuilder::ethernet2(CLIENT_MAC, SHUNT_MAC).ipv6(src, VIP6, 64).tcp(sport, VIP_PORT, 1, 64240);
+    scratch.clear();
+    b.ack(1).write(scratch, &[]).expect("frame");
+    scratch.as_slice().try_into().expect("74-byte frame")
+}
+
+/// Position `j` of a round-robin walk over a pseudo-random permutation of
+/// `0..n` (multiplication by a prime that does not divide n).
+fn perm(j: usize, n: usize) -> usize {
+    ((j as u64 * 2_654_435_761) % n as u64) as usize
+}
+
+/// The `n` flows' frames in walk order; `n` is a multiple of 64.
+fn v4_flows(net: u8, n: usize, syn: bool) -> Vec<[u8; V4_LEN]> {
+    assert_eq!(n % BATCH, 0);
+    let mut s = Vec::with_capacity(128);
+    (0..n).map(|j| frame4(net, perm(j, n), syn, &mut s)).collect()
+}
+
+fn v6_flows(net: u8, n: usize) -> Vec<[u8; V6_LEN]> {
+    assert_eq!(n % BATCH, 0);
+    let mut s = Vec::with_capacity(128);
+    (0..n).map(|j| frame6(net, perm(j, n), &mut s)).collect()
+}
+
+/// Runs every frame through the harness once (creating its flow) and
+/// checks each was forwarded to the backends.
+fn establish<const N: usize>(h: &mut Harness, frames: &[[u8; N]]) {
+    for chunk in frames.chunks(BATCH) {
+        h.run(chunk, |i, v, _| assert_eq!(v, TO_BACKENDS, "packet {i} of a setup batch"));
+    }
+}
+
+// ---------------------------------------------------------------- L4LB
+
+/// A harness with live flows and the frames to replay, walked batch by batch.
+struct Live<const N: usize> {
+    h: Harness,
+    frames: Vec<[u8; N]>,
+    pos: usize,
+}
+
+impl<const N: usize> Live<N> {
+    fn new(frames: Vec<[u8; N]>) -> Live<N> {
+        let t0 = Instant::now();
+        let mut h = Harness::from_toml(&lb_config(entries_for(frames.len()), "drop")).expect("bench config");
+        establish(&mut h, &frames);
+        assert_eq!(h.ctx.conntrack.len(), 2 * frames.len(), "two entries per flow");
+        // Every replayed packet is an established hit, forwarded.
+        let mut live = Live { h, frames, pos: 0 };
+        for _ in 0..4 {
+            live.step(|_, v| assert_eq!(v, TO_BACKENDS));
+        }
+        eprintln!(
+            "setup: {} flows, {} conntrack slots, {:.2} s",
+            live.frames.len(),
+            live.h.ctx.conntrack.capacity(),
+            t0.elapsed().as_secs_f64()
+        );
+        live
+    }
+
+    #[inline]
+    fn step(&mut self, mut check: impl FnMut(usize, Verdict)) {
+        let batch = &self.frames[self.pos..self.pos + BATCH];
+        self.pos += BATCH;
+        if self.pos == self.frames.len() {
+            self.pos = 0;
+        }
+        self.h.run(batch, |i, v, bytes| {
+            check(i, v);
+            black_box(bytes);
+        });
+    }
+}
+
+fn l4lb_established(c: &mut Criterion) {
+    let mut g = c.benchmark_group("l4lb_v4/established");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for (name, n) in [("1k", K1), ("100k", K100), ("1M", M1)] {
+        let mut live: Option<Live<V4_LEN>> = None;
+        g.bench_function(name, |b| {
+            let l = live.get_or_insert_with(|| Live::new(v4_flows(128, n, false)));
+            b.iter(|| l.step(|_, v| _ = black_box(v)));
+        });
+        if name == "1k" {
+            // The multi-worker reply-ownership check (`workers > 1`) costs
+            // every packet an SNAT-pool membership test; same flows.
+            g.bench_function("1k_workers2", |b| {
+                let l = live.get_or_insert_with(|| Live::new(v4_flows(128, n, false)));
+                l.h.ctx.workers = 2;
+                b.iter(|| l.step(|_, v| _ = black_box(v)));
+                l.h.ctx.workers = 1;
+            });
+        }
+    }
+    g.finish();
+}
+
+fn l4lb_v6(c: &mut Criterion) {
+    let mut g = c.benchmark_group("l4lb_v6/established");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let mut live: Option<Live<V6_LEN>> = None;
+    g.bench_function("1k", |b| {
+        let l = live.get_or_insert_with(|| Live::new(v6_flows(128, K1)));
+        b.iter(|| l.step(|_, v| _ = black_box(v)));
+    });
+    g.finish();
+}
+
+/// New flows on top of 1k live ones. Each epoch replays NEW_PER_EPOCH SYNs
+/// the table has never seen; between epochs (untimed) the SNAT ports are
+/// returned, the table is rebuilt and the 1k base flows re-created, so the
+/// table never fills and every timed packet is a genuine first packet.
+struct NewFlows {
+    h: Harness,
+    base: Vec<[u8; V4_LEN]>,
+    fresh: Vec<[u8; V4_LEN]>,
+    entries: usize,
+    pos: usize,
+}
+
+impl NewFlows {
+    fn new() -> NewFlows {
+        let entries = entries_for(K1 + NEW_PER_EPOCH);
+        let h = Harness::from_toml(&lb_config(entries, "evict")).expect("bench config");
+        let mut s = NewFlows {
+            h,
+            base: v4_flows(128, K1, false),
+            fresh: v4_flows(200, NEW_PER_EPOCH, true),
+            entries,
+            pos: 0,
+        };
+        s.reset();
+        s
+    }
+
+    fn reset(&mut self) {
+        let ctx = &mut self.h.ctx;
+        let mut held = Vec::new();
+        ctx.conntrack.for_each_live(ctx.now, |e| {
+            if e.flags & (FLAG_REPLY | FLAG_SNAT) == FLAG_REPLY | FLAG_SNAT {
+                held.push((e.key().dst, e.key().dport));
+            }
+        });
+        for (a, p) in held {
+            if let Some(pool) = ctx.snat.iter_mut().find(|pool| pool.contains(&a)) {
+                pool.release(&a, p);
+            }
+        }
+        let t = *ctx.conntrack.timeouts();
+        ctx.conntrack = ConnTable::new(self.entries, t, FullPolicy::EvictOldest);
+        establish(&mut self.h, &self.base);
+        self.pos = 0;
+    }
+
+    /// `iters` batches of new flows; only the batches are timed.
+    fn run(&mut self, iters: u64) -> Duration {
+        let mut total = Duration::ZERO;
+        let mut left = iters;
+        while left > 0 {
+            if self.pos == self.fresh.len() {
+                self.reset();
+            }
+            let n = left.min(((self.fresh.len() - self.pos) / BATCH) as u64);
+            let t0 = Instant::now();
+            for _ in 0..n {
+                let batch = &self.fresh[self.pos..self.pos + BATCH];
+                self.pos += BATCH;
+                self.h.run(batch, |_, v, bytes| {
+                    black_box((v, bytes));
+                });
+            }
+            total += t0.elapsed();
+            left -= n;
+        }
+        total
+    }
+}
+
+fn l4lb_new_flows(c: &mut Criterion) {
+    let mut g = c.benchmark_group("l4lb_v4/new_flow");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let mut s: Option<NewFlows> = None;
+    g.bench_function("1k", |b| {
+        let s = s.get_or_insert_with(|| {
+            let mut s = NewFlows::new();
+            // Every fresh SYN creates a flow and is forwarded.
+            let before = s.h.ctx.conntrack.len();
+            for chunk in s.fresh.chunks(BATCH) {
+                s.h.run(chunk, |_, v, _| assert_eq!(v, TO_BACKENDS));
+            }
+            assert_eq!(s.h.ctx.conntrack.len(), before + 2 * NEW_PER_EPOCH);
+            assert_eq!(s.h.ctx.conntrack.counters().evictions, 0);
+            s.pos = s.fresh.len();
+            s
+        });
+        b.iter_custom(|iters| s.run(iters));
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------- baselines
+
+fn baselines(c: &mut Criterion) {
+    let mut g = c.benchmark_group("baseline");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let frames = v4_flows(128, K1, false);
+
+    // What Harness::run does before any processing: clear the batch and
+    // copy 64 frames into their UMEM frames.
+    g.bench_function("copy_in", |b| {
+        let mut mem = vec![0u8; FRAME * BATCH].into_boxed_slice();
+        // SAFETY: `mem` outlives `batch` (both live to the end of this
+        // closure) and is only reached through the batch meanwhile.
+        let mut batch = Batch::new(unsafe { UmemView::of_slice(&mut mem) });
+        let mut pos = 0;
+        b.iter(|| {
+            batch.clear();
+            for (i, f) in frames[pos..pos + BATCH].iter().enumerate() {
+                batch.push_copy((i * FRAME + HEADROOM) as u64, f, 0);
+            }
+            pos = (pos + BATCH) % frames.len();
+            black_box(batch.len)
+        });
+    });
+
+    // Harness with the simplest pipeline: copy-in, housekeeping,
+    // classification (route lookup), MAC rewrite, verdict read-out.
+    g.bench_function("l2fwd", |b| {
+        let mut h = Harness::from_toml(L2FWD_CONFIG).expect("l2fwd config");
+        h.run(&frames[..BATCH], |_, v, _| assert_eq!(v, TO_BACKENDS));
+        let mut pos = 0;
+        b.iter(|| {
+            h.run(&frames[pos..pos + BATCH], |_, v, bytes| {
+                black_box((v, bytes));
+            });
+            pos = (pos + BATCH) % frames.len();
+        });
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------- stages
+
+fn key4(net: u8, i: usize) -> FlowKey {
+    let (src, sport) = client4(net, i);
+    FlowKey::new(ipv4_mapped(src), ipv4_mapped(VIP4), sport, VIP_PORT, 6)
+}
+
+/// A table holding `n` flows' worth of entries (the original keys plus as
+/// many reply-like ones), and the original keys in walk order.
+struct CtSetup {
+    ct: ConnTable,
+    keys: Vec<FlowKey>,
+    pos: usize,
+}
+
+impl CtSetup {
+    fn new(n: usize) -> CtSetup {
+        let mut ct = ConnTable::new(entries_for(n), Timeouts::default(), FullPolicy::Drop);
+        for i in 0..n {
+            let k = key4(128, i);
+            let v = FlowValue { backend: (i % 3) as u16, ..FlowValue::default() };
+            ct.insert(k, k.hash(), v, 0).expect("insert original");
+            let (be, snat) = (ipv4_mapped([10, 0, 2, 11]), ipv4_mapped([10, 0, 3, 1]));
+            let r = FlowKey::new(be, snat, 80 + (i >> 16) as u16, i as u16, 6);
+            ct.insert(r, r.hash(), FlowValue { flags: FLAG_REPLY, ..v }, 0).expect("insert reply");
+        }
+        assert_eq!(ct.len(), 2 * n);
+        let keys = (0..n).map(|j| key4(128, perm(j, n))).collect();
+        CtSetup { ct, keys, pos: 0 }
+    }
+
+    /// One batch the way the conntrack stage does it: hash and prefetch the
+    /// tag lines, prefetch the matching entries, then look up and touch.
+    #[inline]
+    fn batch(&mut self, prefetch: bool) -> u64 {
+        let keys = &self.keys[self.pos..self.pos + BATCH];
+        self.pos = (self.pos + BATCH) % self.keys.len();
+        let mut hashes = [0u64; BATCH];
+        for (h, k) in hashes.iter_mut().zip(keys) {
+            *h = black_box(k).hash();
+            if prefetch {
+                self.ct.prefetch(*h);
+            }
+        }
+        if prefetch {
+            for &h in &hashes {
+                self.ct.prefetch_entry(h);
+            }
+        }
+        let mut acc = 0u64;
+        for (k, &h) in keys.iter().zip(&hashes) {
+            if let Some(e) = self.ct.lookup(k, h, 0) {
+                e.touch(0);
+                acc += u64::from(e.backend);
+            }
+        }
+        acc
+    }
+}
+
+fn stage_conntrack(c: &mut Criterion) {
+    let mut g = c.benchmark_group("stage/conntrack_lookup");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for (name, n) in [("1k", K1), ("100k", K100), ("1M", M1)] {
+        let mut s: Option<CtSetup> = None;
+        g.bench_function(name, |b| {
+            let s = s.get_or_insert_with(|| CtSetup::new(n));
+            b.iter(|| s.batch(true));
+        });
+        if name == "1M" {
+            g.bench_function("1M_no_prefetch", |b| {
+                let s = s.get_or_insert_with(|| CtSetup::new(n));
+                b.iter(|| s.batch(false));
+            });
+        }
+    }
+    g.finish();
+}
+
+fn stage_misc(c: &mut Criterion) {
+    let mut g = c.benchmark_group("stage");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let frames = v4_flows(128, K1, false);
+    let keys: Vec<FlowKey> = (0..K1).map(|j| key4(128, perm(j, K1))).collect();
+    let hashes: Vec<u64> = keys.iter().map(FlowKey::hash).collect();
+
+    g.bench_function("parse_v4", |b| {
+        let mut pos = 0;
+        b.iter(|| {
+            for f in &frames[pos..pos + BATCH] {
+                let _ = black_box(parse(black_box(f)));
+            }
+            pos = (pos + BATCH) % frames.len();
+        });
+    });
+
+    g.bench_function("flow_hash", |b| {
+        let mut pos = 0;
+        b.iter(|| {
+            let mut acc = 0u64;
+            for k in &keys[pos..pos + BATCH] {
+                acc ^= black_box(k).hash();
+            }
+            pos = (pos + BATCH) % keys.len();
+            acc
+        });
+    });
+
+    g.bench_function("maglev_lookup", |b| {
+        let backends: Vec<MaglevBackend<[u8; 18]>> = (11..14u8)
+            .map(|x| MaglevBackend { key: backend_key(&ipv4_mapped([10, 0, 2, x]), 80), weight: 100 })
+            .collect();
+        let m = Maglev::new(65537, &backends).expect("maglev");
+        let mut pos = 0;
+        b.iter(|| {
+            let mut acc = 0u64;
+            for &h in &hashes[pos..pos + BATCH] {
+                acc += u64::from(m.lookup(black_box(h)).unwrap_or(0));
+            }
+            pos = (pos + BATCH) % hashes.len();
+            acc
+        });
+    });
+
+    // Full-NAT rewrite (addresses, ports, IPv4 and TCP checksums) of 64
+    // frames already in cache. Rewriting is idempotent after the first pass.
+    g.bench_function("nat_rewrite_v4", |b| {
+        let mut bufs: Vec<[u8; V4_LEN]> = frames[..BATCH].to_vec();
+        let metas: Vec<FlowMeta> = (0..BATCH)
+            .map(|i| FlowMeta {
+                v6: false,
+                l3: 14,
+                l4: 34,
+                key: keys[i],
+                nat: NatBinding {
+                    src: ipv4_mapped([10, 0, 3, 1]),
+                    dst: ipv4_mapped([10, 0, 2, 11 + (i % 3) as u8]),
+                    sport: 1024 + i as u16,
+                    dport: 80,
+                },
+                ..FlowMeta::default()
+            })
+            .collect();
+        b.iter(|| {
+            for (f, m) in bufs.iter_mut().zip(&metas) {
+                black_box(nat::rewrite(black_box(f), m));
+            }
+        });
+    });
+
+    g.bench_function("nat_rewrite_v6", |b| {
+        let mut s = Vec::new();
+        let mut bufs: Vec<[u8; V6_LEN]> = (0..BATCH).map(|i| frame6(128, i, &mut s)).collect();
+        let metas: Vec<FlowMeta> = (0..BATCH)
+            .map(|i| {
+                let (src, sport) = client6(128, i);
+                let mut snat = [0u8; 16];
+                snat[..4].copy_from_slice(&[0xfd, 0, 0, 3]);
+                snat[15] = 1;
+                let mut be = [0u8; 16];
+                be[..4].copy_from_slice(&[0xfd, 0, 0, 2]);
+                be[15] = 0x11 + (i % 3) as u8;
+                FlowMeta {
+                    v6: true,
+                    l3: 14,
+                    l4: 54,
+                    key: FlowKey::new(src, VIP6, sport, VIP_PORT, 6),
+                    nat: NatBinding { src: snat, dst: be, sport: 1024 + i as u16, dport: 80 },
+                    ..FlowMeta::default()
+                }
+            })
+            .collect();
+        b.iter(|| {
+            for (f, m) in bufs.iter_mut().zip(&metas) {
+                black_box(nat::rewrite(black_box(f), m));
+            }
+        });
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(20)
+        .configure_from_args()
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = baselines, l4lb_established, l4lb_new_flows, l4lb_v6, stage_misc, stage_conntrack
+}
+criterion_main!(benches);

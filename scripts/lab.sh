@@ -25,6 +25,9 @@ NS_CLIENT=shunt-client
 NS_SHUNT=shunt
 NS_SWITCH=shunt-switch
 BACKENDS=(1 2 3)
+# RX/TX queues per veth; Shunt needs one worker socket per queue. More than
+# one spreads flows over queues by hash, which exercises worker handoff.
+QUEUES=${SHUNT_LAB_QUEUES:-1}
 VIP4=10.0.100.1
 VIP6=fd00:100::1
 
@@ -90,8 +93,10 @@ up() {
     in_ns "$NS_SHUNT" sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0
 
     # client ↔ shunt
-    ip link add cli0 netns "$NS_CLIENT" address 02:00:00:00:01:02 type veth \
-        peer name sh-cli netns "$NS_SHUNT" address 02:00:00:00:01:01
+    local q="numtxqueues $QUEUES numrxqueues $QUEUES"
+    # shellcheck disable=SC2086
+    ip link add cli0 netns "$NS_CLIENT" address 02:00:00:00:01:02 $q type veth \
+        peer name sh-cli netns "$NS_SHUNT" address 02:00:00:00:01:01 $q
     in_ns "$NS_CLIENT" ip addr add 10.0.1.2/24 dev cli0
     in_ns "$NS_CLIENT" ip -6 addr add fd00:1::2/64 dev cli0 nodad
     in_ns "$NS_CLIENT" ip link set cli0 up
@@ -105,8 +110,9 @@ up() {
     in_ns "$NS_SHUNT" ip link set sh-cli up
 
     # shunt ↔ switch
-    ip link add sh-be netns "$NS_SHUNT" address 02:00:00:00:02:01 type veth \
-        peer name sw-sh netns "$NS_SWITCH"
+    # shellcheck disable=SC2086
+    ip link add sh-be netns "$NS_SHUNT" address 02:00:00:00:02:01 $q type veth \
+        peer name sw-sh netns "$NS_SWITCH" $q
     in_ns "$NS_SHUNT" ip addr add 10.0.2.1/24 dev sh-be
     in_ns "$NS_SHUNT" ip -6 addr add fd00:2::1/64 dev sh-be nodad
     in_ns "$NS_SHUNT" ip link set sh-be up

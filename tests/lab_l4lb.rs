@@ -301,3 +301,47 @@ fn reload_with_an_invalid_file_keeps_the_running_config() {
     assert_eq!(curl("http://10.0.100.1/", 5).iter().filter(|r| r.starts_with("shunt-be")).count(), 5);
     shunt.stop();
 }
+
+#[test]
+fn two_workers_hand_replies_to_the_snat_port_owner() {
+    // Two queues per veth, one worker per queue: RSS spreads flows, and a
+    // reply lands on the worker that owns its SNAT port only by chance.
+    let _lab = lab_with_queues(2);
+    let cfg = std::fs::read_to_string(repo().join("config.toml")).unwrap().replace(
+        "[[worker]]\ncore = 1\nqueues = [{ interface = \"sh-cli\", queue = 0 }, { interface = \"sh-be\", queue = 0 }]",
+        "[[worker]]\ncore = 0\nqueues = [{ interface = \"sh-cli\", queue = 0 }, { interface = \"sh-be\", queue = 0 }]\n\n\
+         [[worker]]\ncore = 1\nqueues = [{ interface = \"sh-cli\", queue = 1 }, { interface = \"sh-be\", queue = 1 }]",
+    );
+    assert!(cfg.contains("queue = 1"), "test config has two workers");
+    let shunt = Shunt::start(&write_config(&cfg));
+    let replies = curl("http://10.0.100.1/", 100);
+    let summary = shunt.stop();
+    let ok = replies.iter().filter(|r| r.starts_with("shunt-be")).count();
+    assert_eq!(ok, 100, "{replies:?}\n{summary}");
+    let handed =
+        counter(&summary, "worker 0", "handoffs_out") + counter(&summary, "worker 1", "handoffs_out");
+    let served =
+        counter(&summary, "worker 0", "handoffs_served") + counter(&summary, "worker 1", "handoffs_served");
+    assert!(handed > 0, "no reply needed a handoff?\n{summary}");
+    assert_eq!(handed, served, "{summary}");
+    assert!(
+        counter(&summary, "worker 0", "rx_packets") > 0 && counter(&summary, "worker 1", "rx_packets") > 0
+    );
+}
+
+#[test]
+fn unresolved_backend_next_hop_is_counted_not_silently_dropped() {
+    let _lab = lab();
+    // No host answers ARP for 10.0.2.99, and the config gives no MAC.
+    let cfg = std::fs::read_to_string(repo().join("config.toml"))
+        .unwrap()
+        .replace("{ addr = \"10.0.2.11\", port = 80, weight = 100 },\n", "")
+        .replace("{ addr = \"10.0.2.12\", port = 80, weight = 100 },\n", "")
+        .replace("\"10.0.2.13\"", "\"10.0.2.99\"");
+    let shunt = Shunt::start(&write_config(&cfg));
+    assert!(shunt.output().contains("no MAC for backend"), "startup warns:\n{}", shunt.output());
+    let replies = curl("http://10.0.100.1/", 2);
+    let summary = shunt.stop();
+    assert!(replies.iter().all(|r| r == "FAIL"), "{replies:?}");
+    assert!(counter(&summary, "worker 0", "next_hop_unresolved") >= 2, "{summary}");
+}

@@ -1,6 +1,7 @@
 //! Bringing the dataplane up and down: attach XDP, start pinned workers,
 //! register their sockets, run until a signal, drain, detach, summarise.
 
+pub mod handoff;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +31,7 @@ struct Ready {
     /// (interface index, queue, socket fd, zero-copy)
     sockets: Vec<(usize, u32, i32, bool)>,
     hugepages: bool,
+    umem: UmemView,
 }
 
 struct RunningWorker {
@@ -46,17 +48,22 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
     // back to XDP_PASS anyway, but binding first means no window at all.
     let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready>>();
     let go = Arc::new(AtomicBool::new(false));
+    let mesh = Arc::new(handoff::Mesh::new(config.workers.len()));
+    let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::new();
     for (wi, w) in config.workers.iter().enumerate() {
         let counters = Arc::new(WorkerCounters::default());
         let cfg = config.clone();
         let (ready_tx, go, stop, counters2) = (ready_tx.clone(), go.clone(), stop.clone(), counters.clone());
         let services = services.clone();
+        let mesh = mesh.clone();
+        let finished = finished.clone();
+        let nworkers = config.workers.len();
         let core = w.core;
         let handle = std::thread::Builder::new()
             .name(format!("shunt-w{wi}"))
             .spawn(move || {
-                let mut worker = match build_worker(&cfg, wi, counters2, services) {
+                let mut worker = match build_worker(&cfg, wi, counters2, services, mesh) {
                     Ok((worker, ready)) => {
                         let _ = ready_tx.send(Ok(ready));
                         worker
@@ -73,6 +80,13 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
                     std::thread::sleep(Duration::from_millis(1));
                 }
                 worker.run(&stop);
+                // Others may still be touching frames we handed them: keep
+                // our UMEM mapped until every worker has left its loop.
+                finished.fetch_add(1, Ordering::AcqRel);
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while finished.load(Ordering::Acquire) < nworkers && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
             })
             .context("spawning worker thread")?;
         workers.push(RunningWorker { core, counters, handle });
@@ -91,6 +105,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
         }
     }
     readies.sort_by_key(|r| r.worker);
+    let _ = mesh.umems.set(readies.iter().map(|r| r.umem).collect());
 
     let mut attached = Vec::new();
     for iface in &config.interfaces {
@@ -214,14 +229,68 @@ fn reload_config(
     Ok(new)
 }
 
-/// Builds the load balancer snapshot, resolving backend MACs the config
-/// does not give from the kernel's neighbour table.
+/// Builds the load balancer snapshot. Backend MACs the config does not give
+/// come from the kernel's neighbour table; unknown ones are solicited on the
+/// backend-side interfaces and waited for briefly.
 pub fn build_services(config: &Config, generation: u64) -> Result<Services> {
-    let services = Services::build(config, generation, |_| None)?;
+    let macs = resolve_backends(config);
+    let services = Services::build(config, generation, |ip| macs.get(&ip).copied())?;
     for b in services.unresolved() {
-        tracing::warn!(backend = %b, "no MAC for backend: set `mac` or a pipeline `next_hop_mac`; its packets count as next_hop_unresolved");
+        tracing::warn!(
+            backend = %b,
+            "no MAC for backend (config has none, neighbour table has none): its packets count as next_hop_unresolved"
+        );
     }
     Ok(services)
+}
+
+fn resolve_backends(config: &Config) -> std::collections::HashMap<std::net::IpAddr, [u8; 6]> {
+    use crate::sys::neigh;
+    let wanted: Vec<std::net::IpAddr> = config
+        .services
+        .iter()
+        .flat_map(|s| &s.backends)
+        .filter(|b| b.mac.is_none())
+        .map(|b| b.addr)
+        .collect();
+    let mut found = std::collections::HashMap::new();
+    if wanted.is_empty() {
+        return found;
+    }
+    let egresses: Vec<&str> = config
+        .pipelines
+        .iter()
+        .flat_map(|p| &p.stages)
+        .filter_map(|s| match s {
+            crate::config::StageConfig::L2(l2) => Some(config.interfaces[l2.egress].name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut solicited = false;
+    loop {
+        if let Ok(table) = neigh::dump() {
+            for n in table {
+                if wanted.contains(&n.addr) {
+                    found.insert(n.addr, n.mac);
+                }
+            }
+        }
+        if found.len() == wanted.len() || Instant::now() > deadline {
+            return found;
+        }
+        if !solicited {
+            for ip in wanted.iter().filter(|ip| !found.contains_key(ip)) {
+                for ifname in &egresses {
+                    if let Err(e) = neigh::solicit(*ip, ifname) {
+                        tracing::debug!(backend = %ip, interface = ifname, error = %e, "neighbour solicit failed");
+                    }
+                }
+            }
+            solicited = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn build_worker(
@@ -229,6 +298,7 @@ fn build_worker(
     wi: usize,
     counters: Arc<WorkerCounters>,
     services: Arc<ArcSwap<Services>>,
+    mesh: Arc<handoff::Mesh>,
 ) -> Result<(Worker, Ready)> {
     let w = &config.workers[wi];
     crate::sys::pin_to_core(w.core).with_context(|| format!("pinning worker {wi} to core {}", w.core))?;
@@ -245,15 +315,21 @@ fn build_worker(
     let ports: Vec<PortInfo> =
         xsk.ports.iter().map(|p| PortInfo { interface: p.interface_idx, mac: p.mac }).collect();
     let pipelines = build::pipelines(config, &ports).with_context(|| format!("worker {wi}"))?;
+    let (base, len) = xsk.umem_base();
+    // SAFETY: the mapping lives in `xsk`, which the Worker owns alongside the
+    // batch, and outlives every use: workers are joined before any UMEM is
+    // dropped. A frame is touched only by the holder of its descriptor.
+    let umem = unsafe { UmemView::new(base, len) };
     let ready = Ready {
         worker: wi,
         sockets: xsk.ports.iter().map(|p| (p.interface_idx, p.queue, p.fd(), p.zero_copy)).collect(),
         hugepages: xsk.hugepages(),
+        umem,
     };
-    let (base, len) = xsk.umem_base();
-    // SAFETY: the mapping lives in `xsk`, which the Worker owns alongside the
-    // batch; only this worker thread touches frames through the view.
-    let umem = unsafe { UmemView::new(base, len) };
+    let mut port_of_interface = vec![u8::MAX; config.interfaces.len()];
+    for (i, p) in xsk.ports.iter().enumerate() {
+        port_of_interface[p.interface_idx] = i as u8;
+    }
     let nports = xsk.ports.len() as u32;
     // Leave half the frames for batches and TX rings in flight.
     let fill_target = (config.dataplane.frames_per_worker / 2 / nports).min(config.dataplane.ring_size);
@@ -271,6 +347,11 @@ fn build_worker(
         fill_target,
         ctx,
         services,
+        id: wi,
+        mesh,
+        handed: Vec::new(),
+        returned: Batch::new(umem),
+        port_of_interface,
     };
     Ok((worker, ready))
 }

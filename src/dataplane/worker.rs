@@ -12,6 +12,7 @@ use crate::config::{PollMode, MAX_BATCH};
 use crate::pipeline::classify::Classifier;
 use arc_swap::ArcSwap;
 
+use super::handoff::{Handed, Mesh, Outcome, Returned};
 use crate::pipeline::services::Services;
 use crate::pipeline::{Batch, Ctx, DropReason, Pipeline, Verdict};
 use crate::telemetry::counters::WorkerCounters;
@@ -40,6 +41,16 @@ pub struct Worker {
     pub ctx: Ctx,
     /// Where the control plane publishes new snapshots.
     pub services: Arc<ArcSwap<Services>>,
+    /// This worker's index, and the rings to and from the others.
+    pub id: usize,
+    pub mesh: Arc<Mesh>,
+    /// One batch per source worker for frames handed to us (they live in
+    /// that worker's UMEM); built once `mesh.umems` is known.
+    pub handed: Vec<Batch>,
+    /// Frames of ours coming back from their owners.
+    pub returned: Batch,
+    /// Worker port index per interface index (u8::MAX = none).
+    pub port_of_interface: Vec<u8>,
 }
 
 /// Conntrack slots scanned for expiry per batch: amortised, never a sweep.
@@ -55,6 +66,9 @@ fn now_secs() -> u32 {
 
 impl Worker {
     pub fn run(&mut self, stop: &AtomicBool) {
+        if let Some(umems) = self.mesh.umems.get() {
+            self.handed = umems.iter().map(|&u| Batch::new(u)).collect();
+        }
         let mut idle = 0u32;
         while !stop.load(Ordering::Relaxed) {
             let mut received = 0;
@@ -62,6 +76,10 @@ impl Worker {
                 self.reclaim(port);
                 self.refill(port);
                 received += self.poll_port(port);
+            }
+            if self.mesh.workers() > 1 {
+                received += self.serve_handoffs();
+                received += self.collect_returns();
             }
             if received > 0 {
                 idle = 0;
@@ -144,7 +162,104 @@ impl Worker {
         c.rx_bytes.add(self.batch.metas().iter().map(|m| u64::from(m.len)).sum());
 
         crate::pipeline::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
-        self.transmit();
+        self.hand_over();
+        transmit(&mut self.xsk, &self.counters, &mut self.batch);
+        n
+    }
+
+    /// Passes packets whose flow another worker owns to that worker.
+    fn hand_over(&mut self) {
+        if self.mesh.workers() <= 1 {
+            return;
+        }
+        let mut woke = 0u64; // bitmask of owners already woken this batch
+        for m in self.batch.pkts[..self.batch.len].iter_mut() {
+            if let Verdict::Handoff(to) = m.verdict {
+                if self.mesh.hand(self.id, usize::from(to), Handed { addr: m.addr, len: m.len }) {
+                    self.counters.handoffs_out.add(1);
+                    // In flight: the frame comes back through `collect_returns`.
+                    m.verdict = Verdict::Continue;
+                    if woke & (1 << (to % 64)) == 0 {
+                        woke |= 1 << (to % 64);
+                        self.mesh.wake(usize::from(to));
+                    }
+                } else {
+                    m.verdict = Verdict::Drop(DropReason::HandoffFull);
+                }
+            }
+        }
+    }
+
+    /// As owner: runs frames other workers handed us through our pipelines
+    /// and our tables, in place in their UMEM, and sends back the outcome.
+    fn serve_handoffs(&mut self) -> u32 {
+        let mut served = 0;
+        for from in 0..self.handed.len() {
+            let Some(link) = self.mesh.link(from, self.id) else { continue };
+            if link.to_owner.is_empty() {
+                continue;
+            }
+            let batch = &mut self.handed[from];
+            batch.clear();
+            while batch.len < self.batch_size as usize {
+                let Some(h) = link.to_owner.pop() else { break };
+                batch.push(h.addr, h.len, 0);
+            }
+            self.ctx.now = now_secs();
+            crate::pipeline::process(batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
+            for m in batch.metas() {
+                let outcome = match m.verdict {
+                    Verdict::Forward(p) => match self.xsk.ports.get(usize::from(p)) {
+                        Some(port) => Outcome::Transmit(port.interface_idx as u16),
+                        None => Outcome::Drop(DropReason::NoRoute),
+                    },
+                    Verdict::Drop(r) => Outcome::Drop(r),
+                    // Owned here by construction; anything else is a bug upstream.
+                    Verdict::Handoff(_) | Verdict::Continue => Outcome::Drop(DropReason::NoRoute),
+                };
+                if let Outcome::Drop(r) = outcome {
+                    self.counters.dropped(r);
+                }
+                // Cannot fail: see Link::back.
+                let _ = link.back.push(Returned { addr: m.addr, len: m.len, outcome });
+            }
+            self.counters.handoffs_served.add(batch.len as u64);
+            self.mesh.wake(from);
+            served += batch.len as u32;
+        }
+        served
+    }
+
+    /// As source: transmits or frees our frames that owners sent back.
+    fn collect_returns(&mut self) -> u32 {
+        let mut n = 0;
+        for to in 0..self.mesh.workers() {
+            let Some(link) = self.mesh.link(self.id, to) else { continue };
+            if link.back.is_empty() {
+                continue;
+            }
+            self.returned.clear();
+            while self.returned.len < self.batch_size as usize {
+                let Some(r) = link.back.pop() else { break };
+                match r.outcome {
+                    Outcome::Transmit(iface) => {
+                        let port = self.port_of_interface.get(usize::from(iface)).copied().unwrap_or(u8::MAX);
+                        self.returned.push(r.addr, r.len, port);
+                        if let Some(m) = self.returned.pkts.get_mut(self.returned.len - 1) {
+                            m.verdict = if port == u8::MAX {
+                                Verdict::Drop(DropReason::NoRoute)
+                            } else {
+                                Verdict::Forward(port)
+                            };
+                        }
+                    }
+                    // The owner counted the reason; the frame is ours to free.
+                    Outcome::Drop(_) => self.xsk.pool.free(r.addr),
+                }
+            }
+            n += self.returned.len as u32;
+            transmit(&mut self.xsk, &self.counters, &mut self.returned);
+        }
         n
     }
 
@@ -159,87 +274,24 @@ impl Worker {
         crate::pipeline::housekeeping(&mut self.ctx, EXPIRE_BUDGET);
     }
 
-    /// Puts forwarded packets on their egress TX rings and frees the rest.
-    fn transmit(&mut self) {
-        let xsk = &mut self.xsk;
-        let c = &self.counters;
-        for egress in 0..xsk.ports.len() {
-            let wanted =
-                self.batch.metas().iter().filter(|m| m.verdict == Verdict::Forward(egress as u8)).count()
-                    as u32;
-            if wanted == 0 {
-                continue;
-            }
-            let p = &mut xsk.ports[egress];
-            let mut sent = 0u32;
-            let mut bytes = 0u64;
-            let mut next = 0usize;
-            // xdpilone serves a reservation from its cached view of the
-            // consumer and refreshes only when that is empty, so a short
-            // reservation is retried once before the ring counts as full.
-            for _ in 0..2 {
-                if sent == wanted {
-                    break;
-                }
-                let mut tx = p.tx.transmit(wanted - sent);
-                let room = tx.capacity();
-                let mut put = 0;
-                while put < room && next < self.batch.len {
-                    let m = &self.batch.pkts[next];
-                    next += 1;
-                    if m.verdict == Verdict::Forward(egress as u8) {
-                        tx.insert_once(XdpDesc { addr: m.addr, len: m.len, options: 0 });
-                        put += 1;
-                        bytes += u64::from(m.len);
-                    }
-                }
-                tx.commit();
-                sent += put;
-            }
-            for m in self.batch.pkts[next..self.batch.len].iter_mut() {
-                if m.verdict == Verdict::Forward(egress as u8) {
-                    m.verdict = Verdict::Drop(DropReason::TxRingFull);
-                }
-            }
-            p.tx_outstanding += sent;
-            c.tx_packets.add(u64::from(sent));
-            c.tx_bytes.add(bytes);
-            if p.zero_copy {
-                // Zero-copy drivers say when they need a kick.
-                if p.tx.needs_wakeup() {
-                    p.tx.wake();
-                    c.wakeups.add(1);
-                }
-            } else {
-                // Copy mode sends only inside sendto(), at most
-                // 32 frames per call (the kernel's TX_BATCH_SIZE): kick until the ring is consumed.
-                for _ in 0..MAX_KICKS {
-                    if p.tx.pending() == 0 {
-                        break;
-                    }
-                    p.tx.wake();
-                    c.wakeups.add(1);
-                }
-            }
-        }
-        for m in self.batch.metas() {
-            if let Verdict::Drop(reason) = m.verdict {
-                c.dropped(reason);
-                xsk.pool.free(m.addr);
-            }
-        }
-    }
-
     /// Blocks in poll(2) until a socket has RX or the idle timeout passes.
     fn sleep_until_rx(&mut self) {
-        let mut fds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 16];
-        let n = self.xsk.ports.len().min(fds.len());
+        let mut fds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 17];
+        let mut n = self.xsk.ports.len().min(fds.len() - 1);
         for (fd, port) in fds.iter_mut().zip(&self.xsk.ports) {
             *fd = libc::pollfd { fd: port.fd(), events: libc::POLLIN, revents: 0 };
         }
-        self.counters.idle_sleeps.add(1);
-        // SAFETY: `fds[..n]` are initialised pollfd structs owned by this frame.
-        unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, IDLE_SLEEP_MS) };
+        let wake = self.mesh.wake_fd(self.id);
+        if self.mesh.workers() > 1 && wake >= 0 {
+            fds[n] = libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 };
+            n += 1;
+        }
+        if self.mesh.set_sleeping(self.id, true) {
+            self.counters.idle_sleeps.add(1);
+            // SAFETY: `fds[..n]` are initialised pollfd structs owned by this frame.
+            unsafe { libc::poll(fds.as_mut_ptr(), n as libc::nfds_t, IDLE_SLEEP_MS) };
+        }
+        self.mesh.set_sleeping(self.id, false);
     }
 
     /// Finishes in-flight work: processes what is already received and waits
@@ -258,6 +310,75 @@ impl Worker {
                 self.reclaim(port);
             }
             std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Puts forwarded packets on their egress TX rings and frees dropped ones.
+/// Packets still `Continue` are in flight elsewhere (handed over).
+fn transmit(xsk: &mut WorkerXsk, c: &WorkerCounters, batch: &mut Batch) {
+    for egress in 0..xsk.ports.len() {
+        let wanted =
+            batch.metas().iter().filter(|m| m.verdict == Verdict::Forward(egress as u8)).count() as u32;
+        if wanted == 0 {
+            continue;
+        }
+        let p = &mut xsk.ports[egress];
+        let mut sent = 0u32;
+        let mut bytes = 0u64;
+        let mut next = 0usize;
+        // xdpilone serves a reservation from its cached view of the
+        // consumer and refreshes only when that is empty, so a short
+        // reservation is retried once before the ring counts as full.
+        for _ in 0..2 {
+            if sent == wanted {
+                break;
+            }
+            let mut tx = p.tx.transmit(wanted - sent);
+            let room = tx.capacity();
+            let mut put = 0;
+            while put < room && next < batch.len {
+                let m = &batch.pkts[next];
+                next += 1;
+                if m.verdict == Verdict::Forward(egress as u8) {
+                    tx.insert_once(XdpDesc { addr: m.addr, len: m.len, options: 0 });
+                    put += 1;
+                    bytes += u64::from(m.len);
+                }
+            }
+            tx.commit();
+            sent += put;
+        }
+        for m in batch.pkts[next..batch.len].iter_mut() {
+            if m.verdict == Verdict::Forward(egress as u8) {
+                m.verdict = Verdict::Drop(DropReason::TxRingFull);
+            }
+        }
+        p.tx_outstanding += sent;
+        c.tx_packets.add(u64::from(sent));
+        c.tx_bytes.add(bytes);
+        if p.zero_copy {
+            // Zero-copy drivers say when they need a kick.
+            if p.tx.needs_wakeup() {
+                p.tx.wake();
+                c.wakeups.add(1);
+            }
+        } else {
+            // Copy mode sends only inside sendto(), at most
+            // 32 frames per call (the kernel's TX_BATCH_SIZE): kick until the ring is consumed.
+            for _ in 0..MAX_KICKS {
+                if p.tx.pending() == 0 {
+                    break;
+                }
+                p.tx.wake();
+                c.wakeups.add(1);
+            }
+        }
+    }
+    for m in batch.metas() {
+        if let Verdict::Drop(reason) = m.verdict {
+            c.dropped(reason);
+            xsk.pool.free(m.addr);
         }
     }
 }

@@ -32,7 +32,7 @@ drop_reasons! {
     ConntrackFull => "conntrack_full", "Conntrack table full: new flow refused.";
     SnatExhausted => "snat_exhausted", "No free SNAT port in this worker's share of the pool.";
     NextHopUnresolved => "next_hop_unresolved", "No MAC known for the backend next hop.";
-    WrongWorker => "wrong_worker", "Reply for an SNAT port another worker owns, and no handoff ring.";
+    HandoffFull => "handoff_full", "Reply for another worker's SNAT port, and the handoff ring was full.";
 }
 
 /// Where a packet goes after the current stage.
@@ -42,6 +42,8 @@ pub enum Verdict {
     Continue,
     /// Transmit on the worker's port with this index.
     Forward(u8),
+    /// Another worker owns this flow (its SNAT port): hand the descriptor over.
+    Handoff(u8),
     Drop(DropReason),
 }
 
@@ -70,9 +72,12 @@ pub struct UmemView {
     len: usize,
 }
 
-// SAFETY: a UmemView is only used by the worker thread that owns the UMEM;
-// it is Send so a worker can be built on one thread and run on its own.
+// SAFETY: a UmemView is a pointer and a length. Access through it is
+// governed by frame ownership: a frame is touched only by the thread that
+// currently holds its descriptor (its worker, or the owner it was handed to).
 unsafe impl Send for UmemView {}
+// SAFETY: as above; sharing the view shares no frame.
+unsafe impl Sync for UmemView {}
 
 impl UmemView {
     /// # Safety

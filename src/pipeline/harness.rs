@@ -54,7 +54,7 @@ impl Harness {
     }
 
     pub fn from_toml(text: &str) -> Result<Harness> {
-        Ok(Harness::new(&Config::parse(Path::new("harness.toml"), text)?, None)?)
+        Harness::new(&Config::parse(Path::new("harness.toml"), text)?, None)
     }
 
     /// Publishes a new snapshot built from `config`, as a reload would.

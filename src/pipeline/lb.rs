@@ -10,6 +10,7 @@ use super::conntrack::{
     ConnState, ConnTable, Direction, FlowKey, FlowValue, NatBinding, TcpFlags, Tick, FLAG_NOTIFY_ON_DEATH,
 };
 use super::maglev::client_hash;
+use super::snat;
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
 use crate::config::MAX_BATCH;
 use crate::wire::parse::{parse, FragKind, IpVersion};
@@ -59,6 +60,15 @@ impl Stage for ConntrackStage {
                 continue;
             }
             let f = &mut batch.flows[i];
+            // Replies to an SNAT port live in the table of the worker that
+            // owns the port; elsewhere they can only miss.
+            if ctx.workers > 1 && ctx.services.in_pool(&f.key.dst) {
+                let owner = snat::owner(f.key.dport, ctx.workers);
+                if owner != ctx.worker {
+                    m.verdict = Verdict::Handoff(owner as u8);
+                    continue;
+                }
+            }
             if track(&mut ctx.conntrack, f, now) {
                 continue;
             }

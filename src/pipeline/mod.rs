@@ -78,16 +78,10 @@ impl Ctx {
     /// Switches to a new snapshot (at a batch boundary). SNAT pools that
     /// survive keep their state, so ports in use are never handed out twice.
     pub fn install(&mut self, services: Arc<Services>) {
-        let mut old: Vec<SnatPool> = std::mem::take(&mut self.snat);
-        let old_prefixes: Vec<_> = self.services.pools.clone();
+        let mut old: Vec<Option<SnatPool>> = std::mem::take(&mut self.snat).into_iter().map(Some).collect();
         for p in &services.pools {
-            match old_prefixes.iter().position(|q| q == p) {
-                Some(i) => {
-                    let pool = std::mem::replace(&mut old[i], SnatPool::new(*p, 0, 0));
-                    self.snat.push(pool);
-                }
-                None => self.snat.push(SnatPool::new(*p, self.worker, self.workers)),
-            }
+            let kept = self.services.pools.iter().position(|q| q == p).and_then(|i| old.get_mut(i)?.take());
+            self.snat.push(kept.unwrap_or_else(|| SnatPool::new(*p, self.worker, self.workers)));
         }
         self.service_counters.resize(services.list.len(), ServiceCounters::default());
         self.services = services;

@@ -3,7 +3,7 @@
 
 use super::batch::{FlowKind, FlowMeta};
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
-use crate::wire::checksum::{udp_update_bytes, udp_update_u16, update_bytes, update_u16};
+use crate::wire::checksum::{udp_encode, udp_update_bytes, udp_update_u16, update_bytes, update_u16};
 
 #[derive(Default)]
 pub struct NatStage;
@@ -67,7 +67,8 @@ pub fn rewrite(frame: &mut [u8], flow: &FlowMeta) -> Option<()> {
             let (os, od) = (get16(frame, l4)?, get16(frame, l4 + 2)?);
             // IPv4 UDP checksum 0 means "none" and must stay 0 (RFC 768).
             let c = if flow.v6 {
-                update_u16(update_u16(update_bytes(c, old, new), os, nat.sport), od, nat.dport)
+                // IPv6 UDP must carry a checksum: a computed 0 is sent as 0xFFFF (RFC 8200 §8.1).
+                udp_encode(update_u16(update_u16(update_bytes(c, old, new), os, nat.sport), od, nat.dport))
             } else {
                 udp_update_u16(udp_update_u16(udp_update_bytes(c, old, new), os, nat.sport), od, nat.dport)
             };

@@ -121,6 +121,12 @@ impl Services {
         self.vips.get(&(*dst, proto, port)).copied()
     }
 
+    /// Whether `addr` belongs to one of the SNAT pools.
+    #[inline]
+    pub fn in_pool(&self, addr: &[u8; 16]) -> bool {
+        !self.pools.is_empty() && self.pools.iter().any(|p| p.contains(ip_of(addr)))
+    }
+
     /// Pipeline for a packet to a VIP or into an SNAT pool.
     pub fn pipeline_for(&self, dst: &[u8; 16], proto: u8, port: u16) -> Option<u8> {
         if let Some(&s) = self.vips.get(&(*dst, proto, port)) {

@@ -1,6 +1,8 @@
 //! Small host queries and the privilege checks `shunt run` makes before it
 //! touches the kernel, so failures read as advice rather than errno.
 
+pub mod neigh;
+
 use std::ffi::CString;
 
 /// Interface index, or None when the interface does not exist.

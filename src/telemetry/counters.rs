@@ -34,6 +34,9 @@ pub struct WorkerCounters {
     pub wakeups: Counter,
     /// Times an idle adaptive worker slept in poll(2).
     pub idle_sleeps: Counter,
+    /// Frames handed to the worker owning their flow, and frames served for others.
+    pub handoffs_out: Counter,
+    pub handoffs_served: Counter,
     pub drops: [Counter; DropReason::COUNT],
 }
 
@@ -58,6 +61,8 @@ impl WorkerCounters {
             ("fill_starved", self.fill_starved.get()),
             ("wakeups", self.wakeups.get()),
             ("idle_sleeps", self.idle_sleeps.get()),
+            ("handoffs_out", self.handoffs_out.get()),
+            ("handoffs_served", self.handoffs_served.get()),
         ];
         for r in DropReason::ALL {
             v.push((r.name(), self.drops[*r as usize].get()));

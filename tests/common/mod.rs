@@ -20,9 +20,18 @@ pub fn repo() -> PathBuf {
 
 /// Takes the lab lock and (re)builds the lab.
 pub fn lab() -> MutexGuard<'static, ()> {
+    lab_with_queues(1)
+}
+
+/// The lab with `queues` RX/TX queues per Shunt-facing veth.
+pub fn lab_with_queues(queues: u32) -> MutexGuard<'static, ()> {
     let guard = LAB.lock().unwrap_or_else(|e| e.into_inner());
     assert!(is_root(), "lab tests need root (they create network namespaces); run scripts/test.sh as root");
-    let out = Command::new(SHUNT).args(["lab", "up"]).output().expect("run shunt lab up");
+    let out = Command::new(SHUNT)
+        .args(["lab", "up"])
+        .env("SHUNT_LAB_QUEUES", queues.to_string())
+        .output()
+        .expect("run shunt lab up");
     assert!(out.status.success(), "lab up failed: {}", String::from_utf8_lossy(&out.stderr));
     guard
 }

@@ -1,0 +1,163 @@
+//! Cross-worker handoff by frame descriptor (VPP NAT44-ED style).
+//!
+//! SNAT ports are partitioned per worker, so the owner of a reply is known
+//! from its destination port. RSS may deliver the reply to another worker;
+//! that worker passes the descriptor — not the bytes — to the owner, which
+//! runs its pipelines over the frame in place (the frame lives in the
+//! source worker's UMEM) and passes the verdict back. The source transmits
+//! or frees the frame, because only its sockets can use its UMEM.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::pipeline::{DropReason, UmemView};
+
+/// Frames one worker may have in flight to another.
+pub const IN_FLIGHT: usize = 1024;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Handed {
+    pub addr: u64,
+    pub len: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome {
+    /// Transmit on this interface (index into `Config::interfaces`).
+    Transmit(u16),
+    Drop(DropReason),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Returned {
+    pub addr: u64,
+    pub len: u32,
+    pub outcome: Outcome,
+}
+
+/// The rings between one ordered pair of workers. Each ring has exactly one
+/// producer and one consumer thread.
+pub struct Link {
+    pub to_owner: ArrayQueue<Handed>,
+    /// Twice IN_FLIGHT: the source admits a frame only while fewer than
+    /// IN_FLIGHT are out, so the owner's push back can never fail.
+    pub back: ArrayQueue<Returned>,
+}
+
+/// All links between `n` workers, and each worker's UMEM.
+pub struct Mesh {
+    n: usize,
+    links: Vec<Link>,
+    /// Set once every worker has mapped its UMEM, before any packet flows.
+    pub umems: OnceLock<Vec<UmemView>>,
+    /// Per worker: asleep in poll(2), and the eventfd that wakes it, so a
+    /// handed frame never waits for the sleeper's timeout.
+    sleeping: Vec<AtomicBool>,
+    wake_fds: Vec<i32>,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for &fd in &self.wake_fds {
+            if fd >= 0 {
+                // SAFETY: `fd` is an eventfd this Mesh created and owns.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+}
+
+impl Mesh {
+    pub fn new(n: usize) -> Mesh {
+        let links = (0..n * n)
+            .map(|_| Link { to_owner: ArrayQueue::new(IN_FLIGHT), back: ArrayQueue::new(2 * IN_FLIGHT) })
+            .collect();
+        // SAFETY: eventfd(2) with valid flags; -1 on failure is handled
+        // (a worker without one just sleeps until its timeout).
+        let wake_fds =
+            (0..n).map(|_| unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) }).collect();
+        Mesh {
+            n,
+            links,
+            umems: OnceLock::new(),
+            sleeping: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            wake_fds,
+        }
+    }
+
+    /// The fd worker `w` adds to its poll set while asleep.
+    pub fn wake_fd(&self, w: usize) -> i32 {
+        self.wake_fds.get(w).copied().unwrap_or(-1)
+    }
+
+    /// Marks worker `w` asleep or awake. Going to sleep returns whether it
+    /// may: false if frames arrived for it meanwhile (no lost wakeup).
+    pub fn set_sleeping(&self, w: usize, asleep: bool) -> bool {
+        let Some(flag) = self.sleeping.get(w) else { return false };
+        flag.store(asleep, Ordering::SeqCst);
+        if !asleep {
+            let mut buf = 0u64;
+            // SAFETY: reading 8 bytes into a u64 from a nonblocking eventfd.
+            unsafe { libc::read(self.wake_fd(w), (&mut buf as *mut u64).cast(), 8) };
+            return true;
+        }
+        (0..self.n).all(|o| {
+            self.link(o, w).is_none_or(|l| l.to_owner.is_empty())
+                && self.link(w, o).is_none_or(|l| l.back.is_empty())
+        })
+    }
+
+    /// Wakes worker `w` if it sleeps: one syscall, only for sleepers.
+    pub fn wake(&self, w: usize) {
+        if self.sleeping.get(w).is_some_and(|f| f.load(Ordering::SeqCst)) {
+            let one = 1u64;
+            // SAFETY: writing 8 bytes from a u64 to an eventfd.
+            unsafe { libc::write(self.wake_fd(w), (&one as *const u64).cast(), 8) };
+        }
+    }
+
+    pub fn workers(&self) -> usize {
+        self.n
+    }
+
+    /// The link carrying frames from worker `from` to worker `to`.
+    pub fn link(&self, from: usize, to: usize) -> Option<&Link> {
+        if from == to || from >= self.n || to >= self.n {
+            return None;
+        }
+        self.links.get(from * self.n + to)
+    }
+
+    /// Hands a frame to `to`; false (caller drops it) when the link is full.
+    pub fn hand(&self, from: usize, to: usize, h: Handed) -> bool {
+        let Some(l) = self.link(from, to) else { return false };
+        if l.to_owner.len() + l.back.len() >= IN_FLIGHT {
+            return false;
+        }
+        l.to_owner.push(h).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_is_bounded_and_back_never_overflows() {
+        let mesh = Mesh::new(2);
+        let mut handed = 0;
+        while mesh.hand(0, 1, Handed { addr: handed, len: 60 }) {
+            handed += 1;
+        }
+        assert_eq!(handed as usize, IN_FLIGHT);
+        let l = mesh.link(0, 1).unwrap();
+        // The owner answers everything at once: the back ring has room.
+        while let Some(h) = l.to_owner.pop() {
+            l.back.push(Returned { addr: h.addr, len: h.len, outcome: Outcome::Transmit(0) }).unwrap();
+        }
+        assert!(!mesh.hand(0, 1, Handed { addr: 0, len: 60 }), "returns still count as in flight");
+        assert!(mesh.link(1, 1).is_none());
+    }
+}

@@ -1,0 +1,231 @@
+//! The fast path allocates nothing: 1e5 packets through the full L4 load
+//! balancer pipeline (new flows, established flows, replies, stray replies)
+//! without a single heap allocation.
+//!
+//! This binary holds only this test. The allocator counts allocations made
+//! while the counting thread has tracking switched on, so nothing the test
+//! runner does on other threads can disturb the count.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use shunt::pipeline::harness::Harness;
+use shunt::pipeline::{DropReason, Verdict};
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static TRACKING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn note() {
+    if TRACKING.with(Cell::get) {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards every call to `System` unchanged; the counter has no
+// effect on the memory returned.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note();
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note();
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note();
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const CONFIG: &str = r#"
+[[interface]]
+name = "cli0"
+[[interface]]
+name = "be0"
+
+[[worker]]
+core = 0
+queues = [{ interface = "cli0", queue = 0 }, { interface = "be0", queue = 0 }]
+
+[pipeline.l4lb]
+stages = ["conntrack", "maglev", "nat", "l2"]
+egress = "be0"
+return_egress = "cli0"
+return_next_hop_mac = "02:00:00:00:01:02"
+
+[[service]]
+name = "web"
+vip = "10.0.100.1"
+port = 80
+protocol = "tcp"
+pipeline = "l4lb"
+snat_pool = "10.0.3.0/28"
+maglev_table_size = 251
+backends = [
+  { addr = "10.0.2.11", port = 80, weight = 100, mac = "02:00:00:00:02:0b" },
+  { addr = "10.0.2.12", port = 80, weight = 100, mac = "02:00:00:00:02:0c" },
+  { addr = "10.0.2.13", port = 80, weight = 100, mac = "02:00:00:00:02:0d" },
+]
+
+[conntrack]
+entries_per_worker = 131072
+"#;
+
+const VIP: [u8; 4] = [10, 0, 100, 1];
+const PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x00];
+const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x02];
+const BATCH: usize = 64;
+const PACKETS: usize = 100_000;
+/// Flows set up before counting (their SYN-ACKs and ACKs are counted).
+const OLD_FLOWS: u32 = 10_000;
+/// Flows whose SYN first arrives while counting.
+const NEW_FLOWS: u32 = 10_000;
+const STRAYS: usize = 1_000;
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Syn,
+    SynAck,
+    Ack,
+}
+
+fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, kind: Kind, payload: &[u8]) -> Vec<u8> {
+    let ip = PacketBuilder::ethernet2(ROUTER_MAC, PORT_MAC).ipv4(src, dst, 64);
+    let mut out = Vec::new();
+    match kind {
+        Kind::Syn => ip.tcp(sport, dport, 1000, 64240).syn().write(&mut out, payload),
+        Kind::SynAck => ip.tcp(sport, dport, 5000, 65160).syn().ack(1001).write(&mut out, payload),
+        Kind::Ack => ip.tcp(sport, dport, 1001, 502).ack(5001).write(&mut out, payload),
+    }
+    .unwrap();
+    out
+}
+
+/// Client `i`: a distinct (address, port) per flow.
+fn client(i: u32) -> ([u8; 4], u16) {
+    (Ipv4Addr::from(0xc612_0000 + i / 16).octets(), 20000 + (i % 16) as u16)
+}
+
+/// (src, sport, dst, dport) of a translated frame.
+fn tuple(frame: &[u8]) -> ([u8; 4], u16, [u8; 4], u16) {
+    let p = SlicedPacket::from_ethernet(frame).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = p.net else { panic!("not IPv4") };
+    let Some(TransportSlice::Tcp(t)) = p.transport else { panic!("not TCP") };
+    let h = ip.header();
+    (h.source_addr().octets(), t.source_port(), h.destination_addr().octets(), t.destination_port())
+}
+
+#[test]
+fn one_hundred_thousand_packets_allocate_nothing() {
+    let mut h = Harness::from_toml(CONFIG).unwrap();
+
+    // Warm-up (not counted): open the old flows and learn their translations.
+    let syns: Vec<Vec<u8>> = (0..OLD_FLOWS)
+        .map(|i| {
+            let (c, p) = client(i);
+            tcp(c, VIP, p, 80, Kind::Syn, b"")
+        })
+        .collect();
+    let mut bindings = Vec::with_capacity(syns.len());
+    for chunk in syns.chunks(BATCH) {
+        h.run(chunk, |_, v, b| {
+            assert_eq!(v, Verdict::Forward(1), "warm-up SYN");
+            bindings.push(tuple(b));
+        });
+    }
+
+    // Everything the counted loop sends, built up front.
+    let reply = |i: usize| {
+        let (snat, sport, backend, bport) = bindings[i];
+        tcp(backend, snat, bport, sport, Kind::SynAck, b"")
+    };
+    let ack = |i: usize, payload: &[u8]| {
+        let (c, p) = client(i as u32);
+        tcp(c, VIP, p, 80, Kind::Ack, payload)
+    };
+    let mut frames: Vec<Vec<u8>> = Vec::with_capacity(PACKETS);
+    let mut strays = 0;
+    for n in 0..PACKETS {
+        // Interleave so every batch mixes new flows, replies, established
+        // traffic and the odd stray.
+        frames.push(match n % 10 {
+            0 if n / 10 < NEW_FLOWS as usize => {
+                let (c, p) = client(OLD_FLOWS + (n / 10) as u32);
+                tcp(c, VIP, p, 80, Kind::Syn, b"")
+            }
+            1 | 2 => reply((n * 7919) % OLD_FLOWS as usize),
+            9 if strays < STRAYS => {
+                strays += 1;
+                // To an SNAT address, on a port no flow holds (below 1024).
+                tcp([10, 0, 2, 11], [10, 0, 3, 15], 80, 1000 + (n % 24) as u16, Kind::SynAck, b"")
+            }
+            _ => ack((n * 104_729) % OLD_FLOWS as usize, b"GET / HTTP/1.1\r\n\r\n"),
+        });
+    }
+    assert_eq!(strays, STRAYS);
+
+    // Warm the counted harness's every path once, on flows the counted loop
+    // does not open: a new flow, its reply, an established packet, a stray.
+    let warm: Vec<Vec<u8>> = (0..BATCH as u32)
+        .flat_map(|i| {
+            let (c, p) = client(OLD_FLOWS + NEW_FLOWS + i);
+            [tcp(c, VIP, p, 80, Kind::Syn, b""), tcp(c, VIP, p, 80, Kind::Ack, b"x")]
+        })
+        .chain([reply(0), tcp([10, 0, 2, 11], [10, 0, 3, 15], 80, 999, Kind::SynAck, b"")])
+        .collect();
+    for chunk in warm.chunks(BATCH) {
+        h.run(chunk, |_, _, _| {});
+    }
+
+    // The counter sees allocations at all (else this test could never fail).
+    TRACKING.with(|t| t.set(true));
+    let probe = std::hint::black_box(Box::new(7u64));
+    TRACKING.with(|t| t.set(false));
+    drop(probe);
+    assert!(ALLOCS.load(Ordering::SeqCst) > 0, "the counting allocator is not in use");
+
+    let mut verdicts = [0usize; 2 + DropReason::COUNT];
+    let before = ALLOCS.load(Ordering::SeqCst);
+    TRACKING.with(|t| t.set(true));
+    let mut i = 0;
+    while i < frames.len() {
+        let end = (i + BATCH).min(frames.len());
+        h.run(&frames[i..end], |_, v, _| match v {
+            Verdict::Forward(_) => verdicts[0] += 1,
+            Verdict::Drop(r) => verdicts[2 + r as usize] += 1,
+            // Continue, or a handoff to another worker (the harness has one).
+            _ => verdicts[1] += 1,
+        });
+        i = end;
+    }
+    TRACKING.with(|t| t.set(false));
+    let allocs = ALLOCS.load(Ordering::SeqCst) - before;
+
+    assert_eq!(allocs, 0, "Harness::run allocated {allocs} times over {PACKETS} packets");
+    let no_flow = verdicts[2 + DropReason::NoFlow as usize];
+    let dropped: usize = verdicts[2..].iter().sum();
+    assert_eq!(verdicts[1], 0, "every packet forwarded or dropped");
+    assert_eq!(no_flow, STRAYS, "only the strays drop, as no_flow: {verdicts:?}");
+    assert_eq!(dropped, STRAYS, "only the strays drop: {verdicts:?}");
+    assert_eq!(verdicts[0], PACKETS - STRAYS, "everything else forwarded");
+    assert_eq!(verdicts[0] + dropped, PACKETS);
+}
