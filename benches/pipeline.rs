@@ -47,7 +47,7 @@ const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 2];
 /// The harness's default MAC for port 0 (client side).
 const SHUNT_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 0];
 const VIP4: [u8; 4] = [10, 0, 100, 1];
-const VIP6: [u8; 16] = [0xfd, 0, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const VIP6: [u8; 16] = [0xfd, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const VIP_PORT: u16 = 80;
 /// Worker port index of the backend side (interface 1).
 const TO_BACKENDS: Verdict = Verdict::Forward(1);
@@ -448,7 +448,10 @@ impl CtSetup {
             ct.insert(r, r.hash(), FlowValue { flags: FLAG_REPLY, ..v }, 0).expect("insert reply");
         }
         assert_eq!(ct.len(), 2 * n);
-        let keys = (0..n).map(|j| key4(128, perm(j, n))).collect();
+        let keys: Vec<FlowKey> = (0..n).map(|j| key4(128, perm(j, n))).collect();
+        for k in &keys[..BATCH] {
+            assert!(ct.lookup(k, k.hash(), 0).is_some(), "every lookup hits");
+        }
         CtSetup { ct, keys, pos: 0 }
     }
 
@@ -564,6 +567,9 @@ fn stage_misc(c: &mut Criterion) {
                 ..FlowMeta::default()
             })
             .collect();
+        for (f, m) in bufs.iter_mut().zip(&metas) {
+            assert!(nat::rewrite(f, m).is_some());
+        }
         b.iter(|| {
             for (f, m) in bufs.iter_mut().zip(&metas) {
                 black_box(nat::rewrite(black_box(f), m));
@@ -593,6 +599,9 @@ fn stage_misc(c: &mut Criterion) {
                 }
             })
             .collect();
+        for (f, m) in bufs.iter_mut().zip(&metas) {
+            assert!(nat::rewrite(f, m).is_some());
+        }
         b.iter(|| {
             for (f, m) in bufs.iter_mut().zip(&metas) {
                 black_box(nat::rewrite(black_box(f), m));

@@ -225,3 +225,70 @@ pub fn reap(ctx: &mut Ctx) {
         ctx.conntrack.remove(&orig, orig.hash());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::pipeline::harness::Harness;
+    use crate::pipeline::Verdict;
+
+    const CONFIG: &str = r#"
+[[interface]]
+name = "c0"
+[[interface]]
+name = "b0"
+[[worker]]
+core = 0
+queues = [{ interface = "c0", queue = 0 }, { interface = "b0", queue = 0 }]
+[pipeline.lb]
+stages = ["conntrack", "maglev", "nat", "l2"]
+egress = "b0"
+return_egress = "c0"
+return_next_hop_mac = "02:00:00:00:00:01"
+[[service]]
+name = "dns"
+vip = "10.0.100.1"
+port = 53
+protocol = "udp"
+pipeline = "lb"
+snat_pool = "10.0.3.7/32"
+maglev_table_size = 251
+backends = [{ addr = "10.0.2.11", port = 53, mac = "02:00:00:00:02:0b" }]
+[conntrack]
+entries_per_worker = 4096
+udp = 30
+"#;
+
+    fn udp(sport: u16) -> Vec<u8> {
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0xff, 0])
+            .ipv4([10, 0, 1, 2], [10, 0, 100, 1], 64)
+            .udp(sport, 53)
+            .write(&mut f, b"query")
+            .unwrap();
+        f
+    }
+
+    #[test]
+    fn expired_flows_give_their_snat_port_back() {
+        let mut h = Harness::from_toml(CONFIG).unwrap();
+        let full = h.ctx.snat[0].available();
+        h.ctx.now = 1000;
+        let frames: Vec<Vec<u8>> = (0..64).map(|i| udp(10_000 + i)).collect();
+        let mut forwarded = 0;
+        h.run(&frames, |_, v, _| forwarded += usize::from(matches!(v, Verdict::Forward(_))));
+        assert_eq!(forwarded, 64);
+        assert_eq!(h.ctx.snat[0].available(), full - 64, "one port per flow");
+        // Still live just before the UDP timeout...
+        h.ctx.now = 1029;
+        h.run(&[] as &[Vec<u8>], |_, _, _| {});
+        assert_eq!(h.ctx.snat[0].available(), full - 64);
+        // ...and reclaimed by amortised expiry after it: ports come back
+        // only once their flows are dead, never while in use.
+        h.ctx.now = 1031;
+        for _ in 0..(4096 / 64 + 1) {
+            h.run(&[] as &[Vec<u8>], |_, _, _| {});
+        }
+        assert_eq!(h.ctx.snat[0].available(), full);
+        assert!(h.ctx.conntrack.is_empty(), "both directions' entries are gone");
+    }
+}
