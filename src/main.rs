@@ -75,11 +75,12 @@ fn run(command: Command) -> anyhow::Result<()> {
                 cfg.check_host()?;
             }
             println!(
-                "{}: ok ({} interface(s), {} worker(s), {} pipeline(s), {} route(s))",
+                "{}: ok ({} interface(s), {} worker(s), {} pipeline(s), {} service(s), {} route(s))",
                 config.display(),
                 cfg.interfaces.len(),
                 cfg.workers.len(),
                 cfg.pipelines.len(),
+                cfg.services.len(),
                 cfg.routes.len()
             );
             Ok(())
