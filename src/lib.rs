@@ -7,6 +7,7 @@
 pub mod config;
 pub mod dataplane;
 pub mod lab;
+pub mod nat46;
 pub mod pipeline;
 pub mod sys;
 pub mod telemetry;
