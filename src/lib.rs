@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod dataplane;
+pub mod fuzzing;
 pub mod lab;
 pub mod nat46;
 pub mod pipeline;
