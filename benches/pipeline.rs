@@ -407,17 +407,23 @@ fn baselines(c: &mut Criterion) {
 
     // Harness with the simplest pipeline: copy-in, housekeeping,
     // classification (route lookup), MAC rewrite, verdict read-out.
-    g.bench_function("l2fwd", |b| {
-        let mut h = Harness::from_toml(L2FWD_CONFIG).expect("l2fwd config");
-        h.run(&frames[..BATCH], |_, v, _| assert_eq!(v, TO_BACKENDS));
-        let mut pos = 0;
-        b.iter(|| {
-            h.run(&frames[pos..pos + BATCH], |_, v, bytes| {
-                black_box((v, bytes));
+    // The route matches (VIP, any protocol, any port): classification tries
+    // the exact and protocol tiers first, as the XDP program does.
+    // `l2fwd_exact_route` keys the route on (VIP, tcp, 80): one lookup.
+    let exact = L2FWD_CONFIG.replace("dst = \"10.0.100.1\"\n", "dst = \"10.0.100.1\"\nprotocol = \"tcp\"\nport = 80\n");
+    for (name, config) in [("l2fwd", L2FWD_CONFIG), ("l2fwd_exact_route", exact.as_str())] {
+        g.bench_function(name, |b| {
+            let mut h = Harness::from_toml(config).expect("l2fwd config");
+            h.run(&frames[..BATCH], |_, v, _| assert_eq!(v, TO_BACKENDS));
+            let mut pos = 0;
+            b.iter(|| {
+                h.run(&frames[pos..pos + BATCH], |_, v, bytes| {
+                    black_box((v, bytes));
+                });
+                pos = (pos + BATCH) % frames.len();
             });
-            pos = (pos + BATCH) % frames.len();
         });
-    });
+    }
     g.finish();
 }
 

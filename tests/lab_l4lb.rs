@@ -345,3 +345,27 @@ fn unresolved_backend_next_hop_is_counted_not_silently_dropped() {
     assert!(replies.iter().all(|r| r == "FAIL"), "{replies:?}");
     assert!(counter(&summary, "worker 0", "next_hop_unresolved") >= 2, "{summary}");
 }
+
+#[test]
+fn dnat_only_service_keeps_the_client_address() {
+    let _lab = lab();
+    // No snat_pool: backends see the real client and reply towards it; a
+    // route for the client's address brings those replies back into Shunt.
+    let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
+    let (head, tail) = base.split_at(base.find("[conntrack]").unwrap());
+    let backends: String = BACKENDS.iter().map(|a| format!("  {{ addr = \"{a}\", port = 9000 }},\n")).collect();
+    let cfg = format!(
+        "{head}[[service]]\nname = \"stream\"\nvip = \"10.0.100.1\"\nport = 9000\nprotocol = \"tcp\"\n\
+         pipeline = \"l4lb\"\nbackends = [\n{backends}]\n\n[[route]]\ndst = \"10.0.1.2\"\npipeline = \"l4lb\"\n\n{tail}"
+    );
+    let shunt = Shunt::start(&write_config(&cfg));
+    let servers = EchoServers::start();
+    for _ in 0..5 {
+        let mut s = connect_vip();
+        echo(&mut s, b"dnat only");
+        let (_, peer) = servers.next();
+        assert_eq!(peer.ip().to_string(), "10.0.1.2", "backend sees the client itself");
+    }
+    let summary = shunt.stop();
+    assert_eq!(counter(&summary, "worker 0", "no_flow"), 0, "{summary}");
+}
