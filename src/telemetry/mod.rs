@@ -1,3 +1,4 @@
 //! Counters the workers write and everyone else reads.
 
 pub mod counters;
+pub mod report;

@@ -1,0 +1,1 @@
+//! Latency reports. Work in progress.
