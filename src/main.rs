@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use shunt::config::Config;
+use shunt::control::Request;
+use shunt::telemetry::stats::Snapshot;
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +44,87 @@ enum Command {
         #[arg(value_enum)]
         action: LabAction,
     },
+    /// Counters of the running instance: workers, services, backends, XDP.
+    Stats {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// Refresh every N seconds, showing rates per second.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1")]
+        watch: Option<f64>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Latency report of the running instance: p50 … p99.99, max, per worker and merged.
+    Histogram {
+        #[command(flatten)]
+        socket: SocketArg,
+        /// What to print: table, hgrm (HdrHistogram percentile distribution), json, svg.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Also write latency.hgrm, latency.json and latency.svg into this directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Change a service's backends on the running instance.
+    Backend {
+        #[command(flatten)]
+        socket: SocketArg,
+        #[arg(value_enum)]
+        action: BackendAction,
+        #[arg(long)]
+        service: String,
+        /// Backend address.
+        #[arg(long)]
+        addr: String,
+        #[arg(long)]
+        port: u16,
+        /// For add and weight (0 drains).
+        #[arg(long)]
+        weight: Option<u32>,
+        /// For add: the backend's MAC (else learned from the neighbour table).
+        #[arg(long)]
+        mac: Option<String>,
+    },
+    /// Add or remove a service on the running instance.
+    Service {
+        #[command(flatten)]
+        socket: SocketArg,
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+    /// Re-read the config file of the running instance (same as SIGHUP).
+    Reload {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+}
+
+#[derive(clap::Args)]
+struct SocketArg {
+    /// Control socket of the running instance.
+    #[arg(long, env = "SHUNT_SOCKET", default_value = "/run/shunt/control.sock")]
+    socket: PathBuf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendAction {
+    Add,
+    Remove,
+    Drain,
+    Weight,
+}
+
+#[derive(Subcommand)]
+enum ServiceAction {
+    /// Add a service described by a TOML file holding one [[service]]-style table
+    /// (name, vip, port, protocol, pipeline, backends, …).
+    Add {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Remove a service by name.
+    Remove { name: String },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -100,10 +183,110 @@ fn run(command: Command) -> anyhow::Result<()> {
             print!("{summary}");
             Ok(())
         }
+        Command::Stats { socket, watch, json } => stats(&socket.socket, watch, json),
+        Command::Histogram { socket, format, out } => {
+            let reply = call(&socket.socket, &Request::Histogram { format: format.clone() })?;
+            match reply {
+                serde_json::Value::String(s) => print!("{s}"),
+                other => println!("{}", serde_json::to_string_pretty(&other)?),
+            }
+            if let Some(dir) = out {
+                std::fs::create_dir_all(&dir)?;
+                for (fmt, file) in
+                    [("hgrm", "latency.hgrm"), ("json", "latency.json"), ("svg", "latency.svg")]
+                {
+                    let v = call(&socket.socket, &Request::Histogram { format: fmt.into() })?;
+                    let text = match v {
+                        serde_json::Value::String(s) => s,
+                        other => serde_json::to_string_pretty(&other)?,
+                    };
+                    std::fs::write(dir.join(file), text)?;
+                    eprintln!("wrote {}", dir.join(file).display());
+                }
+            }
+            Ok(())
+        }
+        Command::Backend { socket, action, service, addr, port, weight, mac } => {
+            let req = match action {
+                BackendAction::Add => {
+                    Request::BackendAdd { service, addr, port, weight: weight.unwrap_or(100), mac }
+                }
+                BackendAction::Remove => Request::BackendRemove { service, addr, port },
+                BackendAction::Drain => Request::BackendDrain { service, addr, port },
+                BackendAction::Weight => Request::BackendWeight {
+                    service,
+                    addr,
+                    port,
+                    weight: weight.ok_or_else(|| anyhow::anyhow!("backend weight needs --weight N"))?,
+                },
+            };
+            let r = call(&socket.socket, &req)?;
+            println!("ok: applied (generation {})", r["generation"]);
+            Ok(())
+        }
+        Command::Service { socket, action } => {
+            let req = match action {
+                ServiceAction::Add { file } => {
+                    let text = std::fs::read_to_string(&file)?;
+                    let table: toml::Table =
+                        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                    let json = serde_json::to_value(table)?;
+                    let serde_json::Value::Object(service) = json else { anyhow::bail!("not a table") };
+                    Request::ServiceAdd { service }
+                }
+                ServiceAction::Remove { name } => Request::ServiceRemove { name },
+            };
+            let r = call(&socket.socket, &req)?;
+            println!("ok: applied (generation {})", r["generation"]);
+            Ok(())
+        }
+        Command::Reload { socket } => {
+            let r = call(&socket.socket, &Request::Reload {})?;
+            println!("ok: reloaded (generation {})", r["generation"]);
+            Ok(())
+        }
         Command::Lab { action } => shunt::lab::run(match action {
             LabAction::Up => "up",
             LabAction::Down => "down",
             LabAction::Status => "status",
         }),
+    }
+}
+
+/// Sends a request to the running instance; its error becomes ours.
+fn call(socket: &std::path::Path, req: &Request) -> anyhow::Result<serde_json::Value> {
+    let r = shunt::control::request(socket, req)?;
+    if !r.ok {
+        anyhow::bail!("{}", r.error.unwrap_or_else(|| "request failed".into()));
+    }
+    Ok(r.data.unwrap_or(serde_json::Value::Null))
+}
+
+fn stats(socket: &std::path::Path, watch: Option<f64>, json: bool) -> anyhow::Result<()> {
+    let fetch =
+        || -> anyhow::Result<Snapshot> { Ok(serde_json::from_value(call(socket, &Request::Stats {})?)?) };
+    let mut prev = fetch()?;
+    let Some(secs) = watch else {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&prev)?);
+        } else {
+            print!("{}", prev.table(None));
+        }
+        return Ok(());
+    };
+    let every = std::time::Duration::from_secs_f64(secs.max(0.1));
+    let mut at = std::time::Instant::now();
+    loop {
+        std::thread::sleep(every);
+        let now = fetch()?;
+        let dt = at.elapsed().as_secs_f64();
+        at = std::time::Instant::now();
+        if json {
+            println!("{}", serde_json::to_string(&now)?);
+        } else {
+            // Clear the screen, then rates over the last interval.
+            print!("\x1b[2J\x1b[H{}", now.table(Some((&prev, dt))));
+        }
+        prev = now;
     }
 }

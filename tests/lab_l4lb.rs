@@ -353,7 +353,8 @@ fn dnat_only_service_keeps_the_client_address() {
     // route for the client's address brings those replies back into Shunt.
     let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
     let (head, tail) = base.split_at(base.find("[conntrack]").unwrap());
-    let backends: String = BACKENDS.iter().map(|a| format!("  {{ addr = \"{a}\", port = 9000 }},\n")).collect();
+    let backends: String =
+        BACKENDS.iter().map(|a| format!("  {{ addr = \"{a}\", port = 9000 }},\n")).collect();
     let cfg = format!(
         "{head}[[service]]\nname = \"stream\"\nvip = \"10.0.100.1\"\nport = 9000\nprotocol = \"tcp\"\n\
          pipeline = \"l4lb\"\nbackends = [\n{backends}]\n\n[[route]]\ndst = \"10.0.1.2\"\npipeline = \"l4lb\"\n\n{tail}"

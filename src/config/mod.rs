@@ -35,7 +35,17 @@ pub struct Config {
     pub services: Vec<Service>,
     pub conntrack: Conntrack,
     pub summary_interval: u64,
+    pub telemetry: Telemetry,
     text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Telemetry {
+    pub control_socket: Option<PathBuf>,
+    pub control_group: Option<String>,
+    /// Loopback by default; any address the operator writes.
+    pub prometheus: Option<std::net::SocketAddr>,
+    pub histogram_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +159,11 @@ impl Config {
     /// Error at a span of this config's source.
     fn error_at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
         Source { file: &self.path, text: &self.text }.error(span, message)
+    }
+
+    /// The TOML text this config was parsed from.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// Everything the XDP program must redirect by exact match: configured
@@ -420,6 +435,23 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         routes.push(Route { dst, protocol, port: r.port, pipeline });
     }
 
+    let t = &file.telemetry;
+    let prometheus = match &t.prometheus {
+        None => None,
+        Some(a) => Some(a.get_ref().parse::<std::net::SocketAddr>().map_err(|_| {
+            src.error(
+                a.span(),
+                format!("invalid listen address `{}` (want e.g. \"127.0.0.1:9464\")", a.get_ref()),
+            )
+        })?),
+    };
+    let non_empty = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+    let telemetry = Telemetry {
+        control_socket: non_empty(&t.control_socket),
+        control_group: t.control_group.clone(),
+        prometheus,
+        histogram_dir: non_empty(&t.histogram_dir),
+    };
     let services = services::validate_services(src, &file.services, &pipelines)?;
     let conntrack = services::validate_conntrack(src, &file.conntrack)?;
     for (i, p) in pipelines.iter().enumerate() {
@@ -447,6 +479,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         services,
         conntrack,
         summary_interval: file.telemetry.summary_interval,
+        telemetry,
         text: src.text.to_string(),
     })
 }

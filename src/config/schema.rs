@@ -271,10 +271,29 @@ fn default_protocol() -> Spanned<String> {
     Spanned::new(0..0, "any".to_string())
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct TelemetrySection {
     /// Seconds between one-line counter summaries while running; 0 = off.
-    #[serde(default)]
     pub summary_interval: u64,
+    /// Unix socket for `shunt stats`, `shunt backend …`; "" = none.
+    pub control_socket: String,
+    /// Group allowed to use the control socket (mode 0660); none = root only (0600).
+    pub control_group: Option<String>,
+    /// Prometheus listen address, e.g. "127.0.0.1:9464"; absent = off.
+    pub prometheus: Option<Spanned<String>>,
+    /// Where `shunt run` writes the final latency report on exit; "" = nowhere.
+    pub histogram_dir: String,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        Self {
+            summary_interval: 0,
+            control_socket: "/run/shunt/control.sock".into(),
+            control_group: None,
+            prometheus: None,
+            histogram_dir: "/var/lib/shunt/reports".into(),
+        }
+    }
 }

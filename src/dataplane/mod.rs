@@ -1,359 +1,323 @@
-//! Bringing the dataplane up and down: attach XDP, start pinned workers,
-//! register their sockets, run until a signal, drain, detach, summarise.
+//! Bringing the dataplane up and down, and the housekeeping thread in
+//! between: attach XDP, start pinned workers, register their sockets, then
+//! serve the control socket, reloads and histogram collection until a
+//! signal; finally drain, detach, summarise and write the latency report.
 
+mod control;
 pub mod handoff;
+mod setup;
 mod worker;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
-use crate::pipeline::build::{self, PortInfo};
-use crate::pipeline::classify::Classifier;
-use crate::pipeline::conntrack::ConnTable;
-use crate::pipeline::services::Services;
-use crate::pipeline::{Batch, Ctx, UmemView};
-use crate::telemetry::counters::WorkerCounters;
+use crate::pipeline::services::{IdRegistry, Services};
+use crate::telemetry::counters::{WorkerCounters, WorkerStats};
+use crate::telemetry::latency::{self, Collector, Hists};
+use crate::telemetry::report::{Report, WorkerHistograms};
+use crate::telemetry::stats::{Shared, WorkerShared};
 use crate::xdp::maps::XdpCounter;
 use crate::xdp::Attached;
-use crate::xsk::{QueueSpec, WorkerXsk};
-use worker::Worker;
+pub use setup::build_services;
+use setup::{Ready, WorkerInit};
 
-/// What a worker reports once its sockets are bound.
-struct Ready {
-    worker: usize,
-    /// (interface index, queue, socket fd, zero-copy)
-    sockets: Vec<(usize, u32, i32, bool)>,
-    hugepages: bool,
-    umem: UmemView,
-}
+/// How often the housekeeping thread wakes: control requests, signals,
+/// histogram rotation.
+const TICK: Duration = Duration::from_millis(50);
 
 struct RunningWorker {
     core: usize,
     counters: Arc<WorkerCounters>,
-    handle: JoinHandle<()>,
+    handle: JoinHandle<Option<Box<Hists>>>,
+}
+
+/// Everything the housekeeping thread owns while the dataplane runs.
+pub struct Running {
+    config: Config,
+    services: Arc<ArcSwap<Services>>,
+    ids: IdRegistry,
+    generation: u64,
+    attached: Vec<Attached>,
+    workers: Vec<RunningWorker>,
+    collectors: Vec<Collector>,
+    cores: Vec<usize>,
+    shared: Arc<Shared>,
+    started: Instant,
 }
 
 /// Runs the dataplane until `stop` is set; `reload` (SIGHUP) re-reads the
 /// config file and publishes its services to the workers.
 pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<Summary> {
-    let services = Arc::new(ArcSwap::from_pointee(build_services(config, 1)?));
-    // Sockets before XDP: a redirect to an empty XSKMAP slot would fall
-    // back to XDP_PASS anyway, but binding first means no window at all.
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready>>();
-    let go = Arc::new(AtomicBool::new(false));
-    let mesh = Arc::new(handoff::Mesh::new(config.workers.len()));
-    let finished = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for (wi, w) in config.workers.iter().enumerate() {
-        let counters = Arc::new(WorkerCounters::default());
-        let cfg = config.clone();
-        let (ready_tx, go, stop, counters2) = (ready_tx.clone(), go.clone(), stop.clone(), counters.clone());
-        let services = services.clone();
-        let mesh = mesh.clone();
-        let finished = finished.clone();
-        let nworkers = config.workers.len();
-        let core = w.core;
-        let handle = std::thread::Builder::new()
-            .name(format!("shunt-w{wi}"))
-            .spawn(move || {
-                let mut worker = match build_worker(&cfg, wi, counters2, services, mesh) {
-                    Ok((worker, ready)) => {
-                        let _ = ready_tx.send(Ok(ready));
-                        worker
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                while !go.load(Ordering::Acquire) {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                worker.run(&stop);
-                // Others may still be touching frames we handed them: keep
-                // our UMEM mapped until every worker has left its loop.
-                finished.fetch_add(1, Ordering::AcqRel);
-                let deadline = Instant::now() + Duration::from_secs(2);
-                while finished.load(Ordering::Acquire) < nworkers && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            })
-            .context("spawning worker thread")?;
-        workers.push(RunningWorker { core, counters, handle });
+    let mut dp = Running::start(config, stop.clone())?;
+    let mut server = match &config.telemetry.control_socket {
+        Some(path) => Some(
+            crate::control::Server::bind(path, config.telemetry.control_group.as_deref())
+                .context("control socket (set [telemetry] control_socket = \"\" to disable)")?,
+        ),
+        None => None,
+    };
+    if let Some(s) = &server {
+        tracing::info!(path = %s.path().display(), "control socket listening");
     }
-    drop(ready_tx);
-
-    let mut readies = Vec::new();
-    for _ in &config.workers {
-        match ready_rx.recv() {
-            Ok(Ok(r)) => readies.push(r),
-            Ok(Err(e)) => {
-                stop.store(true, Ordering::Relaxed);
-                return Err(e);
-            }
-            Err(_) => bail!("a worker exited during setup"),
+    let metrics = match config.telemetry.prometheus {
+        Some(addr) => {
+            let h = crate::telemetry::prometheus::spawn(&addr.to_string(), dp.shared.clone(), stop.clone())?;
+            tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+            Some(h)
         }
-    }
-    readies.sort_by_key(|r| r.worker);
-    let _ = mesh.umems.set(readies.iter().map(|r| r.umem).collect());
-
-    let mut attached = Vec::new();
-    for iface in &config.interfaces {
-        let a = Attached::load(&iface.name, iface.xdp_mode, config)
-            .with_context(|| format!("attaching the XDP program to {}", iface.name));
-        match a {
-            Ok(a) => {
-                tracing::info!(interface = %iface.name, mode = ?a.mode, "XDP program attached (bpf_link)");
-                attached.push(a);
-            }
-            Err(e) => {
-                stop.store(true, Ordering::Relaxed);
-                return Err(e);
-            }
-        }
-    }
-    for r in &readies {
-        for &(iface, queue, fd, zc) in &r.sockets {
-            attached[iface].register_socket(queue, fd)?;
-            tracing::info!(
-                worker = r.worker,
-                core = config.workers[r.worker].core,
-                interface = %config.interfaces[iface].name,
-                queue,
-                mode = if zc { "zero-copy" } else { "copy" },
-                umem_pages = if r.hugepages { "2MiB" } else { "4KiB" },
-                "AF_XDP socket bound"
-            );
-        }
-    }
-    go.store(true, Ordering::Release);
+        None => None,
+    };
     eprintln!(
         "shunt: running {} worker(s) on {} interface(s); Ctrl-C to stop",
-        workers.len(),
-        attached.len()
+        dp.workers.len(),
+        dp.attached.len()
     );
 
-    let started = Instant::now();
     let mut last_summary = Instant::now();
-    let mut current = config.clone();
-    let mut generation = 1;
+    let mut last_xdp = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if reload.swap(false, Ordering::Relaxed) {
-            match reload_config(&current, &services, &mut attached, generation + 1) {
-                Ok(new) => {
-                    generation += 1;
-                    tracing::info!(
-                        path = %new.path.display(),
-                        services = new.services.len(),
-                        generation,
-                        "config reloaded"
-                    );
-                    current = new;
-                }
-                Err(e) => tracing::error!("config reload failed, keeping the running config: {e:#}"),
-            }
+        match &mut server {
+            Some(s) => s.serve(TICK, |req| dp.handle(req)),
+            None => std::thread::sleep(TICK),
         }
-        std::thread::sleep(Duration::from_millis(50));
-        if workers.iter().any(|w| w.handle.is_finished()) && !stop.load(Ordering::Relaxed) {
+        if reload.swap(false, Ordering::Relaxed) {
+            dp.reload_file();
+        }
+        for c in &mut dp.collectors {
+            c.collect();
+        }
+        if last_xdp.elapsed() >= Duration::from_secs(1) {
+            last_xdp = Instant::now();
+            dp.refresh_xdp();
+        }
+        if dp.workers.iter().any(|w| w.handle.is_finished()) && !stop.load(Ordering::Relaxed) {
             stop.store(true, Ordering::Relaxed);
             tracing::error!("a worker thread exited unexpectedly; shutting down");
         }
-        if config.summary_interval > 0
-            && last_summary.elapsed() >= Duration::from_secs(config.summary_interval)
-        {
+        let every = dp.config.summary_interval;
+        if every > 0 && last_summary.elapsed() >= Duration::from_secs(every) {
             last_summary = Instant::now();
-            let (rx, tx, drops) = workers.iter().fold((0, 0, 0), |(a, b, c), w| {
-                (
-                    a + w.counters.rx_packets.get(),
-                    b + w.counters.tx_packets.get(),
-                    c + w.counters.total_drops(),
-                )
+            let s = dp.shared.snapshot();
+            eprintln!("shunt: rx {} tx {} drops {}", s.total("rx_packets"), s.total("tx_packets"), {
+                let c = &dp.workers;
+                c.iter().map(|w| w.counters.total_drops()).sum::<u64>()
             });
-            eprintln!("shunt: rx {rx} tx {tx} drops {drops}");
         }
     }
+    drop(server);
+    let summary = dp.shutdown();
+    if let Some(h) = metrics {
+        let _ = h.join();
+    }
+    Ok(summary)
+}
 
-    let mut worker_counters = Vec::new();
-    for w in workers {
-        let core = w.core;
-        if w.handle.join().is_err() {
-            tracing::error!(core, "worker panicked");
+impl Running {
+    fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running> {
+        let mut ids = IdRegistry::default();
+        let services = Arc::new(ArcSwap::from_pointee(build_services(config, 1, &mut ids)?));
+        // Sockets before XDP: a redirect to an empty XSKMAP slot falls back
+        // to XDP_PASS, so binding first leaves no window of loss.
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready>>();
+        let go = Arc::new(AtomicBool::new(false));
+        let mesh = Arc::new(handoff::Mesh::new(config.workers.len()));
+        let finished = Arc::new(AtomicUsize::new(0));
+        let mut workers = Vec::new();
+        let mut collectors = Vec::new();
+        let mut shared_workers = Vec::new();
+        for (wi, w) in config.workers.iter().enumerate() {
+            let counters = Arc::new(WorkerCounters::default());
+            let stats = Arc::new(WorkerStats::default());
+            let (recorder, collector) = latency::pair();
+            collectors.push(collector);
+            shared_workers.push(WorkerShared {
+                core: w.core,
+                counters: counters.clone(),
+                stats: stats.clone(),
+            });
+            let init = WorkerInit {
+                counters: counters.clone(),
+                stats,
+                services: services.clone(),
+                mesh: mesh.clone(),
+                recorder,
+            };
+            let cfg = config.clone();
+            let (ready_tx, go, stop, finished) =
+                (ready_tx.clone(), go.clone(), stop.clone(), finished.clone());
+            let nworkers = config.workers.len();
+            let handle = std::thread::Builder::new()
+                .name(format!("shunt-w{wi}"))
+                .spawn(move || {
+                    let mut worker = match setup::build_worker(&cfg, wi, init) {
+                        Ok((worker, ready)) => {
+                            let _ = ready_tx.send(Ok(ready));
+                            worker
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return None;
+                        }
+                    };
+                    while !go.load(Ordering::Acquire) {
+                        if stop.load(Ordering::Relaxed) {
+                            return None;
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    worker.run(&stop);
+                    // Others may still be touching frames we handed them: keep
+                    // our UMEM mapped until every worker has left its loop.
+                    finished.fetch_add(1, Ordering::AcqRel);
+                    let deadline = Instant::now() + Duration::from_secs(2);
+                    while finished.load(Ordering::Acquire) < nworkers && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Some(worker.finish())
+                })
+                .context("spawning worker thread")?;
+            workers.push(RunningWorker { core: w.core, counters, handle });
         }
-        worker_counters.push((core, w.counters));
-    }
-    let xdp = attached.iter().map(|a| (a.interface.clone(), a.counters().unwrap_or_default())).collect();
-    // Dropping `attached` closes the bpf_links: the programs detach.
-    drop(attached);
-    Ok(Summary { workers: worker_counters, xdp, elapsed: started.elapsed() })
-}
+        drop(ready_tx);
 
-/// Re-reads the config file. Only what can change live is applied
-/// (services, backends, weights, SNAT pools); a change to interfaces,
-/// workers, pipelines or the dataplane needs a restart and is refused.
-fn reload_config(
-    running: &Config,
-    services: &ArcSwap<Services>,
-    attached: &mut [Attached],
-    generation: u64,
-) -> Result<Config> {
-    let new = Config::load(&running.path)?;
-    let fixed = |c: &Config| {
-        format!("{:?}{:?}{:?}{:?}{:?}", c.dataplane, c.interfaces, c.workers, c.pipelines, c.routes)
-    };
-    if fixed(&new) != fixed(running) {
-        bail!("interfaces, workers, pipelines, routes or [dataplane] changed: restart Shunt to apply");
-    }
-    if new.conntrack != running.conntrack {
-        tracing::warn!("[conntrack] changes apply at the next restart");
-    }
-    let snapshot = build_services(&new, generation)?;
-    // Redirect new VIPs/pools before workers know them; stop redirecting old
-    // ones after. Either order only ever passes packets to the kernel.
-    for a in attached.iter_mut() {
-        a.sync_maps(&new, false)?;
-    }
-    services.store(Arc::new(snapshot));
-    for a in attached.iter_mut() {
-        a.sync_maps(&new, true)?;
-    }
-    Ok(new)
-}
+        let mut readies = Vec::new();
+        for _ in &config.workers {
+            match ready_rx.recv() {
+                Ok(Ok(r)) => readies.push(r),
+                Ok(Err(e)) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+                Err(_) => bail!("a worker exited during setup"),
+            }
+        }
+        readies.sort_by_key(|r| r.worker);
+        let _ = mesh.umems.set(readies.iter().map(|r| r.umem).collect());
 
-/// Builds the load balancer snapshot. Backend MACs the config does not give
-/// come from the kernel's neighbour table; unknown ones are solicited on the
-/// backend-side interfaces and waited for briefly.
-pub fn build_services(config: &Config, generation: u64) -> Result<Services> {
-    let macs = resolve_backends(config);
-    let services = Services::build(config, generation, |ip| macs.get(&ip).copied())?;
-    for b in services.unresolved() {
-        tracing::warn!(
-            backend = %b,
-            "no MAC for backend (config has none, neighbour table has none): its packets count as next_hop_unresolved"
-        );
-    }
-    Ok(services)
-}
-
-fn resolve_backends(config: &Config) -> std::collections::HashMap<std::net::IpAddr, [u8; 6]> {
-    use crate::sys::neigh;
-    let wanted: Vec<std::net::IpAddr> = config
-        .services
-        .iter()
-        .flat_map(|s| &s.backends)
-        .filter(|b| b.mac.is_none())
-        .map(|b| b.addr)
-        .collect();
-    let mut found = std::collections::HashMap::new();
-    if wanted.is_empty() {
-        return found;
-    }
-    let egresses: Vec<&str> = config
-        .pipelines
-        .iter()
-        .flat_map(|p| &p.stages)
-        .filter_map(|s| match s {
-            crate::config::StageConfig::L2(l2) => Some(config.interfaces[l2.egress].name.as_str()),
-            _ => None,
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let mut solicited = false;
-    loop {
-        if let Ok(table) = neigh::dump() {
-            for n in table {
-                if wanted.contains(&n.addr) {
-                    found.insert(n.addr, n.mac);
+        let mut attached = Vec::new();
+        for iface in &config.interfaces {
+            match Attached::load(&iface.name, iface.xdp_mode, config)
+                .with_context(|| format!("attaching the XDP program to {}", iface.name))
+            {
+                Ok(a) => {
+                    tracing::info!(interface = %iface.name, mode = ?a.mode, "XDP program attached (bpf_link)");
+                    attached.push(a);
+                }
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
                 }
             }
         }
-        if found.len() == wanted.len() || Instant::now() > deadline {
-            return found;
+        for r in &readies {
+            for &(iface, queue, fd, zc) in &r.sockets {
+                attached[iface].register_socket(queue, fd)?;
+                tracing::info!(
+                    worker = r.worker,
+                    core = config.workers[r.worker].core,
+                    interface = %config.interfaces[iface].name,
+                    queue,
+                    mode = if zc { "zero-copy" } else { "copy" },
+                    umem_pages = if r.hugepages { "2MiB" } else { "4KiB" },
+                    "AF_XDP socket bound"
+                );
+            }
         }
-        if !solicited {
-            for ip in wanted.iter().filter(|ip| !found.contains_key(ip)) {
-                for ifname in &egresses {
-                    if let Err(e) = neigh::solicit(*ip, ifname) {
-                        tracing::debug!(backend = %ip, interface = ifname, error = %e, "neighbour solicit failed");
+        go.store(true, Ordering::Release);
+        let shared = Arc::new(Shared {
+            workers: shared_workers,
+            services: services.clone(),
+            xdp: Mutex::new(Vec::new()),
+        });
+        let mut running = Running {
+            config: config.clone(),
+            services,
+            ids,
+            generation: 1,
+            attached,
+            workers,
+            collectors,
+            cores: config.workers.iter().map(|w| w.core).collect(),
+            shared,
+            started: Instant::now(),
+        };
+        running.refresh_xdp();
+        Ok(running)
+    }
+
+    fn refresh_xdp(&mut self) {
+        let x: Vec<(String, [u64; 4])> =
+            self.attached.iter().map(|a| (a.interface.clone(), a.counters().unwrap_or_default())).collect();
+        if let Ok(mut cache) = self.shared.xdp.lock() {
+            *cache = x;
+        }
+    }
+
+    /// The latency report as of now (workers' current pairs not included
+    /// until their next rotation, within one tick).
+    fn report(&self) -> Report {
+        Report {
+            workers: self
+                .collectors
+                .iter()
+                .zip(&self.cores)
+                .enumerate()
+                .map(|(i, (c, &core))| WorkerHistograms {
+                    worker: i,
+                    core,
+                    latency: c.total.latency.clone(),
+                    batch: c.total.batch.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn shutdown(mut self) -> Summary {
+        let mut worker_counters = Vec::new();
+        let workers = std::mem::take(&mut self.workers);
+        for (i, w) in workers.into_iter().enumerate() {
+            let core = w.core;
+            match w.handle.join() {
+                Ok(Some(rest)) => {
+                    if let Some(c) = self.collectors.get_mut(i) {
+                        c.collect();
+                        c.total.add(&rest);
                     }
                 }
+                Ok(None) => {}
+                Err(_) => tracing::error!(core, "worker panicked"),
             }
-            solicited = true;
+            worker_counters.push((core, w.counters));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        self.refresh_xdp();
+        let xdp =
+            self.attached.iter().map(|a| (a.interface.clone(), a.counters().unwrap_or_default())).collect();
+        // Dropping `attached` closes the bpf_links: the programs detach.
+        self.attached.clear();
+        let report = self.report();
+        let mut written = Vec::new();
+        if let Some(dir) = &self.config.telemetry.histogram_dir {
+            match report.write_dir(dir) {
+                Ok(paths) => written = paths,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not write the latency report")
+                }
+            }
+        }
+        Summary {
+            workers: worker_counters,
+            xdp,
+            elapsed: self.started.elapsed(),
+            latency: report.table(),
+            written,
+        }
     }
-}
-
-fn build_worker(
-    config: &Config,
-    wi: usize,
-    counters: Arc<WorkerCounters>,
-    services: Arc<ArcSwap<Services>>,
-    mesh: Arc<handoff::Mesh>,
-) -> Result<(Worker, Ready)> {
-    let w = &config.workers[wi];
-    crate::sys::pin_to_core(w.core).with_context(|| format!("pinning worker {wi} to core {}", w.core))?;
-    let specs: Vec<QueueSpec<'_>> = w
-        .queues
-        .iter()
-        .map(|q| QueueSpec {
-            interface: &config.interfaces[q.interface].name,
-            interface_idx: q.interface,
-            queue: q.queue,
-        })
-        .collect();
-    let mut xsk = WorkerXsk::new(&config.dataplane, &specs)?;
-    let ports: Vec<PortInfo> =
-        xsk.ports.iter().map(|p| PortInfo { interface: p.interface_idx, mac: p.mac }).collect();
-    let pipelines = build::pipelines(config, &ports).with_context(|| format!("worker {wi}"))?;
-    let (base, len) = xsk.umem_base();
-    // SAFETY: the mapping lives in `xsk`, which the Worker owns alongside the
-    // batch, and outlives every use: workers are joined before any UMEM is
-    // dropped. A frame is touched only by the holder of its descriptor.
-    let umem = unsafe { UmemView::new(base, len) };
-    let ready = Ready {
-        worker: wi,
-        sockets: xsk.ports.iter().map(|p| (p.interface_idx, p.queue, p.fd(), p.zero_copy)).collect(),
-        hugepages: xsk.hugepages(),
-        umem,
-    };
-    let mut port_of_interface = vec![u8::MAX; config.interfaces.len()];
-    for (i, p) in xsk.ports.iter().enumerate() {
-        port_of_interface[p.interface_idx] = i as u8;
-    }
-    let nports = xsk.ports.len() as u32;
-    // Leave half the frames for batches and TX rings in flight.
-    let fill_target = (config.dataplane.frames_per_worker / 2 / nports).min(config.dataplane.ring_size);
-    let ct = &config.conntrack;
-    let conntrack = ConnTable::new(ct.entries_per_worker as usize, ct.timeouts, ct.full);
-    let ctx = Ctx::new(conntrack, services.load_full(), wi as u16, config.workers.len() as u16);
-    let worker = Worker {
-        xsk,
-        pipelines,
-        classifier: Classifier::new(&config.routes),
-        counters,
-        batch: Batch::new(umem),
-        batch_size: config.dataplane.batch_size,
-        poll: config.dataplane.poll,
-        fill_target,
-        ctx,
-        services,
-        id: wi,
-        mesh,
-        handed: Vec::new(),
-        returned: Batch::new(umem),
-        port_of_interface,
-    };
-    Ok((worker, ready))
 }
 
 /// Final counters, printed on shutdown.
@@ -361,6 +325,9 @@ pub struct Summary {
     pub workers: Vec<(usize, Arc<WorkerCounters>)>,
     pub xdp: Vec<(String, [u64; 4])>,
     pub elapsed: Duration,
+    /// The latency table, and the report files written.
+    pub latency: String,
+    pub written: Vec<std::path::PathBuf>,
 }
 
 impl std::fmt::Display for Summary {
@@ -381,6 +348,10 @@ impl std::fmt::Display for Summary {
                 write!(f, " {}={}", k.name(), c[k as usize])?;
             }
             writeln!(f)?;
+        }
+        write!(f, "{}", self.latency)?;
+        for p in &self.written {
+            writeln!(f, "  report: {}", p.display())?;
         }
         Ok(())
     }

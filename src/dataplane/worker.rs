@@ -16,6 +16,7 @@ use super::handoff::{Handed, Mesh, Outcome, Returned};
 use crate::pipeline::services::Services;
 use crate::pipeline::{Batch, Ctx, DropReason, Pipeline, Verdict};
 use crate::telemetry::counters::WorkerCounters;
+use crate::telemetry::latency::{Hists, Recorder};
 use crate::xsk::WorkerXsk;
 
 /// Idle loop iterations an adaptive worker spins before it sleeps in poll(2).
@@ -51,10 +52,20 @@ pub struct Worker {
     pub returned: Batch,
     /// Worker port index per interface index (u8::MAX = none).
     pub port_of_interface: Vec<u8>,
+    /// Latency and batch-size histograms, recycled by the control thread.
+    pub recorder: Recorder,
 }
 
 /// Conntrack slots scanned for expiry per batch: amortised, never a sweep.
 const EXPIRE_BUDGET: usize = 64;
+
+/// Monotonic nanoseconds (vDSO, no syscall): read twice per batch.
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC is served by the vDSO.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
 
 /// Monotonic seconds from the vDSO coarse clock: no syscall, read per batch.
 fn now_secs() -> u32 {
@@ -81,6 +92,7 @@ impl Worker {
                 received += self.serve_handoffs();
                 received += self.collect_returns();
             }
+            self.recorder.rotate();
             if received > 0 {
                 idle = 0;
                 continue;
@@ -93,6 +105,11 @@ impl Worker {
             }
         }
         self.drain();
+    }
+
+    /// What the latency recorder holds at exit.
+    pub fn finish(self) -> Box<Hists> {
+        self.recorder.finish()
     }
 
     /// Completed TX frames go back to the pool.
@@ -143,6 +160,7 @@ impl Worker {
     /// Receives one batch from `port` and processes it; returns its size.
     fn poll_port(&mut self, port: usize) -> u32 {
         self.batch.clear();
+        let t0 = now_ns();
         {
             let p = &mut self.xsk.ports[port];
             let mut rx = p.rx.receive(self.batch_size);
@@ -163,7 +181,9 @@ impl Worker {
 
         crate::pipeline::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
         self.hand_over();
-        transmit(&mut self.xsk, &self.counters, &mut self.batch);
+        let sent = transmit(&mut self.xsk, &self.counters, &mut self.batch);
+        self.recorder.latency(now_ns().saturating_sub(t0), u64::from(sent));
+        self.recorder.batch(u64::from(n));
         n
     }
 
@@ -239,6 +259,7 @@ impl Worker {
                 continue;
             }
             self.returned.clear();
+            let t0 = now_ns();
             while self.returned.len < self.batch_size as usize {
                 let Some(r) = link.back.pop() else { break };
                 match r.outcome {
@@ -258,7 +279,9 @@ impl Worker {
                 }
             }
             n += self.returned.len as u32;
-            transmit(&mut self.xsk, &self.counters, &mut self.returned);
+            let sent = transmit(&mut self.xsk, &self.counters, &mut self.returned);
+            // Handed frames count once, when their source transmits them.
+            self.recorder.latency(now_ns().saturating_sub(t0), u64::from(sent));
         }
         n
     }
@@ -316,7 +339,9 @@ impl Worker {
 
 /// Puts forwarded packets on their egress TX rings and frees dropped ones.
 /// Packets still `Continue` are in flight elsewhere (handed over).
-fn transmit(xsk: &mut WorkerXsk, c: &WorkerCounters, batch: &mut Batch) {
+/// Returns how many frames went to TX rings.
+fn transmit(xsk: &mut WorkerXsk, c: &WorkerCounters, batch: &mut Batch) -> u32 {
+    let mut total = 0;
     for egress in 0..xsk.ports.len() {
         let wanted =
             batch.metas().iter().filter(|m| m.verdict == Verdict::Forward(egress as u8)).count() as u32;
@@ -355,6 +380,7 @@ fn transmit(xsk: &mut WorkerXsk, c: &WorkerCounters, batch: &mut Batch) {
             }
         }
         p.tx_outstanding += sent;
+        total += sent;
         c.tx_packets.add(u64::from(sent));
         c.tx_bytes.add(bytes);
         if p.zero_copy {
@@ -381,4 +407,5 @@ fn transmit(xsk: &mut WorkerXsk, c: &WorkerCounters, batch: &mut Batch) {
             xsk.pool.free(m.addr);
         }
     }
+    total
 }

@@ -116,7 +116,9 @@ pub struct FlowMeta {
     pub tcp_flags: u8,
     pub key: FlowKey,
     pub hash: u64,
+    /// Stable ids of the flow's service and backend (for stats).
     pub service: u16,
+    pub backend: u16,
     /// The rewrite to apply: new source, source port, destination, destination port.
     pub nat: NatBinding,
 }

@@ -432,8 +432,8 @@ pub struct ConnTable {
     timeouts: Timeouts,
     policy: FullPolicy,
     counters: Counters,
-    /// Key and NAT record of dead FLAG_NOTIFY_ON_DEATH entries not yet drained.
-    graveyard: Box<[(FlowKey, NatBinding)]>,
+    /// Dead FLAG_NOTIFY_ON_DEATH entries not yet drained.
+    graveyard: Box<[Entry]>,
     graves: usize,
 }
 
@@ -480,7 +480,7 @@ impl ConnTable {
             timeouts,
             policy: full_policy,
             counters: Counters::default(),
-            graveyard: vec![(FlowKey::default(), NatBinding::default()); GRAVEYARD].into_boxed_slice(),
+            graveyard: vec![Entry::EMPTY; GRAVEYARD].into_boxed_slice(),
             graves: 0,
         }
     }
@@ -571,7 +571,7 @@ impl ConnTable {
         let e = &self.entries[b * WAYS + w];
         if e.flags & FLAG_NOTIFY_ON_DEATH != 0 {
             if let Some(slot) = self.graveyard.get_mut(self.graves) {
-                *slot = (e.key, e.nat);
+                *slot = *e;
                 self.graves += 1;
             } else {
                 self.counters.graveyard_overflow += 1;
@@ -579,9 +579,9 @@ impl ConnTable {
         }
     }
 
-    /// Takes the key and NAT record of one FLAG_NOTIFY_ON_DEATH entry that
-    /// died since it was last asked. Call until None once per batch.
-    pub fn pop_dead(&mut self) -> Option<(FlowKey, NatBinding)> {
+    /// Takes one FLAG_NOTIFY_ON_DEATH entry that died since it was last
+    /// asked. Call until None once per batch.
+    pub fn pop_dead(&mut self) -> Option<Entry> {
         self.graves = self.graves.checked_sub(1)?;
         self.graveyard.get(self.graves).copied()
     }

@@ -10,9 +10,10 @@ use anyhow::Result;
 use super::build::{self, PortInfo};
 use super::classify::Classifier;
 use super::conntrack::ConnTable;
-use super::services::Services;
+use super::services::{IdRegistry, Services};
 use super::{Batch, Ctx, Pipeline, UmemView, Verdict};
 use crate::config::{Config, MAX_BATCH};
+use crate::telemetry::counters::WorkerStats;
 
 /// Frame stride in the harness's memory, like a UMEM chunk.
 pub const FRAME: usize = 4096;
@@ -26,6 +27,7 @@ pub struct Harness {
     pipelines: Vec<Pipeline>,
     classifier: Classifier,
     pub ctx: Ctx,
+    ids: IdRegistry,
 }
 
 impl Harness {
@@ -37,7 +39,8 @@ impl Harness {
             .collect();
         let ports = ports.unwrap_or(&default_ports);
         let pipelines = build::pipelines(config, ports)?;
-        let services = Arc::new(Services::build(config, 1, |_| None)?);
+        let mut ids = IdRegistry::default();
+        let services = Arc::new(Services::build(config, 1, &mut ids, |_| None)?);
         let ct = &config.conntrack;
         let conntrack = ConnTable::new(ct.entries_per_worker as usize, ct.timeouts, ct.full);
         let mut mem = vec![0u8; FRAME * MAX_BATCH as usize].into_boxed_slice();
@@ -49,7 +52,8 @@ impl Harness {
             batch,
             pipelines,
             classifier: Classifier::new(&config.routes),
-            ctx: Ctx::new(conntrack, services, 0, 1),
+            ctx: Ctx::new(conntrack, services, Arc::new(WorkerStats::default()), 0, 1),
+            ids,
         })
     }
 
@@ -59,7 +63,7 @@ impl Harness {
 
     /// Publishes a new snapshot built from `config`, as a reload would.
     pub fn install(&mut self, config: &Config, generation: u64) -> Result<()> {
-        self.ctx.install(Arc::new(Services::build(config, generation, |_| None)?));
+        self.ctx.install(Arc::new(Services::build(config, generation, &mut self.ids, |_| None)?));
         Ok(())
     }
 

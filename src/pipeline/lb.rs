@@ -70,6 +70,7 @@ impl Stage for ConntrackStage {
                 }
             }
             if track(&mut ctx.conntrack, f, now) {
+                ctx.stats.packet(f.service, f.backend, m.len);
                 continue;
             }
             match ctx.services.service_for(&f.key.dst, f.key.proto, f.key.dport) {
@@ -89,6 +90,7 @@ fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick) -> bool {
     f.kind = if reply { FlowKind::Reply } else { FlowKind::Original };
     f.nat = e.nat;
     f.service = e.service;
+    f.backend = e.backend;
     let dir = if reply { Direction::Reply } else { Direction::Original };
     let proto = f.key.proto;
     let flags = TcpFlags(f.tcp_flags);
@@ -138,9 +140,8 @@ impl Stage for MaglevStage {
             let FlowKind::New(s) = f.kind else { continue };
             match create_flow(ctx, f, s) {
                 Ok(()) => {
-                    if let Some(c) = ctx.service_counters.get_mut(usize::from(s)) {
-                        c.new_flows += 1;
-                    }
+                    ctx.stats.flow_started(f.service, f.backend);
+                    ctx.stats.packet(f.service, f.backend, m.len);
                 }
                 Err(reason) => m.verdict = Verdict::Drop(reason),
             }
@@ -181,7 +182,8 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
         }
     };
 
-    let orig = FlowValue { backend: b, service: s, nat: orig_nat, flags: snat_flag };
+    let (sid, bid) = (svc.id, backend.id);
+    let orig = FlowValue { backend: bid, service: sid, nat: orig_nat, flags: snat_flag };
     let state = match ctx.conntrack.insert(k, f.hash, orig, now) {
         Ok(e) => match k.proto {
             6 => e.on_tcp(Direction::Original, TcpFlags(f.tcp_flags)),
@@ -193,9 +195,14 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
             return Err(DropReason::ConntrackFull);
         }
     };
-    // The reply entry holds the SNAT port: when it dies, the port is freed.
-    let notify = if snat.is_some() { FLAG_NOTIFY_ON_DEATH } else { 0 };
-    let reply = FlowValue { backend: b, service: s, nat: reply_nat, flags: FLAG_REPLY | snat_flag | notify };
+    // When the reply entry dies the flow is over: its SNAT port is freed,
+    // its original-direction entry removed, and its stats gauge lowered.
+    let reply = FlowValue {
+        backend: bid,
+        service: sid,
+        nat: reply_nat,
+        flags: FLAG_REPLY | snat_flag | FLAG_NOTIFY_ON_DEATH,
+    };
     match ctx.conntrack.insert(reply_key, reply_key.hash(), reply, now) {
         Ok(e) => e.state = state,
         Err(_) => {
@@ -206,23 +213,25 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
     }
     f.kind = FlowKind::Original;
     f.nat = orig_nat;
-    f.service = s;
+    f.service = sid;
+    f.backend = bid;
     Ok(())
 }
 
 /// Frees what dead flows held: SNAT ports, and the original-direction entry
 /// of a flow whose reply entry died. Run once per batch.
 pub fn reap(ctx: &mut Ctx) {
-    while let Some((key, nat)) = ctx.conntrack.pop_dead() {
-        // A reply entry's key is (backend → SNAT address, SNAT port).
-        for pool in ctx.snat.iter_mut() {
-            if pool.contains(&key.dst) {
+    while let Some(dead) = ctx.conntrack.pop_dead() {
+        let key = *dead.key();
+        if dead.flags & FLAG_SNAT != 0 {
+            // A reply entry's key is (backend → SNAT address, SNAT port).
+            if let Some(pool) = ctx.snat.iter_mut().find(|p| p.contains(&key.dst)) {
                 pool.release(&key.dst, key.dport);
-                break;
             }
         }
-        let orig = peer_key(&key, &nat);
+        let orig = peer_key(&key, &dead.nat);
         ctx.conntrack.remove(&orig, orig.hash());
+        ctx.stats.flow_ended(dead.service, dead.backend);
     }
 }
 

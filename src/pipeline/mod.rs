@@ -26,18 +26,14 @@ use conntrack::{ConnTable, Tick};
 use services::Services;
 use snat::SnatPool;
 
+use crate::telemetry::counters::WorkerStats;
+
 /// A processing step. A stage looks at the packets of its pipeline that are
 /// still `Continue` and sets their verdict: continue, forward, or drop.
 /// Stages never allocate, lock, or make syscalls.
 pub trait Stage: Send {
     fn name(&self) -> &'static str;
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx);
-}
-
-/// Per-service counters, owned by one worker.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ServiceCounters {
-    pub new_flows: u64,
 }
 
 /// Per-worker state the flow stages share: tables, the config snapshot and
@@ -49,19 +45,26 @@ pub struct Ctx {
     pub conntrack: ConnTable,
     /// This worker's share of each SNAT pool, indexed like `services.pools`.
     pub snat: Vec<SnatPool>,
-    pub service_counters: Vec<ServiceCounters>,
+    /// Per-service and per-backend traffic, read by the control thread.
+    pub stats: Arc<WorkerStats>,
     pub worker: u16,
     pub workers: u16,
 }
 
 impl Ctx {
-    pub fn new(conntrack: ConnTable, services: Arc<Services>, worker: u16, workers: u16) -> Ctx {
+    pub fn new(
+        conntrack: ConnTable,
+        services: Arc<Services>,
+        stats: Arc<WorkerStats>,
+        worker: u16,
+        workers: u16,
+    ) -> Ctx {
         let mut ctx = Ctx {
             now: 0,
             services: Arc::new(Services::empty()),
             conntrack,
             snat: Vec::new(),
-            service_counters: Vec::new(),
+            stats,
             worker,
             workers,
         };
@@ -72,7 +75,7 @@ impl Ctx {
     /// A small context with no services, for tests of single stages.
     pub fn for_tests() -> Ctx {
         let ct = ConnTable::new(1024, conntrack::Timeouts::default(), conntrack::FullPolicy::Drop);
-        Ctx::new(ct, Arc::new(Services::empty()), 0, 1)
+        Ctx::new(ct, Arc::new(Services::empty()), Arc::new(WorkerStats::default()), 0, 1)
     }
 
     /// Switches to a new snapshot (at a batch boundary). SNAT pools that
@@ -83,7 +86,6 @@ impl Ctx {
             let kept = self.services.pools.iter().position(|q| q == p).and_then(|i| old.get_mut(i)?.take());
             self.snat.push(kept.unwrap_or_else(|| SnatPool::new(*p, self.worker, self.workers)));
         }
-        self.service_counters.resize(services.list.len(), ServiceCounters::default());
         self.services = services;
     }
 }

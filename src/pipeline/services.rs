@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use super::classify::FastHasher;
 use super::maglev::{backend_key, Maglev, MaglevBackend};
 use crate::config::{Config, Prefix};
+use crate::telemetry::counters::{MAX_BACKENDS, MAX_SERVICES};
 use crate::xdp::maps::addr16;
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
@@ -30,7 +31,47 @@ pub struct Services {
     pub generation: u64,
 }
 
+/// Stable ids for services and backends over the life of the process, so
+/// per-service stats and conntrack entries survive reloads that reorder,
+/// add or remove them. Ids are never reused.
+#[derive(Default)]
+pub struct IdRegistry {
+    services: HashMap<String, u16>,
+    backends: HashMap<(String, IpAddr, u16), u16>,
+}
+
+impl IdRegistry {
+    fn service(&mut self, name: &str) -> Result<u16> {
+        let n = self.services.len();
+        if let Some(&id) = self.services.get(name) {
+            return Ok(id);
+        }
+        anyhow::ensure!(
+            n < MAX_SERVICES,
+            "more than {MAX_SERVICES} distinct services in this process's life: restart Shunt"
+        );
+        self.services.insert(name.to_string(), n as u16);
+        Ok(n as u16)
+    }
+
+    fn backend(&mut self, service: &str, addr: IpAddr, port: u16) -> Result<u16> {
+        let n = self.backends.len();
+        let key = (service.to_string(), addr, port);
+        if let Some(&id) = self.backends.get(&key) {
+            return Ok(id);
+        }
+        anyhow::ensure!(
+            n < MAX_BACKENDS,
+            "more than {MAX_BACKENDS} distinct backends in this process's life: restart Shunt"
+        );
+        self.backends.insert(key, n as u16);
+        Ok(n as u16)
+    }
+}
+
 pub struct ServiceRt {
+    /// Stable id: indexes per-service stats; stored in conntrack entries.
+    pub id: u16,
     pub name: String,
     pub vip: [u8; 16],
     pub port: u16,
@@ -44,6 +85,8 @@ pub struct ServiceRt {
 
 #[derive(Debug, Clone, Copy)]
 pub struct BackendRt {
+    /// Stable id: indexes per-backend stats; stored in conntrack entries.
+    pub id: u16,
     pub addr: [u8; 16],
     pub port: u16,
     pub weight: u32,
@@ -55,6 +98,7 @@ impl Services {
     pub fn build(
         config: &Config,
         generation: u64,
+        ids: &mut IdRegistry,
         resolve: impl Fn(IpAddr) -> Option<[u8; 6]>,
     ) -> Result<Services> {
         let mut list = Vec::new();
@@ -85,7 +129,17 @@ impl Services {
                 }
             });
             vips.insert((addr16(s.vip), s.protocol, s.port), i as u16);
+            let mut backends = Vec::with_capacity(s.backends.len());
+            for b in &s.backends {
+                backends.push(BackendRt {
+                    id: ids.backend(&s.name, b.addr, b.port)?,
+                    addr: addr16(b.addr),
+                    port: b.port,
+                    weight: b.weight,
+                });
+            }
             list.push(ServiceRt {
+                id: ids.service(&s.name)?,
                 name: s.name.clone(),
                 vip: addr16(s.vip),
                 port: s.port,
@@ -93,11 +147,7 @@ impl Services {
                 pipeline: s.pipeline as u8,
                 affinity: s.affinity,
                 snat_pool,
-                backends: s
-                    .backends
-                    .iter()
-                    .map(|b| BackendRt { addr: addr16(b.addr), port: b.port, weight: b.weight })
-                    .collect(),
+                backends,
                 maglev,
             });
         }

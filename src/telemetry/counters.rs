@@ -17,6 +17,80 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+    /// For gauges: decrement (wrapping; read with `get_signed`).
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+    pub fn get_signed(&self) -> i64 {
+        self.0.load(Relaxed) as i64
+    }
+}
+
+/// Services and backends a process can know over its lifetime: their
+/// stable ids index the per-worker stats below, preallocated at start.
+pub const MAX_SERVICES: usize = 256;
+pub const MAX_BACKENDS: usize = 4096;
+
+/// Traffic of one service or backend, as seen by one worker.
+#[derive(Default, Debug)]
+pub struct FlowStats {
+    pub packets: Counter,
+    pub bytes: Counter,
+    pub new_flows: Counter,
+    /// Gauge: flows created minus flows expired.
+    pub active_flows: Counter,
+}
+
+/// One worker's per-service and per-backend stats, indexed by stable id.
+#[derive(Debug)]
+pub struct WorkerStats {
+    pub services: Box<[FlowStats]>,
+    pub backends: Box<[FlowStats]>,
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        WorkerStats {
+            services: (0..MAX_SERVICES).map(|_| FlowStats::default()).collect(),
+            backends: (0..MAX_BACKENDS).map(|_| FlowStats::default()).collect(),
+        }
+    }
+}
+
+impl WorkerStats {
+    #[inline]
+    pub fn packet(&self, service: u16, backend: u16, bytes: u32) {
+        if let Some(s) = self.services.get(usize::from(service)) {
+            s.packets.add(1);
+            s.bytes.add(u64::from(bytes));
+        }
+        if let Some(b) = self.backends.get(usize::from(backend)) {
+            b.packets.add(1);
+            b.bytes.add(u64::from(bytes));
+        }
+    }
+
+    #[inline]
+    pub fn flow_started(&self, service: u16, backend: u16) {
+        for s in [self.services.get(usize::from(service)), self.backends.get(usize::from(backend))]
+            .into_iter()
+            .flatten()
+        {
+            s.new_flows.add(1);
+            s.active_flows.add(1);
+        }
+    }
+
+    #[inline]
+    pub fn flow_ended(&self, service: u16, backend: u16) {
+        for s in [self.services.get(usize::from(service)), self.backends.get(usize::from(backend))]
+            .into_iter()
+            .flatten()
+        {
+            s.active_flows.sub(1);
+        }
+    }
 }
 
 /// Cache-line aligned so two workers' counters never share a line.

@@ -1,0 +1,103 @@
+//! The control socket's wire format: one JSON object per connection, one
+//! JSON reply. Unknown verbs and fields are errors, like unknown TOML keys.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest request accepted; larger ones get an error, not a read of it all.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "verb", deny_unknown_fields)]
+pub enum Request {
+    /// Counters: per worker, per service and backend, XDP.
+    #[serde(rename = "stats")]
+    Stats {},
+    /// Latency report: `format` is table, hgrm, json or svg.
+    #[serde(rename = "histogram")]
+    Histogram {
+        #[serde(default = "default_format")]
+        format: String,
+    },
+    /// Re-read the config file (what SIGHUP does).
+    #[serde(rename = "reload")]
+    Reload {},
+    #[serde(rename = "backend.add")]
+    BackendAdd {
+        service: String,
+        addr: String,
+        port: u16,
+        #[serde(default = "default_weight")]
+        weight: u32,
+        #[serde(default)]
+        mac: Option<String>,
+    },
+    #[serde(rename = "backend.remove")]
+    BackendRemove { service: String, addr: String, port: u16 },
+    /// Weight 0: no new flows, existing flows stay.
+    #[serde(rename = "backend.drain")]
+    BackendDrain { service: String, addr: String, port: u16 },
+    #[serde(rename = "backend.weight")]
+    BackendWeight { service: String, addr: String, port: u16, weight: u32 },
+    /// `service` holds the same keys as a `[[service]]` table.
+    #[serde(rename = "service.add")]
+    ServiceAdd { service: serde_json::Map<String, serde_json::Value> },
+    #[serde(rename = "service.remove")]
+    ServiceRemove { name: String },
+}
+
+fn default_format() -> String {
+    "table".into()
+}
+
+fn default_weight() -> u32 {
+    100
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl Response {
+    pub fn ok(data: serde_json::Value) -> Response {
+        Response { ok: true, error: None, data: Some(data) }
+    }
+    pub fn err(e: impl std::fmt::Display) -> Response {
+        Response { ok: false, error: Some(e.to_string()), data: None }
+    }
+}
+
+/// Parses a request, with messages an operator can act on.
+pub fn parse(bytes: &[u8]) -> Result<Request, String> {
+    if bytes.len() > MAX_REQUEST {
+        return Err(format!("request too large: {} bytes (limit {MAX_REQUEST})", bytes.len()));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| "request is not UTF-8".to_string())?;
+    serde_json::from_str(text.trim()).map_err(|e| format!("bad request: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbs_parse_and_errors_are_clear() {
+        assert_eq!(parse(br#"{"verb":"stats"}"#), Ok(Request::Stats {}));
+        assert_eq!(
+            parse(br#"{"verb":"backend.drain","service":"web","addr":"10.0.2.11","port":80}"#),
+            Ok(Request::BackendDrain { service: "web".into(), addr: "10.0.2.11".into(), port: 80 })
+        );
+        let e = parse(br#"{"verb":"teleport"}"#).unwrap_err();
+        assert!(e.contains("unknown variant `teleport`"), "{e}");
+        let e = parse(b"{not json").unwrap_err();
+        assert!(e.starts_with("bad request:"), "{e}");
+        let e = parse(br#"{"verb":"stats","extra":1}"#).unwrap_err();
+        assert!(e.contains("unknown field `extra`"), "{e}");
+        let e = parse(&vec![b' '; MAX_REQUEST + 1]).unwrap_err();
+        assert!(e.starts_with("request too large"), "{e}");
+    }
+}

@@ -1,0 +1,161 @@
+//! Building what runs: the services snapshot (with next-hop MACs) and each
+//! worker (UMEM, sockets, pipelines, tables), on the worker's own thread.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+
+use super::handoff;
+use super::worker::Worker;
+use crate::config::Config;
+use crate::pipeline::build::{self, PortInfo};
+use crate::pipeline::classify::Classifier;
+use crate::pipeline::conntrack::ConnTable;
+use crate::pipeline::services::{IdRegistry, Services};
+use crate::pipeline::{Batch, Ctx, UmemView};
+use crate::telemetry::counters::{WorkerCounters, WorkerStats};
+use crate::telemetry::latency::Recorder;
+use crate::xsk::{QueueSpec, WorkerXsk};
+
+/// What a worker reports once its sockets are bound.
+pub struct Ready {
+    pub worker: usize,
+    /// (interface index, queue, socket fd, zero-copy)
+    pub sockets: Vec<(usize, u32, i32, bool)>,
+    pub hugepages: bool,
+    pub umem: UmemView,
+}
+
+/// What a worker thread is given to build itself.
+pub struct WorkerInit {
+    pub counters: Arc<WorkerCounters>,
+    pub stats: Arc<WorkerStats>,
+    pub services: Arc<ArcSwap<Services>>,
+    pub mesh: Arc<handoff::Mesh>,
+    pub recorder: Recorder,
+}
+
+/// Builds the load balancer snapshot. Backend MACs the config does not give
+/// come from the kernel's neighbour table; unknown ones are solicited on the
+/// backend-side interfaces and waited for briefly.
+pub fn build_services(config: &Config, generation: u64, ids: &mut IdRegistry) -> Result<Services> {
+    let macs = resolve_backends(config);
+    let services = Services::build(config, generation, ids, |ip| macs.get(&ip).copied())?;
+    for b in services.unresolved() {
+        tracing::warn!(
+            backend = %b,
+            "no MAC for backend (config has none, neighbour table has none): its packets count as next_hop_unresolved"
+        );
+    }
+    Ok(services)
+}
+
+fn resolve_backends(config: &Config) -> std::collections::HashMap<std::net::IpAddr, [u8; 6]> {
+    use crate::sys::neigh;
+    let wanted: Vec<std::net::IpAddr> = config
+        .services
+        .iter()
+        .flat_map(|s| &s.backends)
+        .filter(|b| b.mac.is_none())
+        .map(|b| b.addr)
+        .collect();
+    let mut found = std::collections::HashMap::new();
+    if wanted.is_empty() {
+        return found;
+    }
+    let egresses: Vec<&str> = config
+        .pipelines
+        .iter()
+        .flat_map(|p| &p.stages)
+        .filter_map(|s| match s {
+            crate::config::StageConfig::L2(l2) => Some(config.interfaces[l2.egress].name.as_str()),
+            _ => None,
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut solicited = false;
+    loop {
+        if let Ok(table) = neigh::dump() {
+            for n in table {
+                if wanted.contains(&n.addr) {
+                    found.insert(n.addr, n.mac);
+                }
+            }
+        }
+        if found.len() == wanted.len() || Instant::now() > deadline {
+            return found;
+        }
+        if !solicited {
+            for ip in wanted.iter().filter(|ip| !found.contains_key(ip)) {
+                for ifname in &egresses {
+                    if let Err(e) = neigh::solicit(*ip, ifname) {
+                        tracing::debug!(backend = %ip, interface = ifname, error = %e, "neighbour solicit failed");
+                    }
+                }
+            }
+            solicited = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Worker, Ready)> {
+    let WorkerInit { counters, stats, services, mesh, recorder } = init;
+    let w = &config.workers[wi];
+    crate::sys::pin_to_core(w.core).with_context(|| format!("pinning worker {wi} to core {}", w.core))?;
+    let specs: Vec<QueueSpec<'_>> = w
+        .queues
+        .iter()
+        .map(|q| QueueSpec {
+            interface: &config.interfaces[q.interface].name,
+            interface_idx: q.interface,
+            queue: q.queue,
+        })
+        .collect();
+    let mut xsk = WorkerXsk::new(&config.dataplane, &specs)?;
+    let ports: Vec<PortInfo> =
+        xsk.ports.iter().map(|p| PortInfo { interface: p.interface_idx, mac: p.mac }).collect();
+    let pipelines = build::pipelines(config, &ports).with_context(|| format!("worker {wi}"))?;
+    let (base, len) = xsk.umem_base();
+    // SAFETY: the mapping lives in `xsk`, which the Worker owns alongside the
+    // batch, and outlives every use: workers are joined before any UMEM is
+    // dropped. A frame is touched only by the holder of its descriptor.
+    let umem = unsafe { UmemView::new(base, len) };
+    let ready = Ready {
+        worker: wi,
+        sockets: xsk.ports.iter().map(|p| (p.interface_idx, p.queue, p.fd(), p.zero_copy)).collect(),
+        hugepages: xsk.hugepages(),
+        umem,
+    };
+    let mut port_of_interface = vec![u8::MAX; config.interfaces.len()];
+    for (i, p) in xsk.ports.iter().enumerate() {
+        port_of_interface[p.interface_idx] = i as u8;
+    }
+    let nports = xsk.ports.len() as u32;
+    // Leave half the frames for batches and TX rings in flight.
+    let fill_target = (config.dataplane.frames_per_worker / 2 / nports).min(config.dataplane.ring_size);
+    let ct = &config.conntrack;
+    let conntrack = ConnTable::new(ct.entries_per_worker as usize, ct.timeouts, ct.full);
+    let ctx = Ctx::new(conntrack, services.load_full(), stats, wi as u16, config.workers.len() as u16);
+    let worker = Worker {
+        xsk,
+        pipelines,
+        classifier: Classifier::new(&config.routes),
+        counters,
+        batch: Batch::new(umem),
+        batch_size: config.dataplane.batch_size,
+        poll: config.dataplane.poll,
+        fill_target,
+        ctx,
+        services,
+        id: wi,
+        mesh,
+        handed: Vec::new(),
+        returned: Batch::new(umem),
+        port_of_interface,
+        recorder,
+    };
+    Ok((worker, ready))
+}

@@ -1,0 +1,140 @@
+//! Prometheus text exposition (prometheus-client's encoder) on an optional
+//! HTTP address, served by its own thread from the shared counters.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::stats::Shared;
+
+struct ShuntCollector(Arc<Shared>);
+
+impl fmt::Debug for ShuntCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShuntCollector")
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, rows: &[(Labels, u64)]) -> fmt::Result {
+    let mut d = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        ConstCounter::new(*v).encode(d.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, rows: &[(Labels, i64)]) -> fmt::Result {
+    let mut d = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        ConstGauge::new(*v).encode(d.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for ShuntCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let snap = self.0.snapshot();
+        // Worker counters: one family per counter name; drop reasons share one.
+        let names: Vec<String> = snap
+            .workers
+            .first()
+            .map(|w| w.counters.iter().map(|(k, _)| k.clone()).collect())
+            .unwrap_or_default();
+        let reasons: Vec<&str> = crate::pipeline::DropReason::ALL.iter().map(|r| r.name()).collect();
+        for name in names.iter().filter(|n| !reasons.contains(&n.as_str())) {
+            let rows: Vec<(Labels, u64)> = snap
+                .workers
+                .iter()
+                .map(|w| {
+                    let v = w.counters.iter().find(|(k, _)| k == name).map_or(0, |x| x.1);
+                    (vec![("worker", w.worker.to_string())], v)
+                })
+                .collect();
+            counter(&mut e, &format!("shunt_worker_{name}"), "per-worker dataplane counter", &rows)?;
+        }
+        let mut drops = Vec::new();
+        for w in &snap.workers {
+            for (k, v) in w.counters.iter().filter(|(k, _)| reasons.contains(&k.as_str())) {
+                drops.push((vec![("worker", w.worker.to_string()), ("reason", k.clone())], *v));
+            }
+        }
+        counter(&mut e, "shunt_worker_drops", "packets dropped, by reason", &drops)?;
+
+        let mut svc: [Vec<(Labels, u64)>; 3] = Default::default();
+        let mut svc_active = Vec::new();
+        let mut be: [Vec<(Labels, u64)>; 3] = Default::default();
+        let mut be_active = Vec::new();
+        for s in &snap.services {
+            let l = vec![("service", s.name.clone())];
+            svc[0].push((l.clone(), s.traffic.packets));
+            svc[1].push((l.clone(), s.traffic.bytes));
+            svc[2].push((l.clone(), s.traffic.new_flows));
+            svc_active.push((l, s.traffic.active_flows));
+            for b in &s.backends {
+                let l = vec![("service", s.name.clone()), ("backend", format!("{}:{}", b.addr, b.port))];
+                be[0].push((l.clone(), b.traffic.packets));
+                be[1].push((l.clone(), b.traffic.bytes));
+                be[2].push((l.clone(), b.traffic.new_flows));
+                be_active.push((l, b.traffic.active_flows));
+            }
+        }
+        counter(&mut e, "shunt_service_packets", "packets of the service's flows", &svc[0])?;
+        counter(&mut e, "shunt_service_bytes", "bytes of the service's flows", &svc[1])?;
+        counter(&mut e, "shunt_service_new_flows", "flows created", &svc[2])?;
+        gauge(&mut e, "shunt_service_active_flows", "flows alive in conntrack", &svc_active)?;
+        counter(&mut e, "shunt_backend_packets", "packets of the backend's flows", &be[0])?;
+        counter(&mut e, "shunt_backend_bytes", "bytes of the backend's flows", &be[1])?;
+        counter(&mut e, "shunt_backend_new_flows", "flows created", &be[2])?;
+        gauge(&mut e, "shunt_backend_active_flows", "flows alive in conntrack", &be_active)?;
+
+        let xdp: Vec<(Labels, u64)> = snap
+            .xdp
+            .iter()
+            .flat_map(|x| {
+                x.counters
+                    .iter()
+                    .map(|(k, v)| (vec![("interface", x.interface.clone()), ("result", k.clone())], *v))
+            })
+            .collect();
+        counter(&mut e, "shunt_xdp_packets", "XDP program verdicts, per interface", &xdp)?;
+        Ok(())
+    }
+}
+
+/// Serves GET /metrics on `addr` until `stop` is set.
+pub fn spawn(addr: &str, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<()>> {
+    let server = tiny_http::Server::http(addr)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("binding the Prometheus listener on {addr}"))?;
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ShuntCollector(shared)));
+    let handle = std::thread::Builder::new().name("shunt-metrics".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(200)) else { continue };
+            let mut body = String::new();
+            let resp = match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                Ok(()) => tiny_http::Response::from_string(body).with_header(
+                    tiny_http::Header::from_bytes(
+                        &b"Content-Type"[..],
+                        &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
+                    )
+                    .expect("static header is valid"),
+                ),
+                Err(_) => tiny_http::Response::from_string("encoding failed").with_status_code(500),
+            };
+            let _ = req.respond(resp);
+        }
+    })?;
+    Ok(handle)
+}

@@ -1,0 +1,219 @@
+//! One consistent-enough view of every counter, built off the fast path
+//! from the workers' shared blocks. `shunt stats` and the Prometheus
+//! endpoint both render this, so they always agree.
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use super::counters::{FlowStats, WorkerCounters, WorkerStats};
+use crate::pipeline::services::{ip_of, Services};
+use crate::xdp::maps::XdpCounter;
+
+/// What the housekeeping thread shares with exporters.
+pub struct Shared {
+    pub workers: Vec<WorkerShared>,
+    pub services: Arc<ArcSwap<Services>>,
+    /// XDP program counters per interface, refreshed by the housekeeping thread.
+    pub xdp: Mutex<Vec<(String, [u64; 4])>>,
+}
+
+pub struct WorkerShared {
+    pub core: usize,
+    pub counters: Arc<WorkerCounters>,
+    pub stats: Arc<WorkerStats>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    pub workers: Vec<WorkerSnap>,
+    pub services: Vec<ServiceSnap>,
+    pub xdp: Vec<XdpSnap>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerSnap {
+    pub worker: usize,
+    pub core: usize,
+    /// Counter name → value, in a stable order.
+    pub counters: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+    pub active_flows: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceSnap {
+    pub name: String,
+    pub vip: String,
+    pub port: u16,
+    pub protocol: String,
+    #[serde(flatten)]
+    pub traffic: Traffic,
+    pub backends: Vec<BackendSnap>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackendSnap {
+    pub addr: String,
+    pub port: u16,
+    pub weight: u32,
+    #[serde(flatten)]
+    pub traffic: Traffic,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct XdpSnap {
+    pub interface: String,
+    pub counters: Vec<(String, u64)>,
+}
+
+fn sum<'a>(blocks: impl Iterator<Item = Option<&'a FlowStats>>) -> Traffic {
+    let mut t = Traffic::default();
+    for s in blocks.flatten() {
+        t.packets += s.packets.get();
+        t.bytes += s.bytes.get();
+        t.new_flows += s.new_flows.get();
+        t.active_flows += s.active_flows.get_signed();
+    }
+    t
+}
+
+impl Shared {
+    pub fn snapshot(&self) -> Snapshot {
+        let workers = self
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| WorkerSnap {
+                worker: i,
+                core: w.core,
+                counters: w.counters.snapshot().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            })
+            .collect();
+        let services = self
+            .services
+            .load()
+            .list
+            .iter()
+            .map(|s| ServiceSnap {
+                name: s.name.clone(),
+                vip: ip_of(&s.vip).to_string(),
+                port: s.port,
+                protocol: if s.protocol == 6 { "tcp" } else { "udp" }.into(),
+                traffic: sum(self.workers.iter().map(|w| w.stats.services.get(usize::from(s.id)))),
+                backends: s
+                    .backends
+                    .iter()
+                    .map(|b| BackendSnap {
+                        addr: ip_of(&b.addr).to_string(),
+                        port: b.port,
+                        weight: b.weight,
+                        traffic: sum(self.workers.iter().map(|w| w.stats.backends.get(usize::from(b.id)))),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let xdp = self
+            .xdp
+            .lock()
+            .map(|x| {
+                x.iter()
+                    .map(|(i, c)| XdpSnap {
+                        interface: i.clone(),
+                        counters: XdpCounter::ALL
+                            .iter()
+                            .map(|k| (k.name().to_string(), c[*k as usize]))
+                            .collect(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Snapshot { workers, services, xdp }
+    }
+}
+
+impl Snapshot {
+    /// The value of a worker counter summed over workers.
+    pub fn total(&self, name: &str) -> u64 {
+        self.workers.iter().flat_map(|w| &w.counters).filter(|(k, _)| k == name).map(|(_, v)| v).sum()
+    }
+
+    /// Human tables; with `prev` and the seconds between, rates per second.
+    pub fn table(&self, prev: Option<(&Snapshot, f64)>) -> String {
+        use std::fmt::Write;
+        let rate = |now: u64, name: &dyn Fn(&Snapshot) -> u64| -> String {
+            match prev {
+                Some((p, secs)) if secs > 0.0 => {
+                    format!("{:>12.0}/s", now.saturating_sub(name(p)) as f64 / secs)
+                }
+                _ => format!("{now:>14}"),
+            }
+        };
+        let mut out = String::new();
+        let _ = writeln!(out, "{:<8} {:<5} {:<22} {:>14}", "worker", "core", "counter", "value");
+        for w in &self.workers {
+            for (k, v) in &w.counters {
+                if *v == 0 && !matches!(k.as_str(), "rx_packets" | "tx_packets") {
+                    continue;
+                }
+                let id = w.worker;
+                let key = k.clone();
+                let r = rate(*v, &|s: &Snapshot| {
+                    s.workers
+                        .get(id)
+                        .and_then(|w| w.counters.iter().find(|(n, _)| *n == key))
+                        .map_or(0, |x| x.1)
+                });
+                let _ = writeln!(out, "{:<8} {:<5} {:<22} {r}", w.worker, w.core, k);
+            }
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<28} {:>7} {:>14} {:>14} {:>10} {:>8}",
+            "service / backend", "weight", "packets", "bytes", "new_flows", "active"
+        );
+        for (si, s) in self.services.iter().enumerate() {
+            let pk =
+                rate(s.traffic.packets, &|p: &Snapshot| p.services.get(si).map_or(0, |x| x.traffic.packets));
+            let by = rate(s.traffic.bytes, &|p: &Snapshot| p.services.get(si).map_or(0, |x| x.traffic.bytes));
+            let _ = writeln!(
+                out,
+                "{:<28} {:>7} {pk} {by} {:>10} {:>8}",
+                format!("{} {}:{}/{}", s.name, s.vip, s.port, s.protocol),
+                "",
+                s.traffic.new_flows,
+                s.traffic.active_flows
+            );
+            for (bi, b) in s.backends.iter().enumerate() {
+                let get = |p: &Snapshot| p.services.get(si).and_then(|x| x.backends.get(bi)).cloned();
+                let pk = rate(b.traffic.packets, &|p: &Snapshot| get(p).map_or(0, |x| x.traffic.packets));
+                let by = rate(b.traffic.bytes, &|p: &Snapshot| get(p).map_or(0, |x| x.traffic.bytes));
+                let _ = writeln!(
+                    out,
+                    "  {:<26} {:>7} {pk} {by} {:>10} {:>8}",
+                    format!("{}:{}", b.addr, b.port),
+                    b.weight,
+                    b.traffic.new_flows,
+                    b.traffic.active_flows
+                );
+            }
+        }
+        let _ = writeln!(out);
+        for x in &self.xdp {
+            let _ = write!(out, "xdp {:<10}", x.interface);
+            for (k, v) in &x.counters {
+                let _ = write!(out, " {k}={v}");
+            }
+            let _ = writeln!(out);
+        }
+        out
+    }
+}
