@@ -5,6 +5,7 @@
 //! frames; `telemetry` counts what happened. `config` describes all of it.
 
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod fuzzing;
 pub mod lab;
