@@ -52,6 +52,9 @@ impl Classifier {
     }
 
     pub fn lookup(&self, k: &DstKey) -> Option<u8> {
+        if self.routes.is_empty() {
+            return None;
+        }
         let mut key = MatchKey { addr: k.addr, proto: k.proto, pad: 0, port_be: k.port.to_be() };
         if let Some(&p) = self.routes.get(&key) {
             return Some(p);

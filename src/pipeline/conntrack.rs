@@ -551,9 +551,13 @@ impl ConnTable {
                     }
                     if let Some(e) = self.entries.get(b * WAYS + w) {
                         let p = (e as *const Entry).cast::<i8>();
-                        // SAFETY: as in `prefetch`: a non-faulting hint on an
-                        // address inside a live allocation.
-                        unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+                        // SAFETY: as in `prefetch`: non-faulting hints on both
+                        // cache lines of a live entry (key and state in the
+                        // first, the NAT record every packet reads in the second).
+                        unsafe {
+                            _mm_prefetch::<_MM_HINT_T0>(p);
+                            _mm_prefetch::<_MM_HINT_T0>(p.add(64));
+                        }
                     }
                 }
             }

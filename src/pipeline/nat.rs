@@ -3,7 +3,7 @@
 
 use super::batch::{FlowKind, FlowMeta};
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
-use crate::wire::checksum::{udp_encode, udp_update_bytes, udp_update_u16, update_bytes, update_u16};
+use crate::wire::checksum::udp_encode;
 
 #[derive(Default)]
 pub struct NatStage;
@@ -33,60 +33,94 @@ fn put16(b: &mut [u8], at: usize, v: u16) -> Option<()> {
     Some(())
 }
 
+/// RFC 1624 eqn. 3 over several fields at once: the one's complement sum of
+/// ~old + new for every changed 16-bit word. Computed once per packet and
+/// applied to each checksum that covers those words.
+#[derive(Clone, Copy, Default)]
+struct Delta(u32);
+
+impl Delta {
+    #[inline]
+    fn words(&mut self, old: &[u8], new: &[u8]) {
+        for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
+            self.0 +=
+                u32::from(!u16::from_be_bytes([o[0], o[1]])) + u32::from(u16::from_be_bytes([n[0], n[1]]));
+        }
+    }
+
+    #[inline]
+    fn word(&mut self, old: u16, new: u16) {
+        self.0 += u32::from(!old) + u32::from(new);
+    }
+
+    /// HC' = ~(~HC + Σ(~m + m'))
+    #[inline]
+    fn apply(self, csum: u16) -> u16 {
+        let mut x = u32::from(!csum) + self.0;
+        x = (x & 0xFFFF) + (x >> 16);
+        x = (x & 0xFFFF) + (x >> 16);
+        !(x as u16)
+    }
+}
+
 /// Rewrites `frame` to `flow.nat`. None if a header is out of bounds (the
 /// parser checked them, so that means a bug or a hostile frame: drop).
 pub fn rewrite(frame: &mut [u8], flow: &FlowMeta) -> Option<()> {
     let (l3, l4) = (usize::from(flow.l3), usize::from(flow.l4));
     let nat = &flow.nat;
-    // Old and new address pairs as contiguous bytes: src then dst.
-    let (alen, aoff) = if flow.v6 { (16, 8) } else { (4, 12) };
-    let mut old = [0u8; 32];
-    old[..2 * alen].copy_from_slice(frame.get(l3 + aoff..l3 + aoff + 2 * alen)?);
-    let mut new = [0u8; 32];
-    let lo = 16 - alen;
-    new[..alen].copy_from_slice(&nat.src[lo..]);
-    new[alen..2 * alen].copy_from_slice(&nat.dst[lo..]);
-    let (old, new) = (&old[..2 * alen], &new[..2 * alen]);
-
-    frame.get_mut(l3 + aoff..l3 + aoff + 2 * alen)?.copy_from_slice(new);
-    if !flow.v6 {
-        let c = get16(frame, l3 + 10)?;
-        put16(frame, l3 + 10, update_bytes(c, old, new))?;
+    let mut addrs = Delta::default();
+    if flow.v6 {
+        let a = frame.get_mut(l3 + 8..l3 + 40)?;
+        addrs.words(&a[..16], &nat.src);
+        addrs.words(&a[16..], &nat.dst);
+        a[..16].copy_from_slice(&nat.src);
+        a[16..].copy_from_slice(&nat.dst);
+    } else {
+        let h = frame.get_mut(l3..l3 + 20)?;
+        addrs.words(&h[12..16], &nat.src[12..]);
+        addrs.words(&h[16..20], &nat.dst[12..]);
+        h[12..16].copy_from_slice(&nat.src[12..]);
+        h[16..20].copy_from_slice(&nat.dst[12..]);
+        let c = u16::from_be_bytes([h[10], h[11]]);
+        h[10..12].copy_from_slice(&addrs.apply(c).to_be_bytes());
     }
     match flow.key.proto {
-        6 => {
-            let c = get16(frame, l4 + 16)?;
-            let (os, od) = (get16(frame, l4)?, get16(frame, l4 + 2)?);
-            let c = update_u16(update_u16(update_bytes(c, old, new), os, nat.sport), od, nat.dport);
-            put16(frame, l4, nat.sport)?;
-            put16(frame, l4 + 2, nat.dport)?;
-            put16(frame, l4 + 16, c)
-        }
-        17 => {
-            let c = get16(frame, l4 + 6)?;
-            let (os, od) = (get16(frame, l4)?, get16(frame, l4 + 2)?);
-            // IPv4 UDP checksum 0 means "none" and must stay 0 (RFC 768).
-            let c = if flow.v6 {
-                // IPv6 UDP must carry a checksum: a computed 0 is sent as 0xFFFF (RFC 8200 §8.1).
-                udp_encode(update_u16(update_u16(update_bytes(c, old, new), os, nat.sport), od, nat.dport))
+        6 | 17 => {
+            let is_udp = flow.key.proto == 17;
+            let at = if is_udp { 6 } else { 16 };
+            let t = frame.get_mut(l4..l4 + at + 2)?;
+            let (os, od) = (u16::from_be_bytes([t[0], t[1]]), u16::from_be_bytes([t[2], t[3]]));
+            let mut d = addrs;
+            d.word(os, nat.sport);
+            d.word(od, nat.dport);
+            t[0..2].copy_from_slice(&nat.sport.to_be_bytes());
+            t[2..4].copy_from_slice(&nat.dport.to_be_bytes());
+            let c = u16::from_be_bytes([t[at], t[at + 1]]);
+            let new = if is_udp {
+                if c == 0 && !flow.v6 {
+                    // IPv4 UDP checksum 0 means "none" and must stay 0 (RFC 768).
+                    return Some(());
+                }
+                // A computed 0 is sent as 0xFFFF (RFC 768; required for IPv6, RFC 8200 §8.1).
+                udp_encode(d.apply(c))
             } else {
-                udp_update_u16(udp_update_u16(udp_update_bytes(c, old, new), os, nat.sport), od, nat.dport)
+                d.apply(c)
             };
-            put16(frame, l4, nat.sport)?;
-            put16(frame, l4 + 2, nat.dport)?;
-            put16(frame, l4 + 6, c)
+            t[at..at + 2].copy_from_slice(&new.to_be_bytes());
+            Some(())
         }
         1 | 58 => {
             // Echo: the identifier plays the port's role.
             let c = get16(frame, l4 + 2)?;
             let id = get16(frame, l4 + 4)?;
-            let mut c = update_u16(c, id, nat.dport);
+            let mut d = Delta::default();
+            d.word(id, nat.dport);
             if flow.v6 {
                 // ICMPv6 covers the pseudo-header; ICMPv4 does not.
-                c = update_bytes(c, old, new);
+                d.0 += addrs.0;
             }
             put16(frame, l4 + 4, nat.dport)?;
-            put16(frame, l4 + 2, c)
+            put16(frame, l4 + 2, d.apply(c))
         }
         _ => Some(()),
     }

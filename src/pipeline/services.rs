@@ -27,6 +27,9 @@ pub struct Services {
     pub pools: Vec<Prefix>,
     /// Pipeline that handles replies to each pool.
     pool_pipelines: Vec<u8>,
+    /// The pools as (network, mask) over the 16-byte address form, for a
+    /// branch-light membership test per packet.
+    pool_masks: Vec<(u128, u128)>,
     /// Bumped on every rebuild; workers compare it to spot a new snapshot.
     pub generation: u64,
 }
@@ -151,7 +154,8 @@ impl Services {
                 maglev,
             });
         }
-        Ok(Services { list, vips, next_hops, pools, pool_pipelines, generation })
+        let pool_masks = pools.iter().map(mask16).collect();
+        Ok(Services { list, vips, next_hops, pools, pool_pipelines, pool_masks, generation })
     }
 
     /// An empty snapshot (no services).
@@ -162,6 +166,7 @@ impl Services {
             next_hops: FastMap::default(),
             pools: Vec::new(),
             pool_pipelines: Vec::new(),
+            pool_masks: Vec::new(),
             generation: 0,
         }
     }
@@ -174,7 +179,13 @@ impl Services {
     /// Whether `addr` belongs to one of the SNAT pools.
     #[inline]
     pub fn in_pool(&self, addr: &[u8; 16]) -> bool {
-        !self.pools.is_empty() && self.pools.iter().any(|p| p.contains(ip_of(addr)))
+        self.pool_of(addr).is_some()
+    }
+
+    #[inline]
+    fn pool_of(&self, addr: &[u8; 16]) -> Option<usize> {
+        let a = u128::from_be_bytes(*addr);
+        self.pool_masks.iter().position(|&(net, mask)| a & mask == net)
     }
 
     /// Pipeline for a packet to a VIP or into an SNAT pool.
@@ -182,8 +193,7 @@ impl Services {
         if let Some(&s) = self.vips.get(&(*dst, proto, port)) {
             return self.list.get(usize::from(s)).map(|s| s.pipeline);
         }
-        let ip = ip_of(dst);
-        let i = self.pools.iter().position(|p| p.contains(ip))?;
+        let i = self.pool_of(dst)?;
         self.pool_pipelines.get(i).copied()
     }
 
@@ -205,6 +215,13 @@ impl Services {
         v.dedup();
         v
     }
+}
+
+/// A prefix as (network, mask) over 16-byte addresses (IPv4 mapped).
+fn mask16(p: &Prefix) -> (u128, u128) {
+    let len = if p.net.is_ipv4() { 96 + u32::from(p.len) } else { u32::from(p.len) };
+    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+    (u128::from_be_bytes(addr16(p.net)) & mask, mask)
 }
 
 /// 16-byte form back to an address (IPv4-mapped → IPv4).

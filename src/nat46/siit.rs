@@ -1,0 +1,1126 @@
+//! RFC 7915 header translation in place over Ethernet frames.
+//!
+//! The payload after the (outer, and for ICMP errors the inner) IP header
+//! never moves: the new headers are written in front of it, so 4->6 grows the
+//! frame toward the buffer's headroom and 6->4 shrinks it. The Ethernet MACs
+//! and an 802.1Q tag are copied unchanged; only the ethertype changes.
+//!
+//! TTL / Hop Limit is copied, not decremented: routing (and the decision to
+//! answer with [`build_time_exceeded`]) belongs to the caller.
+
+use core::net::Ipv6Addr;
+
+use super::addr::Mapper;
+use crate::wire::checksum::{checksum, fold, l4_checksum_v6, pseudo_header_v6, udp_encode, update_bytes};
+
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const ICMP: u8 = 1;
+const ICMP6: u8 = 58;
+const FRAG: u8 = 44;
+const MAX_EXT: usize = 8;
+
+/// Why a frame was not translated. `Copy`, dense: [`Drop::index`] indexes a
+/// counter array of [`Drop::COUNT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Drop {
+    /// The buffer ends before a header or a length field says it should.
+    Truncated,
+    /// Bad version, header length or length field.
+    Malformed,
+    /// Not the IP family this translator reads (ARP, wrong direction, ...).
+    NotIp,
+    /// IPv4 header or ICMP/ICMPv6 checksum wrong (we would launder it).
+    BadChecksum,
+    /// An address has no EAM and is outside the RFC 6052 prefix.
+    UntranslatableAddr,
+    /// ICMP type/code or header with no translation (RFC 7915 §4.2, §5.2).
+    Untranslatable,
+    /// ICMP/ICMPv6 fragments are not translated (RFC 7915 §1.2).
+    FragmentedIcmp,
+    /// IPv4 UDP without checksum that we may not or cannot fix (§4.5).
+    UdpZeroChecksum,
+    /// IPv6 Routing header with Segments Left != 0 (§5.1).
+    SegmentsLeft,
+    /// Too big for the egress MTU and may not be fragmented: answer with
+    /// [`build_too_big`] and this `mtu` (Fragmentation Needed next-hop MTU
+    /// for an IPv4 sender, Packet Too Big MTU for an IPv6 sender).
+    TooBig {
+        /// The MTU to report to the sender.
+        mtu: u16,
+    },
+    /// Too big for the egress MTU but fragmentable: fragmentation is not
+    /// implemented here.
+    NeedsFragmentation,
+    /// Not enough room in front of the frame for the grown headers.
+    HeadroomExhausted,
+    /// An ICMP error quoting an ICMP error (§4.3, §5.3).
+    NestedIcmpError,
+}
+
+impl Drop {
+    /// Number of variants.
+    pub const COUNT: usize = 13;
+
+    /// Dense index `0..COUNT`.
+    pub const fn index(self) -> usize {
+        match self {
+            Drop::Truncated => 0,
+            Drop::Malformed => 1,
+            Drop::NotIp => 2,
+            Drop::BadChecksum => 3,
+            Drop::UntranslatableAddr => 4,
+            Drop::Untranslatable => 5,
+            Drop::FragmentedIcmp => 6,
+            Drop::UdpZeroChecksum => 7,
+            Drop::SegmentsLeft => 8,
+            Drop::TooBig { .. } => 9,
+            Drop::NeedsFragmentation => 10,
+            Drop::HeadroomExhausted => 11,
+            Drop::NestedIcmpError => 12,
+        }
+    }
+
+    /// Short stable lowercase name (counter label).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Drop::Truncated => "truncated",
+            Drop::Malformed => "malformed",
+            Drop::NotIp => "not_ip",
+            Drop::BadChecksum => "bad_checksum",
+            Drop::UntranslatableAddr => "untranslatable_addr",
+            Drop::Untranslatable => "untranslatable",
+            Drop::FragmentedIcmp => "fragmented_icmp",
+            Drop::UdpZeroChecksum => "udp_zero_checksum",
+            Drop::SegmentsLeft => "segments_left",
+            Drop::TooBig { .. } => "too_big",
+            Drop::NeedsFragmentation => "needs_fragmentation",
+            Drop::HeadroomExhausted => "headroom_exhausted",
+            Drop::NestedIcmpError => "nested_icmp_error",
+        }
+    }
+}
+
+/// What to do with an IPv4 UDP datagram whose checksum is 0 (4->6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UdpZeroChecksum {
+    /// Compute the full checksum (unfragmented datagrams only).
+    Compute,
+    /// Drop with [`Drop::UdpZeroChecksum`].
+    Drop,
+}
+
+/// Per-direction translation settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Config<'a> {
+    /// Maps the packet's source address (4->6: IPv4 -> IPv6; 6->4: IPv6 -> IPv4).
+    pub src: Mapper<'a>,
+    /// Maps the packet's destination address.
+    pub dst: Mapper<'a>,
+    /// Egress L3 MTU (of the family we emit).
+    pub mtu: u16,
+    /// IPv4 UDP zero-checksum policy (4->6 only).
+    pub udp_zero_checksum: UdpZeroChecksum,
+    /// RFC 6791 source for ICMPv4 errors translated from ICMPv6 errors whose
+    /// source (a router) is untranslatable (6->4 only).
+    pub icmp_error_src4: Option<[u8; 4]>,
+}
+
+/// The translator's own addresses, the source of errors it generates.
+#[derive(Debug, Clone, Copy)]
+pub struct RouterAddrs {
+    /// IPv4 source of ICMPv4 errors.
+    pub v4: [u8; 4],
+    /// IPv6 source of ICMPv6 errors.
+    pub v6: [u8; 16],
+}
+
+// ---------------------------------------------------------------------------
+// Byte helpers: every access is bounds-checked and fails as `Truncated`.
+
+#[inline]
+fn rd8(b: &[u8], at: usize) -> Result<u8, Drop> {
+    b.get(at).copied().ok_or(Drop::Truncated)
+}
+
+#[inline]
+fn rd16(b: &[u8], at: usize) -> Result<u16, Drop> {
+    Ok(u16::from_be_bytes(rdn::<2>(b, at)?))
+}
+
+#[inline]
+fn rdn<const N: usize>(b: &[u8], at: usize) -> Result<[u8; N], Drop> {
+    let end = at.checked_add(N).ok_or(Drop::Truncated)?;
+    b.get(at..end).and_then(|s| <[u8; N]>::try_from(s).ok()).ok_or(Drop::Truncated)
+}
+
+#[inline]
+fn wr(b: &mut [u8], at: usize, v: &[u8]) -> Result<(), Drop> {
+    let end = at.checked_add(v.len()).ok_or(Drop::Truncated)?;
+    b.get_mut(at..end).ok_or(Drop::Truncated)?.copy_from_slice(v);
+    Ok(())
+}
+
+#[inline]
+fn wr16(b: &mut [u8], at: usize, v: u16) -> Result<(), Drop> {
+    wr(b, at, &v.to_be_bytes())
+}
+
+#[inline]
+fn sub(b: &[u8], from: usize, to: usize) -> Result<&[u8], Drop> {
+    b.get(from..to).ok_or(Drop::Truncated)
+}
+
+/// L2 header length (14 or 18 with one 802.1Q tag) and the inner ethertype.
+fn l2_info(b: &[u8], start: usize) -> Result<(usize, u16), Drop> {
+    let et = rd16(b, start + 12)?;
+    if et == ETH_P_8021Q {
+        Ok((18, rd16(b, start + 16)?))
+    } else {
+        Ok((14, et))
+    }
+}
+
+/// Copies the L2 header into `hdr` with a new ethertype.
+fn put_l2(hdr: &mut [u8], at: usize, eth: &[u8; 18], l2: usize, et: u16) -> Result<(), Drop> {
+    // Fixed-size copies: MACs, then the 802.1Q tag if any.
+    let macs: [u8; 12] = rdn(eth, 0)?;
+    wr(hdr, at, &macs)?;
+    if l2 == 18 {
+        let tag: [u8; 4] = rdn(eth, 12)?;
+        wr(hdr, at + 12, &tag)?;
+    }
+    wr16(hdr, at + l2 - 2, et)
+}
+
+// ---------------------------------------------------------------------------
+// IPv4 header.
+
+#[derive(Clone, Copy)]
+struct V4 {
+    ihl: usize,
+    tot: usize,
+    tos: u8,
+    id: u16,
+    df: bool,
+    mf: bool,
+    off: u16,
+    ttl: u8,
+    proto: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+}
+
+impl V4 {
+    fn fragmented(&self) -> bool {
+        self.mf || self.off != 0
+    }
+}
+
+/// Reads the IPv4 header at `ip`. `avail`: bytes present from `ip`. An outer
+/// header must have its whole total length present; an inner (quoted) one only
+/// its header.
+fn parse_v4(b: &[u8], ip: usize, avail: usize, outer: bool) -> Result<V4, Drop> {
+    let h: [u8; 20] = rdn(b, ip)?;
+    if h[0] >> 4 != 4 {
+        return Err(Drop::Malformed);
+    }
+    let ihl = usize::from(h[0] & 0xF) * 4;
+    let tot = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    if ihl < 20 || tot < ihl || ihl > avail || (outer && tot > avail) {
+        return Err(if ihl > avail || tot > avail { Drop::Truncated } else { Drop::Malformed });
+    }
+    let fo = u16::from_be_bytes([h[6], h[7]]);
+    Ok(V4 {
+        ihl,
+        tot,
+        tos: h[1],
+        id: u16::from_be_bytes([h[4], h[5]]),
+        df: fo & 0x4000 != 0,
+        mf: fo & 0x2000 != 0,
+        off: fo & 0x1FFF,
+        ttl: h[8],
+        proto: h[9],
+        src: [h[12], h[13], h[14], h[15]],
+        dst: [h[16], h[17], h[18], h[19]],
+    })
+}
+
+#[derive(Clone, Copy)]
+struct FragHdr {
+    /// Offset in 8-byte units.
+    off: u16,
+    mf: bool,
+    id: u32,
+}
+
+/// Writes a 20-byte IPv4 header (no options) with its checksum.
+#[allow(clippy::too_many_arguments)]
+fn put_v4(
+    hdr: &mut [u8],
+    at: usize,
+    tos: u8,
+    tot: u16,
+    id: u16,
+    flags_off: u16,
+    ttl: u8,
+    proto: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+) -> Result<(), Drop> {
+    let t = tot.to_be_bytes();
+    let i = id.to_be_bytes();
+    let f = flags_off.to_be_bytes();
+    let mut h = [
+        0x45, tos, t[0], t[1], i[0], i[1], f[0], f[1], ttl, proto, 0, 0, src[0], src[1], src[2], src[3],
+        dst[0], dst[1], dst[2], dst[3],
+    ];
+    let c = checksum(&h).to_be_bytes();
+    h[10] = c[0];
+    h[11] = c[1];
+    wr(hdr, at, &h)
+}
+
+/// Writes a 40-byte IPv6 header (flow label 0) and, if `frag`, a Fragment
+/// header after it. Returns the bytes written.
+#[allow(clippy::too_many_arguments)]
+fn put_v6(
+    hdr: &mut [u8],
+    at: usize,
+    tc: u8,
+    ul_len: usize,
+    proto: u8,
+    hl: u8,
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    frag: Option<FragHdr>,
+) -> Result<usize, Drop> {
+    let fh = if frag.is_some() { 8 } else { 0 };
+    let plen = u16::try_from(ul_len + fh).map_err(|_| Drop::Malformed)?;
+    wr(hdr, at, &[0x60 | (tc >> 4), tc << 4, 0, 0])?;
+    wr16(hdr, at + 4, plen)?;
+    wr(hdr, at + 6, &[if frag.is_some() { FRAG } else { proto }, hl])?;
+    wr(hdr, at + 8, src)?;
+    wr(hdr, at + 24, dst)?;
+    if let Some(f) = frag {
+        //= https://www.rfc-editor.org/rfc/rfc8200#section-4.5
+        //# Fragment Offset   13-bit unsigned integer.  The offset, in
+        //#                   8-octet units, of the data following this
+        //#                   header, relative to the start of the
+        //#                   Fragmentable Part of the original packet.
+        let fo = (f.off << 3) | u16::from(f.mf);
+        wr(hdr, at + 40, &[proto, 0])?;
+        wr16(hdr, at + 42, fo)?;
+        wr(hdr, at + 44, &f.id.to_be_bytes())?;
+    }
+    Ok(40 + fh)
+}
+
+// ---------------------------------------------------------------------------
+// IPv6 header and extension-header walk.
+
+#[derive(Clone, Copy)]
+struct V6 {
+    tc: u8,
+    plen: usize,
+    hl: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+    /// Absolute offset of the upper-layer header.
+    ul: usize,
+    proto: u8,
+    frag: Option<FragHdr>,
+}
+
+/// Reads the IPv6 header at `ip` and walks extension headers up to `end`
+/// (the packet end for an outer header, the quote end for an inner one).
+//= https://www.rfc-editor.org/rfc/rfc7915#section-5.1
+// (paraphrase) Protocol: skip Hop-by-Hop Options, Destination Options,
+// Routing (Segments Left 0) and Fragment headers; the first other Next
+// Header value is the IPv4 protocol. A Routing header with Segments Left
+// non-zero is not translated; extension headers after a Fragment header
+// (except ESP, including AH) SHOULD make the packet dropped.
+fn parse_v6(b: &[u8], ip: usize, end: usize) -> Result<V6, Drop> {
+    let h: [u8; 40] = rdn(b, ip)?;
+    if h[0] >> 4 != 6 {
+        return Err(Drop::Malformed);
+    }
+    let tc = (h[0] << 4) | (h[1] >> 4);
+    let plen = usize::from(u16::from_be_bytes([h[4], h[5]]));
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(sub(&h, 8, 24)?);
+    dst.copy_from_slice(sub(&h, 24, 40)?);
+    let mut nh = h[6];
+    let mut off = ip + 40;
+    let mut frag: Option<FragHdr> = None;
+    let mut n = 0;
+    loop {
+        if off > end {
+            return Err(Drop::Truncated);
+        }
+        match nh {
+            0 | 43 | 60 => {
+                if frag.is_some() {
+                    return Err(Drop::Untranslatable);
+                }
+                if nh == 0 && n != 0 {
+                    return Err(Drop::Malformed);
+                }
+                if nh == 43 && rd8(b, off + 3)? != 0 {
+                    return Err(Drop::SegmentsLeft);
+                }
+                let next = rd8(b, off)?;
+                off += (usize::from(rd8(b, off + 1)?) + 1) * 8;
+                nh = next;
+            }
+            FRAG => {
+                if frag.is_some() {
+                    return Err(Drop::Untranslatable);
+                }
+                let f: [u8; 8] = rdn(b, off)?;
+                let fo = u16::from_be_bytes([f[2], f[3]]);
+                frag = Some(FragHdr {
+                    off: fo >> 3,
+                    mf: fo & 1 != 0,
+                    id: u32::from_be_bytes([f[4], f[5], f[6], f[7]]),
+                });
+                nh = f[0];
+                off += 8;
+            }
+            _ => break,
+        }
+        n += 1;
+        if n > MAX_EXT {
+            return Err(Drop::Malformed);
+        }
+    }
+    if off > end {
+        return Err(Drop::Truncated);
+    }
+    Ok(V6 { tc, plen, hl: h[7], src, dst, ul: off, proto: nh, frag })
+}
+
+// ---------------------------------------------------------------------------
+// ICMP mappings.
+
+fn is_icmp4_error(t: u8) -> bool {
+    matches!(t, 3 | 4 | 5 | 11 | 12)
+}
+
+fn is_icmp6_error(t: u8) -> bool {
+    t < 128
+}
+
+//= https://www.rfc-editor.org/rfc/rfc7915#section-4.2
+// Figure 3: Pointer Value for Translating from IPv4 to IPv6
+// (IPv4 pointer -> IPv6 pointer; n/a means drop)
+//   0 Version/IHL -> 0 | 1 Type Of Service -> 1 | 2,3 Total Length -> 4
+//   4,5 Identification, 6,7 Flags/Offset -> n/a | 8 TTL -> 7 | 9 Protocol -> 6
+//   10,11 Header Checksum -> n/a | 12-15 Source -> 8 | 16-19 Destination -> 24
+fn ptr_4to6(p: u8) -> Option<u8> {
+    match p {
+        0 => Some(0),
+        1 => Some(1),
+        2 | 3 => Some(4),
+        8 => Some(7),
+        9 => Some(6),
+        12..=15 => Some(8),
+        16..=19 => Some(24),
+        _ => None,
+    }
+}
+
+//= https://www.rfc-editor.org/rfc/rfc7915#section-5.2
+// Figure 6: Pointer Value for Translating from IPv6 to IPv4
+//   0 Version/Traffic Class -> 0 | 1 Traffic Class/Flow Label -> 1
+//   2,3 Flow Label -> n/a | 4,5 Payload Length -> 2 | 6 Next Header -> 9
+//   7 Hop Limit -> 8 | 8-23 Source -> 12 | 24-39 Destination -> 16
+fn ptr_6to4(p: u32) -> Option<u8> {
+    match p {
+        0 => Some(0),
+        1 => Some(1),
+        4 | 5 => Some(2),
+        6 => Some(9),
+        7 => Some(8),
+        8..=23 => Some(12),
+        24..=39 => Some(16),
+        _ => None,
+    }
+}
+
+/// RFC 1191 plateau table, for Fragmentation Needed with MTU 0.
+const PLATEAUS: [u16; 11] = [65535, 32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68];
+
+/// ICMPv4 error -> ICMPv6 (type, code, 4-byte rest of header).
+fn map_icmp4_error(
+    ty: u8,
+    code: u8,
+    rest: [u8; 4],
+    inner_tot: usize,
+    mtu6: u16,
+) -> Result<(u8, u8, [u8; 4]), Drop> {
+    //= https://www.rfc-editor.org/rfc/rfc7915#section-4.2
+    // (paraphrase) Destination Unreachable (Type 3): codes 0, 1, 5, 6, 7, 8,
+    // 11, 12 -> Type 1 Code 0; code 2 -> Parameter Problem (Type 4) Code 1
+    // pointing at Next Header (6); code 3 -> Type 1 Code 4; code 4 -> Packet
+    // Too Big (Type 2 Code 0); codes 9, 10, 13, 15 -> Type 1 Code 1; others
+    // (14, unknown) silently dropped. Time Exceeded (11) -> Type 3, code
+    // unchanged. Parameter Problem (12) codes 0 and 2 -> Type 4 Code 0 with
+    // the pointer translated per Figure 3; others dropped. Source Quench,
+    // Redirect, Alternative Host Address and unknown types are dropped.
+    let z = [0u8; 4];
+    Ok(match (ty, code) {
+        (3, 0 | 1 | 5..=8 | 11 | 12) => (1, 0, z),
+        (3, 2) => (4, 1, 6u32.to_be_bytes()),
+        (3, 3) => (1, 4, z),
+        (3, 4) => {
+            //= https://www.rfc-editor.org/rfc/rfc7915#section-5
+            //# When translating an ICMPv4 "Fragmentation Needed" packet, the
+            //# indicated MTU in the resulting ICMPv6 "Packet Too Big" will never
+            //# be set to a value lower than 1280.
+            let mut adv = u16::from_be_bytes([rest[2], rest[3]]);
+            if adv == 0 {
+                // RFC 1191 plateau: the greatest below the quoted Total Length.
+                adv = PLATEAUS.iter().copied().find(|&p| usize::from(p) < inner_tot).unwrap_or(68);
+            }
+            // minimum(advertised MTU + 20, MTU of the IPv6 next hop), at least 1280.
+            let m = (u32::from(adv) + 20).min(u32::from(mtu6)).max(1280);
+            (2, 0, m.to_be_bytes())
+        }
+        (3, 9 | 10 | 13 | 15) => (1, 1, z),
+        (11, c) => (3, c, z),
+        (12, 0 | 2) => (4, 0, u32::from(ptr_4to6(rest[0]).ok_or(Drop::Untranslatable)?).to_be_bytes()),
+        _ => return Err(Drop::Untranslatable),
+    })
+}
+
+/// ICMPv6 error -> ICMPv4 (type, code, 4-byte rest of header).
+fn map_icmp6_error(ty: u8, code: u8, rest: [u8; 4], mtu4: u16) -> Result<(u8, u8, [u8; 4]), Drop> {
+    //= https://www.rfc-editor.org/rfc/rfc7915#section-5.2
+    // (paraphrase) Destination Unreachable (Type 1): code 0, 2, 3 -> Type 3
+    // Code 1; code 1 -> Type 3 Code 10; code 4 -> Type 3 Code 3; others
+    // dropped. Packet Too Big (2) -> Type 3 Code 4, MTU = minimum(advertised
+    // MTU - 20, MTU of the IPv4 next hop). Time Exceeded (3) -> Type 11, code
+    // unchanged. Parameter Problem (4): code 0 -> Type 12 Code 0 with the
+    // pointer translated per Figure 6 (drop if n/a); code 1 -> Type 3 Code 2;
+    // others dropped. Unknown error types are dropped.
+    let z = [0u8; 4];
+    Ok(match (ty, code) {
+        (1, 0 | 2 | 3) => (3, 1, z),
+        (1, 1) => (3, 10, z),
+        (1, 4) => (3, 3, z),
+        (2, _) => {
+            let adv = u32::from_be_bytes(rest).saturating_sub(20);
+            let m = adv.min(u32::from(mtu4)).min(0xFFFF) as u16;
+            let b = m.to_be_bytes();
+            (3, 4, [0, 0, b[0], b[1]])
+        }
+        (3, c) => (11, c, z),
+        (4, 0) => (12, 0, [ptr_6to4(u32::from_be_bytes(rest)).ok_or(Drop::Untranslatable)?, 0, 0, 0]),
+        (4, 1) => (3, 2, z),
+        _ => return Err(Drop::Untranslatable),
+    })
+}
+
+/// Echo type mapping: ICMPv4 -> ICMPv6.
+fn echo_4to6(t: u8) -> Option<u8> {
+    //= https://www.rfc-editor.org/rfc/rfc7915#section-4.2
+    // (paraphrase) Echo and Echo Reply (Type 8 and Type 0): adjust the Type
+    // values to 128 and 129, respectively, and adjust the ICMP checksum both
+    // to take the type change into account and to include the ICMPv6
+    // pseudo-header. All other informational messages are silently dropped.
+    match t {
+        8 => Some(128),
+        0 => Some(129),
+        _ => None,
+    }
+}
+
+fn echo_6to4(t: u8) -> Option<u8> {
+    //= https://www.rfc-editor.org/rfc/rfc7915#section-5.2
+    // (paraphrase) Echo Request and Echo Reply (Type 128 and 129): adjust the
+    // Type values to 8 and 0, respectively, and adjust the ICMP checksum both
+    // to take the type change into account and to exclude the ICMPv6
+    // pseudo-header. MLD, Neighbor Discovery and unknown informational
+    // messages are silently dropped.
+    match t {
+        128 => Some(8),
+        129 => Some(0),
+        _ => None,
+    }
+}
+
+/// Incremental transport update for an address change (TCP/UDP) at `l4`,
+/// limited to `end`. `ipv6_out`: the result is IPv6 (UDP must then carry a
+/// checksum). Missing checksum fields (short quotes) are left alone when
+/// `quoted`, else `Truncated`.
+fn fix_l4_addrs(
+    b: &mut [u8],
+    l4: usize,
+    end: usize,
+    proto: u8,
+    old: &[u8],
+    new: &[u8],
+    quoted: bool,
+) -> Result<(), Drop> {
+    let at = match proto {
+        TCP => l4 + 16,
+        UDP => l4 + 6,
+        _ => return Ok(()),
+    };
+    if at + 2 > end {
+        return if quoted { Ok(()) } else { Err(Drop::Truncated) };
+    }
+    let c = rd16(b, at)?;
+    //= https://www.rfc-editor.org/rfc/rfc7915#section-4.5
+    //# Translators MUST do this for TCP and ICMP packets and for
+    //# UDP packets that contain a UDP checksum (i.e., the UDP checksum field
+    //# is not zero).
+    let n = if proto == UDP {
+        if c == 0 {
+            return Ok(());
+        }
+        udp_encode(update_bytes(c, old, new))
+    } else {
+        update_bytes(c, old, new)
+    };
+    wr16(b, at, n)
+}
+
+/// Echo type change plus adding (`add`) or removing the ICMPv6 pseudo-header
+/// sum `ph` from the checksum at `l4 + 2`.
+fn fix_echo(b: &mut [u8], l4: usize, new_type: u8, ph: u16, add: bool) -> Result<(), Drop> {
+    let old_w = rd16(b, l4)?;
+    let new_w = (u16::from(new_type) << 8) | (old_w & 0xFF);
+    let c = rd16(b, l4 + 2)?;
+    let ph = if add { ph } else { !ph };
+    let n = !fold(u32::from(!c) + u32::from(!old_w) + u32::from(new_w) + u32::from(ph));
+    wr(b, l4, &[new_type])?;
+    wr16(b, l4 + 2, n)
+}
+
+fn cat(a: &[u8; 4], b: &[u8; 4]) -> [u8; 8] {
+    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
+}
+
+fn cat16(a: &[u8; 16], b: &[u8; 16]) -> [u8; 32] {
+    let mut o = [0u8; 32];
+    o[..16].copy_from_slice(a);
+    o[16..].copy_from_slice(b);
+    o
+}
+
+fn ph6(src: &[u8; 16], dst: &[u8; 16], len: usize) -> u16 {
+    fold(pseudo_header_v6(Ipv6Addr::from(*src), Ipv6Addr::from(*dst), ICMP6, len as u32))
+}
+
+// ---------------------------------------------------------------------------
+// IPv4 -> IPv6.
+
+/// Translates the IPv4 frame `buf[start..start + len]` to IPv6 in place
+/// (RFC 7915 §4). Returns the new frame's `(start, len)`; it begins up to 28
+/// bytes (48 for ICMP errors) before `start`, so `buf` needs that headroom.
+pub fn translate_4to6(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    cfg: &Config,
+) -> Result<(usize, usize), Drop> {
+    let end = start.checked_add(len).ok_or(Drop::Truncated)?;
+    let b = buf.get_mut(..end).ok_or(Drop::Truncated)?;
+    let (l2, et) = l2_info(b, start)?;
+    if et != ETH_P_IPV4 {
+        return Err(Drop::NotIp);
+    }
+    let mut eth = [0u8; 18];
+    wr(&mut eth, 0, sub(b, start, start + l2)?)?;
+    let ip = start + l2;
+    let h = parse_v4(b, ip, end - ip, true)?;
+    if checksum(sub(b, ip, ip + h.ihl)?) != 0 {
+        return Err(Drop::BadChecksum);
+    }
+    let pend = ip + h.tot; // excludes Ethernet padding
+    let l4 = ip + h.ihl;
+    let ul_len = h.tot - h.ihl;
+    let frag = h.fragmented();
+    let src6 = cfg.src.v4_to_v6(h.src).ok_or(Drop::UntranslatableAddr)?;
+    let dst6 = cfg.dst.v4_to_v6(h.dst).ok_or(Drop::UntranslatableAddr)?;
+
+    if h.proto == ICMP {
+        //= https://www.rfc-editor.org/rfc/rfc7915#section-1.2
+        //# Fragmented ICMP/ICMPv6 packets will not be translated by IP/ICMP
+        //# translators.
+        if frag {
+            return Err(Drop::FragmentedIcmp);
+        }
+        if is_icmp4_error(rd8(b, l4)?) {
+            return icmp_error_4to6(b, start, l2, &eth, &h, &src6, &dst6, cfg);
+        }
+    }
+
+    //= https://www.rfc-editor.org/rfc/rfc7915#section-4
+    //# As a result, an IPv6 Fragment Header is only included if
+    //# the IPv4 packet is already fragmented.
+    //
+    //= https://www.rfc-editor.org/rfc/rfc7915#section-4
+    //# When the IPv4 sender does not set the DF bit, the translator MUST NOT
+    //# include the Fragment Header for the non-fragmented IPv6 packets.
+    let fh = if frag { 8 } else { 0 };
+    let out_ip = 40 + fh + ul_len;
+    if out_ip > usize::from(cfg.mtu) {
+        //= https://www.rfc-editor.org/rfc/rfc7915#section-4.1
+        //# If the DF bit is set and the MTU of the next-hop interface is less
+        //# than the total length value of the IPv4 packet plus 20, the
+        //# translator MUST send an ICMPv4 "Fragmentation Needed" error message
+        //# to the IPv4 source address.
+        return Err(if h.df {
+            Drop::TooBig { mtu: cfg.mtu.saturating_sub(20 + fh as u16).max(68) }
+        } else {
+            Drop::NeedsFragmentation
+        });
+    }
+
+    // Transport: only a header-bearing packet has something to update.
+    if h.off == 0 {
+        let old = cat(&h.src, &h.dst);
+        let new = cat16(&src6, &dst6);
+        match h.proto {
+            UDP if rd16(b, l4 + 6)? == 0 => {
+                //= https://www.rfc-editor.org/rfc/rfc7915#section-4.5
+                //# A stateless translator cannot compute the UDP checksum of
+                //# fragmented packets, so when a stateless translator receives the
+                //# first fragment of a fragmented UDP IPv4 packet and the checksum
+                //# field is zero, the translator SHOULD drop the packet
+                if frag || cfg.udp_zero_checksum == UdpZeroChecksum::Drop {
+                    return Err(Drop::UdpZeroChecksum);
+                }
+                let c = l4_checksum_v6(Ipv6Addr::from(src6), Ipv6Addr::from(dst6), UDP, sub(b, l4, pend)?);
+                wr16(b, l4 + 6, udp_encode(c))?;
+            }
+            ICMP => {
+                let t = echo_4to6(rd8(b, l4)?).ok_or(Drop::Untranslatable)?;
+                if ul_len < 8 {
+                    return Err(Drop::Truncated);
+                }
+                fix_echo(b, l4, t, ph6(&src6, &dst6, ul_len), true)?;
+            }
+            p => fix_l4_addrs(b, l4, pend, p, &old, &new, false)?,
+        }
+    }
+
+    //= https://www.rfc-editor.org/rfc/rfc7915#section-4.1
+    // (paraphrase) Version 6; Traffic Class = IPv4 TOS; Flow Label 0; Payload
+    // Length = Total Length - IPv4 header length (options are dropped, plus 8
+    // with a Fragment Header); Next Header = Protocol (1 -> 58); Hop Limit =
+    // TTL; addresses per the mapping. Fragment Header: Next Header =
+    // Protocol, Fragment Offset and M copied, Identification = the IPv4
+    // Identification in the low-order 16 bits, high-order bits zero.
+    let hdr_len = l2 + 40 + fh;
+    let new_start = l4.checked_sub(hdr_len).ok_or(Drop::HeadroomExhausted)?;
+    // All header fields are in locals: write straight over the old headers.
+    put_l2(b, new_start, &eth, l2, ETH_P_IPV6)?;
+    let proto = if h.proto == ICMP { ICMP6 } else { h.proto };
+    let f = frag.then_some(FragHdr { off: h.off, mf: h.mf, id: u32::from(h.id) });
+    put_v6(b, new_start + l2, h.tos, ul_len, proto, h.ttl, &src6, &dst6, f)?;
+
+    Ok((new_start, hdr_len + ul_len))
+}
+
+/// ICMPv4 error -> ICMPv6 error, translating the quoted packet (§4.3).
+#[allow(clippy::too_many_arguments)]
+fn icmp_error_4to6(
+    b: &mut [u8],
+    start: usize,
+    l2: usize,
+    eth: &[u8; 18],
+    h: &V4,
+    src6: &[u8; 16],
+    dst6: &[u8; 16],
+    cfg: &Config,
+) -> Result<(usize, usize), Drop> {
+    let ip = start + l2;
+    let l4 = ip + h.ihl;
+    let pend = ip + h.tot;
+    if pend < l4 + 8 {
+        return Err(Drop::Truncated);
+    }
+    if checksum(sub(b, l4, pend)?) != 0 {
+        return Err(Drop::BadChecksum);
+    }
+    let (ty, code) = (rd8(b, l4)?, rd8(b, l4 + 1)?);
+    let rest: [u8; 4] = rdn(b, l4 + 4)?;
+    let iip = l4 + 8;
+    let ih = parse_v4(b, iip, pend - iip, false)?;
+    let (nty, ncode, nrest) = map_icmp4_error(ty, code, rest, ih.tot, cfg.mtu)?;
+
+    //= https://www.rfc-editor.org/rfc/rfc7915#section-4.3
+    //# The ICMP error messages
+    //# containing the packet in error MUST be translated just like a normal
+    //# IP packet (except the TTL value of the inner IPv4/IPv6 packet).
+    //
+    // The quoted packet went from the receiver of this error (outer
+    // destination) to somewhere: its addresses map with the roles swapped.
+    let isrc6 = cfg.dst.v4_to_v6(ih.src).ok_or(Drop::UntranslatableAddr)?;
+    let idst6 = cfg.src.v4_to_v6(ih.dst).ok_or(Drop::UntranslatableAddr)?;
+    let ifrag = ih.fragmented();
+    let il4 = iip + ih.ihl;
+    let iul_len = ih.tot - ih.ihl;
+    if ih.off == 0 {
+        if ih.proto == ICMP {
+            if il4 + 4 <= pend {
+                let t = rd8(b, il4)?;
+                //= https://www.rfc-editor.org/rfc/rfc7915#section-4.3
+                //# This process MUST
+                //# stop at the first embedded header and drop the packet if it contains
+                //# more embedded headers.
+                if is_icmp4_error(t) {
+                    return Err(Drop::NestedIcmpError);
+                }
+                let nt = echo_4to6(t).ok_or(Drop::Untranslatable)?;
+                fix_echo(b, il4, nt, ph6(&isrc6, &idst6, iul_len), true)?;
+            }
+        } else {
+            let old = cat(&ih.src, &ih.dst);
+            let new = cat16(&isrc6, &idst6);
+            fix_l4_addrs(b, il4, pend, ih.proto, &old, &new, true)?;
+        }
+    }
+
+    let ifh = if ifrag { 8 } else { 0 };
+    let hdrs = 40 + 8 + 40 + ifh;
+    //= https://www.rfc-editor.org/rfc/rfc4443#section-2.4
+    //# (c) Every ICMPv6 error message (type < 128) MUST include as much of
+    //#     the IPv6 offending (invoking) packet (the packet that caused the
+    //#     error) as possible without making the error message packet exceed
+    //#     the minimum IPv6 MTU [IPv6].
+    let limit = usize::from(cfg.mtu).min(1280);
+    let rest_len = (pend - il4).min(limit.saturating_sub(hdrs));
+    let hdr_len = l2 + hdrs;
+    let new_start = il4.checked_sub(hdr_len).ok_or(Drop::HeadroomExhausted)?;
+    let icmp_len = 8 + 40 + ifh + rest_len;
+
+    let mut hdr = [0u8; 18 + 96];
+    put_l2(&mut hdr, 0, eth, l2, ETH_P_IPV6)?;
+    put_v6(&mut hdr, l2, h.tos, icmp_len, ICMP6, h.ttl, src6, dst6, None)?;
+    wr(&mut hdr, l2 + 40, &[nty, ncode, 0, 0])?;
+    wr(&mut hdr, l2 + 44, &nrest)?;
+    let iproto = if ih.proto == ICMP { ICMP6 } else { ih.proto };
+    let f = ifrag.then_some(FragHdr { off: ih.off, mf: ih.mf, id: u32::from(ih.id) });
+    put_v6(&mut hdr, l2 + 48, ih.tos, iul_len, iproto, ih.ttl, &isrc6, &idst6, f)?;
+    wr(b, new_start, sub(&hdr, 0, hdr_len)?)?;
+
+    let icmp_at = new_start + l2 + 40;
+    let c = l4_checksum_v6(
+        Ipv6Addr::from(*src6),
+        Ipv6Addr::from(*dst6),
+        ICMP6,
+        sub(b, icmp_at, icmp_at + icmp_len)?,
+    );
+    wr16(b, icmp_at + 2, c)?;
+    Ok((new_start, hdr_len + rest_len))
+}
+
+// ---------------------------------------------------------------------------
+// IPv6 -> IPv4.
+
+/// IPv4 Flags/Fragment Offset for a translated packet of `tot` bytes.
+fn flags_6to4(frag: Option<FragHdr>, tot: usize) -> (u16, u16) {
+    match frag {
+        //= https://www.rfc-editor.org/rfc/rfc7915#section-5.1.1
+        // (paraphrase) With a Fragment Header: Identification = low-order 16
+        // bits of the Fragment Header's Identification; MF = M flag; DF = 0;
+        // Fragment Offset copied.
+        Some(f) => (f.id as u16, (u16::from(f.mf) << 13) | (f.off & 0x1FFF)),
+        //= https://www.rfc-editor.org/rfc/rfc7915#section-5
+        //# When the resulting IPv4 packet is smaller than or equal to 1260
+        //# bytes, the translator MUST send the packet with a cleared Don't
+        //# Fragment bit.  Otherwise, the packet MUST be sent with the Don't
+        //# Fragment bit set.
+        //
+        // Identification: all zero (the optional generator of §5.1 is not
+        // implemented).
+        None => (0, if tot > 1260 { 0x4000 } else { 0 }),
+    }
+}
+
+/// Translates the IPv6 frame `buf[start..start + len]` to IPv4 in place
+/// (RFC 7915 §5). Returns the new frame's `(start, len)`, at or after `start`.
+pub fn translate_6to4(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    cfg: &Config,
+) -> Result<(usize, usize), Drop> {
+    let end = start.checked_add(len).ok_or(Drop::Truncated)?;
+    let b = buf.get_mut(..end).ok_or(Drop::Truncated)?;
+    let (l2, et) = l2_info(b, start)?;
+    if et != ETH_P_IPV6 {
+        return Err(Drop::NotIp);
+    }
+    let mut eth = [0u8; 18];
+    wr(&mut eth, 0, sub(b, start, start + l2)?)?;
+    let ip = start + l2;
+    let pend_hint = rdn::<2>(b, ip + 4).map(|p| ip + 40 + usize::from(u16::from_be_bytes(p)))?;
+    if pend_hint > end {
+        return Err(Drop::Truncated);
+    }
+    let h = parse_v6(b, ip, pend_hint)?;
+    let pend = ip + 40 + h.plen;
+    let ul_len = pend - h.ul;
+    let later = h.frag.is_some_and(|f| f.off != 0);
+
+    if h.proto == ICMP6 {
+        if h.frag.is_some() {
+            return Err(Drop::FragmentedIcmp);
+        }
+        if is_icmp6_error(rd8(b, h.ul)?) {
+            return icmp_error_6to4(b, l2, &eth, &h, pend, cfg);
+        }
+    }
+    let src4 = cfg.src.v6_to_v4(&h.src).ok_or(Drop::UntranslatableAddr)?;
+    let dst4 = cfg.dst.v6_to_v4(&h.dst).ok_or(Drop::UntranslatableAddr)?;
+    let tot = 20 + ul_len;
+    let tot16 = u16::try_from(tot).map_err(|_| Drop::Untranslatable)?;
+    if tot > usize::from(cfg.mtu) {
+        return Err(if h.frag.is_none() && tot > 1260 {
+            // The IPv6 sender gets a Packet Too Big for the IPv4 MTU plus
+            // the header difference, never below 1280.
+            Drop::TooBig { mtu: cfg.mtu.saturating_add(20).max(1280) }
+        } else {
+            Drop::NeedsFragmentation
+        });
+    }
+
+    if !later {
+        match h.proto {
+            ICMP6 => {
+                let t = echo_6to4(rd8(b, h.ul)?).ok_or(Drop::Untranslatable)?;
+                if ul_len < 8 {
+                    return Err(Drop::Truncated);
+                }
+                fix_echo(b, h.ul, t, ph6(&h.src, &h.dst, ul_len), false)?;
+            }
+            p => {
+                //= https://www.rfc-editor.org/rfc/rfc7915#section-5.5
+                //# Translators MUST do this for TCP, UDP, and ICMP.
+                let old = cat16(&h.src, &h.dst);
+                fix_l4_addrs(b, h.ul, pend, p, &old, &cat(&src4, &dst4), false)?;
+            }
+        }
+    }
+
+    //= https://www.rfc-editor.org/rfc/rfc7915#section-5.1
+    // (paraphrase) Version 4, IHL 5 (no options); TOS = Traffic Class; Total
+    // Length = Payload Length - extension headers + 20; TTL = Hop Limit;
+    // Protocol = upper-layer Next Header (58 -> 1); header checksum computed.
+    let (id, fo) = flags_6to4(h.frag, tot);
+    let proto = if h.proto == ICMP6 { ICMP } else { h.proto };
+    let hdr_len = l2 + 20;
+    let new_start = h.ul - hdr_len;
+    // All header fields are in locals: write straight over the old headers.
+    put_l2(b, new_start, &eth, l2, ETH_P_IPV4)?;
+    put_v4(b, new_start + l2, h.tc, tot16, id, fo, h.hl, proto, src4, dst4)?;
+
+    Ok((new_start, hdr_len + ul_len))
+}
+
+/// ICMPv6 error -> ICMPv4 error, translating the quoted packet (§5.3).
+fn icmp_error_6to4(
+    b: &mut [u8],
+    l2: usize,
+    eth: &[u8; 18],
+    h: &V6,
+    pend: usize,
+    cfg: &Config,
+) -> Result<(usize, usize), Drop> {
+    let l4 = h.ul;
+    if pend < l4 + 8 {
+        return Err(Drop::Truncated);
+    }
+    if l4_checksum_v6(Ipv6Addr::from(h.src), Ipv6Addr::from(h.dst), ICMP6, sub(b, l4, pend)?) != 0 {
+        return Err(Drop::BadChecksum);
+    }
+    let (ty, code) = (rd8(b, l4)?, rd8(b, l4 + 1)?);
+    let rest: [u8; 4] = rdn(b, l4 + 4)?;
+    let (nty, ncode, nrest) = map_icmp6_error(ty, code, rest, cfg.mtu)?;
+    // The error's source is often a router outside the prefix: RFC 6791.
+    let src4 = cfg.src.v6_to_v4(&h.src).or(cfg.icmp_error_src4).ok_or(Drop::UntranslatableAddr)?;
+    let dst4 = cfg.dst.v6_to_v4(&h.dst).ok_or(Drop::UntranslatableAddr)?;
+
+    //= https://www.rfc-editor.org/rfc/rfc7915#section-5.3
+    //# The ICMP error messages
+    //# containing the packet in error MUST be translated just like a normal
+    //# IP packet (except that the TTL/Hop Limit value of the inner IPv4/IPv6
+    //# packet are not decremented).
+    let iip = l4 + 8;
+    let ih = parse_v6(b, iip, pend)?;
+    let isrc4 = cfg.dst.v6_to_v4(&ih.src).ok_or(Drop::UntranslatableAddr)?;
+    let idst4 = cfg.src.v6_to_v4(&ih.dst).ok_or(Drop::UntranslatableAddr)?;
+    let iul_len = (40 + ih.plen).checked_sub(ih.ul - iip).ok_or(Drop::Malformed)?;
+    let itot = u16::try_from(20 + iul_len).map_err(|_| Drop::Untranslatable)?;
+    if ih.frag.is_none_or(|f| f.off == 0) {
+        if ih.proto == ICMP6 {
+            if ih.ul + 4 <= pend {
+                let t = rd8(b, ih.ul)?;
+                //= https://www.rfc-editor.org/rfc/rfc7915#section-5.3
+                //# This process MUST
+                //# stop at the first embedded header and drop the packet if it contains
+                //# more embedded headers.
+                if is_icmp6_error(t) {
+                    return Err(Drop::NestedIcmpError);
+                }
+                let nt = echo_6to4(t).ok_or(Drop::Untranslatable)?;
+                fix_echo(b, ih.ul, nt, ph6(&ih.src, &ih.dst, iul_len), false)?;
+            }
+        } else {
+            let old = cat16(&ih.src, &ih.dst);
+            fix_l4_addrs(b, ih.ul, pend, ih.proto, &old, &cat(&isrc4, &idst4), true)?;
+        }
+    }
+
+    //= https://www.rfc-editor.org/rfc/rfc1812#section-4.3.2.3
+    //# the ICMP datagram SHOULD contain as much of the original
+    //# datagram as possible without the length of the ICMP
+    //# datagram exceeding 576 bytes.
+    let hdrs = 20 + 8 + 20;
+    let limit = usize::from(cfg.mtu).min(576);
+    let rest_len = (pend - ih.ul).min(limit.saturating_sub(hdrs));
+    let hdr_len = l2 + hdrs;
+    let new_start = ih.ul.checked_sub(hdr_len).ok_or(Drop::HeadroomExhausted)?;
+    let tot = hdrs + rest_len;
+
+    let mut hdr = [0u8; 18 + 48];
+    put_l2(&mut hdr, 0, eth, l2, ETH_P_IPV4)?;
+    let (_, fo) = flags_6to4(None, tot);
+    put_v4(&mut hdr, l2, h.tc, tot as u16, 0, fo, h.hl, ICMP, src4, dst4)?;
+    wr(&mut hdr, l2 + 20, &[nty, ncode, 0, 0])?;
+    wr(&mut hdr, l2 + 24, &nrest)?;
+    let (iid, ifo) = flags_6to4(ih.frag, usize::from(itot));
+    let iproto = if ih.proto == ICMP6 { ICMP } else { ih.proto };
+    put_v4(&mut hdr, l2 + 28, ih.tc, itot, iid, ifo, ih.hl, iproto, isrc4, idst4)?;
+    wr(b, new_start, sub(&hdr, 0, hdr_len)?)?;
+
+    let icmp_at = new_start + l2 + 20;
+    let c = checksum(sub(b, icmp_at, icmp_at + 8 + 20 + rest_len)?);
+    wr16(b, icmp_at + 2, c)?;
+    Ok((new_start, hdr_len + rest_len))
+}
+
+// ---------------------------------------------------------------------------
+// Generated errors.
+
+/// Builds, over the original frame `buf[start..start + len]`, an ICMP
+/// "too big" error back to its sender, in the frame's own family: ICMPv4
+/// Fragmentation Needed (type 3 code 4, next-hop MTU `mtu`) for IPv4,
+/// ICMPv6 Packet Too Big (MTU `mtu`) for IPv6. Use the `mtu` of
+/// [`Drop::TooBig`]. The quote is truncated to 576 / 1280 bytes in all; the
+/// MACs are swapped; up to 48 bytes of headroom are used.
+pub fn build_too_big(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    router: &RouterAddrs,
+    mtu: u16,
+) -> Result<(usize, usize), Drop> {
+    let m = mtu.to_be_bytes();
+    build_error(buf, start, len, router, (3, 4, [0, 0, m[0], m[1]]), (2, 0, u32::from(mtu).to_be_bytes()))
+}
+
+/// Builds an ICMP Time Exceeded (in transit) error back to the sender of the
+/// frame, in its own family (ICMPv4 11/0, ICMPv6 3/0), like
+/// [`build_too_big`]. For the caller's TTL / Hop Limit expiry.
+pub fn build_time_exceeded(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    router: &RouterAddrs,
+) -> Result<(usize, usize), Drop> {
+    build_error(buf, start, len, router, (11, 0, [0; 4]), (3, 0, [0; 4]))
+}
+
+type IcmpHead = (u8, u8, [u8; 4]);
+
+fn build_error(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    router: &RouterAddrs,
+    v4: IcmpHead,
+    v6: IcmpHead,
+) -> Result<(usize, usize), Drop> {
+    let end = start.checked_add(len).ok_or(Drop::Truncated)?;
+    let b = buf.get_mut(..end).ok_or(Drop::Truncated)?;
+    let (l2, et) = l2_info(b, start)?;
+    let mut eth = [0u8; 18];
+    wr(&mut eth, 0, sub(b, start, start + l2)?)?;
+    // Back to the sender: swap the MACs.
+    let (d, s): ([u8; 6], [u8; 6]) = (rdn(&eth, 0)?, rdn(&eth, 6)?);
+    wr(&mut eth, 0, &s)?;
+    wr(&mut eth, 6, &d)?;
+    let ip = start + l2;
+    match et {
+        ETH_P_IPV4 => {
+            let h = parse_v4(b, ip, end - ip, true)?;
+            //= https://www.rfc-editor.org/rfc/rfc1812#section-4.3.2.7
+            // (paraphrase) No ICMP error is sent for an ICMP error message or
+            // for a non-initial fragment.
+            if h.off != 0 {
+                return Err(Drop::Untranslatable);
+            }
+            if h.proto == ICMP && is_icmp4_error(rd8(b, ip + h.ihl)?) {
+                return Err(Drop::NestedIcmpError);
+            }
+            let quote = h.tot.min(576 - 28);
+            let hdr_len = l2 + 28;
+            let new_start = ip.checked_sub(hdr_len).ok_or(Drop::HeadroomExhausted)?;
+            let mut hdr = [0u8; 18 + 28];
+            put_l2(&mut hdr, 0, &eth, l2, ETH_P_IPV4)?;
+            put_v4(&mut hdr, l2, 0, (28 + quote) as u16, 0, 0, 64, ICMP, router.v4, h.src)?;
+            wr(&mut hdr, l2 + 20, &[v4.0, v4.1, 0, 0])?;
+            wr(&mut hdr, l2 + 24, &v4.2)?;
+            wr(b, new_start, sub(&hdr, 0, hdr_len)?)?;
+            let at = new_start + l2 + 20;
+            let c = checksum(sub(b, at, ip + quote)?);
+            wr16(b, at + 2, c)?;
+            Ok((new_start, hdr_len + quote))
+        }
+        ETH_P_IPV6 => {
+            let pend = ip + 40 + usize::from(rd16(b, ip + 4)?);
+            if pend > end {
+                return Err(Drop::Truncated);
+            }
+            let h = parse_v6(b, ip, pend)?;
+            //= https://www.rfc-editor.org/rfc/rfc4443#section-2.4
+            //# (e) An ICMPv6 error message MUST NOT be originated as a result of
+            //#     receiving the following:
+            //#
+            //#      (e.1) An ICMPv6 error message.
+            if h.proto == ICMP6 && h.frag.is_none() && is_icmp6_error(rd8(b, h.ul)?) {
+                return Err(Drop::NestedIcmpError);
+            }
+            let quote = (pend - ip).min(1280 - 48);
+            let hdr_len = l2 + 48;
+            let new_start = ip.checked_sub(hdr_len).ok_or(Drop::HeadroomExhausted)?;
+            let mut hdr = [0u8; 18 + 48];
+            put_l2(&mut hdr, 0, &eth, l2, ETH_P_IPV6)?;
+            put_v6(&mut hdr, l2, 0, 8 + quote, ICMP6, 64, &router.v6, &h.src, None)?;
+            wr(&mut hdr, l2 + 40, &[v6.0, v6.1, 0, 0])?;
+            wr(&mut hdr, l2 + 44, &v6.2)?;
+            wr(b, new_start, sub(&hdr, 0, hdr_len)?)?;
+            let at = new_start + l2 + 40;
+            let c = l4_checksum_v6(
+                Ipv6Addr::from(router.v6),
+                Ipv6Addr::from(h.src),
+                ICMP6,
+                sub(b, at, ip + quote)?,
+            );
+            wr16(b, at + 2, c)?;
+            Ok((new_start, hdr_len + quote))
+        }
+        _ => Err(Drop::NotIp),
+    }
+}

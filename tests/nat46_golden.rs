@@ -1,0 +1,570 @@
+//! Golden tests for the RFC 7915 translator: every expected frame is built
+//! independently (etherparse 0.16 `PacketBuilder`, or by hand from the RFC
+//! for IPv6 Fragment headers and IPv4 flag fields), never from the
+//! translator's output.
+//!
+//! Topology: IPv4 Internet hosts map through the Well-Known Prefix
+//! `64:ff9b::/96`; the IPv6 site `2001:db8:6::/120` is explicitly mapped
+//! (RFC 7757) to `192.0.2.0/24`.
+
+use etherparse::PacketBuilder;
+use shunt::nat46::*;
+
+const M1: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const M2: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const HR: usize = 128;
+
+const H4: [u8; 4] = [198, 51, 100, 10]; // IPv4 Internet host
+const H4_6: [u8; 16] = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 198, 51, 100, 10];
+const R4: [u8; 4] = [203, 0, 113, 1]; // IPv4 router
+const R4_6: [u8; 16] = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 203, 0, 113, 1];
+const S6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x21]; // IPv6 site host
+const S6_4: [u8; 4] = [192, 0, 2, 0x21];
+const R6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01]; // IPv6 site router
+const R6_4: [u8; 4] = [192, 0, 2, 1];
+
+fn eam() -> EamTable {
+    let mut t = EamTable::with_capacity(2);
+    t.insert(Eam { v4: [192, 0, 2, 0], v4_len: 24, v6: S6, v6_len: 120 }).unwrap();
+    t
+}
+
+/// 4->6 (Internet -> site) and 6->4 (site -> Internet) configs.
+fn cfgs(t: &EamTable, mtu: u16) -> (Config<'_>, Config<'_>) {
+    let wkp = Mapper::prefix(WELL_KNOWN_PREFIX);
+    let site = Mapper::eam(t);
+    let base = Config {
+        src: wkp,
+        dst: site,
+        mtu,
+        udp_zero_checksum: UdpZeroChecksum::Compute,
+        icmp_error_src4: None,
+    };
+    (base, Config { src: site, dst: wkp, ..base })
+}
+
+/// Independent RFC 1071 checksum.
+fn csum(data: &[u8]) -> u16 {
+    let mut acc: u32 = 0;
+    for c in data.chunks(2) {
+        acc += (u32::from(c[0]) << 8) | c.get(1).map_or(0, |&b| u32::from(b));
+    }
+    while acc > 0xFFFF {
+        acc = (acc & 0xFFFF) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// Sets IPv4 Identification and Flags/Fragment Offset of the header at `l3`
+/// and recomputes its checksum (etherparse defaults to DF=1).
+fn set_v4(f: &mut [u8], l3: usize, id: u16, flags_off: u16) {
+    f[l3 + 4..l3 + 6].copy_from_slice(&id.to_be_bytes());
+    f[l3 + 6..l3 + 8].copy_from_slice(&flags_off.to_be_bytes());
+    f[l3 + 10..l3 + 12].fill(0);
+    let c = csum(&f[l3..l3 + 20]);
+    f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Inserts an RFC 8200 §4.5 Fragment header after the IPv6 header at `l3`.
+fn add_frag_hdr(f: &mut Vec<u8>, l3: usize, off: u16, m: bool, id: u32) {
+    let nh = f[l3 + 6];
+    f[l3 + 6] = 44;
+    let plen = u16::from_be_bytes([f[l3 + 4], f[l3 + 5]]) + 8;
+    f[l3 + 4..l3 + 6].copy_from_slice(&plen.to_be_bytes());
+    let fo = (off << 3) | u16::from(m);
+    let mut fh = vec![nh, 0];
+    fh.extend_from_slice(&fo.to_be_bytes());
+    fh.extend_from_slice(&id.to_be_bytes());
+    f.splice(l3 + 40..l3 + 40, fh);
+}
+
+fn run(f: &[u8], dir46: bool, cfg: &Config) -> Result<Vec<u8>, Drop> {
+    let mut buf = vec![0u8; HR + f.len()];
+    buf[HR..].copy_from_slice(f);
+    let (s, l) = if dir46 {
+        translate_4to6(&mut buf, HR, f.len(), cfg)?
+    } else {
+        translate_6to4(&mut buf, HR, f.len(), cfg)?
+    };
+    Ok(buf[s..s + l].to_vec())
+}
+
+macro_rules! e {
+    () => {
+        PacketBuilder::ethernet2(M1, M2)
+    };
+}
+
+fn w<F: FnOnce(&mut Vec<u8>)>(f: F) -> Vec<u8> {
+    let mut v = Vec::new();
+    f(&mut v);
+    v
+}
+
+// ------------------------------------------------------------------ TCP/UDP
+
+//= https://www.rfc-editor.org/rfc/rfc7915#section-4.1
+// Traffic Class = TOS, Hop Limit = TTL, Next Header = Protocol; TCP checksum
+// updated for the pseudo-header (§4.5). No Fragment header for DF packets.
+#[test]
+fn tcp_4to6() {
+    let t = eam();
+    let (c46, _) = cfgs(&t, 1500);
+    let input = w(|v| e!().ipv4(H4, S6_4, 61).tcp(40000, 443, 7, 1000).ack(9).write(v, b"hello").unwrap());
+    let want = w(|v| e!().ipv6(H4_6, S6, 61).tcp(40000, 443, 7, 1000).ack(9).write(v, b"hello").unwrap());
+    assert_eq!(run(&input, true, &c46).unwrap(), want);
+}
+
+//= https://www.rfc-editor.org/rfc/rfc7915#section-5.1
+// DF clear for <= 1260 bytes, ID 0, TTL = Hop Limit (§5); TCP checksum (§5.5).
+#[test]
+fn tcp_6to4_and_dscp() {
+    let t = eam();
+    let (_, c64) = cfgs(&t, 1500);
+    let mut input = w(|v| e!().ipv6(S6, H4_6, 17).tcp(5555, 80, 1, 100).syn().write(v, b"x").unwrap());
+    input[14] = 0x6b; // traffic class 0xb8 (EF)
+    input[15] = 0x80;
+    let mut want = w(|v| e!().ipv4(S6_4, H4, 17).tcp(5555, 80, 1, 100).syn().write(v, b"x").unwrap());
+    want[15] = 0xb8;
+    set_v4(&mut want, 14, 0, 0);
+    assert_eq!(run(&input, false, &c64).unwrap(), want);
+}
+
+//= https://www.rfc-editor.org/rfc/rfc7915#section-5
+//# When the resulting IPv4 packet is smaller than or equal to 1260
+//# bytes, the translator MUST send the packet with a cleared Don't
+//# Fragment bit.  Otherwise, the packet MUST be sent with the Don't
+//# Fragment bit set.
+#[test]
+fn udp_both_ways_and_df_threshold() {
+    let t = eam();
+    let (c46, c64) = cfgs(&t, 1500);
+    let input = w(|v| e!().ipv4(H4, S6_4, 5).udp(53, 3333).write(v, b"answer").unwrap());
+    let want = w(|v| e!().ipv6(H4_6, S6, 5).udp(53, 3333).write(v, b"answer").unwrap());
+    assert_eq!(run(&input, true, &c46).unwrap(), want);
+
+    for n in [1232usize, 1233] {
+        let data = vec![0xab; n];
+        let input = w(|v| e!().ipv6(S6, H4_6, 64).udp(1, 2).write(v, &data).unwrap());
+        let mut want = w(|v| e!().ipv4(S6_4, H4, 64).udp(1, 2).write(v, &data).unwrap());
+        // 20 + 8 + 1232 = 1260: DF clear; one byte more: DF set.
+        set_v4(&mut want, 14, 0, if n > 1232 { 0x4000 } else { 0 });
+        assert_eq!(run(&input, false, &c64).unwrap(), want, "n {n}");
+    }
+}
+
+//= https://www.rfc-editor.org/rfc/rfc7915#section-4.5
+// IPv4 UDP checksum 0: compute the IPv6 checksum (configurable) or drop;
+// fragmented zero-checksum UDP is dropped.
+#[test]
+fn udp_zero_checksum() {
+    let t = eam();
+    let (mut c46, _) = cfgs(&t, 1500);
+    let mut input = w(|v| e!().ipv4(H4, S6_4, 5).udp(53, 3333).write(v, b"odd").unwrap());
+    input[40..42].fill(0);
+    let want = w(|v| e!().ipv6(H4_6, S6, 5).udp(53, 3333).write(v, b"odd").unwrap());
+    assert_eq!(run(&input, true, &c46).unwrap(), want);
+    let mut frag = input.clone();
+    set_v4(&mut frag, 14, 7, 0x2000);
+    assert_eq!(run(&frag, true, &c46), Err(Drop::UdpZeroChecksum));
+    c46.udp_zero_checksum = UdpZeroChecksum::Drop;
+    assert_eq!(run(&input, true, &c46), Err(Drop::UdpZeroChecksum));
+}
+
+#[test]
+fn vlan_tag_kept() {
+    let t = eam();
+    let (c46, _) = cfgs(&t, 1500);
+    let vid = etherparse::VlanId::try_new(42).unwrap();
+    let input = w(|v| e!().single_vlan(vid).ipv4(H4, S6_4, 9).udp(1, 2).write(v, b"q").unwrap());
+    let want = w(|v| e!().single_vlan(vid).ipv6(H4_6, S6, 9).udp(1, 2).write(v, b"q").unwrap());
+    assert_eq!(run(&input, true, &c46).unwrap(), want);
+}
+
+#[test]
+fn ipv4_options_are_dropped() {
+    let t = eam();
+    let (c46, _) = cfgs(&t, 1500);
+    let mut input = w(|v| e!().ipv4(H4, S6_4, 9).udp(1, 2).write(v, b"opt").unwrap());
+    // Insert 4 bytes of options (NOP NOP NOP EOL).
+    input.splice(34..34, [1, 1, 1, 0]);
+    input[14] = 0x46;
+    let tot = u16::from_be_bytes([input[16], input[17]]) + 4;
+    input[16..18].copy_from_slice(&tot.to_be_bytes());
+    input[24..26].fill(0);
+    let c = csum(&input[14..38]);
+    input[24..26].copy_from_slice(&c.to_be_bytes());
+    let want = w(|v| e!().ipv6(H4_6, S6, 9).udp(1, 2).write(v, b"opt").unwrap());
+    assert_eq!(run(&input, true, &c46).unwrap(), want);
+}
+
+// ---------------------------------------------------------------- ICMP echo
+
+//= https://www.rfc-editor.org/rfc/rfc7915#section-4.2
+// Echo Request/Reply 8/0 -> 128/129, checksum gains the pseudo-header.
+#[test]
+fn icmp_echo_both_ways() {
+    let t = eam();
+    let (c46, c64) = cfgs(&t, 1500);
+    let input = w(|v| e!().ipv4(H4, S6_4, 50).icmpv4_echo_request(0x77, 3).write(v, b"ping").unwrap());
+    let want = w(|v| e!().ipv6(H4_6, S6, 50).icmpv6_echo_request(0x77, 3).write(v, b"ping").unwrap());
+    assert_eq!(run(&input, true, &c46).unwrap(), want);
+
+    let input = w(|v| e!().ipv6(S6, H4_6, 50).icmpv6_echo_reply(0x77, 3).write(v, b"pong").unwrap());
+    let mut want = w(|v| e!().ipv4(S6_4, H4, 50).icmpv4_echo_reply(0x77, 3).write(v, b"pong").unwrap());
+    set_v4(&mut want, 14, 0, 0);
+    assert_eq!(run(&input, false, &c64).unwrap(), want);
+}
+
+#[test]
+fn untranslatable_icmp_dropped() {
+    let t = eam();
+    let (c46, c64) = cfgs(&t, 1500);
+    // ICMPv4 Timestamp (13) and ICMPv6 Neighbor Solicitation (135).
+    let input = w(|v| e!().ipv4(H4, S6_4, 50).icmpv4_raw(13, 0, [0; 4]).write(v, &[0; 12]).unwrap());
+    assert_eq!(run(&input, true, &c46), Err(Drop::Untranslatable));
+    let input = w(|v| e!().ipv6(S6, H4_6, 255).icmpv6_raw(135, 0, [0; 4]).write(v, &[0; 16]).unwrap());
+    assert_eq!(run(&input, false, &c64), Err(Drop::Untranslatable));
+    // ICMP fragments are not translated (§1.2).
+    let mut input = w(|v| e!().ipv4(H4, S6_4, 50).icmpv4_echo_request(1, 1).write(v, b"x").unwrap());
+    set_v4(&mut input, 14, 1, 0x2000);
+    assert_eq!(run(&input, true, &c46), Err(Drop::FragmentedIcmp));
+}
+
+// --------------------------------------------------------------- ICMP errors
+
+/// The packet the site host sent (IPv6) and its IPv4 translation, as quoted.
+fn quoted_pair() -> (Vec<u8>, Vec<u8>) {
+    let data = [0x5a; 24];
+    let v6 = w(|v| PacketBuilder::ipv6(S6, H4_6, 3).udp(33434, 33435).write(v, &data).unwrap());
+    let mut v4 = w(|v| PacketBuilder::ipv4(S6_4, H4, 3).udp(33434, 33435).write(v, &data).unwrap());
+    set_v4(&mut v4, 0, 0, 0);
+    (v6, v4)
+}
+
+//= https://www.rfc-editor.org/rfc/rfc7915#section-4.3
+// ICMPv4 errors from an IPv4 router: type/code mapped (§4.2), inner packet
+// translated (TTL kept), ICMPv6 checksum over the pseudo-header.
+#[test]
+fn icmp4_errors_to_icmp6() {
+    let t = eam();
+    let (c46, _) = cfgs(&t, 1500);
+    let (q6, q4) = quoted_pair();
+    // (v4 type, code, rest) -> (v6 type, code, rest)
+    let cases: [ErrMap; 6] = [
+        ([11, 0], [0; 4], [3, 0], [0; 4]),                        // Time Exceeded
+        ([3, 3], [0; 4], [1, 4], [0; 4]),                         // Port unreachable
+        ([3, 1], [0; 4], [1, 0], [0; 4]),                         // Host unreachable
+        ([3, 13], [0; 4], [1, 1], [0; 4]),                        // Admin prohibited
+        ([3, 4], [0, 0, 0x05, 0x78], [2, 0], [0, 0, 0x05, 0x8c]), // Frag needed 1400 -> PTB 1420
+        ([12, 0], [9, 0, 0, 0], [4, 0], [0, 0, 0, 6]),            // Param problem: Protocol -> Next Header
+    ];
+    for (a, ar, b, br) in cases {
+        let input = w(|v| e!().ipv4(R4, S6_4, 250).icmpv4_raw(a[0], a[1], ar).write(v, &q4).unwrap());
+        let want = w(|v| e!().ipv6(R4_6, S6, 250).icmpv6_raw(b[0], b[1], br).write(v, &q6).unwrap());
+        assert_eq!(run(&input, true, &c46).unwrap(), want, "{a:?}");
+    }
+    // Frag needed below 1280 is raised to 1280; protocol unreachable points at Next Header.
+    let input = w(|v| e!().ipv4(R4, S6_4, 250).icmpv4_raw(3, 4, [0, 0, 2, 0]).write(v, &q4).unwrap());
+    let want = w(|v| e!().ipv6(R4_6, S6, 250).icmpv6_raw(2, 0, [0, 0, 5, 0]).write(v, &q6).unwrap());
+    assert_eq!(run(&input, true, &c46).unwrap(), want);
+    let input = w(|v| e!().ipv4(R4, S6_4, 250).icmpv4_raw(3, 2, [0; 4]).write(v, &q4).unwrap());
+    let want = w(|v| e!().ipv6(R4_6, S6, 250).icmpv6_raw(4, 1, [0, 0, 0, 6]).write(v, &q6).unwrap());
+    assert_eq!(run(&input, true, &c46).unwrap(), want);
+    // Pointer with no IPv6 counterpart (Identification) and Source Quench: dropped.
+    let input = w(|v| e!().ipv4(R4, S6_4, 250).icmpv4_raw(12, 0, [4, 0, 0, 0]).write(v, &q4).unwrap());
+    assert_eq!(run(&input, true, &c46), Err(Drop::Untranslatable));
+    let input = w(|v| e!().ipv4(R4, S6_4, 250).icmpv4_raw(4, 0, [0; 4]).write(v, &q4).unwrap());
+    assert_eq!(run(&input, true, &c46), Err(Drop::Untranslatable));
+}
+
+//= https://www.rfc-editor.org/rfc/rfc7915#section-5.3
+#[test]
+fn icmp6_errors_to_icmp4() {
+    let t = eam();
+    let (_, c64) = cfgs(&t, 1500);
+    // The quoted packet went from the IPv4 host to the site host.
+    let data = [0x33; 20];
+    let q6 = w(|v| PacketBuilder::ipv6(H4_6, S6, 9).tcp(80, 5555, 1, 2).write(v, &data).unwrap());
+    let mut q4 = w(|v| PacketBuilder::ipv4(H4, S6_4, 9).tcp(80, 5555, 1, 2).write(v, &data).unwrap());
+    set_v4(&mut q4, 0, 0, 0);
+    let cases: [ErrMap; 6] = [
+        ([3, 0], [0; 4], [11, 0], [0; 4]), // Hop limit exceeded
+        ([1, 4], [0; 4], [3, 3], [0; 4]),  // Port unreachable
+        ([1, 0], [0; 4], [3, 1], [0; 4]),  // No route
+        ([1, 1], [0; 4], [3, 10], [0; 4]), // Admin prohibited
+        ([2, 0], [0, 0, 0x05, 0x78], [3, 4], [0, 0, 0x05, 0x64]), // PTB 1400 -> frag needed 1380
+        ([4, 0], [0, 0, 0, 7], [12, 0], [8, 0, 0, 0]), // Hop Limit -> TTL
+    ];
+    for (a, ar, b, br) in cases {
+        let input = w(|v| e!().ipv6(R6, H4_6, 60).icmpv6_raw(a[0], a[1], ar).write(v, &q6).unwrap());
+        let mut want = w(|v| e!().ipv4(R6_4, H4, 60).icmpv4_raw(b[0], b[1], br).write(v, &q4).unwrap());
+        set_v4(&mut want, 14, 0, 0);
+        assert_eq!(run(&input, false, &c64).unwrap(), want, "{a:?}");
+    }
+    let input = w(|v| e!().ipv6(R6, H4_6, 60).icmpv6_raw(4, 1, [0, 0, 0, 6]).write(v, &q6).unwrap());
+    let mut want = w(|v| e!().ipv4(R6_4, H4, 60).icmpv4_raw(3, 2, [0; 4]).write(v, &q4).unwrap());
+    set_v4(&mut want, 14, 0, 0);
+    assert_eq!(run(&input, false, &c64).unwrap(), want);
+}
+
+//= https://www.rfc-editor.org/rfc/rfc1812#section-4.3.2.3
+// ICMPv4 errors translated from ICMPv6 are truncated to 576 bytes; ICMPv6
+// errors translated from ICMPv4 to 1280 (RFC 4443 §2.4 (c)).
+#[test]
+fn icmp_error_truncation() {
+    let t = eam();
+    let (c46, c64) = cfgs(&t, 1500);
+    let data = vec![0x11; 1000];
+    let q6 = w(|v| PacketBuilder::ipv6(H4_6, S6, 9).udp(1, 2).write(v, &data).unwrap());
+    let mut q4 = w(|v| PacketBuilder::ipv4(H4, S6_4, 9).udp(1, 2).write(v, &data).unwrap());
+    set_v4(&mut q4, 0, 0, 0);
+    let input = w(|v| e!().ipv6(R6, H4_6, 60).icmpv6_raw(3, 0, [0; 4]).write(v, &q6).unwrap());
+    let mut want =
+        w(|v| e!().ipv4(R6_4, H4, 60).icmpv4_raw(11, 0, [0; 4]).write(v, &q4[..576 - 28]).unwrap());
+    set_v4(&mut want, 14, 0, 0);
+    assert_eq!(run(&input, false, &c64).unwrap(), want);
+
+    let data = vec![0x22; 1300];
+    let (q6, q4) = {
+        let q6 = w(|v| PacketBuilder::ipv6(S6, H4_6, 3).udp(7, 8).write(v, &data).unwrap());
+        let mut q4 = w(|v| PacketBuilder::ipv4(S6_4, H4, 3).udp(7, 8).write(v, &data).unwrap());
+        set_v4(&mut q4, 0, 0, 0);
+        (q6, q4)
+    };
+    let input = w(|v| e!().ipv4(R4, S6_4, 250).icmpv4_raw(11, 0, [0; 4]).write(v, &q4).unwrap());
+    let want = w(|v| e!().ipv6(R4_6, S6, 250).icmpv6_raw(3, 0, [0; 4]).write(v, &q6[..1280 - 48]).unwrap());
+    assert_eq!(run(&input, true, &c46).unwrap(), want);
+}
+
+#[test]
+fn inner_echo_is_translated() {
+    let t = eam();
+    let (c46, _) = cfgs(&t, 1500);
+    let q6 = w(|v| PacketBuilder::ipv6(S6, H4_6, 1).icmpv6_echo_request(9, 9).write(v, b"trace").unwrap());
+    let mut q4 =
+        w(|v| PacketBuilder::ipv4(S6_4, H4, 1).icmpv4_echo_request(9, 9).write(v, b"trace").unwrap());
+    set_v4(&mut q4, 0, 0, 0);
+    let input = w(|v| e!().ipv4(R4, S6_4, 250).icmpv4_raw(11, 0, [0; 4]).write(v, &q4).unwrap());
+    let want = w(|v| e!().ipv6(R4_6, S6, 250).icmpv6_raw(3, 0, [0; 4]).write(v, &q6).unwrap());
+    assert_eq!(run(&input, true, &c46).unwrap(), want);
+}
+
+// ---------------------------------------------------------------- fragments
+
+//= https://www.rfc-editor.org/rfc/rfc7915#section-4.1
+// Fragment Header: Next Header = Protocol, offset and M copied,
+// Identification low 16 bits = IPv4 Identification.
+#[test]
+fn fragments_4to6() {
+    let t = eam();
+    let (c46, _) = cfgs(&t, 1500);
+    // First fragment (MF=1, offset 0): UDP header present, checksum updated.
+    let data = [0x44u8; 32];
+    let mut input = w(|v| e!().ipv4(H4, S6_4, 30).udp(9, 10).write(v, &data).unwrap());
+    set_v4(&mut input, 14, 0xbeef, 0x2000);
+    let mut want = w(|v| e!().ipv6(H4_6, S6, 30).udp(9, 10).write(v, &data).unwrap());
+    add_frag_hdr(&mut want, 14, 0, true, 0xbeef);
+    assert_eq!(run(&input, true, &c46).unwrap(), want);
+    // Later fragment (offset 185 * 8, MF=0): payload untouched.
+    let raw = [0x99u8; 40];
+    let mut input = w(|v| e!().ipv4(H4, S6_4, 30).write(v, 17.into(), &raw).unwrap());
+    set_v4(&mut input, 14, 0xbeef, 185);
+    let mut want = w(|v| e!().ipv6(H4_6, S6, 30).write(v, 17.into(), &raw).unwrap());
+    add_frag_hdr(&mut want, 14, 185, false, 0xbeef);
+    assert_eq!(run(&input, true, &c46).unwrap(), want);
+}
+
+//= https://www.rfc-editor.org/rfc/rfc7915#section-5.1.1
+#[test]
+fn fragments_6to4() {
+    let t = eam();
+    let (_, c64) = cfgs(&t, 1500);
+    let data = [0x45u8; 64];
+    let mut input = w(|v| e!().ipv6(S6, H4_6, 30).tcp(1, 2, 3, 4).write(v, &data).unwrap());
+    add_frag_hdr(&mut input, 14, 0, true, 0x1234_abcd);
+    let mut want = w(|v| e!().ipv4(S6_4, H4, 30).tcp(1, 2, 3, 4).write(v, &data).unwrap());
+    set_v4(&mut want, 14, 0xabcd, 0x2000);
+    assert_eq!(run(&input, false, &c64).unwrap(), want);
+
+    let raw = [0x77u8; 48];
+    let mut input = w(|v| e!().ipv6(S6, H4_6, 30).write(v, 6.into(), &raw).unwrap());
+    add_frag_hdr(&mut input, 14, 300, true, 0x1234_abcd);
+    let mut want = w(|v| e!().ipv4(S6_4, H4, 30).write(v, 6.into(), &raw).unwrap());
+    set_v4(&mut want, 14, 0xabcd, 0x2000 | 300);
+    assert_eq!(run(&input, false, &c64).unwrap(), want);
+}
+
+#[test]
+fn extension_headers_skipped_and_segments_left_refused() {
+    let t = eam();
+    let (_, c64) = cfgs(&t, 1500);
+    let mut input = w(|v| e!().ipv6(S6, H4_6, 30).udp(1, 2).write(v, b"ext").unwrap());
+    // Hop-by-Hop (PadN) then Routing with Segments Left 0.
+    input[20] = 0;
+    input.splice(54..54, [43, 0, 1, 4, 0, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0, 0]);
+    let plen = u16::from_be_bytes([input[18], input[19]]) + 16;
+    input[18..20].copy_from_slice(&plen.to_be_bytes());
+    let mut want = w(|v| e!().ipv4(S6_4, H4, 30).udp(1, 2).write(v, b"ext").unwrap());
+    set_v4(&mut want, 14, 0, 0);
+    assert_eq!(run(&input, false, &c64).unwrap(), want);
+    input[65] = 1; // Segments Left
+    assert_eq!(run(&input, false, &c64), Err(Drop::SegmentsLeft));
+}
+
+// ------------------------------------------------------- too big / generated
+
+/// (input type/code, rest of header) -> (output type/code, rest of header).
+type ErrMap = ([u8; 2], [u8; 4], [u8; 2], [u8; 4]);
+
+const ROUTER: RouterAddrs = RouterAddrs { v4: [192, 0, 2, 254], v6: R6 };
+
+//= https://www.rfc-editor.org/rfc/rfc7915#section-4.1
+//# If the DF bit is set and the MTU of the next-hop interface is less
+//# than the total length value of the IPv4 packet plus 20, the
+//# translator MUST send an ICMPv4 "Fragmentation Needed" error message
+//# to the IPv4 source address.
+#[test]
+fn too_big_4to6_generates_frag_needed() {
+    let t = eam();
+    let (c46, _) = cfgs(&t, 1280);
+    let data = vec![0x10; 1300 - 28];
+    let input = w(|v| e!().ipv4(H4, S6_4, 64).udp(1, 2).write(v, &data).unwrap());
+    let mut buf = vec![0u8; HR + input.len()];
+    buf[HR..].copy_from_slice(&input);
+    let mtu = match translate_4to6(&mut buf, HR, input.len(), &c46) {
+        Err(Drop::TooBig { mtu }) => mtu,
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(mtu, 1260);
+    let (s, l) = build_too_big(&mut buf, HR, input.len(), &ROUTER, mtu).unwrap();
+    let mut want = w(|v| {
+        PacketBuilder::ethernet2(M2, M1)
+            .ipv4(ROUTER.v4, H4, 64)
+            .icmpv4_raw(3, 4, [0, 0, 0x04, 0xec])
+            .write(v, &input[14..14 + 548])
+            .unwrap()
+    });
+    set_v4(&mut want, 14, 0, 0);
+    assert_eq!(&buf[s..s + l], &want[..]);
+    // DF clear: would need fragmentation, which is not implemented.
+    let mut nodf = input.clone();
+    set_v4(&mut nodf, 14, 0, 0);
+    assert_eq!(run(&nodf, true, &c46), Err(Drop::NeedsFragmentation));
+}
+
+#[test]
+fn too_big_6to4_generates_packet_too_big() {
+    let t = eam();
+    let (_, c64) = cfgs(&t, 1300);
+    let data = vec![0x20; 1400];
+    let input = w(|v| e!().ipv6(S6, H4_6, 64).udp(1, 2).write(v, &data).unwrap());
+    let mut buf = vec![0u8; HR + input.len()];
+    buf[HR..].copy_from_slice(&input);
+    let mtu = match translate_6to4(&mut buf, HR, input.len(), &c64) {
+        Err(Drop::TooBig { mtu }) => mtu,
+        r => panic!("{r:?}"),
+    };
+    assert_eq!(mtu, 1320);
+    let (s, l) = build_too_big(&mut buf, HR, input.len(), &ROUTER, mtu).unwrap();
+    let want = w(|v| {
+        PacketBuilder::ethernet2(M2, M1)
+            .ipv6(R6, S6, 64)
+            .icmpv6_raw(2, 0, 1320u32.to_be_bytes())
+            .write(v, &input[14..14 + 1232])
+            .unwrap()
+    });
+    assert_eq!(&buf[s..s + l], &want[..]);
+}
+
+#[test]
+fn time_exceeded_generated_both_families() {
+    let input = w(|v| e!().ipv6(S6, H4_6, 1).udp(33434, 33434).write(v, b"probe").unwrap());
+    let mut buf = vec![0u8; HR + input.len()];
+    buf[HR..].copy_from_slice(&input);
+    let (s, l) = build_time_exceeded(&mut buf, HR, input.len(), &ROUTER).unwrap();
+    let want = w(|v| {
+        PacketBuilder::ethernet2(M2, M1)
+            .ipv6(R6, S6, 64)
+            .icmpv6_raw(3, 0, [0; 4])
+            .write(v, &input[14..])
+            .unwrap()
+    });
+    assert_eq!(&buf[s..s + l], &want[..]);
+
+    let input = w(|v| e!().ipv4(H4, S6_4, 1).udp(33434, 33434).write(v, b"probe").unwrap());
+    let mut buf = vec![0u8; HR + input.len()];
+    buf[HR..].copy_from_slice(&input);
+    let (s, l) = build_time_exceeded(&mut buf, HR, input.len(), &ROUTER).unwrap();
+    let mut want = w(|v| {
+        PacketBuilder::ethernet2(M2, M1)
+            .ipv4(ROUTER.v4, H4, 64)
+            .icmpv4_raw(11, 0, [0; 4])
+            .write(v, &input[14..])
+            .unwrap()
+    });
+    set_v4(&mut want, 14, 0, 0);
+    assert_eq!(&buf[s..s + l], &want[..]);
+    // Never in response to an ICMP error.
+    let err = w(|v| e!().ipv4(R4, S6_4, 1).icmpv4_raw(11, 0, [0; 4]).write(v, &[0x45; 28]).unwrap());
+    let mut buf = vec![0u8; HR + err.len()];
+    buf[HR..].copy_from_slice(&err);
+    assert_eq!(build_time_exceeded(&mut buf, HR, err.len(), &ROUTER), Err(Drop::NestedIcmpError));
+}
+
+// ------------------------------------------------------ address mapping
+
+//= https://www.rfc-editor.org/rfc/rfc6052#section-2.4
+// Each prefix length of the RFC 6052 table, applied by the translator.
+#[test]
+fn each_rfc6052_prefix_length() {
+    let t = eam();
+    let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let a = [192, 0, 2, 33];
+    let cases = [
+        ("2001:db8::", 32, "2001:db8:c000:221::"),
+        ("2001:db8:100::", 40, "2001:db8:1c0:2:21::"),
+        ("2001:db8:122::", 48, "2001:db8:122:c000:2:2100::"),
+        ("2001:db8:122:300::", 56, "2001:db8:122:3c0:0:221::"),
+        ("2001:db8:122:344::", 64, "2001:db8:122:344:c0:2:2100:0"),
+        ("2001:db8:122:344::", 96, "2001:db8:122:344::192.0.2.33"),
+    ];
+    for (p, len, want_addr) in cases {
+        let cfg = Config {
+            src: Mapper::prefix(Prefix64::new(v6(p), len).unwrap()),
+            dst: Mapper::eam(&t),
+            mtu: 1500,
+            udp_zero_checksum: UdpZeroChecksum::Compute,
+            icmp_error_src4: None,
+        };
+        let input = w(|v| e!().ipv4(a, S6_4, 9).udp(1, 2).write(v, b"6052").unwrap());
+        let want = w(|v| e!().ipv6(v6(want_addr), S6, 9).udp(1, 2).write(v, b"6052").unwrap());
+        assert_eq!(run(&input, true, &cfg).unwrap(), want, "/{len}");
+        // And back (6->4 with the same mappers).
+        let mut back = w(|v| e!().ipv4(a, S6_4, 9).udp(1, 2).write(v, b"6052").unwrap());
+        set_v4(&mut back, 14, 0, 0);
+        assert_eq!(run(&want, false, &cfg).unwrap(), back, "/{len}");
+    }
+}
+
+//= https://www.rfc-editor.org/rfc/rfc7757#section-3.3
+// EAM before the prefix; an address in neither is untranslatable.
+#[test]
+fn eam_and_untranslatable_addresses() {
+    let t = eam();
+    let (c46, c64) = cfgs(&t, 1500);
+    let input = w(|v| e!().ipv4(H4, [192, 0, 2, 200], 9).udp(1, 2).write(v, b"e").unwrap());
+    let mut d = S6;
+    d[15] = 200;
+    let want = w(|v| e!().ipv6(H4_6, d, 9).udp(1, 2).write(v, b"e").unwrap());
+    assert_eq!(run(&input, true, &c46).unwrap(), want);
+    let input = w(|v| e!().ipv4(H4, [10, 0, 0, 1], 9).udp(1, 2).write(v, b"e").unwrap());
+    assert_eq!(run(&input, true, &c46), Err(Drop::UntranslatableAddr));
+    let input = w(|v| {
+        e!().ipv6([0x20, 1, 0xd, 0xb8, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], H4_6, 9)
+            .udp(1, 2)
+            .write(v, b"e")
+            .unwrap()
+    });
+    assert_eq!(run(&input, false, &c64), Err(Drop::UntranslatableAddr));
+}
