@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Shunt's built-in lab: network namespaces joined by veth pairs.
 #
-#   shunt-client (cli0 10.0.1.2, fd00:1::2)
-#        │ veth
-#   shunt (sh-cli 10.0.1.1 | sh-be 10.0.2.1)      ← Shunt runs here, XDP on both
+#   shunt-client (cli0 10.0.1.2, fd00:1::2)     shunt-client6 (c6 fd00:6::2, IPv6 only)
+#        │ veth                                     │ veth
+#   shunt (sh-cli 10.0.1.1 | sh-be 10.0.2.1 | sh-c6 fd00:6::1)  ← Shunt runs here
 #        │ veth
 #   shunt-switch (bridge br0)
 #        ├── shunt-be1 (be0 10.0.2.11, fd00:2::11)
 #        ├── shunt-be2 (be0 10.0.2.12, fd00:2::12)
-#        └── shunt-be3 (be0 10.0.2.13, fd00:2::13)
+#        ├── shunt-be3 (be0 10.0.2.13, fd00:2::13)
+#        ├── shunt-be6 (be0 fd00:2::21, IPv6 only; routes fd00:201::/120 onward)
+#        └── shunt-v4srv (be0 198.51.100.80, IPv4 only)
 #
 # Each veth end lives in its own namespace (same-namespace pairs deliver
 # locally and never reach XDP). MACs are fixed so configs can name them.
@@ -24,6 +26,9 @@ set -euo pipefail
 NS_CLIENT=shunt-client
 NS_SHUNT=shunt
 NS_SWITCH=shunt-switch
+NS_CLIENT6=shunt-client6
+NS_BE6=shunt-be6
+NS_V4SRV=shunt-v4srv
 BACKENDS=(1 2 3)
 # RX/TX queues per veth; Shunt needs one worker socket per queue. More than
 # one spreads flows over queues by hash, which exercises worker handoff.
@@ -42,9 +47,9 @@ LAB_DIR=/run/shunt-lab
 # A real HTTP server per backend: nginx serving its own name and a 1 MiB
 # file whose digest tests compare end to end.
 start_http() {
-    local b=$1 dir="$LAB_DIR/be$1"
+    local b=$1 dir="$LAB_DIR/be$1" ns=${2:-shunt-be$1} listen=${3:-"listen 80; listen [::]:80;"}
     mkdir -p "$dir/www"
-    echo "shunt-be$b" > "$dir/www/index.html"
+    echo "$ns" > "$dir/www/index.html"
     [ -f "$LAB_DIR/big.bin" ] || head -c 1048576 /dev/urandom > "$LAB_DIR/big.bin"
     cp "$LAB_DIR/big.bin" "$dir/www/big.bin"
     cat > "$dir/nginx.conf" <<CONF
@@ -57,22 +62,21 @@ http {
     keepalive_timeout 65;
     client_body_temp_path $dir/tmp;
     server {
-        listen 80;
-        listen [::]:80;
+        $listen
         root $dir/www;
     }
 }
 CONF
     mkdir -p "$dir/tmp"
     if command -v nginx >/dev/null; then
-        in_ns "shunt-be$b" nginx -c "$dir/nginx.conf"
+        in_ns "$ns" nginx -c "$dir/nginx.conf"
     else
         echo "lab: nginx not installed; backends have no HTTP server (run scripts/setup.sh)" >&2
     fi
 }
 
 stop_http() {
-    for b in "${BACKENDS[@]}"; do
+    for b in "${BACKENDS[@]}" 6 v4srv; do
         local pidf="$LAB_DIR/be$b/nginx.pid"
         [ -f "$pidf" ] && kill "$(cat "$pidf")" 2>/dev/null || true
         rm -f "$pidf"
@@ -81,7 +85,8 @@ stop_http() {
 
 down() {
     stop_http
-    for ns in "$NS_CLIENT" "$NS_SHUNT" "$NS_SWITCH" $(for b in "${BACKENDS[@]}"; do echo "shunt-be$b"; done); do
+    for ns in "$NS_CLIENT" "$NS_SHUNT" "$NS_SWITCH" "$NS_CLIENT6" "$NS_BE6" "$NS_V4SRV" \
+        $(for b in "${BACKENDS[@]}"; do echo "shunt-be$b"; done); do
         ip netns del "$ns" 2>/dev/null || true
     done
 }
@@ -146,8 +151,61 @@ up() {
         in_ns "shunt-be$b" ip neigh replace 10.0.2.1 lladdr 02:00:00:00:02:01 dev be0 nud permanent
         in_ns "shunt-be$b" ip -6 neigh replace fd00:2::1 lladdr 02:00:00:00:02:01 dev be0 nud permanent
     done
-    echo "lab up: namespaces $NS_CLIENT $NS_SHUNT $NS_SWITCH shunt-be{1..3}"
+    up_translation
+    echo "lab up: namespaces $NS_CLIENT $NS_CLIENT6 $NS_SHUNT $NS_SWITCH shunt-be{1..3} $NS_BE6 $NS_V4SRV"
     echo "run Shunt: ip netns exec $NS_SHUNT shunt run --config config.toml"
+}
+
+# Hosts for NAT46/NAT64/SIIT: an IPv6-only client and an IPv6-only backend
+# (also an IPv6 router towards fd00:201::/120, for translated Time
+# Exceeded), and an IPv4-only HTTP server with a global-looking address
+# (the well-known prefix 64:ff9b::/96 never carries RFC 1918 addresses).
+up_translation() {
+    ip netns add "$NS_CLIENT6"
+    in_ns "$NS_CLIENT6" ip link set lo up
+    in_ns "$NS_CLIENT6" sysctl -qw net.ipv4.conf.all.disable_policy=0 2>/dev/null || true
+    # shellcheck disable=SC2086
+    ip link add c6 netns "$NS_CLIENT6" address 02:00:00:00:06:02 type veth \
+        peer name sh-c6 netns "$NS_SHUNT" address 02:00:00:00:06:01
+    in_ns "$NS_CLIENT6" ip -6 addr add fd00:6::2/64 dev c6 nodad
+    in_ns "$NS_CLIENT6" ip link set c6 up
+    in_ns "$NS_CLIENT6" ip -6 route add default via fd00:6::1
+    in_ns "$NS_CLIENT6" ip -6 neigh replace fd00:6::1 lladdr 02:00:00:00:06:01 dev c6 nud permanent
+    no_offload "$NS_CLIENT6" c6
+    in_ns "$NS_SHUNT" ip -6 addr add fd00:6::1/64 dev sh-c6 nodad
+    in_ns "$NS_SHUNT" ip link set sh-c6 up
+
+    ip netns add "$NS_BE6"
+    in_ns "$NS_BE6" ip link set lo up
+    ip link add be0 netns "$NS_BE6" address 02:00:00:00:02:15 type veth peer name sw-be6 netns "$NS_SWITCH"
+    in_ns "$NS_BE6" ip -6 addr add fd00:2::21/64 dev be0 nodad
+    in_ns "$NS_BE6" ip link set be0 up
+    in_ns "$NS_BE6" sysctl -qw net.ipv6.conf.all.forwarding=1
+    in_ns "$NS_BE6" ip -6 route add default via fd00:2::1
+    in_ns "$NS_BE6" ip -6 route add fd00:201::/120 via fd00:2::99
+    in_ns "$NS_BE6" ip -6 neigh replace fd00:2::1 lladdr 02:00:00:00:02:01 dev be0 nud permanent
+    no_offload "$NS_BE6" be0
+    in_ns "$NS_SWITCH" ip link set sw-be6 master br0 up
+    no_offload "$NS_SWITCH" sw-be6
+    start_http 6 "$NS_BE6" "listen [::]:80 ipv6only=on;"
+
+    ip netns add "$NS_V4SRV"
+    in_ns "$NS_V4SRV" ip link set lo up
+    ip link add be0 netns "$NS_V4SRV" address 02:00:00:00:02:50 type veth peer name sw-v4 netns "$NS_SWITCH"
+    in_ns "$NS_V4SRV" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    in_ns "$NS_V4SRV" ip addr add 198.51.100.80/24 dev be0
+    in_ns "$NS_V4SRV" ip link set be0 up
+    in_ns "$NS_V4SRV" ip route add default via 198.51.100.1
+    in_ns "$NS_V4SRV" ip neigh replace 198.51.100.1 lladdr 02:00:00:00:02:01 dev be0 nud permanent
+    no_offload "$NS_V4SRV" be0
+    in_ns "$NS_SWITCH" ip link set sw-v4 master br0 up
+    no_offload "$NS_SWITCH" sw-v4
+    in_ns "$NS_SHUNT" ip addr add 198.51.100.1/24 dev sh-be
+    start_http v4srv "$NS_V4SRV" "listen 80;"
+
+    # IPv4 clients reach the SIIT-mapped networks through Shunt.
+    in_ns "$NS_CLIENT" ip route add 10.0.200.0/24 via 10.0.1.1
+    in_ns "$NS_CLIENT" ip route add 10.0.201.0/24 via 10.0.1.1
 }
 
 status() {

@@ -7,6 +7,7 @@
 mod error;
 mod schema;
 mod services;
+pub mod xlat;
 
 use std::net::IpAddr;
 use std::ops::Range;
@@ -36,6 +37,8 @@ pub struct Config {
     pub conntrack: Conntrack,
     pub summary_interval: u64,
     pub telemetry: Telemetry,
+    /// NAT46 / NAT64 / SIIT translators.
+    pub xlat: xlat::Xlat,
     text: String,
 }
 
@@ -100,8 +103,12 @@ pub enum StageConfig {
     Conntrack,
     /// New flows: pick a backend with Maglev, allocate SNAT, create the flow.
     Maglev,
-    /// Rewrite addresses and ports; incremental checksums.
+    /// Rewrite addresses and ports; incremental checksums; NAT46/64 translation.
     Nat,
+    /// New NAT64 sessions (RFC 6146); the same flow-creation stage as maglev.
+    Nat64,
+    /// Stateless IPv4/IPv6 translation (RFC 7915).
+    Siit,
     /// Next-hop MAC and egress port: towards backends, or back to clients.
     L2(L2Config),
 }
@@ -124,13 +131,15 @@ impl StageConfig {
             StageConfig::Conntrack => "conntrack",
             StageConfig::Maglev => "maglev",
             StageConfig::Nat => "nat",
+            StageConfig::Nat64 => "nat64",
+            StageConfig::Siit => "siit",
             StageConfig::L2(_) => "l2",
         }
     }
 }
 
 /// The stage names a pipeline may list.
-pub const STAGES: &[&str] = &["l2fwd", "conntrack", "maglev", "nat", "l2"];
+pub const STAGES: &[&str] = &["l2fwd", "conntrack", "maglev", "nat64", "nat", "siit", "l2"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
@@ -183,11 +192,31 @@ impl Config {
     /// with the pipeline that handles them.
     pub fn owned_prefixes(&self) -> Vec<(Prefix, usize)> {
         let mut v: Vec<(Prefix, usize)> = Vec::new();
+        let mut add = |p: Prefix, pipeline: usize| {
+            if !v.iter().any(|(q, _)| *q == p) {
+                v.push((p, pipeline));
+            }
+        };
         for s in &self.services {
             if let Some(p) = s.snat_pool {
-                if !v.iter().any(|(q, _)| *q == p) {
-                    v.push((p, s.pipeline));
-                }
+                add(p, s.pipeline);
+            }
+        }
+        // NAT46 replies come back to prefix + client address.
+        if let (Some(n), Some(s)) = (self.xlat.nat46, self.services.iter().find(|s| s.is_nat46())) {
+            add(n.as_prefix, s.pipeline);
+        }
+        if let Some(n) = &self.xlat.nat64 {
+            add(n.prefix.as_prefix, n.pipeline);
+            add(n.pool, n.pipeline);
+        }
+        if let Some(t) = &self.xlat.siit {
+            if let Some(p) = t.prefix {
+                add(p.as_prefix, t.pipeline);
+            }
+            for (v4, v6) in &t.eam {
+                add(*v4, t.pipeline);
+                add(*v6, t.pipeline);
             }
         }
         v
@@ -375,6 +404,8 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
                 "conntrack" => stages.push(StageConfig::Conntrack),
                 "maglev" => stages.push(StageConfig::Maglev),
                 "nat" => stages.push(StageConfig::Nat),
+                "nat64" => stages.push(StageConfig::Nat64),
+                "siit" => stages.push(StageConfig::Siit),
                 "l2" => {
                     let need = |f: &Option<toml::Spanned<String>>, key: &str| {
                         f.clone().ok_or_else(|| {
@@ -452,7 +483,8 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         prometheus,
         histogram_dir: non_empty(&t.histogram_dir),
     };
-    let services = services::validate_services(src, &file.services, &pipelines)?;
+    let xlat = xlat::validate(src, file.nat46.as_ref(), file.nat64.as_ref(), file.siit.as_ref(), &pipelines)?;
+    let services = services::validate_services(src, &file.services, &pipelines, xlat.nat46.is_some())?;
     let conntrack = services::validate_conntrack(src, &file.conntrack)?;
     for (i, p) in pipelines.iter().enumerate() {
         let lb = p.stages.iter().any(|s| !matches!(s, StageConfig::L2Fwd { .. }));
@@ -480,6 +512,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         conntrack,
         summary_interval: file.telemetry.summary_interval,
         telemetry,
+        xlat,
         text: src.text.to_string(),
     })
 }

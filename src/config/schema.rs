@@ -25,6 +25,9 @@ pub struct ConfigFile {
     pub conntrack: ConntrackSection,
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    pub nat46: Option<super::xlat::Nat46Section>,
+    pub nat64: Option<super::xlat::Nat64Section>,
+    pub siit: Option<super::xlat::SiitSection>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -93,10 +93,18 @@ pub struct Conntrack {
     pub timeouts: Timeouts,
 }
 
+impl Service {
+    /// An IPv4 VIP whose backends are IPv6: packets are translated (NAT46).
+    pub fn is_nat46(&self) -> bool {
+        self.vip.is_ipv4() && self.backends.iter().any(|b| b.addr.is_ipv6())
+    }
+}
+
 pub(super) fn validate_services(
     src: &Source<'_>,
     sections: &[ServiceSection],
     pipelines: &[Pipeline],
+    nat46: bool,
 ) -> Result<Vec<Service>, ConfigError> {
     let mut out: Vec<Service> = Vec::new();
     for s in sections {
@@ -171,7 +179,20 @@ pub(super) fn validate_services(
                     at(b.addr.span(), format!("invalid backend address `{}`", b.addr.get_ref()))
                 })?;
             if addr.is_ipv4() != vip.is_ipv4() {
-                return Err(at(b.addr.span(), "backend family differs from the VIP's".into()));
+                if !(vip.is_ipv4() && nat46) {
+                    return Err(at(
+                        b.addr.span(),
+                        "backend family differs from the VIP's (IPv6 backends behind an IPv4 VIP need a [nat46] section)"
+                            .into(),
+                    ));
+                }
+                if s.snat_pool.is_some() {
+                    return Err(at(
+                        b.addr.span(),
+                        "a NAT46 service takes no snat_pool: clients appear as [nat46] prefix + address"
+                            .into(),
+                    ));
+                }
             }
             if backends.iter().any(|x| x.addr == addr && x.port == b.port) {
                 return Err(at(b.addr.span(), format!("backend {addr}:{} listed twice", b.port)));

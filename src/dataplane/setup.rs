@@ -122,7 +122,7 @@ pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Wor
     // SAFETY: the mapping lives in `xsk`, which the Worker owns alongside the
     // batch, and outlives every use: workers are joined before any UMEM is
     // dropped. A frame is touched only by the holder of its descriptor.
-    let umem = unsafe { UmemView::new(base, len) };
+    let umem = unsafe { UmemView::new(base, len) }.with_frame_size(config.dataplane.frame_size as usize);
     let ready = Ready {
         worker: wi,
         sockets: xsk.ports.iter().map(|p| (p.interface_idx, p.queue, p.fd(), p.zero_copy)).collect(),
@@ -137,7 +137,10 @@ pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Wor
     // Leave half the frames for batches and TX rings in flight.
     let fill_target = (config.dataplane.frames_per_worker / 2 / nports).min(config.dataplane.ring_size);
     let ct = &config.conntrack;
-    let conntrack = ConnTable::new(ct.entries_per_worker as usize, ct.timeouts, ct.full);
+    let mut conntrack = ConnTable::new(ct.entries_per_worker as usize, ct.timeouts, ct.full);
+    if let Some(n) = &config.xlat.nat64 {
+        conntrack.set_alt_timeouts(n.timeouts);
+    }
     let ctx = Ctx::new(conntrack, services.load_full(), stats, wi as u16, config.workers.len() as u16);
     let worker = Worker {
         xsk,

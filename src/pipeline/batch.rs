@@ -32,6 +32,7 @@ drop_reasons! {
     ConntrackFull => "conntrack_full", "Conntrack table full: new flow refused.";
     SnatExhausted => "snat_exhausted", "No free SNAT port in this worker's share of the pool.";
     NextHopUnresolved => "next_hop_unresolved", "No MAC known for the backend next hop.";
+    Untranslatable => "untranslatable", "No NAT46/64 mapping, or a packet RFC 7915 says to drop.";
     HandoffFull => "handoff_full", "Reply for another worker's SNAT port, and the handoff ring was full.";
 }
 
@@ -70,6 +71,8 @@ impl PacketMeta {
 pub struct UmemView {
     base: *mut u8,
     len: usize,
+    /// UMEM chunk size (a power of two): frames may grow into their headroom.
+    frame_size: usize,
 }
 
 // SAFETY: a UmemView is a pointer and a length. Access through it is
@@ -85,7 +88,7 @@ impl UmemView {
     /// reached through it must not be accessed elsewhere concurrently (the
     /// kernel owns a frame only while it sits in a fill or TX ring).
     pub unsafe fn new(base: *mut u8, len: usize) -> UmemView {
-        UmemView { base, len }
+        UmemView { base, len, frame_size: 4096 }
     }
 
     /// A view over plain memory, for tests and benches.
@@ -94,7 +97,15 @@ impl UmemView {
     /// `mem` must outlive the view and must not be accessed except through
     /// it while the view is in use.
     pub unsafe fn of_slice(mem: &mut [u8]) -> UmemView {
-        UmemView { base: mem.as_mut_ptr(), len: mem.len() }
+        UmemView { base: mem.as_mut_ptr(), len: mem.len(), frame_size: 4096 }
+    }
+
+    /// The same view with another chunk size (UMEM frame_size).
+    pub fn with_frame_size(mut self, frame_size: usize) -> UmemView {
+        if frame_size.is_power_of_two() {
+            self.frame_size = frame_size;
+        }
+        self
     }
 
     /// Bytes `addr..addr+len`, if inside the mapping.
@@ -121,7 +132,18 @@ pub struct FlowMeta {
     pub backend: u16,
     /// The rewrite to apply: new source, source port, destination, destination port.
     pub nat: NatBinding,
+    /// Address family translation the flow needs (XLAT_*).
+    pub xlat: u8,
+    /// ICMP/ICMPv6 type, when the packet is ICMP.
+    pub icmp_type: u8,
 }
+
+/// No family change.
+pub const XLAT_NONE: u8 = 0;
+/// Arrives IPv4, leaves IPv6.
+pub const XLAT_TO6: u8 = 1;
+/// Arrives IPv6, leaves IPv4.
+pub const XLAT_TO4: u8 = 2;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum FlowKind {
@@ -134,6 +156,11 @@ pub enum FlowKind {
     Original,
     /// Backend → client direction of a tracked flow.
     Reply,
+    /// First packet from an IPv6 client through stateful NAT64.
+    New64,
+    /// An ICMP error the dataplane generated about this packet: back out
+    /// the port it came in on, to the MAC it came from.
+    Bounce,
 }
 
 /// Up to [`MAX_BATCH`] packets from one port, processed together.
@@ -142,6 +169,17 @@ pub struct Batch {
     pub flows: [FlowMeta; MAX_BATCH as usize],
     pub len: usize,
     umem: UmemView,
+}
+
+/// A packet's whole UMEM frame, for stages that change its length.
+pub struct FrameMut<'a> {
+    pub meta: &'a mut PacketMeta,
+    pub flow: &'a mut FlowMeta,
+    /// The whole chunk; the packet is `frame[start..start + meta.len]`.
+    pub frame: &'a mut [u8],
+    pub start: usize,
+    /// UMEM offset of `frame[0]`.
+    pub base: u64,
 }
 
 /// A packet as a stage sees it: its metadata, flow state and bytes.
@@ -178,6 +216,34 @@ impl Batch {
 
     pub fn metas(&self) -> &[PacketMeta] {
         &self.pkts[..self.len]
+    }
+
+    /// Like `for_each`, but hands out the packet's whole UMEM frame and the
+    /// packet's offset in it, for stages that grow or shrink packets into
+    /// the headroom (NAT46/64). They update `meta.addr`/`meta.len`.
+    #[inline]
+    pub fn for_each_frame(&mut self, pipeline: u8, mut f: impl FnMut(FrameMut<'_>)) {
+        let umem = self.umem;
+        let mask = !(umem.frame_size as u64 - 1);
+        for (meta, flow) in self.pkts[..self.len].iter_mut().zip(self.flows.iter_mut()) {
+            if meta.pipeline != pipeline || meta.verdict != Verdict::Continue {
+                continue;
+            }
+            let base = meta.addr & mask;
+            let start = (meta.addr - base) as usize;
+            let ok =
+                umem.range(base, umem.frame_size).filter(|_| start + meta.len as usize <= umem.frame_size);
+            let Some((b, e)) = ok else {
+                meta.verdict = Verdict::Drop(DropReason::Malformed);
+                continue;
+            };
+            // SAFETY: b..e is inside the mapping (checked) and is this
+            // packet's own UMEM chunk: chunks are disjoint, each descriptor
+            // of a batch names a distinct chunk, and the kernel does not
+            // touch chunks held in a batch.
+            let frame = unsafe { std::slice::from_raw_parts_mut(umem.base.add(b), e - b) };
+            f(FrameMut { meta, flow, frame, start, base });
+        }
     }
 
     /// The bytes of packet `i`, if its descriptor is inside UMEM.

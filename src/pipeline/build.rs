@@ -8,6 +8,7 @@ use super::l2::L2Stage;
 use super::l2fwd::L2Fwd;
 use super::lb::{ConntrackStage, MaglevStage};
 use super::nat::NatStage;
+use super::xlat::SiitStage;
 use super::{Pipeline, Stage};
 use crate::config::{Config, StageConfig};
 
@@ -37,13 +38,15 @@ pub fn pipelines(config: &Config, ports: &[PortInfo]) -> Result<Vec<Pipeline>> {
                     Box::new(L2Fwd::new(port, mac, *next_hop_mac))
                 }
                 StageConfig::Conntrack => Box::new(ConntrackStage),
-                StageConfig::Maglev => Box::new(MaglevStage),
+                StageConfig::Maglev | StageConfig::Nat64 => Box::new(MaglevStage),
+                StageConfig::Siit => Box::new(SiitStage),
                 StageConfig::Nat => Box::new(NatStage),
                 StageConfig::L2(l2) => Box::new(L2Stage::new(
                     port_of(l2.egress)?,
                     l2.next_hop_mac,
                     port_of(l2.return_egress)?,
                     l2.return_next_hop_mac,
+                    ports.iter().map(|p| p.mac).collect(),
                 )),
             });
         }

@@ -286,7 +286,8 @@ impl Entry {
     }
 
     #[inline]
-    fn expired(&self, t: &Timeouts, now: Tick) -> bool {
+    fn expired(&self, t: &Timeouts, alt: &Timeouts, now: Tick) -> bool {
+        let t = if self.flags & FLAG_ALT_TIMEOUTS != 0 { alt } else { t };
         // Signed age: a `now` slightly behind `last_seen` is not "ancient".
         let age = now.wrapping_sub(self.last_seen) as i32;
         age >= t.for_state(self.state) as i32
@@ -409,6 +410,9 @@ pub struct Counters {
 /// when it expires or is evicted, so its owner can free what it holds (an
 /// SNAT port). Other flag bits are the caller's.
 pub const FLAG_NOTIFY_ON_DEATH: u8 = 0x80;
+/// Entry flag: age this entry by the table's alternative timeouts (e.g.
+/// RFC 6146's for NAT64 sessions) instead of its main ones.
+pub const FLAG_ALT_TIMEOUTS: u8 = 0x40;
 /// Dead keys held between drains; reclaims per batch are bounded well below.
 const GRAVEYARD: usize = 4096;
 
@@ -430,6 +434,7 @@ pub struct ConnTable {
     len: usize,
     cursor: usize,
     timeouts: Timeouts,
+    alt_timeouts: Timeouts,
     policy: FullPolicy,
     counters: Counters,
     /// Dead FLAG_NOTIFY_ON_DEATH entries not yet drained.
@@ -478,6 +483,7 @@ impl ConnTable {
             len: 0,
             cursor: 0,
             timeouts,
+            alt_timeouts: timeouts,
             policy: full_policy,
             counters: Counters::default(),
             graveyard: vec![Entry::EMPTY; GRAVEYARD].into_boxed_slice(),
@@ -505,6 +511,11 @@ impl ConnTable {
 
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts
+    }
+
+    /// Timeouts for entries flagged FLAG_ALT_TIMEOUTS.
+    pub fn set_alt_timeouts(&mut self, t: Timeouts) {
+        self.alt_timeouts = t;
     }
 
     /// Replaces the timeouts; applies to existing entries at their next check.
@@ -610,7 +621,7 @@ impl ConnTable {
     pub fn lookup(&mut self, key: &FlowKey, hash: u64, now: Tick) -> Option<&mut Entry> {
         let (b1, b2, tag) = place(hash, self.bucket_mask);
         let (b, w) = self.find(key, b1, b2, tag)?;
-        if self.entries[b * WAYS + w].expired(&self.timeouts, now) {
+        if self.entries[b * WAYS + w].expired(&self.timeouts, &self.alt_timeouts, now) {
             self.clear(b, w);
             self.counters.expired += 1;
             return None;
@@ -633,7 +644,7 @@ impl ConnTable {
         let (b1, b2, tag) = place(hash, self.bucket_mask);
         if let Some((b, w)) = self.find(&key, b1, b2, tag) {
             let i = b * WAYS + w;
-            if self.entries[i].expired(&self.timeouts, now) {
+            if self.entries[i].expired(&self.timeouts, &self.alt_timeouts, now) {
                 self.counters.expired += 1;
                 self.counters.inserts += 1;
                 // Died and reborn in place: its owner must still hear of it.
@@ -663,7 +674,7 @@ impl ConnTable {
                         continue; // freed earlier in this loop (b1 == b2 case)
                     }
                     let e = &self.entries[b * WAYS + w];
-                    if e.expired(&self.timeouts, now) {
+                    if e.expired(&self.timeouts, &self.alt_timeouts, now) {
                         self.clear(b, w);
                         self.counters.expired += 1;
                         slot.get_or_insert((b, w));
@@ -748,7 +759,7 @@ impl ConnTable {
             let i = self.cursor;
             self.cursor = if i + 1 == slots { 0 } else { i + 1 };
             let (b, w) = (i / WAYS, i % WAYS);
-            if self.tags[b].0[w] != 0 && self.entries[i].expired(&self.timeouts, now) {
+            if self.tags[b].0[w] != 0 && self.entries[i].expired(&self.timeouts, &self.alt_timeouts, now) {
                 self.clear(b, w);
                 reclaimed += 1;
             }
@@ -762,7 +773,7 @@ impl ConnTable {
         for (b, t) in self.tags.iter().enumerate() {
             for (w, &tag) in t.0.iter().enumerate() {
                 let e = &self.entries[b * WAYS + w];
-                if tag != 0 && !e.expired(&self.timeouts, now) {
+                if tag != 0 && !e.expired(&self.timeouts, &self.alt_timeouts, now) {
                     f(e);
                 }
             }

@@ -42,7 +42,10 @@ impl Harness {
         let mut ids = IdRegistry::default();
         let services = Arc::new(Services::build(config, 1, &mut ids, |_| None)?);
         let ct = &config.conntrack;
-        let conntrack = ConnTable::new(ct.entries_per_worker as usize, ct.timeouts, ct.full);
+        let mut conntrack = ConnTable::new(ct.entries_per_worker as usize, ct.timeouts, ct.full);
+        if let Some(n) = &config.xlat.nat64 {
+            conntrack.set_alt_timeouts(n.timeouts);
+        }
         let mut mem = vec![0u8; FRAME * MAX_BATCH as usize].into_boxed_slice();
         // SAFETY: `mem` moves into the Harness with the batch and is never
         // touched except through the batch's view.

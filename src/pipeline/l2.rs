@@ -12,6 +12,8 @@ pub struct L2Stage {
     return_egress: u8,
     return_mac: [u8; 6],
     return_dst_mac: [u8; 6],
+    /// Every worker port's MAC, for errors sent back out their ingress.
+    port_macs: Vec<[u8; 6]>,
 }
 
 impl L2Stage {
@@ -21,8 +23,9 @@ impl L2Stage {
         fallback_mac: Option<[u8; 6]>,
         (return_egress, return_mac): (u8, [u8; 6]),
         return_dst_mac: [u8; 6],
+        port_macs: Vec<[u8; 6]>,
     ) -> L2Stage {
-        L2Stage { egress, egress_mac, fallback_mac, return_egress, return_mac, return_dst_mac }
+        L2Stage { egress, egress_mac, fallback_mac, return_egress, return_mac, return_dst_mac, port_macs }
     }
 }
 
@@ -42,6 +45,14 @@ impl Stage for L2Stage {
                     }
                 },
                 FlowKind::Reply => (self.return_egress, self.return_mac, self.return_dst_mac),
+                FlowKind::Bounce => {
+                    // The error generator already addressed the frame to its
+                    // sender's MAC; leave by the port it came in on.
+                    let port = p.meta.ingress;
+                    let mac = self.port_macs.get(usize::from(port)).copied().unwrap_or([0; 6]);
+                    let dst = p.data.get(..6).and_then(|d| <[u8; 6]>::try_from(d).ok()).unwrap_or([0; 6]);
+                    (port, mac, dst)
+                }
                 _ => return,
             };
             let Some(macs) = p.data.get_mut(..12) else {

@@ -7,10 +7,13 @@
 
 use super::batch::{FlowKind, FlowMeta};
 use super::conntrack::{
-    ConnState, ConnTable, Direction, FlowKey, FlowValue, NatBinding, TcpFlags, Tick, FLAG_NOTIFY_ON_DEATH,
+    ConnState, ConnTable, Direction, FlowKey, FlowValue, NatBinding, TcpFlags, Tick, FLAG_ALT_TIMEOUTS,
+    FLAG_NOTIFY_ON_DEATH,
 };
 use super::maglev::client_hash;
 use super::snat;
+use super::xlat::{is_v4_mapped, mapped, v4_of, xlat_of, FLAG_TO4, FLAG_TO6};
+use super::XLAT_NONE;
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
 use crate::config::MAX_BATCH;
 use crate::wire::parse::{parse, FragKind, IpVersion};
@@ -39,6 +42,8 @@ impl Stage for ConntrackStage {
                 f.l3 = pp.l3_offset as u16;
                 f.l4 = pp.l4_offset as u16;
                 f.tcp_flags = pp.tcp_flags;
+                f.icmp_type = pp.icmp_type;
+                f.xlat = XLAT_NONE;
                 f.key = FlowKey::new(t.src, t.dst, t.src_port, t.dst_port, t.proto);
                 f.hash = f.key.hash();
                 ctx.conntrack.prefetch(f.hash);
@@ -75,10 +80,18 @@ impl Stage for ConntrackStage {
             }
             match ctx.services.service_for(&f.key.dst, f.key.proto, f.key.dport) {
                 Some(s) => f.kind = FlowKind::New(s),
+                None if nat64_creates(ctx, f) => f.kind = FlowKind::New64,
                 None => m.verdict = Verdict::Drop(DropReason::NoFlow),
             }
         }
     }
+}
+
+/// Whether a packet that matched no flow opens a NAT64 session: an IPv6
+/// TCP/UDP packet or echo request to the NAT64 prefix (RFC 6146 §3.5).
+fn nat64_creates(ctx: &Ctx, f: &FlowMeta) -> bool {
+    let Some(n) = &ctx.services.xlat.nat64 else { return false };
+    f.v6 && n.contains(&f.key.dst) && matches!((f.key.proto, f.icmp_type), (6 | 17, _) | (58, 128))
 }
 
 /// Finds the packet's entry; on a hit fills `f` (kind, NAT, service),
@@ -91,6 +104,8 @@ fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick) -> bool {
     f.nat = e.nat;
     f.service = e.service;
     f.backend = e.backend;
+    f.xlat = xlat_of(e.flags);
+    let entry_flags = e.flags;
     let dir = if reply { Direction::Reply } else { Direction::Original };
     let proto = f.key.proto;
     let flags = TcpFlags(f.tcp_flags);
@@ -105,7 +120,7 @@ fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick) -> bool {
     if (proto == 6 && (structural || state != ConnState::TcpEstablished))
         || (proto == 17 && reply && state == ConnState::UdpReplied)
     {
-        let peer = peer_key(&f.key, &f.nat);
+        let peer = peer_key(&f.key, &f.nat, entry_flags);
         let peer_hash = peer.hash();
         if let Some(p) = ct.lookup(&peer, peer_hash, now) {
             p.touch(now);
@@ -115,10 +130,16 @@ fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick) -> bool {
     true
 }
 
-/// The key of the other direction's entry: the translated packet reversed.
+/// The key of the other direction's entry: the translated packet reversed
+/// (ICMP becomes ICMPv6 and back when the flow changes family).
 #[inline]
-pub fn peer_key(key: &FlowKey, nat: &NatBinding) -> FlowKey {
-    FlowKey::new(nat.dst, nat.src, nat.dport, nat.sport, key.proto)
+pub fn peer_key(key: &FlowKey, nat: &NatBinding, flags: u8) -> FlowKey {
+    let proto = match key.proto {
+        58 if flags & FLAG_TO4 != 0 => 1,
+        1 if flags & FLAG_TO6 != 0 => 58,
+        p => p,
+    };
+    FlowKey::new(nat.dst, nat.src, nat.dport, nat.sport, proto)
 }
 
 /// Backend selection and flow creation for new flows.
@@ -137,8 +158,12 @@ impl Stage for MaglevStage {
                 continue;
             }
             let f = &mut batch.flows[i];
-            let FlowKind::New(s) = f.kind else { continue };
-            match create_flow(ctx, f, s) {
+            let created = match f.kind {
+                FlowKind::New(s) => create_flow(ctx, f, s),
+                FlowKind::New64 => create_nat64(ctx, f),
+                _ => continue,
+            };
+            match created {
                 Ok(()) => {
                     ctx.stats.flow_started(f.service, f.backend);
                     ctx.stats.packet(f.service, f.backend, m.len);
@@ -154,6 +179,25 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
     let h = if svc.affinity { client_hash(&f.key.src) } else { f.hash };
     let b = svc.maglev.lookup(h).ok_or(DropReason::NoBackend)?;
     let backend = *svc.backends.get(usize::from(b)).ok_or(DropReason::NoBackend)?;
+    let (sid, bid) = (svc.id, backend.id);
+    let k = f.key;
+    // NAT46 (IPv4 VIP, IPv6 backend): the client appears to the backend as
+    // prefix + its IPv4 address, so its own address keeps flows apart.
+    if is_v4_mapped(&k.dst) && !is_v4_mapped(&backend.addr) {
+        let prefix = ctx.services.xlat.nat46.ok_or(DropReason::Untranslatable)?;
+        let orig = NatBinding {
+            src: prefix.embed(v4_of(&k.src)),
+            sport: k.sport,
+            dst: backend.addr,
+            dport: backend.port,
+        };
+        let reply = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
+        return install(
+            ctx,
+            f,
+            Binding { orig, reply, flags: FLAG_TO6, reply_flags: FLAG_TO4, sid, bid, snat: None },
+        );
+    }
     let snat = match svc.snat_pool {
         Some(pool) => {
             let p = ctx.snat.get_mut(usize::from(pool)).ok_or(DropReason::SnatExhausted)?;
@@ -161,8 +205,7 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
         }
         None => None,
     };
-    let k = f.key;
-    let orig_nat = NatBinding {
+    let orig = NatBinding {
         src: snat.map_or(k.src, |(_, (a, _))| a),
         sport: snat.map_or(k.sport, |(_, (_, p))| p),
         dst: backend.addr,
@@ -170,21 +213,64 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
     };
     // Replies come back as (backend → SNAT or client) and are rewritten to
     // (VIP → client).
-    let reply_key = peer_key(&k, &orig_nat);
-    let reply_nat = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
+    let reply = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
     let snat_flag = if snat.is_some() { FLAG_SNAT } else { 0 };
+    install(ctx, f, Binding { orig, reply, flags: snat_flag, reply_flags: snat_flag, sid, bid, snat })
+}
+
+//= https://www.rfc-editor.org/rfc/rfc6146#section-3.5.1
+// (paraphrase) A packet from an IPv6 host to the NAT64 prefix with no
+// session creates one: an IPv4 transport address is taken from the pool and
+// a session binds (X', x) to (T, t) with the IPv4 destination extracted from
+// the IPv6 destination (RFC 6052).
+fn create_nat64(ctx: &mut Ctx, f: &mut FlowMeta) -> Result<(), DropReason> {
+    let n = ctx.services.xlat.nat64.as_ref().ok_or(DropReason::NoFlow)?;
+    let server = n.prefix.extract(&f.key.dst).ok_or(DropReason::Untranslatable)?;
+    let pool = n.pool;
+    let p = ctx.snat.get_mut(usize::from(pool)).ok_or(DropReason::SnatExhausted)?;
+    let (addr, port) = p.alloc().ok_or(DropReason::SnatExhausted)?;
+    let k = f.key;
+    // ICMP echo: the identifier plays both ports' role (RFC 6146 §3.5.3).
+    let dport = if k.proto == 58 { port } else { k.dport };
+    let orig = NatBinding { src: addr, sport: port, dst: mapped(server), dport };
+    let reply = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
+    let flags = FLAG_SNAT | FLAG_ALT_TIMEOUTS;
+    let b = Binding {
+        orig,
+        reply,
+        flags: FLAG_TO4 | flags,
+        reply_flags: FLAG_TO6 | flags,
+        sid: u16::MAX,
+        bid: u16::MAX,
+        snat: Some((pool, (addr, port))),
+    };
+    install(ctx, f, b)
+}
+
+/// A new flow's two directions.
+struct Binding {
+    orig: NatBinding,
+    reply: NatBinding,
+    flags: u8,
+    reply_flags: u8,
+    sid: u16,
+    bid: u16,
+    snat: Option<(u16, ([u8; 16], u16))>,
+}
+
+/// Inserts both entries of a new flow and sets up `f` to be rewritten.
+fn install(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding) -> Result<(), DropReason> {
+    let k = f.key;
     let now = ctx.now;
     let free_port = |ctx: &mut Ctx| {
-        if let Some((pool, (a, p))) = snat {
+        if let Some((pool, (a, p))) = b.snat {
             if let Some(pool) = ctx.snat.get_mut(usize::from(pool)) {
                 pool.release(&a, p);
             }
         }
     };
-
-    let (sid, bid) = (svc.id, backend.id);
-    let orig = FlowValue { backend: bid, service: sid, nat: orig_nat, flags: snat_flag };
-    let state = match ctx.conntrack.insert(k, f.hash, orig, now) {
+    let value = FlowValue { backend: b.bid, service: b.sid, nat: b.orig, flags: b.flags };
+    let state = match ctx.conntrack.insert(k, f.hash, value, now) {
         Ok(e) => match k.proto {
             6 => e.on_tcp(Direction::Original, TcpFlags(f.tcp_flags)),
             17 => e.on_udp(Direction::Original),
@@ -197,11 +283,12 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
     };
     // When the reply entry dies the flow is over: its SNAT port is freed,
     // its original-direction entry removed, and its stats gauge lowered.
+    let reply_key = peer_key(&k, &b.orig, b.flags);
     let reply = FlowValue {
-        backend: bid,
-        service: sid,
-        nat: reply_nat,
-        flags: FLAG_REPLY | snat_flag | FLAG_NOTIFY_ON_DEATH,
+        backend: b.bid,
+        service: b.sid,
+        nat: b.reply,
+        flags: FLAG_REPLY | b.reply_flags | FLAG_NOTIFY_ON_DEATH,
     };
     match ctx.conntrack.insert(reply_key, reply_key.hash(), reply, now) {
         Ok(e) => e.state = state,
@@ -212,9 +299,10 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
         }
     }
     f.kind = FlowKind::Original;
-    f.nat = orig_nat;
-    f.service = sid;
-    f.backend = bid;
+    f.nat = b.orig;
+    f.service = b.sid;
+    f.backend = b.bid;
+    f.xlat = xlat_of(b.flags);
     Ok(())
 }
 
@@ -229,7 +317,7 @@ pub fn reap(ctx: &mut Ctx) {
                 pool.release(&key.dst, key.dport);
             }
         }
-        let orig = peer_key(&key, &dead.nat);
+        let orig = peer_key(&key, &dead.nat, dead.flags);
         ctx.conntrack.remove(&orig, orig.hash());
         ctx.stats.flow_ended(dead.service, dead.backend);
     }

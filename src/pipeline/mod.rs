@@ -17,10 +17,14 @@ pub mod maglev;
 pub mod nat;
 pub mod services;
 pub mod snat;
+pub mod xlat;
 
 use std::sync::Arc;
 
-pub use batch::{Batch, DropReason, FlowKind, FlowMeta, PacketMeta, PacketMut, UmemView, Verdict};
+pub use batch::{
+    Batch, DropReason, FlowKind, FlowMeta, FrameMut, PacketMeta, PacketMut, UmemView, Verdict, XLAT_NONE,
+    XLAT_TO4, XLAT_TO6,
+};
 
 use conntrack::{ConnTable, Tick};
 use services::Services;

@@ -1,7 +1,7 @@
 //! `nat`: rewrite addresses and ports to the flow's binding, updating the
 //! IPv4 header and TCP/UDP/ICMP checksums incrementally (RFC 1624).
 
-use super::batch::{FlowKind, FlowMeta};
+use super::batch::{FlowKind, FlowMeta, XLAT_NONE};
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
 use crate::wire::checksum::udp_encode;
 
@@ -13,12 +13,20 @@ impl Stage for NatStage {
         "nat"
     }
 
-    fn process(&mut self, batch: &mut Batch, pipeline: u8, _ctx: &mut Ctx) {
-        batch.for_each(pipeline, |p| {
-            if matches!(p.flow.kind, FlowKind::Original | FlowKind::Reply)
-                && rewrite(p.data, p.flow).is_none()
-            {
-                p.meta.verdict = Verdict::Drop(DropReason::Malformed);
+    fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
+        let router = super::xlat::router(ctx);
+        batch.for_each_frame(pipeline, |mut p| {
+            if !matches!(p.flow.kind, FlowKind::Original | FlowKind::Reply) {
+                return;
+            }
+            let result = if p.flow.xlat == XLAT_NONE {
+                let end = p.start + p.meta.len as usize;
+                p.frame.get_mut(p.start..end).and_then(|d| rewrite(d, p.flow)).ok_or(DropReason::Malformed)
+            } else {
+                super::xlat::translate_flow(&mut p, &router)
+            };
+            if let Err(r) = result {
+                p.meta.verdict = Verdict::Drop(r);
             }
         });
     }

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use super::classify::FastHasher;
 use super::maglev::{backend_key, Maglev, MaglevBackend};
 use crate::config::{Config, Prefix};
+use crate::nat46::{EamTable, Prefix64};
 use crate::telemetry::counters::{MAX_BACKENDS, MAX_SERVICES};
 use crate::xdp::maps::addr16;
 
@@ -25,11 +26,14 @@ pub struct Services {
     next_hops: FastMap<[u8; 16], [u8; 6]>,
     /// Distinct SNAT pools; services refer to them by index.
     pub pools: Vec<Prefix>,
-    /// Pipeline that handles replies to each pool.
-    pool_pipelines: Vec<u8>,
     /// The pools as (network, mask) over the 16-byte address form, for a
     /// branch-light membership test per packet.
     pool_masks: Vec<(u128, u128)>,
+    /// Every prefix the XDP program redirects (pools, NAT46/64 and SIIT
+    /// prefixes) with the pipeline that handles it.
+    owned: Vec<((u128, u128), u8)>,
+    /// NAT46/NAT64/SIIT settings.
+    pub xlat: XlatRt,
     /// Bumped on every rebuild; workers compare it to spot a new snapshot.
     pub generation: u64,
 }
@@ -72,6 +76,35 @@ impl IdRegistry {
     }
 }
 
+/// Translator settings of a snapshot.
+#[derive(Default)]
+pub struct XlatRt {
+    /// How IPv4 clients appear to IPv6 backends of NAT46 services.
+    pub nat46: Option<Prefix64>,
+    pub nat64: Option<Nat64Rt>,
+    pub siit: Option<SiitRt>,
+}
+
+pub struct Nat64Rt {
+    pub prefix: Prefix64,
+    /// The prefix as (network, mask) over 16-byte addresses.
+    pub mask: (u128, u128),
+    /// Index of the IPv4 pool in `Services::pools`.
+    pub pool: u16,
+}
+
+impl Nat64Rt {
+    #[inline]
+    pub fn contains(&self, addr: &[u8; 16]) -> bool {
+        u128::from_be_bytes(*addr) & self.mask.1 == self.mask.0
+    }
+}
+
+pub struct SiitRt {
+    pub prefix: Option<Prefix64>,
+    pub eam: EamTable,
+}
+
 pub struct ServiceRt {
     /// Stable id: indexes per-service stats; stored in conntrack entries.
     pub id: u16,
@@ -108,7 +141,6 @@ impl Services {
         let mut vips = FastMap::default();
         let mut next_hops = FastMap::default();
         let mut pools: Vec<Prefix> = Vec::new();
-        let mut pool_pipelines = Vec::new();
         for (i, s) in config.services.iter().enumerate() {
             let keys: Vec<MaglevBackend<[u8; 18]>> = s
                 .backends
@@ -127,7 +159,6 @@ impl Services {
                 Some(i) => i as u16,
                 None => {
                     pools.push(p);
-                    pool_pipelines.push(s.pipeline as u8);
                     (pools.len() - 1) as u16
                 }
             });
@@ -154,8 +185,27 @@ impl Services {
                 maglev,
             });
         }
+        let mut xlat = XlatRt { nat46: config.xlat.nat46.map(|p| p.prefix), ..XlatRt::default() };
+        if let Some(n) = &config.xlat.nat64 {
+            let pool = match pools.iter().position(|x| *x == n.pool) {
+                Some(i) => i,
+                None => {
+                    pools.push(n.pool);
+                    pools.len() - 1
+                }
+            };
+            xlat.nat64 = Some(Nat64Rt {
+                prefix: n.prefix.prefix,
+                mask: mask16(&n.prefix.as_prefix),
+                pool: pool as u16,
+            });
+        }
+        if let Some(t) = &config.xlat.siit {
+            xlat.siit = Some(SiitRt { prefix: t.prefix.map(|p| p.prefix), eam: t.table() });
+        }
         let pool_masks = pools.iter().map(mask16).collect();
-        Ok(Services { list, vips, next_hops, pools, pool_pipelines, pool_masks, generation })
+        let owned = config.owned_prefixes().iter().map(|(p, pipe)| (mask16(p), *pipe as u8)).collect();
+        Ok(Services { list, vips, next_hops, pools, pool_masks, owned, xlat, generation })
     }
 
     /// An empty snapshot (no services).
@@ -165,8 +215,9 @@ impl Services {
             vips: FastMap::default(),
             next_hops: FastMap::default(),
             pools: Vec::new(),
-            pool_pipelines: Vec::new(),
             pool_masks: Vec::new(),
+            owned: Vec::new(),
+            xlat: XlatRt::default(),
             generation: 0,
         }
     }
@@ -193,8 +244,8 @@ impl Services {
         if let Some(&s) = self.vips.get(&(*dst, proto, port)) {
             return self.list.get(usize::from(s)).map(|s| s.pipeline);
         }
-        let i = self.pool_of(dst)?;
-        self.pool_pipelines.get(i).copied()
+        let a = u128::from_be_bytes(*dst);
+        self.owned.iter().find(|((net, mask), _)| a & mask == *net).map(|&(_, p)| p)
     }
 
     #[inline]

@@ -1,0 +1,257 @@
+//! Address-family translation in the dataplane: NAT46 services (IPv4 VIP,
+//! IPv6 backends), stateful NAT64 (RFC 6146) and stateless SIIT (RFC 7915).
+//!
+//! Tracked flows (NAT46, NAT64) translate through a fixed carrier prefix and
+//! then apply their conntrack binding with the ordinary NAT rewrite, so the
+//! binding alone says where a packet goes, whatever prefixes produced it.
+
+use super::batch::{FlowKind, FlowMeta, FrameMut, XLAT_NONE, XLAT_TO4, XLAT_TO6};
+use super::conntrack::NatBinding;
+use super::nat::rewrite;
+use super::{Batch, Ctx, DropReason, Stage, Verdict};
+use crate::nat46::{
+    build_time_exceeded, build_too_big, translate_4to6, translate_6to4, Config as XlatConfig, Drop, Mapper,
+    Prefix64, RouterAddrs, UdpZeroChecksum,
+};
+use crate::wire::checksum::update_u16;
+use crate::wire::parse::{parse, IpVersion};
+
+/// Entry flag: packets of this entry arrive IPv4 and leave IPv6.
+pub const FLAG_TO6: u8 = 0x04;
+/// Entry flag: packets of this entry arrive IPv6 and leave IPv4.
+pub const FLAG_TO4: u8 = 0x08;
+
+/// RFC 8215's local-use translation prefix, as a carrier between the two
+/// halves of a tracked translation; it never appears on the wire.
+const CARRIER: Prefix64 = match Prefix64::new([0, 0x64, 0xff, 0x9b, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 96) {
+    Some(p) => p,
+    None => panic!("valid /96"),
+};
+
+//= https://www.rfc-editor.org/rfc/rfc7600#section-4
+// (paraphrase) 192.0.0.8 is the IPv4 dummy address, the source of ICMPv4
+// errors from IPv6-IPv4 translators that have no IPv4 address of their own.
+pub const ROUTER_V4: [u8; 4] = [192, 0, 0, 8];
+
+/// Egress MTU assumed by translation (Ethernet).
+pub const MTU: u16 = 1500;
+
+pub fn xlat_of(flags: u8) -> u8 {
+    if flags & FLAG_TO6 != 0 {
+        XLAT_TO6
+    } else if flags & FLAG_TO4 != 0 {
+        XLAT_TO4
+    } else {
+        XLAT_NONE
+    }
+}
+
+#[inline]
+pub fn is_v4_mapped(a: &[u8; 16]) -> bool {
+    a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff
+}
+
+#[inline]
+pub fn v4_of(a: &[u8; 16]) -> [u8; 4] {
+    [a[12], a[13], a[14], a[15]]
+}
+
+#[inline]
+pub fn mapped(v4: [u8; 4]) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[10] = 0xff;
+    a[11] = 0xff;
+    a[12..].copy_from_slice(&v4);
+    a
+}
+
+/// The translator's own addresses, sources of the ICMP errors it sends.
+pub fn router(ctx: &Ctx) -> RouterAddrs {
+    let x = &ctx.services.xlat;
+    let p = x
+        .nat64
+        .as_ref()
+        .map(|n| n.prefix)
+        .or(x.nat46)
+        .or_else(|| x.siit.as_ref().and_then(|s| s.prefix))
+        .unwrap_or(CARRIER);
+    RouterAddrs { v4: ROUTER_V4, v6: p.embed(ROUTER_V4) }
+}
+
+/// The packet's TTL / Hop Limit: a translator is a router (RFC 7915 §4.1,
+/// §5.1) and decrements it. Returns false when it has expired.
+fn decrement_hop(p: &mut FrameMut<'_>, v6: bool) -> Option<bool> {
+    let l3 = p.start + usize::from(p.flow.l3);
+    let h = p.frame.get_mut(l3..l3 + 12)?;
+    let at = if v6 { 7 } else { 8 };
+    let ttl = h[at];
+    if ttl <= 1 {
+        return Some(false);
+    }
+    h[at] = ttl - 1;
+    if !v6 {
+        // The TTL shares a checksummed word with the protocol (RFC 1624).
+        let c = u16::from_be_bytes([h[10], h[11]]);
+        let (old, new) = (u16::from_be_bytes([ttl, h[9]]), u16::from_be_bytes([ttl - 1, h[9]]));
+        h[10..12].copy_from_slice(&update_u16(c, old, new).to_be_bytes());
+    }
+    Some(true)
+}
+
+fn set(p: &mut FrameMut<'_>, (start, len): (usize, usize)) {
+    p.meta.addr = p.base + start as u64;
+    p.meta.len = len as u32;
+    p.start = start;
+}
+
+/// Sends an ICMP error back to the packet's sender (the L2 stage returns it
+/// out its ingress port).
+fn bounce(p: &mut FrameMut<'_>, r: Result<(usize, usize), Drop>) -> Result<(), DropReason> {
+    let out = r.map_err(|_| DropReason::Untranslatable)?;
+    set(p, out);
+    p.flow.kind = FlowKind::Bounce;
+    Ok(())
+}
+
+/// Translates a tracked flow's packet to the other family and applies its
+/// binding. Errors the RFCs ask for (Time Exceeded, Packet Too Big) replace
+/// the packet and turn it into a bounce.
+pub fn translate_flow(p: &mut FrameMut<'_>, router: &RouterAddrs) -> Result<(), DropReason> {
+    let carrier = Mapper::prefix(CARRIER);
+    let cfg = XlatConfig {
+        src: carrier,
+        dst: carrier,
+        mtu: MTU,
+        udp_zero_checksum: UdpZeroChecksum::Compute,
+        icmp_error_src4: Some(ROUTER_V4),
+    };
+    let len = p.meta.len as usize;
+    match p.flow.xlat {
+        XLAT_TO6 => {
+            if !decrement_hop(p, false).ok_or(DropReason::Malformed)? {
+                let r = build_time_exceeded(p.frame, p.start, len, router);
+                return bounce(p, r);
+            }
+            match translate_4to6(p.frame, p.start, len, &cfg) {
+                Ok(out) => set(p, out),
+                Err(Drop::TooBig { mtu }) => {
+                    let r = build_too_big(p.frame, p.start, len, router, mtu);
+                    return bounce(p, r);
+                }
+                Err(_) => return Err(DropReason::Untranslatable),
+            }
+            let f = &mut *p.flow;
+            f.v6 = true;
+            f.l4 = f.l3 + 40;
+            if f.key.proto == 1 {
+                f.key.proto = 58;
+            }
+            let end = p.start + p.meta.len as usize;
+            rewrite(p.frame.get_mut(p.start..end).ok_or(DropReason::Malformed)?, f)
+                .ok_or(DropReason::Malformed)
+        }
+        XLAT_TO4 => {
+            if !decrement_hop(p, true).ok_or(DropReason::Malformed)? {
+                let r = build_time_exceeded(p.frame, p.start, len, router);
+                return bounce(p, r);
+            }
+            // Put the binding's IPv4 addresses into carrier form, then let
+            // the stateless translator take them out again.
+            let mut g: FlowMeta = *p.flow;
+            g.nat = NatBinding {
+                src: CARRIER.embed(v4_of(&p.flow.nat.src)),
+                dst: CARRIER.embed(v4_of(&p.flow.nat.dst)),
+                ..p.flow.nat
+            };
+            rewrite(p.frame.get_mut(p.start..p.start + len).ok_or(DropReason::Malformed)?, &g)
+                .ok_or(DropReason::Malformed)?;
+            match translate_6to4(p.frame, p.start, len, &cfg) {
+                Ok(out) => set(p, out),
+                Err(Drop::TooBig { mtu }) => {
+                    let r = build_too_big(p.frame, p.start, len, router, mtu);
+                    return bounce(p, r);
+                }
+                Err(_) => return Err(DropReason::Untranslatable),
+            }
+            p.flow.v6 = false;
+            p.flow.l4 = p.flow.l3 + 20;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Stateless SIIT: every packet of the pipeline is translated by prefix and
+/// explicit mappings, IPv4 → IPv6 towards `egress`, IPv6 → IPv4 back.
+#[derive(Default)]
+pub struct SiitStage;
+
+impl Stage for SiitStage {
+    fn name(&self) -> &'static str {
+        "siit"
+    }
+
+    fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
+        let router = router(ctx);
+        let Some(siit) = ctx.services.xlat.siit.as_ref() else {
+            batch.for_each(pipeline, |p| p.meta.verdict = Verdict::Drop(DropReason::Untranslatable));
+            return;
+        };
+        let map = Mapper { eam: Some(&siit.eam), prefix: siit.prefix };
+        let cfg = XlatConfig {
+            src: map,
+            dst: map,
+            mtu: MTU,
+            udp_zero_checksum: UdpZeroChecksum::Compute,
+            icmp_error_src4: Some(ROUTER_V4),
+        };
+        batch.for_each_frame(pipeline, |mut p| {
+            let len = p.meta.len as usize;
+            let Some(pkt) = p.frame.get(p.start..p.start + len) else { return };
+            let parsed = match parse(pkt) {
+                Ok(Some(pp)) => pp,
+                _ => {
+                    p.meta.verdict = Verdict::Drop(DropReason::Malformed);
+                    return;
+                }
+            };
+            let v6 = parsed.version == IpVersion::V6;
+            p.flow.l3 = parsed.l3_offset as u16;
+            let result = match decrement_hop(&mut p, v6) {
+                None => Err(DropReason::Malformed),
+                Some(false) => {
+                    let r = build_time_exceeded(p.frame, p.start, len, &router);
+                    bounce(&mut p, r)
+                }
+                Some(true) => {
+                    let r = if v6 {
+                        translate_6to4(p.frame, p.start, len, &cfg)
+                    } else {
+                        translate_4to6(p.frame, p.start, len, &cfg)
+                    };
+                    match r {
+                        Ok(out) => {
+                            set(&mut p, out);
+                            p.flow.kind = if v6 { FlowKind::Reply } else { FlowKind::Original };
+                            // The L2 stage looks the next hop up by destination.
+                            p.flow.nat.dst = if v6 {
+                                map.v6_to_v4(&parsed.tuple.dst).map_or([0; 16], mapped)
+                            } else {
+                                map.v4_to_v6(v4_of(&parsed.tuple.dst)).unwrap_or([0; 16])
+                            };
+                            Ok(())
+                        }
+                        Err(Drop::TooBig { mtu }) => {
+                            let r = build_too_big(p.frame, p.start, len, &router, mtu);
+                            bounce(&mut p, r)
+                        }
+                        Err(_) => Err(DropReason::Untranslatable),
+                    }
+                }
+            };
+            if let Err(r) = result {
+                p.meta.verdict = Verdict::Drop(r);
+            }
+        });
+    }
+}

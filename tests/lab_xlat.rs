@@ -1,0 +1,79 @@
+//! NAT46, NAT64 and SIIT against real IPv4-only and IPv6-only stacks in the
+//! lab: curl, ping, ping -6, and a router's Time Exceeded translated back.
+
+mod common;
+
+use common::*;
+
+fn run(cmd: &str, ns: &str) -> (bool, String) {
+    let out = ns_exec(ns, &["bash", "-c", cmd]);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn ipv4_client_reaches_ipv6_only_backends_through_a_nat46_vip() {
+    let _lab = lab();
+    let shunt = Shunt::start(&repo().join("pipelines/nat46.toml"));
+    let (_, out) = run(
+        "for i in $(seq 60); do curl -s -m 3 --no-keepalive http://10.0.100.1/ || echo FAIL; done",
+        "shunt-client",
+    );
+    // Every response is intact, including 1 MiB bodies checked byte for byte.
+    let expect = std::fs::read("/run/shunt-lab/big.bin").unwrap();
+    for _ in 0..3 {
+        let big = ns_exec(
+            "shunt-client",
+            &["curl", "-s", "-m", "10", "--no-keepalive", "http://10.0.100.1/big.bin"],
+        );
+        assert!(big.stdout == expect, "1 MiB body through NAT46 differs ({} bytes)", big.stdout.len());
+    }
+    let summary = shunt.stop();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 60, "{out}");
+    assert!(lines.iter().all(|l| ["shunt-be1", "shunt-be2", "shunt-be6"].contains(l)), "{out}");
+    assert!(lines.contains(&"shunt-be6"), "the IPv6-only backend served some: {out}");
+    assert_eq!(counter(&summary, "worker 0", "untranslatable"), 0, "{summary}");
+}
+
+#[test]
+fn ipv6_only_client_reaches_ipv4_only_server_through_stateful_nat64() {
+    let _lab = lab();
+    let shunt = Shunt::start(&repo().join("pipelines/nat64.toml"));
+    let (ok, out) = run("curl -s -m 3 -g 'http://[64:ff9b::198.51.100.80]/'", "shunt-client6");
+    assert!(ok && out.trim() == "shunt-v4srv", "{out}");
+    let expect = std::fs::read("/run/shunt-lab/big.bin").unwrap();
+    let big = ns_exec(
+        "shunt-client6",
+        &["curl", "-s", "-m", "10", "-g", "http://[64:ff9b::198.51.100.80]/big.bin"],
+    );
+    assert!(big.stdout == expect, "1 MiB body through NAT64 differs");
+    // ping -6 across the translator: ICMPv6 echo ↔ ICMPv4 echo.
+    let (ok, out) = run("ping -6 -c 3 -i 0.2 -W 2 64:ff9b::198.51.100.80", "shunt-client6");
+    assert!(ok && out.contains("3 received"), "{out}");
+    // The translator is a router: hop limit 1 expires there, and the
+    // client hears about it in its own family.
+    let (_, out) = run("ping -6 -c 1 -t 1 -W 2 64:ff9b::198.51.100.80", "shunt-client6");
+    assert!(out.contains("Time exceeded"), "{out}");
+    let summary = shunt.stop();
+    assert!(counter(&summary, "worker 0", "tx_packets") > 0);
+}
+
+#[test]
+fn siit_translates_ping_both_ways_and_a_routers_time_exceeded() {
+    let _lab = lab();
+    let shunt = Shunt::start(&repo().join("pipelines/siit.toml"));
+    // IPv4 client → IPv6-only host through an explicit address mapping.
+    let (ok, out) = run("ping -c 3 -i 0.2 -W 2 10.0.200.21", "shunt-client");
+    assert!(ok && out.contains("3 received"), "{out}");
+    let (ok, out) = run("curl -s -m 3 http://10.0.200.21/", "shunt-client");
+    assert!(ok && out.trim() == "shunt-be6", "{out}");
+    // Traceroute-style: TTL 2 leaves Shunt as hop limit 1; shunt-be6, an IPv6
+    // router towards fd00:201::/120, sends ICMPv6 Time Exceeded, which Shunt
+    // translates to ICMPv4 (inner packet included) from 10.0.200.21.
+    let (_, out) = run("ping -c 1 -t 2 -W 2 10.0.201.5", "shunt-client");
+    assert!(out.contains("From 10.0.200.21") && out.contains("Time to live exceeded"), "{out}");
+    shunt.stop();
+}
