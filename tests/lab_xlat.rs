@@ -75,5 +75,12 @@ fn siit_translates_ping_both_ways_and_a_routers_time_exceeded() {
     // translates to ICMPv4 (inner packet included) from 10.0.200.21.
     let (_, out) = run("ping -c 1 -t 2 -W 2 10.0.201.5", "shunt-client");
     assert!(out.contains("From 10.0.200.21") && out.contains("Time to live exceeded"), "{out}");
+    // A 1500-byte IPv4 packet with DF grows to 1520 in IPv6: too big for the
+    // 1500-byte link, so the sender gets Fragmentation Needed, MTU 1480
+    // (RFC 7915 §4: 1500 − 20), and a packet that fits passes.
+    let (_, out) = run("ping -c 1 -M do -s 1472 -W 2 10.0.200.21", "shunt-client");
+    assert!(out.contains("Frag needed and DF set (mtu = 1480)"), "{out}");
+    let (ok, out) = run("ping -c 1 -M do -s 1452 -W 2 10.0.200.21", "shunt-client");
+    assert!(ok && out.contains("1 received"), "{out}");
     shunt.stop();
 }
