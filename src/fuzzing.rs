@@ -1,1 +1,624 @@
-//! Entry points for fuzz targets and their corpus regression tests. Work in progress.
+//! Entry points for fuzz targets (`fuzz/fuzz_targets/*.rs`, cargo-fuzz) and
+//! for their corpus regression pass (`tests/fuzz_corpus.rs`, plain
+//! `cargo test`).
+//!
+//! Each function takes arbitrary bytes and must never panic except when it
+//! finds a bug: every `assert!` here states a property of Shunt, not of the
+//! input. See `docs/ROBUSTNESS.md` for how to run them.
+//!
+//! * [`wire`]: every header view (`new_checked`, all accessors, the setters
+//!   on a scratch copy), the checksum helpers, classification's `dst_key`,
+//!   and [`crate::wire::parse::parse`] with its offset invariants.
+//! * [`pipeline`]: one frame through the real L4LB pipelines (a
+//!   [`Harness`] built once per thread from [`PIPELINE_CONFIG`]); a
+//!   forwarded frame must be well formed, its checksums as valid as the
+//!   input's, a second copy must translate identically, and the backend's
+//!   reply (the output reflected) must come back as VIP → client.
+//! * [`config`]: bytes as UTF-8 TOML through [`Config::parse`]: `Ok` or
+//!   `Err`, never a panic.
+//!
+//! Still to come (other owners): a `nat46` target calling
+//! `crate::nat46::fuzz_one(data)` once NAT46 lands, and a control-socket
+//! request target once the control socket exists. Add each here as a
+//! `pub fn name(data: &[u8])`, a `fuzz/fuzz_targets/name.rs`, a seed corpus
+//! under `fuzz/corpus/name/`, and a line in `tests/fuzz_corpus.rs`.
+
+use std::cell::RefCell;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use crate::config::Config;
+use crate::pipeline::build::PortInfo;
+use crate::pipeline::harness::{Harness, FRAME, HEADROOM};
+use crate::pipeline::Verdict;
+use crate::wire::parse::{parse, FragKind, IpVersion, ParsedPacket};
+use crate::wire::{checksum, ethernet, icmp, icmpv6, ip_protocol, ipv4, ipv6, tcp, udp};
+
+// ---------------------------------------------------------------------------
+// wire
+
+/// Runs every wire view over `data` (and over the payloads they find).
+pub fn wire(data: &[u8]) {
+    // Unchecked views on raw bytes: accessors must not panic either.
+    ipv4_view(data);
+    ipv6_view(data);
+    l4_views(data);
+
+    if let Ok(eth) = ethernet::Frame::new_checked(data) {
+        let _ = (eth.dst_addr(), eth.src_addr(), eth.outer_ethertype(), eth.is_tagged());
+        let _ = (eth.vlan_tci(), eth.vlan_id(), eth.ethertype());
+        let off = eth.payload_offset();
+        assert!(off <= data.len());
+        let payload = eth.payload();
+        assert_eq!(payload.len(), data.len() - off);
+        ipv4_view(payload);
+        ipv6_view(payload);
+        let mut scratch = data.to_vec();
+        let mut f = ethernet::Frame::new_unchecked(&mut scratch[..]);
+        f.set_dst_addr([1; 6]);
+        f.set_src_addr([2; 6]);
+        f.set_vlan_id(u16::from(data.first().copied().unwrap_or(0)) << 4);
+        f.set_ethertype(0x0800);
+        let _ = f.payload_mut().len();
+    }
+    let _ = ethernet::Frame::new_unchecked(data).payload();
+
+    let _ = crate::pipeline::classify::dst_key(data);
+    checksums(data);
+
+    match parse(data) {
+        Ok(Some(p)) => parsed_invariants(data, &p),
+        Ok(None) => {}
+        Err(e) => {
+            let _ = (e.as_str(), e.to_string());
+        }
+    }
+}
+
+fn ipv4_view(b: &[u8]) {
+    let p = ipv4::Packet::new_unchecked(b);
+    let _ = (p.version(), p.header_len(), p.tos(), p.dscp(), p.ecn(), p.total_len(), p.ident());
+    let _ = (p.dont_frag(), p.more_frags(), p.frag_offset(), p.is_fragment(), p.ttl(), p.protocol());
+    let _ = (p.checksum(), p.src_addr(), p.dst_addr(), p.header(), p.options(), p.verify_checksum());
+    let _ = p.payload();
+    if let Ok(p) = ipv4::Packet::new_checked(b) {
+        assert!(p.header_len() >= ipv4::MIN_HEADER_LEN);
+        assert_eq!(p.header().len(), p.header_len());
+        assert_eq!(p.payload().len(), usize::from(p.total_len()) - p.header_len());
+        l4_views(p.payload());
+    }
+    let mut s = b.to_vec();
+    let mut q = ipv4::Packet::new_unchecked(&mut s[..]);
+    let k = b.first().copied().unwrap_or(0);
+    q.set_version_and_header_len(usize::from(k & 0x3f));
+    q.set_tos(k);
+    q.set_dscp(k);
+    q.set_total_len(u16::from(k) * 7);
+    q.set_ident(0x1234);
+    q.set_dont_frag(k & 1 != 0);
+    q.set_more_frags(k & 2 != 0);
+    q.set_frag_offset(u16::from(k) * 8);
+    q.set_ttl(k);
+    q.set_protocol(k);
+    q.set_checksum(0);
+    q.set_src_addr(Ipv4Addr::new(10, 0, 0, k));
+    q.set_dst_addr(Ipv4Addr::new(10, 0, 1, k));
+    q.fill_checksum();
+    let _ = q.decrement_ttl();
+    let _ = q.payload_mut().len();
+}
+
+fn ipv6_view(b: &[u8]) {
+    let p = ipv6::Packet::new_unchecked(b);
+    let _ = (p.version(), p.traffic_class(), p.flow_label(), p.payload_len(), p.next_header());
+    let _ = (p.hop_limit(), p.src_addr(), p.dst_addr(), p.packet_len(), p.payload());
+    let _ = p.upper_layer();
+    if let Ok(p) = ipv6::Packet::new_checked(b) {
+        assert_eq!(p.packet_len(), ipv6::HEADER_LEN + usize::from(p.payload_len()));
+        if let Ok(ul) = p.upper_layer() {
+            assert!(ul.offset >= ipv6::HEADER_LEN && ul.offset <= p.packet_len(), "{ul:?}");
+            let _ = ul.frag.map(|f| f.is_first());
+            if let Some(seg) = b.get(ul.offset..p.packet_len()) {
+                l4_views(seg);
+            }
+        }
+    }
+    let mut s = b.to_vec();
+    let mut q = ipv6::Packet::new_unchecked(&mut s[..]);
+    let k = b.first().copied().unwrap_or(0);
+    q.set_version();
+    q.set_traffic_class(k);
+    q.set_flow_label(u32::from(k) << 12);
+    q.set_payload_len(u16::from(k) * 9);
+    q.set_next_header(k);
+    q.set_hop_limit(k);
+    q.set_src_addr(Ipv6Addr::LOCALHOST);
+    q.set_dst_addr(Ipv6Addr::UNSPECIFIED);
+    let _ = q.payload_mut().len();
+}
+
+/// TCP, UDP, ICMP and ICMPv6 views over the same bytes.
+fn l4_views(b: &[u8]) {
+    let (s4, d4) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(198, 51, 100, 2));
+    let (s6, d6) =
+        (Ipv6Addr::LOCALHOST, Ipv6Addr::from([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]));
+    let k = b.first().copied().unwrap_or(0);
+
+    let t = tcp::Packet::new_unchecked(b);
+    let _ = (t.src_port(), t.dst_port(), t.seq_number(), t.ack_number(), t.header_len(), t.flags());
+    let _ = (t.fin(), t.syn(), t.rst(), t.psh(), t.ack(), t.urg(), t.window(), t.checksum(), t.urgent());
+    let _ = (t.options(), t.payload(), t.verify_checksum_v4(s4, d4), t.verify_checksum_v6(s6, d6));
+    if let Ok(t) = tcp::Packet::new_checked(b) {
+        assert!(t.header_len() >= tcp::MIN_HEADER_LEN && t.header_len() <= b.len());
+        assert_eq!(t.payload().len(), b.len() - t.header_len());
+        let mut s = b.to_vec();
+        let mut m = tcp::Packet::new_unchecked(&mut s[..]);
+        m.fill_checksum_v4(s4, d4);
+        assert!(tcp::Packet::new_unchecked(&s[..]).verify_checksum_v4(s4, d4), "fill then verify (v4)");
+        let mut m = tcp::Packet::new_unchecked(&mut s[..]);
+        m.fill_checksum_v6(s6, d6);
+        assert!(tcp::Packet::new_unchecked(&s[..]).verify_checksum_v6(s6, d6), "fill then verify (v6)");
+    }
+    let mut s = b.to_vec();
+    let mut m = tcp::Packet::new_unchecked(&mut s[..]);
+    m.set_src_port(1);
+    m.set_dst_port(2);
+    m.set_seq_number(3);
+    m.set_ack_number(4);
+    m.set_header_len(usize::from(k));
+    m.set_flags(k);
+    m.set_window(5);
+    m.set_checksum(6);
+    m.set_urgent(7);
+    m.fill_checksum_v4(s4, d4);
+    m.fill_checksum_v6(s6, d6);
+    let _ = m.payload_mut().len();
+
+    let u = udp::Packet::new_unchecked(b);
+    let _ = (u.src_port(), u.dst_port(), u.len(), u.checksum(), u.datagram(), u.payload());
+    let _ = (u.verify_checksum_v4(s4, d4), u.verify_checksum_v6(s6, d6));
+    if let Ok(u) = udp::Packet::new_checked(b) {
+        assert!(usize::from(u.len()) >= udp::HEADER_LEN && usize::from(u.len()) <= b.len());
+        assert_eq!(u.datagram().len(), usize::from(u.len()));
+        let mut s = b.to_vec();
+        let mut m = udp::Packet::new_unchecked(&mut s[..]);
+        m.fill_checksum_v4(s4, d4);
+        assert!(udp::Packet::new_unchecked(&s[..]).verify_checksum_v4(s4, d4), "fill then verify (v4)");
+        let mut m = udp::Packet::new_unchecked(&mut s[..]);
+        m.fill_checksum_v6(s6, d6);
+        assert!(udp::Packet::new_unchecked(&s[..]).verify_checksum_v6(s6, d6), "fill then verify (v6)");
+    }
+    let mut s = b.to_vec();
+    let mut m = udp::Packet::new_unchecked(&mut s[..]);
+    m.set_src_port(1);
+    m.set_dst_port(2);
+    m.set_len(u16::from(k));
+    m.set_checksum(0);
+    m.fill_checksum_v4(s4, d4);
+    m.fill_checksum_v6(s6, d6);
+    let _ = m.payload_mut().len();
+
+    let i = icmp::Packet::new_unchecked(b);
+    let _ = (i.msg_type(), i.msg_code(), i.checksum(), i.rest_of_header(), i.is_echo(), i.echo_ident());
+    let _ = (i.echo_seq(), i.next_hop_mtu(), i.payload(), i.verify_checksum(), icmp::is_error(k));
+    if icmp::Packet::new_checked(b).is_ok() {
+        let mut s = b.to_vec();
+        let mut m = icmp::Packet::new_unchecked(&mut s[..]);
+        m.fill_checksum();
+        assert!(icmp::Packet::new_unchecked(&s[..]).verify_checksum(), "ICMP fill then verify");
+    }
+    let mut s = b.to_vec();
+    let mut m = icmp::Packet::new_unchecked(&mut s[..]);
+    m.set_msg_type(k);
+    m.set_msg_code(k);
+    m.set_checksum(0);
+    m.set_rest_of_header([k; 4]);
+    m.set_echo_ident(1);
+    m.set_echo_seq(2);
+    m.set_next_hop_mtu(1500);
+    m.fill_checksum();
+    let _ = m.payload_mut().len();
+
+    let i = icmpv6::Packet::new_unchecked(b);
+    let _ = (i.msg_type(), i.msg_code(), i.checksum(), i.rest_of_header(), i.is_echo(), i.echo_ident());
+    let _ = (i.echo_seq(), i.mtu(), i.pointer(), i.payload(), i.verify_checksum(s6, d6));
+    let _ = (icmpv6::is_error(k), icmpv6::is_ndp(k));
+    if icmpv6::Packet::new_checked(b).is_ok() {
+        let mut s = b.to_vec();
+        let mut m = icmpv6::Packet::new_unchecked(&mut s[..]);
+        m.fill_checksum(s6, d6);
+        assert!(icmpv6::Packet::new_unchecked(&s[..]).verify_checksum(s6, d6), "ICMPv6 fill then verify");
+    }
+    let mut s = b.to_vec();
+    let mut m = icmpv6::Packet::new_unchecked(&mut s[..]);
+    m.set_msg_type(k);
+    m.set_msg_code(k);
+    m.set_checksum(0);
+    m.set_rest_of_header([k; 4]);
+    m.set_echo_ident(1);
+    m.set_echo_seq(2);
+    m.set_mtu(1280);
+    m.fill_checksum(s6, d6);
+    let _ = m.payload_mut().len();
+}
+
+/// One's complement sums are equal when they differ only in the sign of
+/// zero (0x0000 and 0xFFFF both verify).
+fn csum_eq(a: u16, b: u16) -> bool {
+    a == b || (a | b == 0xffff && a & b == 0)
+}
+
+/// The checksum helpers, and RFC 1624 incremental updates against a full
+/// recomputation.
+fn checksums(data: &[u8]) {
+    let _ = checksum::fold(checksum::sum(data));
+    let c = checksum::checksum(data);
+    let (a, b) = data.split_at(data.len() / 2);
+    let _ = checksum::pseudo_header_v4(Ipv4Addr::LOCALHOST, Ipv4Addr::BROADCAST, 6, data.len() as u16);
+    let _ = checksum::pseudo_header_v6(Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED, 17, data.len() as u32);
+    let _ = checksum::l4_checksum_v4(Ipv4Addr::LOCALHOST, Ipv4Addr::BROADCAST, 6, data);
+    let _ = checksum::l4_checksum_v6(Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED, 17, data);
+    let n = a.len().min(b.len());
+    let _ = checksum::update_bytes(c, &a[..n], &b[..n]);
+    let _ = checksum::udp_update_bytes(c, &a[..n], &b[..n]);
+    let _ = checksum::udp_update_u32(c, 1, 2);
+    let _ = checksum::udp_encode(c);
+
+    // Replace one aligned 16-bit word (or 32-bit pair) and compare the
+    // incremental update with a full recomputation.
+    if data.len() >= 8 {
+        let i = (usize::from(data[0]) * 2) % (data.len() & !1).max(2);
+        let i = i.min(data.len() - 4) & !1;
+        let mut m = data.to_vec();
+        let old = u16::from_be_bytes([m[i], m[i + 1]]);
+        let new = old.wrapping_add(u16::from(data[1]) | 1);
+        m[i..i + 2].copy_from_slice(&new.to_be_bytes());
+        let full = checksum::checksum(&m);
+        let inc = checksum::update_u16(c, old, new);
+        assert!(csum_eq(full, inc), "update_u16: full {full:#06x} incremental {inc:#06x}");
+        let old32 = u32::from_be_bytes([m[i], m[i + 1], m[i + 2], m[i + 3]]);
+        let new32 = old32 ^ u32::from_be_bytes([data[1], data[2], data[3], data[0]]);
+        let mut m2 = m.clone();
+        m2[i..i + 4].copy_from_slice(&new32.to_be_bytes());
+        let full2 = checksum::checksum(&m2);
+        let inc2 = checksum::update_u32(full, old32, new32);
+        assert!(csum_eq(full2, inc2), "update_u32: full {full2:#06x} incremental {inc2:#06x}");
+        let inc3 = checksum::update_bytes(full, &m[i..i + 4], &m2[i..i + 4]);
+        assert!(csum_eq(full2, inc3), "update_bytes: full {full2:#06x} incremental {inc3:#06x}");
+    }
+}
+
+/// What `parse` promises about a frame it accepted.
+fn parsed_invariants(data: &[u8], p: &ParsedPacket) {
+    assert!(p.l3_offset == 14 || p.l3_offset == 18, "{p:?}");
+    assert!(p.l3_offset <= p.l4_offset && p.l4_offset <= p.l3_end && p.l3_end <= data.len(), "{p:?}");
+    let _ = p.l4(data);
+    let _ = (p.tuple.src_addr(), p.tuple.dst_addr());
+    assert_eq!(p.tuple.reversed().reversed(), p.tuple);
+    if p.frag == FragKind::Later {
+        assert_eq!((p.tuple.src_port, p.tuple.dst_port), (0, 0));
+    }
+    let l4 = p.l4(data);
+    if p.frag == FragKind::Whole {
+        match p.tuple.proto {
+            ip_protocol::TCP => assert!(tcp::Packet::new_checked(l4).is_ok(), "{p:?}"),
+            ip_protocol::UDP => assert!(udp::Packet::new_checked(l4).is_ok(), "{p:?}"),
+            ip_protocol::ICMP if p.version == IpVersion::V4 => {
+                assert!(icmp::Packet::new_checked(l4).is_ok(), "{p:?}")
+            }
+            ip_protocol::ICMPV6 if p.version == IpVersion::V6 => {
+                assert!(icmpv6::Packet::new_checked(l4).is_ok(), "{p:?}")
+            }
+            _ => {}
+        }
+    }
+    // The same frame, untagged or with a different VLAN id, parses to the
+    // same tuple (a tag only shifts the offsets).
+    if p.vlan_id.is_some() {
+        let mut untagged = data[..12].to_vec();
+        untagged.extend_from_slice(&data[16..]);
+        let q = parse(&untagged).expect("untagged copy parses").expect("untagged copy is IP");
+        assert_eq!(q.tuple, p.tuple);
+        assert_eq!(q.l4_offset + 4, p.l4_offset);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// pipeline
+
+/// The fixed full-NAT L4LB config [`pipeline`] runs: TCP and UDP services on
+/// an IPv4 and an IPv6 VIP, SNAT to one address each, plus an `l2fwd` route.
+/// Every timeout is 1 s and each call advances the clock by 2 s and sweeps
+/// the table, so flows left by earlier inputs are gone and an input behaves
+/// the same whatever ran before it: a crash reproduces from its one input.
+pub const PIPELINE_CONFIG: &str = r#"
+[[interface]]
+name = "cli0"
+[[interface]]
+name = "be0"
+
+[[worker]]
+core = 0
+queues = [{ interface = "cli0", queue = 0 }, { interface = "be0", queue = 0 }]
+
+[pipeline.l4lb]
+stages = ["conntrack", "maglev", "nat", "l2"]
+egress = "be0"
+return_egress = "cli0"
+return_next_hop_mac = "02:00:00:00:01:02"
+
+[pipeline.fwd]
+stages = ["l2fwd"]
+egress = "be0"
+next_hop_mac = "02:00:00:00:00:01"
+
+[[route]]
+dst = "10.9.9.9"
+protocol = "any"
+pipeline = "fwd"
+
+[[service]]
+name = "web"
+vip = "10.0.100.1"
+port = 80
+protocol = "tcp"
+pipeline = "l4lb"
+snat_pool = "10.0.3.1/32"
+maglev_table_size = 251
+backends = [
+  { addr = "10.0.2.11", port = 80, mac = "02:00:00:00:02:0b" },
+  { addr = "10.0.2.12", port = 8080, mac = "02:00:00:00:02:0c" },
+]
+
+[[service]]
+name = "dns"
+vip = "10.0.100.1"
+port = 53
+protocol = "udp"
+pipeline = "l4lb"
+snat_pool = "10.0.3.1/32"
+maglev_table_size = 251
+backends = [
+  { addr = "10.0.2.11", port = 5353, mac = "02:00:00:00:02:0b" },
+  { addr = "10.0.2.12", port = 53, mac = "02:00:00:00:02:0c" },
+]
+
+[[service]]
+name = "web6"
+vip = "fd00:100::1"
+port = 80
+protocol = "tcp"
+pipeline = "l4lb"
+snat_pool = "fd00:3::1/128"
+maglev_table_size = 251
+backends = [
+  { addr = "fd00:2::11", port = 80, mac = "02:00:00:00:02:0b" },
+  { addr = "fd00:2::12", port = 8080, mac = "02:00:00:00:02:0c" },
+]
+
+[[service]]
+name = "dns6"
+vip = "fd00:100::1"
+port = 53
+protocol = "udp"
+pipeline = "l4lb"
+snat_pool = "fd00:3::1/128"
+maglev_table_size = 251
+backends = [
+  { addr = "fd00:2::11", port = 5353, mac = "02:00:00:00:02:0b" },
+  { addr = "fd00:2::12", port = 53, mac = "02:00:00:00:02:0c" },
+]
+
+[conntrack]
+entries_per_worker = 4096
+full = "drop"
+tcp_syn_sent = 1
+tcp_syn_recv = 1
+tcp_established = 1
+tcp_fin_wait = 1
+tcp_close_wait = 1
+tcp_last_ack = 1
+tcp_time_wait = 1
+tcp_close = 1
+udp = 1
+udp_stream = 1
+icmp = 1
+"#;
+
+/// Port indices of the harness: config interface order.
+const CLI_PORT: u8 = 0;
+const BE_PORT: u8 = 1;
+
+thread_local! {
+    static HARNESS: RefCell<Harness> =
+        RefCell::new(Harness::from_toml(PIPELINE_CONFIG).expect("the fuzz pipeline config builds"));
+}
+
+/// RFC 1071 sum of `data` plus `acc`, folded; the textbook form, kept apart
+/// from `wire::checksum` so it checks it rather than repeats it.
+fn ones_sum(data: &[u8], mut acc: u64) -> u16 {
+    for c in data.chunks(2) {
+        acc += u64::from(c[0]) << 8 | u64::from(c.get(1).copied().unwrap_or(0));
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// Which checksums of a parsed frame verify: (IPv4 header, L4).
+/// `None` where there is no such checksum (IPv6 header; L4 not TCP/UDP/ICMP,
+/// or a fragment; IPv4 UDP with checksum 0, "none").
+fn checksum_state(frame: &[u8], p: &ParsedPacket) -> (Option<bool>, Option<bool>) {
+    let l3 = p.l3_offset;
+    let ip = match p.version {
+        IpVersion::V4 => {
+            let ihl = usize::from(frame[l3] & 0x0f) * 4;
+            Some(ones_sum(&frame[l3..l3 + ihl], 0) == 0xffff)
+        }
+        IpVersion::V6 => None,
+    };
+    if p.frag != FragKind::Whole {
+        return (ip, None);
+    }
+    let seg = p.l4(frame);
+    let pseudo = |proto: u8| -> u64 {
+        let addrs = match p.version {
+            IpVersion::V4 => &frame[l3 + 12..l3 + 20],
+            IpVersion::V6 => &frame[l3 + 8..l3 + 40],
+        };
+        u64::from(ones_sum(addrs, 0)) + seg.len() as u64 + u64::from(proto)
+    };
+    let l4 = match (p.tuple.proto, p.version) {
+        (ip_protocol::TCP, _) => Some(ones_sum(seg, pseudo(6)) == 0xffff),
+        (ip_protocol::UDP, IpVersion::V4) if seg.get(6..8) == Some(&[0, 0]) => None,
+        (ip_protocol::UDP, _) => {
+            // IPv6 UDP with checksum 0 is invalid (RFC 8200 §8.1).
+            Some(seg.get(6..8) != Some(&[0, 0]) && ones_sum(seg, pseudo(17)) == 0xffff)
+        }
+        (ip_protocol::ICMP, IpVersion::V4) => Some(ones_sum(seg, 0) == 0xffff),
+        (ip_protocol::ICMPV6, IpVersion::V6) => Some(ones_sum(seg, pseudo(58)) == 0xffff),
+        _ => None,
+    };
+    (ip, l4)
+}
+
+/// A forwarded frame is well formed, and no checksum that was valid on the
+/// way in is invalid on the way out. Returns the output's parse.
+fn assert_well_formed(input: &[u8], output: &[u8], what: &str) -> Option<ParsedPacket> {
+    let Ok(Some(pi)) = parse(input) else {
+        // Only l2fwd forwards what does not parse; it touches the MACs only.
+        assert_eq!(input.get(12..), output.get(12..), "{what}: non-IP frame changed beyond the MACs");
+        return None;
+    };
+    let po = match parse(output) {
+        Ok(Some(p)) => p,
+        other => {
+            panic!("{what}: forwarded frame does not parse: {other:?}\n in: {input:02x?}\nout: {output:02x?}")
+        }
+    };
+    assert_eq!(input.len(), output.len(), "{what}: length changed");
+    assert_eq!((pi.l3_offset, pi.l4_offset, pi.l3_end), (po.l3_offset, po.l4_offset, po.l3_end), "{what}");
+    assert_eq!(
+        (pi.version, pi.frag, pi.tuple.proto, pi.tcp_flags),
+        (po.version, po.frag, po.tuple.proto, po.tcp_flags)
+    );
+    let (ip_in, l4_in) = checksum_state(input, &pi);
+    let (ip_out, l4_out) = checksum_state(output, &po);
+    if ip_in == Some(true) {
+        assert_eq!(
+            ip_out,
+            Some(true),
+            "{what}: IPv4 header checksum broken\n in: {input:02x?}\nout: {output:02x?}"
+        );
+    }
+    if l4_in == Some(true) {
+        assert_eq!(l4_out, Some(true), "{what}: L4 checksum broken\n in: {input:02x?}\nout: {output:02x?}");
+    }
+    // IPv4 UDP "no checksum" stays "no checksum".
+    if pi.version == IpVersion::V4 && pi.tuple.proto == ip_protocol::UDP && l4_in.is_none() {
+        assert_eq!(l4_out, None, "{what}: IPv4 UDP checksum 0 was filled in");
+    }
+    // Everything past the L4 ports/checksum is untouched payload.
+    let tail = pi.l4_offset + 20;
+    if pi.tuple.proto == ip_protocol::TCP && input.len() > tail {
+        assert_eq!(input[tail..], output[tail..], "{what}: payload changed");
+    }
+    Some(po)
+}
+
+/// Swaps MACs, IP addresses and L4 ports in place: what the peer would send
+/// back. Swapping keeps every checksum valid (sums are commutative).
+fn reflect(frame: &mut [u8], p: &ParsedPacket) {
+    let (a, b) = frame.split_at_mut(6);
+    a.swap_with_slice(&mut b[..6]);
+    let l3 = p.l3_offset;
+    let (off, len) = match p.version {
+        IpVersion::V4 => (12, 4),
+        IpVersion::V6 => (8, 16),
+    };
+    let (a, b) = frame[l3 + off..l3 + off + 2 * len].split_at_mut(len);
+    a.swap_with_slice(b);
+    let l4 = p.l4_offset;
+    let (a, b) = frame[l4..l4 + 4].split_at_mut(2);
+    a.swap_with_slice(b);
+}
+
+/// One frame through the L4LB pipelines. When it is forwarded towards a
+/// backend, it is run a second time (it must hit conntrack and translate
+/// identically), and the backend's reply (the output reflected) must come
+/// back translated to VIP → client on the client port.
+pub fn pipeline(data: &[u8]) {
+    HARNESS.with(|h| {
+        let mut h = h.borrow_mut();
+        h.ctx.now = h.ctx.now.wrapping_add(2);
+        // Sweep the table so no expired entry of an earlier input is left
+        // (each input then starts from an empty table and a crash reproduces
+        // from its one input). Without this sweep the fuzzer finds the
+        // stale-reply-entry bug `tests/hostile.rs`
+        // `reused_client_tuple_keeps_its_new_flow` documents.
+        let empty: &[&[u8]] = &[];
+        for _ in 0..h.ctx.conntrack.capacity() / 64 + 1 {
+            h.run(empty, |_, _, _| {});
+        }
+        // The harness truncates what a UMEM frame cannot hold; so do we
+        // when comparing.
+        let input = &data[..data.len().min(FRAME - HEADROOM)];
+        let (v, out) = h.run_one(input);
+        let Verdict::Forward(port) = v else { return };
+        let Some(po) = assert_well_formed(input, &out, "original") else { return };
+        if port != BE_PORT || !matches!(po.tuple.proto, ip_protocol::TCP | ip_protocol::UDP) {
+            return;
+        }
+        let pi = parse(input).ok().flatten().expect("forwarded input parses");
+        if pi.tuple.dst == po.tuple.dst && pi.tuple.dst_port == po.tuple.dst_port {
+            return; // l2fwd route: not translated
+        }
+        let (v2, out2) = h.run_one(input);
+        assert_eq!(v2, v, "second packet of the flow: verdict differs");
+        assert_eq!(out2, out, "second packet of the flow: translation differs");
+
+        let mut reply = out.clone();
+        reflect(&mut reply, &po);
+        let (rv, rout) = h.run_one(&reply);
+        assert_eq!(rv, Verdict::Forward(CLI_PORT), "reply to a live flow");
+        let pr = assert_well_formed(&reply, &rout, "reply").expect("reply parses");
+        let t = pr.tuple;
+        assert_eq!((t.src, t.src_port), (pi.tuple.dst, pi.tuple.dst_port), "reply source is the VIP");
+        assert_eq!((t.dst, t.dst_port), (pi.tuple.src, pi.tuple.src_port), "reply goes to the client");
+    });
+}
+
+// ---------------------------------------------------------------------------
+// config
+
+/// Bytes as a TOML config: `Config::parse` returns, never panics. An
+/// accepted config's derived views are exercised too, and its service
+/// tables are built when they are small enough to build quickly.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(c) = Config::parse(Path::new("fuzz.toml"), text) else { return };
+    let _ = (c.match_entries(), c.owned_prefixes(), c.queues().count());
+    let small = c.services.iter().map(|s| u64::from(s.maglev_table_size)).sum::<u64>() <= 1 << 18;
+    if small {
+        let _ = crate::pipeline::services::Services::build(&c, 1, &mut Default::default(), |_| None);
+        let ports: Vec<PortInfo> = (0..c.interfaces.len())
+            .map(|i| PortInfo { interface: i, mac: [2, 0, 0, 0, 0xff, i as u8] })
+            .collect();
+        let _ = crate::pipeline::build::pipelines(&c, &ports);
+    }
+}
+
+/// The names of the targets above, for tools that iterate over them.
+pub const TARGETS: &[&str] = &["wire", "pipeline", "config"];
+
+/// Runs the target called `name` on `data`; false when there is none.
+pub fn run(name: &str, data: &[u8]) -> bool {
+    match name {
+        "wire" => wire(data),
+        "pipeline" => pipeline(data),
+        "config" => config(data),
+        _ => return false,
+    }
+    true
+}

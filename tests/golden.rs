@@ -667,14 +667,14 @@ fn same_config_same_backend() {
 // Drops
 
 #[test]
-fn vip_on_unconfigured_port_is_no_route() {
-    // Classification finds no route and no service for (VIP, tcp, 81), and
-    // the VIP is not inside an SNAT pool, so the packet never reaches a
-    // pipeline: `NoRoute` from the classifier (`classify.rs`), not
-    // conntrack's `NoFlow`.
+fn vip_on_unconfigured_port_is_no_flow() {
+    // The XDP program would not redirect (VIP, tcp, 81). If such a packet
+    // reaches the only pipeline anyway (classification skips lookups when a
+    // single pipeline starts with conntrack), conntrack finds neither a flow
+    // nor a service for it: `NoFlow`.
     let mut h = lb();
     let p = Pkt { dport: 81, ..client_pkt(&web(), v4("198.51.100.7"), 40000, L4::Syn, b"") };
-    assert_eq!(h.run_one(&build(&p)).0, Verdict::Drop(DropReason::NoRoute));
+    assert_eq!(h.run_one(&build(&p)).0, Verdict::Drop(DropReason::NoFlow));
 }
 
 #[test]

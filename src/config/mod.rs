@@ -170,6 +170,13 @@ impl Config {
         Source { file: &self.path, text: &self.text }.error(span, message)
     }
 
+    /// Whether every redirected packet can go straight to the only pipeline:
+    /// there is one, and its first stage checks ownership itself.
+    pub fn single_owning_pipeline(&self) -> bool {
+        self.pipelines.len() == 1
+            && matches!(self.pipelines[0].stages.first(), Some(StageConfig::Conntrack | StageConfig::Siit))
+    }
+
     /// The TOML text this config was parsed from.
     pub fn text(&self) -> &str {
         &self.text

@@ -145,7 +145,7 @@ pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Wor
     let worker = Worker {
         xsk,
         pipelines,
-        classifier: Classifier::new(&config.routes),
+        classifier: Classifier::with_shortcut(&config.routes, config.single_owning_pipeline()),
         counters,
         batch: Batch::new(umem),
         batch_size: config.dataplane.batch_size,

@@ -30,6 +30,9 @@ impl Hasher for FastHasher {
 
 pub struct Classifier {
     routes: HashMap<MatchKey, u8, BuildHasherDefault<FastHasher>>,
+    /// Everything XDP redirects belongs to pipeline 0, whose first stage
+    /// parses and refuses what is not its own: skip per-packet lookups.
+    single: bool,
 }
 
 /// The fields classification needs, pulled from a frame without allocation.
@@ -44,11 +47,17 @@ impl Classifier {
     /// Static routes only: services and their SNAT pools are looked up in
     /// the live snapshot, so a reload that adds a service needs no restart.
     pub fn new(routes: &[Route]) -> Classifier {
+        Classifier::with_shortcut(routes, false)
+    }
+
+    /// `single`: the config has one pipeline and it starts with a stage that
+    /// checks ownership itself (conntrack, siit).
+    pub fn with_shortcut(routes: &[Route], single: bool) -> Classifier {
         let mut map = HashMap::default();
         for r in routes {
             map.insert(MatchKey::new(r.dst, r.protocol, r.port), r.pipeline as u8);
         }
-        Classifier { routes: map }
+        Classifier { routes: map, single }
     }
 
     pub fn lookup(&self, k: &DstKey) -> Option<u8> {
@@ -70,6 +79,12 @@ impl Classifier {
     /// Sets each packet's pipeline, or drops it with a reason.
     pub fn classify(&self, batch: &mut Batch, services: &Services) {
         let n = batch.len;
+        if self.single {
+            for m in &mut batch.pkts[..n] {
+                m.pipeline = 0;
+            }
+            return;
+        }
         for i in 0..n {
             // Classification runs before any pipeline: use pipeline 0's view
             // by temporarily tagging every packet with it.

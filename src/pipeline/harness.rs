@@ -54,7 +54,7 @@ impl Harness {
             _mem: mem,
             batch,
             pipelines,
-            classifier: Classifier::new(&config.routes),
+            classifier: Classifier::with_shortcut(&config.routes, config.single_owning_pipeline()),
             ctx: Ctx::new(conntrack, services, Arc::new(WorkerStats::default()), 0, 1),
             ids,
         })
