@@ -65,6 +65,14 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
     if let Some(s) = &server {
         tracing::info!(path = %s.path().display(), "control socket listening");
     }
+    // Setup is done. The housekeeping thread keeps CAP_BPF for map updates
+    // and counter reads on reload (bpf(2) refuses unprivileged callers when
+    // kernel.unprivileged_bpf_disabled is set) and CAP_NET_RAW to solicit
+    // neighbours of new backends; everything else goes.
+    match crate::sys::drop_capabilities(&[crate::sys::CAP_BPF_BIT, crate::sys::CAP_NET_RAW_BIT]) {
+        Ok(()) => tracing::info!("dropped capabilities: keeping CAP_BPF and CAP_NET_RAW on the housekeeping thread, none on workers"),
+        Err(e) => tracing::warn!(error = %e, "could not drop capabilities"),
+    }
     let metrics = match config.telemetry.prometheus {
         Some(addr) => {
             let h = crate::telemetry::prometheus::spawn(&addr.to_string(), dp.shared.clone(), stop.clone())?;
@@ -157,6 +165,11 @@ impl Running {
                 .spawn(move || {
                     let mut worker = match setup::build_worker(&cfg, wi, init) {
                         Ok((worker, ready)) => {
+                            // Sockets are bound and memory is mapped: a worker
+                            // needs no privilege from here on.
+                            if let Err(e) = crate::sys::drop_capabilities(&[]) {
+                                tracing::warn!(worker = wi, error = %e, "could not drop capabilities");
+                            }
                             let _ = ready_tx.send(Ok(ready));
                             worker
                         }

@@ -134,6 +134,10 @@ impl Worker {
         let xsk = &mut self.xsk;
         let p = &mut xsk.ports[port];
         let in_ring = p.fq_cq.pending();
+        if in_ring == 0 && p.primed {
+            // The kernel used every frame we gave it: it drops until we refill.
+            self.counters.fill_ring_empty.add(1);
+        }
         let want = self.fill_target.saturating_sub(in_ring);
         if want < MAX_BATCH {
             return;
@@ -150,6 +154,7 @@ impl Worker {
             let inserted = fill.insert((0..n).map_while(|_| xsk.pool.alloc()));
             fill.commit();
             debug_assert_eq!(inserted, n);
+            p.primed |= inserted > 0;
         }
         if p.fq_cq.needs_wakeup() {
             p.fq_cq.wake();

@@ -7,7 +7,7 @@
 
 use super::batch::{FlowKind, FlowMeta};
 use super::conntrack::{
-    ConnState, ConnTable, Direction, FlowKey, FlowValue, NatBinding, TcpFlags, Tick, FLAG_ALT_TIMEOUTS,
+    ConnTable, Direction, FlowKey, FlowValue, NatBinding, TcpFlags, Tick, FLAG_ALT_TIMEOUTS,
     FLAG_NOTIFY_ON_DEATH,
 };
 use super::maglev::client_hash;
@@ -98,6 +98,10 @@ fn nat64_creates(ctx: &Ctx, f: &FlowMeta) -> bool {
 /// refreshes the entry and advances its state. Returns whether it hit.
 fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick) -> bool {
     let Some(e) = ct.lookup(&f.key, f.hash, now) else { return false };
+    // At most once a second per flow, the other direction's entry is
+    // refreshed too, so a one-way stream or a quiet direction never lets
+    // half of a live flow expire.
+    let second_passed = e.last_seen != now;
     e.touch(now);
     let reply = e.flags & FLAG_REPLY != 0;
     f.kind = if reply { FlowKind::Reply } else { FlowKind::Original };
@@ -107,22 +111,16 @@ fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick) -> bool {
     f.xlat = xlat_of(e.flags);
     let entry_flags = e.flags;
     let dir = if reply { Direction::Reply } else { Direction::Original };
-    let proto = f.key.proto;
-    let flags = TcpFlags(f.tcp_flags);
-    let state = match proto {
-        6 => e.on_tcp(dir, flags),
+    let before = e.state;
+    let state = match f.key.proto {
+        6 => e.on_tcp(dir, TcpFlags(f.tcp_flags)),
         17 => e.on_udp(dir),
         _ => e.state,
     };
-    // Steady-state TCP touches one entry. Handshake, teardown and UDP's first
-    // reply also update the peer entry, so both directions age alike.
-    let structural = flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) != 0;
-    if (proto == 6 && (structural || state != ConnState::TcpEstablished))
-        || (proto == 17 && reply && state == ConnState::UdpReplied)
-    {
+    // Both entries carry the flow's state: any transition is copied over.
+    if state != before || second_passed {
         let peer = peer_key(&f.key, &f.nat, entry_flags);
-        let peer_hash = peer.hash();
-        if let Some(p) = ct.lookup(&peer, peer_hash, now) {
+        if let Some(p) = ct.lookup(&peer, peer.hash(), now) {
             p.touch(now);
             p.state = state;
         }
@@ -317,8 +315,17 @@ pub fn reap(ctx: &mut Ctx) {
                 pool.release(&key.dst, key.dport);
             }
         }
+        // Remove the original-direction entry only if it is this flow's: a
+        // client may have reused its address and port for a newer flow.
         let orig = peer_key(&key, &dead.nat, dead.flags);
-        ctx.conntrack.remove(&orig, orig.hash());
+        let hash = orig.hash();
+        let ours = ctx
+            .conntrack
+            .lookup(&orig, hash, ctx.now)
+            .is_some_and(|e| peer_key(e.key(), &e.nat, e.flags) == key);
+        if ours {
+            ctx.conntrack.remove(&orig, hash);
+        }
         ctx.stats.flow_ended(dead.service, dead.backend);
     }
 }

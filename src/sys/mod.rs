@@ -132,3 +132,49 @@ pub fn check_kernel() -> Result<(), String> {
     }
     Ok(())
 }
+
+pub const CAP_NET_RAW_BIT: u32 = CAP_NET_RAW;
+pub const CAP_BPF_BIT: u32 = CAP_BPF;
+
+/// Drops every capability of the calling thread except `keep`: effective,
+/// permitted, inheritable and bounding sets, and sets no_new_privs.
+/// Capabilities are per thread on Linux, so each long-lived thread calls
+/// this once its setup is done.
+pub fn drop_capabilities(keep: &[u32]) -> std::io::Result<()> {
+    let mask: u64 = keep.iter().fold(0, |m, &c| m | (1u64 << c));
+    for cap in 0..64u32 {
+        if mask & (1u64 << cap) == 0 {
+            // SAFETY: prctl with integer arguments; EINVAL for capabilities
+            // this kernel does not know is expected and ignored.
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+        }
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let header = Header { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
+    let lo = mask as u32;
+    let hi = (mask >> 32) as u32;
+    let data = [
+        Data { effective: lo, permitted: lo, inheritable: 0 },
+        Data { effective: hi, permitted: hi, inheritable: 0 },
+    ];
+    // SAFETY: capset(2) with a v3 header and two data structs, as the ABI requires.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    Ok(())
+}

@@ -104,6 +104,8 @@ pub struct WorkerCounters {
     pub batches: Counter,
     /// Fill ring wanted frames but the pool was empty.
     pub fill_starved: Counter,
+    /// The kernel had consumed every frame of a fill ring (it drops until refilled).
+    pub fill_ring_empty: Counter,
     /// Syscalls made to kick the kernel (TX sendto, fill-ring poll).
     pub wakeups: Counter,
     /// Times an idle adaptive worker slept in poll(2).
@@ -133,6 +135,7 @@ impl WorkerCounters {
             ("tx_bytes", self.tx_bytes.get()),
             ("batches", self.batches.get()),
             ("fill_starved", self.fill_starved.get()),
+            ("fill_ring_empty", self.fill_ring_empty.get()),
             ("wakeups", self.wakeups.get()),
             ("idle_sleeps", self.idle_sleeps.get()),
             ("handoffs_out", self.handoffs_out.get()),

@@ -120,6 +120,8 @@ pub fn spawn(addr: &str, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> Result<s
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ShuntCollector(shared)));
     let handle = std::thread::Builder::new().name("shunt-metrics".into()).spawn(move || {
+        // Bound already: serving needs no privilege.
+        let _ = crate::sys::drop_capabilities(&[]);
         while !stop.load(Ordering::Relaxed) {
             let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(200)) else { continue };
             let mut body = String::new();

@@ -30,6 +30,8 @@ pub struct Port {
     pub tx: RingTx,
     /// Frames handed to TX and not yet completed.
     pub tx_outstanding: u32,
+    /// The fill ring has been given frames at least once.
+    pub primed: bool,
     _user: User,
 }
 
@@ -158,6 +160,7 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
         rx,
         tx,
         tx_outstanding: 0,
+        primed: false,
         _user: user,
     })
 }

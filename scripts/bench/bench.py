@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Helpers for scripts/bench-vs-dpdk.sh (stdlib only).
+
+  bench.py cnt            < bpftool -j map dump     -> "PACKETS BYTES"
+  bench.py ping FILE                                -> JSON {sent, received, loss_pct, p50_us, p99_us, p999_us}
+  bench.py testpmd FILE                             -> JSON {tx, tx_dropped, rx} (accumulated, from the exit stats)
+  bench.py hist FILE                                -> JSON {p50_us, p99_us, p999_us, count} from `shunt histogram --format json`
+  bench.py report RESULTS.jsonl OUTDIR META.json    -> OUTDIR/compare.md, OUTDIR/compare.json, table on stdout
+"""
+import json
+import re
+import statistics
+import sys
+
+
+def pct(sorted_vals, q):
+    """Nearest-rank percentile (q in 0..100) of an already sorted list."""
+    if not sorted_vals:
+        return None
+    k = max(0, min(len(sorted_vals) - 1, int(-(-q * len(sorted_vals) // 100)) - 1))
+    return sorted_vals[k]
+
+
+def cnt():
+    data = json.load(sys.stdin)
+    tot = [0, 0]
+    for e in data:
+        if "formatted" in e:
+            e = e["formatted"]
+        key = e["key"]
+        if isinstance(key, list):
+            key = int.from_bytes(bytes(int(b, 16) for b in key), "little")
+        for v in e["values"]:
+            val = v["value"]
+            if isinstance(val, list):
+                val = int.from_bytes(bytes(int(b, 16) for b in val), "little")
+            tot[int(key)] += int(val)
+    print(tot[0], tot[1])
+
+
+def ping(path):
+    rtts, sent, recv = [], None, None
+    for line in open(path, errors="replace"):
+        m = re.search(r"time=([0-9.]+) ms", line)
+        if m:
+            rtts.append(float(m.group(1)) * 1000.0)
+        m = re.search(r"(\d+) packets transmitted, (\d+) received", line)
+        if m:
+            sent, recv = int(m.group(1)), int(m.group(2))
+    rtts.sort()
+    if sent is None:
+        sent, recv = len(rtts), len(rtts)
+    r = lambda x: None if x is None else round(x, 1)
+    print(json.dumps({
+        "sent": sent, "received": recv,
+        "loss_pct": round(100.0 * (sent - recv) / sent, 2) if sent else None,
+        "p50_us": r(pct(rtts, 50)), "p99_us": r(pct(rtts, 99)), "p999_us": r(pct(rtts, 99.9)),
+    }))
+
+
+def testpmd(path):
+    text = open(path, errors="replace").read()
+    acc = text.split("Accumulated forward statistics for all ports")
+    blk = acc[-1] if len(acc) > 1 else ""
+    def grab(name):
+        m = re.search(name + r":\s+(\d+)", blk)
+        return int(m.group(1)) if m else None
+    print(json.dumps({"tx": grab("TX-packets"), "tx_dropped": grab("TX-dropped"), "rx": grab("RX-packets")}))
+
+
+def hist(path):
+    try:
+        d = json.load(open(path))
+        lat = d["merged"]["latency"]
+        p = lat["percentiles"]
+        us = lambda ns: None if ns is None else round(ns / 1000.0, 1)
+        print(json.dumps({"count": lat["count"], "p50_us": us(p["p50"]), "p99_us": us(p["p99"]), "p999_us": us(p["p999"])}))
+    except Exception as e:  # noqa: BLE001 - report, never fail the run
+        print(json.dumps({"error": str(e)}))
+
+
+LABEL = {
+    "shunt-l4lb": "Shunt L4LB (conntrack+maglev+full-NAT)",
+    "shunt-l2fwd": "Shunt l2fwd",
+    "testpmd": "testpmd mac (af_xdp)",
+    "nft": "kernel fwd + nft DNAT/SNAT",
+    "xdp": "XDP redirect (ceiling)",
+    "shunt-l4lb-2q": "Shunt L4LB, 2 queues / 2 workers",
+    "shunt-l4lb-1q": "Shunt L4LB, 1 queue / 1 worker",
+}
+
+
+def agg(vals):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return None
+    return {"median": round(statistics.median(vals), 3), "min": round(min(vals), 3), "max": round(max(vals), 3), "n": len(vals)}
+
+
+def fmt(a, digits=2):
+    if a is None:
+        return "–"
+    if a["n"] == 1 or a["min"] == a["max"]:
+        return f"{a['median']:.{digits}f}"
+    return f"{a['median']:.{digits}f} ({a['min']:.{digits}f}–{a['max']:.{digits}f})"
+
+
+def report(results, outdir, metapath):
+    rows = [json.loads(l) for l in open(results) if l.strip()]
+    meta = json.load(open(metapath))
+    groups = {}
+    for r in rows:
+        key = (r["kind"], r["dut"], r.get("size"), r.get("flows"), r.get("queues", 1))
+        groups.setdefault(key, []).append(r)
+    out = {"meta": meta, "udp": [], "tcp": [], "scaling": [], "raw": rows}
+    md = []
+    md.append(f"Machine: {meta.get('machine')}; kernel {meta.get('kernel')}; load before/after: {meta.get('load_before')} / {meta.get('load_after')}")
+    md.append("")
+    md.append(f"Command: `{meta.get('command')}` — rounds: {meta.get('rounds')}, {meta.get('duration')} s measured per case after {meta.get('warmup')} s warm-up")
+    md.append("")
+    md.append("Cells: median over rounds (min–max). Mpps = packets counted by the XDP counter on the sink / measured window.")
+    md.append("")
+    udp_keys = sorted([k for k in groups if k[0] == "udp"], key=lambda k: (k[2], k[3], list(LABEL).index(k[1]) if k[1] in LABEL else 99))
+    hdr = "| DUT | size B | flows | Mpps at sink | loss % | DUT proc CPU s/s | softirq s/s (all CPUs) | ping RTT p50 / p99 / p99.9 µs | ping loss % | Shunt RX→TX p50 / p99 / p99.9 µs |"
+    md.append(hdr)
+    md.append("|" + "---|" * 10)
+    for k in udp_keys:
+        g = groups[k]
+        a = {
+            "mpps": agg([r["mpps"] for r in g]),
+            "loss_pct": agg([r["loss_pct"] for r in g]),
+            "cpu_proc": agg([r.get("cpu_proc_s_per_s") for r in g]),
+            "softirq": agg([r.get("softirq_s_per_s") for r in g]),
+            "ping_p50": agg([r["ping"].get("p50_us") for r in g]),
+            "ping_p99": agg([r["ping"].get("p99_us") for r in g]),
+            "ping_p999": agg([r["ping"].get("p999_us") for r in g]),
+            "ping_loss": agg([r["ping"].get("loss_pct") for r in g]),
+            "hist_p50": agg([(r.get("hist") or {}).get("p50_us") for r in g]),
+            "hist_p99": agg([(r.get("hist") or {}).get("p99_us") for r in g]),
+            "hist_p999": agg([(r.get("hist") or {}).get("p999_us") for r in g]),
+        }
+        out["udp"].append({"dut": k[1], "size": k[2], "flows": k[3], **a})
+        hist = "–" if a["hist_p50"] is None else f"{fmt(a['hist_p50'],1)} / {fmt(a['hist_p99'],1)} / {fmt(a['hist_p999'],1)}"
+        md.append(f"| {LABEL.get(k[1], k[1])} | {k[2]} | {k[3]} | {fmt(a['mpps'],3)} | {fmt(a['loss_pct'],1)} | {fmt(a['cpu_proc'])} | {fmt(a['softirq'])} | "
+                  f"{fmt(a['ping_p50'],0)} / {fmt(a['ping_p99'],0)} / {fmt(a['ping_p999'],0)} | {fmt(a['ping_loss'],1)} | {hist} |")
+    tcp_keys = sorted([k for k in groups if k[0] == "tcp"])
+    if tcp_keys:
+        md += ["", "TCP (iperf3, 1 stream, gen → VIP → sink backends):", "", "| DUT | Gbit/s | retransmits | DUT proc CPU s/s | softirq s/s |", "|---|---|---|---|---|"]
+        for k in tcp_keys:
+            g = groups[k]
+            a = {"gbps": agg([r.get("gbps") for r in g]), "retr": agg([r.get("retransmits") for r in g]),
+                 "cpu_proc": agg([r.get("cpu_proc_s_per_s") for r in g]), "softirq": agg([r.get("softirq_s_per_s") for r in g])}
+            out["tcp"].append({"dut": k[1], **a})
+            md.append(f"| {LABEL.get(k[1], k[1])} | {fmt(a['gbps'])} | {fmt(a['retr'],0)} | {fmt(a['cpu_proc'])} | {fmt(a['softirq'])} |")
+    sc_keys = sorted([k for k in groups if k[0] == "scaling"], key=lambda k: k[4])
+    if sc_keys:
+        md += ["", "Queue scaling (Shunt L4LB, same generator settings except its queue count):", "",
+               "| queues / workers | size B | flows | Mpps at sink | loss % | DUT proc CPU s/s |", "|---|---|---|---|---|---|"]
+        for k in sc_keys:
+            g = groups[k]
+            a = {"mpps": agg([r["mpps"] for r in g]), "loss_pct": agg([r["loss_pct"] for r in g]), "cpu_proc": agg([r.get("cpu_proc_s_per_s") for r in g])}
+            out["scaling"].append({"queues": k[4], "size": k[2], "flows": k[3], **a})
+            md.append(f"| {k[4]} | {k[2]} | {k[3]} | {fmt(a['mpps'],3)} | {fmt(a['loss_pct'],1)} | {fmt(a['cpu_proc'])} |")
+    # Ratios against the targets (medians, per size/flows).
+    def med(dut, size, flows):
+        g = groups.get(("udp", dut, size, flows, 1))
+        return statistics.median([r["mpps"] for r in g]) if g else None
+    def medp(dut, size, flows, field):
+        g = groups.get(("udp", dut, size, flows, 1))
+        v = [r["ping"].get(field) for r in g] if g else []
+        v = [x for x in v if x is not None]
+        return statistics.median(v) if v else None
+    md += ["", "Ratios against the targets (medians):", "",
+           "| size B | flows | L4LB / testpmd mac (≥ 1.2) | L4LB / nft DNAT (≥ 1.0) | l2fwd / XDP fwd (≥ 0.70) | ping p99 Shunt L4LB / testpmd (≤ 1.0) | ping p99 Shunt l2fwd / testpmd |",
+           "|---|---|---|---|---|---|---|"]
+    ratios = []
+    sf = sorted({(k[2], k[3]) for k in udp_keys})
+    def rat(a, b):
+        return None if a is None or b in (None, 0) else round(a / b, 2)
+    for size, flows in sf:
+        r = {"size": size, "flows": flows,
+             "l4lb_vs_testpmd": rat(med("shunt-l4lb", size, flows), med("testpmd", size, flows)),
+             "l4lb_vs_nft": rat(med("shunt-l4lb", size, flows), med("nft", size, flows)),
+             "l2fwd_vs_xdp": rat(med("shunt-l2fwd", size, flows), med("xdp", size, flows)),
+             "p99_l4lb_vs_testpmd": rat(medp("shunt-l4lb", size, flows, "p99_us"), medp("testpmd", size, flows, "p99_us")),
+             "p99_l2fwd_vs_testpmd": rat(medp("shunt-l2fwd", size, flows, "p99_us"), medp("testpmd", size, flows, "p99_us"))}
+        ratios.append(r)
+        f = lambda x: "–" if x is None else f"{x:.2f}"
+        md.append(f"| {size} | {flows} | {f(r['l4lb_vs_testpmd'])} | {f(r['l4lb_vs_nft'])} | {f(r['l2fwd_vs_xdp'])} | {f(r['p99_l4lb_vs_testpmd'])} | {f(r['p99_l2fwd_vs_testpmd'])} |")
+    out["ratios"] = ratios
+    text = "\n".join(md) + "\n"
+    open(f"{outdir}/compare.md", "w").write(text)
+    json.dump(out, open(f"{outdir}/compare.json", "w"), indent=1)
+    print(text)
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1] if len(sys.argv) > 1 else ""
+    if cmd == "cnt":
+        cnt()
+    elif cmd == "ping":
+        ping(sys.argv[2])
+    elif cmd == "testpmd":
+        testpmd(sys.argv[2])
+    elif cmd == "hist":
+        hist(sys.argv[2])
+    elif cmd == "report":
+        report(sys.argv[2], sys.argv[3], sys.argv[4])
+    else:
+        print(__doc__)
+        sys.exit(2)
