@@ -21,7 +21,7 @@ use crate::pipeline::services::{IdRegistry, Services};
 use crate::telemetry::counters::{WorkerCounters, WorkerStats};
 use crate::telemetry::latency::{self, Collector, Hists};
 use crate::telemetry::report::{Report, WorkerHistograms};
-use crate::telemetry::stats::{Shared, WorkerShared};
+use crate::telemetry::stats::{Shared, SocketSnap, WorkerShared};
 use crate::xdp::maps::XdpCounter;
 use crate::xdp::Attached;
 pub use setup::build_services;
@@ -47,6 +47,8 @@ pub struct Running {
     workers: Vec<RunningWorker>,
     collectors: Vec<Collector>,
     cores: Vec<usize>,
+    /// (worker, interface, queue, fd) of every AF_XDP socket.
+    sockets: Vec<(usize, String, u32, i32)>,
     shared: Arc<Shared>,
     started: Instant,
 }
@@ -247,7 +249,16 @@ impl Running {
             workers: shared_workers,
             services: services.clone(),
             xdp: Mutex::new(Vec::new()),
+            sockets: Mutex::new(Vec::new()),
         });
+        let sockets = readies
+            .iter()
+            .flat_map(|r| {
+                r.sockets.iter().map(|&(iface, queue, fd, _)| {
+                    (r.worker, config.interfaces[iface].name.clone(), queue, fd)
+                })
+            })
+            .collect();
         let mut running = Running {
             config: config.clone(),
             services,
@@ -257,6 +268,7 @@ impl Running {
             workers,
             collectors,
             cores: config.workers.iter().map(|w| w.core).collect(),
+            sockets,
             shared,
             started: Instant::now(),
         };
@@ -269,6 +281,29 @@ impl Running {
             self.attached.iter().map(|a| (a.interface.clone(), a.counters().unwrap_or_default())).collect();
         if let Ok(mut cache) = self.shared.xdp.lock() {
             *cache = x;
+        }
+        let socks: Vec<SocketSnap> = self
+            .sockets
+            .iter()
+            .filter_map(|(w, iface, q, fd)| {
+                let s = crate::xsk::SocketStats::read(*fd)?;
+                Some(SocketSnap {
+                    worker: *w,
+                    interface: iface.clone(),
+                    queue: *q,
+                    counters: crate::xsk::SocketStats::NAMES
+                        .iter()
+                        .map(|n| n.to_string())
+                        .zip(s.values())
+                        .collect(),
+                })
+            })
+            .collect();
+        // Sockets close as workers exit: keep the last values then.
+        if let Ok(mut cache) = self.shared.sockets.lock() {
+            if !socks.is_empty() {
+                *cache = socks;
+            }
         }
     }
 
@@ -292,6 +327,9 @@ impl Running {
     }
 
     fn shutdown(mut self) -> Summary {
+        // Socket counters while the sockets still exist (workers keep them
+        // open until all have left their loops).
+        self.refresh_xdp();
         let mut worker_counters = Vec::new();
         let workers = std::mem::take(&mut self.workers);
         for (i, w) in workers.into_iter().enumerate() {
@@ -308,7 +346,7 @@ impl Running {
             }
             worker_counters.push((core, w.counters));
         }
-        self.refresh_xdp();
+        let sockets = self.shared.sockets.lock().map(|s| s.clone()).unwrap_or_default();
         let xdp =
             self.attached.iter().map(|a| (a.interface.clone(), a.counters().unwrap_or_default())).collect();
         // Dropping `attached` closes the bpf_links: the programs detach.
@@ -329,6 +367,7 @@ impl Running {
             elapsed: self.started.elapsed(),
             latency: report.table(),
             written,
+            sockets,
         }
     }
 }
@@ -338,6 +377,8 @@ pub struct Summary {
     pub workers: Vec<(usize, Arc<WorkerCounters>)>,
     pub xdp: Vec<(String, [u64; 4])>,
     pub elapsed: Duration,
+    /// The kernel's AF_XDP socket counters, last read before exit.
+    pub sockets: Vec<SocketSnap>,
     /// The latency table, and the report files written.
     pub latency: String,
     pub written: Vec<std::path::PathBuf>,
@@ -359,6 +400,13 @@ impl std::fmt::Display for Summary {
             write!(f, "  xdp {iface}:")?;
             for k in XdpCounter::ALL {
                 write!(f, " {}={}", k.name(), c[k as usize])?;
+            }
+            writeln!(f)?;
+        }
+        for s in &self.sockets {
+            write!(f, "  xsk w{} {}:{}:", s.worker, s.interface, s.queue)?;
+            for (k, v) in &s.counters {
+                write!(f, " {k}={v}")?;
             }
             writeln!(f)?;
         }

@@ -108,6 +108,22 @@ impl Collector for ShuntCollector {
             })
             .collect();
         counter(&mut e, "shunt_xdp_packets", "XDP program verdicts, per interface", &xdp)?;
+        let xsk: Vec<(Labels, u64)> = snap
+            .sockets
+            .iter()
+            .flat_map(|s| {
+                s.counters.iter().map(|(k, v)| {
+                    let labels = vec![
+                        ("worker", s.worker.to_string()),
+                        ("interface", s.interface.clone()),
+                        ("queue", s.queue.to_string()),
+                        ("counter", k.clone()),
+                    ];
+                    (labels, *v)
+                })
+            })
+            .collect();
+        counter(&mut e, "shunt_xsk_drops", "AF_XDP socket counters from the kernel (XDP_STATISTICS)", &xsk)?;
         Ok(())
     }
 }

@@ -17,6 +17,16 @@ pub struct Shared {
     pub services: Arc<ArcSwap<Services>>,
     /// XDP program counters per interface, refreshed by the housekeeping thread.
     pub xdp: Mutex<Vec<(String, [u64; 4])>>,
+    /// The kernel's AF_XDP socket drop counters, refreshed likewise.
+    pub sockets: Mutex<Vec<SocketSnap>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SocketSnap {
+    pub worker: usize,
+    pub interface: String,
+    pub queue: u32,
+    pub counters: Vec<(String, u64)>,
 }
 
 pub struct WorkerShared {
@@ -30,6 +40,8 @@ pub struct Snapshot {
     pub workers: Vec<WorkerSnap>,
     pub services: Vec<ServiceSnap>,
     pub xdp: Vec<XdpSnap>,
+    #[serde(default)]
+    pub sockets: Vec<SocketSnap>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -135,7 +147,8 @@ impl Shared {
                     .collect()
             })
             .unwrap_or_default();
-        Snapshot { workers, services, xdp }
+        let sockets = self.sockets.lock().map(|s| s.clone()).unwrap_or_default();
+        Snapshot { workers, services, xdp, sockets }
     }
 }
 
@@ -207,6 +220,13 @@ impl Snapshot {
             }
         }
         let _ = writeln!(out);
+        for s in &self.sockets {
+            let _ = write!(out, "xsk w{} {}:{}", s.worker, s.interface, s.queue);
+            for (k, v) in &s.counters {
+                let _ = write!(out, " {k}={v}");
+            }
+            let _ = writeln!(out);
+        }
         for x in &self.xdp {
             let _ = write!(out, "xdp {:<10}", x.interface);
             for (k, v) in &x.counters {

@@ -176,3 +176,55 @@ fn bound_zero_copy(fd: i32) -> Result<bool> {
     }
     Ok(flags & XDP_OPTIONS_ZEROCOPY != 0)
 }
+
+/// The kernel's per-socket drop counters (`struct xdp_statistics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketStats {
+    pub rx_dropped: u64,
+    pub rx_invalid_descs: u64,
+    pub tx_invalid_descs: u64,
+    /// Packets dropped because our RX ring was full (we did not keep up).
+    pub rx_ring_full: u64,
+    /// Packets dropped because the fill ring had no frame for them.
+    pub rx_fill_ring_empty_descs: u64,
+    pub tx_ring_empty_descs: u64,
+}
+
+impl SocketStats {
+    pub const NAMES: [&'static str; 6] = [
+        "rx_dropped",
+        "rx_invalid_descs",
+        "tx_invalid_descs",
+        "rx_ring_full",
+        "rx_fill_ring_empty_descs",
+        "tx_ring_empty_descs",
+    ];
+
+    pub fn values(&self) -> [u64; 6] {
+        [
+            self.rx_dropped,
+            self.rx_invalid_descs,
+            self.tx_invalid_descs,
+            self.rx_ring_full,
+            self.rx_fill_ring_empty_descs,
+            self.tx_ring_empty_descs,
+        ]
+    }
+
+    /// Reads XDP_STATISTICS of an AF_XDP socket (any thread may ask).
+    pub fn read(fd: i32) -> Option<SocketStats> {
+        const XDP_STATISTICS: libc::c_int = 7;
+        let mut v = [0u64; 6];
+        let mut len = std::mem::size_of_val(&v) as libc::socklen_t;
+        // SAFETY: `v` is a writable buffer of `len` bytes for struct xdp_statistics.
+        let rc = unsafe { libc::getsockopt(fd, SOL_XDP, XDP_STATISTICS, v.as_mut_ptr().cast(), &mut len) };
+        (rc == 0).then_some(SocketStats {
+            rx_dropped: v[0],
+            rx_invalid_descs: v[1],
+            tx_invalid_descs: v[2],
+            rx_ring_full: v[3],
+            rx_fill_ring_empty_descs: v[4],
+            tx_ring_empty_descs: v[5],
+        })
+    }
+}
