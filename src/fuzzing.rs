@@ -609,8 +609,27 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// A frame through the NAT46/NAT64 translator, both directions: no panic,
+/// and any output parses with valid checksums when the input did
+/// (`crate::nat46::fuzz_one` asserts it).
+pub fn nat46(data: &[u8]) {
+    crate::nat46::fuzz_one(data);
+}
+
+const CONTROL_CONFIG: &str = include_str!("../config.toml");
+
+/// Bytes as a control-socket request: parsing answers Ok or a message, and a
+/// change request goes through the same edit and validation path as the
+/// running dataplane's, returning Ok or Err, never panicking.
+pub fn control(data: &[u8]) {
+    let Ok(req) = crate::control::protocol::parse(data) else { return };
+    if let Ok(text) = crate::control::edit::apply(CONTROL_CONFIG, &req) {
+        let _ = Config::parse(Path::new("control.toml"), &text);
+    }
+}
+
 /// The names of the targets above, for tools that iterate over them.
-pub const TARGETS: &[&str] = &["wire", "pipeline", "config"];
+pub const TARGETS: &[&str] = &["wire", "pipeline", "config", "nat46", "control"];
 
 /// Runs the target called `name` on `data`; false when there is none.
 pub fn run(name: &str, data: &[u8]) -> bool {
@@ -618,6 +637,8 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "wire" => wire(data),
         "pipeline" => pipeline(data),
         "config" => config(data),
+        "nat46" => nat46(data),
+        "control" => control(data),
         _ => return false,
     }
     true

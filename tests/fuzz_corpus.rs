@@ -57,6 +57,16 @@ fn config_corpus() {
 }
 
 #[test]
+fn nat46_corpus() {
+    replay("nat46", shunt::fuzzing::nat46);
+}
+
+#[test]
+fn control_corpus() {
+    replay("control", shunt::fuzzing::control);
+}
+
+#[test]
 fn every_target_has_a_corpus() {
     for t in shunt::fuzzing::TARGETS {
         assert!(!corpus(t).is_empty(), "fuzz/corpus/{t} is empty");

@@ -113,7 +113,8 @@ fn restart_keeps_dnat_only_tcp_stream_on_its_backend() {
     }
     let shunt = Shunt::start(&cfg);
     let mut s = in_netns("shunt-client", || {
-        let s = TcpStream::connect_timeout(&"10.0.100.1:9000".parse().unwrap(), Duration::from_secs(3)).unwrap();
+        let s =
+            TcpStream::connect_timeout(&"10.0.100.1:9000".parse().unwrap(), Duration::from_secs(3)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s
     })
@@ -174,7 +175,8 @@ fn umem_starvation_recovers_without_restart() {
     assert!(out.status.success(), "iperf3 through a tiny UMEM: {}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(curl_ok(5), 5, "forwarding continues after starvation");
     let summary = shunt.stop();
-    let starved = counter(&summary, "worker 0", "fill_starved") + counter(&summary, "worker 0", "fill_ring_empty");
+    let starved =
+        counter(&summary, "worker 0", "fill_starved") + counter(&summary, "worker 0", "fill_ring_empty");
     assert!(starved > 0, "the fill ring did run dry:\n{summary}");
 }
 

@@ -649,6 +649,15 @@ pub fn translate_4to6(
     let frag = h.fragmented();
     let src6 = cfg.src.v4_to_v6(h.src).ok_or(Drop::UntranslatableAddr)?;
     let dst6 = cfg.dst.v4_to_v6(h.dst).ok_or(Drop::UntranslatableAddr)?;
+    // RFC 7915 §4.1 copies the protocol into Next Header, but an IPv4
+    // protocol number that names an IPv6 extension header (Hop-by-Hop 0,
+    // Routing 43, Fragment 44, Destination Options 60, Mobility 135, HIP
+    // 139, Shim6 140, experimental 253/254) would make the IPv6 receiver
+    // parse the IPv4 payload as that header. Such packets are dropped (found
+    // by fuzzing; Jool refuses them too).
+    if matches!(h.proto, 0 | 43 | 44 | 60 | 135 | 139 | 140 | 253 | 254) {
+        return Err(Drop::Untranslatable);
+    }
 
     if h.proto == ICMP {
         //= https://www.rfc-editor.org/rfc/rfc7915#section-1.2
