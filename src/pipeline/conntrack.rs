@@ -232,6 +232,9 @@ pub struct Entry {
     /// Per-direction FIN seen: bit 0 original, bit 1 reply.
     fin_seen: u8,
     pub nat: NatBinding,
+    /// When the owner last refreshed this flow's other entry (lets it do so
+    /// every few seconds rather than per packet).
+    pub peer_touched: Tick,
 }
 
 const FIN_ORIG: u8 = 1;
@@ -247,6 +250,7 @@ impl Entry {
         flags: 0,
         fin_seen: 0,
         nat: NatBinding { src: [0; 16], dst: [0; 16], sport: 0, dport: 0 },
+        peer_touched: 0,
     };
 
     fn init(key: FlowKey, value: &FlowValue, now: Tick) -> Self {
@@ -259,6 +263,7 @@ impl Entry {
             flags: value.flags,
             fin_seen: 0,
             nat: value.nat,
+            peer_touched: now,
         }
     }
 

@@ -18,6 +18,9 @@ use super::{Batch, Ctx, DropReason, Stage, Verdict};
 use crate::config::MAX_BATCH;
 use crate::wire::parse::{parse, FragKind, IpVersion};
 
+/// Seconds between refreshes of a flow's other entry by steady traffic.
+const PEER_REFRESH_SECS: i32 = 5;
+
 /// Entry flag: this entry is the reply direction of its flow.
 pub const FLAG_REPLY: u8 = 0x01;
 /// Entry flag: the flow is source-NATed (its reply entry holds an SNAT port).
@@ -98,10 +101,13 @@ fn nat64_creates(ctx: &Ctx, f: &FlowMeta) -> bool {
 /// refreshes the entry and advances its state. Returns whether it hit.
 fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick) -> bool {
     let Some(e) = ct.lookup(&f.key, f.hash, now) else { return false };
-    // At most once a second per flow, the other direction's entry is
-    // refreshed too, so a one-way stream or a quiet direction never lets
-    // half of a live flow expire.
-    let second_passed = e.last_seen != now;
+    // Every few seconds the other direction's entry is refreshed too, so a
+    // one-way stream or a quiet direction never lets half of a live flow
+    // expire (every timeout but CLOSE's 10 s, a dying state, is longer).
+    let peer_due = now.wrapping_sub(e.peer_touched) as i32 >= PEER_REFRESH_SECS;
+    if peer_due {
+        e.peer_touched = now;
+    }
     e.touch(now);
     let reply = e.flags & FLAG_REPLY != 0;
     f.kind = if reply { FlowKind::Reply } else { FlowKind::Original };
@@ -118,7 +124,7 @@ fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick) -> bool {
         _ => e.state,
     };
     // Both entries carry the flow's state: any transition is copied over.
-    if state != before || second_passed {
+    if state != before || peer_due {
         let peer = peer_key(&f.key, &f.nat, entry_flags);
         if let Some(p) = ct.lookup(&peer, peer.hash(), now) {
             p.touch(now);
