@@ -136,6 +136,8 @@ pub struct FlowMeta {
     pub xlat: u8,
     /// ICMP/ICMPv6 type, when the packet is ICMP.
     pub icmp_type: u8,
+    /// Next-hop MAC cached in the flow's entry (all zero = look it up).
+    pub next_hop: [u8; 6],
 }
 
 /// No family change.

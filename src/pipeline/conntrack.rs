@@ -215,6 +215,10 @@ pub struct FlowValue {
     pub nat: NatBinding,
     /// Caller-defined bits (e.g. which NAT halves apply, DSR, affinity).
     pub flags: u8,
+    /// Cached next-hop MAC (all zero = none) and the caller's tag telling
+    /// whether it is still current.
+    pub next_hop: [u8; 6],
+    pub hop_tag: u16,
 }
 
 /// A table entry: hot fields (key, time, state, backend) in the first cache
@@ -235,6 +239,10 @@ pub struct Entry {
     /// When the owner last refreshed this flow's other entry (lets it do so
     /// every few seconds rather than per packet).
     pub peer_touched: Tick,
+    /// Next-hop MAC cached at creation (zero = none), valid while `hop_tag`
+    /// matches the caller's current tag (e.g. its config generation).
+    pub next_hop: [u8; 6],
+    pub hop_tag: u16,
 }
 
 const FIN_ORIG: u8 = 1;
@@ -251,6 +259,8 @@ impl Entry {
         fin_seen: 0,
         nat: NatBinding { src: [0; 16], dst: [0; 16], sport: 0, dport: 0 },
         peer_touched: 0,
+        next_hop: [0; 6],
+        hop_tag: 0,
     };
 
     fn init(key: FlowKey, value: &FlowValue, now: Tick) -> Self {
@@ -264,6 +274,8 @@ impl Entry {
             fin_seen: 0,
             nat: value.nat,
             peer_touched: now,
+            next_hop: value.next_hop,
+            hop_tag: value.hop_tag,
         }
     }
 
@@ -809,6 +821,7 @@ mod tests {
             service: (i >> 16) as u16,
             nat: NatBinding { sport: i as u16 ^ 0x5555, ..Default::default() },
             flags: i as u8,
+            ..Default::default()
         }
     }
 

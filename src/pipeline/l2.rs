@@ -37,7 +37,11 @@ impl Stage for L2Stage {
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
         batch.for_each(pipeline, |p| {
             let (port, src, dst) = match p.flow.kind {
-                FlowKind::Original => match ctx.services.next_hop(&p.flow.nat.dst).or(self.fallback_mac) {
+                FlowKind::Original => match (p.flow.next_hop != [0; 6])
+                    .then_some(p.flow.next_hop)
+                    .or_else(|| ctx.services.next_hop(&p.flow.nat.dst))
+                    .or(self.fallback_mac)
+                {
                     Some(mac) => (self.egress, self.egress_mac, mac),
                     None => {
                         p.meta.verdict = Verdict::Drop(DropReason::NextHopUnresolved);

@@ -47,6 +47,7 @@ impl Stage for ConntrackStage {
                 f.tcp_flags = pp.tcp_flags;
                 f.icmp_type = pp.icmp_type;
                 f.xlat = XLAT_NONE;
+                f.next_hop = [0; 6];
                 f.key = FlowKey::new(t.src, t.dst, t.src_port, t.dst_port, t.proto);
                 f.hash = f.key.hash();
                 ctx.conntrack.prefetch(f.hash);
@@ -77,7 +78,7 @@ impl Stage for ConntrackStage {
                     continue;
                 }
             }
-            if track(&mut ctx.conntrack, f, now) {
+            if track(&mut ctx.conntrack, f, now, ctx.services.generation as u16) {
                 ctx.stats.packet(f.service, f.backend, m.len);
                 continue;
             }
@@ -99,7 +100,7 @@ fn nat64_creates(ctx: &Ctx, f: &FlowMeta) -> bool {
 
 /// Finds the packet's entry; on a hit fills `f` (kind, NAT, service),
 /// refreshes the entry and advances its state. Returns whether it hit.
-fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick) -> bool {
+fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick, hop_tag: u16) -> bool {
     let Some(e) = ct.lookup(&f.key, f.hash, now) else { return false };
     // Every few seconds the other direction's entry is refreshed too, so a
     // one-way stream or a quiet direction never lets half of a live flow
@@ -115,6 +116,8 @@ fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick) -> bool {
     f.service = e.service;
     f.backend = e.backend;
     f.xlat = xlat_of(e.flags);
+    // A MAC cached under an older config generation is looked up afresh.
+    f.next_hop = if e.hop_tag == hop_tag { e.next_hop } else { [0; 6] };
     let entry_flags = e.flags;
     let dir = if reply { Direction::Reply } else { Direction::Original };
     let before = e.state;
@@ -273,7 +276,10 @@ fn install(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding) -> Result<(), DropReason
             }
         }
     };
-    let value = FlowValue { backend: b.bid, service: b.sid, nat: b.orig, flags: b.flags };
+    // Cache the backend's MAC with the snapshot generation it came from.
+    let hop_tag = ctx.services.generation as u16;
+    let next_hop = ctx.services.next_hop(&b.orig.dst).unwrap_or([0; 6]);
+    let value = FlowValue { backend: b.bid, service: b.sid, nat: b.orig, flags: b.flags, next_hop, hop_tag };
     let state = match ctx.conntrack.insert(k, f.hash, value, now) {
         Ok(e) => match k.proto {
             6 => e.on_tcp(Direction::Original, TcpFlags(f.tcp_flags)),
@@ -293,6 +299,8 @@ fn install(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding) -> Result<(), DropReason
         service: b.sid,
         nat: b.reply,
         flags: FLAG_REPLY | b.reply_flags | FLAG_NOTIFY_ON_DEATH,
+        next_hop: [0; 6],
+        hop_tag,
     };
     match ctx.conntrack.insert(reply_key, reply_key.hash(), reply, now) {
         Ok(e) => e.state = state,
@@ -307,6 +315,7 @@ fn install(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding) -> Result<(), DropReason
     f.service = b.sid;
     f.backend = b.bid;
     f.xlat = xlat_of(b.flags);
+    f.next_hop = next_hop;
     Ok(())
 }
 
