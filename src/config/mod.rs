@@ -623,6 +623,17 @@ pipeline = "fwd"
     }
 
     #[test]
+    fn maglev_table_size_is_bounded() {
+        let svc = "\n[[service]]\nname = \"w\"\nvip = \"10.0.100.1\"\nport = 80\nprotocol = \"tcp\"\n\
+                   pipeline = \"fwd\"\nmaglev_table_size = 4294967291\nbackends = [{ addr = \"10.0.2.11\", port = 80 }]\n";
+        let text = GOOD
+            .replace("stages = [\"l2fwd\"]", "stages = [\"conntrack\", \"maglev\", \"nat\", \"l2fwd\"]")
+            + svc;
+        let e = err(&text);
+        assert!(e.contains("maglev_table_size 4294967291 exceeds 16777216"), "{e}");
+    }
+
+    #[test]
     fn mac_parsing() {
         assert_eq!(parse_mac("02:aa:bb:cc:dd:ee"), Some([2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee]));
         assert_eq!(parse_mac("02:aa:bb:cc:dd"), None);

@@ -154,6 +154,15 @@ pub(super) fn validate_services(
             }
         };
         let m = *s.maglev_table_size.get_ref();
+        if m > crate::pipeline::maglev::MAX_TABLE_SIZE {
+            return Err(at(
+                s.maglev_table_size.span(),
+                format!(
+                    "maglev_table_size {m} exceeds {} (16M entries)",
+                    crate::pipeline::maglev::MAX_TABLE_SIZE
+                ),
+            ));
+        }
         if !is_prime(m) || m < 7 {
             return Err(at(
                 s.maglev_table_size.span(),
