@@ -98,6 +98,11 @@ impl Worker {
                 continue;
             }
             idle = idle.saturating_add(1);
+            if idle % IDLE_SPINS == 0 {
+                // Idle: still pick up new snapshots and age flows, so SNAT
+                // ports and gauges of finished flows come back without traffic.
+                self.begin_batch();
+            }
             if self.poll == PollMode::Adaptive && idle > IDLE_SPINS {
                 self.sleep_until_rx();
             } else {
