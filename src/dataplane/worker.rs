@@ -98,7 +98,7 @@ impl Worker {
                 continue;
             }
             idle = idle.saturating_add(1);
-            if idle % IDLE_SPINS == 0 {
+            if idle.is_multiple_of(IDLE_SPINS) {
                 // Idle: still pick up new snapshots and age flows, so SNAT
                 // ports and gauges of finished flows come back without traffic.
                 self.begin_batch();
