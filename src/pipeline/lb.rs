@@ -16,7 +16,7 @@ use super::xlat::{is_v4_mapped, mapped, v4_of, xlat_of, FLAG_TO4, FLAG_TO6};
 use super::XLAT_NONE;
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
 use crate::config::MAX_BATCH;
-use crate::wire::parse::{parse, FragKind, IpVersion};
+use crate::wire::parse::{parse, parse_simple, FragKind, IpVersion};
 
 /// Seconds between refreshes of a flow's other entry by steady traffic.
 const PEER_REFRESH_SECS: i32 = 5;
@@ -36,24 +36,42 @@ impl Stage for ConntrackStage {
     }
 
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
-        // Pass 1: parse and hash; prefetch each bucket as soon as its hash is known.
-        batch.for_each(pipeline, |p| match parse(p.data) {
-            Ok(Some(pp)) if pp.frag == FragKind::Whole => {
-                let t = pp.tuple;
-                let f = &mut *p.flow;
-                f.v6 = pp.version == IpVersion::V6;
-                f.l3 = pp.l3_offset as u16;
-                f.l4 = pp.l4_offset as u16;
-                f.tcp_flags = pp.tcp_flags;
-                f.icmp_type = pp.icmp_type;
-                f.xlat = XLAT_NONE;
-                f.next_hop = [0; 6];
-                f.key = FlowKey::new(t.src, t.dst, t.src_port, t.dst_port, t.proto);
-                f.hash = f.key.hash();
-                ctx.conntrack.prefetch(f.hash);
-            }
-            Ok(Some(_)) => p.meta.verdict = Verdict::Drop(DropReason::Fragment),
-            Ok(None) | Err(_) => p.meta.verdict = Verdict::Drop(DropReason::Malformed),
+        // Pass 1: parse and hash; prefetch each bucket as soon as its hash is
+        // known. The common shape takes a short parser; the rest the full one.
+        batch.for_each(pipeline, |p| {
+            let f = &mut *p.flow;
+            f.xlat = XLAT_NONE;
+            f.next_hop = [0; 6];
+            let t = if let Some(s) = parse_simple(p.data) {
+                f.v6 = s.v6;
+                f.l3 = s.l3_offset as u16;
+                f.l4 = s.l4_offset as u16;
+                f.tcp_flags = s.tcp_flags;
+                f.icmp_type = 0;
+                s.tuple
+            } else {
+                match parse(p.data) {
+                    Ok(Some(pp)) if pp.frag == FragKind::Whole => {
+                        f.v6 = pp.version == IpVersion::V6;
+                        f.l3 = pp.l3_offset as u16;
+                        f.l4 = pp.l4_offset as u16;
+                        f.tcp_flags = pp.tcp_flags;
+                        f.icmp_type = pp.icmp_type;
+                        pp.tuple
+                    }
+                    Ok(Some(_)) => {
+                        p.meta.verdict = Verdict::Drop(DropReason::Fragment);
+                        return;
+                    }
+                    Ok(None) | Err(_) => {
+                        p.meta.verdict = Verdict::Drop(DropReason::Malformed);
+                        return;
+                    }
+                }
+            };
+            f.key = FlowKey::new(t.src, t.dst, t.src_port, t.dst_port, t.proto);
+            f.hash = f.key.hash();
+            ctx.conntrack.prefetch(f.hash);
         });
         // Pass 2: the tag lines are (being) cached; prefetch matching entries.
         for i in 0..batch.len {

@@ -517,3 +517,128 @@ mod tests {
         }
     }
 }
+
+/// The common case, parsed quickly: untagged IPv4 without options or IPv6
+/// without extension headers, unfragmented, carrying TCP or UDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Simple {
+    pub v6: bool,
+    /// Always 14 (untagged Ethernet).
+    pub l3_offset: usize,
+    pub l4_offset: usize,
+    pub tuple: FiveTuple,
+    pub tcp_flags: u8,
+}
+
+/// [`parse`]'s answer for the common case, or None when the frame is not
+/// that case (then call [`parse`]). Accepts exactly what `parse` accepts as
+/// a whole TCP/UDP packet of this shape, with the same tuple and offsets.
+#[inline]
+pub fn parse_simple(frame: &[u8]) -> Option<Simple> {
+    let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    let ip = frame.get(14..)?;
+    let (v6, l4, end, proto, src, dst) = match ethertype {
+        ETHERTYPE_IPV4 => {
+            let h: &[u8; 20] = ip.get(..20)?.try_into().ok()?;
+            let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+            // IHL 5, whole (no MF, offset 0), total length within the frame.
+            if h[0] != 0x45
+                || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0
+                || total < 20
+                || total > ip.len()
+            {
+                return None;
+            }
+            let mut s = [0u8; 16];
+            let mut d = [0u8; 16];
+            s[10..12].copy_from_slice(&[0xff, 0xff]);
+            d[10..12].copy_from_slice(&[0xff, 0xff]);
+            s[12..].copy_from_slice(&h[12..16]);
+            d[12..].copy_from_slice(&h[16..20]);
+            (false, 20, total, h[9], s, d)
+        }
+        ETHERTYPE_IPV6 => {
+            let h: &[u8; 40] = ip.get(..40)?.try_into().ok()?;
+            let end = 40 + usize::from(u16::from_be_bytes([h[4], h[5]]));
+            if h[0] >> 4 != 6 || end > ip.len() {
+                return None;
+            }
+            let mut s = [0u8; 16];
+            let mut d = [0u8; 16];
+            s.copy_from_slice(&h[8..24]);
+            d.copy_from_slice(&h[24..40]);
+            (true, 40, end, h[6], s, d)
+        }
+        _ => return None,
+    };
+    let seg = ip.get(l4..end)?;
+    let ports: &[u8; 8] = seg.get(..8)?.try_into().ok()?;
+    let (sport, dport) = (u16::from_be_bytes([ports[0], ports[1]]), u16::from_be_bytes([ports[2], ports[3]]));
+    let flags = match proto {
+        ip_protocol::TCP => {
+            let t: &[u8; 20] = seg.get(..20)?.try_into().ok()?;
+            let hl = usize::from(t[12] >> 4) * 4;
+            if hl < 20 || hl > seg.len() {
+                return None;
+            }
+            t[13]
+        }
+        ip_protocol::UDP => {
+            let len = usize::from(u16::from_be_bytes([ports[4], ports[5]]));
+            if len < 8 || len > seg.len() {
+                return None;
+            }
+            0
+        }
+        _ => return None,
+    };
+    Some(Simple {
+        v6,
+        l3_offset: 14,
+        l4_offset: 14 + l4,
+        tuple: FiveTuple { src, dst, src_port: sport, dst_port: dport, proto },
+        tcp_flags: flags,
+    })
+}
+
+#[cfg(test)]
+mod simple_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever `parse_simple` accepts, `parse` accepts identically.
+        #[test]
+        fn simple_agrees_with_parse(
+            v6 in any::<bool>(),
+            tcp in any::<bool>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+            flip in any::<(usize, u8)>(),
+        ) {
+            let b = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6]);
+            let b = if v6 { b.ipv6([1; 16], [2; 16], 64) } else { b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64) };
+            let mut f = Vec::new();
+            if tcp {
+                b.tcp(1000, 80, 7, 1024).syn().write(&mut f, &payload).unwrap();
+            } else {
+                b.udp(1000, 53).write(&mut f, &payload).unwrap();
+            }
+            // Also a corrupted copy: one byte changed anywhere.
+            let mut g = f.clone();
+            let i = flip.0 % g.len();
+            g[i] ^= flip.1;
+            for frame in [&f, &g] {
+                if let Some(s) = parse_simple(frame) {
+                    let p = parse(frame).expect("parse accepts it").expect("IP");
+                    prop_assert_eq!(p.tuple, s.tuple);
+                    prop_assert_eq!(p.l3_offset, s.l3_offset);
+                    prop_assert_eq!(p.l4_offset, s.l4_offset);
+                    prop_assert_eq!(p.tcp_flags, s.tcp_flags);
+                    prop_assert_eq!(p.version == IpVersion::V6, s.v6);
+                    prop_assert_eq!(p.frag, FragKind::Whole);
+                }
+            }
+            prop_assert!(parse_simple(&f).is_some());
+        }
+    }
+}
