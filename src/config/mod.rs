@@ -75,18 +75,14 @@ pub struct Worker {
     /// (index into `Config::interfaces`, queue id)
     pub queues: Vec<QueueId>,
     core_span: Range<usize>,
+    /// Where each of `queues` is written, for host-check errors.
+    queue_spans: Vec<Range<usize>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueId {
     pub interface: usize,
     pub queue: u32,
-}
-
-#[derive(Debug, Clone)]
-pub struct Queue {
-    pub id: QueueId,
-    span: Range<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +173,15 @@ impl Config {
             && matches!(self.pipelines[0].stages.first(), Some(StageConfig::Conntrack | StageConfig::Siit))
     }
 
+    /// What only a restart can change (interfaces, workers, pipelines,
+    /// routes, `[dataplane]`), without source positions: a reload of a file
+    /// whose edits merely moved these lines is not a change.
+    pub fn restart_fields(&self) -> String {
+        let interfaces: Vec<_> = self.interfaces.iter().map(|i| (&i.name, i.xdp_mode)).collect();
+        let workers: Vec<_> = self.workers.iter().map(|w| (w.core, &w.queues)).collect();
+        format!("{:?}{interfaces:?}{workers:?}{:?}{:?}", self.dataplane, self.pipelines, self.routes)
+    }
+
     /// The TOML text this config was parsed from.
     pub fn text(&self) -> &str {
         &self.text
@@ -249,22 +254,22 @@ impl Config {
             }
         }
         let cpus = crate::sys::online_cpus();
-        for (w, spans) in self.workers.iter().zip(&self.queue_spans()) {
+        for w in &self.workers {
             if w.core >= cpus {
                 return Err(self.error_at(
                     w.core_span.clone(),
                     format!("core {} out of range: this host has cores 0..={}", w.core, cpus - 1),
                 ));
             }
-            for q in spans {
-                let name = &self.interfaces[q.id.interface].name;
+            for (q, span) in w.queues.iter().zip(&w.queue_spans) {
+                let name = &self.interfaces[q.interface].name;
                 let n = crate::sys::rx_queue_count(name);
-                if q.id.queue >= n {
+                if q.queue >= n {
                     return Err(self.error_at(
-                        q.span.clone(),
+                        span.clone(),
                         format!(
                             "queue {} out of range: `{name}` has {n} RX queue(s) (0..={})",
-                            q.id.queue,
+                            q.queue,
                             n.saturating_sub(1)
                         ),
                     ));
@@ -272,33 +277,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    fn queue_spans(&self) -> Vec<Vec<Queue>> {
-        // Re-parse spans lazily: only host checks need them.
-        let file: ConfigFile = match toml::from_str(&self.text) {
-            Ok(f) => f,
-            Err(_) => return Vec::new(),
-        };
-        file.workers
-            .iter()
-            .map(|w| {
-                w.queues
-                    .iter()
-                    .map(|q| Queue {
-                        id: QueueId {
-                            interface: self
-                                .interfaces
-                                .iter()
-                                .position(|i| i.name == *q.interface.get_ref())
-                                .unwrap_or(0),
-                            queue: *q.queue.get_ref(),
-                        },
-                        span: q.queue.span(),
-                    })
-                    .collect()
-            })
-            .collect()
     }
 }
 
@@ -372,7 +350,8 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
             seen.push(id);
             queues.push(id);
         }
-        workers.push(Worker { core: *w.core.get_ref(), queues, core_span: w.core.span() });
+        let queue_spans = w.queues.iter().map(|q| q.queue.span()).collect();
+        workers.push(Worker { core: *w.core.get_ref(), queues, core_span: w.core.span(), queue_spans });
     }
 
     let egress_on_every_worker = |egress: &toml::Spanned<String>| -> Result<usize, ConfigError> {
@@ -631,6 +610,15 @@ pipeline = "fwd"
             + svc;
         let e = err(&text);
         assert!(e.contains("maglev_table_size 4294967291 exceeds 16777216"), "{e}");
+    }
+
+    #[test]
+    fn moved_lines_are_not_a_restart_change() {
+        let a = Config::parse(Path::new("t.toml"), GOOD).unwrap();
+        let b = Config::parse(Path::new("t.toml"), &format!("# a comment\n\n{GOOD}")).unwrap();
+        assert_eq!(a.restart_fields(), b.restart_fields());
+        let c = Config::parse(Path::new("t.toml"), &GOOD.replace("core = 0", "core = 1")).unwrap();
+        assert_ne!(a.restart_fields(), c.restart_fields());
     }
 
     #[test]

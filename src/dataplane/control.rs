@@ -75,10 +75,7 @@ impl Running {
     /// pools); refuses changes to interfaces, workers, pipelines, routes or
     /// `[dataplane]`, which need a restart.
     fn apply(&mut self, new: Config) -> Result<()> {
-        let fixed = |c: &Config| {
-            format!("{:?}{:?}{:?}{:?}{:?}", c.dataplane, c.interfaces, c.workers, c.pipelines, c.routes)
-        };
-        if fixed(&new) != fixed(&self.config) {
+        if new.restart_fields() != self.config.restart_fields() {
             bail!("interfaces, workers, pipelines, routes or [dataplane] changed: restart Shunt to apply");
         }
         if new.conntrack != self.config.conntrack || new.telemetry != self.config.telemetry {
