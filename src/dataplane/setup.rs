@@ -12,7 +12,6 @@ use super::worker::Worker;
 use crate::config::Config;
 use crate::pipeline::build::{self, PortInfo};
 use crate::pipeline::classify::Classifier;
-use crate::pipeline::conntrack::ConnTable;
 use crate::pipeline::services::{IdRegistry, Services};
 use crate::pipeline::{Batch, Ctx, UmemView};
 use crate::telemetry::counters::{WorkerCounters, WorkerStats};
@@ -136,11 +135,7 @@ pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Wor
     let nports = xsk.ports.len() as u32;
     // Leave half the frames for batches and TX rings in flight.
     let fill_target = (config.dataplane.frames_per_worker / 2 / nports).min(config.dataplane.ring_size);
-    let ct = &config.conntrack;
-    let mut conntrack = ConnTable::new(ct.entries_per_worker as usize, ct.timeouts, ct.full);
-    if let Some(n) = &config.xlat.nat64 {
-        conntrack.set_alt_timeouts(n.timeouts);
-    }
+    let conntrack = build::conntrack(config);
     let ctx = Ctx::new(conntrack, services.load_full(), stats, wi as u16, config.workers.len() as u16);
     let worker = Worker {
         xsk,

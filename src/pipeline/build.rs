@@ -4,6 +4,7 @@
 
 use anyhow::{anyhow, Result};
 
+use super::conntrack::ConnTable;
 use super::l2::L2Stage;
 use super::l2fwd::L2Fwd;
 use super::lb::{ConntrackStage, MaglevStage};
@@ -18,6 +19,17 @@ pub struct PortInfo {
     /// Index into `Config::interfaces`.
     pub interface: usize,
     pub mac: [u8; 6],
+}
+
+/// A worker's conntrack table as the config sizes it; NAT64 sessions age by
+/// the table's second timeout set.
+pub fn conntrack(config: &Config) -> ConnTable {
+    let ct = &config.conntrack;
+    let mut table = ConnTable::new(ct.entries_per_worker as usize, ct.timeouts, ct.full);
+    if let Some(n) = &config.xlat.nat64 {
+        table.set_alt_timeouts(n.timeouts);
+    }
+    table
 }
 
 pub fn pipelines(config: &Config, ports: &[PortInfo]) -> Result<Vec<Pipeline>> {

@@ -86,31 +86,20 @@ impl Classifier {
             return;
         }
         for i in 0..n {
-            // Classification runs before any pipeline: use pipeline 0's view
-            // by temporarily tagging every packet with it.
-            batch.pkts[i].pipeline = 0;
-        }
-        let mut picks = [Verdict::Continue; crate::config::MAX_BATCH as usize];
-        let mut pipes = [0u8; crate::config::MAX_BATCH as usize];
-        let mut i = 0;
-        batch.for_each(0, |p| {
-            match dst_key(p.data) {
-                Some(k) => {
+            let (pipeline, verdict) = match batch.packet(i).map(dst_key) {
+                Some(Some(k)) => {
                     match self.lookup(&k).or_else(|| services.pipeline_for(&k.addr, k.proto, k.port)) {
-                        Some(pipe) => pipes[i] = pipe,
-                        None => picks[i] = Verdict::Drop(DropReason::NoRoute),
+                        Some(pipe) => (pipe, Verdict::Continue),
+                        None => (0, Verdict::Drop(DropReason::NoRoute)),
                     }
                 }
-                None => picks[i] = Verdict::Drop(DropReason::Malformed),
-            }
-            i += 1;
-        });
-        let mut j = 0;
-        for meta in &mut batch.pkts[..n] {
-            if meta.verdict == Verdict::Continue {
-                meta.verdict = picks[j];
-                meta.pipeline = pipes[j];
-                j += 1;
+                // Not IP, or a descriptor outside UMEM.
+                _ => (0, Verdict::Drop(DropReason::Malformed)),
+            };
+            let m = &mut batch.pkts[i];
+            m.pipeline = pipeline;
+            if m.verdict == Verdict::Continue {
+                m.verdict = verdict;
             }
         }
     }

@@ -9,7 +9,6 @@ use anyhow::Result;
 
 use super::build::{self, PortInfo};
 use super::classify::Classifier;
-use super::conntrack::ConnTable;
 use super::services::{IdRegistry, Services};
 use super::{Batch, Ctx, Pipeline, UmemView, Verdict};
 use crate::config::{Config, MAX_BATCH};
@@ -41,11 +40,7 @@ impl Harness {
         let pipelines = build::pipelines(config, ports)?;
         let mut ids = IdRegistry::default();
         let services = Arc::new(Services::build(config, 1, &mut ids, |_| None)?);
-        let ct = &config.conntrack;
-        let mut conntrack = ConnTable::new(ct.entries_per_worker as usize, ct.timeouts, ct.full);
-        if let Some(n) = &config.xlat.nat64 {
-            conntrack.set_alt_timeouts(n.timeouts);
-        }
+        let conntrack = build::conntrack(config);
         let mut mem = vec![0u8; FRAME * MAX_BATCH as usize].into_boxed_slice();
         // SAFETY: `mem` moves into the Harness with the batch and is never
         // touched except through the batch's view.
