@@ -69,9 +69,13 @@ impl Stage for ConntrackStage {
                     }
                 }
             };
-            f.key = FlowKey::new(t.src, t.dst, t.src_port, t.dst_port, t.proto);
-            f.hash = f.key.hash();
-            ctx.conntrack.prefetch(f.hash);
+            // Hash the key before storing it: reading it back from `f` would
+            // stall on store forwarding (narrow stores, wide loads).
+            let key = FlowKey::new(t.src, t.dst, t.src_port, t.dst_port, t.proto);
+            let hash = key.hash();
+            ctx.conntrack.prefetch(hash);
+            f.key = key;
+            f.hash = hash;
         });
         // Pass 2: the tag lines are (being) cached; prefetch matching entries.
         for i in 0..batch.len {
