@@ -829,10 +829,10 @@ fn icmp4_error(src: [u8; 4], dst: [u8; 4], quoted: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Shunt does not translate ICMP errors (not even for live flows): one
-/// towards the SNAT pool finds no conntrack entry for its (ICMP) key and is
-/// `no_flow`; one towards a VIP matches no TCP/UDP service: `no_route`.
-/// Nothing is created either way.
+/// An ICMP error is matched by the packet it quotes: one quoting a packet
+/// never sent finds no conntrack entry and is `no_flow`; one quoting a live
+/// flow's packet reaches the flow's other end, quote rewritten (a real
+/// PMTUD message). Nothing is created either way.
 #[test]
 fn icmp_errors_quoting_packets_never_sent() {
     let mut lb = Lb::new();
@@ -841,11 +841,14 @@ fn icmp_errors_quoting_packets_never_sent() {
     let quoted = &frame(v4([10, 0, 3, 1]), v4([10, 0, 2, 11]), 1234, 5353, L4::Udp, b"")[14..];
     let f = icmp4_error([10, 0, 2, 11], [10, 0, 3, 1], quoted);
     lb.expect_drop(&f, DropReason::NoFlow, "ICMP frag-needed to the pool, never-sent quote");
-    // Quotes the live IPv4 canary (a real PMTUD message): still not
-    // translated: see docs/ROBUSTNESS.md (PMTUD through full-NAT).
+    // Quotes the live IPv4 canary (a real PMTUD message): the client gets
+    // it, quoting the packet it sent, byte for byte (IP header + 8 bytes).
     let live = lb.canaries[0].data_out.clone();
     let f = icmp4_error([10, 0, 2, 11], [live[26], live[27], live[28], live[29]], &live[14..14 + 28]);
-    lb.expect_drop(&f, DropReason::NoFlow, "ICMP frag-needed quoting a live flow");
+    let out = lb.expect(&f, Verdict::Forward(CLI_PORT), "ICMP frag-needed quoting a live flow");
+    assert_eq!(out[30..34], CLIENT4, "to the client");
+    assert_eq!(hex(&out[42..]), hex(&lb.canaries[0].data[14..42]), "quote rewritten to the client's packet");
+    lb.check_canaries();
     // From a client towards the VIP.
     let no_service = lb.unclassified_drop(DropReason::NoFlow);
     let mut f = icmp4_error(CLIENT4, VIP4, &syn4(5)[14..42]);

@@ -57,6 +57,26 @@ fn ipv6_only_client_reaches_ipv4_only_server_through_stateful_nat64() {
     // client hears about it in its own family.
     let (_, out) = run("ping -6 -c 1 -t 1 -W 2 64:ff9b::198.51.100.80", "shunt-client6");
     assert!(out.contains("Time exceeded"), "{out}");
+    // The IPv4 server's Port Unreachable for a closed UDP port is an error
+    // about the session: it reaches the client as ICMPv6, and the client's
+    // socket reports ECONNREFUSED only if the quoted datagram matches its
+    // own addresses and ports exactly (and every checksum is right).
+    let probe = r#"python3 - <<'PY'
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect(("64:ff9b::198.51.100.80", 9))
+s.send(b"probe")
+try:
+    s.recv(100)
+    print("data")
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("timeout")
+PY"#;
+    let (_, out) = run(probe, "shunt-client6");
+    assert_eq!(out.trim(), "refused", "{out}");
     let summary = shunt.stop();
     assert!(counter(&summary, "worker 0", "tx_packets") > 0);
 }

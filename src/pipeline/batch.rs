@@ -138,6 +138,8 @@ pub struct FlowMeta {
     pub icmp_type: u8,
     /// Next-hop MAC cached in the flow's entry (all zero = look it up).
     pub next_hop: [u8; 6],
+    /// An ICMP error about the flow (its key is the quoted packet, reversed).
+    pub related: bool,
 }
 
 /// No family change.

@@ -11,6 +11,7 @@ use super::conntrack::{
     FLAG_NOTIFY_ON_DEATH,
 };
 use super::maglev::client_hash;
+use super::related;
 use super::snat;
 use super::xlat::{is_v4_mapped, mapped, v4_of, xlat_of, FLAG_TO4, FLAG_TO6};
 use super::XLAT_NONE;
@@ -42,6 +43,7 @@ impl Stage for ConntrackStage {
             let f = &mut *p.flow;
             f.xlat = XLAT_NONE;
             f.next_hop = [0; 6];
+            f.related = false;
             let t = if let Some(s) = parse_simple(p.data) {
                 f.v6 = s.v6;
                 f.l3 = s.l3_offset as u16;
@@ -57,6 +59,18 @@ impl Stage for ConntrackStage {
                         f.l4 = pp.l4_offset as u16;
                         f.tcp_flags = pp.tcp_flags;
                         f.icmp_type = pp.icmp_type;
+                        // An ICMP error is looked up as the flow it quotes.
+                        let quoted = related::is_error(pp.tuple.proto, pp.icmp_type)
+                            .then(|| related::quoted_key(p.data, pp.l4_offset, f.v6))
+                            .flatten();
+                        if let Some(key) = quoted {
+                            f.related = true;
+                            let hash = key.hash();
+                            ctx.conntrack.prefetch(hash);
+                            f.key = key;
+                            f.hash = hash;
+                            return;
+                        }
                         pp.tuple
                     }
                     Ok(Some(_)) => {
@@ -104,6 +118,11 @@ impl Stage for ConntrackStage {
                 ctx.stats.packet(f.service, f.backend, m.len);
                 continue;
             }
+            if f.related {
+                // An error about no flow of ours: nothing to send it to.
+                m.verdict = Verdict::Drop(DropReason::NoFlow);
+                continue;
+            }
             match ctx.services.service_for(&f.key.dst, f.key.proto, f.key.dport) {
                 Some(s) => f.kind = FlowKind::New(s),
                 None if nat64_creates(ctx, f) => f.kind = FlowKind::New64,
@@ -122,16 +141,10 @@ fn nat64_creates(ctx: &Ctx, f: &FlowMeta) -> bool {
 
 /// Finds the packet's entry; on a hit fills `f` (kind, NAT, service),
 /// refreshes the entry and advances its state. Returns whether it hit.
+/// An ICMP error about the flow (`f.related`) only reads the entry: it says
+/// nothing about the flow's state (Linux conntrack's RELATED).
 fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick, hop_tag: u16) -> bool {
     let Some(e) = ct.lookup(&f.key, f.hash, now) else { return false };
-    // Every few seconds the other direction's entry is refreshed too, so a
-    // one-way stream or a quiet direction never lets half of a live flow
-    // expire (every timeout but CLOSE's 10 s, a dying state, is longer).
-    let peer_due = now.wrapping_sub(e.peer_touched) as i32 >= PEER_REFRESH_SECS;
-    if peer_due {
-        e.peer_touched = now;
-    }
-    e.touch(now);
     let reply = e.flags & FLAG_REPLY != 0;
     f.kind = if reply { FlowKind::Reply } else { FlowKind::Original };
     f.nat = e.nat;
@@ -140,6 +153,17 @@ fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick, hop_tag: u16) -> bool 
     f.xlat = xlat_of(e.flags);
     // A MAC cached under an older config generation is looked up afresh.
     f.next_hop = if e.hop_tag == hop_tag { e.next_hop } else { [0; 6] };
+    if f.related {
+        return true;
+    }
+    // Every few seconds the other direction's entry is refreshed too, so a
+    // one-way stream or a quiet direction never lets half of a live flow
+    // expire (every timeout but CLOSE's 10 s, a dying state, is longer).
+    let peer_due = now.wrapping_sub(e.peer_touched) as i32 >= PEER_REFRESH_SECS;
+    if peer_due {
+        e.peer_touched = now;
+    }
+    e.touch(now);
     let entry_flags = e.flags;
     let dir = if reply { Direction::Reply } else { Direction::Original };
     let before = e.state;

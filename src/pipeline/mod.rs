@@ -15,6 +15,7 @@ pub mod l2fwd;
 pub mod lb;
 pub mod maglev;
 pub mod nat;
+pub mod related;
 pub mod services;
 pub mod snat;
 pub mod xlat;

@@ -15,13 +15,17 @@ impl Stage for NatStage {
 
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
         let router = super::xlat::router(ctx);
+        let prefixes = super::xlat::FlowPrefixes::of(ctx);
         batch.for_each_frame(pipeline, |mut p| {
             if !matches!(p.flow.kind, FlowKind::Original | FlowKind::Reply) {
                 return;
             }
             let result = if p.flow.xlat == XLAT_NONE {
                 let end = p.start + p.meta.len as usize;
+                let rewrite = if p.flow.related { super::related::rewrite } else { rewrite };
                 p.frame.get_mut(p.start..end).and_then(|d| rewrite(d, p.flow)).ok_or(DropReason::Malformed)
+            } else if p.flow.related {
+                super::xlat::translate_related(&mut p, &prefixes)
             } else {
                 super::xlat::translate_flow(&mut p, &router)
             };
@@ -45,11 +49,11 @@ fn put16(b: &mut [u8], at: usize, v: u16) -> Option<()> {
 /// ~old + new for every changed 16-bit word. Computed once per packet and
 /// applied to each checksum that covers those words.
 #[derive(Clone, Copy, Default)]
-struct Delta(u32);
+pub(super) struct Delta(pub(super) u32);
 
 impl Delta {
     #[inline]
-    fn words(&mut self, old: &[u8], new: &[u8]) {
+    pub(super) fn words(&mut self, old: &[u8], new: &[u8]) {
         for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
             self.0 +=
                 u32::from(!u16::from_be_bytes([o[0], o[1]])) + u32::from(u16::from_be_bytes([n[0], n[1]]));
@@ -57,13 +61,13 @@ impl Delta {
     }
 
     #[inline]
-    fn word(&mut self, old: u16, new: u16) {
+    pub(super) fn word(&mut self, old: u16, new: u16) {
         self.0 += u32::from(!old) + u32::from(new);
     }
 
     /// HC' = ~(~HC + Σ(~m + m'))
     #[inline]
-    fn apply(self, csum: u16) -> u16 {
+    pub(super) fn apply(self, csum: u16) -> u16 {
         let mut x = u32::from(!csum) + self.0;
         x = (x & 0xFFFF) + (x >> 16);
         x = (x & 0xFFFF) + (x >> 16);

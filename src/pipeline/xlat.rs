@@ -181,6 +181,98 @@ pub fn translate_flow(p: &mut FrameMut<'_>, router: &RouterAddrs) -> Result<(), 
     }
 }
 
+/// The IPv6 prefixes tracked translations put IPv4 hosts into: NAT64's
+/// (clients reach IPv4 servers at prefix + address) and NAT46's (IPv4
+/// clients appear to IPv6 backends at prefix + address).
+pub struct FlowPrefixes {
+    nat64: Option<Prefix64>,
+    nat46: Option<Prefix64>,
+}
+
+impl FlowPrefixes {
+    pub fn of(ctx: &Ctx) -> FlowPrefixes {
+        let x = &ctx.services.xlat;
+        FlowPrefixes { nat64: x.nat64.as_ref().map(|n| n.prefix), nat46: x.nat46 }
+    }
+
+    /// NAT64 sessions belong to no service.
+    fn for_flow(&self, f: &FlowMeta) -> Option<Prefix64> {
+        if f.service == u16::MAX {
+            self.nat64
+        } else {
+            self.nat46
+        }
+    }
+}
+
+/// Translates an ICMP error about a tracked NAT64 session or NAT46 flow to
+/// the other family, quoted packet included, and applies the flow's
+/// binding to it ([`super::related::rewrite`]).
+//= https://www.rfc-editor.org/rfc/rfc6146#section-3.4
+// (paraphrase) ICMP error messages are matched to a session by the packet
+// they carry and translated with it; an ICMPv4 error's source, an IPv4
+// router, appears in IPv6 as the prefix plus its address.
+pub fn translate_related(p: &mut FrameMut<'_>, prefixes: &FlowPrefixes) -> Result<(), DropReason> {
+    // A translator is a router, but never sends an error about an error
+    // (RFC 1812 §4.3.2.7): one whose TTL runs out here is dropped.
+    if !decrement_hop(p, p.flow.v6).ok_or(DropReason::Malformed)? {
+        return Err(DropReason::Untranslatable);
+    }
+    let len = p.meta.len as usize;
+    let carrier = Mapper::prefix(CARRIER);
+    match p.flow.xlat {
+        XLAT_TO6 => {
+            // The error's source and the quote's destination (the IPv4
+            // peer) map into the flow's prefix; the quote's source (our
+            // IPv4 side) goes through the carrier and is then rewritten.
+            let prefix = prefixes.for_flow(p.flow).ok_or(DropReason::Untranslatable)?;
+            let cfg = XlatConfig {
+                src: Mapper::prefix(prefix),
+                dst: carrier,
+                mtu: MTU,
+                udp_zero_checksum: UdpZeroChecksum::Compute,
+                icmp_error_src4: None,
+            };
+            let out = translate_4to6(p.frame, p.start, len, &cfg).map_err(|_| DropReason::Untranslatable)?;
+            set(p, out);
+            p.flow.v6 = true;
+            p.flow.l4 = p.flow.l3 + 40;
+            let end = p.start + p.meta.len as usize;
+            super::related::rewrite(p.frame.get_mut(p.start..end).ok_or(DropReason::Malformed)?, p.flow)
+                .ok_or(DropReason::Malformed)
+        }
+        XLAT_TO4 => {
+            // Rewrite first, to the binding's IPv4 addresses in carrier
+            // form, then translate them out. The error's own IPv6 source
+            // has no IPv4 form: it leaves from the binding's IPv4 address.
+            let mut g: FlowMeta = *p.flow;
+            g.nat = NatBinding {
+                src: CARRIER.embed(v4_of(&p.flow.nat.src)),
+                dst: CARRIER.embed(v4_of(&p.flow.nat.dst)),
+                ..p.flow.nat
+            };
+            super::related::rewrite(
+                p.frame.get_mut(p.start..p.start + len).ok_or(DropReason::Malformed)?,
+                &g,
+            )
+            .ok_or(DropReason::Malformed)?;
+            let cfg = XlatConfig {
+                src: carrier,
+                dst: carrier,
+                mtu: MTU,
+                udp_zero_checksum: UdpZeroChecksum::Compute,
+                icmp_error_src4: Some(v4_of(&p.flow.nat.src)),
+            };
+            let out = translate_6to4(p.frame, p.start, len, &cfg).map_err(|_| DropReason::Untranslatable)?;
+            set(p, out);
+            p.flow.v6 = false;
+            p.flow.l4 = p.flow.l3 + 20;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Stateless SIIT: every packet of the pipeline is translated by prefix and
 /// explicit mappings, IPv4 → IPv6 towards `egress`, IPv6 → IPv4 back.
 #[derive(Default)]

@@ -1,0 +1,382 @@
+//! Golden tests for ICMP errors about tracked flows: an error quoting a
+//! packet of a NATed flow, or of a NAT64 session, reaches the flow's other
+//! end rewritten (and translated) to match what that end sent. Every
+//! expected frame is built independently with etherparse, never from
+//! Shunt's output; Shunt's output is only used as the quote a real router
+//! would send back, since that is what such a router quotes.
+
+use std::net::Ipv4Addr;
+
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use shunt::pipeline::harness::Harness;
+use shunt::pipeline::{DropReason, Verdict};
+
+/// Harness port MACs: 02:00:00:00:ff:0N for config interface N.
+const PORT0_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 0];
+const PORT1_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 1];
+const CLIENT_ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 1, 2];
+const BACKEND_MAC: [u8; 6] = [2, 0, 0, 0, 2, 0x0b];
+const ANY_MAC: [u8; 6] = [2, 0, 0, 0, 9, 9];
+
+const LB: &str = r#"
+[[interface]]
+name = "cli0"
+[[interface]]
+name = "be0"
+[[worker]]
+core = 0
+queues = [{ interface = "cli0", queue = 0 }, { interface = "be0", queue = 0 }]
+[pipeline.lb]
+stages = ["conntrack", "maglev", "nat", "l2"]
+egress = "be0"
+return_egress = "cli0"
+return_next_hop_mac = "02:00:00:00:01:02"
+[[service]]
+name = "dns"
+vip = "10.0.100.1"
+port = 53
+protocol = "udp"
+pipeline = "lb"
+snat_pool = "10.0.3.7/32"
+maglev_table_size = 251
+backends = [{ addr = "10.0.2.11", port = 5353, mac = "02:00:00:00:02:0b" }]
+[[service]]
+name = "dns6"
+vip = "fd00:100::1"
+port = 53
+protocol = "udp"
+pipeline = "lb"
+snat_pool = "fd00:3::7/128"
+maglev_table_size = 251
+backends = [{ addr = "fd00:2::11", port = 5353, mac = "02:00:00:00:02:0b" }]
+[conntrack]
+entries_per_worker = 4096
+"#;
+
+const NAT64: &str = r#"
+[[interface]]
+name = "c6"
+[[interface]]
+name = "be"
+[[worker]]
+core = 0
+queues = [{ interface = "c6", queue = 0 }, { interface = "be", queue = 0 }]
+[pipeline.nat64]
+stages = ["conntrack", "nat64", "nat", "l2"]
+egress = "be"
+next_hop_mac = "02:00:00:00:02:0b"
+return_egress = "c6"
+return_next_hop_mac = "02:00:00:00:01:02"
+[nat64]
+prefix = "64:ff9b::/96"
+pool = "10.0.4.0/28"
+pipeline = "nat64"
+[conntrack]
+entries_per_worker = 4096
+"#;
+
+const CLIENT: [u8; 4] = [10, 0, 1, 2];
+const VIP: [u8; 4] = [10, 0, 100, 1];
+const SNAT: [u8; 4] = [10, 0, 3, 7];
+const BACKEND: [u8; 4] = [10, 0, 2, 11];
+const ROUTER: [u8; 4] = [10, 0, 2, 254];
+const CLIENT_ROUTER: [u8; 4] = [10, 0, 1, 254];
+
+const CLIENT6: [u8; 16] = [0xfd, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const VIP6: [u8; 16] = [0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const SNAT6: [u8; 16] = [0xfd, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
+const BACKEND6: [u8; 16] = [0xfd, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11];
+const ROUTER6: [u8; 16] = [0xfd, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfe];
+
+/// 64:ff9b::/96 + an IPv4 address (RFC 6052).
+fn wkp(a: [u8; 4]) -> [u8; 16] {
+    let mut v = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    v[12..].copy_from_slice(&a);
+    v
+}
+const SERVER: [u8; 4] = [198, 51, 100, 80];
+const IPV4_ROUTER: [u8; 4] = [203, 0, 113, 1];
+
+fn w<F: FnOnce(&mut Vec<u8>)>(f: F) -> Vec<u8> {
+    let mut v = Vec::new();
+    f(&mut v);
+    v
+}
+
+/// Runs one frame; returns its verdict and bytes.
+fn run(h: &mut Harness, frame: &[u8]) -> (Verdict, Vec<u8>) {
+    h.run_one(frame)
+}
+
+/// The UDP source port and IP source of a forwarded frame.
+fn udp_src(frame: &[u8]) -> (Vec<u8>, u16) {
+    let p = SlicedPacket::from_ethernet(frame).unwrap();
+    let src = match p.net.unwrap() {
+        NetSlice::Ipv4(ip) => ip.header().source().to_vec(),
+        NetSlice::Ipv6(ip) => ip.header().source().to_vec(),
+    };
+    let Some(TransportSlice::Udp(u)) = p.transport else { panic!("not UDP") };
+    (src, u.source_port())
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
+}
+
+fn assert_frame(got: &(Verdict, Vec<u8>), port: u8, want: &[u8], what: &str) {
+    assert_eq!(got.0, Verdict::Forward(port), "{what}: verdict");
+    assert!(got.1 == want, "{what}:\n got  {}\n want {}", hex(&got.1), hex(want));
+}
+
+// ------------------------------------------------------------ full-NAT LB
+
+/// A client's UDP query through the LB: returns the SNAT port.
+fn open_v4_flow(h: &mut Harness) -> u16 {
+    let q = w(|v| {
+        PacketBuilder::ethernet2(ANY_MAC, PORT0_MAC)
+            .ipv4(CLIENT, VIP, 64)
+            .udp(40000, 53)
+            .write(v, b"query")
+            .unwrap()
+    });
+    let (verdict, out) = run(h, &q);
+    assert_eq!(verdict, Verdict::Forward(1));
+    let (src, port) = udp_src(&out);
+    assert_eq!(src, SNAT);
+    port
+}
+
+//= https://www.rfc-editor.org/rfc/rfc5508#section-4.2
+// A router on the backend side refuses a packet the LB sent (SNAT → backend):
+// the client gets the error, about the packet it sent (client → VIP).
+#[test]
+fn error_about_a_packet_to_the_backend_reaches_the_client() {
+    let mut h = Harness::from_toml(LB).unwrap();
+    let p = open_v4_flow(&mut h);
+    for (ty, code, rest) in [(3u8, 3u8, [0u8; 4]), (3, 4, [0, 0, 0x05, 0x78]), (11, 0, [0; 4])] {
+        let quote = w(|v| PacketBuilder::ipv4(SNAT, BACKEND, 63).udp(p, 5353).write(v, b"query").unwrap());
+        let err = w(|v| {
+            PacketBuilder::ethernet2(BACKEND_MAC, PORT1_MAC)
+                .ipv4(ROUTER, SNAT, 255)
+                .icmpv4_raw(ty, code, rest)
+                .write(v, &quote)
+                .unwrap()
+        });
+        let want_quote =
+            w(|v| PacketBuilder::ipv4(CLIENT, VIP, 63).udp(40000, 53).write(v, b"query").unwrap());
+        let want = w(|v| {
+            PacketBuilder::ethernet2(PORT0_MAC, CLIENT_ROUTER_MAC)
+                .ipv4(ROUTER, CLIENT, 255)
+                .icmpv4_raw(ty, code, rest)
+                .write(v, &want_quote)
+                .unwrap()
+        });
+        assert_frame(&run(&mut h, &err), 0, &want, &format!("ICMP {ty}/{code}"));
+    }
+}
+
+// A router on the client side refuses a reply (VIP → client): the backend
+// gets the error, about the reply it sent (backend → SNAT address).
+#[test]
+fn error_about_a_reply_reaches_the_backend() {
+    let mut h = Harness::from_toml(LB).unwrap();
+    let p = open_v4_flow(&mut h);
+    let quote = w(|v| PacketBuilder::ipv4(VIP, CLIENT, 60).udp(53, 40000).write(v, b"answer!").unwrap());
+    let err = w(|v| {
+        PacketBuilder::ethernet2(CLIENT_ROUTER_MAC, PORT0_MAC)
+            .ipv4(CLIENT_ROUTER, VIP, 255)
+            .icmpv4_raw(3, 4, [0, 0, 0x05, 0x00])
+            .write(v, &quote)
+            .unwrap()
+    });
+    let want_quote = w(|v| PacketBuilder::ipv4(BACKEND, SNAT, 60).udp(5353, p).write(v, b"answer!").unwrap());
+    let want = w(|v| {
+        PacketBuilder::ethernet2(PORT1_MAC, BACKEND_MAC)
+            .ipv4(CLIENT_ROUTER, BACKEND, 255)
+            .icmpv4_raw(3, 4, [0, 0, 0x05, 0x00])
+            .write(v, &want_quote)
+            .unwrap()
+    });
+    assert_frame(&run(&mut h, &err), 1, &want, "frag needed about a reply");
+}
+
+#[test]
+fn ipv6_packet_too_big_about_a_packet_to_the_backend() {
+    let mut h = Harness::from_toml(LB).unwrap();
+    let q = w(|v| {
+        PacketBuilder::ethernet2(ANY_MAC, PORT0_MAC)
+            .ipv6(CLIENT6, VIP6, 64)
+            .udp(40000, 53)
+            .write(v, b"query")
+            .unwrap()
+    });
+    let (verdict, out) = run(&mut h, &q);
+    assert_eq!(verdict, Verdict::Forward(1));
+    let (src, p) = udp_src(&out);
+    assert_eq!(src, SNAT6);
+    let quote = w(|v| PacketBuilder::ipv6(SNAT6, BACKEND6, 63).udp(p, 5353).write(v, b"query").unwrap());
+    let err = w(|v| {
+        PacketBuilder::ethernet2(BACKEND_MAC, PORT1_MAC)
+            .ipv6(ROUTER6, SNAT6, 255)
+            .icmpv6_raw(2, 0, [0, 0, 0x05, 0x00])
+            .write(v, &quote)
+            .unwrap()
+    });
+    let want_quote = w(|v| PacketBuilder::ipv6(CLIENT6, VIP6, 63).udp(40000, 53).write(v, b"query").unwrap());
+    let want = w(|v| {
+        PacketBuilder::ethernet2(PORT0_MAC, CLIENT_ROUTER_MAC)
+            .ipv6(ROUTER6, CLIENT6, 255)
+            .icmpv6_raw(2, 0, [0, 0, 0x05, 0x00])
+            .write(v, &want_quote)
+            .unwrap()
+    });
+    assert_frame(&run(&mut h, &err), 0, &want, "packet too big");
+}
+
+/// Independent RFC 1071 checksum.
+fn csum(data: &[u8]) -> u16 {
+    let mut acc: u32 = 0;
+    for c in data.chunks(2) {
+        acc += (u32::from(c[0]) << 8) | c.get(1).map_or(0, |&b| u32::from(b));
+    }
+    while acc > 0xFFFF {
+        acc = (acc & 0xFFFF) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+#[test]
+fn unknown_flows_are_dropped_and_corrupt_errors_stay_corrupt() {
+    let mut h = Harness::from_toml(LB).unwrap();
+    let p = open_v4_flow(&mut h);
+    // An error quoting a flow nobody opened.
+    let quote = w(|v| PacketBuilder::ipv4(SNAT, BACKEND, 63).udp(p ^ 1, 5353).write(v, b"query").unwrap());
+    let err = w(|v| {
+        PacketBuilder::ethernet2(BACKEND_MAC, PORT1_MAC)
+            .ipv4(ROUTER, SNAT, 255)
+            .icmpv4_raw(3, 3, [0; 4])
+            .write(v, &quote)
+            .unwrap()
+    });
+    assert_eq!(run(&mut h, &err).0, Verdict::Drop(DropReason::NoFlow));
+    // A damaged error is rewritten incrementally, so its checksum still
+    // fails at the receiver instead of being laundered.
+    let quote = w(|v| PacketBuilder::ipv4(SNAT, BACKEND, 63).udp(p, 5353).write(v, b"query").unwrap());
+    let mut err = w(|v| {
+        PacketBuilder::ethernet2(BACKEND_MAC, PORT1_MAC)
+            .ipv4(ROUTER, SNAT, 255)
+            .icmpv4_raw(3, 3, [0; 4])
+            .write(v, &quote)
+            .unwrap()
+    });
+    let last = err.len() - 1;
+    err[last] ^= 0x40;
+    let (verdict, out) = run(&mut h, &err);
+    assert_eq!(verdict, Verdict::Forward(0));
+    assert_ne!(csum(&out[34..]), 0, "corrupt ICMP checksum must stay corrupt");
+    assert_eq!(csum(&out[14..34]), 0, "the outer IPv4 header checksum is right");
+}
+
+// ------------------------------------------------------------ NAT64
+
+/// An IPv6 client's UDP query through NAT64: returns the IPv4 frame sent.
+fn open_nat64(h: &mut Harness) -> Vec<u8> {
+    let q = w(|v| {
+        PacketBuilder::ethernet2(ANY_MAC, PORT0_MAC)
+            .ipv6(CLIENT6, wkp(SERVER), 64)
+            .udp(40000, 53)
+            .write(v, b"query")
+            .unwrap()
+    });
+    let (verdict, out) = run(h, &q);
+    assert_eq!(verdict, Verdict::Forward(1));
+    out
+}
+
+/// Sets IPv4 Identification and Flags/Fragment Offset of the header at `l3`
+/// and recomputes its checksum (etherparse defaults to DF=1).
+fn set_v4(f: &mut [u8], l3: usize, id: u16, flags_off: u16) {
+    f[l3 + 4..l3 + 6].copy_from_slice(&id.to_be_bytes());
+    f[l3 + 6..l3 + 8].copy_from_slice(&flags_off.to_be_bytes());
+    f[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
+    let c = csum(&f[l3..l3 + 20]);
+    f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+}
+
+//= https://www.rfc-editor.org/rfc/rfc6146#section-3.4
+// ICMPv4 errors about a session's packets (from the server itself or from
+// a router on the IPv4 side) reach the IPv6 client as ICMPv6 errors about
+// the packet it sent, from prefix + the error's IPv4 source.
+#[test]
+fn nat64_icmpv4_errors_reach_the_ipv6_client() {
+    let mut h = Harness::from_toml(NAT64).unwrap();
+    let sent = open_nat64(&mut h);
+    let (t, _) = udp_src(&sent);
+    assert!(t[..3] == [10, 0, 4], "pool address {t:?}");
+    // (ICMPv4 source, type, code, rest) -> (ICMPv6 type, code, rest)
+    let cases = [
+        (SERVER, [3u8, 3u8], [0u8; 4], [1u8, 4u8], [0u8; 4]), // port unreachable
+        (IPV4_ROUTER, [11, 0], [0; 4], [3, 0], [0; 4]),       // time exceeded
+        (IPV4_ROUTER, [3, 4], [0, 0, 0x05, 0x78], [2, 0], [0, 0, 0x05, 0x8c]), // 1400 -> 1420
+    ];
+    for (from, a, ar, b, br) in cases {
+        // The quote is the IPv4 packet Shunt sent, as the router got it.
+        let err = w(|v| {
+            PacketBuilder::ethernet2(BACKEND_MAC, PORT1_MAC)
+                .ipv4(from, Ipv4Addr::from(<[u8; 4]>::try_from(&t[..]).unwrap()).octets(), 250)
+                .icmpv4_raw(a[0], a[1], ar)
+                .write(v, &sent[14..])
+                .unwrap()
+        });
+        // What the client sent, hop limit as it left Shunt (63).
+        let want_quote =
+            w(|v| PacketBuilder::ipv6(CLIENT6, wkp(SERVER), 63).udp(40000, 53).write(v, b"query").unwrap());
+        let want = w(|v| {
+            PacketBuilder::ethernet2(PORT0_MAC, CLIENT_ROUTER_MAC)
+                .ipv6(wkp(from), CLIENT6, 249)
+                .icmpv6_raw(b[0], b[1], br)
+                .write(v, &want_quote)
+                .unwrap()
+        });
+        assert_frame(&run(&mut h, &err), 0, &want, &format!("ICMPv4 {a:?} from {from:?}"));
+    }
+}
+
+// An ICMPv6 error from the client's side about a server's reply reaches
+// the IPv4 server as ICMPv4, from the session's pool address.
+#[test]
+fn nat64_icmpv6_errors_reach_the_ipv4_server() {
+    let mut h = Harness::from_toml(NAT64).unwrap();
+    let sent = open_nat64(&mut h);
+    let (t, port) = udp_src(&sent);
+    let t4: [u8; 4] = t[..].try_into().unwrap();
+    let reply = w(|v| {
+        PacketBuilder::ethernet2(BACKEND_MAC, PORT1_MAC)
+            .ipv4(SERVER, t4, 60)
+            .udp(53, port)
+            .write(v, b"answer")
+            .unwrap()
+    });
+    let (verdict, reply6) = run(&mut h, &reply);
+    assert_eq!(verdict, Verdict::Forward(0));
+    // The client refuses it: Port Unreachable quoting the reply it got.
+    let err = w(|v| {
+        PacketBuilder::ethernet2(CLIENT_ROUTER_MAC, PORT0_MAC)
+            .ipv6(CLIENT6, wkp(SERVER), 64)
+            .icmpv6_raw(1, 4, [0; 4])
+            .write(v, &reply6[14..])
+            .unwrap()
+    });
+    let mut want_quote =
+        w(|v| PacketBuilder::ipv4(SERVER, t4, 59).udp(53, port).write(v, b"answer").unwrap());
+    set_v4(&mut want_quote, 0, 0, 0);
+    let mut want = w(|v| {
+        PacketBuilder::ethernet2(PORT1_MAC, BACKEND_MAC)
+            .ipv4(t4, SERVER, 63)
+            .icmpv4_raw(3, 3, [0; 4])
+            .write(v, &want_quote)
+            .unwrap()
+    });
+    set_v4(&mut want, 14, 0, 0);
+    assert_frame(&run(&mut h, &err), 1, &want, "port unreachable from the client");
+}
