@@ -586,7 +586,66 @@ pub fn pipeline(data: &[u8]) {
         let t = pr.tuple;
         assert_eq!((t.src, t.src_port), (pi.tuple.dst, pi.tuple.dst_port), "reply source is the VIP");
         assert_eq!((t.dst, t.dst_port), (pi.tuple.src, pi.tuple.src_port), "reply goes to the client");
+        let cut = data.last().copied().unwrap_or(0);
+        error_about_forwarded(&mut h, &out, &pi, &po, cut);
     });
+}
+
+/// An ICMP error from the backend side about the packet Shunt forwarded,
+/// quoting at least its first 8 transport bytes (`cut` more, up to all of
+/// it), reaches the client well formed and quoting the client's own tuple.
+fn error_about_forwarded(h: &mut Harness, out: &[u8], pi: &ParsedPacket, po: &ParsedPacket, cut: u8) {
+    let l3 = po.l3_offset;
+    let v6 = po.version == IpVersion::V6;
+    if v6 && po.l4_offset - l3 != 40 {
+        return; // a quote with extension headers is not matched
+    }
+    let qlen = (po.l4_offset - l3 + 8 + usize::from(cut)).min(po.l3_end - l3);
+    let quote = &out[l3..l3 + qlen];
+    let (src, dst) = (po.tuple.dst, po.tuple.src);
+    let mut f = Vec::with_capacity(l3 + 48 + qlen);
+    f.extend_from_slice(&out[6..12]);
+    f.extend_from_slice(&out[..6]);
+    f.extend_from_slice(&out[12..l3]);
+    let icmp_len = 8 + qlen;
+    if v6 {
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&(icmp_len as u16).to_be_bytes());
+        f.extend_from_slice(&[ip_protocol::ICMPV6, 64]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&[1, 4, 0, 0, 0, 0, 0, 0]);
+    } else {
+        f.extend_from_slice(&[0x45, 0]);
+        f.extend_from_slice(&((20 + icmp_len) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0, 64, ip_protocol::ICMP, 0, 0]);
+        f.extend_from_slice(&src[12..]);
+        f.extend_from_slice(&dst[12..]);
+        f.extend_from_slice(&[3, 3, 0, 0, 0, 0, 0, 0]);
+    }
+    let l4 = f.len() - 8;
+    f.extend_from_slice(quote);
+    let c = if v6 {
+        checksum::l4_checksum_v6(Ipv6Addr::from(src), Ipv6Addr::from(dst), ip_protocol::ICMPV6, &f[l4..])
+    } else {
+        let c = checksum::checksum(&f[l3..l3 + 20]);
+        f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+        checksum::checksum(&f[l4..])
+    };
+    f[l4 + 2..l4 + 4].copy_from_slice(&c.to_be_bytes());
+
+    let (v, e) = h.run_one(&f);
+    assert_eq!(v, Verdict::Forward(CLI_PORT), "error about a forwarded packet\n in: {f:02x?}");
+    let pe = parse(&e).ok().flatten().expect("forwarded error parses");
+    assert_eq!(checksum_state(&e, &pe), (Some(true).filter(|_| !v6), Some(true)), "error: {e:02x?}");
+    assert_eq!(pe.tuple.dst, pi.tuple.src, "the error goes to the client");
+    // The quote now names the client's packet: client → VIP, its ports.
+    let q = &e[pe.l4_offset + 8..];
+    let (qs, qd, ql4) = if v6 { (&q[8..24], &q[24..40], 40) } else { (&q[12..16], &q[16..20], (usize::from(q[0] & 15)) * 4) };
+    let (ps, pd) = if v6 { (&pi.tuple.src[..], &pi.tuple.dst[..]) } else { (&pi.tuple.src[12..], &pi.tuple.dst[12..]) };
+    assert_eq!((qs, qd), (ps, pd), "quoted addresses");
+    let ports = [pi.tuple.src_port.to_be_bytes(), pi.tuple.dst_port.to_be_bytes()].concat();
+    assert_eq!(&q[ql4..ql4 + 4], &ports[..], "quoted ports");
 }
 
 // ---------------------------------------------------------------------------
