@@ -3,7 +3,7 @@
 # (nftables DNAT + conntrack) and an in-kernel XDP forward, on veth pairs.
 #
 #   bench-gen (bg0) ── veth ── (bd0) bench-dut (bd1) ── veth ── (bs0) bench-sink
-#   testpmd txonly                  DUT under test               XDP counter
+#   shunt gen (or testpmd txonly)   DUT under test               XDP counter
 #
 # Run as root on a fresh Debian machine: bash scripts/bench-vs-dpdk.sh --help
 # Everything it creates is named bench-* and is removed on exit (trap).
@@ -23,7 +23,8 @@ DO_TCP=1
 DO_SCALING=1
 DUTS="shunt-l4lb shunt-l2fwd testpmd nft xdp"
 SIZES="64 1500"
-FLOWS="1 256"
+FLOWS="1 256 100000"
+GENERATOR=shunt
 
 usage() {
     cat <<'EOF'
@@ -36,7 +37,9 @@ bench-sink and measures, round after round (A B C D E A B C D E …):
   testpmd      dpdk-testpmd --forward-mode=mac, af_xdp PMD on both veths
   nft          kernel forwarding, nftables DNAT+SNAT with conntrack
   xdp          in-kernel XDP MAC rewrite + bpf_redirect (the ceiling)
-Generator: dpdk-testpmd txonly (af_xdp PMD) in bench-gen. Sink: XDP counter.
+Generator (bench-gen): `shunt gen`, Shunt's TX-only AF_XDP generator (default;
+any flow count), or dpdk-testpmd txonly (af_xdp PMD; 1 or 256 flows only).
+Sink: XDP counter.
 Also: iperf3 TCP through shunt-l4lb and nft, and Shunt L4LB 1 vs 2 queues.
 
 options:
@@ -44,10 +47,12 @@ options:
   --duration S     measured seconds per case (default 10)
   --warmup S       seconds of load before measuring (default 2)
   --sizes "A B"    UDP frame sizes in bytes, incl. Ethernet header w/o FCS (default "64 1500")
-  --flows "A B"    1 and/or 256 (testpmd --txonly-multi-flow; default "1 256")
+  --flows "A B"    distinct UDP 5-tuples per case, 1..1000000 (default "1 256 100000");
+                   with --generator testpmd only 1 and 256 (others are skipped)
+  --generator G    shunt (default: `shunt gen`) or testpmd (txonly, af_xdp PMD)
   --duts "…"       subset/order of DUTs (default "shunt-l4lb shunt-l2fwd testpmd nft xdp")
   --out DIR        results directory (default target/bench-results)
-  --quick          1 round, 4 s per case, 64 B × {1, 256} flows + 1500 B × 256 (< 5 min)
+  --quick          1 round, 4 s per case, 64 B × {1, 256, 100000} flows + 1500 B × 256 (< 6 min)
   --no-install     skip apt-get;  --no-build  skip cargo build --release
   --no-tcp         skip iperf3;   --no-scaling  skip the 2-queue run
   -h, --help       this text
@@ -62,6 +67,7 @@ while [ $# -gt 0 ]; do
         --warmup) WARMUP=$2; shift 2 ;;
         --sizes) SIZES=$2; shift 2 ;;
         --flows) FLOWS=$2; shift 2 ;;
+        --generator) GENERATOR=$2; shift 2 ;;
         --duts) DUTS=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --quick) QUICK=1; shift ;;
@@ -73,12 +79,28 @@ while [ $# -gt 0 ]; do
         *) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-CASES=""
-for s in $SIZES; do for f in $FLOWS; do CASES="$CASES $s:$f"; done; done
+case "$GENERATOR" in shunt|testpmd) ;; *) echo "bench: --generator is shunt or testpmd, not $GENERATOR" >&2; exit 2 ;; esac
 if [ "$QUICK" = 1 ]; then
     ROUNDS=1; DURATION=4; WARMUP=1
-    CASES="64:1 64:256 1500:256"
+    SIZES="64 1500"; FLOWS="1 256 100000"
 fi
+CASES=""
+for s in $SIZES; do
+    for f in $FLOWS; do
+        [ "$QUICK" = 1 ] && [ "$s" = 1500 ] && [ "$f" != 256 ] && continue
+        if ! [[ $f =~ ^[0-9]+$ ]] || [ "$f" -lt 1 ] || [ "$f" -gt 1000000 ]; then
+            echo "bench: --flows takes numbers 1..1000000, not $f" >&2; exit 2
+        fi
+        if [ "$GENERATOR" = testpmd ] && [ "$f" != 1 ] && [ "$f" != 256 ]; then
+            echo "bench: skipping $s B × $f flows: testpmd txonly varies only an 8-bit source-address counter (1 or 256 flows); use --generator shunt" >&2
+            continue
+        fi
+        CASES="$CASES $s:$f"
+    done
+done
+[ -n "$CASES" ] || { echo "bench: no cases left to run" >&2; exit 2; }
+MAX_FLOWS=256  # the scaling run's
+for c in $CASES; do [ "${c#*:}" -gt "$MAX_FLOWS" ] && MAX_FLOWS=${c#*:}; done
 [ "$(id -u)" = 0 ] || { echo "bench: run as root" >&2; exit 1; }
 
 NS_GEN=bench-gen NS_DUT=bench-dut NS_SINK=bench-sink
@@ -114,6 +136,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     exec 8>&- 9>&- 2>/dev/null || true
+    for p in $GEN_PIDS; do stop_pid "$p" 3; done
     stop_pid "$GEN_PID" 3
     stop_pid "$DUT_PID" 3
     topo_down
@@ -131,9 +154,12 @@ if [ "$INSTALL" = 1 ]; then
     timeout 600 apt-get update -qq >/dev/null
     # Debian 12: dpdk-testpmd is in dpdk-dev, the af_xdp PMD in librte-net-af-xdp23.
     timeout 900 apt-get install -y -qq dpdk dpdk-dev librte-net-af-xdp23 iperf3 clang llvm libbpf-dev \
-        nftables iproute2 ethtool bpftool iputils-ping python3 procps >/dev/null
+        nftables conntrack iproute2 ethtool bpftool iputils-ping python3 procps >/dev/null
 fi
-for t in dpdk-testpmd iperf3 clang nft ip ethtool bpftool ping python3; do
+TOOLS="iperf3 clang nft ip ethtool bpftool ping python3"
+case " $DUTS " in *" testpmd "*) TOOLS="$TOOLS dpdk-testpmd" ;; esac
+[ "$GENERATOR" = testpmd ] && TOOLS="$TOOLS dpdk-testpmd"
+for t in $TOOLS; do
     command -v "$t" >/dev/null || { echo "bench: $t not found (drop --no-install?)" >&2; exit 1; }
 done
 if [ "$BUILD" = 1 ]; then
@@ -179,6 +205,11 @@ topo_up() { # queues
     for b in $IP_S $BACKENDS; do in_ns $NS_DUT ip neigh replace "$b" lladdr $MAC_S dev bd1 nud permanent; done
     in_ns $NS_DUT sysctl -qw net.ipv4.ip_forward=0 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
     in_ns $NS_SINK sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+    # shunt gen's socket is TX-only and needs no XDP program; bg0 gets
+    # xdp_pass anyway: a veth that receives bpf_redirect()ed frames (the
+    # XDP DUT's return path for the ping replies) needs one. testpmd's PMD
+    # attaches the same program itself (xdp_prog=).
+    if [ "$GENERATOR" = shunt ]; then in_ns $NS_GEN ip link set bg0 xdpdrv obj "$WORK/pass.o" sec xdp; fi
     # Sink counter (drops the benchmark's UDP, passes the rest).
     in_ns $NS_SINK ip link set bs0 xdpdrv obj "$WORK/sink.o" sec xdp
     local prog
@@ -224,7 +255,14 @@ dut_start() { # name
         nft)
             in_ns $NS_DUT sysctl -qw net.ipv4.ip_forward=1
             in_ns $NS_DUT nft -f "$BENCH/nft-dnat.nft"
+            # One conntrack entry per flow. Since Linux 6.x a namespace may
+            # not raise nf_conntrack_max above the host's: say so if short.
             in_ns $NS_DUT sysctl -qw net.netfilter.nf_conntrack_max=1048576 2>/dev/null || true
+            local ctmax; ctmax=$(in_ns $NS_DUT sysctl -n net.netfilter.nf_conntrack_max 2>/dev/null || echo 0)
+            if [ "$ctmax" -lt "$((MAX_FLOWS + MAX_FLOWS / 4))" ]; then
+                log "  warning: nf_conntrack_max is $ctmax, below $MAX_FLOWS flows + 25%: raise it on the host" \
+                    "(sysctl -w net.netfilter.nf_conntrack_max=$((MAX_FLOWS * 2))) or nft drops will count as loss"
+            fi
             ;;
         xdp)
             "${CLANG[@]}" -DOUT_IFINDEX="$IDX_D1" -DDST_MAC="$(macb $MAC_S)" -DSRC_MAC="$(macb $MAC_D1)" \
@@ -269,10 +307,35 @@ wait_for() { # file pattern seconds [pid that must stay alive]
 }
 
 # ---------------------------------------------------------------- generator
+# shunt gen (default): one TX-only AF_XDP socket per bg0 queue, pinned to
+# CPU 0, frames prebuilt in UMEM, `flows` distinct 5-tuples (source port
+# 1024.. then the next source address), as fast as the socket takes them.
+# It stops on SIGINT and prints a JSON summary with its TX count.
+GEN_PIDS=""
+gen_start() { # size flows dst log
+    if [ "$GENERATOR" = shunt ]; then gen_start_shunt "$@"; else gen_start_testpmd "$@"; fi
+}
+gen_start_shunt() { # size flows dst log
+    local size=$1 flows=$2 dst=$3 lg=$4 q n ports=$((64512 / QUEUES))
+    GEN_PIDS=""
+    for ((q = 0; q < QUEUES; q++)); do
+        # Split the flows over the queues (bg0 TX queue q arrives on bd0 RX
+        # queue q); queue q walks its own slice of source ports, so the
+        # flows stay distinct.
+        n=$(( flows / QUEUES + (q < flows % QUEUES ? 1 : 0) ))
+        [ "$n" -ge 1 ] || continue
+        timeout -s INT $((WARMUP + DURATION + 60)) ip netns exec $NS_GEN "$SHUNT" gen --iface bg0 --queue $q \
+            --dst-mac $MAC_D0 --src-ip $IP_G --dst-ip "$dst" --dst-port 9 --src-port $((1024 + q * ports)) \
+            --src-ports $ports --flows "$n" --size "$size" --cpu 0 --json \
+            > "$lg.q$q.json" 2> "$lg.q$q" &
+        GEN_PIDS="$GEN_PIDS $!"
+        wait_for "$lg.q$q" "shunt gen: sending" 30 "$!" || { cat "$lg.q$q" >&2; return 1; }
+    done
+}
 # testpmd txonly on bg0 through the af_xdp PMD, forwarding lcore 0 (main
 # lcore 1 only sleeps in read(2) on its stdin FIFO). Its XDP program is
 # xdp_pass.o: it never receives, so the ping probe's replies reach the kernel.
-gen_start() { # size flows dst log
+gen_start_testpmd() { # size flows dst log
     local size=$1 flows=$2 dst=$3 lg=$4 mf="" qs=""
     [ "$flows" -gt 1 ] && mf="--txonly-multi-flow"
     [ "$QUEUES" -gt 1 ] && qs="--rxq=$QUEUES --txq=$QUEUES"
@@ -289,10 +352,22 @@ gen_start() { # size flows dst log
     wait_for "$lg" "Press enter to exit" 30 "$GEN_PID" || { cat "$lg" >&2; return 1; }
 }
 gen_stop() {
+    if [ "$GENERATOR" = shunt ]; then
+        local p; for p in $GEN_PIDS; do stop_pid "$p" 5; done
+        GEN_PIDS="" GEN_PID=""
+        return 0
+    fi
     exec 8>&-
     local i; for ((i = 0; i < 150; i++)); do kill -0 "$GEN_PID" 2>/dev/null || break; sleep 0.1; done
     stop_pid "$GEN_PID" 5
     GEN_PID=""
+}
+gen_result() { # log -> JSON {tx, tx_dropped, rx}
+    if [ "$GENERATOR" = shunt ]; then
+        python3 "$BENCH/bench.py" shuntgen "$1".q*.json
+    else
+        python3 "$BENCH/bench.py" testpmd "$1"
+    fi
 }
 
 # ---------------------------------------------------------------- one case
@@ -324,7 +399,7 @@ run_case() { # kind dut size flows round
     read -r s1 _ < <(sink_read)
     dut_stop "$cfgdut"
     local gen pingj
-    gen=$(python3 "$BENCH/bench.py" testpmd "$OUT/logs/$tag-gen.log")
+    gen=$(gen_result "$OUT/logs/$tag-gen.log")
     pingj=$(python3 "$BENCH/bench.py" ping "$OUT/logs/$tag-ping.log")
     python3 - "$kind" "$dut" "$size" "$flows" "$round" "$QUEUES" "$s0" "$a" "$b" "$s1" "$ta" "$tb" "$pa" "$pb" "$qa" "$qb" "$HZ" \
         "$gen" "$pingj" "$hist" >> "$RESULTS" <<'PY'
@@ -386,7 +461,7 @@ PY
 
 # ---------------------------------------------------------------- main
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-log "bench: rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s cases=[$CASES ] duts=[$DUTS] out=$OUT"
+log "bench: rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s cases=[$CASES ] duts=[$DUTS] generator=$GENERATOR out=$OUT"
 log "load average before: $LOAD_BEFORE"
 topo_up 1
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -420,7 +495,9 @@ json.dump({"machine": f"{cpu}, $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f Gi
            "command": "bash scripts/bench-vs-dpdk.sh $( [ $QUICK = 1 ] && echo --quick )".strip(),
            "rounds": $ROUNDS, "duration": $DURATION, "warmup": $WARMUP,
            "testpmd": subprocess.run(["dpkg-query", "-W", "-f", "\${Version}", "dpdk-dev"], capture_output=True, text=True).stdout,
-           "generator": "dpdk-testpmd txonly, af_xdp PMD (copy mode) on bench-gen/bg0, 1 forwarding lcore on CPU 0"},
+           "generator": ("shunt gen (TX-only AF_XDP, copy mode) on bench-gen/bg0, one per queue, CPU 0"
+                         if "$GENERATOR" == "shunt" else
+                         "dpdk-testpmd txonly, af_xdp PMD (copy mode) on bench-gen/bg0, 1 forwarding lcore on CPU 0")},
           open(sys.argv[1], "w"), indent=1)
 PY
 log "load average after: $LOAD_AFTER"

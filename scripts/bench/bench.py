@@ -4,6 +4,7 @@
   bench.py cnt            < bpftool -j map dump     -> "PACKETS BYTES"
   bench.py ping FILE                                -> JSON {sent, received, loss_pct, p50_us, p99_us, p999_us}
   bench.py testpmd FILE                             -> JSON {tx, tx_dropped, rx} (accumulated, from the exit stats)
+  bench.py shuntgen FILE...                         -> JSON {tx, tx_dropped, rx}, summed over `shunt gen --json` summaries
   bench.py hist FILE                                -> JSON {p50_us, p99_us, p999_us, count} from `shunt histogram --format json`
   bench.py report RESULTS.jsonl OUTDIR META.json    -> OUTDIR/compare.md, OUTDIR/compare.json, table on stdout
 """
@@ -66,6 +67,20 @@ def testpmd(path):
         m = re.search(name + r":\s+(\d+)", blk)
         return int(m.group(1)) if m else None
     print(json.dumps({"tx": grab("TX-packets"), "tx_dropped": grab("TX-dropped"), "rx": grab("RX-packets")}))
+
+
+def shuntgen(paths):
+    """Sums the final `shunt gen --json` lines (one file per generator queue)."""
+    tx, ok = 0, False
+    for path in paths:
+        try:
+            lines = [l for l in open(path, errors="replace").read().splitlines() if l.startswith("{")]
+            tx += int(json.loads(lines[-1])["tx_packets"])
+            ok = True
+        except Exception:  # noqa: BLE001 - a missing summary reads as "unknown"
+            pass
+    # shunt gen waits for TX ring room instead of dropping: nothing to report as dropped.
+    print(json.dumps({"tx": tx if ok else None, "tx_dropped": 0 if ok else None, "rx": None}))
 
 
 def hist(path):
@@ -202,6 +217,8 @@ if __name__ == "__main__":
         ping(sys.argv[2])
     elif cmd == "testpmd":
         testpmd(sys.argv[2])
+    elif cmd == "shuntgen":
+        shuntgen(sys.argv[2:])
     elif cmd == "hist":
         hist(sys.argv[2])
     elif cmd == "report":

@@ -138,7 +138,7 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
                 q.interface
             ),
             libc::EBUSY => {
-                anyhow!("{} queue {} is already bound by another AF_XDP socket", q.interface, q.queue)
+                anyhow::Error::new(QueueBusy { interface: q.interface.to_string(), queue: q.queue })
             }
             _ => anyhow!("bind: errno {errno} ({})", std::io::Error::from_raw_os_error(errno)),
         }
@@ -163,6 +163,16 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
         primed: false,
         _user: user,
     })
+}
+
+/// Binding failed because another AF_XDP socket holds the queue. The
+/// kernel releases a closed socket's hold asynchronously, so this also
+/// happens briefly after the previous owner exited.
+#[derive(Debug, thiserror::Error)]
+#[error("{interface} queue {queue} is already bound by another AF_XDP socket")]
+pub struct QueueBusy {
+    pub interface: String,
+    pub queue: u32,
 }
 
 /// Asks the kernel which mode a bound socket got (XDP_OPTIONS, Linux 5.3+).
