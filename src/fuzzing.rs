@@ -641,8 +641,10 @@ fn error_about_forwarded(h: &mut Harness, out: &[u8], pi: &ParsedPacket, po: &Pa
     assert_eq!(pe.tuple.dst, pi.tuple.src, "the error goes to the client");
     // The quote now names the client's packet: client → VIP, its ports.
     let q = &e[pe.l4_offset + 8..];
-    let (qs, qd, ql4) = if v6 { (&q[8..24], &q[24..40], 40) } else { (&q[12..16], &q[16..20], (usize::from(q[0] & 15)) * 4) };
-    let (ps, pd) = if v6 { (&pi.tuple.src[..], &pi.tuple.dst[..]) } else { (&pi.tuple.src[12..], &pi.tuple.dst[12..]) };
+    let (qs, qd, ql4) =
+        if v6 { (&q[8..24], &q[24..40], 40) } else { (&q[12..16], &q[16..20], (usize::from(q[0] & 15)) * 4) };
+    let (ps, pd) =
+        if v6 { (&pi.tuple.src[..], &pi.tuple.dst[..]) } else { (&pi.tuple.src[12..], &pi.tuple.dst[12..]) };
     assert_eq!((qs, qd), (ps, pd), "quoted addresses");
     let ports = [pi.tuple.src_port.to_be_bytes(), pi.tuple.dst_port.to_be_bytes()].concat();
     assert_eq!(&q[ql4..ql4 + 4], &ports[..], "quoted ports");
