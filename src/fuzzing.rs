@@ -664,7 +664,7 @@ pub fn config(data: &[u8]) {
     if small {
         let _ = crate::pipeline::services::Services::build(&c, 1, &mut Default::default(), |_| None);
         let ports: Vec<PortInfo> = (0..c.interfaces.len())
-            .map(|i| PortInfo { interface: i, mac: [2, 0, 0, 0, 0xff, i as u8] })
+            .map(|i| PortInfo { interface: i, mac: [2, 0, 0, 0, 0xff, i as u8], mtu: 1500 })
             .collect();
         let _ = crate::pipeline::build::pipelines(&c, &ports);
     }

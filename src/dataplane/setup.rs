@@ -115,7 +115,7 @@ pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Wor
         .collect();
     let mut xsk = WorkerXsk::new(&config.dataplane, &specs)?;
     let ports: Vec<PortInfo> =
-        xsk.ports.iter().map(|p| PortInfo { interface: p.interface_idx, mac: p.mac }).collect();
+        xsk.ports.iter().map(|p| PortInfo { interface: p.interface_idx, mac: p.mac, mtu: p.mtu }).collect();
     let pipelines = build::pipelines(config, &ports).with_context(|| format!("worker {wi}"))?;
     let (base, len) = xsk.umem_base();
     // SAFETY: the mapping lives in `xsk`, which the Worker owns alongside the

@@ -9,7 +9,7 @@ use super::l2::L2Stage;
 use super::l2fwd::L2Fwd;
 use super::lb::{ConntrackStage, MaglevStage};
 use super::nat::NatStage;
-use super::xlat::SiitStage;
+use super::xlat::{EgressMtu, SiitStage};
 use super::{Pipeline, Stage};
 use crate::config::{Config, StageConfig};
 
@@ -19,6 +19,8 @@ pub struct PortInfo {
     /// Index into `Config::interfaces`.
     pub interface: usize,
     pub mac: [u8; 6],
+    /// L3 MTU: translation that grows a packet past it answers with an ICMP error.
+    pub mtu: u16,
 }
 
 /// A worker's conntrack table as the config sizes it; NAT64 sessions age by
@@ -40,8 +42,21 @@ pub fn pipelines(config: &Config, ports: &[PortInfo]) -> Result<Vec<Pipeline>> {
             .map(|i| (i as u8, ports[i].mac))
             .ok_or_else(|| anyhow!("worker has no socket on {}", config.interfaces[iface].name))
     };
+    let mtu_of = |iface: usize| ports.iter().find(|p| p.interface == iface).map_or(1500, |p| p.mtu);
     let mut out = Vec::new();
     for p in &config.pipelines {
+        // Translated packets leave by the pipeline's L2 egress (towards
+        // backends / the IPv6 side for SIIT) or its return egress.
+        let mtus = p
+            .stages
+            .iter()
+            .find_map(|s| match s {
+                StageConfig::L2(l2) => {
+                    Some(EgressMtu { egress: mtu_of(l2.egress), ret: mtu_of(l2.return_egress) })
+                }
+                _ => None,
+            })
+            .unwrap_or_default();
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
         for s in &p.stages {
             stages.push(match s {
@@ -51,8 +66,8 @@ pub fn pipelines(config: &Config, ports: &[PortInfo]) -> Result<Vec<Pipeline>> {
                 }
                 StageConfig::Conntrack => Box::new(ConntrackStage),
                 StageConfig::Maglev | StageConfig::Nat64 => Box::new(MaglevStage),
-                StageConfig::Siit => Box::new(SiitStage),
-                StageConfig::Nat => Box::new(NatStage),
+                StageConfig::Siit => Box::new(SiitStage::new(mtus)),
+                StageConfig::Nat => Box::new(NatStage::new(mtus)),
                 StageConfig::L2(l2) => Box::new(L2Stage::new(
                     port_of(l2.egress)?,
                     l2.next_hop_mac,

@@ -34,7 +34,7 @@ impl Harness {
     /// unless given. Backend MACs come from the config only.
     pub fn new(config: &Config, ports: Option<&[PortInfo]>) -> Result<Harness> {
         let default_ports: Vec<PortInfo> = (0..config.interfaces.len())
-            .map(|i| PortInfo { interface: i, mac: [2, 0, 0, 0, 0xff, i as u8] })
+            .map(|i| PortInfo { interface: i, mac: [2, 0, 0, 0, 0xff, i as u8], mtu: 1500 })
             .collect();
         let ports = ports.unwrap_or(&default_ports);
         let pipelines = build::pipelines(config, ports)?;

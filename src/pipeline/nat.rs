@@ -5,8 +5,15 @@ use super::batch::{FlowKind, FlowMeta, XLAT_NONE};
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
 use crate::wire::checksum::udp_encode;
 
-#[derive(Default)]
-pub struct NatStage;
+pub struct NatStage {
+    mtus: super::xlat::EgressMtu,
+}
+
+impl NatStage {
+    pub fn new(mtus: super::xlat::EgressMtu) -> NatStage {
+        NatStage { mtus }
+    }
+}
 
 impl Stage for NatStage {
     fn name(&self) -> &'static str {
@@ -25,9 +32,9 @@ impl Stage for NatStage {
                 let rewrite = if p.flow.related { super::related::rewrite } else { rewrite };
                 p.frame.get_mut(p.start..end).and_then(|d| rewrite(d, p.flow)).ok_or(DropReason::Malformed)
             } else if p.flow.related {
-                super::xlat::translate_related(&mut p, &prefixes)
+                super::xlat::translate_related(&mut p, &prefixes, &self.mtus)
             } else {
-                super::xlat::translate_flow(&mut p, &router)
+                super::xlat::translate_flow(&mut p, &router, &self.mtus)
             };
             if let Err(r) = result {
                 p.meta.verdict = Verdict::Drop(r);

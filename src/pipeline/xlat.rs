@@ -33,8 +33,33 @@ const CARRIER: Prefix64 = match Prefix64::new([0, 0x64, 0xff, 0x9b, 0, 1, 0, 0, 
 // errors from IPv6-IPv4 translators that have no IPv4 address of their own.
 pub const ROUTER_V4: [u8; 4] = [192, 0, 0, 8];
 
-/// Egress MTU assumed by translation (Ethernet).
-pub const MTU: u16 = 1500;
+/// The L3 MTUs of a pipeline's two ways out: translation that would grow a
+/// packet past its egress MTU answers with Packet Too Big / Fragmentation
+/// Needed instead (RFC 7915 §4, §5).
+#[derive(Debug, Clone, Copy)]
+pub struct EgressMtu {
+    /// Towards backends, servers, the IPv6 side of SIIT (original direction).
+    pub egress: u16,
+    /// Back towards clients (reply direction).
+    pub ret: u16,
+}
+
+impl Default for EgressMtu {
+    fn default() -> EgressMtu {
+        EgressMtu { egress: 1500, ret: 1500 }
+    }
+}
+
+impl EgressMtu {
+    /// The MTU of the port a packet of this kind leaves by.
+    fn of(&self, kind: FlowKind) -> u16 {
+        if kind == FlowKind::Reply {
+            self.ret
+        } else {
+            self.egress
+        }
+    }
+}
 
 pub fn xlat_of(flags: u8) -> u8 {
     if flags & FLAG_TO6 != 0 {
@@ -116,12 +141,16 @@ fn bounce(p: &mut FrameMut<'_>, r: Result<(usize, usize), Drop>) -> Result<(), D
 /// Translates a tracked flow's packet to the other family and applies its
 /// binding. Errors the RFCs ask for (Time Exceeded, Packet Too Big) replace
 /// the packet and turn it into a bounce.
-pub fn translate_flow(p: &mut FrameMut<'_>, router: &RouterAddrs) -> Result<(), DropReason> {
+pub fn translate_flow(
+    p: &mut FrameMut<'_>,
+    router: &RouterAddrs,
+    mtus: &EgressMtu,
+) -> Result<(), DropReason> {
     let carrier = Mapper::prefix(CARRIER);
     let cfg = XlatConfig {
         src: carrier,
         dst: carrier,
-        mtu: MTU,
+        mtu: mtus.of(p.flow.kind),
         udp_zero_checksum: UdpZeroChecksum::Compute,
         icmp_error_src4: Some(ROUTER_V4),
     };
@@ -212,7 +241,11 @@ impl FlowPrefixes {
 // (paraphrase) ICMP error messages are matched to a session by the packet
 // they carry and translated with it; an ICMPv4 error's source, an IPv4
 // router, appears in IPv6 as the prefix plus its address.
-pub fn translate_related(p: &mut FrameMut<'_>, prefixes: &FlowPrefixes) -> Result<(), DropReason> {
+pub fn translate_related(
+    p: &mut FrameMut<'_>,
+    prefixes: &FlowPrefixes,
+    mtus: &EgressMtu,
+) -> Result<(), DropReason> {
     // A translator is a router, but never sends an error about an error
     // (RFC 1812 §4.3.2.7): one whose TTL runs out here is dropped.
     if !decrement_hop(p, p.flow.v6).ok_or(DropReason::Malformed)? {
@@ -229,7 +262,7 @@ pub fn translate_related(p: &mut FrameMut<'_>, prefixes: &FlowPrefixes) -> Resul
             let cfg = XlatConfig {
                 src: Mapper::prefix(prefix),
                 dst: carrier,
-                mtu: MTU,
+                mtu: mtus.of(p.flow.kind),
                 udp_zero_checksum: UdpZeroChecksum::Compute,
                 icmp_error_src4: None,
             };
@@ -259,7 +292,7 @@ pub fn translate_related(p: &mut FrameMut<'_>, prefixes: &FlowPrefixes) -> Resul
             let cfg = XlatConfig {
                 src: carrier,
                 dst: carrier,
-                mtu: MTU,
+                mtu: mtus.of(p.flow.kind),
                 udp_zero_checksum: UdpZeroChecksum::Compute,
                 icmp_error_src4: Some(v4_of(&p.flow.nat.src)),
             };
@@ -275,8 +308,15 @@ pub fn translate_related(p: &mut FrameMut<'_>, prefixes: &FlowPrefixes) -> Resul
 
 /// Stateless SIIT: every packet of the pipeline is translated by prefix and
 /// explicit mappings, IPv4 → IPv6 towards `egress`, IPv6 → IPv4 back.
-#[derive(Default)]
-pub struct SiitStage;
+pub struct SiitStage {
+    mtus: EgressMtu,
+}
+
+impl SiitStage {
+    pub fn new(mtus: EgressMtu) -> SiitStage {
+        SiitStage { mtus }
+    }
+}
 
 impl Stage for SiitStage {
     fn name(&self) -> &'static str {
@@ -290,13 +330,15 @@ impl Stage for SiitStage {
             return;
         };
         let map = Mapper { eam: Some(&siit.eam), prefix: siit.prefix };
-        let cfg = XlatConfig {
+        // IPv4 -> IPv6 leaves by the egress, IPv6 -> IPv4 by the return egress.
+        let cfg = |mtu| XlatConfig {
             src: map,
             dst: map,
-            mtu: MTU,
+            mtu,
             udp_zero_checksum: UdpZeroChecksum::Compute,
             icmp_error_src4: Some(ROUTER_V4),
         };
+        let (cfg46, cfg64) = (cfg(self.mtus.egress), cfg(self.mtus.ret));
         batch.for_each_frame(pipeline, |mut p| {
             let len = p.meta.len as usize;
             let Some(pkt) = p.frame.get(p.start..p.start + len) else { return };
@@ -317,9 +359,9 @@ impl Stage for SiitStage {
                 }
                 Some(true) => {
                     let r = if v6 {
-                        translate_6to4(p.frame, p.start, len, &cfg)
+                        translate_6to4(p.frame, p.start, len, &cfg64)
                     } else {
-                        translate_4to6(p.frame, p.start, len, &cfg)
+                        translate_4to6(p.frame, p.start, len, &cfg46)
                     };
                     match r {
                         Ok(out) => {
@@ -345,5 +387,65 @@ impl Stage for SiitStage {
                 p.meta.verdict = Verdict::Drop(r);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use crate::pipeline::build::PortInfo;
+    use crate::pipeline::harness::Harness;
+    use crate::pipeline::Verdict;
+
+    const SIIT: &str = r#"
+[[interface]]
+name = "v4"
+[[interface]]
+name = "v6"
+[[worker]]
+core = 0
+queues = [{ interface = "v4", queue = 0 }, { interface = "v6", queue = 0 }]
+[pipeline.siit]
+stages = ["siit", "l2"]
+egress = "v6"
+next_hop_mac = "02:00:00:00:02:15"
+return_egress = "v4"
+return_next_hop_mac = "02:00:00:00:01:02"
+[siit]
+prefix = "64:ff9b:1::/96"
+pipeline = "siit"
+eam = [{ v4 = "10.0.200.21/32", v6 = "fd00:2::21/128" }]
+"#;
+
+    /// An IPv4 UDP datagram with DF, `len` bytes of IP packet, to the mapped host.
+    fn v4(len: usize) -> Vec<u8> {
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 2], [2, 0, 0, 0, 0xff, 0])
+            .ipv4([10, 0, 1, 2], [10, 0, 200, 21], 64)
+            .udp(1000, 2000)
+            .write(&mut f, &vec![7; len - 28])
+            .unwrap();
+        f
+    }
+
+    /// The egress MTU comes from the port, not a constant: with a 1400-byte
+    /// IPv6 link, 1380 bytes of IPv4 (1400 in IPv6) pass and 1381 get
+    /// Fragmentation Needed with next-hop MTU 1380 (RFC 7915 §4: MTU − 20).
+    #[test]
+    fn translation_respects_each_ports_mtu() {
+        let config = Config::parse(std::path::Path::new("t.toml"), SIIT).unwrap();
+        let ports = [
+            PortInfo { interface: 0, mac: [2, 0, 0, 0, 0xff, 0], mtu: 1500 },
+            PortInfo { interface: 1, mac: [2, 0, 0, 0, 0xff, 1], mtu: 1400 },
+        ];
+        let mut h = Harness::new(&config, Some(&ports)).unwrap();
+        let (v, out) = h.run_one(&v4(1380));
+        assert_eq!(v, Verdict::Forward(1));
+        assert_eq!(out.len(), 14 + 1400);
+        let (v, out) = h.run_one(&v4(1381));
+        assert_eq!(v, Verdict::Forward(0), "bounced to the sender");
+        let icmp = &out[14 + 20..];
+        assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
+        assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1380);
     }
 }

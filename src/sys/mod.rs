@@ -35,6 +35,11 @@ pub fn mac_address(name: &str) -> Option<[u8; 6]> {
     crate::config::parse_mac(s.trim())
 }
 
+/// The interface's L3 MTU, from sysfs.
+pub fn mtu(name: &str) -> Option<u16> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu")).ok()?.trim().parse().ok()
+}
+
 /// Pins the calling thread to one CPU core.
 pub fn pin_to_core(core: usize) -> std::io::Result<()> {
     // SAFETY: cpu_set_t is plain data; zeroed is the empty set.

@@ -25,6 +25,8 @@ pub struct Port {
     pub queue: u32,
     pub zero_copy: bool,
     pub mac: [u8; 6],
+    /// The interface's L3 MTU (1500 when sysfs does not say).
+    pub mtu: u16,
     pub fq_cq: DeviceQueue,
     pub rx: RingRx,
     pub tx: RingTx,
@@ -147,6 +149,7 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
     let tx = user.map_tx().map_err(|e| anyhow!("mapping TX ring: errno {}", e.get_raw()))?;
     let zero_copy = bound_zero_copy(rx.as_raw_fd())?;
     let mac = crate::sys::mac_address(q.interface).unwrap_or([0; 6]);
+    let mtu = crate::sys::mtu(q.interface).unwrap_or(1500);
     if !first && dp.zero_copy == ZeroCopyMode::Require && !zero_copy {
         bail!("zero_copy = \"require\" but {} bound in copy mode", q.interface);
     }
@@ -156,6 +159,7 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
         queue: q.queue,
         zero_copy,
         mac,
+        mtu,
         fq_cq,
         rx,
         tx,
