@@ -49,9 +49,21 @@ impl Prefix64 {
     ///
     /// An invalid `len` (only constructible through the public fields) embeds
     /// as /96.
+    #[inline]
     pub fn embed(&self, v4: [u8; 4]) -> [u8; 16] {
+        self.embed_u32(u32::from_be_bytes(v4)).to_be_bytes()
+    }
+
+    /// [`Prefix64::embed`] on big-endian integers (no byte arrays through
+    /// memory on the packet path).
+    #[inline(always)]
+    fn embed_u32(&self, v4: u32) -> u128 {
+        if self.len == 96 {
+            // The common case (the Well-Known Prefix), without the masks.
+            return u128::from_be_bytes(self.prefix) >> 32 << 32 | u128::from(v4);
+        }
         // Byte k of the address sits at bit (15 - k) * 8 of the u128.
-        let v = u128::from(u32::from_be_bytes(v4));
+        let v = u128::from(v4);
         let (len, emb) = match self.len {
             32 => (32, v << 64),
             40 => (40, (v >> 8) << 64 | (v & 0xFF) << 48),
@@ -60,16 +72,26 @@ impl Prefix64 {
             64 => (64, v << 24),
             _ => (96, v),
         };
-        ((u128::from_be_bytes(self.prefix) & mask128(len)) | emb).to_be_bytes()
+        (u128::from_be_bytes(self.prefix) & mask128(len)) | emb
     }
 
     /// The embedded IPv4 address, or None if `v6` is not inside the prefix.
     ///
     /// The suffix is not checked (RFC 6052 §2.2 only says it SHOULD be zero),
     /// nor is the u-octet.
+    #[inline]
     pub fn extract(&self, v6: &[u8; 16]) -> Option<[u8; 4]> {
+        self.extract_u128(u128::from_be_bytes(*v6)).map(u32::to_be_bytes)
+    }
+
+    /// [`Prefix64::extract`] on big-endian integers.
+    #[inline(always)]
+    fn extract_u128(&self, a: u128) -> Option<u32> {
+        if self.len == 96 {
+            // The common case (the Well-Known Prefix), without the masks.
+            return (a >> 32 == u128::from_be_bytes(self.prefix) >> 32).then_some(a as u32);
+        }
         positions(self.len)?;
-        let a = u128::from_be_bytes(*v6);
         let m = mask128(self.len);
         if a & m != u128::from_be_bytes(self.prefix) & m {
             return None;
@@ -82,9 +104,10 @@ impl Prefix64 {
             64 => a >> 24,
             _ => a,
         };
-        Some((v as u32).to_be_bytes())
+        Some(v as u32)
     }
 
+    #[inline(always)]
     fn is_wkp(&self) -> bool {
         const WKP: u128 = u128::from_be_bytes(WELL_KNOWN_PREFIX.prefix);
         self.len == 96 && u128::from_be_bytes(self.prefix) >> 32 == WKP >> 32
@@ -92,8 +115,9 @@ impl Prefix64 {
 }
 
 /// RFC 1918 private space.
-fn is_rfc1918(a: [u8; 4]) -> bool {
-    a[0] == 10 || (a[0] == 172 && (a[1] & 0xF0) == 16) || (a[0] == 192 && a[1] == 168)
+#[inline(always)]
+fn is_rfc1918(a: u32) -> bool {
+    a >> 24 == 10 || a >> 20 == 0xAC1 || a >> 16 == 0xC0A8
 }
 
 /// One Explicit Address Mapping: `v4/v4_len` <-> `v6/v6_len` with equal
@@ -119,7 +143,7 @@ pub enum EamError {
     BadLength,
 }
 
-#[inline]
+#[inline(always)]
 fn mask32(len: u8) -> u32 {
     if len == 0 {
         0
@@ -128,7 +152,7 @@ fn mask32(len: u8) -> u32 {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn mask128(len: u8) -> u128 {
     if len == 0 {
         0
@@ -148,14 +172,24 @@ fn mask128(len: u8) -> u128 {
 /// and never allocate.
 #[derive(Debug, Clone)]
 pub struct EamTable {
-    entries: Box<[Eam]>,
+    entries: Box<[Slot]>,
     len: usize,
+}
+
+/// An [`Eam`] as the lookups use it: host-order prefixes and their masks,
+/// computed once at insert.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    v4: u32,
+    v4_mask: u32,
+    v6: u128,
+    v6_mask: u128,
 }
 
 impl EamTable {
     /// An empty table holding at most `cap` entries.
     pub fn with_capacity(cap: usize) -> Self {
-        EamTable { entries: vec![Eam::default(); cap].into_boxed_slice(), len: 0 }
+        EamTable { entries: vec![Slot::default(); cap].into_boxed_slice(), len: 0 }
     }
 
     /// Number of entries.
@@ -169,19 +203,25 @@ impl EamTable {
     }
 
     /// Adds a mapping; host bits of the prefixes are cleared.
-    pub fn insert(&mut self, mut e: Eam) -> Result<(), EamError> {
+    pub fn insert(&mut self, e: Eam) -> Result<(), EamError> {
         if e.v4_len > 32 || e.v6_len > 128 || 32 - e.v4_len != 128u8.saturating_sub(e.v6_len) {
             return Err(EamError::BadLength);
         }
-        e.v4 = (u32::from_be_bytes(e.v4) & mask32(e.v4_len)).to_be_bytes();
-        e.v6 = (u128::from_be_bytes(e.v6) & mask128(e.v6_len)).to_be_bytes();
+        let (v4_mask, v6_mask) = (mask32(e.v4_len), mask128(e.v6_len));
+        let e = Slot {
+            v4: u32::from_be_bytes(e.v4) & v4_mask,
+            v4_mask,
+            v6: u128::from_be_bytes(e.v6) & v6_mask,
+            v6_mask,
+        };
         if self.len >= self.entries.len() {
             return Err(EamError::Full);
         }
         // Keep entries sorted by prefix length, longest first, so the first
-        // match is the longest (v6_len = 96 + v4_len orders both families).
+        // match is the longest (v6_len = 96 + v4_len orders both families; a
+        // longer prefix has the greater mask).
         let mut i = self.len;
-        while i > 0 && self.entries.get(i - 1).is_some_and(|p| p.v4_len < e.v4_len) {
+        while i > 0 && self.entries.get(i - 1).is_some_and(|p| p.v4_mask < e.v4_mask) {
             self.entries.swap(i - 1, i);
             i -= 1;
         }
@@ -192,24 +232,35 @@ impl EamTable {
         Ok(())
     }
 
-    fn live(&self) -> &[Eam] {
+    #[inline(always)]
+    fn live(&self) -> &[Slot] {
         self.entries.get(..self.len).unwrap_or(&[])
     }
 
     /// IPv4 -> IPv6 through the longest matching IPv4 prefix.
+    #[inline]
     pub fn v4_to_v6(&self, a: [u8; 4]) -> Option<[u8; 16]> {
-        let a = u32::from_be_bytes(a);
-        let best = self.live().iter().find(|e| a & mask32(e.v4_len) == u32::from_be_bytes(e.v4))?;
-        let suffix = u128::from(a & !mask32(best.v4_len));
-        Some((u128::from_be_bytes(best.v6) | suffix).to_be_bytes())
+        self.lookup4(u32::from_be_bytes(a)).map(u128::to_be_bytes)
+    }
+
+    /// [`EamTable::v4_to_v6`] on big-endian integers.
+    #[inline(always)]
+    fn lookup4(&self, a: u32) -> Option<u128> {
+        let best = self.live().iter().find(|e| a & e.v4_mask == e.v4)?;
+        Some(best.v6 | u128::from(a & !best.v4_mask))
     }
 
     /// IPv6 -> IPv4 through the longest matching IPv6 prefix.
+    #[inline]
     pub fn v6_to_v4(&self, a: &[u8; 16]) -> Option<[u8; 4]> {
-        let a = u128::from_be_bytes(*a);
-        let best = self.live().iter().find(|e| a & mask128(e.v6_len) == u128::from_be_bytes(e.v6))?;
-        let suffix = (a & !mask128(best.v6_len)) as u32;
-        Some((u32::from_be_bytes(best.v4) | suffix).to_be_bytes())
+        self.lookup6(u128::from_be_bytes(*a)).map(u32::to_be_bytes)
+    }
+
+    /// [`EamTable::v6_to_v4`] on big-endian integers.
+    #[inline(always)]
+    fn lookup6(&self, a: u128) -> Option<u32> {
+        let best = self.live().iter().find(|e| a & e.v6_mask == e.v6)?;
+        Some(best.v4 | (a & !best.v6_mask) as u32)
     }
 }
 
@@ -238,8 +289,17 @@ impl<'a> Mapper<'a> {
     // (paraphrase) The EAMT is consulted first; only addresses without a
     // matching EAM are translated with the RFC 6052 algorithm.
     /// IPv4 -> IPv6, or None (untranslatable).
+    #[inline]
     pub fn v4_to_v6(&self, a: [u8; 4]) -> Option<[u8; 16]> {
-        if let Some(v6) = self.eam.and_then(|t| t.v4_to_v6(a)) {
+        self.map4(u32::from_be_bytes(a)).map(u128::to_be_bytes)
+    }
+
+    /// [`Mapper::v4_to_v6`] on big-endian integers, for the fast path: an
+    /// `Option<[u8; 16]>` returned through memory and read back with a wide
+    /// load stalls store-to-load forwarding.
+    #[inline(always)]
+    pub(crate) fn map4(&self, a: u32) -> Option<u128> {
+        if let Some(v6) = self.eam.and_then(|t| t.lookup4(a)) {
             return Some(v6);
         }
         let p = self.prefix?;
@@ -249,16 +309,23 @@ impl<'a> Mapper<'a> {
         if p.is_wkp() && is_rfc1918(a) {
             return None;
         }
-        Some(p.embed(a))
+        Some(p.embed_u32(a))
     }
 
     /// IPv6 -> IPv4, or None (untranslatable).
+    #[inline]
     pub fn v6_to_v4(&self, a: &[u8; 16]) -> Option<[u8; 4]> {
-        if let Some(v4) = self.eam.and_then(|t| t.v6_to_v4(a)) {
+        self.map6(u128::from_be_bytes(*a)).map(u32::to_be_bytes)
+    }
+
+    /// [`Mapper::v6_to_v4`] on big-endian integers (see [`Mapper::map4`]).
+    #[inline(always)]
+    pub(crate) fn map6(&self, a: u128) -> Option<u32> {
+        if let Some(v4) = self.eam.and_then(|t| t.lookup6(a)) {
             return Some(v4);
         }
         let p = self.prefix?;
-        let v4 = p.extract(a)?;
+        let v4 = p.extract_u128(a)?;
         if p.is_wkp() && is_rfc1918(v4) {
             return None;
         }
@@ -305,6 +372,32 @@ mod tests {
             assert_eq!(p.extract(&v6(want)), Some(a), "/{len}");
         }
         assert_eq!(WELL_KNOWN_PREFIX.embed(a), v6("64:ff9b::c000:221"));
+    }
+
+    proptest::proptest! {
+        /// embed/extract (with the /96 shortcut) against a byte-wise
+        /// reference built from the RFC 6052 §2.2 octet positions.
+        #[test]
+        fn embed_extract_match_reference(
+            prefix in proptest::array::uniform16(proptest::prelude::any::<u8>()),
+            v4 in proptest::prelude::any::<[u8; 4]>(),
+            k in 0usize..6,
+            other in proptest::array::uniform16(proptest::prelude::any::<u8>()),
+        ) {
+            let len = [32u8, 40, 48, 56, 64, 96][k];
+            let p = Prefix64::new(prefix, len).unwrap();
+            let n = usize::from(len / 8);
+            let mut want = [0u8; 16];
+            want[..n].copy_from_slice(&prefix[..n]);
+            for (i, at) in positions(len).unwrap().into_iter().enumerate() {
+                want[at] = v4[i];
+            }
+            proptest::prop_assert_eq!(p.embed(v4), want);
+            proptest::prop_assert_eq!(p.extract(&want), Some(v4));
+            let inside = other[..n] == prefix[..n];
+            let got = positions(len).unwrap().map(|at| other[at]);
+            proptest::prop_assert_eq!(p.extract(&other), inside.then_some(got));
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod addr;
+mod fast;
 pub mod siit;
 
 pub use addr::{Eam, EamError, EamTable, Mapper, Prefix64, WELL_KNOWN_PREFIX};

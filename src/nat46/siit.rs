@@ -630,6 +630,21 @@ pub fn translate_4to6(
     len: usize,
     cfg: &Config,
 ) -> Result<(usize, usize), Drop> {
+    match super::fast::translate_4to6(buf, start, len, cfg) {
+        Some(r) => Ok(r),
+        None => general_4to6(buf, start, len, cfg),
+    }
+}
+
+/// [`translate_4to6`] for every shape (the fast path's fallback; kept out
+/// of line so the fast path stays small enough to inline into).
+#[inline(never)]
+pub(super) fn general_4to6(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    cfg: &Config,
+) -> Result<(usize, usize), Drop> {
     let end = start.checked_add(len).ok_or(Drop::Truncated)?;
     let b = buf.get_mut(..end).ok_or(Drop::Truncated)?;
     let (l2, et) = l2_info(b, start)?;
@@ -859,6 +874,21 @@ fn flags_6to4(frag: Option<FragHdr>, tot: usize) -> (u16, u16) {
 /// Translates the IPv6 frame `buf[start..start + len]` to IPv4 in place
 /// (RFC 7915 §5). Returns the new frame's `(start, len)`, at or after `start`.
 pub fn translate_6to4(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    cfg: &Config,
+) -> Result<(usize, usize), Drop> {
+    match super::fast::translate_6to4(buf, start, len, cfg) {
+        Some(r) => Ok(r),
+        None => general_6to4(buf, start, len, cfg),
+    }
+}
+
+/// [`translate_6to4`] for every shape (the fast path's fallback; kept out
+/// of line so the fast path stays small enough to inline into).
+#[inline(never)]
+pub(super) fn general_6to4(
     buf: &mut [u8],
     start: usize,
     len: usize,
