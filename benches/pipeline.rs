@@ -49,6 +49,8 @@ const SHUNT_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 0];
 const VIP4: [u8; 4] = [10, 0, 100, 1];
 const VIP6: [u8; 16] = [0xfd, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const VIP_PORT: u16 = 80;
+/// The NAT46 service: same VIP, IPv6 backends.
+const VIP_PORT46: u16 = 8080;
 /// Worker port index of the backend side (interface 1).
 const TO_BACKENDS: Verdict = Verdict::Forward(1);
 
@@ -112,6 +114,21 @@ backends = [
   {{ addr = "fd00:2::13", port = 80, weight = 100, mac = "02:00:00:00:02:0d" }},
 ]
 
+[nat46]
+prefix = "64:ff9b:1::/96"
+
+[[service]]
+name = "web46"
+vip = "10.0.100.1"
+port = 8080
+protocol = "tcp"
+pipeline = "l4lb"
+backends = [
+  {{ addr = "fd00:2::11", port = 80, weight = 100, mac = "02:00:00:00:02:0b" }},
+  {{ addr = "fd00:2::12", port = 80, weight = 100, mac = "02:00:00:00:02:0c" }},
+  {{ addr = "fd00:2::13", port = 80, weight = 100, mac = "02:00:00:00:02:0d" }},
+]
+
 [conntrack]
 entries_per_worker = {entries}
 full = "{full}"
@@ -166,9 +183,12 @@ fn client6(net: u8, i: usize) -> ([u8; 16], u16) {
 
 /// Client → VIP TCP frame of flow `i`: ACK (established) or SYN (new).
 fn frame4(net: u8, i: usize, syn: bool, scratch: &mut Vec<u8>) -> [u8; V4_LEN] {
+    frame4_to(VIP_PORT, net, i, syn, scratch)
+}
+
+fn frame4_to(dport: u16, net: u8, i: usize, syn: bool, scratch: &mut Vec<u8>) -> [u8; V4_LEN] {
     let (src, sport) = client4(net, i);
-    let b =
-        PacketBuilder::ethernet2(CLIENT_MAC, SHUNT_MAC).ipv4(src, VIP4, 64).tcp(sport, VIP_PORT, 1, 64240);
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, SHUNT_MAC).ipv4(src, VIP4, 64).tcp(sport, dport, 1, 64240);
     let b = if syn { b.syn() } else { b.ack(1) };
     scratch.clear();
     b.write(scratch, &[0u8; 6]).expect("frame");
@@ -274,6 +294,56 @@ fn l4lb_established(c: &mut Criterion) {
             });
         }
     }
+    g.finish();
+}
+
+/// NAT46 (IPv4 VIP, IPv6 backends) against plain DNAT on the same VIP, same
+/// stages, 1k flows: client → backend packets are translated 4→6, and the
+/// backends' replies (the forwarded packets reflected) 6→4.
+fn l4lb_nat46(c: &mut Criterion) {
+    let mut g = c.benchmark_group("l4lb_nat46/established");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let mut s = Vec::with_capacity(128);
+    let to46: Vec<[u8; V4_LEN]> =
+        (0..K1).map(|j| frame4_to(VIP_PORT46, 128, perm(j, K1), false, &mut s)).collect();
+    let mut l = Live::new(to46);
+    // What the backends would send back: each forwarded frame with MACs,
+    // addresses and ports swapped (checksums stay valid: sums commute).
+    let mut replies: Vec<[u8; V6_LEN + 6]> = Vec::with_capacity(K1);
+    for chunk in l.frames.clone().chunks(BATCH) {
+        l.h.run(chunk, |_, v, out| {
+            assert_eq!(v, TO_BACKENDS);
+            let mut r: [u8; V6_LEN + 6] = out.try_into().expect("74 + 6 bytes");
+            let dmac: [u8; 6] = r[..6].try_into().unwrap();
+            r.copy_within(6..12, 0);
+            r[6..12].copy_from_slice(&dmac);
+            let (src, dst): ([u8; 16], [u8; 16]) =
+                (r[22..38].try_into().unwrap(), r[38..54].try_into().unwrap());
+            r[22..38].copy_from_slice(&dst);
+            r[38..54].copy_from_slice(&src);
+            let (sp, dp) = ([r[54], r[55]], [r[56], r[57]]);
+            r[54..56].copy_from_slice(&dp);
+            r[56..58].copy_from_slice(&sp);
+            replies.push(r);
+        });
+    }
+    // Replies go back to the clients, translated to IPv4.
+    for chunk in replies.chunks(BATCH) {
+        l.h.run(chunk, |i, v, out| {
+            assert_eq!(v, Verdict::Forward(0), "reply {i}");
+            assert_eq!(out.len(), V4_LEN, "reply {i} translated to IPv4");
+        });
+    }
+    g.bench_function("1k_4to6", |b| b.iter(|| l.step(|_, v| _ = black_box(v))));
+    let mut pos = 0;
+    g.bench_function("1k_6to4", |b| {
+        b.iter(|| {
+            l.h.run(&replies[pos..pos + BATCH], |_, v, bytes| {
+                black_box((v, bytes));
+            });
+            pos = (pos + BATCH) % K1;
+        })
+    });
     g.finish();
 }
 
@@ -639,6 +709,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = baselines, l4lb_established, l4lb_new_flows, l4lb_v6, stage_misc, stage_conntrack
+    targets = baselines, l4lb_established, l4lb_new_flows, l4lb_v6, l4lb_nat46, stage_misc, stage_conntrack
 }
 criterion_main!(benches);

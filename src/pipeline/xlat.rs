@@ -123,6 +123,12 @@ fn decrement_hop(p: &mut FrameMut<'_>, v6: bool) -> Option<bool> {
     Some(true)
 }
 
+/// Whether the packet's TTL / Hop Limit runs out here (read only).
+fn hop_expired(p: &FrameMut<'_>, v6: bool) -> Option<bool> {
+    let l3 = p.start + usize::from(p.flow.l3);
+    Some(*p.frame.get(l3 + if v6 { 7 } else { 8 })? <= 1)
+}
+
 fn set(p: &mut FrameMut<'_>, (start, len): (usize, usize)) {
     p.meta.addr = p.base + start as u64;
     p.meta.len = len as u32;
@@ -157,7 +163,11 @@ pub fn translate_flow(
     let len = p.meta.len as usize;
     match p.flow.xlat {
         XLAT_TO6 => {
-            if !decrement_hop(p, false).ok_or(DropReason::Malformed)? {
+            // Expiry is checked before translation and the hop limit taken
+            // down after it, in the IPv6 header, which has no checksum:
+            // writing the IPv4 TTL and checksum first would stall the
+            // translator's wide reads of that header on store forwarding.
+            if hop_expired(p, false).ok_or(DropReason::Malformed)? {
                 let r = build_time_exceeded(p.frame, p.start, len, router);
                 return bounce(p, r);
             }
@@ -169,6 +179,9 @@ pub fn translate_flow(
                 }
                 Err(_) => return Err(DropReason::Untranslatable),
             }
+            let hop = p.start + usize::from(p.flow.l3) + 7;
+            let h = p.frame.get_mut(hop).ok_or(DropReason::Malformed)?;
+            *h = h.saturating_sub(1);
             let f = &mut *p.flow;
             f.v6 = true;
             f.l4 = f.l3 + 40;
