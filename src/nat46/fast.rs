@@ -108,7 +108,7 @@ fn l4_csum(proto: u8, old_csum: u16, old_addrs: u32, new_addrs: u32) -> u16 {
 }
 
 /// The frame split at `l4` into the new header `[new_start, l4)` and the
-/// transport checksum field at `csum_at` (relative to `l4`), with the old
+/// transport header up to and including its checksum field, with the old
 /// checksum. Checks the field ends by `pend`; `None` for UDP without a
 /// checksum (the general path's rules for it differ by direction).
 #[allow(clippy::type_complexity)]
@@ -119,19 +119,64 @@ fn split_out<const H: usize>(
     l4: usize,
     pend: usize,
     proto: u8,
-) -> Option<(&mut [u8; H], &mut [u8; 2], u16)> {
+) -> Option<(&mut [u8; H], &mut [u8], u16)> {
     let at = csum_offset(proto)?;
     if l4 + at + 2 > pend {
         return None;
     }
     let (front, seg) = b.split_at_mut_checked(l4)?;
     let hdr: &mut [u8; H] = front.get_mut(new_start..)?.try_into().ok()?;
-    let field: &mut [u8; 2] = seg.get_mut(at..at + 2)?.try_into().ok()?;
-    let c = u16::from_be_bytes(*field);
+    let seg = seg.get_mut(..at + 2)?;
+    let c = be16(seg, at)?;
     if proto == UDP && c == 0 {
         return None;
     }
-    Some((hdr, field, c))
+    Some((hdr, seg, c))
+}
+
+/// A tracked flow's binding, for [`bound_4to6`] / [`bound_6to4`]: the
+/// output's addresses (as big-endian integers of the output family) and
+/// ports.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound<A> {
+    pub src: A,
+    pub dst: A,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// Writes the binding's ports over the transport header's first four
+/// bytes; returns the (unfolded) word sums of the old and the new ports.
+#[inline(always)]
+fn put_ports(seg: &mut [u8], sport: u16, dport: u16) -> Option<(u32, u32)> {
+    let old: &mut [u8; 4] = seg.get_mut(..4)?.try_into().ok()?;
+    let was = u32::from_be_bytes(*old);
+    let now = u32::from(sport) << 16 | u32::from(dport);
+    *old = now.to_be_bytes();
+    Some((w32(was), w32(now)))
+}
+
+/// What to do besides the RFC 7915 header change: nothing (stateless SIIT),
+/// or, for a tracked flow, set its ports and act as a router (Hop Limit /
+/// TTL down by one; a packet with 1 or less is left to the general path,
+/// which answers with Time Exceeded).
+#[derive(Clone, Copy)]
+struct Routed {
+    ports: Option<(u16, u16)>,
+}
+
+impl Routed {
+    const NO: Routed = Routed { ports: None };
+
+    /// The outgoing hop count, or None when it runs out here.
+    #[inline(always)]
+    fn hop(self, hop: u8) -> Option<u8> {
+        match self.ports {
+            None => Some(hop),
+            Some(_) if hop <= 1 => None,
+            Some(_) => Some(hop - 1),
+        }
+    }
 }
 
 /// IPv4 -> IPv6 (RFC 7915 §4) for the common shape, or `None` untouched.
@@ -140,6 +185,34 @@ pub(super) fn translate_4to6(
     start: usize,
     len: usize,
     cfg: &Config,
+) -> Option<(usize, usize)> {
+    four_to_six(buf, start, len, cfg.mtu, |s, d| Some((cfg.src.map4(s)?, cfg.dst.map4(d)?)), Routed::NO)
+}
+
+/// IPv4 -> IPv6 straight to a tracked flow's binding in one pass: the
+/// header change of [`translate_4to6`] with the binding's addresses
+/// instead of mapped ones, its ports, one checksum delta for all of it, and
+/// the Hop Limit one less than the TTL. `None`, untouched, for anything
+/// but the common shape within `mtu` and with a TTL above 1.
+pub fn bound_4to6(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    mtu: u16,
+    to: Bound<u128>,
+) -> Option<(usize, usize)> {
+    let routed = Routed { ports: Some((to.sport, to.dport)) };
+    four_to_six(buf, start, len, mtu, |_, _| Some((to.src, to.dst)), routed)
+}
+
+#[inline(always)]
+fn four_to_six(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    mtu: u16,
+    map: impl FnOnce(u32, u32) -> Option<(u128, u128)>,
+    routed: Routed,
 ) -> Option<(usize, usize)> {
     let end = start.checked_add(len)?;
     let b = buf.get_mut(..end)?;
@@ -168,19 +241,25 @@ pub(super) fn translate_4to6(
     //# to the IPv4 source address.
     //
     // (Left to the general path, like every other error.)
-    if 40 + ul_len > usize::from(cfg.mtu) {
+    if 40 + ul_len > usize::from(mtu) {
         return None;
     }
+    let ttl = routed.hop(ttl)?;
     let (src4, dst4) = (read(&ip, 12).map(u32::from_be_bytes)?, read(&ip, 16).map(u32::from_be_bytes)?);
-    let src6 = cfg.src.map4(src4)?;
-    let dst6 = cfg.dst.map4(dst4)?;
+    let (src6, dst6) = map(src4, dst4)?;
     let macs: [u8; 12] = read(&old, 0)?;
-    let (hdr, field, c) = split_out::<HDR6>(b, l4.checked_sub(HDR6)?, l4, pend, proto)?;
+    let (hdr, seg, c) = split_out::<HDR6>(b, l4.checked_sub(HDR6)?, l4, pend, proto)?;
 
     // Nothing was written before this point.
-    let old_addrs = w32(src4) + w32(dst4);
-    let new_addrs = w128(src6) + w128(dst6);
-    *field = l4_csum(proto, c, old_addrs, new_addrs).to_be_bytes();
+    let mut old_sum = w32(src4) + w32(dst4);
+    let mut new_sum = w128(src6) + w128(dst6);
+    if let Some((sport, dport)) = routed.ports {
+        let (was, now) = put_ports(seg, sport, dport)?;
+        old_sum += was;
+        new_sum += now;
+    }
+    let at = seg.len() - 2;
+    seg.get_mut(at..)?.copy_from_slice(&l4_csum(proto, c, old_sum, new_sum).to_be_bytes());
 
     //= https://www.rfc-editor.org/rfc/rfc7915#section-4.1
     // (paraphrase) Version 6; Traffic Class = IPv4 TOS; Flow Label 0; Payload
@@ -205,6 +284,31 @@ pub(super) fn translate_6to4(
     len: usize,
     cfg: &Config,
 ) -> Option<(usize, usize)> {
+    six_to_four(buf, start, len, cfg.mtu, |s, d| Some((cfg.src.map6(s)?, cfg.dst.map6(d)?)), Routed::NO)
+}
+
+/// IPv6 -> IPv4 straight to a tracked flow's binding in one pass (see
+/// [`bound_4to6`]): the TTL is one less than the Hop Limit.
+pub fn bound_6to4(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    mtu: u16,
+    to: Bound<u32>,
+) -> Option<(usize, usize)> {
+    let routed = Routed { ports: Some((to.sport, to.dport)) };
+    six_to_four(buf, start, len, mtu, |_, _| Some((to.src, to.dst)), routed)
+}
+
+#[inline(always)]
+fn six_to_four(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    mtu: u16,
+    map: impl FnOnce(u128, u128) -> Option<(u32, u32)>,
+    routed: Routed,
+) -> Option<(usize, usize)> {
     let end = start.checked_add(len)?;
     let b = buf.get_mut(..end)?;
     let old: [u8; HDR6] = read(b, start)?;
@@ -217,23 +321,30 @@ pub(super) fn translate_6to4(
     let l4 = start + HDR6;
     let pend = l4 + ul_len;
     let tot = 20 + ul_len;
-    if pend > end || tot > usize::from(cfg.mtu) {
+    if pend > end || tot > usize::from(mtu) {
         return None;
     }
+    let hl = routed.hop(hl)?;
     let src = read(&old, L2 + 8).map(u128::from_be_bytes)?;
     let dst = read(&old, L2 + 24).map(u128::from_be_bytes)?;
-    let src4 = cfg.src.map6(src)?;
-    let dst4 = cfg.dst.map6(dst)?;
+    let (src4, dst4) = map(src, dst)?;
     let macs: [u8; 12] = read(&old, 0)?;
-    let (hdr, field, c) = split_out::<HDR4>(b, l4 - HDR4, l4, pend, proto)?;
+    let (hdr, seg, c) = split_out::<HDR4>(b, l4 - HDR4, l4, pend, proto)?;
 
     //= https://www.rfc-editor.org/rfc/rfc7915#section-5.5
     //# Translators MUST do this for TCP, UDP, and ICMP.
     //
     // Nothing was written before this point.
-    let old_addrs = w128(src) + w128(dst);
+    let mut old_sum = w128(src) + w128(dst);
     let new_addrs = w32(src4) + w32(dst4);
-    *field = l4_csum(proto, c, old_addrs, new_addrs).to_be_bytes();
+    let mut new_sum = new_addrs;
+    if let Some((sport, dport)) = routed.ports {
+        let (was, now) = put_ports(seg, sport, dport)?;
+        old_sum += was;
+        new_sum += now;
+    }
+    let at = seg.len() - 2;
+    seg.get_mut(at..)?.copy_from_slice(&l4_csum(proto, c, old_sum, new_sum).to_be_bytes());
 
     //= https://www.rfc-editor.org/rfc/rfc7915#section-5.1
     // (paraphrase) Version 4, IHL 5 (no options); TOS = Traffic Class; Total
