@@ -34,6 +34,7 @@ Builds a gen → DUT → sink veth topology in namespaces bench-gen, bench-dut,
 bench-sink and measures, round after round (A B C D E A B C D E …):
   shunt-l4lb   Shunt, full L4LB pipeline (conntrack, maglev, nat, l2; full-NAT)
   shunt-l2fwd  Shunt, l2fwd only
+  (optional: shunt-l4lb-rt, shunt-l2fwd-rt: the same with SCHED_FIFO workers)
   testpmd      dpdk-testpmd --forward-mode=mac, af_xdp PMD on both veths
   nft          kernel forwarding, nftables DNAT+SNAT with conntrack
   xdp          in-kernel XDP MAC rewrite + bpf_redirect (the ceiling)
@@ -233,7 +234,7 @@ dut_start() { # name
     local name=$1 lg="$OUT/logs/$2-dut.log"
     DUT_PID=""
     case "$name" in
-        shunt-l4lb|shunt-l2fwd|shunt-l4lb-2q)
+        shunt-l4lb|shunt-l2fwd|shunt-l4lb-2q|shunt-l4lb-rt|shunt-l2fwd-rt)
             mkdir -p /run/shunt-bench
             rm -f "$CTL"
             ip netns exec $NS_DUT "$SHUNT" run --config "$BENCH/$name.toml" > "$lg" 2>&1 &

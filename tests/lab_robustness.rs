@@ -221,3 +221,33 @@ fn host_management_traffic_keeps_working_while_shunt_runs() {
     let summary = shunt.stop();
     assert!(counter(&summary, "xdp sh-cli", "passed") >= 4, "{summary}");
 }
+
+/// `realtime_priority` puts the workers, and only them, under SCHED_FIFO
+/// (policy and priority as the kernel reports them), and traffic flows.
+#[test]
+fn realtime_priority_applies_to_workers_only() {
+    let _lab = lab();
+    let cfg = cfg_with(&[("[dataplane]\n", "[dataplane]\nrealtime_priority = 10\n")], "");
+    let shunt = Shunt::start(&cfg);
+    let pid = shunt.child.id();
+    let mut workers = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let t = t.unwrap().path();
+        let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(t.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised comm start at field 3 (state):
+        // rt_priority is field 40, policy field 41 (proc(5)).
+        let rest: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap();
+        let (prio, policy) = (rest[37], rest[38]);
+        if comm.starts_with("shunt-w") {
+            workers += 1;
+            assert_eq!((policy, prio), ("1", "10"), "worker {} is SCHED_FIFO 10", comm.trim());
+        } else {
+            assert_eq!(policy, "0", "thread {} stays SCHED_OTHER", comm.trim());
+        }
+    }
+    assert_eq!(workers, 1);
+    assert_eq!(curl_ok(5), 5);
+    shunt.stop();
+    let _ = std::fs::remove_file(cfg);
+}

@@ -97,6 +97,8 @@ def hist(path):
 LABEL = {
     "shunt-l4lb": "Shunt L4LB (conntrack+maglev+full-NAT)",
     "shunt-l2fwd": "Shunt l2fwd",
+    "shunt-l4lb-rt": "Shunt L4LB, SCHED_FIFO worker",
+    "shunt-l2fwd-rt": "Shunt l2fwd, SCHED_FIFO worker",
     "testpmd": "testpmd mac (af_xdp)",
     "nft": "kernel fwd + nft DNAT/SNAT",
     "xdp": "XDP redirect (ceiling)",

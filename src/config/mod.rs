@@ -60,6 +60,8 @@ pub struct Dataplane {
     pub hugepages: HugepageMode,
     pub poll: PollMode,
     pub zero_copy: ZeroCopyMode,
+    /// SCHED_FIFO priority for worker threads (0 = normal scheduling).
+    pub realtime_priority: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +300,13 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
     if !(1..=MAX_BATCH).contains(&batch) {
         return Err(src.error(d.batch_size.span(), format!("batch_size must be in 1..={MAX_BATCH}")));
     }
+    let realtime_priority = *d.realtime_priority.get_ref();
+    if realtime_priority > 99 {
+        return Err(src.error(
+            d.realtime_priority.span(),
+            "realtime_priority must be 0 (normal scheduling) or a SCHED_FIFO priority 1..=99",
+        ));
+    }
 
     if file.interfaces.is_empty() {
         return Err(src.error(0..0, "no [[interface]] declared"));
@@ -489,6 +498,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
             hugepages: d.hugepages,
             poll: d.poll,
             zero_copy: d.zero_copy,
+            realtime_priority,
         },
         interfaces,
         workers,
@@ -585,6 +595,18 @@ pipeline = "fwd"
         let e = err(&GOOD.replace("frame_size = 4096", "frame_size = 3000"));
         assert!(e.starts_with("t.toml:3:14:"), "{e}");
         assert!(e.contains("frame_size must be 2048 or 4096"), "{e}");
+    }
+
+    #[test]
+    fn realtime_priority_range() {
+        let c = Config::parse(
+            Path::new("t.toml"),
+            &GOOD.replace("frame_size = 4096", "frame_size = 4096\nrealtime_priority = 50"),
+        )
+        .unwrap();
+        assert_eq!(c.dataplane.realtime_priority, 50);
+        let e = err(&GOOD.replace("frame_size = 4096", "frame_size = 4096\nrealtime_priority = 100"));
+        assert!(e.starts_with("t.toml:4:21:") && e.contains("SCHED_FIFO priority 1..=99"), "{e}");
     }
 
     #[test]

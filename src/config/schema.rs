@@ -44,6 +44,8 @@ pub struct DataplaneSection {
     pub hugepages: HugepageMode,
     pub poll: PollMode,
     pub zero_copy: ZeroCopyMode,
+    /// SCHED_FIFO priority of the workers, 1..=99; 0 = normal scheduling.
+    pub realtime_priority: Spanned<u8>,
 }
 
 impl Default for DataplaneSection {
@@ -56,6 +58,7 @@ impl Default for DataplaneSection {
             hugepages: HugepageMode::Auto,
             poll: PollMode::Adaptive,
             zero_copy: ZeroCopyMode::Auto,
+            realtime_priority: Spanned::new(0..0, 0),
         }
     }
 }

@@ -104,6 +104,16 @@ pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Wor
     let WorkerInit { counters, stats, services, mesh, recorder } = init;
     let w = &config.workers[wi];
     crate::sys::pin_to_core(w.core).with_context(|| format!("pinning worker {wi} to core {}", w.core))?;
+    let prio = config.dataplane.realtime_priority;
+    if prio > 0 {
+        // A busy-polling worker at normal priority shares its core with
+        // ksoftirqd, and each slice it loses lets its RX ring overflow.
+        // Without CAP_SYS_NICE (or an RT limit) it still runs, at normal priority.
+        match crate::sys::set_realtime(prio) {
+            Ok(()) => tracing::info!(worker = wi, priority = prio, "worker runs SCHED_FIFO"),
+            Err(e) => tracing::warn!(worker = wi, "realtime_priority = {prio} not applied: {e}"),
+        }
+    }
     let specs: Vec<QueueSpec<'_>> = w
         .queues
         .iter()

@@ -313,6 +313,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
         hugepages: HugepageMode::Auto,
         poll: PollMode::Busy,
         zero_copy: ZeroCopyMode::Auto,
+        realtime_priority: 0,
     };
     let queues = [QueueSpec { interface: &plan.iface, interface_idx: 0, queue: plan.queue }];
     // A socket closed just before (the previous run) keeps the queue until

@@ -40,6 +40,18 @@ pub fn mtu(name: &str) -> Option<u16> {
     std::fs::read_to_string(format!("/sys/class/net/{name}/mtu")).ok()?.trim().parse().ok()
 }
 
+/// Runs the calling thread under SCHED_FIFO at `priority` (1..=99).
+pub fn set_realtime(priority: u8) -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: i32::from(priority) };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Pins the calling thread to one CPU core.
 pub fn pin_to_core(core: usize) -> std::io::Result<()> {
     // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
