@@ -216,7 +216,7 @@ impl Plan {
 
         // The host.
         let ifindex = crate::sys::ifindex(&a.iface).ok_or_else(|| GenError::NoInterface(a.iface.clone()))?;
-        if let Some(mtu) = read_mtu(&a.iface) {
+        if let Some(mtu) = crate::sys::mtu(&a.iface).map(usize::from) {
             if a.size > mtu + 14 {
                 return Err(GenError::Size {
                     size: a.size,
@@ -250,10 +250,6 @@ impl Plan {
             frame_size: if a.size <= 2048 { 2048 } else { 4096 },
         })
     }
-}
-
-fn read_mtu(iface: &str) -> Option<usize> {
-    std::fs::read_to_string(format!("/sys/class/net/{iface}/mtu")).ok()?.trim().parse().ok()
 }
 
 /// The MAC of `ip` on `iface` from the neighbour table; if the kernel has

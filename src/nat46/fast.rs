@@ -145,15 +145,28 @@ pub struct Bound<A> {
     pub dport: u16,
 }
 
-/// Writes the binding's ports over the transport header's first four
-/// bytes; returns the (unfolded) word sums of the old and the new ports.
+/// Finishes the transport header `seg` (up to and including its checksum,
+/// whose old value is `c`): writes the binding's ports, if any, over its
+/// first four bytes, and the checksum updated by one RFC 1624 delta for the
+/// address words (the unfolded old and new sums) and the ports.
 #[inline(always)]
-fn put_ports(seg: &mut [u8], sport: u16, dport: u16) -> Option<(u32, u32)> {
-    let old: &mut [u8; 4] = seg.get_mut(..4)?.try_into().ok()?;
-    let was = u32::from_be_bytes(*old);
-    let now = u32::from(sport) << 16 | u32::from(dport);
-    *old = now.to_be_bytes();
-    Some((w32(was), w32(now)))
+fn finish_transport(
+    seg: &mut [u8],
+    proto: u8,
+    c: u16,
+    (mut old_sum, mut new_sum): (u32, u32),
+    ports: Option<(u16, u16)>,
+) -> Option<()> {
+    if let Some((sport, dport)) = ports {
+        let old: &mut [u8; 4] = seg.get_mut(..4)?.try_into().ok()?;
+        let now = u32::from(sport) << 16 | u32::from(dport);
+        old_sum += w32(u32::from_be_bytes(*old));
+        new_sum += w32(now);
+        *old = now.to_be_bytes();
+    }
+    let at = seg.len().checked_sub(2)?;
+    seg.get_mut(at..)?.copy_from_slice(&l4_csum(proto, c, old_sum, new_sum).to_be_bytes());
+    Some(())
 }
 
 /// What to do besides the RFC 7915 header change: nothing (stateless SIIT),
@@ -251,15 +264,8 @@ fn four_to_six(
     let (hdr, seg, c) = split_out::<HDR6>(b, l4.checked_sub(HDR6)?, l4, pend, proto)?;
 
     // Nothing was written before this point.
-    let mut old_sum = w32(src4) + w32(dst4);
-    let mut new_sum = w128(src6) + w128(dst6);
-    if let Some((sport, dport)) = routed.ports {
-        let (was, now) = put_ports(seg, sport, dport)?;
-        old_sum += was;
-        new_sum += now;
-    }
-    let at = seg.len() - 2;
-    seg.get_mut(at..)?.copy_from_slice(&l4_csum(proto, c, old_sum, new_sum).to_be_bytes());
+    let sums = (w32(src4) + w32(dst4), w128(src6) + w128(dst6));
+    finish_transport(seg, proto, c, sums, routed.ports)?;
 
     //= https://www.rfc-editor.org/rfc/rfc7915#section-4.1
     // (paraphrase) Version 6; Traffic Class = IPv4 TOS; Flow Label 0; Payload
@@ -335,16 +341,8 @@ fn six_to_four(
     //# Translators MUST do this for TCP, UDP, and ICMP.
     //
     // Nothing was written before this point.
-    let mut old_sum = w128(src) + w128(dst);
     let new_addrs = w32(src4) + w32(dst4);
-    let mut new_sum = new_addrs;
-    if let Some((sport, dport)) = routed.ports {
-        let (was, now) = put_ports(seg, sport, dport)?;
-        old_sum += was;
-        new_sum += now;
-    }
-    let at = seg.len() - 2;
-    seg.get_mut(at..)?.copy_from_slice(&l4_csum(proto, c, old_sum, new_sum).to_be_bytes());
+    finish_transport(seg, proto, c, (w128(src) + w128(dst), new_addrs), routed.ports)?;
 
     //= https://www.rfc-editor.org/rfc/rfc7915#section-5.1
     // (paraphrase) Version 4, IHL 5 (no options); TOS = Traffic Class; Total

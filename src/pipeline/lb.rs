@@ -17,10 +17,13 @@ use super::xlat::{is_v4_mapped, mapped, v4_of, xlat_of, FLAG_TO4, FLAG_TO6};
 use super::XLAT_NONE;
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
 use crate::config::MAX_BATCH;
-use crate::wire::parse::{parse, parse_simple, FragKind, IpVersion};
+use crate::wire::parse::{parse, parse_simple, FiveTuple, FragKind, IpVersion};
 
 /// Seconds between refreshes of a flow's other entry by steady traffic.
 const PEER_REFRESH_SECS: i32 = 5;
+
+/// Service and backend id of NAT64 sessions, which belong to no service.
+pub const NAT64_SESSION: u16 = u16::MAX;
 
 /// Entry flag: this entry is the reply direction of its flow.
 pub const FLAG_REPLY: u8 = 0x01;
@@ -44,13 +47,14 @@ impl Stage for ConntrackStage {
             f.xlat = XLAT_NONE;
             f.next_hop = [0; 6];
             f.related = false;
-            let t = if let Some(s) = parse_simple(p.data) {
+            let key_of = |t: FiveTuple| FlowKey::new(t.src, t.dst, t.src_port, t.dst_port, t.proto);
+            let key = if let Some(s) = parse_simple(p.data) {
                 f.v6 = s.v6;
                 f.l3 = s.l3_offset as u16;
                 f.l4 = s.l4_offset as u16;
                 f.tcp_flags = s.tcp_flags;
                 f.icmp_type = 0;
-                s.tuple
+                key_of(s.tuple)
             } else {
                 match parse(p.data) {
                     Ok(Some(pp)) if pp.frag == FragKind::Whole => {
@@ -63,15 +67,8 @@ impl Stage for ConntrackStage {
                         let quoted = related::is_error(pp.tuple.proto, pp.icmp_type)
                             .then(|| related::quoted_key(p.data, pp.l4_offset, f.v6))
                             .flatten();
-                        if let Some(key) = quoted {
-                            f.related = true;
-                            let hash = key.hash();
-                            ctx.conntrack.prefetch(hash);
-                            f.key = key;
-                            f.hash = hash;
-                            return;
-                        }
-                        pp.tuple
+                        f.related = quoted.is_some();
+                        quoted.unwrap_or_else(|| key_of(pp.tuple))
                     }
                     Ok(Some(_)) => {
                         p.meta.verdict = Verdict::Drop(DropReason::Fragment);
@@ -85,7 +82,6 @@ impl Stage for ConntrackStage {
             };
             // Hash the key before storing it: reading it back from `f` would
             // stall on store forwarding (narrow stores, wide loads).
-            let key = FlowKey::new(t.src, t.dst, t.src_port, t.dst_port, t.proto);
             let hash = key.hash();
             ctx.conntrack.prefetch(hash);
             f.key = key;
@@ -293,8 +289,8 @@ fn create_nat64(ctx: &mut Ctx, f: &mut FlowMeta) -> Result<(), DropReason> {
         reply,
         flags: FLAG_TO4 | flags,
         reply_flags: FLAG_TO6 | flags,
-        sid: u16::MAX,
-        bid: u16::MAX,
+        sid: NAT64_SESSION,
+        bid: NAT64_SESSION,
         snat: Some((pool, (addr, port))),
     };
     install(ctx, f, b)

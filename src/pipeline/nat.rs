@@ -43,8 +43,8 @@ impl Stage for NatStage {
     }
 }
 
-fn get16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+pub(super) fn get16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at.checked_add(1)?)?]))
 }
 
 fn put16(b: &mut [u8], at: usize, v: u16) -> Option<()> {

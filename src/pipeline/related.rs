@@ -13,7 +13,7 @@
 
 use super::batch::FlowMeta;
 use super::conntrack::FlowKey;
-use super::nat::Delta;
+use super::nat::{get16, Delta};
 use super::xlat::mapped;
 use crate::wire::checksum::udp_encode;
 
@@ -94,10 +94,6 @@ pub fn quoted_key(pkt: &[u8], l4: usize, v6: bool) -> Option<FlowKey> {
         _ => return None,
     };
     Some(FlowKey::new(q.dst, q.src, dport, sport, q.proto))
-}
-
-fn get16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at.checked_add(1)?)?]))
 }
 
 /// Writes `new` over the bytes at `at`, adding the change to `d`.

@@ -129,6 +129,14 @@ fn hop_expired(p: &FrameMut<'_>, v6: bool) -> Option<bool> {
     Some(*p.frame.get(l3 + if v6 { 7 } else { 8 })? <= 1)
 }
 
+/// The flow with its binding's IPv4 addresses in carrier form, for a
+/// rewrite the stateless translator then takes back out to IPv4.
+fn in_carrier(f: &FlowMeta) -> FlowMeta {
+    let nat =
+        NatBinding { src: CARRIER.embed(v4_of(&f.nat.src)), dst: CARRIER.embed(v4_of(&f.nat.dst)), ..f.nat };
+    FlowMeta { nat, ..*f }
+}
+
 fn set(p: &mut FrameMut<'_>, (start, len): (usize, usize)) {
     p.meta.addr = p.base + start as u64;
     p.meta.len = len as u32;
@@ -244,12 +252,7 @@ pub fn translate_flow_general(
             }
             // Put the binding's IPv4 addresses into carrier form, then let
             // the stateless translator take them out again.
-            let mut g: FlowMeta = *p.flow;
-            g.nat = NatBinding {
-                src: CARRIER.embed(v4_of(&p.flow.nat.src)),
-                dst: CARRIER.embed(v4_of(&p.flow.nat.dst)),
-                ..p.flow.nat
-            };
+            let g = in_carrier(p.flow);
             rewrite(p.frame.get_mut(p.start..p.start + len).ok_or(DropReason::Malformed)?, &g)
                 .ok_or(DropReason::Malformed)?;
             match translate_6to4(p.frame, p.start, len, &cfg) {
@@ -282,9 +285,8 @@ impl FlowPrefixes {
         FlowPrefixes { nat64: x.nat64.as_ref().map(|n| n.prefix), nat46: x.nat46 }
     }
 
-    /// NAT64 sessions belong to no service.
     fn for_flow(&self, f: &FlowMeta) -> Option<Prefix64> {
-        if f.service == u16::MAX {
+        if f.service == super::lb::NAT64_SESSION {
             self.nat64
         } else {
             self.nat46
@@ -336,12 +338,7 @@ pub fn translate_related(
             // Rewrite first, to the binding's IPv4 addresses in carrier
             // form, then translate them out. The error's own IPv6 source
             // has no IPv4 form: it leaves from the binding's IPv4 address.
-            let mut g: FlowMeta = *p.flow;
-            g.nat = NatBinding {
-                src: CARRIER.embed(v4_of(&p.flow.nat.src)),
-                dst: CARRIER.embed(v4_of(&p.flow.nat.dst)),
-                ..p.flow.nat
-            };
+            let g = in_carrier(p.flow);
             super::related::rewrite(
                 p.frame.get_mut(p.start..p.start + len).ok_or(DropReason::Malformed)?,
                 &g,
