@@ -234,7 +234,7 @@ dut_start() { # name
     local name=$1 lg="$OUT/logs/$2-dut.log"
     DUT_PID=""
     case "$name" in
-        shunt-l4lb|shunt-l2fwd|shunt-l4lb-2q|shunt-l4lb-rt|shunt-l2fwd-rt)
+        shunt-*)
             mkdir -p /run/shunt-bench
             rm -f "$CTL"
             ip netns exec $NS_DUT "$SHUNT" run --config "$BENCH/$name.toml" > "$lg" 2>&1 &

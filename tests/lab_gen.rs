@@ -362,3 +362,36 @@ fn gen_sends_exactly_the_requested_flows_with_valid_checksums() {
     let secs = big.json["seconds"].as_f64().unwrap();
     assert!((0.4..2.0).contains(&secs), "{secs}");
 }
+
+/// Kernel (major, minor) from uname.
+fn kernel_version() -> (u32, u32) {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut it = r.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// Copy mode sends only inside sendto(), 32 frames per call unless the
+/// socket raised XDP_MAX_TX_SKB_BUDGET (Linux 6.17+). Unthrottled, the
+/// generator puts 64-frame batches on the ring: with the raised budget
+/// one call sends a whole batch, so calls carry more than 32 frames on
+/// average; at the default they carry at most 32.
+#[test]
+fn gen_sends_a_whole_batch_per_sendto_with_the_raised_tx_budget() {
+    let _lock = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(is_root(), "lab tests need root (they create network namespaces)");
+    let _pair = Pair::up();
+    let run =
+        gen(&["--src-ip", "10.77.0.101", "--dst-ip", "10.77.0.2", "--flows", "16", "--count", "100000"]);
+    let tx = run.json["tx_packets"].as_u64().unwrap();
+    let kicks = run.json["kicks"].as_u64().unwrap();
+    let budget = run.json["tx_budget"].as_u64().unwrap();
+    assert_eq!(tx, 100_000, "{}", run.stdout);
+    if kernel_version() >= (6, 17) {
+        assert_eq!(budget, u64::from(shunt::gen::RING), "the kernel takes XDP_MAX_TX_SKB_BUDGET");
+    }
+    if budget > 32 {
+        assert!(tx > kicks * 40, "{tx} frames in {kicks} sendto() calls: not whole batches");
+    } else {
+        assert!(tx <= kicks * 32, "{tx} frames in {kicks} calls at a 32-frame budget");
+    }
+}

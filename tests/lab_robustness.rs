@@ -251,3 +251,34 @@ fn realtime_priority_applies_to_workers_only() {
     shunt.stop();
     let _ = std::fs::remove_file(cfg);
 }
+
+/// Preferred busy polling needs the socket to learn its queue's NAPI from
+/// the first packets; veth registers none with its XDP queue, so after a
+/// few batches the worker says so and stops calling recvfrom() (no wasted
+/// syscalls: `busy_polls` stays 0), and traffic flows either way. With
+/// `busy_poll_budget = 0` it is not tried at all.
+#[test]
+fn busy_polling_turns_itself_off_without_a_napi() {
+    let _lab = lab();
+    let shunt = Shunt::start(&repo().join("config.toml"));
+    assert_eq!(curl_ok(10), 10);
+    let out = shunt.output();
+    for iface in ["sh-cli", "sh-be"] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains("busy polling off") && l.contains(&format!("interface=\"{iface}\""))),
+            "no fallback line for {iface}:\n{out}"
+        );
+    }
+    let summary = shunt.stop();
+    assert_eq!(counter(&summary, "worker 0", "busy_polls"), 0, "{summary}");
+    assert!(counter(&summary, "worker 0", "rx_packets") > 0, "{summary}");
+
+    let cfg = cfg_with(&[("busy_poll_budget = 64", "busy_poll_budget = 0")], "");
+    let shunt = Shunt::start(&cfg);
+    assert_eq!(curl_ok(5), 5);
+    let out = shunt.output();
+    assert!(!out.contains("busy polling"), "busy polling probed although off:\n{out}");
+    shunt.stop();
+    let _ = std::fs::remove_file(cfg);
+}

@@ -24,6 +24,8 @@ use schema::ConfigFile;
 pub const MAX_QUEUES: u32 = 64;
 /// Descriptors one batch can hold.
 pub const MAX_BATCH: u32 = 64;
+/// Largest `busy_poll_budget`: a few RX rings' worth per poll is already more than one batch.
+pub const MAX_BUSY_POLL_BUDGET: u16 = 1024;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -62,6 +64,8 @@ pub struct Dataplane {
     pub zero_copy: ZeroCopyMode,
     /// SCHED_FIFO priority for worker threads (0 = normal scheduling).
     pub realtime_priority: u8,
+    /// SO_BUSY_POLL_BUDGET of every socket (0 = no busy polling).
+    pub busy_poll_budget: u16,
 }
 
 #[derive(Debug, Clone)]
@@ -307,6 +311,15 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
             "realtime_priority must be 0 (normal scheduling) or a SCHED_FIFO priority 1..=99",
         ));
     }
+    let busy_poll_budget = u16::try_from(*d.busy_poll_budget.get_ref())
+        .ok()
+        .filter(|b| *b <= MAX_BUSY_POLL_BUDGET)
+        .ok_or_else(|| {
+            src.error(
+                d.busy_poll_budget.span(),
+                format!("busy_poll_budget must be 0 (off) or packets per poll, 1..={MAX_BUSY_POLL_BUDGET}"),
+            )
+        })?;
 
     if file.interfaces.is_empty() {
         return Err(src.error(0..0, "no [[interface]] declared"));
@@ -499,6 +512,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
             poll: d.poll,
             zero_copy: d.zero_copy,
             realtime_priority,
+            busy_poll_budget,
         },
         interfaces,
         workers,
@@ -607,6 +621,26 @@ pipeline = "fwd"
         assert_eq!(c.dataplane.realtime_priority, 50);
         let e = err(&GOOD.replace("frame_size = 4096", "frame_size = 4096\nrealtime_priority = 100"));
         assert!(e.starts_with("t.toml:4:21:") && e.contains("SCHED_FIFO priority 1..=99"), "{e}");
+    }
+
+    #[test]
+    fn busy_poll_budget_range() {
+        let with = |v: &str| {
+            GOOD.replace("frame_size = 4096", &format!("frame_size = 4096\nbusy_poll_budget = {v}"))
+        };
+        let c = Config::parse(Path::new("t.toml"), GOOD).unwrap();
+        assert_eq!(c.dataplane.busy_poll_budget, 64, "DPDK's default");
+        let c = Config::parse(Path::new("t.toml"), &with("0")).unwrap();
+        assert_eq!(c.dataplane.busy_poll_budget, 0);
+        for bad in ["1025", "70000"] {
+            let e = err(&with(bad));
+            assert!(
+                e.starts_with("t.toml:4:") && e.contains("busy_poll_budget must be 0 (off)"),
+                "{bad}: {e}"
+            );
+        }
+        let e = err(&with("-1"));
+        assert!(e.starts_with("t.toml:4:") && e.contains("busy_poll_budget"), "{e}");
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct DataplaneSection {
     pub zero_copy: ZeroCopyMode,
     /// SCHED_FIFO priority of the workers, 1..=99; 0 = normal scheduling.
     pub realtime_priority: Spanned<u8>,
+    /// Packets per preferred busy poll of an RX queue's NAPI; 0 = off.
+    pub busy_poll_budget: Spanned<u32>,
 }
 
 impl Default for DataplaneSection {
@@ -59,6 +61,7 @@ impl Default for DataplaneSection {
             poll: PollMode::Adaptive,
             zero_copy: ZeroCopyMode::Auto,
             realtime_priority: Spanned::new(0..0, 0),
+            busy_poll_budget: Spanned::new(0..0, 64),
         }
     }
 }

@@ -17,14 +17,15 @@ use crate::pipeline::services::Services;
 use crate::pipeline::{Batch, Ctx, DropReason, Pipeline, Verdict};
 use crate::telemetry::counters::WorkerCounters;
 use crate::telemetry::latency::{Hists, Recorder};
-use crate::xsk::WorkerXsk;
+use crate::xsk::{BusyPoll, WorkerXsk};
 
 /// Idle loop iterations an adaptive worker spins before it sleeps in poll(2).
 const IDLE_SPINS: u32 = 512;
 /// Longest an idle adaptive worker sleeps: bounds shutdown latency.
 const IDLE_SLEEP_MS: i32 = 10;
-/// Copy-mode TX kicks per port per batch: 4 × the kernel's 32-frame
-/// TX_BATCH_SIZE covers two full batches.
+/// Copy-mode TX kicks per port per batch: one where the socket's TX budget
+/// was raised (Linux 6.17+); 4 × the kernel's default 32 frames cover two
+/// full batches where it was not.
 const MAX_KICKS: u32 = 4;
 /// How long shutdown waits for in-flight TX to complete.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(200);
@@ -181,7 +182,17 @@ impl Worker {
         }
         let n = self.batch.len as u32;
         if n == 0 {
+            // Runs the queue's NAPI here, on our core, for up to the busy-poll
+            // budget; its frames show up in the RX ring on the next pass.
+            let p = &self.xsk.ports[port];
+            if p.busy_poll.poll(p.fd()) {
+                self.counters.busy_polls.add(1);
+            }
             return 0;
+        }
+        let p = &mut self.xsk.ports[port];
+        if let BusyPoll::Probing { .. } = p.busy_poll {
+            p.busy_poll.learn_napi(p.fd(), &p.interface, p.queue);
         }
         self.begin_batch();
         let c = &self.counters;
@@ -400,8 +411,8 @@ fn transmit(xsk: &mut WorkerXsk, c: &WorkerCounters, batch: &mut Batch) -> u32 {
                 c.wakeups.add(1);
             }
         } else {
-            // Copy mode sends only inside sendto(), at most
-            // 32 frames per call (the kernel's TX_BATCH_SIZE): kick until the ring is consumed.
+            // Copy mode sends only inside sendto(), at most `tx_budget`
+            // frames per call: kick until the ring is consumed.
             for _ in 0..MAX_KICKS {
                 if p.tx.pending() == 0 {
                     break;

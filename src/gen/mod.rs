@@ -40,8 +40,9 @@ pub const FRAMES: u32 = 4096;
 pub const RING: u32 = 2048;
 /// Descriptors put on the TX ring per loop iteration.
 pub const BATCH: u32 = 64;
-/// Copy-mode sendto() kicks per batch: the kernel sends at most 32 frames
-/// per call (TX_BATCH_SIZE), so 4 cover two batches.
+/// Copy-mode sendto() kicks per batch: one where the kernel took a larger
+/// TX budget (Linux 6.17+); with its default of 32 frames per call, 4
+/// cover two batches.
 pub const MAX_KICKS: u32 = 4;
 /// Most flows `--flows` accepts.
 pub const MAX_FLOWS: u32 = 1_000_000;
@@ -293,6 +294,10 @@ pub struct Summary {
     pub gbps: f64,
     /// The kernel's count of TX descriptors it refused (should be 0).
     pub tx_invalid_descs: u64,
+    /// sendto() calls made to transmit (copy mode) or wake the driver.
+    pub kicks: u64,
+    /// Most frames one copy-mode sendto() sends (32 unless the kernel took more).
+    pub tx_budget: u32,
 }
 
 /// Runs the generator until its limit or `stop`; prints progress each
@@ -310,6 +315,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
         poll: PollMode::Busy,
         zero_copy: ZeroCopyMode::Auto,
         realtime_priority: 0,
+        busy_poll_budget: 0,
     };
     let queues = [QueueSpec { interface: &plan.iface, interface_idx: 0, queue: plan.queue }];
     // A socket closed just before (the previous run) keeps the queue until
@@ -354,6 +360,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
     let len = plan.header.size as u32;
     let mut submitted: u64 = 0;
     let mut completed: u64 = 0;
+    let mut kicks: u64 = 0;
     let start = Instant::now();
     let deadline = plan.duration.map(|d| start + d);
     let mut last_done = start;
@@ -444,6 +451,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
         if zero_copy {
             if port.tx.needs_wakeup() {
                 kick(fd).with_context(|| format!("waking TX on {}", plan.iface))?;
+                kicks += 1;
             }
         } else {
             for _ in 0..MAX_KICKS {
@@ -451,6 +459,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
                     break;
                 }
                 kick(fd).with_context(|| format!("sendto on {} (is it up?)", plan.iface))?;
+                kicks += 1;
             }
         }
     }
@@ -475,6 +484,8 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
         mpps: completed as f64 / seconds / 1e6,
         gbps: tx_bytes as f64 * 8.0 / seconds / 1e9,
         tx_invalid_descs: stats.tx_invalid_descs,
+        kicks,
+        tx_budget: xsk.ports[0].tx_budget,
     })
 }
 

@@ -108,6 +108,8 @@ pub struct WorkerCounters {
     pub fill_ring_empty: Counter,
     /// Syscalls made to kick the kernel (TX sendto, fill-ring poll).
     pub wakeups: Counter,
+    /// Empty RX polls that ran the queue's NAPI through recvfrom() (busy polling).
+    pub busy_polls: Counter,
     /// Times an idle adaptive worker slept in poll(2).
     pub idle_sleeps: Counter,
     /// Frames handed to the worker owning their flow, and frames served for others.
@@ -137,6 +139,7 @@ impl WorkerCounters {
             ("fill_starved", self.fill_starved.get()),
             ("fill_ring_empty", self.fill_ring_empty.get()),
             ("wakeups", self.wakeups.get()),
+            ("busy_polls", self.busy_polls.get()),
             ("idle_sleeps", self.idle_sleeps.get()),
             ("handoffs_out", self.handoffs_out.get()),
             ("handoffs_served", self.handoffs_served.get()),

@@ -3,6 +3,7 @@
 //! another without a copy. Each (interface, queue) socket has its own
 //! fill/completion rings, as the kernel requires for shared UMEM.
 
+pub mod busy_poll;
 pub mod pool;
 pub mod umem;
 
@@ -14,6 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig, User};
 
 use crate::config::{Dataplane, ZeroCopyMode};
+pub use busy_poll::BusyPoll;
 pub use pool::FramePool;
 use umem::UmemArea;
 
@@ -34,6 +36,10 @@ pub struct Port {
     pub tx_outstanding: u32,
     /// The fill ring has been given frames at least once.
     pub primed: bool,
+    /// Whether an empty RX poll runs the queue's NAPI through recvfrom().
+    pub busy_poll: BusyPoll,
+    /// Most frames one copy-mode sendto() sends.
+    pub tx_budget: u32,
     _user: User,
 }
 
@@ -61,6 +67,9 @@ pub struct QueueSpec<'a> {
 const SOL_XDP: libc::c_int = 283;
 const XDP_OPTIONS: libc::c_int = 8;
 const XDP_OPTIONS_ZEROCOPY: u32 = 1;
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+/// Frames a copy-mode sendto() sends by default (the kernel's TX_BATCH_SIZE).
+pub const KERNEL_TX_BATCH: u32 = 32;
 
 impl WorkerXsk {
     pub fn new(dp: &Dataplane, queues: &[QueueSpec<'_>]) -> Result<WorkerXsk> {
@@ -148,6 +157,9 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
     let rx = user.map_rx().map_err(|e| anyhow!("mapping RX ring: errno {}", e.get_raw()))?;
     let tx = user.map_tx().map_err(|e| anyhow!("mapping TX ring: errno {}", e.get_raw()))?;
     let zero_copy = bound_zero_copy(rx.as_raw_fd())?;
+    let busy_poll = BusyPoll::request(rx.as_raw_fd(), dp.busy_poll_budget, q.interface);
+    // Zero-copy drivers pull TX descriptors themselves; the budget is copy mode's.
+    let tx_budget = if zero_copy { dp.ring_size } else { raise_tx_budget(rx.as_raw_fd(), dp.ring_size) };
     let mac = crate::sys::mac_address(q.interface).unwrap_or([0; 6]);
     let mtu = crate::sys::mtu(q.interface).unwrap_or(1500);
     if !first && dp.zero_copy == ZeroCopyMode::Require && !zero_copy {
@@ -165,6 +177,8 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
         tx,
         tx_outstanding: 0,
         primed: false,
+        busy_poll,
+        tx_budget,
         _user: user,
     })
 }
@@ -189,6 +203,30 @@ fn bound_zero_copy(fd: i32) -> Result<bool> {
         return Err(std::io::Error::last_os_error()).context("getsockopt(XDP_OPTIONS)");
     }
     Ok(flags & XDP_OPTIONS_ZEROCOPY != 0)
+}
+
+/// Lets one copy-mode sendto() send up to a whole TX ring instead of the
+/// kernel's default 32 frames (XDP_MAX_TX_SKB_BUDGET, Linux 6.17+), so one
+/// kick per batch suffices. Returns the budget in force: older kernels
+/// refuse the option and the worker kicks more than once.
+fn raise_tx_budget(fd: i32, ring_size: u32) -> u32 {
+    let budget: u32 = ring_size;
+    // SAFETY: `budget` is a live u32 and the length says so.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            (&budget as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        budget
+    } else {
+        tracing::debug!("XDP_MAX_TX_SKB_BUDGET not set: {}", std::io::Error::last_os_error());
+        KERNEL_TX_BATCH
+    }
 }
 
 /// The kernel's per-socket drop counters (`struct xdp_statistics`).
