@@ -34,7 +34,8 @@ Builds a gen → DUT → sink veth topology in namespaces bench-gen, bench-dut,
 bench-sink and measures, round after round (A B C D E A B C D E …):
   shunt-l4lb   Shunt, full L4LB pipeline (conntrack, maglev, nat, l2; full-NAT)
   shunt-l2fwd  Shunt, l2fwd only
-  (optional: shunt-l4lb-rt, shunt-l2fwd-rt: the same with SCHED_FIFO workers)
+  (optional: shunt-l4lb-rt, shunt-l2fwd-rt, testpmd-rt: the same with
+   SCHED_FIFO priority 50 for the forwarding thread(s))
   testpmd      dpdk-testpmd --forward-mode=mac, af_xdp PMD on both veths
   nft          kernel forwarding, nftables DNAT+SNAT with conntrack
   xdp          in-kernel XDP MAC rewrite + bpf_redirect (the ceiling)
@@ -158,7 +159,7 @@ if [ "$INSTALL" = 1 ]; then
         nftables conntrack iproute2 ethtool bpftool iputils-ping python3 procps >/dev/null
 fi
 TOOLS="iperf3 clang nft ip ethtool bpftool ping python3"
-case " $DUTS " in *" testpmd "*) TOOLS="$TOOLS dpdk-testpmd" ;; esac
+case " $DUTS " in *" testpmd "*|*" testpmd-rt "*) TOOLS="$TOOLS dpdk-testpmd chrt" ;; esac
 [ "$GENERATOR" = testpmd ] && TOOLS="$TOOLS dpdk-testpmd"
 for t in $TOOLS; do
     command -v "$t" >/dev/null || { echo "bench: $t not found (drop --no-install?)" >&2; exit 1; }
@@ -241,10 +242,14 @@ dut_start() { # name
             DUT_PID=$!
             wait_for "$lg" "shunt: running" 20 "$DUT_PID" || { cat "$lg" >&2; return 1; }
             ;;
-        testpmd)
+        testpmd|testpmd-rt)
             mkfifo "$WORK/dut.fifo"
+            # testpmd-rt: SCHED_FIFO 50 for the whole process, like Shunt's
+            # -rt workers; its other threads block (stdin, EAL control).
+            local rt=()
+            [ "$name" = testpmd-rt ] && rt=(chrt -f 50)
             # stdin = a FIFO we hold open: closing it is testpmd's clean exit.
-            ip netns exec $NS_DUT stdbuf -oL -eL dpdk-testpmd -l 0,1 --main-lcore 0 --no-pci --no-huge -m 1024 --no-shconf \
+            ip netns exec $NS_DUT "${rt[@]}" stdbuf -oL -eL dpdk-testpmd -l 0,1 --main-lcore 0 --no-pci --no-huge -m 1024 --no-shconf \
                 --file-prefix bench-dut --log-level=pmd.net.af_xdp:warning \
                 --vdev net_af_xdp0,iface=bd0 --vdev net_af_xdp1,iface=bd1 -- \
                 --total-num-mbufs=16384 --forward-mode=mac --eth-peer=0,$MAC_G --eth-peer=1,$MAC_S \
@@ -280,7 +285,7 @@ dut_start() { # name
 dut_stop() { # name
     case "$1" in
         shunt-*) stop_pid "$DUT_PID" 10 ;;
-        testpmd)
+        testpmd|testpmd-rt)
             exec 9>&-
             local i; for ((i = 0; i < 100; i++)); do kill -0 "$DUT_PID" 2>/dev/null || break; sleep 0.1; done
             stop_pid "$DUT_PID" 5; rm -f "$WORK/dut.fifo" ;;
@@ -408,7 +413,7 @@ import json, sys
 (kind, dut, size, flows, rnd, q, s0, a, b, s1, ta, tb, pa, pb, qa, qb, hz, gen, ping, hist) = sys.argv[1:]
 win = float(tb) - float(ta); hz = float(hz)
 gen = json.loads(gen); sent = gen.get("tx") or 0; got = int(s1) - int(s0)
-is_proc = dut.startswith("shunt") or dut == "testpmd"
+is_proc = dut.startswith(("shunt", "testpmd"))
 print(json.dumps({
     "kind": kind, "dut": dut, "size": int(size), "flows": int(flows), "round": int(rnd), "queues": int(q),
     "window_s": round(win, 3), "mpps": round((int(b) - int(a)) / win / 1e6, 4),

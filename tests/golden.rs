@@ -17,6 +17,9 @@ use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use shunt::pipeline::harness::Harness;
 use shunt::pipeline::{DropReason, Verdict};
 
+mod frames;
+use frames::{hex, ones_sum};
+
 /// Harness port MACs: 02:00:00:00:ff:0N for config interface N.
 const CLI_PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x00];
 const BE_PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x01];
@@ -173,18 +176,6 @@ fn build(p: &Pkt<'_>) -> Vec<u8> {
     out
 }
 
-/// RFC 1071 one's complement sum of big-endian 16-bit words (odd byte padded
-/// on the right), folded to 16 bits. Deliberately the textbook form.
-fn ones_sum(data: &[u8], mut acc: u64) -> u16 {
-    for c in data.chunks(2) {
-        acc += u64::from(c[0]) << 8 | u64::from(*c.get(1).unwrap_or(&0));
-    }
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
 /// Offset of the IP header and of the L4 header, and the L4 protocol, for
 /// the untagged, option-free frames these tests use.
 fn layout(frame: &[u8]) -> (bool, usize, usize, u8) {
@@ -246,10 +237,6 @@ fn zero_udp_checksum_v4(frame: &mut [u8]) {
     assert!(!v6 && proto == 17);
     frame[l4 + 6] = 0;
     frame[l4 + 7] = 0;
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join("")
 }
 
 #[track_caller]

@@ -16,6 +16,9 @@ use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use shunt::pipeline::harness::{Harness, FRAME, HEADROOM};
 use shunt::pipeline::{DropReason, Verdict};
 
+mod frames;
+use frames::{hex, ones_sum};
+
 const CLI_PORT: u8 = 0;
 const BE_PORT: u8 = 1;
 const CLI_PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x00];
@@ -175,17 +178,6 @@ fn syn6(sport: u16) -> Vec<u8> {
     frame(v6(CLIENT6), v6(VIP6), sport, 80, L4::Tcp(SYN), b"")
 }
 
-/// RFC 1071 sum, folded (textbook form, independent of Shunt).
-fn ones_sum(data: &[u8], mut acc: u64) -> u16 {
-    for c in data.chunks(2) {
-        acc += u64::from(c[0]) << 8 | u64::from(*c.get(1).unwrap_or(&0));
-    }
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
 /// Sum over the IPv4 header at `l3` (0xffff when its checksum is right).
 fn ipv4_header_sum(f: &[u8], l3: usize) -> u16 {
     let ihl = usize::from(f[l3] & 0x0f) * 4;
@@ -219,10 +211,6 @@ fn fix_l4_csum(f: &mut [u8], l3: usize, l4: usize, end: usize, v6: bool, proto: 
         c = 0xffff;
     }
     f[at..at + 2].copy_from_slice(&c.to_be_bytes());
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 // ---------------------------------------------------------------------------

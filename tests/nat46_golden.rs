@@ -10,6 +10,9 @@
 use etherparse::PacketBuilder;
 use shunt::nat46::*;
 
+mod frames;
+use frames::{csum, set_v4, w};
+
 const M1: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const M2: [u8; 6] = [2, 0, 0, 0, 0, 2];
 const HR: usize = 128;
@@ -43,28 +46,6 @@ fn cfgs(t: &EamTable, mtu: u16) -> (Config<'_>, Config<'_>) {
     (base, Config { src: site, dst: wkp, ..base })
 }
 
-/// Independent RFC 1071 checksum.
-fn csum(data: &[u8]) -> u16 {
-    let mut acc: u32 = 0;
-    for c in data.chunks(2) {
-        acc += (u32::from(c[0]) << 8) | c.get(1).map_or(0, |&b| u32::from(b));
-    }
-    while acc > 0xFFFF {
-        acc = (acc & 0xFFFF) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
-/// Sets IPv4 Identification and Flags/Fragment Offset of the header at `l3`
-/// and recomputes its checksum (etherparse defaults to DF=1).
-fn set_v4(f: &mut [u8], l3: usize, id: u16, flags_off: u16) {
-    f[l3 + 4..l3 + 6].copy_from_slice(&id.to_be_bytes());
-    f[l3 + 6..l3 + 8].copy_from_slice(&flags_off.to_be_bytes());
-    f[l3 + 10..l3 + 12].fill(0);
-    let c = csum(&f[l3..l3 + 20]);
-    f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-}
-
 /// Inserts an RFC 8200 §4.5 Fragment header after the IPv6 header at `l3`.
 fn add_frag_hdr(f: &mut Vec<u8>, l3: usize, off: u16, m: bool, id: u32) {
     let nh = f[l3 + 6];
@@ -93,12 +74,6 @@ macro_rules! e {
     () => {
         PacketBuilder::ethernet2(M1, M2)
     };
-}
-
-fn w<F: FnOnce(&mut Vec<u8>)>(f: F) -> Vec<u8> {
-    let mut v = Vec::new();
-    f(&mut v);
-    v
 }
 
 // ------------------------------------------------------------------ TCP/UDP

@@ -11,6 +11,9 @@ use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use shunt::pipeline::harness::Harness;
 use shunt::pipeline::{DropReason, Verdict};
 
+mod frames;
+use frames::{csum, hex, set_v4, w};
+
 /// Harness port MACs: 02:00:00:00:ff:0N for config interface N.
 const PORT0_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 0];
 const PORT1_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 1];
@@ -97,12 +100,6 @@ fn wkp(a: [u8; 4]) -> [u8; 16] {
 const SERVER: [u8; 4] = [198, 51, 100, 80];
 const IPV4_ROUTER: [u8; 4] = [203, 0, 113, 1];
 
-fn w<F: FnOnce(&mut Vec<u8>)>(f: F) -> Vec<u8> {
-    let mut v = Vec::new();
-    f(&mut v);
-    v
-}
-
 /// Runs one frame; returns its verdict and bytes.
 fn run(h: &mut Harness, frame: &[u8]) -> (Verdict, Vec<u8>) {
     h.run_one(frame)
@@ -117,10 +114,6 @@ fn udp_src(frame: &[u8]) -> (Vec<u8>, u16) {
     };
     let Some(TransportSlice::Udp(u)) = p.transport else { panic!("not UDP") };
     (src, u.source_port())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
 }
 
 fn assert_frame(got: &(Verdict, Vec<u8>), port: u8, want: &[u8], what: &str) {
@@ -233,18 +226,6 @@ fn ipv6_packet_too_big_about_a_packet_to_the_backend() {
     assert_frame(&run(&mut h, &err), 0, &want, "packet too big");
 }
 
-/// Independent RFC 1071 checksum.
-fn csum(data: &[u8]) -> u16 {
-    let mut acc: u32 = 0;
-    for c in data.chunks(2) {
-        acc += (u32::from(c[0]) << 8) | c.get(1).map_or(0, |&b| u32::from(b));
-    }
-    while acc > 0xFFFF {
-        acc = (acc & 0xFFFF) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
 #[test]
 fn unknown_flows_are_dropped_and_corrupt_errors_stay_corrupt() {
     let mut h = Harness::from_toml(LB).unwrap();
@@ -291,16 +272,6 @@ fn open_nat64(h: &mut Harness) -> Vec<u8> {
     let (verdict, out) = run(h, &q);
     assert_eq!(verdict, Verdict::Forward(1));
     out
-}
-
-/// Sets IPv4 Identification and Flags/Fragment Offset of the header at `l3`
-/// and recomputes its checksum (etherparse defaults to DF=1).
-fn set_v4(f: &mut [u8], l3: usize, id: u16, flags_off: u16) {
-    f[l3 + 4..l3 + 6].copy_from_slice(&id.to_be_bytes());
-    f[l3 + 6..l3 + 8].copy_from_slice(&flags_off.to_be_bytes());
-    f[l3 + 10..l3 + 12].copy_from_slice(&[0, 0]);
-    let c = csum(&f[l3..l3 + 20]);
-    f[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
 }
 
 //= https://www.rfc-editor.org/rfc/rfc6146#section-3.4

@@ -100,6 +100,7 @@ LABEL = {
     "shunt-l4lb-rt": "Shunt L4LB, SCHED_FIFO worker",
     "shunt-l2fwd-rt": "Shunt l2fwd, SCHED_FIFO worker",
     "testpmd": "testpmd mac (af_xdp)",
+    "testpmd-rt": "testpmd mac (af_xdp), SCHED_FIFO lcore",
     "nft": "kernel fwd + nft DNAT/SNAT",
     "xdp": "XDP redirect (ceiling)",
     "shunt-l4lb-2q": "Shunt L4LB, 2 queues / 2 workers",
@@ -187,10 +188,9 @@ def report(results, outdir, metapath):
         v = [r["ping"].get(field) for r in g] if g else []
         v = [x for x in v if x is not None]
         return statistics.median(v) if v else None
-    md += ["", "Ratios against the targets (medians):", "",
-           "| size B | flows | L4LB / testpmd mac (≥ 1.2) | L4LB / nft DNAT (≥ 1.0) | l2fwd / XDP fwd (≥ 0.70) | ping p99 Shunt L4LB / testpmd (≤ 1.0) | ping p99 Shunt l2fwd / testpmd |",
-           "|---|---|---|---|---|---|---|"]
+    rows = []
     ratios = []
+    f = lambda x: "–" if x is None else f"{x:.2f}"
     sf = sorted({(k[2], k[3]) for k in udp_keys})
     def rat(a, b):
         return None if a is None or b in (None, 0) else round(a / b, 2)
@@ -202,9 +202,29 @@ def report(results, outdir, metapath):
              "p99_l4lb_vs_testpmd": rat(medp("shunt-l4lb", size, flows, "p99_us"), medp("testpmd", size, flows, "p99_us")),
              "p99_l2fwd_vs_testpmd": rat(medp("shunt-l2fwd", size, flows, "p99_us"), medp("testpmd", size, flows, "p99_us"))}
         ratios.append(r)
-        f = lambda x: "–" if x is None else f"{x:.2f}"
-        md.append(f"| {size} | {flows} | {f(r['l4lb_vs_testpmd'])} | {f(r['l4lb_vs_nft'])} | {f(r['l2fwd_vs_xdp'])} | {f(r['p99_l4lb_vs_testpmd'])} | {f(r['p99_l2fwd_vs_testpmd'])} |")
+        rows.append(f"| {size} | {flows} | {f(r['l4lb_vs_testpmd'])} | {f(r['l4lb_vs_nft'])} | {f(r['l2fwd_vs_xdp'])} | {f(r['p99_l4lb_vs_testpmd'])} | {f(r['p99_l2fwd_vs_testpmd'])} |")
     out["ratios"] = ratios
+    # Only where the run had the DUTs to compare (not, e.g., an -rt-only run).
+    if any(v is not None for r in ratios for k, v in r.items() if k not in ("size", "flows")):
+        md += ["", "Ratios against the targets (medians):", "",
+               "| size B | flows | L4LB / testpmd mac (≥ 1.2) | L4LB / nft DNAT (≥ 1.0) | l2fwd / XDP fwd (≥ 0.70) | ping p99 Shunt L4LB / testpmd (≤ 1.0) | ping p99 Shunt l2fwd / testpmd |",
+               "|---|---|---|---|---|---|---|"] + rows
+    # Like for like with real-time scheduling, where both were run.
+    if any(k[1] == "testpmd-rt" for k in udp_keys):
+        md += ["", "SCHED_FIFO on both sides (medians):", "",
+               "| size B | flows | L4LB-rt / testpmd-rt (≥ 1.2) | l2fwd-rt / testpmd-rt | ping p99 L4LB-rt / testpmd-rt (≤ 1.0) |",
+               "|---|---|---|---|---|"]
+        rt = []
+        for size, flows in sf:
+            r = {"size": size, "flows": flows,
+                 "l4lb_rt_vs_testpmd_rt": rat(med("shunt-l4lb-rt", size, flows), med("testpmd-rt", size, flows)),
+                 "l2fwd_rt_vs_testpmd_rt": rat(med("shunt-l2fwd-rt", size, flows), med("testpmd-rt", size, flows)),
+                 "p99_l4lb_rt_vs_testpmd_rt": rat(medp("shunt-l4lb-rt", size, flows, "p99_us"),
+                                                  medp("testpmd-rt", size, flows, "p99_us"))}
+            rt.append(r)
+            md.append(f"| {size} | {flows} | {f(r['l4lb_rt_vs_testpmd_rt'])} | {f(r['l2fwd_rt_vs_testpmd_rt'])} | "
+                      f"{f(r['p99_l4lb_rt_vs_testpmd_rt'])} |")
+        out["ratios_rt"] = rt
     text = "\n".join(md) + "\n"
     open(f"{outdir}/compare.md", "w").write(text)
     json.dump(out, open(f"{outdir}/compare.json", "w"), indent=1)
