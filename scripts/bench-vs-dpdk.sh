@@ -17,6 +17,7 @@ DURATION=10
 WARMUP=2
 OUT="$ROOT/target/bench-results"
 QUICK=0
+RATE=0
 INSTALL=1
 BUILD=1
 DO_TCP=1
@@ -52,6 +53,8 @@ options:
   --flows "A B"    distinct UDP 5-tuples per case, 1..1000000 (default "1 256 100000");
                    with --generator testpmd only 1 and 256 (others are skipped)
   --generator G    shunt (default: `shunt gen`) or testpmd (txonly, af_xdp PMD)
+  --rate PPS       offered load in packets/s, split over the queues (shunt gen only;
+                   default 0: as fast as the socket takes them, i.e. saturation)
   --duts "…"       subset/order of DUTs (default "shunt-l4lb shunt-l2fwd testpmd nft xdp")
   --out DIR        results directory (default target/bench-results)
   --quick          1 round, 4 s per case, 64 B × {1, 256, 100000} flows + 1500 B × 256 (< 6 min)
@@ -70,6 +73,7 @@ while [ $# -gt 0 ]; do
         --sizes) SIZES=$2; shift 2 ;;
         --flows) FLOWS=$2; shift 2 ;;
         --generator) GENERATOR=$2; shift 2 ;;
+        --rate) RATE=$2; shift 2 ;;
         --duts) DUTS=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --quick) QUICK=1; shift ;;
@@ -82,6 +86,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$GENERATOR" in shunt|testpmd) ;; *) echo "bench: --generator is shunt or testpmd, not $GENERATOR" >&2; exit 2 ;; esac
+if ! [[ $RATE =~ ^[0-9]+$ ]]; then echo "bench: --rate takes packets per second, not $RATE" >&2; exit 2; fi
+if [ "$RATE" != 0 ] && [ "$GENERATOR" != shunt ]; then
+    echo "bench: --rate needs --generator shunt (testpmd txonly has no rate limit)" >&2; exit 2
+fi
 if [ "$QUICK" = 1 ]; then
     ROUNDS=1; DURATION=4; WARMUP=1
     SIZES="64 1500"; FLOWS="1 256 100000"
@@ -322,8 +330,9 @@ gen_start() { # size flows dst log
     if [ "$GENERATOR" = shunt ]; then gen_start_shunt "$@"; else gen_start_testpmd "$@"; fi
 }
 gen_start_shunt() { # size flows dst log
-    local size=$1 flows=$2 dst=$3 lg=$4 q n ports=$((64512 / QUEUES))
+    local size=$1 flows=$2 dst=$3 lg=$4 q n ports=$((64512 / QUEUES)) rate=()
     GEN_PIDS=""
+    [ "$RATE" = 0 ] || rate=(--rate $((RATE / QUEUES)))
     for ((q = 0; q < QUEUES; q++)); do
         # Split the flows over the queues (bg0 TX queue q arrives on bd0 RX
         # queue q); queue q walks its own slice of source ports, so the
@@ -332,7 +341,7 @@ gen_start_shunt() { # size flows dst log
         [ "$n" -ge 1 ] || continue
         timeout -s INT $((WARMUP + DURATION + 60)) ip netns exec $NS_GEN "$SHUNT" gen --iface bg0 --queue $q \
             --dst-mac $MAC_D0 --src-ip $IP_G --dst-ip "$dst" --dst-port 9 --src-port $((1024 + q * ports)) \
-            --src-ports $ports --flows "$n" --size "$size" --cpu 0 --json \
+            --src-ports $ports --flows "$n" --size "$size" --cpu 0 --json "${rate[@]}" \
             > "$lg.q$q.json" 2> "$lg.q$q" &
         GEN_PIDS="$GEN_PIDS $!"
         wait_for "$lg.q$q" "shunt gen: sending" 30 "$!" || { cat "$lg.q$q" >&2; return 1; }
@@ -499,7 +508,7 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 json.dump({"machine": f"{cpu}, $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)",
            "kernel": platform.release(), "load_before": "$LOAD_BEFORE", "load_after": "$LOAD_AFTER",
            "command": "bash scripts/bench-vs-dpdk.sh $( [ $QUICK = 1 ] && echo --quick )".strip(),
-           "rounds": $ROUNDS, "duration": $DURATION, "warmup": $WARMUP,
+           "rounds": $ROUNDS, "duration": $DURATION, "warmup": $WARMUP, "rate_pps": $RATE,
            "testpmd": subprocess.run(["dpkg-query", "-W", "-f", "\${Version}", "dpdk-dev"], capture_output=True, text=True).stdout,
            "generator": ("shunt gen (TX-only AF_XDP, copy mode) on bench-gen/bg0, one per queue, CPU 0"
                          if "$GENERATOR" == "shunt" else

@@ -135,6 +135,9 @@ def report(results, outdir, metapath):
     md.append(f"Machine: {meta.get('machine')}; kernel {meta.get('kernel')}; load before/after: {meta.get('load_before')} / {meta.get('load_after')}")
     md.append("")
     md.append(f"Command: `{meta.get('command')}` — rounds: {meta.get('rounds')}, {meta.get('duration')} s measured per case after {meta.get('warmup')} s warm-up")
+    if meta.get("rate_pps"):
+        md.append("")
+        md.append(f"Offered load: {meta['rate_pps']} packets/s (`--rate`), not saturation")
     md.append("")
     md.append("Cells: median over rounds (min–max). Mpps = packets counted by the XDP counter on the sink / measured window.")
     md.append("")
