@@ -224,12 +224,20 @@ topo_up() { # queues
     in_ns $NS_SINK ip link set bs0 xdpdrv obj "$WORK/sink.o" sec xdp
     local prog
     prog=$(in_ns $NS_SINK ip -j -d link show bs0 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["xdp"]["prog"]["id"])')
-    SINK_MAP=$(bpftool -j prog show id "$prog" | python3 -c 'import json,sys; print(json.load(sys.stdin)["map_ids"][0])')
+    # Its maps by name: the counters and the one-way latency histogram.
+    read -r SINK_MAP LAT_MAP < <(bpftool -j prog show id "$prog" | python3 -c '
+import json, subprocess, sys
+ids = json.load(sys.stdin)["map_ids"]
+name = {i: json.loads(subprocess.run(["bpftool", "-j", "map", "show", "id", str(i)],
+                                     capture_output=True, text=True).stdout)["name"] for i in ids}
+by = {v: k for k, v in name.items()}
+print(by["bench_cnt"], by["bench_lat"])')
     IDX_D0=$(in_ns $NS_DUT cat /sys/class/net/bd0/ifindex)
     IDX_D1=$(in_ns $NS_DUT cat /sys/class/net/bd1/ifindex)
     QUEUES=$q
 }
 sink_read() { bpftool -j map dump id "$SINK_MAP" | python3 "$BENCH/bench.py" cnt; }
+lat_read() { bpftool -j map dump id "$LAT_MAP" > "$1"; } # file
 
 # ---------------------------------------------------------------- CPU
 proc_ticks() { # pid -> utime+stime (ticks), all threads
@@ -398,11 +406,13 @@ run_case() { # kind dut size flows round
     fi
     sleep "$WARMUP"
     read -r a _ < <(sink_read); ta=$(date +%s.%N); pa=$(proc_ticks "$DUT_PID"); qa=$(softirq_ticks)
+    lat_read "$OUT/logs/$tag-lat0.json"
     timeout $((DURATION + 10)) ip netns exec $NS_GEN ping -n -i 0.01 -W 1 -c $((DURATION * 100 - 50)) -s 56 $IP_S \
         > "$OUT/logs/$tag-ping.log" 2>&1 &
     local ping_pid=$!
     sleep "$DURATION"
     read -r b _ < <(sink_read); tb=$(date +%s.%N); pb=$(proc_ticks "$DUT_PID"); qb=$(softirq_ticks)
+    lat_read "$OUT/logs/$tag-lat1.json"
     wait "$ping_pid" 2>/dev/null || true
     local hist='null'
     if [[ $dut == shunt-* ]]; then
@@ -413,13 +423,14 @@ run_case() { # kind dut size flows round
     sleep 0.5
     read -r s1 _ < <(sink_read)
     dut_stop "$cfgdut"
-    local gen pingj
+    local gen pingj latj
     gen=$(gen_result "$OUT/logs/$tag-gen.log")
     pingj=$(python3 "$BENCH/bench.py" ping "$OUT/logs/$tag-ping.log")
+    latj=$(python3 "$BENCH/bench.py" lat "$OUT/logs/$tag-lat0.json" "$OUT/logs/$tag-lat1.json")
     python3 - "$kind" "$dut" "$size" "$flows" "$round" "$QUEUES" "$s0" "$a" "$b" "$s1" "$ta" "$tb" "$pa" "$pb" "$qa" "$qb" "$HZ" \
-        "$gen" "$pingj" "$hist" >> "$RESULTS" <<'PY'
+        "$gen" "$pingj" "$hist" "$latj" >> "$RESULTS" <<'PY'
 import json, sys
-(kind, dut, size, flows, rnd, q, s0, a, b, s1, ta, tb, pa, pb, qa, qb, hz, gen, ping, hist) = sys.argv[1:]
+(kind, dut, size, flows, rnd, q, s0, a, b, s1, ta, tb, pa, pb, qa, qb, hz, gen, ping, hist, lat) = sys.argv[1:]
 win = float(tb) - float(ta); hz = float(hz)
 gen = json.loads(gen); sent = gen.get("tx") or 0; got = int(s1) - int(s0)
 is_proc = dut.startswith(("shunt", "testpmd"))
@@ -430,14 +441,16 @@ print(json.dumps({
     "loss_pct": round(100.0 * (sent - got) / sent, 2) if sent else None,
     "cpu_proc_s_per_s": round((int(pb) - int(pa)) / hz / win, 3) if is_proc else None,
     "softirq_s_per_s": round((int(qb) - int(qa)) / hz / win, 3),
-    "ping": json.loads(ping), "hist": json.loads(hist),
+    "ping": json.loads(ping), "hist": json.loads(hist), "lat": json.loads(lat),
 }))
 PY
     python3 - "$RESULTS" <<'PY'
 import json, sys
 r = json.loads(open(sys.argv[1]).read().splitlines()[-1])
-p = r["ping"]; h = r["hist"] or {}
+p = r["ping"]; h = r["hist"] or {}; l = r.get("lat") or {}
 extra = f" hist p99 {h.get('p99_us')} µs" if h else ""
+if l.get("count"):
+    extra += f", one-way p50/p99 {l.get('p50_us')}/{l.get('p99_us')} µs"
 print(f"         -> {r['mpps']:.3f} Mpps at sink, loss {r['loss_pct']}%, proc CPU {r['cpu_proc_s_per_s']} s/s, "
       f"softirq {r['softirq_s_per_s']} s/s, ping p50/p99 {p.get('p50_us')}/{p.get('p99_us')} µs (lost {p.get('loss_pct')}%)" + extra)
 PY

@@ -6,6 +6,8 @@
   bench.py testpmd FILE                             -> JSON {tx, tx_dropped, rx} (accumulated, from the exit stats)
   bench.py shuntgen FILE...                         -> JSON {tx, tx_dropped, rx}, summed over `shunt gen --json` summaries
   bench.py hist FILE                                -> JSON {p50_us, p99_us, p999_us, count} from `shunt histogram --format json`
+  bench.py lat BEFORE AFTER                         -> JSON {count, p50_us, p99_us, p999_us} of the sink's one-way
+                                                       latency histogram between two `bpftool -j map dump`s
   bench.py report RESULTS.jsonl OUTDIR META.json    -> OUTDIR/compare.md, OUTDIR/compare.json, table on stdout
 """
 import json
@@ -37,6 +39,52 @@ def cnt():
                 val = int.from_bytes(bytes(int(b, 16) for b in val), "little")
             tot[int(key)] += int(val)
     print(tot[0], tot[1])
+
+
+def lat_counts(path):
+    """Per-bucket counts of the sink's `bench_lat` map, summed over CPUs."""
+    counts = {}
+    try:
+        data = json.load(open(path))
+    except (OSError, ValueError):
+        return counts
+    for e in data:
+        if "formatted" in e:
+            e = e["formatted"]
+        key = e["key"]
+        if isinstance(key, list):
+            key = int.from_bytes(bytes(int(b, 16) for b in key), "little")
+        for v in e["values"]:
+            val = v["value"]
+            if isinstance(val, list):
+                val = int.from_bytes(bytes(int(b, 16) for b in val), "little")
+            counts[int(key)] = counts.get(int(key), 0) + int(val)
+    return counts
+
+
+def lat_bucket_upper_us(idx):
+    """Upper edge of a bucket of xdp_sink_count.c's histogram, in µs."""
+    unit = 1024 / 1000.0
+    if idx < 64:
+        return (idx + 1) * unit
+    k, sub = 6 + (idx - 64) // 16, (idx - 64) % 16
+    return ((17 + sub) << (k - 4)) * unit
+
+
+def lat(before, after):
+    a, b = lat_counts(before), lat_counts(after)
+    diff = sorted((k, b.get(k, 0) - a.get(k, 0)) for k in b)
+    total = sum(n for _, n in diff)
+    out = {"count": total, "p50_us": None, "p99_us": None, "p999_us": None}
+    if total:
+        for name, q in (("p50_us", 0.50), ("p99_us", 0.99), ("p999_us", 0.999)):
+            need, seen = q * total, 0
+            for k, n in diff:
+                seen += n
+                if seen >= need:
+                    out[name] = round(lat_bucket_upper_us(k), 1)
+                    break
+    print(json.dumps(out))
 
 
 def ping(path):
@@ -142,9 +190,10 @@ def report(results, outdir, metapath):
     md.append("Cells: median over rounds (min–max). Mpps = packets counted by the XDP counter on the sink / measured window.")
     md.append("")
     udp_keys = sorted([k for k in groups if k[0] == "udp"], key=lambda k: (k[2], k[3], list(LABEL).index(k[1]) if k[1] in LABEL else 99))
-    hdr = "| DUT | size B | flows | Mpps at sink | loss % | DUT proc CPU s/s | softirq s/s (all CPUs) | ping RTT p50 / p99 / p99.9 µs | ping loss % | Shunt RX→TX p50 / p99 / p99.9 µs |"
+    hdr = ("| DUT | size B | flows | Mpps at sink | loss % | DUT proc CPU s/s | softirq s/s (all CPUs) | "
+           "one-way gen→sink p50 / p99 / p99.9 µs | ping RTT p50 / p99 / p99.9 µs | ping loss % | Shunt RX→TX p50 / p99 / p99.9 µs |")
     md.append(hdr)
-    md.append("|" + "---|" * 10)
+    md.append("|" + "---|" * 11)
     for k in udp_keys:
         g = groups[k]
         a = {
@@ -159,11 +208,15 @@ def report(results, outdir, metapath):
             "hist_p50": agg([(r.get("hist") or {}).get("p50_us") for r in g]),
             "hist_p99": agg([(r.get("hist") or {}).get("p99_us") for r in g]),
             "hist_p999": agg([(r.get("hist") or {}).get("p999_us") for r in g]),
+            "lat_p50": agg([(r.get("lat") or {}).get("p50_us") for r in g]),
+            "lat_p99": agg([(r.get("lat") or {}).get("p99_us") for r in g]),
+            "lat_p999": agg([(r.get("lat") or {}).get("p999_us") for r in g]),
         }
         out["udp"].append({"dut": k[1], "size": k[2], "flows": k[3], **a})
         hist = "–" if a["hist_p50"] is None else f"{fmt(a['hist_p50'],1)} / {fmt(a['hist_p99'],1)} / {fmt(a['hist_p999'],1)}"
+        oneway = "–" if a["lat_p50"] is None else f"{fmt(a['lat_p50'],0)} / {fmt(a['lat_p99'],0)} / {fmt(a['lat_p999'],0)}"
         md.append(f"| {LABEL.get(k[1], k[1])} | {k[2]} | {k[3]} | {fmt(a['mpps'],3)} | {fmt(a['loss_pct'],1)} | {fmt(a['cpu_proc'])} | {fmt(a['softirq'])} | "
-                  f"{fmt(a['ping_p50'],0)} / {fmt(a['ping_p99'],0)} / {fmt(a['ping_p999'],0)} | {fmt(a['ping_loss'],1)} | {hist} |")
+                  f"{oneway} | {fmt(a['ping_p50'],0)} / {fmt(a['ping_p99'],0)} / {fmt(a['ping_p999'],0)} | {fmt(a['ping_loss'],1)} | {hist} |")
     tcp_keys = sorted([k for k in groups if k[0] == "tcp"])
     if tcp_keys:
         md += ["", "TCP (iperf3, 1 stream, gen → VIP → sink backends):", "", "| DUT | Gbit/s | retransmits | DUT proc CPU s/s | softirq s/s |", "|---|---|---|---|---|"]
@@ -186,6 +239,11 @@ def report(results, outdir, metapath):
     def med(dut, size, flows):
         g = groups.get(("udp", dut, size, flows, 1))
         return statistics.median([r["mpps"] for r in g]) if g else None
+    def medl(dut, size, flows, field):
+        g = groups.get(("udp", dut, size, flows, 1))
+        v = [(r.get("lat") or {}).get(field) for r in g] if g else []
+        v = [x for x in v if x is not None]
+        return statistics.median(v) if v else None
     def medp(dut, size, flows, field):
         g = groups.get(("udp", dut, size, flows, 1))
         v = [r["ping"].get(field) for r in g] if g else []
@@ -203,30 +261,33 @@ def report(results, outdir, metapath):
              "l4lb_vs_nft": rat(med("shunt-l4lb", size, flows), med("nft", size, flows)),
              "l2fwd_vs_xdp": rat(med("shunt-l2fwd", size, flows), med("xdp", size, flows)),
              "p99_l4lb_vs_testpmd": rat(medp("shunt-l4lb", size, flows, "p99_us"), medp("testpmd", size, flows, "p99_us")),
-             "p99_l2fwd_vs_testpmd": rat(medp("shunt-l2fwd", size, flows, "p99_us"), medp("testpmd", size, flows, "p99_us"))}
+             "p99_l2fwd_vs_testpmd": rat(medp("shunt-l2fwd", size, flows, "p99_us"), medp("testpmd", size, flows, "p99_us")),
+             "oneway_p99_l4lb_vs_testpmd": rat(medl("shunt-l4lb", size, flows, "p99_us"), medl("testpmd", size, flows, "p99_us"))}
         ratios.append(r)
-        rows.append(f"| {size} | {flows} | {f(r['l4lb_vs_testpmd'])} | {f(r['l4lb_vs_nft'])} | {f(r['l2fwd_vs_xdp'])} | {f(r['p99_l4lb_vs_testpmd'])} | {f(r['p99_l2fwd_vs_testpmd'])} |")
+        rows.append(f"| {size} | {flows} | {f(r['l4lb_vs_testpmd'])} | {f(r['l4lb_vs_nft'])} | {f(r['l2fwd_vs_xdp'])} | {f(r['p99_l4lb_vs_testpmd'])} | {f(r['p99_l2fwd_vs_testpmd'])} | {f(r['oneway_p99_l4lb_vs_testpmd'])} |")
     out["ratios"] = ratios
     # Only where the run had the DUTs to compare (not, e.g., an -rt-only run).
     if any(v is not None for r in ratios for k, v in r.items() if k not in ("size", "flows")):
         md += ["", "Ratios against the targets (medians):", "",
-               "| size B | flows | L4LB / testpmd mac (≥ 1.2) | L4LB / nft DNAT (≥ 1.0) | l2fwd / XDP fwd (≥ 0.70) | ping p99 Shunt L4LB / testpmd (≤ 1.0) | ping p99 Shunt l2fwd / testpmd |",
-               "|---|---|---|---|---|---|---|"] + rows
+               "| size B | flows | L4LB / testpmd mac (≥ 1.2) | L4LB / nft DNAT (≥ 1.0) | l2fwd / XDP fwd (≥ 0.70) | ping p99 Shunt L4LB / testpmd (≤ 1.0) | ping p99 Shunt l2fwd / testpmd | one-way p99 L4LB / testpmd (≤ 1.0) |",
+               "|---|---|---|---|---|---|---|---|"] + rows
     # Like for like with real-time scheduling, where both were run.
     if any(k[1] == "testpmd-rt" for k in udp_keys):
         md += ["", "SCHED_FIFO on both sides (medians):", "",
-               "| size B | flows | L4LB-rt / testpmd-rt (≥ 1.2) | l2fwd-rt / testpmd-rt | ping p99 L4LB-rt / testpmd-rt (≤ 1.0) |",
-               "|---|---|---|---|---|"]
+               "| size B | flows | L4LB-rt / testpmd-rt (≥ 1.2) | l2fwd-rt / testpmd-rt | ping p99 L4LB-rt / testpmd-rt (≤ 1.0) | one-way p99 L4LB-rt / testpmd-rt (≤ 1.0) |",
+               "|---|---|---|---|---|---|"]
         rt = []
         for size, flows in sf:
             r = {"size": size, "flows": flows,
                  "l4lb_rt_vs_testpmd_rt": rat(med("shunt-l4lb-rt", size, flows), med("testpmd-rt", size, flows)),
                  "l2fwd_rt_vs_testpmd_rt": rat(med("shunt-l2fwd-rt", size, flows), med("testpmd-rt", size, flows)),
                  "p99_l4lb_rt_vs_testpmd_rt": rat(medp("shunt-l4lb-rt", size, flows, "p99_us"),
-                                                  medp("testpmd-rt", size, flows, "p99_us"))}
+                                                  medp("testpmd-rt", size, flows, "p99_us")),
+                 "oneway_p99_l4lb_rt_vs_testpmd_rt": rat(medl("shunt-l4lb-rt", size, flows, "p99_us"),
+                                                         medl("testpmd-rt", size, flows, "p99_us"))}
             rt.append(r)
             md.append(f"| {size} | {flows} | {f(r['l4lb_rt_vs_testpmd_rt'])} | {f(r['l2fwd_rt_vs_testpmd_rt'])} | "
-                      f"{f(r['p99_l4lb_rt_vs_testpmd_rt'])} |")
+                      f"{f(r['p99_l4lb_rt_vs_testpmd_rt'])} | {f(r['oneway_p99_l4lb_rt_vs_testpmd_rt'])} |")
         out["ratios_rt"] = rt
     text = "\n".join(md) + "\n"
     open(f"{outdir}/compare.md", "w").write(text)
@@ -244,6 +305,8 @@ if __name__ == "__main__":
         testpmd(sys.argv[2])
     elif cmd == "shuntgen":
         shuntgen(sys.argv[2:])
+    elif cmd == "lat":
+        lat(sys.argv[2], sys.argv[3])
     elif cmd == "hist":
         hist(sys.argv[2])
     elif cmd == "report":

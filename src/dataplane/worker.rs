@@ -61,12 +61,7 @@ pub struct Worker {
 const EXPIRE_BUDGET: usize = 64;
 
 /// Monotonic nanoseconds (vDSO, no syscall): read twice per batch.
-fn now_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC is served by the vDSO.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+use crate::sys::monotonic_ns as now_ns;
 
 /// Monotonic seconds from the vDSO coarse clock: no syscall, read per batch.
 fn now_secs() -> u32 {

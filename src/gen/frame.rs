@@ -5,8 +5,13 @@
 //! The checksums are not recomputed over the packet: everything but the
 //! source address and port is the same in every packet, so its one's
 //! complement sum is computed once ([`Template::new`]) and each stamp adds
-//! the three 16-bit words that change. That is the RFC 1071 sum itself, not
-//! an RFC 1624 update, so no stale checksum is ever read back from a frame.
+//! the words that change. That is the RFC 1071 sum itself, not an RFC 1624
+//! update, so no stale checksum is ever read back from a frame.
+//!
+//! The first 8 payload bytes carry the submit time (CLOCK_MONOTONIC
+//! nanoseconds, big-endian; 0 = none), so a sink on the same host can
+//! measure one-way latency through a device under test: the lab's XDP
+//! counter reads it with `bpf_ktime_get_ns()`, the same clock.
 
 use core::net::Ipv4Addr;
 
@@ -26,6 +31,7 @@ mod field {
     pub const IP_SRC: Range<usize> = 26..30;
     pub const UDP_SRC_PORT: Range<usize> = 34..36;
     pub const UDP_CHECKSUM: Range<usize> = 40..42;
+    pub const TIMESTAMP: Range<usize> = 42..50;
 }
 
 /// Addresses and ports common to every packet.
@@ -88,6 +94,8 @@ impl Template {
         for (i, b) in frame[payload_at..].iter_mut().enumerate() {
             *b = b"shunt-gen "[i % 10];
         }
+        // The timestamp slot sums as zero; each stamp adds its value.
+        frame[field::TIMESTAMP].fill(0);
         {
             let mut u = udp::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN + 20..]);
             u.set_src_port(0);
@@ -107,20 +115,23 @@ impl Template {
         Some(Template { header, ip_sum, udp_sum })
     }
 
-    /// Makes the template in `frame` the packet of flow (`src`, `sport`):
-    /// writes the source address, source port and both checksums. Returns
-    /// false (and writes nothing) if `frame` is too short to hold the headers.
+    /// Makes the template in `frame` the packet of flow (`src`, `sport`)
+    /// sent at `time_ns`: writes the source address, source port, the
+    /// timestamp and both checksums. Returns false (and writes nothing) if
+    /// `frame` is too short to hold them.
     #[inline]
-    pub fn stamp(&self, frame: &mut [u8], src: u32, sport: u16) -> bool {
-        let Some(h) = frame.get_mut(..HEADERS_LEN) else { return false };
+    pub fn stamp(&self, frame: &mut [u8], src: u32, sport: u16, time_ns: u64) -> bool {
+        let Some(h) = frame.get_mut(..field::TIMESTAMP.end) else { return false };
         let (hi, lo) = (src >> 16, src & 0xFFFF);
+        let t = (0..4).map(|i| ((time_ns >> (16 * i)) & 0xFFFF) as u32).sum::<u32>();
         let ip = !checksum::fold(self.ip_sum + hi + lo);
         // A computed UDP checksum of zero is sent as all ones (RFC 768).
-        let udp = checksum::udp_encode(!checksum::fold(self.udp_sum + hi + lo + u32::from(sport)));
+        let udp = checksum::udp_encode(!checksum::fold(self.udp_sum + hi + lo + u32::from(sport) + t));
         h[field::IP_SRC].copy_from_slice(&src.to_be_bytes());
         h[field::IP_CHECKSUM].copy_from_slice(&ip.to_be_bytes());
         h[field::UDP_SRC_PORT].copy_from_slice(&sport.to_be_bytes());
         h[field::UDP_CHECKSUM].copy_from_slice(&udp.to_be_bytes());
+        h[field::TIMESTAMP].copy_from_slice(&time_ns.to_be_bytes());
         true
     }
 }
@@ -215,7 +226,7 @@ mod tests {
     fn smallest_frame_is_exact_bytes() {
         let mut f = [0xAAu8; 2048];
         let t = Template::new(header(60), &mut f).unwrap();
-        assert!(t.stamp(&mut f, u32::from(Ipv4Addr::new(10, 10, 1, 2)), 1024));
+        assert!(t.stamp(&mut f, u32::from(Ipv4Addr::new(10, 10, 1, 2)), 1024, 0));
         #[rustfmt::skip]
         let want: [u8; 40] = [
             2, 0, 0, 0, 0, 2,  2, 0, 0, 0, 0, 1,  0x08, 0x00,
@@ -224,7 +235,8 @@ mod tests {
         ];
         assert_eq!(f[..40], want);
         verify(&f, Ipv4Addr::new(10, 10, 1, 2), 1024, 60);
-        assert_eq!(&f[42..52], b"shunt-gen ");
+        assert_eq!(&f[42..50], &[0; 8], "no timestamp");
+        assert_eq!(&f[50..52], b"n ");
         assert_eq!(f[60], 0xAA, "nothing written past the frame");
     }
 
@@ -235,7 +247,7 @@ mod tests {
         assert!(Template::new(header(2049), &mut f).is_none());
         assert!(Template::new(header(2048), &mut f).is_some());
         let t = Template::new(header(60), &mut f).unwrap();
-        assert!(!t.stamp(&mut f[..41], 1, 1));
+        assert!(!t.stamp(&mut f[..49], 1, 1, 1));
     }
 
     #[test]
@@ -259,13 +271,16 @@ mod tests {
         /// size, and restamping a used frame leaves no trace of the old flow.
         #[test]
         fn stamped_checksums_are_valid(size in 60usize..=1514, a in any::<u32>(), pa in any::<u16>(),
-                                       b in any::<u32>(), pb in any::<u16>()) {
+                                       ta in any::<u64>(), b in any::<u32>(), pb in any::<u16>(),
+                                       tb in any::<u64>()) {
             let mut f = vec![0u8; 2048];
             let t = Template::new(header(size), &mut f).unwrap();
-            t.stamp(&mut f, a, pa);
+            t.stamp(&mut f, a, pa, ta);
             verify(&f, Ipv4Addr::from(a), pa, size);
-            t.stamp(&mut f, b, pb);
+            prop_assert_eq!(&f[42..50], &ta.to_be_bytes()[..]);
+            t.stamp(&mut f, b, pb, tb);
             verify(&f, Ipv4Addr::from(b), pb, size);
+            prop_assert_eq!(&f[42..50], &tb.to_be_bytes()[..]);
         }
 
         /// `flows` consecutive flows are exactly `flows` distinct tuples, all

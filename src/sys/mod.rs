@@ -208,3 +208,13 @@ pub fn drop_capabilities(keep: &[u32]) -> std::io::Result<()> {
     unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     Ok(())
 }
+
+/// CLOCK_MONOTONIC in nanoseconds from the vDSO (no syscall): the clock
+/// `bpf_ktime_get_ns()` reads, so BPF programs can compare against it.
+#[inline]
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_MONOTONIC is served by the vDSO.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
