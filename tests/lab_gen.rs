@@ -167,6 +167,8 @@ struct Seen {
     capture_drops: u64,
     udp_csum_errors: u64,
     udp_rcvbuf_errors: u64,
+    /// Earliest and latest submit time in the payloads (CLOCK_MONOTONIC ns).
+    stamps: Option<(u64, u64)>,
 }
 
 /// Captures in NS_PEER until `stop` and 300 ms of quiet.
@@ -234,6 +236,10 @@ fn check_frame(frame: &[u8], size: usize, seen: &mut Seen) {
     if frame.len() != size {
         seen.bad_len += 1;
     }
+    if let Some(t) = udp.payload().get(..8).map(|b| u64::from_be_bytes(b.try_into().unwrap())) {
+        let (lo, hi) = seen.stamps.unwrap_or((t, t));
+        seen.stamps = Some((lo.min(t), hi.max(t)));
+    }
 }
 
 struct GenRun {
@@ -275,6 +281,7 @@ fn gen_sends_exactly_the_requested_flows_with_valid_checksums() {
     // addresses. The rate keeps the receiving veth's backlog (1000 frames)
     // from overflowing, so all 20000 should arrive; any loss must still be
     // accounted for by a kernel counter.
+    let before = shunt::sys::monotonic_ns();
     let run = gen(&[
         "--src-ip",
         "10.77.0.101",
@@ -295,6 +302,7 @@ fn gen_sends_exactly_the_requested_flows_with_valid_checksums() {
         "--rate",
         "40000",
     ]);
+    let after = shunt::sys::monotonic_ns();
     stop.store(true, Ordering::Relaxed);
     let seen = cap.join().expect("capture thread");
     let tx_dropped = read_counter(NS_GEN, "gt0", "tx_dropped") - tx_dropped0;
@@ -328,6 +336,12 @@ fn gen_sends_exactly_the_requested_flows_with_valid_checksums() {
     // At 40 kpps on a veth nothing should be dropped; allow 1 % for a
     // starved CPU on a shared machine.
     assert!(seen.frames >= COUNT * 99 / 100, "{ctx}");
+
+    // Every payload carries its submit time on the monotonic clock: inside
+    // the run, spread over it (20000 packets at 40 kpps take 0.5 s).
+    let (first, last) = seen.stamps.expect("timestamps");
+    assert!(before < first && last < after, "stamps {first}..{last} outside the run {before}..{after}");
+    assert!(last - first > 300_000_000, "stamps span only {} ns", last - first);
 
     // Checksums: etherparse's and the receiving kernel's verdicts.
     assert_eq!((seen.bad_ip_csum, seen.bad_udp_csum, seen.bad_len), (0, 0, 0), "{ctx}");
