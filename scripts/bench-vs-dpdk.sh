@@ -86,6 +86,13 @@ while [ $# -gt 0 ]; do
     esac
 done
 case "$GENERATOR" in shunt|testpmd) ;; *) echo "bench: --generator is shunt or testpmd, not $GENERATOR" >&2; exit 2 ;; esac
+for d in $DUTS; do
+    case "$d" in
+        testpmd|testpmd-rt|nft|xdp) ;;
+        shunt-*) [ -f "$BENCH/$d.toml" ] || { echo "bench: no config $BENCH/$d.toml for DUT $d" >&2; exit 2; } ;;
+        *) echo "bench: unknown DUT $d (see --help)" >&2; exit 2 ;;
+    esac
+done
 if ! [[ $RATE =~ ^[0-9]+$ ]]; then echo "bench: --rate takes packets per second, not $RATE" >&2; exit 2; fi
 if [ "$RATE" != 0 ] && [ "$GENERATOR" != shunt ]; then
     echo "bench: --rate needs --generator shunt (testpmd txonly has no rate limit)" >&2; exit 2
