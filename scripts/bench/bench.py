@@ -24,9 +24,9 @@ def pct(sorted_vals, q):
     return sorted_vals[k]
 
 
-def cnt():
-    data = json.load(sys.stdin)
-    tot = [0, 0]
+def percpu_sums(data):
+    """{key: value summed over CPUs} of a per-CPU array `bpftool -j map dump`."""
+    sums = {}
     for e in data:
         if "formatted" in e:
             e = e["formatted"]
@@ -37,29 +37,21 @@ def cnt():
             val = v["value"]
             if isinstance(val, list):
                 val = int.from_bytes(bytes(int(b, 16) for b in val), "little")
-            tot[int(key)] += int(val)
-    print(tot[0], tot[1])
+            sums[int(key)] = sums.get(int(key), 0) + int(val)
+    return sums
+
+
+def cnt():
+    sums = percpu_sums(json.load(sys.stdin))
+    print(sums.get(0, 0), sums.get(1, 0))
 
 
 def lat_counts(path):
     """Per-bucket counts of the sink's `bench_lat` map, summed over CPUs."""
-    counts = {}
     try:
-        data = json.load(open(path))
+        return percpu_sums(json.load(open(path)))
     except (OSError, ValueError):
-        return counts
-    for e in data:
-        if "formatted" in e:
-            e = e["formatted"]
-        key = e["key"]
-        if isinstance(key, list):
-            key = int.from_bytes(bytes(int(b, 16) for b in key), "little")
-        for v in e["values"]:
-            val = v["value"]
-            if isinstance(val, list):
-                val = int.from_bytes(bytes(int(b, 16) for b in val), "little")
-            counts[int(key)] = counts.get(int(key), 0) + int(val)
-    return counts
+        return {}
 
 
 def lat_bucket_upper_us(idx):

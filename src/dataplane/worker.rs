@@ -80,7 +80,7 @@ impl Worker {
         while !stop.load(Ordering::Relaxed) {
             let mut received = 0;
             for port in 0..self.xsk.ports.len() {
-                self.reclaim(port);
+                self.xsk.reclaim(port);
                 self.refill(port);
                 received += self.poll_port(port);
             }
@@ -111,23 +111,6 @@ impl Worker {
     /// What the latency recorder holds at exit.
     pub fn finish(self) -> Box<Hists> {
         self.recorder.finish()
-    }
-
-    /// Completed TX frames go back to the pool.
-    fn reclaim(&mut self, port: usize) {
-        let xsk = &mut self.xsk;
-        let p = &mut xsk.ports[port];
-        if p.tx_outstanding == 0 {
-            return;
-        }
-        let mut done = p.fq_cq.complete(p.tx_outstanding);
-        let mut n = 0;
-        while let Some(addr) = done.read() {
-            xsk.pool.free(addr);
-            n += 1;
-        }
-        done.release();
-        p.tx_outstanding -= n;
     }
 
     /// Tops the port's fill ring up from the pool.
@@ -346,7 +329,7 @@ impl Worker {
                 if p.tx_outstanding > 0 {
                     p.tx.wake();
                 }
-                self.reclaim(port);
+                self.xsk.reclaim(port);
             }
             std::thread::sleep(Duration::from_millis(1));
         }

@@ -371,22 +371,13 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
     let mut progress = Progress { json: plan.json };
 
     loop {
-        let port = &mut xsk.ports[0];
         // Reap completions.
-        if port.tx_outstanding > 0 {
-            let mut done = port.fq_cq.complete(port.tx_outstanding);
-            let mut n = 0;
-            while let Some(addr) = done.read() {
-                xsk.pool.free(addr);
-                n += 1;
-            }
-            done.release();
-            if n > 0 {
-                port.tx_outstanding -= n;
-                completed += u64::from(n);
-                last_done = Instant::now();
-            }
+        let n = xsk.reclaim(0);
+        if n > 0 {
+            completed += u64::from(n);
+            last_done = Instant::now();
         }
+        let port = &mut xsk.ports[0];
         let now = Instant::now();
         if now >= report_at {
             let secs = now.duration_since(start).as_secs_f64();

@@ -109,6 +109,24 @@ impl WorkerXsk {
         self.area.hugepages
     }
 
+    /// Returns the frames the kernel has finished transmitting on `port` to
+    /// the pool; how many.
+    pub fn reclaim(&mut self, port: usize) -> u32 {
+        let p = &mut self.ports[port];
+        if p.tx_outstanding == 0 {
+            return 0;
+        }
+        let mut done = p.fq_cq.complete(p.tx_outstanding);
+        let mut n = 0;
+        while let Some(addr) = done.read() {
+            self.pool.free(addr);
+            n += 1;
+        }
+        done.release();
+        p.tx_outstanding -= n;
+        n
+    }
+
     pub fn frames(&self) -> u32 {
         self.umem.len_frames()
     }
