@@ -419,7 +419,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
             }
             if want > 0 {
                 // One submit time per burst (payload bytes 0..8, see frame.rs).
-                let now = crate::sys::monotonic_ns();
+                let sent_at = crate::sys::monotonic_ns();
                 let mut tx = port.tx.transmit(want as u32);
                 let room = tx.capacity();
                 let mut put = 0;
@@ -431,7 +431,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
                     // on the TX ring below, and no other reference exists.
                     let f = unsafe { std::slice::from_raw_parts_mut(base.add(addr as usize), fsize) };
                     let (src, sport) = flows.next_flow();
-                    template.stamp(f, src, sport, now);
+                    template.stamp(f, src, sport, sent_at);
                     tx.insert_once(XdpDesc { addr, len, options: 0 });
                     put += 1;
                 }
