@@ -8,6 +8,9 @@
 # Fails if RSS grows by more than 5% (plus 1 MiB of noise) or traffic fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The lab namespaces are shared with the lab tests: take their lock.
+exec 9>>/run/shunt-lab.lock
+flock 9
 
 SECONDS_TOTAL=${1:-300}
 SHUNT=${SHUNT:-$PWD/target/release/shunt}

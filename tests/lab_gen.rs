@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use common::{in_netns, is_root, ns_exec, LAB, SHUNT};
+use common::{in_netns, is_root, lab_lock, ns_exec, SHUNT};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
 const NS_GEN: &str = "gen-t0";
@@ -264,7 +264,7 @@ fn gen(args: &[&str]) -> GenRun {
 
 #[test]
 fn gen_sends_exactly_the_requested_flows_with_valid_checksums() {
-    let _lock = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let _lock = lab_lock();
     assert!(is_root(), "lab tests need root (they create network namespaces)");
     let _pair = Pair::up();
     const COUNT: u64 = 20_000;
@@ -391,7 +391,7 @@ fn kernel_version() -> (u32, u32) {
 /// average; at the default they carry at most 32.
 #[test]
 fn gen_sends_a_whole_batch_per_sendto_with_the_raised_tx_budget() {
-    let _lock = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let _lock = lab_lock();
     assert!(is_root(), "lab tests need root (they create network namespaces)");
     let _pair = Pair::up();
     let run =

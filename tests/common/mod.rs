@@ -18,15 +18,36 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Exclusive use of the lab namespaces: the in-process lock for tests of
+/// one binary, and an flock on `LAB_LOCK_FILE` for every other process
+/// (other test binaries, checkouts, `scripts/soak.sh`) that uses the lab.
+pub struct LabGuard {
+    _thread: MutexGuard<'static, ()>,
+    _file: File,
+}
+
+/// The file every lab user locks (`flock /run/shunt-lab.lock CMD` in shell).
+pub const LAB_LOCK_FILE: &str = "/run/shunt-lab.lock";
+
+/// Takes the lab lock without touching the lab.
+pub fn lab_lock() -> LabGuard {
+    let thread = LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let file = File::options().create(true).append(true).open(LAB_LOCK_FILE).expect("open the lab lock file");
+    // SAFETY: flock on an fd we own; blocks until the lock is ours.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock {LAB_LOCK_FILE}");
+    LabGuard { _thread: thread, _file: file }
+}
+
 /// Takes the lab lock and (re)builds the lab.
-pub fn lab() -> MutexGuard<'static, ()> {
+pub fn lab() -> LabGuard {
     lab_with_queues(1)
 }
 
 /// The lab with `queues` RX/TX queues per Shunt-facing veth.
-pub fn lab_with_queues(queues: u32) -> MutexGuard<'static, ()> {
-    let guard = LAB.lock().unwrap_or_else(|e| e.into_inner());
+pub fn lab_with_queues(queues: u32) -> LabGuard {
     assert!(is_root(), "lab tests need root (they create network namespaces); run scripts/test.sh as root");
+    let guard = lab_lock();
     let out = Command::new(SHUNT)
         .args(["lab", "up"])
         .env("SHUNT_LAB_QUEUES", queues.to_string())
