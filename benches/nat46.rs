@@ -19,6 +19,7 @@ use shunt::nat46::{
     translate_4to6, translate_6to4, Config, Eam, EamTable, Mapper, UdpZeroChecksum, WELL_KNOWN_PREFIX,
 };
 use shunt::pipeline::conntrack::{FlowKey, NatBinding};
+use shunt::pipeline::flow::Family;
 use shunt::pipeline::nat;
 use shunt::pipeline::FlowMeta;
 use shunt::wire::parse::parse_simple;
@@ -80,7 +81,7 @@ fn bench(c: &mut Criterion) {
     let f6: Vec<Vec<u8>> = (0..BATCH).map(v6_frame).collect();
     let metas: Vec<FlowMeta> = (0..BATCH)
         .map(|i| FlowMeta {
-            v6: false,
+            family: Family::V4,
             l3: 14,
             l4: 34,
             key: FlowKey::new(mapped([198, 51, 100, i as u8]), mapped([192, 0, 2, 10]), 30000, 443, 6),
@@ -127,8 +128,12 @@ fn bench(c: &mut Criterion) {
                 fr.copy_from_slice(f);
                 let Some(p) = parse_simple(fr) else { continue };
                 let mut m = *m;
-                (m.v6, m.l3, m.l4, m.key.proto) =
-                    (p.v6, p.l3_offset as u16, p.l4_offset as u16, p.tuple.proto);
+                (m.family, m.l3, m.l4, m.key.proto) = (
+                    if p.v6 { Family::V6 } else { Family::V4 },
+                    p.l3_offset as u16,
+                    p.l4_offset as u16,
+                    p.tuple.proto,
+                );
                 black_box(nat::rewrite(fr, &m));
             }
         })

@@ -30,8 +30,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use etherparse::PacketBuilder;
 
 use shunt::pipeline::conntrack::{ConnTable, FlowKey, FlowValue, FullPolicy, NatBinding, Timeouts};
+use shunt::pipeline::flow::{BackendId, EntryFlags, Family};
 use shunt::pipeline::harness::{Harness, FRAME, HEADROOM};
-use shunt::pipeline::lb::{FLAG_REPLY, FLAG_SNAT};
 use shunt::pipeline::maglev::{backend_key, ipv4_mapped, Maglev, MaglevBackend};
 use shunt::pipeline::nat;
 use shunt::pipeline::{Batch, FlowMeta, UmemView, Verdict};
@@ -389,7 +389,7 @@ impl NewFlows {
         let ctx = &mut self.h.ctx;
         let mut held = Vec::new();
         ctx.conntrack.for_each_live(ctx.now, |e| {
-            if e.flags & (FLAG_REPLY | FLAG_SNAT) == FLAG_REPLY | FLAG_SNAT {
+            if e.flags.contains(EntryFlags::REPLY | EntryFlags::SNAT) {
                 held.push((e.key().dst, e.key().dport));
             }
         });
@@ -518,11 +518,11 @@ impl CtSetup {
         let mut ct = ConnTable::new(entries_for(n), Timeouts::default(), FullPolicy::Drop);
         for i in 0..n {
             let k = key4(128, i);
-            let v = FlowValue { backend: (i % 3) as u16, ..FlowValue::default() };
+            let v = FlowValue { backend: BackendId::new((i % 3) as u16), ..FlowValue::default() };
             ct.insert(k, k.hash(), v, 0).expect("insert original");
             let (be, snat) = (ipv4_mapped([10, 0, 2, 11]), ipv4_mapped([10, 0, 3, 1]));
             let r = FlowKey::new(be, snat, 80 + (i >> 16) as u16, i as u16, 6);
-            ct.insert(r, r.hash(), FlowValue { flags: FLAG_REPLY, ..v }, 0).expect("insert reply");
+            ct.insert(r, r.hash(), FlowValue { flags: EntryFlags::REPLY, ..v }, 0).expect("insert reply");
         }
         assert_eq!(ct.len(), 2 * n);
         let keys: Vec<FlowKey> = (0..n).map(|j| key4(128, perm(j, n))).collect();
@@ -554,7 +554,7 @@ impl CtSetup {
         for (k, &h) in keys.iter().zip(&hashes) {
             if let Some(e) = self.ct.lookup(k, h, 0) {
                 e.touch(0);
-                acc += u64::from(e.backend);
+                acc += e.backend.map_or(0, |b| b.index() as u64);
                 if read_nat {
                     // What the conntrack stage copies out for the NAT stage.
                     acc += u64::from(black_box(e.nat).dport);
@@ -641,7 +641,7 @@ fn stage_misc(c: &mut Criterion) {
         let mut bufs: Vec<[u8; V4_LEN]> = frames[..BATCH].to_vec();
         let metas: Vec<FlowMeta> = (0..BATCH)
             .map(|i| FlowMeta {
-                v6: false,
+                family: Family::V4,
                 l3: 14,
                 l4: 34,
                 key: keys[i],
@@ -677,7 +677,7 @@ fn stage_misc(c: &mut Criterion) {
                 be[..4].copy_from_slice(&[0xfd, 0, 0, 2]);
                 be[15] = 0x11 + (i % 3) as u8;
                 FlowMeta {
-                    v6: true,
+                    family: Family::V6,
                     l3: 14,
                     l4: 54,
                     key: FlowKey::new(src, VIP6, sport, VIP_PORT, 6),

@@ -156,6 +156,7 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Check { config, offline } => {
             let cfg = Config::load(&config)?;
+            shunt::pipeline::registry::check(&cfg)?;
             if !offline {
                 cfg.check_host()?;
             }

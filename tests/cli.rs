@@ -55,6 +55,32 @@ fn bad_key_points_at_line_and_column() {
 }
 
 #[test]
+fn stage_order_that_cannot_work_is_refused_at_the_stage() {
+    let text = std::fs::read_to_string(repo().join("pipelines/l4lb.toml")).unwrap();
+    let good = r#"stages = ["conntrack", "maglev", "nat", "l2"]"#;
+    assert!(text.contains(good), "fixture changed: {text}");
+    let text = text.replace(good, r#"stages = ["l2", "nat", "maglev", "conntrack"]"#);
+    let line = text.lines().position(|l| l.starts_with("stages = [\"l2\"")).unwrap() + 1;
+    let out = {
+        let path = std::env::temp_dir().join(format!("shunt-cli-{}.toml", common::rand_u32()));
+        std::fs::write(&path, &text).unwrap();
+        let out = Command::new(SHUNT).args(["check", "--offline", "--config"]).arg(&path).output().unwrap();
+        let _ = std::fs::remove_file(&path);
+        let msg = String::from_utf8_lossy(&out.stderr).replace(path.to_str().unwrap(), "FILE");
+        (out.status.code(), msg)
+    };
+    assert_eq!(out.0, Some(1), "{}", out.1);
+    // Column 11 is the opening quote of "l2", the first stage.
+    assert!(
+        out.1.contains(&format!("FILE:{line}:11: "))
+            && out.1.contains("stage `l2` needs rewritten packets before it"),
+        "{}",
+        out.1
+    );
+    assert!(out.1.contains("`nat` or `siit`"), "{}", out.1);
+}
+
+#[test]
 fn bad_value_type_points_at_line_and_column() {
     let text = default_config().replace("ring_size = 2048", "ring_size = \"large\"");
     let line = text.lines().position(|l| l.starts_with("ring_size")).unwrap() + 1;

@@ -7,15 +7,18 @@
 mod error;
 mod schema;
 mod services;
+mod tables;
 pub mod xlat;
 
 use std::net::IpAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+pub use crate::wire::ethernet::parse_mac;
 pub use error::{ConfigError, Located};
 pub use schema::{parse_duration, HugepageMode, PollMode, XdpMode, ZeroCopyMode};
 pub use services::{Backend, Conntrack, Prefix, Service, MAX_POOL_ADDRS};
+pub use tables::{is_prime, FullPolicy, Timeouts, MAX_TABLE_SIZE};
 
 use error::Source;
 use schema::ConfigFile;
@@ -95,6 +98,8 @@ pub struct QueueId {
 pub struct Pipeline {
     pub name: String,
     pub stages: Vec<StageConfig>,
+    /// Where each stage is named in the source, for errors about it.
+    pub stage_spans: Vec<Range<usize>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +145,8 @@ impl StageConfig {
     }
 }
 
-/// The stage names a pipeline may list.
+/// The stage names a pipeline may list (each with its keys, parsed here;
+/// what a stage does and needs is `pipeline::registry`'s, tested to match).
 pub const STAGES: &[&str] = &["l2fwd", "conntrack", "maglev", "nat64", "nat", "siit", "l2"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +174,7 @@ impl Config {
     }
 
     /// Error at a span of this config's source.
-    fn error_at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+    pub fn error_at(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
         Source { file: &self.path, text: &self.text }.error(span, message)
     }
 
@@ -397,8 +403,10 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
     let mut pipelines = Vec::new();
     for (name, p) in &file.pipeline {
         let mut stages = Vec::new();
+        let mut stage_spans = Vec::new();
         for stage in p.stages.get_ref() {
-            match stage.as_str() {
+            stage_spans.push(stage.span());
+            match stage.get_ref().as_str() {
                 "l2fwd" => {
                     let egress = p.egress.as_ref().ok_or_else(|| {
                         src.error(p.stages.span(), format!("pipeline `{name}`: l2fwd needs `egress`"))
@@ -433,7 +441,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
                 }
                 other => {
                     return Err(src.error(
-                        p.stages.span(),
+                        stage.span(),
                         format!("unknown stage `{other}` (known: {})", STAGES.join(", ")),
                     ))
                 }
@@ -442,7 +450,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         if stages.is_empty() {
             return Err(src.error(p.stages.span(), format!("pipeline `{name}` has no stages")));
         }
-        pipelines.push(Pipeline { name: name.clone(), stages });
+        pipelines.push(Pipeline { name: name.clone(), stages, stage_spans });
     }
 
     let mut routes = Vec::new();
@@ -525,19 +533,6 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         xlat,
         text: src.text.to_string(),
     })
-}
-
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
 }
 
 #[cfg(test)]

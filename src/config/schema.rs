@@ -132,7 +132,7 @@ pub struct QueueRef {
 #[serde(deny_unknown_fields)]
 pub struct PipelineSection {
     /// Stage names in order; the order is data, not code.
-    pub stages: Spanned<Vec<String>>,
+    pub stages: Spanned<Vec<Spanned<String>>>,
     /// l2fwd: interface to transmit on.
     pub egress: Option<Spanned<String>>,
     /// l2fwd / l2: destination MAC of the next hop on `egress` (for l2,

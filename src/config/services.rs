@@ -5,9 +5,8 @@ use std::net::IpAddr;
 
 use super::error::Source;
 use super::schema::{ConntrackSection, FullPolicyCfg, ServiceSection};
+use super::tables::{is_prime, FullPolicy, Timeouts, MAX_TABLE_SIZE};
 use super::{parse_mac, ConfigError, Pipeline, StageConfig};
-use crate::pipeline::conntrack::{FullPolicy, Timeouts};
-use crate::pipeline::maglev::is_prime;
 
 /// Addresses an SNAT pool may hold: each address costs a worker
 /// 4 bytes × its share of 64512 ports in the free list.
@@ -154,13 +153,10 @@ pub(super) fn validate_services(
             }
         };
         let m = *s.maglev_table_size.get_ref();
-        if m > crate::pipeline::maglev::MAX_TABLE_SIZE {
+        if m > MAX_TABLE_SIZE {
             return Err(at(
                 s.maglev_table_size.span(),
-                format!(
-                    "maglev_table_size {m} exceeds {} (16M entries)",
-                    crate::pipeline::maglev::MAX_TABLE_SIZE
-                ),
+                format!("maglev_table_size {m} exceeds {} (16M entries)", MAX_TABLE_SIZE),
             ));
         }
         if !is_prime(m) || m < 7 {

@@ -8,9 +8,9 @@ use toml::Spanned;
 use super::error::Source;
 use super::schema::Seconds;
 use super::services::Prefix;
+use super::tables::Timeouts;
 use super::{ConfigError, Pipeline};
 use crate::nat46::{Eam, EamTable, Prefix64};
-use crate::pipeline::conntrack::Timeouts;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

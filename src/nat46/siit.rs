@@ -65,6 +65,23 @@ impl Drop {
     /// Number of variants.
     pub const COUNT: usize = 13;
 
+    /// One of each variant, in index order (`TooBig` with MTU 0).
+    pub const ALL: [Drop; Self::COUNT] = [
+        Drop::Truncated,
+        Drop::Malformed,
+        Drop::NotIp,
+        Drop::BadChecksum,
+        Drop::UntranslatableAddr,
+        Drop::Untranslatable,
+        Drop::FragmentedIcmp,
+        Drop::UdpZeroChecksum,
+        Drop::SegmentsLeft,
+        Drop::TooBig { mtu: 0 },
+        Drop::NeedsFragmentation,
+        Drop::HeadroomExhausted,
+        Drop::NestedIcmpError,
+    ];
+
     /// Dense index `0..COUNT`.
     pub const fn index(self) -> usize {
         match self {

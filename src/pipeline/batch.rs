@@ -1,6 +1,6 @@
 //! A batch of received frames and the verdict each one gets.
 
-use super::conntrack::{FlowKey, NatBinding};
+use super::flow::{FlowKind, FlowMeta};
 use crate::config::MAX_BATCH;
 
 /// Why a packet was dropped. `Copy` and dense so it indexes counters
@@ -114,57 +114,6 @@ impl UmemView {
         let end = start.checked_add(len).filter(|&e| e <= self.len)?;
         Some((start, end))
     }
-}
-
-/// What the flow stages learn about a packet and hand to the next stage
-/// (VPP's buffer opaque).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct FlowMeta {
-    pub kind: FlowKind,
-    pub v6: bool,
-    pub l3: u16,
-    pub l4: u16,
-    pub tcp_flags: u8,
-    pub key: FlowKey,
-    pub hash: u64,
-    /// Stable ids of the flow's service and backend (for stats).
-    pub service: u16,
-    pub backend: u16,
-    /// The rewrite to apply: new source, source port, destination, destination port.
-    pub nat: NatBinding,
-    /// Address family translation the flow needs (XLAT_*).
-    pub xlat: u8,
-    /// ICMP/ICMPv6 type, when the packet is ICMP.
-    pub icmp_type: u8,
-    /// Next-hop MAC cached in the flow's entry (all zero = look it up).
-    pub next_hop: [u8; 6],
-    /// An ICMP error about the flow (its key is the quoted packet, reversed).
-    pub related: bool,
-}
-
-/// No family change.
-pub const XLAT_NONE: u8 = 0;
-/// Arrives IPv4, leaves IPv6.
-pub const XLAT_TO6: u8 = 1;
-/// Arrives IPv6, leaves IPv4.
-pub const XLAT_TO4: u8 = 2;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum FlowKind {
-    /// Not looked up yet.
-    #[default]
-    Unknown,
-    /// First packet of a flow to a VIP: service index.
-    New(u16),
-    /// Client → backend direction of a tracked flow.
-    Original,
-    /// Backend → client direction of a tracked flow.
-    Reply,
-    /// First packet from an IPv6 client through stateful NAT64.
-    New64,
-    /// An ICMP error the dataplane generated about this packet: back out
-    /// the port it came in on, to the MAC it came from.
-    Bounce,
 }
 
 /// Up to [`MAX_BATCH`] packets from one port, processed together.

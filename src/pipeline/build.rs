@@ -5,11 +5,8 @@
 use anyhow::{anyhow, Result};
 
 use super::conntrack::ConnTable;
-use super::l2::L2Stage;
-use super::l2fwd::L2Fwd;
-use super::lb::{ConntrackStage, MaglevStage};
-use super::nat::NatStage;
-use super::xlat::{EgressMtu, SiitStage};
+use super::registry::{self, BuildEnv};
+use super::rewrite::xlat::EgressMtu;
 use super::{Pipeline, Stage};
 use crate::config::{Config, StageConfig};
 
@@ -34,7 +31,10 @@ pub fn conntrack(config: &Config) -> ConnTable {
     table
 }
 
+/// Every pipeline of the config, built through the stage registry; an
+/// order the registry refuses is an error here too.
 pub fn pipelines(config: &Config, ports: &[PortInfo]) -> Result<Vec<Pipeline>> {
+    registry::check(config)?;
     let port_of = |iface: usize| -> Result<(u8, [u8; 6])> {
         ports
             .iter()
@@ -57,26 +57,10 @@ pub fn pipelines(config: &Config, ports: &[PortInfo]) -> Result<Vec<Pipeline>> {
                 _ => None,
             })
             .unwrap_or_default();
-        let mut stages: Vec<Box<dyn Stage>> = Vec::new();
-        for s in &p.stages {
-            stages.push(match s {
-                StageConfig::L2Fwd { egress, next_hop_mac } => {
-                    let (port, mac) = port_of(*egress)?;
-                    Box::new(L2Fwd::new(port, mac, *next_hop_mac))
-                }
-                StageConfig::Conntrack => Box::new(ConntrackStage),
-                StageConfig::Maglev | StageConfig::Nat64 => Box::new(MaglevStage),
-                StageConfig::Siit => Box::new(SiitStage::new(mtus)),
-                StageConfig::Nat => Box::new(NatStage::new(mtus)),
-                StageConfig::L2(l2) => Box::new(L2Stage::new(
-                    port_of(l2.egress)?,
-                    l2.next_hop_mac,
-                    port_of(l2.return_egress)?,
-                    l2.return_next_hop_mac,
-                    ports.iter().map(|p| p.mac).collect(),
-                )),
-            });
-        }
+        let port_macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac).collect();
+        let env = BuildEnv { port_of: &port_of, port_macs: &port_macs, mtus };
+        let stages =
+            p.stages.iter().map(|s| registry::build(s, &env)).collect::<Result<Vec<Box<dyn Stage>>>>()?;
         out.push(Pipeline { name: p.name.clone(), stages });
     }
     Ok(out)

@@ -3,30 +3,12 @@
 //! (addr, any protocol) — so userspace and kernel agree on ownership.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 
-use super::services::Services;
+use super::services::{FastHasher, Services};
 use super::{Batch, DropReason, Verdict};
 use crate::config::Route;
 use crate::xdp::maps::MatchKey;
-
-/// Multiply-rotate hasher for fixed-size keys; SipHash is needlessly slow
-/// for a table that only holds configured routes.
-#[derive(Default)]
-pub struct FastHasher(u64);
-
-impl Hasher for FastHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0 ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
-        }
-    }
-}
 
 pub struct Classifier {
     routes: HashMap<MatchKey, u8, BuildHasherDefault<FastHasher>>,

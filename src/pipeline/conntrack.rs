@@ -24,7 +24,9 @@
 //! `nf_conntrack_proto_udp.c`, `nf_conntrack_proto_icmp.c` and
 //! `nf_conntrack_proto_generic.c` values.
 
-use super::maglev::flow_hash;
+use super::flow::{proto, BackendId, ServiceId};
+pub use super::flow::{EntryFlags, FlowKey, NatBinding};
+pub use crate::config::{FullPolicy, Timeouts};
 
 /// Coarse time in seconds (wrapping); see module docs.
 pub type Tick = u32;
@@ -33,55 +35,6 @@ pub type Tick = u32;
 #[inline]
 pub fn tick_from_ns(ns: u64) -> Tick {
     (ns / 1_000_000_000) as Tick
-}
-
-/// IP protocol numbers used to pick the initial state.
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
-pub const PROTO_ICMPV6: u8 = 58;
-
-/// Connection key. Addresses in 16-byte form (IPv4 as `::ffff:a.b.c.d`); for
-/// ICMP echo `sport == dport == identifier`. Padding is private and always
-/// zero so derived equality is byte equality.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct FlowKey {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    pub sport: u16,
-    pub dport: u16,
-    pub proto: u8,
-    _pad: [u8; 3],
-}
-
-impl FlowKey {
-    pub const fn new(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, proto: u8) -> Self {
-        Self { src, dst, sport, dport, proto, _pad: [0; 3] }
-    }
-
-    /// The key of the opposite direction (for reply-direction lookups).
-    pub const fn reversed(&self) -> Self {
-        Self::new(self.dst, self.src, self.dport, self.sport, self.proto)
-    }
-
-    /// The fixed-seed 5-tuple hash ([`flow_hash`]); reuse it for Maglev.
-    #[inline]
-    pub fn hash(&self) -> u64 {
-        flow_hash(&self.src, &self.dst, self.sport, self.dport, self.proto)
-    }
-}
-
-/// NAT rewrite for the original direction: packets matching the key get
-/// `src/sport/dst/dport` replaced by these; replies get the inverse. `flags`
-/// of the entry (or the caller) says which halves apply.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct NatBinding {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    pub sport: u16,
-    pub dport: u16,
 }
 
 /// Connection state. One byte; TCP states mirror Linux `enum tcp_conntrack`.
@@ -113,9 +66,9 @@ impl ConnState {
     /// Initial state of a new entry for protocol `proto`.
     pub const fn initial(proto: u8) -> Self {
         match proto {
-            PROTO_TCP => Self::TcpNone,
-            PROTO_UDP => Self::UdpUnreplied,
-            PROTO_ICMP | PROTO_ICMPV6 => Self::Icmp,
+            proto::TCP => Self::TcpNone,
+            proto::UDP => Self::UdpUnreplied,
+            proto::ICMP | proto::ICMPV6 => Self::Icmp,
             _ => Self::Generic,
         }
     }
@@ -145,76 +98,35 @@ impl TcpFlags {
     }
 }
 
-/// Timeouts in seconds per state. Defaults are Linux's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    pub tcp_syn_sent: u32,
-    pub tcp_syn_recv: u32,
-    pub tcp_established: u32,
-    pub tcp_fin_wait: u32,
-    pub tcp_close_wait: u32,
-    pub tcp_last_ack: u32,
-    pub tcp_time_wait: u32,
-    pub tcp_close: u32,
-    pub udp_unreplied: u32,
-    pub udp_replied: u32,
-    pub icmp: u32,
-    pub generic: u32,
-}
-
-impl Default for Timeouts {
-    /// Linux: `tcp_timeouts[]` in nf_conntrack_proto_tcp.c, `udp_timeouts[]`
-    /// in nf_conntrack_proto_udp.c (30 s / 120 s stream), ICMP 30 s,
-    /// generic 600 s.
-    fn default() -> Self {
-        Self {
-            tcp_syn_sent: 120,
-            tcp_syn_recv: 60,
-            tcp_established: 432_000,
-            tcp_fin_wait: 120,
-            tcp_close_wait: 60,
-            tcp_last_ack: 30,
-            tcp_time_wait: 120,
-            tcp_close: 10,
-            udp_unreplied: 30,
-            udp_replied: 120,
-            icmp: 30,
-            generic: 600,
-        }
-    }
-}
-
-impl Timeouts {
-    /// Timeout of `state`, clamped below 2^31 so signed ages stay valid.
-    /// `TcpNone` (entry created before a valid SYN) uses `tcp_syn_sent`.
-    #[inline]
-    pub fn for_state(&self, state: ConnState) -> u32 {
-        let t = match state {
-            ConnState::TcpNone | ConnState::TcpSynSent => self.tcp_syn_sent,
-            ConnState::TcpSynRecv => self.tcp_syn_recv,
-            ConnState::TcpEstablished => self.tcp_established,
-            ConnState::TcpFinWait => self.tcp_fin_wait,
-            ConnState::TcpCloseWait => self.tcp_close_wait,
-            ConnState::TcpLastAck => self.tcp_last_ack,
-            ConnState::TcpTimeWait => self.tcp_time_wait,
-            ConnState::TcpClose => self.tcp_close,
-            ConnState::UdpUnreplied => self.udp_unreplied,
-            ConnState::UdpReplied => self.udp_replied,
-            ConnState::Icmp => self.icmp,
-            ConnState::Generic => self.generic,
-        };
-        t.min(i32::MAX as u32)
-    }
+/// Timeout of `state`, clamped below 2^31 so signed ages stay valid.
+/// `TcpNone` (entry created before a valid SYN) uses `tcp_syn_sent`.
+#[inline]
+fn timeout_of(t: &Timeouts, state: ConnState) -> u32 {
+    let secs = match state {
+        ConnState::TcpNone | ConnState::TcpSynSent => t.tcp_syn_sent,
+        ConnState::TcpSynRecv => t.tcp_syn_recv,
+        ConnState::TcpEstablished => t.tcp_established,
+        ConnState::TcpFinWait => t.tcp_fin_wait,
+        ConnState::TcpCloseWait => t.tcp_close_wait,
+        ConnState::TcpLastAck => t.tcp_last_ack,
+        ConnState::TcpTimeWait => t.tcp_time_wait,
+        ConnState::TcpClose => t.tcp_close,
+        ConnState::UdpUnreplied => t.udp_unreplied,
+        ConnState::UdpReplied => t.udp_replied,
+        ConnState::Icmp => t.icmp,
+        ConnState::Generic => t.generic,
+    };
+    secs.min(i32::MAX as u32)
 }
 
 /// What a new entry carries besides its key and state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FlowValue {
-    pub backend: u16,
-    pub service: u16,
+    pub backend: Option<BackendId>,
+    pub service: Option<ServiceId>,
     pub nat: NatBinding,
     /// Caller-defined bits (e.g. which NAT halves apply, DSR, affinity).
-    pub flags: u8,
+    pub flags: EntryFlags,
     /// Cached next-hop MAC (all zero = none) and the caller's tag telling
     /// whether it is still current.
     pub next_hop: [u8; 6],
@@ -229,10 +141,10 @@ pub struct Entry {
     key: FlowKey,
     /// Last time traffic refreshed this entry; expiry is `last_seen + timeout(state)`.
     pub last_seen: Tick,
-    pub backend: u16,
-    pub service: u16,
+    pub backend: Option<BackendId>,
+    pub service: Option<ServiceId>,
     pub state: ConnState,
-    pub flags: u8,
+    pub flags: EntryFlags,
     /// Per-direction FIN seen: bit 0 original, bit 1 reply.
     fin_seen: u8,
     pub nat: NatBinding,
@@ -252,10 +164,10 @@ impl Entry {
     const EMPTY: Entry = Entry {
         key: FlowKey::new([0; 16], [0; 16], 0, 0, 0),
         last_seen: 0,
-        backend: 0,
-        service: 0,
+        backend: None,
+        service: None,
         state: ConnState::TcpNone,
-        flags: 0,
+        flags: EntryFlags::NONE,
         fin_seen: 0,
         nat: NatBinding { src: [0; 16], dst: [0; 16], sport: 0, dport: 0 },
         peer_touched: 0,
@@ -294,7 +206,7 @@ impl Entry {
     /// Seconds until expiry under `t` at `now` (0 if expired).
     pub fn remaining(&self, t: &Timeouts, now: Tick) -> u32 {
         let age = now.wrapping_sub(self.last_seen) as i32;
-        let timeout = t.for_state(self.state) as i32;
+        let timeout = timeout_of(t, self.state) as i32;
         if age < 0 {
             timeout as u32
         } else {
@@ -304,10 +216,10 @@ impl Entry {
 
     #[inline]
     fn expired(&self, t: &Timeouts, alt: &Timeouts, now: Tick) -> bool {
-        let t = if self.flags & FLAG_ALT_TIMEOUTS != 0 { alt } else { t };
+        let t = if self.flags.contains(EntryFlags::ALT_TIMEOUTS) { alt } else { t };
         // Signed age: a `now` slightly behind `last_seen` is not "ancient".
         let age = now.wrapping_sub(self.last_seen) as i32;
-        age >= t.for_state(self.state) as i32
+        age >= timeout_of(t, self.state) as i32
     }
 
     /// Current TCP state, or `None` for non-TCP entries.
@@ -381,16 +293,6 @@ impl Entry {
     }
 }
 
-/// What to do when both candidate buckets of a new key are full of live
-/// entries and no resident can be relocated to its other bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FullPolicy {
-    /// Refuse the new flow (counted in `insert_failed_full`).
-    Drop,
-    /// Replace the least recently seen entry of the two candidate buckets.
-    EvictOldest,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertError {
     /// Both candidate buckets hold live entries and the policy is `Drop`.
@@ -423,13 +325,6 @@ pub struct Counters {
     pub graveyard_overflow: u64,
 }
 
-/// Entry flag: report this entry's key through [`ConnTable::drain_dead`]
-/// when it expires or is evicted, so its owner can free what it holds (an
-/// SNAT port). Other flag bits are the caller's.
-pub const FLAG_NOTIFY_ON_DEATH: u8 = 0x80;
-/// Entry flag: age this entry by the table's alternative timeouts (e.g.
-/// RFC 6146's for NAT64 sessions) instead of its main ones.
-pub const FLAG_ALT_TIMEOUTS: u8 = 0x40;
 /// Dead keys held between drains; reclaims per batch are bounded well below.
 const GRAVEYARD: usize = 4096;
 
@@ -454,7 +349,7 @@ pub struct ConnTable {
     alt_timeouts: Timeouts,
     policy: FullPolicy,
     counters: Counters,
-    /// Dead FLAG_NOTIFY_ON_DEATH entries not yet drained.
+    /// Dead `EntryFlags::NOTIFY_ON_DEATH` entries not yet drained.
     graveyard: Box<[Entry]>,
     graves: usize,
 }
@@ -530,7 +425,7 @@ impl ConnTable {
         &self.timeouts
     }
 
-    /// Timeouts for entries flagged FLAG_ALT_TIMEOUTS.
+    /// Timeouts for entries flagged `EntryFlags::ALT_TIMEOUTS`.
     pub fn set_alt_timeouts(&mut self, t: Timeouts) {
         self.alt_timeouts = t;
     }
@@ -601,7 +496,7 @@ impl ConnTable {
         self.tags[b].0[w] = 0;
         self.len -= 1;
         let e = &self.entries[b * WAYS + w];
-        if e.flags & FLAG_NOTIFY_ON_DEATH != 0 {
+        if e.flags.contains(EntryFlags::NOTIFY_ON_DEATH) {
             if let Some(slot) = self.graveyard.get_mut(self.graves) {
                 *slot = *e;
                 self.graves += 1;
@@ -611,7 +506,7 @@ impl ConnTable {
         }
     }
 
-    /// Takes one FLAG_NOTIFY_ON_DEATH entry that died since it was last
+    /// Takes one `EntryFlags::NOTIFY_ON_DEATH` entry that died since it was last
     /// asked. Call until None once per batch.
     pub fn pop_dead(&mut self) -> Option<Entry> {
         self.graves = self.graves.checked_sub(1)?;
@@ -817,10 +712,10 @@ mod tests {
 
     fn v(i: u32) -> FlowValue {
         FlowValue {
-            backend: i as u16,
-            service: (i >> 16) as u16,
+            backend: BackendId::new(i as u16),
+            service: ServiceId::new((i >> 16) as u16),
             nat: NatBinding { sport: i as u16 ^ 0x5555, ..Default::default() },
-            flags: i as u8,
+            flags: EntryFlags::from_bits(i as u8),
             ..Default::default()
         }
     }
@@ -837,7 +732,7 @@ mod tests {
     use Direction::{Original as O, Reply as Rp};
 
     fn tcp_entry() -> Entry {
-        Entry::init(k(1, PROTO_TCP), &v(1), 0)
+        Entry::init(k(1, proto::TCP), &v(1), 0)
     }
 
     #[test]
@@ -895,11 +790,11 @@ mod tests {
         assert_eq!(e.on_tcp(O, S), TcpEstablished); // SYN in ES ignored
         assert_eq!(e.on_tcp(O, TcpFlags(TcpFlags::RST | TcpFlags::ACK)), TcpClose);
         // Non-TCP entries are untouched.
-        let mut u = Entry::init(k(2, PROTO_UDP), &v(2), 0);
+        let mut u = Entry::init(k(2, proto::UDP), &v(2), 0);
         assert_eq!(u.on_tcp(O, S), UdpUnreplied);
         assert_eq!(u.on_udp(O), UdpUnreplied);
         assert_eq!(u.on_udp(Rp), UdpReplied);
-        assert_eq!(Entry::init(k(3, PROTO_ICMP), &v(3), 0).state, Icmp);
+        assert_eq!(Entry::init(k(3, proto::ICMP), &v(3), 0).state, Icmp);
         assert_eq!(Entry::init(k(3, 47), &v(3), 0).state, Generic);
     }
 
@@ -907,7 +802,7 @@ mod tests {
     fn timeouts_follow_state() {
         let t = Timeouts::default();
         let mut ct = ConnTable::new(64, t, FullPolicy::Drop);
-        let (a, b) = (k(1, PROTO_TCP), k(2, PROTO_TCP));
+        let (a, b) = (k(1, proto::TCP), k(2, proto::TCP));
         ct.insert(a, a.hash(), v(1), 1000).unwrap().on_tcp(O, S);
         let e = ct.insert(b, b.hash(), v(2), 1000).unwrap();
         e.on_tcp(O, S);
@@ -919,12 +814,12 @@ mod tests {
         assert_eq!(ct.counters().expired, 1);
         assert_eq!(ct.len(), 1);
         let e = ct.lookup(&b, b.hash(), 1000 + 200_000).unwrap();
-        assert_eq!(e.backend, 2);
+        assert_eq!(e.backend, BackendId::new(2));
         e.touch(1000 + 200_000);
         assert!(ct.lookup(&b, b.hash(), 1000 + 200_000 + 431_999).is_some());
         assert!(ct.lookup(&b, b.hash(), 1000 + 200_000 + 432_000).is_none());
         // A clock slightly behind last_seen does not expire anything.
-        let c = k(3, PROTO_UDP);
+        let c = k(3, proto::UDP);
         ct.insert(c, c.hash(), v(3), 50).unwrap();
         assert!(ct.lookup(&c, c.hash(), 40).is_some());
     }
@@ -932,7 +827,7 @@ mod tests {
     #[test]
     fn timeouts_across_tick_wrap() {
         let mut ct = ConnTable::new(64, Timeouts::default(), FullPolicy::Drop);
-        let a = k(1, PROTO_UDP);
+        let a = k(1, proto::UDP);
         ct.insert(a, a.hash(), v(1), u32::MAX - 5).unwrap();
         assert!(ct.lookup(&a, a.hash(), 10).is_some()); // age 16 < 30
         assert!(ct.lookup(&a, a.hash(), 24).is_none()); // age 30
@@ -942,7 +837,7 @@ mod tests {
     fn expire_step_is_bounded_and_complete() {
         let mut ct = ConnTable::new(1024, Timeouts::default(), FullPolicy::Drop);
         for i in 0..500 {
-            let key = k(i, PROTO_UDP);
+            let key = k(i, proto::UDP);
             ct.insert(key, key.hash(), v(i), 0).unwrap();
         }
         assert_eq!(ct.expire_step(10, 1024), 0);
@@ -961,7 +856,7 @@ mod tests {
     fn fill_until_full(ct: &mut ConnTable) -> Vec<u32> {
         let mut ok = Vec::new();
         for i in 0.. {
-            let key = k(i, PROTO_UDP);
+            let key = k(i, proto::UDP);
             match ct.insert(key, key.hash(), v(i), i) {
                 Ok(_) => ok.push(i),
                 Err(InsertError::Full) => break,
@@ -977,11 +872,11 @@ mod tests {
         assert_eq!(ok.len(), 16); // 2 buckets, every key sees both
         assert_eq!(ct.counters().insert_failed_full, 1);
         for i in 100..110 {
-            let key = k(i, PROTO_UDP);
+            let key = k(i, proto::UDP);
             assert_eq!(ct.insert(key, key.hash(), v(i), 20), Err(InsertError::Full));
         }
         for &i in &ok {
-            let key = k(i, PROTO_UDP);
+            let key = k(i, proto::UDP);
             let e = ct.lookup(&key, key.hash(), 20).unwrap();
             assert_eq!((e.key(), e.backend, e.nat), (&key, v(i).backend, v(i).nat));
         }
@@ -994,23 +889,23 @@ mod tests {
         let mut ct = ConnTable::new(16, long(), FullPolicy::EvictOldest);
         let mut live: Vec<u32> = (0..16).collect();
         for &i in &live {
-            let key = k(i, PROTO_UDP);
+            let key = k(i, proto::UDP);
             ct.insert(key, key.hash(), v(i), 100 + i).unwrap();
         }
         // Refresh key 0 so key 1 becomes the oldest.
-        let k0 = k(0, PROTO_UDP);
+        let k0 = k(0, proto::UDP);
         ct.lookup(&k0, k0.hash(), 200).unwrap().touch(200);
         for (n, new) in (16..20u32).enumerate() {
-            let key = k(new, PROTO_UDP);
+            let key = k(new, proto::UDP);
             let e = ct.insert(key, key.hash(), v(new), 300).unwrap();
             assert_eq!(e.backend, v(new).backend);
             let victim = [1, 2, 3, 4][n];
             live.retain(|&x| x != victim);
             live.push(new);
-            let vk = k(victim, PROTO_UDP);
+            let vk = k(victim, proto::UDP);
             assert!(ct.lookup(&vk, vk.hash(), 300).is_none(), "victim {victim}");
             for &i in &live {
-                let key = k(i, PROTO_UDP);
+                let key = k(i, proto::UDP);
                 let e = ct.lookup(&key, key.hash(), 300).unwrap();
                 assert_eq!((e.backend, e.flags, e.nat), (v(i).backend, v(i).flags, v(i).nat));
             }
@@ -1023,10 +918,10 @@ mod tests {
     fn full_buckets_reclaim_expired_first() {
         let mut ct = ConnTable::new(16, Timeouts::default(), FullPolicy::Drop);
         for i in 0..16 {
-            let key = k(i, PROTO_UDP);
+            let key = k(i, proto::UDP);
             ct.insert(key, key.hash(), v(i), 0).unwrap();
         }
-        let key = k(99, PROTO_UDP);
+        let key = k(99, proto::UDP);
         assert!(ct.insert(key, key.hash(), v(99), 29).is_err());
         assert!(ct.insert(key, key.hash(), v(99), 30).is_ok());
         assert_eq!(ct.counters().expired, 16);
@@ -1036,13 +931,13 @@ mod tests {
     #[test]
     fn insert_existing_overwrites_and_remove() {
         let mut ct = ConnTable::new(64, Timeouts::default(), FullPolicy::Drop);
-        let a = k(7, PROTO_TCP);
+        let a = k(7, proto::TCP);
         ct.insert(a, a.hash(), v(1), 0).unwrap().on_tcp(O, S);
         let e = ct.insert(a, a.hash(), v(2), 1).unwrap();
-        assert_eq!((e.backend, e.state), (2, ConnState::TcpNone));
+        assert_eq!((e.backend, e.state), (BackendId::new(2), ConnState::TcpNone));
         assert_eq!(ct.len(), 1);
         assert_eq!(ct.counters().updates, 1);
-        assert_eq!(ct.remove(&a, a.hash()).map(|e| e.backend), Some(2));
+        assert_eq!(ct.remove(&a, a.hash()).map(|e| e.backend), Some(BackendId::new(2)));
         assert!(ct.remove(&a, a.hash()).is_none());
         assert!(ct.lookup(&a, a.hash(), 1).is_none());
         assert!(ct.is_empty());
@@ -1057,7 +952,7 @@ mod tests {
         assert_eq!(ct.capacity(), n as usize);
         let mut first_fail = None;
         for i in 0..n {
-            let key = k(i, PROTO_UDP);
+            let key = k(i, proto::UDP);
             let h = key.hash();
             ct.prefetch(h);
             if ct.insert(key, h, v(i), 0).is_err() && first_fail.is_none() {
@@ -1070,9 +965,9 @@ mod tests {
         assert!(load > 0.97, "{load}");
         let mut found = 0;
         for i in 0..n {
-            let key = k(i, PROTO_UDP);
+            let key = k(i, proto::UDP);
             if let Some(e) = ct.lookup(&key, key.hash(), 1) {
-                assert_eq!(e.backend, i as u16);
+                assert_eq!(e.backend, BackendId::new(i as u16));
                 found += 1;
             }
         }
@@ -1087,7 +982,7 @@ mod tests {
         let mut ct = ConnTable::new(n as usize * 2, long(), FullPolicy::Drop);
         let keys: Vec<(FlowKey, u64)> = (0..n)
             .map(|i| {
-                let key = k(i, PROTO_UDP);
+                let key = k(i, proto::UDP);
                 (key, key.hash())
             })
             .collect();
@@ -1110,7 +1005,7 @@ mod tests {
                 for &i in batch {
                     let (key, h) = &keys[i];
                     if let Some(e) = ct.lookup(key, *h, 1) {
-                        acc += u64::from(e.backend);
+                        acc += e.backend.map_or(0, |b| b.index() as u64);
                     }
                 }
             }
@@ -1142,7 +1037,7 @@ mod tests {
 
     /// Key `i`: even ids UDP (30 s), odd ids ICMP with a 7 s timeout.
     fn mk(i: u8) -> FlowKey {
-        k(u32::from(i), if i & 1 == 0 { PROTO_UDP } else { PROTO_ICMP })
+        k(u32::from(i), if i & 1 == 0 { proto::UDP } else { proto::ICMP })
     }
 
     fn small_timeouts() -> Timeouts {
@@ -1155,15 +1050,16 @@ mod tests {
     fn run(ops: &[Op], cap: usize, policy: FullPolicy) -> Result<(), TestCaseError> {
         let t = small_timeouts();
         let mut ct = ConnTable::new(cap, t, policy);
-        let mut model: HashMap<u8, (u16, Tick)> = HashMap::new();
+        let mut model: HashMap<u8, (Option<BackendId>, Tick)> = HashMap::new();
         let mut now: Tick = u32::MAX - 50; // exercise wrap-around
         let timeout = |i: u8| if i & 1 == 0 { t.udp_unreplied } else { t.icmp };
-        let live = |m: &HashMap<u8, (u16, Tick)>, i: u8, now: Tick| {
+        let live = |m: &HashMap<u8, (Option<BackendId>, Tick)>, i: u8, now: Tick| {
             m.get(&i).filter(|(_, seen)| now.wrapping_sub(*seen) < timeout(i)).map(|x| x.0)
         };
         for o in ops {
             match *o {
                 Op::Insert(i, b) => {
+                    let b = BackendId::new(b);
                     let key = mk(i);
                     let val = FlowValue { backend: b, ..v(u32::from(i)) };
                     match ct.insert(key, key.hash(), val, now) {

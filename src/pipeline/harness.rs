@@ -10,9 +10,9 @@ use anyhow::Result;
 use super::build::{self, PortInfo};
 use super::classify::Classifier;
 use super::services::{IdRegistry, Services};
+use super::stats::WorkerStats;
 use super::{Batch, Ctx, Pipeline, UmemView, Verdict};
 use crate::config::{Config, MAX_BATCH};
-use crate::telemetry::counters::WorkerStats;
 
 /// Frame stride in the harness's memory, like a UMEM chunk.
 pub const FRAME: usize = 4096;

@@ -2,7 +2,7 @@
 //! go to their backend's MAC on the backend-side port; replies go to the
 //! client-side next hop. A backend with no known MAC is a counted drop.
 
-use super::batch::FlowKind;
+use super::flow::FlowKind;
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
 
 pub struct L2Stage {

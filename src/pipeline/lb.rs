@@ -5,30 +5,21 @@
 //! has not seen, pick a backend, allocate an SNAT port, and create the two
 //! entries (original and reply direction) that later packets hit.
 
-use super::batch::{FlowKind, FlowMeta};
-use super::conntrack::{
-    ConnTable, Direction, FlowKey, FlowValue, NatBinding, TcpFlags, Tick, FLAG_ALT_TIMEOUTS,
-    FLAG_NOTIFY_ON_DEATH,
+use super::conntrack::{ConnTable, Direction, FlowValue, TcpFlags, Tick};
+use super::detail::{Cause, Malformed, Untranslatable};
+use super::flow::{
+    proto, BackendId, EntryFlags, Family, FlowKey, FlowKind, FlowMeta, NatBinding, ServiceId, Xlat,
 };
 use super::maglev::client_hash;
-use super::related;
+use super::rewrite::related;
 use super::snat;
-use super::xlat::{is_v4_mapped, mapped, v4_of, xlat_of, FLAG_TO4, FLAG_TO6};
-use super::XLAT_NONE;
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
 use crate::config::MAX_BATCH;
+use crate::wire::addr::{is_v4_mapped, mapped, v4_of};
 use crate::wire::parse::{parse, parse_simple, FiveTuple, FragKind, IpVersion};
 
 /// Seconds between refreshes of a flow's other entry by steady traffic.
 const PEER_REFRESH_SECS: i32 = 5;
-
-/// Service and backend id of NAT64 sessions, which belong to no service.
-pub const NAT64_SESSION: u16 = u16::MAX;
-
-/// Entry flag: this entry is the reply direction of its flow.
-pub const FLAG_REPLY: u8 = 0x01;
-/// Entry flag: the flow is source-NATed (its reply entry holds an SNAT port).
-pub const FLAG_SNAT: u8 = 0x02;
 
 /// Parse + lookup + state tracking.
 #[derive(Default)]
@@ -44,12 +35,12 @@ impl Stage for ConntrackStage {
         // known. The common shape takes a short parser; the rest the full one.
         batch.for_each(pipeline, |p| {
             let f = &mut *p.flow;
-            f.xlat = XLAT_NONE;
+            f.xlat = Xlat::None;
             f.next_hop = [0; 6];
             f.related = false;
             let key_of = |t: FiveTuple| FlowKey::new(t.src, t.dst, t.src_port, t.dst_port, t.proto);
             let key = if let Some(s) = parse_simple(p.data) {
-                f.v6 = s.v6;
+                f.family = if s.v6 { Family::V6 } else { Family::V4 };
                 f.l3 = s.l3_offset as u16;
                 f.l4 = s.l4_offset as u16;
                 f.tcp_flags = s.tcp_flags;
@@ -58,14 +49,14 @@ impl Stage for ConntrackStage {
             } else {
                 match parse(p.data) {
                     Ok(Some(pp)) if pp.frag == FragKind::Whole => {
-                        f.v6 = pp.version == IpVersion::V6;
+                        f.family = if pp.version == IpVersion::V6 { Family::V6 } else { Family::V4 };
                         f.l3 = pp.l3_offset as u16;
                         f.l4 = pp.l4_offset as u16;
                         f.tcp_flags = pp.tcp_flags;
                         f.icmp_type = pp.icmp_type;
                         // An ICMP error is looked up as the flow it quotes.
                         let quoted = related::is_error(pp.tuple.proto, pp.icmp_type)
-                            .then(|| related::quoted_key(p.data, pp.l4_offset, f.v6))
+                            .then(|| related::quoted_key(p.data, pp.l4_offset, f.family))
                             .flatten();
                         f.related = quoted.is_some();
                         quoted.unwrap_or_else(|| key_of(pp.tuple))
@@ -74,7 +65,12 @@ impl Stage for ConntrackStage {
                         p.meta.verdict = Verdict::Drop(DropReason::Fragment);
                         return;
                     }
-                    Ok(None) | Err(_) => {
+                    bad => {
+                        let m = match bad {
+                            Err(e) => Malformed::Wire(e),
+                            _ => Malformed::NotIp,
+                        };
+                        ctx.stats.cause(Cause::Malformed(m));
                         p.meta.verdict = Verdict::Drop(DropReason::Malformed);
                         return;
                     }
@@ -132,7 +128,9 @@ impl Stage for ConntrackStage {
 /// TCP/UDP packet or echo request to the NAT64 prefix (RFC 6146 §3.5).
 fn nat64_creates(ctx: &Ctx, f: &FlowMeta) -> bool {
     let Some(n) = &ctx.services.xlat.nat64 else { return false };
-    f.v6 && n.contains(&f.key.dst) && matches!((f.key.proto, f.icmp_type), (6 | 17, _) | (58, 128))
+    f.family.is_v6()
+        && n.contains(&f.key.dst)
+        && matches!((f.key.proto, f.icmp_type), (proto::TCP | proto::UDP, _) | (proto::ICMPV6, 128))
 }
 
 /// Finds the packet's entry; on a hit fills `f` (kind, NAT, service),
@@ -141,12 +139,12 @@ fn nat64_creates(ctx: &Ctx, f: &FlowMeta) -> bool {
 /// nothing about the flow's state (Linux conntrack's RELATED).
 fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick, hop_tag: u16) -> bool {
     let Some(e) = ct.lookup(&f.key, f.hash, now) else { return false };
-    let reply = e.flags & FLAG_REPLY != 0;
+    let reply = e.flags.contains(EntryFlags::REPLY);
     f.kind = if reply { FlowKind::Reply } else { FlowKind::Original };
     f.nat = e.nat;
     f.service = e.service;
     f.backend = e.backend;
-    f.xlat = xlat_of(e.flags);
+    f.xlat = e.flags.xlat();
     // A MAC cached under an older config generation is looked up afresh.
     f.next_hop = if e.hop_tag == hop_tag { e.next_hop } else { [0; 6] };
     if f.related {
@@ -164,31 +162,19 @@ fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick, hop_tag: u16) -> bool 
     let dir = if reply { Direction::Reply } else { Direction::Original };
     let before = e.state;
     let state = match f.key.proto {
-        6 => e.on_tcp(dir, TcpFlags(f.tcp_flags)),
-        17 => e.on_udp(dir),
+        proto::TCP => e.on_tcp(dir, TcpFlags(f.tcp_flags)),
+        proto::UDP => e.on_udp(dir),
         _ => e.state,
     };
     // Both entries carry the flow's state: any transition is copied over.
     if state != before || peer_due {
-        let peer = peer_key(&f.key, &f.nat, entry_flags);
+        let peer = f.key.peer(&f.nat, entry_flags);
         if let Some(p) = ct.lookup(&peer, peer.hash(), now) {
             p.touch(now);
             p.state = state;
         }
     }
     true
-}
-
-/// The key of the other direction's entry: the translated packet reversed
-/// (ICMP becomes ICMPv6 and back when the flow changes family).
-#[inline]
-pub fn peer_key(key: &FlowKey, nat: &NatBinding, flags: u8) -> FlowKey {
-    let proto = match key.proto {
-        58 if flags & FLAG_TO4 != 0 => 1,
-        1 if flags & FLAG_TO6 != 0 => 58,
-        p => p,
-    };
-    FlowKey::new(nat.dst, nat.src, nat.dport, nat.sport, proto)
 }
 
 /// Backend selection and flow creation for new flows.
@@ -217,7 +203,13 @@ impl Stage for MaglevStage {
                     ctx.stats.flow_started(f.service, f.backend);
                     ctx.stats.packet(f.service, f.backend, m.len);
                 }
-                Err(reason) => m.verdict = Verdict::Drop(reason),
+                Err(reason) => {
+                    if reason == DropReason::Untranslatable {
+                        // Both of flow creation's: no prefix to map into.
+                        ctx.stats.cause(Cause::Untranslatable(Untranslatable::NoMapping));
+                    }
+                    m.verdict = Verdict::Drop(reason);
+                }
             }
         }
     }
@@ -228,7 +220,7 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
     let h = if svc.affinity { client_hash(&f.key.src) } else { f.hash };
     let b = svc.maglev.lookup(h).ok_or(DropReason::NoBackend)?;
     let backend = *svc.backends.get(usize::from(b)).ok_or(DropReason::NoBackend)?;
-    let (sid, bid) = (svc.id, backend.id);
+    let (sid, bid) = (ServiceId::new(svc.id), BackendId::new(backend.id));
     let k = f.key;
     // NAT46 (IPv4 VIP, IPv6 backend): the client appears to the backend as
     // prefix + its IPv4 address, so its own address keeps flows apart.
@@ -244,7 +236,15 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
         return install(
             ctx,
             f,
-            Binding { orig, reply, flags: FLAG_TO6, reply_flags: FLAG_TO4, sid, bid, snat: None },
+            Binding {
+                orig,
+                reply,
+                flags: EntryFlags::TO6,
+                reply_flags: EntryFlags::TO4,
+                sid,
+                bid,
+                snat: None,
+            },
         );
     }
     let snat = match svc.snat_pool {
@@ -263,7 +263,7 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
     // Replies come back as (backend → SNAT or client) and are rewritten to
     // (VIP → client).
     let reply = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
-    let snat_flag = if snat.is_some() { FLAG_SNAT } else { 0 };
+    let snat_flag = if snat.is_some() { EntryFlags::SNAT } else { EntryFlags::NONE };
     install(ctx, f, Binding { orig, reply, flags: snat_flag, reply_flags: snat_flag, sid, bid, snat })
 }
 
@@ -280,17 +280,18 @@ fn create_nat64(ctx: &mut Ctx, f: &mut FlowMeta) -> Result<(), DropReason> {
     let (addr, port) = p.alloc().ok_or(DropReason::SnatExhausted)?;
     let k = f.key;
     // ICMP echo: the identifier plays both ports' role (RFC 6146 §3.5.3).
-    let dport = if k.proto == 58 { port } else { k.dport };
+    let dport = if k.proto == proto::ICMPV6 { port } else { k.dport };
     let orig = NatBinding { src: addr, sport: port, dst: mapped(server), dport };
     let reply = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
-    let flags = FLAG_SNAT | FLAG_ALT_TIMEOUTS;
+    let flags = EntryFlags::SNAT | EntryFlags::ALT_TIMEOUTS;
+    // A NAT64 session belongs to no service: its traffic is counted under none.
     let b = Binding {
         orig,
         reply,
-        flags: FLAG_TO4 | flags,
-        reply_flags: FLAG_TO6 | flags,
-        sid: NAT64_SESSION,
-        bid: NAT64_SESSION,
+        flags: EntryFlags::TO4 | flags,
+        reply_flags: EntryFlags::TO6 | flags,
+        sid: None,
+        bid: None,
         snat: Some((pool, (addr, port))),
     };
     install(ctx, f, b)
@@ -300,10 +301,10 @@ fn create_nat64(ctx: &mut Ctx, f: &mut FlowMeta) -> Result<(), DropReason> {
 struct Binding {
     orig: NatBinding,
     reply: NatBinding,
-    flags: u8,
-    reply_flags: u8,
-    sid: u16,
-    bid: u16,
+    flags: EntryFlags,
+    reply_flags: EntryFlags,
+    sid: Option<ServiceId>,
+    bid: Option<BackendId>,
     snat: Option<(u16, ([u8; 16], u16))>,
 }
 
@@ -324,8 +325,8 @@ fn install(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding) -> Result<(), DropReason
     let value = FlowValue { backend: b.bid, service: b.sid, nat: b.orig, flags: b.flags, next_hop, hop_tag };
     let state = match ctx.conntrack.insert(k, f.hash, value, now) {
         Ok(e) => match k.proto {
-            6 => e.on_tcp(Direction::Original, TcpFlags(f.tcp_flags)),
-            17 => e.on_udp(Direction::Original),
+            proto::TCP => e.on_tcp(Direction::Original, TcpFlags(f.tcp_flags)),
+            proto::UDP => e.on_udp(Direction::Original),
             _ => e.state,
         },
         Err(_) => {
@@ -335,12 +336,12 @@ fn install(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding) -> Result<(), DropReason
     };
     // When the reply entry dies the flow is over: its SNAT port is freed,
     // its original-direction entry removed, and its stats gauge lowered.
-    let reply_key = peer_key(&k, &b.orig, b.flags);
+    let reply_key = k.peer(&b.orig, b.flags);
     let reply = FlowValue {
         backend: b.bid,
         service: b.sid,
         nat: b.reply,
-        flags: FLAG_REPLY | b.reply_flags | FLAG_NOTIFY_ON_DEATH,
+        flags: EntryFlags::REPLY | b.reply_flags | EntryFlags::NOTIFY_ON_DEATH,
         next_hop: [0; 6],
         hop_tag,
     };
@@ -356,7 +357,7 @@ fn install(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding) -> Result<(), DropReason
     f.nat = b.orig;
     f.service = b.sid;
     f.backend = b.bid;
-    f.xlat = xlat_of(b.flags);
+    f.xlat = b.flags.xlat();
     f.next_hop = next_hop;
     Ok(())
 }
@@ -366,7 +367,7 @@ fn install(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding) -> Result<(), DropReason
 pub fn reap(ctx: &mut Ctx) {
     while let Some(dead) = ctx.conntrack.pop_dead() {
         let key = *dead.key();
-        if dead.flags & FLAG_SNAT != 0 {
+        if dead.flags.contains(EntryFlags::SNAT) {
             // A reply entry's key is (backend → SNAT address, SNAT port).
             if let Some(pool) = ctx.snat.iter_mut().find(|p| p.contains(&key.dst)) {
                 pool.release(&key.dst, key.dport);
@@ -374,12 +375,10 @@ pub fn reap(ctx: &mut Ctx) {
         }
         // Remove the original-direction entry only if it is this flow's: a
         // client may have reused its address and port for a newer flow.
-        let orig = peer_key(&key, &dead.nat, dead.flags);
+        let orig = key.peer(&dead.nat, dead.flags);
         let hash = orig.hash();
-        let ours = ctx
-            .conntrack
-            .lookup(&orig, hash, ctx.now)
-            .is_some_and(|e| peer_key(e.key(), &e.nat, e.flags) == key);
+        let ours =
+            ctx.conntrack.lookup(&orig, hash, ctx.now).is_some_and(|e| e.key().peer(&e.nat, e.flags) == key);
         if ours {
             ctx.conntrack.remove(&orig, hash);
         }

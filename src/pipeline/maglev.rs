@@ -24,14 +24,13 @@
 
 use core::fmt;
 
+pub use crate::config::{is_prime, MAX_TABLE_SIZE};
+
 /// Default table size: the prime used by the Maglev paper and Katran.
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
 
-/// Upper bound on the table size, to keep builds bounded (2 bytes per entry).
-pub const MAX_TABLE_SIZE: u32 = 1 << 24;
-
-/// Backends are addressed by `u16` indices.
-pub const MAX_BACKENDS: usize = u16::MAX as usize + 1;
+/// Backends one table can hold: they are addressed by `u16` indices.
+pub const MAX_TABLE_BACKENDS: usize = u16::MAX as usize + 1;
 
 /// Fixed SipHash keys for `h1` (offset) and `h2` (skip). Changing these moves
 /// every flow of every deployment: don't.
@@ -62,7 +61,7 @@ impl fmt::Display for MaglevError {
                 write!(f, "maglev table size {size} < {backends} backends")
             }
             Self::TooLarge(m) => write!(f, "maglev table size {m} > {MAX_TABLE_SIZE}"),
-            Self::TooManyBackends(n) => write!(f, "{n} backends > {MAX_BACKENDS}"),
+            Self::TooManyBackends(n) => write!(f, "{n} backends > {MAX_TABLE_BACKENDS}"),
             Self::DuplicateKey { first, second } => {
                 write!(f, "backends {first} and {second} have the same key")
             }
@@ -93,9 +92,7 @@ pub fn backend_key(addr: &[u8; 16], port: u16) -> [u8; 18] {
 }
 
 /// `::ffff:a.b.c.d`, the 16-byte form used by every hash and key here.
-pub const fn ipv4_mapped(a: [u8; 4]) -> [u8; 16] {
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
-}
+pub use crate::wire::addr::mapped as ipv4_mapped;
 
 /// A built lookup table. Immutable; rebuild and swap on backend change.
 #[derive(Clone, PartialEq, Eq)]
@@ -136,7 +133,7 @@ impl Maglev {
         if !is_prime(size) {
             return Err(MaglevError::NotPrime(size));
         }
-        if backends.len() > MAX_BACKENDS {
+        if backends.len() > MAX_TABLE_BACKENDS {
             return Err(MaglevError::TooManyBackends(backends.len()));
         }
         if (size as usize) < backends.len() {
@@ -242,28 +239,6 @@ impl Maglev {
         }
         c
     }
-}
-
-/// Deterministic primality test by trial division (sizes are <= 2^24).
-pub fn is_prime(n: u32) -> bool {
-    if n < 2 {
-        return false;
-    }
-    if n < 4 {
-        return true;
-    }
-    if n & 1 == 0 {
-        return false;
-    }
-    let n = u64::from(n);
-    let mut d = 3u64;
-    while d * d <= n {
-        if n % d == 0 {
-            return false;
-        }
-        d += 2;
-    }
-    true
 }
 
 #[inline(always)]

@@ -9,29 +9,31 @@ mod batch;
 pub mod build;
 pub mod classify;
 pub mod conntrack;
+pub mod detail;
+pub mod flow;
 pub mod harness;
 pub mod l2;
 pub mod l2fwd;
 pub mod lb;
 pub mod maglev;
 pub mod nat;
-pub mod related;
+pub mod registry;
+pub mod rewrite;
 pub mod services;
 pub mod snat;
+pub mod stats;
 pub mod xlat;
 
 use std::sync::Arc;
 
-pub use batch::{
-    Batch, DropReason, FlowKind, FlowMeta, FrameMut, PacketMeta, PacketMut, UmemView, Verdict, XLAT_NONE,
-    XLAT_TO4, XLAT_TO6,
-};
+pub use batch::{Batch, DropReason, FrameMut, PacketMeta, PacketMut, UmemView, Verdict};
+pub use flow::{FlowKind, FlowMeta};
 
 use conntrack::{ConnTable, Tick};
 use services::Services;
 use snat::SnatPool;
 
-use crate::telemetry::counters::WorkerStats;
+use stats::WorkerStats;
 
 /// A processing step. A stage looks at the packets of its pipeline that are
 /// still `Continue` and sets their verdict: continue, forward, or drop.

@@ -4,16 +4,15 @@
 //! place; swapping a whole snapshot removes its admitted race).
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use anyhow::{Context, Result};
 
-use super::classify::FastHasher;
 use super::maglev::{backend_key, Maglev, MaglevBackend};
+use super::stats::{MAX_BACKENDS, MAX_SERVICES};
 use crate::config::{Config, Prefix};
 use crate::nat46::{EamTable, Prefix64};
-use crate::telemetry::counters::{MAX_BACKENDS, MAX_SERVICES};
 use crate::xdp::maps::addr16;
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
@@ -36,6 +35,24 @@ pub struct Services {
     pub xlat: XlatRt,
     /// Bumped on every rebuild; workers compare it to spot a new snapshot.
     pub generation: u64,
+}
+
+/// Multiply-rotate hasher for fixed-size keys; SipHash is needlessly slow
+/// for a table that only holds configured routes.
+#[derive(Default)]
+pub struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0 ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        }
+    }
 }
 
 /// Stable ids for services and backends over the life of the process, so

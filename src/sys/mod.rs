@@ -32,7 +32,7 @@ pub fn rx_queue_count(name: &str) -> u32 {
 /// The interface's own MAC address, from sysfs.
 pub fn mac_address(name: &str) -> Option<[u8; 6]> {
     let s = std::fs::read_to_string(format!("/sys/class/net/{name}/address")).ok()?;
-    crate::config::parse_mac(s.trim())
+    crate::wire::ethernet::parse_mac(s.trim())
 }
 
 /// The interface's L3 MTU, from sysfs.

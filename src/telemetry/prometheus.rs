@@ -52,7 +52,8 @@ impl Collector for ShuntCollector {
             .map(|w| w.counters.iter().map(|(k, _)| k.clone()).collect())
             .unwrap_or_default();
         let reasons: Vec<&str> = crate::pipeline::DropReason::ALL.iter().map(|r| r.name()).collect();
-        for name in names.iter().filter(|n| !reasons.contains(&n.as_str())) {
+        let is_detail = |n: &str| n.contains('/');
+        for name in names.iter().filter(|n| !reasons.contains(&n.as_str()) && !is_detail(n)) {
             let rows: Vec<(Labels, u64)> = snap
                 .workers
                 .iter()
@@ -70,6 +71,25 @@ impl Collector for ShuntCollector {
             }
         }
         counter(&mut e, "shunt_worker_drops", "packets dropped, by reason", &drops)?;
+        let mut detail = Vec::new();
+        for w in &snap.workers {
+            for (k, v) in &w.counters {
+                if let Some((reason, d)) = k.split_once('/') {
+                    let labels = vec![
+                        ("worker", w.worker.to_string()),
+                        ("reason", reason.to_string()),
+                        ("detail", d.to_string()),
+                    ];
+                    detail.push((labels, *v));
+                }
+            }
+        }
+        counter(
+            &mut e,
+            "shunt_worker_drop_detail",
+            "malformed and untranslatable drops, by the header check or translator rule that refused them",
+            &detail,
+        )?;
 
         let mut svc: [Vec<(Labels, u64)>; 3] = Default::default();
         let mut svc_active = Vec::new();

@@ -106,7 +106,14 @@ impl Shared {
             .map(|(i, w)| WorkerSnap {
                 worker: i,
                 core: w.core,
-                counters: w.counters.snapshot().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                // Drop detail follows the drop counters, as `reason/detail`.
+                counters: w
+                    .counters
+                    .snapshot()
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .chain(w.stats.details())
+                    .collect(),
             })
             .collect();
         let services = self

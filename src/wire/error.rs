@@ -28,6 +28,17 @@ impl WireError {
     /// Number of variants, for sizing per-reason counter arrays.
     pub const COUNT: usize = 7;
 
+    /// Every variant, in index order (`e as usize`).
+    pub const ALL: [WireError; Self::COUNT] = [
+        WireError::Truncated,
+        WireError::BadVersion,
+        WireError::BadHeaderLen,
+        WireError::BadTotalLen,
+        WireError::BadUdpLen,
+        WireError::ExtHeaderChainTooLong,
+        WireError::BadExtHeaderOrder,
+    ];
+
     /// A short, stable, lowercase name (counter and log label).
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -11,6 +11,7 @@
 // could panic. Use `get`, `chunks_exact` and slice patterns instead.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+pub mod addr;
 pub mod checksum;
 pub mod error;
 pub mod ethernet;

@@ -11,16 +11,11 @@
 //! destination, and the quote's addresses and ports, with every checksum
 //! updated incrementally (so a corrupt error stays corrupt).
 
-use super::batch::FlowMeta;
-use super::conntrack::FlowKey;
-use super::nat::{get16, Delta};
-use super::xlat::mapped;
+use super::{get16, Delta};
+use crate::pipeline::flow::proto::{ICMP, ICMPV6 as ICMP6, TCP, UDP};
+use crate::pipeline::flow::{Family, FlowKey, FlowMeta};
+use crate::wire::addr::mapped;
 use crate::wire::checksum::udp_encode;
-
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-const ICMP: u8 = 1;
-const ICMP6: u8 = 58;
 
 /// Whether an ICMP or ICMPv6 message of this type is an error that quotes
 /// the packet that caused it (RFC 792, RFC 4443 §3).
@@ -49,9 +44,9 @@ struct Quote {
 /// The packet quoted by the error whose ICMP header is at `l4`. The quote
 /// is in the error's own family; IPv6 quotes with extension headers and
 /// IPv4 quotes of non-first fragments carry no ports and are not matched.
-fn quote(pkt: &[u8], l4: usize, v6: bool) -> Option<Quote> {
+fn quote(pkt: &[u8], l4: usize, family: Family) -> Option<Quote> {
     let ip = l4.checked_add(8)?;
-    if v6 {
+    if family.is_v6() {
         let h: &[u8; 40] = pkt.get(ip..ip.checked_add(40)?)?.try_into().ok()?;
         if h[0] >> 4 != 6 {
             return None;
@@ -77,8 +72,9 @@ fn quote(pkt: &[u8], l4: usize, v6: bool) -> Option<Quote> {
 //= https://www.rfc-editor.org/rfc/rfc6146#section-3.4
 // (paraphrase) For an ICMP error message the incoming tuple is taken from
 // the packet it carries, with source and destination swapped.
-pub fn quoted_key(pkt: &[u8], l4: usize, v6: bool) -> Option<FlowKey> {
-    let q = quote(pkt, l4, v6)?;
+pub fn quoted_key(pkt: &[u8], l4: usize, family: Family) -> Option<FlowKey> {
+    let q = quote(pkt, l4, family)?;
+    let v6 = family.is_v6();
     let t: &[u8; 8] = pkt.get(q.l4..q.l4.checked_add(8)?)?.try_into().ok()?;
     let (sport, dport) = match q.proto {
         TCP | UDP => (u16::from_be_bytes([t[0], t[1]]), u16::from_be_bytes([t[2], t[3]])),
@@ -114,7 +110,7 @@ fn fix(b: &mut [u8], at: usize, d: Delta) -> Option<Delta> {
 }
 
 /// Rewrites the ICMP error in `frame` (headers at `f.l3`/`f.l4`, family
-/// `f.v6`) with its flow's binding `f.nat`: the outer destination becomes
+/// `f.family`) with its flow's binding `f.nat`: the outer destination becomes
 /// `nat.dst`, the quoted source `nat.dst:nat.dport` and the quoted
 /// destination `nat.src:nat.sport`. The outer source is kept. None when
 /// the frame does not hold what the conntrack stage found there.
@@ -123,8 +119,8 @@ fn fix(b: &mut [u8], at: usize, d: Delta) -> Option<Delta> {
 // IP header and transport header as well as the outer IP header, and fix
 // the checksums of all of them.
 pub fn rewrite(frame: &mut [u8], f: &FlowMeta) -> Option<()> {
-    let (l3, l4, v6, nat) = (usize::from(f.l3), usize::from(f.l4), f.v6, &f.nat);
-    let q = quote(frame, l4, v6)?;
+    let (l3, l4, v6, nat) = (usize::from(f.l3), usize::from(f.l4), f.family.is_v6(), &f.nat);
+    let q = quote(frame, l4, f.family)?;
     // Every change inside the ICMP message, plus (ICMPv6) the pseudo-header's
     // destination: one delta for the outer ICMP checksum.
     let mut outer = Delta::default();

@@ -1,0 +1,281 @@
+//! What the pipeline knows about a flow: its key, the entry flags the two
+//! conntrack entries of a flow carry, the address family, the translation
+//! a flow needs, the ids its traffic is counted under, and the per-packet
+//! record ([`FlowMeta`]) stages hand to each other.
+//!
+//! A leaf: it imports nothing from the stages, so every stage, the rewrite
+//! code and the tables can depend on it without depending on each other.
+
+use std::num::NonZeroU16;
+
+use super::maglev::flow_hash;
+pub use crate::wire::ip_protocol as proto;
+
+/// Connection key. Addresses in 16-byte form (IPv4 as `::ffff:a.b.c.d`); for
+/// ICMP echo `sport == dport == identifier`. Padding is private and always
+/// zero so derived equality is byte equality.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    _pad: [u8; 3],
+}
+
+impl FlowKey {
+    pub const fn new(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, proto: u8) -> Self {
+        Self { src, dst, sport, dport, proto, _pad: [0; 3] }
+    }
+
+    /// The key of the opposite direction (for reply-direction lookups).
+    pub const fn reversed(&self) -> Self {
+        Self::new(self.dst, self.src, self.dport, self.sport, self.proto)
+    }
+
+    /// The fixed-seed 5-tuple hash ([`flow_hash`]); reuse it for Maglev.
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        flow_hash(&self.src, &self.dst, self.sport, self.dport, self.proto)
+    }
+
+    /// The key of the other direction's entry: the packet rewritten by
+    /// `nat`, reversed (ICMP becomes ICMPv6 and back when the flow changes
+    /// family).
+    #[inline]
+    pub fn peer(&self, nat: &NatBinding, flags: EntryFlags) -> FlowKey {
+        let proto = match (self.proto, flags.xlat()) {
+            (proto::ICMPV6, Xlat::To4) => proto::ICMP,
+            (proto::ICMP, Xlat::To6) => proto::ICMPV6,
+            (p, _) => p,
+        };
+        FlowKey::new(nat.dst, nat.src, nat.dport, nat.sport, proto)
+    }
+}
+
+/// NAT rewrite for the original direction: packets matching the key get
+/// `src/sport/dst/dport` replaced by these; replies get the inverse. `flags`
+/// of the entry (or the caller) says which halves apply.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NatBinding {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// The flag byte of a conntrack entry. One definition for every bit: the
+/// load balancer's, the translator's and the table's own.
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct EntryFlags(u8);
+
+impl EntryFlags {
+    pub const NONE: EntryFlags = EntryFlags(0);
+    /// This entry is the reply direction of its flow.
+    pub const REPLY: EntryFlags = EntryFlags(0x01);
+    /// The flow is source-NATed (its reply entry holds an SNAT port).
+    pub const SNAT: EntryFlags = EntryFlags(0x02);
+    /// Packets of this entry arrive IPv4 and leave IPv6.
+    pub const TO6: EntryFlags = EntryFlags(0x04);
+    /// Packets of this entry arrive IPv6 and leave IPv4.
+    pub const TO4: EntryFlags = EntryFlags(0x08);
+    /// The entry ages by the table's second timeout set (NAT64 sessions).
+    pub const ALT_TIMEOUTS: EntryFlags = EntryFlags(0x40);
+    /// The table reports the entry's death (`ConnTable::pop_dead`).
+    pub const NOTIFY_ON_DEATH: EntryFlags = EntryFlags(0x80);
+
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+
+    pub const fn from_bits(bits: u8) -> EntryFlags {
+        EntryFlags(bits)
+    }
+
+    /// Whether every flag of `other` is set.
+    #[inline]
+    pub const fn contains(self, other: EntryFlags) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    #[inline]
+    pub const fn union(self, other: EntryFlags) -> EntryFlags {
+        EntryFlags(self.0 | other.0)
+    }
+
+    /// The family change the entry's packets need.
+    #[inline]
+    pub const fn xlat(self) -> Xlat {
+        if self.contains(Self::TO6) {
+            Xlat::To6
+        } else if self.contains(Self::TO4) {
+            Xlat::To4
+        } else {
+            Xlat::None
+        }
+    }
+}
+
+impl std::ops::BitOr for EntryFlags {
+    type Output = EntryFlags;
+    fn bitor(self, rhs: EntryFlags) -> EntryFlags {
+        self.union(rhs)
+    }
+}
+
+impl std::ops::BitOrAssign for EntryFlags {
+    fn bitor_assign(&mut self, rhs: EntryFlags) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl std::ops::BitAnd for EntryFlags {
+    type Output = EntryFlags;
+    fn bitand(self, rhs: EntryFlags) -> EntryFlags {
+        EntryFlags(self.0 & rhs.0)
+    }
+}
+
+/// Address-family translation a flow's packets need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Xlat {
+    /// No family change.
+    #[default]
+    None,
+    /// Arrives IPv4, leaves IPv6.
+    To6,
+    /// Arrives IPv6, leaves IPv4.
+    To4,
+}
+
+/// IP version of a packet's (outer) header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Family {
+    #[default]
+    V4,
+    V6,
+}
+
+impl Family {
+    /// Length of the fixed IP header: where the transport header starts
+    /// when there are no options or extension headers.
+    #[inline]
+    pub const fn header_len(self) -> u16 {
+        match self {
+            Family::V4 => 20,
+            Family::V6 => 40,
+        }
+    }
+
+    #[inline]
+    pub const fn is_v6(self) -> bool {
+        matches!(self, Family::V6)
+    }
+}
+
+macro_rules! stats_id {
+    ($name:ident, $what:literal) => {
+        #[doc = concat!("Stable id of a ", $what, ": indexes per-worker stats. `Option<", stringify!($name), ">` is two bytes; `None` is traffic counted under no ", $what, " (NAT64 sessions, SIIT).")]
+        #[repr(transparent)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct $name(NonZeroU16);
+
+        impl $name {
+            /// The id with this index; `None` for `u16::MAX`, the one index
+            /// the niche takes.
+            #[inline]
+            pub const fn new(index: u16) -> Option<$name> {
+                match NonZeroU16::new(index.wrapping_add(1)) {
+                    Some(n) => Some($name(n)),
+                    None => None,
+                }
+            }
+
+            #[inline]
+            pub const fn index(self) -> usize {
+                self.0.get() as usize - 1
+            }
+        }
+    };
+}
+
+stats_id!(ServiceId, "service");
+stats_id!(BackendId, "backend");
+
+/// What the flow stages learn about a packet and hand to the next stage
+/// (VPP's buffer opaque).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlowMeta {
+    pub kind: FlowKind,
+    pub family: Family,
+    pub l3: u16,
+    pub l4: u16,
+    pub tcp_flags: u8,
+    pub key: FlowKey,
+    pub hash: u64,
+    /// The flow's service and backend (for stats).
+    pub service: Option<ServiceId>,
+    pub backend: Option<BackendId>,
+    /// The rewrite to apply: new source, source port, destination, destination port.
+    pub nat: NatBinding,
+    /// Address family translation the flow needs.
+    pub xlat: Xlat,
+    /// ICMP/ICMPv6 type, when the packet is ICMP.
+    pub icmp_type: u8,
+    /// Next-hop MAC cached in the flow's entry (all zero = look it up).
+    pub next_hop: [u8; 6],
+    /// An ICMP error about the flow (its key is the quoted packet, reversed).
+    pub related: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FlowKind {
+    /// Not looked up yet.
+    #[default]
+    Unknown,
+    /// First packet of a flow to a VIP: service index.
+    New(u16),
+    /// Client → backend direction of a tracked flow.
+    Original,
+    /// Backend → client direction of a tracked flow.
+    Reply,
+    /// First packet from an IPv6 client through stateful NAT64.
+    New64,
+    /// An ICMP error the dataplane generated about this packet: back out
+    /// the port it came in on, to the MAC it came from.
+    Bounce,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_keep_their_index_and_fit_in_two_bytes() {
+        assert_eq!(std::mem::size_of::<Option<ServiceId>>(), 2);
+        assert_eq!(ServiceId::new(0).map(ServiceId::index), Some(0));
+        assert_eq!(BackendId::new(4095).map(BackendId::index), Some(4095));
+        assert_eq!(ServiceId::new(u16::MAX), None);
+    }
+
+    #[test]
+    fn flags_name_the_translation() {
+        assert_eq!(EntryFlags::NONE.xlat(), Xlat::None);
+        assert_eq!((EntryFlags::TO6 | EntryFlags::SNAT).xlat(), Xlat::To6);
+        assert_eq!((EntryFlags::REPLY | EntryFlags::TO4).xlat(), Xlat::To4);
+        assert!((EntryFlags::REPLY | EntryFlags::SNAT).contains(EntryFlags::SNAT));
+        assert!(!EntryFlags::REPLY.contains(EntryFlags::REPLY | EntryFlags::SNAT));
+    }
+
+    #[test]
+    fn peer_key_swaps_icmp_family_with_the_flow() {
+        let k = FlowKey::new([1; 16], [2; 16], 7, 7, proto::ICMP);
+        let nat = NatBinding { src: [3; 16], dst: [4; 16], sport: 9, dport: 9 };
+        assert_eq!(k.peer(&nat, EntryFlags::TO6).proto, proto::ICMPV6);
+        assert_eq!(k.peer(&nat, EntryFlags::NONE), FlowKey::new([4; 16], [3; 16], 9, 9, proto::ICMP));
+    }
+}

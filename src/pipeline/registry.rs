@@ -1,0 +1,301 @@
+//! The stage registry: one descriptor per stage a pipeline may list, saying
+//! what the stage needs done before it, what it guarantees after it, why it
+//! drops packets, and how a worker builds it (VPP's `VLIB_REGISTER_NODE`).
+//!
+//! The config names stages and carries their keys; this table is the one
+//! place that knows what each name means. [`check`] refuses an order that
+//! cannot work (a stage whose needs nothing before it meets, or one after a
+//! stage that has already sent every packet) at the stage's line and column.
+
+use anyhow::{anyhow, bail, Result};
+
+use super::l2::L2Stage;
+use super::l2fwd::L2Fwd;
+use super::lb::{ConntrackStage, MaglevStage};
+use super::nat::NatStage;
+use super::rewrite::xlat::EgressMtu;
+use super::xlat::SiitStage;
+use super::{DropReason, Stage};
+use crate::config::{Config, ConfigError, StageConfig};
+
+/// What a stage guarantees about every packet it passes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fact {
+    /// Headers parsed: flow key, offsets and family known.
+    Parsed,
+    /// Looked up in conntrack: each packet belongs to a known flow or is new.
+    Tracked,
+    /// Every packet still going has a binding (new flows were given one).
+    Bound,
+    /// Rewritten to its binding (or translated) and ready for the wire.
+    Rewritten,
+    /// Given an egress port: the packet has left the pipeline.
+    Sent,
+}
+
+impl Fact {
+    fn describe(self) -> &'static str {
+        match self {
+            Fact::Parsed => "parsed headers",
+            Fact::Tracked => "a conntrack lookup",
+            Fact::Bound => "a binding for new flows",
+            Fact::Rewritten => "rewritten packets",
+            Fact::Sent => "packets sent",
+        }
+    }
+}
+
+/// Everything a stage's constructor may need from the worker.
+pub struct BuildEnv<'a> {
+    /// Worker port index and MAC of an interface (by config index).
+    pub port_of: &'a dyn Fn(usize) -> Result<(u8, [u8; 6])>,
+    /// Every worker port's MAC, by port index.
+    pub port_macs: &'a [[u8; 6]],
+    /// The pipeline's egress MTUs (from its `l2` stage's ports).
+    pub mtus: EgressMtu,
+}
+
+type Build = fn(&StageConfig, &BuildEnv<'_>) -> Result<Box<dyn Stage>>;
+
+pub struct StageDescriptor {
+    /// The name pipelines list it by (and [`Stage::name`]).
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub requires: &'static [Fact],
+    pub provides: &'static [Fact],
+    /// The reasons it drops packets for.
+    pub drops: &'static [DropReason],
+    pub build: Build,
+}
+
+use DropReason as D;
+use Fact as F;
+
+pub static STAGES: &[StageDescriptor] = &[
+    StageDescriptor {
+        name: "l2fwd",
+        doc: "Rewrite MACs to the next hop and transmit on `egress`.",
+        requires: &[],
+        provides: &[F::Sent],
+        drops: &[D::Malformed],
+        build: |s, env| {
+            let StageConfig::L2Fwd { egress, next_hop_mac } = s else { return mismatch(s, "l2fwd") };
+            let (port, mac) = (env.port_of)(*egress)?;
+            Ok(Box::new(L2Fwd::new(port, mac, *next_hop_mac)))
+        },
+    },
+    StageDescriptor {
+        name: "conntrack",
+        doc: "Parse, find the flow in conntrack, track TCP/UDP state.",
+        requires: &[],
+        provides: &[F::Parsed, F::Tracked],
+        drops: &[D::Malformed, D::Fragment, D::NoFlow],
+        build: |_, _| Ok(Box::new(ConntrackStage)),
+    },
+    StageDescriptor {
+        name: "maglev",
+        doc: "New flows: pick a backend with Maglev, allocate SNAT, create the flow.",
+        requires: &[F::Tracked],
+        provides: &[F::Bound],
+        drops: &[D::NoFlow, D::NoBackend, D::SnatExhausted, D::ConntrackFull, D::Untranslatable],
+        build: |_, _| Ok(Box::new(MaglevStage)),
+    },
+    StageDescriptor {
+        name: "nat64",
+        doc: "New NAT64 sessions (RFC 6146); the same flow-creation stage as maglev.",
+        requires: &[F::Tracked],
+        provides: &[F::Bound],
+        drops: &[D::NoFlow, D::SnatExhausted, D::ConntrackFull, D::Untranslatable],
+        build: |_, _| Ok(Box::new(MaglevStage)),
+    },
+    StageDescriptor {
+        name: "nat",
+        doc: "Rewrite addresses and ports; incremental checksums; NAT46/64 translation.",
+        requires: &[F::Bound],
+        provides: &[F::Rewritten],
+        drops: &[D::Malformed, D::Untranslatable],
+        build: |_, env| Ok(Box::new(NatStage::new(env.mtus))),
+    },
+    StageDescriptor {
+        name: "siit",
+        doc: "Stateless IPv4/IPv6 translation (RFC 7915).",
+        requires: &[],
+        provides: &[F::Parsed, F::Rewritten],
+        drops: &[D::Malformed, D::Untranslatable],
+        build: |_, env| Ok(Box::new(SiitStage::new(env.mtus))),
+    },
+    StageDescriptor {
+        name: "l2",
+        doc: "Next-hop MAC and egress port: towards backends, or back to clients.",
+        requires: &[F::Rewritten],
+        provides: &[F::Sent],
+        drops: &[D::Malformed, D::NextHopUnresolved],
+        build: |s, env| {
+            let StageConfig::L2(l2) = s else { return mismatch(s, "l2") };
+            Ok(Box::new(L2Stage::new(
+                (env.port_of)(l2.egress)?,
+                l2.next_hop_mac,
+                (env.port_of)(l2.return_egress)?,
+                l2.return_next_hop_mac,
+                env.port_macs.to_vec(),
+            )))
+        },
+    },
+];
+
+fn mismatch(s: &StageConfig, name: &str) -> Result<Box<dyn Stage>> {
+    bail!("stage `{name}` built from the config of `{}`", s.name())
+}
+
+/// The descriptor of the stage named `name`.
+pub fn descriptor(name: &str) -> Option<&'static StageDescriptor> {
+    STAGES.iter().find(|d| d.name == name)
+}
+
+/// Names of every stage, for messages.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    STAGES.iter().map(|d| d.name)
+}
+
+/// Why a stage order cannot work: the position of the offending stage and
+/// what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderError {
+    pub index: usize,
+    pub message: String,
+}
+
+/// Checks that every stage of `order` has what it requires from the stages
+/// before it, and that none comes after a stage that sends every packet.
+pub fn check_order(order: &[&str]) -> Result<(), OrderError> {
+    let mut have: Vec<Fact> = Vec::new();
+    let mut sender: Option<&str> = None;
+    for (index, name) in order.iter().enumerate() {
+        let err = |message: String| Err(OrderError { index, message });
+        let Some(d) = descriptor(name) else {
+            return err(format!(
+                "unknown stage `{name}` (known: {})",
+                names().collect::<Vec<_>>().join(", ")
+            ));
+        };
+        if let Some(s) = sender {
+            return err(format!(
+                "stage `{name}` comes after `{s}`, which has already sent every packet: it would see none"
+            ));
+        }
+        if let Some(missing) = d.requires.iter().find(|f| !have.contains(f)) {
+            let by: Vec<String> = STAGES
+                .iter()
+                .filter(|s| s.provides.contains(missing))
+                .map(|s| format!("`{}`", s.name))
+                .collect();
+            return err(format!(
+                "stage `{name}` needs {} before it (from {}), and no earlier stage provides it",
+                missing.describe(),
+                by.join(" or ")
+            ));
+        }
+        have.extend_from_slice(d.provides);
+        if d.provides.contains(&Fact::Sent) {
+            sender = Some(d.name);
+        }
+    }
+    Ok(())
+}
+
+/// [`check_order`] over every pipeline of the config, with the offending
+/// stage's file, line and column.
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    for p in &config.pipelines {
+        let order: Vec<&str> = p.stages.iter().map(StageConfig::name).collect();
+        if let Err(e) = check_order(&order) {
+            let span = p.stage_spans.get(e.index).cloned().unwrap_or(0..0);
+            return Err(config.error_at(span, format!("pipeline `{}`: {}", p.name, e.message)));
+        }
+    }
+    Ok(())
+}
+
+/// Builds one stage through its descriptor.
+pub fn build(s: &StageConfig, env: &BuildEnv<'_>) -> Result<Box<dyn Stage>> {
+    let d = descriptor(s.name()).ok_or_else(|| anyhow!("no stage `{}` in the registry", s.name()))?;
+    (d.build)(s, env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn working_orders_pass() {
+        for order in [
+            &["conntrack", "maglev", "nat", "l2"][..],
+            &["conntrack", "nat64", "nat", "l2"],
+            &["conntrack", "maglev", "nat", "l2fwd"],
+            &["siit", "l2"],
+            &["l2fwd"],
+        ] {
+            assert_eq!(check_order(order), Ok(()), "{order:?}");
+        }
+    }
+
+    #[test]
+    fn broken_orders_name_the_stage_and_its_need() {
+        let e = check_order(&["l2", "nat", "maglev", "conntrack"]).unwrap_err();
+        assert_eq!(e.index, 0);
+        assert!(e.message.contains("stage `l2` needs rewritten packets"), "{}", e.message);
+        assert!(e.message.contains("`nat` or `siit`"), "{}", e.message);
+        let e = check_order(&["conntrack", "nat", "maglev", "l2"]).unwrap_err();
+        assert_eq!(e.index, 1);
+        assert!(e.message.contains("a binding for new flows"), "{}", e.message);
+        let e = check_order(&["l2fwd", "conntrack"]).unwrap_err();
+        assert_eq!(e.index, 1);
+        assert!(e.message.contains("after `l2fwd`"), "{}", e.message);
+        let e = check_order(&["conntrack", "teleport"]).unwrap_err();
+        assert!(e.message.contains("unknown stage `teleport`"), "{}", e.message);
+    }
+
+    #[test]
+    fn every_stage_the_config_knows_is_registered_and_names_itself() {
+        let port_of = |_: usize| Ok((0u8, [0u8; 6]));
+        let env = BuildEnv { port_of: &port_of, port_macs: &[[0; 6]], mtus: EgressMtu::default() };
+        let l2 = crate::config::L2Config {
+            egress: 0,
+            next_hop_mac: None,
+            return_egress: 0,
+            return_next_hop_mac: [0; 6],
+        };
+        for s in [
+            StageConfig::L2Fwd { egress: 0, next_hop_mac: [0; 6] },
+            StageConfig::Conntrack,
+            StageConfig::Maglev,
+            StageConfig::Nat64,
+            StageConfig::Nat,
+            StageConfig::Siit,
+            StageConfig::L2(l2),
+        ] {
+            let stage = build(&s, &env).unwrap();
+            // The flow-creation stage serves both names.
+            let want = if s.name() == "nat64" { "maglev" } else { s.name() };
+            assert_eq!(stage.name(), want);
+        }
+        let mut known: Vec<&str> = crate::config::STAGES.to_vec();
+        let mut registered: Vec<&str> = names().collect();
+        known.sort_unstable();
+        registered.sort_unstable();
+        assert_eq!(known, registered, "the config parses the keys of exactly the registered stages");
+    }
+
+    #[test]
+    fn every_packet_drop_reason_belongs_to_a_stage() {
+        // Dropped by the worker around the pipeline, not by a stage.
+        let worker = [D::NoRoute, D::TxRingFull, D::FrameTooLarge, D::HandoffFull];
+        for r in DropReason::ALL {
+            assert!(
+                worker.contains(r) || STAGES.iter().any(|s| s.drops.contains(r)),
+                "{} is declared by no stage",
+                r.name()
+            );
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Per-worker traffic counters of services and backends. Each worker is the
+//! only writer of its own block, so an increment is a relaxed load and
+//! store (a plain `mov` on x86), never a locked read-modify-write; readers
+//! (telemetry, on the control thread) may see a value one batch old.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use super::detail::{Cause, Malformed, Untranslatable};
+use super::flow::{BackendId, ServiceId};
+
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+    /// For gauges: decrement (wrapping; read with `get_signed`).
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+    pub fn get_signed(&self) -> i64 {
+        self.0.load(Relaxed) as i64
+    }
+}
+
+/// Services and backends a process can know over its lifetime: their
+/// stable ids index the per-worker stats below, preallocated at start.
+pub const MAX_SERVICES: usize = 256;
+pub const MAX_BACKENDS: usize = 4096;
+
+/// Traffic of one service or backend, as seen by one worker.
+#[derive(Default, Debug)]
+pub struct FlowStats {
+    pub packets: Counter,
+    pub bytes: Counter,
+    pub new_flows: Counter,
+    /// Gauge: flows created minus flows expired.
+    pub active_flows: Counter,
+}
+
+/// One worker's per-service and per-backend stats, indexed by stable id.
+#[derive(Debug)]
+pub struct WorkerStats {
+    pub services: Box<[FlowStats]>,
+    pub backends: Box<[FlowStats]>,
+    /// Malformed drops by detail ([`Malformed::index`]).
+    pub malformed: [Counter; Malformed::COUNT],
+    /// Untranslatable drops by detail ([`Untranslatable::index`]).
+    pub untranslatable: [Counter; Untranslatable::COUNT],
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        WorkerStats {
+            services: (0..MAX_SERVICES).map(|_| FlowStats::default()).collect(),
+            backends: (0..MAX_BACKENDS).map(|_| FlowStats::default()).collect(),
+            malformed: Default::default(),
+            untranslatable: Default::default(),
+        }
+    }
+}
+
+impl WorkerStats {
+    /// Drop details as `reason/detail` counter names and values, every
+    /// detail in index order (zeros included), for stats and Prometheus.
+    pub fn details(&self) -> Vec<(String, u64)> {
+        let malformed = self
+            .malformed
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("malformed/{}", Malformed::name_of(i)), c.get()));
+        let untranslatable = self
+            .untranslatable
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("untranslatable/{}", Untranslatable::name_of(i)), c.get()));
+        malformed.chain(untranslatable).collect()
+    }
+
+    /// Counts a drop's detail (the reason itself is counted where the
+    /// verdict is acted on).
+    #[inline]
+    pub fn cause(&self, c: Cause) {
+        let counter = match c {
+            Cause::Malformed(m) => self.malformed.get(m.index()),
+            Cause::Untranslatable(u) => self.untranslatable.get(u.index()),
+        };
+        if let Some(n) = counter {
+            n.add(1);
+        }
+    }
+
+    #[inline]
+    pub fn packet(&self, service: Option<ServiceId>, backend: Option<BackendId>, bytes: u32) {
+        if let Some(s) = service.and_then(|s| self.services.get(s.index())) {
+            s.packets.add(1);
+            s.bytes.add(u64::from(bytes));
+        }
+        if let Some(b) = backend.and_then(|b| self.backends.get(b.index())) {
+            b.packets.add(1);
+            b.bytes.add(u64::from(bytes));
+        }
+    }
+
+    #[inline]
+    pub fn flow_started(&self, service: Option<ServiceId>, backend: Option<BackendId>) {
+        for s in [
+            service.and_then(|s| self.services.get(s.index())),
+            backend.and_then(|b| self.backends.get(b.index())),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            s.new_flows.add(1);
+            s.active_flows.add(1);
+        }
+    }
+
+    #[inline]
+    pub fn flow_ended(&self, service: Option<ServiceId>, backend: Option<BackendId>) {
+        for s in [
+            service.and_then(|s| self.services.get(s.index())),
+            backend.and_then(|b| self.backends.get(b.index())),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            s.active_flows.sub(1);
+        }
+    }
+}
