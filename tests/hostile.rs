@@ -1107,7 +1107,7 @@ fn conntrack_full_syn_flood() {
 /// ESTABLISHED, but the peer (reply) entry is only updated on SYN/FIN/RST or
 /// while the state is not ESTABLISHED, so it stays SYN_RECV (60 s) and a
 /// reply-direction ACK never moves it on. When it expires it takes the
-/// original entry with it (FLAG_NOTIFY_ON_DEATH → `reap`). Result: an
+/// original entry with it (`EntryFlags::NOTIFY_ON_DEATH` → `reap`). Result: an
 /// established TCP connection idle for 60 s is forgotten (instead of after
 /// `tcp_established`, 5 days), and its next packet starts a new flow with a
 /// new SNAT port, which the backend answers with RST.

@@ -94,12 +94,20 @@ pub struct QueueId {
     pub queue: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Pipeline {
     pub name: String,
     pub stages: Vec<StageConfig>,
     /// Where each stage is named in the source, for errors about it.
     pub stage_spans: Vec<Range<usize>>,
+}
+
+/// Without the spans: moving a pipeline's lines changes nothing it does
+/// (`restart_fields` compares this form).
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline").field("name", &self.name).field("stages", &self.stages).finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
