@@ -181,7 +181,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             let reload = Arc::new(AtomicBool::new(false));
             signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())?;
-            let summary = shunt::dataplane::run(&cfg, stop, reload)?;
+            let summary = shunt::control::run(&cfg, stop, reload)?;
             print!("{summary}");
             Ok(())
         }

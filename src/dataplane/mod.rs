@@ -1,9 +1,8 @@
-//! Bringing the dataplane up and down, and the housekeeping thread in
-//! between: attach XDP, start pinned workers, register their sockets, then
-//! serve the control socket, reloads and histogram collection until a
-//! signal; finally drain, detach, summarise and write the latency report.
+//! Bringing the dataplane up and down: start pinned workers, attach XDP,
+//! register their sockets; later drain, detach, summarise and write the
+//! latency report. The control plane (`crate::control`) owns a `Dataplane`
+//! and drives it from the housekeeping thread.
 
-mod control;
 pub mod handoff;
 mod setup;
 mod worker;
@@ -17,19 +16,14 @@ use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
-use crate::pipeline::services::{IdRegistry, Services};
+use crate::pipeline::services::Services;
 use crate::telemetry::counters::{WorkerCounters, WorkerStats};
 use crate::telemetry::latency::{self, Collector, Hists};
 use crate::telemetry::report::{Report, WorkerHistograms};
 use crate::telemetry::stats::{Shared, SocketSnap, WorkerShared};
 use crate::xdp::maps::XdpCounter;
 use crate::xdp::Attached;
-pub use setup::build_services;
 use setup::{Ready, WorkerInit};
-
-/// How often the housekeeping thread wakes: control requests, signals,
-/// histogram rotation.
-const TICK: Duration = Duration::from_millis(50);
 
 struct RunningWorker {
     core: usize,
@@ -37,101 +31,28 @@ struct RunningWorker {
     handle: JoinHandle<Option<Box<Hists>>>,
 }
 
-/// Everything the housekeeping thread owns while the dataplane runs.
-pub struct Running {
+/// The running workers, their sockets and the attached XDP programs.
+pub struct Dataplane {
     config: Config,
-    services: Arc<ArcSwap<Services>>,
-    ids: IdRegistry,
-    generation: u64,
     attached: Vec<Attached>,
     workers: Vec<RunningWorker>,
     collectors: Vec<Collector>,
     cores: Vec<usize>,
     /// (worker, interface, queue, fd) of every AF_XDP socket.
     sockets: Vec<(usize, String, u32, i32)>,
-    shared: Arc<Shared>,
+    pub shared: Arc<Shared>,
     started: Instant,
 }
 
-/// Runs the dataplane until `stop` is set; `reload` (SIGHUP) re-reads the
-/// config file and publishes its services to the workers.
-pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<Summary> {
-    let mut dp = Running::start(config, stop.clone())?;
-    let mut server = match &config.telemetry.control_socket {
-        Some(path) => Some(
-            crate::control::Server::bind(path, config.telemetry.control_group.as_deref())
-                .context("control socket (set [telemetry] control_socket = \"\" to disable)")?,
-        ),
-        None => None,
-    };
-    if let Some(s) = &server {
-        tracing::info!(path = %s.path().display(), "control socket listening");
-    }
-    // Setup is done. The housekeeping thread keeps CAP_BPF for map updates
-    // and counter reads on reload (bpf(2) refuses unprivileged callers when
-    // kernel.unprivileged_bpf_disabled is set) and CAP_NET_RAW to solicit
-    // neighbours of new backends; everything else goes.
-    match crate::sys::drop_capabilities(&[crate::sys::CAP_BPF_BIT, crate::sys::CAP_NET_RAW_BIT]) {
-        Ok(()) => tracing::info!("dropped capabilities: keeping CAP_BPF and CAP_NET_RAW on the housekeeping thread, none on workers"),
-        Err(e) => tracing::warn!(error = %e, "could not drop capabilities"),
-    }
-    let metrics = match config.telemetry.prometheus {
-        Some(addr) => {
-            let h = crate::telemetry::prometheus::spawn(&addr.to_string(), dp.shared.clone(), stop.clone())?;
-            tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
-            Some(h)
-        }
-        None => None,
-    };
-    eprintln!(
-        "shunt: running {} worker(s) on {} interface(s); Ctrl-C to stop",
-        dp.workers.len(),
-        dp.attached.len()
-    );
-
-    let mut last_summary = Instant::now();
-    let mut last_xdp = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        match &mut server {
-            Some(s) => s.serve(TICK, |req| dp.handle(req)),
-            None => std::thread::sleep(TICK),
-        }
-        if reload.swap(false, Ordering::Relaxed) {
-            dp.reload_file();
-        }
-        for c in &mut dp.collectors {
-            c.collect();
-        }
-        if last_xdp.elapsed() >= Duration::from_secs(1) {
-            last_xdp = Instant::now();
-            dp.refresh_xdp();
-        }
-        if dp.workers.iter().any(|w| w.handle.is_finished()) && !stop.load(Ordering::Relaxed) {
-            stop.store(true, Ordering::Relaxed);
-            tracing::error!("a worker thread exited unexpectedly; shutting down");
-        }
-        let every = dp.config.summary_interval;
-        if every > 0 && last_summary.elapsed() >= Duration::from_secs(every) {
-            last_summary = Instant::now();
-            let s = dp.shared.snapshot();
-            eprintln!("shunt: rx {} tx {} drops {}", s.total("rx_packets"), s.total("tx_packets"), {
-                let c = &dp.workers;
-                c.iter().map(|w| w.counters.total_drops()).sum::<u64>()
-            });
-        }
-    }
-    drop(server);
-    let summary = dp.shutdown();
-    if let Some(h) = metrics {
-        let _ = h.join();
-    }
-    Ok(summary)
-}
-
-impl Running {
-    fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running> {
-        let mut ids = IdRegistry::default();
-        let services = Arc::new(ArcSwap::from_pointee(build_services(config, 1, &mut ids)?));
+impl Dataplane {
+    /// Starts one pinned worker per `[[worker]]` on `services`, binds their
+    /// sockets, then attaches XDP. On error every started worker is told to
+    /// stop through `stop`.
+    pub fn start(
+        config: &Config,
+        services: Arc<ArcSwap<Services>>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Dataplane> {
         // Sockets before XDP: a redirect to an empty XSKMAP slot falls back
         // to XDP_PASS, so binding first leaves no window of loss.
         let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready>>();
@@ -259,11 +180,8 @@ impl Running {
                 })
             })
             .collect();
-        let mut running = Running {
+        let mut running = Dataplane {
             config: config.clone(),
-            services,
-            ids,
-            generation: 1,
             attached,
             workers,
             collectors,
@@ -276,7 +194,38 @@ impl Running {
         Ok(running)
     }
 
-    fn refresh_xdp(&mut self) {
+    /// Worker count and attached interface count.
+    pub fn size(&self) -> (usize, usize) {
+        (self.workers.len(), self.attached.len())
+    }
+
+    /// Whether a worker thread has left its loop (it should not before stop).
+    pub fn worker_exited(&self) -> bool {
+        self.workers.iter().any(|w| w.handle.is_finished())
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.workers.iter().map(|w| w.counters.total_drops()).sum()
+    }
+
+    /// Moves the workers' latency histograms to the collectors.
+    pub fn collect_histograms(&mut self) {
+        for c in &mut self.collectors {
+            c.collect();
+        }
+    }
+
+    /// Points every XDP program's match maps at `config`: with `remove`
+    /// false only adds entries, with `remove` true also removes stale ones.
+    pub fn sync_maps(&mut self, config: &Config, remove: bool) -> Result<()> {
+        for a in self.attached.iter_mut() {
+            a.sync_maps(config, remove)?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads the XDP and AF_XDP socket counters into `shared`.
+    pub fn refresh_xdp(&mut self) {
         let x: Vec<(String, [u64; 4])> =
             self.attached.iter().map(|a| (a.interface.clone(), a.counters().unwrap_or_default())).collect();
         if let Ok(mut cache) = self.shared.xdp.lock() {
@@ -309,7 +258,7 @@ impl Running {
 
     /// The latency report as of now (workers' current pairs not included
     /// until their next rotation, within one tick).
-    fn report(&self) -> Report {
+    pub fn report(&self) -> Report {
         Report {
             workers: self
                 .collectors
@@ -326,7 +275,7 @@ impl Running {
         }
     }
 
-    fn shutdown(mut self) -> Summary {
+    pub fn shutdown(mut self) -> Summary {
         // Socket counters while the sockets still exist (workers keep them
         // open until all have left their loops).
         self.refresh_xdp();

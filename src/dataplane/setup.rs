@@ -1,8 +1,7 @@
-//! Building what runs: the services snapshot (with next-hop MACs) and each
-//! worker (UMEM, sockets, pipelines, tables), on the worker's own thread.
+//! Building each worker (UMEM, sockets, pipelines, tables), on the worker's
+//! own thread.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
@@ -12,7 +11,7 @@ use super::worker::Worker;
 use crate::config::Config;
 use crate::pipeline::build::{self, PortInfo};
 use crate::pipeline::classify::Classifier;
-use crate::pipeline::services::{IdRegistry, Services};
+use crate::pipeline::services::Services;
 use crate::pipeline::{Batch, Ctx, UmemView};
 use crate::telemetry::counters::{WorkerCounters, WorkerStats};
 use crate::telemetry::latency::Recorder;
@@ -34,70 +33,6 @@ pub struct WorkerInit {
     pub services: Arc<ArcSwap<Services>>,
     pub mesh: Arc<handoff::Mesh>,
     pub recorder: Recorder,
-}
-
-/// Builds the load balancer snapshot. Backend MACs the config does not give
-/// come from the kernel's neighbour table; unknown ones are solicited on the
-/// backend-side interfaces and waited for briefly.
-pub fn build_services(config: &Config, generation: u64, ids: &mut IdRegistry) -> Result<Services> {
-    let macs = resolve_backends(config);
-    let services = Services::build(config, generation, ids, |ip| macs.get(&ip).copied())?;
-    for b in services.unresolved() {
-        tracing::warn!(
-            backend = %b,
-            "no MAC for backend (config has none, neighbour table has none): its packets count as next_hop_unresolved"
-        );
-    }
-    Ok(services)
-}
-
-fn resolve_backends(config: &Config) -> std::collections::HashMap<std::net::IpAddr, [u8; 6]> {
-    use crate::sys::neigh;
-    let wanted: Vec<std::net::IpAddr> = config
-        .services
-        .iter()
-        .flat_map(|s| &s.backends)
-        .filter(|b| b.mac.is_none())
-        .map(|b| b.addr)
-        .collect();
-    let mut found = std::collections::HashMap::new();
-    if wanted.is_empty() {
-        return found;
-    }
-    let egresses: Vec<&str> = config
-        .pipelines
-        .iter()
-        .flat_map(|p| &p.stages)
-        .filter_map(|s| match s {
-            crate::config::StageConfig::L2(l2) => Some(config.interfaces[l2.egress].name.as_str()),
-            _ => None,
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let mut solicited = false;
-    loop {
-        if let Ok(table) = neigh::dump() {
-            for n in table {
-                if wanted.contains(&n.addr) {
-                    found.insert(n.addr, n.mac);
-                }
-            }
-        }
-        if found.len() == wanted.len() || Instant::now() > deadline {
-            return found;
-        }
-        if !solicited {
-            for ip in wanted.iter().filter(|ip| !found.contains_key(ip)) {
-                for ifname in &egresses {
-                    if let Err(e) = neigh::solicit(*ip, ifname) {
-                        tracing::debug!(backend = %ip, interface = ifname, error = %e, "neighbour solicit failed");
-                    }
-                }
-            }
-            solicited = true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Worker, Ready)> {

@@ -6,22 +6,21 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 
-use super::{build_services, Running};
+use super::plane::Running;
+use super::snapshot::build_services;
+use super::{edit, Request, Response};
 use crate::config::Config;
-use crate::control::{edit, Request, Response};
 
 impl Running {
-    pub(super) fn handle(&mut self, req: Request) -> Response {
+    pub(crate) fn handle(&mut self, req: Request) -> Response {
         match req {
-            Request::Stats {} => match serde_json::to_value(self.shared.snapshot()) {
+            Request::Stats {} => match serde_json::to_value(self.dp.shared.snapshot()) {
                 Ok(v) => Response::ok(v),
                 Err(e) => Response::err(e),
             },
             Request::Histogram { format } => {
-                for c in &mut self.collectors {
-                    c.collect();
-                }
-                let r = self.report();
+                self.dp.collect_histograms();
+                let r = self.dp.report();
                 match format.as_str() {
                     "table" => Response::ok(r.table().into()),
                     "hgrm" => Response::ok(r.hgrm(None).into()),
@@ -54,7 +53,7 @@ impl Running {
     }
 
     /// SIGHUP: re-read the file; log, never fail the process.
-    pub(super) fn reload_file(&mut self) {
+    pub(crate) fn reload_file(&mut self) {
         match self.reload_from_file() {
             Ok(()) => tracing::info!(
                 path = %self.config.path.display(),
@@ -86,13 +85,9 @@ impl Running {
         // Redirect new VIPs and pools before workers know them; stop
         // redirecting old ones after. Either order only ever passes packets
         // to the kernel, never misroutes them.
-        for a in self.attached.iter_mut() {
-            a.sync_maps(&new, false)?;
-        }
+        self.dp.sync_maps(&new, false)?;
         self.services.store(Arc::new(snapshot));
-        for a in self.attached.iter_mut() {
-            a.sync_maps(&new, true)?;
-        }
+        self.dp.sync_maps(&new, true)?;
         self.generation = generation;
         self.config = new;
         Ok(())
