@@ -99,6 +99,19 @@ impl Fixture {
         self
     }
 
+    /// Adds services `dns` and `dns6`: copies of `web` and `web6` for UDP
+    /// port 53, their backends on `backend_port`.
+    pub fn dns_services(self, backend_port: u16) -> Fixture {
+        let mut f = self.copy_service("web", "dns").copy_service("web6", "dns6");
+        for s in ["dns", "dns6"] {
+            f = f
+                .set(&format!("service.{s}.protocol"), "udp")
+                .set(&format!("service.{s}.port"), 53)
+                .set(&format!("service.{s}.backends.*.port"), i64::from(backend_port));
+        }
+        f
+    }
+
     /// Copies table `key` of `pipelines/<file>.toml` to `to` here.
     pub fn adopt(mut self, file: &str, key: &str, to: &str) -> Fixture {
         let mut other = Fixture::load(file);
