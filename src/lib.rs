@@ -7,8 +7,6 @@
 pub mod config;
 pub mod control;
 pub mod dataplane;
-pub mod fuzzing;
-pub mod gen;
 pub mod lab;
 pub mod nat46;
 pub mod pipeline;

@@ -98,8 +98,6 @@ enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
-    /// TX-only AF_XDP traffic generator: UDP over 1..1M flows on one interface queue.
-    Gen(shunt::gen::GenArgs),
 }
 
 #[derive(clap::Args)]
@@ -246,13 +244,6 @@ fn run(command: Command) -> anyhow::Result<()> {
             let r = call(&socket.socket, &Request::Reload {})?;
             println!("ok: reloaded (generation {})", r["generation"]);
             Ok(())
-        }
-        Command::Gen(args) => {
-            let stop = Arc::new(AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                signal_hook::flag::register(sig, stop.clone())?;
-            }
-            shunt::gen::main(&args, stop)
         }
         Command::Lab { action } => shunt::lab::run(match action {
             LabAction::Up => "up",
