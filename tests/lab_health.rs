@@ -118,6 +118,17 @@ fn a_killed_nginx_leaves_the_rotation_and_returns_when_started() {
     let b2 = backend("10.0.2.12");
     assert_eq!(b2["in_table"], false, "{b2}");
     assert!(b2["last_probe"]["detail"].as_str().unwrap().contains("refused"), "{b2}");
+    let metrics = ns_exec("shunt", &["curl", "-s", "http://127.0.0.1:9464/metrics"]);
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    for line in [
+        "shunt_backend_up{service=\"web\",backend=\"10.0.2.12:80\"} 0",
+        "shunt_backend_up{service=\"web\",backend=\"10.0.2.11:80\"} 1",
+        "shunt_backend_state{service=\"web\",backend=\"10.0.2.12:80\",state=\"enabled\"} 1",
+        "shunt_backend_transitions_total{service=\"web\",backend=\"10.0.2.12:80\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no `{line}` in\n{metrics}");
+    }
+    assert!(metrics.contains("shunt_backend_probe_latency_seconds_bucket{"), "{metrics}");
     std::thread::sleep(settled.saturating_duration_since(Instant::now()));
     let replies = curl(30);
     assert!(replies.iter().all(|r| r == "shunt-be1" || r == "shunt-be3"), "{replies:?}");

@@ -218,6 +218,9 @@ impl HealthPlane {
 
     /// Sets an operator's admin state; Err names what is unknown.
     pub fn set_admin(&mut self, config: &Config, key: &BackendKey, admin: Admin) -> Result<Admin, String> {
+        if !config.services.iter().any(|s| s.name == key.service) {
+            return Err(format!("no service `{}`", key.service));
+        }
         let st = self.states.get_mut(key).ok_or_else(|| {
             format!("service `{}` has no backend {}", key.service, SocketAddr::new(key.addr, key.port))
         })?;
