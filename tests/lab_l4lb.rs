@@ -14,7 +14,8 @@ use common::*;
 
 const BACKENDS: [&str; 3] = ["10.0.2.11", "10.0.2.12", "10.0.2.13"];
 
-/// The default config plus test services on the same VIP.
+/// The default config plus test services on the same VIP. Their servers
+/// count accepted connections, so they take no health probes.
 fn test_config(weights: [u32; 3]) -> String {
     let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
     let backends = |port: u16| {
@@ -33,7 +34,8 @@ fn test_config(weights: [u32; 3]) -> String {
     let service = |name: &str, port: u16, proto: &str, affinity: bool| {
         format!(
             "\n[[service]]\nname = \"{name}\"\nvip = \"10.0.100.1\"\nport = {port}\nprotocol = \"{proto}\"\n\
-             pipeline = \"l4lb\"\nsnat_pool = \"10.0.3.0/28\"\naffinity = {affinity}\nbackends = [\n{}]\n",
+             pipeline = \"l4lb\"\nsnat_pool = \"10.0.3.0/28\"\naffinity = {affinity}\nbackends = [\n{}]\n\
+             health = {{ kind = \"none\" }}\n",
             backends(port)
         )
     };

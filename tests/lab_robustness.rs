@@ -78,14 +78,15 @@ impl Shunt {
 fn restart_keeps_dnat_only_tcp_stream_on_its_backend() {
     let Some(_lab) = lab() else { return };
     // DNAT only: backends see the client, so a flow can be recreated after
-    // a restart and deterministic Maglev picks the same backend again.
+    // a restart and deterministic Maglev picks the same backend again. The
+    // one-shot listeners must accept the client, not a health probe.
     let backends: String = ["10.0.2.11", "10.0.2.12", "10.0.2.13"]
         .iter()
         .map(|a| format!("  {{ addr = \"{a}\", port = 9000 }},\n"))
         .collect();
     let extra = format!(
         "[[service]]\nname = \"stream\"\nvip = \"10.0.100.1\"\nport = 9000\nprotocol = \"tcp\"\npipeline = \"l4lb\"\n\
-         backends = [\n{backends}]\n\n[[route]]\ndst = \"10.0.1.2\"\npipeline = \"l4lb\"\n"
+         backends = [\n{backends}]\nhealth = {{ kind = \"none\" }}\n\n[[route]]\ndst = \"10.0.1.2\"\npipeline = \"l4lb\"\n"
     );
     let cfg = cfg_with(&[], &extra);
     let mut accepted = Vec::new();

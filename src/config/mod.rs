@@ -5,6 +5,7 @@
 //! (interfaces exist, queues and cores in range).
 
 mod error;
+pub mod health;
 mod schema;
 mod services;
 pub mod xlat;
@@ -14,6 +15,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Located};
+pub use health::{AllDown, CheckKind, HealthCheck, OnDown};
 pub use schema::{parse_duration, HugepageMode, PollMode, XdpMode, ZeroCopyMode};
 pub use services::{Backend, Conntrack, Prefix, Service, MAX_POOL_ADDRS};
 

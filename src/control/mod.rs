@@ -5,6 +5,7 @@
 //! `dataplane`; the dataplane never calls back into it.
 
 pub mod edit;
+pub mod health;
 mod plane;
 pub mod protocol;
 mod requests;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 
+use super::health::HealthPlane;
 use super::snapshot::build_services;
 use super::Server;
 use crate::config::Config;
@@ -29,15 +30,18 @@ pub(super) struct Running {
     pub(super) ids: IdRegistry,
     pub(super) generation: u64,
     pub(super) dp: Dataplane,
+    /// Backend health and admin state; survives reloads.
+    pub(super) health: HealthPlane,
 }
 
 /// Runs the dataplane until `stop` is set; `reload` (SIGHUP) re-reads the
 /// config file and publishes its services to the workers.
 pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<Summary> {
     let mut ids = IdRegistry::default();
-    let services = Arc::new(ArcSwap::from_pointee(build_services(config, 1, &mut ids)?));
+    let mut health = HealthPlane::new(config, true).context("starting the health prober")?;
+    let services = Arc::new(ArcSwap::from_pointee(build_services(config, 1, &mut ids, &mut health)?));
     let dp = Dataplane::start(config, services.clone(), stop.clone())?;
-    let mut running = Running { config: config.clone(), services, ids, generation: 1, dp };
+    let mut running = Running { config: config.clone(), services, ids, generation: 1, dp, health };
     let mut server = match &config.telemetry.control_socket {
         Some(path) => Some(
             Server::bind(path, config.telemetry.control_group.as_deref())
@@ -58,10 +62,12 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
     }
     let metrics = match config.telemetry.prometheus {
         Some(addr) => {
-            let h = crate::telemetry::prometheus::spawn(
+            let health = running.health.metrics.clone();
+            let h = crate::telemetry::prometheus::spawn_with(
                 &addr.to_string(),
                 running.dp.shared.clone(),
                 stop.clone(),
+                |r| health.register(r),
             )?;
             tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
             Some(h)
@@ -80,6 +86,9 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
         }
         if reload.swap(false, Ordering::Relaxed) {
             running.reload_file();
+        }
+        if running.health.poll() {
+            running.republish();
         }
         running.dp.collect_histograms();
         if last_xdp.elapsed() >= Duration::from_secs(1) {

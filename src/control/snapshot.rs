@@ -6,19 +6,36 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use super::health::{BackendKey, HealthPlane};
 use crate::config::Config;
-use crate::pipeline::services::{IdRegistry, Services};
+use crate::pipeline::services::{Admission, IdRegistry, Services};
 
 /// Builds the load balancer snapshot. Backend MACs the config does not give
 /// come from the kernel's neighbour table; unknown ones are solicited on the
-/// backend-side interfaces and waited for briefly.
-pub fn build_services(config: &Config, generation: u64, ids: &mut IdRegistry) -> Result<Services> {
+/// backend-side interfaces and waited for briefly. `health` decides which
+/// backends the Maglev tables hold (an unresolved next hop counts as down).
+pub fn build_services(
+    config: &Config,
+    generation: u64,
+    ids: &mut IdRegistry,
+    health: &mut HealthPlane,
+) -> Result<Services> {
     let macs = resolve_backends(config);
-    let services = Services::build(config, generation, ids, |ip| macs.get(&ip).copied())?;
+    let admissions = health.admissions(config, |ip| macs.contains_key(&ip));
+    let services = Services::build_with(
+        config,
+        generation,
+        ids,
+        |ip| macs.get(&ip).copied(),
+        |s, b| {
+            let key = BackendKey { service: s.name.clone(), addr: b.addr, port: b.port };
+            admissions.get(&key).copied().unwrap_or(Admission::In)
+        },
+    )?;
     for b in services.unresolved() {
         tracing::warn!(
             backend = %b,
-            "no MAC for backend (config has none, neighbour table has none): its packets count as next_hop_unresolved"
+            "no MAC for backend (config has none, neighbour table has none): it counts as down"
         );
     }
     Ok(services)

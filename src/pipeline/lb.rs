@@ -7,16 +7,18 @@
 
 use super::batch::{FlowKind, FlowMeta};
 use super::conntrack::{
-    ConnTable, Direction, FlowKey, FlowValue, NatBinding, TcpFlags, Tick, FLAG_ALT_TIMEOUTS,
-    FLAG_NOTIFY_ON_DEATH,
+    ConnState, ConnTable, Direction, Entry, FlowKey, FlowValue, NatBinding, TcpFlags, Tick,
+    FLAG_ALT_TIMEOUTS, FLAG_NOTIFY_ON_DEATH,
 };
 use super::maglev::client_hash;
 use super::related;
+use super::services::Services;
 use super::snat;
 use super::xlat::{is_v4_mapped, mapped, v4_of, xlat_of, FLAG_TO4, FLAG_TO6};
 use super::XLAT_NONE;
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
 use crate::config::MAX_BATCH;
+use crate::telemetry::counters::WorkerStats;
 use crate::wire::parse::{parse, parse_simple, FiveTuple, FragKind, IpVersion};
 
 /// Seconds between refreshes of a flow's other entry by steady traffic.
@@ -110,9 +112,14 @@ impl Stage for ConntrackStage {
                     continue;
                 }
             }
-            if track(&mut ctx.conntrack, f, now, ctx.services.generation as u16) {
-                ctx.stats.packet(f.service, f.backend, m.len);
-                continue;
+            match track(&mut ctx.conntrack, f, now, &ctx.services, &ctx.stats) {
+                Tracked::Hit => {
+                    ctx.stats.packet(f.service, f.backend, m.len);
+                    continue;
+                }
+                // Its backend's flows are expired: schedule it afresh.
+                Tracked::Expired(reply) => retire(ctx, &reply),
+                Tracked::Miss => {}
             }
             if f.related {
                 // An error about no flow of ours: nothing to send it to.
@@ -135,12 +142,39 @@ fn nat64_creates(ctx: &Ctx, f: &FlowMeta) -> bool {
     f.v6 && n.contains(&f.key.dst) && matches!((f.key.proto, f.icmp_type), (6 | 17, _) | (58, 128))
 }
 
+/// What [`track`] found.
+enum Tracked {
+    Hit,
+    Miss,
+    /// A flow of a backend whose flows are expired: both entries were
+    /// removed (the reply-direction one is returned for [`retire`]).
+    Expired(Entry),
+}
+
 /// Finds the packet's entry; on a hit fills `f` (kind, NAT, service),
-/// refreshes the entry and advances its state. Returns whether it hit.
+/// refreshes the entry and advances its state.
 /// An ICMP error about the flow (`f.related`) only reads the entry: it says
 /// nothing about the flow's state (Linux conntrack's RELATED).
-fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick, hop_tag: u16) -> bool {
-    let Some(e) = ct.lookup(&f.key, f.hash, now) else { return false };
+fn track(
+    ct: &mut ConnTable,
+    f: &mut FlowMeta,
+    now: Tick,
+    services: &Services,
+    stats: &WorkerStats,
+) -> Tracked {
+    let hop_tag = services.generation as u16;
+    let Some(e) = ct.lookup(&f.key, f.hash, now) else { return Tracked::Miss };
+    if services.is_expired(e.backend) && e.service != NAT64_SESSION {
+        let dead = *e;
+        ct.remove(&f.key, f.hash);
+        let peer = peer_key(&f.key, &dead.nat, dead.flags);
+        let peer_entry = ct.remove(&peer, peer.hash());
+        return match (dead.flags & FLAG_REPLY != 0, peer_entry) {
+            (true, _) => Tracked::Expired(dead),
+            (false, Some(r)) => Tracked::Expired(r),
+            (false, None) => Tracked::Miss,
+        };
+    }
     let reply = e.flags & FLAG_REPLY != 0;
     f.kind = if reply { FlowKind::Reply } else { FlowKind::Original };
     f.nat = e.nat;
@@ -150,7 +184,7 @@ fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick, hop_tag: u16) -> bool 
     // A MAC cached under an older config generation is looked up afresh.
     f.next_hop = if e.hop_tag == hop_tag { e.next_hop } else { [0; 6] };
     if f.related {
-        return true;
+        return Tracked::Hit;
     }
     // Every few seconds the other direction's entry is refreshed too, so a
     // one-way stream or a quiet direction never lets half of a live flow
@@ -175,8 +209,25 @@ fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick, hop_tag: u16) -> bool 
             p.touch(now);
             p.state = state;
         }
+        let delta = i64::from(is_closing(state)) - i64::from(is_closing(before));
+        if delta != 0 {
+            stats.flow_closing(f.service, f.backend, delta);
+        }
     }
-    true
+    Tracked::Hit
+}
+
+/// TCP states after a FIN or RST: ipvsadm's inactive connections.
+#[inline]
+fn is_closing(s: ConnState) -> bool {
+    matches!(
+        s,
+        ConnState::TcpFinWait
+            | ConnState::TcpCloseWait
+            | ConnState::TcpLastAck
+            | ConnState::TcpTimeWait
+            | ConnState::TcpClose
+    )
 }
 
 /// The key of the other direction's entry: the translated packet reversed
@@ -366,12 +417,6 @@ fn install(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding) -> Result<(), DropReason
 pub fn reap(ctx: &mut Ctx) {
     while let Some(dead) = ctx.conntrack.pop_dead() {
         let key = *dead.key();
-        if dead.flags & FLAG_SNAT != 0 {
-            // A reply entry's key is (backend → SNAT address, SNAT port).
-            if let Some(pool) = ctx.snat.iter_mut().find(|p| p.contains(&key.dst)) {
-                pool.release(&key.dst, key.dport);
-            }
-        }
         // Remove the original-direction entry only if it is this flow's: a
         // client may have reused its address and port for a newer flow.
         let orig = peer_key(&key, &dead.nat, dead.flags);
@@ -383,6 +428,19 @@ pub fn reap(ctx: &mut Ctx) {
         if ours {
             ctx.conntrack.remove(&orig, hash);
         }
-        ctx.stats.flow_ended(dead.service, dead.backend);
+        retire(ctx, &dead);
     }
+}
+
+/// What a finished flow held, given back: its SNAT port and its place in
+/// the stats gauges. `reply` is the flow's reply-direction entry.
+fn retire(ctx: &mut Ctx, reply: &Entry) {
+    let key = reply.key();
+    if reply.flags & FLAG_SNAT != 0 {
+        // A reply entry's key is (backend → SNAT address, SNAT port).
+        if let Some(pool) = ctx.snat.iter_mut().find(|p| p.contains(&key.dst)) {
+            pool.release(&key.dst, key.dport);
+        }
+    }
+    ctx.stats.flow_ended(reply.service, reply.backend, is_closing(reply.state));
 }

@@ -40,6 +40,8 @@ pub struct FlowStats {
     pub new_flows: Counter,
     /// Gauge: flows created minus flows expired.
     pub active_flows: Counter,
+    /// Gauge: of those, flows in a closing TCP state (ipvsadm's InActConn).
+    pub closing_flows: Counter,
 }
 
 /// One worker's per-service and per-backend stats, indexed by stable id.
@@ -83,12 +85,27 @@ impl WorkerStats {
     }
 
     #[inline]
-    pub fn flow_ended(&self, service: u16, backend: u16) {
+    pub fn flow_ended(&self, service: u16, backend: u16, closing: bool) {
         for s in [self.services.get(usize::from(service)), self.backends.get(usize::from(backend))]
             .into_iter()
             .flatten()
         {
             s.active_flows.sub(1);
+            if closing {
+                s.closing_flows.sub(1);
+            }
+        }
+    }
+
+    /// A flow entered (+1) or left (-1) the closing states; called on
+    /// state transitions only, never per packet.
+    #[inline]
+    pub fn flow_closing(&self, service: u16, backend: u16, delta: i64) {
+        for s in [self.services.get(usize::from(service)), self.backends.get(usize::from(backend))]
+            .into_iter()
+            .flatten()
+        {
+            s.closing_flows.add(delta as u64);
         }
     }
 }
