@@ -3,8 +3,11 @@
 //! latency report. The control plane (`crate::control`) owns a `Dataplane`
 //! and drives it from the housekeeping thread.
 
+#[allow(unsafe_code)] // eventfd wakeups between workers
 pub mod handoff;
+#[allow(unsafe_code)] // the UMEM view of each worker
 mod setup;
+#[allow(unsafe_code)] // vDSO clock and poll(2) while idle
 mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
