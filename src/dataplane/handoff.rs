@@ -78,6 +78,32 @@ pub struct Mesh {
     /// handed frame never waits for the sleeper's timeout.
     sleeping: Vec<AtomicBool>,
     wake_fds: Vec<i32>,
+    /// Per worker: has handed its last frame (left its loop and drained),
+    /// and has left for good (serves nothing more, or died).
+    stopped: Vec<AtomicBool>,
+    gone: Vec<AtomicBool>,
+}
+
+/// Marks a worker gone when its thread ends, however it ends (a panic
+/// included), so no peer waits on it.
+pub struct Membership {
+    mesh: Arc<Mesh>,
+    worker: usize,
+}
+
+impl Membership {
+    pub fn new(mesh: Arc<Mesh>, worker: usize) -> Membership {
+        Membership { mesh, worker }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.mesh.stop_handing(self.worker);
+        if let Some(g) = self.mesh.gone.get(self.worker) {
+            g.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Drop for Mesh {
@@ -106,6 +132,8 @@ impl Mesh {
             umems: OnceLock::new(),
             sleeping: (0..n).map(|_| AtomicBool::new(false)).collect(),
             wake_fds,
+            stopped: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            gone: (0..n).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
@@ -138,6 +166,28 @@ impl Mesh {
             // SAFETY: writing 8 bytes from a u64 to an eventfd.
             unsafe { libc::write(self.wake_fd(w), (&one as *const u64).cast(), 8) };
         }
+    }
+
+    /// Worker `w` hands no more frames (it left its loop and drained).
+    pub fn stop_handing(&self, w: usize) {
+        if let Some(s) = self.stopped.get(w) {
+            s.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether no worker will hand another frame.
+    pub fn all_stopped(&self) -> bool {
+        self.stopped.iter().all(|s| s.load(Ordering::SeqCst))
+    }
+
+    /// Whether no peer has frames waiting for worker `w` to serve.
+    pub fn inbound_empty(&self, w: usize) -> bool {
+        (0..self.n).all(|o| self.link(o, w).is_none_or(|l| l.to_owner.is_empty()))
+    }
+
+    /// Whether worker `w` has left for good (finished, or died).
+    pub fn is_gone(&self, w: usize) -> bool {
+        self.gone.get(w).is_none_or(|g| g.load(Ordering::SeqCst))
     }
 
     pub fn workers(&self) -> usize {

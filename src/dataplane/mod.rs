@@ -123,9 +123,11 @@ impl Dataplane {
             };
             let cfg = config.clone();
             let (ready_tx, go, stop) = (ready_tx.clone(), go.clone(), stop.clone());
+            let membership = handoff::Membership::new(mesh.clone(), wi);
             let handle = std::thread::Builder::new()
                 .name(format!("shunt-w{wi}"))
                 .spawn(move || {
+                    let _membership = membership;
                     let mut worker = match setup::build_worker(&cfg, wi, init) {
                         Ok((worker, ready)) => {
                             // Sockets are bound and memory is mapped: a worker
@@ -148,9 +150,10 @@ impl Dataplane {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     worker.run(&stop);
-                    // Frames we handed out may still be in other workers'
-                    // hands: their mesh keeps our UMEM mapped until they too
-                    // are gone, so we may close our sockets now.
+                    // Answer what peers handed us and take back what we
+                    // handed them. Our UMEM stays mapped after we close our
+                    // sockets for as long as any peer holds the mesh.
+                    worker.settle_handoffs();
                     Some(worker.finish())
                 })
                 .map_err(DataplaneError::Spawn)?;

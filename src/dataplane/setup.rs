@@ -123,6 +123,7 @@ pub fn assemble<P: PortIo>(
         mesh,
         handed: Vec::new(),
         returned: Batch::new(umem),
+        in_flight: Vec::new(),
         port_of_interface,
         recorder,
     })

@@ -7,6 +7,21 @@
 /// away. Neither `Copy` nor `Clone`; the functions that give a frame to the
 /// pool or to a ring take it by value, so handing one frame out twice does
 /// not compile. Same size as the address it wraps.
+///
+/// ```
+/// # use shunt::xsk::FramePool;
+/// let mut pool = FramePool::new(256, 2048);
+/// let frame = pool.alloc().unwrap();
+/// pool.free(frame);
+/// ```
+///
+/// ```compile_fail
+/// # use shunt::xsk::FramePool;
+/// let mut pool = FramePool::new(256, 2048);
+/// let frame = pool.alloc().unwrap();
+/// pool.free(frame);
+/// pool.free(frame); // moved: a double free is a compile error
+/// ```
 #[must_use = "a frame dropped on the floor is lost to the pool"]
 #[derive(Debug, PartialEq, Eq)]
 pub struct Frame(u64);
@@ -137,6 +152,32 @@ mod tests {
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), FRAMES as usize, "every frame exactly once");
+    }
+
+    #[test]
+    fn exhaustion_and_return_keep_the_count() {
+        let mut pool = FramePool::new(256, 4096);
+        assert_eq!((pool.total(), pool.available()), (256, 256));
+        let mut out: Vec<Frame> = std::iter::from_fn(|| pool.alloc()).collect();
+        assert_eq!(out.len(), 256);
+        assert_eq!(pool.available(), 0);
+        assert!(pool.alloc().is_none(), "an empty pool hands out nothing");
+        // A frame comes back at its packet offset; the pool keeps its base.
+        let f = out.pop().unwrap();
+        let base = f.addr();
+        pool.free(Frame::from_desc(f.into_desc() + 256));
+        assert_eq!(pool.available(), 1);
+        assert_eq!(pool.alloc().map(Frame::into_desc), Some(base), "LIFO: the hot frame first");
+        for f in out {
+            pool.free(f);
+        }
+        assert_eq!(pool.available(), 255);
+    }
+
+    #[test]
+    fn frame_handle_is_a_bare_offset() {
+        assert_eq!(std::mem::size_of::<Frame>(), std::mem::size_of::<u64>());
+        assert_eq!(std::mem::size_of::<Option<Frame>>(), std::mem::size_of::<Option<u64>>());
     }
 
     proptest! {
