@@ -3,16 +3,18 @@
 //! latency report. The control plane (`crate::control`) owns a `Dataplane`
 //! and drives it from the housekeeping thread.
 
+#[allow(unsafe_code)] // eventfd wakeups between workers
 pub mod handoff;
+#[allow(unsafe_code)] // the UMEM view of each worker
 mod setup;
+#[allow(unsafe_code)] // vDSO clock and poll(2) while idle
 mod worker;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
@@ -22,8 +24,49 @@ use crate::telemetry::latency::{self, Collector, Hists};
 use crate::telemetry::report::{Report, WorkerHistograms};
 use crate::telemetry::stats::{Shared, SocketSnap, WorkerShared};
 use crate::xdp::maps::XdpCounter;
-use crate::xdp::Attached;
+use crate::xdp::{Attached, XdpError};
+use crate::xsk::XskError;
 use setup::{Ready, WorkerInit};
+
+/// Why the dataplane could not start or update.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// A worker thread could not be pinned to its core.
+    #[error("pinning worker {worker} to core {core}")]
+    Pin {
+        worker: usize,
+        core: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker's UMEM or sockets could not be set up.
+    #[error("worker {worker}")]
+    Xsk {
+        worker: usize,
+        #[source]
+        source: XskError,
+    },
+    /// A worker's pipelines could not be built from the config.
+    #[error("worker {worker}: building its pipelines")]
+    Pipelines {
+        worker: usize,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The OS refused a new thread.
+    #[error("spawning worker thread")]
+    Spawn(#[source] std::io::Error),
+    /// A worker thread ended before reporting (it panicked).
+    #[error("a worker exited during setup")]
+    WorkerExited,
+    /// The XDP program could not be attached, or a socket registered.
+    #[error("interface {interface}")]
+    Xdp {
+        interface: String,
+        #[source]
+        source: Box<XdpError>,
+    },
+}
 
 struct RunningWorker {
     core: usize,
@@ -52,13 +95,12 @@ impl Dataplane {
         config: &Config,
         services: Arc<ArcSwap<Services>>,
         stop: Arc<AtomicBool>,
-    ) -> Result<Dataplane> {
+    ) -> Result<Dataplane, DataplaneError> {
         // Sockets before XDP: a redirect to an empty XSKMAP slot falls back
         // to XDP_PASS, so binding first leaves no window of loss.
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready, DataplaneError>>();
         let go = Arc::new(AtomicBool::new(false));
         let mesh = Arc::new(handoff::Mesh::new(config.workers.len()));
-        let finished = Arc::new(AtomicUsize::new(0));
         let mut workers = Vec::new();
         let mut collectors = Vec::new();
         let mut shared_workers = Vec::new();
@@ -80,12 +122,12 @@ impl Dataplane {
                 recorder,
             };
             let cfg = config.clone();
-            let (ready_tx, go, stop, finished) =
-                (ready_tx.clone(), go.clone(), stop.clone(), finished.clone());
-            let nworkers = config.workers.len();
+            let (ready_tx, go, stop) = (ready_tx.clone(), go.clone(), stop.clone());
+            let membership = handoff::Membership::new(mesh.clone(), wi);
             let handle = std::thread::Builder::new()
                 .name(format!("shunt-w{wi}"))
                 .spawn(move || {
+                    let _membership = membership;
                     let mut worker = match setup::build_worker(&cfg, wi, init) {
                         Ok((worker, ready)) => {
                             // Sockets are bound and memory is mapped: a worker
@@ -108,16 +150,13 @@ impl Dataplane {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     worker.run(&stop);
-                    // Others may still be touching frames we handed them: keep
-                    // our UMEM mapped until every worker has left its loop.
-                    finished.fetch_add(1, Ordering::AcqRel);
-                    let deadline = Instant::now() + Duration::from_secs(2);
-                    while finished.load(Ordering::Acquire) < nworkers && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
+                    // Answer what peers handed us and take back what we
+                    // handed them. Our UMEM stays mapped after we close our
+                    // sockets for as long as any peer holds the mesh.
+                    worker.settle_handoffs();
                     Some(worker.finish())
                 })
-                .context("spawning worker thread")?;
+                .map_err(DataplaneError::Spawn)?;
             workers.push(RunningWorker { core: w.core, counters, handle });
         }
         drop(ready_tx);
@@ -130,16 +169,17 @@ impl Dataplane {
                     stop.store(true, Ordering::Relaxed);
                     return Err(e);
                 }
-                Err(_) => bail!("a worker exited during setup"),
+                Err(_) => return Err(DataplaneError::WorkerExited),
             }
         }
         readies.sort_by_key(|r| r.worker);
-        let _ = mesh.umems.set(readies.iter().map(|r| r.umem).collect());
+        let umems = readies.iter_mut().filter_map(|r| r.umem.take()).collect();
+        let _ = mesh.umems.set(umems);
 
         let mut attached = Vec::new();
         for iface in &config.interfaces {
             match Attached::load(&iface.name, iface.xdp_mode, config)
-                .with_context(|| format!("attaching the XDP program to {}", iface.name))
+                .map_err(|e| DataplaneError::Xdp { interface: iface.name.clone(), source: Box::new(e) })
             {
                 Ok(a) => {
                     tracing::info!(interface = %iface.name, mode = ?a.mode, "XDP program attached (bpf_link)");
@@ -153,7 +193,10 @@ impl Dataplane {
         }
         for r in &readies {
             for &(iface, queue, fd, zc) in &r.sockets {
-                attached[iface].register_socket(queue, fd)?;
+                attached[iface].register_socket(queue, fd).map_err(|e| DataplaneError::Xdp {
+                    interface: config.interfaces[iface].name.clone(),
+                    source: Box::new(e),
+                })?;
                 tracing::info!(
                     worker = r.worker,
                     core = config.workers[r.worker].core,
@@ -217,9 +260,10 @@ impl Dataplane {
 
     /// Points every XDP program's match maps at `config`: with `remove`
     /// false only adds entries, with `remove` true also removes stale ones.
-    pub fn sync_maps(&mut self, config: &Config, remove: bool) -> Result<()> {
+    pub fn sync_maps(&mut self, config: &Config, remove: bool) -> Result<(), DataplaneError> {
         for a in self.attached.iter_mut() {
-            a.sync_maps(config, remove)?;
+            a.sync_maps(config, remove)
+                .map_err(|e| DataplaneError::Xdp { interface: a.interface.clone(), source: Box::new(e) })?;
         }
         Ok(())
     }
@@ -276,8 +320,8 @@ impl Dataplane {
     }
 
     pub fn shutdown(mut self) -> Summary {
-        // Socket counters while the sockets still exist (workers keep them
-        // open until all have left their loops).
+        // Socket counters while the sockets still exist (a worker closes
+        // them when it leaves its loop).
         self.refresh_xdp();
         let mut worker_counters = Vec::new();
         let workers = std::mem::take(&mut self.workers);

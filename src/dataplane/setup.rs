@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 
-use super::handoff;
+use super::handoff::{self, PeerUmem};
 use super::worker::Worker;
+use super::DataplaneError;
 use crate::config::Config;
 use crate::pipeline::build::{self, PortInfo};
 use crate::pipeline::classify::Classifier;
@@ -15,7 +15,7 @@ use crate::pipeline::services::Services;
 use crate::pipeline::{Batch, Ctx, UmemView};
 use crate::telemetry::counters::{WorkerCounters, WorkerStats};
 use crate::telemetry::latency::Recorder;
-use crate::xsk::{QueueSpec, WorkerXsk};
+use crate::xsk::{PortIo, QueueSpec, WorkerXsk};
 
 /// What a worker reports once its sockets are bound.
 pub struct Ready {
@@ -23,7 +23,8 @@ pub struct Ready {
     /// (interface index, queue, socket fd, zero-copy)
     pub sockets: Vec<(usize, u32, i32, bool)>,
     pub hugepages: bool,
-    pub umem: UmemView,
+    /// Moved into the mesh once every worker is ready.
+    pub umem: Option<PeerUmem>,
 }
 
 /// What a worker thread is given to build itself.
@@ -35,10 +36,13 @@ pub struct WorkerInit {
     pub recorder: Recorder,
 }
 
-pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Worker, Ready)> {
-    let WorkerInit { counters, stats, services, mesh, recorder } = init;
+pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Worker, Ready), DataplaneError> {
     let w = &config.workers[wi];
-    crate::sys::pin_to_core(w.core).with_context(|| format!("pinning worker {wi} to core {}", w.core))?;
+    crate::sys::pin_to_core(w.core).map_err(|source| DataplaneError::Pin {
+        worker: wi,
+        core: w.core,
+        source,
+    })?;
     let prio = config.dataplane.realtime_priority;
     if prio > 0 {
         // A busy-polling worker at normal priority shares its core with
@@ -58,31 +62,53 @@ pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Wor
             queue: q.queue,
         })
         .collect();
-    let mut xsk = WorkerXsk::new(&config.dataplane, &specs)?;
+    let xsk = WorkerXsk::new(&config.dataplane, &specs)
+        .map_err(|source| DataplaneError::Xsk { worker: wi, source })?;
     let ports: Vec<PortInfo> =
         xsk.ports.iter().map(|p| PortInfo { interface: p.interface_idx, mac: p.mac, mtu: p.mtu }).collect();
-    let pipelines = build::pipelines(config, &ports).with_context(|| format!("worker {wi}"))?;
-    let (base, len) = xsk.umem_base();
-    // SAFETY: the mapping lives in `xsk`, which the Worker owns alongside the
-    // batch, and outlives every use: workers are joined before any UMEM is
-    // dropped. A frame is touched only by the holder of its descriptor.
-    let umem = unsafe { UmemView::new(base, len) }.with_frame_size(config.dataplane.frame_size as usize);
     let ready = Ready {
         worker: wi,
         sockets: xsk.ports.iter().map(|p| (p.interface_idx, p.queue, p.fd(), p.zero_copy)).collect(),
         hugepages: xsk.hugepages(),
-        umem,
+        umem: Some(PeerUmem::new(umem_view(config, &xsk), xsk.area())),
     };
+    let worker = assemble(config, wi, init, xsk, &ports)?;
+    Ok((worker, ready))
+}
+
+/// A view of the worker's UMEM for batches.
+pub fn umem_view<P: PortIo>(config: &Config, xsk: &WorkerXsk<P>) -> UmemView {
+    let (base, len) = xsk.umem_base();
+    // SAFETY: the mapping is shared (`Arc<UmemArea>`) by the worker's
+    // `WorkerXsk` and, through the mesh's `PeerUmem`s, by every worker that
+    // may hold its frames; no view is used after its worker is dropped, so
+    // the memory outlives every use. A frame is touched only by the holder
+    // of its descriptor (a move-only `Frame` or the batch slot it became).
+    unsafe { UmemView::new(base, len) }.with_frame_size(config.dataplane.frame_size as usize)
+}
+
+/// The worker around its ports: pipelines, tables, batches.
+pub fn assemble<P: PortIo>(
+    config: &Config,
+    wi: usize,
+    init: WorkerInit,
+    xsk: WorkerXsk<P>,
+    ports: &[PortInfo],
+) -> Result<Worker<P>, DataplaneError> {
+    let WorkerInit { counters, stats, services, mesh, recorder } = init;
+    let pipelines = build::pipelines(config, ports)
+        .map_err(|e| DataplaneError::Pipelines { worker: wi, source: e.into() })?;
+    let umem = umem_view(config, &xsk);
     let mut port_of_interface = vec![u8::MAX; config.interfaces.len()];
     for (i, p) in xsk.ports.iter().enumerate() {
-        port_of_interface[p.interface_idx] = i as u8;
+        port_of_interface[p.interface_idx()] = i as u8;
     }
-    let nports = xsk.ports.len() as u32;
+    let nports = xsk.ports.len().max(1) as u32;
     // Leave half the frames for batches and TX rings in flight.
     let fill_target = (config.dataplane.frames_per_worker / 2 / nports).min(config.dataplane.ring_size);
     let conntrack = build::conntrack(config);
     let ctx = Ctx::new(conntrack, services.load_full(), stats, wi as u16, config.workers.len() as u16);
-    let worker = Worker {
+    Ok(Worker {
         xsk,
         pipelines,
         classifier: Classifier::with_shortcut(&config.routes, config.single_owning_pipeline()),
@@ -97,8 +123,8 @@ pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Wor
         mesh,
         handed: Vec::new(),
         returned: Batch::new(umem),
+        in_flight: Vec::new(),
         port_of_interface,
         recorder,
-    };
-    Ok((worker, ready))
+    })
 }

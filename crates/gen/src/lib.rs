@@ -32,7 +32,7 @@ use xdpilone::xdp::XdpDesc;
 
 use frame::{Flows, Header, Template, MIN_FRAME};
 use shunt::config::{Dataplane, HugepageMode, PollMode, ZeroCopyMode};
-use shunt::xsk::{QueueBusy, QueueSpec, SocketStats, WorkerXsk};
+use shunt::xsk::{QueueSpec, SocketStats, WorkerXsk};
 
 /// UMEM frames: the TX ring (2048) plus as many in completion.
 pub const FRAMES: u32 = 4096;
@@ -324,10 +324,10 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
     let mut xsk = loop {
         match WorkerXsk::new(&dp, &queues) {
             Ok(x) => break x,
-            Err(e) if Instant::now() < busy_until && e.chain().any(|c| c.is::<QueueBusy>()) => {
+            Err(e) if Instant::now() < busy_until && e.is_queue_busy() => {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Err(e) => return Err(e.context("setting up the AF_XDP socket")),
+            Err(e) => return Err(anyhow::Error::new(e).context("setting up the AF_XDP socket")),
         }
     };
     let (base, len) = xsk.umem_base();
@@ -424,7 +424,8 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
                 let room = tx.capacity();
                 let mut put = 0;
                 while put < room {
-                    let Some(addr) = xsk.pool.alloc() else { break };
+                    let Some(frame) = xsk.pool.alloc() else { break };
+                    let addr = frame.into_desc();
                     // SAFETY: `addr` is a frame base from the pool, so it is
                     // inside the UMEM mapping with `fsize` bytes, and it is in
                     // no ring: the kernel does not touch it until we put it
