@@ -115,14 +115,14 @@ pub fn check_privileges() -> Result<(), String> {
     raise_memlock(has(CAP_IPC_LOCK) || has(CAP_SYS_ADMIN))
 }
 
-/// Checks what an AF_XDP socket without XDP program needs (`shunt gen`):
+/// Checks what an AF_XDP socket without XDP program needs (`shunt-gen`):
 /// CAP_NET_RAW, and locked memory for the UMEM.
 pub fn check_socket_privileges() -> Result<(), String> {
     let caps = effective_caps();
     let has = |c: u32| caps & (1u64 << c) != 0;
     if !has(CAP_NET_RAW) {
-        return Err("shunt gen needs CAP_NET_RAW (create AF_XDP sockets): run as root, or grant it: \
-                    setcap cap_net_raw,cap_ipc_lock+ep $(which shunt)"
+        return Err("shunt-gen needs CAP_NET_RAW (create AF_XDP sockets): run as root, or grant it: \
+                    setcap cap_net_raw,cap_ipc_lock+ep $(which shunt-gen)"
             .into());
     }
     raise_memlock(has(CAP_IPC_LOCK) || has(CAP_SYS_ADMIN))
