@@ -93,8 +93,8 @@ fn effective_caps() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum SysError {
     /// Capabilities the command needs are missing.
-    #[error("{command} needs {missing}: run as root, or grant it: setcap {grant}+ep $(which shunt)")]
-    MissingCapabilities { command: &'static str, missing: String, grant: &'static str },
+    #[error("{command} needs {missing}: run as root, or grant it: setcap {grant}+ep $(which {binary})")]
+    MissingCapabilities { command: &'static str, binary: &'static str, missing: String, grant: &'static str },
     /// RLIMIT_MEMLOCK is too low for UMEM and cannot be raised.
     #[error(
         "cannot raise the locked-memory limit (RLIMIT_MEMLOCK is {kib} KiB); UMEM needs frames_per_worker × \
@@ -126,6 +126,7 @@ pub fn check_privileges() -> Result<(), SysError> {
     if !missing.is_empty() {
         return Err(SysError::MissingCapabilities {
             command: "shunt run",
+            binary: "shunt",
             missing: missing.join(", "),
             grant: "cap_net_admin,cap_net_raw,cap_bpf,cap_ipc_lock",
         });
@@ -135,14 +136,15 @@ pub fn check_privileges() -> Result<(), SysError> {
     raise_memlock(has(CAP_IPC_LOCK) || has(CAP_SYS_ADMIN))
 }
 
-/// Checks what an AF_XDP socket without XDP program needs (`shunt gen`):
+/// Checks what an AF_XDP socket without XDP program needs (`shunt-gen`):
 /// CAP_NET_RAW, and locked memory for the UMEM.
 pub fn check_socket_privileges() -> Result<(), SysError> {
     let caps = effective_caps();
     let has = |c: u32| caps & (1u64 << c) != 0;
     if !has(CAP_NET_RAW) {
         return Err(SysError::MissingCapabilities {
-            command: "shunt gen",
+            command: "shunt-gen",
+            binary: "shunt-gen",
             missing: "CAP_NET_RAW (create AF_XDP sockets)".into(),
             grant: "cap_net_raw,cap_ipc_lock",
         });
