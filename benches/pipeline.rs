@@ -2,7 +2,7 @@
 //! batches (criterion reports time per batch and, with
 //! `Throughput::Elements(64)`, per packet: divide the batch time by 64).
 //!
-//! Everything runs through `shunt::pipeline::harness::Harness`: the same
+//! Everything runs through `shunt_testkit::Harness`: the same
 //! classification, stages and batch-boundary housekeeping as a worker, minus
 //! the AF_XDP rings. The harness copies every frame into its own "UMEM"
 //! before processing; that copy is part of every harness number and is
@@ -31,11 +31,12 @@ use etherparse::PacketBuilder;
 
 use shunt::pipeline::conntrack::{ConnTable, FlowKey, FlowValue, FullPolicy, NatBinding, Timeouts};
 use shunt::pipeline::flow::{BackendId, EntryFlags, Family};
-use shunt::pipeline::harness::{Harness, FRAME, HEADROOM};
 use shunt::pipeline::maglev::{backend_key, ipv4_mapped, Maglev, MaglevBackend};
 use shunt::pipeline::nat;
 use shunt::pipeline::{Batch, FlowMeta, UmemView, Verdict};
 use shunt::wire::parse::parse;
+use shunt_testkit::harness::{Harness, FRAME, HEADROOM};
+use shunt_testkit::Fixture;
 
 const BATCH: usize = 64;
 /// 64-byte Ethernet frames on the wire: 60 bytes without the FCS.
@@ -63,103 +64,29 @@ const NEW_PER_EPOCH: usize = 4096;
 
 // ---------------------------------------------------------------- config
 
-/// The L4LB config of `config.toml` with room for the bench: SNAT pools of
-/// 32 addresses (2M ports, enough for 1M flows) and a sized table.
-fn lb_config(entries: usize, full: &str) -> String {
-    format!(
-        r#"
-[dataplane]
-frame_size = 4096
-batch_size = 64
-
-[[interface]]
-name = "cli0"
-[[interface]]
-name = "be0"
-
-[[worker]]
-core = 0
-queues = [{{ interface = "cli0", queue = 0 }}, {{ interface = "be0", queue = 0 }}]
-
-[pipeline.l4lb]
-stages = ["conntrack", "maglev", "nat", "l2"]
-egress = "be0"
-return_egress = "cli0"
-return_next_hop_mac = "02:00:00:00:01:02"
-
-[[service]]
-name = "web"
-vip = "10.0.100.1"
-port = 80
-protocol = "tcp"
-pipeline = "l4lb"
-snat_pool = "10.0.3.0/27"
-maglev_table_size = 65537
-backends = [
-  {{ addr = "10.0.2.11", port = 80, weight = 100, mac = "02:00:00:00:02:0b" }},
-  {{ addr = "10.0.2.12", port = 80, weight = 100, mac = "02:00:00:00:02:0c" }},
-  {{ addr = "10.0.2.13", port = 80, weight = 100, mac = "02:00:00:00:02:0d" }},
-]
-
-[[service]]
-name = "web6"
-vip = "fd00:100::1"
-port = 80
-protocol = "tcp"
-pipeline = "l4lb"
-snat_pool = "fd00:3::/123"
-backends = [
-  {{ addr = "fd00:2::11", port = 80, weight = 100, mac = "02:00:00:00:02:0b" }},
-  {{ addr = "fd00:2::12", port = 80, weight = 100, mac = "02:00:00:00:02:0c" }},
-  {{ addr = "fd00:2::13", port = 80, weight = 100, mac = "02:00:00:00:02:0d" }},
-]
-
-[nat46]
-prefix = "64:ff9b:1::/96"
-
-[[service]]
-name = "web46"
-vip = "10.0.100.1"
-port = 8080
-protocol = "tcp"
-pipeline = "l4lb"
-backends = [
-  {{ addr = "fd00:2::11", port = 80, weight = 100, mac = "02:00:00:00:02:0b" }},
-  {{ addr = "fd00:2::12", port = 80, weight = 100, mac = "02:00:00:00:02:0c" }},
-  {{ addr = "fd00:2::13", port = 80, weight = 100, mac = "02:00:00:00:02:0d" }},
-]
-
-[conntrack]
-entries_per_worker = {entries}
-full = "{full}"
-"#
-    )
+/// `pipelines/l4lb.toml` with room for the bench: SNAT pools of 32
+/// addresses (2M ports, enough for 1M flows), a sized table, and a NAT46
+/// service (`web46`: the IPv4 VIP, port 8080, `web6`'s IPv6 backends).
+fn lb_harness(entries: usize, full: &str) -> Harness {
+    Fixture::load("l4lb")
+        .set("service.web.snat_pool", "10.0.3.0/27")
+        .set("service.web6.snat_pool", "fd00:3::/123")
+        .adopt("nat46", "nat46", "nat46")
+        .copy_service("web6", "web46")
+        .remove("service.web46.snat_pool")
+        .set("service.web46.vip", "10.0.100.1")
+        .set("service.web46.port", i64::from(VIP_PORT46))
+        .pin_backend_macs()
+        .set("conntrack.entries_per_worker", entries as i64)
+        .set("conntrack.full", full)
+        .harness()
 }
 
-const L2FWD_CONFIG: &str = r#"
-[dataplane]
-frame_size = 4096
-batch_size = 64
-
-[[interface]]
-name = "cli0"
-[[interface]]
-name = "be0"
-
-[[worker]]
-core = 0
-queues = [{ interface = "cli0", queue = 0 }, { interface = "be0", queue = 0 }]
-
-[pipeline.fwd]
-stages = ["l2fwd"]
-egress = "be0"
-next_hop_mac = "02:00:00:00:02:0b"
-
-[[route]]
-dst = "10.0.100.1"
-pipeline = "fwd"
-"#;
-
+/// `pipelines/l2fwd.toml`'s towards-backend pipeline with one route: the
+/// IPv4 VIP, any protocol and port.
+fn l2fwd_fixture() -> Fixture {
+    Fixture::load("l2fwd").remove("pipeline.to-client").truncate("route", 1).set("route.0.dst", "10.0.100.1")
+}
 /// Conntrack slots for `flows` flows: two entries each, ~2.2x.
 fn entries_for(flows: usize) -> usize {
     (flows * 22 / 10).max(1024)
@@ -243,7 +170,7 @@ struct Live<const N: usize> {
 impl<const N: usize> Live<N> {
     fn new(frames: Vec<[u8; N]>) -> Live<N> {
         let t0 = Instant::now();
-        let mut h = Harness::from_toml(&lb_config(entries_for(frames.len()), "drop")).expect("bench config");
+        let mut h = lb_harness(entries_for(frames.len()), "drop");
         establish(&mut h, &frames);
         assert_eq!(h.ctx.conntrack.len(), 2 * frames.len(), "two entries per flow");
         // Every replayed packet is an established hit, forwarded.
@@ -373,7 +300,7 @@ struct NewFlows {
 impl NewFlows {
     fn new() -> NewFlows {
         let entries = entries_for(K1 + NEW_PER_EPOCH);
-        let h = Harness::from_toml(&lb_config(entries, "evict")).expect("bench config");
+        let h = lb_harness(entries, "evict");
         let mut s = NewFlows {
             h,
             base: v4_flows(128, K1, false),
@@ -480,11 +407,10 @@ fn baselines(c: &mut Criterion) {
     // The route matches (VIP, any protocol, any port): classification tries
     // the exact and protocol tiers first, as the XDP program does.
     // `l2fwd_exact_route` keys the route on (VIP, tcp, 80): one lookup.
-    let exact = L2FWD_CONFIG
-        .replace("dst = \"10.0.100.1\"\n", "dst = \"10.0.100.1\"\nprotocol = \"tcp\"\nport = 80\n");
-    for (name, config) in [("l2fwd", L2FWD_CONFIG), ("l2fwd_exact_route", exact.as_str())] {
+    let exact = l2fwd_fixture().set("route.0.protocol", "tcp").set("route.0.port", 80);
+    for (name, fixture) in [("l2fwd", l2fwd_fixture()), ("l2fwd_exact_route", exact)] {
         g.bench_function(name, |b| {
-            let mut h = Harness::from_toml(config).expect("l2fwd config");
+            let mut h = fixture.harness();
             h.run(&frames[..BATCH], |_, v, _| assert_eq!(v, TO_BACKENDS));
             let mut pos = 0;
             b.iter(|| {

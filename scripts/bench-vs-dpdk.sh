@@ -3,7 +3,7 @@
 # (nftables DNAT + conntrack) and an in-kernel XDP forward, on veth pairs.
 #
 #   bench-gen (bg0) ── veth ── (bd0) bench-dut (bd1) ── veth ── (bs0) bench-sink
-#   shunt gen (or testpmd txonly)   DUT under test               XDP counter
+#   shunt-gen (or testpmd txonly)   DUT under test               XDP counter
 #
 # Run as root on a fresh Debian machine: bash scripts/bench-vs-dpdk.sh --help
 # Everything it creates is named bench-* and is removed on exit (trap).
@@ -40,7 +40,7 @@ bench-sink and measures, round after round (A B C D E A B C D E …):
   testpmd      dpdk-testpmd --forward-mode=mac, af_xdp PMD on both veths
   nft          kernel forwarding, nftables DNAT+SNAT with conntrack
   xdp          in-kernel XDP MAC rewrite + bpf_redirect (the ceiling)
-Generator (bench-gen): `shunt gen`, Shunt's TX-only AF_XDP generator (default;
+Generator (bench-gen): `shunt-gen`, Shunt's TX-only AF_XDP generator (default;
 any flow count), or dpdk-testpmd txonly (af_xdp PMD; 1 or 256 flows only).
 Sink: XDP counter.
 Also: iperf3 TCP through shunt-l4lb and nft, and Shunt L4LB 1 vs 2 queues.
@@ -52,8 +52,8 @@ options:
   --sizes "A B"    UDP frame sizes in bytes, incl. Ethernet header w/o FCS (default "64 1500")
   --flows "A B"    distinct UDP 5-tuples per case, 1..1000000 (default "1 256 100000");
                    with --generator testpmd only 1 and 256 (others are skipped)
-  --generator G    shunt (default: `shunt gen`) or testpmd (txonly, af_xdp PMD)
-  --rate PPS       offered load in packets/s, split over the queues (shunt gen only;
+  --generator G    shunt (default: `shunt-gen`) or testpmd (txonly, af_xdp PMD)
+  --rate PPS       offered load in packets/s, split over the queues (shunt-gen only;
                    default 0: as fast as the socket takes them, i.e. saturation)
   --duts "…"       subset/order of DUTs (default "shunt-l4lb shunt-l2fwd testpmd nft xdp")
   --out DIR        results directory (default target/bench-results)
@@ -180,12 +180,14 @@ for t in $TOOLS; do
     command -v "$t" >/dev/null || { echo "bench: $t not found (drop --no-install?)" >&2; exit 1; }
 done
 if [ "$BUILD" = 1 ]; then
-    log "building Shunt (cargo build --release)"
+    log "building Shunt and shunt-gen (cargo build --release)"
     (cd "$ROOT" && timeout 1200 cargo build --release --quiet)
 fi
-# A private copy: other builds may replace target/release/shunt mid-run.
+# Private copies: other builds may replace target/release/* mid-run.
 cp "$ROOT/target/release/shunt" "$WORK/shunt"
+cp "$ROOT/target/release/shunt-gen" "$WORK/shunt-gen"
 SHUNT="$WORK/shunt"
+SHUNT_GEN="$WORK/shunt-gen"
 
 CLANG=(clang -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -Wall)
 "${CLANG[@]}" -c "$BENCH/xdp_sink_count.c" -o "$WORK/sink.o"
@@ -222,7 +224,7 @@ topo_up() { # queues
     for b in $IP_S $BACKENDS; do in_ns $NS_DUT ip neigh replace "$b" lladdr $MAC_S dev bd1 nud permanent; done
     in_ns $NS_DUT sysctl -qw net.ipv4.ip_forward=0 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
     in_ns $NS_SINK sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
-    # shunt gen's socket is TX-only and needs no XDP program; bg0 gets
+    # shunt-gen's socket is TX-only and needs no XDP program; bg0 gets
     # xdp_pass anyway: a veth that receives bpf_redirect()ed frames (the
     # XDP DUT's return path for the ping replies) needs one. testpmd's PMD
     # attaches the same program itself (xdp_prog=).
@@ -336,7 +338,7 @@ wait_for() { # file pattern seconds [pid that must stay alive]
 }
 
 # ---------------------------------------------------------------- generator
-# shunt gen (default): one TX-only AF_XDP socket per bg0 queue, pinned to
+# shunt-gen (default): one TX-only AF_XDP socket per bg0 queue, pinned to
 # CPU 0, frames prebuilt in UMEM, `flows` distinct 5-tuples (source port
 # 1024.. then the next source address), as fast as the socket takes them.
 # It stops on SIGINT and prints a JSON summary with its TX count.
@@ -354,12 +356,12 @@ gen_start_shunt() { # size flows dst log
         # flows stay distinct.
         n=$(( flows / QUEUES + (q < flows % QUEUES ? 1 : 0) ))
         [ "$n" -ge 1 ] || continue
-        timeout -s INT $((WARMUP + DURATION + 60)) ip netns exec $NS_GEN "$SHUNT" gen --iface bg0 --queue $q \
+        timeout -s INT $((WARMUP + DURATION + 60)) ip netns exec $NS_GEN "$SHUNT_GEN" --iface bg0 --queue $q \
             --dst-mac $MAC_D0 --src-ip $IP_G --dst-ip "$dst" --dst-port 9 --src-port $((1024 + q * ports)) \
             --src-ports $ports --flows "$n" --size "$size" --cpu 0 --json "${rate[@]}" \
             > "$lg.q$q.json" 2> "$lg.q$q" &
         GEN_PIDS="$GEN_PIDS $!"
-        wait_for "$lg.q$q" "shunt gen: sending" 30 "$!" || { cat "$lg.q$q" >&2; return 1; }
+        wait_for "$lg.q$q" "shunt-gen: sending" 30 "$!" || { cat "$lg.q$q" >&2; return 1; }
     done
 }
 # testpmd txonly on bg0 through the af_xdp PMD, forwarding lcore 0 (main
@@ -530,7 +532,7 @@ json.dump({"machine": f"{cpu}, $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f Gi
            "command": "bash scripts/bench-vs-dpdk.sh $( [ $QUICK = 1 ] && echo --quick )".strip(),
            "rounds": $ROUNDS, "duration": $DURATION, "warmup": $WARMUP, "rate_pps": $RATE,
            "testpmd": subprocess.run(["dpkg-query", "-W", "-f", "\${Version}", "dpdk-dev"], capture_output=True, text=True).stdout,
-           "generator": ("shunt gen (TX-only AF_XDP, copy mode) on bench-gen/bg0, one per queue, CPU 0"
+           "generator": ("shunt-gen (TX-only AF_XDP, copy mode) on bench-gen/bg0, one per queue, CPU 0"
                          if "$GENERATOR" == "shunt" else
                          "dpdk-testpmd txonly, af_xdp PMD (copy mode) on bench-gen/bg0, 1 forwarding lcore on CPU 0")},
           open(sys.argv[1], "w"), indent=1)

@@ -45,7 +45,8 @@ no_offload() { in_ns "$1" ethtool -K "$2" tx off tso off gso off gro off >/dev/n
 LAB_DIR=/run/shunt-lab
 
 # A real HTTP server per backend: nginx serving its own name and a 1 MiB
-# file whose digest tests compare end to end.
+# file whose digest tests compare end to end, and /health (200, or 500
+# while www/down exists).
 start_http() {
     local b=$1 dir="$LAB_DIR/be$1" ns=${2:-shunt-be$1} listen=${3:-"listen 80; listen [::]:80;"}
     mkdir -p "$dir/www"
@@ -64,6 +65,11 @@ http {
     server {
         $listen
         root $dir/www;
+        # Health endpoint: 500 while the file www/down exists.
+        location = /health {
+            if (-f \$document_root/down) { return 500; }
+            return 200 "ok\\n";
+        }
     }
 }
 CONF

@@ -66,19 +66,23 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
-    /// Change a service's backends on the running instance.
+    /// List a running instance's backends (admin state, health, connections) or change them.
     Backend {
         #[command(flatten)]
         socket: SocketArg,
         #[arg(value_enum)]
         action: BackendAction,
+        /// Service name (list: only this service's backends).
         #[arg(long)]
-        service: String,
+        service: Option<String>,
         /// Backend address.
         #[arg(long)]
-        addr: String,
+        addr: Option<String>,
         #[arg(long)]
-        port: u16,
+        port: Option<u16>,
+        /// For list: print JSON.
+        #[arg(long)]
+        json: bool,
         /// For add and weight (0 drains).
         #[arg(long)]
         weight: Option<u32>,
@@ -98,8 +102,6 @@ enum Command {
         #[command(flatten)]
         socket: SocketArg,
     },
-    /// TX-only AF_XDP traffic generator: UDP over 1..1M flows on one interface queue.
-    Gen(shunt::gen::GenArgs),
 }
 
 #[derive(clap::Args)]
@@ -111,9 +113,16 @@ struct SocketArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum BackendAction {
+    /// Admin state, health, weight, last probe, connections (active/inactive).
+    List,
     Add,
     Remove,
+    /// No new flows; existing flows finish. Kept across reloads.
     Drain,
+    /// No new flows, existing flows expired, no probes. Kept across reloads.
+    Disable,
+    /// Back in rotation after drain or disable (while healthy).
+    Enable,
     Weight,
 }
 
@@ -127,6 +136,12 @@ enum ServiceAction {
     },
     /// Remove a service by name.
     Remove { name: String },
+    /// Services: VIP, port, protocol, pipeline, backends up/total.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -182,7 +197,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             let reload = Arc::new(AtomicBool::new(false));
             signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())?;
-            let summary = shunt::dataplane::run(&cfg, stop, reload)?;
+            let summary = shunt::control::run(&cfg, stop, reload)?;
             print!("{summary}");
             Ok(())
         }
@@ -209,13 +224,29 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Backend { socket, action, service, addr, port, weight, mac } => {
+        Command::Backend { socket, action, service, addr, port, json, weight, mac } => {
+            if let BackendAction::List = action {
+                let rows = call(&socket.socket, &Request::BackendList { service })?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    print!("{}", backend_table(&rows));
+                }
+                return Ok(());
+            }
+            let need = |what: &str| anyhow::anyhow!("backend {} needs --{what}", action_name(action));
+            let service = service.ok_or_else(|| need("service"))?;
+            let addr = addr.ok_or_else(|| need("addr"))?;
+            let port = port.ok_or_else(|| need("port"))?;
             let req = match action {
+                BackendAction::List => unreachable!("answered above"),
                 BackendAction::Add => {
                     Request::BackendAdd { service, addr, port, weight: weight.unwrap_or(100), mac }
                 }
                 BackendAction::Remove => Request::BackendRemove { service, addr, port },
                 BackendAction::Drain => Request::BackendDrain { service, addr, port },
+                BackendAction::Disable => Request::BackendDisable { service, addr, port },
+                BackendAction::Enable => Request::BackendEnable { service, addr, port },
                 BackendAction::Weight => Request::BackendWeight {
                     service,
                     addr,
@@ -224,7 +255,14 @@ fn run(command: Command) -> anyhow::Result<()> {
                 },
             };
             let r = call(&socket.socket, &req)?;
-            println!("ok: applied (generation {})", r["generation"]);
+            match r.get("admin").and_then(|a| a.as_str()) {
+                Some(admin) => println!(
+                    "ok: {admin} (was {}; generation {})",
+                    r["before"].as_str().unwrap_or("?"),
+                    r["generation"]
+                ),
+                None => println!("ok: applied (generation {})", r["generation"]),
+            }
             Ok(())
         }
         Command::Service { socket, action } => {
@@ -238,6 +276,15 @@ fn run(command: Command) -> anyhow::Result<()> {
                     Request::ServiceAdd { service }
                 }
                 ServiceAction::Remove { name } => Request::ServiceRemove { name },
+                ServiceAction::List { json } => {
+                    let rows = call(&socket.socket, &Request::ServiceList {})?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&rows)?);
+                    } else {
+                        print!("{}", service_table(&rows));
+                    }
+                    return Ok(());
+                }
             };
             let r = call(&socket.socket, &req)?;
             println!("ok: applied (generation {})", r["generation"]);
@@ -246,14 +293,12 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Reload { socket } => {
             let r = call(&socket.socket, &Request::Reload {})?;
             println!("ok: reloaded (generation {})", r["generation"]);
-            Ok(())
-        }
-        Command::Gen(args) => {
-            let stop = Arc::new(AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                signal_hook::flag::register(sig, stop.clone())?;
+            for (what, key) in [("kept", "kept"), ("changed", "changed")] {
+                for line in r[key].as_array().into_iter().flatten() {
+                    println!("  {what}: {}", line.as_str().unwrap_or_default());
+                }
             }
-            shunt::gen::main(&args, stop)
+            Ok(())
         }
         Command::Lab { action } => shunt::lab::run(match action {
             LabAction::Up => "up",
@@ -299,4 +344,91 @@ fn stats(socket: &std::path::Path, watch: Option<f64>, json: bool) -> anyhow::Re
         }
         prev = now;
     }
+}
+
+fn action_name(a: BackendAction) -> String {
+    a.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
+}
+
+/// `shunt backend list` as a table, like `ipvsadm -L`.
+fn backend_table(rows: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "{:<12} {:<28} {:<9} {:<8} {:>6} {:<5} {:>6} {:>8}  {:<10} {:>9}  {}\n",
+        "SERVICE",
+        "BACKEND",
+        "ADMIN",
+        "HEALTH",
+        "WEIGHT",
+        "TABLE",
+        "ACTIVE",
+        "INACTIVE",
+        "SINCE",
+        "LATENCY",
+        "LAST PROBE"
+    );
+    for r in rows.as_array().into_iter().flatten() {
+        let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+        let (latency, last) = match r["last_probe"].as_object() {
+            Some(p) => (
+                format!("{:.2}ms", p["latency_ms"].as_f64().unwrap_or(0.0)),
+                format!(
+                    "{} ({})",
+                    if p["pass"].as_bool() == Some(true) { "pass" } else { "fail" },
+                    p["detail"].as_str().unwrap_or("")
+                ),
+            ),
+            None => ("-".into(), if r["check"] == "none" { "no check".into() } else { "-".into() }),
+        };
+        let _ = writeln!(
+            out,
+            "{:<12} {:<28} {:<9} {:<8} {:>6} {:<5} {:>6} {:>8}  {:<10} {:>9}  {}",
+            s("service"),
+            s("backend"),
+            s("admin"),
+            s("health"),
+            r["weight"],
+            if r["in_table"].as_bool() == Some(true) { "yes" } else { "no" },
+            r["active"],
+            r["inactive"],
+            since(r["since_secs"].as_u64().unwrap_or(0)),
+            latency,
+            last
+        );
+    }
+    out
+}
+
+fn since(secs: u64) -> String {
+    match secs {
+        0..=119 => format!("{secs}s"),
+        120..=7199 => format!("{}m", secs / 60),
+        _ => format!("{}h", secs / 3600),
+    }
+}
+
+/// `shunt service list` as a table.
+fn service_table(rows: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = format!(
+        "{:<12} {:<28} {:<5} {:<10} {:<6} {:>7}\n",
+        "SERVICE", "VIP", "PROTO", "PIPELINE", "CHECK", "UP"
+    );
+    for r in rows.as_array().into_iter().flatten() {
+        let vip = r["vip"].as_str().unwrap_or("-");
+        let vip: std::net::IpAddr = vip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        let port = r["port"].as_u64().unwrap_or(0) as u16;
+        let panic = if r["panic"].as_bool() == Some(true) { "  (all down: panic mode)" } else { "" };
+        let _ = writeln!(
+            out,
+            "{:<12} {:<28} {:<5} {:<10} {:<6} {:>7}{panic}",
+            r["name"].as_str().unwrap_or("-"),
+            std::net::SocketAddr::new(vip, port).to_string(),
+            r["protocol"].as_str().unwrap_or("-"),
+            r["pipeline"].as_str().unwrap_or("-"),
+            r["check"].as_str().unwrap_or("-"),
+            format!("{}/{}", r["backends_up"], r["backends_total"]),
+        );
+    }
+    out
 }

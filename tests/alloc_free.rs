@@ -12,8 +12,8 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use shunt::pipeline::harness::Harness;
 use shunt::pipeline::{DropReason, Verdict};
+use shunt_testkit::Fixture;
 
 struct Counting;
 
@@ -55,40 +55,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-const CONFIG: &str = r#"
-[[interface]]
-name = "cli0"
-[[interface]]
-name = "be0"
-
-[[worker]]
-core = 0
-queues = [{ interface = "cli0", queue = 0 }, { interface = "be0", queue = 0 }]
-
-[pipeline.l4lb]
-stages = ["conntrack", "maglev", "nat", "l2"]
-egress = "be0"
-return_egress = "cli0"
-return_next_hop_mac = "02:00:00:00:01:02"
-
-[[service]]
-name = "web"
-vip = "10.0.100.1"
-port = 80
-protocol = "tcp"
-pipeline = "l4lb"
-snat_pool = "10.0.3.0/28"
-maglev_table_size = 251
-backends = [
-  { addr = "10.0.2.11", port = 80, weight = 100, mac = "02:00:00:00:02:0b" },
-  { addr = "10.0.2.12", port = 80, weight = 100, mac = "02:00:00:00:02:0c" },
-  { addr = "10.0.2.13", port = 80, weight = 100, mac = "02:00:00:00:02:0d" },
-]
-
-[conntrack]
-entries_per_worker = 131072
-"#;
 
 const VIP: [u8; 4] = [10, 0, 100, 1];
 const PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x00];
@@ -136,7 +102,13 @@ fn tuple(frame: &[u8]) -> ([u8; 4], u16, [u8; 4], u16) {
 
 #[test]
 fn one_hundred_thousand_packets_allocate_nothing() {
-    let mut h = Harness::from_toml(CONFIG).unwrap();
+    // `pipelines/l4lb.toml`'s IPv4 service, three backends.
+    let mut h = Fixture::load("l4lb")
+        .remove("service.web6")
+        .set("service.web.maglev_table_size", 251)
+        .pin_backend_macs()
+        .set("conntrack.entries_per_worker", 131_072)
+        .harness();
 
     // Warm-up (not counted): open the old flows and learn their translations.
     let syns: Vec<Vec<u8>> = (0..OLD_FLOWS)

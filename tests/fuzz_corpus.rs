@@ -1,5 +1,5 @@
 //! The fuzz corpora as regression tests: every file under
-//! `fuzz/corpus/<target>/` runs through the matching `shunt::fuzzing`
+//! `fuzz/corpus/<target>/` runs through the matching `shunt_testkit::fuzz`
 //! function in a plain `cargo test`, so an input that once crashed a fuzzer
 //! (committed there once fixed) keeps being checked without libFuzzer.
 //! See docs/ROBUSTNESS.md.
@@ -7,6 +7,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use shunt_testkit::fuzz;
 
 fn corpus(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
@@ -43,43 +45,42 @@ fn replay(target: &str, run: fn(&[u8])) {
 
 #[test]
 fn wire_corpus() {
-    replay("wire", shunt::fuzzing::wire);
+    replay("wire", fuzz::wire);
 }
 
 #[test]
 fn pipeline_corpus() {
-    replay("pipeline", shunt::fuzzing::pipeline);
+    replay("pipeline", fuzz::pipeline);
 }
 
 #[test]
 fn config_corpus() {
-    replay("config", shunt::fuzzing::config);
+    replay("config", fuzz::config);
 }
 
 #[test]
 fn nat46_corpus() {
-    replay("nat46", shunt::fuzzing::nat46);
+    replay("nat46", fuzz::nat46);
 }
 
 #[test]
 fn control_corpus() {
-    replay("control", shunt::fuzzing::control);
+    replay("control", fuzz::control);
 }
 
 #[test]
 fn every_target_has_a_corpus() {
-    for t in shunt::fuzzing::TARGETS {
+    for t in fuzz::TARGETS {
         assert!(!corpus(t).is_empty(), "fuzz/corpus/{t} is empty");
     }
 }
 
 /// The pipeline target is not vacuous: its seed SYNs are forwarded (so the
-/// second-packet and reflected-reply checks in `fuzzing::pipeline` run).
+/// second-packet and reflected-reply checks in `fuzz::pipeline` run).
 #[test]
 fn pipeline_seeds_reach_forwarding() {
-    use shunt::pipeline::harness::Harness;
     use shunt::pipeline::Verdict;
-    let mut h = Harness::from_toml(shunt::fuzzing::PIPELINE_CONFIG).expect("fuzz config builds");
+    let mut h = fuzz::pipeline_fixture().harness();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/pipeline");
     for seed in
         ["seed-v4_tcp_syn", "seed-v6_tcp_syn", "seed-v4_udp_dns", "seed-v6_udp_dns", "seed-v4_vlan_tcp"]

@@ -14,11 +14,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use shunt::pipeline::harness::Harness;
 use shunt::pipeline::{DropReason, Verdict};
 
-mod frames;
-use frames::{hex, ones_sum};
+use shunt_testkit::frames::{hex, ones_sum};
+use shunt_testkit::{Fixture, Harness};
 
 /// Harness port MACs: 02:00:00:00:ff:0N for config interface N.
 const CLI_PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x00];
@@ -33,104 +32,27 @@ const TTL: u8 = 64;
 const BACKEND_MACS: [[u8; 6]; 3] =
     [[0x02, 0, 0, 0, 0x02, 0x0b], [0x02, 0, 0, 0, 0x02, 0x0c], [0x02, 0, 0, 0, 0x02, 0x0d]];
 
-const LB_CONFIG: &str = r#"
-[[interface]]
-name = "cli0"
-[[interface]]
-name = "be0"
-
-[[worker]]
-core = 0
-queues = [{ interface = "cli0", queue = 0 }, { interface = "be0", queue = 0 }]
-
-[pipeline.l4lb]
-stages = ["conntrack", "maglev", "nat", "l2"]
-egress = "be0"
-return_egress = "cli0"
-return_next_hop_mac = "02:00:00:00:01:02"
-
-[[service]]
-name = "web"
-vip = "10.0.100.1"
-port = 80
-protocol = "tcp"
-pipeline = "l4lb"
-snat_pool = "10.0.3.0/28"
-maglev_table_size = 251
-backends = [
-  { addr = "10.0.2.11", port = 80, weight = 100, mac = "02:00:00:00:02:0b" },
-  { addr = "10.0.2.12", port = 80, weight = 100, mac = "02:00:00:00:02:0c" },
-  { addr = "10.0.2.13", port = 80, weight = 100, mac = "02:00:00:00:02:0d" },
-]
-
-[[service]]
-name = "web6"
-vip = "fd00:100::1"
-port = 80
-protocol = "tcp"
-pipeline = "l4lb"
-snat_pool = "fd00:3::/124"
-maglev_table_size = 251
-backends = [
-  { addr = "fd00:2::11", port = 80, weight = 100, mac = "02:00:00:00:02:0b" },
-  { addr = "fd00:2::12", port = 80, weight = 100, mac = "02:00:00:00:02:0c" },
-  { addr = "fd00:2::13", port = 80, weight = 100, mac = "02:00:00:00:02:0d" },
-]
-
-[[service]]
-name = "dns"
-vip = "10.0.100.1"
-port = 53
-protocol = "udp"
-pipeline = "l4lb"
-snat_pool = "10.0.3.0/28"
-maglev_table_size = 251
-backends = [
-  { addr = "10.0.2.11", port = 5353, weight = 100, mac = "02:00:00:00:02:0b" },
-  { addr = "10.0.2.12", port = 5353, weight = 100, mac = "02:00:00:00:02:0c" },
-  { addr = "10.0.2.13", port = 5353, weight = 100, mac = "02:00:00:00:02:0d" },
-]
-
-[[service]]
-name = "dns6"
-vip = "fd00:100::1"
-port = 53
-protocol = "udp"
-pipeline = "l4lb"
-snat_pool = "fd00:3::/124"
-maglev_table_size = 251
-backends = [
-  { addr = "fd00:2::11", port = 5353, weight = 100, mac = "02:00:00:00:02:0b" },
-  { addr = "fd00:2::12", port = 5353, weight = 100, mac = "02:00:00:00:02:0c" },
-  { addr = "fd00:2::13", port = 5353, weight = 100, mac = "02:00:00:00:02:0d" },
-]
-
-[[service]]
-name = "drained"
-vip = "10.0.100.2"
-port = 80
-protocol = "tcp"
-pipeline = "l4lb"
-snat_pool = "10.0.3.0/28"
-maglev_table_size = 251
-backends = [
-  { addr = "10.0.2.21", port = 80, weight = 0, mac = "02:00:00:00:02:15" },
-  { addr = "10.0.2.22", port = 80, weight = 0, mac = "02:00:00:00:02:16" },
-]
-
-[[service]]
-name = "nomac"
-vip = "10.0.100.3"
-port = 80
-protocol = "tcp"
-pipeline = "l4lb"
-snat_pool = "10.0.3.0/28"
-maglev_table_size = 251
-backends = [{ addr = "10.0.2.31", port = 80, weight = 100 }]
-
-[conntrack]
-entries_per_worker = 4096
-"#;
+/// `pipelines/l4lb.toml` with small Maglev tables and services besides
+/// `web`/`web6`: DNS on both VIPs (backend port 5353), an all-drained
+/// service, and one whose backend MAC is unknown.
+fn lb_fixture() -> Fixture {
+    Fixture::load("l4lb")
+        .set("service.*.maglev_table_size", 251)
+        .dns_services(5353)
+        .copy_service("web", "drained")
+        .set("service.drained.vip", "10.0.100.2")
+        .truncate("service.drained.backends", 2)
+        .set("service.drained.backends.0.addr", "10.0.2.21")
+        .set("service.drained.backends.1.addr", "10.0.2.22")
+        .set("service.drained.backends.*.weight", 0)
+        .copy_service("web", "nomac")
+        .set("service.nomac.vip", "10.0.100.3")
+        .truncate("service.nomac.backends", 1)
+        .set("service.nomac.backends.0.addr", "10.0.2.31")
+        .pin_backend_macs()
+        .remove("service.nomac.backends.0.mac")
+        .set("conntrack.entries_per_worker", 4096)
+}
 
 // ---------------------------------------------------------------------------
 // Frame building (independent of Shunt).
@@ -448,43 +370,30 @@ fn reply(
 }
 
 fn lb() -> Harness {
-    Harness::from_toml(LB_CONFIG).expect("config builds")
+    lb_fixture().harness()
 }
 
 // ---------------------------------------------------------------------------
 // l2fwd
 
-const L2FWD_CONFIG: &str = r#"
-[[interface]]
-name = "a0"
-[[interface]]
-name = "b0"
-
-[[worker]]
-core = 0
-queues = [{ interface = "a0", queue = 0 }, { interface = "b0", queue = 0 }]
-
-[pipeline.fwd]
-stages = ["l2fwd"]
-egress = "b0"
-next_hop_mac = "02:00:00:00:00:01"
-
-[[route]]
-dst = "10.0.0.1"
-protocol = "udp"
-port = 53
-pipeline = "fwd"
-
-[[route]]
-dst = "fd00::1"
-protocol = "any"
-pipeline = "fwd"
-"#;
+/// `pipelines/l2fwd.toml`'s towards-backend pipeline, routed for UDP port
+/// 53 to 10.0.0.1 and anything to fd00::1.
+fn l2fwd() -> Harness {
+    Fixture::load("l2fwd")
+        .remove("pipeline.to-client")
+        .truncate("route", 2)
+        .set("route.0.dst", "10.0.0.1")
+        .set("route.0.protocol", "udp")
+        .set("route.0.port", 53)
+        .set("route.1.dst", "fd00::1")
+        .set("route.1.protocol", "any")
+        .harness()
+}
 
 #[test]
 fn l2fwd_rewrites_macs_only() {
-    let mut h = Harness::from_toml(L2FWD_CONFIG).unwrap();
-    let next_hop = [0x02, 0, 0, 0, 0, 0x01];
+    let mut h = l2fwd();
+    let next_hop = [0x02, 0, 0, 0, 0x02, 0x0b];
     for (src, dst, l4) in
         [(v4("192.0.2.7"), v4("10.0.0.1"), L4::Udp), (v6("2001:db8::7"), v6("fd00::1"), L4::Syn)]
     {
@@ -500,7 +409,7 @@ fn l2fwd_rewrites_macs_only() {
         };
         let input = build(&p);
         let (verdict, out) = h.run_one(&input);
-        assert_eq!(verdict, Verdict::Forward(1), "egress b0 is port 1");
+        assert_eq!(verdict, Verdict::Forward(1), "the backend side is port 1");
         let want = build(&Pkt { smac: BE_PORT_MAC, dmac: next_hop, ..p });
         assert_frame_eq(&out, &want, "l2fwd");
         assert_eq!(&out[12..], &input[12..], "everything after the MACs untouched");
@@ -751,8 +660,7 @@ fn backend_without_mac_is_next_hop_unresolved() {
 
 #[test]
 fn conntrack_full_refuses_new_flows_and_keeps_old_ones() {
-    let text = LB_CONFIG.replace("entries_per_worker = 4096", "entries_per_worker = 1024");
-    let mut h = Harness::from_toml(&text).unwrap();
+    let mut h = lb_fixture().set("conntrack.entries_per_worker", 1024).harness();
     let svc = web();
     // 1100 distinct new flows; each needs two entries (original and reply),
     // so 1024 slots hold at most 512 of them.

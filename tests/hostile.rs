@@ -13,11 +13,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
-use shunt::pipeline::harness::{Harness, FRAME, HEADROOM};
 use shunt::pipeline::{DropReason, Verdict};
 
-mod frames;
-use frames::{hex, ones_sum};
+use shunt_testkit::frames::{hex, ones_sum};
+use shunt_testkit::harness::{Harness, FRAME, HEADROOM};
+use shunt_testkit::Fixture;
 
 const CLI_PORT: u8 = 0;
 const BE_PORT: u8 = 1;
@@ -31,69 +31,17 @@ const VIP6: [u8; 16] = [0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 const CLIENT4: [u8; 4] = [10, 0, 1, 2];
 const CLIENT6: [u8; 16] = [0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
-fn config(entries: u32) -> String {
-    format!(
-        r#"
-[[interface]]
-name = "cli0"
-[[interface]]
-name = "be0"
-
-[[worker]]
-core = 0
-queues = [{{ interface = "cli0", queue = 0 }}, {{ interface = "be0", queue = 0 }}]
-
-[pipeline.l4lb]
-stages = ["conntrack", "maglev", "nat", "l2"]
-egress = "be0"
-return_egress = "cli0"
-return_next_hop_mac = "02:00:00:00:01:02"
-
-[[service]]
-name = "web"
-vip = "10.0.100.1"
-port = 80
-protocol = "tcp"
-pipeline = "l4lb"
-snat_pool = "10.0.3.0/28"
-maglev_table_size = 251
-backends = [{{ addr = "10.0.2.11", port = 80, mac = "02:00:00:00:02:0b" }}]
-
-[[service]]
-name = "dns"
-vip = "10.0.100.1"
-port = 53
-protocol = "udp"
-pipeline = "l4lb"
-snat_pool = "10.0.3.0/28"
-maglev_table_size = 251
-backends = [{{ addr = "10.0.2.11", port = 5353, mac = "02:00:00:00:02:0b" }}]
-
-[[service]]
-name = "web6"
-vip = "fd00:100::1"
-port = 80
-protocol = "tcp"
-pipeline = "l4lb"
-snat_pool = "fd00:3::/124"
-maglev_table_size = 251
-backends = [{{ addr = "fd00:2::11", port = 80, mac = "02:00:00:00:02:0b" }}]
-
-[[service]]
-name = "dns6"
-vip = "fd00:100::1"
-port = 53
-protocol = "udp"
-pipeline = "l4lb"
-snat_pool = "fd00:3::/124"
-maglev_table_size = 251
-backends = [{{ addr = "fd00:2::11", port = 5353, mac = "02:00:00:00:02:0b" }}]
-
-[conntrack]
-entries_per_worker = {entries}
-full = "drop"
-"#
-    )
+/// `pipelines/l4lb.toml` with one backend per service, small Maglev
+/// tables, and DNS (backend port 5353) beside web on both VIPs.
+fn lb(entries: u32) -> Harness {
+    Fixture::load("l4lb")
+        .set("service.*.maglev_table_size", 251)
+        .truncate("service.*.backends", 1)
+        .dns_services(5353)
+        .pin_backend_macs()
+        .set("conntrack.entries_per_worker", entries)
+        .set("conntrack.full", "drop")
+        .harness()
 }
 
 // ---------------------------------------------------------------------------
@@ -272,7 +220,7 @@ impl Lb {
     }
 
     fn with_entries(entries: u32) -> Lb {
-        let mut h = Harness::from_toml(&config(entries)).expect("config builds");
+        let mut h = lb(entries);
         h.ctx.now = 1_000;
         let canaries = vec![establish(&mut h, false, 45_000), establish(&mut h, true, 45_000)];
         // Probe: a SYN to an address Shunt does not own.
@@ -1113,7 +1061,7 @@ fn conntrack_full_syn_flood() {
 /// new SNAT port, which the backend answers with RST.
 #[test]
 fn established_flow_survives_idle_minute() {
-    let mut h = Harness::from_toml(&config(4096)).expect("config builds");
+    let mut h = lb(4096);
     h.ctx.now = 1_000;
     let c = establish(&mut h, false, 46_000);
     h.ctx.now += 61;
@@ -1135,7 +1083,7 @@ fn established_flow_survives_idle_minute() {
 /// port until it expires.
 #[test]
 fn reused_client_tuple_keeps_its_new_flow() {
-    let mut h = Harness::from_toml(&config(4096)).expect("config builds");
+    let mut h = lb(4096);
     h.ctx.now = 1_000;
     let q = frame(v4(CLIENT4), v4(VIP4), 5353, 53, L4::Udp, b"query");
     let (v, first) = h.run_one(&q);

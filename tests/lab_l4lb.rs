@@ -14,7 +14,8 @@ use common::*;
 
 const BACKENDS: [&str; 3] = ["10.0.2.11", "10.0.2.12", "10.0.2.13"];
 
-/// The default config plus test services on the same VIP.
+/// The default config plus test services on the same VIP. Their servers
+/// count accepted connections, so they take no health probes.
 fn test_config(weights: [u32; 3]) -> String {
     let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
     let backends = |port: u16| {
@@ -33,7 +34,8 @@ fn test_config(weights: [u32; 3]) -> String {
     let service = |name: &str, port: u16, proto: &str, affinity: bool| {
         format!(
             "\n[[service]]\nname = \"{name}\"\nvip = \"10.0.100.1\"\nport = {port}\nprotocol = \"{proto}\"\n\
-             pipeline = \"l4lb\"\nsnat_pool = \"10.0.3.0/28\"\naffinity = {affinity}\nbackends = [\n{}]\n",
+             pipeline = \"l4lb\"\nsnat_pool = \"10.0.3.0/28\"\naffinity = {affinity}\nbackends = [\n{}]\n\
+             health = {{ kind = \"none\" }}\n",
             backends(port)
         )
     };
@@ -61,7 +63,7 @@ fn curl(url: &str, n: usize) -> Vec<String> {
 
 #[test]
 fn curl_spreads_300_requests_evenly_over_three_nginx_backends() {
-    let _lab = lab();
+    let Some(_lab) = lab() else { return };
     let shunt = Shunt::start(&repo().join("config.toml"));
     let replies = curl("http://10.0.100.1/", 300);
     let v6 = curl("http://[fd00:100::1]/", 30);
@@ -84,7 +86,7 @@ fn curl_spreads_300_requests_evenly_over_three_nginx_backends() {
 
 #[test]
 fn large_responses_arrive_intact_through_full_nat() {
-    let _lab = lab();
+    let Some(_lab) = lab() else { return };
     let shunt = Shunt::start(&repo().join("config.toml"));
     let expect = std::fs::read("/run/shunt-lab/big.bin").unwrap();
     for url in ["http://10.0.100.1/big.bin", "http://[fd00:100::1]/big.bin"] {
@@ -99,7 +101,7 @@ fn large_responses_arrive_intact_through_full_nat() {
 
 #[test]
 fn iperf3_tcp_stream_through_the_vip_completes() {
-    let _lab = lab();
+    let Some(_lab) = lab() else { return };
     let shunt = Shunt::start(&write_config(&test_config([100, 100, 100])));
     let mut servers: Vec<_> = (1..=3)
         .map(|b| {
@@ -220,7 +222,7 @@ fn reload(shunt: &Shunt, path: &PathBuf, text: &str) {
 
 #[test]
 fn long_lived_connection_survives_drain_and_new_flows_avoid_the_drained_backend() {
-    let _lab = lab();
+    let Some(_lab) = lab() else { return };
     let path = write_config(&test_config([100, 100, 100]));
     let shunt = Shunt::start(&path);
     let servers = EchoServers::start();
@@ -259,7 +261,7 @@ fn long_lived_connection_survives_drain_and_new_flows_avoid_the_drained_backend(
 
 #[test]
 fn udp_service_replies_come_back_from_the_vip() {
-    let _lab = lab();
+    let Some(_lab) = lab() else { return };
     let shunt = Shunt::start(&write_config(&test_config([100, 100, 100])));
     let _servers = EchoServers::start();
     let seen = in_netns("shunt-client", || {
@@ -287,7 +289,7 @@ fn udp_service_replies_come_back_from_the_vip() {
 
 #[test]
 fn reload_with_an_invalid_file_keeps_the_running_config() {
-    let _lab = lab();
+    let Some(_lab) = lab() else { return };
     let path = write_config(&test_config([100, 100, 100]));
     let shunt = Shunt::start(&path);
     std::fs::write(&path, "this is = = not toml").unwrap();
@@ -306,7 +308,7 @@ fn reload_with_an_invalid_file_keeps_the_running_config() {
 fn two_workers_hand_replies_to_the_snat_port_owner() {
     // Two queues per veth, one worker per queue: RSS spreads flows, and a
     // reply lands on the worker that owns its SNAT port only by chance.
-    let _lab = lab_with_queues(2);
+    let Some(_lab) = lab_with_queues(2) else { return };
     let cfg = std::fs::read_to_string(repo().join("config.toml")).unwrap().replace(
         "[[worker]]\ncore = 1\nqueues = [{ interface = \"sh-cli\", queue = 0 }, { interface = \"sh-be\", queue = 0 }]",
         "[[worker]]\ncore = 0\nqueues = [{ interface = \"sh-cli\", queue = 0 }, { interface = \"sh-be\", queue = 0 }]\n\n\
@@ -331,7 +333,7 @@ fn two_workers_hand_replies_to_the_snat_port_owner() {
 
 #[test]
 fn unresolved_backend_next_hop_is_counted_not_silently_dropped() {
-    let _lab = lab();
+    let Some(_lab) = lab() else { return };
     // No host answers ARP for 10.0.2.99, and the config gives no MAC.
     let cfg = std::fs::read_to_string(repo().join("config.toml"))
         .unwrap()
@@ -348,7 +350,7 @@ fn unresolved_backend_next_hop_is_counted_not_silently_dropped() {
 
 #[test]
 fn dnat_only_service_keeps_the_client_address() {
-    let _lab = lab();
+    let Some(_lab) = lab() else { return };
     // No snat_pool: backends see the real client and reply towards it; a
     // route for the client's address brings those replies back into Shunt.
     let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();

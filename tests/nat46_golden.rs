@@ -10,8 +10,7 @@
 use etherparse::PacketBuilder;
 use shunt::nat46::*;
 
-mod frames;
-use frames::{csum, set_v4, w};
+use shunt_testkit::frames::{csum, set_v4, w};
 
 const M1: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const M2: [u8; 6] = [2, 0, 0, 0, 0, 2];

@@ -8,11 +8,10 @@
 use std::net::Ipv4Addr;
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use shunt::pipeline::harness::Harness;
 use shunt::pipeline::{DropReason, Verdict};
 
-mod frames;
-use frames::{csum, hex, set_v4, w};
+use shunt_testkit::frames::{csum, hex, set_v4, w};
+use shunt_testkit::{Fixture, Harness};
 
 /// Harness port MACs: 02:00:00:00:ff:0N for config interface N.
 const PORT0_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 0];
@@ -21,62 +20,30 @@ const CLIENT_ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 1, 2];
 const BACKEND_MAC: [u8; 6] = [2, 0, 0, 0, 2, 0x0b];
 const ANY_MAC: [u8; 6] = [2, 0, 0, 0, 9, 9];
 
-const LB: &str = r#"
-[[interface]]
-name = "cli0"
-[[interface]]
-name = "be0"
-[[worker]]
-core = 0
-queues = [{ interface = "cli0", queue = 0 }, { interface = "be0", queue = 0 }]
-[pipeline.lb]
-stages = ["conntrack", "maglev", "nat", "l2"]
-egress = "be0"
-return_egress = "cli0"
-return_next_hop_mac = "02:00:00:00:01:02"
-[[service]]
-name = "dns"
-vip = "10.0.100.1"
-port = 53
-protocol = "udp"
-pipeline = "lb"
-snat_pool = "10.0.3.7/32"
-maglev_table_size = 251
-backends = [{ addr = "10.0.2.11", port = 5353, mac = "02:00:00:00:02:0b" }]
-[[service]]
-name = "dns6"
-vip = "fd00:100::1"
-port = 53
-protocol = "udp"
-pipeline = "lb"
-snat_pool = "fd00:3::7/128"
-maglev_table_size = 251
-backends = [{ addr = "fd00:2::11", port = 5353, mac = "02:00:00:00:02:0b" }]
-[conntrack]
-entries_per_worker = 4096
-"#;
+/// DNS on `pipelines/l4lb.toml`'s two VIPs (backend port 5353), one
+/// backend each, SNAT to one address per family.
+fn lb() -> Harness {
+    Fixture::load("l4lb")
+        .truncate("service.*.backends", 1)
+        .set("service.*.protocol", "udp")
+        .set("service.*.port", 53)
+        .set("service.*.backends.0.port", 5353)
+        .set("service.*.maglev_table_size", 251)
+        .set("service.web.snat_pool", "10.0.3.7/32")
+        .set("service.web6.snat_pool", "fd00:3::7/128")
+        .pin_backend_macs()
+        .set("conntrack.entries_per_worker", 4096)
+        .harness()
+}
 
-const NAT64: &str = r#"
-[[interface]]
-name = "c6"
-[[interface]]
-name = "be"
-[[worker]]
-core = 0
-queues = [{ interface = "c6", queue = 0 }, { interface = "be", queue = 0 }]
-[pipeline.nat64]
-stages = ["conntrack", "nat64", "nat", "l2"]
-egress = "be"
-next_hop_mac = "02:00:00:00:02:0b"
-return_egress = "c6"
-return_next_hop_mac = "02:00:00:00:01:02"
-[nat64]
-prefix = "64:ff9b::/96"
-pool = "10.0.4.0/28"
-pipeline = "nat64"
-[conntrack]
-entries_per_worker = 4096
-"#;
+/// `pipelines/nat64.toml` with this file's next hops.
+fn nat64() -> Harness {
+    Fixture::load("nat64")
+        .set("pipeline.nat64.next_hop_mac", "02:00:00:00:02:0b")
+        .set("pipeline.nat64.return_next_hop_mac", "02:00:00:00:01:02")
+        .set("conntrack.entries_per_worker", 4096)
+        .harness()
+}
 
 const CLIENT: [u8; 4] = [10, 0, 1, 2];
 const VIP: [u8; 4] = [10, 0, 100, 1];
@@ -144,7 +111,7 @@ fn open_v4_flow(h: &mut Harness) -> u16 {
 // the client gets the error, about the packet it sent (client → VIP).
 #[test]
 fn error_about_a_packet_to_the_backend_reaches_the_client() {
-    let mut h = Harness::from_toml(LB).unwrap();
+    let mut h = lb();
     let p = open_v4_flow(&mut h);
     for (ty, code, rest) in [(3u8, 3u8, [0u8; 4]), (3, 4, [0, 0, 0x05, 0x78]), (11, 0, [0; 4])] {
         let quote = w(|v| PacketBuilder::ipv4(SNAT, BACKEND, 63).udp(p, 5353).write(v, b"query").unwrap());
@@ -172,7 +139,7 @@ fn error_about_a_packet_to_the_backend_reaches_the_client() {
 // gets the error, about the reply it sent (backend → SNAT address).
 #[test]
 fn error_about_a_reply_reaches_the_backend() {
-    let mut h = Harness::from_toml(LB).unwrap();
+    let mut h = lb();
     let p = open_v4_flow(&mut h);
     let quote = w(|v| PacketBuilder::ipv4(VIP, CLIENT, 60).udp(53, 40000).write(v, b"answer!").unwrap());
     let err = w(|v| {
@@ -195,7 +162,7 @@ fn error_about_a_reply_reaches_the_backend() {
 
 #[test]
 fn ipv6_packet_too_big_about_a_packet_to_the_backend() {
-    let mut h = Harness::from_toml(LB).unwrap();
+    let mut h = lb();
     let q = w(|v| {
         PacketBuilder::ethernet2(ANY_MAC, PORT0_MAC)
             .ipv6(CLIENT6, VIP6, 64)
@@ -228,7 +195,7 @@ fn ipv6_packet_too_big_about_a_packet_to_the_backend() {
 
 #[test]
 fn unknown_flows_are_dropped_and_corrupt_errors_stay_corrupt() {
-    let mut h = Harness::from_toml(LB).unwrap();
+    let mut h = lb();
     let p = open_v4_flow(&mut h);
     // An error quoting a flow nobody opened.
     let quote = w(|v| PacketBuilder::ipv4(SNAT, BACKEND, 63).udp(p ^ 1, 5353).write(v, b"query").unwrap());
@@ -280,7 +247,7 @@ fn open_nat64(h: &mut Harness) -> Vec<u8> {
 // the packet it sent, from prefix + the error's IPv4 source.
 #[test]
 fn nat64_icmpv4_errors_reach_the_ipv6_client() {
-    let mut h = Harness::from_toml(NAT64).unwrap();
+    let mut h = nat64();
     let sent = open_nat64(&mut h);
     let (t, _) = udp_src(&sent);
     assert!(t[..3] == [10, 0, 4], "pool address {t:?}");
@@ -317,7 +284,7 @@ fn nat64_icmpv4_errors_reach_the_ipv6_client() {
 // the IPv4 server as ICMPv4, from the session's pool address.
 #[test]
 fn nat64_icmpv6_errors_reach_the_ipv4_server() {
-    let mut h = Harness::from_toml(NAT64).unwrap();
+    let mut h = nat64();
     let sent = open_nat64(&mut h);
     let (t, port) = udp_src(&sent);
     let t4: [u8; 4] = t[..].try_into().unwrap();

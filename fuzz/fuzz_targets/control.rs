@@ -1,6 +1,6 @@
-//! `cargo fuzz run control`: see `shunt::fuzzing::control` and docs/ROBUSTNESS.md.
+//! `cargo fuzz run control`: see `shunt_testkit::fuzz::control` and docs/ROBUSTNESS.md.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| shunt::fuzzing::control(data));
+fuzz_target!(|data: &[u8]| shunt_testkit::fuzz::control(data));

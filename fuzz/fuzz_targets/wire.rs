@@ -1,6 +1,6 @@
-//! `cargo fuzz run wire`: see `shunt::fuzzing::wire` and docs/ROBUSTNESS.md.
+//! `cargo fuzz run wire`: see `shunt_testkit::fuzz::wire` and docs/ROBUSTNESS.md.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| shunt::fuzzing::wire(data));
+fuzz_target!(|data: &[u8]| shunt_testkit::fuzz::wire(data));

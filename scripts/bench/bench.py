@@ -4,7 +4,7 @@
   bench.py cnt            < bpftool -j map dump     -> "PACKETS BYTES"
   bench.py ping FILE                                -> JSON {sent, received, loss_pct, p50_us, p99_us, p999_us}
   bench.py testpmd FILE                             -> JSON {tx, tx_dropped, rx} (accumulated, from the exit stats)
-  bench.py shuntgen FILE...                         -> JSON {tx, tx_dropped, rx}, summed over `shunt gen --json` summaries
+  bench.py shuntgen FILE...                         -> JSON {tx, tx_dropped, rx}, summed over `shunt-gen --json` summaries
   bench.py hist FILE                                -> JSON {p50_us, p99_us, p999_us, count} from `shunt histogram --format json`
   bench.py lat BEFORE AFTER                         -> JSON {count, p50_us, p99_us, p999_us} of the sink's one-way
                                                        latency histogram between two `bpftool -j map dump`s
@@ -110,7 +110,7 @@ def testpmd(path):
 
 
 def shuntgen(paths):
-    """Sums the final `shunt gen --json` lines (one file per generator queue)."""
+    """Sums the final `shunt-gen --json` lines (one file per generator queue)."""
     tx, ok = 0, False
     for path in paths:
         try:
@@ -119,7 +119,7 @@ def shuntgen(paths):
             ok = True
         except Exception:  # noqa: BLE001 - a missing summary reads as "unknown"
             pass
-    # shunt gen waits for TX ring room instead of dropping: nothing to report as dropped.
+    # shunt-gen waits for TX ring room instead of dropping: nothing to report as dropped.
     print(json.dumps({"tx": tx if ok else None, "tx_dropped": 0 if ok else None, "rx": None}))
 
 

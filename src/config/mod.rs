@@ -5,6 +5,7 @@
 //! (interfaces exist, queues and cores in range).
 
 mod error;
+pub mod health;
 mod schema;
 mod services;
 mod tables;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::wire::ethernet::parse_mac;
 pub use error::{ConfigError, Located};
+pub use health::{AllDown, CheckKind, HealthCheck, OnDown};
 pub use schema::{parse_duration, HugepageMode, PollMode, XdpMode, ZeroCopyMode};
 pub use services::{Backend, Conntrack, Prefix, Service, MAX_POOL_ADDRS};
 pub use tables::{is_prime, FullPolicy, Timeouts, MAX_TABLE_SIZE};

@@ -161,6 +161,8 @@ pub struct ServiceSection {
     #[serde(default = "default_maglev_size")]
     pub maglev_table_size: Spanned<u32>,
     pub backends: Vec<BackendSection>,
+    /// Probes and down-backend behaviour; absent = the defaults.
+    pub health: Option<super::health::HealthSection>,
 }
 
 fn default_maglev_size() -> Spanned<u32> {

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use super::error::Source;
+use super::health::HealthCheck;
 use super::schema::{ConntrackSection, FullPolicyCfg, ServiceSection};
 use super::tables::{is_prime, FullPolicy, Timeouts, MAX_TABLE_SIZE};
 use super::{parse_mac, ConfigError, Pipeline, StageConfig};
@@ -24,6 +25,7 @@ pub struct Service {
     pub affinity: bool,
     pub maglev_table_size: u32,
     pub backends: Vec<Backend>,
+    pub health: HealthCheck,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,6 +226,7 @@ pub(super) fn validate_services(
             affinity: s.affinity,
             maglev_table_size: m,
             backends,
+            health: super::health::validate(src, s.name.get_ref(), protocol, s.health.as_ref())?,
         });
     }
     Ok(out)

@@ -33,9 +33,25 @@ pub enum Request {
     },
     #[serde(rename = "backend.remove")]
     BackendRemove { service: String, addr: String, port: u16 },
-    /// Weight 0: no new flows, existing flows stay.
+    /// Admin state draining: no new flows, existing flows stay. Kept
+    /// across reloads.
     #[serde(rename = "backend.drain")]
     BackendDrain { service: String, addr: String, port: u16 },
+    /// Admin state disabled: no new flows, existing flows expired, no probes.
+    #[serde(rename = "backend.disable")]
+    BackendDisable { service: String, addr: String, port: u16 },
+    /// Admin state enabled again (after drain or disable).
+    #[serde(rename = "backend.enable")]
+    BackendEnable { service: String, addr: String, port: u16 },
+    /// Backends with admin state, health, weight, last probe, connections.
+    #[serde(rename = "backend.list")]
+    BackendList {
+        #[serde(default)]
+        service: Option<String>,
+    },
+    /// Services with VIP, port, protocol, pipeline, backends up/total.
+    #[serde(rename = "service.list")]
+    ServiceList {},
     #[serde(rename = "backend.weight")]
     BackendWeight { service: String, addr: String, port: u16, weight: u32 },
     /// `service` holds the same keys as a `[[service]]` table.

@@ -6,20 +6,27 @@
 //! runs its pipelines over the frame in place (the frame lives in the
 //! source worker's UMEM) and passes the verdict back. The source transmits
 //! or frees the frame, because only its sockets can use its UMEM.
+//!
+//! Frames travel as move-only [`Frame`] handles, and every worker holds
+//! (through the mesh) a reference to every worker's UMEM: a worker that
+//! stops first leaves its memory mapped for as long as any other worker
+//! may still be touching a frame it handed over.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crossbeam_queue::ArrayQueue;
 
 use crate::pipeline::{DropReason, UmemView};
+use crate::xsk::umem::UmemArea;
+use crate::xsk::Frame;
 
 /// Frames one worker may have in flight to another.
 pub const IN_FLIGHT: usize = 1024;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Handed {
-    pub addr: u64,
+    pub frame: Frame,
     pub len: u32,
 }
 
@@ -30,11 +37,25 @@ pub enum Outcome {
     Drop(DropReason),
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Returned {
-    pub addr: u64,
+    pub frame: Frame,
     pub len: u32,
     pub outcome: Outcome,
+}
+
+/// One worker's UMEM as the others see it: a view to reach frame bytes,
+/// and a share of the mapping that keeps the view valid.
+pub struct PeerUmem {
+    pub view: UmemView,
+    _area: Arc<UmemArea>,
+}
+
+impl PeerUmem {
+    /// `view` must lie inside `area`.
+    pub fn new(view: UmemView, area: Arc<UmemArea>) -> PeerUmem {
+        PeerUmem { view, _area: area }
+    }
 }
 
 /// The rings between one ordered pair of workers. Each ring has exactly one
@@ -50,12 +71,39 @@ pub struct Link {
 pub struct Mesh {
     n: usize,
     links: Vec<Link>,
-    /// Set once every worker has mapped its UMEM, before any packet flows.
-    pub umems: OnceLock<Vec<UmemView>>,
+    /// Set once every worker has mapped its UMEM, before any packet flows;
+    /// unmapped only when the last worker drops the mesh.
+    pub umems: OnceLock<Vec<PeerUmem>>,
     /// Per worker: asleep in poll(2), and the eventfd that wakes it, so a
     /// handed frame never waits for the sleeper's timeout.
     sleeping: Vec<AtomicBool>,
     wake_fds: Vec<i32>,
+    /// Per worker: has handed its last frame (left its loop and drained),
+    /// and has left for good (serves nothing more, or died).
+    stopped: Vec<AtomicBool>,
+    gone: Vec<AtomicBool>,
+}
+
+/// Marks a worker gone when its thread ends, however it ends (a panic
+/// included), so no peer waits on it.
+pub struct Membership {
+    mesh: Arc<Mesh>,
+    worker: usize,
+}
+
+impl Membership {
+    pub fn new(mesh: Arc<Mesh>, worker: usize) -> Membership {
+        Membership { mesh, worker }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.mesh.stop_handing(self.worker);
+        if let Some(g) = self.mesh.gone.get(self.worker) {
+            g.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Drop for Mesh {
@@ -84,6 +132,8 @@ impl Mesh {
             umems: OnceLock::new(),
             sleeping: (0..n).map(|_| AtomicBool::new(false)).collect(),
             wake_fds,
+            stopped: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            gone: (0..n).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
@@ -118,6 +168,28 @@ impl Mesh {
         }
     }
 
+    /// Worker `w` hands no more frames (it left its loop and drained).
+    pub fn stop_handing(&self, w: usize) {
+        if let Some(s) = self.stopped.get(w) {
+            s.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether no worker will hand another frame.
+    pub fn all_stopped(&self) -> bool {
+        self.stopped.iter().all(|s| s.load(Ordering::SeqCst))
+    }
+
+    /// Whether no peer has frames waiting for worker `w` to serve.
+    pub fn inbound_empty(&self, w: usize) -> bool {
+        (0..self.n).all(|o| self.link(o, w).is_none_or(|l| l.to_owner.is_empty()))
+    }
+
+    /// Whether worker `w` has left for good (finished, or died).
+    pub fn is_gone(&self, w: usize) -> bool {
+        self.gone.get(w).is_none_or(|g| g.load(Ordering::SeqCst))
+    }
+
     pub fn workers(&self) -> usize {
         self.n
     }
@@ -130,13 +202,14 @@ impl Mesh {
         self.links.get(from * self.n + to)
     }
 
-    /// Hands a frame to `to`; false (caller drops it) when the link is full.
-    pub fn hand(&self, from: usize, to: usize, h: Handed) -> bool {
-        let Some(l) = self.link(from, to) else { return false };
+    /// Hands a frame to `to`; gives it back (the caller drops the packet)
+    /// when the link is full.
+    pub fn hand(&self, from: usize, to: usize, h: Handed) -> Result<(), Handed> {
+        let Some(l) = self.link(from, to) else { return Err(h) };
         if l.to_owner.len() + l.back.len() >= IN_FLIGHT {
-            return false;
+            return Err(h);
         }
-        l.to_owner.push(h).is_ok()
+        l.to_owner.push(h)
     }
 }
 
@@ -148,16 +221,21 @@ mod tests {
     fn in_flight_is_bounded_and_back_never_overflows() {
         let mesh = Mesh::new(2);
         let mut handed = 0;
-        while mesh.hand(0, 1, Handed { addr: handed, len: 60 }) {
+        while mesh.hand(0, 1, Handed { frame: Frame::from_desc(handed), len: 60 }).is_ok() {
             handed += 1;
         }
         assert_eq!(handed as usize, IN_FLIGHT);
         let l = mesh.link(0, 1).unwrap();
         // The owner answers everything at once: the back ring has room.
         while let Some(h) = l.to_owner.pop() {
-            l.back.push(Returned { addr: h.addr, len: h.len, outcome: Outcome::Transmit(0) }).unwrap();
+            l.back.push(Returned { frame: h.frame, len: h.len, outcome: Outcome::Transmit(0) }).unwrap();
         }
-        assert!(!mesh.hand(0, 1, Handed { addr: 0, len: 60 }), "returns still count as in flight");
+        let refused = mesh.hand(0, 1, Handed { frame: Frame::from_desc(7), len: 60 });
+        assert_eq!(
+            refused.unwrap_err().frame.addr(),
+            7,
+            "returns still count as in flight; the frame comes back"
+        );
         assert!(mesh.link(1, 1).is_none());
     }
 }

@@ -1,35 +1,72 @@
-//! Bringing the dataplane up and down, and the housekeeping thread in
-//! between: attach XDP, start pinned workers, register their sockets, then
-//! serve the control socket, reloads and histogram collection until a
-//! signal; finally drain, detach, summarise and write the latency report.
+//! Bringing the dataplane up and down: start pinned workers, attach XDP,
+//! register their sockets; later drain, detach, summarise and write the
+//! latency report. The control plane (`crate::control`) owns a `Dataplane`
+//! and drives it from the housekeeping thread.
 
-mod control;
+#[allow(unsafe_code)] // eventfd wakeups between workers
 pub mod handoff;
+#[allow(unsafe_code)] // the UMEM view of each worker
 mod setup;
+#[allow(unsafe_code)] // vDSO clock and poll(2) while idle
 mod worker;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
-use crate::pipeline::services::{IdRegistry, Services};
+use crate::pipeline::services::Services;
 use crate::telemetry::counters::{WorkerCounters, WorkerStats};
 use crate::telemetry::latency::{self, Collector, Hists};
 use crate::telemetry::report::{Report, WorkerHistograms};
 use crate::telemetry::stats::{Shared, SocketSnap, WorkerShared};
 use crate::xdp::maps::XdpCounter;
-use crate::xdp::Attached;
-pub use setup::build_services;
+use crate::xdp::{Attached, XdpError};
+use crate::xsk::XskError;
 use setup::{Ready, WorkerInit};
 
-/// How often the housekeeping thread wakes: control requests, signals,
-/// histogram rotation.
-const TICK: Duration = Duration::from_millis(50);
+/// Why the dataplane could not start or update.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// A worker thread could not be pinned to its core.
+    #[error("pinning worker {worker} to core {core}")]
+    Pin {
+        worker: usize,
+        core: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A worker's UMEM or sockets could not be set up.
+    #[error("worker {worker}")]
+    Xsk {
+        worker: usize,
+        #[source]
+        source: XskError,
+    },
+    /// A worker's pipelines could not be built from the config.
+    #[error("worker {worker}: building its pipelines")]
+    Pipelines {
+        worker: usize,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The OS refused a new thread.
+    #[error("spawning worker thread")]
+    Spawn(#[source] std::io::Error),
+    /// A worker thread ended before reporting (it panicked).
+    #[error("a worker exited during setup")]
+    WorkerExited,
+    /// The XDP program could not be attached, or a socket registered.
+    #[error("interface {interface}")]
+    Xdp {
+        interface: String,
+        #[source]
+        source: Box<XdpError>,
+    },
+}
 
 struct RunningWorker {
     core: usize,
@@ -37,107 +74,33 @@ struct RunningWorker {
     handle: JoinHandle<Option<Box<Hists>>>,
 }
 
-/// Everything the housekeeping thread owns while the dataplane runs.
-pub struct Running {
+/// The running workers, their sockets and the attached XDP programs.
+pub struct Dataplane {
     config: Config,
-    services: Arc<ArcSwap<Services>>,
-    ids: IdRegistry,
-    generation: u64,
     attached: Vec<Attached>,
     workers: Vec<RunningWorker>,
     collectors: Vec<Collector>,
     cores: Vec<usize>,
     /// (worker, interface, queue, fd) of every AF_XDP socket.
     sockets: Vec<(usize, String, u32, i32)>,
-    shared: Arc<Shared>,
+    pub shared: Arc<Shared>,
     started: Instant,
 }
 
-/// Runs the dataplane until `stop` is set; `reload` (SIGHUP) re-reads the
-/// config file and publishes its services to the workers.
-pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<Summary> {
-    let mut dp = Running::start(config, stop.clone())?;
-    let mut server = match &config.telemetry.control_socket {
-        Some(path) => Some(
-            crate::control::Server::bind(path, config.telemetry.control_group.as_deref())
-                .context("control socket (set [telemetry] control_socket = \"\" to disable)")?,
-        ),
-        None => None,
-    };
-    if let Some(s) = &server {
-        tracing::info!(path = %s.path().display(), "control socket listening");
-    }
-    // Setup is done. The housekeeping thread keeps CAP_BPF for map updates
-    // and counter reads on reload (bpf(2) refuses unprivileged callers when
-    // kernel.unprivileged_bpf_disabled is set) and CAP_NET_RAW to solicit
-    // neighbours of new backends; everything else goes.
-    match crate::sys::drop_capabilities(&[crate::sys::CAP_BPF_BIT, crate::sys::CAP_NET_RAW_BIT]) {
-        Ok(()) => tracing::info!("dropped capabilities: keeping CAP_BPF and CAP_NET_RAW on the housekeeping thread, none on workers"),
-        Err(e) => tracing::warn!(error = %e, "could not drop capabilities"),
-    }
-    let metrics = match config.telemetry.prometheus {
-        Some(addr) => {
-            let h = crate::telemetry::prometheus::spawn(&addr.to_string(), dp.shared.clone(), stop.clone())?;
-            tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
-            Some(h)
-        }
-        None => None,
-    };
-    eprintln!(
-        "shunt: running {} worker(s) on {} interface(s); Ctrl-C to stop",
-        dp.workers.len(),
-        dp.attached.len()
-    );
-
-    let mut last_summary = Instant::now();
-    let mut last_xdp = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        match &mut server {
-            Some(s) => s.serve(TICK, |req| dp.handle(req)),
-            None => std::thread::sleep(TICK),
-        }
-        if reload.swap(false, Ordering::Relaxed) {
-            dp.reload_file();
-        }
-        for c in &mut dp.collectors {
-            c.collect();
-        }
-        if last_xdp.elapsed() >= Duration::from_secs(1) {
-            last_xdp = Instant::now();
-            dp.refresh_xdp();
-        }
-        if dp.workers.iter().any(|w| w.handle.is_finished()) && !stop.load(Ordering::Relaxed) {
-            stop.store(true, Ordering::Relaxed);
-            tracing::error!("a worker thread exited unexpectedly; shutting down");
-        }
-        let every = dp.config.summary_interval;
-        if every > 0 && last_summary.elapsed() >= Duration::from_secs(every) {
-            last_summary = Instant::now();
-            let s = dp.shared.snapshot();
-            eprintln!("shunt: rx {} tx {} drops {}", s.total("rx_packets"), s.total("tx_packets"), {
-                let c = &dp.workers;
-                c.iter().map(|w| w.counters.total_drops()).sum::<u64>()
-            });
-        }
-    }
-    drop(server);
-    let summary = dp.shutdown();
-    if let Some(h) = metrics {
-        let _ = h.join();
-    }
-    Ok(summary)
-}
-
-impl Running {
-    fn start(config: &Config, stop: Arc<AtomicBool>) -> Result<Running> {
-        let mut ids = IdRegistry::default();
-        let services = Arc::new(ArcSwap::from_pointee(build_services(config, 1, &mut ids)?));
+impl Dataplane {
+    /// Starts one pinned worker per `[[worker]]` on `services`, binds their
+    /// sockets, then attaches XDP. On error every started worker is told to
+    /// stop through `stop`.
+    pub fn start(
+        config: &Config,
+        services: Arc<ArcSwap<Services>>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Dataplane, DataplaneError> {
         // Sockets before XDP: a redirect to an empty XSKMAP slot falls back
         // to XDP_PASS, so binding first leaves no window of loss.
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready, DataplaneError>>();
         let go = Arc::new(AtomicBool::new(false));
         let mesh = Arc::new(handoff::Mesh::new(config.workers.len()));
-        let finished = Arc::new(AtomicUsize::new(0));
         let mut workers = Vec::new();
         let mut collectors = Vec::new();
         let mut shared_workers = Vec::new();
@@ -159,12 +122,12 @@ impl Running {
                 recorder,
             };
             let cfg = config.clone();
-            let (ready_tx, go, stop, finished) =
-                (ready_tx.clone(), go.clone(), stop.clone(), finished.clone());
-            let nworkers = config.workers.len();
+            let (ready_tx, go, stop) = (ready_tx.clone(), go.clone(), stop.clone());
+            let membership = handoff::Membership::new(mesh.clone(), wi);
             let handle = std::thread::Builder::new()
                 .name(format!("shunt-w{wi}"))
                 .spawn(move || {
+                    let _membership = membership;
                     let mut worker = match setup::build_worker(&cfg, wi, init) {
                         Ok((worker, ready)) => {
                             // Sockets are bound and memory is mapped: a worker
@@ -187,16 +150,13 @@ impl Running {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     worker.run(&stop);
-                    // Others may still be touching frames we handed them: keep
-                    // our UMEM mapped until every worker has left its loop.
-                    finished.fetch_add(1, Ordering::AcqRel);
-                    let deadline = Instant::now() + Duration::from_secs(2);
-                    while finished.load(Ordering::Acquire) < nworkers && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
+                    // Answer what peers handed us and take back what we
+                    // handed them. Our UMEM stays mapped after we close our
+                    // sockets for as long as any peer holds the mesh.
+                    worker.settle_handoffs();
                     Some(worker.finish())
                 })
-                .context("spawning worker thread")?;
+                .map_err(DataplaneError::Spawn)?;
             workers.push(RunningWorker { core: w.core, counters, handle });
         }
         drop(ready_tx);
@@ -209,16 +169,17 @@ impl Running {
                     stop.store(true, Ordering::Relaxed);
                     return Err(e);
                 }
-                Err(_) => bail!("a worker exited during setup"),
+                Err(_) => return Err(DataplaneError::WorkerExited),
             }
         }
         readies.sort_by_key(|r| r.worker);
-        let _ = mesh.umems.set(readies.iter().map(|r| r.umem).collect());
+        let umems = readies.iter_mut().filter_map(|r| r.umem.take()).collect();
+        let _ = mesh.umems.set(umems);
 
         let mut attached = Vec::new();
         for iface in &config.interfaces {
             match Attached::load(&iface.name, iface.xdp_mode, config)
-                .with_context(|| format!("attaching the XDP program to {}", iface.name))
+                .map_err(|e| DataplaneError::Xdp { interface: iface.name.clone(), source: Box::new(e) })
             {
                 Ok(a) => {
                     tracing::info!(interface = %iface.name, mode = ?a.mode, "XDP program attached (bpf_link)");
@@ -232,7 +193,10 @@ impl Running {
         }
         for r in &readies {
             for &(iface, queue, fd, zc) in &r.sockets {
-                attached[iface].register_socket(queue, fd)?;
+                attached[iface].register_socket(queue, fd).map_err(|e| DataplaneError::Xdp {
+                    interface: config.interfaces[iface].name.clone(),
+                    source: Box::new(e),
+                })?;
                 tracing::info!(
                     worker = r.worker,
                     core = config.workers[r.worker].core,
@@ -259,11 +223,8 @@ impl Running {
                 })
             })
             .collect();
-        let mut running = Running {
+        let mut running = Dataplane {
             config: config.clone(),
-            services,
-            ids,
-            generation: 1,
             attached,
             workers,
             collectors,
@@ -276,7 +237,39 @@ impl Running {
         Ok(running)
     }
 
-    fn refresh_xdp(&mut self) {
+    /// Worker count and attached interface count.
+    pub fn size(&self) -> (usize, usize) {
+        (self.workers.len(), self.attached.len())
+    }
+
+    /// Whether a worker thread has left its loop (it should not before stop).
+    pub fn worker_exited(&self) -> bool {
+        self.workers.iter().any(|w| w.handle.is_finished())
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.workers.iter().map(|w| w.counters.total_drops()).sum()
+    }
+
+    /// Moves the workers' latency histograms to the collectors.
+    pub fn collect_histograms(&mut self) {
+        for c in &mut self.collectors {
+            c.collect();
+        }
+    }
+
+    /// Points every XDP program's match maps at `config`: with `remove`
+    /// false only adds entries, with `remove` true also removes stale ones.
+    pub fn sync_maps(&mut self, config: &Config, remove: bool) -> Result<(), DataplaneError> {
+        for a in self.attached.iter_mut() {
+            a.sync_maps(config, remove)
+                .map_err(|e| DataplaneError::Xdp { interface: a.interface.clone(), source: Box::new(e) })?;
+        }
+        Ok(())
+    }
+
+    /// Re-reads the XDP and AF_XDP socket counters into `shared`.
+    pub fn refresh_xdp(&mut self) {
         let x: Vec<(String, [u64; 4])> =
             self.attached.iter().map(|a| (a.interface.clone(), a.counters().unwrap_or_default())).collect();
         if let Ok(mut cache) = self.shared.xdp.lock() {
@@ -309,7 +302,7 @@ impl Running {
 
     /// The latency report as of now (workers' current pairs not included
     /// until their next rotation, within one tick).
-    fn report(&self) -> Report {
+    pub fn report(&self) -> Report {
         Report {
             workers: self
                 .collectors
@@ -326,9 +319,9 @@ impl Running {
         }
     }
 
-    fn shutdown(mut self) -> Summary {
-        // Socket counters while the sockets still exist (workers keep them
-        // open until all have left their loops).
+    pub fn shutdown(mut self) -> Summary {
+        // Socket counters while the sockets still exist (a worker closes
+        // them when it leaves its loop).
         self.refresh_xdp();
         let mut worker_counters = Vec::new();
         let workers = std::mem::take(&mut self.workers);

@@ -1,22 +1,21 @@
-//! Building what runs: the services snapshot (with next-hop MACs) and each
-//! worker (UMEM, sockets, pipelines, tables), on the worker's own thread.
+//! Building each worker (UMEM, sockets, pipelines, tables), on the worker's
+//! own thread.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 
-use super::handoff;
+use super::handoff::{self, PeerUmem};
 use super::worker::Worker;
+use super::DataplaneError;
 use crate::config::Config;
 use crate::pipeline::build::{self, PortInfo};
 use crate::pipeline::classify::Classifier;
-use crate::pipeline::services::{IdRegistry, Services};
+use crate::pipeline::services::Services;
 use crate::pipeline::{Batch, Ctx, UmemView};
 use crate::telemetry::counters::{WorkerCounters, WorkerStats};
 use crate::telemetry::latency::Recorder;
-use crate::xsk::{QueueSpec, WorkerXsk};
+use crate::xsk::{PortIo, QueueSpec, WorkerXsk};
 
 /// What a worker reports once its sockets are bound.
 pub struct Ready {
@@ -24,7 +23,8 @@ pub struct Ready {
     /// (interface index, queue, socket fd, zero-copy)
     pub sockets: Vec<(usize, u32, i32, bool)>,
     pub hugepages: bool,
-    pub umem: UmemView,
+    /// Moved into the mesh once every worker is ready.
+    pub umem: Option<PeerUmem>,
 }
 
 /// What a worker thread is given to build itself.
@@ -36,74 +36,13 @@ pub struct WorkerInit {
     pub recorder: Recorder,
 }
 
-/// Builds the load balancer snapshot. Backend MACs the config does not give
-/// come from the kernel's neighbour table; unknown ones are solicited on the
-/// backend-side interfaces and waited for briefly.
-pub fn build_services(config: &Config, generation: u64, ids: &mut IdRegistry) -> Result<Services> {
-    let macs = resolve_backends(config);
-    let services = Services::build(config, generation, ids, |ip| macs.get(&ip).copied())?;
-    for b in services.unresolved() {
-        tracing::warn!(
-            backend = %b,
-            "no MAC for backend (config has none, neighbour table has none): its packets count as next_hop_unresolved"
-        );
-    }
-    Ok(services)
-}
-
-fn resolve_backends(config: &Config) -> std::collections::HashMap<std::net::IpAddr, [u8; 6]> {
-    use crate::sys::neigh;
-    let wanted: Vec<std::net::IpAddr> = config
-        .services
-        .iter()
-        .flat_map(|s| &s.backends)
-        .filter(|b| b.mac.is_none())
-        .map(|b| b.addr)
-        .collect();
-    let mut found = std::collections::HashMap::new();
-    if wanted.is_empty() {
-        return found;
-    }
-    let egresses: Vec<&str> = config
-        .pipelines
-        .iter()
-        .flat_map(|p| &p.stages)
-        .filter_map(|s| match s {
-            crate::config::StageConfig::L2(l2) => Some(config.interfaces[l2.egress].name.as_str()),
-            _ => None,
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let mut solicited = false;
-    loop {
-        if let Ok(table) = neigh::dump() {
-            for n in table {
-                if wanted.contains(&n.addr) {
-                    found.insert(n.addr, n.mac);
-                }
-            }
-        }
-        if found.len() == wanted.len() || Instant::now() > deadline {
-            return found;
-        }
-        if !solicited {
-            for ip in wanted.iter().filter(|ip| !found.contains_key(ip)) {
-                for ifname in &egresses {
-                    if let Err(e) = neigh::solicit(*ip, ifname) {
-                        tracing::debug!(backend = %ip, interface = ifname, error = %e, "neighbour solicit failed");
-                    }
-                }
-            }
-            solicited = true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Worker, Ready)> {
-    let WorkerInit { counters, stats, services, mesh, recorder } = init;
+pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Worker, Ready), DataplaneError> {
     let w = &config.workers[wi];
-    crate::sys::pin_to_core(w.core).with_context(|| format!("pinning worker {wi} to core {}", w.core))?;
+    crate::sys::pin_to_core(w.core).map_err(|source| DataplaneError::Pin {
+        worker: wi,
+        core: w.core,
+        source,
+    })?;
     let prio = config.dataplane.realtime_priority;
     if prio > 0 {
         // A busy-polling worker at normal priority shares its core with
@@ -123,31 +62,53 @@ pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Wor
             queue: q.queue,
         })
         .collect();
-    let mut xsk = WorkerXsk::new(&config.dataplane, &specs)?;
+    let xsk = WorkerXsk::new(&config.dataplane, &specs)
+        .map_err(|source| DataplaneError::Xsk { worker: wi, source })?;
     let ports: Vec<PortInfo> =
         xsk.ports.iter().map(|p| PortInfo { interface: p.interface_idx, mac: p.mac, mtu: p.mtu }).collect();
-    let pipelines = build::pipelines(config, &ports).with_context(|| format!("worker {wi}"))?;
-    let (base, len) = xsk.umem_base();
-    // SAFETY: the mapping lives in `xsk`, which the Worker owns alongside the
-    // batch, and outlives every use: workers are joined before any UMEM is
-    // dropped. A frame is touched only by the holder of its descriptor.
-    let umem = unsafe { UmemView::new(base, len) }.with_frame_size(config.dataplane.frame_size as usize);
     let ready = Ready {
         worker: wi,
         sockets: xsk.ports.iter().map(|p| (p.interface_idx, p.queue, p.fd(), p.zero_copy)).collect(),
         hugepages: xsk.hugepages(),
-        umem,
+        umem: Some(PeerUmem::new(umem_view(config, &xsk), xsk.area())),
     };
+    let worker = assemble(config, wi, init, xsk, &ports)?;
+    Ok((worker, ready))
+}
+
+/// A view of the worker's UMEM for batches.
+pub fn umem_view<P: PortIo>(config: &Config, xsk: &WorkerXsk<P>) -> UmemView {
+    let (base, len) = xsk.umem_base();
+    // SAFETY: the mapping is shared (`Arc<UmemArea>`) by the worker's
+    // `WorkerXsk` and, through the mesh's `PeerUmem`s, by every worker that
+    // may hold its frames; no view is used after its worker is dropped, so
+    // the memory outlives every use. A frame is touched only by the holder
+    // of its descriptor (a move-only `Frame` or the batch slot it became).
+    unsafe { UmemView::new(base, len) }.with_frame_size(config.dataplane.frame_size as usize)
+}
+
+/// The worker around its ports: pipelines, tables, batches.
+pub fn assemble<P: PortIo>(
+    config: &Config,
+    wi: usize,
+    init: WorkerInit,
+    xsk: WorkerXsk<P>,
+    ports: &[PortInfo],
+) -> Result<Worker<P>, DataplaneError> {
+    let WorkerInit { counters, stats, services, mesh, recorder } = init;
+    let pipelines = build::pipelines(config, ports)
+        .map_err(|e| DataplaneError::Pipelines { worker: wi, source: e.into() })?;
+    let umem = umem_view(config, &xsk);
     let mut port_of_interface = vec![u8::MAX; config.interfaces.len()];
     for (i, p) in xsk.ports.iter().enumerate() {
-        port_of_interface[p.interface_idx] = i as u8;
+        port_of_interface[p.interface_idx()] = i as u8;
     }
-    let nports = xsk.ports.len() as u32;
+    let nports = xsk.ports.len().max(1) as u32;
     // Leave half the frames for batches and TX rings in flight.
     let fill_target = (config.dataplane.frames_per_worker / 2 / nports).min(config.dataplane.ring_size);
     let conntrack = build::conntrack(config);
     let ctx = Ctx::new(conntrack, services.load_full(), stats, wi as u16, config.workers.len() as u16);
-    let worker = Worker {
+    Ok(Worker {
         xsk,
         pipelines,
         classifier: Classifier::with_shortcut(&config.routes, config.single_owning_pipeline()),
@@ -162,8 +123,8 @@ pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Wor
         mesh,
         handed: Vec::new(),
         returned: Batch::new(umem),
+        in_flight: Vec::new(),
         port_of_interface,
         recorder,
-    };
-    Ok((worker, ready))
+    })
 }

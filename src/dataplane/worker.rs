@@ -1,12 +1,13 @@
 //! The poll-mode worker loop: reclaim completions, refill, receive a batch,
 //! classify, run pipelines, transmit. No allocation, lock or syscall per
 //! packet; at most one TX kick per port per batch.
+//!
+//! The loop is generic over [`PortIo`]: AF_XDP sockets in production, the
+//! in-memory rings of `xsk::fake` in this module's tests.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use xdpilone::xdp::XdpDesc;
 
 use crate::config::{PollMode, MAX_BATCH};
 use crate::pipeline::classify::Classifier;
@@ -17,7 +18,7 @@ use crate::pipeline::services::Services;
 use crate::pipeline::{Batch, Ctx, DropReason, Pipeline, Verdict};
 use crate::telemetry::counters::WorkerCounters;
 use crate::telemetry::latency::{Hists, Recorder};
-use crate::xsk::{BusyPoll, WorkerXsk};
+use crate::xsk::{Frame, Port, PortIo, WorkerXsk};
 
 /// Idle loop iterations an adaptive worker spins before it sleeps in poll(2).
 const IDLE_SPINS: u32 = 512;
@@ -30,8 +31,8 @@ const MAX_KICKS: u32 = 4;
 /// How long shutdown waits for in-flight TX to complete.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(200);
 
-pub struct Worker {
-    pub xsk: WorkerXsk,
+pub struct Worker<P: PortIo = Port> {
+    pub xsk: WorkerXsk<P>,
     pub pipelines: Vec<Pipeline>,
     pub classifier: Classifier,
     pub counters: Arc<WorkerCounters>,
@@ -51,6 +52,8 @@ pub struct Worker {
     pub handed: Vec<Batch>,
     /// Frames of ours coming back from their owners.
     pub returned: Batch,
+    /// Per peer: frames we handed it that have not come back yet.
+    pub in_flight: Vec<u32>,
     /// Worker port index per interface index (u8::MAX = none).
     pub port_of_interface: Vec<u8>,
     /// Latency and batch-size histograms, recycled by the control thread.
@@ -71,24 +74,12 @@ fn now_secs() -> u32 {
     ts.tv_sec as u32
 }
 
-impl Worker {
+impl<P: PortIo> Worker<P> {
     pub fn run(&mut self, stop: &AtomicBool) {
-        if let Some(umems) = self.mesh.umems.get() {
-            self.handed = umems.iter().map(|&u| Batch::new(u)).collect();
-        }
+        self.join_mesh();
         let mut idle = 0u32;
         while !stop.load(Ordering::Relaxed) {
-            let mut received = 0;
-            for port in 0..self.xsk.ports.len() {
-                self.xsk.reclaim(port);
-                self.refill(port);
-                received += self.poll_port(port);
-            }
-            if self.mesh.workers() > 1 {
-                received += self.serve_handoffs();
-                received += self.collect_returns();
-            }
-            self.recorder.rotate();
+            let received = self.step();
             if received > 0 {
                 idle = 0;
                 continue;
@@ -108,6 +99,57 @@ impl Worker {
         self.drain();
     }
 
+    /// Builds one batch per peer UMEM, once the mesh knows them all.
+    fn join_mesh(&mut self) {
+        if let Some(umems) = self.mesh.umems.get() {
+            self.handed = umems.iter().map(|u| Batch::new(u.view)).collect();
+        }
+        self.in_flight = vec![0; self.mesh.workers()];
+    }
+
+    /// One pass over every port and the handoff rings; how many packets
+    /// it received (from ports and peers).
+    fn step(&mut self) -> u32 {
+        let mut received = 0;
+        for port in 0..self.xsk.ports.len() {
+            self.xsk.reclaim(port);
+            self.refill(port);
+            received += self.poll_port(port);
+        }
+        if self.mesh.workers() > 1 {
+            received += self.serve_handoffs();
+            received += self.collect_returns();
+        }
+        self.recorder.rotate();
+        received
+    }
+
+    /// After the loop: keeps serving peers and collecting our own frames
+    /// until no worker hands any more and nothing is in flight, so every
+    /// handed frame is answered and sent or freed. Peers that died are not
+    /// waited for (`handoff::Membership`).
+    pub fn settle_handoffs(&mut self) {
+        self.mesh.stop_handing(self.id);
+        if self.mesh.workers() <= 1 {
+            return;
+        }
+        loop {
+            let all_stopped = self.mesh.all_stopped();
+            let moved = self.serve_handoffs() + self.collect_returns();
+            for port in 0..self.xsk.ports.len() {
+                self.xsk.reclaim(port);
+            }
+            let answered =
+                self.in_flight.iter().enumerate().all(|(peer, &n)| n == 0 || self.mesh.is_gone(peer));
+            if all_stopped && moved == 0 && answered && self.mesh.inbound_empty(self.id) {
+                return;
+            }
+            if moved == 0 {
+                std::thread::yield_now();
+            }
+        }
+    }
+
     /// What the latency recorder holds at exit.
     pub fn finish(self) -> Box<Hists> {
         self.recorder.finish()
@@ -117,8 +159,8 @@ impl Worker {
     fn refill(&mut self, port: usize) {
         let xsk = &mut self.xsk;
         let p = &mut xsk.ports[port];
-        let in_ring = p.fq_cq.pending();
-        if in_ring == 0 && p.primed {
+        let in_ring = p.fill_pending();
+        if in_ring == 0 && *p.primed() {
             // The kernel used every frame we gave it: it drops until we refill.
             self.counters.fill_ring_empty.add(1);
         }
@@ -131,17 +173,11 @@ impl Worker {
             self.counters.fill_starved.add(1);
             return;
         }
-        {
-            let mut fill = p.fq_cq.fill(give);
-            let n = fill.capacity();
-            // Exactly `capacity` inserts succeed, so pop exactly that many.
-            let inserted = fill.insert((0..n).map_while(|_| xsk.pool.alloc()));
-            fill.commit();
-            debug_assert_eq!(inserted, n);
-            p.primed |= inserted > 0;
-        }
-        if p.fq_cq.needs_wakeup() {
-            p.fq_cq.wake();
+        let pool = &mut xsk.pool;
+        let inserted = p.fill(give, || pool.alloc());
+        *p.primed() |= inserted > 0;
+        if p.fill_needs_wakeup() {
+            p.wake_fill();
             self.counters.wakeups.add(1);
         }
     }
@@ -150,28 +186,25 @@ impl Worker {
     fn poll_port(&mut self, port: usize) -> u32 {
         self.batch.clear();
         let t0 = now_ns();
-        {
-            let p = &mut self.xsk.ports[port];
-            let mut rx = p.rx.receive(self.batch_size);
-            while let Some(desc) = rx.read() {
-                self.batch.push(desc.addr, desc.len, port as u8);
+        let (batch, pool) = (&mut self.batch, &mut self.xsk.pool);
+        let p = &mut self.xsk.ports[port];
+        p.receive(self.batch_size, |frame, len| {
+            let addr = frame.into_desc();
+            if !batch.push(addr, len, port as u8) {
+                // Unreachable while batch_size <= MAX_BATCH; never lose the frame.
+                pool.free(Frame::from_desc(addr));
             }
-            rx.release();
-        }
+        });
         let n = self.batch.len as u32;
         if n == 0 {
             // Runs the queue's NAPI here, on our core, for up to the busy-poll
             // budget; its frames show up in the RX ring on the next pass.
-            let p = &self.xsk.ports[port];
-            if p.busy_poll.poll(p.fd()) {
+            if p.busy_poll() {
                 self.counters.busy_polls.add(1);
             }
             return 0;
         }
-        let p = &mut self.xsk.ports[port];
-        if let BusyPoll::Probing { .. } = p.busy_poll {
-            p.busy_poll.learn_napi(p.fd(), &p.interface, p.queue);
-        }
+        p.received();
         self.begin_batch();
         let c = &self.counters;
         c.batches.add(1);
@@ -194,16 +227,25 @@ impl Worker {
         let mut woke = 0u64; // bitmask of owners already woken this batch
         for m in self.batch.pkts[..self.batch.len].iter_mut() {
             if let Verdict::Handoff(to) = m.verdict {
-                if self.mesh.hand(self.id, usize::from(to), Handed { addr: m.addr, len: m.len }) {
-                    self.counters.handoffs_out.add(1);
-                    // In flight: the frame comes back through `collect_returns`.
-                    m.verdict = Verdict::Continue;
-                    if woke & (1 << (to % 64)) == 0 {
-                        woke |= 1 << (to % 64);
-                        self.mesh.wake(usize::from(to));
+                let handed = Handed { frame: Frame::from_desc(m.addr), len: m.len };
+                match self.mesh.hand(self.id, usize::from(to), handed) {
+                    Ok(()) => {
+                        self.counters.handoffs_out.add(1);
+                        if let Some(n) = self.in_flight.get_mut(usize::from(to)) {
+                            *n += 1;
+                        }
+                        // In flight: the frame comes back through `collect_returns`.
+                        m.verdict = Verdict::Continue;
+                        if woke & (1 << (to % 64)) == 0 {
+                            woke |= 1 << (to % 64);
+                            self.mesh.wake(usize::from(to));
+                        }
                     }
-                } else {
-                    m.verdict = Verdict::Drop(DropReason::HandoffFull);
+                    Err(refused) => {
+                        // Back in its batch slot, to be freed with the drops.
+                        m.addr = refused.frame.into_desc();
+                        m.verdict = Verdict::Drop(DropReason::HandoffFull);
+                    }
                 }
             }
         }
@@ -220,16 +262,16 @@ impl Worker {
             }
             let batch = &mut self.handed[from];
             batch.clear();
-            while batch.len < self.batch_size as usize {
+            while batch.len < (self.batch_size as usize).min(MAX_BATCH as usize) {
                 let Some(h) = link.to_owner.pop() else { break };
-                batch.push(h.addr, h.len, 0);
+                batch.push(h.frame.into_desc(), h.len, 0);
             }
             self.ctx.now = now_secs();
             crate::pipeline::process(batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
             for m in batch.metas() {
                 let outcome = match m.verdict {
                     Verdict::Forward(p) => match self.xsk.ports.get(usize::from(p)) {
-                        Some(port) => Outcome::Transmit(port.interface_idx as u16),
+                        Some(port) => Outcome::Transmit(port.interface_idx() as u16),
                         None => Outcome::Drop(DropReason::NoRoute),
                     },
                     Verdict::Drop(r) => Outcome::Drop(r),
@@ -240,7 +282,8 @@ impl Worker {
                     self.counters.dropped(r);
                 }
                 // Cannot fail: see Link::back.
-                let _ = link.back.push(Returned { addr: m.addr, len: m.len, outcome });
+                let back = link.back.push(Returned { frame: Frame::from_desc(m.addr), len: m.len, outcome });
+                debug_assert!(back.is_ok(), "handoff back ring overflowed");
             }
             self.counters.handoffs_served.add(batch.len as u64);
             self.mesh.wake(from);
@@ -259,12 +302,15 @@ impl Worker {
             }
             self.returned.clear();
             let t0 = now_ns();
-            while self.returned.len < self.batch_size as usize {
+            while self.returned.len < (self.batch_size as usize).min(MAX_BATCH as usize) {
                 let Some(r) = link.back.pop() else { break };
+                if let Some(n) = self.in_flight.get_mut(to) {
+                    *n = n.saturating_sub(1);
+                }
                 match r.outcome {
                     Outcome::Transmit(iface) => {
                         let port = self.port_of_interface.get(usize::from(iface)).copied().unwrap_or(u8::MAX);
-                        self.returned.push(r.addr, r.len, port);
+                        self.returned.push(r.frame.into_desc(), r.len, port);
                         if let Some(m) = self.returned.pkts.get_mut(self.returned.len - 1) {
                             m.verdict = if port == u8::MAX {
                                 Verdict::Drop(DropReason::NoRoute)
@@ -274,7 +320,7 @@ impl Worker {
                         }
                     }
                     // The owner counted the reason; the frame is ours to free.
-                    Outcome::Drop(_) => self.xsk.pool.free(r.addr),
+                    Outcome::Drop(_) => self.xsk.pool.free(r.frame),
                 }
             }
             n += self.returned.len as u32;
@@ -301,6 +347,7 @@ impl Worker {
         let mut fds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 17];
         let mut n = self.xsk.ports.len().min(fds.len() - 1);
         for (fd, port) in fds.iter_mut().zip(&self.xsk.ports) {
+            // A port without a socket (fd -1) is ignored by poll(2).
             *fd = libc::pollfd { fd: port.fd(), events: libc::POLLIN, revents: 0 };
         }
         let wake = self.mesh.wake_fd(self.id);
@@ -323,11 +370,11 @@ impl Worker {
             self.poll_port(port);
         }
         let deadline = Instant::now() + DRAIN_TIMEOUT;
-        while Instant::now() < deadline && self.xsk.ports.iter().any(|p| p.tx_outstanding > 0) {
+        while Instant::now() < deadline && self.xsk.ports.iter_mut().any(|p| *p.tx_outstanding() > 0) {
             for port in 0..self.xsk.ports.len() {
                 let p = &mut self.xsk.ports[port];
-                if p.tx_outstanding > 0 {
-                    p.tx.wake();
+                if *p.tx_outstanding() > 0 {
+                    p.wake_tx();
                 }
                 self.xsk.reclaim(port);
             }
@@ -339,63 +386,53 @@ impl Worker {
 /// Puts forwarded packets on their egress TX rings and frees dropped ones.
 /// Packets still `Continue` are in flight elsewhere (handed over).
 /// Returns how many frames went to TX rings.
-fn transmit(xsk: &mut WorkerXsk, c: &WorkerCounters, batch: &mut Batch) -> u32 {
+fn transmit<P: PortIo>(xsk: &mut WorkerXsk<P>, c: &WorkerCounters, batch: &mut Batch) -> u32 {
     let mut total = 0;
     for egress in 0..xsk.ports.len() {
-        let wanted =
-            batch.metas().iter().filter(|m| m.verdict == Verdict::Forward(egress as u8)).count() as u32;
+        let forward = Verdict::Forward(egress as u8);
+        let wanted = batch.metas().iter().filter(|m| m.verdict == forward).count() as u32;
         if wanted == 0 {
             continue;
         }
         let p = &mut xsk.ports[egress];
-        let mut sent = 0u32;
         let mut bytes = 0u64;
         let mut next = 0usize;
-        // xdpilone serves a reservation from its cached view of the
-        // consumer and refreshes only when that is empty, so a short
-        // reservation is retried once before the ring counts as full.
-        for _ in 0..2 {
-            if sent == wanted {
-                break;
-            }
-            let mut tx = p.tx.transmit(wanted - sent);
-            let room = tx.capacity();
-            let mut put = 0;
-            while put < room && next < batch.len {
-                let m = &batch.pkts[next];
+        let pkts = &batch.pkts[..batch.len];
+        // The ring pulls a frame only for a free slot: every frame pulled
+        // is placed, and `next` stops just past the last one placed.
+        let sent = p.transmit(wanted, || {
+            while let Some(m) = pkts.get(next) {
                 next += 1;
-                if m.verdict == Verdict::Forward(egress as u8) {
-                    tx.insert_once(XdpDesc { addr: m.addr, len: m.len, options: 0 });
-                    put += 1;
+                if m.verdict == forward {
                     bytes += u64::from(m.len);
+                    return Some((Frame::from_desc(m.addr), m.len));
                 }
             }
-            tx.commit();
-            sent += put;
-        }
+            None
+        });
         for m in batch.pkts[next..batch.len].iter_mut() {
-            if m.verdict == Verdict::Forward(egress as u8) {
+            if m.verdict == forward {
                 m.verdict = Verdict::Drop(DropReason::TxRingFull);
             }
         }
-        p.tx_outstanding += sent;
+        *p.tx_outstanding() += sent;
         total += sent;
         c.tx_packets.add(u64::from(sent));
         c.tx_bytes.add(bytes);
-        if p.zero_copy {
+        if p.zero_copy() {
             // Zero-copy drivers say when they need a kick.
-            if p.tx.needs_wakeup() {
-                p.tx.wake();
+            if p.tx_needs_wakeup() {
+                p.wake_tx();
                 c.wakeups.add(1);
             }
         } else {
             // Copy mode sends only inside sendto(), at most `tx_budget`
             // frames per call: kick until the ring is consumed.
             for _ in 0..MAX_KICKS {
-                if p.tx.pending() == 0 {
+                if p.tx_pending() == 0 {
                     break;
                 }
-                p.tx.wake();
+                p.wake_tx();
                 c.wakeups.add(1);
             }
         }
@@ -403,8 +440,429 @@ fn transmit(xsk: &mut WorkerXsk, c: &WorkerCounters, batch: &mut Batch) -> u32 {
     for m in batch.metas() {
         if let Verdict::Drop(reason) = m.verdict {
             c.dropped(reason);
-            xsk.pool.free(m.addr);
+            xsk.pool.free(Frame::from_desc(m.addr));
         }
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    //! The worker loop over in-memory rings (`xsk::fake`): the test plays
+    //! the kernel. Every test checks frame conservation: each frame of a
+    //! worker is in its pool, on one of its rings, or in a handoff ring.
+
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc, Barrier};
+    use std::time::Duration;
+
+    use arc_swap::ArcSwap;
+    use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+
+    use super::Worker;
+    use crate::config::{Config, HugepageMode};
+    use crate::dataplane::handoff::{Membership, Mesh, PeerUmem, IN_FLIGHT};
+    use crate::dataplane::setup::{self, WorkerInit};
+    use crate::pipeline::build::PortInfo;
+    use crate::pipeline::services::{IdRegistry, Services};
+    use crate::pipeline::DropReason;
+    use crate::telemetry::counters::{WorkerCounters, WorkerStats};
+    use crate::telemetry::latency;
+    use crate::xsk::fake::FakePort;
+    use crate::xsk::umem::UmemArea;
+    use crate::xsk::WorkerXsk;
+
+    const VIP: [u8; 4] = [10, 0, 100, 1];
+    const SNAT: [u8; 4] = [10, 0, 3, 1];
+    const BACKEND: [u8; 4] = [10, 0, 2, 11];
+    const ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 1, 2];
+    /// A SNAT port whose owner is worker 1 of 2, and one of worker 0's.
+    const PORT_OF_W1: u16 = 60000;
+    const PORT_OF_W0: u16 = 2000;
+    const CLI: usize = 0;
+    const BE: usize = 1;
+
+    fn config(workers: usize, frames: u32, ring: u32) -> Config {
+        let mut text = format!(
+            "[dataplane]\nframe_size = 2048\nframes_per_worker = {frames}\nring_size = {ring}\n\
+             hugepages = \"off\"\npoll = \"busy\"\n\
+             [[interface]]\nname = \"cli0\"\n[[interface]]\nname = \"be0\"\n"
+        );
+        for w in 0..workers {
+            text += &format!(
+                "[[worker]]\ncore = {w}\nqueues = [{{ interface = \"cli0\", queue = {w} }}, \
+                 {{ interface = \"be0\", queue = {w} }}]\n"
+            );
+        }
+        text += r#"
+[pipeline.l4lb]
+stages = ["conntrack", "maglev", "nat", "l2"]
+egress = "be0"
+return_egress = "cli0"
+return_next_hop_mac = "02:00:00:00:01:02"
+
+[[service]]
+name = "web"
+vip = "10.0.100.1"
+port = 80
+protocol = "tcp"
+pipeline = "l4lb"
+snat_pool = "10.0.3.0/30"
+maglev_table_size = 251
+backends = [{ addr = "10.0.2.11", port = 80, weight = 100, mac = "02:00:00:00:02:0b" }]
+
+[conntrack]
+entries_per_worker = 4096
+"#;
+        Config::parse(Path::new("worker-test.toml"), &text).unwrap()
+    }
+
+    fn port_mac(interface: usize) -> [u8; 6] {
+        [2, 0, 0, 0, 0xff, interface as u8]
+    }
+
+    fn shared(config: &Config) -> (Arc<ArcSwap<Services>>, Arc<Mesh>) {
+        let mut ids = IdRegistry::default();
+        let services =
+            Arc::new(ArcSwap::from_pointee(Services::build(config, 1, &mut ids, |_| None).unwrap()));
+        (services, Arc::new(Mesh::new(config.workers.len())))
+    }
+
+    /// Worker `wi` over fake ports, and its UMEM for the mesh.
+    fn build_one(
+        config: &Config,
+        wi: usize,
+        services: &Arc<ArcSwap<Services>>,
+        mesh: &Arc<Mesh>,
+    ) -> (Worker<FakePort>, PeerUmem) {
+        let dp = &config.dataplane;
+        let len = dp.frames_per_worker as usize * dp.frame_size as usize;
+        let area = Arc::new(UmemArea::new(len, HugepageMode::Off).unwrap());
+        let ports: Vec<FakePort> = config.workers[wi]
+            .queues
+            .iter()
+            .map(|q| FakePort::new(q.interface, area.clone(), dp.frame_size, dp.ring_size as usize))
+            .collect();
+        let infos: Vec<PortInfo> = ports
+            .iter()
+            .map(|p| PortInfo { interface: p.interface_idx, mac: port_mac(p.interface_idx), mtu: 1500 })
+            .collect();
+        let xsk = WorkerXsk::in_memory(ports, area, dp.frames_per_worker, dp.frame_size);
+        let umem = PeerUmem::new(setup::umem_view(config, &xsk), xsk.area());
+        let init = WorkerInit {
+            counters: Arc::new(WorkerCounters::default()),
+            stats: Arc::new(WorkerStats::default()),
+            services: services.clone(),
+            mesh: mesh.clone(),
+            recorder: latency::pair().0,
+        };
+        (setup::assemble(config, wi, init, xsk, &infos).unwrap(), umem)
+    }
+
+    /// Workers over fake ports, sharing a mesh as `Dataplane::start` sets up.
+    fn workers(config: &Config) -> Vec<Worker<FakePort>> {
+        let (services, mesh) = shared(config);
+        let (mut out, umems): (Vec<_>, Vec<_>) =
+            (0..config.workers.len()).map(|wi| build_one(config, wi, &services, &mesh)).unzip();
+        assert!(mesh.umems.set(umems).is_ok());
+        for w in &mut out {
+            w.join_mesh();
+        }
+        out
+    }
+
+    fn tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), to: usize, syn: bool) -> Vec<u8> {
+        let ip = PacketBuilder::ethernet2(ROUTER_MAC, port_mac(to)).ipv4(src.0, dst.0, 64);
+        let mut out = Vec::new();
+        let tcp = ip.tcp(src.1, dst.1, 1000, 64240);
+        if syn { tcp.syn() } else { tcp.ack(1) }.write(&mut out, &[]).unwrap();
+        out
+    }
+
+    /// A reply from the backend to SNAT port `port`, arriving on be0.
+    fn reply(port: u16) -> Vec<u8> {
+        tcp((BACKEND, 80), (SNAT, port), BE, false)
+    }
+
+    fn syn(client_port: u16) -> Vec<u8> {
+        tcp(([198, 18, 0, 1], client_port), (VIP, 80), CLI, true)
+    }
+
+    fn drops(w: &Worker<FakePort>, r: DropReason) -> u64 {
+        w.counters.drops[r as usize].get()
+    }
+
+    /// Frames of worker `wi` waiting in the mesh (handed, or coming back).
+    fn in_mesh(mesh: &Mesh, wi: usize) -> usize {
+        (0..mesh.workers()).filter_map(|o| mesh.link(wi, o)).map(|l| l.to_owner.len() + l.back.len()).sum()
+    }
+
+    /// Every frame of the worker is in its pool, on its rings, or in the mesh.
+    fn assert_conserved(w: &Worker<FakePort>, wi: usize, mesh: &Mesh) {
+        let held: usize = w.xsk.ports.iter().map(FakePort::held).sum();
+        let total = w.xsk.pool.total() as usize;
+        assert_eq!(
+            w.xsk.pool.available() + held + in_mesh(mesh, wi),
+            total,
+            "worker {wi}: pool {} + rings {held} + mesh {} != {total}",
+            w.xsk.pool.available(),
+            in_mesh(mesh, wi)
+        );
+    }
+
+    /// Drives one worker until its rings settle.
+    fn settle(w: &mut Worker<FakePort>) {
+        for _ in 0..8 {
+            w.step();
+        }
+    }
+
+    #[test]
+    fn forwards_and_every_frame_comes_back() {
+        let cfg = config(1, 512, 128);
+        let mut ws = workers(&cfg);
+        let w = &mut ws[0];
+        w.step(); // primes the fill rings
+        w.xsk.ports[BE].keep_sent = true;
+        for i in 0..40 {
+            assert!(w.xsk.ports[CLI].deliver(&syn(10000 + i)));
+        }
+        settle(w);
+        assert_eq!(w.counters.rx_packets.get(), 40);
+        assert_eq!(w.counters.tx_packets.get(), 40);
+        assert_eq!(w.xsk.ports[BE].sent.len(), 40);
+        // Bytes on the wire: DNAT to the backend, SNAT from the pool.
+        let p = SlicedPacket::from_ethernet(&w.xsk.ports[BE].sent[0]).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = p.net else { panic!("not IPv4") };
+        assert_eq!(ip.header().destination(), BACKEND);
+        assert_eq!(ip.header().source()[..3], SNAT[..3], "from the SNAT pool 10.0.3.0/30");
+        assert!(matches!(p.transport, Some(TransportSlice::Tcp(_))));
+        assert_eq!(w.xsk.ports.iter().map(|p| p.tx.len() + p.completion.len()).sum::<usize>(), 0);
+        assert_conserved(w, 0, &w.mesh.clone());
+    }
+
+    #[test]
+    fn full_tx_ring_drops_and_counts_and_loses_no_frame() {
+        let cfg = config(1, 1024, 64);
+        let mut ws = workers(&cfg);
+        let w = &mut ws[0];
+        w.step();
+        w.xsk.ports[BE].sending = false; // the kernel stops sending
+        let mut offered = 0u64;
+        for round in 0..4u16 {
+            for i in 0..48 {
+                offered += u64::from(w.xsk.ports[CLI].deliver(&syn(1024 + round * 64 + i)));
+            }
+            w.step();
+        }
+        let full = drops(w, DropReason::TxRingFull);
+        assert_eq!(w.xsk.ports[BE].tx.len(), 64, "the TX ring is full");
+        assert_eq!(w.counters.tx_packets.get(), 64);
+        assert_eq!(full, offered - 64, "every packet beyond the ring is dropped and counted");
+        assert_conserved(w, 0, &w.mesh.clone());
+        // The kernel resumes: every frame completes back to the pool.
+        w.xsk.ports[BE].sending = true;
+        w.xsk.ports[BE].send();
+        settle(w);
+        assert_eq!(w.xsk.ports[BE].sent_count, 64);
+        assert_eq!(w.xsk.ports[BE].tx.len() + w.xsk.ports[BE].completion.len(), 0);
+        assert_conserved(w, 0, &w.mesh.clone());
+    }
+
+    #[test]
+    fn starved_fill_ring_is_counted_and_recovers() {
+        // 256 frames, TX rings big enough to hold them all.
+        let cfg = config(1, 256, 512);
+        let mut ws = workers(&cfg);
+        let w = &mut ws[0];
+        w.xsk.ports[BE].sending = false;
+        let mut port = 1024;
+        for _ in 0..64 {
+            w.step();
+            while w.xsk.ports[CLI].deliver(&syn(port)) {
+                port += 1;
+            }
+        }
+        assert_eq!(w.xsk.pool.available(), 0, "every frame waits on the TX ring");
+        assert!(w.counters.fill_starved.get() > 0, "refill found no free frame");
+        assert!(w.counters.fill_ring_empty.get() > 0, "the kernel saw an empty fill ring");
+        assert!(w.xsk.ports[CLI].dropped_no_fill > 0, "the wire lost packets meanwhile");
+        assert_eq!(drops(w, DropReason::TxRingFull), 0);
+        assert_conserved(w, 0, &w.mesh.clone());
+        // Completions come back: the fill ring is refilled and RX resumes.
+        w.xsk.ports[BE].sending = true;
+        w.xsk.ports[BE].send();
+        settle(w);
+        assert!(w.xsk.ports[CLI].fill.len() >= 64);
+        assert!(w.xsk.ports[CLI].deliver(&syn(port)));
+        assert_conserved(w, 0, &w.mesh.clone());
+    }
+
+    #[test]
+    fn full_handoff_ring_drops_and_counts_and_loses_no_frame() {
+        let cfg = config(2, 4096, 2048);
+        let mut ws = workers(&cfg);
+        let mesh = ws[0].mesh.clone();
+        ws[0].step();
+        // Worker 1 never runs: its inbound ring fills up.
+        let mut delivered = 0;
+        while delivered < IN_FLIGHT + 200 {
+            for _ in 0..64 {
+                assert!(ws[0].xsk.ports[BE].deliver(&reply(PORT_OF_W1)));
+                delivered += 1;
+            }
+            ws[0].step();
+        }
+        assert_eq!(ws[0].counters.handoffs_out.get(), IN_FLIGHT as u64);
+        assert_eq!(drops(&ws[0], DropReason::HandoffFull), (delivered - IN_FLIGHT) as u64);
+        assert_conserved(&ws[0], 0, &mesh);
+        // The owner catches up: no flow of its own, so it drops them, and
+        // the source frees every frame.
+        while in_mesh(&mesh, 0) > 0 {
+            ws[1].step();
+            ws[0].step();
+        }
+        assert_eq!(ws[1].counters.handoffs_served.get(), IN_FLIGHT as u64);
+        assert_eq!(drops(&ws[1], DropReason::NoFlow), IN_FLIGHT as u64);
+        assert_eq!(in_mesh(&mesh, 0), 0);
+        assert_conserved(&ws[0], 0, &mesh);
+        assert_eq!(
+            ws[0].xsk.pool.available() + ws[0].xsk.ports.iter().map(FakePort::held).sum::<usize>(),
+            4096
+        );
+    }
+
+    #[test]
+    fn handed_reply_is_transmitted_by_its_source() {
+        let cfg = config(2, 1024, 256);
+        let mut ws = workers(&cfg);
+        let mesh = ws[0].mesh.clone();
+        ws[0].step();
+        ws[1].step();
+        // Worker 1 opens the flow: the SNAT port is from its share.
+        ws[1].xsk.ports[BE].keep_sent = true;
+        assert!(ws[1].xsk.ports[CLI].deliver(&syn(40000)));
+        settle(&mut ws[1]);
+        let out = SlicedPacket::from_ethernet(&ws[1].xsk.ports[BE].sent[0]).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &out.net else { panic!("not IPv4") };
+        let snat_addr = ip.header().source();
+        let Some(TransportSlice::Tcp(t)) = out.transport else { panic!("not TCP") };
+        let snat_port = t.source_port();
+        assert_eq!(crate::pipeline::snat::owner(snat_port, 2), 1);
+        // The reply lands on worker 0, which hands it over; worker 1 NATs
+        // it in worker 0's UMEM; worker 0 sends it to the client.
+        ws[0].xsk.ports[CLI].keep_sent = true;
+        assert!(ws[0].xsk.ports[BE].deliver(&tcp((BACKEND, 80), (snat_addr, snat_port), BE, false)));
+        ws[0].step();
+        ws[1].step();
+        settle(&mut ws[0]);
+        assert_eq!(ws[0].counters.handoffs_out.get(), 1);
+        assert_eq!(ws[1].counters.handoffs_served.get(), 1);
+        let back = SlicedPacket::from_ethernet(&ws[0].xsk.ports[CLI].sent[0]).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = back.net else { panic!("not IPv4") };
+        assert_eq!((ip.header().source(), ip.header().destination()), (VIP, [198, 18, 0, 1]));
+        assert_conserved(&ws[0], 0, &mesh);
+        assert_conserved(&ws[1], 1, &mesh);
+    }
+
+    /// Worker 0 hands frames to worker 1 and is gone (its sockets closed,
+    /// its own UMEM reference dropped) before worker 1 serves them. Worker
+    /// 1 then parses and rewrites those frames in worker 0's memory: with
+    /// a UMEM unmapped when its worker ends, this faults.
+    #[test]
+    fn handed_frames_outlive_their_worker() {
+        let cfg = config(2, 4096, 2048);
+        let mut ws = workers(&cfg);
+        ws[0].step();
+        for _ in 0..8 {
+            for _ in 0..64 {
+                assert!(ws[0].xsk.ports[BE].deliver(&reply(PORT_OF_W1)));
+            }
+            ws[0].step();
+        }
+        assert_eq!(ws[0].counters.handoffs_out.get(), 512);
+        let mut w1 = ws.pop().unwrap();
+        let w0 = ws.pop().unwrap();
+        drop(w0.finish());
+        settle(&mut w1);
+        assert_eq!(w1.counters.handoffs_served.get(), 512);
+        assert_eq!(drops(&w1, DropReason::NoFlow), 512, "the owner read every handed frame");
+    }
+
+    /// Two workers handing each other replies under continuous load are
+    /// stopped one after the other, mid-handoff, many times. In even rounds
+    /// the first to stop drops its sockets and UMEM reference at once while
+    /// the other still serves its frames; in odd rounds both settle their
+    /// handoffs, and then every frame is accounted for.
+    #[test]
+    fn stopping_two_workers_mid_handoff_many_times() {
+        let cfg = Arc::new(config(2, 2048, 512));
+        for round in 0..150u64 {
+            let (services, mesh) = shared(&cfg);
+            let stops = [Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false))];
+            // Odd rounds keep the workers until both stopped, to count
+            // frames; even rounds drop each one on its thread as soon as
+            // it stops, as production does.
+            let keep = round % 2 == 1;
+            let both_stopped = Arc::new(Barrier::new(2));
+            let (umem_tx, umem_rx) = mpsc::channel();
+            let handles: Vec<_> = (0..2usize)
+                .map(|wi| {
+                    let (cfg, services, mesh, stop) =
+                        (cfg.clone(), services.clone(), mesh.clone(), stops[wi].clone());
+                    let (umem_tx, both_stopped) = (umem_tx.clone(), both_stopped.clone());
+                    std::thread::spawn(move || {
+                        let _membership = Membership::new(mesh.clone(), wi);
+                        let (mut w, umem) = build_one(&cfg, wi, &services, &mesh);
+                        umem_tx.send((wi, umem, w.counters.clone())).unwrap();
+                        while mesh.umems.get().is_none() {
+                            std::thread::yield_now();
+                        }
+                        w.join_mesh();
+                        // Replies owned by the other worker, and some of our own.
+                        let (theirs, ours) =
+                            if wi == 0 { (PORT_OF_W1, PORT_OF_W0) } else { (PORT_OF_W0, PORT_OF_W1) };
+                        let mut n = 0u32;
+                        w.xsk.ports[BE].source = Some(Box::new(move |buf: &mut [u8]| {
+                            n = n.wrapping_add(1);
+                            let p = reply(if n.is_multiple_of(4) { ours } else { theirs });
+                            buf[..p.len()].copy_from_slice(&p);
+                            Some(p.len())
+                        }));
+                        w.run(&stop);
+                        if !keep {
+                            drop(w.finish());
+                            return None;
+                        }
+                        w.settle_handoffs();
+                        both_stopped.wait();
+                        assert_conserved(&w, wi, &mesh);
+                        assert_eq!(in_mesh(&mesh, wi), 0, "settled: nothing of ours in flight");
+                        Some((w.counters.handoffs_out.get(), w.counters.handoffs_served.get()))
+                    })
+                })
+                .collect();
+            let mut umems: Vec<(usize, PeerUmem, Arc<WorkerCounters>)> =
+                (0..2).map(|_| umem_rx.recv().unwrap()).collect();
+            umems.sort_by_key(|(wi, _, _)| *wi);
+            let counters: Vec<_> = umems.iter().map(|(_, _, c)| c.clone()).collect();
+            assert!(mesh.umems.set(umems.into_iter().map(|(_, u, _)| u).collect()).is_ok());
+            // Under load: both are handing frames over.
+            while counters.iter().any(|c| c.handoffs_out.get() == 0) {
+                std::thread::yield_now();
+            }
+            let first = (round / 2 % 2) as usize;
+            std::thread::sleep(Duration::from_micros(300 + round * 37 % 2000));
+            stops[first].store(true, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_micros(round * 53 % 1000));
+            stops[1 - first].store(true, Ordering::Relaxed);
+            let done: Vec<_> = handles.into_iter().map(|h| h.join().expect("worker thread")).collect();
+            if let [Some((out0, served0)), Some((out1, served1))] = done[..] {
+                assert!(out0 > 0 && out1 > 0, "round {round}: both handed frames over");
+                // Settled: everything one handed out, the other served.
+                assert_eq!((out0, out1), (served1, served0), "round {round}");
+            }
+        }
+    }
 }

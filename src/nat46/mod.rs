@@ -26,7 +26,7 @@ pub use siit::{
 };
 
 use crate::wire::checksum::{checksum, l4_checksum_v4, l4_checksum_v6};
-use crate::wire::parse::{parse, FragKind, IpVersion, ParsedPacket};
+use crate::wire::parse::{FragKind, IpVersion, ParsedPacket};
 
 /// Whether the IPv4 header checksum and, for unfragmented TCP/UDP/ICMP/ICMPv6,
 /// the transport checksum of a parsed frame are valid. IPv4 UDP checksum 0
@@ -64,76 +64,6 @@ pub fn checksums_valid(frame: &[u8], p: &ParsedPacket) -> bool {
                 17 => !matches!(l4.get(6..8), Some([0, 0])) && l4_checksum_v6(s, d, 17, l4) == 0,
                 _ => true,
             }
-        }
-    }
-}
-
-const FUZZ_HEADROOM: usize = 128;
-const FUZZ_MAX: usize = 2048;
-
-fn fuzz_configs() -> (Config<'static>, Config<'static>) {
-    let p40 = Prefix64 { prefix: [0x20, 0x01, 0x0d, 0xb8, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], len: 40 };
-    let c46 = Config {
-        src: Mapper::prefix(p40),
-        dst: Mapper::prefix(WELL_KNOWN_PREFIX),
-        mtu: 1500,
-        udp_zero_checksum: UdpZeroChecksum::Compute,
-        icmp_error_src4: None,
-    };
-    let c64 = Config {
-        src: Mapper::prefix(WELL_KNOWN_PREFIX),
-        dst: Mapper::prefix(p40),
-        mtu: 1500,
-        udp_zero_checksum: UdpZeroChecksum::Compute,
-        icmp_error_src4: Some([192, 0, 0, 8]),
-    };
-    (c46, c64)
-}
-
-/// Fuzz entry point: runs both translators (and the error builders) over
-/// `data` placed behind headroom, and asserts that every successful output
-/// lies inside the buffer, parses with [`crate::wire::parse::parse`] when the
-/// input did, and has valid checksums when the input had.
-///
-/// # Panics
-/// On a translator bug (that is the point).
-pub fn fuzz_one(data: &[u8]) {
-    let (c46, c64) = fuzz_configs();
-    let router =
-        RouterAddrs { v4: [192, 0, 2, 1], v6: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1] };
-    let n = data.len().min(FUZZ_MAX);
-    let input = data.get(..n).unwrap_or(&[]);
-    let parsed_in = parse(input).ok().flatten();
-    let valid_in = parsed_in.is_some_and(|p| checksums_valid(input, &p));
-    let mut buf = [0u8; FUZZ_HEADROOM + FUZZ_MAX];
-
-    for dir in 0..4 {
-        buf.fill(0);
-        if let Some(dst) = buf.get_mut(FUZZ_HEADROOM..FUZZ_HEADROOM + n) {
-            dst.copy_from_slice(input);
-        }
-        let r = match dir {
-            0 => translate_4to6(&mut buf, FUZZ_HEADROOM, n, &c46),
-            1 => translate_6to4(&mut buf, FUZZ_HEADROOM, n, &c64),
-            2 => build_time_exceeded(&mut buf, FUZZ_HEADROOM, n, &router),
-            _ => build_too_big(&mut buf, FUZZ_HEADROOM, n, &router, 1280),
-        };
-        let Ok((s, l)) = r else { continue };
-        let out = buf.get(s..s + l).expect("output inside the buffer");
-        let generated = dir >= 2;
-        if parsed_in.is_none() && !generated {
-            continue;
-        }
-        let p = parse(out).expect("translated frame parses").expect("translated frame is IP");
-        let want = match (dir, parsed_in.map(|p| p.version)) {
-            (0, _) => IpVersion::V6,
-            (1, _) => IpVersion::V4,
-            (_, Some(v)) => v,
-            (_, None) => p.version,
-        };
-        assert_eq!(p.version, want);
-        if valid_in || generated {
-            assert!(checksums_valid(out, &p), "checksums invalid after direction {dir}");
         }
     }
 }
@@ -335,43 +265,10 @@ mod tests {
             buf[HR..].copy_from_slice(&f);
             let (s, l) = translate_4to6(&mut buf, HR, f.len(), &c46).unwrap();
             prop_assert!(ref_valid(&buf[s..s + l]));
-            let v6 = buf[s..s + l].to_vec();
             let (s, l) = translate_6to4(&mut buf, s, l, &c64).unwrap();
             prop_assert!(ref_valid(&buf[s..s + l]));
-            fuzz_one(&f);
-            fuzz_one(&v6);
         }
 
-        #[test]
-        fn arbitrary_frames_never_panic(
-            mut data in proptest::collection::vec(any::<u8>(), 0..400), et in 0u8..3, proto in any::<u8>(),
-        ) {
-            if data.len() >= 60 {
-                let v6 = et == 1;
-                data[12..14].copy_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
-                let avail = (data.len() - 14) as u16;
-                if v6 {
-                    data[14] = 0x60;
-                    data[18..20].copy_from_slice(&(avail - 40).to_be_bytes());
-                    data[20] = [6, 17, 58, 44, 0, 60, 43, proto][usize::from(proto) % 8];
-                    if et == 2 {
-                        data[54] = proto % 5;
-                    }
-                } else {
-                    data[14] = 0x45;
-                    data[16..18].copy_from_slice(&avail.to_be_bytes());
-                    data[20] &= 0x60;
-                    data[23] = [1, 6, 17, proto][usize::from(proto) % 4];
-                    data[24..26].fill(0);
-                    let c = !ref_sum(&[&data[14..34]]);
-                    data[24..26].copy_from_slice(&c.to_be_bytes());
-                    if et == 2 {
-                        data[34] = [3, 11, 12, 8][usize::from(proto) % 4];
-                    }
-                }
-            }
-            fuzz_one(&data);
-        }
     }
 
     #[test]
@@ -407,7 +304,6 @@ mod tests {
             let mut buf = vec![0u8; HR + f.len()];
             buf[HR..].copy_from_slice(&f);
             assert!(translate_4to6(&mut buf, HR, n, &c46).is_err(), "len {n}");
-            fuzz_one(&f[..n]);
         }
         let mut buf = vec![0u8; 10];
         assert_eq!(translate_4to6(&mut buf, 5, usize::MAX, &c46), Err(Drop::Truncated));

@@ -5,13 +5,15 @@
 //! has not seen, pick a backend, allocate an SNAT port, and create the two
 //! entries (original and reply direction) that later packets hit.
 
-use super::conntrack::{ConnTable, Direction, FlowValue, TcpFlags, Tick};
+use super::conntrack::{ConnState, ConnTable, Direction, Entry, FlowValue, TcpFlags, Tick};
 use super::detail::{Cause, Malformed, Untranslatable};
 use super::flow::{
     proto, BackendId, EntryFlags, Family, FlowKey, FlowKind, FlowMeta, NatBinding, ServiceId, Xlat,
 };
 use super::maglev::client_hash;
 use super::rewrite::related;
+use super::services::Services;
+use super::stats::WorkerStats;
 use super::snat;
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
 use crate::config::MAX_BATCH;
@@ -106,9 +108,14 @@ impl Stage for ConntrackStage {
                     continue;
                 }
             }
-            if track(&mut ctx.conntrack, f, now, ctx.services.generation as u16) {
-                ctx.stats.packet(f.service, f.backend, m.len);
-                continue;
+            match track(&mut ctx.conntrack, f, now, &ctx.services, &ctx.stats) {
+                Tracked::Hit => {
+                    ctx.stats.packet(f.service, f.backend, m.len);
+                    continue;
+                }
+                // Its backend's flows are expired: schedule it afresh.
+                Tracked::Expired(reply) => retire(ctx, &reply),
+                Tracked::Miss => {}
             }
             if f.related {
                 // An error about no flow of ours: nothing to send it to.
@@ -133,12 +140,40 @@ fn nat64_creates(ctx: &Ctx, f: &FlowMeta) -> bool {
         && matches!((f.key.proto, f.icmp_type), (proto::TCP | proto::UDP, _) | (proto::ICMPV6, 128))
 }
 
+/// What [`track`] found.
+enum Tracked {
+    Hit,
+    Miss,
+    /// A flow of a backend whose flows are expired: both entries were
+    /// removed (the reply-direction one is returned for [`retire`]).
+    Expired(Entry),
+}
+
 /// Finds the packet's entry; on a hit fills `f` (kind, NAT, service),
-/// refreshes the entry and advances its state. Returns whether it hit.
+/// refreshes the entry and advances its state.
 /// An ICMP error about the flow (`f.related`) only reads the entry: it says
 /// nothing about the flow's state (Linux conntrack's RELATED).
-fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick, hop_tag: u16) -> bool {
-    let Some(e) = ct.lookup(&f.key, f.hash, now) else { return false };
+fn track(
+    ct: &mut ConnTable,
+    f: &mut FlowMeta,
+    now: Tick,
+    services: &Services,
+    stats: &WorkerStats,
+) -> Tracked {
+    let hop_tag = services.generation as u16;
+    let Some(e) = ct.lookup(&f.key, f.hash, now) else { return Tracked::Miss };
+    // NAT64 sessions belong to no service and have no backend to expire.
+    if e.service.is_some() && services.is_expired(e.backend) {
+        let dead = *e;
+        ct.remove(&f.key, f.hash);
+        let peer = f.key.peer(&dead.nat, dead.flags);
+        let peer_entry = ct.remove(&peer, peer.hash());
+        return match (dead.flags.contains(EntryFlags::REPLY), peer_entry) {
+            (true, _) => Tracked::Expired(dead),
+            (false, Some(r)) => Tracked::Expired(r),
+            (false, None) => Tracked::Miss,
+        };
+    }
     let reply = e.flags.contains(EntryFlags::REPLY);
     f.kind = if reply { FlowKind::Reply } else { FlowKind::Original };
     f.nat = e.nat;
@@ -148,7 +183,7 @@ fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick, hop_tag: u16) -> bool 
     // A MAC cached under an older config generation is looked up afresh.
     f.next_hop = if e.hop_tag == hop_tag { e.next_hop } else { [0; 6] };
     if f.related {
-        return true;
+        return Tracked::Hit;
     }
     // Every few seconds the other direction's entry is refreshed too, so a
     // one-way stream or a quiet direction never lets half of a live flow
@@ -173,8 +208,25 @@ fn track(ct: &mut ConnTable, f: &mut FlowMeta, now: Tick, hop_tag: u16) -> bool 
             p.touch(now);
             p.state = state;
         }
+        let delta = i64::from(is_closing(state)) - i64::from(is_closing(before));
+        if delta != 0 {
+            stats.flow_closing(f.service, f.backend, delta);
+        }
     }
-    true
+    Tracked::Hit
+}
+
+/// TCP states after a FIN or RST: ipvsadm's inactive connections.
+#[inline]
+fn is_closing(s: ConnState) -> bool {
+    matches!(
+        s,
+        ConnState::TcpFinWait
+            | ConnState::TcpCloseWait
+            | ConnState::TcpLastAck
+            | ConnState::TcpTimeWait
+            | ConnState::TcpClose
+    )
 }
 
 /// Backend selection and flow creation for new flows.
@@ -367,12 +419,6 @@ fn install(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding) -> Result<(), DropReason
 pub fn reap(ctx: &mut Ctx) {
     while let Some(dead) = ctx.conntrack.pop_dead() {
         let key = *dead.key();
-        if dead.flags.contains(EntryFlags::SNAT) {
-            // A reply entry's key is (backend → SNAT address, SNAT port).
-            if let Some(pool) = ctx.snat.iter_mut().find(|p| p.contains(&key.dst)) {
-                pool.release(&key.dst, key.dport);
-            }
-        }
         // Remove the original-direction entry only if it is this flow's: a
         // client may have reused its address and port for a newer flow.
         let orig = key.peer(&dead.nat, dead.flags);
@@ -382,73 +428,19 @@ pub fn reap(ctx: &mut Ctx) {
         if ours {
             ctx.conntrack.remove(&orig, hash);
         }
-        ctx.stats.flow_ended(dead.service, dead.backend);
+        retire(ctx, &dead);
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use crate::pipeline::harness::Harness;
-    use crate::pipeline::Verdict;
-
-    const CONFIG: &str = r#"
-[[interface]]
-name = "c0"
-[[interface]]
-name = "b0"
-[[worker]]
-core = 0
-queues = [{ interface = "c0", queue = 0 }, { interface = "b0", queue = 0 }]
-[pipeline.lb]
-stages = ["conntrack", "maglev", "nat", "l2"]
-egress = "b0"
-return_egress = "c0"
-return_next_hop_mac = "02:00:00:00:00:01"
-[[service]]
-name = "dns"
-vip = "10.0.100.1"
-port = 53
-protocol = "udp"
-pipeline = "lb"
-snat_pool = "10.0.3.7/32"
-maglev_table_size = 251
-backends = [{ addr = "10.0.2.11", port = 53, mac = "02:00:00:00:02:0b" }]
-[conntrack]
-entries_per_worker = 4096
-udp = 30
-"#;
-
-    fn udp(sport: u16) -> Vec<u8> {
-        let mut f = Vec::new();
-        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0xff, 0])
-            .ipv4([10, 0, 1, 2], [10, 0, 100, 1], 64)
-            .udp(sport, 53)
-            .write(&mut f, b"query")
-            .unwrap();
-        f
-    }
-
-    #[test]
-    fn expired_flows_give_their_snat_port_back() {
-        let mut h = Harness::from_toml(CONFIG).unwrap();
-        let full = h.ctx.snat[0].available();
-        h.ctx.now = 1000;
-        let frames: Vec<Vec<u8>> = (0..64).map(|i| udp(10_000 + i)).collect();
-        let mut forwarded = 0;
-        h.run(&frames, |_, v, _| forwarded += usize::from(matches!(v, Verdict::Forward(_))));
-        assert_eq!(forwarded, 64);
-        assert_eq!(h.ctx.snat[0].available(), full - 64, "one port per flow");
-        // Still live just before the UDP timeout...
-        h.ctx.now = 1029;
-        h.run(&[] as &[Vec<u8>], |_, _, _| {});
-        assert_eq!(h.ctx.snat[0].available(), full - 64);
-        // ...and reclaimed by amortised expiry after it: ports come back
-        // only once their flows are dead, never while in use.
-        h.ctx.now = 1031;
-        for _ in 0..(4096 / 64 + 1) {
-            h.run(&[] as &[Vec<u8>], |_, _, _| {});
+/// What a finished flow held, given back: its SNAT port and its place in
+/// the stats gauges. `reply` is the flow's reply-direction entry.
+fn retire(ctx: &mut Ctx, reply: &Entry) {
+    let key = reply.key();
+    if reply.flags.contains(EntryFlags::SNAT) {
+        // A reply entry's key is (backend → SNAT address, SNAT port).
+        if let Some(pool) = ctx.snat.iter_mut().find(|p| p.contains(&key.dst)) {
+            pool.release(&key.dst, key.dport);
         }
-        assert_eq!(h.ctx.snat[0].available(), full);
-        assert!(h.ctx.conntrack.is_empty(), "both directions' entries are gone");
     }
+    ctx.stats.flow_ended(reply.service, reply.backend, is_closing(reply.state));
 }

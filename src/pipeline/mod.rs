@@ -11,7 +11,6 @@ pub mod classify;
 pub mod conntrack;
 pub mod detail;
 pub mod flow;
-pub mod harness;
 pub mod l2;
 pub mod l2fwd;
 pub mod lb;
@@ -79,7 +78,8 @@ impl Ctx {
         ctx
     }
 
-    /// A small context with no services, for tests of single stages.
+    /// A small context with no services, for unit tests of single stages.
+    #[cfg(test)]
     pub fn for_tests() -> Ctx {
         let ct = ConnTable::new(1024, conntrack::Timeouts::default(), conntrack::FullPolicy::Drop);
         Ctx::new(ct, Arc::new(Services::empty()), Arc::new(WorkerStats::default()), 0, 1)

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 
 use super::maglev::{backend_key, Maglev, MaglevBackend};
 use super::stats::{MAX_BACKENDS, MAX_SERVICES};
+use super::flow::BackendId;
 use crate::config::{Config, Prefix};
 use crate::nat46::{EamTable, Prefix64};
 use crate::xdp::maps::addr16;
@@ -35,6 +36,21 @@ pub struct Services {
     pub xlat: XlatRt,
     /// Bumped on every rebuild; workers compare it to spot a new snapshot.
     pub generation: u64,
+    /// Backend ids whose flows are expired: a conntrack hit on one of them
+    /// is removed and the packet scheduled afresh. Bit per stable id.
+    expired: Box<[u64]>,
+}
+
+/// Whether a backend enters the Maglev table (health, admin state; the
+/// control plane decides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// In the table with its weight.
+    In,
+    /// Out of the table; its flows keep their backend.
+    Out,
+    /// Out of the table, and its flows are expired.
+    Expire,
 }
 
 /// Multiply-rotate hasher for fixed-size keys; SipHash is needlessly slow
@@ -154,6 +170,20 @@ impl Services {
         ids: &mut IdRegistry,
         resolve: impl Fn(IpAddr) -> Option<[u8; 6]>,
     ) -> Result<Services> {
+        Self::build_with(config, generation, ids, resolve, |_, _| Admission::In)
+    }
+
+    /// [`Services::build`], with `admit(service, backend)` deciding which
+    /// backends the Maglev tables hold. Every backend keeps its place in
+    /// the table's key list (weight 0 when out), so only its flows move.
+    pub fn build_with(
+        config: &Config,
+        generation: u64,
+        ids: &mut IdRegistry,
+        resolve: impl Fn(IpAddr) -> Option<[u8; 6]>,
+        admit: impl Fn(&crate::config::Service, &crate::config::Backend) -> Admission,
+    ) -> Result<Services> {
+        let mut expired = vec![0u64; MAX_BACKENDS.div_ceil(64)].into_boxed_slice();
         let mut list = Vec::new();
         let mut vips = FastMap::default();
         let mut next_hops = FastMap::default();
@@ -162,7 +192,10 @@ impl Services {
             let keys: Vec<MaglevBackend<[u8; 18]>> = s
                 .backends
                 .iter()
-                .map(|b| MaglevBackend { key: backend_key(&addr16(b.addr), b.port), weight: b.weight })
+                .map(|b| MaglevBackend {
+                    key: backend_key(&addr16(b.addr), b.port),
+                    weight: if admit(s, b) == Admission::In { b.weight } else { 0 },
+                })
                 .collect();
             let maglev = Maglev::new(s.maglev_table_size, &keys)
                 .map_err(|e| anyhow::anyhow!("{e}"))
@@ -182,12 +215,11 @@ impl Services {
             vips.insert((addr16(s.vip), s.protocol, s.port), i as u16);
             let mut backends = Vec::with_capacity(s.backends.len());
             for b in &s.backends {
-                backends.push(BackendRt {
-                    id: ids.backend(&s.name, b.addr, b.port)?,
-                    addr: addr16(b.addr),
-                    port: b.port,
-                    weight: b.weight,
-                });
+                let id = ids.backend(&s.name, b.addr, b.port)?;
+                if admit(s, b) == Admission::Expire {
+                    expired[usize::from(id) / 64] |= 1 << (id % 64);
+                }
+                backends.push(BackendRt { id, addr: addr16(b.addr), port: b.port, weight: b.weight });
             }
             list.push(ServiceRt {
                 id: ids.service(&s.name)?,
@@ -222,7 +254,7 @@ impl Services {
         }
         let pool_masks = pools.iter().map(mask16).collect();
         let owned = config.owned_prefixes().iter().map(|(p, pipe)| (mask16(p), *pipe as u8)).collect();
-        Ok(Services { list, vips, next_hops, pools, pool_masks, owned, xlat, generation })
+        Ok(Services { list, vips, next_hops, pools, pool_masks, owned, xlat, generation, expired })
     }
 
     /// An empty snapshot (no services).
@@ -236,6 +268,7 @@ impl Services {
             owned: Vec::new(),
             xlat: XlatRt::default(),
             generation: 0,
+            expired: Box::new([]),
         }
     }
 
@@ -263,6 +296,13 @@ impl Services {
         }
         let a = u128::from_be_bytes(*dst);
         self.owned.iter().find(|((net, mask), _)| a & mask == *net).map(|&(_, p)| p)
+    }
+
+    /// Whether flows of backend `id` are to be expired.
+    #[inline]
+    pub fn is_expired(&self, id: Option<BackendId>) -> bool {
+        let Some(i) = id.map(BackendId::index) else { return false };
+        self.expired.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 
     #[inline]

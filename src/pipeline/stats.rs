@@ -42,6 +42,8 @@ pub struct FlowStats {
     pub new_flows: Counter,
     /// Gauge: flows created minus flows expired.
     pub active_flows: Counter,
+    /// Gauge: of those, flows in a closing TCP state (ipvsadm's InActConn).
+    pub closing_flows: Counter,
 }
 
 /// One worker's per-service and per-backend stats, indexed by stable id.
@@ -123,7 +125,7 @@ impl WorkerStats {
     }
 
     #[inline]
-    pub fn flow_ended(&self, service: Option<ServiceId>, backend: Option<BackendId>) {
+    pub fn flow_ended(&self, service: Option<ServiceId>, backend: Option<BackendId>, closing: bool) {
         for s in [
             service.and_then(|s| self.services.get(s.index())),
             backend.and_then(|b| self.backends.get(b.index())),
@@ -132,6 +134,24 @@ impl WorkerStats {
         .flatten()
         {
             s.active_flows.sub(1);
+            if closing {
+                s.closing_flows.sub(1);
+            }
+        }
+    }
+
+    /// A flow entered (+1) or left (-1) the closing states; called on
+    /// state transitions only, never per packet.
+    #[inline]
+    pub fn flow_closing(&self, service: Option<ServiceId>, backend: Option<BackendId>, delta: i64) {
+        for s in [
+            service.and_then(|s| self.services.get(s.index())),
+            backend.and_then(|b| self.backends.get(b.index())),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            s.closing_flows.add(delta as u64);
         }
     }
 }

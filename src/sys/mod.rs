@@ -89,8 +89,28 @@ fn effective_caps() -> u64 {
         .unwrap_or(0)
 }
 
+/// Why the process cannot run the dataplane here.
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    /// Capabilities the command needs are missing.
+    #[error("{command} needs {missing}: run as root, or grant it: setcap {grant}+ep $(which {binary})")]
+    MissingCapabilities { command: &'static str, binary: &'static str, missing: String, grant: &'static str },
+    /// RLIMIT_MEMLOCK is too low for UMEM and cannot be raised.
+    #[error(
+        "cannot raise the locked-memory limit (RLIMIT_MEMLOCK is {kib} KiB); UMEM needs frames_per_worker × \
+         frame_size per worker. Run as root, grant CAP_IPC_LOCK, or raise it: `ulimit -l unlimited` / \
+         LimitMEMLOCK=infinity"
+    )]
+    Memlock { kib: u64 },
+    /// The kernel predates XDP bpf_link.
+    #[error(
+        "kernel {release} is too old: Shunt needs Linux 5.9 or newer (XDP bpf_link, AF_XDP need_wakeup)"
+    )]
+    KernelTooOld { release: String },
+}
+
 /// Checks the capabilities and limits `shunt run` needs, naming what is missing.
-pub fn check_privileges() -> Result<(), String> {
+pub fn check_privileges() -> Result<(), SysError> {
     let caps = effective_caps();
     let has = |c: u32| caps & (1u64 << c) != 0;
     let mut missing = Vec::new();
@@ -104,31 +124,35 @@ pub fn check_privileges() -> Result<(), String> {
         missing.push("CAP_NET_RAW (create AF_XDP sockets)");
     }
     if !missing.is_empty() {
-        return Err(format!(
-            "shunt run needs privileges it does not have: missing {}. Run as root, or grant them: \
-             setcap cap_net_admin,cap_net_raw,cap_bpf,cap_ipc_lock+ep $(which shunt)",
-            missing.join(", ")
-        ));
+        return Err(SysError::MissingCapabilities {
+            command: "shunt run",
+            binary: "shunt",
+            missing: missing.join(", "),
+            grant: "cap_net_admin,cap_net_raw,cap_bpf,cap_ipc_lock",
+        });
     }
     // UMEM and BPF maps are locked memory; kernels since 5.11 charge BPF to
     // memcg, but UMEM pinning still counts against RLIMIT_MEMLOCK.
     raise_memlock(has(CAP_IPC_LOCK) || has(CAP_SYS_ADMIN))
 }
 
-/// Checks what an AF_XDP socket without XDP program needs (`shunt gen`):
+/// Checks what an AF_XDP socket without XDP program needs (`shunt-gen`):
 /// CAP_NET_RAW, and locked memory for the UMEM.
-pub fn check_socket_privileges() -> Result<(), String> {
+pub fn check_socket_privileges() -> Result<(), SysError> {
     let caps = effective_caps();
     let has = |c: u32| caps & (1u64 << c) != 0;
     if !has(CAP_NET_RAW) {
-        return Err("shunt gen needs CAP_NET_RAW (create AF_XDP sockets): run as root, or grant it: \
-                    setcap cap_net_raw,cap_ipc_lock+ep $(which shunt)"
-            .into());
+        return Err(SysError::MissingCapabilities {
+            command: "shunt-gen",
+            binary: "shunt-gen",
+            missing: "CAP_NET_RAW (create AF_XDP sockets)".into(),
+            grant: "cap_net_raw,cap_ipc_lock",
+        });
     }
     raise_memlock(has(CAP_IPC_LOCK) || has(CAP_SYS_ADMIN))
 }
 
-fn raise_memlock(privileged: bool) -> Result<(), String> {
+fn raise_memlock(privileged: bool) -> Result<(), SysError> {
     let inf = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: `inf` is a valid rlimit for the call.
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &inf) } == 0 {
@@ -140,25 +164,18 @@ fn raise_memlock(privileged: bool) -> Result<(), String> {
     if privileged {
         return Ok(());
     }
-    Err(format!(
-        "cannot raise the locked-memory limit (RLIMIT_MEMLOCK is {} KiB); UMEM needs frames_per_worker × frame_size \
-         per worker. Run as root, grant CAP_IPC_LOCK, or raise it: `ulimit -l unlimited` / LimitMEMLOCK=infinity",
-        cur.rlim_cur / 1024
-    ))
+    Err(SysError::Memlock { kib: cur.rlim_cur / 1024 })
 }
 
 /// Fails with advice when the kernel lacks what Shunt needs.
-pub fn check_kernel() -> Result<(), String> {
+pub fn check_kernel() -> Result<(), SysError> {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mut parts = release.trim().split(['.', '-']);
     let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     // bpf_link for XDP (fail-open on exit) arrived in 5.9; need_wakeup in 5.4.
     if (major, minor) < (5, 9) {
-        return Err(format!(
-            "kernel {} is too old: Shunt needs Linux 5.9 or newer (XDP bpf_link, AF_XDP need_wakeup)",
-            release.trim()
-        ));
+        return Err(SysError::KernelTooOld { release: release.trim().to_string() });
     }
     Ok(())
 }

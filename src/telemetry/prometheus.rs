@@ -150,11 +150,22 @@ impl Collector for ShuntCollector {
 
 /// Serves GET /metrics on `addr` until `stop` is set.
 pub fn spawn(addr: &str, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<()>> {
+    spawn_with(addr, shared, stop, |_| {})
+}
+
+/// [`spawn`], with `register` adding metrics of other modules (health).
+pub fn spawn_with(
+    addr: &str,
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    register: impl FnOnce(&mut Registry),
+) -> Result<std::thread::JoinHandle<()>> {
     let server = tiny_http::Server::http(addr)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("binding the Prometheus listener on {addr}"))?;
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ShuntCollector(shared)));
+    register(&mut registry);
     let handle = std::thread::Builder::new().name("shunt-metrics".into()).spawn(move || {
         // Bound already: serving needs no privilege.
         let _ = crate::sys::drop_capabilities(&[]);

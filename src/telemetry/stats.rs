@@ -58,6 +58,9 @@ pub struct Traffic {
     pub bytes: u64,
     pub new_flows: u64,
     pub active_flows: i64,
+    /// Of the active flows, those closing (FIN seen, TIME_WAIT, CLOSE).
+    #[serde(default)]
+    pub inactive_flows: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -93,6 +96,7 @@ fn sum<'a>(blocks: impl Iterator<Item = Option<&'a FlowStats>>) -> Traffic {
         t.bytes += s.bytes.get();
         t.new_flows += s.new_flows.get();
         t.active_flows += s.active_flows.get_signed();
+        t.inactive_flows += s.closing_flows.get_signed();
     }
     t
 }

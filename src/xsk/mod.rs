@@ -4,20 +4,113 @@
 //! fill/completion rings, as the kernel requires for shared UMEM.
 
 pub mod busy_poll;
+#[cfg(test)]
+pub mod fake;
+mod io;
 pub mod pool;
 pub mod umem;
 
 use std::ffi::CString;
+use std::io::Error as IoError;
 use std::num::NonZeroU32;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
-use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig, User};
+use xdpilone::{DeviceQueue, Errno, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig, User};
 
 use crate::config::{Dataplane, ZeroCopyMode};
 pub use busy_poll::BusyPoll;
-pub use pool::FramePool;
+pub use io::PortIo;
+pub use pool::{Frame, FramePool};
 use umem::UmemArea;
+
+/// Why AF_XDP setup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum XskError {
+    /// `hugepages = "require"` and the hugepage mapping failed.
+    #[error(
+        "hugepages = \"require\" but a {mib} MiB hugepage mapping failed; reserve pages with \
+         `echo N > /proc/sys/vm/nr_hugepages`"
+    )]
+    HugepagesUnavailable {
+        mib: usize,
+        #[source]
+        source: IoError,
+    },
+    /// Mapping the UMEM on ordinary pages failed.
+    #[error("mapping {len} bytes of UMEM")]
+    Map {
+        len: usize,
+        #[source]
+        source: IoError,
+    },
+    /// The kernel refused to register the UMEM.
+    #[error("registering UMEM ({mib} MiB)")]
+    Register {
+        mib: usize,
+        #[source]
+        source: IoError,
+    },
+    /// The interface name cannot be passed to the kernel.
+    #[error("interface name {0:?} contains a NUL byte")]
+    InterfaceName(String),
+    /// No interface of that name.
+    #[error("interface {interface} not found")]
+    NoInterface {
+        interface: String,
+        #[source]
+        source: IoError,
+    },
+    /// socket(AF_XDP) failed.
+    #[error("socket(AF_XDP) (needs CAP_NET_RAW)")]
+    Socket(#[source] IoError),
+    /// Creating or mapping one of the socket's rings failed.
+    #[error("creating the {ring} ring")]
+    Ring {
+        ring: &'static str,
+        #[source]
+        source: IoError,
+    },
+    /// `zero_copy = "require"` on a driver without AF_XDP zero-copy.
+    #[error("zero_copy = \"require\" but the driver of {interface} has no AF_XDP zero-copy support")]
+    ZeroCopyUnsupported { interface: String },
+    /// `zero_copy = "require"`, and a socket sharing the UMEM got copy mode.
+    #[error("zero_copy = \"require\" but {interface} bound in copy mode")]
+    CopyModeBound { interface: String },
+    /// Another AF_XDP socket holds the queue.
+    #[error(transparent)]
+    QueueBusy(#[from] QueueBusy),
+    /// bind(2) failed for another reason.
+    #[error("bind")]
+    Bind(#[source] IoError),
+    /// Reading back the bound mode (XDP_OPTIONS) failed.
+    #[error("getsockopt(XDP_OPTIONS)")]
+    Options(#[source] IoError),
+    /// A step above failed on this (interface, queue).
+    #[error("AF_XDP socket on {interface} queue {queue}")]
+    Port {
+        interface: String,
+        queue: u32,
+        #[source]
+        source: Box<XskError>,
+    },
+}
+
+impl XskError {
+    /// Whether the queue was still held by another socket (which the kernel
+    /// releases asynchronously after the previous owner exits).
+    pub fn is_queue_busy(&self) -> bool {
+        match self {
+            XskError::QueueBusy(_) => true,
+            XskError::Port { source, .. } => source.is_queue_busy(),
+            _ => false,
+        }
+    }
+}
+
+fn os(e: Errno) -> IoError {
+    IoError::from_raw_os_error(e.get_raw().abs())
+}
 
 /// One bound AF_XDP socket: an (interface, queue) this worker serves.
 pub struct Port {
@@ -49,13 +142,14 @@ impl Port {
     }
 }
 
-/// A worker's UMEM with its sockets. Field order is drop order: sockets
-/// close before the UMEM registration, which goes before the memory.
-pub struct WorkerXsk {
-    pub ports: Vec<Port>,
+/// A worker's UMEM with its ports (AF_XDP sockets, or in tests in-memory
+/// rings). Field order is drop order: sockets close before the UMEM
+/// registration; the memory goes when its last holder drops it.
+pub struct WorkerXsk<P = Port> {
+    pub ports: Vec<P>,
     pub pool: FramePool,
-    umem: Umem,
-    area: UmemArea,
+    umem: Option<Umem>,
+    area: Arc<UmemArea>,
 }
 
 pub struct QueueSpec<'a> {
@@ -71,12 +165,12 @@ const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 /// Frames a copy-mode sendto() sends by default (the kernel's TX_BATCH_SIZE).
 pub const KERNEL_TX_BATCH: u32 = 32;
 
-impl WorkerXsk {
-    pub fn new(dp: &Dataplane, queues: &[QueueSpec<'_>]) -> Result<WorkerXsk> {
+impl WorkerXsk<Port> {
+    pub fn new(dp: &Dataplane, queues: &[QueueSpec<'_>]) -> Result<WorkerXsk, XskError> {
         let len = dp.frames_per_worker as usize * dp.frame_size as usize;
-        let mut area = UmemArea::new(len, dp.hugepages)?;
-        let mem = NonNull::new(std::ptr::slice_from_raw_parts_mut(area.as_mut_ptr(), len))
-            .ok_or_else(|| anyhow!("UMEM mapping returned null"))?;
+        let area = Arc::new(UmemArea::new(len, dp.hugepages)?);
+        let mem = NonNull::new(std::ptr::slice_from_raw_parts_mut(area.base(), len))
+            .ok_or_else(|| XskError::Map { len, source: IoError::other("mmap returned null") })?;
         let config = UmemConfig {
             fill_size: dp.ring_size,
             complete_size: dp.ring_size,
@@ -85,24 +179,41 @@ impl WorkerXsk {
             flags: 0,
         };
         // SAFETY: `mem` is a fresh page-aligned mapping of `len` bytes owned
-        // by `area`, which WorkerXsk keeps alive (and drops last).
+        // by `area`; WorkerXsk holds the area and drops the registration
+        // (and every socket) before its own reference to it.
         let umem = unsafe { Umem::new(config, mem) }
-            .map_err(|e| anyhow!("registering UMEM ({} MiB): errno {}", len >> 20, e.get_raw()))?;
+            .map_err(|e| XskError::Register { mib: len >> 20, source: os(e) })?;
 
         let mut ports = Vec::with_capacity(queues.len());
         for (i, q) in queues.iter().enumerate() {
             let first = i == 0;
-            ports.push(
-                bind_port(&umem, dp, q, first)
-                    .with_context(|| format!("AF_XDP socket on {} queue {}", q.interface, q.queue))?,
-            );
+            ports.push(bind_port(&umem, dp, q, first).map_err(|e| XskError::Port {
+                interface: q.interface.to_string(),
+                queue: q.queue,
+                source: Box::new(e),
+            })?);
         }
         let pool = FramePool::new(dp.frames_per_worker, dp.frame_size);
-        Ok(WorkerXsk { ports, pool, umem, area })
+        Ok(WorkerXsk { ports, pool, umem: Some(umem), area })
+    }
+}
+
+impl<P: PortIo> WorkerXsk<P> {
+    /// Ports over memory the caller maps (no kernel UMEM registration):
+    /// `frames` frames of `frame_size` bytes in `area`.
+    pub fn in_memory(ports: Vec<P>, area: Arc<UmemArea>, frames: u32, frame_size: u32) -> WorkerXsk<P> {
+        debug_assert!(frames as usize * frame_size as usize <= area.len());
+        WorkerXsk { ports, pool: FramePool::new(frames, frame_size), umem: None, area }
     }
 
-    pub fn umem_base(&mut self) -> (*mut u8, usize) {
-        (self.area.as_mut_ptr(), self.area.len())
+    /// The UMEM mapping: base and length.
+    pub fn umem_base(&self) -> (*mut u8, usize) {
+        (self.area.base(), self.area.len())
+    }
+
+    /// A shared handle on the UMEM memory, for holders of its frames.
+    pub fn area(&self) -> Arc<UmemArea> {
+        self.area.clone()
     }
 
     pub fn hugepages(&self) -> bool {
@@ -113,38 +224,33 @@ impl WorkerXsk {
     /// the pool; how many.
     pub fn reclaim(&mut self, port: usize) -> u32 {
         let p = &mut self.ports[port];
-        if p.tx_outstanding == 0 {
+        let outstanding = *p.tx_outstanding();
+        if outstanding == 0 {
             return 0;
         }
-        let mut done = p.fq_cq.complete(p.tx_outstanding);
-        let mut n = 0;
-        while let Some(addr) = done.read() {
-            self.pool.free(addr);
-            n += 1;
-        }
-        done.release();
-        p.tx_outstanding -= n;
+        let pool = &mut self.pool;
+        let n = p.complete(outstanding, |f| pool.free(f));
+        *p.tx_outstanding() -= n;
         n
     }
 
     pub fn frames(&self) -> u32 {
-        self.umem.len_frames()
+        self.umem.as_ref().map_or(self.pool.total(), Umem::len_frames)
     }
 }
 
-fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Result<Port> {
-    let name = CString::new(q.interface)?;
+fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Result<Port, XskError> {
+    let name = CString::new(q.interface).map_err(|_| XskError::InterfaceName(q.interface.to_string()))?;
     let mut info = IfInfo::invalid();
     info.from_name(&name)
-        .map_err(|e| anyhow!("interface {} not found (errno {})", q.interface, e.get_raw()))?;
+        .map_err(|e| XskError::NoInterface { interface: q.interface.to_string(), source: os(e) })?;
     info.set_queue(q.queue);
 
     // The first socket owns the UMEM fd; later ones share it. The kernel
     // rejects mode flags on shared binds: they inherit the first one's.
     let sock = if first { Socket::with_shared(&info, umem) } else { Socket::new(&info) }
-        .map_err(|e| anyhow!("socket(AF_XDP): errno {} (needs CAP_NET_RAW)", e.get_raw()))?;
-    let fq_cq =
-        umem.fq_cq(&sock).map_err(|e| anyhow!("creating fill/completion rings: errno {}", e.get_raw()))?;
+        .map_err(|e| XskError::Socket(os(e)))?;
+    let fq_cq = umem.fq_cq(&sock).map_err(|e| XskError::Ring { ring: "fill/completion", source: os(e) })?;
     let bind_flags = if first {
         SocketConfig::XDP_BIND_NEED_WAKEUP
             | match dp.zero_copy {
@@ -158,22 +264,16 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
     let ring = NonZeroU32::new(dp.ring_size);
     let user = umem
         .rx_tx(&sock, &SocketConfig { rx_size: ring, tx_size: ring, bind_flags })
-        .map_err(|e| anyhow!("creating RX/TX rings: errno {}", e.get_raw()))?;
-    umem.bind(&user).map_err(|e| {
-        let errno = e.get_raw().abs();
-        match errno {
-            libc::EOPNOTSUPP if dp.zero_copy == ZeroCopyMode::Require => anyhow!(
-                "zero_copy = \"require\" but the driver of {} has no AF_XDP zero-copy support",
-                q.interface
-            ),
-            libc::EBUSY => {
-                anyhow::Error::new(QueueBusy { interface: q.interface.to_string(), queue: q.queue })
-            }
-            _ => anyhow!("bind: errno {errno} ({})", std::io::Error::from_raw_os_error(errno)),
+        .map_err(|e| XskError::Ring { ring: "RX/TX", source: os(e) })?;
+    umem.bind(&user).map_err(|e| match e.get_raw().abs() {
+        libc::EOPNOTSUPP if dp.zero_copy == ZeroCopyMode::Require => {
+            XskError::ZeroCopyUnsupported { interface: q.interface.to_string() }
         }
+        libc::EBUSY => QueueBusy { interface: q.interface.to_string(), queue: q.queue }.into(),
+        _ => XskError::Bind(os(e)),
     })?;
-    let rx = user.map_rx().map_err(|e| anyhow!("mapping RX ring: errno {}", e.get_raw()))?;
-    let tx = user.map_tx().map_err(|e| anyhow!("mapping TX ring: errno {}", e.get_raw()))?;
+    let rx = user.map_rx().map_err(|e| XskError::Ring { ring: "RX (mapping)", source: os(e) })?;
+    let tx = user.map_tx().map_err(|e| XskError::Ring { ring: "TX (mapping)", source: os(e) })?;
     let zero_copy = bound_zero_copy(rx.as_raw_fd())?;
     let busy_poll = BusyPoll::request(rx.as_raw_fd(), dp.busy_poll_budget, q.interface);
     // Zero-copy drivers pull TX descriptors themselves; the budget is copy mode's.
@@ -181,7 +281,7 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
     let mac = crate::sys::mac_address(q.interface).unwrap_or([0; 6]);
     let mtu = crate::sys::mtu(q.interface).unwrap_or(1500);
     if !first && dp.zero_copy == ZeroCopyMode::Require && !zero_copy {
-        bail!("zero_copy = \"require\" but {} bound in copy mode", q.interface);
+        return Err(XskError::CopyModeBound { interface: q.interface.to_string() });
     }
     Ok(Port {
         interface: q.interface.to_string(),
@@ -212,13 +312,13 @@ pub struct QueueBusy {
 }
 
 /// Asks the kernel which mode a bound socket got (XDP_OPTIONS, Linux 5.3+).
-fn bound_zero_copy(fd: i32) -> Result<bool> {
+fn bound_zero_copy(fd: i32) -> Result<bool, XskError> {
     let mut flags: u32 = 0;
     let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
     // SAFETY: `flags`/`len` are valid out-pointers sized for struct xdp_options.
     let rc = unsafe { libc::getsockopt(fd, SOL_XDP, XDP_OPTIONS, (&mut flags as *mut u32).cast(), &mut len) };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("getsockopt(XDP_OPTIONS)");
+        return Err(XskError::Options(IoError::last_os_error()));
     }
     Ok(flags & XDP_OPTIONS_ZEROCOPY != 0)
 }

@@ -3,6 +3,53 @@
 //! completion ring. Frames come back here from completions and drops and go
 //! out to fill rings.
 
+/// One UMEM frame held by userspace: the right to read, write, and give it
+/// away. Neither `Copy` nor `Clone`; the functions that give a frame to the
+/// pool or to a ring take it by value, so handing one frame out twice does
+/// not compile. Same size as the address it wraps.
+///
+/// ```
+/// # use shunt::xsk::FramePool;
+/// let mut pool = FramePool::new(256, 2048);
+/// let frame = pool.alloc().unwrap();
+/// pool.free(frame);
+/// ```
+///
+/// ```compile_fail
+/// # use shunt::xsk::FramePool;
+/// let mut pool = FramePool::new(256, 2048);
+/// let frame = pool.alloc().unwrap();
+/// pool.free(frame);
+/// pool.free(frame); // moved: a double free is a compile error
+/// ```
+#[must_use = "a frame dropped on the floor is lost to the pool"]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame(u64);
+
+impl Frame {
+    /// Takes ownership of the frame holding `addr` from a descriptor store
+    /// that stops naming it: a ring slot just read, a batch slot being
+    /// retired, a handoff message. One descriptor, one call.
+    #[inline]
+    pub fn from_desc(addr: u64) -> Frame {
+        Frame(addr)
+    }
+
+    /// The UMEM offset this handle names (a frame base, or a packet start
+    /// inside the frame).
+    #[inline]
+    pub fn addr(&self) -> u64 {
+        self.0
+    }
+
+    /// Gives the frame to a descriptor store that tracks it by address (a
+    /// ring slot, a batch slot); [`Frame::from_desc`] takes it back.
+    #[inline]
+    pub fn into_desc(self) -> u64 {
+        self.0
+    }
+}
+
 /// A LIFO of free frame base addresses (LIFO keeps recently used frames hot
 /// in cache). Capacity is fixed at construction: pushing never allocates.
 pub struct FramePool {
@@ -21,18 +68,18 @@ impl FramePool {
 
     /// Takes a free frame's base address.
     #[inline]
-    pub fn alloc(&mut self) -> Option<u64> {
-        self.free.pop()
+    pub fn alloc(&mut self) -> Option<Frame> {
+        self.free.pop().map(Frame)
     }
 
     /// Returns a frame. Any address inside the frame is accepted (RX and
     /// completion descriptors carry data offsets, not frame bases).
     #[inline]
-    pub fn free(&mut self, addr: u64) {
+    pub fn free(&mut self, frame: Frame) {
         // Never grows: at most `total` frames exist, so capacity suffices.
         debug_assert!(self.free.len() < self.total as usize, "frame returned twice");
         if self.free.len() < self.free.capacity() {
-            self.free.push(addr & self.frame_mask);
+            self.free.push(frame.0 & self.frame_mask);
         }
     }
 
@@ -77,6 +124,7 @@ mod tests {
             // Hand out a burst, as a fill ring refill would.
             for _ in 0..(next() % 64) {
                 let Some(f) = pool.alloc() else { break };
+                let f = f.into_desc();
                 assert_eq!(f % u64::from(SIZE), 0, "pool hands out frame bases");
                 let i = (f / u64::from(SIZE)) as usize;
                 assert!(!owner[i], "frame {i} handed out twice");
@@ -92,18 +140,44 @@ mod tests {
                 let f = in_flight.swap_remove(k);
                 let i = (f / u64::from(SIZE)) as usize;
                 owner[i] = false;
-                pool.free(f + 256 + next() % 1024);
+                pool.free(Frame::from_desc(f + 256 + next() % 1024));
                 cycles += 1;
             }
         }
         for f in in_flight.drain(..) {
-            pool.free(f);
+            pool.free(Frame::from_desc(f));
         }
         assert_eq!(pool.available(), FRAMES as usize);
-        let mut all: Vec<u64> = std::iter::from_fn(|| pool.alloc()).collect();
+        let mut all: Vec<u64> = std::iter::from_fn(|| pool.alloc().map(Frame::into_desc)).collect();
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), FRAMES as usize, "every frame exactly once");
+    }
+
+    #[test]
+    fn exhaustion_and_return_keep_the_count() {
+        let mut pool = FramePool::new(256, 4096);
+        assert_eq!((pool.total(), pool.available()), (256, 256));
+        let mut out: Vec<Frame> = std::iter::from_fn(|| pool.alloc()).collect();
+        assert_eq!(out.len(), 256);
+        assert_eq!(pool.available(), 0);
+        assert!(pool.alloc().is_none(), "an empty pool hands out nothing");
+        // A frame comes back at its packet offset; the pool keeps its base.
+        let f = out.pop().unwrap();
+        let base = f.addr();
+        pool.free(Frame::from_desc(f.into_desc() + 256));
+        assert_eq!(pool.available(), 1);
+        assert_eq!(pool.alloc().map(Frame::into_desc), Some(base), "LIFO: the hot frame first");
+        for f in out {
+            pool.free(f);
+        }
+        assert_eq!(pool.available(), 255);
+    }
+
+    #[test]
+    fn frame_handle_is_a_bare_offset() {
+        assert_eq!(std::mem::size_of::<Frame>(), std::mem::size_of::<u64>());
+        assert_eq!(std::mem::size_of::<Option<Frame>>(), std::mem::size_of::<Option<u64>>());
     }
 
     proptest! {

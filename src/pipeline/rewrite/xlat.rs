@@ -327,43 +327,12 @@ pub fn translate_related(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::pipeline::build::PortInfo;
     use crate::pipeline::flow::FlowKey;
-    use crate::pipeline::harness::Harness;
     use crate::pipeline::{PacketMeta, Verdict};
     use crate::wire::addr::mapped;
 
-    const SIIT: &str = r#"
-[[interface]]
-name = "v4"
-[[interface]]
-name = "v6"
-[[worker]]
-core = 0
-queues = [{ interface = "v4", queue = 0 }, { interface = "v6", queue = 0 }]
-[pipeline.siit]
-stages = ["siit", "l2"]
-egress = "v6"
-next_hop_mac = "02:00:00:00:02:15"
-return_egress = "v4"
-return_next_hop_mac = "02:00:00:00:01:02"
-[siit]
-prefix = "64:ff9b:1::/96"
-pipeline = "siit"
-eam = [{ v4 = "10.0.200.21/32", v6 = "fd00:2::21/128" }]
-"#;
 
     /// An IPv4 UDP datagram with DF, `len` bytes of IP packet, to the mapped host.
-    fn v4(len: usize) -> Vec<u8> {
-        let mut f = Vec::new();
-        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 2], [2, 0, 0, 0, 0xff, 0])
-            .ipv4([10, 0, 1, 2], [10, 0, 200, 21], 64)
-            .udp(1000, 2000)
-            .write(&mut f, &vec![7; len - 28])
-            .unwrap();
-        f
-    }
 
     /// A frame of `len` bytes at `HR` in a 512-byte buffer.
     const HR: usize = 128;
@@ -459,26 +428,5 @@ eam = [{ v4 = "10.0.200.21/32", v6 = "fd00:2::21/128" }]
             b[at..at + 2].fill(0);
             assert_eq!(a, b, "flow {i} (v6 {v6}, udp {udp})");
         }
-    }
-
-    /// The egress MTU comes from the port, not a constant: with a 1400-byte
-    /// IPv6 link, 1380 bytes of IPv4 (1400 in IPv6) pass and 1381 get
-    /// Fragmentation Needed with next-hop MTU 1380 (RFC 7915 §4: MTU − 20).
-    #[test]
-    fn translation_respects_each_ports_mtu() {
-        let config = Config::parse(std::path::Path::new("t.toml"), SIIT).unwrap();
-        let ports = [
-            PortInfo { interface: 0, mac: [2, 0, 0, 0, 0xff, 0], mtu: 1500 },
-            PortInfo { interface: 1, mac: [2, 0, 0, 0, 0xff, 1], mtu: 1400 },
-        ];
-        let mut h = Harness::new(&config, Some(&ports)).unwrap();
-        let (v, out) = h.run_one(&v4(1380));
-        assert_eq!(v, Verdict::Forward(1));
-        assert_eq!(out.len(), 14 + 1400);
-        let (v, out) = h.run_one(&v4(1381));
-        assert_eq!(v, Verdict::Forward(0), "bounced to the sender");
-        let icmp = &out[14 + 20..];
-        assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
-        assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1380);
     }
 }

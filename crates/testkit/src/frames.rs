@@ -1,7 +1,7 @@
-//! Frame helpers shared by the golden and hostile tests: a textbook RFC 1071
-//! checksum, independent of Shunt's incremental one, and small edits that
-//! etherparse's builder cannot express. `mod frames;` in a test file.
-#![allow(dead_code)] // each test binary uses its own subset
+//! Frame helpers shared by the golden, hostile and fuzz tests: a textbook
+//! RFC 1071 checksum, independent of Shunt's incremental one (the oracle;
+//! etherparse is the other), and small edits that etherparse's builder
+//! cannot express.
 
 /// RFC 1071 one's complement sum of big-endian 16-bit words (odd byte padded
 /// on the right) on top of `acc`, folded to 16 bits. Deliberately the

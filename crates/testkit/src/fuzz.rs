@@ -8,31 +8,40 @@
 //!
 //! * [`wire`]: every header view (`new_checked`, all accessors, the setters
 //!   on a scratch copy), the checksum helpers, classification's `dst_key`,
-//!   and [`crate::wire::parse::parse`] with its offset invariants.
+//!   and [`shunt::wire::parse::parse`] with its offset invariants.
 //! * [`pipeline`]: one frame through the real L4LB pipelines (a
-//!   [`Harness`] built once per thread from [`PIPELINE_CONFIG`]); a
+//!   [`Harness`] built once per thread from [`pipeline_fixture`]); a
 //!   forwarded frame must be well formed, its checksums as valid as the
 //!   input's, a second copy must translate identically, and the backend's
 //!   reply (the output reflected) must come back as VIP → client.
 //! * [`config`]: bytes as UTF-8 TOML through [`Config::parse`]: `Ok` or
 //!   `Err`, never a panic.
 //!
-//! Still to come (other owners): a `nat46` target calling
-//! `crate::nat46::fuzz_one(data)` once NAT46 lands, and a control-socket
-//! request target once the control socket exists. Add each here as a
-//! `pub fn name(data: &[u8])`, a `fuzz/fuzz_targets/name.rs`, a seed corpus
-//! under `fuzz/corpus/name/`, and a line in `tests/fuzz_corpus.rs`.
+//! * [`nat46`]: both translators and the ICMP error builders.
+//! * [`control`]: bytes as a control-socket request through the same edit
+//!   and validation path as the running dataplane's.
+//!
+//! A new target is a `pub fn name(data: &[u8])` here, a
+//! `fuzz/fuzz_targets/name.rs`, a seed corpus under `fuzz/corpus/name/`, an
+//! entry in [`TARGETS`] and [`run`], and a line in `tests/fuzz_corpus.rs`.
 
 use std::cell::RefCell;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use crate::config::Config;
-use crate::pipeline::build::PortInfo;
-use crate::pipeline::harness::{Harness, FRAME, HEADROOM};
-use crate::pipeline::Verdict;
-use crate::wire::parse::{parse, FragKind, IpVersion, ParsedPacket};
-use crate::wire::{checksum, ethernet, icmp, icmpv6, ip_protocol, ipv4, ipv6, tcp, udp};
+use shunt::config::Config;
+use shunt::nat46::{
+    build_time_exceeded, build_too_big, checksums_valid, translate_4to6, translate_6to4, Mapper, Prefix64,
+    RouterAddrs, UdpZeroChecksum, WELL_KNOWN_PREFIX,
+};
+use shunt::pipeline::build::PortInfo;
+use shunt::pipeline::Verdict;
+use shunt::wire::parse::{parse, FragKind, IpVersion, ParsedPacket};
+use shunt::wire::{checksum, ethernet, icmp, icmpv6, ip_protocol, ipv4, ipv6, tcp, udp};
+
+use crate::fixtures::Fixture;
+use crate::frames::ones_sum;
+use crate::harness::{Harness, FRAME, HEADROOM};
 
 // ---------------------------------------------------------------------------
 // wire
@@ -63,7 +72,7 @@ pub fn wire(data: &[u8]) {
     }
     let _ = ethernet::Frame::new_unchecked(data).payload();
 
-    let _ = crate::pipeline::classify::dst_key(data);
+    let _ = shunt::pipeline::classify::dst_key(data);
     checksums(data);
 
     match parse(data) {
@@ -326,104 +335,44 @@ fn parsed_invariants(data: &[u8], p: &ParsedPacket) {
 // ---------------------------------------------------------------------------
 // pipeline
 
-/// The fixed full-NAT L4LB config [`pipeline`] runs: TCP and UDP services on
-/// an IPv4 and an IPv6 VIP, SNAT to one address each, plus an `l2fwd` route.
+/// The full-NAT L4LB config [`pipeline`] runs, from `pipelines/l4lb.toml`:
+/// TCP and UDP services on an IPv4 and an IPv6 VIP, two backends each, SNAT
+/// to one address each, plus an `l2fwd` route (from `pipelines/l2fwd.toml`).
 /// Every timeout is 1 s and each call advances the clock by 2 s and sweeps
 /// the table, so flows left by earlier inputs are gone and an input behaves
 /// the same whatever ran before it: a crash reproduces from its one input.
-pub const PIPELINE_CONFIG: &str = r#"
-[[interface]]
-name = "cli0"
-[[interface]]
-name = "be0"
-
-[[worker]]
-core = 0
-queues = [{ interface = "cli0", queue = 0 }, { interface = "be0", queue = 0 }]
-
-[pipeline.l4lb]
-stages = ["conntrack", "maglev", "nat", "l2"]
-egress = "be0"
-return_egress = "cli0"
-return_next_hop_mac = "02:00:00:00:01:02"
-
-[pipeline.fwd]
-stages = ["l2fwd"]
-egress = "be0"
-next_hop_mac = "02:00:00:00:00:01"
-
-[[route]]
-dst = "10.9.9.9"
-protocol = "any"
-pipeline = "fwd"
-
-[[service]]
-name = "web"
-vip = "10.0.100.1"
-port = 80
-protocol = "tcp"
-pipeline = "l4lb"
-snat_pool = "10.0.3.1/32"
-maglev_table_size = 251
-backends = [
-  { addr = "10.0.2.11", port = 80, mac = "02:00:00:00:02:0b" },
-  { addr = "10.0.2.12", port = 8080, mac = "02:00:00:00:02:0c" },
-]
-
-[[service]]
-name = "dns"
-vip = "10.0.100.1"
-port = 53
-protocol = "udp"
-pipeline = "l4lb"
-snat_pool = "10.0.3.1/32"
-maglev_table_size = 251
-backends = [
-  { addr = "10.0.2.11", port = 5353, mac = "02:00:00:00:02:0b" },
-  { addr = "10.0.2.12", port = 53, mac = "02:00:00:00:02:0c" },
-]
-
-[[service]]
-name = "web6"
-vip = "fd00:100::1"
-port = 80
-protocol = "tcp"
-pipeline = "l4lb"
-snat_pool = "fd00:3::1/128"
-maglev_table_size = 251
-backends = [
-  { addr = "fd00:2::11", port = 80, mac = "02:00:00:00:02:0b" },
-  { addr = "fd00:2::12", port = 8080, mac = "02:00:00:00:02:0c" },
-]
-
-[[service]]
-name = "dns6"
-vip = "fd00:100::1"
-port = 53
-protocol = "udp"
-pipeline = "l4lb"
-snat_pool = "fd00:3::1/128"
-maglev_table_size = 251
-backends = [
-  { addr = "fd00:2::11", port = 5353, mac = "02:00:00:00:02:0b" },
-  { addr = "fd00:2::12", port = 53, mac = "02:00:00:00:02:0c" },
-]
-
-[conntrack]
-entries_per_worker = 4096
-full = "drop"
-tcp_syn_sent = 1
-tcp_syn_recv = 1
-tcp_established = 1
-tcp_fin_wait = 1
-tcp_close_wait = 1
-tcp_last_ack = 1
-tcp_time_wait = 1
-tcp_close = 1
-udp = 1
-udp_stream = 1
-icmp = 1
-"#;
+pub fn pipeline_fixture() -> Fixture {
+    let mut f = Fixture::load("l4lb")
+        .set("service.*.maglev_table_size", 251)
+        .truncate("service.*.backends", 2)
+        .set("service.web.snat_pool", "10.0.3.1/32")
+        .set("service.web6.snat_pool", "fd00:3::1/128")
+        .set("service.*.backends.1.port", 8080)
+        .dns_services(5353)
+        .set("service.dns.backends.1.port", 53)
+        .set("service.dns6.backends.1.port", 53)
+        .pin_backend_macs()
+        .adopt("l2fwd", "pipeline.to-backend", "pipeline.fwd")
+        .route("10.9.9.9", "any", "fwd")
+        .set("conntrack.entries_per_worker", 4096)
+        .set("conntrack.full", "drop");
+    for t in [
+        "tcp_syn_sent",
+        "tcp_syn_recv",
+        "tcp_established",
+        "tcp_fin_wait",
+        "tcp_close_wait",
+        "tcp_last_ack",
+        "tcp_time_wait",
+        "tcp_close",
+        "udp",
+        "udp_stream",
+        "icmp",
+    ] {
+        f = f.set(&format!("conntrack.{t}"), 1);
+    }
+    f
+}
 
 /// Port indices of the harness: config interface order.
 const CLI_PORT: u8 = 0;
@@ -431,19 +380,7 @@ const BE_PORT: u8 = 1;
 
 thread_local! {
     static HARNESS: RefCell<Harness> =
-        RefCell::new(Harness::from_toml(PIPELINE_CONFIG).expect("the fuzz pipeline config builds"));
-}
-
-/// RFC 1071 sum of `data` plus `acc`, folded; the textbook form, kept apart
-/// from `wire::checksum` so it checks it rather than repeats it.
-fn ones_sum(data: &[u8], mut acc: u64) -> u16 {
-    for c in data.chunks(2) {
-        acc += u64::from(c[0]) << 8 | u64::from(c.get(1).copied().unwrap_or(0));
-    }
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
+        RefCell::new(pipeline_fixture().harness());
 }
 
 /// Which checksums of a parsed frame verify: (IPv4 header, L4).
@@ -662,29 +599,93 @@ pub fn config(data: &[u8]) {
     let _ = (c.match_entries(), c.owned_prefixes(), c.queues().count());
     let small = c.services.iter().map(|s| u64::from(s.maglev_table_size)).sum::<u64>() <= 1 << 18;
     if small {
-        let _ = crate::pipeline::services::Services::build(&c, 1, &mut Default::default(), |_| None);
+        let _ = shunt::pipeline::services::Services::build(&c, 1, &mut Default::default(), |_| None);
         let ports: Vec<PortInfo> = (0..c.interfaces.len())
             .map(|i| PortInfo { interface: i, mac: [2, 0, 0, 0, 0xff, i as u8], mtu: 1500 })
             .collect();
-        let _ = crate::pipeline::build::pipelines(&c, &ports);
+        let _ = shunt::pipeline::build::pipelines(&c, &ports);
     }
 }
 
-/// A frame through the NAT46/NAT64 translator, both directions: no panic,
-/// and any output parses with valid checksums when the input did
-/// (`crate::nat46::fuzz_one` asserts it).
+/// A frame through the NAT46/NAT64 translator, both directions, and the
+/// ICMP error builders: no panic, every output lies inside the buffer,
+/// parses with [`parse`] when the input did, and has valid checksums when
+/// the input had (generated errors always).
 pub fn nat46(data: &[u8]) {
-    crate::nat46::fuzz_one(data);
+    nat46_translate(data);
 }
 
-const CONTROL_CONFIG: &str = include_str!("../config.toml");
+const FUZZ_HEADROOM: usize = 128;
+const FUZZ_MAX: usize = 2048;
+
+fn nat46_configs() -> (shunt::nat46::Config<'static>, shunt::nat46::Config<'static>) {
+    let p40 = Prefix64 { prefix: [0x20, 0x01, 0x0d, 0xb8, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], len: 40 };
+    let c46 = shunt::nat46::Config {
+        src: Mapper::prefix(p40),
+        dst: Mapper::prefix(WELL_KNOWN_PREFIX),
+        mtu: 1500,
+        udp_zero_checksum: UdpZeroChecksum::Compute,
+        icmp_error_src4: None,
+    };
+    let c64 = shunt::nat46::Config {
+        src: Mapper::prefix(WELL_KNOWN_PREFIX),
+        dst: Mapper::prefix(p40),
+        mtu: 1500,
+        udp_zero_checksum: UdpZeroChecksum::Compute,
+        icmp_error_src4: Some([192, 0, 0, 8]),
+    };
+    (c46, c64)
+}
+
+fn nat46_translate(data: &[u8]) {
+    let (c46, c64) = nat46_configs();
+    let router =
+        RouterAddrs { v4: [192, 0, 2, 1], v6: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1] };
+    let n = data.len().min(FUZZ_MAX);
+    let input = data.get(..n).unwrap_or(&[]);
+    let parsed_in = parse(input).ok().flatten();
+    let valid_in = parsed_in.is_some_and(|p| checksums_valid(input, &p));
+    let mut buf = [0u8; FUZZ_HEADROOM + FUZZ_MAX];
+
+    for dir in 0..4 {
+        buf.fill(0);
+        if let Some(dst) = buf.get_mut(FUZZ_HEADROOM..FUZZ_HEADROOM + n) {
+            dst.copy_from_slice(input);
+        }
+        let r = match dir {
+            0 => translate_4to6(&mut buf, FUZZ_HEADROOM, n, &c46),
+            1 => translate_6to4(&mut buf, FUZZ_HEADROOM, n, &c64),
+            2 => build_time_exceeded(&mut buf, FUZZ_HEADROOM, n, &router),
+            _ => build_too_big(&mut buf, FUZZ_HEADROOM, n, &router, 1280),
+        };
+        let Ok((s, l)) = r else { continue };
+        let out = buf.get(s..s + l).expect("output inside the buffer");
+        let generated = dir >= 2;
+        if parsed_in.is_none() && !generated {
+            continue;
+        }
+        let p = parse(out).expect("translated frame parses").expect("translated frame is IP");
+        let want = match (dir, parsed_in.map(|p| p.version)) {
+            (0, _) => IpVersion::V6,
+            (1, _) => IpVersion::V4,
+            (_, Some(v)) => v,
+            (_, None) => p.version,
+        };
+        assert_eq!(p.version, want);
+        if valid_in || generated {
+            assert!(checksums_valid(out, &p), "checksums invalid after direction {dir}");
+        }
+    }
+}
+
+const CONTROL_CONFIG: &str = include_str!("../../../config.toml");
 
 /// Bytes as a control-socket request: parsing answers Ok or a message, and a
 /// change request goes through the same edit and validation path as the
 /// running dataplane's, returning Ok or Err, never panicking.
 pub fn control(data: &[u8]) {
-    let Ok(req) = crate::control::protocol::parse(data) else { return };
-    if let Ok(text) = crate::control::edit::apply(CONTROL_CONFIG, &req) {
+    let Ok(req) = shunt::control::protocol::parse(data) else { return };
+    if let Ok(text) = shunt::control::edit::apply(CONTROL_CONFIG, &req) {
         let _ = Config::parse(Path::new("control.toml"), &text);
     }
 }
@@ -703,4 +704,73 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         _ => return false,
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::frames::csum;
+
+    /// A VLAN-tagged IPv4 TCP frame with a payload, valid checksums.
+    fn tcp_v4() -> Vec<u8> {
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .single_vlan(7.try_into().unwrap())
+            .ipv4([192, 0, 2, 9], [198, 51, 100, 7], 9)
+            .tcp(4000, 80, 1, 1000)
+            .write(&mut f, &[0x50; 40])
+            .unwrap();
+        f
+    }
+
+    #[test]
+    fn nat46_every_truncation_keeps_the_properties() {
+        let f = tcp_v4();
+        for n in 0..=f.len() {
+            nat46(&f[..n]);
+        }
+    }
+
+    #[test]
+    fn every_target_runs_by_name() {
+        for t in TARGETS {
+            assert!(run(t, &tcp_v4()), "{t}");
+        }
+        assert!(!run("nope", &[]));
+    }
+
+    proptest! {
+        #[test]
+        fn nat46_arbitrary_frames_never_panic(
+            mut data in proptest::collection::vec(any::<u8>(), 0..400), et in 0u8..3, proto in any::<u8>(),
+        ) {
+            if data.len() >= 60 {
+                let v6 = et == 1;
+                data[12..14].copy_from_slice(if v6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+                let avail = (data.len() - 14) as u16;
+                if v6 {
+                    data[14] = 0x60;
+                    data[18..20].copy_from_slice(&(avail - 40).to_be_bytes());
+                    data[20] = [6, 17, 58, 44, 0, 60, 43, proto][usize::from(proto) % 8];
+                    if et == 2 {
+                        data[54] = proto % 5;
+                    }
+                } else {
+                    data[14] = 0x45;
+                    data[16..18].copy_from_slice(&avail.to_be_bytes());
+                    data[20] &= 0x60;
+                    data[23] = [1, 6, 17, proto][usize::from(proto) % 4];
+                    data[24..26].fill(0);
+                    let c = csum(&data[14..34]);
+                    data[24..26].copy_from_slice(&c.to_be_bytes());
+                    if et == 2 {
+                        data[34] = [3, 11, 12, 8][usize::from(proto) % 4];
+                    }
+                }
+            }
+            nat46(&data);
+        }
+    }
 }

@@ -1,18 +1,18 @@
 //! Pipelines over plain memory instead of AF_XDP rings: what golden packet
-//! tests, allocation tests and benchmarks drive. Same classification,
-//! stages and housekeeping as a worker; no sockets.
+//! tests, allocation tests, benchmarks and fuzz targets drive. Same
+//! classification, stages and housekeeping as a worker; no sockets.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::build::{self, PortInfo};
-use super::classify::Classifier;
-use super::services::{IdRegistry, Services};
-use super::stats::WorkerStats;
-use super::{Batch, Ctx, Pipeline, UmemView, Verdict};
-use crate::config::{Config, MAX_BATCH};
+use shunt::config::{Config, MAX_BATCH};
+use shunt::pipeline::build::{self, PortInfo};
+use shunt::pipeline::classify::Classifier;
+use shunt::pipeline::services::{IdRegistry, Services};
+use shunt::pipeline::{self as pipeline, Batch, Ctx, Pipeline, UmemView, Verdict};
+use shunt::telemetry::counters::WorkerStats;
 
 /// Frame stride in the harness's memory, like a UMEM chunk.
 pub const FRAME: usize = 4096;
@@ -75,8 +75,8 @@ impl Harness {
             let len = f.len().min(FRAME - HEADROOM);
             self.batch.push_copy((i * FRAME + HEADROOM) as u64, &f[..len], 0);
         }
-        super::housekeeping(&mut self.ctx, 64);
-        super::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
+        pipeline::housekeeping(&mut self.ctx, 64);
+        pipeline::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
         for (i, m) in self.batch.metas().iter().enumerate() {
             out(i, m.verdict, self.batch.packet(i).unwrap_or(&[]));
         }

@@ -15,9 +15,9 @@
 
 use core::net::Ipv4Addr;
 
-use crate::wire::checksum;
-use crate::wire::ethernet::{self, ETHERTYPE_IPV4};
-use crate::wire::{ip_protocol, ipv4, udp};
+use shunt::wire::checksum;
+use shunt::wire::ethernet::{self, ETHERTYPE_IPV4};
+use shunt::wire::{ip_protocol, ipv4, udp};
 
 /// Ethernet + IPv4 (no options) + UDP headers.
 pub const HEADERS_LEN: usize = ethernet::HEADER_LEN + 20 + udp::HEADER_LEN;
@@ -193,8 +193,8 @@ impl Flows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::udp::Packet as Udp;
     use proptest::prelude::*;
+    use shunt::wire::udp::Packet as Udp;
     use std::collections::HashSet;
 
     fn header(size: usize) -> Header {

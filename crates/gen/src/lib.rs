@@ -1,4 +1,4 @@
-//! `shunt gen`: a TX-only AF_XDP traffic generator for the lab comparison.
+//! `shunt-gen`: a TX-only AF_XDP traffic generator for the lab comparison.
 //!
 //! One socket on one (interface, queue), bound like a worker's (zero-copy
 //! where the driver can, copy mode otherwise, `need_wakeup` on) on a UMEM of
@@ -30,9 +30,9 @@ use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
 use xdpilone::xdp::XdpDesc;
 
-use crate::config::{Dataplane, HugepageMode, PollMode, ZeroCopyMode};
-use crate::xsk::{QueueBusy, QueueSpec, SocketStats, WorkerXsk};
 use frame::{Flows, Header, Template, MIN_FRAME};
+use shunt::config::{Dataplane, HugepageMode, PollMode, ZeroCopyMode};
+use shunt::xsk::{QueueSpec, SocketStats, WorkerXsk};
 
 /// UMEM frames: the TX ring (2048) plus as many in completion.
 pub const FRAMES: u32 = 4096;
@@ -51,7 +51,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a bind that finds the queue busy is retried.
 const BUSY_RETRY: Duration = Duration::from_secs(2);
 
-/// Options of `shunt gen` (clap derive; validated by [`Plan::new`]).
+/// Options of `shunt-gen` (clap derive; validated by [`Plan::new`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct GenArgs {
     /// Interface to transmit on (in the current network namespace).
@@ -106,7 +106,7 @@ pub struct GenArgs {
     pub json: bool,
 }
 
-/// Why `shunt gen` refuses its options.
+/// Why `shunt-gen` refuses its options.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum GenError {
     #[error("--flows must be 1..={MAX_FLOWS}, got {0}")]
@@ -181,7 +181,7 @@ impl Plan {
         }
         let mac = |option: &'static str, v: &Option<String>| -> Result<Option<[u8; 6]>, GenError> {
             v.as_deref()
-                .map(|s| crate::config::parse_mac(s).ok_or(GenError::Mac { option, value: s.to_string() }))
+                .map(|s| shunt::config::parse_mac(s).ok_or(GenError::Mac { option, value: s.to_string() }))
                 .transpose()
         };
         let src_mac = mac("src-mac", &a.src_mac)?;
@@ -209,15 +209,15 @@ impl Plan {
             });
         }
         if let Some(cpu) = a.cpu {
-            let online = crate::sys::online_cpus();
+            let online = shunt::sys::online_cpus();
             if cpu >= online {
                 return Err(GenError::Cpu { cpu, online });
             }
         }
 
         // The host.
-        let ifindex = crate::sys::ifindex(&a.iface).ok_or_else(|| GenError::NoInterface(a.iface.clone()))?;
-        if let Some(mtu) = crate::sys::mtu(&a.iface).map(usize::from) {
+        let ifindex = shunt::sys::ifindex(&a.iface).ok_or_else(|| GenError::NoInterface(a.iface.clone()))?;
+        if let Some(mtu) = shunt::sys::mtu(&a.iface).map(usize::from) {
             if a.size > mtu + 14 {
                 return Err(GenError::Size {
                     size: a.size,
@@ -226,11 +226,11 @@ impl Plan {
                 });
             }
         }
-        let queues = crate::sys::rx_queue_count(&a.iface);
+        let queues = shunt::sys::rx_queue_count(&a.iface);
         if a.queue >= queues {
             return Err(GenError::Queue { iface: a.iface.clone(), queue: a.queue, count: queues });
         }
-        let src_mac = src_mac.or_else(|| crate::sys::mac_address(&a.iface)).unwrap_or([0; 6]);
+        let src_mac = src_mac.or_else(|| shunt::sys::mac_address(&a.iface)).unwrap_or([0; 6]);
         let dst_mac = match dst_mac {
             Some(m) => m,
             None => neighbour(a.dst_ip, &a.iface, ifindex)?,
@@ -256,11 +256,11 @@ impl Plan {
 /// The MAC of `ip` on `iface` from the neighbour table; if the kernel has
 /// none yet, solicits it and waits up to a second.
 fn neighbour(ip: Ipv4Addr, iface: &str, ifindex: u32) -> Result<[u8; 6], GenError> {
-    let lookup = || crate::sys::neigh::lookup(ip.into(), Some(ifindex)).ok().flatten();
+    let lookup = || shunt::sys::neigh::lookup(ip.into(), Some(ifindex)).ok().flatten();
     if let Some(m) = lookup() {
         return Ok(m);
     }
-    if crate::sys::neigh::solicit(ip.into(), iface).is_ok() {
+    if shunt::sys::neigh::solicit(ip.into(), iface).is_ok() {
         let deadline = Instant::now() + Duration::from_secs(1);
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -304,7 +304,7 @@ pub struct Summary {
 /// second and the summary.
 pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
     if let Some(cpu) = plan.cpu {
-        crate::sys::pin_to_core(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
+        shunt::sys::pin_to_core(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
     }
     let dp = Dataplane {
         frame_size: plan.frame_size,
@@ -324,10 +324,10 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
     let mut xsk = loop {
         match WorkerXsk::new(&dp, &queues) {
             Ok(x) => break x,
-            Err(e) if Instant::now() < busy_until && e.chain().any(|c| c.is::<QueueBusy>()) => {
+            Err(e) if Instant::now() < busy_until && e.is_queue_busy() => {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Err(e) => return Err(e.context("setting up the AF_XDP socket")),
+            Err(e) => return Err(anyhow::Error::new(e).context("setting up the AF_XDP socket")),
         }
     };
     let (base, len) = xsk.umem_base();
@@ -353,7 +353,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
         hugepages = xsk.hugepages(),
         flows = plan.flows,
         size = plan.header.size,
-        "shunt gen: sending"
+        "shunt-gen: sending"
     );
 
     let mut flows = Flows::new(plan.src_ip, plan.src_port, plan.src_ports, plan.flows);
@@ -419,12 +419,13 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
             }
             if want > 0 {
                 // One submit time per burst (payload bytes 0..8, see frame.rs).
-                let sent_at = crate::sys::monotonic_ns();
+                let sent_at = shunt::sys::monotonic_ns();
                 let mut tx = port.tx.transmit(want as u32);
                 let room = tx.capacity();
                 let mut put = 0;
                 while put < room {
-                    let Some(addr) = xsk.pool.alloc() else { break };
+                    let Some(frame) = xsk.pool.alloc() else { break };
+                    let addr = frame.into_desc();
                     // SAFETY: `addr` is a frame base from the pool, so it is
                     // inside the UMEM mapping with `fsize` bytes, and it is in
                     // no ring: the kernel does not touch it until we put it
@@ -460,7 +461,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
     let seconds = last_done.duration_since(start).as_secs_f64().max(1e-9);
     let unconfirmed = submitted - completed;
     if unconfirmed > 0 {
-        tracing::warn!(unconfirmed, "shunt gen: TX completions still missing after {:?}", DRAIN_TIMEOUT);
+        tracing::warn!(unconfirmed, "shunt-gen: TX completions still missing after {:?}", DRAIN_TIMEOUT);
     }
     let tx_bytes = completed * u64::from(len);
     let stats = SocketStats::read(fd).unwrap_or_default();
@@ -486,7 +487,7 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "shunt gen: sent {} packets ({} bytes) in {:.3} s: {:.3} Mpps, {:.3} Gbit/s; {} flow(s), {} B frames, \
+            "shunt-gen: sent {} packets ({} bytes) in {:.3} s: {:.3} Mpps, {:.3} Gbit/s; {} flow(s), {} B frames, \
              {} {} queue {}{}",
             self.tx_packets,
             self.tx_bytes,
@@ -541,10 +542,10 @@ fn kick(fd: i32) -> std::io::Result<()> {
     }
 }
 
-/// `shunt gen` end to end: validate, check privileges, run, print.
+/// `shunt-gen` end to end: validate, check privileges, run, print.
 pub fn main(args: &GenArgs, stop: Arc<AtomicBool>) -> Result<()> {
     let plan = Plan::new(args)?;
-    crate::sys::check_socket_privileges().map_err(anyhow::Error::msg)?;
+    shunt::sys::check_socket_privileges().map_err(anyhow::Error::msg)?;
     let summary = run(&plan, &stop)?;
     if plan.json {
         println!("{}", serde_json::to_string(&summary)?);

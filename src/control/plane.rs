@@ -1,0 +1,120 @@
+//! The running control plane: the config in force, the services snapshot
+//! the workers read, and the housekeeping loop that serves the control
+//! socket, reloads, histogram collection and counter refreshes until a
+//! signal.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+
+use super::health::HealthPlane;
+use super::snapshot::build_services;
+use super::Server;
+use crate::config::Config;
+use crate::dataplane::{Dataplane, Summary};
+use crate::pipeline::services::{IdRegistry, Services};
+
+/// How often the housekeeping thread wakes: control requests, signals,
+/// histogram rotation.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Everything the housekeeping thread owns while the dataplane runs.
+pub(super) struct Running {
+    pub(super) config: Config,
+    /// The snapshot workers swap in at batch boundaries.
+    pub(super) services: Arc<ArcSwap<Services>>,
+    /// Stable service/backend ids across snapshots (counters keep meaning).
+    pub(super) ids: IdRegistry,
+    pub(super) generation: u64,
+    pub(super) dp: Dataplane,
+    /// Backend health and admin state; survives reloads.
+    pub(super) health: HealthPlane,
+}
+
+/// Runs the dataplane until `stop` is set; `reload` (SIGHUP) re-reads the
+/// config file and publishes its services to the workers.
+pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<Summary> {
+    let mut ids = IdRegistry::default();
+    let mut health = HealthPlane::new(config, true).context("starting the health prober")?;
+    let services = Arc::new(ArcSwap::from_pointee(build_services(config, 1, &mut ids, &mut health)?));
+    let dp = Dataplane::start(config, services.clone(), stop.clone())?;
+    let mut running = Running { config: config.clone(), services, ids, generation: 1, dp, health };
+    let mut server = match &config.telemetry.control_socket {
+        Some(path) => Some(
+            Server::bind(path, config.telemetry.control_group.as_deref())
+                .context("control socket (set [telemetry] control_socket = \"\" to disable)")?,
+        ),
+        None => None,
+    };
+    if let Some(s) = &server {
+        tracing::info!(path = %s.path().display(), "control socket listening");
+    }
+    // Setup is done. The housekeeping thread keeps CAP_BPF for map updates
+    // and counter reads on reload (bpf(2) refuses unprivileged callers when
+    // kernel.unprivileged_bpf_disabled is set) and CAP_NET_RAW to solicit
+    // neighbours of new backends; everything else goes.
+    match crate::sys::drop_capabilities(&[crate::sys::CAP_BPF_BIT, crate::sys::CAP_NET_RAW_BIT]) {
+        Ok(()) => tracing::info!("dropped capabilities: keeping CAP_BPF and CAP_NET_RAW on the housekeeping thread, none on workers"),
+        Err(e) => tracing::warn!(error = %e, "could not drop capabilities"),
+    }
+    let metrics = match config.telemetry.prometheus {
+        Some(addr) => {
+            let health = running.health.metrics.clone();
+            let h = crate::telemetry::prometheus::spawn_with(
+                &addr.to_string(),
+                running.dp.shared.clone(),
+                stop.clone(),
+                |r| health.register(r),
+            )?;
+            tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+            Some(h)
+        }
+        None => None,
+    };
+    let (workers, interfaces) = running.dp.size();
+    eprintln!("shunt: running {workers} worker(s) on {interfaces} interface(s); Ctrl-C to stop");
+
+    let mut last_summary = Instant::now();
+    let mut last_xdp = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match &mut server {
+            Some(s) => s.serve(TICK, |req| running.handle(req)),
+            None => std::thread::sleep(TICK),
+        }
+        if reload.swap(false, Ordering::Relaxed) {
+            running.reload_file();
+        }
+        if running.health.poll() {
+            running.republish();
+        }
+        running.dp.collect_histograms();
+        if last_xdp.elapsed() >= Duration::from_secs(1) {
+            last_xdp = Instant::now();
+            running.dp.refresh_xdp();
+        }
+        if running.dp.worker_exited() && !stop.load(Ordering::Relaxed) {
+            stop.store(true, Ordering::Relaxed);
+            tracing::error!("a worker thread exited unexpectedly; shutting down");
+        }
+        let every = running.config.summary_interval;
+        if every > 0 && last_summary.elapsed() >= Duration::from_secs(every) {
+            last_summary = Instant::now();
+            let s = running.dp.shared.snapshot();
+            eprintln!(
+                "shunt: rx {} tx {} drops {}",
+                s.total("rx_packets"),
+                s.total("tx_packets"),
+                running.dp.total_drops()
+            );
+        }
+    }
+    drop(server);
+    let summary = running.dp.shutdown();
+    if let Some(h) = metrics {
+        let _ = h.join();
+    }
+    Ok(summary)
+}

@@ -1,0 +1,191 @@
+//! The port I/O the worker loop needs — RX, TX, fill and completion rings —
+//! as a trait, so the loop runs over AF_XDP sockets in production and over
+//! in-memory rings in tests. The worker is generic over it: static dispatch,
+//! no per-packet cost.
+//!
+//! Ownership rule: a ring method that takes frames (`fill`, `transmit`)
+//! calls its `next` only when a slot is free, so a frame it pulls is always
+//! placed; one that yields frames (`receive`, `complete`) hands each one on
+//! by value. Frames are never copied or lost at this boundary.
+
+use xdpilone::xdp::XdpDesc;
+
+use super::{Frame, Port};
+
+pub trait PortIo {
+    /// Index into `Config::interfaces`.
+    fn interface_idx(&self) -> usize;
+    fn zero_copy(&self) -> bool;
+    /// The socket, for poll(2); -1 when there is none.
+    fn fd(&self) -> i32;
+    /// Frames handed to TX and not yet completed.
+    fn tx_outstanding(&mut self) -> &mut u32;
+    /// Whether the fill ring has been given frames at least once.
+    fn primed(&mut self) -> &mut bool;
+
+    /// Frames on the fill ring the kernel has not used yet.
+    fn fill_pending(&self) -> u32;
+    /// Puts up to `n` frames from `next` on the fill ring and publishes
+    /// them; how many went.
+    fn fill(&mut self, n: u32, next: impl FnMut() -> Option<Frame>) -> u32;
+    fn fill_needs_wakeup(&self) -> bool;
+    fn wake_fill(&mut self);
+    /// Takes up to `n` frames the kernel has finished sending, each to `done`.
+    fn complete(&mut self, n: u32, done: impl FnMut(Frame)) -> u32;
+
+    /// Takes up to `n` received packets, each to `rx` with its length.
+    fn receive(&mut self, n: u32, rx: impl FnMut(Frame, u32)) -> u32;
+    /// Puts up to `n` packets from `next` on the TX ring and publishes
+    /// them; how many went (fewer when the ring is full).
+    fn transmit(&mut self, n: u32, next: impl FnMut() -> Option<(Frame, u32)>) -> u32;
+    /// Descriptors on the TX ring the kernel has not consumed yet.
+    fn tx_pending(&self) -> u32;
+    fn tx_needs_wakeup(&self) -> bool;
+    fn wake_tx(&mut self);
+
+    /// After an empty RX poll: lets the kernel run the queue's NAPI on this
+    /// core (busy polling); whether it did.
+    fn busy_poll(&mut self) -> bool;
+    /// After a non-empty RX poll.
+    fn received(&mut self);
+}
+
+impl PortIo for Port {
+    #[inline]
+    fn interface_idx(&self) -> usize {
+        self.interface_idx
+    }
+
+    #[inline]
+    fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+
+    #[inline]
+    fn fd(&self) -> i32 {
+        Port::fd(self)
+    }
+
+    #[inline]
+    fn tx_outstanding(&mut self) -> &mut u32 {
+        &mut self.tx_outstanding
+    }
+
+    #[inline]
+    fn primed(&mut self) -> &mut bool {
+        &mut self.primed
+    }
+
+    #[inline]
+    fn fill_pending(&self) -> u32 {
+        self.fq_cq.pending()
+    }
+
+    #[inline]
+    fn fill(&mut self, n: u32, mut next: impl FnMut() -> Option<Frame>) -> u32 {
+        let mut fill = self.fq_cq.fill(n);
+        let room = fill.capacity();
+        let mut put = 0;
+        // The first `capacity` inserts succeed: pull exactly that many.
+        while put < room {
+            let Some(frame) = next() else { break };
+            fill.insert_once(frame.into_desc());
+            put += 1;
+        }
+        fill.commit();
+        put
+    }
+
+    #[inline]
+    fn fill_needs_wakeup(&self) -> bool {
+        self.fq_cq.needs_wakeup()
+    }
+
+    #[inline]
+    fn wake_fill(&mut self) {
+        self.fq_cq.wake();
+    }
+
+    #[inline]
+    fn complete(&mut self, n: u32, mut done: impl FnMut(Frame)) -> u32 {
+        let mut ring = self.fq_cq.complete(n);
+        let mut got = 0;
+        while let Some(addr) = ring.read() {
+            done(Frame::from_desc(addr));
+            got += 1;
+        }
+        ring.release();
+        got
+    }
+
+    #[inline]
+    fn receive(&mut self, n: u32, mut rx: impl FnMut(Frame, u32)) -> u32 {
+        let mut ring = self.rx.receive(n);
+        let mut got = 0;
+        while let Some(desc) = ring.read() {
+            rx(Frame::from_desc(desc.addr), desc.len);
+            got += 1;
+        }
+        ring.release();
+        got
+    }
+
+    #[inline]
+    fn transmit(&mut self, n: u32, mut next: impl FnMut() -> Option<(Frame, u32)>) -> u32 {
+        let mut sent = 0;
+        // xdpilone serves a reservation from its cached view of the
+        // consumer and refreshes only when that is empty, so a short
+        // reservation is retried once before the ring counts as full.
+        for _ in 0..2 {
+            if sent == n {
+                break;
+            }
+            let mut tx = self.tx.transmit(n - sent);
+            let room = tx.capacity();
+            let mut put = 0;
+            let mut exhausted = false;
+            while put < room {
+                let Some((frame, len)) = next() else {
+                    exhausted = true;
+                    break;
+                };
+                tx.insert_once(XdpDesc { addr: frame.into_desc(), len, options: 0 });
+                put += 1;
+            }
+            tx.commit();
+            sent += put;
+            if exhausted {
+                break;
+            }
+        }
+        sent
+    }
+
+    #[inline]
+    fn tx_pending(&self) -> u32 {
+        self.tx.pending()
+    }
+
+    #[inline]
+    fn tx_needs_wakeup(&self) -> bool {
+        self.tx.needs_wakeup()
+    }
+
+    #[inline]
+    fn wake_tx(&mut self) {
+        self.tx.wake();
+    }
+
+    #[inline]
+    fn busy_poll(&mut self) -> bool {
+        self.busy_poll.poll(self.rx.as_raw_fd())
+    }
+
+    #[inline]
+    fn received(&mut self) {
+        if let super::BusyPoll::Probing { .. } = self.busy_poll {
+            let fd = self.rx.as_raw_fd();
+            self.busy_poll.learn_napi(fd, &self.interface, self.queue);
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Pipeline behaviour that needs whole pipelines, a clock and a config:
+//! SNAT ports given back by expiry, and translation sized by each port's MTU.
+
+use shunt::pipeline::build::PortInfo;
+use shunt::pipeline::Verdict;
+use shunt_testkit::{Fixture, Harness};
+
+/// A UDP datagram from the client to the DNS VIP.
+fn udp(sport: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0xff, 0])
+        .ipv4([10, 0, 1, 2], [10, 0, 100, 1], 64)
+        .udp(sport, 53)
+        .write(&mut f, b"query")
+        .unwrap();
+    f
+}
+
+#[test]
+fn expired_flows_give_their_snat_port_back() {
+    let mut h = Fixture::load("l4lb")
+        .remove("service.web6")
+        .truncate("service.web.backends", 1)
+        .set("service.web.protocol", "udp")
+        .set("service.web.port", 53)
+        .set("service.web.snat_pool", "10.0.3.7/32")
+        .set("service.web.maglev_table_size", 251)
+        .pin_backend_macs()
+        .set("conntrack.entries_per_worker", 4096)
+        .set("conntrack.udp", 30)
+        .harness();
+    let full = h.ctx.snat[0].available();
+    h.ctx.now = 1000;
+    let frames: Vec<Vec<u8>> = (0..64).map(|i| udp(10_000 + i)).collect();
+    let mut forwarded = 0;
+    h.run(&frames, |_, v, _| forwarded += usize::from(matches!(v, Verdict::Forward(_))));
+    assert_eq!(forwarded, 64);
+    assert_eq!(h.ctx.snat[0].available(), full - 64, "one port per flow");
+    // Still live just before the UDP timeout...
+    h.ctx.now = 1029;
+    h.run(&[] as &[Vec<u8>], |_, _, _| {});
+    assert_eq!(h.ctx.snat[0].available(), full - 64);
+    // ...and reclaimed by amortised expiry after it: ports come back
+    // only once their flows are dead, never while in use.
+    h.ctx.now = 1031;
+    for _ in 0..(4096 / 64 + 1) {
+        h.run(&[] as &[Vec<u8>], |_, _, _| {});
+    }
+    assert_eq!(h.ctx.snat[0].available(), full);
+    assert!(h.ctx.conntrack.is_empty(), "both directions' entries are gone");
+}
+
+/// An IPv4 UDP datagram with DF, `len` bytes of IP packet, to the mapped host.
+fn v4(len: usize) -> Vec<u8> {
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 2], [2, 0, 0, 0, 0xff, 0])
+        .ipv4([10, 0, 1, 2], [10, 0, 200, 21], 64)
+        .udp(1000, 2000)
+        .write(&mut f, &vec![7; len - 28])
+        .unwrap();
+    f
+}
+
+/// The egress MTU comes from the port, not a constant: with a 1400-byte
+/// IPv6 link, 1380 bytes of IPv4 (1400 in IPv6) pass and 1381 get
+/// Fragmentation Needed with next-hop MTU 1380 (RFC 7915 §4: MTU − 20).
+#[test]
+fn translation_respects_each_ports_mtu() {
+    let config = Fixture::load("siit").config();
+    let ports = [
+        PortInfo { interface: 0, mac: [2, 0, 0, 0, 0xff, 0], mtu: 1500 },
+        PortInfo { interface: 1, mac: [2, 0, 0, 0, 0xff, 1], mtu: 1400 },
+    ];
+    let mut h = Harness::new(&config, Some(&ports)).unwrap();
+    let (v, out) = h.run_one(&v4(1380));
+    assert_eq!(v, Verdict::Forward(1));
+    assert_eq!(out.len(), 14 + 1400);
+    let (v, out) = h.run_one(&v4(1381));
+    assert_eq!(v, Verdict::Forward(0), "bounced to the sender");
+    let icmp = &out[14 + 20..];
+    assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
+    assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1380);
+}
