@@ -332,8 +332,6 @@ mod tests {
     use crate::wire::addr::mapped;
 
 
-    /// An IPv4 UDP datagram with DF, `len` bytes of IP packet, to the mapped host.
-
     /// A frame of `len` bytes at `HR` in a 512-byte buffer.
     const HR: usize = 128;
 
