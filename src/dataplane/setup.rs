@@ -33,10 +33,11 @@ pub struct WorkerInit {
     pub services: Arc<ArcSwap<Services>>,
     pub mesh: Arc<handoff::Mesh>,
     pub recorder: Recorder,
+    pub conns: crate::telemetry::conns::Tap,
 }
 
 pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Worker, Ready)> {
-    let WorkerInit { counters, stats, services, mesh, recorder } = init;
+    let WorkerInit { counters, stats, services, mesh, recorder, conns } = init;
     let w = &config.workers[wi];
     crate::sys::pin_to_core(w.core).with_context(|| format!("pinning worker {wi} to core {}", w.core))?;
     let prio = config.dataplane.realtime_priority;
@@ -99,6 +100,7 @@ pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Wor
         returned: Batch::new(umem),
         port_of_interface,
         recorder,
+        conns,
     };
     Ok((worker, ready))
 }

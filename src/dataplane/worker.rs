@@ -55,6 +55,8 @@ pub struct Worker {
     pub port_of_interface: Vec<u8>,
     /// Latency and batch-size histograms, recycled by the control thread.
     pub recorder: Recorder,
+    /// Connection listings (`shunt conn list`), a bounded chunk per batch.
+    pub conns: crate::telemetry::conns::Tap,
 }
 
 /// Conntrack slots scanned for expiry per batch: amortised, never a sweep.
@@ -89,6 +91,10 @@ impl Worker {
                 received += self.collect_returns();
             }
             self.recorder.rotate();
+            // Once per pass, idle or not: an answer to a pending `conn list`
+            // round, and the table fill gauges.
+            self.conns.serve(&self.ctx.conntrack, now_secs);
+            crate::telemetry::counters::publish_fill(&self.counters, &self.ctx);
             if received > 0 {
                 idle = 0;
                 continue;
