@@ -7,6 +7,7 @@ use std::process::Command;
 const PACKAGES: &str = "apt-get install clang llvm libbpf-dev linux-libc-dev";
 
 fn main() {
+    version_info();
     let src = Path::new("xdp-redirect/xdp_redirect.c");
     println!("cargo:rerun-if-changed={}", src.display());
     println!("cargo:rerun-if-changed=xdp-redirect/shunt_maps.h");
@@ -32,6 +33,38 @@ fn main() {
         ),
         Err(e) => panic!("cannot run `{clang}` to build the XDP program ({e}). Install it: {PACKAGES}"),
     }
+}
+
+/// `SHUNT_GIT_COMMIT` and `SHUNT_BUILD_DATE` for `--version` and
+/// `shunt_build_info`; "unknown" outside a git checkout. The date honours
+/// SOURCE_DATE_EPOCH for reproducible packages.
+fn version_info() {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git").args(args).output().ok()?;
+        let s = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (out.status.success() && !s.is_empty()).then_some(s)
+    };
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // Rebuild when HEAD moves: HEAD itself, the branch it names, packed refs.
+    // A path that does not exist would make cargo rerun this every build.
+    let branch = git(&["rev-parse", "--symbolic-full-name", "HEAD"]);
+    for name in ["HEAD", branch.as_deref().unwrap_or("HEAD"), "packed-refs"] {
+        if let Some(path) = git(&["rev-parse", "--git-path", name]).filter(|p| Path::new(p).exists()) {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
+    println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    let date = match env::var("SOURCE_DATE_EPOCH") {
+        Ok(e) => Command::new("date").args(["-u", "-d", &format!("@{e}"), "+%Y-%m-%d"]).output(),
+        Err(_) => Command::new("date").args(["-u", "+%Y-%m-%d"]).output(),
+    }
+    .ok()
+    .and_then(|o| String::from_utf8(o.stdout).ok())
+    .map(|s| s.trim().to_string())
+    .filter(|s| !s.is_empty())
+    .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=SHUNT_GIT_COMMIT={commit}");
+    println!("cargo:rustc-env=SHUNT_BUILD_DATE={date}");
 }
 
 fn target_arch_triple() -> String {

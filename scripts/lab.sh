@@ -214,9 +214,26 @@ up_translation() {
     in_ns "$NS_CLIENT" ip route add 10.0.201.0/24 via 10.0.1.1
 }
 
+# The lab's namespaces and Shunt's interfaces; exit 0 only when all exist.
 status() {
-    ip netns list
-    in_ns "$NS_SHUNT" ip -br link 2>/dev/null || true
+    local missing=0 ns
+    for ns in "$NS_CLIENT" "$NS_SHUNT" "$NS_SWITCH" "$NS_CLIENT6" "$NS_BE6" "$NS_V4SRV" \
+        $(for b in "${BACKENDS[@]}"; do echo "shunt-be$b"; done); do
+        if [ -e "/run/netns/$ns" ]; then
+            printf '%-14s up\n' "$ns"
+        else
+            printf '%-14s missing\n' "$ns"
+            missing=$((missing + 1))
+        fi
+    done
+    if [ -e "/run/netns/$NS_SHUNT" ]; then
+        in_ns "$NS_SHUNT" ip -br link 2>/dev/null | sed 's/^/  /' || true
+    fi
+    if [ "$missing" -gt 0 ]; then
+        echo "lab is down ($missing namespace(s) missing): shunt lab up" >&2
+        return 1
+    fi
+    echo "lab is up"
 }
 
 case "${1:-}" in

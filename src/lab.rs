@@ -13,6 +13,10 @@ pub fn run(action: &str) -> Result<()> {
         .arg(action)
         .status()
         .context("running bash for the lab script")?;
+    if action == "status" && status.code() == Some(1) {
+        // The script said what is missing.
+        bail!("the lab is not up");
+    }
     if !status.success() {
         bail!("lab {action} failed ({status}); it needs root and iproute2/ethtool");
     }

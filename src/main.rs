@@ -1,25 +1,42 @@
 //! The `shunt` command line.
 
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use shunt::config::Config;
 use shunt::control::Request;
+use shunt::telemetry::log::{self, LogFormat};
 use shunt::telemetry::stats::Snapshot;
+
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SHUNT_GIT_COMMIT"),
+    ", built ",
+    env!("SHUNT_BUILD_DATE"),
+    ")"
+);
 
 #[derive(Parser)]
 #[command(
     name = "shunt",
-    version,
+    version = VERSION,
     about = "AF_XDP userspace fast-path dataplane: L4 load balancing, conntrack, NAT"
 )]
 struct Cli {
-    /// Log level: error, warn, info, debug, trace (or a tracing filter).
-    #[arg(long, global = true, default_value = "info", env = "SHUNT_LOG")]
+    /// Log level: error, warn, info, debug, trace, off, or TARGET=LEVEL directives.
+    #[arg(long, global = true, default_value = "info", env = "SHUNT_LOG", value_parser = log::parse_filter)]
     log: String,
+    /// Log line format on stderr (under journald, lines carry syslog priorities).
+    #[arg(long, global = true, value_enum, default_value = "text", env = "SHUNT_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Control socket of the running instance.
+    #[arg(long, global = true, env = "SHUNT_SOCKET", default_value = "/run/shunt/control.sock")]
+    socket: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,38 +55,37 @@ enum Command {
         /// Only check the file, not that its interfaces, queues and cores exist here.
         #[arg(long)]
         offline: bool,
+        #[arg(long)]
+        json: bool,
     },
-    /// Build or tear down the network-namespace lab the default config runs on.
+    /// Build, tear down or inspect the network-namespace lab the default config runs on.
     Lab {
         #[arg(value_enum)]
         action: LabAction,
     },
     /// Counters of the running instance: workers, services, backends, XDP.
     Stats {
-        #[command(flatten)]
-        socket: SocketArg,
-        /// Refresh every N seconds, showing rates per second.
-        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1")]
+        /// Refresh every SECS seconds (0.1 to 86400), showing rates per second.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1", value_parser = parse_interval)]
         watch: Option<f64>,
-        /// Print JSON instead of tables.
+        /// Print JSON instead of tables (with --watch: one line of rates per interval).
         #[arg(long)]
         json: bool,
     },
     /// Latency report of the running instance: p50 … p99.99, max, per worker and merged.
     Histogram {
-        #[command(flatten)]
-        socket: SocketArg,
-        /// What to print: table, hgrm (HdrHistogram percentile distribution), json, svg.
-        #[arg(long, default_value = "table")]
-        format: String,
+        /// What to print (hgrm: HdrHistogram percentile distribution).
+        #[arg(long, value_enum, default_value = "table")]
+        format: HistogramFormat,
+        /// Same as --format json.
+        #[arg(long)]
+        json: bool,
         /// Also write latency.hgrm, latency.json and latency.svg into this directory.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
-    /// List a running instance's backends (admin state, health, connections) or change them.
+    /// Change a service's backends on the running instance.
     Backend {
-        #[command(flatten)]
-        socket: SocketArg,
         #[arg(value_enum)]
         action: BackendAction,
         /// Service name (list: only this service's backends).
@@ -78,37 +94,47 @@ enum Command {
         /// Backend address.
         #[arg(long)]
         addr: Option<String>,
-        #[arg(long)]
+        /// Backend port (1-65535).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         port: Option<u16>,
-        /// For list: print JSON.
-        #[arg(long)]
-        json: bool,
         /// For add and weight (0 drains).
         #[arg(long)]
         weight: Option<u32>,
         /// For add: the backend's MAC (else learned from the neighbour table).
         #[arg(long)]
         mac: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Add or remove a service on the running instance.
     Service {
-        #[command(flatten)]
-        socket: SocketArg,
         #[command(subcommand)]
         action: ServiceAction,
     },
-    /// Re-read the config file of the running instance (same as SIGHUP).
+    /// Re-read the config file of the running instance (as SIGHUP does); exits
+    /// non-zero, keeping the running config, when the file is broken.
     Reload {
-        #[command(flatten)]
-        socket: SocketArg,
+        #[arg(long)]
+        json: bool,
     },
-}
-
-#[derive(clap::Args)]
-struct SocketArg {
-    /// Control socket of the running instance.
-    #[arg(long, env = "SHUNT_SOCKET", default_value = "/run/shunt/control.sock")]
-    socket: PathBuf,
+    /// Tracked connections of the running instance (as `ipvsadm -Lnc`, `conntrack -L`).
+    Conn {
+        #[command(subcommand)]
+        action: ConnAction,
+    },
+    /// The running instance's configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Print a shell completion script: `shunt completion bash > /etc/bash_completion.d/shunt`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout.
+    #[command(hide = true)]
+    Manpage,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -126,19 +152,77 @@ enum BackendAction {
     Weight,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum HistogramFormat {
+    Table,
+    Hgrm,
+    Json,
+    Svg,
+}
+
+impl HistogramFormat {
+    fn name(self) -> &'static str {
+        match self {
+            HistogramFormat::Table => "table",
+            HistogramFormat::Hgrm => "hgrm",
+            HistogramFormat::Json => "json",
+            HistogramFormat::Svg => "svg",
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum ServiceAction {
-    /// Add a service described by a TOML file holding one [[service]]-style table
-    /// (name, vip, port, protocol, pipeline, backends, …).
+    /// Add a service described by a TOML file: one [[service]] table, or its
+    /// keys at the top level (name, vip, port, protocol, pipeline, backends, …).
     Add {
         #[arg(long)]
         file: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a service by name.
-    Remove { name: String },
+    Remove {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Services: VIP, port, protocol, pipeline, backends up/total.
     List {
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnAction {
+    /// Client, VIP, backend, SNAT address:port, state, idle time and worker of each flow.
+    List {
+        /// Only this service's flows.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only flows to this backend (ADDR or ADDR:PORT).
+        #[arg(long)]
+        backend: Option<String>,
+        /// Only flows from this client (ADDR or ADDR:PORT).
+        #[arg(long)]
+        client: Option<String>,
+        /// Only flows in this state: established, syn_sent, time_wait, replied, …
+        #[arg(long)]
+        state: Option<String>,
+        /// At most N flows.
+        #[arg(long, value_name = "N", default_value_t = 10_000)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// The running configuration, runtime changes included, as TOML.
+    Show {
         #[arg(long)]
         json: bool,
     },
@@ -151,31 +235,132 @@ enum LabAction {
     Status,
 }
 
+/// A CLI output path hit a closed pipe (`shunt … | head`): stop quietly.
+#[derive(Debug)]
+struct BrokenPipe;
+
+impl std::fmt::Display for BrokenPipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("broken pipe")
+    }
+}
+
+impl std::error::Error for BrokenPipe {}
+
+/// Writes to stdout; EPIPE becomes [`BrokenPipe`] instead of a panic.
+fn out(text: &str) -> anyhow::Result<()> {
+    let mut o = std::io::stdout().lock();
+    match o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(BrokenPipe.into()),
+        r => Ok(r?),
+    }
+}
+
+fn outln(text: &str) -> anyhow::Result<()> {
+    out(&format!("{text}\n"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(cli.command) {
+    log::init(&cli.log, cli.log_format);
+    let json = cli.command.json();
+    match run(cli.command, &cli.socket) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<BrokenPipe>() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shunt: error: {e:#}");
+            let msg = hint(shunt::control::chain(&e));
+            if json {
+                let _ = outln(&serde_json::json!({ "ok": false, "error": msg }).to_string());
+            }
+            eprintln!("shunt: error: {msg}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(command: Command) -> anyhow::Result<()> {
+impl Command {
+    fn json(&self) -> bool {
+        match self {
+            Command::Check { json, .. }
+            | Command::Stats { json, .. }
+            | Command::Backend { json, .. }
+            | Command::Reload { json }
+            | Command::Service {
+                action:
+                    ServiceAction::Add { json, .. }
+                    | ServiceAction::Remove { json, .. }
+                    | ServiceAction::List { json },
+            }
+            | Command::Config { action: ConfigAction::Show { json } }
+            | Command::Conn { action: ConnAction::List { json, .. } } => *json,
+            Command::Histogram { json, format, .. } => *json || *format == HistogramFormat::Json,
+            _ => false,
+        }
+    }
+}
+
+/// Adds what the operator can do about an error we can recognise.
+fn hint(msg: String) -> String {
+    if msg.contains("is already bound by another AF_XDP socket") {
+        let others = other_shunt_pids();
+        if !others.is_empty() {
+            let pids: Vec<String> = others.iter().map(u32::to_string).collect();
+            return format!("{msg}: is another shunt running? (pid {})", pids.join(", "));
+        }
+    }
+    msg
+}
+
+/// Other processes named `shunt` in this network namespace.
+fn other_shunt_pids() -> Vec<u32> {
+    let me = std::process::id();
+    let netns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+    let ours = netns("self");
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut pids: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "shunt")
+                && netns(&pid.to_string()) == ours
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// `--watch` seconds: finite, 0.1 to a day (Duration cannot hold `inf`).
+fn parse_interval(s: &str) -> Result<f64, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !secs.is_finite() || !(0.1..=86400.0).contains(&secs) {
+        return Err(format!("{s} is out of range: 0.1 to 86400 seconds"));
+    }
+    Ok(secs)
+}
+
+fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
     match command {
-        Command::Check { config, offline } => {
+        Command::Check { config, offline, json } => {
             let cfg = Config::load(&config)?;
             shunt::pipeline::registry::check(&cfg)?;
             if !offline {
                 cfg.check_host()?;
             }
-            println!(
+            if json {
+                return outln(
+                    &serde_json::json!({
+                        "ok": true,
+                        "config": config.display().to_string(),
+                        "interfaces": cfg.interfaces.len(),
+                        "workers": cfg.workers.len(),
+                        "pipelines": cfg.pipelines.len(),
+                        "services": cfg.services.len(),
+                        "routes": cfg.routes.len(),
+                    })
+                    .to_string(),
+                );
+            }
+            outln(&format!(
                 "{}: ok ({} interface(s), {} worker(s), {} pipeline(s), {} service(s), {} route(s))",
                 config.display(),
                 cfg.interfaces.len(),
@@ -183,8 +368,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 cfg.pipelines.len(),
                 cfg.services.len(),
                 cfg.routes.len()
-            );
-            Ok(())
+            ))
         }
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
@@ -198,41 +382,42 @@ fn run(command: Command) -> anyhow::Result<()> {
             let reload = Arc::new(AtomicBool::new(false));
             signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())?;
             let summary = shunt::control::run(&cfg, stop, reload)?;
-            print!("{summary}");
+            // The summary goes to stdout; a closed stdout must not fail a clean stop.
+            let _ = out(&summary.to_string());
             Ok(())
         }
-        Command::Stats { socket, watch, json } => stats(&socket.socket, watch, json),
-        Command::Histogram { socket, format, out } => {
-            let reply = call(&socket.socket, &Request::Histogram { format: format.clone() })?;
+        Command::Stats { watch, json } => stats(socket, watch, json),
+        Command::Histogram { format, json, out: dir } => {
+            let format = if json { HistogramFormat::Json } else { format };
+            let reply = call(socket, &Request::Histogram { format: format.name().into() })?;
             match reply {
-                serde_json::Value::String(s) => print!("{s}"),
-                other => println!("{}", serde_json::to_string_pretty(&other)?),
+                serde_json::Value::String(s) => out(&s)?,
+                other => outln(&serde_json::to_string_pretty(&other)?)?,
             }
-            if let Some(dir) = out {
-                std::fs::create_dir_all(&dir)?;
+            if let Some(dir) = dir {
+                std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
                 for (fmt, file) in
                     [("hgrm", "latency.hgrm"), ("json", "latency.json"), ("svg", "latency.svg")]
                 {
-                    let v = call(&socket.socket, &Request::Histogram { format: fmt.into() })?;
+                    let v = call(socket, &Request::Histogram { format: fmt.into() })?;
                     let text = match v {
                         serde_json::Value::String(s) => s,
                         other => serde_json::to_string_pretty(&other)?,
                     };
-                    std::fs::write(dir.join(file), text)?;
-                    eprintln!("wrote {}", dir.join(file).display());
+                    let path = dir.join(file);
+                    std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
                 }
             }
             Ok(())
         }
-        Command::Backend { socket, action, service, addr, port, json, weight, mac } => {
+        Command::Backend { action, service, addr, port, weight, mac, json } => {
             if let BackendAction::List = action {
-                let rows = call(&socket.socket, &Request::BackendList { service })?;
+                let rows = call(socket, &Request::BackendList { service })?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&rows)?);
-                } else {
-                    print!("{}", backend_table(&rows));
+                    return outln(&serde_json::to_string_pretty(&rows)?);
                 }
-                return Ok(());
+                return out(&backend_table(&rows));
             }
             let need = |what: &str| anyhow::anyhow!("backend {} needs --{what}", action_name(action));
             let service = service.ok_or_else(|| need("service"))?;
@@ -254,51 +439,53 @@ fn run(command: Command) -> anyhow::Result<()> {
                     weight: weight.ok_or_else(|| anyhow::anyhow!("backend weight needs --weight N"))?,
                 },
             };
-            let r = call(&socket.socket, &req)?;
-            match r.get("admin").and_then(|a| a.as_str()) {
-                Some(admin) => println!(
-                    "ok: {admin} (was {}; generation {})",
-                    r["before"].as_str().unwrap_or("?"),
-                    r["generation"]
-                ),
-                None => println!("ok: applied (generation {})", r["generation"]),
-            }
-            Ok(())
+            applied(call(socket, &req)?, json, "applied")
         }
-        Command::Service { socket, action } => {
-            let req = match action {
-                ServiceAction::Add { file } => {
-                    let text = std::fs::read_to_string(&file)?;
-                    let table: toml::Table =
-                        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-                    let json = serde_json::to_value(table)?;
-                    let serde_json::Value::Object(service) = json else { anyhow::bail!("not a table") };
-                    Request::ServiceAdd { service }
+        Command::Service { action } => {
+            let (req, json) = match action {
+                ServiceAction::Add { file, json } => {
+                    (Request::ServiceAdd { service: service_file(&file)? }, json)
                 }
-                ServiceAction::Remove { name } => Request::ServiceRemove { name },
+                ServiceAction::Remove { name, json } => (Request::ServiceRemove { name }, json),
                 ServiceAction::List { json } => {
-                    let rows = call(&socket.socket, &Request::ServiceList {})?;
+                    let rows = call(socket, &Request::ServiceList {})?;
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&rows)?);
-                    } else {
-                        print!("{}", service_table(&rows));
+                        return outln(&serde_json::to_string_pretty(&rows)?);
                     }
-                    return Ok(());
+                    return out(&service_table(&rows));
                 }
             };
-            let r = call(&socket.socket, &req)?;
-            println!("ok: applied (generation {})", r["generation"]);
-            Ok(())
+            applied(call(socket, &req)?, json, "applied")
         }
-        Command::Reload { socket } => {
-            let r = call(&socket.socket, &Request::Reload {})?;
-            println!("ok: reloaded (generation {})", r["generation"]);
-            for (what, key) in [("kept", "kept"), ("changed", "changed")] {
-                for line in r[key].as_array().into_iter().flatten() {
-                    println!("  {what}: {}", line.as_str().unwrap_or_default());
-                }
+        Command::Reload { json } => applied(call(socket, &Request::Reload {})?, json, "reloaded"),
+        Command::Conn { action: ConnAction::List { service, backend, client, state, limit, json } } => {
+            let r = call(socket, &Request::ConnList { service, backend, client, state, limit: Some(limit) })?;
+            if json {
+                return outln(&serde_json::to_string_pretty(&r)?);
             }
-            Ok(())
+            conn_table(&r)
+        }
+        Command::Config { action: ConfigAction::Show { json } } => {
+            let r = call(socket, &Request::ConfigShow {})?;
+            if json {
+                return outln(&serde_json::to_string_pretty(&r)?);
+            }
+            out(&format!(
+                "# running config of {} (generation {}), runtime changes included\n{}",
+                r["path"].as_str().unwrap_or("?"),
+                r["generation"],
+                r["toml"].as_str().unwrap_or("")
+            ))
+        }
+        Command::Completion { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "shunt", &mut buf);
+            out(&String::from_utf8_lossy(&buf))
+        }
+        Command::Manpage => {
+            let mut buf = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut buf)?;
+            out(&String::from_utf8_lossy(&buf))
         }
         Command::Lab { action } => shunt::lab::run(match action {
             LabAction::Up => "up",
@@ -308,8 +495,103 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// Reads a service file for `service add`: a `[[service]]` table (as in
+/// a config file) or the service's keys at the top level.
+fn service_file(file: &Path) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    if let Some(services) = table.remove("service") {
+        if !table.is_empty() {
+            anyhow::bail!(
+                "{}: a [[service]] table and other top-level keys; give one or the other",
+                file.display()
+            );
+        }
+        let toml::Value::Array(mut list) = services else {
+            anyhow::bail!("{}: `service` must be a [[service]] table", file.display())
+        };
+        if list.len() != 1 {
+            anyhow::bail!(
+                "{}: {} [[service]] tables; `service add` takes exactly one",
+                file.display(),
+                list.len()
+            );
+        }
+        let toml::Value::Table(one) = list.remove(0) else {
+            anyhow::bail!("{}: `service` must be a [[service]] table", file.display())
+        };
+        table = one;
+    }
+    match serde_json::to_value(table)? {
+        serde_json::Value::Object(service) => Ok(service),
+        _ => anyhow::bail!("{}: not a table", file.display()),
+    }
+}
+
+/// `conn list` as a table, one flow per line.
+fn conn_table(r: &serde_json::Value) -> anyhow::Result<()> {
+    let rows = r["connections"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let mut text = format!(
+        "{:<5} {:<24} {:<24} {:<10} {:<24} {:<24} {:<12} {:>7} {:>6}\n",
+        "proto", "client", "vip", "service", "backend", "snat", "state", "idle", "worker"
+    );
+    for c in rows {
+        let s = |k: &str| c[k].as_str().unwrap_or("-").to_string();
+        text.push_str(&format!(
+            "{:<5} {:<24} {:<24} {:<10} {:<24} {:<24} {:<12} {:>6}s {:>6}\n",
+            s("proto"),
+            s("client"),
+            s("vip"),
+            s("service"),
+            s("backend"),
+            s("snat"),
+            s("state"),
+            c["idle_secs"],
+            c["worker"]
+        ));
+    }
+    text.push_str(&format!(
+        "{} connection(s){}\n",
+        rows.len(),
+        if r["truncated"] == true { " (limit reached: --limit N for more)" } else { "" }
+    ));
+    out(&text)
+}
+
+/// Prints the reply to a change: `ok: applied (generation N)` and what
+/// changed, or the reply as JSON.
+fn applied(r: serde_json::Value, json: bool, what: &str) -> anyhow::Result<()> {
+    if json {
+        let mut o = serde_json::json!({ "ok": true });
+        if let serde_json::Value::Object(m) = r {
+            for (k, v) in m {
+                o[k] = v;
+            }
+        }
+        return outln(&o.to_string());
+    }
+    match r.get("admin").and_then(|a| a.as_str()) {
+        Some(admin) => outln(&format!(
+            "ok: {admin} (was {}; generation {})",
+            r["before"].as_str().unwrap_or("?"),
+            r["generation"]
+        ))?,
+        None => outln(&format!("ok: {what} (generation {})", r["generation"]))?,
+    }
+    for c in r["changes"].as_array().into_iter().flatten() {
+        outln(&format!("  {}", c.as_str().unwrap_or_default()))?;
+    }
+    for (label, key) in [("kept", "kept"), ("changed", "changed")] {
+        for line in r[key].as_array().into_iter().flatten() {
+            outln(&format!("  {label}: {}", line.as_str().unwrap_or_default()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Sends a request to the running instance; its error becomes ours.
-fn call(socket: &std::path::Path, req: &Request) -> anyhow::Result<serde_json::Value> {
+fn call(socket: &Path, req: &Request) -> anyhow::Result<serde_json::Value> {
     let r = shunt::control::request(socket, req)?;
     if !r.ok {
         anyhow::bail!("{}", r.error.unwrap_or_else(|| "request failed".into()));
@@ -317,19 +599,20 @@ fn call(socket: &std::path::Path, req: &Request) -> anyhow::Result<serde_json::V
     Ok(r.data.unwrap_or(serde_json::Value::Null))
 }
 
-fn stats(socket: &std::path::Path, watch: Option<f64>, json: bool) -> anyhow::Result<()> {
+fn stats(socket: &Path, watch: Option<f64>, json: bool) -> anyhow::Result<()> {
     let fetch =
         || -> anyhow::Result<Snapshot> { Ok(serde_json::from_value(call(socket, &Request::Stats {})?)?) };
     let mut prev = fetch()?;
     let Some(secs) = watch else {
         if json {
-            println!("{}", serde_json::to_string_pretty(&prev)?);
-        } else {
-            print!("{}", prev.table(None));
+            return outln(&serde_json::to_string_pretty(&prev)?);
         }
-        return Ok(());
+        return out(&prev.table(None));
     };
-    let every = std::time::Duration::from_secs_f64(secs.max(0.1));
+    // Screen clearing only for a person at a terminal; a pipe gets plain
+    // tables one after another.
+    let clear = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let every = std::time::Duration::from_secs_f64(secs);
     let mut at = std::time::Instant::now();
     loop {
         std::thread::sleep(every);
@@ -337,10 +620,11 @@ fn stats(socket: &std::path::Path, watch: Option<f64>, json: bool) -> anyhow::Re
         let dt = at.elapsed().as_secs_f64();
         at = std::time::Instant::now();
         if json {
-            println!("{}", serde_json::to_string(&now)?);
+            outln(&now.rates(&prev, dt).to_string())?;
+        } else if clear {
+            out(&format!("\x1b[2J\x1b[H{}", now.table(Some((&prev, dt)))))?;
         } else {
-            // Clear the screen, then rates over the last interval.
-            print!("\x1b[2J\x1b[H{}", now.table(Some((&prev, dt))));
+            out(&format!("{}\n", now.table(Some((&prev, dt)))))?;
         }
         prev = now;
     }

@@ -1,5 +1,6 @@
-//! The CLI as a user meets it: --version, --help, and `check` messages that
-//! point at the line and column of a mistake.
+//! The CLI as a user meets it: --version, --help, `check` messages that
+//! point at the line and column of a mistake, option validation and exit
+//! codes, completions, and output into closed pipes.
 
 mod common;
 
@@ -23,7 +24,27 @@ fn default_config() -> String {
 #[test]
 fn version_and_help() {
     let out = Command::new(SHUNT).arg("--version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("shunt {}", env!("CARGO_PKG_VERSION")));
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let commit = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).current_dir(repo()).output();
+    let commit = commit
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".into(), |o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let prefix = format!("shunt {} (commit ", env!("CARGO_PKG_VERSION"));
+    assert!(version.starts_with(&prefix), "{version}");
+    // The commit the binary was built from: HEAD, or an ancestor while uncommitted work is tested.
+    let built = version[prefix.len()..].split(',').next().unwrap();
+    assert!(built == "unknown" || built.len() == 12, "{version}");
+    if commit != "unknown" && built != commit {
+        let ancestor = Command::new("git")
+            .args(["merge-base", "--is-ancestor", built, "HEAD"])
+            .current_dir(repo())
+            .status()
+            .unwrap();
+        assert!(ancestor.success(), "{version} vs HEAD {commit}");
+    }
+    let date = version.rsplit("built ").next().unwrap().trim_end_matches(')');
+    assert!(date.len() == 10 && date.as_bytes()[4] == b'-' && date.as_bytes()[7] == b'-', "{version}");
     let out = Command::new(SHUNT).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for verb in ["run", "check", "lab"] {
@@ -132,4 +153,187 @@ fn run_without_privileges_names_what_is_missing() {
     assert!(!out.status.success());
     assert!(msg.contains("missing CAP_NET_ADMIN"), "{msg}");
     assert!(msg.contains("CAP_BPF"), "{msg}");
+}
+
+/// Runs `shunt ARGS`; returns (exit code, stdout, stderr). No output of
+/// any kind may be a panic.
+fn shunt(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(SHUNT).args(args).output().unwrap();
+    let (o, e) =
+        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+    assert!(!e.contains("panicked"), "{args:?}: {e}");
+    (out.status.code(), o, e)
+}
+
+#[test]
+fn unknown_log_levels_are_refused_with_the_valid_ones() {
+    for bad in ["warning", "verbose", "shunt=loud"] {
+        let (code, _, err) = shunt(&["--log", bad, "check", "--offline"]);
+        assert_eq!(code, Some(2), "{bad}: {err}");
+        assert!(
+            err.contains("unknown log level") && err.contains("error, warn, info, debug, trace, off"),
+            "{err}"
+        );
+    }
+    let cfg = repo().join("config.toml");
+    let (code, _, err) =
+        shunt(&["--log", "warn,shunt=debug", "check", "--offline", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn watch_intervals_that_are_no_duration_are_refused() {
+    for bad in ["inf", "1e20", "NaN", "0", "-1", "soon"] {
+        let (code, _, err) = shunt(&["stats", "--socket", "/nonexistent.sock", &format!("--watch={bad}")]);
+        assert_eq!(code, Some(2), "{bad}: {err}");
+        assert!(err.contains("invalid value"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn backend_port_zero_is_refused_on_the_command_line_and_in_files() {
+    let (code, _, err) = shunt(&[
+        "backend",
+        "add",
+        "--socket",
+        "/nonexistent.sock",
+        "--service",
+        "web",
+        "--addr",
+        "10.0.2.14",
+        "--port",
+        "0",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("0 is not in 1..=65535"), "{err}");
+    let text =
+        default_config().replace(r#"{ addr = "10.0.2.13", port = 80,"#, r#"{ addr = "10.0.2.13", port = 0,"#);
+    let (ok, msg) = check(&text);
+    assert!(!ok);
+    assert!(msg.contains("backend 10.0.2.13: port must be 1..=65535"), "{msg}");
+}
+
+#[test]
+fn file_errors_name_the_file_once() {
+    let (code, _, err) =
+        shunt(&["service", "add", "--socket", "/nonexistent.sock", "--file", "/nonexistent/web9.toml"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("/nonexistent/web9.toml: No such file or directory"), "{err}");
+    let (code, _, err) = shunt(&["check", "-c", "/nonexistent.toml"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err.trim(),
+        "shunt: error: cannot read config /nonexistent.toml: No such file or directory (os error 2)"
+    );
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}
+
+#[test]
+fn errors_in_inline_backends_name_their_own_key() {
+    let weight = default_config().replace(
+        r#"port = 80, weight = 100 },
+  { addr = "10.0.2.13""#,
+        r#"port = 80, weight = -5 },
+  { addr = "10.0.2.13""#,
+    );
+    let (ok, msg) = check(&weight);
+    assert!(!ok);
+    assert!(msg.contains("key `service.backends.weight`"), "{msg}");
+    let mac = default_config().replace(
+        r#"{ addr = "10.0.2.13", port = 80, weight = 100 }"#,
+        r#"{ addr = "10.0.2.13", port = 80, weight = 100, mac = "zz:zz" }"#,
+    );
+    let (ok, msg) = check(&mac);
+    assert!(!ok);
+    assert!(msg.contains("key `service.backends.mac`: service `web`: invalid MAC address `zz:zz`"), "{msg}");
+}
+
+#[test]
+fn global_options_work_after_the_verb() {
+    for args in [
+        &["service", "remove", "--socket", "/nonexistent/p.sock", "web9"][..],
+        &["service", "remove", "web9", "--socket", "/nonexistent/p.sock"],
+        &["reload", "--socket", "/nonexistent/p.sock", "--log", "warn"],
+        &["stats", "--log-format", "json", "--socket", "/nonexistent/p.sock"],
+    ] {
+        let (code, _, err) = shunt(args);
+        assert_eq!(code, Some(1), "{args:?}: {err}");
+        assert!(err.contains("no running shunt at /nonexistent/p.sock"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn histogram_help_lists_its_formats() {
+    let (code, out, _) = shunt(&["histogram", "--help"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("[possible values: table, hgrm, json, svg]"), "{out}");
+    let (code, _, err) = shunt(&["histogram", "--format", "png"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("possible values: table, hgrm, json, svg"), "{err}");
+}
+
+#[test]
+fn completions_and_man_page_are_generated() {
+    for (shell, marker) in
+        [("bash", "complete -F _shunt"), ("zsh", "#compdef shunt"), ("fish", "complete -c shunt")]
+    {
+        let (code, out, err) = shunt(&["completion", shell]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(out.contains(marker), "{shell}: {out:.300}");
+        assert!(out.contains("reload") && out.contains("histogram"), "{shell}");
+    }
+    let (code, out, _) = shunt(&["manpage"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with(".ie") && out.contains(".TH shunt 1"), "{out:.300}");
+    // bash accepts the script.
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source <({SHUNT} completion bash) && complete -p shunt"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn output_into_a_closed_pipe_is_no_panic() {
+    // `head -c1` exits after one byte; the rest of the write meets EPIPE.
+    for verb in ["completion bash", "manpage", "--help"] {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!("set -o pipefail; {SHUNT} {verb} 2>/tmp/shunt-epipe-$$.err | head -c1 >/dev/null; rc=$?; cat /tmp/shunt-epipe-$$.err; rm -f /tmp/shunt-epipe-$$.err; exit $rc"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stdout);
+        assert!(!err.contains("panicked"), "{verb}: {err}");
+        assert!(
+            out.status.code() == Some(0) || out.status.code() == Some(141),
+            "{verb}: {:?} {err}",
+            out.status
+        );
+    }
+}
+
+#[test]
+fn lab_status_lists_only_the_lab_and_fails_when_it_is_down() {
+    if !common::is_root() {
+        return;
+    }
+    let _lock = common::lab_lock();
+    let _ = Command::new("ip").args(["netns", "add", "xtest-unrelated"]).status();
+    let (code, _, err) = shunt(&["lab", "down"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = shunt(&["lab", "status"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("shunt-client   missing"), "{out}");
+    assert!(err.contains("lab is down") && err.contains("shunt lab up"), "{err}");
+    assert!(!out.contains("xtest-unrelated"), "{out}");
+    let (code, _, err) = shunt(&["lab", "up"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, _) = shunt(&["lab", "status"]);
+    let _ = Command::new("ip").args(["netns", "del", "xtest-unrelated"]).status();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("shunt-be3      up") && out.contains("lab is up") && !out.contains("xtest-unrelated"),
+        "{out}"
+    );
 }

@@ -93,9 +93,9 @@ fn histogram_counts_every_forwarded_packet_and_hgrm_parses_back() {
 
     let summary = shunt.stop();
     // The final report on exit covers the whole run.
-    let file = std::fs::read_to_string(reports.join("latency.hgrm")).expect("final report written");
+    let file = std::fs::read_to_string(reports.join("latest/latency.hgrm")).expect("final report written");
     assert_eq!(hgrm_total(&file), counter(&summary, "worker 0", "tx_packets"));
-    assert!(reports.join("latency.svg").exists() && reports.join("latency.json").exists());
+    assert!(reports.join("latest/latency.svg").exists() && reports.join("latest/latency.json").exists());
 }
 
 #[test]

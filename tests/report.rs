@@ -456,3 +456,38 @@ fn write_dir_reports_errors() {
     assert!(two_workers().write_dir(&file.join("sub")).is_err());
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+/// The `x` attribute of the `<text>` holding exactly `label`.
+fn text_x(svg: &str, label: &str) -> f64 {
+    let end = svg
+        .find(&format!(">\n{label}\n</text>"))
+        .or_else(|| svg.find(&format!(">{label}</text>")))
+        .unwrap_or_else(|| panic!("no label {label}"));
+    let start = svg[..end].rfind("<text").unwrap();
+    let tag = &svg[start..end];
+    let x = tag.split(" x=\"").nth(1).unwrap().split('"').next().unwrap();
+    x.parse().unwrap()
+}
+
+#[test]
+fn svg_last_percentile_label_fits_and_a_lone_worker_stays_visible() {
+    let mut w = WorkerHistograms::new(0, 1).expect("standard bounds");
+    for ns in 1..=100_000u64 {
+        w.latency.record(ns).expect("in range");
+    }
+    let svg = Report::new(vec![w]).svg().expect("svg");
+    check_svg_shape(&svg);
+    // Centred on its tick: half of "99.999%" (7 glyphs of a 14 px font,
+    // ~8 px each) must end inside the 1024 px canvas.
+    let x = text_x(&svg, "99.999%");
+    assert!(x + 7.0 * 8.0 / 2.0 <= 1024.0, "99.999% at x={x} is cut off");
+    // The worker's line is drawn after (over) the merged black one, which
+    // it equals with one worker.
+    let polylines: Vec<&str> = svg.split("<polyline").skip(1).collect();
+    let stroke = |p: &str| {
+        p.split("stroke=\"").nth(1).and_then(|s| s.split('"').next()).unwrap_or("").to_ascii_lowercase()
+    };
+    let black = polylines.iter().position(|p| stroke(p) == "#000000").expect("merged line");
+    let worker = polylines.iter().position(|p| stroke(p) == "#1f77b4").expect("worker line");
+    assert!(worker > black, "merged at {black}, worker at {worker}");
+}

@@ -64,26 +64,58 @@ impl Source<'_> {
         (line, before[line_start..].chars().count() + 1)
     }
 
-    /// The dotted key on the line holding `offset`, prefixed by the table
-    /// header above it: `dataplane.frame_size`, `worker.queues`.
+    /// The dotted key at `offset`, prefixed by the table header above it:
+    /// `dataplane.frame_size`, `worker.queues`. Inside an inline table
+    /// (`{ addr = "…", weight = -5 }`) it is the key just before the
+    /// offset, under the array that holds the table: `service.backends.weight`.
     fn key_at(&self, offset: usize) -> Option<String> {
         let offset = offset.min(self.text.len());
         let line_start = self.text[..offset].rfind('\n').map_or(0, |i| i + 1);
         let line = self.text[line_start..].lines().next().unwrap_or("");
-        let key = line.split_once('=').map(|(k, _)| k.trim()).or_else(|| {
+        let upto = line.get(..offset - line_start).unwrap_or(line);
+        let inline = line.trim_start().starts_with('{') || upto.contains('{');
+        let key = if inline {
+            upto.rsplit_once('=')
+                .map(|(k, _)| last_word(k))
+                .or_else(|| line.split_once('=').map(|(k, _)| last_word(k)))
+        } else {
+            line.split_once('=').map(|(k, _)| k.trim())
+        }
+        .or_else(|| {
             let t = line.trim();
             (!t.is_empty() && !t.starts_with('[')).then_some(t)
         })?;
         let key = key.trim_matches(|c| c == '{' || c == ',' || c == ' ');
-        let table = self.text[..line_start]
+        let before = &self.text[..line_start];
+        let mut owner = None;
+        if line.trim_start().starts_with('{') {
+            // The array of inline tables this line belongs to: `backends = [`.
+            owner = before.lines().rev().map(str::trim).take_while(|l| !l.starts_with('[')).find_map(|l| {
+                l.split_once('=').filter(|(_, v)| v.trim_start().starts_with('[')).map(|(k, _)| k.trim())
+            });
+        } else if let Some((k, v)) = line.split_once('=') {
+            if v.trim_start().starts_with('[') && inline {
+                owner = Some(k.trim());
+            }
+        }
+        let table = before
             .lines()
             .rev()
             .map(str::trim)
             .find(|l| l.starts_with('['))
             .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+        let key = match owner {
+            Some(o) if o != key => format!("{o}.{key}"),
+            _ => key.to_string(),
+        };
         Some(match table {
             Some(t) if !key.is_empty() => format!("{t}.{key}"),
-            _ => key.to_string(),
+            _ => key,
         })
     }
+}
+
+/// The last key-like word of `s` (`{ addr = "x", weight ` → `weight`).
+fn last_word(s: &str) -> &str {
+    s.trim_end().rsplit(|c: char| c == '{' || c == ',' || c.is_whitespace()).next().unwrap_or("").trim()
 }

@@ -201,6 +201,9 @@ pub(super) fn validate_services(
                     ));
                 }
             }
+            if b.port == 0 {
+                return Err(at(b.addr.span(), format!("backend {addr}: port must be 1..=65535")));
+            }
             if backends.iter().any(|x| x.addr == addr && x.port == b.port) {
                 return Err(at(b.addr.span(), format!("backend {addr}:{} listed twice", b.port)));
             }

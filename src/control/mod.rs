@@ -4,8 +4,10 @@
 //! and the control socket (`socket`, `protocol`, `edit`). It drives the
 //! `dataplane`; the dataplane never calls back into it.
 
+mod conns;
 pub mod edit;
 pub mod health;
+pub mod notify;
 mod plane;
 pub mod protocol;
 mod requests;
@@ -16,3 +18,21 @@ pub use plane::run;
 pub use protocol::{Request, Response};
 pub use snapshot::build_services;
 pub use socket::{request, Server};
+
+/// An error and its causes on one line, skipping a cause whose text the
+/// message before it already carries (`cannot read x: No such file`
+/// followed by `No such file` again).
+pub fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}

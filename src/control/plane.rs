@@ -11,6 +11,8 @@ use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 
 use super::health::HealthPlane;
+use super::notify::Notifier;
+use super::requests::Caller;
 use super::snapshot::build_services;
 use super::Server;
 use crate::config::Config;
@@ -32,16 +34,14 @@ pub(super) struct Running {
     pub(super) dp: Dataplane,
     /// Backend health and admin state; survives reloads.
     pub(super) health: HealthPlane,
+    pub(super) notify: Notifier,
 }
 
 /// Runs the dataplane until `stop` is set; `reload` (SIGHUP) re-reads the
 /// config file and publishes its services to the workers.
 pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<Summary> {
-    let mut ids = IdRegistry::default();
-    let mut health = HealthPlane::new(config, true).context("starting the health prober")?;
-    let services = Arc::new(ArcSwap::from_pointee(build_services(config, 1, &mut ids, &mut health)?));
-    let dp = Dataplane::start(config, services.clone(), stop.clone())?;
-    let mut running = Running { config: config.clone(), services, ids, generation: 1, dp, health };
+    // The control socket first: a second instance with this config stops
+    // here, naming the first one's pid, before touching any queue.
     let mut server = match &config.telemetry.control_socket {
         Some(path) => Some(
             Server::bind(path, config.telemetry.control_group.as_deref())
@@ -49,6 +49,12 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
         ),
         None => None,
     };
+    let mut ids = IdRegistry::default();
+    let mut health = HealthPlane::new(config, true).context("starting the health prober")?;
+    let services = Arc::new(ArcSwap::from_pointee(build_services(config, 1, &mut ids, &mut health)?));
+    let dp = Dataplane::start(config, services.clone(), stop.clone())?;
+    let notify = Notifier::from_env();
+    let mut running = Running { config: config.clone(), services, ids, generation: 1, dp, health, notify };
     if let Some(s) = &server {
         tracing::info!(path = %s.path().display(), "control socket listening");
     }
@@ -60,12 +66,14 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
         Ok(()) => tracing::info!("dropped capabilities: keeping CAP_BPF and CAP_NET_RAW on the housekeeping thread, none on workers"),
         Err(e) => tracing::warn!(error = %e, "could not drop capabilities"),
     }
+    let latency = Arc::new(crate::telemetry::prometheus::LatencyShare::default());
     let metrics = match config.telemetry.prometheus {
         Some(addr) => {
             let health = running.health.metrics.clone();
             let h = crate::telemetry::prometheus::spawn_with(
                 &addr.to_string(),
                 running.dp.shared.clone(),
+                latency.clone(),
                 stop.clone(),
                 |r| health.register(r),
             )?;
@@ -76,16 +84,19 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
     };
     let (workers, interfaces) = running.dp.size();
     eprintln!("shunt: running {workers} worker(s) on {interfaces} interface(s); Ctrl-C to stop");
+    // XDP attached, sockets bound, workers polling: ready for systemd.
+    running.notify.ready();
+    let mut progress = running.dp.progress();
 
     let mut last_summary = Instant::now();
     let mut last_xdp = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         match &mut server {
-            Some(s) => s.serve(TICK, |req| running.handle(req)),
+            Some(s) => s.serve(TICK, |req, peer| running.handle(req, peer)),
             None => std::thread::sleep(TICK),
         }
         if reload.swap(false, Ordering::Relaxed) {
-            running.reload_file();
+            let _ = running.reload(Caller::Signal);
         }
         if running.health.poll() {
             running.republish();
@@ -94,7 +105,18 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
         if last_xdp.elapsed() >= Duration::from_secs(1) {
             last_xdp = Instant::now();
             running.dp.refresh_xdp();
+            if metrics.is_some() {
+                latency.publish(&running.dp.report().merged().latency);
+            }
         }
+        // Every worker hands a histogram over per loop pass: one whose
+        // count stopped rising is stuck, and the watchdog goes unfed.
+        running.notify.watchdog(|| {
+            let now = running.dp.progress();
+            let moving = now.iter().zip(&progress).all(|(n, p)| n > p);
+            progress = now;
+            moving
+        });
         if running.dp.worker_exited() && !stop.load(Ordering::Relaxed) {
             stop.store(true, Ordering::Relaxed);
             tracing::error!("a worker thread exited unexpectedly; shutting down");
@@ -111,6 +133,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
             );
         }
     }
+    running.notify.stopping();
     drop(server);
     let summary = running.dp.shutdown();
     if let Some(h) = metrics {

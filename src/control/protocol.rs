@@ -18,6 +18,26 @@ pub enum Request {
         #[serde(default = "default_format")]
         format: String,
     },
+    /// Tracked connections, filtered, at most `limit`.
+    #[serde(rename = "conn.list")]
+    ConnList {
+        #[serde(default)]
+        service: Option<String>,
+        /// Backend address, or address:port.
+        #[serde(default)]
+        backend: Option<String>,
+        /// Client address, or address:port.
+        #[serde(default)]
+        client: Option<String>,
+        /// Protocol state, e.g. established, syn_sent, udp_replied.
+        #[serde(default)]
+        state: Option<String>,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// The running configuration, runtime changes included, as TOML.
+    #[serde(rename = "config.show")]
+    ConfigShow {},
     /// Re-read the config file (what SIGHUP does).
     #[serde(rename = "reload")]
     Reload {},

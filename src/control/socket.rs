@@ -34,8 +34,9 @@ impl Server {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                bail!("{} is in use: is another shunt running?", path.display());
+            if let Ok(other) = UnixStream::connect(path) {
+                let pid = Peer::of(&other).pid;
+                bail!("{} is in use: is another shunt running? (pid {pid})", path.display());
             }
             let _ = std::fs::remove_file(path);
         }
@@ -64,8 +65,9 @@ impl Server {
         &self.path
     }
 
-    /// Waits up to `timeout` for clients and answers each with `handle`.
-    pub fn serve(&mut self, timeout: Duration, mut handle: impl FnMut(Request) -> Response) {
+    /// Waits up to `timeout` for clients and answers each with `handle`,
+    /// which also learns who asked (for the log).
+    pub fn serve(&mut self, timeout: Duration, mut handle: impl FnMut(Request, Peer) -> Response) {
         if self.poll.poll(&mut self.events, Some(timeout)).is_err() {
             return;
         }
@@ -83,10 +85,14 @@ impl Server {
             let _ = stream.set_nonblocking(false);
             let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
             let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
+            let peer = Peer::of(&stream);
             let reply = match read_request(&mut stream) {
                 Ok(bytes) => match protocol::parse(&bytes) {
-                    Ok(req) => handle(req),
-                    Err(e) => Response::err(e),
+                    Ok(req) => handle(req, peer),
+                    Err(e) => {
+                        tracing::warn!(uid = peer.uid, pid = peer.pid, error = %e, "control request refused");
+                        Response::err(e)
+                    }
                 },
                 Err(e) => Response::err(e),
             };
@@ -106,6 +112,35 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+/// The process on the other end of a control connection (SO_PEERCRED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub pid: i32,
+}
+
+impl Peer {
+    pub fn of(stream: &UnixStream) -> Peer {
+        use std::os::fd::AsRawFd;
+        let mut cred = libc::ucred { pid: 0, uid: u32::MAX, gid: u32::MAX };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `cred`, which we own.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Peer { uid: u32::MAX, pid: 0 };
+        }
+        Peer { uid: cred.uid, pid: cred.pid }
     }
 }
 

@@ -80,6 +80,8 @@ pub struct Dataplane {
     attached: Vec<Attached>,
     workers: Vec<RunningWorker>,
     collectors: Vec<Collector>,
+    /// Per worker: connection listings (`shunt conn list`).
+    pub conns: Vec<crate::telemetry::conns::Dumper>,
     cores: Vec<usize>,
     /// (worker, interface, queue, fd) of every AF_XDP socket.
     sockets: Vec<(usize, String, u32, i32)>,
@@ -103,12 +105,15 @@ impl Dataplane {
         let mesh = Arc::new(handoff::Mesh::new(config.workers.len()));
         let mut workers = Vec::new();
         let mut collectors = Vec::new();
+        let mut conns = Vec::new();
         let mut shared_workers = Vec::new();
         for (wi, w) in config.workers.iter().enumerate() {
             let counters = Arc::new(WorkerCounters::default());
             let stats = Arc::new(WorkerStats::default());
             let (recorder, collector) = latency::pair();
             collectors.push(collector);
+            let (tap, dumper) = crate::telemetry::conns::pair();
+            conns.push(dumper);
             shared_workers.push(WorkerShared {
                 core: w.core,
                 counters: counters.clone(),
@@ -120,6 +125,7 @@ impl Dataplane {
                 services: services.clone(),
                 mesh: mesh.clone(),
                 recorder,
+                conns: tap,
             };
             let cfg = config.clone();
             let (ready_tx, go, stop) = (ready_tx.clone(), go.clone(), stop.clone());
@@ -228,6 +234,7 @@ impl Dataplane {
             attached,
             workers,
             collectors,
+            conns,
             cores: config.workers.iter().map(|w| w.core).collect(),
             sockets,
             shared,
@@ -256,6 +263,11 @@ impl Dataplane {
         for c in &mut self.collectors {
             c.collect();
         }
+    }
+
+    /// Histogram pairs each worker handed over so far (its heartbeat).
+    pub fn progress(&self) -> Vec<u64> {
+        self.collectors.iter().map(|c| c.handovers).collect()
     }
 
     /// Points every XDP program's match maps at `config`: with `remove`
@@ -347,7 +359,7 @@ impl Dataplane {
         let report = self.report();
         let mut written = Vec::new();
         if let Some(dir) = &self.config.telemetry.histogram_dir {
-            match report.write_dir(dir) {
+            match report.write_run(dir) {
                 Ok(paths) => written = paths,
                 Err(e) => {
                     tracing::warn!(dir = %dir.display(), error = %e, "could not write the latency report")

@@ -34,6 +34,7 @@ pub struct WorkerInit {
     pub services: Arc<ArcSwap<Services>>,
     pub mesh: Arc<handoff::Mesh>,
     pub recorder: Recorder,
+    pub conns: crate::telemetry::conns::Tap,
 }
 
 pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Worker, Ready), DataplaneError> {
@@ -95,7 +96,7 @@ pub fn assemble<P: PortIo>(
     xsk: WorkerXsk<P>,
     ports: &[PortInfo],
 ) -> Result<Worker<P>, DataplaneError> {
-    let WorkerInit { counters, stats, services, mesh, recorder } = init;
+    let WorkerInit { counters, stats, services, mesh, recorder, conns } = init;
     let pipelines = build::pipelines(config, ports)
         .map_err(|e| DataplaneError::Pipelines { worker: wi, source: e.into() })?;
     let umem = umem_view(config, &xsk);
@@ -126,5 +127,6 @@ pub fn assemble<P: PortIo>(
         in_flight: Vec::new(),
         port_of_interface,
         recorder,
+        conns,
     })
 }

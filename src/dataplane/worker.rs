@@ -58,6 +58,8 @@ pub struct Worker<P: PortIo = Port> {
     pub port_of_interface: Vec<u8>,
     /// Latency and batch-size histograms, recycled by the control thread.
     pub recorder: Recorder,
+    /// Connection listings (`shunt conn list`), a bounded chunk per batch.
+    pub conns: crate::telemetry::conns::Tap,
 }
 
 /// Conntrack slots scanned for expiry per batch: amortised, never a sweep.
@@ -121,6 +123,10 @@ impl<P: PortIo> Worker<P> {
             received += self.collect_returns();
         }
         self.recorder.rotate();
+        // Once per pass, idle or not: an answer to a pending `conn list`
+        // round, and the table fill gauges.
+        self.conns.serve(&self.ctx.conntrack, now_secs);
+        crate::telemetry::counters::publish_fill(&self.counters, &self.ctx);
         received
     }
 
@@ -556,6 +562,7 @@ entries_per_worker = 4096
             services: services.clone(),
             mesh: mesh.clone(),
             recorder: latency::pair().0,
+            conns: crate::telemetry::conns::pair().0,
         };
         (setup::assemble(config, wi, init, xsk, &infos).unwrap(), umem)
     }

@@ -680,6 +680,30 @@ impl ConnTable {
         reclaimed
     }
 
+    /// Visits live entries from slot `start`, looking at most at
+    /// `max_slots` slots, until `f` returns false; returns the slot to
+    /// resume from (`capacity()` when done). Bounded steps for listings
+    /// taken at batch boundaries (telemetry::conns).
+    pub fn visit_live(
+        &self,
+        start: usize,
+        max_slots: usize,
+        now: Tick,
+        mut f: impl FnMut(&Entry) -> bool,
+    ) -> usize {
+        let end = start.saturating_add(max_slots).min(self.entries.len());
+        for i in start..end {
+            let e = &self.entries[i];
+            if self.tags[i / WAYS].0[i % WAYS] != 0
+                && !e.expired(&self.timeouts, &self.alt_timeouts, now)
+                && !f(e)
+            {
+                return i + 1;
+            }
+        }
+        end
+    }
+
     /// Visits every live entry (control plane / dumps; O(capacity)).
     pub fn for_each_live(&self, now: Tick, mut f: impl FnMut(&Entry)) {
         for (b, t) in self.tags.iter().enumerate() {

@@ -13,8 +13,8 @@ use super::flow::{
 use super::maglev::client_hash;
 use super::rewrite::related;
 use super::services::Services;
-use super::stats::WorkerStats;
 use super::snat;
+use super::stats::WorkerStats;
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
 use crate::config::MAX_BATCH;
 use crate::wire::addr::{is_v4_mapped, mapped, v4_of};

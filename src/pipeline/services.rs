@@ -9,9 +9,9 @@ use std::net::IpAddr;
 
 use anyhow::{Context, Result};
 
+use super::flow::BackendId;
 use super::maglev::{backend_key, Maglev, MaglevBackend};
 use super::stats::{MAX_BACKENDS, MAX_SERVICES};
-use super::flow::BackendId;
 use crate::config::{Config, Prefix};
 use crate::nat46::{EamTable, Prefix64};
 use crate::xdp::maps::addr16;

@@ -19,6 +19,11 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
+    /// For gauges the owner overwrites.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
     /// For gauges: decrement (wrapping; read with `get_signed`).
     #[inline]
     pub fn sub(&self, n: u64) {

@@ -28,6 +28,26 @@ pub struct WorkerCounters {
     pub handoffs_out: Counter,
     pub handoffs_served: Counter,
     pub drops: [Counter; DropReason::COUNT],
+    /// Gauges of table fill, written at batch boundaries ([`publish_fill`]).
+    pub fill: [Counter; FILL.len()],
+}
+
+/// Names of the fill gauges, in `WorkerCounters::fill` order.
+pub const FILL: [&str; 4] = ["conntrack_entries", "conntrack_capacity", "snat_ports_in_use", "snat_ports"];
+
+/// Publishes how full the worker's conntrack table and SNAT port shares
+/// are. Once per batch: a handful of loads and stores.
+#[inline]
+pub fn publish_fill(c: &WorkerCounters, ctx: &crate::pipeline::Ctx) {
+    let (mut used, mut owned) = (0, 0);
+    for p in &ctx.snat {
+        owned += p.capacity();
+        used += p.capacity() - p.available();
+    }
+    let values = [ctx.conntrack.len(), ctx.conntrack.capacity(), used, owned];
+    for (g, v) in c.fill.iter().zip(values) {
+        g.set(v as u64);
+    }
 }
 
 impl WorkerCounters {
@@ -60,5 +80,10 @@ impl WorkerCounters {
             v.push((r.name(), self.drops[*r as usize].get()));
         }
         v
+    }
+
+    /// The fill gauges as `name value` pairs.
+    pub fn gauges(&self) -> Vec<(&'static str, u64)> {
+        FILL.iter().zip(&self.fill).map(|(n, g)| (*n, g.get())).collect()
     }
 }

@@ -90,6 +90,8 @@ pub struct Collector {
     fresh: Sender<Box<Hists>>,
     full: Receiver<Box<Hists>>,
     pub total: Hists,
+    /// Pairs handed over so far: the worker's heartbeat.
+    pub handovers: u64,
 }
 
 /// A recorder for a worker and the collector that drains it.
@@ -99,7 +101,7 @@ pub fn pair() -> (Recorder, Collector) {
     let _ = fresh_tx.try_send(Box::new(Hists::new()));
     (
         Recorder { current: Box::new(Hists::new()), fresh: fresh_rx, full: full_tx },
-        Collector { fresh: fresh_tx, full: full_rx, total: Hists::new() },
+        Collector { fresh: fresh_tx, full: full_rx, total: Hists::new(), handovers: 0 },
     )
 }
 
@@ -108,6 +110,7 @@ impl Collector {
     pub fn collect(&mut self) {
         while let Ok(mut h) = self.full.try_recv() {
             self.total.add(&h);
+            self.handovers += 1;
             h.reset();
             let _ = self.fresh.try_send(h);
         }

@@ -2,8 +2,8 @@
 //! HTTP address, served by its own thread from the shared counters.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -14,9 +14,55 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::stats::Shared;
+use super::stats::{endpoint_str, Shared};
 
-struct ShuntCollector(Arc<Shared>);
+struct ShuntCollector(Arc<Shared>, Arc<LatencyShare>);
+
+/// Reloads (SIGHUP or `shunt reload`) that succeeded and failed, for
+/// `shunt_config_reloads_total{result}`; one control plane per process.
+static RELOADS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+pub fn count_reload(ok: bool) {
+    RELOADS[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Upper bounds of the latency histogram buckets, in seconds (1 µs … 1 s).
+const LATENCY_BOUNDS: [f64; 19] = [
+    1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5,
+    1.0,
+];
+
+/// The merged RX→TX latency, bucketed by the housekeeping thread (which
+/// owns the histograms) for the metrics thread.
+#[derive(Default)]
+pub struct LatencyShare(Mutex<Option<Bucketed>>);
+
+#[derive(Clone)]
+struct Bucketed {
+    sum: f64,
+    count: u64,
+    /// (upper bound, count in this bucket); the last bound is +Inf.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl LatencyShare {
+    /// Buckets `h` (nanoseconds) and publishes it.
+    pub fn publish(&self, h: &hdrhistogram::Histogram<u64>) {
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BOUNDS.iter().map(|b| (*b, 0)).collect();
+        buckets.push((f64::MAX, 0));
+        let mut sum = 0.0;
+        for v in h.iter_recorded() {
+            let secs = v.value_iterated_to() as f64 / 1e9;
+            let n = v.count_at_value();
+            sum += secs * n as f64;
+            let i = LATENCY_BOUNDS.iter().position(|b| secs <= *b).unwrap_or(LATENCY_BOUNDS.len());
+            buckets[i].1 += n;
+        }
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(Bucketed { sum, count: h.len(), buckets });
+        }
+    }
+}
 
 impl fmt::Debug for ShuntCollector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -45,6 +91,39 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, rows: &[(Labels, i64
 impl Collector for ShuntCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), fmt::Error> {
         let snap = self.0.snapshot();
+        {
+            let mut d = e.encode_descriptor(
+                "shunt_build",
+                "version, git commit and build date",
+                None,
+                MetricType::Info,
+            )?;
+            let labels = [
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", env!("SHUNT_GIT_COMMIT")),
+                ("build_date", env!("SHUNT_BUILD_DATE")),
+            ];
+            d.encode_info(&labels)?;
+        }
+        let reloads = [
+            (vec![("result", "success".to_string())], RELOADS[0].load(Ordering::Relaxed)),
+            (vec![("result", "failure".to_string())], RELOADS[1].load(Ordering::Relaxed)),
+        ];
+        counter(
+            &mut e,
+            "shunt_config_reloads",
+            "config reloads (SIGHUP or shunt reload), by result",
+            &reloads,
+        )?;
+        if let Some(h) = self.1 .0.lock().ok().and_then(|g| g.clone()) {
+            let mut d = e.encode_descriptor(
+                "shunt_latency_seconds",
+                "RX to TX-submit time per forwarded packet, all workers",
+                None,
+                MetricType::Histogram,
+            )?;
+            d.encode_histogram::<()>(h.sum, h.count, &h.buckets, None)?;
+        }
         // Worker counters: one family per counter name; drop reasons share one.
         let names: Vec<String> = snap
             .workers
@@ -63,6 +142,14 @@ impl Collector for ShuntCollector {
                 })
                 .collect();
             counter(&mut e, &format!("shunt_worker_{name}"), "per-worker dataplane counter", &rows)?;
+        }
+        for (i, name) in super::counters::FILL.iter().enumerate() {
+            let rows: Vec<(Labels, i64)> = snap
+                .workers
+                .iter()
+                .map(|w| (vec![("worker", w.worker.to_string())], w.gauges.get(i).map_or(0, |g| g.1 as i64)))
+                .collect();
+            gauge(&mut e, &format!("shunt_worker_{name}"), "table fill, per worker", &rows)?;
         }
         let mut drops = Vec::new();
         for w in &snap.workers {
@@ -102,7 +189,7 @@ impl Collector for ShuntCollector {
             svc[2].push((l.clone(), s.traffic.new_flows));
             svc_active.push((l, s.traffic.active_flows));
             for b in &s.backends {
-                let l = vec![("service", s.name.clone()), ("backend", format!("{}:{}", b.addr, b.port))];
+                let l = vec![("service", s.name.clone()), ("backend", endpoint_str(&b.addr, b.port))];
                 be[0].push((l.clone(), b.traffic.packets));
                 be[1].push((l.clone(), b.traffic.bytes));
                 be[2].push((l.clone(), b.traffic.new_flows));
@@ -132,7 +219,8 @@ impl Collector for ShuntCollector {
             .sockets
             .iter()
             .flat_map(|s| {
-                s.counters.iter().map(|(k, v)| {
+                // An empty TX ring is the normal idle state, not a drop.
+                s.counters.iter().filter(|(k, _)| k != "tx_ring_empty_descs").map(|(k, v)| {
                     let labels = vec![
                         ("worker", s.worker.to_string()),
                         ("interface", s.interface.clone()),
@@ -143,20 +231,43 @@ impl Collector for ShuntCollector {
                 })
             })
             .collect();
-        counter(&mut e, "shunt_xsk_drops", "AF_XDP socket counters from the kernel (XDP_STATISTICS)", &xsk)?;
+        counter(
+            &mut e,
+            "shunt_xsk_drops",
+            "AF_XDP socket drop counters from the kernel (XDP_STATISTICS)",
+            &xsk,
+        )?;
+        let empty: Vec<(Labels, u64)> = snap
+            .sockets
+            .iter()
+            .flat_map(|s| {
+                s.counters.iter().filter(|(k, _)| k == "tx_ring_empty_descs").map(|(_, v)| {
+                    let labels = vec![
+                        ("worker", s.worker.to_string()),
+                        ("interface", s.interface.clone()),
+                        ("queue", s.queue.to_string()),
+                    ];
+                    (labels, *v)
+                })
+            })
+            .collect();
+        counter(
+            &mut e,
+            "shunt_xsk_tx_ring_empty",
+            "times the kernel found a socket's TX ring empty (idle, not a drop)",
+            &empty,
+        )?;
         Ok(())
     }
 }
 
-/// Serves GET /metrics on `addr` until `stop` is set.
-pub fn spawn(addr: &str, shared: Arc<Shared>, stop: Arc<AtomicBool>) -> Result<std::thread::JoinHandle<()>> {
-    spawn_with(addr, shared, stop, |_| {})
-}
-
-/// [`spawn`], with `register` adding metrics of other modules (health).
+/// Serves GET /metrics on `addr` until `stop` is set; other paths get 404,
+/// other methods on /metrics 405. `register` adds metrics of other modules
+/// (health).
 pub fn spawn_with(
     addr: &str,
     shared: Arc<Shared>,
+    latency: Arc<LatencyShare>,
     stop: Arc<AtomicBool>,
     register: impl FnOnce(&mut Registry),
 ) -> Result<std::thread::JoinHandle<()>> {
@@ -164,13 +275,30 @@ pub fn spawn_with(
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("binding the Prometheus listener on {addr}"))?;
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(ShuntCollector(shared)));
+    registry.register_collector(Box::new(ShuntCollector(shared, latency)));
     register(&mut registry);
     let handle = std::thread::Builder::new().name("shunt-metrics".into()).spawn(move || {
         // Bound already: serving needs no privilege.
         let _ = crate::sys::drop_capabilities(&[]);
         while !stop.load(Ordering::Relaxed) {
             let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(200)) else { continue };
+            let path = req.url().split('?').next().unwrap_or("");
+            if path != "/metrics" {
+                let _ = req.respond(
+                    tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404),
+                );
+                continue;
+            }
+            if !matches!(req.method(), tiny_http::Method::Get | tiny_http::Method::Head) {
+                let allow = tiny_http::Header::from_bytes(&b"Allow"[..], &b"GET, HEAD"[..])
+                    .expect("static header is valid");
+                let _ = req.respond(
+                    tiny_http::Response::from_string("method not allowed\n")
+                        .with_status_code(405)
+                        .with_header(allow),
+                );
+                continue;
+            }
             let mut body = String::new();
             let resp = match prometheus_client::encoding::text::encode(&mut body, &registry) {
                 Ok(()) => tiny_http::Response::from_string(body).with_header(

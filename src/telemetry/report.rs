@@ -245,10 +245,10 @@ impl Report {
         use plotters::prelude::*;
 
         let merged = self.merged();
-        let series: Vec<(String, bool, Curve)> = self
-            .workers
-            .iter()
-            .chain(std::iter::once(&merged))
+        // Merged first, workers over it: with one worker the two lines are
+        // the same, and the worker's must stay visible.
+        let series: Vec<(String, bool, Curve)> = std::iter::once(&merged)
+            .chain(self.workers.iter())
             .map(|r| (r.label(), r.is_merged(), percentile_curve(&r.latency)))
             .collect();
 
@@ -266,6 +266,8 @@ impl Report {
             let mut chart = ChartBuilder::on(&root)
                 .caption("Latency by percentile", ("sans-serif", 22))
                 .margin(16)
+                // Room for the last x label ("99.999%"), centred on the edge.
+                .margin_right(40)
                 .x_label_area_size(48)
                 .y_label_area_size(72)
                 .build_cartesian_2d(0.0..x_max, 0.0..y_max)
@@ -308,6 +310,22 @@ impl Report {
             root.present().map_err(|e| e.to_string())?;
         }
         Ok(buf)
+    }
+
+    /// Writes this run's report into its own directory under `dir`, named by
+    /// the UTC time and pid (`20261201T204319Z-1234`), and points the
+    /// `latest` symlink at it: runs never overwrite each other, and no
+    /// per-worker file of an earlier, wider run sits beside this one's.
+    pub fn write_run(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        let name =
+            format!("{}-{}", super::log::compact_utc(std::time::SystemTime::now()), std::process::id());
+        let written = self.write_dir(&dir.join(&name))?;
+        let latest = dir.join("latest");
+        let tmp = dir.join(format!(".latest-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&name, &tmp)?;
+        std::fs::rename(&tmp, &latest)?;
+        Ok(written)
     }
 
     /// Writes `latency.hgrm` (merged), `latency-w{N}.hgrm` (one per worker),

@@ -50,6 +50,9 @@ pub struct WorkerSnap {
     pub core: usize,
     /// Counter name → value, in a stable order.
     pub counters: Vec<(String, u64)>,
+    /// Table fill gauges (conntrack entries and capacity, SNAT ports in use and owned).
+    #[serde(default)]
+    pub gauges: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -89,6 +92,19 @@ pub struct XdpSnap {
     pub counters: Vec<(String, u64)>,
 }
 
+/// `addr:port`, or `[addr]:port` for IPv6, as everywhere in Shunt's output.
+pub fn endpoint(ip: std::net::IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(ip, port).to_string()
+}
+
+/// [`endpoint`] of an address given as text (left as is if it is not one).
+pub fn endpoint_str(addr: &str, port: u16) -> String {
+    match addr.parse() {
+        Ok(ip) => endpoint(ip, port),
+        Err(_) => format!("{addr}:{port}"),
+    }
+}
+
 fn sum<'a>(blocks: impl Iterator<Item = Option<&'a FlowStats>>) -> Traffic {
     let mut t = Traffic::default();
     for s in blocks.flatten() {
@@ -118,6 +134,7 @@ impl Shared {
                     .map(|(k, v)| (k.to_string(), v))
                     .chain(w.stats.details())
                     .collect(),
+                gauges: w.counters.gauges().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             })
             .collect();
         let services = self
@@ -164,6 +181,58 @@ impl Shared {
 }
 
 impl Snapshot {
+    /// Per-second rates of every counter since `prev`, `secs` earlier
+    /// (gauges such as active flows keep their current value).
+    pub fn rates(&self, prev: &Snapshot, secs: f64) -> serde_json::Value {
+        let per = |now: u64, before: u64| -> f64 {
+            if secs > 0.0 {
+                (now.saturating_sub(before) as f64 / secs * 10.0).round() / 10.0
+            } else {
+                0.0
+            }
+        };
+        let pairs = |now: &[(String, u64)],
+                     before: Option<&Vec<(String, u64)>>|
+         -> serde_json::Map<String, serde_json::Value> {
+            now.iter()
+                .map(|(k, v)| {
+                    let b = before.and_then(|b| b.iter().find(|(n, _)| n == k)).map_or(0, |x| x.1);
+                    (k.clone(), per(*v, b).into())
+                })
+                .collect()
+        };
+        let traffic = |t: &Traffic, b: Option<&Traffic>| {
+            let z = Traffic::default();
+            let b = b.unwrap_or(&z);
+            serde_json::json!({
+                "packets_per_sec": per(t.packets, b.packets),
+                "bytes_per_sec": per(t.bytes, b.bytes),
+                "new_flows_per_sec": per(t.new_flows, b.new_flows),
+                "active_flows": t.active_flows,
+            })
+        };
+        serde_json::json!({
+            "interval_secs": secs,
+            "workers": self.workers.iter().map(|w| serde_json::json!({
+                "worker": w.worker,
+                "core": w.core,
+                "per_sec": pairs(&w.counters, prev.workers.get(w.worker).map(|p| &p.counters)),
+            })).collect::<Vec<_>>(),
+            "services": self.services.iter().enumerate().map(|(i, s)| {
+                let ps = prev.services.get(i).filter(|p| p.name == s.name);
+                let mut v = traffic(&s.traffic, ps.map(|p| &p.traffic));
+                v["name"] = s.name.clone().into();
+                v["backends"] = s.backends.iter().map(|b| {
+                    let pb = ps.and_then(|p| p.backends.iter().find(|x| x.addr == b.addr && x.port == b.port));
+                    let mut o = traffic(&b.traffic, pb.map(|p| &p.traffic));
+                    o["backend"] = endpoint_str(&b.addr, b.port).into();
+                    o
+                }).collect::<Vec<_>>().into();
+                v
+            }).collect::<Vec<_>>(),
+        })
+    }
+
     /// The value of a worker counter summed over workers.
     pub fn total(&self, name: &str) -> u64 {
         self.workers.iter().flat_map(|w| &w.counters).filter(|(k, _)| k == name).map(|(_, v)| v).sum()
@@ -198,6 +267,19 @@ impl Snapshot {
                 let _ = writeln!(out, "{:<8} {:<5} {:<22} {r}", w.worker, w.core, k);
             }
         }
+        for w in &self.workers {
+            let g = |n: &str| w.gauges.iter().find(|(k, _)| k == n).map_or(0, |x| x.1);
+            let _ = writeln!(
+                out,
+                "{:<8} {:<5} conntrack {}/{}  snat ports {}/{}",
+                w.worker,
+                w.core,
+                g("conntrack_entries"),
+                g("conntrack_capacity"),
+                g("snat_ports_in_use"),
+                g("snat_ports")
+            );
+        }
         let _ = writeln!(out);
         let _ = writeln!(
             out,
@@ -211,7 +293,7 @@ impl Snapshot {
             let _ = writeln!(
                 out,
                 "{:<28} {:>7} {pk} {by} {:>10} {:>8}",
-                format!("{} {}:{}/{}", s.name, s.vip, s.port, s.protocol),
+                format!("{} {}/{}", s.name, endpoint_str(&s.vip, s.port), s.protocol),
                 "",
                 s.traffic.new_flows,
                 s.traffic.active_flows
@@ -223,7 +305,7 @@ impl Snapshot {
                 let _ = writeln!(
                     out,
                     "  {:<26} {:>7} {pk} {by} {:>10} {:>8}",
-                    format!("{}:{}", b.addr, b.port),
+                    endpoint_str(&b.addr, b.port),
                     b.weight,
                     b.traffic.new_flows,
                     b.traffic.active_flows

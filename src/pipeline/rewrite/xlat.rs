@@ -331,7 +331,6 @@ mod tests {
     use crate::pipeline::{PacketMeta, Verdict};
     use crate::wire::addr::mapped;
 
-
     /// A frame of `len` bytes at `HR` in a 512-byte buffer.
     const HR: usize = 128;
 

@@ -1,0 +1,541 @@
+//! Running Shunt as an operator does, in the lab: systemd readiness
+//! (sd_notify to a fake NOTIFY_SOCKET), `shunt reload` failing on a broken
+//! file, logs under journald and as JSON, what each change logs, second
+//! instances, report directories, Prometheus paths and families, and the
+//! CLI against a live instance (JSON replies, config show, closed pipes).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Lab {
+    cfg: PathBuf,
+    sock: PathBuf,
+    reports: PathBuf,
+}
+
+/// The default config with its own control socket and report directory;
+/// `prometheus` replaces the metrics address ("" for none, so instances
+/// never compete for the port).
+fn config(tag: &str, prometheus: &str) -> Lab {
+    let id = rand_u32();
+    let dir = std::env::temp_dir();
+    let sock = dir.join(format!("shunt-{tag}-{id}.sock"));
+    let reports = dir.join(format!("shunt-{tag}-{id}-reports"));
+    let text = std::fs::read_to_string(repo().join("config.toml"))
+        .unwrap()
+        .replace("/run/shunt/control.sock", sock.to_str().unwrap())
+        .replace("/var/lib/shunt/reports", reports.to_str().unwrap())
+        .replace(
+            "prometheus = \"127.0.0.1:9464\"",
+            &if prometheus.is_empty() {
+                "# no prometheus".to_string()
+            } else {
+                format!("prometheus = \"{prometheus}\"")
+            },
+        );
+    let cfg = dir.join(format!("shunt-{tag}-{id}.toml"));
+    std::fs::write(&cfg, text).unwrap();
+    Lab { cfg, sock, reports }
+}
+
+/// `shunt run` in the `shunt` namespace with `env`, stderr and stdout to
+/// `log`; does not wait.
+fn spawn(cfg: &Path, log: &Path, args: &[&str], env: &[(&str, String)]) -> Child {
+    let f = std::fs::File::create(log).unwrap();
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", "shunt", SHUNT]).args(args).arg("run").arg("--config").arg(cfg);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.stdout(f.try_clone().unwrap()).stderr(f).spawn().expect("spawn shunt")
+}
+
+fn wait_for(log: &Path, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(what) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "no `{what}` in:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop(mut child: Child, log: &Path) -> String {
+    // SAFETY: kill(2) on our own child (ip netns exec execs shunt).
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("shunt did not stop:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+/// (exit code, stdout, stderr) of `shunt ARGS --socket SOCK`.
+fn cli(sock: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(SHUNT).args(args).arg("--socket").arg(sock).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), err)
+}
+
+/// Datagrams received on the fake NOTIFY_SOCKET so far.
+fn notes(rx: &UnixDatagram, seen: &mut Vec<String>) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = rx.recv(&mut buf) {
+        seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
+}
+
+/// One HTTP/1.0 request to the metrics listener inside the namespace:
+/// (status line, body).
+fn http(method: &str, path: &str) -> (String, String) {
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/19464; printf '{method} {path} HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3; cat <&3"
+    );
+    let out = ns_exec("shunt", &["bash", "-c", &script]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let status = text.lines().next().unwrap_or("").trim().to_string();
+    let body = text.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
+    (status, body)
+}
+
+#[test]
+fn systemd_readiness_reload_watchdog_logs_and_metrics() {
+    let _lab = lab();
+    let lab = config("ops", "127.0.0.1:19464");
+    let dir = std::env::temp_dir().join(format!("shunt-notify-{}", rand_u32()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let notify_path = dir.join("notify.sock");
+    let rx = UnixDatagram::bind(&notify_path).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let log = dir.join("shunt.log");
+    // journald hands the service a stream whose device:inode is in
+    // JOURNAL_STREAM; the log file is that stream here.
+    std::fs::File::create(&log).unwrap();
+    let meta = std::fs::metadata(&log).unwrap();
+    let env = [
+        ("NOTIFY_SOCKET", notify_path.to_str().unwrap().to_string()),
+        ("WATCHDOG_USEC", "400000".to_string()),
+        ("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino())),
+    ];
+    // The file is opened again by spawn; keep its inode.
+    let f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", "shunt", SHUNT, "run", "--config"]).arg(&lab.cfg);
+    for (k, v) in &env {
+        c.env(k, v);
+    }
+    let child = c.stdout(f.try_clone().unwrap()).stderr(f).spawn().unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.iter().any(|n| n.contains("READY=1")) {
+        assert!(
+            Instant::now() < deadline,
+            "no READY=1: {seen:?}\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        notes(&rx, &mut seen);
+    }
+    // READY only once the dataplane is up: the attach was logged before it.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("Ctrl-C to stop"), "{text}");
+    // Under journald every log line carries its syslog priority.
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("control socket listening")).collect();
+    assert!(lines.len() == 1 && lines[0].starts_with("<6>"), "{text}");
+
+    // Watchdog: fed while the worker loops (400 ms / 2).
+    std::thread::sleep(Duration::from_millis(700));
+    notes(&rx, &mut seen);
+    assert!(seen.iter().filter(|n| n.as_str() == "WATCHDOG=1").count() >= 2, "{seen:?}");
+
+    // A change through the socket: JSON reply, logged once with uid and what.
+    let (code, out, err) = cli(
+        &lab.sock,
+        &["backend", "drain", "--service", "web", "--addr", "10.0.2.13", "--port", "80", "--json"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reply["ok"], true);
+    assert_eq!(reply["generation"], 2);
+    assert_eq!(reply["changes"][0], "service web: backend 10.0.2.13:80 draining (weight 0)");
+    let text = wait_for(&log, "control change applied");
+    let applied: Vec<&str> = text.lines().filter(|l| l.contains("control change applied")).collect();
+    assert_eq!(applied.len(), 1, "{text}");
+    assert!(
+        applied[0].starts_with("<6>")
+            && applied[0].contains("uid=0")
+            && applied[0].contains("10.0.2.13:80 draining"),
+        "{text}"
+    );
+    assert!(!applied[0].contains("BackendDrain"), "no Debug dumps: {text}");
+
+    // IPv6 endpoints print as [addr]:port.
+    let (code, out, err) = cli(
+        &lab.sock,
+        &["backend", "weight", "--service", "web6", "--addr", "fd00:2::12", "--port", "80", "--weight", "50"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("backend [fd00:2::12]:80 weight 50"), "{out}");
+
+    // A rejected change: cites the request, not a line of a file; logged with the uid.
+    let (code, _, err) = cli(
+        &lab.sock,
+        &["backend", "add", "--service", "web", "--addr", "10.0.2.14", "--port", "80", "--mac", "zz:zz"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(
+            "backend.add request: key `service.backends.mac`: service `web`: invalid MAC address `zz:zz`"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains(".toml:"), "{err}");
+    let text = wait_for(&log, "control change `service web: backend 10.0.2.14:80 added");
+    assert!(
+        text.lines().any(|l| l.starts_with("<4>") && l.contains("zz:zz") && l.contains("uid=0")),
+        "{text}"
+    );
+
+    // config show: the running config, the drain included, as TOML.
+    let (code, out, _) = cli(&lab.sock, &["config", "show"]);
+    assert_eq!(code, Some(0));
+    let shown: toml::Table = toml::from_str(&out).expect("config show prints TOML");
+    let web =
+        shown["service"].as_array().unwrap().iter().find(|s| s["name"].as_str() == Some("web")).unwrap();
+    let drained =
+        web["backends"].as_array().unwrap().iter().find(|b| b["addr"].as_str() == Some("10.0.2.13")).unwrap();
+    assert_eq!(drained["weight"].as_integer(), Some(0));
+
+    // Reload of a good file: RELOADING=1 then READY=1, changes listed and logged.
+    seen.clear();
+    let (code, out, err) = cli(&lab.sock, &["reload"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("ok: reloaded (generation 4)"), "{out}");
+    notes(&rx, &mut seen);
+    let r = seen.iter().position(|n| n.starts_with("RELOADING=1\nMONOTONIC_USEC=")).expect("RELOADING=1");
+    assert!(seen[r..].iter().any(|n| n.starts_with("READY=1")), "{seen:?}");
+    let text = wait_for(&log, "config reloaded");
+    assert!(
+        text.lines().any(|l| l.starts_with("<6>")
+            && l.contains("config reloaded")
+            && l.contains("via=\"control socket\"")),
+        "{text}"
+    );
+
+    // Reload of a broken file: exit 1, the error, the old config kept, logged at error.
+    let good = std::fs::read_to_string(&lab.cfg).unwrap();
+    std::fs::write(&lab.cfg, good.replace("batch_size = 64", "batch_sise = 64")).unwrap();
+    let (code, _, err) = cli(&lab.sock, &["reload"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unknown field `batch_sise`"), "{err}");
+    let text = wait_for(&log, "config reload failed");
+    assert!(text.lines().any(|l| l.starts_with("<3>") && l.contains("config reload failed")), "{text}");
+    std::fs::write(&lab.cfg, good).unwrap();
+
+    // Prometheus: only GET /metrics; build info, reload results, the
+    // latency histogram, IPv6 labels, no idle TX ring among the drops.
+    let (status, body) = http("GET", "/metrics");
+    assert!(status.ends_with("200 OK"), "{status}");
+    assert!(
+        body.contains(&format!("shunt_build_info{{version=\"{}\",commit=", env!("CARGO_PKG_VERSION"))),
+        "{body}"
+    );
+    assert!(body.contains("shunt_config_reloads_total{result=\"success\"} 1"), "{body}");
+    assert!(body.contains("shunt_config_reloads_total{result=\"failure\"} 1"), "{body}");
+    assert!(body.contains("# TYPE shunt_latency_seconds histogram"), "{body}");
+    assert!(body.contains("shunt_latency_seconds_bucket{le=\"+Inf\"}"), "{body}");
+    assert!(body.contains("backend=\"[fd00:2::12]:80\""), "{body}");
+    assert!(
+        !body.lines().any(|l| l.starts_with("shunt_xsk_drops") && l.contains("tx_ring_empty_descs")),
+        "{body}"
+    );
+    assert!(body.contains("shunt_xsk_tx_ring_empty_total{"), "{body}");
+    assert!(body.contains("# TYPE shunt_worker_conntrack_entries gauge"), "{body}");
+    assert!(body.contains("shunt_worker_snat_ports{worker=\"0\"}"), "{body}");
+    let (status, _) = http("GET", "/");
+    assert!(status.contains(" 404"), "{status}");
+    let (status, _) = http("POST", "/metrics");
+    assert!(status.contains(" 405"), "{status}");
+
+    let text = stop(child, &log);
+    notes(&rx, &mut seen);
+    assert!(seen.iter().any(|n| n == "STOPPING=1"), "{seen:?}\n{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn json_log_lines_parse() {
+    let _lab = lab();
+    let lab = config("jsonlog", "");
+    let log = std::env::temp_dir().join(format!("shunt-jsonlog-{}.log", rand_u32()));
+    let child = spawn(&lab.cfg, &log, &["--log-format", "json"], &[]);
+    wait_for(&log, "Ctrl-C to stop");
+    let (code, _, _) =
+        cli(&lab.sock, &["backend", "drain", "--service", "web", "--addr", "10.0.2.11", "--port", "80"]);
+    assert_eq!(code, Some(0));
+    wait_for(&log, "control change applied");
+    let text = stop(child, &log);
+    let mut parsed = 0;
+    for line in text.lines().filter(|l| l.starts_with('{')) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["message"].is_string() && v["time"].is_string(), "{line}");
+        if v["message"].as_str().unwrap().contains("control change applied") {
+            assert_eq!(v["uid"], 0, "{line}");
+            assert_eq!(v["level"], "info");
+        }
+        parsed += 1;
+    }
+    assert!(parsed >= 3, "{text}");
+}
+
+#[test]
+fn second_instance_names_the_first_and_reports_keep_every_run() {
+    let _lab = lab();
+    let lab = config("twice", "");
+    let log1 = std::env::temp_dir().join(format!("shunt-twice1-{}.log", rand_u32()));
+    let first = spawn(&lab.cfg, &log1, &[], &[]);
+    wait_for(&log1, "Ctrl-C to stop");
+    // Same config: the control socket is taken.
+    let out = Command::new("ip")
+        .args(["netns", "exec", "shunt", SHUNT, "run", "--config"])
+        .arg(&lab.cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("is in use: is another shunt running? (pid {})", first.id())), "{err}");
+    // Another control socket, same queues: the queue is taken.
+    let other = config("twice-b", "");
+    let out = Command::new("ip")
+        .args(["netns", "exec", "shunt", SHUNT, "run", "--config"])
+        .arg(&other.cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("already bound by another AF_XDP socket"), "{err}");
+    assert!(err.contains(&format!("is another shunt running? (pid {})", first.id())), "{err}");
+    stop(first, &log1);
+
+    // Two runs, two report directories, `latest` at the second.
+    let log2 = std::env::temp_dir().join(format!("shunt-twice2-{}.log", rand_u32()));
+    let second = spawn(&lab.cfg, &log2, &[], &[]);
+    wait_for(&log2, "Ctrl-C to stop");
+    let second_pid = second.id();
+    stop(second, &log2);
+    let mut runs: Vec<String> = std::fs::read_dir(&lab.reports)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n != "latest")
+        .collect();
+    runs.sort();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for r in &runs {
+        assert!(r.len() > 17 && r.as_bytes()[8] == b'T' && r[..16].ends_with('Z'), "{r}");
+        assert!(lab.reports.join(r).join("latency.hgrm").exists());
+    }
+    let latest = std::fs::read_link(lab.reports.join("latest")).unwrap();
+    assert!(latest.to_string_lossy().ends_with(&format!("-{second_pid}")), "{latest:?}");
+}
+
+#[test]
+fn live_cli_output_pipes_and_watch() {
+    let _lab = lab();
+    let lab = config("pipes", "");
+    let log = std::env::temp_dir().join(format!("shunt-pipes-{}.log", rand_u32()));
+    let child = spawn(&lab.cfg, &log, &[], &[]);
+    wait_for(&log, "Ctrl-C to stop");
+    let curl = ns_exec(
+        "shunt-client",
+        &["bash", "-c", "for i in 1 2 3 4 5; do curl -s -m 2 http://10.0.100.1/ >/dev/null; done"],
+    );
+    assert!(curl.status.success());
+    // hgrm into `head`: EPIPE ends it quietly.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {SHUNT} histogram --format hgrm --socket {} | head -2; echo rc=$?",
+            lab.sock.display()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains("panicked") && text.contains("rc=0") && text.contains("Value"), "{text}");
+
+    // --watch into a pipe: no screen clearing; --json: rates, per interval.
+    let mut watch = Command::new(SHUNT)
+        .args(["stats", "--watch", "0.2", "--json", "--socket"])
+        .arg(&lab.sock)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(first["interval_secs"].as_f64().unwrap() > 0.1, "{first}");
+    assert!(first["workers"][0]["per_sec"]["rx_packets"].is_number(), "{first}");
+    assert!(first["services"][0]["packets_per_sec"].is_number(), "{first}");
+    let mut watch = Command::new(SHUNT)
+        .args(["stats", "--watch", "0.2", "--socket"])
+        .arg(&lab.sock)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = watch.stdout.take().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let mut text = String::new();
+    let _ = out.read_to_string(&mut text);
+    assert!(text.contains("/s") && !text.contains('\x1b'), "{text:?}");
+
+    // --json from change verbs, errors included.
+    let (code, out, _) = cli(&lab.sock, &["service", "remove", "nope", "--json"]);
+    assert_eq!(code, Some(1));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(v["error"].as_str().unwrap().contains("no service `nope`"), "{v}");
+    let (code, out, _) = cli(&lab.sock, &["check", "--offline", "--json", "-c", lab.cfg.to_str().unwrap()]);
+    assert_eq!(code, Some(0));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["services"], 2);
+
+    // A service file written as in a config file, [[service]] header and all.
+    let svc = std::env::temp_dir().join(format!("shunt-svc-{}.toml", rand_u32()));
+    let mut f = std::fs::File::create(&svc).unwrap();
+    writeln!(
+        f,
+        "[[service]]\nname = \"web9\"\nvip = \"10.0.100.9\"\nport = 8080\nprotocol = \"tcp\"\npipeline = \"l4lb\"\nbackends = [{{ addr = \"10.0.2.11\", port = 80 }}]"
+    )
+    .unwrap();
+    let (code, out, err) = cli(&lab.sock, &["service", "add", "--file", svc.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("service web9 added"), "{out}");
+    let (code, _, err) = cli(&lab.sock, &["service", "remove", "web9", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    stop(child, &log);
+}
+
+#[test]
+fn demo_runs_curl_and_an_iperf3_stream_across_shunt() {
+    let _lab = lab();
+    let out = Command::new("bash").arg(repo().join("scripts/demo.sh")).env("SHUNT", SHUNT).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("intact"), "{text}");
+    assert!(text.contains("ok: applied (generation 2)") && text.contains("service iperf added"), "{text}");
+    // The receiver line: `[  5]   0.00-3.00 sec  X MBytes  N Mbits/sec  receiver`.
+    let receiver = text.lines().find(|l| l.ends_with("receiver")).unwrap_or_else(|| panic!("{text}"));
+    let rate: f64 = receiver
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .windows(2)
+        .find(|w| w[1] == "Mbits/sec")
+        .map(|w| w[0].parse().unwrap())
+        .unwrap_or_else(|| panic!("{receiver}"));
+    assert!(rate > 1.0, "{receiver}");
+}
+
+#[test]
+fn conn_list_shows_live_connections_with_filters() {
+    let _lab = lab();
+    let lab = config("conns", "");
+    let log = std::env::temp_dir().join(format!("shunt-conns-{}.log", rand_u32()));
+    let child = spawn(&lab.cfg, &log, &[], &[]);
+    wait_for(&log, "Ctrl-C to stop");
+    // Two idle keep-alive connections held open by the client: IPv4 and IPv6.
+    let mut holders = Vec::new();
+    for vip in ["10.0.100.1", "fd00:100::1"] {
+        let script = format!(
+            "exec 3<>/dev/tcp/{vip}/80; printf 'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' >&3; head -c 100 <&3 >/dev/null; echo open; sleep 8"
+        );
+        let mut h = Command::new("ip")
+            .args(["netns", "exec", "shunt-client", "bash", "-c", &script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(h.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "open", "{vip}");
+        holders.push(h);
+    }
+    let (code, out, err) = cli(&lab.sock, &["conn", "list", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let conns = v["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 2, "{out}");
+    let v4 = conns.iter().find(|c| c["service"] == "web").expect("the IPv4 flow");
+    assert!(v4["client"].as_str().unwrap().starts_with("10.0.1.2:"), "{v4}");
+    assert_eq!(v4["vip"], "10.0.100.1:80");
+    assert!(
+        ["10.0.2.11:80", "10.0.2.12:80", "10.0.2.13:80"].contains(&v4["backend"].as_str().unwrap()),
+        "{v4}"
+    );
+    assert!(v4["snat"].as_str().unwrap().starts_with("10.0.3."), "{v4}");
+    assert_eq!(v4["state"], "established");
+    assert_eq!(v4["proto"], "tcp");
+    assert_eq!(v4["worker"], 0);
+    let v6 = conns.iter().find(|c| c["service"] == "web6").expect("the IPv6 flow");
+    assert!(v6["client"].as_str().unwrap().starts_with("[fd00:1::2]:"), "{v6}");
+    assert_eq!(v6["vip"], "[fd00:100::1]:80");
+    assert!(v6["snat"].as_str().unwrap().starts_with("[fd00:3::"), "{v6}");
+
+    let count = |args: &[&str]| -> usize {
+        let mut a = vec!["conn", "list", "--json"];
+        a.extend_from_slice(args);
+        let (code, out, err) = cli(&lab.sock, &a);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["connections"].as_array().unwrap().len()
+    };
+    assert_eq!(count(&["--service", "web6"]), 1);
+    assert_eq!(count(&["--client", "10.0.1.2"]), 1);
+    assert_eq!(count(&["--client", v4["client"].as_str().unwrap()]), 1);
+    assert_eq!(count(&["--client", "10.0.1.99"]), 0);
+    assert_eq!(count(&["--backend", v4["backend"].as_str().unwrap()]), 1);
+    assert_eq!(count(&["--state", "ESTABLISHED"]), 2);
+    assert_eq!(count(&["--state", "time_wait"]), 0);
+    assert_eq!(count(&["--limit", "1"]), 1);
+    let (code, _, err) = cli(&lab.sock, &["conn", "list", "--state", "open"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unknown state `open`"), "{err}");
+    let (code, _, err) = cli(&lab.sock, &["conn", "list", "--service", "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no service `nope`"), "{err}");
+
+    // The fill gauges: two flows, an entry per direction each, two SNAT ports.
+    let (_, stats, _) = cli(&lab.sock, &["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    let gauge = |n: &str| -> u64 {
+        stats["workers"][0]["gauges"].as_array().unwrap().iter().find(|g| g[0] == n).unwrap()[1]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(gauge("conntrack_entries"), 4, "{stats}");
+    assert!(gauge("conntrack_capacity") >= 262144, "{stats}");
+    assert_eq!(gauge("snat_ports_in_use"), 2, "{stats}");
+    assert!(gauge("snat_ports") > 1000, "{stats}");
+    let (code, table, _) = cli(&lab.sock, &["conn", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(table.starts_with("proto client"), "{table}");
+    assert!(table.contains("established") && table.contains("[fd00:100::1]:80"), "{table}");
+    assert!(table.trim_end().ends_with("2 connection(s)"), "{table}");
+    for mut h in holders {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    stop(child, &log);
+}
