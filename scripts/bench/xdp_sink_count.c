@@ -8,7 +8,7 @@
  * Per-CPU array `bench_cnt`: [0] = packets, [1] = bytes (frame length).
  * Read with `bpftool -j map dump id ID` and sum over CPUs.
  *
- * One-way latency: `shunt gen` writes its submit time (CLOCK_MONOTONIC ns,
+ * One-way latency: `shunt-gen` writes its submit time (CLOCK_MONOTONIC ns,
  * big-endian) into the first 8 payload bytes; bpf_ktime_get_ns() reads the
  * same clock, so now - stamp is the generator → DUT → sink latency of every
  * packet. Per-CPU array `bench_lat` is its histogram in units of 1024 ns:
