@@ -14,7 +14,7 @@ use super::health::HealthPlane;
 use super::notify::Notifier;
 use super::requests::Caller;
 use super::snapshot::build_services;
-use super::Server;
+use super::{Request, Server};
 use crate::config::Config;
 use crate::dataplane::{Dataplane, Summary};
 use crate::pipeline::services::{IdRegistry, Services};
@@ -35,6 +35,9 @@ pub(super) struct Running {
     /// Backend health and admin state; survives reloads.
     pub(super) health: HealthPlane,
     pub(super) notify: Notifier,
+    /// Changes made over the control socket, in order, replayed over the
+    /// file's text on every reload so a reload does not undo them.
+    pub(super) runtime: Vec<(Request, String)>,
 }
 
 /// Runs the dataplane until `stop` is set; `reload` (SIGHUP) re-reads the
@@ -54,7 +57,16 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
     let services = Arc::new(ArcSwap::from_pointee(build_services(config, 1, &mut ids, &mut health)?));
     let dp = Dataplane::start(config, services.clone(), stop.clone())?;
     let notify = Notifier::from_env();
-    let mut running = Running { config: config.clone(), services, ids, generation: 1, dp, health, notify };
+    let mut running = Running {
+        config: config.clone(),
+        services,
+        ids,
+        generation: 1,
+        dp,
+        health,
+        notify,
+        runtime: Vec::new(),
+    };
     if let Some(s) = &server {
         tracing::info!(path = %s.path().display(), "control socket listening");
     }

@@ -84,6 +84,7 @@ impl Running {
                     .and_then(|new| self.apply(new));
                 match result {
                     Ok(_) => {
+                        self.runtime.push((change, what.clone()));
                         tracing::info!(
                             uid = peer.uid,
                             pid = peer.pid,
@@ -108,8 +109,20 @@ impl Running {
     pub(crate) fn reload(&mut self, caller: Caller) -> Result<(Vec<String>, ReloadReport), String> {
         self.notify.reloading();
         let old = self.config.clone();
-        let result =
-            Config::load(&self.config.path).map_err(anyhow::Error::from).and_then(|new| self.apply(new));
+        let mut replay = Vec::new();
+        let mut runtime = self.runtime.clone();
+        let result = Config::load(&self.config.path)
+            .map_err(anyhow::Error::from)
+            .map(|file| replay_runtime(file, &mut runtime, &mut replay))
+            .and_then(|new| self.apply(new))
+            .map(|mut report| {
+                report.kept.extend(replay.iter().filter(|(kept, _)| *kept).map(|(_, l)| l.clone()));
+                report.changed.extend(replay.iter().filter(|(kept, _)| !*kept).map(|(_, l)| l.clone()));
+                report
+            });
+        if result.is_ok() {
+            self.runtime = runtime;
+        }
         self.notify.ready();
         let (uid, pid, via) = match caller {
             Caller::Signal => (0, 0, "SIGHUP"),
@@ -359,6 +372,35 @@ pub(crate) fn diff(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
+/// The file's config with the control socket's changes applied again
+/// in order. A change the file now contradicts (its backend is already
+/// there, its service is gone) is dropped and reported; the rest are
+/// kept. `report` gets (kept, line) per change.
+fn replay_runtime(
+    file: Config,
+    runtime: &mut Vec<(Request, String)>,
+    report: &mut Vec<(bool, String)>,
+) -> Config {
+    let mut config = file;
+    runtime.retain(|(change, what)| {
+        let next = edit::apply(config.text(), change)
+            .map_err(anyhow::Error::msg)
+            .and_then(|text| Ok(Config::parse(&config.path, &text)?));
+        match next {
+            Ok(c) => {
+                config = c;
+                report.push((true, format!("runtime change: {what}")));
+                true
+            }
+            Err(e) => {
+                report.push((false, format!("runtime change dropped ({}): {what}", super::chain(&e))));
+                false
+            }
+        }
+    });
+    config
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,5 +422,46 @@ mod tests {
         assert!(d.iter().any(|c| c.ends_with("backend [fd00:2::12]:80 removed")), "{d:?}");
         assert_eq!(d.len(), 2, "{d:?}");
         assert!(diff(&old, &old).is_empty());
+    }
+
+    /// A reload re-reads the file: changes made over the control socket
+    /// are applied again on top of it, unless the file now contradicts
+    /// them (then they are dropped and reported), so a reload never
+    /// silently undoes them.
+    #[test]
+    fn runtime_changes_survive_a_reload_unless_the_file_contradicts_them() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let p = std::path::Path::new("config.toml");
+        let file = Config::parse(p, &text).unwrap();
+        let svc = file.services[0].name.clone();
+        let b = file.services[0].backends[0].clone();
+        let weight = Request::BackendWeight {
+            service: svc.clone(),
+            addr: b.addr.to_string(),
+            port: b.port,
+            weight: 7,
+        };
+        let add =
+            Request::BackendAdd { service: svc, addr: "10.0.2.99".into(), port: 80, weight: 100, mac: None };
+        let mut runtime = vec![(weight, "weight".to_string()), (add.clone(), "add".to_string())];
+        let mut report = Vec::new();
+        let c = replay_runtime(file, &mut runtime, &mut report);
+        assert_eq!(c.services[0].backends[0].weight, 7);
+        assert!(c.services[0].backends.iter().any(|x| x.addr.to_string() == "10.0.2.99"));
+        assert_eq!(runtime.len(), 2);
+        assert!(report.iter().all(|(kept, _)| *kept), "{report:?}");
+
+        // The operator wrote the added backend into the file: the add is
+        // dropped and said so; the weight change stays.
+        let edited = edit::apply(&text, &add).unwrap();
+        let mut report = Vec::new();
+        let c = replay_runtime(Config::parse(p, &edited).unwrap(), &mut runtime, &mut report);
+        assert_eq!(runtime.len(), 1);
+        assert!(
+            report.iter().any(|(kept, l)| !kept && l.contains("dropped") && l.ends_with(": add")),
+            "{report:?}"
+        );
+        assert_eq!(c.services[0].backends[0].weight, 7);
+        assert_eq!(c.services[0].backends.iter().filter(|x| x.addr.to_string() == "10.0.2.99").count(), 1);
     }
 }
