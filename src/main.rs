@@ -533,13 +533,13 @@ fn service_file(file: &Path) -> anyhow::Result<serde_json::Map<String, serde_jso
 fn conn_table(r: &serde_json::Value) -> anyhow::Result<()> {
     let rows = r["connections"].as_array().map(Vec::as_slice).unwrap_or_default();
     let mut text = format!(
-        "{:<5} {:<24} {:<24} {:<10} {:<24} {:<24} {:<12} {:>7} {:>6}\n",
-        "proto", "client", "vip", "service", "backend", "snat", "state", "idle", "worker"
+        "{:<5} {:<24} {:<24} {:<10} {:<24} {:<24} {:<12} {:>7} {:>7} {:>6}\n",
+        "proto", "client", "vip", "service", "backend", "snat", "state", "age", "idle", "worker"
     );
     for c in rows {
         let s = |k: &str| c[k].as_str().unwrap_or("-").to_string();
         text.push_str(&format!(
-            "{:<5} {:<24} {:<24} {:<10} {:<24} {:<24} {:<12} {:>6}s {:>6}\n",
+            "{:<5} {:<24} {:<24} {:<10} {:<24} {:<24} {:<12} {:>6}s {:>6}s {:>6}\n",
             s("proto"),
             s("client"),
             s("vip"),
@@ -547,6 +547,7 @@ fn conn_table(r: &serde_json::Value) -> anyhow::Result<()> {
             s("backend"),
             s("snat"),
             s("state"),
+            c["age_secs"],
             c["idle_secs"],
             c["worker"]
         ));

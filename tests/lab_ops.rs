@@ -487,6 +487,11 @@ fn conn_list_shows_live_connections_with_filters() {
     );
     assert!(v4["snat"].as_str().unwrap().starts_with("10.0.3."), "{v4}");
     assert_eq!(v4["state"], "established");
+    let (age, idle) = (v4["age_secs"].as_u64(), v4["idle_secs"].as_u64());
+    assert!(
+        age.is_some() && idle.is_some() && age >= idle,
+        "age since the first packet, idle since the last: {v4}"
+    );
     assert_eq!(v4["proto"], "tcp");
     assert_eq!(v4["worker"], 0);
     let v6 = conns.iter().find(|c| c["service"] == "web6").expect("the IPv6 flow");

@@ -34,6 +34,8 @@ pub struct Conn {
     /// client's own when the service does no SNAT).
     pub snat: Option<String>,
     pub state: &'static str,
+    /// Seconds since the flow's first packet.
+    pub age_secs: u32,
     pub idle_secs: u32,
     pub worker: usize,
 }
@@ -156,6 +158,7 @@ pub fn list(dp: &mut Dataplane, services: &Services, f: &Filter) -> Result<serde
                 backend: endpoint(bip, bport),
                 snat: e.flags.contains(EntryFlags::SNAT).then(|| endpoint(ip_of(&e.nat.src), e.nat.sport)),
                 state: st,
+                age_secs: now.wrapping_sub(e.created),
                 idle_secs: now.wrapping_sub(e.last_seen),
                 worker,
             });

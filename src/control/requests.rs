@@ -124,9 +124,10 @@ impl Running {
             self.runtime = runtime;
         }
         self.notify.ready();
+        // A signal's sender is not known: SIGHUP reloads name no uid.
         let (uid, pid, via) = match caller {
-            Caller::Signal => (0, 0, "SIGHUP"),
-            Caller::Socket(p) => (p.uid, p.pid, "control socket"),
+            Caller::Signal => (None, None, "SIGHUP"),
+            Caller::Socket(p) => (Some(p.uid), Some(p.pid), "control socket"),
         };
         let path = self.config.path.display().to_string();
         match result {

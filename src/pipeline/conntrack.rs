@@ -155,6 +155,9 @@ pub struct Entry {
     /// matches the caller's current tag (e.g. its config generation).
     pub next_hop: [u8; 6],
     pub hop_tag: u16,
+    /// When the flow was created (its age in `shunt conn list`); in the
+    /// second cache line's padding, so the entry stays 128 bytes.
+    pub created: Tick,
 }
 
 const FIN_ORIG: u8 = 1;
@@ -171,6 +174,7 @@ impl Entry {
         fin_seen: 0,
         nat: NatBinding { src: [0; 16], dst: [0; 16], sport: 0, dport: 0 },
         peer_touched: 0,
+        created: 0,
         next_hop: [0; 6],
         hop_tag: 0,
     };
@@ -188,6 +192,7 @@ impl Entry {
             peer_touched: now,
             next_hop: value.next_hop,
             hop_tag: value.hop_tag,
+            created: now,
         }
     }
 
