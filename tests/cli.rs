@@ -151,7 +151,7 @@ fn run_without_privileges_names_what_is_missing() {
         .expect("setpriv (util-linux)");
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(msg.contains("missing CAP_NET_ADMIN"), "{msg}");
+    assert!(msg.contains("needs CAP_NET_ADMIN"), "{msg}");
     assert!(msg.contains("CAP_BPF"), "{msg}");
 }
 
