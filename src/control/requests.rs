@@ -64,14 +64,8 @@ impl Running {
                 })),
                 Err(e) => Response::err(e),
             },
-            Request::BackendDrain { service, addr, port } => {
-                self.set_admin(service, &addr, port, Admin::Draining)
-            }
-            Request::BackendDisable { service, addr, port } => {
-                self.set_admin(service, &addr, port, Admin::Disabled)
-            }
-            Request::BackendEnable { service, addr, port } => {
-                self.set_admin(service, &addr, port, Admin::Enabled)
+            Request::BackendDrain { .. } | Request::BackendDisable { .. } | Request::BackendEnable { .. } => {
+                self.admin_change(req, peer)
             }
             Request::BackendList { service } => self.backend_list(service.as_deref()),
             Request::ServiceList {} => self.service_list(),
@@ -197,6 +191,38 @@ impl Running {
         }
     }
 
+    /// Drain, disable or enable: runtime admin state, logged like every
+    /// control change.
+    fn admin_change(&mut self, req: Request, peer: Peer) -> Response {
+        let what = describe(&req);
+        let r = match req {
+            Request::BackendDrain { service, addr, port } => {
+                self.set_admin(service, &addr, port, Admin::Draining)
+            }
+            Request::BackendDisable { service, addr, port } => {
+                self.set_admin(service, &addr, port, Admin::Disabled)
+            }
+            Request::BackendEnable { service, addr, port } => {
+                self.set_admin(service, &addr, port, Admin::Enabled)
+            }
+            _ => return Response::err("not an admin state change"),
+        };
+        if !r.ok {
+            let e = r.error.unwrap_or_default();
+            tracing::warn!(uid = peer.uid, pid = peer.pid, "control change `{what}`: {e}");
+            return Response::err(e);
+        }
+        tracing::info!(
+            uid = peer.uid,
+            pid = peer.pid,
+            generation = self.generation,
+            "control change applied: {what}"
+        );
+        let mut data = r.data.unwrap_or_default();
+        data["changes"] = serde_json::json!([what]);
+        Response::ok(data)
+    }
+
     fn set_admin(&mut self, service: String, addr: &str, port: u16, admin: Admin) -> Response {
         let Ok(addr) = addr.parse() else { return Response::err(format!("invalid address `{addr}`")) };
         let key = BackendKey { service, addr, port };
@@ -311,7 +337,13 @@ fn describe(req: &Request) -> String {
             format!("service {service}: backend {} removed", ep(addr, *port))
         }
         Request::BackendDrain { service, addr, port } => {
-            format!("service {service}: backend {} draining (weight 0)", ep(addr, *port))
+            format!("service {service}: backend {} draining", ep(addr, *port))
+        }
+        Request::BackendDisable { service, addr, port } => {
+            format!("service {service}: backend {} disabled", ep(addr, *port))
+        }
+        Request::BackendEnable { service, addr, port } => {
+            format!("service {service}: backend {} enabled", ep(addr, *port))
         }
         Request::BackendWeight { service, addr, port, weight } => {
             format!("service {service}: backend {} weight {weight}", ep(addr, *port))

@@ -192,7 +192,8 @@ impl HealthPlane {
         changed
     }
 
-    /// Feeds one probe result to `key`'s checker; logs a transition.
+    /// Feeds one probe result to `key`'s checker; logs a transition. True
+    /// when the backend's admission changed (a new snapshot is due).
     pub fn record(&mut self, key: &BackendKey, pass: bool, latency: Duration, detail: String) -> bool {
         let Some(st) = self.states.get_mut(key) else { return false };
         if st.admin == Admin::Disabled {
@@ -213,7 +214,9 @@ impl HealthPlane {
             tracing::info!(service = %service, backend = %backend, from = before.name(), to = after.name(), reason, "backend up");
         }
         self.metrics.transition(key);
-        true
+        // Unknown counts as up: only a move across "down" changes which
+        // backends the Maglev tables hold, and so needs a new snapshot.
+        (before == Health::Down) != (after == Health::Down)
     }
 
     /// Sets an operator's admin state; Err names what is unknown.
