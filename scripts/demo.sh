@@ -57,6 +57,7 @@ protocol = "tcp"
 pipeline = "l4lb"
 snat_pool = "10.0.3.16/28"
 affinity = true   # iperf3's control and data connections reach the same server
+health = { kind = "none" }   # a one-off iperf3 server (-1) takes any connection, a probe too, as its test
 backends = [
   { addr = "10.0.2.11", port = 5201 },
   { addr = "10.0.2.12", port = 5201 },

@@ -210,15 +210,24 @@ fn systemd_readiness_reload_watchdog_logs_and_metrics() {
         "{text}"
     );
 
-    // config show: the running config, the drain included, as TOML.
+    // config show: the running config as TOML, the runtime weight change
+    // included. A drain is admin state, not config: `backend list` shows it.
     let (code, out, _) = cli(&lab.sock, &["config", "show"]);
     assert_eq!(code, Some(0));
     let shown: toml::Table = toml::from_str(&out).expect("config show prints TOML");
-    let web =
-        shown["service"].as_array().unwrap().iter().find(|s| s["name"].as_str() == Some("web")).unwrap();
-    let drained =
-        web["backends"].as_array().unwrap().iter().find(|b| b["addr"].as_str() == Some("10.0.2.13")).unwrap();
-    assert_eq!(drained["weight"].as_integer(), Some(0));
+    let changed = shown["service"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["backends"].as_array().unwrap())
+        .find(|b| b["addr"].as_str() == Some("fd00:2::12"))
+        .unwrap();
+    assert_eq!(changed["weight"].as_integer(), Some(50), "{out}");
+    let (code, out, err) = cli(&lab.sock, &["backend", "list", "--service", "web", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let drained = rows.as_array().unwrap().iter().find(|r| r["backend"] == "10.0.2.13:80").unwrap();
+    assert_eq!(drained["admin"], "draining", "{out}");
 
     // Reload of a good file: RELOADING=1 then READY=1, changes listed and logged.
     seen.clear();
