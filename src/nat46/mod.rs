@@ -273,21 +273,7 @@ mod tests {
 
     #[test]
     fn drop_index_dense() {
-        let all = [
-            Drop::Truncated,
-            Drop::Malformed,
-            Drop::NotIp,
-            Drop::BadChecksum,
-            Drop::UntranslatableAddr,
-            Drop::Untranslatable,
-            Drop::FragmentedIcmp,
-            Drop::UdpZeroChecksum,
-            Drop::SegmentsLeft,
-            Drop::TooBig { mtu: 1 },
-            Drop::NeedsFragmentation,
-            Drop::HeadroomExhausted,
-            Drop::NestedIcmpError,
-        ];
+        let all = Drop::ALL;
         assert_eq!(all.len(), Drop::COUNT);
         for (i, d) in all.iter().enumerate() {
             assert_eq!(d.index(), i);

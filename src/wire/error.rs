@@ -74,19 +74,9 @@ impl core::error::Error for WireError {}
 mod tests {
     use super::*;
 
-    const ALL: [WireError; WireError::COUNT] = [
-        WireError::Truncated,
-        WireError::BadVersion,
-        WireError::BadHeaderLen,
-        WireError::BadTotalLen,
-        WireError::BadUdpLen,
-        WireError::ExtHeaderChainTooLong,
-        WireError::BadExtHeaderOrder,
-    ];
-
     #[test]
     fn count_matches_and_indexes() {
-        for (i, e) in ALL.iter().enumerate() {
+        for (i, e) in WireError::ALL.iter().enumerate() {
             assert_eq!(*e as usize, i);
             assert!(!e.as_str().is_empty());
             assert!(!e.to_string().is_empty());
