@@ -85,6 +85,109 @@ static __always_inline int matched(struct shunt_match_key *key, __be16 port)
 	return bpf_map_lookup_elem(&shunt_prefix, &lpm) != NULL;
 }
 
+/*
+ * ICMP/ICMPv6 errors quote the packet that caused them. One addressed to a
+ * VIP quotes a packet Shunt sent from that VIP: match it as that packet's
+ * (source address = our destination, protocol, source port), so only errors
+ * about a service's own traffic are redirected, never pings to the VIP.
+ * Returns 1 with key->proto and *port set, 0 when not an error we can match.
+ */
+static __always_inline int icmp_error_key(void *l4, void *end, __u8 proto, int v6,
+					  struct shunt_match_key *key, __be16 *port)
+{
+	__u8 *icmp = l4;
+
+	if ((void *)(icmp + 8) > end)
+		return 0;
+	if (v6 ? !(icmp[0] >= 1 && icmp[0] <= 4) : !(icmp[0] == 3 || icmp[0] == 11 || icmp[0] == 12))
+		return 0;
+	void *q = icmp + 8;
+	__u8 qproto;
+	void *ql4;
+
+	if (v6) {
+		struct ipv6hdr *qip = q;
+
+		if ((void *)(qip + 1) > end)
+			return 0;
+		qproto = qip->nexthdr;
+		ql4 = qip + 1;
+	} else {
+		struct iphdr *qip = q;
+
+		if ((void *)(qip + 1) > end || qip->ihl < 5)
+			return 0;
+		qproto = qip->protocol;
+		ql4 = q + qip->ihl * 4;
+	}
+	if (qproto != IPPROTO_TCP && qproto != IPPROTO_UDP)
+		return 0;
+	if (ql4 + 2 > end)
+		return 0;
+	key->proto = qproto;
+	*port = *(__be16 *)ql4;
+	return 1;
+}
+
+/*
+ * Steps over IPv6 extension headers (hop-by-hop, routing, fragment, AH,
+ * destination options) to the upper-layer header, at most SHUNT_MAX_EXT of
+ * them (src/wire/ipv6.rs MAX_EXT_HEADERS walks as many). *l4 ends at the
+ * upper-layer header; returns its protocol, or 0xff when the chain is too
+ * long or truncated. *later is set after a non-first Fragment header (no
+ * L4 header follows: match on the address only).
+ */
+#define SHUNT_MAX_EXT 8
+static __always_inline __u8 ipv6_upper(void **l4, void *end, __u8 nexthdr, int *later)
+{
+	void *p = *l4;
+
+#pragma unroll
+	for (int i = 0; i < SHUNT_MAX_EXT; i++) {
+		__u8 *h = p;
+		__u32 len;
+
+		switch (nexthdr) {
+		case IPPROTO_HOPOPTS:
+		case IPPROTO_ROUTING:
+		case IPPROTO_DSTOPTS:
+		case IPPROTO_FRAGMENT:
+		case IPPROTO_AH:
+			break;
+		default:
+			*l4 = p;
+			return nexthdr;
+		}
+		if ((void *)(h + 8) > end)
+			return 0xff;
+		if (nexthdr == IPPROTO_FRAGMENT) {
+			len = 8;
+			/* Offset (13 bits) nonzero: later fragment, data follows. */
+			if ((h[2] << 8 | h[3]) & 0xfff8) {
+				*later = 1;
+				*l4 = p + 8;
+				return h[0];
+			}
+		} else if (nexthdr == IPPROTO_AH) {
+			len = ((__u32)h[1] + 2) * 4;
+		} else {
+			len = ((__u32)h[1] + 1) * 8;
+		}
+		nexthdr = h[0];
+		p += len;
+	}
+	switch (nexthdr) {
+	case IPPROTO_HOPOPTS:
+	case IPPROTO_ROUTING:
+	case IPPROTO_DSTOPTS:
+	case IPPROTO_FRAGMENT:
+	case IPPROTO_AH:
+		return 0xff;
+	}
+	*l4 = p;
+	return nexthdr;
+}
+
 /* Destination port of a TCP/UDP header at l4; 0 when absent or truncated. */
 static __always_inline __be16 dst_port(void *l4, void *end, __u8 proto)
 {
@@ -132,8 +235,20 @@ int shunt_redirect(struct xdp_md *ctx)
 		/* Non-first fragments carry no L4 header: match on address only. */
 		__be16 port = 0;
 
-		if (!(ip->frag_off & bpf_htons(0x1fff)))
-			port = dst_port(l3 + ip->ihl * 4, end, ip->protocol);
+		if (!(ip->frag_off & bpf_htons(0x1fff))) {
+			void *l4 = l3 + ip->ihl * 4;
+
+			if (ip->protocol == IPPROTO_ICMP) {
+				/* An error about a service's flow (PMTUD); else the address. */
+				struct shunt_match_key qkey = key;
+				__be16 qport;
+
+				if (icmp_error_key(l4, end, ip->protocol, 0, &qkey, &qport) &&
+				    matched(&qkey, qport))
+					goto redirect;
+			}
+			port = dst_port(l4, end, ip->protocol);
+		}
 		if (!matched(&key, port))
 			return pass(SHUNT_CNT_PASSED);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
@@ -143,14 +258,29 @@ int shunt_redirect(struct xdp_md *ctx)
 			return pass(SHUNT_CNT_NOT_IP);
 		/* ND and other ICMPv6 to the host never match a VIP entry. */
 		__builtin_memcpy(key.addr, &ip6->daddr, 16);
-		key.proto = ip6->nexthdr;
-		/* Extension headers are walked in userspace; match on address then. */
-		if (!matched(&key, dst_port(ip6 + 1, end, ip6->nexthdr)))
+		void *l4 = ip6 + 1;
+		int later = 0;
+		__u8 upper = ipv6_upper(&l4, end, ip6->nexthdr, &later);
+		__be16 port = 0;
+
+		/* A chain too long to walk: the address alone decides. */
+		key.proto = upper == 0xff ? ip6->nexthdr : upper;
+		if (upper == IPPROTO_ICMPV6 && !later) {
+			struct shunt_match_key qkey = key;
+			__be16 qport;
+
+			if (icmp_error_key(l4, end, upper, 1, &qkey, &qport) && matched(&qkey, qport))
+				goto redirect;
+		}
+		if (upper != 0xff && !later)
+			port = dst_port(l4, end, upper);
+		if (!matched(&key, port))
 			return pass(SHUNT_CNT_PASSED);
 	} else {
 		return pass(SHUNT_CNT_NOT_IP);
 	}
 
+redirect:;
 	int rc = bpf_redirect_map(&shunt_xsks, ctx->rx_queue_index, XDP_PASS);
 
 	/* No socket bound on this queue: the packet goes to the kernel instead. */

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
+use crate::pipeline::mtu::LinkMtus;
 use crate::pipeline::services::Services;
 use crate::telemetry::counters::{WorkerCounters, WorkerStats};
 use crate::telemetry::latency::{self, Collector, Hists};
@@ -85,6 +86,8 @@ pub struct Dataplane {
     cores: Vec<usize>,
     /// (worker, interface, queue, fd) of every AF_XDP socket.
     sockets: Vec<(usize, String, u32, i32)>,
+    /// Every interface's MTU as workers read it.
+    mtus: Arc<LinkMtus>,
     pub shared: Arc<Shared>,
     started: Instant,
 }
@@ -107,6 +110,12 @@ impl Dataplane {
         let mut collectors = Vec::new();
         let mut conns = Vec::new();
         let mut shared_workers = Vec::new();
+        let mtus = LinkMtus::new(
+            config
+                .interfaces
+                .iter()
+                .map(|i| crate::sys::mtu(&i.name).unwrap_or(crate::pipeline::mtu::DEFAULT_MTU)),
+        );
         for (wi, w) in config.workers.iter().enumerate() {
             let counters = Arc::new(WorkerCounters::default());
             let stats = Arc::new(WorkerStats::default());
@@ -126,6 +135,7 @@ impl Dataplane {
                 mesh: mesh.clone(),
                 recorder,
                 conns: tap,
+                mtus: mtus.clone(),
             };
             let cfg = config.clone();
             let (ready_tx, go, stop) = (ready_tx.clone(), go.clone(), stop.clone());
@@ -237,11 +247,23 @@ impl Dataplane {
             conns,
             cores: config.workers.iter().map(|w| w.core).collect(),
             sockets,
+            mtus,
             shared,
             started: Instant::now(),
         };
         running.refresh_xdp();
         Ok(running)
+    }
+
+    /// Re-reads every interface's MTU from the kernel; workers use a changed
+    /// value from their next packet on (no restart).
+    pub fn refresh_mtus(&self) {
+        for (i, iface) in self.config.interfaces.iter().enumerate() {
+            let Some(mtu) = crate::sys::mtu(&iface.name) else { continue };
+            if let Some(old) = self.mtus.set(i, mtu) {
+                tracing::info!(interface = %iface.name, old, mtu, "interface MTU changed");
+            }
+        }
     }
 
     /// Worker count and attached interface count.
@@ -280,8 +302,10 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Re-reads the XDP and AF_XDP socket counters into `shared`.
+    /// Re-reads the XDP and AF_XDP socket counters into `shared`, and each
+    /// interface's MTU (once a second, from the control thread).
     pub fn refresh_xdp(&mut self) {
+        self.refresh_mtus();
         let x: Vec<(String, [u64; 4])> =
             self.attached.iter().map(|a| (a.interface.clone(), a.counters().unwrap_or_default())).collect();
         if let Ok(mut cache) = self.shared.xdp.lock() {

@@ -11,6 +11,7 @@ use super::DataplaneError;
 use crate::config::Config;
 use crate::pipeline::build::{self, PortInfo};
 use crate::pipeline::classify::Classifier;
+use crate::pipeline::mtu::LinkMtus;
 use crate::pipeline::services::Services;
 use crate::pipeline::{Batch, Ctx, UmemView};
 use crate::telemetry::counters::{WorkerCounters, WorkerStats};
@@ -35,6 +36,8 @@ pub struct WorkerInit {
     pub mesh: Arc<handoff::Mesh>,
     pub recorder: Recorder,
     pub conns: crate::telemetry::conns::Tap,
+    /// Every interface's MTU, refreshed by the control thread.
+    pub mtus: Arc<LinkMtus>,
 }
 
 pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Worker, Ready), DataplaneError> {
@@ -96,8 +99,8 @@ pub fn assemble<P: PortIo>(
     xsk: WorkerXsk<P>,
     ports: &[PortInfo],
 ) -> Result<Worker<P>, DataplaneError> {
-    let WorkerInit { counters, stats, services, mesh, recorder, conns } = init;
-    let pipelines = build::pipelines(config, ports)
+    let WorkerInit { counters, stats, services, mesh, recorder, conns, mtus } = init;
+    let pipelines = build::pipelines_with(config, ports, &mtus)
         .map_err(|e| DataplaneError::Pipelines { worker: wi, source: e.into() })?;
     let umem = umem_view(config, &xsk);
     let mut port_of_interface = vec![u8::MAX; config.interfaces.len()];
@@ -128,5 +131,6 @@ pub fn assemble<P: PortIo>(
         port_of_interface,
         recorder,
         conns,
+        mtus,
     })
 }

@@ -14,6 +14,7 @@ use crate::pipeline::classify::Classifier;
 use arc_swap::ArcSwap;
 
 use super::handoff::{Handed, Mesh, Outcome, Returned};
+use crate::pipeline::mtu::{frame_limit, LinkMtus};
 use crate::pipeline::services::Services;
 use crate::pipeline::{Batch, Ctx, DropReason, Pipeline, Verdict};
 use crate::telemetry::counters::WorkerCounters;
@@ -60,6 +61,9 @@ pub struct Worker<P: PortIo = Port> {
     pub recorder: Recorder,
     /// Connection listings (`shunt conn list`), a bounded chunk per batch.
     pub conns: crate::telemetry::conns::Tap,
+    /// Every interface's MTU: frames longer than their egress allows are
+    /// dropped and counted here rather than lost silently on the wire.
+    pub mtus: Arc<LinkMtus>,
 }
 
 /// Conntrack slots scanned for expiry per batch: amortised, never a sweep.
@@ -219,7 +223,7 @@ impl<P: PortIo> Worker<P> {
 
         crate::pipeline::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
         self.hand_over();
-        let sent = transmit(&mut self.xsk, &self.counters, &mut self.batch);
+        let sent = transmit(&mut self.xsk, &self.counters, &mut self.batch, &self.mtus);
         self.recorder.latency(now_ns().saturating_sub(t0), u64::from(sent));
         self.recorder.batch(u64::from(n));
         n
@@ -330,7 +334,7 @@ impl<P: PortIo> Worker<P> {
                 }
             }
             n += self.returned.len as u32;
-            let sent = transmit(&mut self.xsk, &self.counters, &mut self.returned);
+            let sent = transmit(&mut self.xsk, &self.counters, &mut self.returned, &self.mtus);
             // Handed frames count once, when their source transmits them.
             self.recorder.latency(now_ns().saturating_sub(t0), u64::from(sent));
         }
@@ -392,11 +396,30 @@ impl<P: PortIo> Worker<P> {
 /// Puts forwarded packets on their egress TX rings and frees dropped ones.
 /// Packets still `Continue` are in flight elsewhere (handed over).
 /// Returns how many frames went to TX rings.
-fn transmit<P: PortIo>(xsk: &mut WorkerXsk<P>, c: &WorkerCounters, batch: &mut Batch) -> u32 {
+fn transmit<P: PortIo>(
+    xsk: &mut WorkerXsk<P>,
+    c: &WorkerCounters,
+    batch: &mut Batch,
+    mtus: &LinkMtus,
+) -> u32 {
     let mut total = 0;
     for egress in 0..xsk.ports.len() {
         let forward = Verdict::Forward(egress as u8);
-        let wanted = batch.metas().iter().filter(|m| m.verdict == forward).count() as u32;
+        let mtu = mtus.get(xsk.ports[egress].interface_idx());
+        let mut wanted = 0u32;
+        for i in 0..batch.len {
+            if batch.pkts[i].verdict != forward {
+                continue;
+            }
+            // Stages answer oversize packets they own with ICMP errors; what
+            // still exceeds the egress MTU here would be lost on the wire.
+            let head = batch.packet(i).map_or(&[][..], |f| f.get(..14).unwrap_or(f));
+            if batch.pkts[i].len > frame_limit(mtu, head) {
+                batch.pkts[i].verdict = Verdict::Drop(DropReason::FrameTooLarge);
+            } else {
+                wanted += 1;
+            }
+        }
         if wanted == 0 {
             continue;
         }
@@ -563,6 +586,7 @@ entries_per_worker = 4096
             mesh: mesh.clone(),
             recorder: latency::pair().0,
             conns: crate::telemetry::conns::pair().0,
+            mtus: crate::pipeline::mtu::LinkMtus::new(config.interfaces.iter().map(|_| 1500)),
         };
         (setup::assemble(config, wi, init, xsk, &infos).unwrap(), umem)
     }

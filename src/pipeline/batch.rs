@@ -25,7 +25,7 @@ drop_reasons! {
     Malformed => "malformed", "Headers truncated or inconsistent.";
     NoRoute => "no_route", "Redirected by XDP but matches no configured route.";
     TxRingFull => "tx_ring_full", "The egress TX ring had no free slot.";
-    FrameTooLarge => "frame_too_large", "Frame longer than the UMEM frame allows.";
+    FrameTooLarge => "frame_too_large", "Longer than the egress MTU, and no ICMP error may answer it (IPv4 without DF).";
     Fragment => "fragment", "IP fragment: no L4 ports to balance on.";
     NoFlow => "no_flow", "Not a new flow to a VIP and no conntrack entry (stray reply).";
     NoBackend => "no_backend", "Every backend of the service is drained (weight 0).";

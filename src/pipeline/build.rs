@@ -2,9 +2,12 @@
 //! Shared by the dataplane and by tests and benches that run pipelines over
 //! plain memory.
 
+use std::sync::Arc;
+
 use anyhow::{anyhow, Result};
 
 use super::conntrack::ConnTable;
+use super::mtu::LinkMtus;
 use super::registry::{self, BuildEnv};
 use super::rewrite::xlat::EgressMtu;
 use super::{Pipeline, Stage};
@@ -16,7 +19,7 @@ pub struct PortInfo {
     /// Index into `Config::interfaces`.
     pub interface: usize,
     pub mac: [u8; 6],
-    /// L3 MTU: translation that grows a packet past it answers with an ICMP error.
+    /// L3 MTU at start (live values come from [`LinkMtus`]).
     pub mtu: u16,
 }
 
@@ -34,6 +37,19 @@ pub fn conntrack(config: &Config) -> ConnTable {
 /// Every pipeline of the config, built through the stage registry; an
 /// order the registry refuses is an error here too.
 pub fn pipelines(config: &Config, ports: &[PortInfo]) -> Result<Vec<Pipeline>> {
+    pipelines_with(config, ports, &link_mtus(config, ports))
+}
+
+/// Each configured interface's MTU as `ports` give it (1500 for others).
+pub fn link_mtus(config: &Config, ports: &[PortInfo]) -> Arc<LinkMtus> {
+    LinkMtus::new((0..config.interfaces.len()).map(|i| {
+        ports.iter().find(|p| p.interface == i).map_or(crate::pipeline::mtu::DEFAULT_MTU, |p| p.mtu)
+    }))
+}
+
+/// [`pipelines`] reading MTUs from `links`, which the control thread keeps
+/// up to date.
+pub fn pipelines_with(config: &Config, ports: &[PortInfo], links: &Arc<LinkMtus>) -> Result<Vec<Pipeline>> {
     registry::check(config)?;
     let port_of = |iface: usize| -> Result<(u8, [u8; 6])> {
         ports
@@ -42,7 +58,6 @@ pub fn pipelines(config: &Config, ports: &[PortInfo]) -> Result<Vec<Pipeline>> {
             .map(|i| (i as u8, ports[i].mac))
             .ok_or_else(|| anyhow!("worker has no socket on {}", config.interfaces[iface].name))
     };
-    let mtu_of = |iface: usize| ports.iter().find(|p| p.interface == iface).map_or(1500, |p| p.mtu);
     let mut out = Vec::new();
     for p in &config.pipelines {
         // Translated packets leave by the pipeline's L2 egress (towards
@@ -51,9 +66,7 @@ pub fn pipelines(config: &Config, ports: &[PortInfo]) -> Result<Vec<Pipeline>> {
             .stages
             .iter()
             .find_map(|s| match s {
-                StageConfig::L2(l2) => {
-                    Some(EgressMtu { egress: mtu_of(l2.egress), ret: mtu_of(l2.return_egress) })
-                }
+                StageConfig::L2(l2) => Some(EgressMtu::new(links.clone(), l2.egress, l2.return_egress)),
                 _ => None,
             })
             .unwrap_or_default();

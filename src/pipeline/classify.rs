@@ -5,9 +5,12 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
+use super::flow::proto::{ICMP, ICMPV6};
+use super::rewrite::related::is_error;
 use super::services::{FastHasher, Services};
 use super::{Batch, DropReason, Verdict};
 use crate::config::Route;
+use crate::wire::ipv6;
 use crate::xdp::maps::MatchKey;
 
 pub struct Classifier {
@@ -88,7 +91,12 @@ impl Classifier {
 }
 
 /// Destination (address, protocol, port) of an Ethernet frame, or None when
-/// it is not well-formed IPv4/IPv6.
+/// it is not well-formed IPv4/IPv6. IPv6 extension headers are walked (as
+/// the XDP program does) so the protocol is the upper layer's. An ICMP or
+/// ICMPv6 error is keyed by the packet it quotes, as that packet's source
+/// (address, protocol, port): an error about a VIP's traffic classifies
+/// like the VIP's own packets. Errors whose quote says nothing fall back to
+/// the address.
 pub fn dst_key(frame: &[u8]) -> Option<DstKey> {
     let mut off = 12;
     let mut ethertype = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
@@ -98,7 +106,7 @@ pub fn dst_key(frame: &[u8]) -> Option<DstKey> {
         off += 4;
     }
     let ip = frame.get(off..)?;
-    let (addr, proto, l4) = match ethertype {
+    let (addr, proto, l4, v6) = match ethertype {
         0x0800 => {
             let ihl = usize::from(*ip.first()? & 0x0f) * 4;
             if ip.first()? >> 4 != 4 || ihl < 20 || ip.len() < ihl {
@@ -109,23 +117,43 @@ pub fn dst_key(frame: &[u8]) -> Option<DstKey> {
             a[11] = 0xff;
             a[12..].copy_from_slice(&ip[16..20]);
             let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
-            (a, ip[9], if frag == 0 { &ip[ihl..] } else { &[][..] })
+            (a, ip[9], if frag == 0 { &ip[ihl..] } else { &[][..] }, false)
         }
         0x86dd => {
-            if ip.len() < 40 || ip[0] >> 4 != 6 {
-                return None;
+            let p = ipv6::Packet::new_checked(ip).ok()?;
+            let a = p.dst_addr().octets();
+            match p.upper_layer() {
+                Ok(ul) if ul.frag.is_none_or(|f| f.is_first()) => {
+                    (a, ul.protocol, ip.get(ul.offset..).unwrap_or(&[]), true)
+                }
+                Ok(ul) => (a, ul.protocol, &[][..], true),
+                // A chain too long or truncated: the address alone decides.
+                Err(_) => (a, p.next_header(), &[][..], true),
             }
-            let mut a = [0u8; 16];
-            a.copy_from_slice(&ip[24..40]);
-            (a, ip[6], &ip[40..])
         }
         _ => return None,
     };
     let port = match (proto, l4.get(2..4)) {
         (6 | 17, Some(p)) => u16::from_be_bytes([p[0], p[1]]),
+        (ICMP | ICMPV6, _) => match quoted_source(l4, v6) {
+            Some((proto, port)) => return Some(DstKey { addr, proto, port }),
+            None => 0,
+        },
         _ => 0,
     };
     Some(DstKey { addr, proto, port })
+}
+
+/// (protocol, source port) of the TCP/UDP packet an ICMP error at `icmp`
+/// quotes, when `icmp` is an error (RFC 792, RFC 4443 §3) with such a quote.
+fn quoted_source(icmp: &[u8], v6: bool) -> Option<(u8, u16)> {
+    if !is_error(if v6 { ICMPV6 } else { ICMP }, *icmp.first()?) {
+        return None;
+    }
+    let q = icmp.get(8..)?;
+    let (proto, l4) = if v6 { (*q.get(6)?, 40) } else { (*q.get(9)?, usize::from(*q.first()? & 0x0f) * 4) };
+    let sport = q.get(l4..l4 + 2)?;
+    matches!(proto, 6 | 17).then(|| (proto, u16::from_be_bytes([sport[0], sport[1]])))
 }
 
 #[cfg(test)]
@@ -157,6 +185,81 @@ mod tests {
         tcp[14 + 9] = 6;
         assert_eq!(k(tcp), Some(3));
         assert_eq!(k(v4_udp([10, 0, 0, 2], 53)), None);
+    }
+
+    /// TCP SYN to [fd00:100::1]:80 behind `ext` (next header, bytes) pairs.
+    fn v6_tcp(ext: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f[14] = 0x60;
+        f[14 + 24..14 + 40].copy_from_slice(&[0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        let mut next_at = 14 + 6;
+        for (proto, body) in ext {
+            f[next_at] = *proto;
+            next_at = f.len();
+            f.extend_from_slice(body);
+        }
+        f[next_at] = 6;
+        let mut tcp = [0u8; 20];
+        tcp[..4].copy_from_slice(&[0xc0, 0, 0, 80]);
+        f.extend_from_slice(&tcp);
+        let plen = (f.len() - 54) as u16;
+        f[18..20].copy_from_slice(&plen.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_walked_to_the_port() {
+        let dstopts: &[u8] = &[0, 0, 1, 4, 0, 0, 0, 0];
+        let hop: &[u8] = &[0, 0, 1, 4, 0, 0, 0, 0];
+        let frag_first: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 9];
+        for chain in [vec![], vec![(60, dstopts)], vec![(0, hop), (60, dstopts)], vec![(44, frag_first)]] {
+            let k = dst_key(&v6_tcp(&chain)).unwrap();
+            assert_eq!((k.proto, k.port), (6, 80), "chain {chain:?}");
+        }
+        // A later fragment carries no port.
+        let k = dst_key(&v6_tcp(&[(44, &[0, 0, 0, 8, 0, 0, 0, 9])])).unwrap();
+        assert_eq!((k.proto, k.port), (6, 0));
+        // Longer than the walker goes: the address alone (first header).
+        let long: Vec<(u8, &[u8])> = (0..9).map(|_| (60u8, dstopts)).collect();
+        let k = dst_key(&v6_tcp(&long)).unwrap();
+        assert_eq!((k.proto, k.port), (60, 0));
+    }
+
+    #[test]
+    fn icmp_errors_are_keyed_by_the_quoted_source() {
+        // Fragmentation Needed to the VIP, quoting VIP:80 -> client TCP.
+        let mut f = vec![0u8; 14 + 20 + 8 + 20 + 8];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[14 + 9] = 1;
+        f[14 + 16..14 + 20].copy_from_slice(&[10, 0, 100, 1]);
+        f[34] = 3;
+        f[35] = 4;
+        f[42] = 0x45;
+        f[42 + 9] = 6;
+        f[62..64].copy_from_slice(&80u16.to_be_bytes());
+        f[64..66].copy_from_slice(&40000u16.to_be_bytes());
+        let k = dst_key(&f).unwrap();
+        assert_eq!((k.proto, k.port), (6, 80));
+        // An echo request is not an error: the address with port 0.
+        f[34] = 8;
+        let k = dst_key(&f).unwrap();
+        assert_eq!((k.proto, k.port), (1, 0));
+        // ICMPv6 Packet Too Big quoting [VIP]:80 -> client.
+        let mut g = v6_tcp(&[]);
+        g.truncate(54);
+        g[20] = 58;
+        let mut icmp = vec![2, 0, 0, 0, 0, 0, 5, 0];
+        let mut quote = vec![0u8; 40 + 8];
+        quote[0] = 0x60;
+        quote[6] = 6;
+        quote[40..42].copy_from_slice(&80u16.to_be_bytes());
+        icmp.extend_from_slice(&quote);
+        g.extend_from_slice(&icmp);
+        g[18..20].copy_from_slice(&(icmp.len() as u16).to_be_bytes());
+        let k = dst_key(&g).unwrap();
+        assert_eq!((k.proto, k.port), (6, 80));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod l2;
 pub mod l2fwd;
 pub mod lb;
 pub mod maglev;
+pub mod mtu;
 pub mod nat;
 pub mod registry;
 pub mod rewrite;

@@ -4,9 +4,10 @@
 
 use super::detail::Cause;
 use super::flow::{FlowKind, Xlat};
-use super::rewrite::xlat::{router, translate_flow, translate_related, EgressMtu, FlowPrefixes};
+use super::rewrite::xlat::{bounce, router, translate_flow, translate_related, EgressMtu, FlowPrefixes};
 use super::rewrite::{nat, related};
-use super::{Batch, Ctx, Stage, Verdict};
+use super::{Batch, Ctx, DropReason, FrameMut, Stage, Verdict};
+use crate::nat46::{build_too_big, RouterAddrs};
 
 pub use super::rewrite::nat::rewrite;
 
@@ -34,6 +35,17 @@ impl Stage for NatStage {
                 return;
             }
             let result = if p.flow.xlat == Xlat::None {
+                if !p.flow.related {
+                    let mtu = self.mtus.of(p.flow.kind);
+                    match too_big(&mut p, &router, mtu) {
+                        Fit::Fits => {}
+                        Fit::Bounced => return,
+                        Fit::Drop(reason) => {
+                            p.meta.verdict = Verdict::Drop(reason);
+                            return;
+                        }
+                    }
+                }
                 let end = p.start + p.meta.len as usize;
                 let rewrite = if p.flow.related { related::rewrite } else { nat::rewrite };
                 p.frame.get_mut(p.start..end).and_then(|d| rewrite(d, p.flow)).ok_or(Cause::INCONSISTENT)
@@ -47,5 +59,47 @@ impl Stage for NatStage {
                 p.meta.verdict = Verdict::Drop(c.reason());
             }
         });
+    }
+}
+
+/// What the egress MTU check decided.
+enum Fit {
+    Fits,
+    /// Replaced by Fragmentation Needed / Packet Too Big to its sender.
+    Bounced,
+    Drop(DropReason),
+}
+
+/// A packet longer than its egress MTU is answered the way a router
+/// answers it, quoting the packet as it arrived (before the NAT rewrite),
+/// so the sender's stack finds its own connection in the quote: ICMPv6
+/// Packet Too Big, or ICMPv4 Fragmentation Needed when DF is set. IPv4
+/// without DF would need fragmenting, which Shunt does not do: a counted
+/// drop (`frame_too_large`), never a silent loss.
+//= https://www.rfc-editor.org/rfc/rfc1812#section-4.2.2.7
+// (paraphrase) A router that cannot forward a datagram without fragmenting
+// it, and whose DF bit is set, discards it and sends an ICMP Destination
+// Unreachable with code 4 and the next-hop MTU (RFC 1191 §4).
+//= https://www.rfc-editor.org/rfc/rfc4443#section-3.2
+//# A Packet Too Big MUST be sent by a router in response to a packet that
+//# it cannot forward because the packet is larger than the MTU of the
+//# outgoing link.
+fn too_big(p: &mut FrameMut<'_>, router: &RouterAddrs, mtu: u16) -> Fit {
+    let l3 = usize::from(p.flow.l3);
+    let len = p.meta.len as usize;
+    if len.saturating_sub(l3) <= usize::from(mtu) {
+        return Fit::Fits;
+    }
+    if !p.flow.family.is_v6() {
+        // Flags and fragment offset at bytes 6-7: DF is 0x40 of byte 6.
+        let df = p.frame.get(p.start + l3 + 6).is_some_and(|b| b & 0x40 != 0);
+        if !df {
+            return Fit::Drop(DropReason::FrameTooLarge);
+        }
+    }
+    let error = build_too_big(p.frame, p.start, len, router, mtu);
+    match bounce(p, error) {
+        Ok(()) => Fit::Bounced,
+        Err(_) => Fit::Drop(DropReason::FrameTooLarge),
     }
 }

@@ -114,7 +114,7 @@ pub static STAGES: &[StageDescriptor] = &[
         requires: &[F::Bound],
         provides: &[F::Rewritten],
         drops: &[D::Malformed, D::Untranslatable],
-        build: |_, env| Ok(Box::new(NatStage::new(env.mtus))),
+        build: |_, env| Ok(Box::new(NatStage::new(env.mtus.clone()))),
     },
     StageDescriptor {
         name: "siit",
@@ -122,7 +122,7 @@ pub static STAGES: &[StageDescriptor] = &[
         requires: &[],
         provides: &[F::Parsed, F::Rewritten],
         drops: &[D::Malformed, D::Untranslatable],
-        build: |_, env| Ok(Box::new(SiitStage::new(env.mtus))),
+        build: |_, env| Ok(Box::new(SiitStage::new(env.mtus.clone()))),
     },
     StageDescriptor {
         name: "l2",

@@ -48,7 +48,7 @@ impl Stage for SiitStage {
             udp_zero_checksum: UdpZeroChecksum::Compute,
             icmp_error_src4: Some(ROUTER_V4),
         };
-        let (cfg46, cfg64) = (cfg(self.mtus.egress), cfg(self.mtus.ret));
+        let (cfg46, cfg64) = (cfg(self.mtus.egress()), cfg(self.mtus.ret()));
         batch.for_each_frame(pipeline, |mut p| {
             let len = p.meta.len as usize;
             let Some(pkt) = p.frame.get(p.start..p.start + len) else { return };

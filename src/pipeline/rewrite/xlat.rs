@@ -14,9 +14,11 @@ use crate::nat46::{
 use crate::pipeline::batch::FrameMut;
 use crate::pipeline::detail::{Cause, Untranslatable};
 use crate::pipeline::flow::{proto, Family, FlowKind, FlowMeta, NatBinding, Xlat};
+use crate::pipeline::mtu::{LinkMtus, DEFAULT_MTU};
 use crate::pipeline::Ctx;
 use crate::wire::addr::v4_of;
 use crate::wire::checksum::update_u16;
+use std::sync::Arc;
 
 /// RFC 8215's local-use translation prefix, as a carrier between the two
 /// halves of a tracked translation; it never appears on the wire.
@@ -31,30 +33,56 @@ pub(crate) const CARRIER: Prefix64 =
 // errors from IPv6-IPv4 translators that have no IPv4 address of their own.
 pub const ROUTER_V4: [u8; 4] = [192, 0, 0, 8];
 
-/// The L3 MTUs of a pipeline's two ways out: translation that would grow a
-/// packet past its egress MTU answers with Packet Too Big / Fragmentation
-/// Needed instead (RFC 7915 §4, §5).
-#[derive(Debug, Clone, Copy)]
+/// The L3 MTUs of a pipeline's two ways out: a packet that would leave
+/// larger than its egress MTU (as forwarded, or grown by translation)
+/// answers with Packet Too Big / Fragmentation Needed instead (RFC 7915 §4,
+/// §5; RFC 1812 §4.2.2.7). Read live from [`LinkMtus`], so an interface's
+/// MTU change applies to the next packet.
+#[derive(Debug, Clone)]
 pub struct EgressMtu {
-    /// Towards backends, servers, the IPv6 side of SIIT (original direction).
-    pub egress: u16,
-    /// Back towards clients (reply direction).
-    pub ret: u16,
+    links: Arc<LinkMtus>,
+    /// Interface towards backends, servers, the IPv6 side of SIIT (original direction).
+    egress: usize,
+    /// Interface back towards clients (reply direction).
+    ret: usize,
 }
 
 impl Default for EgressMtu {
     fn default() -> EgressMtu {
-        EgressMtu { egress: 1500, ret: 1500 }
+        EgressMtu::fixed(DEFAULT_MTU, DEFAULT_MTU)
     }
 }
 
 impl EgressMtu {
+    /// The MTUs of interfaces `egress` and `ret` in `links`.
+    pub fn new(links: Arc<LinkMtus>, egress: usize, ret: usize) -> EgressMtu {
+        EgressMtu { links, egress, ret }
+    }
+
+    /// Constant MTUs, for tests and benches.
+    pub fn fixed(egress: u16, ret: u16) -> EgressMtu {
+        EgressMtu { links: LinkMtus::new([egress, ret]), egress: 0, ret: 1 }
+    }
+
+    /// MTU of the original direction's egress.
+    #[inline]
+    pub fn egress(&self) -> u16 {
+        self.links.get(self.egress)
+    }
+
+    /// MTU of the reply direction's egress.
+    #[inline]
+    pub fn ret(&self) -> u16 {
+        self.links.get(self.ret)
+    }
+
     /// The MTU of the port a packet of this kind leaves by.
-    fn of(&self, kind: FlowKind) -> u16 {
+    #[inline]
+    pub fn of(&self, kind: FlowKind) -> u16 {
         if kind == FlowKind::Reply {
-            self.ret
+            self.ret()
         } else {
-            self.egress
+            self.egress()
         }
     }
 }
