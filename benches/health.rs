@@ -4,12 +4,23 @@
 //!
 //! criterion reports thread CPU time (CLOCK_THREAD_CPUTIME_ID, user + system)
 //! per round, not wall time: the round itself mostly waits in epoll.
+//!
+//! On loopback the kernel runs the backend's half of every handshake in
+//! the prober's own context, so two kinds of peer are measured:
+//! `accepting_peers` (a thread per listener accepts each connection: the
+//! prober also pays for creating the backend's socket and waking that
+//! thread, work a remote backend does on its own CPU) and
+//! `kernel_peers` (TCP_DEFER_ACCEPT listeners: the backend's kernel answers
+//! the SYN and takes the RST, no backend socket or thread is involved),
+//! which is closer to what probing remote backends costs the prober.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use shunt::config::{CheckKind, HealthCheck};
 use shunt::control::health::probe::{Engine, Target};
 
@@ -23,9 +34,9 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-fn probe_round(c: &mut Criterion) {
-    // Listeners whose threads accept and drop: the accept queues never fill.
-    let addrs: Vec<_> = (0..LISTENERS)
+/// Listeners whose threads accept and drop: the accept queues never fill.
+fn accepting_peers() -> Vec<SocketAddr> {
+    (0..LISTENERS)
         .map(|_| {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             let a = l.local_addr().unwrap();
@@ -36,7 +47,50 @@ fn probe_round(c: &mut Criterion) {
             });
             a
         })
-        .collect();
+        .collect()
+}
+
+/// Listeners that never accept: with TCP_DEFER_ACCEPT a handshake whose
+/// client sends no data stays a request in the SYN queue, and the probe's
+/// RST removes it, so the accept queue never fills.
+fn kernel_peers() -> Vec<SocketAddr> {
+    (0..LISTENERS)
+        .map(|_| {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let secs: libc::c_int = 30;
+            // SAFETY: setsockopt on a listener we own, with a pointer to a
+            // live c_int and its exact size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    l.as_raw_fd(),
+                    libc::IPPROTO_TCP,
+                    libc::TCP_DEFER_ACCEPT,
+                    (&secs as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0, "TCP_DEFER_ACCEPT");
+            let a = l.local_addr().unwrap();
+            // Kept open for the life of the bench.
+            std::mem::forget(l);
+            a
+        })
+        .collect()
+}
+
+fn probe_round(c: &mut Criterion) {
+    let mut g = c.benchmark_group("health");
+    g.sample_size(20);
+    for (name, addrs) in [
+        ("probe_round_1000_tcp_cpu/accepting_peers", accepting_peers()),
+        ("probe_round_1000_tcp_cpu/kernel_peers", kernel_peers()),
+    ] {
+        bench_round(&mut g, name, &addrs);
+    }
+    g.finish();
+}
+
+fn bench_round(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, addrs: &[SocketAddr]) {
     let check = Arc::new(HealthCheck {
         kind: CheckKind::Tcp,
         interval: Duration::from_secs(1),
@@ -48,9 +102,7 @@ fn probe_round(c: &mut Criterion) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut engine = Engine::new(tx).unwrap();
     let mut epoch = 0;
-    let mut g = c.benchmark_group("health");
-    g.sample_size(20);
-    g.bench_function("probe_round_1000_tcp_cpu", |b| {
+    g.bench_function(name, |b| {
         b.iter_custom(|iters| {
             let mut cpu = Duration::ZERO;
             for _ in 0..iters {
@@ -72,7 +124,6 @@ fn probe_round(c: &mut Criterion) {
             cpu
         })
     });
-    g.finish();
 }
 
 criterion_group!(benches, probe_round);

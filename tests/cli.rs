@@ -337,3 +337,158 @@ fn lab_status_lists_only_the_lab_and_fails_when_it_is_down() {
         "{out}"
     );
 }
+
+/// (line, column) of the first quoted value on the line that starts with
+/// `start` in `text`.
+fn value_at(text: &str, start: &str) -> (usize, usize) {
+    let (i, line) = text.lines().enumerate().find(|(_, l)| l.starts_with(start)).expect("line present");
+    (i + 1, line.find('"').unwrap() + 1)
+}
+
+#[test]
+fn vips_and_pools_on_reserved_or_backend_addresses_are_refused_at_line_and_column() {
+    let cfg = default_config();
+    let vip = "vip = \"10.0.100.1\"";
+    let pool = "snat_pool = \"10.0.3.0/28\"";
+    let vip6 = "vip = \"fd00:100::1\"";
+    let pool6 = "snat_pool = \"fd00:3::/124\"";
+    let cases: [(&str, &str, &str, &str); 15] = [
+        (
+            vip,
+            "vip = \"127.0.0.1\"",
+            "vip = \"127",
+            "VIP 127.0.0.1 is not usable: loopback address (127.0.0.0/8)",
+        ),
+        (
+            vip,
+            "vip = \"224.0.0.5\"",
+            "vip = \"224",
+            "VIP 224.0.0.5 is not usable: multicast address (224.0.0.0/4)",
+        ),
+        (vip, "vip = \"0.0.0.0\"", "vip = \"0.0", "VIP 0.0.0.0 is not usable: unspecified address (0.0.0.0)"),
+        (
+            vip,
+            "vip = \"255.255.255.255\"",
+            "vip = \"255",
+            "VIP 255.255.255.255 is not usable: broadcast address",
+        ),
+        (vip, "vip = \"10.0.2.12\"", "vip = \"10.0.2", "VIP 10.0.2.12 is a backend address of service `web`"),
+        (
+            pool,
+            "snat_pool = \"127.0.0.0/28\"",
+            "snat_pool = \"127",
+            "SNAT pool 127.0.0.0/28 covers loopback addresses",
+        ),
+        (
+            pool,
+            "snat_pool = \"224.0.0.0/28\"",
+            "snat_pool = \"224",
+            "SNAT pool 224.0.0.0/28 covers multicast addresses",
+        ),
+        (
+            pool,
+            "snat_pool = \"0.0.0.0/28\"",
+            "snat_pool = \"0.0",
+            "SNAT pool 0.0.0.0/28 covers unspecified addresses",
+        ),
+        (
+            pool,
+            "snat_pool = \"255.255.255.240/28\"",
+            "snat_pool = \"255",
+            "SNAT pool 255.255.255.240/28 covers broadcast",
+        ),
+        (
+            pool,
+            "snat_pool = \"10.0.2.0/28\"",
+            "snat_pool = \"10.0.2",
+            "SNAT pool 10.0.2.0/28 covers 10.0.2.11, a backend address of service `web`",
+        ),
+        (vip6, "vip = \"::1\"", "vip = \"::1", "VIP ::1 is not usable: loopback address (::1)"),
+        (
+            vip6,
+            "vip = \"ff02::1\"",
+            "vip = \"ff02",
+            "VIP ff02::1 is not usable: multicast address (ff00::/8)",
+        ),
+        (vip6, "vip = \"::\"", "vip = \"::\"", "VIP :: is not usable: unspecified address"),
+        (pool6, "snat_pool = \"ff02::/124\"", "snat_pool = \"ff02", "SNAT pool ff02::/124 covers multicast"),
+        (
+            pool6,
+            "snat_pool = \"::/124\"",
+            "snat_pool = \"::/",
+            "SNAT pool ::/124 covers unspecified addresses",
+        ),
+    ];
+    for (from, to, start, want) in cases {
+        assert!(cfg.contains(from), "{from}");
+        let text = cfg.replacen(from, to, 1);
+        let (line, column) = value_at(&text, start);
+        let (ok, msg) = check(&text);
+        assert!(!ok, "{to} passed check");
+        assert!(msg.contains(&format!("FILE:{line}:{column}: ")), "{to}: {msg}");
+        assert!(msg.contains(want), "{to}: {msg}");
+    }
+}
+
+#[test]
+fn pools_and_vips_holding_the_hosts_own_address_are_refused() {
+    // The shipped interface names in a namespace of this test's own, with
+    // the lab's address on sh-cli: `check` (not --offline) reads them.
+    if !common::is_root() {
+        eprintln!("skipping: needs root for a network namespace");
+        return;
+    }
+    let ns = format!("shunt-chk-{}", common::rand_u32());
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    ip(&["netns", "add", &ns]);
+    ip(&["-n", &ns, "link", "add", "sh-cli", "type", "veth", "peer", "name", "sh-be"]);
+    ip(&["-n", &ns, "addr", "add", "10.0.1.1/24", "dev", "sh-cli"]);
+    let cfg = default_config();
+    let cases = [
+        (
+            "snat_pool = \"10.0.3.0/28\"",
+            "snat_pool = \"10.0.1.0/28\"",
+            "snat_pool = \"10.0.1",
+            "SNAT pool 10.0.1.0/28 covers 10.0.1.1, this host's own address on `sh-cli`",
+        ),
+        (
+            "vip = \"10.0.100.1\"",
+            "vip = \"10.0.1.1\"",
+            "vip = \"10.0.1",
+            "VIP 10.0.1.1 is this host's own address on `sh-cli`",
+        ),
+    ];
+    let mut results = Vec::new();
+    for (from, to, start, want) in cases {
+        let text = cfg.replacen(from, to, 1);
+        let path = std::env::temp_dir().join(format!("shunt-cli-{}.toml", common::rand_u32()));
+        std::fs::write(&path, &text).unwrap();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, SHUNT, "check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        let msg = String::from_utf8_lossy(&out.stderr).to_string();
+        results.push((out.status.success(), msg, path, value_at(&text, start), want));
+    }
+    // The unchanged config passes in the same namespace.
+    let path = std::env::temp_dir().join(format!("shunt-cli-{}.toml", common::rand_u32()));
+    std::fs::write(&path, &cfg).unwrap();
+    let good = Command::new("ip")
+        .args(["netns", "exec", &ns, SHUNT, "check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    ip(&["netns", "del", &ns]);
+    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    for (ok, msg, path, (line, column), want) in results {
+        assert!(!ok, "{want}: passed check");
+        assert!(msg.contains(&format!("{}:{line}:{column}: ", path.display())), "{msg}");
+        assert!(msg.contains(want), "{msg}");
+    }
+}

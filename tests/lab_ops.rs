@@ -553,3 +553,185 @@ fn conn_list_shows_live_connections_with_filters() {
     }
     stop(child, &log);
 }
+
+/// Sends `body` on a fresh control connection and reads the reply to EOF.
+fn raw_request(sock: &Path, body: &[u8]) -> String {
+    let mut c = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(body).unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).to_string()
+}
+
+fn pid_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn control_socket_serves_clients_concurrently_and_signals_never_wait_on_one() {
+    let Some(_lab) = lab() else { return };
+    let lab = config("ctl", "");
+    let mut shunt = Shunt::start(&lab.cfg);
+    let child = &mut shunt.child;
+    let connect = || std::os::unix::net::UnixStream::connect(&lab.sock).unwrap();
+
+    // A slowloris client (one byte every 1.5 s) and 200 idle ones.
+    let mut slow = connect();
+    let slowloris = std::thread::spawn(move || {
+        for b in br#"{"verb":"stats"}"# {
+            if slow.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        let mut out = Vec::new();
+        slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = slow.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).to_string()
+    });
+    let idle: Vec<_> = (0..200).map(|_| connect()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let reply = raw_request(&lab.sock, b"{\"verb\":\"stats\"}\n");
+        times.push(t0.elapsed());
+        assert!(reply.starts_with("{\"ok\":true"), "{reply}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    times.sort();
+    assert!(
+        times[2] < Duration::from_millis(100),
+        "stats took {times:?} with a slowloris and 200 idle clients"
+    );
+    assert!(times[4] < Duration::from_secs(1), "{times:?}");
+    // The slowloris client is cut at its deadline and told why.
+    let told = slowloris.join().unwrap();
+    assert!(told.contains("request not received within 2s"), "{told:?}");
+    drop(idle);
+
+    // A 10 MB request is read whole (no broken pipe) and refused in words.
+    let mut big = connect();
+    big.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let sent = big.write_all(&vec![b' '; 10 << 20]);
+    let _ = big.shutdown(std::net::Shutdown::Write);
+    let mut reply = String::new();
+    let _ = big.read_to_string(&mut reply);
+    assert!(sent.is_ok(), "writing a 10 MB request: {sent:?}; reply {reply:?}");
+    assert!(reply.contains("request too large (limit 65536 bytes)"), "{reply:?}");
+
+    // Reload and runtime changes refuse what `shunt check` refuses.
+    let (code, _, err) =
+        cli(&lab.sock, &["backend", "add", "--service", "web", "--addr", "10.0.3.5", "--port", "80"]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("SNAT pool 10.0.3.0/28 covers 10.0.3.5, a backend address of service `web`"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&lab.cfg).unwrap();
+    let bad = text.replacen("snat_pool = \"10.0.3.0/28\"", "snat_pool = \"10.0.1.0/28\"", 1);
+    let line = bad.lines().position(|l| l.starts_with("snat_pool = \"10.0.1.0/28\"")).unwrap() + 1;
+    std::fs::write(&lab.cfg, &bad).unwrap();
+    let (code, _, err) = cli(&lab.sock, &["reload"]);
+    std::fs::write(&lab.cfg, &text).unwrap();
+    assert_ne!(code, Some(0));
+    assert!(err.contains(&format!("{}:{line}:13: ", lab.cfg.display())), "{err}");
+    assert!(
+        err.contains("SNAT pool 10.0.1.0/28 covers 10.0.1.1, this host's own address on `sh-cli`"),
+        "{err}"
+    );
+    let (_, out, _) = cli(&lab.sock, &["config", "show"]);
+    assert!(out.contains("snat_pool = \"10.0.3.0/28\""), "running config kept");
+
+    // Past the connection limit a client is told so.
+    let held: Vec<_> = (0..256).map(|_| connect()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = connect();
+    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut line = String::new();
+    let _ = BufReader::new(&mut extra).read_line(&mut line);
+    assert!(line.contains("too many control connections (limit 256)"), "{line:?}");
+
+    // SIGTERM with every slot taken and a client mid-request: Shunt stops
+    // at once.
+    let mut partial = connect();
+    let _ = partial.write_all(b"{\"verb\":");
+    let t0 = Instant::now();
+    // SAFETY: kill(2) on our own child (ip netns exec execs shunt).
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    while child.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = t0.elapsed();
+    let out = shunt.output();
+    drop(held);
+    eprintln!("stats answered in {times:?}; SIGTERM stopped Shunt in {took:?}");
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?}:\n{out}");
+    assert!(!out.contains("panicked"), "{out}");
+}
+
+#[test]
+fn metrics_port_survives_20000_connections_from_an_unprivileged_user() {
+    let Some(_lab) = lab() else { return };
+    let lab = config("prom20k", "127.0.0.1:19464");
+    let shunt = Shunt::start(&lab.cfg);
+    let pid = shunt.child.id();
+    assert!(http("GET", "/metrics").0.contains("200"));
+    let threads = pid_threads(pid);
+    // `nobody`, non-blocking connects, all held open for 3 s: two
+    // processes of 10,000, below the file limit a test may not raise.
+    let script = "import socket,time\n\
+        s=[]\n\
+        for i in range(10000):\n    c=socket.socket(); c.setblocking(False)\n    \
+        try: c.connect(('127.0.0.1',19464))\n    except BlockingIOError: pass\n    s.append(c)\n\
+        print('open',len(s),flush=True)\n\
+        time.sleep(3)\n\
+        [c.close() for c in s]\n";
+    let mut floods: Vec<Child> = (0..2)
+        .map(|_| {
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    "shunt",
+                    "setpriv",
+                    "--reuid=65534",
+                    "--regid=65534",
+                    "--clear-groups",
+                ])
+                .args(["/usr/bin/python3", "-c", script])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("python3 as nobody")
+        })
+        .collect();
+    for f in &mut floods {
+        let mut opened = String::new();
+        BufReader::new(f.stdout.take().unwrap()).read_line(&mut opened).unwrap();
+        assert_eq!(opened.trim(), "open 10000");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let during = pid_threads(pid);
+    for mut f in floods {
+        assert!(f.wait().unwrap().success());
+    }
+    eprintln!("metrics: {threads} threads before, {during} with 20,000 connections open");
+    assert!(during <= threads + 1, "threads {threads} before, {during} with 20,000 connections open");
+    // Afterwards /metrics answers, other paths and methods as before.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut status = String::new();
+    while Instant::now() < deadline {
+        status = http("GET", "/metrics").0;
+        if status.contains("200") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(status.contains("200"), "{status:?}");
+    assert!(http("GET", "/").0.contains("404"));
+    assert!(http("POST", "/metrics").0.contains("405"));
+    let out = shunt.stop();
+    assert!(!out.contains("panicked"), "{out}");
+}

@@ -46,6 +46,8 @@ pub struct Config {
     pub telemetry: Telemetry,
     /// NAT46 / NAT64 / SIIT translators.
     pub xlat: xlat::Xlat,
+    /// Where each service's VIP and pool are written (same order).
+    service_spans: Vec<services::AddressSpans>,
     text: String,
 }
 
@@ -261,8 +263,42 @@ impl Config {
         self.workers.iter().flat_map(|w| w.queues.iter().copied())
     }
 
+    /// Refuses VIPs and SNAT pools that hold an address of the host's own
+    /// on a configured interface: redirecting it would take the host's
+    /// own traffic (ARP/ND answers, SSH, probes) into the pipeline.
+    /// `own` lists (interface, address) pairs.
+    pub fn check_own_addresses(&self, own: &[(String, IpAddr)]) -> Result<(), ConfigError> {
+        for (s, spans) in self.services.iter().zip(&self.service_spans) {
+            if let Some((iface, a)) = own.iter().find(|(_, a)| *a == s.vip) {
+                return Err(self.error_at(
+                    spans.vip.clone(),
+                    format!("service `{}`: VIP {a} is this host's own address on `{iface}`", s.name),
+                ));
+            }
+            if let (Some(pool), Some(span)) = (s.snat_pool, &spans.pool) {
+                if let Some((iface, a)) = own.iter().find(|(_, a)| pool.contains(*a)) {
+                    return Err(self.error_at(
+                        span.clone(),
+                        format!(
+                            "service `{}`: SNAT pool {pool} covers {a}, this host's own address on `{iface}`",
+                            s.name
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The addresses of the configured interfaces, as the host has them now.
+    pub fn own_addresses(&self) -> Vec<(String, IpAddr)> {
+        let names: Vec<&str> = self.interfaces.iter().map(|i| i.name.as_str()).collect();
+        crate::sys::interface_addresses().into_iter().filter(|(n, _)| names.contains(&n.as_str())).collect()
+    }
+
     /// Checks the config against this host: interfaces exist, queues and
-    /// cores are in range. Errors point at the offending line.
+    /// cores are in range, no VIP or pool holds the host's own address.
+    /// Errors point at the offending line.
     pub fn check_host(&self) -> Result<(), ConfigError> {
         for iface in &self.interfaces {
             if crate::sys::ifindex(&iface.name).is_none() {
@@ -298,6 +334,7 @@ impl Config {
                 }
             }
         }
+        self.check_own_addresses(&self.own_addresses())?;
         Ok(())
     }
 }
@@ -510,7 +547,8 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         histogram_dir: non_empty(&t.histogram_dir),
     };
     let xlat = xlat::validate(src, file.nat46.as_ref(), file.nat64.as_ref(), file.siit.as_ref(), &pipelines)?;
-    let services = services::validate_services(src, &file.services, &pipelines, xlat.nat46.is_some())?;
+    let (services, service_spans) =
+        services::validate_services(src, &file.services, &pipelines, xlat.nat46.is_some())?;
     let conntrack = services::validate_conntrack(src, &file.conntrack)?;
     for (i, p) in pipelines.iter().enumerate() {
         let lb = p.stages.iter().any(|s| !matches!(s, StageConfig::L2Fwd { .. }));
@@ -541,6 +579,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         summary_interval: file.telemetry.summary_interval,
         telemetry,
         xlat,
+        service_spans,
         text: src.text.to_string(),
     })
 }

@@ -66,6 +66,21 @@ impl Prefix {
         }
     }
 
+    /// The one-address prefix of `ip`.
+    pub fn host(ip: IpAddr) -> Prefix {
+        Prefix { net: ip, len: if ip.is_ipv4() { 32 } else { 128 } }
+    }
+
+    /// Whether the two share an address: the shorter one holds the other's
+    /// network address.
+    pub fn overlaps(&self, other: &Prefix) -> bool {
+        if self.len <= other.len {
+            self.contains(other.net)
+        } else {
+            other.contains(self.net)
+        }
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.net, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
@@ -101,12 +116,20 @@ impl Service {
     }
 }
 
+/// Where a service's VIP and SNAT pool are written, for errors found
+/// after parsing (the host's own addresses).
+#[derive(Debug, Clone)]
+pub struct AddressSpans {
+    pub vip: std::ops::Range<usize>,
+    pub pool: Option<std::ops::Range<usize>>,
+}
+
 pub(super) fn validate_services(
     src: &Source<'_>,
     sections: &[ServiceSection],
     pipelines: &[Pipeline],
     nat46: bool,
-) -> Result<Vec<Service>, ConfigError> {
+) -> Result<(Vec<Service>, Vec<AddressSpans>), ConfigError> {
     let mut out: Vec<Service> = Vec::new();
     for s in sections {
         let name = s.name.get_ref().clone();
@@ -117,6 +140,9 @@ pub(super) fn validate_services(
             .get_ref()
             .parse()
             .map_err(|_| at(s.vip.span(), format!("invalid VIP address `{}`", s.vip.get_ref())))?;
+        if let Some((kind, block)) = reserved(Prefix::host(vip)) {
+            return Err(at(s.vip.span(), format!("VIP {vip} is not usable: {kind} address ({block})")));
+        }
         let protocol = match s.protocol.get_ref().as_str() {
             "tcp" => 6,
             "udp" => 17,
@@ -144,6 +170,9 @@ pub(super) fn validate_services(
                 })?;
                 if pool.net.is_ipv4() != vip.is_ipv4() {
                     return Err(at(p.span(), "SNAT pool family differs from the VIP's".into()));
+                }
+                if let Some((kind, block)) = reserved(pool) {
+                    return Err(at(p.span(), format!("SNAT pool {pool} covers {kind} addresses ({block})")));
                 }
                 if pool.size() > u128::from(MAX_POOL_ADDRS) {
                     return Err(at(
@@ -232,7 +261,51 @@ pub(super) fn validate_services(
             health: super::health::validate(src, s.name.get_ref(), protocol, s.health.as_ref())?,
         });
     }
-    Ok(out)
+    // The redirect captures every packet to a VIP or pool address: one
+    // that is also a backend's would swallow the backend's own traffic.
+    for (s, sec) in out.iter().zip(sections) {
+        let at = |span: std::ops::Range<usize>, msg: String| {
+            src.error(span, format!("service `{}`: {msg}", s.name))
+        };
+        for (b, owner) in out.iter().flat_map(|o| o.backends.iter().map(move |b| (b, &o.name))) {
+            if b.addr == s.vip {
+                return Err(at(
+                    sec.vip.span(),
+                    format!("VIP {} is a backend address of service `{owner}`", s.vip),
+                ));
+            }
+            if let (Some(pool), Some(p)) = (s.snat_pool, &sec.snat_pool) {
+                if pool.contains(b.addr) {
+                    return Err(at(
+                        p.span(),
+                        format!("SNAT pool {pool} covers {}, a backend address of service `{owner}`", b.addr),
+                    ));
+                }
+            }
+        }
+    }
+    let spans = sections
+        .iter()
+        .map(|sec| AddressSpans { vip: sec.vip.span(), pool: sec.snat_pool.as_ref().map(|p| p.span()) })
+        .collect();
+    Ok((out, spans))
+}
+
+/// The special-purpose block a VIP or pool overlaps, as (kind, block):
+/// no such address can be ours to redirect (RFC 1122 §3.2.1.3, RFC 4291
+/// §2.5.2–2.7, RFC 919 for limited broadcast).
+pub fn reserved(p: Prefix) -> Option<(&'static str, &'static str)> {
+    let blocks: &[(&str, &str)] = if p.net.is_ipv4() {
+        &[
+            ("unspecified", "0.0.0.0"),
+            ("loopback", "127.0.0.0/8"),
+            ("multicast", "224.0.0.0/4"),
+            ("broadcast", "255.255.255.255"),
+        ]
+    } else {
+        &[("unspecified", "::"), ("loopback", "::1"), ("multicast", "ff00::/8")]
+    };
+    blocks.iter().copied().find(|(_, b)| Prefix::parse(b).is_some_and(|b| b.overlaps(&p)))
 }
 
 pub(super) fn validate_conntrack(src: &Source<'_>, c: &ConntrackSection) -> Result<Conntrack, ConfigError> {

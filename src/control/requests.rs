@@ -160,6 +160,8 @@ impl Running {
         if new.conntrack != self.config.conntrack || new.telemetry != self.config.telemetry {
             tracing::warn!("[conntrack] and [telemetry] changes apply at the next restart");
         }
+        // The file alone cannot say which addresses are the host's own.
+        new.check_own_addresses(&new.own_addresses())?;
         let generation = self.generation + 1;
         let snapshot = build_services(&new, generation, &mut self.ids, &mut self.health)?;
         // Redirect new VIPs and pools before workers know them; stop

@@ -2,28 +2,71 @@
 //! connection, served by the housekeeping (main) thread between its other
 //! duties, never by a worker. Access is the socket file's permissions:
 //! root-only (0600) unless a group is configured (0660).
+//!
+//! Clients are served concurrently and never waited on: every connection
+//! is non-blocking with its own buffer and phase (reading the request,
+//! writing the reply, draining what the client still sends), at most
+//! `MAX_CLIENTS` are open, and each has a deadline. A client that sends a
+//! byte every second, or nothing at all, costs a slot until its deadline,
+//! not the loop's attention, so `stats`, reloads and signals go on.
 
-use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use mio::net::UnixListener;
+use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::protocol::{self, Request, Response};
 
-/// How long one client may take to send its request or read the reply.
+/// How long one client may take to send its request, and again to read
+/// the reply.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connections open at once; one more is told so and closed.
+pub const MAX_CLIENTS: usize = 256;
+/// Bytes read from one client per wakeup, so a fast sender cannot keep
+/// the loop to itself; the rest is read on the next pass.
+const READ_BUDGET: usize = 256 * 1024;
+/// What a client may still send after its reply (the rest of an oversize
+/// request) before it is cut off.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+const LISTENER: Token = Token(usize::MAX);
+
+enum Phase {
+    /// Collecting the request up to a newline or EOF.
+    Reading,
+    /// Sending `out` from `sent` on.
+    Writing,
+    /// Reply sent and write side shut: reading and discarding until EOF,
+    /// so closing does not reset the connection and lose the reply.
+    Draining,
+}
+
+struct Client {
+    stream: UnixStream,
+    peer: Peer,
+    phase: Phase,
+    input: Vec<u8>,
+    out: Vec<u8>,
+    sent: usize,
+    drained: usize,
+    deadline: Instant,
+}
 
 pub struct Server {
     poll: Poll,
     events: Events,
     listener: UnixListener,
     path: PathBuf,
+    clients: Vec<Option<Client>>,
+    /// Clients with input left unread after their read budget.
+    again: Vec<usize>,
+    refused: u64,
+    last_refusal_log: Option<Instant>,
 }
 
 impl Server {
@@ -34,7 +77,7 @@ impl Server {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         if path.exists() {
-            if let Ok(other) = UnixStream::connect(path) {
+            if let Ok(other) = StdUnixStream::connect(path) {
                 let pid = Peer::of(&other).pid;
                 bail!("{} is in use: is another shunt running? (pid {pid})", path.display());
             }
@@ -57,62 +100,262 @@ impl Server {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
         }
         let poll = Poll::new()?;
-        poll.registry().register(&mut listener, Token(0), Interest::READABLE)?;
-        Ok(Server { poll, events: Events::with_capacity(16), listener, path: path.to_path_buf() })
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Server {
+            poll,
+            events: Events::with_capacity(256),
+            listener,
+            path: path.to_path_buf(),
+            clients: (0..MAX_CLIENTS).map(|_| None).collect(),
+            again: Vec::new(),
+            refused: 0,
+            last_refusal_log: None,
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Waits up to `timeout` for clients and answers each with `handle`,
-    /// which also learns who asked (for the log).
+    /// Waits up to `timeout` for client activity, answers every complete
+    /// request with `handle` (which also learns who asked, for the log),
+    /// and closes clients past their deadline. Never blocks on a client.
     pub fn serve(&mut self, timeout: Duration, mut handle: impl FnMut(Request, Peer) -> Response) {
-        if self.poll.poll(&mut self.events, Some(timeout)).is_err() {
+        let wait = if self.again.is_empty() { timeout } else { Duration::ZERO };
+        if let Err(e) = self.poll.poll(&mut self.events, Some(wait)) {
+            if e.kind() != ErrorKind::Interrupted {
+                tracing::warn!(error = %e, "control socket poll failed");
+            }
             return;
         }
-        if self.events.is_empty() {
-            return;
+        let mut ready: Vec<usize> = std::mem::take(&mut self.again);
+        ready.extend(self.events.iter().map(|e| e.token().0).filter(|t| *t != LISTENER.0));
+        // Accepting on every pass, not only on an event: a pending
+        // connection left by EMFILE is picked up once a descriptor frees.
+        self.accept();
+        for i in ready {
+            self.progress(i, &mut handle);
         }
+        let now = Instant::now();
+        for i in 0..self.clients.len() {
+            if self.clients[i].as_ref().is_some_and(|c| c.deadline <= now) {
+                self.expire(i);
+            }
+        }
+    }
+
+    /// Clients connected now (for tests and the log).
+    pub fn clients(&self) -> usize {
+        self.clients.iter().filter(|c| c.is_some()).count()
+    }
+
+    fn accept(&mut self) {
         loop {
-            let stream = match self.listener.accept() {
-                Ok((s, _)) => s,
-                Err(_) => break,
+            let (mut stream, _) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOMEM: the connection waits in the
+                    // backlog; try again on the next pass.
+                    self.log_refusal(&format!("accepting a control connection failed: {e}"));
+                    return;
+                }
             };
-            // SAFETY: the fd comes from a just-accepted mio stream whose
-            // ownership moves into the std stream here.
-            let mut stream = unsafe { UnixStream::from_raw_fd(stream.into_raw_fd()) };
-            let _ = stream.set_nonblocking(false);
-            let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
-            let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
+            let Some(slot) = self.clients.iter().position(Option::is_none) else {
+                // Best effort, non-blocking: one line and close.
+                let line = refusal_line(&format!(
+                    "too many control connections (limit {MAX_CLIENTS}); try again later"
+                ));
+                let _ = stream.write(&line);
+                // Read what the client already sent, so closing does not
+                // reset the connection before it reads the line.
+                let _ = stream.read(&mut [0u8; 4096]);
+                self.log_refusal(&format!(
+                    "control connection refused: {MAX_CLIENTS} clients already connected"
+                ));
+                continue;
+            };
             let peer = Peer::of(&stream);
-            let reply = match read_request(&mut stream) {
-                Ok(bytes) => match protocol::parse(&bytes) {
-                    Ok(req) => handle(req, peer),
-                    Err(e) => {
-                        tracing::warn!(uid = peer.uid, pid = peer.pid, error = %e, "control request refused");
-                        Response::err(e)
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(slot),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                tracing::warn!(error = %e, "control connection dropped: cannot poll it");
+                continue;
+            }
+            self.clients[slot] = Some(Client {
+                stream,
+                peer,
+                phase: Phase::Reading,
+                input: Vec::new(),
+                out: Vec::new(),
+                sent: 0,
+                drained: 0,
+                deadline: Instant::now() + CLIENT_TIMEOUT,
+            });
+            // Its request may already be waiting: the readiness edge came
+            // before it was registered.
+            self.again.push(slot);
+        }
+    }
+
+    /// One warning per second at most, with the count since the last.
+    fn log_refusal(&mut self, what: &str) {
+        self.refused += 1;
+        if self.last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            tracing::warn!(refused = self.refused, "{what}");
+            self.refused = 0;
+            self.last_refusal_log = Some(Instant::now());
+        }
+    }
+
+    fn progress(&mut self, i: usize, handle: &mut impl FnMut(Request, Peer) -> Response) {
+        let Some(c) = self.clients.get_mut(i).and_then(Option::as_mut) else { return };
+        if matches!(c.phase, Phase::Reading) {
+            match c.read_request() {
+                Step::Pending => {}
+                Step::More => self.again.push(i),
+                Step::Close => return self.close(i),
+                Step::Done(result) => {
+                    let reply = match result.and_then(|bytes| protocol::parse(&bytes)) {
+                        Ok(req) => handle(req, c.peer),
+                        Err(e) => {
+                            tracing::warn!(uid = c.peer.uid, pid = c.peer.pid, error = %e, "control request refused");
+                            Response::err(e)
+                        }
+                    };
+                    c.out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+                    c.out.push(b'\n');
+                    c.input = Vec::new();
+                    c.phase = Phase::Writing;
+                    c.deadline = Instant::now() + CLIENT_TIMEOUT;
+                }
+            }
+        }
+        if matches!(c.phase, Phase::Writing) {
+            loop {
+                match c.stream.write(&c.out[c.sent..]) {
+                    Ok(n) => {
+                        c.sent += n;
+                        if c.sent == c.out.len() {
+                            let _ = c.stream.shutdown(std::net::Shutdown::Write);
+                            c.out = Vec::new();
+                            c.phase = Phase::Draining;
+                            break;
+                        }
                     }
-                },
-                Err(e) => Response::err(e),
-            };
-            let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
-            out.push(b'\n');
-            let _ = stream.write_all(&out);
-            // Closing with unread input would reset the connection and lose
-            // the reply: say we are done, then discard what is left (bounded
-            // by the client timeout).
-            let _ = stream.shutdown(std::net::Shutdown::Write);
-            let mut sink = [0u8; 4096];
-            let mut left = 16 * protocol::MAX_REQUEST;
-            while left > 0 {
-                match stream.read(&mut sink) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => left = left.saturating_sub(n),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => return self.close(i),
+                }
+            }
+        }
+        if matches!(c.phase, Phase::Draining) {
+            let mut sink = [0u8; 16 * 1024];
+            let mut budget = READ_BUDGET;
+            loop {
+                match c.stream.read(&mut sink) {
+                    Ok(0) => return self.close(i),
+                    Ok(n) => {
+                        c.drained += n;
+                        if c.drained > DRAIN_LIMIT {
+                            return self.close(i);
+                        }
+                        budget = budget.saturating_sub(n);
+                        if budget == 0 {
+                            self.again.push(i);
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => return self.close(i),
                 }
             }
         }
     }
+
+    /// A client past its deadline: one still sending its request is told
+    /// why (if its socket takes the line) before it is closed.
+    fn expire(&mut self, i: usize) {
+        if let Some(c) = self.clients[i].as_mut() {
+            if matches!(c.phase, Phase::Reading) {
+                let secs = CLIENT_TIMEOUT.as_secs_f64();
+                let _ = c.stream.write(&refusal_line(&format!("request not received within {secs}s")));
+                tracing::warn!(
+                    uid = c.peer.uid,
+                    pid = c.peer.pid,
+                    "control client timed out before sending a request"
+                );
+            }
+        }
+        self.close(i);
+    }
+
+    fn close(&mut self, i: usize) {
+        if let Some(mut c) = self.clients[i].take() {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+    }
+}
+
+enum Step {
+    /// Nothing more to read now.
+    Pending,
+    /// Read budget spent with input left.
+    More,
+    /// The client went away without a request.
+    Close,
+    Done(Result<Vec<u8>, String>),
+}
+
+impl Client {
+    /// Reads what is there: a request ends at a newline or EOF; past
+    /// `MAX_REQUEST` bytes it is refused without reading the rest first.
+    fn read_request(&mut self) -> Step {
+        let mut chunk = [0u8; 16 * 1024];
+        let mut budget = READ_BUDGET;
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) if self.input.is_empty() => return Step::Close,
+                Ok(0) => return Step::Done(Ok(std::mem::take(&mut self.input))),
+                Ok(n) => {
+                    let chunk = &chunk[..n];
+                    if let Some(end) = chunk.iter().position(|&b| b == b'\n') {
+                        self.input.extend_from_slice(&chunk[..end]);
+                        return Step::Done(self.checked());
+                    }
+                    self.input.extend_from_slice(chunk);
+                    if self.input.len() > protocol::MAX_REQUEST {
+                        return Step::Done(self.checked());
+                    }
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        return Step::More;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Step::Pending,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Step::Done(Err(format!("reading request: {e}"))),
+            }
+        }
+    }
+
+    fn checked(&mut self) -> Result<Vec<u8>, String> {
+        if self.input.len() > protocol::MAX_REQUEST {
+            return Err(format!("request too large (limit {} bytes)", protocol::MAX_REQUEST));
+        }
+        Ok(std::mem::take(&mut self.input))
+    }
+}
+
+/// An error reply as one JSON line.
+fn refusal_line(error: &str) -> Vec<u8> {
+    let mut out = serde_json::to_vec(&Response::err(error)).unwrap_or_default();
+    out.push(b'\n');
+    out
 }
 
 /// The process on the other end of a control connection (SO_PEERCRED).
@@ -123,8 +366,7 @@ pub struct Peer {
 }
 
 impl Peer {
-    pub fn of(stream: &UnixStream) -> Peer {
-        use std::os::fd::AsRawFd;
+    pub fn of(stream: &impl AsRawFd) -> Peer {
         let mut cred = libc::ucred { pid: 0, uid: u32::MAX, gid: u32::MAX };
         let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
         // SAFETY: getsockopt writes at most `len` bytes into `cred`, which we own.
@@ -150,31 +392,9 @@ impl Drop for Server {
     }
 }
 
-/// Reads one request: up to a newline or EOF, refusing oversized ones.
-fn read_request(stream: &mut UnixStream) -> Result<Vec<u8>, String> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.len() > protocol::MAX_REQUEST {
-                    return Err(format!("request too large (limit {} bytes)", protocol::MAX_REQUEST));
-                }
-                if buf.contains(&b'\n') {
-                    break;
-                }
-            }
-            Err(e) => return Err(format!("reading request: {e}")),
-        }
-    }
-    Ok(buf)
-}
-
 /// Client side: sends `req`, returns the reply.
 pub fn request(path: &Path, req: &Request) -> Result<Response> {
-    let mut s = UnixStream::connect(path).map_err(|e| match e.kind() {
+    let mut s = StdUnixStream::connect(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
             "permission denied on {}: the control socket is root-only unless `control_group` is set and you are in it",
             path.display()
@@ -189,7 +409,12 @@ pub fn request(path: &Path, req: &Request) -> Result<Response> {
     body.push(b'\n');
     s.write_all(&body)?;
     let mut out = Vec::new();
-    s.read_to_end(&mut out)?;
+    let read = s.read_to_end(&mut out);
+    // A refusal (too many clients, timeout) may arrive before the socket
+    // resets: a complete reply line counts even if the read then failed.
+    if read.is_err() && !out.ends_with(b"\n") {
+        read?;
+    }
     serde_json::from_slice(&out).context("reply from shunt is not JSON")
 }
 

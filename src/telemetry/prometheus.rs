@@ -264,6 +264,12 @@ impl Collector for ShuntCollector {
 /// Serves GET /metrics on `addr` until `stop` is set; other paths get 404,
 /// other methods on /metrics 405. `register` adds metrics of other modules
 /// (health).
+///
+/// One thread, non-blocking sockets on one mio poll: at most
+/// `MAX_SCRAPERS` connections, each with a deadline, no thread per
+/// connection. When the limit is reached the rest wait in the listen
+/// backlog; when accept fails (EMFILE and the like) the failure is logged
+/// and accepting resumes on the next pass.
 pub fn spawn_with(
     addr: &str,
     shared: Arc<Shared>,
@@ -271,47 +277,276 @@ pub fn spawn_with(
     stop: Arc<AtomicBool>,
     register: impl FnOnce(&mut Registry),
 ) -> Result<std::thread::JoinHandle<()>> {
-    let server = tiny_http::Server::http(addr)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    let sockaddr: std::net::SocketAddr =
+        addr.parse().with_context(|| format!("Prometheus address `{addr}`"))?;
+    let listener = mio::net::TcpListener::bind(sockaddr)
         .with_context(|| format!("binding the Prometheus listener on {addr}"))?;
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ShuntCollector(shared, latency)));
     register(&mut registry);
+    let mut server = http::Server::new(listener)?;
     let handle = std::thread::Builder::new().name("shunt-metrics".into()).spawn(move || {
         // Bound already: serving needs no privilege.
         let _ = crate::sys::drop_capabilities(&[]);
         while !stop.load(Ordering::Relaxed) {
-            let Ok(Some(req)) = server.recv_timeout(Duration::from_millis(200)) else { continue };
-            let path = req.url().split('?').next().unwrap_or("");
-            if path != "/metrics" {
-                let _ = req.respond(
-                    tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404),
-                );
-                continue;
-            }
-            if !matches!(req.method(), tiny_http::Method::Get | tiny_http::Method::Head) {
-                let allow = tiny_http::Header::from_bytes(&b"Allow"[..], &b"GET, HEAD"[..])
-                    .expect("static header is valid");
-                let _ = req.respond(
-                    tiny_http::Response::from_string("method not allowed\n")
-                        .with_status_code(405)
-                        .with_header(allow),
-                );
-                continue;
-            }
-            let mut body = String::new();
-            let resp = match prometheus_client::encoding::text::encode(&mut body, &registry) {
-                Ok(()) => tiny_http::Response::from_string(body).with_header(
-                    tiny_http::Header::from_bytes(
-                        &b"Content-Type"[..],
-                        &b"application/openmetrics-text; version=1.0.0; charset=utf-8"[..],
-                    )
-                    .expect("static header is valid"),
-                ),
-                Err(_) => tiny_http::Response::from_string("encoding failed").with_status_code(500),
-            };
-            let _ = req.respond(resp);
+            server.serve(Duration::from_millis(200), |method, path| respond(&registry, method, path));
         }
     })?;
     Ok(handle)
+}
+
+/// The reply to one request: status line, extra headers, body.
+fn respond(registry: &Registry, method: &str, path: &str) -> http::Reply {
+    let path = path.split('?').next().unwrap_or("");
+    if path != "/metrics" {
+        return http::Reply::new("404 Not Found", "", "not found: try /metrics\n".into());
+    }
+    if method != "GET" && method != "HEAD" {
+        return http::Reply::new(
+            "405 Method Not Allowed",
+            "Allow: GET, HEAD\r\n",
+            "method not allowed\n".into(),
+        );
+    }
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, registry) {
+        Ok(()) => {
+            let mut r = http::Reply::new(
+                "200 OK",
+                "Content-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n",
+                body,
+            );
+            r.head_only = method == "HEAD";
+            r
+        }
+        Err(_) => http::Reply::new("500 Internal Server Error", "", "encoding failed\n".into()),
+    }
+}
+
+/// A minimal HTTP/1.x server for scrapes: one request per connection,
+/// `Connection: close`.
+mod http {
+    use std::io::{ErrorKind, Read, Write};
+    use std::time::{Duration, Instant};
+
+    use mio::net::{TcpListener, TcpStream};
+    use mio::{Events, Interest, Poll, Token};
+
+    /// Scrapers connected at once; more wait in the listen backlog.
+    pub const MAX_SCRAPERS: usize = 64;
+    /// Time a connection has to send its request head, and to take the reply.
+    const DEADLINE: Duration = Duration::from_secs(5);
+    /// Longest request head read; a longer one gets 431.
+    const MAX_HEAD: usize = 8 * 1024;
+    const LISTENER: Token = Token(usize::MAX);
+
+    pub struct Reply {
+        status: &'static str,
+        headers: &'static str,
+        body: String,
+        pub head_only: bool,
+    }
+
+    impl Reply {
+        pub fn new(status: &'static str, headers: &'static str, body: String) -> Reply {
+            Reply { status, headers, body, head_only: false }
+        }
+
+        fn bytes(&self) -> Vec<u8> {
+            let mut out = format!(
+                "HTTP/1.1 {}\r\n{}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                self.status,
+                self.headers,
+                self.body.len()
+            )
+            .into_bytes();
+            if !self.head_only {
+                out.extend_from_slice(self.body.as_bytes());
+            }
+            out
+        }
+    }
+
+    enum Phase {
+        Head,
+        Writing,
+        /// Reply sent, write side shut: read until the client closes so
+        /// closing does not reset the connection under the reply.
+        Draining,
+    }
+
+    struct Conn {
+        stream: TcpStream,
+        phase: Phase,
+        head: Vec<u8>,
+        out: Vec<u8>,
+        sent: usize,
+        deadline: Instant,
+    }
+
+    pub struct Server {
+        poll: Poll,
+        events: Events,
+        listener: TcpListener,
+        conns: Vec<Option<Conn>>,
+        accept_errors: u64,
+        last_log: Option<Instant>,
+    }
+
+    impl Server {
+        pub fn new(mut listener: TcpListener) -> std::io::Result<Server> {
+            let poll = Poll::new()?;
+            poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+            Ok(Server {
+                poll,
+                events: Events::with_capacity(256),
+                listener,
+                conns: (0..MAX_SCRAPERS).map(|_| None).collect(),
+                accept_errors: 0,
+                last_log: None,
+            })
+        }
+
+        /// Waits up to `timeout`, serves what is ready, closes connections
+        /// past their deadline.
+        pub fn serve(&mut self, timeout: Duration, mut respond: impl FnMut(&str, &str) -> Reply) {
+            if self.poll.poll(&mut self.events, Some(timeout)).is_err() {
+                return;
+            }
+            let mut ready: Vec<usize> =
+                self.events.iter().map(|e| e.token().0).filter(|t| *t != LISTENER.0).collect();
+            // Accept on every pass: after EMFILE or a full table the
+            // listener raises no new edge for connections already queued.
+            ready.extend(self.accept());
+            for i in ready {
+                self.progress(i, &mut respond);
+            }
+            let now = Instant::now();
+            for i in 0..self.conns.len() {
+                if self.conns[i].as_ref().is_some_and(|c| c.deadline <= now) {
+                    self.close(i);
+                }
+            }
+        }
+
+        /// Accepts while there is room; returns the new slots.
+        fn accept(&mut self) -> Vec<usize> {
+            let mut new = Vec::new();
+            while let Some(slot) = self.conns.iter().position(Option::is_none) {
+                let mut stream = match self.listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.accept_errors += 1;
+                        if self.last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                            tracing::warn!(
+                                error = %e,
+                                failures = self.accept_errors,
+                                "Prometheus listener cannot accept; retrying"
+                            );
+                            self.last_log = Some(Instant::now());
+                            self.accept_errors = 0;
+                        }
+                        break;
+                    }
+                };
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut stream, Token(slot), Interest::READABLE | Interest::WRITABLE)
+                    .is_err()
+                {
+                    continue;
+                }
+                self.conns[slot] = Some(Conn {
+                    stream,
+                    phase: Phase::Head,
+                    head: Vec::new(),
+                    out: Vec::new(),
+                    sent: 0,
+                    deadline: Instant::now() + DEADLINE,
+                });
+                new.push(slot);
+            }
+            new
+        }
+
+        fn progress(&mut self, i: usize, respond: &mut impl FnMut(&str, &str) -> Reply) {
+            let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else { return };
+            let mut buf = [0u8; 4096];
+            if matches!(c.phase, Phase::Head) {
+                loop {
+                    match c.stream.read(&mut buf) {
+                        Ok(0) => return self.close(i),
+                        Ok(n) => {
+                            c.head.extend_from_slice(&buf[..n]);
+                            if c.head.windows(4).any(|w| w == b"\r\n\r\n")
+                                || c.head.windows(2).any(|w| w == b"\n\n")
+                            {
+                                let head = String::from_utf8_lossy(&c.head);
+                                let mut words = head.split_whitespace();
+                                let reply = match (words.next(), words.next()) {
+                                    (Some(method), Some(path)) => respond(method, path),
+                                    _ => Reply::new("400 Bad Request", "", "bad request\n".into()),
+                                };
+                                c.out = reply.bytes();
+                                c.phase = Phase::Writing;
+                                c.deadline = Instant::now() + DEADLINE;
+                                break;
+                            }
+                            if c.head.len() > MAX_HEAD {
+                                c.out = Reply::new("431 Request Header Fields Too Large", "", String::new())
+                                    .bytes();
+                                c.phase = Phase::Writing;
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(_) => return self.close(i),
+                    }
+                }
+            }
+            if matches!(c.phase, Phase::Writing) {
+                loop {
+                    match c.stream.write(&c.out[c.sent..]) {
+                        Ok(n) => {
+                            c.sent += n;
+                            if c.sent == c.out.len() {
+                                let _ = c.stream.shutdown(std::net::Shutdown::Write);
+                                c.out = Vec::new();
+                                c.phase = Phase::Draining;
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(_) => return self.close(i),
+                    }
+                }
+            }
+            if matches!(c.phase, Phase::Draining) {
+                // Whatever else a client sends is discarded, a bounded
+                // amount per pass: one request per connection.
+                let mut budget = 64 * 1024usize;
+                loop {
+                    match c.stream.read(&mut buf) {
+                        Ok(0) => return self.close(i),
+                        Ok(n) if n >= budget => return,
+                        Ok(n) => budget -= n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(_) => return self.close(i),
+                    }
+                }
+            }
+        }
+
+        fn close(&mut self, i: usize) {
+            if let Some(mut c) = self.conns[i].take() {
+                let _ = self.poll.registry().deregister(&mut c.stream);
+            }
+        }
+    }
 }

@@ -177,9 +177,10 @@ impl Engine {
         if self.poll.poll(&mut self.events, Some(wait.min(max_wait))).is_err() {
             return;
         }
-        let ready: Vec<usize> = self.events.iter().map(|e| e.token().0).collect();
-        for i in ready {
-            self.progress(i);
+        let ready: Vec<(usize, bool)> =
+            self.events.iter().map(|e| (e.token().0, e.is_error() || e.is_write_closed())).collect();
+        for (i, failed) in ready {
+            self.progress(i, failed);
         }
         let now = Instant::now();
         while let Some(&Reverse((t, i))) = self.timers.peek() {
@@ -239,15 +240,19 @@ impl Engine {
         self.timers.push(Reverse((s.deadline, i)));
     }
 
-    /// Moves probe `i` on after a socket event.
-    fn progress(&mut self, i: usize) {
+    /// Moves probe `i` on after a socket event; `failed` is the event's
+    /// EPOLLERR/EPOLLHUP.
+    fn progress(&mut self, i: usize, failed: bool) {
         let Some(s) = self.slots.get_mut(i) else { return };
         let Some(f) = s.inflight.as_mut() else { return };
         let verdict: Option<(bool, String)> = match (&mut f.conn, &s.target.check.kind) {
             (Conn::Tcp(c), kind) => {
                 // On Linux the first event of a connecting socket is its
-                // outcome: SO_ERROR set, or connected.
-                if let Ok(Some(e)) | Err(e) = c.take_error() {
+                // outcome: EPOLLERR with SO_ERROR set, or writable and
+                // connected. Only a failure costs the getsockopt that
+                // names its cause.
+                let error = if failed { c.take_error().unwrap_or_else(Some) } else { None };
+                if let Some(e) = error {
                     Some((false, e.to_string()))
                 } else {
                     match kind {
