@@ -44,6 +44,7 @@ pub struct Config {
     pub conntrack: Conntrack,
     pub summary_interval: u64,
     pub telemetry: Telemetry,
+    pub node: Node,
     /// NAT46 / NAT64 / SIIT translators.
     pub xlat: xlat::Xlat,
     text: String,
@@ -56,6 +57,13 @@ pub struct Telemetry {
     /// Loopback by default; any address the operator writes.
     pub prometheus: Option<std::net::SocketAddr>,
     pub histogram_dir: Option<PathBuf>,
+}
+
+/// This node's part in a tier behind ECMP (`[node]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Serving time between withdrawing the VIPs and detaching on stop.
+    pub stop_drain: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -509,6 +517,14 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         prometheus,
         histogram_dir: non_empty(&t.histogram_dir),
     };
+    let sd = &file.node.stop_drain;
+    let stop_drain = schema::parse_duration(sd.get_ref())
+        .filter(|s| *s <= 3600)
+        .map(|s| std::time::Duration::from_secs(u64::from(s)))
+        .ok_or_else(|| {
+            src.error(sd.span(), format!("stop_drain `{}`: want a duration up to 1h (\"10s\")", sd.get_ref()))
+        })?;
+    let node = Node { stop_drain };
     let xlat = xlat::validate(src, file.nat46.as_ref(), file.nat64.as_ref(), file.siit.as_ref(), &pipelines)?;
     let services = services::validate_services(src, &file.services, &pipelines, xlat.nat46.is_some())?;
     let conntrack = services::validate_conntrack(src, &file.conntrack)?;
@@ -540,6 +556,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         conntrack,
         summary_interval: file.telemetry.summary_interval,
         telemetry,
+        node,
         xlat,
         text: src.text.to_string(),
     })
