@@ -34,18 +34,23 @@ in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 no_offload() { in_ns "$1" ethtool -K "$2" tx off tso off gso off gro off >/dev/null 2>&1 || true; }
 all_ns() { echo shunt-client shunt-router shunt-switch; for n in "${NODES[@]}"; do echo "shunt-n$n"; done; for b in "${BACKENDS[@]}"; do echo "shunt-so-be$b"; done; }
 
+# Stops the process in pidfile F (with signal S, default TERM) and waits
+# until it is gone.
 stop_pidfile() {
-    local f=$1
-    if [ -f "$f" ]; then
-        kill "$(cat "$f")" 2>/dev/null || true
-        rm -f "$f"
-    fi
+    local f=$1 sig=${2:-TERM} pid i
+    [ -f "$f" ] || return 0
+    pid=$(cat "$f")
+    kill -s "$sig" "$pid" 2>/dev/null || true
+    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -s KILL "$pid" 2>/dev/null || true
+    rm -f "$f"
 }
 
 down() {
     for n in "${NODES[@]}"; do
         stop_pidfile "$DIR/exabgp-n$n.pid"
-        stop_pidfile "$DIR/shunt-n$n.pid"
+        # Tearing the lab down: no stop drain to wait for.
+        stop_pidfile "$DIR/shunt-n$n.pid" KILL
     done
     stop_pidfile "$DIR/bird.pid"
     for b in "${BACKENDS[@]}"; do stop_pidfile "$DIR/be$b/nginx.pid"; done
@@ -156,7 +161,8 @@ CONF
 # Shunt on node N (its speaker's feed announces again once it answers).
 start_shunt() {
     local n=$1
-    in_ns "shunt-n$n" "$SHUNT" run --config "$CONFIG" --control-socket "$DIR/n$n.sock" >>"$DIR/shunt-n$n.log" 2>&1 &
+    # `ip netns exec` execs Shunt: $! is Shunt's own pid.
+    ip netns exec "shunt-n$n" "$SHUNT" run --config "$CONFIG" --control-socket "$DIR/n$n.sock" >>"$DIR/shunt-n$n.log" 2>&1 &
     echo $! > "$DIR/shunt-n$n.pid"
 }
 
@@ -180,7 +186,7 @@ neighbor 10.1.1$n.1 {
     }
 }
 CONF
-    in_ns "$ns" env exabgp.daemon.user=root exabgp.api.cli=false exabgp.log.destination="$DIR/exabgp-n$n.log" \
+    ip netns exec "$ns" env exabgp.daemon.user=root exabgp.api.cli=false exabgp.log.destination="$DIR/exabgp-n$n.log" \
         exabgp "$DIR/exabgp-n$n.conf" >/dev/null 2>&1 &
     echo $! > "$DIR/exabgp-n$n.pid"
 }
@@ -197,6 +203,7 @@ nexthops() {
 up() {
     down
     mkdir -p "$DIR"
+    rm -f "$DIR"/*.log
     command -v bird >/dev/null && command -v exabgp >/dev/null && command -v nginx >/dev/null || {
         echo "scaleout: needs bird2, exabgp and nginx (scripts/setup.sh)" >&2; exit 1; }
     [ -x "$SHUNT" ] || { echo "scaleout: no $SHUNT (cargo build --release)" >&2; exit 1; }
