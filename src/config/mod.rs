@@ -596,6 +596,23 @@ pipeline = "fwd"
     }
 
     #[test]
+    fn dsr_services_and_stop_drain() {
+        let dsr = include_str!("../../pipelines/dsr.toml");
+        let c = Config::parse(Path::new("t.toml"), dsr).unwrap();
+        assert!(c.services[0].dsr);
+        assert_eq!(c.node.stop_drain, std::time::Duration::from_secs(5));
+        let e =
+            err(&dsr.replace("forwarding = \"dsr\"", "forwarding = \"dsr\"\nsnat_pool = \"10.1.3.0/28\""));
+        assert!(e.contains("a DSR service takes no snat_pool"), "{e}");
+        let e = err(&dsr.replace("\"10.1.2.12\", port = 80", "\"10.1.2.12\", port = 8080"));
+        assert!(e.contains("a DSR backend has the VIP's family and port (80)"), "{e}");
+        let e = err(&dsr.replace("forwarding = \"dsr\"", "forwarding = \"tunnel\""));
+        assert!(e.contains("forwarding `tunnel` must be nat or dsr"), "{e}");
+        let e = err(&dsr.replace("stop_drain = \"5s\"", "stop_drain = \"2h\""));
+        assert!(e.contains("stop_drain `2h`"), "{e}");
+    }
+
+    #[test]
     fn good_config_parses() {
         let c = Config::parse(Path::new("t.toml"), GOOD).unwrap();
         assert_eq!(c.interfaces.len(), 2);
