@@ -8,6 +8,7 @@ PACKAGES=(
     iproute2 ethtool iputils-ping          # lab namespaces, offload settings
     iperf3 nginx-light curl                # real peers for lab tests
     tcpdump tshark                         # checking packets on the wire
+    bird2 exabgp                           # scale-out lab: router and node BGP speakers
 )
 
 if [ "$(id -u)" -ne 0 ]; then

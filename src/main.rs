@@ -47,6 +47,10 @@ enum Command {
     Run {
         #[arg(long, short, default_value = "config.toml")]
         config: PathBuf,
+        /// Serve the control socket here instead of the config's
+        /// `control_socket` (several nodes sharing one config on one host).
+        #[arg(long, value_name = "PATH")]
+        control_socket: Option<PathBuf>,
     },
     /// Validate a config file (and, unless --offline, this host) without running.
     Check {
@@ -126,6 +130,34 @@ enum Command {
     Config {
         #[command(subcommand)]
         action: ConfigAction,
+    },
+    /// This node's place in a tier behind ECMP: drain (withdraw every VIP,
+    /// keep serving flows), undrain, or show what it announces.
+    Node {
+        #[command(subcommand)]
+        action: NodeAction,
+    },
+    /// Feed a BGP speaker: print ExaBGP API lines (`announce route VIP/32
+    /// next-hop self`, `withdraw route …`) as this node's VIPs change, and
+    /// withdraw them all when the running instance stops answering. Run it
+    /// from an ExaBGP `process` (see dist/exabgp.conf).
+    BgpFeed {
+        /// Seconds between polls of the control socket (0.1 to 10).
+        #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_feed_interval)]
+        interval: f64,
+    },
+    /// Backend picks of a config's Maglev table for random flows, as a digest
+    /// (the same config must give the same picks on every node).
+    #[command(hide = true)]
+    Picks {
+        #[arg(long, short, default_value = "config.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        service: String,
+        #[arg(long, default_value_t = 100_000)]
+        flows: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Print a shell completion script: `shunt completion bash > /etc/bash_completion.d/shunt`.
     Completion {
@@ -220,6 +252,26 @@ enum ConnAction {
 }
 
 #[derive(Subcommand)]
+enum NodeAction {
+    /// Withdraw every VIP (the router sends new flows to other nodes); flows
+    /// already here keep being served. Not kept across restarts.
+    Drain {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Announce this node's VIPs again (those with a backend up).
+    Undrain {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drain state and, per VIP, whether it is announced and why not.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigAction {
     /// The running configuration, runtime changes included, as TOML.
     Show {
@@ -292,6 +344,10 @@ impl Command {
                     | ServiceAction::List { json },
             }
             | Command::Config { action: ConfigAction::Show { json } }
+            | Command::Node {
+                action:
+                    NodeAction::Drain { json } | NodeAction::Undrain { json } | NodeAction::Status { json },
+            }
             | Command::Conn { action: ConnAction::List { json, .. } } => *json,
             Command::Histogram { json, format, .. } => *json || *format == HistogramFormat::Json,
             _ => false,
@@ -370,8 +426,11 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
                 cfg.routes.len()
             ))
         }
-        Command::Run { config } => {
-            let cfg = Config::load(&config)?;
+        Command::Run { config, control_socket } => {
+            let mut cfg = Config::load(&config)?;
+            if let Some(path) = control_socket {
+                cfg.telemetry.control_socket = Some(path);
+            }
             shunt::sys::check_kernel().map_err(anyhow::Error::msg)?;
             shunt::sys::check_privileges().map_err(anyhow::Error::msg)?;
             cfg.check_host()?;
@@ -477,6 +536,29 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
                 r["toml"].as_str().unwrap_or("")
             ))
         }
+        Command::Node { action } => {
+            let (req, json) = match action {
+                NodeAction::Drain { json } => (Request::NodeDrain {}, json),
+                NodeAction::Undrain { json } => (Request::NodeUndrain {}, json),
+                NodeAction::Status { json } => (Request::NodeStatus {}, json),
+            };
+            let r = call(socket, &req)?;
+            if json {
+                let mut o = serde_json::json!({ "ok": true });
+                if let serde_json::Value::Object(m) = r {
+                    for (k, v) in m {
+                        o[k] = v;
+                    }
+                }
+                return outln(&o.to_string());
+            }
+            for c in r["changes"].as_array().into_iter().flatten() {
+                outln(&format!("ok: {}", c.as_str().unwrap_or_default()))?;
+            }
+            out(&node_table(&r))
+        }
+        Command::BgpFeed { interval } => bgp_feed(socket, interval),
+        Command::Picks { config, service, flows, seed } => picks(&config, &service, flows, seed),
         Command::Completion { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "shunt", &mut buf);
@@ -493,6 +575,129 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
             LabAction::Status => "status",
         }),
     }
+}
+
+/// `node status` as text: the node's state, then one VIP per line.
+fn node_table(r: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let state = if r["stopping"] == true {
+        "stopping"
+    } else if r["drained"] == true {
+        "drained"
+    } else {
+        "serving"
+    };
+    let mut text = format!("node: {state}\n{:<40} {:<10} {:<20} {}\n", "VIP", "ROUTE", "SERVICES", "WHY");
+    for v in r["vips"].as_array().into_iter().flatten() {
+        let services: Vec<&str> =
+            v["services"].as_array().into_iter().flatten().filter_map(|s| s.as_str()).collect();
+        let _ = writeln!(
+            text,
+            "{:<40} {:<10} {:<20} {}",
+            v["vip"].as_str().unwrap_or("?"),
+            if v["announce"] == true { "announced" } else { "withdrawn" },
+            services.join(","),
+            v["reason"].as_str().unwrap_or("")
+        );
+    }
+    text
+}
+
+fn parse_feed_interval(s: &str) -> Result<f64, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !secs.is_finite() || !(0.1..=10.0).contains(&secs) {
+        return Err(format!("{s} is out of range: 0.1 to 10 seconds"));
+    }
+    Ok(secs)
+}
+
+/// `shunt bgp-feed`: the VIPs announced follow `node.status`; a running
+/// instance that stops answering (stopped, killed) has all of them
+/// withdrawn at the next poll.
+fn bgp_feed(socket: &Path, interval: f64) -> anyhow::Result<()> {
+    use shunt::control::announce::{exabgp_lines, VipStatus};
+    let mut was: Vec<std::net::IpAddr> = Vec::new();
+    let mut reachable = None;
+    loop {
+        let now: Vec<std::net::IpAddr> = match call(socket, &Request::NodeStatus {}) {
+            Ok(r) => {
+                if reachable != Some(true) {
+                    eprintln!("shunt bgp-feed: shunt answers at {}", socket.display());
+                }
+                reachable = Some(true);
+                let vips: Vec<VipStatus> = serde_json::from_value(r["vips"].clone())?;
+                vips.into_iter().filter(|v| v.announce).map(|v| v.vip).collect()
+            }
+            Err(e) => {
+                if reachable != Some(false) {
+                    eprintln!("shunt bgp-feed: {}; every VIP withdrawn", shunt::control::chain(&e));
+                }
+                reachable = Some(false);
+                Vec::new()
+            }
+        };
+        for line in exabgp_lines(&was, &now) {
+            outln(&line)?;
+        }
+        was = now;
+        std::thread::sleep(std::time::Duration::from_secs_f64(interval));
+    }
+}
+
+/// `shunt picks`: the backend each of `flows` random TCP flows to the
+/// service gets, from the snapshot the dataplane would build; a digest of
+/// the picks and the count per backend, as JSON.
+fn picks(config: &Path, service: &str, flows: u32, seed: u64) -> anyhow::Result<()> {
+    use shunt::pipeline::flow::FlowKey;
+    use shunt::pipeline::services::{IdRegistry, Services};
+    let cfg = Config::load(config)?;
+    let snap = Services::build(&cfg, 1, &mut IdRegistry::default(), |_| None)?;
+    let svc = snap
+        .list
+        .iter()
+        .find(|s| s.name == service)
+        .ok_or_else(|| anyhow::anyhow!("no service `{service}`"))?;
+    // xorshift64*: reproducible flows from the seed, no dependency.
+    let mut x = seed.max(1);
+    let mut next = || {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut counts = vec![0u64; svc.backends.len()];
+    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+    for _ in 0..flows {
+        let r = next();
+        let mut src = [0u8; 16];
+        src[10] = 0xff;
+        src[11] = 0xff;
+        src[12..].copy_from_slice(&(r as u32).to_be_bytes());
+        let key = FlowKey::new(src, svc.vip, (r >> 32) as u16, svc.port, svc.protocol);
+        let b = svc.maglev.lookup(key.hash()).map_or(u16::MAX, |b| b);
+        if let Some(c) = counts.get_mut(usize::from(b)) {
+            *c += 1;
+        }
+        // FNV-1a over the pick sequence.
+        for byte in b.to_le_bytes() {
+            digest = (digest ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    let per_backend: serde_json::Map<String, serde_json::Value> = svc
+        .backends
+        .iter()
+        .zip(&counts)
+        .map(|(b, c)| (shunt::telemetry::stats::endpoint(ip_of(&b.addr), b.port), (*c).into()))
+        .collect();
+    outln(
+        &serde_json::json!({ "service": service, "flows": flows, "seed": seed, "digest": format!("{digest:016x}"), "backends": per_backend })
+            .to_string(),
+    )
+}
+
+fn ip_of(a: &[u8; 16]) -> std::net::IpAddr {
+    let v6 = std::net::Ipv6Addr::from(*a);
+    v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4)
 }
 
 /// Reads a service file for `service add`: a `[[service]]` table (as in

@@ -695,3 +695,56 @@ fn conntrack_full_refuses_new_flows_and_keeps_old_ones() {
         assert_frame_eq(&out, want, "admitted flow after the table filled");
     }
 }
+
+// ---------------------------------------------------------------------------
+// L2 DSR (pipelines/dsr.toml): only the destination MAC changes.
+
+/// A client → VIP frame of the DSR service, arriving from the router.
+fn dsr_pkt(client: IpAddr, cport: u16, l4: L4) -> Vec<u8> {
+    build(&Pkt {
+        smac: CLIENT_ROUTER_MAC,
+        dmac: CLI_PORT_MAC,
+        src: client,
+        dst: IpAddr::V4(Ipv4Addr::new(10, 1, 100, 1)),
+        sport: cport,
+        dport: 80,
+        l4,
+        payload: b"dsr",
+    })
+}
+
+/// Runs `input` and checks it left on the backend port unchanged but for
+/// its MACs; returns the backend's index.
+fn dsr_forwarded(h: &mut Harness, input: &[u8]) -> usize {
+    let (verdict, out) = h.run_one(input);
+    assert_eq!(verdict, Verdict::Forward(BE_PORT), "DSR verdict");
+    assert_eq!(out[6..12], BE_PORT_MAC, "source MAC: the backend-side port's");
+    assert_eq!(out[12..], input[12..], "IP header and payload untouched");
+    BACKEND_MACS[..2]
+        .iter()
+        .position(|m| out[..6] == *m)
+        .unwrap_or_else(|| panic!("destination MAC {} is no backend's", hex(&out[..6])))
+}
+
+#[test]
+fn dsr_rewrites_only_the_destination_mac_and_picks_up_flows_mid_stream() {
+    let fixture = Fixture::load("dsr").set("service.*.maglev_table_size", 251).pin_backend_macs();
+    let mut node1 = fixture.harness();
+    let mut node2 = fixture.harness();
+    let mut seen = [0usize; 2];
+    for i in 0..64u16 {
+        let client = IpAddr::V4(Ipv4Addr::new(10, 1, 1, 2 + (i % 7) as u8));
+        let cport = 40_000 + i;
+        let b = dsr_forwarded(&mut node1, &dsr_pkt(client, cport, L4::Syn));
+        seen[b] += 1;
+        assert_eq!(
+            dsr_forwarded(&mut node1, &dsr_pkt(client, cport, L4::Ack)),
+            b,
+            "the flow keeps its backend"
+        );
+        // The flow moved to another node (ECMP rehash): its next packet is
+        // no SYN, and the same config sends it to the same backend.
+        assert_eq!(dsr_forwarded(&mut node2, &dsr_pkt(client, cport, L4::Ack)), b, "mid-stream pickup");
+    }
+    assert!(seen.iter().all(|&n| n > 0), "both backends used: {seen:?}");
+}

@@ -44,6 +44,7 @@ pub struct Config {
     pub conntrack: Conntrack,
     pub summary_interval: u64,
     pub telemetry: Telemetry,
+    pub node: Node,
     /// NAT46 / NAT64 / SIIT translators.
     pub xlat: xlat::Xlat,
     /// Where each service's VIP and pool are written (same order).
@@ -58,6 +59,13 @@ pub struct Telemetry {
     /// Loopback by default; any address the operator writes.
     pub prometheus: Option<std::net::SocketAddr>,
     pub histogram_dir: Option<PathBuf>,
+}
+
+/// This node's part in a tier behind ECMP (`[node]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// Serving time between withdrawing the VIPs and detaching on stop.
+    pub stop_drain: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -546,6 +554,14 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         prometheus,
         histogram_dir: non_empty(&t.histogram_dir),
     };
+    let sd = &file.node.stop_drain;
+    let stop_drain = schema::parse_duration(sd.get_ref())
+        .filter(|s| *s <= 3600)
+        .map(|s| std::time::Duration::from_secs(u64::from(s)))
+        .ok_or_else(|| {
+            src.error(sd.span(), format!("stop_drain `{}`: want a duration up to 1h (\"10s\")", sd.get_ref()))
+        })?;
+    let node = Node { stop_drain };
     let xlat = xlat::validate(src, file.nat46.as_ref(), file.nat64.as_ref(), file.siit.as_ref(), &pipelines)?;
     let (services, service_spans) =
         services::validate_services(src, &file.services, &pipelines, xlat.nat46.is_some())?;
@@ -578,6 +594,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         conntrack,
         summary_interval: file.telemetry.summary_interval,
         telemetry,
+        node,
         xlat,
         service_spans,
         text: src.text.to_string(),
@@ -615,6 +632,23 @@ pipeline = "fwd"
 
     fn err(text: &str) -> String {
         Config::parse(Path::new("t.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn dsr_services_and_stop_drain() {
+        let dsr = include_str!("../../pipelines/dsr.toml");
+        let c = Config::parse(Path::new("t.toml"), dsr).unwrap();
+        assert!(c.services[0].dsr);
+        assert_eq!(c.node.stop_drain, std::time::Duration::from_secs(5));
+        let e =
+            err(&dsr.replace("forwarding = \"dsr\"", "forwarding = \"dsr\"\nsnat_pool = \"10.1.3.0/28\""));
+        assert!(e.contains("a DSR service takes no snat_pool"), "{e}");
+        let e = err(&dsr.replace("\"10.1.2.12\", port = 80", "\"10.1.2.12\", port = 8080"));
+        assert!(e.contains("a DSR backend has the VIP's family and port (80)"), "{e}");
+        let e = err(&dsr.replace("forwarding = \"dsr\"", "forwarding = \"tunnel\""));
+        assert!(e.contains("forwarding `tunnel` must be nat or dsr"), "{e}");
+        let e = err(&dsr.replace("stop_drain = \"5s\"", "stop_drain = \"2h\""));
+        assert!(e.contains("stop_drain `2h`"), "{e}");
     }
 
     #[test]

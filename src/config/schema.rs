@@ -25,6 +25,8 @@ pub struct ConfigFile {
     pub conntrack: ConntrackSection,
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    #[serde(default)]
+    pub node: NodeSection,
     pub nat46: Option<super::xlat::Nat46Section>,
     pub nat64: Option<super::xlat::Nat64Section>,
     pub siit: Option<super::xlat::SiitSection>,
@@ -158,6 +160,9 @@ pub struct ServiceSection {
     /// Pick the backend by client address only (session affinity).
     #[serde(default)]
     pub affinity: bool,
+    /// "nat" (default: DNAT, or full-NAT with `snat_pool`) or "dsr" (L2
+    /// direct server return: only the destination MAC is rewritten).
+    pub forwarding: Option<Spanned<String>>,
     #[serde(default = "default_maglev_size")]
     pub maglev_table_size: Spanned<u32>,
     pub backends: Vec<BackendSection>,
@@ -264,6 +269,21 @@ pub fn parse_duration(s: &str) -> Option<u32> {
         _ => (s, 1),
     };
     num.trim().parse::<u32>().ok()?.checked_mul(mult)
+}
+
+/// This node's part in a tier of Shunt nodes behind ECMP.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// On SIGTERM/SIGINT: withdraw every VIP, keep serving this long, then
+    /// detach. "0s" = detach at once.
+    pub stop_drain: Spanned<String>,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self { stop_drain: Spanned::new(0..0, "0s".into()) }
+    }
 }
 
 /// Traffic Shunt owns: destination (address, protocol, port) → pipeline.

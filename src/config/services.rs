@@ -23,6 +23,9 @@ pub struct Service {
     pub pipeline: usize,
     pub snat_pool: Option<Prefix>,
     pub affinity: bool,
+    /// L2 direct server return: backends hold the VIP and reply to clients
+    /// themselves; only the destination MAC changes.
+    pub dsr: bool,
     pub maglev_table_size: u32,
     pub backends: Vec<Backend>,
     pub health: HealthCheck,
@@ -183,6 +186,19 @@ pub(super) fn validate_services(
                 Some(pool)
             }
         };
+        let dsr = match s.forwarding.as_ref().map(|f| (f.span(), f.get_ref().as_str())) {
+            None | Some((_, "nat")) => false,
+            Some((_, "dsr")) => {
+                if let Some(p) = &s.snat_pool {
+                    return Err(at(
+                        p.span(),
+                        "a DSR service takes no snat_pool: backends reply to clients directly".into(),
+                    ));
+                }
+                true
+            }
+            Some((span, other)) => return Err(at(span, format!("forwarding `{other}` must be nat or dsr"))),
+        };
         let m = *s.maglev_table_size.get_ref();
         if m > MAX_TABLE_SIZE {
             return Err(at(
@@ -233,6 +249,17 @@ pub(super) fn validate_services(
             if b.port == 0 {
                 return Err(at(b.addr.span(), format!("backend {addr}: port must be 1..=65535")));
             }
+            // DSR leaves the IP header alone: the backend serves the VIP's
+            // own address, family and port.
+            if dsr && (addr.is_ipv4() != vip.is_ipv4() || b.port != port) {
+                return Err(at(
+                    b.addr.span(),
+                    format!(
+                        "backend {addr}:{}: a DSR backend has the VIP's family and port ({port})",
+                        b.port
+                    ),
+                ));
+            }
             if backends.iter().any(|x| x.addr == addr && x.port == b.port) {
                 return Err(at(b.addr.span(), format!("backend {addr}:{} listed twice", b.port)));
             }
@@ -256,6 +283,7 @@ pub(super) fn validate_services(
             pipeline,
             snat_pool,
             affinity: s.affinity,
+            dsr,
             maglev_table_size: m,
             backends,
             health: super::health::validate(src, s.name.get_ref(), protocol, s.health.as_ref())?,

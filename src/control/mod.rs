@@ -4,6 +4,7 @@
 //! and the control socket (`socket`, `protocol`, `edit`). It drives the
 //! `dataplane`; the dataplane never calls back into it.
 
+pub mod announce;
 mod conns;
 pub mod edit;
 pub mod health;

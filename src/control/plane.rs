@@ -38,11 +38,19 @@ pub(super) struct Running {
     /// Changes made over the control socket, in order, replayed over the
     /// file's text on every reload so a reload does not undo them.
     pub(super) runtime: Vec<(Request, String)>,
+    /// Drained or stopping: what the VIP announcements follow.
+    pub(super) node: super::announce::NodeState,
 }
 
 /// Runs the dataplane until `stop` is set; `reload` (SIGHUP) re-reads the
-/// config file and publishes its services to the workers.
+/// config file and publishes its services to the workers. With a
+/// `[node] stop_drain`, `stop` first withdraws every VIP and keeps serving
+/// that long, so the router moves new flows away before the XDP program
+/// goes.
 pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<Summary> {
+    let signalled = stop;
+    // What the workers and the metrics thread stop on: set after the drain.
+    let stop = Arc::new(AtomicBool::new(false));
     // The control socket first: a second instance with this config stops
     // here, naming the first one's pid, before touching any queue.
     let mut server = match &config.telemetry.control_socket {
@@ -66,6 +74,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
         health,
         notify,
         runtime: Vec::new(),
+        node: Default::default(),
     };
     if let Some(s) = &server {
         tracing::info!(path = %s.path().display(), "control socket listening");
@@ -102,7 +111,23 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
 
     let mut last_summary = Instant::now();
     let mut last_xdp = Instant::now();
+    let mut drain_until: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
+        if signalled.load(Ordering::Relaxed) {
+            let drain = running.config.node.stop_drain;
+            match drain_until {
+                None if !drain.is_zero() => {
+                    running.node.stopping = true;
+                    drain_until = Some(Instant::now() + drain);
+                    tracing::info!(
+                        "stopping: every VIP withdrawn, serving for {}s before detaching",
+                        drain.as_secs()
+                    );
+                }
+                Some(until) if Instant::now() < until => {}
+                _ => break,
+            }
+        }
         match &mut server {
             Some(s) => s.serve(TICK, |req, peer| running.handle(req, peer)),
             None => std::thread::sleep(TICK),
@@ -145,6 +170,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
             );
         }
     }
+    stop.store(true, Ordering::Relaxed);
     running.notify.stopping();
     drop(server);
     let summary = running.dp.shutdown();

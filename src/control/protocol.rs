@@ -79,6 +79,15 @@ pub enum Request {
     ServiceAdd { service: serde_json::Map<String, serde_json::Value> },
     #[serde(rename = "service.remove")]
     ServiceRemove { name: String },
+    /// Withdraw every VIP of this node; flows keep being served.
+    #[serde(rename = "node.drain")]
+    NodeDrain {},
+    /// Announce this node's VIPs again (those with a backend up).
+    #[serde(rename = "node.undrain")]
+    NodeUndrain {},
+    /// Drain state and, per VIP, whether the node announces it.
+    #[serde(rename = "node.status")]
+    NodeStatus {},
 }
 
 fn default_format() -> String {

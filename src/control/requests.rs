@@ -69,6 +69,18 @@ impl Running {
             }
             Request::BackendList { service } => self.backend_list(service.as_deref()),
             Request::ServiceList {} => self.service_list(),
+            Request::NodeStatus {} => self.node_status(),
+            Request::NodeDrain {} | Request::NodeUndrain {} => {
+                let drain = matches!(req, Request::NodeDrain {});
+                let before = self.node.drained;
+                self.node.drained = drain;
+                let what = if drain { "node drained: every VIP withdrawn" } else { "node undrained" };
+                tracing::info!(uid = peer.uid, pid = peer.pid, "control change applied: {what}");
+                let mut data = self.node_status().data.unwrap_or_default();
+                data["before"] = (if before { "drained" } else { "serving" }).into();
+                data["changes"] = serde_json::json!([what]);
+                Response::ok(data)
+            }
             change => {
                 let what = describe(&change);
                 let verb = verb(&change);
@@ -265,6 +277,16 @@ impl Running {
             }
         }
         Response::ok(serde_json::Value::Array(rows))
+    }
+
+    fn node_status(&self) -> Response {
+        let vips = super::announce::vips(&self.config, &self.health, self.node);
+        Response::ok(serde_json::json!({
+            "drained": self.node.drained,
+            "stopping": self.node.stopping,
+            "generation": self.generation,
+            "vips": vips,
+        }))
     }
 
     fn service_list(&self) -> Response {

@@ -83,6 +83,9 @@ impl EntryFlags {
     pub const TO6: EntryFlags = EntryFlags(0x04);
     /// Packets of this entry arrive IPv6 and leave IPv4.
     pub const TO4: EntryFlags = EntryFlags(0x08);
+    /// Direct server return: the flow's replies bypass Shunt, so its state
+    /// advances on client packets alone.
+    pub const DSR: EntryFlags = EntryFlags(0x10);
     /// The entry ages by the table's second timeout set (NAT64 sessions).
     pub const ALT_TIMEOUTS: EntryFlags = EntryFlags(0x40);
     /// The table reports the entry's death (`ConnTable::pop_dead`).

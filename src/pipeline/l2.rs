@@ -40,6 +40,8 @@ impl Stage for L2Stage {
                 FlowKind::Original => match (p.flow.next_hop != [0; 6])
                     .then_some(p.flow.next_hop)
                     .or_else(|| ctx.services.next_hop(&p.flow.nat.dst))
+                    // DSR: the destination is the VIP; the backend is by id.
+                    .or_else(|| ctx.services.backend_hop(p.flow.backend))
                     .or(self.fallback_mac)
                 {
                     Some(mac) => (self.egress, self.egress_mac, mac),

@@ -197,6 +197,15 @@ fn track(
     let dir = if reply { Direction::Reply } else { Direction::Original };
     let before = e.state;
     let state = match f.key.proto {
+        // DSR: the backend's SYN-ACK never passes here, so the client's
+        // first ACK is what establishes the flow (then FIN/RST end it).
+        proto::TCP if entry_flags.contains(EntryFlags::DSR) && e.state == ConnState::TcpSynSent => {
+            let handshake = TcpFlags::SYN | TcpFlags::ACK | TcpFlags::RST;
+            if f.tcp_flags & handshake == TcpFlags::ACK {
+                e.state = ConnState::TcpEstablished;
+            }
+            e.on_tcp(dir, TcpFlags(f.tcp_flags))
+        }
         proto::TCP => e.on_tcp(dir, TcpFlags(f.tcp_flags)),
         proto::UDP => e.on_udp(dir),
         _ => e.state,
@@ -299,6 +308,16 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
             },
         );
     }
+    if svc.dsr {
+        // The packet leaves as it came, to the backend's MAC: the binding
+        // is the identity, and the reply entry (never hit, replies go
+        // straight to the client) only carries the flow's lifetime.
+        let orig = NatBinding { src: k.src, sport: k.sport, dst: k.dst, dport: k.dport };
+        let reply = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
+        let flags = EntryFlags::DSR;
+        let b = Binding { orig, reply, flags, reply_flags: flags, sid, bid, snat: None };
+        return install_via(ctx, f, b, &backend.addr);
+    }
     let snat = match svc.snat_pool {
         Some(pool) => {
             let p = ctx.snat.get_mut(usize::from(pool)).ok_or(DropReason::SnatExhausted)?;
@@ -362,6 +381,13 @@ struct Binding {
 
 /// Inserts both entries of a new flow and sets up `f` to be rewritten.
 fn install(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding) -> Result<(), DropReason> {
+    let hop = b.orig.dst;
+    install_via(ctx, f, b, &hop)
+}
+
+/// [`install`], with the next hop's MAC that of `hop` (DSR: the backend,
+/// while the packet's destination stays the VIP).
+fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: &[u8; 16]) -> Result<(), DropReason> {
     let k = f.key;
     let now = ctx.now;
     let free_port = |ctx: &mut Ctx| {
@@ -373,7 +399,7 @@ fn install(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding) -> Result<(), DropReason
     };
     // Cache the backend's MAC with the snapshot generation it came from.
     let hop_tag = ctx.services.generation as u16;
-    let next_hop = ctx.services.next_hop(&b.orig.dst).unwrap_or([0; 6]);
+    let next_hop = ctx.services.next_hop(hop).unwrap_or([0; 6]);
     let value = FlowValue { backend: b.bid, service: b.sid, nat: b.orig, flags: b.flags, next_hop, hop_tag };
     let state = match ctx.conntrack.insert(k, f.hash, value, now) {
         Ok(e) => match k.proto {

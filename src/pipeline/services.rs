@@ -24,6 +24,9 @@ pub struct Services {
     vips: FastMap<([u8; 16], u8, u16), u16>,
     /// Backend address → MAC, resolved when the snapshot was built.
     next_hops: FastMap<[u8; 16], [u8; 6]>,
+    /// Backend stable id → MAC: the next hop of a DSR flow, whose packets
+    /// keep the VIP as destination.
+    backend_hops: FastMap<u16, [u8; 6]>,
     /// Distinct SNAT pools; services refer to them by index.
     pub pools: Vec<Prefix>,
     /// The pools as (network, mask) over the 16-byte address form, for a
@@ -148,6 +151,8 @@ pub struct ServiceRt {
     pub pipeline: u8,
     pub affinity: bool,
     pub snat_pool: Option<u16>,
+    /// L2 direct server return (no address rewrite; see `lb::create_flow`).
+    pub dsr: bool,
     pub backends: Vec<BackendRt>,
     pub maglev: Maglev,
 }
@@ -187,6 +192,7 @@ impl Services {
         let mut list = Vec::new();
         let mut vips = FastMap::default();
         let mut next_hops = FastMap::default();
+        let mut backend_hops = FastMap::default();
         let mut pools: Vec<Prefix> = Vec::new();
         for (i, s) in config.services.iter().enumerate() {
             let keys: Vec<MaglevBackend<[u8; 18]>> = s
@@ -216,6 +222,9 @@ impl Services {
             let mut backends = Vec::with_capacity(s.backends.len());
             for b in &s.backends {
                 let id = ids.backend(&s.name, b.addr, b.port)?;
+                if let Some(mac) = next_hops.get(&addr16(b.addr)) {
+                    backend_hops.insert(id, *mac);
+                }
                 if admit(s, b) == Admission::Expire {
                     expired[usize::from(id) / 64] |= 1 << (id % 64);
                 }
@@ -230,6 +239,7 @@ impl Services {
                 pipeline: s.pipeline as u8,
                 affinity: s.affinity,
                 snat_pool,
+                dsr: s.dsr,
                 backends,
                 maglev,
             });
@@ -254,7 +264,18 @@ impl Services {
         }
         let pool_masks = pools.iter().map(mask16).collect();
         let owned = config.owned_prefixes().iter().map(|(p, pipe)| (mask16(p), *pipe as u8)).collect();
-        Ok(Services { list, vips, next_hops, pools, pool_masks, owned, xlat, generation, expired })
+        Ok(Services {
+            list,
+            vips,
+            next_hops,
+            backend_hops,
+            pools,
+            pool_masks,
+            owned,
+            xlat,
+            generation,
+            expired,
+        })
     }
 
     /// An empty snapshot (no services).
@@ -263,6 +284,7 @@ impl Services {
             list: Vec::new(),
             vips: FastMap::default(),
             next_hops: FastMap::default(),
+            backend_hops: FastMap::default(),
             pools: Vec::new(),
             pool_masks: Vec::new(),
             owned: Vec::new(),
@@ -308,6 +330,12 @@ impl Services {
     #[inline]
     pub fn next_hop(&self, addr: &[u8; 16]) -> Option<[u8; 6]> {
         self.next_hops.get(addr).copied()
+    }
+
+    /// The MAC of the backend with this stable id.
+    #[inline]
+    pub fn backend_hop(&self, id: Option<crate::pipeline::flow::BackendId>) -> Option<[u8; 6]> {
+        self.backend_hops.get(&(id?.index() as u16)).copied()
     }
 
     /// Backends whose MAC could not be resolved, for a startup warning.
