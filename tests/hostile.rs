@@ -858,7 +858,9 @@ fn vlan_tagged_frames() {
 /// Frames longer than a UMEM frame can hold never come from the kernel; the
 /// harness truncates them to FRAME - HEADROOM (3840) bytes like a too-small
 /// chunk would, and the truncated IP packet (total length beyond the data)
-/// is `malformed`. A packet that exactly fills the frame is translated.
+/// is `malformed`. A packet that exactly fills the frame is parsed whole; it
+/// exceeds the 1500-byte egress MTU, so with DF set it is answered with
+/// Fragmentation Needed back out the port it came in on.
 #[test]
 fn jumbo_frames() {
     let mut lb = Lb::new();
@@ -870,9 +872,10 @@ fn jumbo_frames() {
         lb.expect_drop(&f, DropReason::Malformed, &format!("{total}-byte frame"));
     }
     let f = frame(v4(CLIENT4), v4(VIP4), 111, 80, L4::Tcp(ACK), &vec![0xcd; max - 54]);
-    let out = lb.expect(&f, Verdict::Forward(BE_PORT), "frame filling the UMEM chunk");
-    assert_eq!(out.len(), max);
-    assert_eq!(l4_sum(&out, 14, 34, out.len(), false, 6), 0xffff);
+    let out = lb.expect(&f, Verdict::Forward(0), "frame filling the UMEM chunk");
+    assert_eq!((out[34], out[35]), (3, 4), "Fragmentation Needed");
+    assert_eq!(u16::from_be_bytes([out[40], out[41]]), 1500, "egress MTU");
+    assert_eq!(out.len(), 14 + 576, "quote cut at 576 bytes in all");
 }
 
 // ---------------------------------------------------------------------------
