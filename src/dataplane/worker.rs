@@ -270,7 +270,7 @@ impl<P: PortIo> Worker<P> {
             batch.clear();
             while batch.len < (self.batch_size as usize).min(MAX_BATCH as usize) {
                 let Some(h) = link.to_owner.pop() else { break };
-                batch.push(h.frame.into_desc(), h.len, 0);
+                batch.push(h.frame.into_desc(), h.len, crate::pipeline::lb::INGRESS_HANDED);
             }
             self.ctx.now = now_secs();
             crate::pipeline::process(batch, &self.classifier, &mut self.pipelines, &mut self.ctx);

@@ -16,6 +16,7 @@ pub mod l2fwd;
 pub mod lb;
 pub mod maglev;
 pub mod nat;
+pub mod ratelimit;
 pub mod registry;
 pub mod rewrite;
 pub mod services;
@@ -55,6 +56,8 @@ pub struct Ctx {
     pub stats: Arc<WorkerStats>,
     pub worker: u16,
     pub workers: u16,
+    /// New-flow rate limits (none unless the config sets them).
+    pub limiter: ratelimit::FlowLimiter,
 }
 
 impl Ctx {
@@ -73,6 +76,7 @@ impl Ctx {
             stats,
             worker,
             workers,
+            limiter: ratelimit::FlowLimiter::unlimited(),
         };
         ctx.install(services);
         ctx
