@@ -267,7 +267,12 @@ mod tests {
     #[test]
     fn every_stage_the_config_knows_is_registered_and_names_itself() {
         let port_of = |_: usize| Ok((0u8, [0u8; 6]));
-        let env = BuildEnv { port_of: &port_of, port_macs: &[[0; 6]], mtus: EgressMtu::default() };
+        let env = BuildEnv {
+            port_of: &port_of,
+            port_macs: &[[0; 6]],
+            mtus: EgressMtu::default(),
+            backend_port: None,
+        };
         let l2 = crate::config::L2Config {
             egress: 0,
             next_hop_mac: None,
