@@ -7,6 +7,7 @@ PACKAGES=(
     clang llvm libbpf-dev linux-libc-dev   # XDP program build (build.rs)
     iproute2 ethtool iputils-ping          # lab namespaces, offload settings
     iperf3 nginx-light curl                # real peers for lab tests
+    hping3 python3-scapy                   # attack traffic for lab_attack (SYN flood, forged frames)
     tcpdump tshark                         # checking packets on the wire
     bird2 exabgp                           # scale-out lab: router and node BGP speakers
 )

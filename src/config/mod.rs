@@ -19,7 +19,7 @@ pub use crate::wire::ethernet::parse_mac;
 pub use error::{ConfigError, Located};
 pub use health::{AllDown, CheckKind, HealthCheck, OnDown};
 pub use schema::{parse_duration, HugepageMode, PollMode, XdpMode, ZeroCopyMode};
-pub use services::{Backend, Conntrack, Prefix, Service, MAX_POOL_ADDRS};
+pub use services::{Backend, Conntrack, Prefix, RateLimit, Service, MAX_POOL_ADDRS};
 pub use tables::{is_prime, FullPolicy, Timeouts, MAX_TABLE_SIZE};
 
 use error::Source;

@@ -207,6 +207,14 @@ pub struct ConntrackSection {
     pub udp: Option<Spanned<Seconds>>,
     pub udp_stream: Option<Spanned<Seconds>>,
     pub icmp: Option<Spanned<Seconds>>,
+    /// Idle limit of unassured entries while the table is 3/4 full.
+    pub pressure_timeout: Option<Spanned<Seconds>>,
+    /// New flows per second per worker (0 = unlimited), and the burst.
+    pub new_flow_rate: Spanned<u32>,
+    pub new_flow_burst: Option<Spanned<u32>>,
+    /// New flows per second per client address per worker (0 = unlimited).
+    pub source_flow_rate: Spanned<u32>,
+    pub source_flow_burst: Option<Spanned<u32>>,
 }
 
 impl Default for ConntrackSection {
@@ -225,6 +233,11 @@ impl Default for ConntrackSection {
             udp: None,
             udp_stream: None,
             icmp: None,
+            pressure_timeout: None,
+            new_flow_rate: Spanned::new(0..0, 0),
+            new_flow_burst: None,
+            source_flow_rate: Spanned::new(0..0, 0),
+            source_flow_burst: None,
         }
     }
 }

@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use toml::Spanned;
+
 use super::error::Source;
 use super::health::HealthCheck;
 use super::schema::{ConntrackSection, FullPolicyCfg, ServiceSection};
@@ -110,6 +112,18 @@ pub struct Conntrack {
     pub entries_per_worker: u32,
     pub full: FullPolicy,
     pub timeouts: Timeouts,
+    /// Idle limit (s) of unassured entries while the table is 3/4 full.
+    pub pressure_timeout: u32,
+    /// Per-worker new-flow limits (token buckets; rate 0 = unlimited).
+    pub new_flows: RateLimit,
+    pub source_flows: RateLimit,
+}
+
+/// A token bucket's shape: `rate` tokens a second, at most `burst` saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimit {
+    pub rate: u32,
+    pub burst: u32,
 }
 
 impl Service {
@@ -363,7 +377,28 @@ pub(super) fn validate_conntrack(src: &Source<'_>, c: &ConntrackSection) -> Resu
             *slot = secs;
         }
     }
+    let pressure_timeout = match &c.pressure_timeout {
+        Some(v) if v.get_ref().0 == 0 || v.get_ref().0 >= 1 << 31 => {
+            return Err(src.error(v.span(), "timeout must be between 1 s and 68 years"));
+        }
+        Some(v) => v.get_ref().0,
+        None => crate::pipeline::conntrack::DEFAULT_PRESSURE_TIMEOUT,
+    };
+    let limit = |rate: &Spanned<u32>, burst: &Option<Spanned<u32>>| -> Result<RateLimit, ConfigError> {
+        let rate = *rate.get_ref();
+        let burst = match burst {
+            Some(b) if *b.get_ref() == 0 || rate == 0 => {
+                return Err(src.error(b.span(), "burst needs a non-zero rate and must be at least 1"));
+            }
+            Some(b) => *b.get_ref(),
+            None => rate,
+        };
+        Ok(RateLimit { rate, burst })
+    };
     Ok(Conntrack {
+        pressure_timeout,
+        new_flows: limit(&c.new_flow_rate, &c.new_flow_burst)?,
+        source_flows: limit(&c.source_flow_rate, &c.source_flow_burst)?,
         entries_per_worker: n,
         full: match c.full {
             FullPolicyCfg::Drop => FullPolicy::Drop,

@@ -111,7 +111,8 @@ pub fn assemble<P: PortIo>(
     // Leave half the frames for batches and TX rings in flight.
     let fill_target = (config.dataplane.frames_per_worker / 2 / nports).min(config.dataplane.ring_size);
     let conntrack = build::conntrack(config);
-    let ctx = Ctx::new(conntrack, services.load_full(), stats, wi as u16, config.workers.len() as u16);
+    let mut ctx = Ctx::new(conntrack, services.load_full(), stats, wi as u16, config.workers.len() as u16);
+    ctx.limiter = build::limiter(config);
     Ok(Worker {
         xsk,
         pipelines,

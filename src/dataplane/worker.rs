@@ -274,7 +274,7 @@ impl<P: PortIo> Worker<P> {
             batch.clear();
             while batch.len < (self.batch_size as usize).min(MAX_BATCH as usize) {
                 let Some(h) = link.to_owner.pop() else { break };
-                batch.push(h.frame.into_desc(), h.len, 0);
+                batch.push(h.frame.into_desc(), h.len, crate::pipeline::lb::INGRESS_HANDED);
             }
             self.ctx.now = now_secs();
             crate::pipeline::process(batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
@@ -506,6 +506,8 @@ mod tests {
     const SNAT: [u8; 4] = [10, 0, 3, 1];
     const BACKEND: [u8; 4] = [10, 0, 2, 11];
     const ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 1, 2];
+    /// The backend's pinned `mac`: its replies come from it.
+    const BACKEND_MAC: [u8; 6] = [2, 0, 0, 0, 2, 0x0b];
     /// A SNAT port whose owner is worker 1 of 2, and one of worker 0's.
     const PORT_OF_W1: u16 = 60000;
     const PORT_OF_W0: u16 = 2000;
@@ -604,7 +606,8 @@ entries_per_worker = 4096
     }
 
     fn tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), to: usize, syn: bool) -> Vec<u8> {
-        let ip = PacketBuilder::ethernet2(ROUTER_MAC, port_mac(to)).ipv4(src.0, dst.0, 64);
+        let from = if to == BE { BACKEND_MAC } else { ROUTER_MAC };
+        let ip = PacketBuilder::ethernet2(from, port_mac(to)).ipv4(src.0, dst.0, 64);
         let mut out = Vec::new();
         let tcp = ip.tcp(src.1, dst.1, 1000, 64240);
         if syn { tcp.syn() } else { tcp.ack(1) }.write(&mut out, &[]).unwrap();

@@ -34,6 +34,9 @@ drop_reasons! {
     NextHopUnresolved => "next_hop_unresolved", "No MAC known for the backend next hop.";
     Untranslatable => "untranslatable", "No NAT46/64 mapping, or a packet RFC 7915 says to drop.";
     HandoffFull => "handoff_full", "Reply for another worker's SNAT port, and the handoff ring was full.";
+    Martian => "martian", "Impossible source address, foreign destination MAC, or bad/source-route IPv4 options.";
+    WrongSide => "wrong_side", "Reply-direction packet not from the flow's backend-side interface and next hop.";
+    RateLimited => "rate_limited", "New flow over the configured new-flow rate (global or per source).";
 }
 
 /// Where a packet goes after the current stage.

@@ -8,6 +8,7 @@ use anyhow::{anyhow, Result};
 
 use super::conntrack::ConnTable;
 use super::mtu::LinkMtus;
+use super::ratelimit::FlowLimiter;
 use super::registry::{self, BuildEnv};
 use super::rewrite::xlat::EgressMtu;
 use super::{Pipeline, Stage};
@@ -28,10 +29,19 @@ pub struct PortInfo {
 pub fn conntrack(config: &Config) -> ConnTable {
     let ct = &config.conntrack;
     let mut table = ConnTable::new(ct.entries_per_worker as usize, ct.timeouts, ct.full);
+    table.set_pressure_timeout(ct.pressure_timeout);
     if let Some(n) = &config.xlat.nat64 {
         table.set_alt_timeouts(n.timeouts);
     }
     table
+}
+
+/// A worker's new-flow limiter as the config sets it, keyed with a fresh
+/// secret so no client can aim at another's per-source bucket.
+pub fn limiter(config: &Config) -> FlowLimiter {
+    use std::hash::BuildHasher;
+    let key = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    FlowLimiter::new(config.conntrack.new_flows, config.conntrack.source_flows, key)
 }
 
 /// Every pipeline of the config, built through the stage registry; an
@@ -71,7 +81,11 @@ pub fn pipelines_with(config: &Config, ports: &[PortInfo], links: &Arc<LinkMtus>
             })
             .unwrap_or_default();
         let port_macs: Vec<[u8; 6]> = ports.iter().map(|p| p.mac).collect();
-        let env = BuildEnv { port_of: &port_of, port_macs: &port_macs, mtus };
+        let backend_port = p.stages.iter().find_map(|s| match s {
+            StageConfig::L2(l2) => port_of(l2.egress).ok().map(|(port, _)| port),
+            _ => None,
+        });
+        let env = BuildEnv { port_of: &port_of, port_macs: &port_macs, mtus, backend_port };
         let stages =
             p.stages.iter().map(|s| registry::build(s, &env)).collect::<Result<Vec<Box<dyn Stage>>>>()?;
         out.push(Pipeline { name: p.name.clone(), stages });

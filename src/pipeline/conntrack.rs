@@ -162,6 +162,8 @@ pub struct Entry {
 
 const FIN_ORIG: u8 = 1;
 const FIN_REPLY: u8 = 2;
+/// In `fin_seen`: a reply-direction packet was seen (half of "assured").
+const SEEN_REPLY: u8 = 4;
 
 impl Entry {
     const EMPTY: Entry = Entry {
@@ -219,12 +221,39 @@ impl Entry {
         }
     }
 
+    /// `unassured_cap`: the longest an unassured entry may idle (the
+    /// table's pressure timeout while it is nearly full, else `u32::MAX`).
     #[inline]
-    fn expired(&self, t: &Timeouts, alt: &Timeouts, now: Tick) -> bool {
+    fn expired(&self, t: &Timeouts, alt: &Timeouts, unassured_cap: u32, now: Tick) -> bool {
         let t = if self.flags.contains(EntryFlags::ALT_TIMEOUTS) { alt } else { t };
         // Signed age: a `now` slightly behind `last_seen` is not "ancient".
         let age = now.wrapping_sub(self.last_seen) as i32;
-        age >= timeout_of(t, self.state) as i32
+        let mut timeout = timeout_of(t, self.state);
+        if unassured_cap != u32::MAX && !self.assured() {
+            timeout = timeout.min(unassured_cap);
+        }
+        age >= timeout as i32
+    }
+
+    /// Whether the flow has seen traffic both ways and (TCP) finished its
+    /// handshake: Linux's `IPS_ASSURED`. Unassured entries are what a
+    /// spoofed-source flood creates; only they are ever dropped early.
+    #[inline]
+    pub fn assured(&self) -> bool {
+        self.fin_seen & SEEN_REPLY != 0
+            && !matches!(self.state, ConnState::TcpNone | ConnState::TcpSynSent | ConnState::TcpSynRecv)
+    }
+
+    /// Whether a reply-direction packet has been seen.
+    #[inline]
+    pub fn replied(&self) -> bool {
+        self.fin_seen & SEEN_REPLY != 0
+    }
+
+    /// Records that the flow's reply direction has been seen.
+    #[inline]
+    pub fn mark_replied(&mut self) {
+        self.fin_seen |= SEEN_REPLY;
     }
 
     /// Current TCP state, or `None` for non-TCP entries.
@@ -321,6 +350,9 @@ pub struct Counters {
     pub updates: u64,
     pub insert_failed_full: u64,
     pub evictions: u64,
+    /// Unassured entries dropped to make room for a new flow (Linux's
+    /// `early_drop`); counted apart from `evictions` of assured ones.
+    pub early_drops: u64,
     /// Entries moved to their other bucket to make room (cuckoo step).
     pub relocations: u64,
     /// Entries reclaimed after their timeout (lazily or by `expire_step`).
@@ -329,6 +361,9 @@ pub struct Counters {
     /// Dead keys that did not fit the graveyard (their owner was not told).
     pub graveyard_overflow: u64,
 }
+
+/// Default idle limit of unassured entries under pressure, in seconds.
+pub const DEFAULT_PRESSURE_TIMEOUT: u32 = 5;
 
 /// Dead keys held between drains; reclaims per batch are bounded well below.
 const GRAVEYARD: usize = 4096;
@@ -353,6 +388,9 @@ pub struct ConnTable {
     timeouts: Timeouts,
     alt_timeouts: Timeouts,
     policy: FullPolicy,
+    /// Idle limit of unassured entries while `len >= pressure_at`.
+    pressure_timeout: u32,
+    pressure_at: usize,
     counters: Counters,
     /// Dead `EntryFlags::NOTIFY_ON_DEATH` entries not yet drained.
     graveyard: Box<[Entry]>,
@@ -402,6 +440,8 @@ impl ConnTable {
             timeouts,
             alt_timeouts: timeouts,
             policy: full_policy,
+            pressure_timeout: DEFAULT_PRESSURE_TIMEOUT,
+            pressure_at: slots / 4 * 3,
             counters: Counters::default(),
             graveyard: vec![Entry::EMPTY; GRAVEYARD].into_boxed_slice(),
             graves: 0,
@@ -428,6 +468,23 @@ impl ConnTable {
 
     pub fn timeouts(&self) -> &Timeouts {
         &self.timeouts
+    }
+
+    /// Under pressure (three quarters of the slots in use) unassured
+    /// entries idle at most `secs` (Linux lowers nothing; a SYN flood fills
+    /// a table in a second, and 120 s of SYN_SENT keeps it full).
+    pub fn set_pressure_timeout(&mut self, secs: u32) {
+        self.pressure_timeout = secs.clamp(1, i32::MAX as u32);
+    }
+
+    /// The idle cap of unassured entries now ([`Entry::expired`]).
+    #[inline]
+    fn unassured_cap(&self) -> u32 {
+        if self.len >= self.pressure_at {
+            self.pressure_timeout
+        } else {
+            u32::MAX
+        }
     }
 
     /// Timeouts for entries flagged `EntryFlags::ALT_TIMEOUTS`.
@@ -538,7 +595,8 @@ impl ConnTable {
     pub fn lookup(&mut self, key: &FlowKey, hash: u64, now: Tick) -> Option<&mut Entry> {
         let (b1, b2, tag) = place(hash, self.bucket_mask);
         let (b, w) = self.find(key, b1, b2, tag)?;
-        if self.entries[b * WAYS + w].expired(&self.timeouts, &self.alt_timeouts, now) {
+        let cap = self.unassured_cap();
+        if self.entries[b * WAYS + w].expired(&self.timeouts, &self.alt_timeouts, cap, now) {
             self.clear(b, w);
             self.counters.expired += 1;
             return None;
@@ -559,9 +617,10 @@ impl ConnTable {
         now: Tick,
     ) -> Result<&mut Entry, InsertError> {
         let (b1, b2, tag) = place(hash, self.bucket_mask);
+        let cap = self.unassured_cap();
         if let Some((b, w)) = self.find(&key, b1, b2, tag) {
             let i = b * WAYS + w;
-            if self.entries[i].expired(&self.timeouts, &self.alt_timeouts, now) {
+            if self.entries[i].expired(&self.timeouts, &self.alt_timeouts, cap, now) {
                 self.counters.expired += 1;
                 self.counters.inserts += 1;
                 // Died and reborn in place: its owner must still hear of it.
@@ -583,21 +642,27 @@ impl ConnTable {
         let mut slot = pick.iter().find_map(|&b| free(&self.tags[b]).map(|w| (b, w)));
 
         if slot.is_none() {
-            // Both full: reclaim expired ones, remember the oldest live one.
+            // Both full: reclaim expired ones, remember the oldest live
+            // unassured one and the oldest live one.
             let mut oldest: Option<(usize, usize, i64)> = None;
+            let mut oldest_unassured: Option<(usize, usize, i64)> = None;
             for b in [b1, b2] {
                 for w in 0..WAYS {
                     if self.tags[b].0[w] == 0 {
                         continue; // freed earlier in this loop (b1 == b2 case)
                     }
                     let e = &self.entries[b * WAYS + w];
-                    if e.expired(&self.timeouts, &self.alt_timeouts, now) {
+                    if e.expired(&self.timeouts, &self.alt_timeouts, cap, now) {
                         self.clear(b, w);
                         self.counters.expired += 1;
                         slot.get_or_insert((b, w));
                     } else {
                         let age = i64::from(now.wrapping_sub(e.last_seen) as i32);
-                        if oldest.is_none_or(|(_, _, a)| age > a) {
+                        let older = |o: &Option<(usize, usize, i64)>| o.is_none_or(|(_, _, a)| age > a);
+                        if !e.assured() && older(&oldest_unassured) {
+                            oldest_unassured = Some((b, w, age));
+                        }
+                        if older(&oldest) {
                             oldest = Some((b, w, age));
                         }
                     }
@@ -605,6 +670,14 @@ impl ConnTable {
             }
             if slot.is_none() {
                 slot = self.relocate_one(b1, b2);
+            }
+            // Linux's early_drop: a new flow may displace a flow that never
+            // saw a reply, never an assured one. Only `EvictOldest` goes on
+            // to the oldest assured entry.
+            if let (None, Some((b, w, _))) = (slot, oldest_unassured) {
+                self.clear(b, w);
+                self.counters.early_drops += 1;
+                slot = Some((b, w));
             }
             if slot.is_none() {
                 match (self.policy, oldest) {
@@ -672,11 +745,13 @@ impl ConnTable {
     pub fn expire_step(&mut self, now: Tick, budget: usize) -> usize {
         let slots = self.entries.len();
         let mut reclaimed = 0;
+        let cap = self.unassured_cap();
         for _ in 0..budget.min(slots) {
             let i = self.cursor;
             self.cursor = if i + 1 == slots { 0 } else { i + 1 };
             let (b, w) = (i / WAYS, i % WAYS);
-            if self.tags[b].0[w] != 0 && self.entries[i].expired(&self.timeouts, &self.alt_timeouts, now) {
+            if self.tags[b].0[w] != 0 && self.entries[i].expired(&self.timeouts, &self.alt_timeouts, cap, now)
+            {
                 self.clear(b, w);
                 reclaimed += 1;
             }
@@ -697,10 +772,11 @@ impl ConnTable {
         mut f: impl FnMut(&Entry) -> bool,
     ) -> usize {
         let end = start.saturating_add(max_slots).min(self.entries.len());
+        let cap = self.unassured_cap();
         for i in start..end {
             let e = &self.entries[i];
             if self.tags[i / WAYS].0[i % WAYS] != 0
-                && !e.expired(&self.timeouts, &self.alt_timeouts, now)
+                && !e.expired(&self.timeouts, &self.alt_timeouts, cap, now)
                 && !f(e)
             {
                 return i + 1;
@@ -711,10 +787,11 @@ impl ConnTable {
 
     /// Visits every live entry (control plane / dumps; O(capacity)).
     pub fn for_each_live(&self, now: Tick, mut f: impl FnMut(&Entry)) {
+        let cap = self.unassured_cap();
         for (b, t) in self.tags.iter().enumerate() {
             for (w, &tag) in t.0.iter().enumerate() {
                 let e = &self.entries[b * WAYS + w];
-                if tag != 0 && !e.expired(&self.timeouts, &self.alt_timeouts, now) {
+                if tag != 0 && !e.expired(&self.timeouts, &self.alt_timeouts, cap, now) {
                     f(e);
                 }
             }
@@ -881,13 +958,16 @@ mod tests {
         assert_eq!(ct.counters().expired, 500);
     }
 
-    /// Inserts keys `0..` until a refusal, returning the accepted ones.
+    /// Inserts assured keys `0..` until a refusal, returning the accepted ones.
     fn fill_until_full(ct: &mut ConnTable) -> Vec<u32> {
         let mut ok = Vec::new();
         for i in 0.. {
             let key = k(i, proto::UDP);
             match ct.insert(key, key.hash(), v(i), i) {
-                Ok(_) => ok.push(i),
+                Ok(e) => {
+                    e.mark_replied();
+                    ok.push(i)
+                }
                 Err(InsertError::Full) => break,
             }
         }
@@ -919,7 +999,7 @@ mod tests {
         let mut live: Vec<u32> = (0..16).collect();
         for &i in &live {
             let key = k(i, proto::UDP);
-            ct.insert(key, key.hash(), v(i), 100 + i).unwrap();
+            ct.insert(key, key.hash(), v(i), 100 + i).unwrap().mark_replied();
         }
         // Refresh key 0 so key 1 becomes the oldest.
         let k0 = k(0, proto::UDP);
@@ -927,6 +1007,7 @@ mod tests {
         for (n, new) in (16..20u32).enumerate() {
             let key = k(new, proto::UDP);
             let e = ct.insert(key, key.hash(), v(new), 300).unwrap();
+            e.mark_replied();
             assert_eq!(e.backend, v(new).backend);
             let victim = [1, 2, 3, 4][n];
             live.retain(|&x| x != victim);
@@ -943,12 +1024,88 @@ mod tests {
         assert_eq!(ct.len(), 16);
     }
 
+    /// A flood of new flows (unassured, Linux's early_drop rule) takes the
+    /// place of other unassured flows, never of assured ones, whatever the
+    /// policy; and under pressure unassured flows age out fast.
+    #[test]
+    fn early_drop_spares_assured_flows() {
+        for policy in [FullPolicy::Drop, FullPolicy::EvictOldest] {
+            let mut ct = ConnTable::new(16, long(), policy);
+            // Half assured (a TCP handshake seen both ways), half SYN only.
+            for i in 0..16u32 {
+                let key = k(i, proto::TCP);
+                let e = ct.insert(key, key.hash(), v(i), 100).unwrap();
+                e.on_tcp(O, S);
+                if i % 2 == 0 {
+                    e.on_tcp(Rp, SA);
+                    e.mark_replied();
+                    e.on_tcp(O, A);
+                    assert!(e.assured());
+                } else {
+                    assert!(!e.assured());
+                }
+            }
+            // 8 spoofed SYNs fill the 8 unassured places...
+            for i in 100..108u32 {
+                let key = k(i, proto::TCP);
+                ct.insert(key, key.hash(), v(i), 101).unwrap().on_tcp(O, S);
+            }
+            assert_eq!(ct.counters().early_drops, 8, "{policy:?}");
+            assert_eq!(ct.counters().evictions, 0);
+            for i in (0..16u32).step_by(2) {
+                let key = k(i, proto::TCP);
+                assert!(ct.lookup(&key, key.hash(), 102).is_some(), "assured flow {i} kept ({policy:?})");
+            }
+            for i in (1..16u32).step_by(2) {
+                let key = k(i, proto::TCP);
+                assert!(ct.lookup(&key, key.hash(), 102).is_none(), "unassured flow {i} dropped early");
+            }
+            // ...and the next ones take the oldest unassured (the SYNs of 101).
+            let key = k(200, proto::TCP);
+            assert!(ct.insert(key, key.hash(), v(200), 102).is_ok());
+            assert_eq!(ct.counters().early_drops, 9);
+        }
+        // A SYN-only entry has no place to take among assured ones: refused
+        // under `drop`, only `evict` displaces an assured flow.
+        let mut ct = ConnTable::new(16, long(), FullPolicy::Drop);
+        for i in 0..16u32 {
+            let key = k(i, proto::UDP);
+            ct.insert(key, key.hash(), v(i), 0).unwrap().mark_replied();
+        }
+        let key = k(99, proto::TCP);
+        assert_eq!(ct.insert(key, key.hash(), v(99), 1).map(|_| ()), Err(InsertError::Full));
+        assert_eq!(ct.counters().early_drops, 0);
+    }
+
+    #[test]
+    fn unassured_entries_age_fast_under_pressure() {
+        let mut ct = ConnTable::new(64, Timeouts::default(), FullPolicy::Drop);
+        ct.set_pressure_timeout(3);
+        // 47 of 64 slots: below three quarters, SYN_SENT lasts 120 s.
+        for i in 0..47u32 {
+            let key = k(i, proto::TCP);
+            ct.insert(key, key.hash(), v(i), 0).unwrap().on_tcp(O, S);
+        }
+        let a = k(0, proto::TCP);
+        assert!(ct.lookup(&a, a.hash(), 10).is_some());
+        // Pressure (48 = 3/4): unassured entries idle 3 s at most; an
+        // assured one keeps its timeout.
+        let b = k(500, proto::UDP);
+        ct.insert(b, b.hash(), v(500), 0).unwrap().mark_replied();
+        assert_eq!(ct.len(), 48);
+        assert!(ct.lookup(&b, b.hash(), 20).is_some(), "assured keeps its 30 s");
+        assert_eq!(ct.expire_step(20, 64), 47, "SYN_SENT aged out under pressure");
+        assert_eq!(ct.len(), 1);
+        let c = k(1, proto::TCP);
+        assert!(ct.lookup(&c, c.hash(), 20).is_none());
+    }
+
     #[test]
     fn full_buckets_reclaim_expired_first() {
         let mut ct = ConnTable::new(16, Timeouts::default(), FullPolicy::Drop);
         for i in 0..16 {
             let key = k(i, proto::UDP);
-            ct.insert(key, key.hash(), v(i), 0).unwrap();
+            ct.insert(key, key.hash(), v(i), 0).unwrap().mark_replied();
         }
         let key = k(99, proto::UDP);
         assert!(ct.insert(key, key.hash(), v(99), 29).is_err());
@@ -1093,6 +1250,8 @@ mod tests {
                     let val = FlowValue { backend: b, ..v(u32::from(i)) };
                     match ct.insert(key, key.hash(), val, now) {
                         Ok(e) => {
+                            // Assured: the model knows no early drop.
+                            e.mark_replied();
                             prop_assert_eq!(e.backend, b);
                             model.insert(i, (b, now));
                         }

@@ -233,6 +233,8 @@ pub struct FlowMeta {
     pub next_hop: [u8; 6],
     /// An ICMP error about the flow (its key is the quoted packet, reversed).
     pub related: bool,
+    /// The frame's source MAC (replies must come from their flow's next hop).
+    pub src_mac: [u8; 6],
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 //! entries (original and reply direction) that later packets hit.
 
 use super::conntrack::{ConnState, ConnTable, Direction, Entry, FlowValue, TcpFlags, Tick};
-use super::detail::{Cause, Malformed, Untranslatable};
+use super::detail::{ipv4_options, martian_source, Cause, Malformed, Martian, Untranslatable};
 use super::flow::{
     proto, BackendId, EntryFlags, Family, FlowKey, FlowKind, FlowMeta, NatBinding, ServiceId, Xlat,
 };
@@ -23,9 +23,31 @@ use crate::wire::parse::{parse, parse_simple, FiveTuple, FragKind, IpVersion};
 /// Seconds between refreshes of a flow's other entry by steady traffic.
 const PEER_REFRESH_SECS: i32 = 5;
 
-/// Parse + lookup + state tracking.
+/// Ingress port of frames another worker handed over: the source worker
+/// already checked where they came from.
+pub const INGRESS_HANDED: u8 = u8::MAX;
+
+/// Parse + lookup + state tracking, and the checks of where a packet may
+/// come from (martians, foreign MACs, replies from the wrong side).
 #[derive(Default)]
-pub struct ConntrackStage;
+pub struct ConntrackStage {
+    /// Every worker port's MAC, by port index (empty: no MAC check).
+    port_macs: Vec<[u8; 6]>,
+    /// The port the pipeline's backends sit behind (its `l2` egress):
+    /// the only one replies may arrive on.
+    backend_port: Option<u8>,
+}
+
+impl ConntrackStage {
+    pub fn new(port_macs: Vec<[u8; 6]>, backend_port: Option<u8>) -> ConntrackStage {
+        ConntrackStage { port_macs, backend_port }
+    }
+}
+
+fn martian(ctx: &Ctx, m: Martian) -> Verdict {
+    ctx.stats.cause(Cause::Martian(m));
+    Verdict::Drop(DropReason::Martian)
+}
 
 impl Stage for ConntrackStage {
     fn name(&self) -> &'static str {
@@ -35,8 +57,20 @@ impl Stage for ConntrackStage {
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
         // Pass 1: parse and hash; prefetch each bucket as soon as its hash is
         // known. The common shape takes a short parser; the rest the full one.
+        let port_macs = &self.port_macs;
         batch.for_each(pipeline, |p| {
+            // A unicast frame for another host reached us (a switch flooding,
+            // or someone aiming at the VIP through us): not ours to forward.
+            if let (Some(mac), Some(dst)) = (port_macs.get(usize::from(p.meta.ingress)), p.data.get(..6)) {
+                if dst != mac {
+                    p.meta.verdict = martian(ctx, Martian::ForeignMac);
+                    return;
+                }
+            }
             let f = &mut *p.flow;
+            if let Some(src) = p.data.get(6..12) {
+                f.src_mac.copy_from_slice(src);
+            }
             f.xlat = Xlat::None;
             f.next_hop = [0; 6];
             f.related = false;
@@ -51,6 +85,13 @@ impl Stage for ConntrackStage {
             } else {
                 match parse(p.data) {
                     Ok(Some(pp)) if pp.frag == FragKind::Whole => {
+                        if pp.version == IpVersion::V4 && pp.l4_offset > pp.l3_offset + 20 {
+                            let opts = p.data.get(pp.l3_offset + 20..pp.l4_offset).unwrap_or_default();
+                            if let Err(m) = ipv4_options(opts) {
+                                p.meta.verdict = martian(ctx, m);
+                                return;
+                            }
+                        }
                         f.family = if pp.version == IpVersion::V6 { Family::V6 } else { Family::V4 };
                         f.l3 = pp.l3_offset as u16;
                         f.l4 = pp.l4_offset as u16;
@@ -99,6 +140,16 @@ impl Stage for ConntrackStage {
                 continue;
             }
             let f = &mut batch.flows[i];
+            let from_backends = match (self.backend_port, m.ingress) {
+                (_, INGRESS_HANDED) | (None, _) => true,
+                (Some(port), ingress) => port == ingress,
+            };
+            // Anything for an SNAT address is a reply: it must come from
+            // the backend side (checked before any worker's table is touched).
+            if !from_backends && ctx.services.in_pool(&f.key.dst) {
+                m.verdict = Verdict::Drop(DropReason::WrongSide);
+                continue;
+            }
             // Replies to an SNAT port live in the table of the worker that
             // owns the port; elsewhere they can only miss.
             if ctx.workers > 1 && ctx.services.in_pool(&f.key.dst) {
@@ -108,7 +159,11 @@ impl Stage for ConntrackStage {
                     continue;
                 }
             }
-            match track(&mut ctx.conntrack, f, now, &ctx.services, &ctx.stats) {
+            match track(&mut ctx.conntrack, f, now, &ctx.services, &ctx.stats, from_backends) {
+                Tracked::WrongSide => {
+                    m.verdict = Verdict::Drop(DropReason::WrongSide);
+                    continue;
+                }
                 Tracked::Hit => {
                     ctx.stats.packet(f.service, f.backend, m.len);
                     continue;
@@ -120,6 +175,14 @@ impl Stage for ConntrackStage {
             if f.related {
                 // An error about no flow of ours: nothing to send it to.
                 m.verdict = Verdict::Drop(DropReason::NoFlow);
+                continue;
+            }
+            // A new flow: its source must be a possible one (RFC 1812
+            // §5.3.7), and not an address of ours.
+            let bad_source = martian_source(&f.key.src)
+                .or_else(|| ctx.services.owns(&f.key.src).then_some(Martian::SrcOwn));
+            if let Some(why) = bad_source {
+                m.verdict = martian(ctx, why);
                 continue;
             }
             match ctx.services.service_for(&f.key.dst, f.key.proto, f.key.dport) {
@@ -143,6 +206,9 @@ fn nat64_creates(ctx: &Ctx, f: &FlowMeta) -> bool {
 /// What [`track`] found.
 enum Tracked {
     Hit,
+    /// A reply-direction packet from elsewhere than its backend's side
+    /// (another port, or another MAC than the backend's next hop).
+    WrongSide,
     Miss,
     /// A flow of a backend whose flows are expired: both entries were
     /// removed (the reply-direction one is returned for [`retire`]).
@@ -159,9 +225,16 @@ fn track(
     now: Tick,
     services: &Services,
     stats: &WorkerStats,
+    from_backends: bool,
 ) -> Tracked {
     let hop_tag = services.generation as u16;
     let Some(e) = ct.lookup(&f.key, f.hash, now) else { return Tracked::Miss };
+    let reply = e.flags.contains(EntryFlags::REPLY);
+    // A reply entry caches its backend's next-hop MAC: replies come from it.
+    if reply && (!from_backends || (e.hop_tag == hop_tag && e.next_hop != [0; 6] && e.next_hop != f.src_mac))
+    {
+        return Tracked::WrongSide;
+    }
     // NAT64 sessions belong to no service and have no backend to expire.
     if e.service.is_some() && services.is_expired(e.backend) {
         let dead = *e;
@@ -174,7 +247,6 @@ fn track(
             (false, None) => Tracked::Miss,
         };
     }
-    let reply = e.flags.contains(EntryFlags::REPLY);
     f.kind = if reply { FlowKind::Reply } else { FlowKind::Original };
     f.nat = e.nat;
     f.service = e.service;
@@ -196,6 +268,13 @@ fn track(
     let entry_flags = e.flags;
     let dir = if reply { Direction::Reply } else { Direction::Original };
     let before = e.state;
+    // The first reply is news for the other entry too (it makes the flow
+    // assured once its handshake is done: safe from early drop).
+    let first_reply = reply && !e.replied();
+    if first_reply {
+        e.mark_replied();
+    }
+    let replied = e.replied();
     let state = match f.key.proto {
         // DSR: the backend's SYN-ACK never passes here, so the client's
         // first ACK is what establishes the flow (then FIN/RST end it).
@@ -211,11 +290,14 @@ fn track(
         _ => e.state,
     };
     // Both entries carry the flow's state: any transition is copied over.
-    if state != before || peer_due {
+    if state != before || peer_due || first_reply {
         let peer = f.key.peer(&f.nat, entry_flags);
         if let Some(p) = ct.lookup(&peer, peer.hash(), now) {
             p.touch(now);
             p.state = state;
+            if replied {
+                p.mark_replied();
+            }
         }
         let delta = i64::from(is_closing(state)) - i64::from(is_closing(before));
         if delta != 0 {
@@ -254,6 +336,13 @@ impl Stage for MaglevStage {
                 continue;
             }
             let f = &mut batch.flows[i];
+            if !matches!(f.kind, FlowKind::New(_) | FlowKind::New64) {
+                continue;
+            }
+            if ctx.limiter.admit(&f.key.src, ctx.now).is_err() {
+                m.verdict = Verdict::Drop(DropReason::RateLimited);
+                continue;
+            }
             let created = match f.kind {
                 FlowKind::New(s) => create_flow(ctx, f, s),
                 FlowKind::New64 => create_nat64(ctx, f),
@@ -321,7 +410,7 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
     let snat = match svc.snat_pool {
         Some(pool) => {
             let p = ctx.snat.get_mut(usize::from(pool)).ok_or(DropReason::SnatExhausted)?;
-            Some((pool, p.alloc().ok_or(DropReason::SnatExhausted)?))
+            Some((pool, p.alloc(f.hash).ok_or(DropReason::SnatExhausted)?))
         }
         None => None,
     };
@@ -348,7 +437,7 @@ fn create_nat64(ctx: &mut Ctx, f: &mut FlowMeta) -> Result<(), DropReason> {
     let server = n.prefix.extract(&f.key.dst).ok_or(DropReason::Untranslatable)?;
     let pool = n.pool;
     let p = ctx.snat.get_mut(usize::from(pool)).ok_or(DropReason::SnatExhausted)?;
-    let (addr, port) = p.alloc().ok_or(DropReason::SnatExhausted)?;
+    let (addr, port) = p.alloc(f.hash).ok_or(DropReason::SnatExhausted)?;
     let k = f.key;
     // ICMP echo: the identifier plays both ports' role (RFC 6146 §3.5.3).
     let dport = if k.proto == proto::ICMPV6 { port } else { k.dport };
@@ -400,7 +489,16 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: &[u8; 16]) -> R
     // Cache the backend's MAC with the snapshot generation it came from.
     let hop_tag = ctx.services.generation as u16;
     let next_hop = ctx.services.next_hop(hop).unwrap_or([0; 6]);
-    let value = FlowValue { backend: b.bid, service: b.sid, nat: b.orig, flags: b.flags, next_hop, hop_tag };
+    // Both entries report their death: whichever dies first (expired, or
+    // dropped early to make room) takes the other with it and frees the port.
+    let value = FlowValue {
+        backend: b.bid,
+        service: b.sid,
+        nat: b.orig,
+        flags: b.flags | EntryFlags::NOTIFY_ON_DEATH,
+        next_hop,
+        hop_tag,
+    };
     let state = match ctx.conntrack.insert(k, f.hash, value, now) {
         Ok(e) => match k.proto {
             proto::TCP => e.on_tcp(Direction::Original, TcpFlags(f.tcp_flags)),
@@ -420,7 +518,7 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: &[u8; 16]) -> R
         service: b.sid,
         nat: b.reply,
         flags: EntryFlags::REPLY | b.reply_flags | EntryFlags::NOTIFY_ON_DEATH,
-        next_hop: [0; 6],
+        next_hop,
         hop_tag,
     };
     match ctx.conntrack.insert(reply_key, reply_key.hash(), reply, now) {
@@ -440,21 +538,26 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: &[u8; 16]) -> R
     Ok(())
 }
 
-/// Frees what dead flows held: SNAT ports, and the original-direction entry
-/// of a flow whose reply entry died. Run once per batch.
+/// Frees what dead flows held: SNAT ports, and the other entry of a flow
+/// one of whose entries died. Run once per batch.
 pub fn reap(ctx: &mut Ctx) {
     while let Some(dead) = ctx.conntrack.pop_dead() {
         let key = *dead.key();
-        // Remove the original-direction entry only if it is this flow's: a
-        // client may have reused its address and port for a newer flow.
-        let orig = key.peer(&dead.nat, dead.flags);
-        let hash = orig.hash();
+        // Remove the other entry only if it is this flow's: a client may
+        // have reused its address and port for a newer flow.
+        let other = key.peer(&dead.nat, dead.flags);
+        let hash = other.hash();
         let ours =
-            ctx.conntrack.lookup(&orig, hash, ctx.now).is_some_and(|e| e.key().peer(&e.nat, e.flags) == key);
-        if ours {
-            ctx.conntrack.remove(&orig, hash);
+            ctx.conntrack.lookup(&other, hash, ctx.now).is_some_and(|e| e.key().peer(&e.nat, e.flags) == key);
+        let removed = if ours { ctx.conntrack.remove(&other, hash) } else { None };
+        if dead.flags.contains(EntryFlags::REPLY) {
+            retire(ctx, &dead);
+        } else if let Some(reply) = removed {
+            // An original-direction entry died first: the flow ends with
+            // its reply entry (which holds the SNAT port). If that one is
+            // gone already, it was retired when it died.
+            retire(ctx, &reply);
         }
-        retire(ctx, &dead);
     }
 }
 

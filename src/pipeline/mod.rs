@@ -17,6 +17,7 @@ pub mod lb;
 pub mod maglev;
 pub mod mtu;
 pub mod nat;
+pub mod ratelimit;
 pub mod registry;
 pub mod rewrite;
 pub mod services;
@@ -56,6 +57,8 @@ pub struct Ctx {
     pub stats: Arc<WorkerStats>,
     pub worker: u16,
     pub workers: u16,
+    /// New-flow rate limits (none unless the config sets them).
+    pub limiter: ratelimit::FlowLimiter,
 }
 
 impl Ctx {
@@ -74,6 +77,7 @@ impl Ctx {
             stats,
             worker,
             workers,
+            limiter: ratelimit::FlowLimiter::unlimited(),
         };
         ctx.install(services);
         ctx

@@ -53,6 +53,8 @@ pub struct BuildEnv<'a> {
     pub port_macs: &'a [[u8; 6]],
     /// The pipeline's egress MTUs (from its `l2` stage's ports).
     pub mtus: EgressMtu,
+    /// The port of the pipeline's `l2` egress (towards backends), if any.
+    pub backend_port: Option<u8>,
 }
 
 type Build = fn(&StageConfig, &BuildEnv<'_>) -> Result<Box<dyn Stage>>;
@@ -89,15 +91,22 @@ pub static STAGES: &[StageDescriptor] = &[
         doc: "Parse, find the flow in conntrack, track TCP/UDP state.",
         requires: &[],
         provides: &[F::Parsed, F::Tracked],
-        drops: &[D::Malformed, D::Fragment, D::NoFlow],
-        build: |_, _| Ok(Box::new(ConntrackStage)),
+        drops: &[D::Malformed, D::Fragment, D::NoFlow, D::Martian, D::WrongSide],
+        build: |_, env| Ok(Box::new(ConntrackStage::new(env.port_macs.to_vec(), env.backend_port))),
     },
     StageDescriptor {
         name: "maglev",
         doc: "New flows: pick a backend with Maglev, allocate SNAT, create the flow.",
         requires: &[F::Tracked],
         provides: &[F::Bound],
-        drops: &[D::NoFlow, D::NoBackend, D::SnatExhausted, D::ConntrackFull, D::Untranslatable],
+        drops: &[
+            D::NoFlow,
+            D::NoBackend,
+            D::SnatExhausted,
+            D::ConntrackFull,
+            D::Untranslatable,
+            D::RateLimited,
+        ],
         build: |_, _| Ok(Box::new(MaglevStage)),
     },
     StageDescriptor {
@@ -105,7 +114,7 @@ pub static STAGES: &[StageDescriptor] = &[
         doc: "New NAT64 sessions (RFC 6146); the same flow-creation stage as maglev.",
         requires: &[F::Tracked],
         provides: &[F::Bound],
-        drops: &[D::NoFlow, D::SnatExhausted, D::ConntrackFull, D::Untranslatable],
+        drops: &[D::NoFlow, D::SnatExhausted, D::ConntrackFull, D::Untranslatable, D::RateLimited],
         build: |_, _| Ok(Box::new(MaglevStage)),
     },
     StageDescriptor {
@@ -258,7 +267,12 @@ mod tests {
     #[test]
     fn every_stage_the_config_knows_is_registered_and_names_itself() {
         let port_of = |_: usize| Ok((0u8, [0u8; 6]));
-        let env = BuildEnv { port_of: &port_of, port_macs: &[[0; 6]], mtus: EgressMtu::default() };
+        let env = BuildEnv {
+            port_of: &port_of,
+            port_macs: &[[0; 6]],
+            mtus: EgressMtu::default(),
+            backend_port: None,
+        };
         let l2 = crate::config::L2Config {
             egress: 0,
             next_hop_mac: None,

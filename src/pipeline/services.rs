@@ -35,6 +35,8 @@ pub struct Services {
     /// Every prefix the XDP program redirects (pools, NAT46/64 and SIIT
     /// prefixes) with the pipeline that handles it.
     owned: Vec<((u128, u128), u8)>,
+    /// Every VIP address (no client may send from one).
+    vip_addrs: Vec<[u8; 16]>,
     /// NAT46/NAT64/SIIT settings.
     pub xlat: XlatRt,
     /// Bumped on every rebuild; workers compare it to spot a new snapshot.
@@ -264,6 +266,9 @@ impl Services {
         }
         let pool_masks = pools.iter().map(mask16).collect();
         let owned = config.owned_prefixes().iter().map(|(p, pipe)| (mask16(p), *pipe as u8)).collect();
+        let mut vip_addrs: Vec<[u8; 16]> = vips.keys().map(|k: &([u8; 16], u8, u16)| k.0).collect();
+        vip_addrs.sort_unstable();
+        vip_addrs.dedup();
         Ok(Services {
             list,
             vips,
@@ -272,6 +277,7 @@ impl Services {
             pools,
             pool_masks,
             owned,
+            vip_addrs,
             xlat,
             generation,
             expired,
@@ -283,6 +289,7 @@ impl Services {
         Services {
             list: Vec::new(),
             vips: FastMap::default(),
+            vip_addrs: Vec::new(),
             next_hops: FastMap::default(),
             backend_hops: FastMap::default(),
             pools: Vec::new(),
@@ -309,6 +316,13 @@ impl Services {
     fn pool_of(&self, addr: &[u8; 16]) -> Option<usize> {
         let a = u128::from_be_bytes(*addr);
         self.pool_masks.iter().position(|&(net, mask)| a & mask == net)
+    }
+
+    /// Whether `addr` is one of our VIPs or SNAT-pool addresses.
+    #[inline]
+    pub fn owns(&self, addr: &[u8; 16]) -> bool {
+        let a = u128::from_be_bytes(*addr);
+        self.vip_addrs.contains(addr) || self.owned.iter().any(|((net, mask), _)| a & mask == *net)
     }
 
     /// Pipeline for a packet to a VIP or into an SNAT pool.

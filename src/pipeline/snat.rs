@@ -1,6 +1,7 @@
 //! SNAT (full-NAT) source ports, partitioned per worker so the owner of a
 //! reply is computable from its destination port alone (VPP NAT44-ED).
 
+use super::ratelimit::mix;
 use crate::config::Prefix;
 use crate::xdp::maps::addr16;
 
@@ -18,62 +19,80 @@ pub fn owner(port: u16, workers: u16) -> u16 {
     (((u32::from(port - FIRST_PORT)) / span).min(u32::from(workers) - 1)) as u16
 }
 
-/// This worker's share of one pool: a free list of (address, port) pairs.
-/// Preallocated; alloc and free are a pop and a push.
+/// This worker's share of one pool: a free list of (address, port) pairs
+/// kept as a ring. Preallocated; alloc and release never allocate.
+///
+/// Port choice follows RFC 6056 §3.3.3's idea (a keyed hash of the flow
+/// picks the port, so an observer cannot predict the next one) on a free
+/// list instead of a probe: the flow's keyed hash picks any free pair, which
+/// trades places with the head and is taken. Released pairs join the tail,
+/// so a port just freed is the one least likely to be handed out next (not
+/// last-in first-out, which let an attacker guess the port of the next flow).
 pub struct SnatPool {
     addrs: Vec<[u8; 16]>,
-    /// (address index << 16) | port.
-    free: Vec<u32>,
-    capacity: usize,
+    /// (address index << 16) | port; the free pairs are `len` slots from `head`.
+    ring: Box<[u32]>,
+    head: usize,
+    len: usize,
+    /// Secret of the port choice, drawn per pool share.
+    key: u64,
     pub exhausted: u64,
 }
 
 impl SnatPool {
+    /// A share keyed with a fresh random secret.
     pub fn new(prefix: Prefix, worker: u16, workers: u16) -> SnatPool {
+        use std::hash::BuildHasher;
+        let key = std::collections::hash_map::RandomState::new().hash_one((worker, workers));
+        SnatPool::with_key(prefix, worker, workers, key)
+    }
+
+    /// A share whose port choice is keyed with `key` (tests).
+    pub fn with_key(prefix: Prefix, worker: u16, workers: u16, key: u64) -> SnatPool {
         let n = prefix.size().min(u128::from(crate::config::MAX_POOL_ADDRS)) as u32;
         let addrs: Vec<[u8; 16]> = (0..n).map(|i| addr16(prefix.nth(i))).collect();
         let workers = u32::from(workers.max(1));
         let span = PORTS / workers;
         let lo = u32::from(FIRST_PORT) + u32::from(worker) * span;
         let hi = if u32::from(worker) + 1 == workers { 65536 } else { lo + span };
-        let mut free = Vec::with_capacity((n * (hi - lo)) as usize);
-        // Spread consecutive allocations over ports and addresses; a fixed
-        // odd stride visits every port of the range once (RFC 6056 §3.3.3
-        // would randomise per destination; a stride keeps it deterministic).
         let range = hi - lo;
-        let mut stride = (40503 % range).max(1);
-        while gcd(stride, range) != 1 {
-            stride += 1;
-        }
+        let mut free = Vec::with_capacity((n * range) as usize);
         for a in 0..n {
-            let mut off = 0u32;
-            for _ in 0..range {
-                off = (off + stride) % range;
+            for off in 0..range {
                 free.push((a << 16) | (lo + off));
             }
         }
-        free.reverse();
-        let capacity = free.len();
-        SnatPool { addrs, free, capacity, exhausted: 0 }
+        let len = free.len();
+        SnatPool { addrs, ring: free.into_boxed_slice(), head: 0, len, key, exhausted: 0 }
     }
 
-    /// Takes a free (address, port).
+    /// Takes a free (address, port) for the flow whose hash is `flow_hash`.
     #[inline]
-    pub fn alloc(&mut self) -> Option<([u8; 16], u16)> {
-        let Some(v) = self.free.pop() else {
+    pub fn alloc(&mut self, flow_hash: u64) -> Option<([u8; 16], u16)> {
+        let cap = self.ring.len();
+        if self.len == 0 || cap == 0 {
             self.exhausted += 1;
             return None;
-        };
+        }
+        let pick = (mix(flow_hash ^ self.key) % self.len as u64) as usize;
+        let i = (self.head + pick) % cap;
+        self.ring.swap(i, self.head);
+        let v = self.ring[self.head];
+        self.head = (self.head + 1) % cap;
+        self.len -= 1;
         let addr = *self.addrs.get((v >> 16) as usize)?;
         Some((addr, v as u16))
     }
 
-    /// Returns a pair; ignores pairs that are not this pool's.
+    /// Returns a pair to the tail of the free list; ignores pairs that are
+    /// not this pool's.
     #[inline]
     pub fn release(&mut self, addr: &[u8; 16], port: u16) {
         let Some(a) = self.addrs.iter().position(|x| x == addr) else { return };
-        if self.free.len() < self.capacity {
-            self.free.push(((a as u32) << 16) | u32::from(port));
+        let cap = self.ring.len();
+        if self.len < cap {
+            self.ring[(self.head + self.len) % cap] = ((a as u32) << 16) | u32::from(port);
+            self.len += 1;
         }
     }
 
@@ -82,19 +101,11 @@ impl SnatPool {
     }
 
     pub fn available(&self) -> usize {
-        self.free.len()
+        self.len
     }
 
     pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
+        self.ring.len()
     }
 }
 
@@ -108,7 +119,11 @@ mod tests {
         let mut seen = vec![0u8; 4 * 65536];
         for w in 0..3 {
             let mut p = SnatPool::new(pool, w, 3);
-            while let Some((a, port)) = p.alloc() {
+            let mut h = 0u64;
+            while let Some((a, port)) = p.alloc({
+                h += 1;
+                h
+            }) {
                 assert_eq!(owner(port, 3), w, "port {port} allocated by its owner");
                 seen[usize::from(a[15]) * 65536 + usize::from(port)] += 1;
             }
@@ -126,7 +141,7 @@ mod tests {
         let pool = Prefix::parse("192.0.2.7/32").unwrap();
         let mut p = SnatPool::new(pool, 0, 1);
         let mut taken = Vec::new();
-        while let Some(x) = p.alloc() {
+        while let Some(x) = p.alloc(taken.len() as u64) {
             taken.push(x);
         }
         assert_eq!(taken.len(), PORTS as usize);
@@ -136,9 +151,43 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), taken.len(), "no port handed out twice");
         p.release(&taken[5].0, taken[5].1);
-        assert_eq!(p.alloc(), Some(taken[5]));
+        assert_eq!(p.alloc(7), Some(taken[5]));
         // Foreign addresses are ignored, never double-booked.
         p.release(&[9; 16], 2000);
-        assert_eq!(p.alloc(), None);
+        assert_eq!(p.alloc(8), None);
+    }
+
+    /// Ports handed to consecutive flows: neither a sequence nor a fixed
+    /// stride, and a port just freed is not the next one handed out.
+    #[test]
+    fn ports_are_unpredictable_and_not_lifo() {
+        let pool = Prefix::parse("192.0.2.7/32").unwrap();
+        let mut p = SnatPool::with_key(pool, 1, 4, 0x1234_5678_9abc_def0);
+        let ports: Vec<u16> =
+            (0..1000u64).map(|h| p.alloc(h.wrapping_mul(0x9e37_79b9_7f4a_7c15)).unwrap().1).collect();
+        let (lo, hi) = (FIRST_PORT + 16128, FIRST_PORT + 2 * 16128);
+        assert!(ports.iter().all(|&x| (lo..hi).contains(&x) && owner(x, 4) == 1), "stays in the partition");
+        let steps: std::collections::HashSet<i32> =
+            ports.windows(2).map(|w| i32::from(w[1]) - i32::from(w[0])).collect();
+        assert!(steps.len() > 900, "no constant stride: {} distinct steps", steps.len());
+        let mut sorted = ports.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ports.len(), "no port twice while held");
+        // Free one and take again: the freed port is not handed straight back.
+        let mut again = 0;
+        for (i, &port) in ports.iter().enumerate().take(200) {
+            p.release(&addr16(pool.nth(0)), port);
+            if p.alloc(5000 + i as u64).unwrap().1 == port {
+                again += 1;
+            }
+        }
+        assert!(again <= 2, "freed port reused next {again} times of 200");
+        // Another key, another sequence.
+        let mut q = SnatPool::with_key(pool, 1, 4, 99);
+        let other: Vec<u16> =
+            (0..1000u64).map(|h| q.alloc(h.wrapping_mul(0x9e37_79b9_7f4a_7c15)).unwrap().1).collect();
+        let same = ports.iter().zip(&other).filter(|(a, b)| a == b).count();
+        assert!(same < 10, "{same} equal picks under different keys");
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use super::detail::{Cause, Malformed, Untranslatable};
+use super::detail::{Cause, Malformed, Martian, Untranslatable};
 use super::flow::{BackendId, ServiceId};
 
 #[derive(Default, Debug)]
@@ -60,6 +60,8 @@ pub struct WorkerStats {
     pub malformed: [Counter; Malformed::COUNT],
     /// Untranslatable drops by detail ([`Untranslatable::index`]).
     pub untranslatable: [Counter; Untranslatable::COUNT],
+    /// Martian drops by detail ([`Martian::index`]).
+    pub martian: [Counter; Martian::COUNT],
 }
 
 impl Default for WorkerStats {
@@ -69,6 +71,7 @@ impl Default for WorkerStats {
             backends: (0..MAX_BACKENDS).map(|_| FlowStats::default()).collect(),
             malformed: Default::default(),
             untranslatable: Default::default(),
+            martian: Default::default(),
         }
     }
 }
@@ -87,7 +90,9 @@ impl WorkerStats {
             .iter()
             .enumerate()
             .map(|(i, c)| (format!("untranslatable/{}", Untranslatable::name_of(i)), c.get()));
-        malformed.chain(untranslatable).collect()
+        let martian =
+            Martian::ALL.iter().map(|m| (format!("martian/{}", m.name()), self.martian[m.index()].get()));
+        malformed.chain(untranslatable).chain(martian).collect()
     }
 
     /// Counts a drop's detail (the reason itself is counted where the
@@ -97,6 +102,7 @@ impl WorkerStats {
         let counter = match c {
             Cause::Malformed(m) => self.malformed.get(m.index()),
             Cause::Untranslatable(u) => self.untranslatable.get(u.index()),
+            Cause::Martian(m) => self.martian.get(m.index()),
         };
         if let Some(n) = counter {
             n.add(1);

@@ -33,7 +33,10 @@ pub struct WorkerCounters {
 }
 
 /// Names of the fill gauges, in `WorkerCounters::fill` order.
-pub const FILL: [&str; 4] = ["conntrack_entries", "conntrack_capacity", "snat_ports_in_use", "snat_ports"];
+/// `conntrack_early_drops` is a running count (unassured flows dropped to
+/// make room), published with the fill it explains.
+pub const FILL: [&str; 5] =
+    ["conntrack_entries", "conntrack_capacity", "snat_ports_in_use", "snat_ports", "conntrack_early_drops"];
 
 /// Publishes how full the worker's conntrack table and SNAT port shares
 /// are. Once per batch: a handful of loads and stores.
@@ -44,7 +47,8 @@ pub fn publish_fill(c: &WorkerCounters, ctx: &crate::pipeline::Ctx) {
         owned += p.capacity();
         used += p.capacity() - p.available();
     }
-    let values = [ctx.conntrack.len(), ctx.conntrack.capacity(), used, owned];
+    let early = ctx.conntrack.counters().early_drops as usize;
+    let values = [ctx.conntrack.len(), ctx.conntrack.capacity(), used, owned, early];
     for (g, v) in c.fill.iter().zip(values) {
         g.set(v as u64);
     }
