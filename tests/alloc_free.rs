@@ -58,6 +58,7 @@ static GLOBAL: Counting = Counting;
 
 const VIP: [u8; 4] = [10, 0, 100, 1];
 const PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x00];
+const BACKEND_PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x01];
 const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x02];
 const BATCH: usize = 64;
 const PACKETS: usize = 100_000;
@@ -75,7 +76,13 @@ enum Kind {
 }
 
 fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, kind: Kind, payload: &[u8]) -> Vec<u8> {
-    let ip = PacketBuilder::ethernet2(ROUTER_MAC, PORT_MAC).ipv4(src, dst, 64);
+    // Backends (10.0.2.0/24) sit behind the backend port and send from the
+    // MACs the fixture pins; replies must come from there.
+    let (smac, dmac) = match src {
+        [10, 0, 2, host] => ([0x02, 0, 0, 0, 0x02, host], BACKEND_PORT_MAC),
+        _ => (ROUTER_MAC, PORT_MAC),
+    };
+    let ip = PacketBuilder::ethernet2(smac, dmac).ipv4(src, dst, 64);
     let mut out = Vec::new();
     match kind {
         Kind::Syn => ip.tcp(sport, dport, 1000, 64240).syn().write(&mut out, payload),

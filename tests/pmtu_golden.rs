@@ -158,16 +158,15 @@ fn oversize_reply_gets_fragmentation_needed_back_to_the_backend() {
     });
     let (verdict, out) = h.run_one(&reply);
     let mut want = w(|v| {
-        PacketBuilder::ethernet2(PORT0_MAC, BACKEND_MAC)
+        PacketBuilder::ethernet2(PORT1_MAC, BACKEND_MAC)
             .ipv4(ROUTER, BACKEND, 64)
             .icmpv4_raw(3, 4, [0, 0, (CLIENT_MTU >> 8) as u8, CLIENT_MTU as u8])
             .write(v, &reply[14..14 + 548])
             .unwrap()
     });
     set_v4(&mut want, 14, 0, 0);
-    // The harness delivers every frame on port 0; the error leaves by the
-    // port its packet came in on.
-    assert_eq!(verdict, Verdict::Forward(0));
+    // The error leaves by the port its packet came in on: the backend's.
+    assert_eq!(verdict, Verdict::Forward(1));
     assert!(out == want, "\n got  {}\n want {}", hex(&out), hex(&want));
     check_v4_error(&out, CLIENT_MTU);
 }

@@ -20,7 +20,7 @@ pub use error::{ConfigError, Located};
 pub use health::{AllDown, CheckKind, HealthCheck, OnDown};
 pub use schema::{parse_duration, HugepageMode, PollMode, XdpMode, ZeroCopyMode};
 pub use services::{Backend, Conntrack, Prefix, RateLimit, Service, MAX_POOL_ADDRS};
-pub use tables::{is_prime, FullPolicy, Timeouts, MAX_TABLE_SIZE};
+pub use tables::{is_prime, FullPolicy, Timeouts, DEFAULT_PRESSURE_TIMEOUT, MAX_TABLE_SIZE};
 
 use error::Source;
 use schema::ConfigFile;

@@ -382,7 +382,7 @@ pub(super) fn validate_conntrack(src: &Source<'_>, c: &ConntrackSection) -> Resu
             return Err(src.error(v.span(), "timeout must be between 1 s and 68 years"));
         }
         Some(v) => v.get_ref().0,
-        None => crate::pipeline::conntrack::DEFAULT_PRESSURE_TIMEOUT,
+        None => super::tables::DEFAULT_PRESSURE_TIMEOUT,
     };
     let limit = |rate: &Spanned<u32>, burst: &Option<Spanned<u32>>| -> Result<RateLimit, ConfigError> {
         let rate = *rate.get_ref();

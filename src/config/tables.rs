@@ -27,6 +27,9 @@ pub fn is_prime(n: u32) -> bool {
     true
 }
 
+/// Default idle limit of unassured conntrack entries under pressure, in seconds.
+pub const DEFAULT_PRESSURE_TIMEOUT: u32 = 5;
+
 /// Timeouts in seconds per state. Defaults are Linux's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {

@@ -362,8 +362,7 @@ pub struct Counters {
     pub graveyard_overflow: u64,
 }
 
-/// Default idle limit of unassured entries under pressure, in seconds.
-pub const DEFAULT_PRESSURE_TIMEOUT: u32 = 5;
+pub use crate::config::DEFAULT_PRESSURE_TIMEOUT;
 
 /// Dead keys held between drains; reclaims per batch are bounded well below.
 const GRAVEYARD: usize = 4096;

@@ -27,6 +27,7 @@ pub struct Harness {
     classifier: Classifier,
     pub ctx: Ctx,
     ids: IdRegistry,
+    port_macs: Vec<[u8; 6]>,
 }
 
 impl Harness {
@@ -52,6 +53,7 @@ impl Harness {
             classifier: Classifier::with_shortcut(&config.routes, config.single_owning_pipeline()),
             ctx: Ctx::new(conntrack, services, Arc::new(WorkerStats::default()), 0, 1),
             ids,
+            port_macs: ports.iter().map(|p| p.mac).collect(),
         })
     }
 
@@ -67,19 +69,26 @@ impl Harness {
 
     /// Runs up to 64 frames as one batch; `out(i, verdict, bytes)` sees each
     /// frame after processing. Frames longer than a UMEM frame allows are
-    /// truncated, as the kernel would never deliver them.
+    /// truncated, as the kernel would never deliver them. Each frame arrives
+    /// on the port whose MAC it is addressed to (port 0 for any other), as
+    /// on a wire where each port has its own segment.
     pub fn run<F: AsRef<[u8]>>(&mut self, frames: &[F], mut out: impl FnMut(usize, Verdict, &[u8])) {
         self.batch.clear();
         for (i, f) in frames.iter().take(MAX_BATCH as usize).enumerate() {
             let f = f.as_ref();
             let len = f.len().min(FRAME - HEADROOM);
-            self.batch.push_copy((i * FRAME + HEADROOM) as u64, &f[..len], 0);
+            self.batch.push_copy((i * FRAME + HEADROOM) as u64, &f[..len], self.ingress_of(f));
         }
         pipeline::housekeeping(&mut self.ctx, 64);
         pipeline::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
         for (i, m) in self.batch.metas().iter().enumerate() {
             out(i, m.verdict, self.batch.packet(i).unwrap_or(&[]));
         }
+    }
+
+    fn ingress_of(&self, frame: &[u8]) -> u8 {
+        let dst = frame.get(..6);
+        self.port_macs.iter().position(|m| Some(&m[..]) == dst).map_or(0, |i| i as u8)
     }
 
     /// Runs one frame; returns its verdict and bytes.
