@@ -22,6 +22,7 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::protocol::{self, Request, Response};
+use crate::sys::nonblock::{self, Flush};
 
 /// How long one client may take to send its request, and again to read
 /// the reply.
@@ -235,21 +236,14 @@ impl Server {
             }
         }
         if matches!(c.phase, Phase::Writing) {
-            loop {
-                match c.stream.write(&c.out[c.sent..]) {
-                    Ok(n) => {
-                        c.sent += n;
-                        if c.sent == c.out.len() {
-                            let _ = c.stream.shutdown(std::net::Shutdown::Write);
-                            c.out = Vec::new();
-                            c.phase = Phase::Draining;
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => return self.close(i),
+            match nonblock::flush(&mut c.stream, &c.out, &mut c.sent) {
+                Flush::Done => {
+                    let _ = c.stream.shutdown(std::net::Shutdown::Write);
+                    c.out = Vec::new();
+                    c.phase = Phase::Draining;
                 }
+                Flush::Blocked => return,
+                Flush::Failed => return self.close(i),
             }
         }
         if matches!(c.phase, Phase::Draining) {

@@ -2,6 +2,7 @@
 //! touches the kernel, so failures read as advice rather than errno.
 
 pub mod neigh;
+pub mod nonblock;
 
 use std::ffi::CString;
 

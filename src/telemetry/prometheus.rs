@@ -326,11 +326,13 @@ fn respond(registry: &Registry, method: &str, path: &str) -> http::Reply {
 /// A minimal HTTP/1.x server for scrapes: one request per connection,
 /// `Connection: close`.
 mod http {
-    use std::io::{ErrorKind, Read, Write};
+    use std::io::{ErrorKind, Read};
     use std::time::{Duration, Instant};
 
     use mio::net::{TcpListener, TcpStream};
     use mio::{Events, Interest, Poll, Token};
+
+    use crate::sys::nonblock::{self, Flush};
 
     /// Scrapers connected at once; more wait in the listen backlog.
     pub const MAX_SCRAPERS: usize = 64;
@@ -509,21 +511,14 @@ mod http {
                 }
             }
             if matches!(c.phase, Phase::Writing) {
-                loop {
-                    match c.stream.write(&c.out[c.sent..]) {
-                        Ok(n) => {
-                            c.sent += n;
-                            if c.sent == c.out.len() {
-                                let _ = c.stream.shutdown(std::net::Shutdown::Write);
-                                c.out = Vec::new();
-                                c.phase = Phase::Draining;
-                                break;
-                            }
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(_) => return self.close(i),
+                match nonblock::flush(&mut c.stream, &c.out, &mut c.sent) {
+                    Flush::Done => {
+                        let _ = c.stream.shutdown(std::net::Shutdown::Write);
+                        c.out = Vec::new();
+                        c.phase = Phase::Draining;
                     }
+                    Flush::Blocked => return,
+                    Flush::Failed => return self.close(i),
                 }
             }
             if matches!(c.phase, Phase::Draining) {
