@@ -252,3 +252,129 @@ fn syn_flood_leaves_new_and_established_flows_working() {
     let summary = shunt.stop();
     assert!(flood_pkts >= 1_000_000, "flood too small to mean anything: {flood_pkts}\n{summary}");
 }
+
+/// Backends' `tx_failed` from `shunt stats --json`, summed over services.
+fn backend_tx_failed(sock: &Path) -> u64 {
+    let out = Command::new(SHUNT).args(["stats", "--json", "--socket"]).arg(sock).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let snap: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let backends =
+        snap["services"].as_array().unwrap().iter().flat_map(|s| s["backends"].as_array().unwrap());
+    backends.map(|b| b["tx_failed"].as_u64().unwrap()).sum()
+}
+
+/// One curl to the VIP: its exit code and how long it took.
+fn curl_once(timeout_s: u32) -> (i32, Duration) {
+    let t = Instant::now();
+    let out = ns_exec(
+        "shunt-client",
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-m",
+            &timeout_s.to_string(),
+            "--no-keepalive",
+            "http://10.0.100.1/",
+        ],
+    );
+    (out.status.code().unwrap_or(-1), t.elapsed())
+}
+
+/// A pool of one address (64,512 ports) taken by a short spoofed SYN flood:
+/// a real client's connection is then refused at once (RST), not left to
+/// time out, and `snat_exhausted` counts each refused flow once, however
+/// often its SYN is sent.
+#[test]
+fn snat_exhaustion_is_answered_and_counted_once_per_flow() {
+    let Some(_lab) = lab() else { return };
+    let (cfg, sock) = config("exhaust", "[conntrack]\nentries_per_worker = 262144");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("\"10.0.3.0/28\"", "\"10.0.3.1/32\"");
+    std::fs::write(&cfg, text).unwrap();
+    let shunt = Shunt::start(&cfg);
+    assert_eq!(curl_ok(3), 3);
+    // Flood until the pool runs dry (the rate depends on the machine's load).
+    let mut flood = Command::new("ip")
+        .args(["netns", "exec", "shunt-client", "timeout", "60", "hping3", "-S", "-p", "80", "--flood"])
+        .args(["--rand-source", "10.0.100.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counters(&sock).get("snat_exhausted").copied().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the flood never took the whole pool");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // SAFETY: kill(2) on our own child (timeout, which passes it on to hping3).
+    unsafe { libc::kill(flood.id() as i32, libc::SIGTERM) };
+    flood.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = counters(&sock);
+    // Real clients: each connection fails at once, refused.
+    let tries = 10;
+    for _ in 0..tries {
+        let (code, took) = curl_once(5);
+        assert_eq!(code, 7, "curl: connection refused (exit 7), not a timeout (28)");
+        assert!(took < Duration::from_secs(2), "refused in {took:?}");
+    }
+    // One flow's SYN sent five times: answered each time, counted once.
+    scapy(&format!(
+        r#"
+from scapy.all import *
+conf.verb = 0
+p = Ether(src="02:00:00:00:01:02", dst="{SH_CLI_MAC}")/IP(src="10.0.1.2", dst="10.0.100.1")/TCP(sport=41000, dport=80, flags="S", seq=77)
+ans = []
+t = AsyncSniffer(iface="cli0", filter="tcp and src host 10.0.100.1 and dst port 41000", prn=lambda x: ans.append(x))
+t.start()
+time.sleep(0.3)
+sendp([p] * 5, iface="cli0", inter=0.05)
+time.sleep(0.5)
+t.stop()
+rst = [x for x in ans if x[TCP].flags & 0x04 and x[TCP].ack == 78]
+assert len(rst) == 5, [x.summary() for x in ans]
+"#
+    ));
+    let after = counters(&sock);
+    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+    assert_eq!(delta("snat_exhausted"), tries + 1, "each refused flow once: {after:?}");
+    shunt.stop();
+}
+
+/// The backend side's link losing carrier: new connections fail while it
+/// is down, and the failure shows up as `link_down` drops and against the
+/// backends (`tx_failed`) instead of frames vanishing into the kernel; once
+/// the link is back, connections work again.
+#[test]
+fn backend_link_down_is_counted_per_backend() {
+    let Some(_lab) = lab() else { return };
+    let (cfg, sock) = config("linkdown", "[conntrack]\nentries_per_worker = 65536");
+    let shunt = Shunt::start(&cfg);
+    assert_eq!(curl_ok(3), 3);
+    let failed_before = backend_tx_failed(&sock);
+    let before = counters(&sock);
+    let link = |state: &str| {
+        let out = ns_exec("shunt-switch", &["ip", "link", "set", "sw-sh", state]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    link("down");
+    // The link state is read once a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let ok = curl_ok(5);
+    link("up");
+    let after = counters(&sock);
+    let failed = backend_tx_failed(&sock) - failed_before;
+    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+    assert_eq!(ok, 0, "no connection through a dead link");
+    // Carrier loss also flushes the kernel's neighbours on the link, so
+    // backend MACs go unresolved: both are backend-side transmit failures.
+    let lost = delta("link_down") + delta("next_hop_unresolved");
+    assert!(delta("link_down") > 0 && lost >= 5, "a SYN of each try at least: {after:?}");
+    assert_eq!(failed, lost, "every one counted against its backend");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while curl_ok(1) != 1 {
+        assert!(Instant::now() < deadline, "connections did not recover after the link came back");
+    }
+    shunt.stop();
+}

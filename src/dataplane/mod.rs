@@ -255,10 +255,18 @@ impl Dataplane {
         Ok(running)
     }
 
-    /// Re-reads every interface's MTU from the kernel; workers use a changed
-    /// value from their next packet on (no restart).
+    /// Re-reads every interface's MTU and link state from the kernel;
+    /// workers use a changed value from their next packet on (no restart).
     pub fn refresh_mtus(&self) {
         for (i, iface) in self.config.interfaces.iter().enumerate() {
+            let up = crate::sys::carrier(&iface.name);
+            if self.mtus.set_up(i, up) {
+                if up {
+                    tracing::info!(interface = %iface.name, "link up: transmitting again");
+                } else {
+                    tracing::warn!(interface = %iface.name, "link down (down, no carrier, or gone): frames for it are dropped and counted as link_down");
+                }
+            }
             let Some(mtu) = crate::sys::mtu(&iface.name) else { continue };
             if let Some(old) = self.mtus.set(i, mtu) {
                 tracing::info!(interface = %iface.name, old, mtu, "interface MTU changed");

@@ -16,8 +16,8 @@ use arc_swap::ArcSwap;
 use super::handoff::{Handed, Mesh, Outcome, Returned};
 use crate::pipeline::mtu::{frame_limit, LinkMtus};
 use crate::pipeline::services::Services;
-use crate::pipeline::{Batch, Ctx, DropReason, Pipeline, Verdict};
-use crate::telemetry::counters::WorkerCounters;
+use crate::pipeline::{Batch, Ctx, DropReason, FlowKind, Pipeline, Verdict};
+use crate::telemetry::counters::{WorkerCounters, WorkerStats};
 use crate::telemetry::latency::{Hists, Recorder};
 use crate::xsk::{Frame, Port, PortIo, WorkerXsk};
 
@@ -223,7 +223,7 @@ impl<P: PortIo> Worker<P> {
 
         crate::pipeline::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
         self.hand_over();
-        let sent = transmit(&mut self.xsk, &self.counters, &mut self.batch, &self.mtus);
+        let sent = transmit(&mut self.xsk, &self.counters, &self.ctx.stats, &mut self.batch, &self.mtus);
         self.recorder.latency(now_ns().saturating_sub(t0), u64::from(sent));
         self.recorder.batch(u64::from(n));
         n
@@ -334,7 +334,8 @@ impl<P: PortIo> Worker<P> {
                 }
             }
             n += self.returned.len as u32;
-            let sent = transmit(&mut self.xsk, &self.counters, &mut self.returned, &self.mtus);
+            let sent =
+                transmit(&mut self.xsk, &self.counters, &self.ctx.stats, &mut self.returned, &self.mtus);
             // Handed frames count once, when their source transmits them.
             self.recorder.latency(now_ns().saturating_sub(t0), u64::from(sent));
         }
@@ -395,20 +396,30 @@ impl<P: PortIo> Worker<P> {
 
 /// Puts forwarded packets on their egress TX rings and frees dropped ones.
 /// Packets still `Continue` are in flight elsewhere (handed over).
-/// Returns how many frames went to TX rings.
+/// Returns how many frames went to TX rings. Packets toward a backend that
+/// fail here are counted against it too (`tx_failed`).
 fn transmit<P: PortIo>(
     xsk: &mut WorkerXsk<P>,
     c: &WorkerCounters,
+    stats: &WorkerStats,
     batch: &mut Batch,
     mtus: &LinkMtus,
 ) -> u32 {
     let mut total = 0;
     for egress in 0..xsk.ports.len() {
         let forward = Verdict::Forward(egress as u8);
-        let mtu = mtus.get(xsk.ports[egress].interface_idx());
+        let iface = xsk.ports[egress].interface_idx();
+        let mtu = mtus.get(iface);
+        // A link without carrier drops in the kernel, where no counter of
+        // ours sees it: drop here, counted.
+        let up = mtus.is_up(iface);
         let mut wanted = 0u32;
         for i in 0..batch.len {
             if batch.pkts[i].verdict != forward {
+                continue;
+            }
+            if !up {
+                batch.pkts[i].verdict = Verdict::Drop(DropReason::LinkDown);
                 continue;
             }
             // Stages answer oversize packets they own with ICMP errors; what
@@ -466,10 +477,19 @@ fn transmit<P: PortIo>(
             }
         }
     }
-    for m in batch.metas() {
+    for (m, f) in batch.metas().iter().zip(&batch.flows) {
+        // A refused flow's first answer counts the refusal, sent or not.
+        if f.kind == FlowKind::Refused {
+            c.dropped(DropReason::SnatExhausted);
+        }
         if let Verdict::Drop(reason) = m.verdict {
             c.dropped(reason);
             xsk.pool.free(Frame::from_desc(m.addr));
+            let egress_failed =
+                matches!(reason, DropReason::TxRingFull | DropReason::FrameTooLarge | DropReason::LinkDown);
+            if egress_failed && f.kind == FlowKind::Original {
+                stats.tx_failed(f.service, f.backend);
+            }
         }
     }
     total
@@ -701,6 +721,75 @@ entries_per_worker = 4096
         settle(w);
         assert_eq!(w.xsk.ports[BE].sent_count, 64);
         assert_eq!(w.xsk.ports[BE].tx.len() + w.xsk.ports[BE].completion.len(), 0);
+        assert_conserved(w, 0, &w.mesh.clone());
+    }
+
+    /// Backend-side failures count against the backend: a full TX ring
+    /// above, a link without carrier here (dropped as `link_down`).
+    #[test]
+    fn egress_failures_count_against_the_backend() {
+        let cfg = config(1, 1024, 64);
+        let mut ws = workers(&cfg);
+        let w = &mut ws[0];
+        w.step();
+        let be_iface = w.xsk.ports[BE].interface_idx;
+        let failed =
+            |w: &Worker<FakePort>| w.ctx.stats.backends.iter().map(|b| b.tx_failed.get()).sum::<u64>();
+        w.xsk.ports[BE].sending = false;
+        for round in 0..4u16 {
+            for i in 0..48 {
+                w.xsk.ports[CLI].deliver(&syn(20000 + round * 64 + i));
+            }
+            w.step();
+        }
+        assert_eq!(failed(w), drops(w, DropReason::TxRingFull), "ring full: {}", failed(w));
+        assert!(failed(w) > 0);
+        w.xsk.ports[BE].sending = true;
+        w.xsk.ports[BE].send();
+        settle(w);
+        let before = failed(w);
+        w.mtus.set_up(be_iface, false);
+        for i in 0..10 {
+            w.xsk.ports[CLI].deliver(&syn(30000 + i));
+        }
+        settle(w);
+        assert_eq!(drops(w, DropReason::LinkDown), 10);
+        assert_eq!(failed(w) - before, 10);
+        w.mtus.set_up(be_iface, true);
+        let sent = w.counters.tx_packets.get();
+        w.xsk.ports[CLI].deliver(&syn(40000));
+        settle(w);
+        assert_eq!(w.counters.tx_packets.get(), sent + 1, "sends again once the link is up");
+        assert_conserved(w, 0, &w.mesh.clone());
+    }
+
+    /// With the SNAT pool taken, each new flow is answered (an RST back out
+    /// the client port) and counted once, retransmissions included.
+    #[test]
+    fn refused_flows_are_answered_and_counted_once() {
+        let cfg = config(1, 512, 128);
+        let mut ws = workers(&cfg);
+        let w = &mut ws[0];
+        w.step();
+        w.xsk.ports[CLI].keep_sent = true;
+        let mut h = 0u64;
+        while w.ctx.snat[0].alloc(h).is_some() {
+            h += 1;
+        }
+        for _ in 0..3 {
+            w.xsk.ports[CLI].deliver(&syn(5000));
+            settle(w);
+        }
+        w.xsk.ports[CLI].deliver(&syn(5001));
+        settle(w);
+        assert_eq!(drops(w, DropReason::SnatExhausted), 2, "two flows refused");
+        let answers = &w.xsk.ports[CLI].sent;
+        assert_eq!(answers.len(), 4, "every SYN answered");
+        for a in answers {
+            let p = SlicedPacket::from_ethernet(a).unwrap();
+            let Some(TransportSlice::Tcp(t)) = p.transport else { panic!("not TCP") };
+            assert!(t.rst() && t.ack() && t.acknowledgment_number() == 1001);
+        }
         assert_conserved(w, 0, &w.mesh.clone());
     }
 

@@ -21,8 +21,8 @@ pub mod siit;
 pub use addr::{Eam, EamError, EamTable, Mapper, Prefix64, WELL_KNOWN_PREFIX};
 pub use fast::{bound_4to6, bound_6to4, Bound};
 pub use siit::{
-    build_time_exceeded, build_too_big, translate_4to6, translate_6to4, Config, Drop, RouterAddrs,
-    UdpZeroChecksum,
+    build_admin_prohibited, build_time_exceeded, build_too_big, translate_4to6, translate_6to4, Config, Drop,
+    RouterAddrs, UdpZeroChecksum,
 };
 
 use crate::wire::checksum::{checksum, l4_checksum_v4, l4_checksum_v6};

@@ -1098,6 +1098,22 @@ pub fn build_time_exceeded(
     build_error(buf, start, len, router, (11, 0, [0; 4]), (3, 0, [0; 4]))
 }
 
+/// Builds an ICMP "administratively prohibited" error back to the sender of
+/// the frame, in its own family, like [`build_too_big`]: for a new flow the
+/// dataplane refuses (no SNAT port left).
+//= https://www.rfc-editor.org/rfc/rfc1812#section-5.2.7.1
+//# 13 = Communication Administratively Prohibited
+//= https://www.rfc-editor.org/rfc/rfc4443#section-3.1
+//# 1 - Communication with destination administratively prohibited
+pub fn build_admin_prohibited(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    router: &RouterAddrs,
+) -> Result<(usize, usize), Drop> {
+    build_error(buf, start, len, router, (3, 13, [0; 4]), (1, 1, [0; 4]))
+}
+
 type IcmpHead = (u8, u8, [u8; 4]);
 
 fn build_error(

@@ -37,6 +37,7 @@ drop_reasons! {
     Martian => "martian", "Impossible source address, foreign destination MAC, or bad/source-route IPv4 options.";
     WrongSide => "wrong_side", "Reply-direction packet not from the flow's backend-side interface and next hop.";
     RateLimited => "rate_limited", "New flow over the configured new-flow rate (global or per source).";
+    LinkDown => "link_down", "The egress interface is down, has no carrier, or is gone.";
 }
 
 /// Where a packet goes after the current stage.

@@ -253,6 +253,9 @@ pub enum FlowKind {
     /// An ICMP error the dataplane generated about this packet: back out
     /// the port it came in on, to the MAC it came from.
     Bounce,
+    /// A bounce that answers a new flow refused for want of an SNAT port,
+    /// the flow's first refusal (the worker counts it as `snat_exhausted`).
+    Refused,
 }
 
 #[cfg(test)]

@@ -46,12 +46,13 @@ impl Stage for L2Stage {
                 {
                     Some(mac) => (self.egress, self.egress_mac, mac),
                     None => {
+                        ctx.stats.tx_failed(p.flow.service, p.flow.backend);
                         p.meta.verdict = Verdict::Drop(DropReason::NextHopUnresolved);
                         return;
                     }
                 },
                 FlowKind::Reply => (self.return_egress, self.return_mac, self.return_dst_mac),
-                FlowKind::Bounce => {
+                FlowKind::Bounce | FlowKind::Refused => {
                     // The error generator already addressed the frame to its
                     // sender's MAC; leave by the port it came in on.
                     let port = p.meta.ingress;

@@ -11,6 +11,7 @@ use super::flow::{
     proto, BackendId, EntryFlags, Family, FlowKey, FlowKind, FlowMeta, NatBinding, ServiceId, Xlat,
 };
 use super::maglev::client_hash;
+use super::refusal;
 use super::rewrite::related;
 use super::services::Services;
 use super::snat;
@@ -330,6 +331,7 @@ impl Stage for MaglevStage {
     }
 
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
+        let mut refused = false;
         for i in 0..batch.len.min(MAX_BATCH as usize) {
             let m = &mut batch.pkts[i];
             if m.pipeline != pipeline || m.verdict != Verdict::Continue {
@@ -353,6 +355,14 @@ impl Stage for MaglevStage {
                     ctx.stats.flow_started(f.service, f.backend);
                     ctx.stats.packet(f.service, f.backend, m.len);
                 }
+                Err(DropReason::SnatExhausted) => {
+                    // Answered below (the answer may need the whole frame);
+                    // a retransmission of a refused flow is answered again
+                    // but not counted again.
+                    let first = ctx.refusals.first(f.hash, ctx.now);
+                    f.kind = if first { FlowKind::Refused } else { FlowKind::Bounce };
+                    refused = true;
+                }
                 Err(reason) => {
                     if reason == DropReason::Untranslatable {
                         // Both of flow creation's: no prefix to map into.
@@ -361,6 +371,15 @@ impl Stage for MaglevStage {
                     m.verdict = Verdict::Drop(reason);
                 }
             }
+        }
+        if refused {
+            batch.for_each_frame(pipeline, |mut p| {
+                let refused = matches!(p.flow.kind, FlowKind::Refused | FlowKind::Bounce);
+                if refused && !refusal::answer(&mut p) {
+                    p.flow.kind = FlowKind::Unknown;
+                    p.meta.verdict = Verdict::Drop(DropReason::SnatExhausted);
+                }
+            });
         }
     }
 }

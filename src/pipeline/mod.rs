@@ -18,6 +18,7 @@ pub mod maglev;
 pub mod mtu;
 pub mod nat;
 pub mod ratelimit;
+pub mod refusal;
 pub mod registry;
 pub mod rewrite;
 pub mod services;
@@ -59,6 +60,8 @@ pub struct Ctx {
     pub workers: u16,
     /// New-flow rate limits (none unless the config sets them).
     pub limiter: ratelimit::FlowLimiter,
+    /// Flows recently refused for want of an SNAT port (counted once each).
+    pub refusals: refusal::Refusals,
 }
 
 impl Ctx {
@@ -78,6 +81,7 @@ impl Ctx {
             worker,
             workers,
             limiter: ratelimit::FlowLimiter::unlimited(),
+            refusals: refusal::Refusals::default(),
         };
         ctx.install(services);
         ctx

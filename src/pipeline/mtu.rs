@@ -1,22 +1,37 @@
-//! Each interface's L3 MTU as the workers see it. The control thread reads
-//! the kernel's value (sysfs) once a second and stores it here when it
-//! changes; workers load it with a relaxed atomic read per oversize check,
-//! so an MTU change takes effect without a restart, and the fast path takes
-//! no lock and makes no syscall.
+//! Each interface's L3 MTU and link state as the workers see them. The
+//! control thread reads the kernel's values (sysfs) once a second and
+//! stores them here when they change; workers load them with relaxed
+//! atomic reads, so an MTU change or a link going down takes effect without
+//! a restart, and the fast path takes no lock and makes no syscall.
 
-use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// The MTU assumed for an interface the kernel says nothing about.
 pub const DEFAULT_MTU: u16 = 1500;
 
-/// L3 MTUs indexed like `Config::interfaces`.
+/// L3 MTUs and link states indexed like `Config::interfaces`.
 #[derive(Debug)]
-pub struct LinkMtus(Box<[AtomicU16]>);
+pub struct LinkMtus(Box<[AtomicU16]>, Box<[AtomicBool]>);
 
 impl LinkMtus {
+    /// Every link starts up (until the control thread reads otherwise).
     pub fn new(mtus: impl IntoIterator<Item = u16>) -> Arc<LinkMtus> {
-        Arc::new(LinkMtus(mtus.into_iter().map(AtomicU16::new).collect()))
+        let mtus: Box<[AtomicU16]> = mtus.into_iter().map(AtomicU16::new).collect();
+        let up = mtus.iter().map(|_| AtomicBool::new(true)).collect();
+        Arc::new(LinkMtus(mtus, up))
+    }
+
+    /// Whether interface `iface` can transmit: up, with carrier, present
+    /// (true when unknown).
+    #[inline]
+    pub fn is_up(&self, iface: usize) -> bool {
+        self.1.get(iface).is_none_or(|u| u.load(Relaxed))
+    }
+
+    /// Stores a link state; returns true when it changed.
+    pub fn set_up(&self, iface: usize, up: bool) -> bool {
+        self.1.get(iface).is_some_and(|cell| cell.swap(up, Relaxed) != up)
     }
 
     /// The MTU of interface `iface` ([`DEFAULT_MTU`] when unknown).
@@ -62,6 +77,10 @@ mod tests {
         assert_eq!(m.get(1), 9000);
         assert_eq!(m.get(7), DEFAULT_MTU);
         assert_eq!(m.set(7, 1400), None);
+        assert!(m.is_up(1) && m.is_up(7));
+        assert!(m.set_up(1, false));
+        assert!(!m.set_up(1, false));
+        assert!(!m.is_up(1) && m.is_up(0));
     }
 
     #[test]

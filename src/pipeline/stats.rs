@@ -49,6 +49,9 @@ pub struct FlowStats {
     pub active_flows: Counter,
     /// Gauge: of those, flows in a closing TCP state (ipvsadm's InActConn).
     pub closing_flows: Counter,
+    /// Packets toward the backend that could not be sent: no next-hop MAC,
+    /// egress link down, TX ring full, longer than the egress MTU.
+    pub tx_failed: Counter,
 }
 
 /// One worker's per-service and per-backend stats, indexed by stable id.
@@ -118,6 +121,20 @@ impl WorkerStats {
         if let Some(b) = backend.and_then(|b| self.backends.get(b.index())) {
             b.packets.add(1);
             b.bytes.add(u64::from(bytes));
+        }
+    }
+
+    /// A packet toward `backend` (of `service`) failed to leave.
+    #[inline]
+    pub fn tx_failed(&self, service: Option<ServiceId>, backend: Option<BackendId>) {
+        for s in [
+            service.and_then(|s| self.services.get(s.index())),
+            backend.and_then(|b| self.backends.get(b.index())),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            s.tx_failed.add(1);
         }
     }
 

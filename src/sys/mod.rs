@@ -80,6 +80,12 @@ pub fn mtu(name: &str) -> Option<u16> {
     std::fs::read_to_string(format!("/sys/class/net/{name}/mtu")).ok()?.trim().parse().ok()
 }
 
+/// Whether the interface can carry frames: it exists, is up, and has
+/// carrier (sysfs `carrier` reads 1; reading it fails while it is down).
+pub fn carrier(name: &str) -> bool {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/carrier")).is_ok_and(|s| s.trim() == "1")
+}
+
 /// Runs the calling thread under SCHED_FIFO at `priority` (1..=99).
 pub fn set_realtime(priority: u8) -> std::io::Result<()> {
     let param = libc::sched_param { sched_priority: i32::from(priority) };

@@ -180,7 +180,7 @@ impl Collector for ShuntCollector {
 
         let mut svc: [Vec<(Labels, u64)>; 3] = Default::default();
         let mut svc_active = Vec::new();
-        let mut be: [Vec<(Labels, u64)>; 3] = Default::default();
+        let mut be: [Vec<(Labels, u64)>; 4] = Default::default();
         let mut be_active = Vec::new();
         for s in &snap.services {
             let l = vec![("service", s.name.clone())];
@@ -193,6 +193,7 @@ impl Collector for ShuntCollector {
                 be[0].push((l.clone(), b.traffic.packets));
                 be[1].push((l.clone(), b.traffic.bytes));
                 be[2].push((l.clone(), b.traffic.new_flows));
+                be[3].push((l.clone(), b.traffic.tx_failed));
                 be_active.push((l, b.traffic.active_flows));
             }
         }
@@ -204,6 +205,12 @@ impl Collector for ShuntCollector {
         counter(&mut e, "shunt_backend_bytes", "bytes of the backend's flows", &be[1])?;
         counter(&mut e, "shunt_backend_new_flows", "flows created", &be[2])?;
         gauge(&mut e, "shunt_backend_active_flows", "flows alive in conntrack", &be_active)?;
+        counter(
+            &mut e,
+            "shunt_backend_tx_failed",
+            "packets toward the backend that failed to leave (no next-hop MAC, link down, TX ring full, over the MTU)",
+            &be[3],
+        )?;
 
         let xdp: Vec<(Labels, u64)> = snap
             .xdp

@@ -64,6 +64,10 @@ pub struct Traffic {
     /// Of the active flows, those closing (FIN seen, TIME_WAIT, CLOSE).
     #[serde(default)]
     pub inactive_flows: i64,
+    /// Packets toward the backend(s) that failed to leave (no next-hop
+    /// MAC, link down, TX ring full, over the egress MTU).
+    #[serde(default)]
+    pub tx_failed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -113,6 +117,7 @@ fn sum<'a>(blocks: impl Iterator<Item = Option<&'a FlowStats>>) -> Traffic {
         t.new_flows += s.new_flows.get();
         t.active_flows += s.active_flows.get_signed();
         t.inactive_flows += s.closing_flows.get_signed();
+        t.tx_failed += s.tx_failed.get();
     }
     t
 }
@@ -283,8 +288,8 @@ impl Snapshot {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<28} {:>7} {:>14} {:>14} {:>10} {:>8}",
-            "service / backend", "weight", "packets", "bytes", "new_flows", "active"
+            "{:<28} {:>7} {:>14} {:>14} {:>10} {:>8} {:>10}",
+            "service / backend", "weight", "packets", "bytes", "new_flows", "active", "tx_failed"
         );
         for (si, s) in self.services.iter().enumerate() {
             let pk =
@@ -292,11 +297,12 @@ impl Snapshot {
             let by = rate(s.traffic.bytes, &|p: &Snapshot| p.services.get(si).map_or(0, |x| x.traffic.bytes));
             let _ = writeln!(
                 out,
-                "{:<28} {:>7} {pk} {by} {:>10} {:>8}",
+                "{:<28} {:>7} {pk} {by} {:>10} {:>8} {:>10}",
                 format!("{} {}/{}", s.name, endpoint_str(&s.vip, s.port), s.protocol),
                 "",
                 s.traffic.new_flows,
-                s.traffic.active_flows
+                s.traffic.active_flows,
+                s.traffic.tx_failed
             );
             for (bi, b) in s.backends.iter().enumerate() {
                 let get = |p: &Snapshot| p.services.get(si).and_then(|x| x.backends.get(bi)).cloned();
@@ -304,11 +310,12 @@ impl Snapshot {
                 let by = rate(b.traffic.bytes, &|p: &Snapshot| get(p).map_or(0, |x| x.traffic.bytes));
                 let _ = writeln!(
                     out,
-                    "  {:<26} {:>7} {pk} {by} {:>10} {:>8}",
+                    "  {:<26} {:>7} {pk} {by} {:>10} {:>8} {:>10}",
                     endpoint_str(&b.addr, b.port),
                     b.weight,
                     b.traffic.new_flows,
-                    b.traffic.active_flows
+                    b.traffic.active_flows,
+                    b.traffic.tx_failed
                 );
             }
         }

@@ -1,0 +1,173 @@
+//! Golden tests for refused new flows: once the SNAT pool has no free port,
+//! a new TCP flow's SYN is answered with an RST from the VIP (RFC 9293
+//! §3.10.7.1, as a closed port answers), a new UDP flow with ICMP
+//! "administratively prohibited" (ICMPv4 3/13, ICMPv6 1/1) quoting the
+//! datagram, both back out the port they came in on, so the client fails
+//! at once. Expected frames are built with etherparse; checksums re-checked
+//! with the textbook RFC 1071 sum.
+
+use etherparse::PacketBuilder;
+use shunt::pipeline::build::PortInfo;
+use shunt::pipeline::snat::FIRST_PORT;
+use shunt::pipeline::Verdict;
+
+use shunt_testkit::frames::{csum, hex, ones_sum, set_v4, w};
+use shunt_testkit::{Fixture, Harness};
+
+const PORT0_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 0];
+const PORT1_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 1];
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 9, 9];
+
+const CLIENT: [u8; 4] = [10, 0, 1, 2];
+const VIP: [u8; 4] = [10, 0, 100, 1];
+const CLIENT6: [u8; 16] = [0xfd, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const VIP6: [u8; 16] = [0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
+/// Ports of a one-address pool in a one-worker harness.
+const POOL_PORTS: u32 = 65536 - FIRST_PORT as u32;
+
+/// `pipelines/l4lb.toml` with one backend per VIP, SNAT to one address per
+/// family, the given protocol on port 80.
+fn lb(protocol: &str) -> Harness {
+    let config = Fixture::load("l4lb")
+        .truncate("service.*.backends", 1)
+        .set("service.*.protocol", protocol)
+        .set("service.*.maglev_table_size", 251)
+        .set("service.web.snat_pool", "10.0.3.7/32")
+        .set("service.web6.snat_pool", "fd00:3::7/128")
+        .pin_backend_macs()
+        .set("conntrack.entries_per_worker", 262_144)
+        .config();
+    let ports = [
+        PortInfo { interface: 0, mac: PORT0_MAC, mtu: 1500 },
+        PortInfo { interface: 1, mac: PORT1_MAC, mtu: 1500 },
+    ];
+    Harness::new(&config, Some(&ports)).unwrap()
+}
+
+/// A new flow's first packet from the client: a TCP SYN (seq 1000, an MSS
+/// option) or a UDP datagram from client `n` of many (each its own address).
+fn first_packet(tcp: bool, v6: bool, n: u32, src_port: u16) -> Vec<u8> {
+    let e = PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC);
+    let b = n.to_be_bytes();
+    let ip = if v6 {
+        let mut src = CLIENT6;
+        src[12..16].copy_from_slice(&b);
+        src[11] = 1;
+        e.ipv6(src, VIP6, 64)
+    } else {
+        e.ipv4([11, b[2], b[3], 1], VIP, 64)
+    };
+    w(|v| {
+        if tcp {
+            let t = ip.tcp(src_port, 80, 1000, 64240).syn();
+            t.options(&[etherparse::TcpOptionElement::MaximumSegmentSize(1460)])
+                .unwrap()
+                .write(v, &[])
+                .unwrap()
+        } else {
+            ip.udp(src_port, 80).write(v, b"hello").unwrap()
+        }
+    })
+}
+
+/// Takes every port of the pool with distinct new flows; all are forwarded.
+fn exhaust(h: &mut Harness, tcp: bool, v6: bool) {
+    let frames: Vec<Vec<u8>> =
+        (0..POOL_PORTS).map(|i| first_packet(tcp, v6, i, 1024 + (i % 60000) as u16)).collect();
+    let mut forwarded = 0;
+    for chunk in frames.chunks(64) {
+        h.run(chunk, |_, v, _| forwarded += usize::from(v == Verdict::Forward(1)));
+    }
+    assert_eq!(forwarded, POOL_PORTS as usize, "every port handed out once");
+    assert!(h.ctx.snat.iter().any(|p| p.available() == 0), "one pool empty");
+}
+
+fn client_syn(v6: bool) -> Vec<u8> {
+    let e = PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC);
+    let ip = if v6 { e.ipv6(CLIENT6, VIP6, 64) } else { e.ipv4(CLIENT, VIP, 64) };
+    w(|v| {
+        ip.tcp(50000, 80, 1000, 64240)
+            .syn()
+            .options(&[etherparse::TcpOptionElement::MaximumSegmentSize(1460)])
+            .unwrap()
+            .write(v, &[])
+            .unwrap()
+    })
+}
+
+#[test]
+fn refused_tcp_syn_gets_an_rst_from_the_vip_v4() {
+    let mut h = lb("tcp");
+    let syn = client_syn(false);
+    // Before exhaustion the same SYN opens a flow (the test can fail).
+    let mut fresh = lb("tcp");
+    assert_eq!(fresh.run_one(&syn).0, Verdict::Forward(1));
+    exhaust(&mut h, true, false);
+    let (verdict, out) = h.run_one(&syn);
+    // <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>: the SYN counts one.
+    let mut want = w(|v| {
+        PacketBuilder::ethernet2(PORT0_MAC, CLIENT_MAC)
+            .ipv4(VIP, CLIENT, 64)
+            .tcp(80, 50000, 0, 0)
+            .rst()
+            .ack(1001)
+            .write(v, &[])
+            .unwrap()
+    });
+    set_v4(&mut want, 14, 0, 0x4000);
+    assert_eq!(verdict, Verdict::Forward(0), "back out the ingress port");
+    assert!(out == want, "\n got  {}\n want {}", hex(&out), hex(&want));
+    assert_eq!(csum(&out[14..34]), 0, "IPv4 header checksum");
+    let pseudo = [&VIP[..], &CLIENT[..], &[0, 6, 0, 20]].concat();
+    assert_eq!(!ones_sum(&out[34..], u64::from(ones_sum(&pseudo, 0))), 0, "TCP checksum");
+    // A retransmission is answered again, still without a port.
+    assert_eq!(h.run_one(&syn), (verdict, out));
+}
+
+#[test]
+fn refused_tcp_syn_gets_an_rst_from_the_vip_v6() {
+    let mut h = lb("tcp");
+    exhaust(&mut h, true, true);
+    let (verdict, out) = h.run_one(&client_syn(true));
+    let want = w(|v| {
+        PacketBuilder::ethernet2(PORT0_MAC, CLIENT_MAC)
+            .ipv6(VIP6, CLIENT6, 64)
+            .tcp(80, 50000, 0, 0)
+            .rst()
+            .ack(1001)
+            .write(v, &[])
+            .unwrap()
+    });
+    assert_eq!(verdict, Verdict::Forward(0));
+    assert!(out == want, "\n got  {}\n want {}", hex(&out), hex(&want));
+}
+
+#[test]
+fn refused_udp_flow_gets_admin_prohibited_from_the_vip() {
+    for v6 in [false, true] {
+        let mut h = lb("udp");
+        exhaust(&mut h, false, v6);
+        let e = PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC);
+        let q = if v6 {
+            w(|v| e.ipv6(CLIENT6, VIP6, 64).udp(40000, 80).write(v, b"query").unwrap())
+        } else {
+            w(|v| e.ipv4(CLIENT, VIP, 64).udp(40000, 80).write(v, b"query").unwrap())
+        };
+        let (verdict, out) = h.run_one(&q);
+        let quote = &q[14..];
+        let mut want = w(|v| {
+            let e = PacketBuilder::ethernet2(PORT0_MAC, CLIENT_MAC);
+            if v6 {
+                e.ipv6(VIP6, CLIENT6, 64).icmpv6_raw(1, 1, [0; 4]).write(v, quote).unwrap()
+            } else {
+                e.ipv4(VIP, CLIENT, 64).icmpv4_raw(3, 13, [0; 4]).write(v, quote).unwrap()
+            }
+        });
+        if !v6 {
+            set_v4(&mut want, 14, 0, 0); // Shunt's errors carry ID 0 and no DF
+        }
+        assert_eq!(verdict, Verdict::Forward(0), "v6 {v6}");
+        assert!(out == want, "v6 {v6}\n got  {}\n want {}", hex(&out), hex(&want));
+    }
+}
