@@ -11,6 +11,7 @@ pub mod classify;
 pub mod conntrack;
 pub mod detail;
 pub mod flow;
+pub mod frag;
 pub mod l2;
 pub mod l2fwd;
 pub mod lb;
@@ -59,6 +60,8 @@ pub struct Ctx {
     pub workers: u16,
     /// New-flow rate limits (none unless the config sets them).
     pub limiter: ratelimit::FlowLimiter,
+    /// Datagrams whose later fragments are expected (shallow reassembly).
+    pub frag: frag::FragTable,
 }
 
 impl Ctx {
@@ -78,6 +81,7 @@ impl Ctx {
             worker,
             workers,
             limiter: ratelimit::FlowLimiter::unlimited(),
+            frag: frag::FragTable::new(frag::FragLimits::default()),
         };
         ctx.install(services);
         ctx
@@ -145,4 +149,5 @@ pub fn housekeeping(ctx: &mut Ctx, expire_budget: usize) {
     lb::reap(ctx);
     ctx.conntrack.expire_step(ctx.now, expire_budget);
     lb::reap(ctx);
+    ctx.frag.expire(ctx.now);
 }
