@@ -630,15 +630,22 @@ fn truncated_tcp_header_is_malformed() {
 }
 
 #[test]
-fn ipv4_fragment_is_dropped() {
+fn ipv4_first_fragment_opens_its_flow_unless_misaligned() {
     let mut h = lb();
+    // First fragment: offset 0, More Fragments set (RFC 791). 20 + 16 data
+    // bytes: not a multiple of 8, which only a last fragment may be.
     let mut f = build(&client_pkt(&web(), v4("198.51.100.7"), 40000, L4::Syn, b"0123456789abcdef"));
-    // First fragment: offset 0, More Fragments set (RFC 791). Its ports are
-    // readable, so it classifies to the VIP's pipeline, and conntrack refuses it.
     f[20] = 0x20;
     f[21] = 0;
     fix_ipv4_header_checksum(&mut f);
-    assert_eq!(h.run_one(&f).0, Verdict::Drop(DropReason::Fragment));
+    assert_eq!(h.run_one(&f).0, Verdict::Drop(DropReason::FragmentBogus));
+    // 20 + 20: its ports open the flow like a whole SYN's (tests/frag_golden.rs
+    // follows the later fragments).
+    let mut f = build(&client_pkt(&web(), v4("198.51.100.7"), 40000, L4::Syn, b"0123456789abcdefghij"));
+    f[20] = 0x20;
+    f[21] = 0;
+    fix_ipv4_header_checksum(&mut f);
+    assert_eq!(h.run_one(&f).0, Verdict::Forward(BE_PORT));
 }
 
 #[test]

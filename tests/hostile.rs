@@ -553,32 +553,31 @@ fn v4_fragment(sport: u16, more: bool, offset8: u16, ident: u16, payload_len: us
 }
 
 #[test]
-fn fragments_are_dropped_without_state() {
+fn hostile_fragments_are_dropped_and_create_no_flow() {
     let mut lb = Lb::new();
     let before = lb.h.ctx.conntrack.len();
-    // First fragment (MF, offset 0): has ports, classifies to the service;
-    // conntrack refuses fragments (no reassembly): `fragment`.
-    lb.expect_drop(&v4_fragment(50, true, 0, 7, 64), DropReason::Fragment, "first fragment");
-    let later = lb.unclassified_drop(DropReason::Fragment);
-    // Middle and last fragments: no L4 header, so no port, so the classifier
-    // cannot match the (VIP, TCP, 80) service: `no_route`.
-    lb.expect_drop(&v4_fragment(50, true, 10, 7, 64), later, "middle fragment");
-    lb.expect_drop(&v4_fragment(50, false, 20, 7, 64), later, "last fragment");
-    // Overlapping (offset 1 overlaps the first's 84 bytes), duplicate first,
-    // and a tiny first fragment (8 bytes: too short for TCP's ports+flags).
-    lb.expect_drop(&v4_fragment(50, true, 1, 7, 64), later, "overlapping fragment");
-    lb.expect_drop(&v4_fragment(50, true, 0, 7, 64), DropReason::Fragment, "duplicate first");
+    // First fragment of 20 + 64 bytes with MF set: only a last fragment may
+    // be other than a multiple of 8 (RFC 8200 §4.5, RFC 791).
+    lb.expect_drop(&v4_fragment(50, true, 0, 7, 64), DropReason::FragmentBogus, "misaligned first");
+    // Later fragments carry no port: without the classifier shortcut they
+    // match no route (XDP redirects them by a fragment key; see xdp-redirect/).
+    let later = lb.unclassified_drop(DropReason::FragmentBogus);
+    // Offset 8 lands inside the TCP header: the tiny-offset overlap that
+    // rewrites ports and flags after a filter passed the first (RFC 3128).
+    lb.expect_drop(&v4_fragment(50, true, 1, 7, 64), later, "offset inside the TCP header");
+    // A fragment ending past 65535 bytes (the "ping of death").
+    lb.expect_drop(&v4_fragment(50, false, 8190, 7, 64), later, "past 65535");
+    // A first fragment too short for TCP's ports and flags (RFC 1858).
     let mut tiny = v4_fragment(50, true, 0, 8, 0);
     tiny.truncate(14 + 20 + 8);
     tiny[16..18].copy_from_slice(&28u16.to_be_bytes());
     fix_ipv4_csum(&mut tiny, 14);
     lb.expect_drop(&tiny, DropReason::Malformed, "tiny first fragment");
-    // IPv6 fragments: the fixed header says 44, not TCP: `no_route` towards
-    // the VIP (XDP passes them to the kernel)...
+    // IPv6 fragments of 28 bytes with M set: misaligned, towards the VIP...
     let frag_first = [6u8, 0, 0x00, 0x01, 0, 0, 0, 42];
     let frag_later = [6u8, 0, 0x00, 0x19, 0, 0, 0, 42];
     lb.expect_drop(&with_ext(syn6(51), 44, &frag_first), later, "v6 first fragment to VIP");
-    // ...and `fragment` towards the SNAT pool, where the parser sees them.
+    // ...and towards the SNAT pool, where the parser always sees them.
     let to_pool = |fh: &[u8]| {
         let f = frame_mac(
             BACKEND_MAC,
@@ -592,9 +591,10 @@ fn fragments_are_dropped_without_state() {
         );
         with_ext(f, 44, fh)
     };
-    lb.expect_drop(&to_pool(&frag_first), DropReason::Fragment, "v6 first fragment to pool");
-    lb.expect_drop(&to_pool(&frag_later), DropReason::Fragment, "v6 later fragment to pool");
-    // IPv4 later fragment to the pool.
+    lb.expect_drop(&to_pool(&frag_first), DropReason::FragmentBogus, "v6 first fragment to pool");
+    lb.expect_drop(&to_pool(&frag_later), DropReason::FragmentBogus, "v6 later fragment to pool");
+    // A plausible IPv4 later fragment to the pool with no first: held (a
+    // copy, bounded), then dropped when its entry times out.
     let mut f = frame_mac(
         BACKEND_MAC,
         BE_PORT_MAC,
@@ -607,7 +607,12 @@ fn fragments_are_dropped_without_state() {
     );
     f[20..22].copy_from_slice(&0x0005u16.to_be_bytes());
     fix_ipv4_csum(&mut f, 14);
-    lb.expect_drop(&f, DropReason::Fragment, "v4 later fragment to pool");
+    lb.expect(&f, Verdict::Consumed, "v4 later fragment to pool, held");
+    assert_eq!(lb.h.ctx.frag.held(), 1);
+    lb.h.ctx.now += 60;
+    lb.h.run_one(&v4_fragment(50, true, 0, 7, 64));
+    assert_eq!(lb.h.ctx.frag.held(), 0, "timed out");
+    assert_eq!(lb.h.ctx.frag.take_counts().held_expired, 1);
     assert_eq!(lb.h.ctx.conntrack.len(), before, "fragments create no state");
 }
 

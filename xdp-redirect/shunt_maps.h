@@ -19,7 +19,13 @@
  * IPv4-mapped (::ffff:a.b.c.d) so one map serves both families. port is in
  * network byte order; port 0 matches any port of (address, protocol) and
  * protocol 0 matches any protocol on the address.
+ *
+ * pad = SHUNT_MATCH_FRAGMENT (port 0): non-first IP fragments to (address,
+ * protocol). They carry no port; Shunt finds their flow from the first
+ * fragment (shallow virtual reassembly).
  */
+#define SHUNT_MATCH_FRAGMENT 1
+
 struct shunt_match_key {
 	__u8 addr[16];
 	__u8 proto;

@@ -66,6 +66,18 @@ static __always_inline int pass(__u32 reason)
 	return XDP_PASS;
 }
 
+/* A non-first fragment to an address and protocol a service listens on. */
+static __always_inline int fragment_matched(struct shunt_match_key *key)
+{
+	int hit;
+
+	key->pad = SHUNT_MATCH_FRAGMENT;
+	key->port = 0;
+	hit = bpf_map_lookup_elem(&shunt_match, key) != NULL;
+	key->pad = 0;
+	return hit;
+}
+
 /* Exact (addr, proto, port), then (addr, proto, any port), then (addr, any). */
 static __always_inline int matched(struct shunt_match_key *key, __be16 port)
 {
@@ -248,6 +260,8 @@ int shunt_redirect(struct xdp_md *ctx)
 					goto redirect;
 			}
 			port = dst_port(l4, end, ip->protocol);
+		} else if (fragment_matched(&key)) {
+			goto redirect;
 		}
 		if (!matched(&key, port))
 			return pass(SHUNT_CNT_PASSED);
@@ -274,6 +288,8 @@ int shunt_redirect(struct xdp_md *ctx)
 		}
 		if (upper != 0xff && !later)
 			port = dst_port(l4, end, upper);
+		if (later && fragment_matched(&key))
+			goto redirect;
 		if (!matched(&key, port))
 			return pass(SHUNT_CNT_PASSED);
 	} else {

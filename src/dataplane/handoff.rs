@@ -35,6 +35,8 @@ pub enum Outcome {
     /// Transmit on this interface (index into `Config::interfaces`).
     Transmit(u16),
     Drop(DropReason),
+    /// The owner kept a copy (a held fragment): free the frame, count nothing.
+    Consumed,
 }
 
 #[derive(Debug)]

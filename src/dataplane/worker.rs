@@ -66,6 +66,9 @@ pub struct Worker<P: PortIo = Port> {
     pub mtus: Arc<LinkMtus>,
 }
 
+/// Where a replayed fragment starts in its frame (the kernel's XDP headroom).
+const REPLAY_HEADROOM: u64 = 256;
+
 /// Conntrack slots scanned for expiry per batch: amortised, never a sweep.
 const EXPIRE_BUDGET: usize = 64;
 
@@ -226,7 +229,24 @@ impl<P: PortIo> Worker<P> {
         let sent = transmit(&mut self.xsk, &self.counters, &self.ctx.stats, &mut self.batch, &self.mtus);
         self.recorder.latency(now_ns().saturating_sub(t0), u64::from(sent));
         self.recorder.batch(u64::from(n));
+        self.replay_held();
         n
+    }
+
+    /// Fragments held until their first fragment came, copied back into
+    /// frames of ours and run through the pipelines like received ones.
+    fn replay_held(&mut self) {
+        while self.ctx.frag.has_ready() {
+            let pool = &mut self.xsk.pool;
+            let alloc = || pool.alloc().map(|f| f.into_desc() + REPLAY_HEADROOM);
+            if crate::pipeline::frag::reinject(&mut self.ctx, &mut self.batch, alloc) == 0 {
+                // No free frame now: they wait for the next pass (or time out).
+                return;
+            }
+            crate::pipeline::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
+            self.hand_over();
+            transmit(&mut self.xsk, &self.counters, &mut self.batch, &self.mtus);
+        }
     }
 
     /// Passes packets whose flow another worker owns to that worker.
@@ -285,6 +305,7 @@ impl<P: PortIo> Worker<P> {
                         None => Outcome::Drop(DropReason::NoRoute),
                     },
                     Verdict::Drop(r) => Outcome::Drop(r),
+                    Verdict::Consumed => Outcome::Consumed,
                     // Owned here by construction; anything else is a bug upstream.
                     Verdict::Handoff(_) | Verdict::Continue => Outcome::Drop(DropReason::NoRoute),
                 };
@@ -298,6 +319,9 @@ impl<P: PortIo> Worker<P> {
             self.counters.handoffs_served.add(batch.len as u64);
             self.mesh.wake(from);
             served += batch.len as u32;
+        }
+        if served > 0 {
+            self.replay_held();
         }
         served
     }
@@ -330,7 +354,7 @@ impl<P: PortIo> Worker<P> {
                         }
                     }
                     // The owner counted the reason; the frame is ours to free.
-                    Outcome::Drop(_) => self.xsk.pool.free(r.frame),
+                    Outcome::Drop(_) | Outcome::Consumed => self.xsk.pool.free(r.frame),
                 }
             }
             n += self.returned.len as u32;
@@ -351,6 +375,9 @@ impl<P: PortIo> Worker<P> {
             self.ctx.install(arc_swap::Guard::into_inner(published));
         }
         crate::pipeline::housekeeping(&mut self.ctx, EXPIRE_BUDGET);
+        let frag = self.ctx.frag.take_counts();
+        self.counters.drops[DropReason::FragmentTimeout as usize].add(frag.held_expired);
+        self.counters.drops[DropReason::FragmentBogus as usize].add(frag.held_overlap);
     }
 
     /// Blocks in poll(2) until a socket has RX or the idle timeout passes.
@@ -482,14 +509,18 @@ fn transmit<P: PortIo>(
         if f.kind == FlowKind::Refused {
             c.dropped(DropReason::SnatExhausted);
         }
-        if let Verdict::Drop(reason) = m.verdict {
-            c.dropped(reason);
-            xsk.pool.free(Frame::from_desc(m.addr));
-            let egress_failed =
-                matches!(reason, DropReason::TxRingFull | DropReason::FrameTooLarge | DropReason::LinkDown);
-            if egress_failed && f.kind == FlowKind::Original {
-                stats.tx_failed(f.service, f.backend);
+        match m.verdict {
+            Verdict::Drop(reason) => {
+                c.dropped(reason);
+                xsk.pool.free(Frame::from_desc(m.addr));
+                let egress_failed =
+                    matches!(reason, DropReason::TxRingFull | DropReason::FrameTooLarge | DropReason::LinkDown);
+                if egress_failed && f.kind == FlowKind::Original {
+                    stats.tx_failed(f.service, f.backend);
+                }
             }
+            Verdict::Consumed => xsk.pool.free(Frame::from_desc(m.addr)),
+            _ => {}
         }
     }
     total

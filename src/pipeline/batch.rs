@@ -26,7 +26,11 @@ drop_reasons! {
     NoRoute => "no_route", "Redirected by XDP but matches no configured route.";
     TxRingFull => "tx_ring_full", "The egress TX ring had no free slot.";
     FrameTooLarge => "frame_too_large", "Longer than the egress MTU, and no ICMP error may answer it (IPv4 without DF).";
-    Fragment => "fragment", "IP fragment: no L4 ports to balance on.";
+    Fragment => "fragment", "IP fragment whose fragment fields cannot be read.";
+    FragmentBogus => "fragment_bogus", "Fragment that overlaps the first one's data, is too small, misaligned, past 65535, or contradicts its datagram (RFC 1858, 3128, 8200 §4.5).";
+    FragmentTableFull => "fragment_table_full", "No room in the fragment table for another datagram.";
+    FragmentHeldFull => "fragment_held_full", "Fragment ahead of its first one, and no room to hold it.";
+    FragmentTimeout => "fragment_timeout", "Held fragment whose first fragment did not come in time.";
     NoFlow => "no_flow", "Not a new flow to a VIP and no conntrack entry (stray reply).";
     NoBackend => "no_backend", "Every backend of the service is drained (weight 0).";
     ConntrackFull => "conntrack_full", "Conntrack table full: new flow refused.";
@@ -49,6 +53,9 @@ pub enum Verdict {
     Forward(u8),
     /// Another worker owns this flow (its SNAT port): hand the descriptor over.
     Handoff(u8),
+    /// The pipeline kept a copy of what it needed (a fragment held until
+    /// its first one comes): free the frame, count nothing.
+    Consumed,
     Drop(DropReason),
 }
 

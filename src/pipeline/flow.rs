@@ -10,6 +10,7 @@ use std::num::NonZeroU16;
 
 use super::maglev::flow_hash;
 pub use crate::wire::ip_protocol as proto;
+pub use crate::wire::parse::FragKind;
 
 /// Connection key. Addresses in 16-byte form (IPv4 as `::ffff:a.b.c.d`); for
 /// ICMP echo `sport == dport == identifier`. Padding is private and always
@@ -235,6 +236,9 @@ pub struct FlowMeta {
     pub related: bool,
     /// The frame's source MAC (replies must come from their flow's next hop).
     pub src_mac: [u8; 6],
+    /// Where the packet sits in a fragment series: a later fragment has
+    /// no L4 header to rewrite.
+    pub frag: FragKind,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use super::rewrite::related;
 use super::services::Services;
 use super::snat;
 use super::stats::WorkerStats;
-use super::{Batch, Ctx, DropReason, Stage, Verdict};
+use super::{frag, Batch, Ctx, DropReason, Stage, Verdict};
 use crate::config::MAX_BATCH;
 use crate::wire::addr::{is_v4_mapped, mapped, v4_of};
 use crate::wire::parse::{parse, parse_simple, FiveTuple, FragKind, IpVersion};
@@ -76,6 +76,7 @@ impl Stage for ConntrackStage {
             f.next_hop = [0; 6];
             f.related = false;
             let key_of = |t: FiveTuple| FlowKey::new(t.src, t.dst, t.src_port, t.dst_port, t.proto);
+            f.frag = FragKind::Whole;
             let key = if let Some(s) = parse_simple(p.data) {
                 f.family = if s.v6 { Family::V6 } else { Family::V4 };
                 f.l3 = s.l3_offset as u16;
@@ -85,7 +86,7 @@ impl Stage for ConntrackStage {
                 key_of(s.tuple)
             } else {
                 match parse(p.data) {
-                    Ok(Some(pp)) if pp.frag == FragKind::Whole => {
+                    Ok(Some(pp)) => {
                         if pp.version == IpVersion::V4 && pp.l4_offset > pp.l3_offset + 20 {
                             let opts = p.data.get(pp.l3_offset + 20..pp.l4_offset).unwrap_or_default();
                             if let Err(m) = ipv4_options(opts) {
@@ -98,16 +99,23 @@ impl Stage for ConntrackStage {
                         f.l4 = pp.l4_offset as u16;
                         f.tcp_flags = pp.tcp_flags;
                         f.icmp_type = pp.icmp_type;
-                        // An ICMP error is looked up as the flow it quotes.
-                        let quoted = related::is_error(pp.tuple.proto, pp.icmp_type)
-                            .then(|| related::quoted_key(p.data, pp.l4_offset, f.family))
-                            .flatten();
-                        f.related = quoted.is_some();
-                        quoted.unwrap_or_else(|| key_of(pp.tuple))
-                    }
-                    Ok(Some(_)) => {
-                        p.meta.verdict = Verdict::Drop(DropReason::Fragment);
-                        return;
+                        if pp.frag != FragKind::Whole {
+                            // Ports come from the datagram's first fragment.
+                            f.frag = pp.frag;
+                            let mut key = key_of(pp.tuple);
+                            if let Err(v) = frag::resolve(ctx, p.data, &pp, p.meta.ingress, &mut key) {
+                                p.meta.verdict = v;
+                                return;
+                            }
+                            key
+                        } else {
+                            // An ICMP error is looked up as the flow it quotes.
+                            let quoted = related::is_error(pp.tuple.proto, pp.icmp_type)
+                                .then(|| related::quoted_key(p.data, pp.l4_offset, f.family))
+                                .flatten();
+                            f.related = quoted.is_some();
+                            quoted.unwrap_or_else(|| key_of(pp.tuple))
+                        }
                     }
                     bad => {
                         let m = match bad {
@@ -173,8 +181,10 @@ impl Stage for ConntrackStage {
                 Tracked::Expired(reply) => retire(ctx, &reply),
                 Tracked::Miss => {}
             }
-            if f.related {
-                // An error about no flow of ours: nothing to send it to.
+            if f.related || f.frag == FragKind::Later {
+                // An error about no flow of ours: nothing to send it to. A
+                // later fragment never opens a flow: its first one did, or
+                // was refused.
                 m.verdict = Verdict::Drop(DropReason::NoFlow);
                 continue;
             }
@@ -256,6 +266,11 @@ fn track(
     // A MAC cached under an older config generation is looked up afresh.
     f.next_hop = if e.hop_tag == hop_tag { e.next_hop } else { [0; 6] };
     if f.related {
+        return Tracked::Hit;
+    }
+    if f.frag == FragKind::Later {
+        // No L4 header: nothing for the state machine, but the flow is alive.
+        e.touch(now);
         return Tracked::Hit;
     }
     // Every few seconds the other direction's entry is refreshed too, so a

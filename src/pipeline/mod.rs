@@ -11,6 +11,7 @@ pub mod classify;
 pub mod conntrack;
 pub mod detail;
 pub mod flow;
+pub mod frag;
 pub mod l2;
 pub mod l2fwd;
 pub mod lb;
@@ -62,6 +63,8 @@ pub struct Ctx {
     pub limiter: ratelimit::FlowLimiter,
     /// Flows recently refused for want of an SNAT port (counted once each).
     pub refusals: refusal::Refusals,
+    /// Datagrams whose later fragments are expected (shallow reassembly).
+    pub frag: frag::FragTable,
 }
 
 impl Ctx {
@@ -82,6 +85,7 @@ impl Ctx {
             workers,
             limiter: ratelimit::FlowLimiter::unlimited(),
             refusals: refusal::Refusals::default(),
+            frag: frag::FragTable::new(frag::FragLimits::default()),
         };
         ctx.install(services);
         ctx
@@ -149,4 +153,5 @@ pub fn housekeeping(ctx: &mut Ctx, expire_budget: usize) {
     lb::reap(ctx);
     ctx.conntrack.expire_step(ctx.now, expire_budget);
     lb::reap(ctx);
+    ctx.frag.expire(ctx.now);
 }

@@ -91,7 +91,16 @@ pub static STAGES: &[StageDescriptor] = &[
         doc: "Parse, find the flow in conntrack, track TCP/UDP state.",
         requires: &[],
         provides: &[F::Parsed, F::Tracked],
-        drops: &[D::Malformed, D::Fragment, D::NoFlow, D::Martian, D::WrongSide],
+        drops: &[
+            D::Malformed,
+            D::Fragment,
+            D::FragmentBogus,
+            D::FragmentTableFull,
+            D::FragmentHeldFull,
+            D::NoFlow,
+            D::Martian,
+            D::WrongSide,
+        ],
         build: |_, env| Ok(Box::new(ConntrackStage::new(env.port_macs.to_vec(), env.backend_port))),
     },
     StageDescriptor {
@@ -303,7 +312,7 @@ mod tests {
     #[test]
     fn every_packet_drop_reason_belongs_to_a_stage() {
         // Dropped by the worker around the pipeline, not by a stage.
-        let worker = [D::NoRoute, D::TxRingFull, D::FrameTooLarge, D::HandoffFull, D::LinkDown];
+        let worker = [D::NoRoute, D::TxRingFull, D::FrameTooLarge, D::HandoffFull, D::LinkDown, D::FragmentTimeout];
         for r in DropReason::ALL {
             assert!(
                 worker.contains(r) || STAGES.iter().any(|s| s.drops.contains(r)),

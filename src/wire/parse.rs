@@ -19,9 +19,10 @@ pub enum IpVersion {
 }
 
 /// Where a packet sits in a fragment series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum FragKind {
     /// Not a fragment.
+    #[default]
     Whole,
     /// Offset 0: carries the L4 header, so ports are valid.
     First,

@@ -16,6 +16,17 @@ pub struct MatchKey {
     pub port_be: u16,
 }
 
+/// `SHUNT_MATCH_FRAGMENT`: a [`MatchKey::pad`] marking the key that
+/// redirects non-first fragments to (address, protocol).
+pub const MATCH_FRAGMENT: u8 = 1;
+
+impl MatchKey {
+    /// The key under which later fragments to `dst` (protocol `proto`) are ours.
+    pub fn fragments(dst: IpAddr, proto: u8) -> MatchKey {
+        MatchKey { pad: MATCH_FRAGMENT, ..MatchKey::new(dst, proto, 0) }
+    }
+}
+
 /// `struct shunt_match_value`
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -66,6 +66,21 @@ fn map_err(map: &'static str, what: impl Into<String>) -> impl FnOnce(MapError) 
     move |source| XdpError::Map { map, what, source }
 }
 
+/// What `shunt_match` holds for `config`: its routes, and for each service
+/// the key that redirects later fragments to its VIP and protocol (they
+/// carry no port to match on).
+fn match_map(config: &Config) -> Vec<(MatchKey, MatchValue)> {
+    let routes = config.match_entries().into_iter().map(|r| {
+        (MatchKey::new(r.dst, r.protocol, r.port), MatchValue { pipeline: r.pipeline as u32, flags: 0 })
+    });
+    let fragments = config.services.iter().map(|s| {
+        (MatchKey::fragments(s.vip, s.protocol), MatchValue { pipeline: s.pipeline as u32, flags: 0 })
+    });
+    let mut v: Vec<(MatchKey, MatchValue)> = routes.chain(fragments).collect();
+    v.dedup_by(|a, b| a.0 == b.0);
+    v
+}
+
 /// One loaded and attached program. Dropping it detaches the program; so does
 /// the process dying, because the attachment is a bpf_link owned by an fd.
 pub struct Attached {
@@ -82,11 +97,10 @@ impl Attached {
             let map = ebpf.map_mut("shunt_match").ok_or(XdpError::MissingMap("shunt_match"))?;
             let mut matches: HashMap<&mut MapData, MatchKey, MatchValue> =
                 HashMap::try_from(map).map_err(map_err("shunt_match", "opening"))?;
-            for r in &config.match_entries() {
-                let key = MatchKey::new(r.dst, r.protocol, r.port);
+            for (key, value) in match_map(config) {
                 matches
-                    .insert(key, MatchValue { pipeline: r.pipeline as u32, flags: 0 }, 0)
-                    .map_err(map_err("shunt_match", format!("adding route {}", r.dst)))?;
+                    .insert(key, value, 0)
+                    .map_err(map_err("shunt_match", format!("adding route {:?}", key.addr)))?;
             }
         }
         {
@@ -137,16 +151,7 @@ impl Attached {
     /// Brings the match and prefix maps in line with `config`: adds what is
     /// missing, and with `prune` removes what the config no longer has.
     pub fn sync_maps(&mut self, config: &Config, prune: bool) -> Result<(), XdpError> {
-        let want: Vec<(MatchKey, MatchValue)> = config
-            .match_entries()
-            .iter()
-            .map(|r| {
-                (
-                    MatchKey::new(r.dst, r.protocol, r.port),
-                    MatchValue { pipeline: r.pipeline as u32, flags: 0 },
-                )
-            })
-            .collect();
+        let want = match_map(config);
         let map = self.ebpf.map_mut("shunt_match").ok_or(XdpError::MissingMap("shunt_match"))?;
         let mut matches: HashMap<&mut MapData, MatchKey, MatchValue> =
             HashMap::try_from(map).map_err(map_err("shunt_match", "opening"))?;

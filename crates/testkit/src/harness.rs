@@ -84,6 +84,24 @@ impl Harness {
         for (i, m) in self.batch.metas().iter().enumerate() {
             out(i, m.verdict, self.batch.packet(i).unwrap_or(&[]));
         }
+        // Fragments held for their first one go out after it, as a worker
+        // replays them: reported after the batch's own frames.
+        let mut next = frames.len().min(MAX_BATCH as usize);
+        loop {
+            let mut slot = 0;
+            let alloc = || {
+                slot += 1;
+                Some(((slot - 1) * FRAME + HEADROOM) as u64)
+            };
+            if pipeline::frag::reinject(&mut self.ctx, &mut self.batch, alloc) == 0 {
+                break;
+            }
+            pipeline::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
+            for (i, m) in self.batch.metas().iter().enumerate() {
+                out(next + i, m.verdict, self.batch.packet(i).unwrap_or(&[]));
+            }
+            next += self.batch.len;
+        }
     }
 
     fn ingress_of(&self, frame: &[u8]) -> u8 {

@@ -2,7 +2,7 @@
 //! IPv4 header and TCP/UDP/ICMP checksums incrementally (RFC 1624).
 
 use super::{get16, put16, Delta};
-use crate::pipeline::flow::{proto, FlowMeta};
+use crate::pipeline::flow::{proto, FlowMeta, FragKind};
 use crate::wire::checksum::udp_encode;
 
 /// Rewrites `frame` to `flow.nat`. None if a header is out of bounds (the
@@ -25,6 +25,10 @@ pub fn rewrite(frame: &mut [u8], flow: &FlowMeta) -> Option<()> {
         h[16..20].copy_from_slice(&nat.dst[12..]);
         let c = u16::from_be_bytes([h[10], h[11]]);
         h[10..12].copy_from_slice(&addrs.apply(c).to_be_bytes());
+    }
+    if flow.frag == FragKind::Later {
+        // No L4 header here: the first fragment's checksum fix covers the datagram.
+        return Some(());
     }
     match flow.key.proto {
         proto::TCP | proto::UDP => {
