@@ -16,7 +16,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use etherparse::PacketBuilder;
 
 use shunt::nat46::{
-    translate_4to6, translate_6to4, Config, Eam, EamTable, Mapper, UdpZeroChecksum, WELL_KNOWN_PREFIX,
+    translate_4to6, translate_6to4, Config, Eam, EamTable, Mapper, Rfc6791, UdpZeroChecksum,
+    WELL_KNOWN_PREFIX,
 };
 use shunt::pipeline::conntrack::{FlowKey, NatBinding};
 use shunt::pipeline::flow::Family;
@@ -73,7 +74,7 @@ fn bench(c: &mut Criterion) {
         dst: Mapper::eam(&t),
         mtu: 1500,
         udp_zero_checksum: UdpZeroChecksum::Compute,
-        icmp_error_src4: None,
+        rfc6791: Rfc6791::default(),
     };
     let c64 = Config { src: Mapper::eam(&t), dst: Mapper::prefix(WELL_KNOWN_PREFIX), ..c46 };
 

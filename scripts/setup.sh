@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
     clang llvm libbpf-dev linux-libc-dev   # XDP program build (build.rs)
     iproute2 ethtool iputils-ping          # lab namespaces, offload settings
+    iputils-tracepath                      # tracepath across the translator (lab_xlat)
     iperf3 nginx-light curl                # real peers for lab tests
     hping3 python3-scapy                   # attack traffic for lab_attack (SYN flood, forged frames)
     tcpdump tshark                         # checking packets on the wire

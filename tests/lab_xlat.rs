@@ -104,3 +104,35 @@ fn siit_translates_ping_both_ways_and_a_routers_time_exceeded() {
     assert!(ok && out.contains("1 received"), "{out}");
     shunt.stop();
 }
+
+/// RFC 6791: with the IPv6 router shunt-be6 (fd00:2::21) left out of the
+/// explicit mappings, its address has no IPv4 form, and its Time Exceeded
+/// reaches the IPv4 client from the configured pool address 203.0.113.8,
+/// in tracepath and ping alike; the hop before it is Shunt itself
+/// (192.0.0.8, RFC 7600).
+#[test]
+fn siit_tracepath_shows_the_rfc6791_address_for_an_untranslatable_router() {
+    let Some(_lab) = lab() else { return };
+    let text = std::fs::read_to_string(repo().join("pipelines/siit.toml")).unwrap();
+    let mapping = "  { v4 = \"10.0.200.21/32\", v6 = \"fd00:2::21/128\" },\n";
+    assert!(text.contains(mapping));
+    let id = rand_u32();
+    let sock = std::env::temp_dir().join(format!("shunt-rfc6791-{id}.sock"));
+    let text = text
+        .replace(mapping, "")
+        .replace("[siit]\n", "[siit]\nrfc6791_v4 = \"203.0.113.8\"\n")
+        .replace("/run/shunt/control.sock", sock.to_str().unwrap())
+        .replace("prometheus = \"127.0.0.1:9464\"", "");
+    assert!(text.contains("rfc6791_v4"));
+    let path = std::env::temp_dir().join(format!("shunt-rfc6791-{id}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let shunt = Shunt::start(&path);
+    let (_, out) = run("ping -c 1 -t 2 -W 2 10.0.201.5", "shunt-client");
+    assert!(out.contains("From 203.0.113.8") && out.contains("Time to live exceeded"), "{out}");
+    let (_, out) = run("tracepath -n -m 3 10.0.201.5", "shunt-client");
+    let hop = |n: &str| out.lines().find(|l| l.trim_start().starts_with(n)).unwrap_or("").to_string();
+    assert!(hop("1:").contains("192.0.0.8"), "{out}");
+    assert!(hop("2:").contains("203.0.113.8"), "{out}");
+    shunt.stop();
+    let _ = std::fs::remove_file(&path);
+}

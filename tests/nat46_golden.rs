@@ -40,7 +40,7 @@ fn cfgs(t: &EamTable, mtu: u16) -> (Config<'_>, Config<'_>) {
         dst: site,
         mtu,
         udp_zero_checksum: UdpZeroChecksum::Compute,
-        icmp_error_src4: None,
+        rfc6791: Rfc6791::default(),
     };
     (base, Config { src: site, dst: wkp, ..base })
 }
@@ -509,7 +509,7 @@ fn each_rfc6052_prefix_length() {
             dst: Mapper::eam(&t),
             mtu: 1500,
             udp_zero_checksum: UdpZeroChecksum::Compute,
-            icmp_error_src4: None,
+            rfc6791: Rfc6791::default(),
         };
         let input = w(|v| e!().ipv4(a, S6_4, 9).udp(1, 2).write(v, b"6052").unwrap());
         let want = w(|v| e!().ipv6(v6(want_addr), S6, 9).udp(1, 2).write(v, b"6052").unwrap());

@@ -10,7 +10,7 @@ use super::schema::Seconds;
 use super::services::Prefix;
 use super::tables::Timeouts;
 use super::{ConfigError, Pipeline};
-use crate::nat46::{Eam, EamTable, Prefix64};
+use crate::nat46::{Eam, EamTable, Pool4, Prefix64, Rfc6791, UdpZeroChecksum};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +43,24 @@ pub struct SiitSection {
     #[serde(default)]
     pub eam: Vec<EamSection>,
     pub pipeline: Spanned<String>,
+    /// RFC 6791 IPv4 pool (an address or a prefix): sources of ICMPv4 errors
+    /// from IPv6 routers whose address has no IPv4 form.
+    pub rfc6791_v4: Option<Spanned<String>>,
+    /// RFC 6791 IPv6 address: source of ICMPv6 errors from IPv4 routers
+    /// whose address has no IPv6 form.
+    pub rfc6791_v6: Option<Spanned<String>>,
+    /// IPv4 UDP with checksum 0, unfragmented (RFC 7915 §4.5).
+    pub udp_zero_checksum: Option<Spanned<UdpZeroChecksumMode>>,
+}
+
+/// `udp_zero_checksum` in `[siit]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpZeroChecksumMode {
+    /// Compute the checksum the IPv6 packet needs (default).
+    Compute,
+    /// Drop, answering ICMPv4 Destination Unreachable (administratively prohibited).
+    Drop,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +101,9 @@ pub struct Siit {
     /// (IPv4 prefix, IPv6 prefix) pairs.
     pub eam: Vec<(Prefix, Prefix)>,
     pub pipeline: usize,
+    /// Sources of translated errors from untranslatable routers.
+    pub rfc6791: Rfc6791,
+    pub udp_zero_checksum: UdpZeroChecksum,
 }
 
 impl Siit {
@@ -119,6 +140,30 @@ fn pipeline_index(
         .iter()
         .position(|p| p.name == *s.get_ref())
         .ok_or_else(|| src.error(s.span(), format!("unknown pipeline `{}`", s.get_ref())))
+}
+
+/// `rfc6791_v4` (an IPv4 address or prefix) and `rfc6791_v6` (an IPv6 address).
+fn rfc6791(src: &Source<'_>, s: &SiitSection) -> Result<Rfc6791, ConfigError> {
+    let v4 = match &s.rfc6791_v4 {
+        None => None,
+        Some(v) => match Prefix::parse(v.get_ref()) {
+            Some(Prefix { net: std::net::IpAddr::V4(a), len }) => Some(Pool4 { net: a.octets(), len }),
+            _ => {
+                return Err(src.error(
+                    v.span(),
+                    format!("invalid IPv4 address or prefix `{}` for the RFC 6791 pool", v.get_ref()),
+                ))
+            }
+        },
+    };
+    let v6 = match &s.rfc6791_v6 {
+        None => None,
+        Some(v) => match v.get_ref().trim().parse::<std::net::Ipv6Addr>() {
+            Ok(a) => Some(a.octets()),
+            Err(_) => return Err(src.error(v.span(), format!("invalid IPv6 address `{}`", v.get_ref()))),
+        },
+    };
+    Ok(Rfc6791 { v4, v6 })
 }
 
 pub(super) fn validate(
@@ -202,7 +247,17 @@ pub(super) fn validate(
             if prefix.is_none() && eam.is_empty() {
                 return Err(src.error(s.pipeline.span(), "[siit] needs a `prefix`, an `eam` list, or both"));
             }
-            Some(Siit { prefix, eam, pipeline: pipeline_index(src, pipelines, &s.pipeline)? })
+            let udp_zero_checksum = match s.udp_zero_checksum.as_ref().map(|m| *m.get_ref()) {
+                None | Some(UdpZeroChecksumMode::Compute) => UdpZeroChecksum::Compute,
+                Some(UdpZeroChecksumMode::Drop) => UdpZeroChecksum::Drop,
+            };
+            Some(Siit {
+                prefix,
+                eam,
+                pipeline: pipeline_index(src, pipelines, &s.pipeline)?,
+                rfc6791: rfc6791(src, s)?,
+                udp_zero_checksum,
+            })
         }
     };
     Ok(Xlat { nat46, nat64, siit })

@@ -373,7 +373,7 @@ fn six_to_four(
 #[cfg(test)]
 mod tests {
     use super::super::addr::{Eam, EamTable, Mapper, Prefix64, WELL_KNOWN_PREFIX};
-    use super::super::siit::{general_4to6, general_6to4, Config, UdpZeroChecksum};
+    use super::super::siit::{general_4to6, general_6to4, Config, Rfc6791, UdpZeroChecksum};
     use crate::wire::checksum::checksum;
     use proptest::prelude::*;
 
@@ -404,7 +404,7 @@ mod tests {
             dst: mapper(t, dst),
             mtu,
             udp_zero_checksum: UdpZeroChecksum::Compute,
-            icmp_error_src4: Some([192, 0, 0, 8]),
+            rfc6791: Rfc6791::v4([192, 0, 0, 8]),
         }
     }
 

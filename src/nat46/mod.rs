@@ -6,9 +6,10 @@
 //! input. See [`siit`] for the in-place frame layout contract.
 //!
 //! Not implemented (callers see a [`Drop`]): IPv4/IPv6 fragmentation of
-//! oversized DF=0 packets ([`Drop::NeedsFragmentation`]), RFC 4884 ICMP
-//! extensions (quoted as opaque data), the optional §5.1 Identification
-//! generator, ICMP "administratively prohibited" generation (§4.4/§5.4).
+//! oversized DF=0 packets ([`Drop::NeedsFragmentation`]), the optional
+//! §5.1 Identification generator. Refused packets that RFC 7915 answers
+//! get their ICMP error from [`build_refusal`]; docs/DECISIONS.md lists the
+//! deliberate differences from the RFC.
 
 // Packet bytes are untrusted: outside tests, no `[]` indexing or slicing that
 // could panic.
@@ -21,8 +22,8 @@ pub mod siit;
 pub use addr::{Eam, EamError, EamTable, Mapper, Prefix64, WELL_KNOWN_PREFIX};
 pub use fast::{bound_4to6, bound_6to4, Bound};
 pub use siit::{
-    build_admin_prohibited, build_time_exceeded, build_too_big, translate_4to6, translate_6to4, Config, Drop,
-    RouterAddrs, UdpZeroChecksum,
+    build_admin_prohibited, build_refusal, build_time_exceeded, build_too_big, translate_4to6, translate_6to4,
+    Config, Drop, Pool4, Rfc6791, RouterAddrs, UdpZeroChecksum,
 };
 
 use crate::wire::checksum::{checksum, l4_checksum_v4, l4_checksum_v6};
@@ -177,10 +178,10 @@ mod tests {
             dst: Mapper { eam: Some(t), prefix: Some(WELL_KNOWN_PREFIX) },
             mtu: 9000,
             udp_zero_checksum: UdpZeroChecksum::Compute,
-            icmp_error_src4: None,
+            rfc6791: Rfc6791::default(),
         };
         // Same packet back: the same mapper per address.
-        let c64 = Config { icmp_error_src4: Some([192, 0, 0, 8]), ..c46 };
+        let c64 = Config { rfc6791: Rfc6791::v4([192, 0, 0, 8]), ..c46 };
         (c46, c64)
     }
 

@@ -59,11 +59,14 @@ pub enum Drop {
     HeadroomExhausted,
     /// An ICMP error quoting an ICMP error (§4.3, §5.3).
     NestedIcmpError,
+    /// IPv6 extension headers after a Fragment header (§5.1): answered with
+    /// [`build_refusal`].
+    ExtAfterFragment,
 }
 
 impl Drop {
     /// Number of variants.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
 
     /// One of each variant, in index order (`TooBig` with MTU 0).
     pub const ALL: [Drop; Self::COUNT] = [
@@ -80,6 +83,7 @@ impl Drop {
         Drop::NeedsFragmentation,
         Drop::HeadroomExhausted,
         Drop::NestedIcmpError,
+        Drop::ExtAfterFragment,
     ];
 
     /// Dense index `0..COUNT`.
@@ -98,6 +102,7 @@ impl Drop {
             Drop::NeedsFragmentation => 10,
             Drop::HeadroomExhausted => 11,
             Drop::NestedIcmpError => 12,
+            Drop::ExtAfterFragment => 13,
         }
     }
 
@@ -117,6 +122,7 @@ impl Drop {
             Drop::NeedsFragmentation => "needs_fragmentation",
             Drop::HeadroomExhausted => "headroom_exhausted",
             Drop::NestedIcmpError => "nested_icmp_error",
+            Drop::ExtAfterFragment => "ext_after_fragment",
         }
     }
 }
@@ -141,9 +147,62 @@ pub struct Config<'a> {
     pub mtu: u16,
     /// IPv4 UDP zero-checksum policy (4->6 only).
     pub udp_zero_checksum: UdpZeroChecksum,
-    /// RFC 6791 source for ICMPv4 errors translated from ICMPv6 errors whose
-    /// source (a router) is untranslatable (6->4 only).
-    pub icmp_error_src4: Option<[u8; 4]>,
+    /// Sources for translated ICMP errors whose own source (a router) has
+    /// no translation.
+    pub rfc6791: Rfc6791,
+}
+
+//= https://www.rfc-editor.org/rfc/rfc6791#section-4
+// (paraphrase) ICMPv6 error messages from IPv6 routers whose addresses
+// cannot be translated get an IPv4 source from a pool of addresses
+// reserved for this purpose.
+/// RFC 6791 pools: the source of a translated ICMP error whose source
+/// address has no translation. Unset: the error is dropped
+/// ([`Drop::UntranslatableAddr`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rfc6791 {
+    /// IPv4 sources of ICMPv4 errors translated from ICMPv6 (6->4).
+    pub v4: Option<Pool4>,
+    /// IPv6 source of ICMPv6 errors translated from ICMPv4 (4->6).
+    pub v6: Option<[u8; 16]>,
+}
+
+impl Rfc6791 {
+    /// Only an IPv4 pool of one address.
+    pub const fn v4(addr: [u8; 4]) -> Rfc6791 {
+        Rfc6791 { v4: Some(Pool4::single(addr)), v6: None }
+    }
+}
+
+/// An IPv4 prefix used as an address pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pool4 {
+    /// Network address (host bits are ignored).
+    pub net: [u8; 4],
+    /// Prefix length, 0..=32.
+    pub len: u8,
+}
+
+impl Pool4 {
+    /// A pool of the one address `addr`.
+    pub const fn single(addr: [u8; 4]) -> Pool4 {
+        Pool4 { net: addr, len: 32 }
+    }
+
+    /// The pool address for an untranslatable `router`: a hash of it, so one
+    /// router keeps one address and `traceroute` shows distinct routers
+    /// apart (RFC 6791 §4 asks only for an address from the pool).
+    pub fn pick(&self, router: &[u8; 16]) -> [u8; 4] {
+        let host_bits = 32u32.saturating_sub(u32::from(self.len.min(32)));
+        let mask = if host_bits == 0 { 0 } else { u32::MAX >> (32 - host_bits) };
+        // FNV-1a over the four words, folded.
+        let mut h = 0x811c_9dc5u32;
+        for at in [0, 4, 8, 12] {
+            h = (h ^ u32::from_be_bytes(rdn(router, at).unwrap_or([0; 4]))).wrapping_mul(0x0100_0193);
+        }
+        let h = h ^ (h >> 16);
+        ((u32::from_be_bytes(self.net) & !mask) | (h & mask)).to_be_bytes()
+    }
 }
 
 /// The translator's own addresses, the source of errors it generates.
@@ -274,6 +333,13 @@ struct FragHdr {
     id: u32,
 }
 
+impl FragHdr {
+    /// An RFC 6946 atomic fragment: offset 0 and M = 0, a whole packet.
+    fn is_atomic(&self) -> bool {
+        self.off == 0 && !self.mf
+    }
+}
+
 /// Writes a 20-byte IPv4 header (no options) with its checksum.
 #[allow(clippy::too_many_arguments)]
 fn put_v4(
@@ -359,7 +425,8 @@ struct V6 {
 // Routing (Segments Left 0) and Fragment headers; the first other Next
 // Header value is the IPv4 protocol. A Routing header with Segments Left
 // non-zero is not translated; extension headers after a Fragment header
-// (except ESP, including AH) SHOULD make the packet dropped.
+// (except ESP, including AH) SHOULD make the packet dropped. The drop is
+// [`Drop::ExtAfterFragment`], which [`build_refusal`] answers.
 fn parse_v6(b: &[u8], ip: usize, end: usize) -> Result<V6, Drop> {
     let h: [u8; 40] = rdn(b, ip)?;
     if h[0] >> 4 != 6 {
@@ -382,7 +449,7 @@ fn parse_v6(b: &[u8], ip: usize, end: usize) -> Result<V6, Drop> {
         match nh {
             0 | 43 | 60 => {
                 if frag.is_some() {
-                    return Err(Drop::Untranslatable);
+                    return Err(Drop::ExtAfterFragment);
                 }
                 if nh == 0 && n != 0 {
                     return Err(Drop::Malformed);
@@ -396,7 +463,7 @@ fn parse_v6(b: &[u8], ip: usize, end: usize) -> Result<V6, Drop> {
             }
             FRAG => {
                 if frag.is_some() {
-                    return Err(Drop::Untranslatable);
+                    return Err(Drop::ExtAfterFragment);
                 }
                 let f: [u8; 8] = rdn(b, off)?;
                 let fo = u16::from_be_bytes([f[2], f[3]]);
@@ -636,6 +703,25 @@ fn ph6(src: &[u8; 16], dst: &[u8; 16], len: usize) -> u16 {
 }
 
 // ---------------------------------------------------------------------------
+// RFC 6791: sources of translated errors from untranslatable routers.
+
+/// IPv4 source of an ICMPv4 error translated from an ICMPv6 error sent by
+/// `src6`: its translation, else an address of the RFC 6791 pool.
+fn error_src4(cfg: &Config, src6: &[u8; 16]) -> Result<[u8; 4], Drop> {
+    //= https://www.rfc-editor.org/rfc/rfc7915#section-5.1
+    // (paraphrase) When the source of an ICMPv6 error cannot be translated
+    // to IPv4, the translator uses a source address from its RFC 6791
+    // pool.
+    cfg.src.v6_to_v4(src6).or_else(|| cfg.rfc6791.v4.map(|p| p.pick(src6))).ok_or(Drop::UntranslatableAddr)
+}
+
+/// IPv6 source of an ICMPv6 error translated from an ICMPv4 error whose
+/// source translated to `src6` (`None`: no mapping).
+fn error_src6(cfg: &Config, src6: Option<[u8; 16]>) -> Result<[u8; 16], Drop> {
+    src6.or(cfg.rfc6791.v6).ok_or(Drop::UntranslatableAddr)
+}
+
+// ---------------------------------------------------------------------------
 // IPv4 -> IPv6.
 
 /// Translates the IPv4 frame `buf[start..start + len]` to IPv6 in place
@@ -679,7 +765,7 @@ pub(super) fn general_4to6(
     let l4 = ip + h.ihl;
     let ul_len = h.tot - h.ihl;
     let frag = h.fragmented();
-    let src6 = cfg.src.v4_to_v6(h.src).ok_or(Drop::UntranslatableAddr)?;
+    let src6 = cfg.src.v4_to_v6(h.src);
     let dst6 = cfg.dst.v4_to_v6(h.dst).ok_or(Drop::UntranslatableAddr)?;
     // RFC 7915 §4.1 copies the protocol into Next Header, but an IPv4
     // protocol number that names an IPv6 extension header (Hop-by-Hop 0,
@@ -699,9 +785,11 @@ pub(super) fn general_4to6(
             return Err(Drop::FragmentedIcmp);
         }
         if is_icmp4_error(rd8(b, l4)?) {
+            let src6 = error_src6(cfg, src6)?;
             return icmp_error_4to6(b, start, l2, &eth, &h, &src6, &dst6, cfg);
         }
     }
+    let src6 = src6.ok_or(Drop::UntranslatableAddr)?;
 
     //= https://www.rfc-editor.org/rfc/rfc7915#section-4
     //# As a result, an IPv6 Fragment Header is only included if
@@ -795,8 +883,11 @@ fn icmp_error_4to6(
     let (ty, code) = (rd8(b, l4)?, rd8(b, l4 + 1)?);
     let rest: [u8; 4] = rdn(b, l4 + 4)?;
     let iip = l4 + 8;
-    let ih = parse_v4(b, iip, pend - iip, false)?;
-    let (nty, ncode, nrest) = map_icmp4_error(ty, code, rest, ih.tot, cfg.mtu)?;
+    let ext = icmp_ext_in(matches!(ty, 3 | 11 | 12).then_some(rest[1]), 4, iip, pend)?;
+    // End of the original datagram: the extension structure follows it.
+    let dend = ext.map_or(pend, |e| e.at);
+    let ih = parse_v4(b, iip, dend - iip, false)?;
+    let (nty, ncode, mut nrest) = map_icmp4_error(ty, code, rest, ih.tot, cfg.mtu)?;
 
     //= https://www.rfc-editor.org/rfc/rfc7915#section-4.3
     //# The ICMP error messages
@@ -812,7 +903,7 @@ fn icmp_error_4to6(
     let iul_len = ih.tot - ih.ihl;
     if ih.off == 0 {
         if ih.proto == ICMP {
-            if il4 + 4 <= pend {
+            if il4 + 4 <= dend {
                 let t = rd8(b, il4)?;
                 //= https://www.rfc-editor.org/rfc/rfc7915#section-4.3
                 //# This process MUST
@@ -827,7 +918,7 @@ fn icmp_error_4to6(
         } else {
             let old = cat(&ih.src, &ih.dst);
             let new = cat16(&isrc6, &idst6);
-            fix_l4_addrs(b, il4, pend, ih.proto, &old, &new, true)?;
+            fix_l4_addrs(b, il4, dend, ih.proto, &old, &new, true)?;
         }
     }
 
@@ -839,9 +930,14 @@ fn icmp_error_4to6(
     //#     error) as possible without making the error message packet exceed
     //#     the minimum IPv6 MTU [IPv6].
     let limit = usize::from(cfg.mtu).min(1280);
-    let rest_len = (pend - il4).min(limit.saturating_sub(hdrs));
+    let lay = icmp_ext_layout(dend - il4, ext, 40 + ifh, limit.saturating_sub(48), 8, matches!(nty, 1 | 3));
+    let rest_at = icmp_ext_place(b, il4, &lay, ext)?;
+    if lay.attr != 0 {
+        nrest[0] = lay.attr;
+    }
+    let rest_len = lay.body();
     let hdr_len = l2 + hdrs;
-    let new_start = il4.checked_sub(hdr_len).ok_or(Drop::HeadroomExhausted)?;
+    let new_start = rest_at.checked_sub(hdr_len).ok_or(Drop::HeadroomExhausted)?;
     let icmp_len = 8 + 40 + ifh + rest_len;
 
     let mut hdr = [0u8; 18 + 96];
@@ -930,7 +1026,12 @@ pub(super) fn general_6to4(
     let later = h.frag.is_some_and(|f| f.off != 0);
 
     if h.proto == ICMP6 {
-        if h.frag.is_some() {
+        //= https://www.rfc-editor.org/rfc/rfc7915#section-5.1
+        // (paraphrase) A Fragment header with offset 0 and M = 0 (an atomic
+        // fragment) is translated as if it were absent, the IPv4
+        // Identification taken from it (§5.1.1): ICMPv6 included. Real
+        // fragments of ICMPv6 are not translated (§1.2).
+        if h.frag.is_some_and(|f| !f.is_atomic()) {
             return Err(Drop::FragmentedIcmp);
         }
         if is_icmp6_error(rd8(b, h.ul)?) {
@@ -1002,9 +1103,8 @@ fn icmp_error_6to4(
     }
     let (ty, code) = (rd8(b, l4)?, rd8(b, l4 + 1)?);
     let rest: [u8; 4] = rdn(b, l4 + 4)?;
-    let (nty, ncode, nrest) = map_icmp6_error(ty, code, rest, cfg.mtu)?;
-    // The error's source is often a router outside the prefix: RFC 6791.
-    let src4 = cfg.src.v6_to_v4(&h.src).or(cfg.icmp_error_src4).ok_or(Drop::UntranslatableAddr)?;
+    let (nty, ncode, mut nrest) = map_icmp6_error(ty, code, rest, cfg.mtu)?;
+    let src4 = error_src4(cfg, &h.src)?;
     let dst4 = cfg.dst.v6_to_v4(&h.dst).ok_or(Drop::UntranslatableAddr)?;
 
     //= https://www.rfc-editor.org/rfc/rfc7915#section-5.3
@@ -1013,14 +1113,16 @@ fn icmp_error_6to4(
     //# IP packet (except that the TTL/Hop Limit value of the inner IPv4/IPv6
     //# packet are not decremented).
     let iip = l4 + 8;
-    let ih = parse_v6(b, iip, pend)?;
+    let ext = icmp_ext_in(matches!(ty, 1 | 3).then_some(rest[0]), 8, iip, pend)?;
+    let dend = ext.map_or(pend, |e| e.at);
+    let ih = parse_v6(b, iip, dend)?;
     let isrc4 = cfg.dst.v6_to_v4(&ih.src).ok_or(Drop::UntranslatableAddr)?;
     let idst4 = cfg.src.v6_to_v4(&ih.dst).ok_or(Drop::UntranslatableAddr)?;
     let iul_len = (40 + ih.plen).checked_sub(ih.ul - iip).ok_or(Drop::Malformed)?;
     let itot = u16::try_from(20 + iul_len).map_err(|_| Drop::Untranslatable)?;
     if ih.frag.is_none_or(|f| f.off == 0) {
         if ih.proto == ICMP6 {
-            if ih.ul + 4 <= pend {
+            if ih.ul + 4 <= dend {
                 let t = rd8(b, ih.ul)?;
                 //= https://www.rfc-editor.org/rfc/rfc7915#section-5.3
                 //# This process MUST
@@ -1034,7 +1136,7 @@ fn icmp_error_6to4(
             }
         } else {
             let old = cat16(&ih.src, &ih.dst);
-            fix_l4_addrs(b, ih.ul, pend, ih.proto, &old, &cat(&isrc4, &idst4), true)?;
+            fix_l4_addrs(b, ih.ul, dend, ih.proto, &old, &cat(&isrc4, &idst4), true)?;
         }
     }
 
@@ -1044,15 +1146,20 @@ fn icmp_error_6to4(
     //# datagram exceeding 576 bytes.
     let hdrs = 20 + 8 + 20;
     let limit = usize::from(cfg.mtu).min(576);
-    let rest_len = (pend - ih.ul).min(limit.saturating_sub(hdrs));
+    let lay = icmp_ext_layout(dend - ih.ul, ext, 20, limit.saturating_sub(28), 4, matches!(nty, 3 | 11 | 12));
+    let rest_at = icmp_ext_place(b, ih.ul, &lay, ext)?;
+    if lay.attr != 0 {
+        nrest[1] = lay.attr;
+    }
+    let rest_len = lay.body();
     let hdr_len = l2 + hdrs;
-    let new_start = ih.ul.checked_sub(hdr_len).ok_or(Drop::HeadroomExhausted)?;
+    let new_start = rest_at.checked_sub(hdr_len).ok_or(Drop::HeadroomExhausted)?;
     let tot = hdrs + rest_len;
 
     let mut hdr = [0u8; 18 + 48];
     put_l2(&mut hdr, 0, eth, l2, ETH_P_IPV4)?;
-    let (_, fo) = flags_6to4(None, tot);
-    put_v4(&mut hdr, l2, h.tc, tot as u16, 0, fo, h.hl, ICMP, src4, dst4)?;
+    let (id, fo) = flags_6to4(h.frag, tot);
+    put_v4(&mut hdr, l2, h.tc, tot as u16, id, fo, h.hl, ICMP, src4, dst4)?;
     wr(&mut hdr, l2 + 20, &[nty, ncode, 0, 0])?;
     wr(&mut hdr, l2 + 24, &nrest)?;
     let (iid, ifo) = flags_6to4(ih.frag, usize::from(itot));
@@ -1064,6 +1171,118 @@ fn icmp_error_6to4(
     let c = checksum(sub(b, icmp_at, icmp_at + 8 + 20 + rest_len)?);
     wr16(b, icmp_at + 2, c)?;
     Ok((new_start, hdr_len + rest_len))
+}
+
+// ---------------------------------------------------------------------------
+// RFC 4884 ICMP extensions in translated errors.
+//
+//= https://www.rfc-editor.org/rfc/rfc4884#section-4.1
+// (paraphrase) Destination Unreachable, Time Exceeded and (ICMPv4 only)
+// Parameter Problem carry a length attribute: the length of the original
+// datagram field, in 32-bit words for ICMPv4 (the sixth octet) and 64-bit
+// words for ICMPv6 (the fifth). When an extension structure follows, the
+// original datagram is zero-padded to a word boundary and to at least 128
+// octets.
+//
+//= https://www.rfc-editor.org/rfc/rfc7915#section-4.2
+// (paraphrase) The translator translates the length attribute between the
+// two word sizes, re-pads the translated original datagram, and carries the
+// extension structure unchanged where the translated type has a length
+// attribute; where it has none (Packet Too Big, Parameter Problem in
+// ICMPv6) the extension is removed (§5.2 likewise for 6->4).
+
+/// The extension structure of a received ICMP error.
+#[derive(Clone, Copy)]
+struct IcmpExt {
+    /// Absolute offset where it starts (the original datagram's end).
+    at: usize,
+    len: usize,
+}
+
+/// The extension of a received error whose length attribute is `attr`
+/// (`None`: a type without one), in `word`-byte units, the original
+/// datagram starting at `dgram` and the message ending at `pend`.
+fn icmp_ext_in(attr: Option<u8>, word: usize, dgram: usize, pend: usize) -> Result<Option<IcmpExt>, Drop> {
+    let ipl = match attr {
+        None | Some(0) => return Ok(None),
+        Some(a) => usize::from(a) * word,
+    };
+    //= https://www.rfc-editor.org/rfc/rfc4884#section-4.1
+    // (paraphrase) When an extension follows, the original datagram field
+    // is at least 128 octets long.
+    let at = dgram + ipl;
+    if ipl < 128 || at > pend {
+        return Err(Drop::Malformed);
+    }
+    Ok(Some(IcmpExt { at, len: pend - at }))
+}
+
+/// What follows the translated inner IP header in a translated error.
+#[derive(Clone, Copy)]
+struct ExtLayout {
+    /// Bytes of the original datagram after its IP header, kept.
+    rest: usize,
+    /// Zero bytes after them (RFC 4884 padding).
+    pad: usize,
+    /// Extension structure bytes after the padding.
+    ext: usize,
+    /// Length attribute of the translated error (0: none).
+    attr: u8,
+}
+
+impl ExtLayout {
+    fn body(&self) -> usize {
+        self.rest + self.pad + self.ext
+    }
+}
+
+/// Layout of a translated error's payload: `avail` bytes of the original
+/// datagram after its IP header, translated to one of `inner_hdr` bytes,
+/// `room` bytes for datagram and extension together, `word` the output's
+/// length unit, `keep` whether the output type has a length attribute.
+fn icmp_ext_layout(
+    avail: usize,
+    ext: Option<IcmpExt>,
+    inner_hdr: usize,
+    room: usize,
+    word: usize,
+    keep: bool,
+) -> ExtLayout {
+    let plain = ExtLayout { rest: avail.min(room.saturating_sub(inner_hdr)), pad: 0, ext: 0, attr: 0 };
+    let Some(e) = ext.filter(|_| keep) else { return plain };
+    let whole = (inner_hdr + avail).div_ceil(word) * word;
+    let mut dgram = whole.max(128);
+    if dgram + e.len > room {
+        // Too long: the original datagram gives way, not the extension,
+        // down to 128 bytes; below that the extension is left out.
+        dgram = room.saturating_sub(e.len) / word * word;
+        if dgram < 128 || dgram < inner_hdr {
+            return plain;
+        }
+    }
+    let Ok(attr) = u8::try_from(dgram / word) else { return plain };
+    let rest = avail.min(dgram - inner_hdr);
+    ExtLayout { rest, pad: dgram - inner_hdr - rest, ext: e.len, attr }
+}
+
+/// Moves the kept original datagram bytes (at `rest_at`) to end `pad`
+/// bytes before the extension, which stays in place, and zeroes the
+/// padding. Returns where those bytes now start.
+fn icmp_ext_place(
+    b: &mut [u8],
+    rest_at: usize,
+    lay: &ExtLayout,
+    ext: Option<IcmpExt>,
+) -> Result<usize, Drop> {
+    let Some(e) = ext.filter(|_| lay.ext != 0) else { return Ok(rest_at) };
+    let to = e.at.checked_sub(lay.pad + lay.rest).ok_or(Drop::HeadroomExhausted)?;
+    let from_end = rest_at + lay.rest;
+    if from_end > b.len() || e.at > b.len() {
+        return Err(Drop::Truncated);
+    }
+    b.copy_within(rest_at..from_end, to);
+    b.get_mut(to + lay.rest..e.at).ok_or(Drop::Truncated)?.fill(0);
+    Ok(to)
 }
 
 // ---------------------------------------------------------------------------
@@ -1112,6 +1331,37 @@ pub fn build_admin_prohibited(
     router: &RouterAddrs,
 ) -> Result<(usize, usize), Drop> {
     build_error(buf, start, len, router, (3, 13, [0; 4]), (1, 1, [0; 4]))
+}
+
+/// Builds the ICMP error RFC 7915 answers a refused packet with, over the
+/// frame like [`build_too_big`]: Fragmentation Needed / Packet Too Big for
+/// [`Drop::TooBig`]; Destination Unreachable, communication
+/// administratively prohibited (ICMPv4 3/13, ICMPv6 1/1) for IPv4 UDP
+/// without a checksum ([`Drop::UdpZeroChecksum`]) and IPv6 extension
+/// headers after a Fragment header ([`Drop::ExtAfterFragment`]). `None`:
+/// the drop is silent.
+pub fn build_refusal(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    router: &RouterAddrs,
+    drop: Drop,
+) -> Option<Result<(usize, usize), Drop>> {
+    match drop {
+        Drop::TooBig { mtu } => Some(build_too_big(buf, start, len, router, mtu)),
+        //= https://www.rfc-editor.org/rfc/rfc7915#section-4.5
+        // (paraphrase) A stateless translator cannot compute the checksum of
+        // a fragmented IPv4 UDP datagram without one: it drops it. The
+        // sender is told, with the same error as a filtered packet.
+        //
+        //= https://www.rfc-editor.org/rfc/rfc7915#section-5.1
+        // (paraphrase) Packets with extension headers after a Fragment
+        // header are dropped; the sender is told the packet was refused.
+        Drop::UdpZeroChecksum | Drop::ExtAfterFragment => {
+            Some(build_admin_prohibited(buf, start, len, router))
+        }
+        _ => None,
+    }
 }
 
 type IcmpHead = (u8, u8, [u8; 4]);
@@ -1165,28 +1415,39 @@ fn build_error(
             if pend > end {
                 return Err(Drop::Truncated);
             }
-            let h = parse_v6(b, ip, pend)?;
+            let src: [u8; 16] = rdn(b, ip + 8)?;
             //= https://www.rfc-editor.org/rfc/rfc4443#section-2.4
             //# (e) An ICMPv6 error message MUST NOT be originated as a result of
             //#     receiving the following:
             //#
             //#      (e.1) An ICMPv6 error message.
-            if h.proto == ICMP6 && h.frag.is_none() && is_icmp6_error(rd8(b, h.ul)?) {
-                return Err(Drop::NestedIcmpError);
+            //
+            // A header chain the translator refuses to walk (extension headers
+            // after a Fragment header) is answered: it is the refusal's cause.
+            match parse_v6(b, ip, pend) {
+                Ok(h)
+                    if h.proto == ICMP6
+                        && h.frag.is_none_or(|f| f.off == 0)
+                        && is_icmp6_error(rd8(b, h.ul)?) =>
+                {
+                    return Err(Drop::NestedIcmpError);
+                }
+                Ok(_) | Err(Drop::ExtAfterFragment) => {}
+                Err(e) => return Err(e),
             }
             let quote = (pend - ip).min(1280 - 48);
             let hdr_len = l2 + 48;
             let new_start = ip.checked_sub(hdr_len).ok_or(Drop::HeadroomExhausted)?;
             let mut hdr = [0u8; 18 + 48];
             put_l2(&mut hdr, 0, &eth, l2, ETH_P_IPV6)?;
-            put_v6(&mut hdr, l2, 0, 8 + quote, ICMP6, 64, &router.v6, &h.src, None)?;
+            put_v6(&mut hdr, l2, 0, 8 + quote, ICMP6, 64, &router.v6, &src, None)?;
             wr(&mut hdr, l2 + 40, &[v6.0, v6.1, 0, 0])?;
             wr(&mut hdr, l2 + 44, &v6.2)?;
             wr(b, new_start, sub(&hdr, 0, hdr_len)?)?;
             let at = new_start + l2 + 40;
             let c = l4_checksum_v6(
                 Ipv6Addr::from(router.v6),
-                Ipv6Addr::from(h.src),
+                Ipv6Addr::from(src),
                 ICMP6,
                 sub(b, at, ip + quote)?,
             );

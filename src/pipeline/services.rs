@@ -141,6 +141,10 @@ impl Nat64Rt {
 pub struct SiitRt {
     pub prefix: Option<Prefix64>,
     pub eam: EamTable,
+    /// Sources of translated errors from untranslatable routers (RFC 6791).
+    pub rfc6791: crate::nat46::Rfc6791,
+    /// IPv4 UDP without checksum (RFC 7915 §4.5).
+    pub udp_zero_checksum: crate::nat46::UdpZeroChecksum,
 }
 
 pub struct ServiceRt {
@@ -262,7 +266,12 @@ impl Services {
             });
         }
         if let Some(t) = &config.xlat.siit {
-            xlat.siit = Some(SiitRt { prefix: t.prefix.map(|p| p.prefix), eam: t.table() });
+            xlat.siit = Some(SiitRt {
+                prefix: t.prefix.map(|p| p.prefix),
+                eam: t.table(),
+                rfc6791: t.rfc6791,
+                udp_zero_checksum: t.udp_zero_checksum,
+            });
         }
         let pool_masks = pools.iter().map(mask16).collect();
         let owned = config.owned_prefixes().iter().map(|(p, pipe)| (mask16(p), *pipe as u8)).collect();

@@ -1,13 +1,15 @@
 //! `siit`: stateless IPv4/IPv6 translation (RFC 7915) of every packet of
 //! the pipeline, by prefix and explicit address mappings.
 
+use super::batch::FrameMut;
 use super::detail::{Cause, Malformed, Untranslatable};
 use super::flow::{Family, FlowKind};
-use super::rewrite::xlat::{bounce, decrement_hop, router, set, EgressMtu, ROUTER_V4};
+use super::rewrite::xlat::{bounce, decrement_hop, hop_expired, router, set, EgressMtu, ROUTER_V4};
+use super::stats::WorkerStats;
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
 use crate::nat46::{
-    build_time_exceeded, build_too_big, translate_4to6, translate_6to4, Config as XlatConfig, Drop, Mapper,
-    UdpZeroChecksum,
+    build_refusal, build_time_exceeded, translate_4to6, translate_6to4, Config as XlatConfig, Drop, Mapper,
+    Pool4, Rfc6791, RouterAddrs,
 };
 use crate::wire::addr::{mapped, v4_of};
 use crate::wire::parse::{parse, IpVersion};
@@ -40,14 +42,13 @@ impl Stage for SiitStage {
             return;
         };
         let map = Mapper { eam: Some(&siit.eam), prefix: siit.prefix };
-        // IPv4 -> IPv6 leaves by the egress, IPv6 -> IPv4 by the return egress.
-        let cfg = |mtu| XlatConfig {
-            src: map,
-            dst: map,
-            mtu,
-            udp_zero_checksum: UdpZeroChecksum::Compute,
-            icmp_error_src4: Some(ROUTER_V4),
-        };
+        // With no RFC 6791 IPv4 pool configured, errors from untranslatable
+        // IPv6 routers come from the RFC 7600 dummy address.
+        let rfc6791 = Rfc6791 { v4: siit.rfc6791.v4.or(Some(Pool4::single(ROUTER_V4))), ..siit.rfc6791 };
+        // IPv4 -> IPv6 leaves by the egress, IPv6 -> IPv4 by the return egress;
+        // the MTUs are read per batch, so an interface's MTU change applies at once.
+        let cfg =
+            |mtu| XlatConfig { src: map, dst: map, mtu, udp_zero_checksum: siit.udp_zero_checksum, rfc6791 };
         let (cfg46, cfg64) = (cfg(self.mtus.egress()), cfg(self.mtus.ret()));
         batch.for_each_frame(pipeline, |mut p| {
             let len = p.meta.len as usize;
@@ -67,13 +68,16 @@ impl Stage for SiitStage {
             let v6 = parsed.version == IpVersion::V6;
             let family = if v6 { Family::V6 } else { Family::V4 };
             p.flow.l3 = parsed.l3_offset as u16;
-            let result = match decrement_hop(&mut p, family) {
+            // Expiry is checked before translation, the hop count taken down
+            // after it: an error built on the way (Packet Too Big, a refusal)
+            // quotes the packet as it arrived.
+            let result = match hop_expired(&p, family) {
                 None => Err(Cause::INCONSISTENT),
-                Some(false) => {
+                Some(true) => {
                     let r = build_time_exceeded(p.frame, p.start, len, &router);
                     bounce(&mut p, r)
                 }
-                Some(true) => {
+                Some(false) => {
                     let r = if v6 {
                         translate_6to4(p.frame, p.start, len, &cfg64)
                     } else {
@@ -82,6 +86,10 @@ impl Stage for SiitStage {
                     match r {
                         Ok(out) => {
                             set(&mut p, out);
+                            let out_family = if v6 { Family::V4 } else { Family::V6 };
+                            if decrement_hop(&mut p, out_family) != Some(true) {
+                                return fail(&mut p, Cause::INCONSISTENT, stats);
+                            }
                             p.flow.kind = if v6 { FlowKind::Reply } else { FlowKind::Original };
                             // The L2 stage looks the next hop up by destination.
                             p.flow.nat.dst = if v6 {
@@ -91,18 +99,27 @@ impl Stage for SiitStage {
                             };
                             Ok(())
                         }
-                        Err(Drop::TooBig { mtu }) => {
-                            let r = build_too_big(p.frame, p.start, len, &router, mtu);
-                            bounce(&mut p, r)
-                        }
-                        Err(d) => Err(d.into()),
+                        Err(d) => refuse(&mut p, len, &router, d),
                     }
                 }
             };
             if let Err(c) = result {
-                stats.cause(c);
-                p.meta.verdict = Verdict::Drop(c.reason());
+                fail(&mut p, c, stats);
             }
         });
+    }
+}
+
+fn fail(p: &mut FrameMut<'_>, c: Cause, stats: &WorkerStats) {
+    stats.cause(c);
+    p.meta.verdict = Verdict::Drop(c.reason());
+}
+
+/// A packet the translator refused: answered with the ICMP error RFC 7915
+/// asks for ([`build_refusal`]), else dropped.
+fn refuse(p: &mut FrameMut<'_>, len: usize, router: &RouterAddrs, d: Drop) -> Result<(), Cause> {
+    match build_refusal(p.frame, p.start, len, router, d) {
+        Some(r) => bounce(p, r),
+        None => Err(d.into()),
     }
 }

@@ -32,7 +32,7 @@ use std::path::Path;
 use shunt::config::Config;
 use shunt::nat46::{
     build_time_exceeded, build_too_big, checksums_valid, translate_4to6, translate_6to4, Mapper, Prefix64,
-    RouterAddrs, UdpZeroChecksum, WELL_KNOWN_PREFIX,
+    Rfc6791, RouterAddrs, UdpZeroChecksum, WELL_KNOWN_PREFIX,
 };
 use shunt::pipeline::build::PortInfo;
 use shunt::pipeline::Verdict;
@@ -613,6 +613,7 @@ pub fn config(data: &[u8]) {
 /// the input had (generated errors always).
 pub fn nat46(data: &[u8]) {
     nat46_translate(data);
+    nat46_rules(data);
 }
 
 const FUZZ_HEADROOM: usize = 128;
@@ -625,14 +626,14 @@ fn nat46_configs() -> (shunt::nat46::Config<'static>, shunt::nat46::Config<'stat
         dst: Mapper::prefix(WELL_KNOWN_PREFIX),
         mtu: 1500,
         udp_zero_checksum: UdpZeroChecksum::Compute,
-        icmp_error_src4: None,
+        rfc6791: Rfc6791::default(),
     };
     let c64 = shunt::nat46::Config {
         src: Mapper::prefix(WELL_KNOWN_PREFIX),
         dst: Mapper::prefix(p40),
         mtu: 1500,
         udp_zero_checksum: UdpZeroChecksum::Compute,
-        icmp_error_src4: Some([192, 0, 0, 8]),
+        rfc6791: Rfc6791::v4([192, 0, 0, 8]),
     };
     (c46, c64)
 }
@@ -674,6 +675,75 @@ fn nat46_translate(data: &[u8]) {
         assert_eq!(p.version, want);
         if valid_in || generated {
             assert!(checksums_valid(out, &p), "checksums invalid after direction {dir}");
+        }
+    }
+}
+
+/// The rules beyond the common paths, on the same input: an EAM-only
+/// translator whose IPv4 routers have no IPv6 form (RFC 6791 IPv6 source),
+/// an IPv4 pool of eight addresses, the strict zero-checksum policy, and
+/// the ICMP errors that answer refused packets. Translated frames parse as
+/// the other family with valid checksums when the input's were valid;
+/// generated errors parse with valid checksums whatever the input.
+fn nat46_rules(data: &[u8]) {
+    use shunt::nat46::{build_refusal, Drop, Eam, EamTable, Pool4};
+    thread_local! {
+        static EAMS: &'static EamTable = {
+            let mut t = EamTable::with_capacity(2);
+            let v6 = |b: u8| [0x20, 0x01, 0x0d, 0xb8, 0, b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            let _ = t.insert(Eam { v4: [1, 0, 0, 0], v4_len: 24, v6: v6(3), v6_len: 120 });
+            let _ = t.insert(Eam { v4: [10, 0, 0, 0], v4_len: 24, v6: v6(2), v6_len: 120 });
+            Box::leak(Box::new(t))
+        };
+    }
+    let eams = EAMS.with(|t| *t);
+    let (c46, c64) = nat46_configs();
+    let rfc6791 = Rfc6791 {
+        v4: Some(Pool4 { net: [203, 0, 113, 8], len: 29 }),
+        v6: Some([0x20, 0x01, 0x0d, 0xb8, 0, 0x64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8]),
+    };
+    let strict = shunt::nat46::Config {
+        src: Mapper::eam(eams),
+        dst: Mapper { eam: Some(eams), prefix: c46.dst.prefix },
+        udp_zero_checksum: UdpZeroChecksum::Drop,
+        rfc6791,
+        ..c46
+    };
+    let pooled = shunt::nat46::Config { src: Mapper { eam: Some(eams), prefix: None }, rfc6791, ..c64 };
+    let router = RouterAddrs {
+        v4: [192, 0, 0, 8],
+        v6: [0x20, 0x01, 0x0d, 0xb8, 1, 192, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0],
+    };
+    let n = data.len().min(FUZZ_MAX);
+    let input = data.get(..n).unwrap_or(&[]);
+    let parsed_in = parse(input).ok().flatten();
+    let valid_in = parsed_in.is_some_and(|p| checksums_valid(input, &p));
+    let mut buf = [0u8; FUZZ_HEADROOM + FUZZ_MAX];
+    for dir in 0..4 {
+        buf.fill(0);
+        if let Some(dst) = buf.get_mut(FUZZ_HEADROOM..FUZZ_HEADROOM + n) {
+            dst.copy_from_slice(input);
+        }
+        let r = match dir {
+            0 => translate_4to6(&mut buf, FUZZ_HEADROOM, n, &strict),
+            1 => translate_6to4(&mut buf, FUZZ_HEADROOM, n, &pooled),
+            2 => {
+                build_refusal(&mut buf, FUZZ_HEADROOM, n, &router, Drop::ExtAfterFragment).expect("answered")
+            }
+            _ => build_refusal(&mut buf, FUZZ_HEADROOM, n, &router, Drop::UdpZeroChecksum).expect("answered"),
+        };
+        let Ok((s, l)) = r else { continue };
+        let out = buf.get(s..s + l).expect("output inside the buffer");
+        let generated = dir >= 2;
+        if parsed_in.is_none() && !generated {
+            continue;
+        }
+        let p = parse(out).expect("translated frame parses").expect("translated frame is IP");
+        if dir < 2 {
+            assert_eq!(p.version, if dir == 0 { IpVersion::V6 } else { IpVersion::V4 });
+        }
+        if valid_in || generated {
+            assert!(checksums_valid(out, &p), "checksums invalid after rule direction {dir}");
         }
     }
 }

@@ -9,7 +9,7 @@ use super::nat::rewrite;
 use super::related;
 use crate::nat46::{
     bound_4to6, bound_6to4, build_time_exceeded, build_too_big, translate_4to6, translate_6to4, Bound,
-    Config as XlatConfig, Drop, Mapper, Prefix64, RouterAddrs, UdpZeroChecksum,
+    Config as XlatConfig, Drop, Mapper, Prefix64, Rfc6791, RouterAddrs, UdpZeroChecksum,
 };
 use crate::pipeline::batch::FrameMut;
 use crate::pipeline::detail::{Cause, Untranslatable};
@@ -122,7 +122,7 @@ pub(crate) fn decrement_hop(p: &mut FrameMut<'_>, family: Family) -> Option<bool
 }
 
 /// Whether the packet's TTL / Hop Limit runs out here (read only).
-fn hop_expired(p: &FrameMut<'_>, family: Family) -> Option<bool> {
+pub(crate) fn hop_expired(p: &FrameMut<'_>, family: Family) -> Option<bool> {
     let v6 = family.is_v6();
     let l3 = p.start + usize::from(p.flow.l3);
     Some(*p.frame.get(l3 + if v6 { 7 } else { 8 })? <= 1)
@@ -206,7 +206,7 @@ pub fn translate_flow_general(
         dst: carrier,
         mtu: mtus.of(p.flow.kind),
         udp_zero_checksum: UdpZeroChecksum::Compute,
-        icmp_error_src4: Some(ROUTER_V4),
+        rfc6791: Rfc6791::v4(ROUTER_V4),
     };
     let len = p.meta.len as usize;
     match p.flow.xlat {
@@ -240,7 +240,9 @@ pub fn translate_flow_general(
             rewrite(p.frame.get_mut(p.start..end).ok_or(Cause::INCONSISTENT)?, f).ok_or(Cause::INCONSISTENT)
         }
         Xlat::To4 => {
-            if !decrement_hop(p, Family::V6).ok_or(Cause::INCONSISTENT)? {
+            // Decremented after translation, so that a Packet Too Big quotes
+            // the packet with the Hop Limit it arrived with.
+            if hop_expired(p, Family::V6).ok_or(Cause::INCONSISTENT)? {
                 let r = build_time_exceeded(p.frame, p.start, len, router);
                 return bounce(p, r);
             }
@@ -256,6 +258,9 @@ pub fn translate_flow_general(
                     return bounce(p, r);
                 }
                 Err(d) => return Err(d.into()),
+            }
+            if decrement_hop(p, Family::V4) != Some(true) {
+                return Err(Cause::INCONSISTENT);
             }
             p.flow.family = Family::V4;
             p.flow.l4 = p.flow.l3 + 20;
@@ -318,7 +323,7 @@ pub fn translate_related(
                 dst: carrier,
                 mtu: mtus.of(p.flow.kind),
                 udp_zero_checksum: UdpZeroChecksum::Compute,
-                icmp_error_src4: None,
+                rfc6791: Rfc6791::default(),
             };
             let out = translate_4to6(p.frame, p.start, len, &cfg).map_err(Cause::from)?;
             set(p, out);
@@ -340,7 +345,7 @@ pub fn translate_related(
                 dst: carrier,
                 mtu: mtus.of(p.flow.kind),
                 udp_zero_checksum: UdpZeroChecksum::Compute,
-                icmp_error_src4: Some(v4_of(&p.flow.nat.src)),
+                rfc6791: Rfc6791::v4(v4_of(&p.flow.nat.src)),
             };
             let out = translate_6to4(p.frame, p.start, len, &cfg).map_err(Cause::from)?;
             set(p, out);
