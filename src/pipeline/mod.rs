@@ -21,6 +21,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod rewrite;
 pub mod services;
+pub mod slots;
 pub mod snat;
 pub mod stats;
 pub mod xlat;
