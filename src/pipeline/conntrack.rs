@@ -917,14 +917,14 @@ impl ConnTable {
         let buckets = layout.slots / WAYS;
         if layout != MemoryLayout::new(layout.slots, layout.tags_at)
             || map.len() < layout.end
-            || layout.tags_at % 64 != 0
+            || !layout.tags_at.is_multiple_of(64)
         {
             return None;
         }
         let mut adopted = Adopted::default();
         {
             let bytes = map.bytes_mut();
-            if (bytes.as_ptr() as usize) % 64 != 0 {
+            if !(bytes.as_ptr() as usize).is_multiple_of(64) {
                 return None;
             }
             if !keep {

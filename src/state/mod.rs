@@ -165,7 +165,7 @@ pub fn check(h: &Header, want: &Header, file_len: u64) -> Result<(), Refused> {
     if h.slots != want.slots {
         return Err(Refused::Slots { found: h.slots, want: want.slots });
     }
-    let need = HEADER as u64 + MemoryLayout::new(want.slots as usize, HEADER).end as u64 - HEADER as u64;
+    let need = MemoryLayout::new(want.slots as usize, HEADER).end as u64;
     if file_len != need {
         return Err(Refused::Length { found: file_len, want: need });
     }
