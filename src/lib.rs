@@ -20,6 +20,8 @@ pub mod lab;
 pub mod nat46;
 #[allow(unsafe_code)] // UMEM frames through raw views; prefetch
 pub mod pipeline;
+#[allow(unsafe_code)] // the shared mapping of a state file
+pub mod state;
 #[allow(unsafe_code)] // syscalls: capabilities, scheduling, netlink
 pub mod sys;
 pub mod telemetry;

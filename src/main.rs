@@ -51,6 +51,11 @@ enum Command {
         /// `control_socket` (several nodes sharing one config on one host).
         #[arg(long, value_name = "PATH")]
         control_socket: Option<PathBuf>,
+        /// Keep flow state (conntrack, SNAT ports, NAT64 sessions, ids) in
+        /// files here, on tmpfs, so flows survive a restart, an upgrade and
+        /// a crash (see docs/OPERATIONS.md). Off by default.
+        #[arg(long, value_name = "DIR", env = "SHUNT_STATE_DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Validate a config file (and, unless --offline, this host) without running.
     Check {
@@ -426,8 +431,9 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
                 cfg.routes.len()
             ))
         }
-        Command::Run { config, control_socket } => {
+        Command::Run { config, control_socket, state_dir } => {
             let mut cfg = Config::load(&config)?;
+            cfg.state_dir = state_dir.filter(|d| !d.as_os_str().is_empty());
             if let Some(path) = control_socket {
                 cfg.telemetry.control_socket = Some(path);
             }

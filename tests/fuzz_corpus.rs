@@ -69,6 +69,11 @@ fn control_corpus() {
 }
 
 #[test]
+fn state_corpus() {
+    replay("state", fuzz::state);
+}
+
+#[test]
 fn every_target_has_a_corpus() {
     for t in fuzz::TARGETS {
         assert!(!corpus(t).is_empty(), "fuzz/corpus/{t} is empty");

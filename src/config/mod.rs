@@ -47,6 +47,9 @@ pub struct Config {
     pub node: Node,
     /// NAT46 / NAT64 / SIIT translators.
     pub xlat: xlat::Xlat,
+    /// Where flow state that outlives the process lives (`shunt run
+    /// --state-dir`; not a file setting). None: flows die with the process.
+    pub state_dir: Option<PathBuf>,
     /// Where each service's VIP and pool are written (same order).
     service_spans: Vec<services::AddressSpans>,
     text: String,
@@ -596,6 +599,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         telemetry,
         node,
         xlat,
+        state_dir: None,
         service_spans,
         text: src.text.to_string(),
     })

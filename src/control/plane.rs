@@ -60,16 +60,25 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
         ),
         None => None,
     };
-    let mut ids = IdRegistry::default();
+    // Ids and the snapshot generation carry over with the flows that
+    // store them (`crate::state`).
+    let state = config.state_dir.as_ref().map(crate::state::StateDir::new);
+    let (mut ids, last_generation) = state.as_ref().map(|s| s.load_ids()).unwrap_or_default();
+    let generation = last_generation + 1;
     let mut health = HealthPlane::new(config, true).context("starting the health prober")?;
-    let services = Arc::new(ArcSwap::from_pointee(build_services(config, 1, &mut ids, &mut health)?));
+    let services =
+        Arc::new(ArcSwap::from_pointee(build_services(config, generation, &mut ids, &mut health)?));
+    if let Some(s) = &state {
+        s.save_ids(&ids, generation);
+    }
+    let mut saved_generation = generation;
     let dp = Dataplane::start(config, services.clone(), stop.clone())?;
     let notify = Notifier::from_env();
     let mut running = Running {
         config: config.clone(),
         services,
         ids,
-        generation: 1,
+        generation,
         dp,
         health,
         notify,
@@ -137,6 +146,10 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
         }
         if running.health.poll() {
             running.republish();
+        }
+        if let Some(s) = state.as_ref().filter(|_| running.generation != saved_generation) {
+            saved_generation = running.generation;
+            s.save_ids(&running.ids, saved_generation);
         }
         running.dp.collect_histograms();
         if last_xdp.elapsed() >= Duration::from_secs(1) {

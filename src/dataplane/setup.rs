@@ -110,9 +110,26 @@ pub fn assemble<P: PortIo>(
     let nports = xsk.ports.len().max(1) as u32;
     // Leave half the frames for batches and TX rings in flight.
     let fill_target = (config.dataplane.frames_per_worker / 2 / nports).min(config.dataplane.ring_size);
-    let conntrack = build::conntrack(config);
+    let now = crate::pipeline::conntrack::tick_from_ns(crate::sys::monotonic_ns());
+    let conntrack = match &config.state_dir {
+        Some(dir) => crate::state::StateDir::new(dir).conntrack(config, wi, now),
+        None => build::conntrack(config),
+    };
     let mut ctx = Ctx::new(conntrack, services.load_full(), stats, wi as u16, config.workers.len() as u16);
     ctx.limiter = build::limiter(config);
+    if ctx.conntrack.is_mapped() {
+        ctx.now = now;
+        let r = crate::state::restore(&mut ctx);
+        if r.kept + r.dropped > 0 {
+            tracing::info!(
+                worker = wi,
+                flows = r.kept,
+                dropped = r.dropped,
+                snat_ports = r.ports,
+                "state: flows carried over (dropped: service, backend or pool gone)"
+            );
+        }
+    }
     Ok(Worker {
         xsk,
         pipelines,

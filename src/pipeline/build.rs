@@ -29,11 +29,16 @@ pub struct PortInfo {
 pub fn conntrack(config: &Config) -> ConnTable {
     let ct = &config.conntrack;
     let mut table = ConnTable::new(ct.entries_per_worker as usize, ct.timeouts, ct.full);
-    table.set_pressure_timeout(ct.pressure_timeout);
+    configure_conntrack(&mut table, config);
+    table
+}
+
+/// The config's settings of a table beyond its size and timeouts.
+pub fn configure_conntrack(table: &mut ConnTable, config: &Config) {
+    table.set_pressure_timeout(config.conntrack.pressure_timeout);
     if let Some(n) = &config.xlat.nat64 {
         table.set_alt_timeouts(n.timeouts);
     }
-    table
 }
 
 /// A worker's new-flow limiter as the config sets it, keyed with a fresh

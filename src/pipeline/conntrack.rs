@@ -26,6 +26,7 @@
 
 use super::flow::{proto, BackendId, ServiceId};
 pub use super::flow::{EntryFlags, FlowKey, NatBinding};
+use super::slots::Slots;
 pub use crate::config::{FullPolicy, Timeouts};
 
 /// Coarse time in seconds (wrapping); see module docs.
@@ -373,14 +374,90 @@ const MIN_SLOTS: usize = 2 * WAYS;
 /// Upper bound on slots (128 GiB of entries); larger requests are clamped.
 pub const MAX_SLOTS: usize = 1 << 30;
 
+/// Slots of a table asked for `capacity` (see [`ConnTable::new`]).
+pub fn slots_for(capacity: usize) -> usize {
+    capacity.clamp(MIN_SLOTS, MAX_SLOTS).checked_next_power_of_two().unwrap_or(MAX_SLOTS).min(MAX_SLOTS)
+}
+
+/// Where a table's tag lines and entries sit in external memory (byte
+/// offsets in the mapping handed to [`ConnTable::in_mapping`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLayout {
+    pub slots: usize,
+    pub tags_at: usize,
+    pub entries_at: usize,
+    /// First byte after the entries.
+    pub end: usize,
+}
+
+impl MemoryLayout {
+    /// A table of `capacity` placed from byte `base` (a multiple of 64).
+    pub fn new(capacity: usize, base: usize) -> MemoryLayout {
+        let slots = slots_for(capacity);
+        // At least two tag lines of 32 bytes: entries start 64-aligned.
+        let entries_at = base + slots / WAYS * core::mem::size_of::<Tags>();
+        MemoryLayout {
+            slots,
+            tags_at: base,
+            entries_at,
+            end: entries_at + slots * core::mem::size_of::<Entry>(),
+        }
+    }
+}
+
+/// What [`ConnTable::in_mapping`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Adopted {
+    /// Entries that passed the per-entry rule.
+    pub kept: usize,
+    /// Occupied slots that failed it (cleared).
+    pub invalid: usize,
+}
+
+/// Fingerprint of the in-memory layout of the table (sizes and field
+/// offsets): state written by a build with other entries is refused. A
+/// change of meaning without a change of layout (a new state or flag bit)
+/// must bump `crate::state`'s version instead.
+pub const LAYOUT: u64 = {
+    use core::mem::{align_of, offset_of, size_of};
+    let parts = [
+        size_of::<Entry>(),
+        align_of::<Entry>(),
+        size_of::<Tags>(),
+        WAYS,
+        size_of::<FlowKey>(),
+        size_of::<NatBinding>(),
+        offset_of!(Entry, key),
+        offset_of!(Entry, last_seen),
+        offset_of!(Entry, backend),
+        offset_of!(Entry, service),
+        offset_of!(Entry, state),
+        offset_of!(Entry, flags),
+        offset_of!(Entry, fin_seen),
+        offset_of!(Entry, nat),
+        offset_of!(Entry, peer_touched),
+        offset_of!(Entry, next_hop),
+        offset_of!(Entry, hop_tag),
+        offset_of!(Entry, created),
+        ConnState::Generic as usize,
+    ];
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < parts.len() {
+        h = (h ^ parts[i] as u64).wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    h
+};
+
 #[repr(C, align(32))]
 #[derive(Clone, Copy, Default)]
 struct Tags([u32; WAYS]);
 
 /// The connection table. See module docs.
 pub struct ConnTable {
-    tags: Box<[Tags]>,
-    entries: Box<[Entry]>,
+    tags: Slots<Tags>,
+    entries: Slots<Entry>,
     bucket_mask: usize,
     len: usize,
     cursor: usize,
@@ -424,15 +501,18 @@ impl ConnTable {
     /// clamped to [`MAX_SLOTS`]). Size it ~1.1x the flows you must hold: a
     /// refusal/eviction can start from ~92% occupancy.
     pub fn new(capacity: usize, timeouts: Timeouts, full_policy: FullPolicy) -> Self {
-        let slots = capacity
-            .clamp(MIN_SLOTS, MAX_SLOTS)
-            .checked_next_power_of_two()
-            .unwrap_or(MAX_SLOTS)
-            .min(MAX_SLOTS);
-        let buckets = slots / WAYS;
+        let buckets = slots_for(capacity) / WAYS;
+        let tags = Slots::heap(Tags::default(), buckets);
+        let entries = Slots::heap(Entry::EMPTY, buckets * WAYS);
+        Self::over(tags, entries, timeouts, full_policy)
+    }
+
+    fn over(tags: Slots<Tags>, entries: Slots<Entry>, timeouts: Timeouts, full_policy: FullPolicy) -> Self {
+        let slots = entries.len();
+        let buckets = tags.len();
         Self {
-            tags: vec![Tags::default(); buckets].into_boxed_slice(),
-            entries: vec![Entry::EMPTY; slots].into_boxed_slice(),
+            tags,
+            entries,
             bucket_mask: buckets - 1,
             len: 0,
             cursor: 0,
@@ -795,6 +875,112 @@ impl ConnTable {
                 }
             }
         }
+    }
+
+    /// Removes every occupied entry `keep` refuses, without reporting
+    /// deaths (for checks at start, before any port is handed out).
+    /// Returns how many went.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) -> usize {
+        let mut removed = 0;
+        for b in 0..self.tags.len() {
+            for w in 0..WAYS {
+                if self.tags[b].0[w] != 0 && !keep(&self.entries[b * WAYS + w]) {
+                    self.tags[b].0[w] = 0;
+                    self.len -= 1;
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    /// Whether the table lives in a mapping that survives the process.
+    pub fn is_mapped(&self) -> bool {
+        self.entries.is_mapped()
+    }
+
+    /// A table over `map` placed as `layout` says (`None` when the mapping
+    /// is too small or misplaced). With `keep`, the entries found there
+    /// stay if they pass the per-entry rule: a known state, a key whose
+    /// hash gives the slot's tag and one of its two buckets, a last-seen
+    /// time not in the future; the others are cleared. Without `keep` the
+    /// memory is cleared first.
+    pub fn in_mapping(
+        mut map: super::slots::Region,
+        layout: MemoryLayout,
+        keep: bool,
+        now: Tick,
+        timeouts: Timeouts,
+        full_policy: FullPolicy,
+    ) -> Option<(ConnTable, Adopted)> {
+        let entry = core::mem::size_of::<Entry>();
+        let buckets = layout.slots / WAYS;
+        if layout != MemoryLayout::new(layout.slots, layout.tags_at)
+            || map.len() < layout.end
+            || !layout.tags_at.is_multiple_of(64)
+        {
+            return None;
+        }
+        let mut adopted = Adopted::default();
+        {
+            let bytes = map.bytes_mut();
+            if !(bytes.as_ptr() as usize).is_multiple_of(64) {
+                return None;
+            }
+            if !keep {
+                bytes[layout.tags_at..layout.end].fill(0);
+            }
+            // Typed access needs valid values: `state` is the one field of
+            // an entry with invalid bit patterns, so check it as a byte.
+            let state_at = core::mem::offset_of!(Entry, state);
+            for i in 0..layout.slots {
+                let t = layout.tags_at + i * 4;
+                let e = layout.entries_at + i * entry;
+                let tagged = bytes.get(t..t + 4).is_some_and(|x| x != [0; 4]);
+                if tagged && bytes.get(e + state_at).is_none_or(|&st| st > ConnState::Generic as u8) {
+                    bytes[t..t + 4].fill(0);
+                    bytes[e..e + entry].fill(0);
+                    adopted.invalid += 1;
+                }
+            }
+        }
+        let map = std::sync::Arc::new(map);
+        // SAFETY: `layout` matches `MemoryLayout::new` and fits the mapping
+        // (checked above), so both ranges are inside it, apart, and 64-byte
+        // aligned (the mapping is, and every offset is a multiple of 64).
+        // Tag lines are plain u32s; every entry's state byte was checked
+        // and every other field accepts any bits (an all-zero entry is
+        // `TcpNone` with no ids). The mapping is not touched elsewhere.
+        let (tags, entries) = unsafe {
+            (
+                Slots::mapped(&map, layout.tags_at, buckets),
+                Slots::mapped(&map, layout.entries_at, layout.slots),
+            )
+        };
+        let mut table = ConnTable::over(tags, entries, timeouts, full_policy);
+        for b in 0..buckets {
+            for w in 0..WAYS {
+                let tag = table.tags[b].0[w];
+                if tag == 0 {
+                    continue;
+                }
+                let e = &table.entries[b * WAYS + w];
+                let k = e.key;
+                let (b1, b2, want) = place(k.hash(), table.bucket_mask);
+                let ok = k == FlowKey::new(k.src, k.dst, k.sport, k.dport, k.proto)
+                    && tag == want
+                    && (b == b1 || b == b2)
+                    && (e.last_seen.wrapping_sub(now) as i32) <= 1;
+                if ok {
+                    table.len += 1;
+                    adopted.kept += 1;
+                } else {
+                    table.tags[b].0[w] = 0;
+                    adopted.invalid += 1;
+                }
+            }
+        }
+        Some((table, adopted))
     }
 }
 

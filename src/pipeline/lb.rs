@@ -325,7 +325,7 @@ fn track(
 
 /// TCP states after a FIN or RST: ipvsadm's inactive connections.
 #[inline]
-fn is_closing(s: ConnState) -> bool {
+pub(crate) fn is_closing(s: ConnState) -> bool {
     matches!(
         s,
         ConnState::TcpFinWait

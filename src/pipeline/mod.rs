@@ -23,6 +23,7 @@ pub mod refusal;
 pub mod registry;
 pub mod rewrite;
 pub mod services;
+pub mod slots;
 pub mod snat;
 pub mod stats;
 pub mod xlat;

@@ -86,6 +86,39 @@ pub struct IdRegistry {
 }
 
 impl IdRegistry {
+    /// Every id handed out: services by name, backends by (service,
+    /// address, port); what `crate::state` keeps across restarts.
+    pub fn export(&self) -> (Vec<(String, u16)>, Vec<(String, IpAddr, u16, u16)>) {
+        let mut s: Vec<(String, u16)> = self.services.iter().map(|(k, &v)| (k.clone(), v)).collect();
+        let mut b: Vec<(String, IpAddr, u16, u16)> =
+            self.backends.iter().map(|((n, a, p), &v)| (n.clone(), *a, *p, v)).collect();
+        s.sort_by_key(|x| x.1);
+        b.sort_by_key(|x| x.3);
+        (s, b)
+    }
+
+    /// The registry `export` gave; `None` unless the ids of each kind are
+    /// exactly 0..n (new ids are handed out from n on) and the keys distinct.
+    pub fn import(
+        services: Vec<(String, u16)>,
+        backends: Vec<(String, IpAddr, u16, u16)>,
+    ) -> Option<IdRegistry> {
+        let dense = |mut ids: Vec<u16>, max: usize| {
+            ids.sort_unstable();
+            ids.len() <= max && ids.iter().enumerate().all(|(i, &id)| usize::from(id) == i)
+        };
+        if !dense(services.iter().map(|x| x.1).collect(), MAX_SERVICES)
+            || !dense(backends.iter().map(|x| x.3).collect(), MAX_BACKENDS)
+        {
+            return None;
+        }
+        let r = IdRegistry {
+            services: services.iter().map(|(n, id)| (n.clone(), *id)).collect(),
+            backends: backends.iter().map(|(n, a, p, id)| ((n.clone(), *a, *p), *id)).collect(),
+        };
+        (r.services.len() == services.len() && r.backends.len() == backends.len()).then_some(r)
+    }
+
     fn service(&mut self, name: &str) -> Result<u16> {
         let n = self.services.len();
         if let Some(&id) = self.services.get(name) {

@@ -96,6 +96,24 @@ impl SnatPool {
         }
     }
 
+    /// Takes every free pair `in_use` names out of the free list (the
+    /// ports of flows restored at start). Returns how many it took.
+    pub fn reserve(&mut self, mut in_use: impl FnMut(&[u8; 16], u16) -> bool) -> usize {
+        let cap = self.ring.len();
+        let mut kept = 0;
+        for n in 0..self.len {
+            let v = self.ring[(self.head + n) % cap];
+            let taken = self.addrs.get((v >> 16) as usize).is_some_and(|a| in_use(a, v as u16));
+            if !taken {
+                self.ring[(self.head + kept) % cap] = v;
+                kept += 1;
+            }
+        }
+        let taken = self.len - kept;
+        self.len = kept;
+        taken
+    }
+
     pub fn contains(&self, addr: &[u8; 16]) -> bool {
         self.addrs.contains(addr)
     }
@@ -155,6 +173,21 @@ mod tests {
         // Foreign addresses are ignored, never double-booked.
         p.release(&[9; 16], 2000);
         assert_eq!(p.alloc(8), None);
+    }
+
+    #[test]
+    fn reserved_pairs_are_never_handed_out() {
+        let pool = Prefix::parse("192.0.2.7/32").unwrap();
+        let mut p = SnatPool::new(pool, 0, 1);
+        let busy = |port: u16| port % 3 == 0;
+        let taken = p.reserve(|_, port| busy(port));
+        assert_eq!(taken, (1024..=65535u32).filter(|&x| busy(x as u16)).count());
+        let mut n = 0u64;
+        while let Some((_, port)) = p.alloc(n) {
+            assert!(!busy(port), "port {port} was reserved");
+            n += 1;
+        }
+        assert_eq!(n as usize + taken, PORTS as usize);
     }
 
     /// Ports handed to consecutive flows: neither a sequence nor a fixed

@@ -152,6 +152,23 @@ impl WorkerStats {
         }
     }
 
+    /// A flow carried over from the previous process: active again, but
+    /// not new.
+    pub fn flow_restored(&self, service: Option<ServiceId>, backend: Option<BackendId>, closing: bool) {
+        for s in [
+            service.and_then(|s| self.services.get(s.index())),
+            backend.and_then(|b| self.backends.get(b.index())),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            s.active_flows.add(1);
+            if closing {
+                s.closing_flows.add(1);
+            }
+        }
+    }
+
     #[inline]
     pub fn flow_ended(&self, service: Option<ServiceId>, backend: Option<BackendId>, closing: bool) {
         for s in [

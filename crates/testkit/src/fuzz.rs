@@ -760,8 +760,57 @@ pub fn control(data: &[u8]) {
     }
 }
 
+/// Bytes as a worker's conntrack state file, read by the same path a
+/// starting worker takes: refused (one log line, empty table) or adopted
+/// entry by entry, never a panic; what is adopted can be looked up and
+/// expired. An odd first byte puts a valid header in front and sizes the
+/// file to fit, so the fuzzer reaches the entries behind the checksum.
+pub fn state(data: &[u8]) {
+    use shunt::pipeline::conntrack::{slots_for, FlowKey, LAYOUT};
+    use shunt::state::{boot_id, Header, StateDir, HEADER, VERSION};
+    thread_local! {
+        static DIR: (StateDir, Config) = {
+            let dir = StateDir::new(std::env::temp_dir().join(format!("shunt-fuzz-state-{}", std::process::id())));
+            let mut cfg = Config::parse(Path::new("state.toml"), CONTROL_CONFIG).expect("config.toml parses");
+            cfg.conntrack.entries_per_worker = 64;
+            cfg.workers.truncate(1);
+            (dir, cfg)
+        };
+    }
+    DIR.with(|(dir, cfg)| {
+        let mut file = Vec::new();
+        if data.first().is_some_and(|b| b & 1 == 1) {
+            let h = Header {
+                version: VERSION,
+                worker: 0,
+                workers: 1,
+                layout: LAYOUT,
+                slots: slots_for(64) as u64,
+                generation: 1,
+                boot_id: boot_id(),
+            };
+            file.extend_from_slice(&h.encode());
+            file.resize(HEADER, 0);
+        }
+        file.extend_from_slice(data);
+        if data.first().is_some_and(|b| b & 1 == 1) {
+            // The exact length a 64-slot table needs, so the header passes.
+            file.resize(shunt::pipeline::conntrack::MemoryLayout::new(64, HEADER).end, 0);
+        }
+        std::fs::create_dir_all(&dir.path).expect("temp dir");
+        std::fs::write(dir.conntrack_file(0), &file).expect("write state file");
+        let mut t = dir.conntrack(cfg, 0, 1000);
+        let mut keys = Vec::new();
+        t.for_each_live(1000, |e| keys.push(*e.key()));
+        for k in keys {
+            let _: Option<&FlowKey> = t.lookup(&k, k.hash(), 1000).map(|e| e.key());
+        }
+        t.expire_step(u32::MAX / 2, 1 << 20);
+    });
+}
+
 /// The names of the targets above, for tools that iterate over them.
-pub const TARGETS: &[&str] = &["wire", "pipeline", "config", "nat46", "control"];
+pub const TARGETS: &[&str] = &["wire", "pipeline", "config", "nat46", "control", "state"];
 
 /// Runs the target called `name` on `data`; false when there is none.
 pub fn run(name: &str, data: &[u8]) -> bool {
@@ -771,6 +820,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "config" => config(data),
         "nat46" => nat46(data),
         "control" => control(data),
+        "state" => state(data),
         _ => return false,
     }
     true
