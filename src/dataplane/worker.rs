@@ -245,7 +245,7 @@ impl<P: PortIo> Worker<P> {
             }
             crate::pipeline::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
             self.hand_over();
-            transmit(&mut self.xsk, &self.counters, &mut self.batch, &self.mtus);
+            transmit(&mut self.xsk, &self.counters, &self.ctx.stats, &mut self.batch, &self.mtus);
         }
     }
 
