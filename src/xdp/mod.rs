@@ -15,7 +15,7 @@ use aya::programs::{ProgramError, Xdp, XdpMode as AyaMode};
 use aya::{Ebpf, EbpfError};
 
 use crate::config::{Config, XdpMode};
-use maps::{LpmAddr, LpmValue, MatchKey, MatchValue, XdpCounter};
+use maps::{LpmAddr, LpmValue, MatchKey, MatchValue, RouteKeyData, XdpCounter};
 
 /// The compiled `xdp-redirect/xdp_redirect.c`, embedded at build time.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_redirect.o"));
@@ -66,6 +66,17 @@ fn map_err(map: &'static str, what: impl Into<String>) -> impl FnOnce(MapError) 
     move |source| XdpError::Map { map, what, source }
 }
 
+/// (prefixlen, key data, pipeline) of every prefix route.
+fn route_prefix_entries(config: &Config) -> Vec<(u32, RouteKeyData, u32)> {
+    config
+        .prefix_routes()
+        .map(|r| {
+            let (len, data) = maps::route_key(r.dst.net, r.dst.len, r.protocol, r.port);
+            (len, data, r.pipeline as u32)
+        })
+        .collect()
+}
+
 /// One loaded and attached program. Dropping it detaches the program; so does
 /// the process dying, because the attachment is a bpf_link owned by an fd.
 pub struct Attached {
@@ -83,10 +94,19 @@ impl Attached {
             let mut matches: HashMap<&mut MapData, MatchKey, MatchValue> =
                 HashMap::try_from(map).map_err(map_err("shunt_match", "opening"))?;
             for r in &config.match_entries() {
-                let key = MatchKey::new(r.dst, r.protocol, r.port);
+                let key = MatchKey::new(r.dst.net, r.protocol, r.port);
                 matches
                     .insert(key, MatchValue { pipeline: r.pipeline as u32, flags: 0 }, 0)
-                    .map_err(map_err("shunt_match", format!("adding route {}", r.dst)))?;
+                    .map_err(map_err("shunt_match", format!("adding route {}", r.dst.net)))?;
+            }
+        }
+        {
+            let map = ebpf.map_mut("shunt_route_prefix").ok_or(XdpError::MissingMap("shunt_route_prefix"))?;
+            let mut lpm: LpmTrie<&mut MapData, RouteKeyData, LpmValue> =
+                LpmTrie::try_from(map).map_err(map_err("shunt_route_prefix", "opening"))?;
+            for (len, data, pipeline) in route_prefix_entries(config) {
+                lpm.insert(&Key::new(len, data), MatchValue { pipeline, flags: 0 }, 0)
+                    .map_err(map_err("shunt_route_prefix", "adding a prefix route"))?;
             }
         }
         {
@@ -142,7 +162,7 @@ impl Attached {
             .iter()
             .map(|r| {
                 (
-                    MatchKey::new(r.dst, r.protocol, r.port),
+                    MatchKey::new(r.dst.net, r.protocol, r.port),
                     MatchValue { pipeline: r.pipeline as u32, flags: 0 },
                 )
             })
@@ -158,6 +178,25 @@ impl Attached {
                 matches.keys().filter_map(|k| k.ok()).filter(|k| !want.iter().any(|(w, _)| w == k)).collect();
             for k in stale {
                 matches.remove(&k).map_err(map_err("shunt_match", "pruning"))?;
+            }
+        }
+        let want = route_prefix_entries(config);
+        let map =
+            self.ebpf.map_mut("shunt_route_prefix").ok_or(XdpError::MissingMap("shunt_route_prefix"))?;
+        let mut lpm: LpmTrie<&mut MapData, RouteKeyData, LpmValue> =
+            LpmTrie::try_from(map).map_err(map_err("shunt_route_prefix", "opening"))?;
+        for (len, data, pipeline) in &want {
+            lpm.insert(&Key::new(*len, *data), MatchValue { pipeline: *pipeline, flags: 0 }, 0)
+                .map_err(map_err("shunt_route_prefix", "updating"))?;
+        }
+        if prune {
+            let stale: Vec<Key<RouteKeyData>> = lpm
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| !want.iter().any(|(l, d, _)| *l == k.prefix_len() && *d == k.data()))
+                .collect();
+            for k in stale {
+                lpm.remove(&k).map_err(map_err("shunt_route_prefix", "pruning"))?;
             }
         }
         let want: Vec<(u32, LpmAddr, u32)> = config
