@@ -43,6 +43,9 @@ pub struct SiitSection {
     #[serde(default)]
     pub eam: Vec<EamSection>,
     pub pipeline: Spanned<String>,
+    /// RFC 7915 §4 "lowest-ipv6-mtu": IPv4 packets without DF that would
+    /// translate larger than this are sent as IPv6 fragments of at most it.
+    pub lowest_ipv6_mtu: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,7 +86,13 @@ pub struct Siit {
     /// (IPv4 prefix, IPv6 prefix) pairs.
     pub eam: Vec<(Prefix, Prefix)>,
     pub pipeline: usize,
+    /// Largest IPv6 packet made from an IPv4 packet without DF (RFC 7915 §4).
+    pub lowest_ipv6_mtu: u16,
 }
+
+/// RFC 8200 §5: every IPv6 link carries 1280-byte packets, so fragments of
+/// this size reach any IPv6 host.
+pub const DEFAULT_LOWEST_IPV6_MTU: u16 = 1280;
 
 impl Siit {
     pub fn table(&self) -> EamTable {
@@ -202,7 +211,21 @@ pub(super) fn validate(
             if prefix.is_none() && eam.is_empty() {
                 return Err(src.error(s.pipeline.span(), "[siit] needs a `prefix`, an `eam` list, or both"));
             }
-            Some(Siit { prefix, eam, pipeline: pipeline_index(src, pipelines, &s.pipeline)? })
+            let lowest_ipv6_mtu = match &s.lowest_ipv6_mtu {
+                None => DEFAULT_LOWEST_IPV6_MTU,
+                Some(m) => u16::try_from(*m.get_ref()).ok().filter(|&m| m >= 1280).ok_or_else(|| {
+                    src.error(
+                        m.span(),
+                        format!("lowest_ipv6_mtu {} outside 1280..=65535 (RFC 8200 §5)", m.get_ref()),
+                    )
+                })?,
+            };
+            Some(Siit {
+                prefix,
+                eam,
+                pipeline: pipeline_index(src, pipelines, &s.pipeline)?,
+                lowest_ipv6_mtu,
+            })
         }
     };
     Ok(Xlat { nat46, nat64, siit })

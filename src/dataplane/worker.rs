@@ -215,6 +215,9 @@ impl<P: PortIo> Worker<P> {
             return 0;
         }
         p.received();
+        // Frames stages may emit into (SIIT fragments); a no-op without a target.
+        let pool = &mut self.xsk.pool;
+        self.batch.top_up_spares(|| pool.alloc().map(Frame::into_desc));
         self.begin_batch();
         let c = &self.counters;
         c.batches.add(1);

@@ -5,8 +5,10 @@
 //! EAM table allocates once at construction), no `unsafe`, no panics on any
 //! input. See [`siit`] for the in-place frame layout contract.
 //!
-//! Not implemented (callers see a [`Drop`]): IPv4/IPv6 fragmentation of
-//! oversized DF=0 packets ([`Drop::NeedsFragmentation`]), RFC 4884 ICMP
+//! The translator itself does not split packets: an oversized DF=0 packet
+//! is [`Drop::NeedsFragmentation`], and callers that can emit several
+//! frames split its translation with [`fragment`]. Not implemented (callers
+//! see a [`Drop`]): RFC 4884 ICMP
 //! extensions (quoted as opaque data), the optional §5.1 Identification
 //! generator, ICMP "administratively prohibited" generation (§4.4/§5.4).
 
@@ -16,6 +18,7 @@
 
 pub mod addr;
 mod fast;
+pub mod fragment;
 pub mod siit;
 
 pub use addr::{Eam, EamError, EamTable, Mapper, Prefix64, WELL_KNOWN_PREFIX};

@@ -141,6 +141,8 @@ impl Nat64Rt {
 pub struct SiitRt {
     pub prefix: Option<Prefix64>,
     pub eam: EamTable,
+    /// RFC 7915 §4 "lowest-ipv6-mtu" (`[siit] lowest_ipv6_mtu`).
+    pub lowest_ipv6_mtu: u16,
 }
 
 pub struct ServiceRt {
@@ -262,7 +264,11 @@ impl Services {
             });
         }
         if let Some(t) = &config.xlat.siit {
-            xlat.siit = Some(SiitRt { prefix: t.prefix.map(|p| p.prefix), eam: t.table() });
+            xlat.siit = Some(SiitRt {
+                prefix: t.prefix.map(|p| p.prefix),
+                eam: t.table(),
+                lowest_ipv6_mtu: t.lowest_ipv6_mtu,
+            });
         }
         let pool_masks = pools.iter().map(mask16).collect();
         let owned = config.owned_prefixes().iter().map(|(p, pipe)| (mask16(p), *pipe as u8)).collect();
