@@ -192,3 +192,60 @@ fn sigkill_leaves_no_xdp_program() {
     let ping = ns_exec("shunt-client", &["ping", "-c", "1", "-W", "2", "10.0.1.1"]);
     assert!(ping.status.success());
 }
+
+#[test]
+fn prefix_routes_redirect_a_whole_network() {
+    let Some(_lab) = lab() else { return };
+    // The l2fwd routes as prefixes: one entry each way covers the backend
+    // 10.0.2.11 and the client, while Shunt's own 10.0.2.1 and 10.0.1.1
+    // stay outside (host traffic must still reach the kernel).
+    let cfg = std::fs::read_to_string(default_config())
+        .unwrap()
+        .replace("dst = \"10.0.2.11\"", "dst = \"10.0.2.8/29\"")
+        .replace("dst = \"fd00:2::11\"", "dst = \"fd00:2::10/124\"")
+        .replace("dst = \"10.0.1.2\"", "dst = \"10.0.1.2/31\"")
+        .replace("dst = \"fd00:1::2\"", "dst = \"fd00:1::2/127\"\nprotocol = \"udp\"");
+    let path = std::env::temp_dir().join(format!("shunt-prefix-{}.toml", rand_u32()));
+    std::fs::write(&path, cfg).unwrap();
+    let shunt = Shunt::start(&path);
+    let ping = ns_exec("shunt-client", &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.2.11"]);
+    assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
+    let rx = in_netns("shunt-be1", || {
+        let s = UdpSocket::bind("[fd00:2::11]:7003").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, peer) = s.recv_from(&mut buf).unwrap();
+        s.send_to(&buf[..n], peer).unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let echoed = in_netns("shunt-client", || {
+        let s = UdpSocket::bind("[fd00:1::2]:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.send_to(b"prefix", "[fd00:2::11]:7003").unwrap();
+        let mut buf = [0u8; 64];
+        s.recv(&mut buf).map(|n| buf[..n].to_vec()).ok()
+    })
+    .join()
+    .unwrap();
+    rx.join().unwrap();
+    assert_eq!(echoed.as_deref(), Some(&b"prefix"[..]), "UDP over IPv6 both ways through prefix routes");
+    // Host traffic outside the prefixes is still the kernel's.
+    let host = ns_exec("shunt-client", &["ping", "-c", "1", "-W", "2", "10.0.1.1"]);
+    assert!(host.status.success());
+    let summary = shunt.stop();
+    // Kernel forwarding is off: 3 echo requests + 3 replies + 2 datagrams
+    // crossed through the worker, redirected by the prefix entries.
+    assert!(counter(&summary, "worker 0", "tx_packets") >= 8, "{summary}");
+    assert!(counter(&summary, "xdp sh-cli", "redirected") >= 4, "{summary}");
+}
+
+#[test]
+fn a_route_prefix_with_host_bits_is_refused() {
+    let cfg = std::fs::read_to_string(default_config())
+        .unwrap()
+        .replace("dst = \"10.0.2.11\"", "dst = \"10.0.2.11/24\"");
+    let path = std::env::temp_dir().join(format!("shunt-hostbits-{}.toml", rand_u32()));
+    std::fs::write(&path, cfg).unwrap();
+    let err = shunt::config::Config::load(&path).unwrap_err().to_string();
+    assert!(err.contains("has host bits set (did you mean `10.0.2.0/24`?)"), "{err}");
+}

@@ -109,9 +109,7 @@ fn fragmented_udp_both_ways_through_full_nat_v4_and_v6() {
     let _servers = Servers::start();
     let mut failures = Vec::new();
     for (i, vip) in ["10.0.100.1", "fd00:100::1"].iter().enumerate() {
-        for (j, (req, size)) in
-            [(100, 4000), (100, 8000), (1400, 1400)].iter().enumerate()
-        {
+        for (j, (req, size)) in [(100, 4000), (100, 8000), (1400, 1400)].iter().enumerate() {
             if let Err(e) = exchange(vip, *req, *size, i * 10 + j) {
                 failures.push(e);
             }

@@ -13,6 +13,7 @@
 #define SHUNT_MAX_QUEUES 64
 #define SHUNT_MAX_MATCHES 65536
 #define SHUNT_MAX_PREFIXES 4096
+#define SHUNT_MAX_ROUTE_PREFIXES 4096
 
 /*
  * Destination match: (address, protocol, port). IPv4 addresses are stored
@@ -50,6 +51,20 @@ struct shunt_lpm_key {
 struct shunt_lpm_value {
 	__u32 pipeline;
 	__u32 flags;
+};
+
+/*
+ * Prefix route (BPF LPM trie): `[[route]] dst` given as a prefix. The
+ * protocol and port come first and are always matched whole, so prefixlen
+ * is 32 + the address prefix length (IPv4 mapped as above: 32 + 96 + len).
+ * Lookups mirror shunt_match: (proto, port), (proto, 0), (0, 0).
+ */
+struct shunt_route_key {
+	__u32 prefixlen;
+	__u8 proto;
+	__u8 pad;
+	__be16 port;
+	__u8 addr[16];
 };
 
 /* Indexes of the per-CPU counter array. */

@@ -4,7 +4,8 @@
  * pass everything else to the kernel untouched.
  *
  * A packet is ours when its destination (address, protocol, port) is in
- * `shunt_match`, or its destination address falls in a `shunt_prefix` entry
+ * `shunt_match`, falls in a `shunt_route_prefix` entry (routes given as
+ * prefixes), or its destination address falls in a `shunt_prefix` entry
  * (SNAT pools, NAT64/46 prefixes). Ours goes to XSKMAP[rx_queue_index];
  * ARP, ND, unmatched traffic and traffic to the host itself return XDP_PASS.
  */
@@ -46,6 +47,14 @@ struct {
 } shunt_prefix SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, SHUNT_MAX_ROUTE_PREFIXES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct shunt_route_key);
+	__type(value, struct shunt_lpm_value);
+} shunt_route_prefix SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, SHUNT_CNT_MAX);
 	__type(key, __u32);
@@ -78,9 +87,15 @@ static __always_inline int fragment_matched(struct shunt_match_key *key)
 	return hit;
 }
 
-/* Exact (addr, proto, port), then (addr, proto, any port), then (addr, any). */
+/*
+ * Exact (addr, proto, port), then (addr, proto, any port), then (addr, any);
+ * then the same three against prefix routes (longest prefix within each);
+ * then owned prefixes. src/pipeline/classify.rs follows the same order.
+ */
 static __always_inline int matched(struct shunt_match_key *key, __be16 port)
 {
+	__u8 proto = key->proto;
+
 	key->port = port;
 	if (bpf_map_lookup_elem(&shunt_match, key))
 		return 1;
@@ -89,6 +104,18 @@ static __always_inline int matched(struct shunt_match_key *key, __be16 port)
 		return 1;
 	key->proto = 0;
 	if (bpf_map_lookup_elem(&shunt_match, key))
+		return 1;
+
+	struct shunt_route_key route = { .prefixlen = 32 + 128, .proto = proto, .port = port };
+
+	__builtin_memcpy(route.addr, key->addr, 16);
+	if (bpf_map_lookup_elem(&shunt_route_prefix, &route))
+		return 1;
+	route.port = 0;
+	if (bpf_map_lookup_elem(&shunt_route_prefix, &route))
+		return 1;
+	route.proto = 0;
+	if (bpf_map_lookup_elem(&shunt_route_prefix, &route))
 		return 1;
 
 	struct shunt_lpm_key lpm = { .prefixlen = 128 };

@@ -174,7 +174,8 @@ pub const STAGES: &[&str] = &["l2fwd", "conntrack", "maglev", "nat64", "nat", "s
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
-    pub dst: IpAddr,
+    /// One address (a full-length prefix) or a whole prefix.
+    pub dst: Prefix,
     /// IP protocol number; 0 = any.
     pub protocol: u8,
     /// 0 = any port.
@@ -223,16 +224,22 @@ impl Config {
     }
 
     /// Everything the XDP program must redirect by exact match: configured
-    /// routes plus each service's (VIP, protocol, port).
+    /// single-address routes plus each service's (VIP, protocol, port).
     pub fn match_entries(&self) -> Vec<Route> {
-        let mut v = self.routes.clone();
+        let mut v: Vec<Route> = self.routes.iter().filter(|r| r.dst.is_host()).copied().collect();
         v.extend(self.services.iter().map(|s| Route {
-            dst: s.vip,
+            dst: Prefix::host(s.vip),
             protocol: s.protocol,
             port: s.port,
             pipeline: s.pipeline,
         }));
         v
+    }
+
+    /// Configured routes whose destination is a prefix shorter than one
+    /// address: the XDP program matches them after the exact entries.
+    pub fn prefix_routes(&self) -> impl Iterator<Item = &Route> + '_ {
+        self.routes.iter().filter(|r| !r.dst.is_host())
     }
 
     /// Prefixes redirected whole (SNAT pools, so replies come back to us),
@@ -513,11 +520,15 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
 
     let mut routes = Vec::new();
     for r in &file.routes {
-        let dst: IpAddr = r
-            .dst
-            .get_ref()
-            .parse()
-            .map_err(|_| src.error(r.dst.span(), format!("invalid IP address `{}`", r.dst.get_ref())))?;
+        let dst = Prefix::parse(r.dst.get_ref()).ok_or_else(|| {
+            src.error(r.dst.span(), format!("invalid IP address or prefix `{}`", r.dst.get_ref()))
+        })?;
+        if !dst.is_network() {
+            return Err(src.error(
+                r.dst.span(),
+                format!("`{}` has host bits set (did you mean `{}`?)", r.dst.get_ref(), dst.network()),
+            ));
+        }
         let protocol = match r.protocol.get_ref().as_str() {
             "any" => 0,
             "tcp" => 6,

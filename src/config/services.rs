@@ -76,6 +76,29 @@ impl Prefix {
         Prefix { net: ip, len: if ip.is_ipv4() { 32 } else { 128 } }
     }
 
+    /// Whether it names one address.
+    pub fn is_host(&self) -> bool {
+        self.len == if self.net.is_ipv4() { 32 } else { 128 }
+    }
+
+    /// The prefix with its host bits cleared.
+    pub fn network(&self) -> Prefix {
+        let net = match self.net {
+            IpAddr::V4(n) => IpAddr::V4(
+                (u32::from(n) & u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0)).into(),
+            ),
+            IpAddr::V6(n) => IpAddr::V6(
+                (u128::from(n) & u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0)).into(),
+            ),
+        };
+        Prefix { net, len: self.len }
+    }
+
+    /// Whether no host bit is set.
+    pub fn is_network(&self) -> bool {
+        self.network().net == self.net
+    }
+
     /// Whether the two share an address: the shorter one holds the other's
     /// network address.
     pub fn overlaps(&self, other: &Prefix) -> bool {

@@ -51,6 +51,9 @@ pub struct SiitSection {
     pub rfc6791_v6: Option<Spanned<String>>,
     /// IPv4 UDP with checksum 0, unfragmented (RFC 7915 §4.5).
     pub udp_zero_checksum: Option<Spanned<UdpZeroChecksumMode>>,
+    /// RFC 7915 §4 "lowest-ipv6-mtu": IPv4 packets without DF that would
+    /// translate larger than this are sent as IPv6 fragments of at most it.
+    pub lowest_ipv6_mtu: Option<Spanned<u32>>,
 }
 
 /// `udp_zero_checksum` in `[siit]`.
@@ -104,7 +107,13 @@ pub struct Siit {
     /// Sources of translated errors from untranslatable routers.
     pub rfc6791: Rfc6791,
     pub udp_zero_checksum: UdpZeroChecksum,
+    /// Largest IPv6 packet made from an IPv4 packet without DF (RFC 7915 §4).
+    pub lowest_ipv6_mtu: u16,
 }
+
+/// RFC 8200 §5: every IPv6 link carries 1280-byte packets, so fragments of
+/// this size reach any IPv6 host.
+pub const DEFAULT_LOWEST_IPV6_MTU: u16 = 1280;
 
 impl Siit {
     pub fn table(&self) -> EamTable {
@@ -251,12 +260,22 @@ pub(super) fn validate(
                 None | Some(UdpZeroChecksumMode::Compute) => UdpZeroChecksum::Compute,
                 Some(UdpZeroChecksumMode::Drop) => UdpZeroChecksum::Drop,
             };
+            let lowest_ipv6_mtu = match &s.lowest_ipv6_mtu {
+                None => DEFAULT_LOWEST_IPV6_MTU,
+                Some(m) => u16::try_from(*m.get_ref()).ok().filter(|&m| m >= 1280).ok_or_else(|| {
+                    src.error(
+                        m.span(),
+                        format!("lowest_ipv6_mtu {} outside 1280..=65535 (RFC 8200 §5)", m.get_ref()),
+                    )
+                })?,
+            };
             Some(Siit {
                 prefix,
                 eam,
                 pipeline: pipeline_index(src, pipelines, &s.pipeline)?,
                 rfc6791: rfc6791(src, s)?,
                 udp_zero_checksum,
+                lowest_ipv6_mtu,
             })
         }
     };

@@ -13,7 +13,7 @@ use crate::pipeline::build::{self, PortInfo};
 use crate::pipeline::classify::Classifier;
 use crate::pipeline::mtu::LinkMtus;
 use crate::pipeline::services::Services;
-use crate::pipeline::{Batch, Ctx, UmemView};
+use crate::pipeline::{Batch, Ctx, UmemView, SPARE_FRAMES};
 use crate::telemetry::counters::{WorkerCounters, WorkerStats};
 use crate::telemetry::latency::Recorder;
 use crate::xsk::{PortIo, QueueSpec, WorkerXsk};
@@ -135,7 +135,8 @@ pub fn assemble<P: PortIo>(
         pipelines,
         classifier: Classifier::with_shortcut(&config.routes, config.single_owning_pipeline()),
         counters,
-        batch: Batch::new(umem),
+        // Only SIIT fragments packets into extra frames.
+        batch: Batch::new(umem).with_spare_target(if config.xlat.siit.is_some() { SPARE_FRAMES } else { 0 }),
         batch_size: config.dataplane.batch_size,
         poll: config.dataplane.poll,
         fill_target,

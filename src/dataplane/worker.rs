@@ -218,6 +218,9 @@ impl<P: PortIo> Worker<P> {
             return 0;
         }
         p.received();
+        // Frames stages may emit into (SIIT fragments); a no-op without a target.
+        let pool = &mut self.xsk.pool;
+        self.batch.top_up_spares(|| pool.alloc().map(Frame::into_desc));
         self.begin_batch();
         let c = &self.counters;
         c.batches.add(1);
@@ -513,8 +516,10 @@ fn transmit<P: PortIo>(
             Verdict::Drop(reason) => {
                 c.dropped(reason);
                 xsk.pool.free(Frame::from_desc(m.addr));
-                let egress_failed =
-                    matches!(reason, DropReason::TxRingFull | DropReason::FrameTooLarge | DropReason::LinkDown);
+                let egress_failed = matches!(
+                    reason,
+                    DropReason::TxRingFull | DropReason::FrameTooLarge | DropReason::LinkDown
+                );
                 if egress_failed && f.kind == FlowKind::Original {
                     stats.tx_failed(f.service, f.backend);
                 }

@@ -5,11 +5,12 @@
 //! EAM table allocates once at construction), no `unsafe`, no panics on any
 //! input. See [`siit`] for the in-place frame layout contract.
 //!
-//! Not implemented (callers see a [`Drop`]): IPv4/IPv6 fragmentation of
-//! oversized DF=0 packets ([`Drop::NeedsFragmentation`]), the optional
-//! §5.1 Identification generator. Refused packets that RFC 7915 answers
-//! get their ICMP error from [`build_refusal`]; docs/DECISIONS.md lists the
-//! deliberate differences from the RFC.
+//! The translator itself does not split packets: an oversized DF=0 packet
+//! is [`Drop::NeedsFragmentation`], and callers that can emit several
+//! frames split its translation with [`fragment`]. Not implemented: the
+//! optional §5.1 Identification generator. Refused packets that RFC 7915
+//! answers get their ICMP error from [`build_refusal`]; docs/DECISIONS.md
+//! lists the deliberate differences from the RFC.
 
 // Packet bytes are untrusted: outside tests, no `[]` indexing or slicing that
 // could panic.
@@ -17,13 +18,14 @@
 
 pub mod addr;
 mod fast;
+pub mod fragment;
 pub mod siit;
 
 pub use addr::{Eam, EamError, EamTable, Mapper, Prefix64, WELL_KNOWN_PREFIX};
 pub use fast::{bound_4to6, bound_6to4, Bound};
 pub use siit::{
-    build_admin_prohibited, build_refusal, build_time_exceeded, build_too_big, translate_4to6, translate_6to4,
-    Config, Drop, Pool4, Rfc6791, RouterAddrs, UdpZeroChecksum,
+    build_admin_prohibited, build_refusal, build_time_exceeded, build_too_big, translate_4to6,
+    translate_6to4, Config, Drop, Pool4, Rfc6791, RouterAddrs, UdpZeroChecksum,
 };
 
 use crate::wire::checksum::{checksum, l4_checksum_v4, l4_checksum_v6};

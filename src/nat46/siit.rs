@@ -52,8 +52,8 @@ pub enum Drop {
         /// The MTU to report to the sender.
         mtu: u16,
     },
-    /// Too big for the egress MTU but fragmentable: fragmentation is not
-    /// implemented here.
+    /// Too big for the egress MTU but fragmentable: the translator does not
+    /// split packets (the SIIT stage does, through [`super::fragment`]).
     NeedsFragmentation,
     /// Not enough room in front of the frame for the grown headers.
     HeadroomExhausted,

@@ -127,12 +127,80 @@ impl UmemView {
     }
 }
 
-/// Up to [`MAX_BATCH`] packets from one port, processed together.
+/// Free frames a batch may hold for stages that turn one packet into
+/// several (SIIT fragmentation), and so the room for packets beyond the
+/// received ones.
+pub const SPARE_FRAMES: usize = 32;
+const SLOTS: usize = MAX_BATCH as usize + SPARE_FRAMES;
+
+/// Up to [`MAX_BATCH`] packets from one port, processed together, plus
+/// the packets stages emit into spare frames.
 pub struct Batch {
-    pub pkts: [PacketMeta; MAX_BATCH as usize],
-    pub flows: [FlowMeta; MAX_BATCH as usize],
+    pub pkts: [PacketMeta; SLOTS],
+    pub flows: [FlowMeta; SLOTS],
     pub len: usize,
     umem: UmemView,
+    /// UMEM offsets of free frames owned by this batch, for [`Emit`].
+    spares: [u64; SPARE_FRAMES],
+    spare_len: usize,
+    /// How many spares the owner keeps topped up (0: stages cannot emit).
+    spare_target: usize,
+}
+
+/// Appends packets to a batch from inside [`Batch::for_each_frame_emit`]:
+/// each takes one spare frame; the stages after the current one see them.
+pub struct Emit<'a> {
+    metas: &'a mut [PacketMeta],
+    flows: &'a mut [FlowMeta],
+    added: usize,
+    spares: &'a mut [u64; SPARE_FRAMES],
+    spare_len: &'a mut usize,
+    umem: UmemView,
+}
+
+impl Emit<'_> {
+    /// Spare frames left to emit into.
+    pub fn available(&self) -> usize {
+        (*self.spare_len).min(self.metas.len() - self.added)
+    }
+
+    /// Takes a spare frame, lets `write` fill it (it gets the whole chunk
+    /// and returns the packet's `(start, len)` in it) and appends the packet
+    /// with `meta`'s ingress and pipeline and a copy of `flow`, verdict
+    /// `Continue`. False, and the spare kept, when none is left or `write`
+    /// returns None.
+    pub fn push(
+        &mut self,
+        meta: &PacketMeta,
+        flow: &FlowMeta,
+        write: impl FnOnce(&mut [u8]) -> Option<(usize, usize)>,
+    ) -> bool {
+        if self.available() == 0 {
+            return false;
+        }
+        let base = self.spares[*self.spare_len - 1];
+        let Some((b, e)) = self.umem.range(base, self.umem.frame_size) else { return false };
+        // SAFETY: b..e is inside the mapping (checked) and is a spare chunk:
+        // owned by this batch alone, distinct from every chunk a packet of
+        // the batch names, and not in any ring the kernel reads.
+        let frame = unsafe { std::slice::from_raw_parts_mut(self.umem.base.add(b), e - b) };
+        let Some((start, len)) =
+            write(frame).filter(|&(s, l)| s.checked_add(l).is_some_and(|e| e <= frame.len()))
+        else {
+            return false;
+        };
+        *self.spare_len -= 1;
+        self.metas[self.added] = PacketMeta {
+            addr: base + start as u64,
+            len: len as u32,
+            ingress: meta.ingress,
+            pipeline: meta.pipeline,
+            verdict: Verdict::Continue,
+        };
+        self.flows[self.added] = *flow;
+        self.added += 1;
+        true
+    }
 }
 
 /// A packet's whole UMEM frame, for stages that change its length.
@@ -156,20 +224,44 @@ pub struct PacketMut<'a> {
 impl Batch {
     pub fn new(umem: UmemView) -> Batch {
         Batch {
-            pkts: [PacketMeta::EMPTY; MAX_BATCH as usize],
-            flows: [FlowMeta::default(); MAX_BATCH as usize],
+            pkts: [PacketMeta::EMPTY; SLOTS],
+            flows: [FlowMeta::default(); SLOTS],
             len: 0,
             umem,
+            spares: [0; SPARE_FRAMES],
+            spare_len: 0,
+            spare_target: 0,
         }
+    }
+
+    /// The same batch keeping up to `n` spare frames ([`Batch::top_up_spares`]).
+    pub fn with_spare_target(mut self, n: usize) -> Batch {
+        self.spare_target = n.min(SPARE_FRAMES);
+        self
+    }
+
+    /// Fills the spare stash up to its target from `alloc` (UMEM frame
+    /// offsets, chunk-aligned). Called between batches, never inside one.
+    pub fn top_up_spares(&mut self, mut alloc: impl FnMut() -> Option<u64>) {
+        while self.spare_len < self.spare_target {
+            let Some(addr) = alloc() else { break };
+            self.spares[self.spare_len] = addr;
+            self.spare_len += 1;
+        }
+    }
+
+    /// Spare frames held now (frame accounting).
+    pub fn spares(&self) -> usize {
+        self.spare_len
     }
 
     pub fn clear(&mut self) {
         self.len = 0;
     }
 
-    /// Appends a packet; false when full.
+    /// Appends a received packet; false when full.
     pub fn push(&mut self, addr: u64, len: u32, ingress: u8) -> bool {
-        if self.len == self.pkts.len() {
+        if self.len >= MAX_BATCH as usize {
             return false;
         }
         self.pkts[self.len] = PacketMeta { addr, len, ingress, pipeline: 0, verdict: Verdict::Continue };
@@ -208,6 +300,45 @@ impl Batch {
             let frame = unsafe { std::slice::from_raw_parts_mut(umem.base.add(b), e - b) };
             f(FrameMut { meta, flow, frame, start, base });
         }
+    }
+
+    /// [`Batch::for_each_frame`] for stages that may turn a packet into
+    /// several: `f` also gets an [`Emit`] that appends packets in spare
+    /// frames. Appended packets are not passed to `f`; the next stages
+    /// see them after the batch's own.
+    #[inline]
+    pub fn for_each_frame_emit(&mut self, pipeline: u8, mut f: impl FnMut(FrameMut<'_>, &mut Emit<'_>)) {
+        let umem = self.umem;
+        let mask = !(umem.frame_size as u64 - 1);
+        let n = self.len;
+        let (pkts, extra_pkts) = self.pkts.split_at_mut(n);
+        let (flows, extra_flows) = self.flows.split_at_mut(n);
+        let mut emit = Emit {
+            metas: extra_pkts,
+            flows: extra_flows,
+            added: 0,
+            spares: &mut self.spares,
+            spare_len: &mut self.spare_len,
+            umem,
+        };
+        for (meta, flow) in pkts.iter_mut().zip(flows.iter_mut()) {
+            if meta.pipeline != pipeline || meta.verdict != Verdict::Continue {
+                continue;
+            }
+            let base = meta.addr & mask;
+            let start = (meta.addr - base) as usize;
+            let ok =
+                umem.range(base, umem.frame_size).filter(|_| start + meta.len as usize <= umem.frame_size);
+            let Some((b, e)) = ok else {
+                meta.verdict = Verdict::Drop(DropReason::Malformed);
+                continue;
+            };
+            // SAFETY: as in `for_each_frame`; spare chunks handed out by
+            // `emit` are distinct from every packet's chunk.
+            let frame = unsafe { std::slice::from_raw_parts_mut(umem.base.add(b), e - b) };
+            f(FrameMut { meta, flow, frame, start, base }, &mut emit);
+        }
+        self.len = n + emit.added;
     }
 
     /// The bytes of packet `i`, if its descriptor is inside UMEM.

@@ -1,6 +1,7 @@
 //! Classification: which pipeline a redirected packet belongs to. Mirrors the
 //! XDP program's lookup order — (addr, proto, port), (addr, proto, any port),
-//! (addr, any protocol) — so userspace and kernel agree on ownership.
+//! (addr, any protocol), then the same three against prefix routes, longest
+//! prefix first — so userspace and kernel agree on ownership.
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -11,10 +12,15 @@ use super::services::{FastHasher, Services};
 use super::{Batch, DropReason, Verdict};
 use crate::config::Route;
 use crate::wire::ipv6;
-use crate::xdp::maps::MatchKey;
+use crate::xdp::maps::{lpm_key, MatchKey};
 
 pub struct Classifier {
     routes: HashMap<MatchKey, u8, BuildHasherDefault<FastHasher>>,
+    /// Prefix routes keyed by (masked key, prefix length in the 16-byte
+    /// form the XDP program uses: IPv4 lengths + 96).
+    prefixes: HashMap<(MatchKey, u8), u8, BuildHasherDefault<FastHasher>>,
+    /// The distinct lengths in `prefixes`, longest first: one probe each.
+    prefix_lens: Vec<u8>,
     /// Everything XDP redirects belongs to pipeline 0, whose first stage
     /// parses and refuses what is not its own: skip per-packet lookups.
     single: bool,
@@ -39,26 +45,43 @@ impl Classifier {
     /// checks ownership itself (conntrack, siit).
     pub fn with_shortcut(routes: &[Route], single: bool) -> Classifier {
         let mut map = HashMap::default();
+        let mut prefixes = HashMap::default();
+        let mut prefix_lens = Vec::new();
         for r in routes {
-            map.insert(MatchKey::new(r.dst, r.protocol, r.port), r.pipeline as u8);
+            let key = MatchKey::new(r.dst.net, r.protocol, r.port);
+            if r.dst.is_host() {
+                map.insert(key, r.pipeline as u8);
+            } else {
+                let len = lpm_key(r.dst.net, r.dst.len).0 as u8;
+                prefixes.insert((MatchKey { addr: mask16(&key.addr, len), ..key }, len), r.pipeline as u8);
+                prefix_lens.push(len);
+            }
         }
-        Classifier { routes: map, single }
+        prefix_lens.sort_unstable_by(|a, b| b.cmp(a));
+        prefix_lens.dedup();
+        Classifier { routes: map, prefixes, prefix_lens, single }
     }
 
     pub fn lookup(&self, k: &DstKey) -> Option<u8> {
-        if self.routes.is_empty() {
+        if self.routes.is_empty() && self.prefixes.is_empty() {
             return None;
         }
-        let mut key = MatchKey { addr: k.addr, proto: k.proto, pad: 0, port_be: k.port.to_be() };
-        if let Some(&p) = self.routes.get(&key) {
-            return Some(p);
+        let variants = [(k.proto, k.port.to_be()), (k.proto, 0), (0, 0)];
+        for (proto, port_be) in variants {
+            let key = MatchKey { addr: k.addr, proto, pad: 0, port_be };
+            if let Some(&p) = self.routes.get(&key) {
+                return Some(p);
+            }
         }
-        key.port_be = 0;
-        if let Some(&p) = self.routes.get(&key) {
-            return Some(p);
+        for (proto, port_be) in variants {
+            for &len in &self.prefix_lens {
+                let key = MatchKey { addr: mask16(&k.addr, len), proto, pad: 0, port_be };
+                if let Some(&p) = self.prefixes.get(&(key, len)) {
+                    return Some(p);
+                }
+            }
         }
-        key.proto = 0;
-        self.routes.get(&key).copied()
+        None
     }
 
     /// Sets each packet's pipeline, or drops it with a reason.
@@ -88,6 +111,12 @@ impl Classifier {
             }
         }
     }
+}
+
+/// `addr` with all but its first `len` bits cleared.
+fn mask16(addr: &[u8; 16], len: u8) -> [u8; 16] {
+    let mask = u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0);
+    (u128::from_be_bytes(*addr) & mask).to_be_bytes()
 }
 
 /// Destination (address, protocol, port) of an Ethernet frame, or None when
@@ -159,6 +188,7 @@ fn quoted_source(icmp: &[u8], v6: bool) -> Option<(u8, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Prefix;
 
     fn v4_udp(dst: [u8; 4], dport: u16) -> Vec<u8> {
         let mut f = vec![0u8; 14 + 20 + 8];
@@ -170,13 +200,53 @@ mod tests {
         f
     }
 
+    fn route(dst: &str, protocol: u8, port: u16, pipeline: usize) -> Route {
+        Route { dst: Prefix::parse(dst).unwrap(), protocol, port, pipeline }
+    }
+
+    fn v6_udp(dst: &str, dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40 + 8];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        f[14] = 0x60;
+        f[14 + 4..14 + 6].copy_from_slice(&8u16.to_be_bytes());
+        f[14 + 6] = 17;
+        f[14 + 24..14 + 40].copy_from_slice(&dst.parse::<std::net::Ipv6Addr>().unwrap().octets());
+        f[54 + 2..54 + 4].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn prefix_routes_match_after_exact_ones_longest_first() {
+        let routes = [
+            route("192.0.2.0/24", 0, 0, 1),
+            route("192.0.2.128/25", 17, 0, 2),
+            route("192.0.2.7", 0, 0, 3),
+            route("2001:db8:100::/40", 0, 0, 4),
+            route("2001:db8:100::/48", 6, 443, 5),
+            route("0.0.0.0/0", 6, 22, 6),
+        ];
+        let c = Classifier::new(&routes);
+        let k = |f: Vec<u8>| c.lookup(&dst_key(&f).unwrap());
+        assert_eq!(k(v4_udp([192, 0, 2, 1], 53)), Some(1));
+        assert_eq!(k(v4_udp([192, 0, 2, 255], 53)), Some(2), "longer prefix for its protocol");
+        assert_eq!(k(v4_udp([192, 0, 2, 7], 53)), Some(3), "an exact entry wins");
+        assert_eq!(k(v4_udp([192, 0, 3, 1], 53)), None);
+        let mut tcp = v4_udp([192, 0, 2, 200], 22);
+        tcp[14 + 9] = 6;
+        // (proto, port) before (any): the /0 for TCP port 22 beats the /24.
+        assert_eq!(k(tcp), Some(6));
+        assert_eq!(k(v6_udp("2001:db8:1ff:ffff::1", 53)), Some(4));
+        assert_eq!(k(v6_udp("2001:db8:200::1", 53)), None);
+        let mut tcp6 = v6_udp("2001:db8:100:0:1::1", 443);
+        tcp6[14 + 6] = 6;
+        assert_eq!(k(tcp6), Some(5));
+        // An IPv6 address whose low 32 bits look like a routed IPv4 one.
+        assert_eq!(k(v6_udp("::c000:201", 53)), None);
+    }
+
     #[test]
     fn lookup_order_matches_xdp_program() {
-        let routes = [
-            Route { dst: "10.0.0.1".parse().unwrap(), protocol: 17, port: 53, pipeline: 1 },
-            Route { dst: "10.0.0.1".parse().unwrap(), protocol: 17, port: 0, pipeline: 2 },
-            Route { dst: "10.0.0.1".parse().unwrap(), protocol: 0, port: 0, pipeline: 3 },
-        ];
+        let routes = [route("10.0.0.1", 17, 53, 1), route("10.0.0.1", 17, 0, 2), route("10.0.0.1", 0, 0, 3)];
         let c = Classifier::new(&routes);
         let k = |f: Vec<u8>| c.lookup(&dst_key(&f).unwrap());
         assert_eq!(k(v4_udp([10, 0, 0, 1], 53)), Some(1));

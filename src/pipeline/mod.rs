@@ -30,7 +30,7 @@ pub mod xlat;
 
 use std::sync::Arc;
 
-pub use batch::{Batch, DropReason, FrameMut, PacketMeta, PacketMut, UmemView, Verdict};
+pub use batch::{Batch, DropReason, Emit, FrameMut, PacketMeta, PacketMut, UmemView, Verdict, SPARE_FRAMES};
 pub use flow::{FlowKind, FlowMeta};
 
 use conntrack::{ConnTable, Tick};

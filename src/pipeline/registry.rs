@@ -312,7 +312,8 @@ mod tests {
     #[test]
     fn every_packet_drop_reason_belongs_to_a_stage() {
         // Dropped by the worker around the pipeline, not by a stage.
-        let worker = [D::NoRoute, D::TxRingFull, D::FrameTooLarge, D::HandoffFull, D::LinkDown, D::FragmentTimeout];
+        let worker =
+            [D::NoRoute, D::TxRingFull, D::FrameTooLarge, D::HandoffFull, D::LinkDown, D::FragmentTimeout];
         for r in DropReason::ALL {
             assert!(
                 worker.contains(r) || STAGES.iter().any(|s| s.drops.contains(r)),

@@ -85,12 +85,15 @@ pub struct IdRegistry {
     backends: HashMap<(String, IpAddr, u16), u16>,
 }
 
+/// A backend's saved id: (service name, address, port, id).
+pub type SavedBackendId = (String, IpAddr, u16, u16);
+
 impl IdRegistry {
     /// Every id handed out: services by name, backends by (service,
     /// address, port); what `crate::state` keeps across restarts.
-    pub fn export(&self) -> (Vec<(String, u16)>, Vec<(String, IpAddr, u16, u16)>) {
+    pub fn export(&self) -> (Vec<(String, u16)>, Vec<SavedBackendId>) {
         let mut s: Vec<(String, u16)> = self.services.iter().map(|(k, &v)| (k.clone(), v)).collect();
-        let mut b: Vec<(String, IpAddr, u16, u16)> =
+        let mut b: Vec<SavedBackendId> =
             self.backends.iter().map(|((n, a, p), &v)| (n.clone(), *a, *p, v)).collect();
         s.sort_by_key(|x| x.1);
         b.sort_by_key(|x| x.3);
@@ -99,10 +102,7 @@ impl IdRegistry {
 
     /// The registry `export` gave; `None` unless the ids of each kind are
     /// exactly 0..n (new ids are handed out from n on) and the keys distinct.
-    pub fn import(
-        services: Vec<(String, u16)>,
-        backends: Vec<(String, IpAddr, u16, u16)>,
-    ) -> Option<IdRegistry> {
+    pub fn import(services: Vec<(String, u16)>, backends: Vec<SavedBackendId>) -> Option<IdRegistry> {
         let dense = |mut ids: Vec<u16>, max: usize| {
             ids.sort_unstable();
             ids.len() <= max && ids.iter().enumerate().all(|(i, &id)| usize::from(id) == i)
@@ -178,6 +178,8 @@ pub struct SiitRt {
     pub rfc6791: crate::nat46::Rfc6791,
     /// IPv4 UDP without checksum (RFC 7915 §4.5).
     pub udp_zero_checksum: crate::nat46::UdpZeroChecksum,
+    /// RFC 7915 §4 "lowest-ipv6-mtu" (`[siit] lowest_ipv6_mtu`).
+    pub lowest_ipv6_mtu: u16,
 }
 
 pub struct ServiceRt {
@@ -304,6 +306,7 @@ impl Services {
                 eam: t.table(),
                 rfc6791: t.rfc6791,
                 udp_zero_checksum: t.udp_zero_checksum,
+                lowest_ipv6_mtu: t.lowest_ipv6_mtu,
             });
         }
         let pool_masks = pools.iter().map(mask16).collect();

@@ -179,7 +179,7 @@ mod tests {
     fn reserved_pairs_are_never_handed_out() {
         let pool = Prefix::parse("192.0.2.7/32").unwrap();
         let mut p = SnatPool::new(pool, 0, 1);
-        let busy = |port: u16| port % 3 == 0;
+        let busy = |port: u16| port.is_multiple_of(3);
         let taken = p.reserve(|_, port| busy(port));
         assert_eq!(taken, (1024..=65535u32).filter(|&x| busy(x as u16)).count());
         let mut n = 0u64;

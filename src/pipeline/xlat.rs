@@ -4,15 +4,22 @@
 use super::batch::FrameMut;
 use super::detail::{Cause, Malformed, Untranslatable};
 use super::flow::{Family, FlowKind};
+use super::rewrite::fragments::split_into_fragments;
 use super::rewrite::xlat::{bounce, decrement_hop, hop_expired, router, set, EgressMtu, ROUTER_V4};
 use super::stats::WorkerStats;
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
+use crate::nat46::fragment::fragmentation_4to6;
 use crate::nat46::{
     build_refusal, build_time_exceeded, translate_4to6, translate_6to4, Config as XlatConfig, Drop, Mapper,
     Pool4, Rfc6791, RouterAddrs,
 };
 use crate::wire::addr::{mapped, v4_of};
 use crate::wire::parse::{parse, IpVersion};
+
+/// The packet's bytes as they are now (after the TTL decrement).
+fn pkt_after_hop<'a>(p: &'a super::FrameMut<'_>, len: usize) -> &'a [u8] {
+    p.frame.get(p.start..p.start + len).unwrap_or(&[])
+}
 
 /// Stateless SIIT: every packet of the pipeline is translated by prefix and
 /// explicit mappings, IPv4 → IPv6 towards `egress`, IPv6 → IPv4 back.
@@ -50,7 +57,11 @@ impl Stage for SiitStage {
         let cfg =
             |mtu| XlatConfig { src: map, dst: map, mtu, udp_zero_checksum: siit.udp_zero_checksum, rfc6791 };
         let (cfg46, cfg64) = (cfg(self.mtus.egress()), cfg(self.mtus.ret()));
-        batch.for_each_frame(pipeline, |mut p| {
+        // DF=0 IPv4 larger than this leaves as IPv6 fragments (RFC 7915 §4);
+        // translated whole first, so the MTU check is the split's.
+        let frag_limit = siit.lowest_ipv6_mtu.min(self.mtus.egress());
+        let cfg46_whole = XlatConfig { mtu: u16::MAX, ..cfg46 };
+        batch.for_each_frame_emit(pipeline, |mut p, emit| {
             let len = p.meta.len as usize;
             let Some(pkt) = p.frame.get(p.start..p.start + len) else { return };
             let parsed = match parse(pkt) {
@@ -78,8 +89,12 @@ impl Stage for SiitStage {
                     bounce(&mut p, r)
                 }
                 Some(false) => {
+                    let split_id =
+                        if v6 { None } else { fragmentation_4to6(pkt_after_hop(&p, len), frag_limit) };
                     let r = if v6 {
                         translate_6to4(p.frame, p.start, len, &cfg64)
+                    } else if split_id.is_some() {
+                        translate_4to6(p.frame, p.start, len, &cfg46_whole)
                     } else {
                         translate_4to6(p.frame, p.start, len, &cfg46)
                     };
@@ -97,7 +112,12 @@ impl Stage for SiitStage {
                             } else {
                                 map.v4_to_v6(v4_of(&parsed.tuple.dst)).unwrap_or([0; 16])
                             };
-                            Ok(())
+                            match split_id {
+                                Some(id) => {
+                                    split_into_fragments(&mut p, emit, id, frag_limit).map_err(Cause::from)
+                                }
+                                None => Ok(()),
+                            }
                         }
                         Err(d) => refuse(&mut p, len, &router, d),
                     }

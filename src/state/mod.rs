@@ -331,17 +331,19 @@ impl StateDir {
 /// Takes the file's exclusive lock, waiting a little for a process on its
 /// way out.
 fn lock(file: &File, path: &Path) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
     let until = Instant::now() + LOCK_WAIT;
     loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(()),
-            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < until => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                anyhow::bail!("{} is locked by another running Shunt", path.display())
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        // SAFETY: flock on a descriptor this `File` owns for the call; no memory is passed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) if Instant::now() < until => std::thread::sleep(Duration::from_millis(2)),
+            Some(libc::EWOULDBLOCK) => anyhow::bail!("{} is locked by another running Shunt", path.display()),
+            Some(libc::EINTR) => {}
+            _ => return Err(e.into()),
         }
     }
 }

@@ -45,6 +45,18 @@ pub struct LpmAddr {
 /// `struct shunt_lpm_value`
 pub type LpmValue = MatchValue;
 
+/// Key data of `struct shunt_route_key`: protocol and port (matched whole),
+/// then the address prefix.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouteKeyData {
+    pub proto: u8,
+    pub pad: u8,
+    /// Network byte order; 0 = any port.
+    pub port_be: u16,
+    pub addr: [u8; 16],
+}
+
 /// `enum shunt_counter`
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
@@ -76,6 +88,8 @@ unsafe impl aya::Pod for MatchKey {}
 unsafe impl aya::Pod for MatchValue {}
 // SAFETY: as above.
 unsafe impl aya::Pod for LpmAddr {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RouteKeyData {}
 
 /// 16-byte form of an address as the XDP program sees it.
 pub fn addr16(ip: IpAddr) -> [u8; 16] {
@@ -100,6 +114,12 @@ pub fn lpm_key(net: IpAddr, prefix_len: u8) -> (u32, LpmAddr) {
     (len, LpmAddr { addr: addr16(net) })
 }
 
+/// (prefixlen, data) of a prefix route as stored in `shunt_route_prefix`.
+pub fn route_key(net: IpAddr, prefix_len: u8, proto: u8, port: u16) -> (u32, RouteKeyData) {
+    let (len, addr) = lpm_key(net, prefix_len);
+    (32 + len, RouteKeyData { proto, pad: 0, port_be: port.to_be(), addr: addr.addr })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +139,11 @@ mod tests {
             map_sizes("shunt_prefix"),
             (4 + size_of::<LpmAddr>() as u32, size_of::<LpmValue>() as u32)
         );
+        assert_eq!(
+            map_sizes("shunt_route_prefix"),
+            (4 + size_of::<RouteKeyData>() as u32, size_of::<LpmValue>() as u32)
+        );
+        assert_eq!(size_of::<RouteKeyData>(), 20);
         assert_eq!(map_sizes("shunt_counters"), (4, 8));
         assert_eq!(size_of::<MatchKey>(), 20);
     }

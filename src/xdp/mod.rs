@@ -15,7 +15,7 @@ use aya::programs::{ProgramError, Xdp, XdpMode as AyaMode};
 use aya::{Ebpf, EbpfError};
 
 use crate::config::{Config, XdpMode};
-use maps::{LpmAddr, LpmValue, MatchKey, MatchValue, XdpCounter};
+use maps::{LpmAddr, LpmValue, MatchKey, MatchValue, RouteKeyData, XdpCounter};
 
 /// The compiled `xdp-redirect/xdp_redirect.c`, embedded at build time.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_redirect.o"));
@@ -71,7 +71,7 @@ fn map_err(map: &'static str, what: impl Into<String>) -> impl FnOnce(MapError) 
 /// carry no port to match on).
 fn match_map(config: &Config) -> Vec<(MatchKey, MatchValue)> {
     let routes = config.match_entries().into_iter().map(|r| {
-        (MatchKey::new(r.dst, r.protocol, r.port), MatchValue { pipeline: r.pipeline as u32, flags: 0 })
+        (MatchKey::new(r.dst.net, r.protocol, r.port), MatchValue { pipeline: r.pipeline as u32, flags: 0 })
     });
     let fragments = config.services.iter().map(|s| {
         (MatchKey::fragments(s.vip, s.protocol), MatchValue { pipeline: s.pipeline as u32, flags: 0 })
@@ -79,6 +79,17 @@ fn match_map(config: &Config) -> Vec<(MatchKey, MatchValue)> {
     let mut v: Vec<(MatchKey, MatchValue)> = routes.chain(fragments).collect();
     v.dedup_by(|a, b| a.0 == b.0);
     v
+}
+
+/// (prefixlen, key data, pipeline) of every prefix route.
+fn route_prefix_entries(config: &Config) -> Vec<(u32, RouteKeyData, u32)> {
+    config
+        .prefix_routes()
+        .map(|r| {
+            let (len, data) = maps::route_key(r.dst.net, r.dst.len, r.protocol, r.port);
+            (len, data, r.pipeline as u32)
+        })
+        .collect()
 }
 
 /// One loaded and attached program. Dropping it detaches the program; so does
@@ -101,6 +112,15 @@ impl Attached {
                 matches
                     .insert(key, value, 0)
                     .map_err(map_err("shunt_match", format!("adding route {:?}", key.addr)))?;
+            }
+        }
+        {
+            let map = ebpf.map_mut("shunt_route_prefix").ok_or(XdpError::MissingMap("shunt_route_prefix"))?;
+            let mut lpm: LpmTrie<&mut MapData, RouteKeyData, LpmValue> =
+                LpmTrie::try_from(map).map_err(map_err("shunt_route_prefix", "opening"))?;
+            for (len, data, pipeline) in route_prefix_entries(config) {
+                lpm.insert(&Key::new(len, data), MatchValue { pipeline, flags: 0 }, 0)
+                    .map_err(map_err("shunt_route_prefix", "adding a prefix route"))?;
             }
         }
         {
@@ -163,6 +183,25 @@ impl Attached {
                 matches.keys().filter_map(|k| k.ok()).filter(|k| !want.iter().any(|(w, _)| w == k)).collect();
             for k in stale {
                 matches.remove(&k).map_err(map_err("shunt_match", "pruning"))?;
+            }
+        }
+        let want = route_prefix_entries(config);
+        let map =
+            self.ebpf.map_mut("shunt_route_prefix").ok_or(XdpError::MissingMap("shunt_route_prefix"))?;
+        let mut lpm: LpmTrie<&mut MapData, RouteKeyData, LpmValue> =
+            LpmTrie::try_from(map).map_err(map_err("shunt_route_prefix", "opening"))?;
+        for (len, data, pipeline) in &want {
+            lpm.insert(&Key::new(*len, *data), MatchValue { pipeline: *pipeline, flags: 0 }, 0)
+                .map_err(map_err("shunt_route_prefix", "updating"))?;
+        }
+        if prune {
+            let stale: Vec<Key<RouteKeyData>> = lpm
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| !want.iter().any(|(l, d, _)| *l == k.prefix_len() && *d == k.data()))
+                .collect();
+            for k in stale {
+                lpm.remove(&k).map_err(map_err("shunt_route_prefix", "pruning"))?;
             }
         }
         let want: Vec<(u32, LpmAddr, u32)> = config

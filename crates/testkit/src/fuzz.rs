@@ -614,6 +614,48 @@ pub fn config(data: &[u8]) {
 pub fn nat46(data: &[u8]) {
     nat46_translate(data);
     nat46_rules(data);
+    nat46_fragment(data);
+}
+
+/// The SIIT fragmenting path (`nat46::fragment`) over a frame: when it
+/// says to split, every piece fits the limit, parses as IPv6 with a
+/// Fragment header, and the pieces' data put back together is the whole
+/// translated packet's.
+fn nat46_fragment(data: &[u8]) {
+    use shunt::nat46::fragment::{add_fragment_header, fragmentation_4to6, Plan};
+    const LIMIT: u16 = 1280;
+    let (c46, _) = nat46_configs();
+    let n = data.len().min(FUZZ_MAX);
+    let input = data.get(..n).unwrap_or(&[]);
+    let Some(id) = fragmentation_4to6(input, LIMIT) else { return };
+    let mut buf = [0u8; FUZZ_HEADROOM + FUZZ_MAX];
+    buf[FUZZ_HEADROOM..FUZZ_HEADROOM + n].copy_from_slice(input);
+    let whole = shunt::nat46::Config { mtu: u16::MAX, ..c46 };
+    let Ok((s, l)) = translate_4to6(&mut buf, FUZZ_HEADROOM, n, &whole) else { return };
+    let Ok((s, l)) = add_fragment_header(&mut buf, s, l, id) else { return };
+    let Ok(plan) = Plan::new(&buf, s, l, LIMIT) else { return };
+    // Ethernet (802.1Q aside), IPv6 and Fragment headers.
+    let hdr_end = |f: &[u8]| if f.get(12..14) == Some(&[0x81, 0x00]) { 18 + 48 } else { 14 + 48 };
+    let h = hdr_end(&buf[s..]);
+    let base = u16::from_be_bytes([buf[s + h - 6], buf[s + h - 5]]) & 0xfff8;
+    let whole_data = buf[s + h..s + l].to_vec();
+    let mut got = vec![0u8; whole_data.len()];
+    let check = |f: &[u8], got: &mut Vec<u8>| {
+        assert!(f.len() - (h - 48) <= usize::from(LIMIT), "piece within the limit");
+        let p = parse(f).expect("piece parses").expect("piece is IP");
+        assert_eq!(p.version, IpVersion::V6);
+        let fo = u16::from_be_bytes([f[h - 6], f[h - 5]]);
+        let at = usize::from((fo & 0xfff8) - base);
+        got[at..at + f.len() - h].copy_from_slice(&f[h..]);
+    };
+    let mut piece = [0u8; FUZZ_HEADROOM + FUZZ_MAX];
+    for i in 1..plan.pieces() {
+        let len = plan.write_piece(&buf, s, i, &mut piece, 0).expect("piece fits the scratch frame");
+        check(&piece[..len], &mut got);
+    }
+    let first = plan.trim_first(&mut buf, s).expect("first piece");
+    check(&buf[s..s + first], &mut got);
+    assert_eq!(got, whole_data, "pieces put back together");
 }
 
 const FUZZ_HEADROOM: usize = 128;

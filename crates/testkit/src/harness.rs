@@ -11,7 +11,7 @@ use shunt::config::{Config, MAX_BATCH};
 use shunt::pipeline::build::{self, PortInfo};
 use shunt::pipeline::classify::Classifier;
 use shunt::pipeline::services::{IdRegistry, Services};
-use shunt::pipeline::{self as pipeline, Batch, Ctx, Pipeline, UmemView, Verdict};
+use shunt::pipeline::{self as pipeline, Batch, Ctx, Pipeline, UmemView, Verdict, SPARE_FRAMES};
 use shunt::telemetry::counters::WorkerStats;
 
 /// Frame stride in the harness's memory, like a UMEM chunk.
@@ -28,6 +28,9 @@ pub struct Harness {
     pub ctx: Ctx,
     ids: IdRegistry,
     port_macs: Vec<[u8; 6]>,
+    /// Frames after the batch's own, free for the batch's spares (a
+    /// worker's frame pool in miniature); capacity fixed at SPARE_FRAMES.
+    free_spares: Vec<u64>,
 }
 
 impl Harness {
@@ -42,10 +45,11 @@ impl Harness {
         let mut ids = IdRegistry::default();
         let services = Arc::new(Services::build(config, 1, &mut ids, |_| None)?);
         let conntrack = build::conntrack(config);
-        let mut mem = vec![0u8; FRAME * MAX_BATCH as usize].into_boxed_slice();
+        let mut mem = vec![0u8; FRAME * (MAX_BATCH as usize + SPARE_FRAMES)].into_boxed_slice();
         // SAFETY: `mem` moves into the Harness with the batch and is never
         // touched except through the batch's view.
-        let batch = Batch::new(unsafe { UmemView::of_slice(&mut mem) });
+        let batch = Batch::new(unsafe { UmemView::of_slice(&mut mem) }).with_spare_target(SPARE_FRAMES);
+        let free_spares = (0..SPARE_FRAMES).map(|i| ((MAX_BATCH as usize + i) * FRAME) as u64).collect();
         Ok(Harness {
             _mem: mem,
             batch,
@@ -54,6 +58,7 @@ impl Harness {
             ctx: Ctx::new(conntrack, services, Arc::new(WorkerStats::default()), 0, 1),
             ids,
             port_macs: ports.iter().map(|p| p.mac).collect(),
+            free_spares,
         })
     }
 
@@ -79,10 +84,16 @@ impl Harness {
             let len = f.len().min(FRAME - HEADROOM);
             self.batch.push_copy((i * FRAME + HEADROOM) as u64, &f[..len], self.ingress_of(f));
         }
+        let spares = &mut self.free_spares;
+        self.batch.top_up_spares(|| spares.pop());
         pipeline::housekeeping(&mut self.ctx, 64);
         pipeline::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
         for (i, m) in self.batch.metas().iter().enumerate() {
             out(i, m.verdict, self.batch.packet(i).unwrap_or(&[]));
+            // Packets stages emitted into spare frames: the frame is free again.
+            if m.addr >= (MAX_BATCH as usize * FRAME) as u64 {
+                self.free_spares.push(m.addr & !(FRAME as u64 - 1));
+            }
         }
         // Fragments held for their first one go out after it, as a worker
         // replays them: reported after the batch's own frames.
@@ -102,6 +113,14 @@ impl Harness {
             }
             next += self.batch.len;
         }
+    }
+
+    /// Runs one frame; returns every packet that came of it (several when a
+    /// stage split it), in batch order.
+    pub fn run_all(&mut self, frame: &[u8]) -> Vec<(Verdict, Vec<u8>)> {
+        let mut r = Vec::new();
+        self.run(&[frame], |_, v, b| r.push((v, b.to_vec())));
+        r
     }
 
     fn ingress_of(&self, frame: &[u8]) -> u8 {

@@ -3,6 +3,7 @@
 //! translation of tracked flows ([`xlat`]). Stages are thin adapters over
 //! these; all checksums are updated incrementally (RFC 1624).
 
+pub mod fragments;
 pub mod nat;
 pub mod related;
 pub mod xlat;
