@@ -695,6 +695,31 @@ impl ConnTable {
         value: FlowValue,
         now: Tick,
     ) -> Result<&mut Entry, InsertError> {
+        self.insert_sparing(key, hash, value, now, None)
+    }
+
+    /// [`ConnTable::insert`] for the second entry of a flow: making room
+    /// never displaces `sibling`, the flow's first entry (young and
+    /// unassured, it is otherwise the first candidate for an early drop).
+    pub fn insert_beside(
+        &mut self,
+        key: FlowKey,
+        hash: u64,
+        value: FlowValue,
+        now: Tick,
+        sibling: &FlowKey,
+    ) -> Result<&mut Entry, InsertError> {
+        self.insert_sparing(key, hash, value, now, Some(sibling))
+    }
+
+    fn insert_sparing(
+        &mut self,
+        key: FlowKey,
+        hash: u64,
+        value: FlowValue,
+        now: Tick,
+        spare: Option<&FlowKey>,
+    ) -> Result<&mut Entry, InsertError> {
         let (b1, b2, tag) = place(hash, self.bucket_mask);
         let cap = self.unassured_cap();
         if let Some((b, w)) = self.find(&key, b1, b2, tag) {
@@ -735,7 +760,7 @@ impl ConnTable {
                         self.clear(b, w);
                         self.counters.expired += 1;
                         slot.get_or_insert((b, w));
-                    } else {
+                    } else if spare != Some(&e.key) {
                         let age = i64::from(now.wrapping_sub(e.last_seen) as i32);
                         let older = |o: &Option<(usize, usize, i64)>| o.is_none_or(|(_, _, a)| age > a);
                         if !e.assured() && older(&oldest_unassured) {
@@ -1260,6 +1285,28 @@ mod tests {
         let key = k(99, proto::TCP);
         assert_eq!(ct.insert(key, key.hash(), v(99), 1).map(|_| ()), Err(InsertError::Full));
         assert_eq!(ct.counters().early_drops, 0);
+    }
+
+    /// A flow's second entry, in a table whose only unassured entry is the
+    /// flow's first, is refused rather than displacing it (a half flow
+    /// forwards its first packet and then loses its retransmission).
+    #[test]
+    fn second_entry_never_drops_its_first_early() {
+        let mut ct = ConnTable::new(16, long(), FullPolicy::Drop);
+        for i in 0..15u32 {
+            let key = k(i, proto::UDP);
+            ct.insert(key, key.hash(), v(i), 0).unwrap().mark_replied();
+        }
+        let first = k(50, proto::TCP);
+        ct.insert(first, first.hash(), v(50), 1).unwrap().on_tcp(O, S);
+        let second = k(51, proto::TCP);
+        let r = ct.insert_beside(second, second.hash(), v(51), 1, &first).map(|_| ());
+        assert_eq!(r, Err(InsertError::Full));
+        assert!(ct.lookup(&first, first.hash(), 1).is_some(), "first entry kept");
+        assert_eq!(ct.counters().early_drops, 0);
+        // Without a sibling to spare, the same insert drops it early.
+        assert!(ct.insert(second, second.hash(), v(51), 1).is_ok());
+        assert_eq!(ct.counters().early_drops, 1);
     }
 
     #[test]

@@ -555,7 +555,7 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: &[u8; 16]) -> R
         next_hop,
         hop_tag,
     };
-    match ctx.conntrack.insert(reply_key, reply_key.hash(), reply, now) {
+    match ctx.conntrack.insert_beside(reply_key, reply_key.hash(), reply, now, &k) {
         Ok(e) => e.state = state,
         Err(_) => {
             ctx.conntrack.remove(&k, f.hash);

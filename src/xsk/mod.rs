@@ -239,6 +239,9 @@ impl<P: PortIo> WorkerXsk<P> {
     }
 }
 
+/// How long a bind waits for a queue still held by a socket being released.
+const QUEUE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Result<Port, XskError> {
     let name = CString::new(q.interface).map_err(|_| XskError::InterfaceName(q.interface.to_string()))?;
     let mut info = IfInfo::invalid();
@@ -265,7 +268,19 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
     let user = umem
         .rx_tx(&sock, &SocketConfig { rx_size: ring, tx_size: ring, bind_flags })
         .map_err(|e| XskError::Ring { ring: "RX/TX", source: os(e) })?;
-    umem.bind(&user).map_err(|e| match e.get_raw().abs() {
+    // The socket of a process that just died (kill -9, a crash) leaves its
+    // queue a moment after the process: a start right behind it waits for
+    // that rather than failing.
+    let busy_until = std::time::Instant::now() + QUEUE_RELEASE_WAIT;
+    let bound = loop {
+        match umem.bind(&user) {
+            Err(e) if e.get_raw().abs() == libc::EBUSY && std::time::Instant::now() < busy_until => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => break r,
+        }
+    };
+    bound.map_err(|e| match e.get_raw().abs() {
         libc::EOPNOTSUPP if dp.zero_copy == ZeroCopyMode::Require => {
             XskError::ZeroCopyUnsupported { interface: q.interface.to_string() }
         }
