@@ -274,6 +274,9 @@ fn reschedules(on_down: &str) -> (String, String) {
     kill_nginx(b);
     let addr = format!("10.0.2.{}", 10 + b);
     wait_for("its backend down", Duration::from_secs(3), || backend(&addr)["health"] == "down");
+    // The control plane reports "down" as it decides it; the workers act on
+    // it with the next snapshot they take.
+    std::thread::sleep(Duration::from_millis(1000));
     // Same 5-tuple again: its conntrack entry (TIME_WAIT) still names the dead backend.
     let second = curl_from(port);
     shunt.stop();
