@@ -41,7 +41,7 @@ echo "$out" | grep -q "cannot read config /etc/shunt/shunt.toml: Permission deni
 # The unit as installed: the packaged binary, notify, reload through the CLI.
 unit=/lib/systemd/system/shunt.service
 grep -qx 'Type=notify' $unit || fail "unit type"
-grep -qx 'ExecStart=/usr/bin/shunt run --config /etc/shunt/shunt.toml' $unit || fail "unit ExecStart"
+grep -qx 'ExecStart=/usr/bin/shunt run --config /etc/shunt/shunt.toml --state-dir /run/shunt/state' $unit || fail "unit ExecStart"
 grep -qx 'ExecReload=/usr/bin/shunt reload --socket /run/shunt/control.sock' $unit || fail "unit ExecReload"
 grep -q '^WatchdogSec=' $unit || fail "unit watchdog"
 if command -v systemd-analyze >/dev/null; then
