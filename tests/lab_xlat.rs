@@ -208,3 +208,86 @@ PY"#;
     let summary = shunt.stop();
     assert_eq!(counter(&summary, "worker 0", "frame_too_large"), 0, "{summary}");
 }
+
+/// An IPv6-only host `shunt-hp6` (fd00:201::5, in the EAM fd00:201::/120 ↔
+/// 10.0.201.0/24) behind shunt-be6, which routes to it; removed on drop.
+struct SecondIpv6Host;
+
+impl SecondIpv6Host {
+    fn add() -> SecondIpv6Host {
+        let host = SecondIpv6Host;
+        for (ns, cmd) in [
+            ("", "ip netns del shunt-hp6 2>/dev/null; ip netns add shunt-hp6"),
+            ("shunt-hp6", "ip link set lo up"),
+            (
+                "shunt-be6",
+                "ip link add hpr address 02:00:00:00:20:01 type veth peer name hp0 netns shunt-hp6",
+            ),
+            ("shunt-hp6", "ip -6 addr add fd00:201::5/120 dev hp0 nodad"),
+            ("shunt-hp6", "ip link set hp0 up"),
+            ("shunt-hp6", "ip -6 route add default via fd00:201::1"),
+            ("shunt-hp6", "ethtool -K hp0 tx off"),
+            ("shunt-be6", "ip -6 addr add fd00:201::1/120 dev hpr nodad noprefixroute"),
+            ("shunt-be6", "ip link set hpr up"),
+            ("shunt-be6", "ip -6 route replace fd00:201::/120 dev hpr"),
+            ("shunt-be6", "ethtool -K hpr tx off"),
+        ] {
+            let (ok, out) = if ns.is_empty() {
+                let o = std::process::Command::new("bash").args(["-c", cmd]).output().unwrap();
+                (o.status.success(), String::from_utf8_lossy(&o.stderr).to_string())
+            } else {
+                run(cmd, ns)
+            };
+            assert!(ok, "{ns}: {cmd}: {out}");
+        }
+        host
+    }
+}
+
+impl Drop for SecondIpv6Host {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", "shunt-hp6"]).status();
+        let _ = run("ip -6 route replace fd00:201::/120 via fd00:2::99", "shunt-be6");
+    }
+}
+
+//= https://www.rfc-editor.org/rfc/rfc7757#section-4
+// (paraphrase) Two IPv6 hosts reach each other through their IPv4 (EAM)
+// addresses: the translator hairpins the packets back to IPv6.
+#[test]
+fn siit_hairpins_two_ipv6_only_hosts_through_their_ipv4_addresses() {
+    let Some(_lab) = lab() else { return };
+    let _hp6 = SecondIpv6Host::add();
+    let shunt = Shunt::start(&repo().join("pipelines/siit.toml"));
+    // shunt-be6 is fd00:2::21 = 10.0.200.21; shunt-hp6 is fd00:201::5 =
+    // 10.0.201.5. Each reaches the other at pool6 + the other's IPv4 address,
+    // and sees the other's packets coming from there.
+    let (ok, out) = run("ping -6 -c 3 -i 0.2 -W 2 64:ff9b:1::10.0.201.5", "shunt-be6");
+    assert!(ok && out.contains("3 received"), "{out}");
+    let (ok, out) = run("ping -6 -c 3 -i 0.2 -W 2 64:ff9b:1::10.0.200.21", "shunt-hp6");
+    assert!(ok && out.contains("3 received"), "{out}");
+    // A real TCP transfer both stacks check the checksums of: 1 MiB byte for
+    // byte from a server on shunt-hp6.
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", "shunt-hp6", "python3", "-m", "http.server", "8080"])
+        .args(["--bind", "fd00:201::5", "--directory", "/run/shunt-lab"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (ok, _) = run(
+        "for i in $(seq 50); do curl -s -o /dev/null -m 1 -g 'http://[fd00:201::5]:8080/' && exit 0; sleep 0.1; done; exit 1",
+        "shunt-hp6",
+    );
+    let expect = std::fs::read("/run/shunt-lab/big.bin").unwrap();
+    let big = ns_exec(
+        "shunt-be6",
+        &["curl", "-s", "-m", "10", "-g", "http://[64:ff9b:1::10.0.201.5]:8080/big.bin"],
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(ok, "the HTTP server on shunt-hp6 did not start");
+    assert!(big.stdout == expect, "1 MiB body across the hairpin differs ({} bytes)", big.stdout.len());
+    let summary = shunt.stop();
+    assert_eq!(counter(&summary, "worker 0", "untranslatable"), 0, "{summary}");
+}

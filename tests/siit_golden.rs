@@ -9,7 +9,7 @@
 //! from the RFCs, checksums with the textbook RFC 1071 sum, never from the
 //! translator's output.
 
-use etherparse::PacketBuilder;
+use etherparse::{Ethernet2Header, PacketBuilder, PacketBuilderStep};
 use shunt::nat46::*;
 use shunt::pipeline::build::PortInfo;
 use shunt::pipeline::Verdict;
@@ -563,5 +563,168 @@ fn icmp_extension_length_out_of_range_is_malformed() {
         let input =
             w(|v| e!().ipv4(R4, H6_4, 250).icmpv4_raw(11, 0, [0, attr, 0, 0]).write(v, &body4).unwrap());
         assert_eq!(run(&input, true, &c), Err(Drop::Malformed), "{attr}");
+    }
+}
+
+// ------------------------------------------------------------ hairpinning
+
+/// A second IPv6 host, in the other EAM, and its IPv4 form.
+const B6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+const B6_4: [u8; 4] = [10, 0, 0, 9];
+
+/// A frame arriving on the IPv6 side.
+fn from6() -> PacketBuilderStep<Ethernet2Header> {
+    PacketBuilder::ethernet2(HOST6_MAC, PORT6_MAC)
+}
+
+//= https://www.rfc-editor.org/rfc/rfc7757#section-4
+// (paraphrase) An IPv6 packet whose translated IPv4 destination belongs to
+// an EAM is translated back to IPv6 and sent towards the IPv6 network; its
+// IPv4 source goes back through pool6, so the answer comes back through
+// the translator too.
+#[test]
+fn hairpin_udp_goes_back_out_the_ipv6_side() {
+    let mut h = stage(&[], 1500, 1500);
+    let input = w(|v| from6().ipv6(H6, p40(B6_4), 64).udp(4000, 53).write(v, b"hairpin").unwrap());
+    let (v, out) = h.run_one(&input);
+    assert_eq!(v, Verdict::Forward(1), "out the IPv6 side");
+    let want = w(|v| {
+        PacketBuilder::ethernet2(PORT6_MAC, HOST6_MAC)
+            .ipv6(p40(H6_4), B6, 63)
+            .udp(4000, 53)
+            .write(v, b"hairpin")
+            .unwrap()
+    });
+    assert_eq!(hex(&out), hex(&want));
+}
+
+#[test]
+fn hairpin_tcp_both_ways() {
+    let mut h = stage(&[], 1500, 1500);
+    let syn = w(|v| from6().ipv6(H6, p40(B6_4), 64).tcp(40000, 80, 7, 64240).syn().write(v, &[]).unwrap());
+    let (v, out) = h.run_one(&syn);
+    assert_eq!(v, Verdict::Forward(1));
+    let want = w(|v| {
+        PacketBuilder::ethernet2(PORT6_MAC, HOST6_MAC)
+            .ipv6(p40(H6_4), B6, 63)
+            .tcp(40000, 80, 7, 64240)
+            .syn()
+            .write(v, &[])
+            .unwrap()
+    });
+    assert_eq!(hex(&out), hex(&want));
+    // B answers the address it saw, pool6 + A's IPv4 form: hairpinned again,
+    // it reaches A from the address A sent to.
+    let syn_ack =
+        w(|v| from6().ipv6(B6, p40(H6_4), 64).tcp(80, 40000, 99, 65160).syn().ack(8).write(v, &[]).unwrap());
+    let (v, out) = h.run_one(&syn_ack);
+    assert_eq!(v, Verdict::Forward(1));
+    let want = w(|v| {
+        PacketBuilder::ethernet2(PORT6_MAC, HOST6_MAC)
+            .ipv6(p40(B6_4), H6, 63)
+            .tcp(80, 40000, 99, 65160)
+            .syn()
+            .ack(8)
+            .write(v, &[])
+            .unwrap()
+    });
+    assert_eq!(hex(&out), hex(&want));
+}
+
+#[test]
+fn hairpin_icmp_echo() {
+    let mut h = stage(&[], 1500, 1500);
+    let input = w(|v| from6().ipv6(H6, p40(B6_4), 9).icmpv6_echo_request(0x77, 3).write(v, b"ping").unwrap());
+    let (v, out) = h.run_one(&input);
+    assert_eq!(v, Verdict::Forward(1));
+    let want = w(|v| {
+        PacketBuilder::ethernet2(PORT6_MAC, HOST6_MAC)
+            .ipv6(p40(H6_4), B6, 8)
+            .icmpv6_echo_request(0x77, 3)
+            .write(v, b"ping")
+            .unwrap()
+    });
+    assert_eq!(hex(&out), hex(&want));
+}
+
+/// B's Port Unreachable about a hairpinned datagram reaches A as ICMPv6,
+/// quoting the datagram as A sent it (A's own address, pool6 + B's IPv4).
+#[test]
+fn hairpin_icmp_error_quotes_the_packet_as_its_sender_sent_it() {
+    let mut h = stage(&[], 1500, 1500);
+    let seen_by_b = w(|v| PacketBuilder::ipv6(p40(H6_4), B6, 63).udp(4000, 53).write(v, b"hairpin").unwrap());
+    let sent_by_a = w(|v| PacketBuilder::ipv6(H6, p40(B6_4), 63).udp(4000, 53).write(v, b"hairpin").unwrap());
+    let input = w(|v| from6().ipv6(B6, p40(H6_4), 64).icmpv6_raw(1, 4, [0; 4]).write(v, &seen_by_b).unwrap());
+    let (v, out) = h.run_one(&input);
+    assert_eq!(v, Verdict::Forward(1));
+    let want = w(|v| {
+        PacketBuilder::ethernet2(PORT6_MAC, HOST6_MAC)
+            .ipv6(p40(B6_4), H6, 63)
+            .icmpv6_raw(1, 4, [0; 4])
+            .write(v, &sent_by_a)
+            .unwrap()
+    });
+    assert_eq!(hex(&out), hex(&want));
+}
+
+/// A hairpinned packet too big for the IPv6 egress gets a Packet Too Big
+/// with that link's MTU; one to a non-EAM IPv4 address still leaves by
+/// the IPv4 side.
+#[test]
+fn hairpin_too_big_names_the_ipv6_mtu_and_others_go_to_ipv4() {
+    let mut h = stage(&[], 1500, 1400);
+    let data = vec![0x3c; 1400 - 48 + 1];
+    let input = w(|v| from6().ipv6(H6, p40(B6_4), 64).udp(4000, 53).write(v, &data).unwrap());
+    let (v, out) = h.run_one(&input);
+    assert_eq!(v, Verdict::Forward(1), "back to the sender");
+    assert_eq!(&out[54..56], &[2, 0][..], "Packet Too Big");
+    assert_eq!(&out[58..62], &1400u32.to_be_bytes()[..], "the IPv6 egress MTU");
+    let input = w(|v| from6().ipv6(H6, p40(H4), 64).udp(4000, 53).write(v, b"v4").unwrap());
+    let (v, out) = h.run_one(&input);
+    assert_eq!(v, Verdict::Forward(0), "out the IPv4 side");
+    assert_eq!(&out[12..14], &[8, 0][..]);
+}
+
+// --------------------------------------------------------------- counters
+
+/// Refusals answered with an ICMP error count under their rule, like
+/// silent drops.
+#[test]
+fn answered_refusals_are_counted_under_their_rule() {
+    let count = |h: &Harness, name: &str| {
+        let all = h.ctx.stats.details();
+        all.iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no counter {name}: {all:?}")).1
+    };
+    let mut zero = w(|v| {
+        PacketBuilder::ethernet2(HOST4_MAC, PORT4_MAC)
+            .ipv4(H4, H6_4, 33)
+            .udp(53, 4000)
+            .write(v, b"zero")
+            .unwrap()
+    });
+    zero[40..42].fill(0);
+    let mut ext = w(|v| from6().ipv6(H6, p40(H4), 40).udp(1000, 53).write(v, b"ext").unwrap());
+    ext[20] = 60;
+    ext.splice(54..54, [17, 0, 1, 4, 0, 0, 0, 0]);
+    let plen = u16::from_be_bytes([ext[18], ext[19]]) + 8;
+    ext[18..20].copy_from_slice(&plen.to_be_bytes());
+    add_frag_hdr(&mut ext, 14, 0, true, 77);
+    let big = w(|v| {
+        PacketBuilder::ethernet2(HOST6_MAC, PORT6_MAC)
+            .ipv6(H6, p40(H4), 9)
+            .udp(4000, 53)
+            .write(v, &[0; 1460])
+            .unwrap()
+    });
+    let mut h = stage(&[("udp_zero_checksum", "drop")], 1400, 1500);
+    for (name, f, back) in [
+        ("untranslatable/udp_zero_checksum", &zero, 0),
+        ("untranslatable/ext_after_fragment", &ext, 1),
+        ("untranslatable/too_big", &big, 1),
+    ] {
+        let before = count(&h, name);
+        let (v, _) = h.run_one(f);
+        assert_eq!(v, Verdict::Forward(back), "{name}: answered");
+        assert_eq!(count(&h, name), before + 1, "{name}");
     }
 }

@@ -1,5 +1,9 @@
 //! `siit`: stateless IPv4/IPv6 translation (RFC 7915) of every packet of
 //! the pipeline, by prefix and explicit address mappings.
+//!
+//! An IPv6 packet whose IPv4 destination is an EAM's IPv4 side, that is the
+//! IPv4 form of an IPv6 host, is hairpinned: translated to IPv4 and straight
+//! back to IPv6, and sent out the IPv6 side (RFC 7757 §4).
 
 use super::batch::FrameMut;
 use super::detail::{Cause, Malformed, Untranslatable};
@@ -10,8 +14,8 @@ use super::stats::WorkerStats;
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
 use crate::nat46::fragment::fragmentation_4to6;
 use crate::nat46::{
-    build_refusal, build_time_exceeded, translate_4to6, translate_6to4, Config as XlatConfig, Drop, Mapper,
-    Pool4, Rfc6791, RouterAddrs,
+    build_refusal, build_time_exceeded, translate_4to6, translate_6to4, Config as XlatConfig, Drop, EamTable,
+    Mapper, Pool4, Rfc6791, RouterAddrs,
 };
 use crate::wire::addr::{mapped, v4_of};
 use crate::wire::parse::{parse, IpVersion};
@@ -57,6 +61,19 @@ impl Stage for SiitStage {
         let cfg =
             |mtu| XlatConfig { src: map, dst: map, mtu, udp_zero_checksum: siit.udp_zero_checksum, rfc6791 };
         let (cfg46, cfg64) = (cfg(self.mtus.egress()), cfg(self.mtus.ret()));
+        // A hairpinned packet leaves by the IPv6 egress: its IPv4 form must
+        // fit that MTU less the 20 bytes the second translation adds back.
+        let cfg64_hairpin = cfg(self.mtus.egress().saturating_sub(20));
+        //= https://www.rfc-editor.org/rfc/rfc7757#section-4
+        // (paraphrase) When hairpinning, the IPv4 source is translated with
+        // the RFC 6052 prefix (pool6), not by the EAM table: the receiving
+        // IPv6 host then answers through the translator, and the reply comes
+        // from the address the first host sent to.
+        let cfg_hairpin = XlatConfig {
+            src: Mapper { eam: None, prefix: siit.prefix },
+            mtu: u16::MAX,
+            ..cfg(self.mtus.egress())
+        };
         // DF=0 IPv4 larger than this leaves as IPv6 fragments (RFC 7915 §4);
         // translated whole first, so the MTU check is the split's.
         let frag_limit = siit.lowest_ipv6_mtu.min(self.mtus.egress());
@@ -89,9 +106,12 @@ impl Stage for SiitStage {
                     bounce(&mut p, r)
                 }
                 Some(false) => {
+                    let hairpin = v6 && hairpinned(&p, &map, &siit.eam);
                     let split_id =
                         if v6 { None } else { fragmentation_4to6(pkt_after_hop(&p, len), frag_limit) };
-                    let r = if v6 {
+                    let r = if hairpin {
+                        translate_6to4(p.frame, p.start, len, &cfg64_hairpin)
+                    } else if v6 {
                         translate_6to4(p.frame, p.start, len, &cfg64)
                     } else if split_id.is_some() {
                         translate_4to6(p.frame, p.start, len, &cfg46_whole)
@@ -101,14 +121,24 @@ impl Stage for SiitStage {
                     match r {
                         Ok(out) => {
                             set(&mut p, out);
-                            let out_family = if v6 { Family::V4 } else { Family::V6 };
+                            if hairpin {
+                                let len = p.meta.len as usize;
+                                match translate_4to6(p.frame, p.start, len, &cfg_hairpin) {
+                                    Ok(out) => set(&mut p, out),
+                                    Err(d) => return fail(&mut p, d.into(), stats),
+                                }
+                            }
+                            let to_v4 = v6 && !hairpin;
+                            let out_family = if to_v4 { Family::V4 } else { Family::V6 };
                             if decrement_hop(&mut p, out_family) != Some(true) {
                                 return fail(&mut p, Cause::INCONSISTENT, stats);
                             }
-                            p.flow.kind = if v6 { FlowKind::Reply } else { FlowKind::Original };
+                            p.flow.kind = if to_v4 { FlowKind::Reply } else { FlowKind::Original };
                             // The L2 stage looks the next hop up by destination.
-                            p.flow.nat.dst = if v6 {
+                            p.flow.nat.dst = if to_v4 {
                                 map.v6_to_v4(&parsed.tuple.dst).map_or([0; 16], mapped)
+                            } else if hairpin {
+                                ipv6_dst(&p).unwrap_or([0; 16])
                             } else {
                                 map.v4_to_v6(v4_of(&parsed.tuple.dst)).unwrap_or([0; 16])
                             };
@@ -119,7 +149,7 @@ impl Stage for SiitStage {
                                 None => Ok(()),
                             }
                         }
-                        Err(d) => refuse(&mut p, len, &router, d),
+                        Err(d) => refuse(&mut p, len, &router, d, stats),
                     }
                 }
             };
@@ -130,16 +160,38 @@ impl Stage for SiitStage {
     }
 }
 
+/// The IPv6 destination of the packet at the frame's L3 offset.
+fn ipv6_dst(p: &FrameMut<'_>) -> Option<[u8; 16]> {
+    let at = p.start + usize::from(p.flow.l3) + 24;
+    p.frame.get(at..at + 16)?.try_into().ok()
+}
+
+/// Whether an IPv6 packet's destination translates to an IPv4 address that
+/// an EAM maps back to IPv6 (RFC 7757 §4: hairpinning).
+fn hairpinned(p: &FrameMut<'_>, map: &Mapper<'_>, eam: &EamTable) -> bool {
+    ipv6_dst(p).and_then(|d| map.v6_to_v4(&d)).is_some_and(|d4| eam.v4_to_v6(d4).is_some())
+}
+
 fn fail(p: &mut FrameMut<'_>, c: Cause, stats: &WorkerStats) {
     stats.cause(c);
     p.meta.verdict = Verdict::Drop(c.reason());
 }
 
 /// A packet the translator refused: answered with the ICMP error RFC 7915
-/// asks for ([`build_refusal`]), else dropped.
-fn refuse(p: &mut FrameMut<'_>, len: usize, router: &RouterAddrs, d: Drop) -> Result<(), Cause> {
+/// asks for ([`build_refusal`]), else dropped. Either way it is counted
+/// under its rule.
+fn refuse(
+    p: &mut FrameMut<'_>,
+    len: usize,
+    router: &RouterAddrs,
+    d: Drop,
+    stats: &WorkerStats,
+) -> Result<(), Cause> {
     match build_refusal(p.frame, p.start, len, router, d) {
-        Some(r) => bounce(p, r),
+        Some(r) => {
+            stats.cause(d.into());
+            bounce(p, r)
+        }
         None => Err(d.into()),
     }
 }
