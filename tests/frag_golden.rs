@@ -280,9 +280,8 @@ fn held_fragment_waits_across_batches() {
 
 /// A datagram whose first fragment opens the flow, with its later
 /// fragments in the same batch (the flow does not exist yet when they are
-/// looked up): they follow right after the batch.
+/// looked up): they find it once the balancing stage has created it.
 #[test]
-#[ignore = "known bug: later fragments in the batch whose first fragment opens the flow are dropped as no_flow"]
 fn fragments_of_a_new_flow_in_one_batch_all_go_through() {
     for (fam, order) in [(&V4, [0, 1, 2]), (&V6, [0, 1, 2]), (&V4, [2, 0, 1])] {
         let mut h = lb();

@@ -95,3 +95,8 @@ fn pipeline_seeds_reach_forwarding() {
         assert_eq!(v, Verdict::Forward(1), "{seed}");
     }
 }
+
+#[test]
+fn fragments_corpus() {
+    replay("fragments", fuzz::fragments);
+}

@@ -20,7 +20,7 @@ pub use error::{ConfigError, Located};
 pub use health::{AllDown, CheckKind, HealthCheck, OnDown};
 pub use schema::{parse_duration, HugepageMode, PollMode, XdpMode, ZeroCopyMode};
 pub use services::{Backend, Conntrack, Prefix, RateLimit, Service, MAX_POOL_ADDRS};
-pub use tables::{is_prime, FullPolicy, Timeouts, DEFAULT_PRESSURE_TIMEOUT, MAX_TABLE_SIZE};
+pub use tables::{is_prime, Fragments, FullPolicy, Timeouts, DEFAULT_PRESSURE_TIMEOUT, MAX_TABLE_SIZE};
 
 use error::Source;
 use schema::ConfigFile;
@@ -42,6 +42,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub services: Vec<Service>,
     pub conntrack: Conntrack,
+    /// Shallow reassembly's limits.
+    pub fragments: Fragments,
     pub summary_interval: u64,
     pub telemetry: Telemetry,
     pub node: Node,
@@ -580,6 +582,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
     let (services, service_spans) =
         services::validate_services(src, &file.services, &pipelines, xlat.nat46.is_some())?;
     let conntrack = services::validate_conntrack(src, &file.conntrack)?;
+    let fragments = services::validate_fragments(src, &file.fragments)?;
     for (i, p) in pipelines.iter().enumerate() {
         let lb = p.stages.iter().any(|s| !matches!(s, StageConfig::L2Fwd { .. }));
         if lb && !services.iter().any(|s| s.pipeline == i) && !routes.iter().any(|r| r.pipeline == i) {
@@ -606,6 +609,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         routes,
         services,
         conntrack,
+        fragments,
         summary_interval: file.telemetry.summary_interval,
         telemetry,
         node,
@@ -647,6 +651,28 @@ pipeline = "fwd"
 
     fn err(text: &str) -> String {
         Config::parse(Path::new("t.toml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn fragment_limits_default_parse_and_are_checked() {
+        let c = Config::parse(Path::new("t.toml"), GOOD).unwrap();
+        assert_eq!(c.fragments, Fragments { entries_per_worker: 4096, held_per_worker: 64, timeout: 3 });
+        let set = format!(
+            "{GOOD}\n[fragments]\nentries_per_worker = 65536\nheld_per_worker = 0\ntimeout = \"10s\"\n"
+        );
+        let c = Config::parse(Path::new("t.toml"), &set).unwrap();
+        assert_eq!(c.fragments, Fragments { entries_per_worker: 65536, held_per_worker: 0, timeout: 10 });
+        for (bad, says) in [
+            ("entries_per_worker = 8", "entries_per_worker must be in 64..=1048576"),
+            ("held_per_worker = 5000", "held_per_worker must be at most 4096"),
+            ("timeout = 0", "timeout must be between 1 s and 120 s"),
+            ("timeout = \"5m\"", "timeout must be between 1 s and 120 s"),
+            ("held = 3", "unknown field `held`"),
+        ] {
+            let e = err(&format!("{GOOD}\n[fragments]\n{bad}\n"));
+            assert!(e.contains(says), "{bad}: {e}");
+            assert!(e.contains("t.toml"), "{bad}: names the file: {e}");
+        }
     }
 
     #[test]

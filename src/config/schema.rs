@@ -24,6 +24,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub conntrack: ConntrackSection,
     #[serde(default)]
+    pub fragments: FragmentsSection,
+    #[serde(default)]
     pub telemetry: TelemetrySection,
     #[serde(default)]
     pub node: NodeSection,
@@ -238,6 +240,27 @@ impl Default for ConntrackSection {
             new_flow_burst: None,
             source_flow_rate: Spanned::new(0..0, 0),
             source_flow_burst: None,
+        }
+    }
+}
+
+/// `[fragments]`: shallow reassembly's per-worker limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FragmentsSection {
+    pub entries_per_worker: Spanned<u32>,
+    /// Later fragments held ahead of their first (0: drop them).
+    pub held_per_worker: Spanned<u32>,
+    pub timeout: Spanned<Seconds>,
+}
+
+impl Default for FragmentsSection {
+    fn default() -> Self {
+        let d = super::tables::Fragments::default();
+        Self {
+            entries_per_worker: Spanned::new(0..0, d.entries_per_worker),
+            held_per_worker: Spanned::new(0..0, d.held_per_worker),
+            timeout: Spanned::new(0..0, Seconds(d.timeout)),
         }
     }
 }

@@ -7,8 +7,11 @@ use toml::Spanned;
 
 use super::error::Source;
 use super::health::HealthCheck;
-use super::schema::{ConntrackSection, FullPolicyCfg, ServiceSection};
-use super::tables::{is_prime, FullPolicy, Timeouts, MAX_TABLE_SIZE};
+use super::schema::{ConntrackSection, FragmentsSection, FullPolicyCfg, ServiceSection};
+use super::tables::MAX_TABLE_SIZE;
+use super::tables::{
+    is_prime, Fragments, FullPolicy, Timeouts, MAX_FRAG_ENTRIES, MAX_FRAG_HELD, MAX_FRAG_TIMEOUT,
+};
 use super::{parse_mac, ConfigError, Pipeline, StageConfig};
 
 /// Addresses an SNAT pool may hold: each address costs a worker
@@ -429,4 +432,24 @@ pub(super) fn validate_conntrack(src: &Source<'_>, c: &ConntrackSection) -> Resu
         },
         timeouts: t,
     })
+}
+
+pub(super) fn validate_fragments(src: &Source<'_>, f: &FragmentsSection) -> Result<Fragments, ConfigError> {
+    let entries = *f.entries_per_worker.get_ref();
+    if !(64..=MAX_FRAG_ENTRIES).contains(&entries) {
+        let msg = format!("entries_per_worker must be in 64..={MAX_FRAG_ENTRIES}");
+        return Err(src.error(f.entries_per_worker.span(), msg));
+    }
+    let held = *f.held_per_worker.get_ref();
+    if held > MAX_FRAG_HELD {
+        let msg =
+            format!("held_per_worker must be at most {MAX_FRAG_HELD} (copies of up to 4096 bytes each)");
+        return Err(src.error(f.held_per_worker.span(), msg));
+    }
+    let timeout = f.timeout.get_ref().0;
+    if !(1..=MAX_FRAG_TIMEOUT).contains(&timeout) {
+        let msg = format!("timeout must be between 1 s and {MAX_FRAG_TIMEOUT} s");
+        return Err(src.error(f.timeout.span(), msg));
+    }
+    Ok(Fragments { entries_per_worker: entries, held_per_worker: held, timeout })
 }

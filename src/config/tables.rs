@@ -30,6 +30,32 @@ pub fn is_prime(n: u32) -> bool {
 /// Default idle limit of unassured conntrack entries under pressure, in seconds.
 pub const DEFAULT_PRESSURE_TIMEOUT: u32 = 5;
 
+/// Shallow reassembly's per-worker limits (`[fragments]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragments {
+    /// Datagrams tracked at once (the table rounds up to a power of two).
+    pub entries_per_worker: u32,
+    /// Later fragments held, by copy, until their first fragment comes.
+    pub held_per_worker: u32,
+    /// Seconds a datagram's entry (and its held copies) lives at most.
+    pub timeout: u32,
+}
+
+impl Default for Fragments {
+    /// Linux's `ipfrag_time` is 30 s; a datagram whose fragments are more
+    /// than a few seconds apart is lost anyway, and a short life keeps the
+    /// table from being held by junk.
+    fn default() -> Self {
+        Self { entries_per_worker: 4096, held_per_worker: 64, timeout: 3 }
+    }
+}
+
+/// Bounds of `[fragments]`: memory stays below about 100 MiB of entries
+/// and 16 MiB of held copies per worker.
+pub const MAX_FRAG_ENTRIES: u32 = 1 << 20;
+pub const MAX_FRAG_HELD: u32 = 4096;
+pub const MAX_FRAG_TIMEOUT: u32 = 120;
+
 /// Timeouts in seconds per state. Defaults are Linux's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {

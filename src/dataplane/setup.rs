@@ -117,6 +117,7 @@ pub fn assemble<P: PortIo>(
     };
     let mut ctx = Ctx::new(conntrack, services.load_full(), stats, wi as u16, config.workers.len() as u16);
     ctx.limiter = build::limiter(config);
+    ctx.frag = build::frag_table(config);
     if ctx.conntrack.is_mapped() {
         ctx.now = now;
         let r = crate::state::restore(&mut ctx);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Result};
 
 use super::conntrack::ConnTable;
+use super::frag::{FragLimits, FragTable};
 use super::mtu::LinkMtus;
 use super::ratelimit::FlowLimiter;
 use super::registry::{self, BuildEnv};
@@ -31,6 +32,16 @@ pub fn conntrack(config: &Config) -> ConnTable {
     let mut table = ConnTable::new(ct.entries_per_worker as usize, ct.timeouts, ct.full);
     configure_conntrack(&mut table, config);
     table
+}
+
+/// A worker's fragment table, sized as `[fragments]` says.
+pub fn frag_table(config: &Config) -> FragTable {
+    let f = &config.fragments;
+    FragTable::new(FragLimits {
+        entries: f.entries_per_worker as usize,
+        held: f.held_per_worker as usize,
+        timeout: f.timeout,
+    })
 }
 
 /// The config's settings of a table beyond its size and timeouts.

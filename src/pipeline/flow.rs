@@ -254,6 +254,9 @@ pub enum FlowKind {
     Reply,
     /// First packet from an IPv6 client through stateful NAT64.
     New64,
+    /// A later fragment whose first fragment, earlier in this batch, opens
+    /// its flow: looked up again once the flow exists.
+    LaterOfNew,
     /// An ICMP error the dataplane generated about this packet: back out
     /// the port it came in on, to the MAC it came from.
     Bounce,

@@ -47,11 +47,14 @@ pub struct FragLimits {
 }
 
 impl Default for FragLimits {
-    /// Linux's `ipfrag_time` is 30 s; a datagram whose fragments are more
-    /// than a few seconds apart is lost anyway, and a short life keeps the
-    /// table from being held by junk.
+    /// The config's defaults (`[fragments]`).
     fn default() -> FragLimits {
-        FragLimits { entries: 4096, held: 64, timeout: 3 }
+        let f = crate::config::Fragments::default();
+        FragLimits {
+            entries: f.entries_per_worker as usize,
+            held: f.held_per_worker as usize,
+            timeout: f.timeout,
+        }
     }
 }
 

@@ -181,10 +181,27 @@ impl Stage for ConntrackStage {
                 Tracked::Expired(reply) => retire(ctx, &reply),
                 Tracked::Miss => {}
             }
-            if f.related || f.frag == FragKind::Later {
-                // An error about no flow of ours: nothing to send it to. A
-                // later fragment never opens a flow: its first one did, or
-                // was refused.
+            if f.frag == FragKind::Later {
+                // A later fragment never opens a flow: its first one did, or
+                // was refused, or opens it now, earlier in this batch.
+                let key = f.key;
+                let (metas, flows) = (&batch.pkts[..i], &batch.flows[..i]);
+                let opened_here = metas.iter().zip(flows).any(|(mj, fj)| {
+                    mj.pipeline == pipeline
+                        && mj.verdict == Verdict::Continue
+                        && fj.frag == FragKind::First
+                        && matches!(fj.kind, FlowKind::New(_) | FlowKind::New64)
+                        && fj.key == key
+                });
+                if opened_here {
+                    batch.flows[i].kind = FlowKind::LaterOfNew;
+                } else {
+                    batch.pkts[i].verdict = Verdict::Drop(DropReason::NoFlow);
+                }
+                continue;
+            }
+            if f.related {
+                // An error about no flow of ours: nothing to send it to.
                 m.verdict = Verdict::Drop(DropReason::NoFlow);
                 continue;
             }
@@ -347,6 +364,7 @@ impl Stage for MaglevStage {
 
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
         let mut refused = false;
+        let mut later_of_new = false;
         for i in 0..batch.len.min(MAX_BATCH as usize) {
             let m = &mut batch.pkts[i];
             if m.pipeline != pipeline || m.verdict != Verdict::Continue {
@@ -354,6 +372,7 @@ impl Stage for MaglevStage {
             }
             let f = &mut batch.flows[i];
             if !matches!(f.kind, FlowKind::New(_) | FlowKind::New64) {
+                later_of_new |= f.kind == FlowKind::LaterOfNew;
                 continue;
             }
             if ctx.limiter.admit(&f.key.src, ctx.now).is_err() {
@@ -384,6 +403,25 @@ impl Stage for MaglevStage {
                         ctx.stats.cause(Cause::Untranslatable(Untranslatable::NoMapping));
                     }
                     m.verdict = Verdict::Drop(reason);
+                }
+            }
+        }
+        // Later fragments of the flows just created (their first fragment
+        // came earlier in this batch) find them now.
+        if later_of_new {
+            for i in 0..batch.len.min(MAX_BATCH as usize) {
+                let m = &mut batch.pkts[i];
+                let f = &mut batch.flows[i];
+                if m.pipeline != pipeline || m.verdict != Verdict::Continue || f.kind != FlowKind::LaterOfNew
+                {
+                    continue;
+                }
+                match track(&mut ctx.conntrack, f, ctx.now, &ctx.services, &ctx.stats, false) {
+                    Tracked::Hit => ctx.stats.packet(f.service, f.backend, m.len),
+                    _ => {
+                        f.kind = FlowKind::Unknown;
+                        m.verdict = Verdict::Drop(DropReason::NoFlow);
+                    }
                 }
             }
         }

@@ -21,6 +21,12 @@
 //! * [`control`]: bytes as a control-socket request through the same edit
 //!   and validation path as the running dataplane's.
 //!
+//! * [`fragments`]: a sequence of fragments of UDP datagrams to the VIPs
+//!   (offsets, lengths, flags, IDs, order and batches from the input)
+//!   through the L4LB pipelines with a small fragment table: forwarded
+//!   fragments go to the backend with a valid IPv4 header checksum and
+//!   the flow's ports, and no held copy outlives its entry.
+//!
 //! A new target is a `pub fn name(data: &[u8])` here, a
 //! `fuzz/fuzz_targets/name.rs`, a seed corpus under `fuzz/corpus/name/`, an
 //! entry in [`TARGETS`] and [`run`], and a line in `tests/fuzz_corpus.rs`.
@@ -851,8 +857,112 @@ pub fn state(data: &[u8]) {
     });
 }
 
+thread_local! {
+    static FRAG_HARNESS: RefCell<Harness> = RefCell::new(pipeline_fixture().harness());
+}
+
+/// Fragments cut from a UDP datagram to the DNS VIPs, 4 input bytes each:
+/// offset/8, length/8, flags (bit 0 MF, bit 1 IPv6, bits 2-3 ID, bits 4-6
+/// extra length, bit 7 ends the batch) and a byte that, when odd, makes
+/// the fragment use the datagram's real first bytes (its UDP header) at
+/// offset 0.
+pub fn fragments(data: &[u8]) {
+    use shunt::pipeline::frag::{FragLimits, FragTable};
+    FRAG_HARNESS.with(|h| {
+        let mut h = h.borrow_mut();
+        let limits = FragLimits { entries: 16, held: 4, timeout: 3 };
+        h.ctx.frag = FragTable::new(limits);
+        h.ctx.now = h.ctx.now.wrapping_add(100);
+        let body: Vec<u8> = (0..8192u32).map(|i| (i * 13 + 5) as u8).collect();
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut outputs = Vec::new();
+        for op in data.chunks_exact(4).take(64) {
+            let (off, len8, flags, real) = (usize::from(op[0]) * 8, usize::from(op[1]) * 8, op[2], op[3]);
+            let len = (len8 + usize::from(flags >> 4 & 7)).min(3000);
+            let v6 = flags & 2 != 0;
+            let id = u32::from(flags >> 2 & 3);
+            let mut seg = body[off..off + len].to_vec();
+            if off == 0 && real & 1 == 1 && seg.len() >= 8 {
+                // A UDP header: client port 40000 → 53, length and checksum any.
+                seg[..4].copy_from_slice(&[0x9c, 0x40, 0, 53]);
+            }
+            let mut f = Vec::new();
+            let (client, vip): (&[u8], &[u8]) = if v6 {
+                (
+                    &[0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                    &[0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                )
+            } else {
+                (&[10, 0, 1, 2], &[10, 0, 100, 1])
+            };
+            f.extend_from_slice(&[2, 0, 0, 0, 0xff, 0, 2, 0, 0, 0, 9, 9]);
+            if v6 {
+                f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+                f.extend_from_slice(&((seg.len() + 8) as u16).to_be_bytes());
+                f.extend_from_slice(&[44, 64]);
+                f.extend_from_slice(client);
+                f.extend_from_slice(vip);
+                let word = (off as u16) | u16::from(flags & 1);
+                f.extend_from_slice(&[17, 0]);
+                f.extend_from_slice(&word.to_be_bytes());
+                f.extend_from_slice(&id.to_be_bytes());
+            } else {
+                let word = (off / 8) as u16 | if flags & 1 != 0 { 0x2000 } else { 0 };
+                let mut ip = [0u8; 20];
+                ip[0] = 0x45;
+                ip[2..4].copy_from_slice(&((seg.len() + 20) as u16).to_be_bytes());
+                ip[4..6].copy_from_slice(&(id as u16).to_be_bytes());
+                ip[6..8].copy_from_slice(&word.to_be_bytes());
+                ip[8] = 64;
+                ip[9] = 17;
+                ip[12..16].copy_from_slice(client);
+                ip[16..20].copy_from_slice(vip);
+                let c = !crate::frames::ones_sum(&ip, 0);
+                ip[10..12].copy_from_slice(&c.to_be_bytes());
+                f.extend_from_slice(&[0x08, 0x00]);
+                f.extend_from_slice(&ip);
+            }
+            f.extend_from_slice(&seg);
+            batch.push(f);
+            if flags & 0x80 != 0 {
+                h.run(&batch, |_, v, b| outputs.push((v, b.to_vec())));
+                batch.clear();
+            }
+        }
+        h.run(&batch, |_, v, b| outputs.push((v, b.to_vec())));
+        assert!(h.ctx.frag.held() <= limits.held, "held copies beyond the pool");
+        for (v, out) in &outputs {
+            match v {
+                Verdict::Forward(port) => {
+                    assert_eq!(*port, BE_PORT, "a client fragment goes to a backend");
+                    let p = parse(out).ok().flatten().expect("forwarded fragment parses");
+                    if p.version == IpVersion::V4 {
+                        let l3 = p.l3_offset;
+                        assert_eq!(ones_sum(&out[l3..l3 + 20], 0), 0xffff, "IPv4 header checksum");
+                    }
+                    let vips = [
+                        Ipv4Addr::new(10, 0, 100, 1).into(),
+                        "fd00:100::1".parse::<Ipv6Addr>().unwrap().into(),
+                    ];
+                    assert!(
+                        !vips.contains(&p.tuple.dst_addr()),
+                        "forwarded to the VIP itself: not rewritten"
+                    );
+                }
+                Verdict::Consumed | Verdict::Drop(_) => {}
+                v => panic!("unexpected verdict {v:?}"),
+            }
+        }
+        // Everything held dies with its entry.
+        h.ctx.now = h.ctx.now.wrapping_add(limits.timeout);
+        let empty: &[&[u8]] = &[];
+        h.run(empty, |_, _, _| {});
+        assert_eq!(h.ctx.frag.held(), 0, "a held copy outlived its entry");
+    });
+}
+
 /// The names of the targets above, for tools that iterate over them.
-pub const TARGETS: &[&str] = &["wire", "pipeline", "config", "nat46", "control", "state"];
+pub const TARGETS: &[&str] = &["wire", "pipeline", "config", "nat46", "control", "state", "fragments"];
 
 /// Runs the target called `name` on `data`; false when there is none.
 pub fn run(name: &str, data: &[u8]) -> bool {
@@ -863,6 +973,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "nat46" => nat46(data),
         "control" => control(data),
         "state" => state(data),
+        "fragments" => fragments(data),
         _ => return false,
     }
     true
