@@ -181,21 +181,7 @@ impl Dataplane {
         }
         drop(ready_tx);
 
-        let mut readies = Vec::new();
-        for _ in &config.workers {
-            match ready_rx.recv() {
-                Ok(Ok(r)) => readies.push(r),
-                Ok(Err(e)) => {
-                    stop.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-                Err(_) => return Err(DataplaneError::WorkerExited),
-            }
-        }
-        readies.sort_by_key(|r| r.worker);
-        let umems = readies.iter_mut().filter_map(|r| r.umem.take()).collect();
-        let _ = mesh.umems.set(umems);
-
+        // Programs load (verifier included) while the workers build.
         let mut attached: Vec<Attached> = Vec::new();
         for iface in &config.interfaces {
             let ifindex = crate::sys::ifindex(&iface.name);
@@ -211,6 +197,21 @@ impl Dataplane {
                 }
             }
         }
+        let mut readies = Vec::new();
+        for _ in &config.workers {
+            match ready_rx.recv() {
+                Ok(Ok(r)) => readies.push(r),
+                Ok(Err(e)) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+                Err(_) => return Err(DataplaneError::WorkerExited),
+            }
+        }
+        readies.sort_by_key(|r| r.worker);
+        let umems = readies.iter_mut().filter_map(|r| r.umem.take()).collect();
+        let _ = mesh.umems.set(umems);
+
         for gone in inherited {
             tracing::info!(ifindex = gone.ifindex, "interface left the config: its XDP link is closed");
         }
