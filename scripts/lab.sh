@@ -77,7 +77,15 @@ http {
 CONF
     mkdir -p "$dir/tmp"
     if command -v nginx >/dev/null; then
-        in_ns "$ns" nginx -c "$dir/nginx.conf"
+        # Without the descriptors this script inherited: a daemon that kept
+        # the lab lock of `flock /run/shunt-lab.lock …` would hold it forever.
+        (
+            for fd in /proc/$BASHPID/fd/*; do
+                fd=${fd##*/}
+                if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+            done
+            exec ip netns exec "$ns" nginx -c "$dir/nginx.conf"
+        )
     else
         echo "lab: nginx not installed; backends have no HTTP server (run scripts/setup.sh)" >&2
     fi

@@ -38,11 +38,11 @@ if out=$(runuser -u nobody -- /usr/bin/shunt check --offline --config /etc/shunt
 fi
 echo "$out" | grep -q "cannot read config /etc/shunt/shunt.toml: Permission denied" || fail "nobody got: $out"
 
-# The unit as installed: the packaged binary, notify, reload through the CLI.
+# The unit as installed: the packaged binary, notify, reload = planned restart through the CLI.
 unit=/lib/systemd/system/shunt.service
 grep -qx 'Type=notify' $unit || fail "unit type"
 grep -qx 'ExecStart=/usr/bin/shunt run --config /etc/shunt/shunt.toml --state-dir /run/shunt/state' $unit || fail "unit ExecStart"
-grep -qx 'ExecReload=/usr/bin/shunt reload --socket /run/shunt/control.sock' $unit || fail "unit ExecReload"
+grep -qx 'ExecReload=/usr/bin/shunt restart --socket /run/shunt/control.sock' $unit || fail "unit ExecReload"
 grep -q '^WatchdogSec=' $unit || fail "unit watchdog"
 if command -v systemd-analyze >/dev/null; then
     # Only this unit's own findings count (the host may lack network-online.target).

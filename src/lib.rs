@@ -12,6 +12,10 @@
 
 #![deny(unsafe_code)]
 
+/// The build's name in logs and `shunt node status`: one string, so an
+/// upgrade test can tell two builds apart by patching it.
+pub const BUILD: &str = concat!("shunt-build ", env!("CARGO_PKG_VERSION"));
+
 pub mod config;
 #[allow(unsafe_code)] // control socket: umask, chown, group lookup
 pub mod control;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use shunt::config::Config;
@@ -123,6 +124,24 @@ enum Command {
     /// Re-read the config file of the running instance (as SIGHUP does); exits
     /// non-zero, keeping the running config, when the file is broken.
     Reload {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Planned restart or upgrade: the running instance re-executes the
+    /// binary now at its path (same pid and arguments, the config file read
+    /// again); the new image takes over the XDP links, flow state and
+    /// queues. Packets of ours are dropped, never passed to the kernel, for
+    /// the few milliseconds in between. Waits until the new image serves.
+    /// Refused, the instance still running, when the config file is broken
+    /// or changes the worker count or table size (flows would be lost).
+    Restart {
+        /// Restart even if the worker count or table size changes: every
+        /// flow is lost.
+        #[arg(long)]
+        force: bool,
+        /// Seconds to wait for the new image.
+        #[arg(long, default_value_t = 60.0, value_parser = parse_interval)]
+        timeout: f64,
         #[arg(long)]
         json: bool,
     },
@@ -342,6 +361,7 @@ impl Command {
             | Command::Stats { json, .. }
             | Command::Backend { json, .. }
             | Command::Reload { json }
+            | Command::Restart { json, .. }
             | Command::Service {
                 action:
                     ServiceAction::Add { json, .. }
@@ -438,6 +458,14 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
             ))
         }
         Command::Run { config, control_socket, state_dir } => {
+            // Links a previous image handed over (planned restart); read
+            // once, before any thread exists, and not passed on further.
+            let inherited = shunt::xdp::Inherited::from_env();
+            std::env::remove_var(shunt::xdp::HANDOVER_ENV);
+            // The path as started: an upgrade replaces the file there, and
+            // /proc/self/exe would name the old, deleted one.
+            let exe = std::env::current_exe()?;
+            tracing::info!(build = shunt::BUILD, inherited_links = inherited.len(), "starting");
             let mut cfg = Config::load(&config)?;
             cfg.state_dir = state_dir.filter(|d| !d.as_os_str().is_empty());
             if let Some(path) = control_socket {
@@ -455,10 +483,13 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
             }
             let reload = Arc::new(AtomicBool::new(false));
             signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())?;
-            let summary = shunt::control::run(&cfg, stop, reload)?;
+            let ended = shunt::control::run(&cfg, stop, reload, inherited)?;
             // The summary goes to stdout; a closed stdout must not fail a clean stop.
-            let _ = out(&summary.to_string());
-            Ok(())
+            let _ = out(&ended.summary.to_string());
+            match ended.handover {
+                Some(links) => Err(reexec(&exe, &links)),
+                None => Ok(()),
+            }
         }
         Command::Stats { watch, json } => stats(socket, watch, json),
         Command::Histogram { format, json, out: dir } => {
@@ -532,6 +563,7 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
             applied(call(socket, &req)?, json, "applied")
         }
         Command::Reload { json } => applied(call(socket, &Request::Reload {})?, json, "reloaded"),
+        Command::Restart { force, timeout, json } => restart(socket, force, timeout, json),
         Command::Conn { action: ConnAction::List { service, backend, client, state, limit, json } } => {
             let r = call(socket, &Request::ConnList { service, backend, client, state, limit: Some(limit) })?;
             if json {
@@ -812,6 +844,60 @@ fn applied(r: serde_json::Value, json: bool, what: &str) -> anyhow::Result<()> {
 }
 
 /// Sends a request to the running instance; its error becomes ours.
+/// Replaces this process's image with the binary at `exe`, same arguments,
+/// handing it `links` (left open across execve). Returns only on failure;
+/// the links then close as the process exits and traffic falls back to the
+/// kernel, as on any stop.
+fn reexec(exe: &Path, links: &[shunt::xdp::Inherited]) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let mut items = Vec::new();
+    for l in links {
+        match l.keep_across_exec() {
+            Ok(item) => items.push(item),
+            Err(e) => return anyhow::anyhow!("keeping an XDP link open across execve: {e}"),
+        }
+    }
+    tracing::info!(exe = %exe.display(), links = items.len(), "planned restart: executing the new image");
+    let e = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(shunt::xdp::HANDOVER_ENV, items.join(","))
+        .exec();
+    anyhow::anyhow!("planned restart: executing {}: {e}", exe.display())
+}
+
+/// `shunt restart`: asks for the restart, then waits until a new image
+/// (another instance id) answers on the control socket.
+fn restart(socket: &Path, force: bool, timeout: f64, json: bool) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    let old = call(socket, &Request::Restart { force })?;
+    let deadline = t0 + Duration::from_secs_f64(timeout);
+    loop {
+        if let Ok(now) = call(socket, &Request::NodeStatus {}) {
+            if now["instance"] != old["instance"] {
+                let ms = t0.elapsed().as_millis();
+                if json {
+                    return outln(
+                        &serde_json::json!({ "ok": true, "pid": old["pid"], "build": now["build"], "ms": ms })
+                            .to_string(),
+                    );
+                }
+                return outln(&format!(
+                    "ok: restarted ({}, pid {}) in {ms} ms",
+                    now["build"].as_str().unwrap_or("?"),
+                    old["pid"]
+                ));
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "no new instance answered on {} within {timeout}s: see the service log",
+                socket.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn call(socket: &Path, req: &Request) -> anyhow::Result<serde_json::Value> {
     let r = shunt::control::request(socket, req)?;
     if !r.ok {

@@ -67,6 +67,10 @@ struct shunt_route_key {
 	__u8 addr[16];
 };
 
+/* Values of shunt_no_socket[0]. */
+#define SHUNT_NO_SOCKET_PASS 0
+#define SHUNT_NO_SOCKET_DROP 1
+
 /* Indexes of the per-CPU counter array. */
 enum shunt_counter {
 	SHUNT_CNT_REDIRECTED = 0,

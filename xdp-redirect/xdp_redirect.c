@@ -61,6 +61,19 @@ struct {
 	__type(value, __u64);
 } shunt_counters SEC(".maps");
 
+/*
+ * What happens to a packet of ours when its queue has no AF_XDP socket:
+ * SHUNT_NO_SOCKET_PASS (the kernel takes it, fail-open) or
+ * SHUNT_NO_SOCKET_DROP, set by the old image during a planned restart so
+ * the kernel never answers (RSTs) flows the next image will carry on.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} shunt_no_socket SEC(".maps");
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&shunt_counters, &idx);
@@ -330,9 +343,13 @@ int shunt_redirect(struct xdp_md *ctx)
 	}
 
 redirect:;
-	int rc = bpf_redirect_map(&shunt_xsks, ctx->rx_queue_index, XDP_PASS);
+	__u32 zero = 0;
+	__u32 *no_socket = bpf_map_lookup_elem(&shunt_no_socket, &zero);
+	__u64 fallback = no_socket && *no_socket == SHUNT_NO_SOCKET_DROP ? XDP_DROP : XDP_PASS;
+	int rc = bpf_redirect_map(&shunt_xsks, ctx->rx_queue_index, fallback);
 
-	/* No socket bound on this queue: the packet goes to the kernel instead. */
+	/* No socket bound on this queue: the kernel takes the packet, or during
+	 * a planned restart nobody does. */
 	count(rc == XDP_REDIRECT ? SHUNT_CNT_REDIRECTED : SHUNT_CNT_REDIRECT_FAILED);
 	return rc;
 }

@@ -15,7 +15,7 @@ mod requests;
 pub mod snapshot;
 mod socket;
 
-pub use plane::run;
+pub use plane::{run, Ended};
 pub use protocol::{Request, Response};
 pub use snapshot::build_services;
 pub use socket::{request, Server};

@@ -18,6 +18,7 @@ use super::{Request, Server};
 use crate::config::Config;
 use crate::dataplane::{Dataplane, Summary};
 use crate::pipeline::services::{IdRegistry, Services};
+use crate::xdp::Inherited;
 
 /// How often the housekeeping thread wakes: control requests, signals,
 /// histogram rotation.
@@ -40,14 +41,31 @@ pub(super) struct Running {
     pub(super) runtime: Vec<(Request, String)>,
     /// Drained or stopping: what the VIP announcements follow.
     pub(super) node: super::announce::NodeState,
+    /// Tells this image from the next one after a planned restart (same pid).
+    pub(super) instance: u64,
+    /// A planned restart was asked for: hand over instead of stopping.
+    pub(super) restart: bool,
+}
+
+/// How [`run`] ended.
+pub struct Ended {
+    pub summary: Summary,
+    /// On a planned restart, the XDP links for the next image (still
+    /// attached, dropping our packets until it takes them over).
+    pub handover: Option<Vec<Inherited>>,
 }
 
 /// Runs the dataplane until `stop` is set; `reload` (SIGHUP) re-reads the
 /// config file and publishes its services to the workers. With a
 /// `[node] stop_drain`, `stop` first withdraws every VIP and keeps serving
 /// that long, so the router moves new flows away before the XDP program
-/// goes.
-pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<Summary> {
+/// goes. `inherited` are the XDP links a previous image handed over.
+pub fn run(
+    config: &Config,
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    inherited: Vec<Inherited>,
+) -> Result<Ended> {
     let signalled = stop;
     // What the workers and the metrics thread stop on: set after the drain.
     let stop = Arc::new(AtomicBool::new(false));
@@ -72,7 +90,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
         s.save_ids(&ids, generation);
     }
     let mut saved_generation = generation;
-    let dp = Dataplane::start(config, services.clone(), stop.clone())?;
+    let dp = Dataplane::start(config, services.clone(), stop.clone(), inherited)?;
     let notify = Notifier::from_env();
     let mut running = Running {
         config: config.clone(),
@@ -84,6 +102,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
         notify,
         runtime: Vec::new(),
         node: Default::default(),
+        instance: crate::sys::monotonic_ns(),
+        restart: false,
     };
     if let Some(s) = &server {
         tracing::info!(path = %s.path().display(), "control socket listening");
@@ -91,9 +111,13 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
     // Setup is done. The housekeeping thread keeps CAP_BPF for map updates
     // and counter reads on reload (bpf(2) refuses unprivileged callers when
     // kernel.unprivileged_bpf_disabled is set) and CAP_NET_RAW to solicit
-    // neighbours of new backends; everything else goes.
-    match crate::sys::drop_capabilities(&[crate::sys::CAP_BPF_BIT, crate::sys::CAP_NET_RAW_BIT]) {
-        Ok(()) => tracing::info!("dropped capabilities: keeping CAP_BPF and CAP_NET_RAW on the housekeeping thread, none on workers"),
+    // neighbours of new backends; what a re-executed image needs to start
+    // (`shunt restart`) stays permitted but not effective; the rest goes.
+    match crate::sys::drop_capabilities_keeping(
+        &[crate::sys::CAP_BPF_BIT, crate::sys::CAP_NET_RAW_BIT],
+        &crate::sys::RESTART_CAPS,
+    ) {
+        Ok(()) => tracing::info!("dropped capabilities: CAP_BPF and CAP_NET_RAW effective on the housekeeping thread (the restart set permitted), none on workers"),
         Err(e) => tracing::warn!(error = %e, "could not drop capabilities"),
     }
     let latency = Arc::new(crate::telemetry::prometheus::LatencyShare::default());
@@ -141,6 +165,9 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
             Some(s) => s.serve(TICK, |req, peer| running.handle(req, peer)),
             None => std::thread::sleep(TICK),
         }
+        if running.restart {
+            break;
+        }
         if reload.swap(false, Ordering::Relaxed) {
             let _ = running.reload(Caller::Signal);
         }
@@ -183,12 +210,26 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> R
             );
         }
     }
+    if running.restart {
+        // From here until the next image attaches, our packets are dropped,
+        // not passed: the kernel would answer flows it does not know with RST.
+        if let Err(e) = running.dp.prepare_handover() {
+            tracing::warn!(error = %super::chain(&e.into()), "packets of ours will reach the kernel during the restart");
+        }
+        running.notify.reloading();
+    } else {
+        running.notify.stopping();
+    }
     stop.store(true, Ordering::Relaxed);
-    running.notify.stopping();
     drop(server);
-    let summary = running.dp.shutdown();
+    let (summary, handover) = if running.restart {
+        let (summary, links) = running.dp.hand_over();
+        (summary, Some(links))
+    } else {
+        (running.dp.shutdown(), None)
+    };
     if let Some(h) = metrics {
         let _ = h.join();
     }
-    Ok(summary)
+    Ok(Ended { summary, handover })
 }

@@ -88,6 +88,15 @@ pub enum Request {
     /// Drain state and, per VIP, whether the node announces it.
     #[serde(rename = "node.status")]
     NodeStatus {},
+    /// Planned restart: the process re-executes the binary at its path
+    /// (same pid, same arguments) and the new image takes over the XDP
+    /// links, the flow state and the queues. `force` lets a config that
+    /// changes the worker count or table size restart, its flows lost.
+    #[serde(rename = "restart")]
+    Restart {
+        #[serde(default)]
+        force: bool,
+    },
 }
 
 fn default_format() -> String {

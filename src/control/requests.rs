@@ -70,6 +70,17 @@ impl Running {
             Request::BackendList { service } => self.backend_list(service.as_deref()),
             Request::ServiceList {} => self.service_list(),
             Request::NodeStatus {} => self.node_status(),
+            Request::Restart { force } => match self.restart_check(force) {
+                Ok(()) => {
+                    tracing::info!(uid = peer.uid, pid = peer.pid, "planned restart requested");
+                    self.restart = true;
+                    Response::ok(serde_json::json!({ "instance": self.instance, "pid": std::process::id() }))
+                }
+                Err(e) => {
+                    tracing::warn!(uid = peer.uid, pid = peer.pid, "restart refused: {e}");
+                    Response::err(format!("restart refused, still running: {e}"))
+                }
+            },
             Request::NodeDrain {} | Request::NodeUndrain {} => {
                 let drain = matches!(req, Request::NodeDrain {});
                 let before = self.node.drained;
@@ -279,12 +290,43 @@ impl Running {
         Response::ok(serde_json::Value::Array(rows))
     }
 
+    /// Whether the config file, as the next image will read it, can take
+    /// over from this one: it must load and fit the host, and (unless
+    /// `force`) keep the worker count and table size the flow state has.
+    fn restart_check(&self, force: bool) -> Result<(), String> {
+        if self.node.stopping {
+            return Err("already stopping".into());
+        }
+        let next = Config::load(&self.config.path).map_err(|e| super::chain(&anyhow::Error::from(e)))?;
+        crate::pipeline::registry::check(&next).map_err(|e| super::chain(&anyhow::Error::from(e)))?;
+        next.check_host().map_err(|e| super::chain(&anyhow::Error::from(e)))?;
+        if self.config.state_dir.is_some() && !force {
+            let (was, now) = (self.config.workers.len(), next.workers.len());
+            if was != now {
+                return Err(format!(
+                    "the config changes the worker count from {was} to {now}, and flows are owned per worker: \
+                     they would all be lost (`shunt restart --force` restarts anyway, empty)"
+                ));
+            }
+            let (was, now) = (self.config.conntrack.entries_per_worker, next.conntrack.entries_per_worker);
+            if was != now {
+                return Err(format!(
+                    "the config changes [conntrack] entries_per_worker from {was} to {now}: the flow state \
+                     cannot carry over (`shunt restart --force` restarts anyway, empty)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn node_status(&self) -> Response {
         let vips = super::announce::vips(&self.config, &self.health, self.node);
         Response::ok(serde_json::json!({
             "drained": self.node.drained,
             "stopping": self.node.stopping,
             "generation": self.generation,
+            "instance": self.instance,
+            "build": crate::BUILD,
             "vips": vips,
         }))
     }

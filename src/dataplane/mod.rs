@@ -25,7 +25,7 @@ use crate::telemetry::latency::{self, Collector, Hists};
 use crate::telemetry::report::{Report, WorkerHistograms};
 use crate::telemetry::stats::{Shared, SocketSnap, WorkerShared};
 use crate::xdp::maps::XdpCounter;
-use crate::xdp::{Attached, XdpError};
+use crate::xdp::{Attached, Inherited, XdpError};
 use crate::xsk::XskError;
 use setup::{Ready, WorkerInit};
 
@@ -94,15 +94,19 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// Starts one pinned worker per `[[worker]]` on `services`, binds their
-    /// sockets, then attaches XDP. On error every started worker is told to
-    /// stop through `stop`.
+    /// sockets, then attaches XDP, taking over the `inherited` links of a
+    /// planned restart. On error every started worker is told to stop
+    /// through `stop`.
     pub fn start(
         config: &Config,
         services: Arc<ArcSwap<Services>>,
         stop: Arc<AtomicBool>,
+        mut inherited: Vec<Inherited>,
     ) -> Result<Dataplane, DataplaneError> {
-        // Sockets before XDP: a redirect to an empty XSKMAP slot falls back
-        // to XDP_PASS, so binding first leaves no window of loss.
+        // Sockets, then programs, then attach: each program starts with
+        // every socket in its XSKMAP, so a new link never passes our
+        // packets to the kernel, and an inherited link goes from the old
+        // program (which drops them meanwhile) straight to a full one.
         let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready, DataplaneError>>();
         let go = Arc::new(AtomicBool::new(false));
         let mesh = Arc::new(handoff::Mesh::new(config.workers.len()));
@@ -177,6 +181,22 @@ impl Dataplane {
         }
         drop(ready_tx);
 
+        // Programs load (verifier included) while the workers build.
+        let mut attached: Vec<Attached> = Vec::new();
+        for iface in &config.interfaces {
+            let ifindex = crate::sys::ifindex(&iface.name);
+            let mine =
+                inherited.iter().position(|i| Some(i.ifindex) == ifindex).map(|p| inherited.swap_remove(p));
+            match Attached::load(&iface.name, iface.xdp_mode, config, mine)
+                .map_err(|e| DataplaneError::Xdp { interface: iface.name.clone(), source: Box::new(e) })
+            {
+                Ok(a) => attached.push(a),
+                Err(e) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
         let mut readies = Vec::new();
         for _ in &config.workers {
             match ready_rx.recv() {
@@ -192,37 +212,37 @@ impl Dataplane {
         let umems = readies.iter_mut().filter_map(|r| r.umem.take()).collect();
         let _ = mesh.umems.set(umems);
 
-        let mut attached = Vec::new();
-        for iface in &config.interfaces {
-            match Attached::load(&iface.name, iface.xdp_mode, config)
-                .map_err(|e| DataplaneError::Xdp { interface: iface.name.clone(), source: Box::new(e) })
-            {
-                Ok(a) => {
-                    tracing::info!(interface = %iface.name, mode = ?a.mode, "XDP program attached (bpf_link)");
-                    attached.push(a);
-                }
-                Err(e) => {
-                    stop.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
+        for gone in inherited {
+            tracing::info!(ifindex = gone.ifindex, "interface left the config: its XDP link is closed");
         }
+        let fail = |stop: &AtomicBool, interface: &str, e: XdpError| {
+            stop.store(true, Ordering::Relaxed);
+            DataplaneError::Xdp { interface: interface.to_string(), source: Box::new(e) }
+        };
         for r in &readies {
             for &(iface, queue, fd, zc) in &r.sockets {
-                attached[iface].register_socket(queue, fd).map_err(|e| DataplaneError::Xdp {
-                    interface: config.interfaces[iface].name.clone(),
-                    source: Box::new(e),
-                })?;
+                let name = &config.interfaces[iface].name;
+                attached[iface].register_socket(queue, fd).map_err(|e| fail(&stop, name, e))?;
                 tracing::info!(
                     worker = r.worker,
                     core = config.workers[r.worker].core,
-                    interface = %config.interfaces[iface].name,
+                    interface = %name,
                     queue,
                     mode = if zc { "zero-copy" } else { "copy" },
                     umem_pages = if r.hugepages { "2MiB" } else { "4KiB" },
                     "AF_XDP socket bound"
                 );
             }
+        }
+        for a in attached.iter_mut() {
+            let name = a.interface.clone();
+            let took_over = a.attach().map_err(|e| fail(&stop, &name, e))?;
+            let how = if took_over {
+                "XDP program replaced on the inherited bpf_link"
+            } else {
+                "XDP program attached (bpf_link)"
+            };
+            tracing::info!(interface = %a.interface, mode = ?a.mode, "{how}");
         }
         go.store(true, Ordering::Release);
         let shared = Arc::new(Shared {
@@ -363,7 +383,28 @@ impl Dataplane {
         }
     }
 
-    pub fn shutdown(mut self) -> Summary {
+    /// Makes every program drop, rather than pass to the kernel, the
+    /// packets of ours that find no socket: from now until the next image
+    /// of a planned restart takes the links over.
+    pub fn prepare_handover(&mut self) -> Result<(), DataplaneError> {
+        for a in self.attached.iter_mut() {
+            a.set_no_socket_drop(true)
+                .map_err(|e| DataplaneError::Xdp { interface: a.interface.clone(), source: Box::new(e) })?;
+        }
+        Ok(())
+    }
+
+    /// Stops as [`Dataplane::shutdown`] does, but keeps the XDP links
+    /// attached and returns them for the next image.
+    pub fn hand_over(self) -> (Summary, Vec<Inherited>) {
+        self.finish(true)
+    }
+
+    pub fn shutdown(self) -> Summary {
+        self.finish(false).0
+    }
+
+    fn finish(mut self, keep_links: bool) -> (Summary, Vec<Inherited>) {
         // Socket counters while the sockets still exist (a worker closes
         // them when it leaves its loop).
         self.refresh_xdp();
@@ -386,8 +427,14 @@ impl Dataplane {
         let sockets = self.shared.sockets.lock().map(|s| s.clone()).unwrap_or_default();
         let xdp =
             self.attached.iter().map(|a| (a.interface.clone(), a.counters().unwrap_or_default())).collect();
-        // Dropping `attached` closes the bpf_links: the programs detach.
-        self.attached.clear();
+        // Dropping `attached` closes the bpf_links: the programs detach,
+        // unless they are kept for the next image.
+        let links = if keep_links {
+            self.attached.drain(..).filter_map(Attached::into_inherited).collect()
+        } else {
+            self.attached.clear();
+            Vec::new()
+        };
         let report = self.report();
         let mut written = Vec::new();
         if let Some(dir) = &self.config.telemetry.histogram_dir {
@@ -398,14 +445,15 @@ impl Dataplane {
                 }
             }
         }
-        Summary {
+        let summary = Summary {
             workers: worker_counters,
             xdp,
             elapsed: self.started.elapsed(),
             latency: report.table(),
             written,
             sockets,
-        }
+        };
+        (summary, links)
     }
 }
 

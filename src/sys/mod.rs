@@ -1,6 +1,7 @@
 //! Small host queries and the privilege checks `shunt run` makes before it
 //! touches the kernel, so failures read as advice rather than errno.
 
+pub mod bpf_link;
 pub mod neigh;
 pub mod nonblock;
 
@@ -124,6 +125,13 @@ const CAP_SYS_ADMIN: u32 = 21;
 const CAP_BPF: u32 = 39;
 
 /// Effective capability mask of this process, from /proc/self/status.
+/// This thread's permitted set (CapPrm of /proc/thread-self/status).
+fn permitted_caps() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/status").ok().and_then(|s| {
+        s.lines().find_map(|l| l.strip_prefix("CapPrm:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    })
+}
+
 fn effective_caps() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -228,13 +236,34 @@ pub fn check_kernel() -> Result<(), SysError> {
 
 pub const CAP_NET_RAW_BIT: u32 = CAP_NET_RAW;
 pub const CAP_BPF_BIT: u32 = CAP_BPF;
+/// What a re-executed image needs to start again (`shunt restart`); the
+/// housekeeping thread keeps these permitted, not effective. CAP_SYS_NICE
+/// serves `realtime_priority` where it was granted.
+pub const RESTART_CAPS: [u32; 6] =
+    [CAP_NET_ADMIN, CAP_NET_RAW, CAP_IPC_LOCK, CAP_SYS_ADMIN, CAP_BPF, CAP_SYS_NICE];
+const CAP_SYS_NICE: u32 = 23;
+
+/// As [`drop_capabilities`], but `permitted` (a superset of `keep`) stays
+/// permitted, inheritable and in the bounding set, so an `execve` of this
+/// thread gets them back (ambient ones included); only `keep` is effective.
+pub fn drop_capabilities_keeping(keep: &[u32], permitted: &[u32]) -> std::io::Result<()> {
+    set_capabilities(keep, permitted)
+}
 
 /// Drops every capability of the calling thread except `keep`: effective,
 /// permitted, inheritable and bounding sets, and sets no_new_privs.
 /// Capabilities are per thread on Linux, so each long-lived thread calls
 /// this once its setup is done.
 pub fn drop_capabilities(keep: &[u32]) -> std::io::Result<()> {
-    let mask: u64 = keep.iter().fold(0, |m, &c| m | (1u64 << c));
+    set_capabilities(keep, &[])
+}
+
+fn set_capabilities(keep: &[u32], permitted: &[u32]) -> std::io::Result<()> {
+    let eff: u64 = keep.iter().fold(0, |m, &c| m | (1u64 << c));
+    let mask: u64 = permitted.iter().fold(eff, |m, &c| m | (1u64 << c));
+    // Only what this thread has can stay permitted.
+    let mask = mask & permitted_caps().unwrap_or(u64::MAX);
+    let inheritable = if permitted.is_empty() { 0 } else { mask };
     for cap in 0..64u32 {
         if mask & (1u64 << cap) == 0 {
             // SAFETY: prctl with integer arguments; EINVAL for capabilities
@@ -256,11 +285,14 @@ pub fn drop_capabilities(keep: &[u32]) -> std::io::Result<()> {
     }
     const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
     let header = Header { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
-    let lo = mask as u32;
-    let hi = (mask >> 32) as u32;
+    let eff = eff & mask;
     let data = [
-        Data { effective: lo, permitted: lo, inheritable: 0 },
-        Data { effective: hi, permitted: hi, inheritable: 0 },
+        Data { effective: eff as u32, permitted: mask as u32, inheritable: inheritable as u32 },
+        Data {
+            effective: (eff >> 32) as u32,
+            permitted: (mask >> 32) as u32,
+            inheritable: (inheritable >> 32) as u32,
+        },
     ];
     // SAFETY: capset(2) with a v3 header and two data structs, as the ABI requires.
     let rc = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };

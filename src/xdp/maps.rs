@@ -27,6 +27,10 @@ impl MatchKey {
     }
 }
 
+/// `SHUNT_NO_SOCKET_PASS` / `SHUNT_NO_SOCKET_DROP`: values of `shunt_no_socket[0]`.
+pub const NO_SOCKET_PASS: u32 = 0;
+pub const NO_SOCKET_DROP: u32 = 1;
+
 /// `struct shunt_match_value`
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

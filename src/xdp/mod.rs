@@ -7,14 +7,15 @@
 
 pub mod maps;
 
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{HashMap, MapData, MapError, PerCpuArray, XskMap};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, XskMap};
 use aya::programs::{ProgramError, Xdp, XdpMode as AyaMode};
 use aya::{Ebpf, EbpfError};
 
 use crate::config::{Config, XdpMode};
+use crate::sys::bpf_link;
 use maps::{LpmAddr, LpmValue, MatchKey, MatchValue, RouteKeyData, XdpCounter};
 
 /// The compiled `xdp-redirect/xdp_redirect.c`, embedded at build time.
@@ -54,8 +55,11 @@ pub enum XdpError {
         interface: String,
         mode: &'static str,
         #[source]
-        source: ProgramError,
+        source: std::io::Error,
     },
+    /// The interface does not exist.
+    #[error("no interface {0}")]
+    NoInterface(String),
     /// An AF_XDP queue beyond the XSKMAP's slots.
     #[error("queue {queue} exceeds the XSKMAP size {size}")]
     QueueOutOfRange { queue: u32, size: u32 },
@@ -92,17 +96,97 @@ fn route_prefix_entries(config: &Config) -> Vec<(u32, RouteKeyData, u32)> {
         .collect()
 }
 
-/// One loaded and attached program. Dropping it detaches the program; so does
-/// the process dying, because the attachment is a bpf_link owned by an fd.
+/// An XDP link the previous image left open across `execve` (a planned
+/// restart): the next image points it at its own program instead of
+/// attaching anew, so the interface never runs without a Shunt program.
+#[derive(Debug)]
+pub struct Inherited {
+    pub ifindex: u32,
+    pub mode: AyaMode,
+    pub link: OwnedFd,
+}
+
+/// The environment variable that names inherited links to the next image:
+/// `ifindex:mode:fd` (mode `d` driver, `s` skb), comma separated.
+pub const HANDOVER_ENV: &str = "SHUNT_HANDOVER_LINKS";
+
+impl Inherited {
+    /// Reads and checks the links named in [`HANDOVER_ENV`]; one that is not
+    /// an open XDP link on the interface it names is logged and skipped.
+    pub fn from_env() -> Vec<Inherited> {
+        let Some(v) = std::env::var_os(HANDOVER_ENV) else { return Vec::new() };
+        let mut out = Vec::new();
+        for item in v.to_string_lossy().split(',').filter(|s| !s.is_empty()) {
+            let parsed = (|| {
+                let mut f = item.split(':');
+                let ifindex: u32 = f.next()?.parse().ok()?;
+                let mode = match f.next()? {
+                    "d" => AyaMode::Driver,
+                    "s" => AyaMode::Skb,
+                    _ => return None,
+                };
+                let fd: RawFd = f.next()?.parse().ok()?;
+                Some((ifindex, mode, fd))
+            })();
+            let Some((ifindex, mode, fd)) = parsed else {
+                tracing::warn!(item, "{HANDOVER_ENV}: not ifindex:mode:fd; ignored");
+                continue;
+            };
+            let link = match crate::sys::bpf_link::adopt(fd) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(fd, error = %e, "inherited XDP link ignored");
+                    continue;
+                }
+            };
+            match crate::sys::bpf_link::xdp_ifindex(link.as_fd()) {
+                Ok(i) if i == ifindex => out.push(Inherited { ifindex, mode, link }),
+                Ok(i) => tracing::warn!(
+                    fd,
+                    ifindex,
+                    actual = i,
+                    "inherited XDP link is on another interface; closed"
+                ),
+                Err(e) => tracing::warn!(fd, error = %e, "inherited descriptor is not an XDP link; closed"),
+            }
+        }
+        out
+    }
+
+    /// Leaves the link open across `execve`; returns its [`HANDOVER_ENV`] item.
+    pub fn keep_across_exec(&self) -> std::io::Result<String> {
+        crate::sys::bpf_link::keep_across_exec(self.link.as_fd())?;
+        let mode = if self.mode == AyaMode::Driver { "d" } else { "s" };
+        Ok(format!("{}:{mode}:{}", self.ifindex, self.link.as_raw_fd()))
+    }
+}
+
+/// One loaded program, attached by [`Attached::attach`]. Dropping it
+/// detaches the program; so does the process dying, because the attachment
+/// is a bpf_link owned by an fd (see [`Attached::into_inherited`] for the
+/// one way it outlives this image).
 pub struct Attached {
     pub interface: String,
     pub mode: AyaMode,
+    ifindex: u32,
+    wanted: XdpMode,
     ebpf: Ebpf,
+    /// The bpf_link, once attached.
+    link: Option<OwnedFd>,
+    /// The previous image's link, which [`Attached::attach`] updates.
+    inherited: Option<OwnedFd>,
 }
 
 impl Attached {
-    /// Loads the program for `interface`, fills the match map, attaches.
-    pub fn load(interface: &str, mode: XdpMode, config: &Config) -> Result<Attached, XdpError> {
+    /// Loads the program for `interface` and fills the match maps; attaching
+    /// waits for [`Attached::attach`], once the sockets are registered.
+    /// With `inherited`, attaching takes over that link.
+    pub fn load(
+        interface: &str,
+        mode: XdpMode,
+        config: &Config,
+        inherited: Option<Inherited>,
+    ) -> Result<Attached, XdpError> {
         let mut ebpf = Ebpf::load(XDP_OBJECT).map_err(|e| XdpError::Load(Box::new(e)))?;
         {
             let map = ebpf.map_mut("shunt_match").ok_or(XdpError::MissingMap("shunt_match"))?;
@@ -140,32 +224,98 @@ impl Attached {
             .try_into()
             .map_err(XdpError::Program)?;
         prog.load().map_err(XdpError::Verifier)?;
-        let attach_err = |mode: &'static str| {
-            move |source| XdpError::Attach { interface: interface.to_string(), mode, source }
+        let ifindex =
+            crate::sys::ifindex(interface).ok_or_else(|| XdpError::NoInterface(interface.to_string()))?;
+        let (granted, inherited) = match inherited {
+            Some(i) if i.ifindex == ifindex => (i.mode, Some(i.link)),
+            _ => (AyaMode::Driver, None),
         };
-        let mode = match mode {
-            XdpMode::Driver => {
-                prog.attach(interface, AyaMode::Driver).map_err(attach_err("driver"))?;
-                AyaMode::Driver
+        Ok(Attached {
+            interface: interface.to_string(),
+            mode: granted,
+            ifindex,
+            wanted: mode,
+            ebpf,
+            link: None,
+            inherited,
+        })
+    }
+
+    fn prog_fd(&self) -> Result<BorrowedFd<'_>, XdpError> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or(XdpError::MissingProgram)?
+            .try_into()
+            .map_err(XdpError::Program)?;
+        Ok(prog.fd().map_err(XdpError::Program)?.as_fd())
+    }
+
+    /// Attaches the loaded program: replaces the program on the inherited
+    /// link in one step (true), or creates a link in the configured mode
+    /// (driver, with `auto` falling back to skb).
+    pub fn attach(&mut self) -> Result<bool, XdpError> {
+        if let Some(link) = self.inherited.take() {
+            match crate::sys::bpf_link::update(link.as_fd(), self.prog_fd()?) {
+                Ok(()) => {
+                    self.link = Some(link);
+                    return Ok(true);
+                }
+                // Closing the old link detaches the old program; a fresh
+                // link follows at once.
+                Err(e) => tracing::warn!(
+                    interface = %self.interface,
+                    error = %e,
+                    "could not take over the inherited XDP link; attaching anew"
+                ),
             }
-            XdpMode::Skb => {
-                prog.attach(interface, AyaMode::Skb).map_err(attach_err("skb"))?;
-                AyaMode::Skb
-            }
-            XdpMode::Auto => match prog.attach(interface, AyaMode::Driver) {
-                Ok(_) => AyaMode::Driver,
+        }
+        let prog = self.prog_fd()?;
+        let ifindex = self.ifindex;
+        let create = |flags: u32, mode: &'static str| {
+            crate::sys::bpf_link::create_xdp(prog, ifindex, flags).map_err(|source| XdpError::Attach {
+                interface: self.interface.clone(),
+                mode,
+                source,
+            })
+        };
+        let (link, mode) = match self.wanted {
+            XdpMode::Driver => (create(bpf_link::XDP_FLAGS_DRV_MODE, "driver")?, AyaMode::Driver),
+            XdpMode::Skb => (create(bpf_link::XDP_FLAGS_SKB_MODE, "skb")?, AyaMode::Skb),
+            XdpMode::Auto => match create(bpf_link::XDP_FLAGS_DRV_MODE, "driver") {
+                Ok(l) => (l, AyaMode::Driver),
                 Err(e) => {
                     tracing::warn!(
-                        interface,
+                        interface = %self.interface,
                         error = %e,
                         "driver-mode XDP attach failed; falling back to skb (generic) mode, which is much slower"
                     );
-                    prog.attach(interface, AyaMode::Skb).map_err(attach_err("skb"))?;
-                    AyaMode::Skb
+                    (create(bpf_link::XDP_FLAGS_SKB_MODE, "skb")?, AyaMode::Skb)
                 }
             },
         };
-        Ok(Attached { interface: interface.to_string(), mode, ebpf })
+        self.link = Some(link);
+        self.mode = mode;
+        Ok(false)
+    }
+
+    /// What a packet of ours meets on a queue without a socket: the kernel
+    /// (`drop` false, fail-open) or nothing (`drop` true, while a planned
+    /// restart has no sockets bound).
+    pub fn set_no_socket_drop(&mut self, drop: bool) -> Result<(), XdpError> {
+        let map = self.ebpf.map_mut("shunt_no_socket").ok_or(XdpError::MissingMap("shunt_no_socket"))?;
+        let mut arr: Array<&mut MapData, u32> =
+            Array::try_from(map).map_err(map_err("shunt_no_socket", "opening"))?;
+        let v = if drop { maps::NO_SOCKET_DROP } else { maps::NO_SOCKET_PASS };
+        arr.set(0, v, 0).map_err(map_err("shunt_no_socket", "setting"))
+    }
+
+    /// The link, for the next image to take over; None when never attached.
+    /// The program and its maps live on behind the link once this image's
+    /// descriptors close.
+    pub fn into_inherited(mut self) -> Option<Inherited> {
+        let link = self.link.take()?;
+        Some(Inherited { ifindex: self.ifindex, mode: self.mode, link })
     }
 
     /// Brings the match and prefix maps in line with `config`: adds what is
