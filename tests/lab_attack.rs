@@ -188,19 +188,31 @@ sendp(f, iface="cli0")
     shunt.stop();
 }
 
-/// Measured 2026-12-02 on the shared 2-core lab: 1,346,798 spoofed SYNs in
-/// 35 s; new connections 19/30 during the flood (CPU shared by hping3 and
-/// Shunt), 60/60 after; established downloads intact. The during-flood
-/// target (99%) is not met yet on this machine.
+/// Packets sent by the client namespace's link (the attacker's and the
+/// client's, all aimed at the VIP).
+fn client_tx_packets() -> u64 {
+    let out = ns_exec("shunt-client", &["cat", "/sys/class/net/cli0/statistics/tx_packets"]);
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+/// Before the SYN check every spoofed SYN was forwarded (a table entry, an
+/// SNAT port, a transmit, a backend's SYN-ACK back through the worker):
+/// the worker fell behind, its AF_XDP RX ring overflowed (`rx_ring_full`)
+/// and legitimate SYNs were lost with the spoofed ones: 19/30 new
+/// connections during the flood. With `syn_check_rate` a first SYN is
+/// dropped at the cost of a parse and two bit tests; the client's
+/// retransmission 1 s later opens the flow. hping3 runs on core 0, Shunt's
+/// worker on core 1: the attacker is another machine in real life.
 #[test]
-#[ignore = "needs cores of its own: new connections during the flood fall short of 99% on 2 shared cores"]
+#[ignore = "the SYN check is unit-tested; this lab run with syn_check_rate has not been measured yet"]
 fn syn_flood_leaves_new_and_established_flows_working() {
     let Some(_lab) = lab() else { return };
     // A small table the flood fills within milliseconds; short closing
     // timeouts so every flow's SNAT port is back within the test.
     let (cfg, sock) = config(
         "flood",
-        "[conntrack]\nentries_per_worker = 16384\nfull = \"drop\"\ntcp_syn_sent = \"10s\"\ntcp_syn_recv = \"5s\"\n\
+        "[conntrack]\nentries_per_worker = 16384\nfull = \"drop\"\nsyn_check_rate = 2000\n\
+         tcp_syn_sent = \"10s\"\ntcp_syn_recv = \"5s\"\n\
          tcp_time_wait = \"2s\"\ntcp_close = \"2s\"\ntcp_fin_wait = \"5s\"\ntcp_close_wait = \"5s\"\n\
          tcp_last_ack = \"5s\"",
     );
@@ -209,9 +221,12 @@ fn syn_flood_leaves_new_and_established_flows_working() {
     let downloads: Vec<_> = (0..3).map(|_| slow_download("30k")).collect();
     std::thread::sleep(Duration::from_millis(500));
     let rx_before = counters(&sock).get("rx_packets").copied().unwrap_or(0);
-    // The flood: spoofed random sources at the VIP, bounded in time.
+    let sent_before = client_tx_packets();
+    // The flood: spoofed random sources at the VIP, bounded in time, on the
+    // core the worker does not use.
     let flood = Command::new("ip")
-        .args(["netns", "exec", "shunt-client", "timeout", "35", "hping3", "-S", "-p", "80", "--flood"])
+        .args(["netns", "exec", "shunt-client", "taskset", "-c", "0", "timeout", "35", "hping3", "-S"])
+        .args(["-p", "80", "--flood"])
         .args(["--rand-source", "10.0.100.1"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -227,14 +242,16 @@ fn syn_flood_leaves_new_and_established_flows_working() {
         tried += 10;
     }
     let mid = counters(&sock);
-    let flood_pkts = mid.get("rx_packets").copied().unwrap_or(0) - rx_before;
+    let flood_pkts = client_tx_packets() - sent_before;
+    let received = mid.get("rx_packets").copied().unwrap_or(0) - rx_before;
     let after = curl_ok(60);
-    eprintln!("flood: {flood_pkts} packets received; new connections {during}/{tried} during, {after}/60 after; {mid:?}");
-    assert!(mid.get("conntrack_early_drops").copied().unwrap_or(0) > 0, "the flood filled the table");
-    assert!(
-        (during + after) * 100 >= (tried + 60) * 99,
-        "new connections: {during}/{tried} during, {after}/60 after the flood"
+    eprintln!(
+        "flood: {flood_pkts} packets sent, {received} received; new connections {during}/{tried} during, \
+         {after}/60 after; {mid:?}"
     );
+    assert!(mid.get("syn_unverified").copied().unwrap_or(0) > 0, "the SYN check was engaged");
+    assert!(during * 100 >= tried * 99, "new connections during the flood: {during}/{tried}");
+    assert!(after * 100 >= 60 * 99, "new connections after the flood: {after}/60");
     for d in downloads {
         let out = d.wait_with_output().unwrap();
         assert!(out.status.success() && out.stdout == big(), "established download intact");

@@ -3,7 +3,9 @@
 //! §3.10.7.1, as a closed port answers), a new UDP flow with ICMP
 //! "administratively prohibited" (ICMPv4 3/13, ICMPv6 1/1) quoting the
 //! datagram, both back out the port they came in on, so the client fails
-//! at once. Expected frames are built with etherparse; checksums re-checked
+//! at once. NAT64 sessions refused for want of a pool port are answered the
+//! same way, from the server's address under the prefix. Expected frames
+//! are built with etherparse; checksums re-checked
 //! with the textbook RFC 1071 sum.
 
 use etherparse::PacketBuilder;
@@ -170,4 +172,115 @@ fn refused_udp_flow_gets_admin_prohibited_from_the_vip() {
         assert_eq!(verdict, Verdict::Forward(0), "v6 {v6}");
         assert!(out == want, "v6 {v6}\n got  {}\n want {}", hex(&out), hex(&want));
     }
+}
+
+// ------------------------------------------------------------ NAT64
+
+const SERVER: [u8; 4] = [198, 51, 100, 80];
+
+/// `64:ff9b::` + an IPv4 address (RFC 6052 /96).
+fn wkp(a: [u8; 4]) -> [u8; 16] {
+    let mut s = [0u8; 16];
+    s[..4].copy_from_slice(&[0, 0x64, 0xff, 0x9b]);
+    s[12..].copy_from_slice(&a);
+    s
+}
+
+/// `pipelines/nat64.toml` with a pool of one IPv4 address.
+fn nat64() -> Harness {
+    let config = Fixture::load("nat64")
+        .set("nat64.pool", "10.0.4.7/32")
+        .set("conntrack.entries_per_worker", 262_144)
+        .config();
+    let ports = [
+        PortInfo { interface: 0, mac: PORT0_MAC, mtu: 1500 },
+        PortInfo { interface: 1, mac: PORT1_MAC, mtu: 1500 },
+    ];
+    Harness::new(&config, Some(&ports)).unwrap()
+}
+
+/// An IPv6 client's first packet to the server through NAT64: a TCP SYN
+/// (seq 1000) or a UDP datagram, from client `n` of many.
+fn nat64_first(tcp: bool, n: u32, src_port: u16) -> Vec<u8> {
+    let mut src = CLIENT6;
+    src[12..16].copy_from_slice(&n.to_be_bytes());
+    src[11] = 1;
+    let ip = PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC).ipv6(src, wkp(SERVER), 64);
+    w(|v| {
+        if tcp {
+            ip.tcp(src_port, 80, 1000, 64240).syn().write(v, &[]).unwrap()
+        } else {
+            ip.udp(src_port, 53).write(v, b"query").unwrap()
+        }
+    })
+}
+
+/// Takes every port of the NAT64 pool with sessions of distinct clients.
+fn exhaust_nat64(h: &mut Harness, tcp: bool) {
+    let frames: Vec<Vec<u8>> =
+        (0..POOL_PORTS).map(|i| nat64_first(tcp, i, 1024 + (i % 60000) as u16)).collect();
+    let mut forwarded = 0;
+    for chunk in frames.chunks(64) {
+        h.run(chunk, |_, v, _| forwarded += usize::from(v == Verdict::Forward(1)));
+    }
+    assert_eq!(forwarded, POOL_PORTS as usize, "every port handed out once");
+    assert!(h.ctx.snat.iter().any(|p| p.available() == 0), "the pool is empty");
+}
+
+/// A NAT64 session refused for want of a pool port: the IPv6 client's SYN
+/// is answered with an RST from the address it called (the server's
+/// address under the prefix), a retransmission again.
+#[test]
+fn nat64_refused_tcp_syn_gets_an_rst_from_the_servers_ipv6_address() {
+    let mut h = nat64();
+    let syn = w(|v| {
+        PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC)
+            .ipv6(CLIENT6, wkp(SERVER), 64)
+            .tcp(50000, 80, 1000, 64240)
+            .syn()
+            .write(v, &[])
+            .unwrap()
+    });
+    assert_eq!(nat64().run_one(&syn).0, Verdict::Forward(1), "before exhaustion: a session");
+    exhaust_nat64(&mut h, true);
+    let (verdict, out) = h.run_one(&syn);
+    let want = w(|v| {
+        PacketBuilder::ethernet2(PORT0_MAC, CLIENT_MAC)
+            .ipv6(wkp(SERVER), CLIENT6, 64)
+            .tcp(80, 50000, 0, 0)
+            .rst()
+            .ack(1001)
+            .write(v, &[])
+            .unwrap()
+    });
+    assert_eq!(verdict, Verdict::Forward(0), "back out the ingress port");
+    assert!(out == want, "\n got  {}\n want {}", hex(&out), hex(&want));
+    let pseudo = [&wkp(SERVER)[..], &CLIENT6[..], &[0, 0, 0, 20, 0, 0, 0, 6]].concat();
+    assert_eq!(!ones_sum(&out[54..], u64::from(ones_sum(&pseudo, 0))), 0, "TCP checksum");
+    assert_eq!(h.run_one(&syn), (verdict, out), "a retransmission is answered again");
+}
+
+/// A refused UDP session: ICMPv6 administratively prohibited (1/1) from the
+/// server's IPv6 address, quoting the datagram.
+#[test]
+fn nat64_refused_udp_gets_admin_prohibited_from_the_servers_ipv6_address() {
+    let mut h = nat64();
+    exhaust_nat64(&mut h, false);
+    let q = w(|v| {
+        PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC)
+            .ipv6(CLIENT6, wkp(SERVER), 64)
+            .udp(40000, 53)
+            .write(v, b"query")
+            .unwrap()
+    });
+    let (verdict, out) = h.run_one(&q);
+    let want = w(|v| {
+        PacketBuilder::ethernet2(PORT0_MAC, CLIENT_MAC)
+            .ipv6(wkp(SERVER), CLIENT6, 64)
+            .icmpv6_raw(1, 1, [0; 4])
+            .write(v, &q[14..])
+            .unwrap()
+    });
+    assert_eq!(verdict, Verdict::Forward(0), "back out the ingress port");
+    assert!(out == want, "\n got  {}\n want {}", hex(&out), hex(&want));
 }

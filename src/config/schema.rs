@@ -221,6 +221,9 @@ pub struct ConntrackSection {
     /// New flows per second per client address per worker (0 = unlimited).
     pub source_flow_rate: Spanned<u32>,
     pub source_flow_burst: Option<Spanned<u32>>,
+    /// New TCP flows per second per worker above which a first SYN is
+    /// dropped and only its retransmission admitted (0 = off).
+    pub syn_check_rate: Spanned<u32>,
 }
 
 impl Default for ConntrackSection {
@@ -244,6 +247,7 @@ impl Default for ConntrackSection {
             new_flow_burst: None,
             source_flow_rate: Spanned::new(0..0, 0),
             source_flow_burst: None,
+            syn_check_rate: Spanned::new(0..0, 0),
         }
     }
 }

@@ -143,6 +143,9 @@ pub struct Conntrack {
     /// Per-worker new-flow limits (token buckets; rate 0 = unlimited).
     pub new_flows: RateLimit,
     pub source_flows: RateLimit,
+    /// New TCP flows a second per worker above which only retransmitted
+    /// SYNs open flows (0 = off).
+    pub syn_check_rate: u32,
 }
 
 /// A token bucket's shape: `rate` tokens a second, at most `burst` saved.
@@ -425,6 +428,7 @@ pub(super) fn validate_conntrack(src: &Source<'_>, c: &ConntrackSection) -> Resu
         pressure_timeout,
         new_flows: limit(&c.new_flow_rate, &c.new_flow_burst)?,
         source_flows: limit(&c.source_flow_rate, &c.source_flow_burst)?,
+        syn_check_rate: *c.syn_check_rate.get_ref(),
         entries_per_worker: n,
         full: match c.full {
             FullPolicyCfg::Drop => FullPolicy::Drop,

@@ -40,6 +40,7 @@ drop_reasons! {
     HandoffFull => "handoff_full", "Reply for another worker's SNAT port, and the handoff ring was full.";
     Martian => "martian", "Impossible source address, foreign destination MAC, or bad/source-route IPv4 options.";
     WrongSide => "wrong_side", "Reply-direction packet not from the flow's backend-side interface and next hop.";
+    SynUnverified => "syn_unverified", "First SYN of a new flow while new TCP flows exceed syn_check_rate; its retransmission is admitted.";
     RateLimited => "rate_limited", "New flow over the configured new-flow rate (global or per source).";
     LinkDown => "link_down", "The egress interface is down, has no carrier, or is gone.";
 }

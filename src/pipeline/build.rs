@@ -58,6 +58,7 @@ pub fn limiter(config: &Config) -> FlowLimiter {
     use std::hash::BuildHasher;
     let key = std::collections::hash_map::RandomState::new().hash_one(0u8);
     FlowLimiter::new(config.conntrack.new_flows, config.conntrack.source_flows, key)
+        .with_syn_check(config.conntrack.syn_check_rate)
 }
 
 /// Every pipeline of the config, built through the stage registry; an

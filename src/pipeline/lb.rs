@@ -375,6 +375,12 @@ impl Stage for MaglevStage {
                 later_of_new |= f.kind == FlowKind::LaterOfNew;
                 continue;
             }
+            let first_syn =
+                f.key.proto == proto::TCP && f.tcp_flags & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN;
+            if first_syn && !ctx.limiter.syn_verified(f.hash, ctx.now) {
+                m.verdict = Verdict::Drop(DropReason::SynUnverified);
+                continue;
+            }
             if ctx.limiter.admit(&f.key.src, ctx.now).is_err() {
                 m.verdict = Verdict::Drop(DropReason::RateLimited);
                 continue;

@@ -1,7 +1,7 @@
 //! New flows refused for want of an SNAT port are answered, so the client
 //! fails at once instead of retransmitting into silence: a TCP SYN gets an
-//! RST from the VIP, anything else an ICMP "administratively prohibited"
-//! error. The answer is built in the refused packet's own frame (no
+//! RST from the VIP (for NAT64, from the server's address under the prefix),
+//! anything else an ICMP "administratively prohibited" error. The answer is built in the refused packet's own frame (no
 //! allocation) and leaves by the port the packet came in on.
 //!
 //! A flow is counted once (`snat_exhausted`), not once per retransmission:

@@ -114,6 +114,7 @@ pub static STAGES: &[StageDescriptor] = &[
             D::SnatExhausted,
             D::ConntrackFull,
             D::Untranslatable,
+            D::SynUnverified,
             D::RateLimited,
         ],
         build: |_, _| Ok(Box::new(MaglevStage)),
@@ -123,7 +124,14 @@ pub static STAGES: &[StageDescriptor] = &[
         doc: "New NAT64 sessions (RFC 6146); the same flow-creation stage as maglev.",
         requires: &[F::Tracked],
         provides: &[F::Bound],
-        drops: &[D::NoFlow, D::SnatExhausted, D::ConntrackFull, D::Untranslatable, D::RateLimited],
+        drops: &[
+            D::NoFlow,
+            D::SnatExhausted,
+            D::ConntrackFull,
+            D::Untranslatable,
+            D::SynUnverified,
+            D::RateLimited,
+        ],
         build: |_, _| Ok(Box::new(MaglevStage)),
     },
     StageDescriptor {
