@@ -456,9 +456,7 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
             // once, before any thread exists, and not passed on further.
             let inherited = shunt::xdp::Inherited::from_env();
             std::env::remove_var(shunt::xdp::HANDOVER_ENV);
-            // The path as started: an upgrade replaces the file there, and
-            // /proc/self/exe would name the old, deleted one.
-            let exe = std::env::current_exe()?;
+            let exe = started_exe()?;
             tracing::info!(build = shunt::BUILD, inherited_links = inherited.len(), "starting");
             let mut cfg = Config::load(&config)?;
             cfg.state_dir = state_dir.filter(|d| !d.as_os_str().is_empty());
@@ -834,7 +832,22 @@ fn applied(r: serde_json::Value, json: bool, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends a request to the running instance; its error becomes ours.
+/// The binary's path as started (argv[0], looked up in PATH when bare). An
+/// upgrade replaces the file at that path, while `current_exe` reads
+/// /proc/self/exe, which keeps naming the old, replaced file.
+fn started_exe() -> anyhow::Result<PathBuf> {
+    let argv0 = PathBuf::from(std::env::args_os().next().unwrap_or_default());
+    if argv0.components().count() > 1 {
+        return Ok(std::env::current_dir()?.join(argv0));
+    }
+    let in_path = std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join(&argv0)).find(|c| c.is_file()));
+    match in_path {
+        Some(p) => Ok(p),
+        None => Ok(std::env::current_exe()?),
+    }
+}
+
 /// Replaces this process's image with the binary at `exe`, same arguments,
 /// handing it `links` (left open across execve). Returns only on failure;
 /// the links then close as the process exits and traffic falls back to the
@@ -889,6 +902,7 @@ fn restart(socket: &Path, force: bool, timeout: f64, json: bool) -> anyhow::Resu
     }
 }
 
+/// Sends a request to the running instance; its error becomes ours.
 fn call(socket: &Path, req: &Request) -> anyhow::Result<serde_json::Value> {
     let r = shunt::control::request(socket, req)?;
     if !r.ok {
