@@ -40,11 +40,16 @@ fn lb(protocol: &str) -> Harness {
         .pin_backend_macs()
         .set("conntrack.entries_per_worker", 262_144)
         .config();
+    with_ports(&config)
+}
+
+/// A harness over `config` with the two golden ports at MTU 1500.
+fn with_ports(config: &shunt::config::Config) -> Harness {
     let ports = [
         PortInfo { interface: 0, mac: PORT0_MAC, mtu: 1500 },
         PortInfo { interface: 1, mac: PORT1_MAC, mtu: 1500 },
     ];
-    Harness::new(&config, Some(&ports)).unwrap()
+    Harness::new(config, Some(&ports)).unwrap()
 }
 
 /// A new flow's first packet from the client: a TCP SYN (seq 1000, an MSS
@@ -192,11 +197,7 @@ fn nat64() -> Harness {
         .set("nat64.pool", "10.0.4.7/32")
         .set("conntrack.entries_per_worker", 262_144)
         .config();
-    let ports = [
-        PortInfo { interface: 0, mac: PORT0_MAC, mtu: 1500 },
-        PortInfo { interface: 1, mac: PORT1_MAC, mtu: 1500 },
-    ];
-    Harness::new(&config, Some(&ports)).unwrap()
+    with_ports(&config)
 }
 
 /// An IPv6 client's first packet to the server through NAT64: a TCP SYN
