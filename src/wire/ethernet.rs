@@ -32,27 +32,13 @@ const fn is_tag(ethertype: u16) -> bool {
     ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ
 }
 
-/// A read/write view of an Ethernet II frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Frame<T: AsRef<[u8]>> {
-    buffer: T,
+header_view! {
+    /// A read/write view of an Ethernet II frame.
+    Frame,
+    check: check_len
 }
 
 impl<T: AsRef<[u8]>> Frame<T> {
-    /// Wraps `buffer` without checks; accessors may then return short data.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Frame { buffer }
-    }
-
-    /// Wraps `buffer` after checking the header (and tag, if any) is present.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let f = Frame { buffer };
-        f.check_len()?;
-        Ok(f)
-    }
-
     /// Checks that the header, including a VLAN tag if present, fits.
     pub fn check_len(&self) -> Result<(), WireError> {
         let b = self.buffer.as_ref();
@@ -65,45 +51,22 @@ impl<T: AsRef<[u8]>> Frame<T> {
         Ok(())
     }
 
-    /// Returns the underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    #[inline]
-    fn read_u16(&self, at: usize) -> u16 {
-        match self.buffer.as_ref().get(at..at + 2) {
-            Some(&[a, b]) => u16::from_be_bytes([a, b]),
-            _ => 0,
-        }
-    }
-
-    #[inline]
-    fn read_mac(&self, r: core::ops::Range<usize>) -> [u8; 6] {
-        let mut mac = [0u8; 6];
-        if let Some(s) = self.buffer.as_ref().get(r) {
-            mac.copy_from_slice(s);
-        }
-        mac
-    }
-
     /// Destination MAC address.
     #[inline]
     pub fn dst_addr(&self) -> [u8; 6] {
-        self.read_mac(field::DST)
+        self.read_array(field::DST)
     }
 
     /// Source MAC address.
     #[inline]
     pub fn src_addr(&self) -> [u8; 6] {
-        self.read_mac(field::SRC)
+        self.read_array(field::SRC)
     }
 
     /// The ethertype at offset 12: a tag type for tagged frames.
     #[inline]
     pub fn outer_ethertype(&self) -> u16 {
-        self.read_u16(field::ETHERTYPE.start)
+        self.read_u16(field::ETHERTYPE)
     }
 
     /// True when the frame carries a VLAN tag.
@@ -125,14 +88,14 @@ impl<T: AsRef<[u8]>> Frame<T> {
     /// The ethertype of the payload (after the tag, if any).
     #[inline]
     pub fn ethertype(&self) -> u16 {
-        self.read_u16(self.payload_offset() - 2)
+        self.read_u16(self.payload_offset() - 2..self.payload_offset())
     }
 
     /// The whole tag control information (PCP, DEI, VID), if tagged.
     #[inline]
     pub fn vlan_tci(&self) -> Option<u16> {
         if self.is_tagged() {
-            Some(self.read_u16(field::TCI.start))
+            Some(self.read_u16(field::TCI))
         } else {
             None
         }
@@ -152,34 +115,23 @@ impl<T: AsRef<[u8]>> Frame<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
-    #[inline]
-    fn write_u16(&mut self, at: usize, v: u16) {
-        if let Some(s) = self.buffer.as_mut().get_mut(at..at + 2) {
-            s.copy_from_slice(&v.to_be_bytes());
-        }
-    }
-
     /// Sets the destination MAC address.
     #[inline]
     pub fn set_dst_addr(&mut self, mac: [u8; 6]) {
-        if let Some(s) = self.buffer.as_mut().get_mut(field::DST) {
-            s.copy_from_slice(&mac);
-        }
+        self.write(field::DST, &mac);
     }
 
     /// Sets the source MAC address.
     #[inline]
     pub fn set_src_addr(&mut self, mac: [u8; 6]) {
-        if let Some(s) = self.buffer.as_mut().get_mut(field::SRC) {
-            s.copy_from_slice(&mac);
-        }
+        self.write(field::SRC, &mac);
     }
 
     /// Sets the payload ethertype (after the tag, if any).
     #[inline]
     pub fn set_ethertype(&mut self, ethertype: u16) {
         let at = self.payload_offset() - 2;
-        self.write_u16(at, ethertype);
+        self.write_u16(at..at + 2, ethertype);
     }
 
     /// Sets the 12-bit VLAN id of a tagged frame, keeping PCP and DEI; no-op
@@ -187,7 +139,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     #[inline]
     pub fn set_vlan_id(&mut self, vid: u16) {
         if let Some(tci) = self.vlan_tci() {
-            self.write_u16(field::TCI.start, (tci & 0xF000) | (vid & 0x0FFF));
+            self.write_u16(field::TCI, (tci & 0xF000) | (vid & 0x0FFF));
         }
     }
 

@@ -5,7 +5,6 @@ use core::net::Ipv6Addr;
 
 use super::checksum;
 use super::ip_protocol;
-use super::WireError;
 
 /// Length of the ICMPv6 header (type, code, checksum, 4 type-specific bytes).
 pub const HEADER_LEN: usize = 8;
@@ -58,87 +57,11 @@ pub const fn is_ndp(msg_type: u8) -> bool {
     matches!(msg_type, TYPE_ROUTER_SOLICIT..=TYPE_REDIRECT)
 }
 
-/// A read/write view of an ICMPv6 message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+icmp_view! {
+    /// A read/write view of an ICMPv6 message.
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps `buffer` without checks; accessors still never panic.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    /// Wraps `buffer` after checking the 8-byte header is present.
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        if buffer.as_ref().len() < HEADER_LEN {
-            return Err(WireError::Truncated);
-        }
-        Ok(Packet { buffer })
-    }
-
-    /// Returns the underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    #[inline]
-    fn read_u16(&self, r: core::ops::Range<usize>) -> u16 {
-        match self.buffer.as_ref().get(r) {
-            Some(&[a, b]) => u16::from_be_bytes([a, b]),
-            _ => 0,
-        }
-    }
-
-    /// Message type.
-    #[inline]
-    pub fn msg_type(&self) -> u8 {
-        self.buffer.as_ref().get(field::TYPE).copied().unwrap_or(0)
-    }
-
-    /// Message code.
-    #[inline]
-    pub fn msg_code(&self) -> u8 {
-        self.buffer.as_ref().get(field::CODE).copied().unwrap_or(0)
-    }
-
-    /// Checksum field.
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        self.read_u16(field::CHECKSUM)
-    }
-
-    /// Bytes 4..8, whose meaning depends on the type.
-    #[inline]
-    pub fn rest_of_header(&self) -> [u8; 4] {
-        match self.buffer.as_ref().get(field::REST) {
-            Some(&[a, b, c, d]) => [a, b, c, d],
-            _ => [0; 4],
-        }
-    }
-
-    /// True for Echo Request and Echo Reply.
-    #[inline]
-    pub fn is_echo(&self) -> bool {
-        matches!(self.msg_type(), TYPE_ECHO_REQUEST | TYPE_ECHO_REPLY)
-    }
-
-    /// Echo identifier (bytes 4..6).
-    #[inline]
-    pub fn echo_ident(&self) -> u16 {
-        self.read_u16(field::ECHO_IDENT)
-    }
-
-    /// Echo sequence number (bytes 6..8).
-    #[inline]
-    pub fn echo_seq(&self) -> u16 {
-        self.read_u16(field::ECHO_SEQ)
-    }
-
     /// MTU of a Packet Too Big message (bytes 4..8).
     #[inline]
     pub fn mtu(&self) -> u32 {
@@ -151,12 +74,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         u32::from_be_bytes(self.rest_of_header())
     }
 
-    /// Data after the header: echo data, or the quoted packet of an error.
-    #[inline]
-    pub fn payload(&self) -> &[u8] {
-        self.buffer.as_ref().get(HEADER_LEN..).unwrap_or(&[])
-    }
-
     /// True when the checksum over the message and pseudo-header is correct.
     #[inline]
     pub fn verify_checksum(&self, src: Ipv6Addr, dst: Ipv6Addr) -> bool {
@@ -165,49 +82,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    #[inline]
-    fn write(&mut self, r: core::ops::Range<usize>, v: &[u8]) {
-        if let Some(s) = self.buffer.as_mut().get_mut(r) {
-            s.copy_from_slice(v);
-        }
-    }
-
-    /// Sets the message type.
-    #[inline]
-    pub fn set_msg_type(&mut self, t: u8) {
-        self.write(field::TYPE..field::TYPE + 1, &[t]);
-    }
-
-    /// Sets the message code.
-    #[inline]
-    pub fn set_msg_code(&mut self, c: u8) {
-        self.write(field::CODE..field::CODE + 1, &[c]);
-    }
-
-    /// Sets the checksum field.
-    #[inline]
-    pub fn set_checksum(&mut self, v: u16) {
-        self.write(field::CHECKSUM, &v.to_be_bytes());
-    }
-
-    /// Sets bytes 4..8.
-    #[inline]
-    pub fn set_rest_of_header(&mut self, rest: [u8; 4]) {
-        self.write(field::REST, &rest);
-    }
-
-    /// Sets the echo identifier (checksum not updated).
-    #[inline]
-    pub fn set_echo_ident(&mut self, v: u16) {
-        self.write(field::ECHO_IDENT, &v.to_be_bytes());
-    }
-
-    /// Sets the echo sequence number (checksum not updated).
-    #[inline]
-    pub fn set_echo_seq(&mut self, v: u16) {
-        self.write(field::ECHO_SEQ, &v.to_be_bytes());
-    }
-
     /// Sets the Packet Too Big MTU (checksum not updated).
     #[inline]
     pub fn set_mtu(&mut self, mtu: u32) {
@@ -221,17 +95,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         let c = checksum::l4_checksum_v6(src, dst, ip_protocol::ICMPV6, self.buffer.as_ref());
         self.set_checksum(c);
     }
-
-    /// Mutable data after the header.
-    #[inline]
-    pub fn payload_mut(&mut self) -> &mut [u8] {
-        self.buffer.as_mut().get_mut(HEADER_LEN..).unwrap_or(&mut [])
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::WireError;
     use proptest::prelude::*;
 
     fn addrs() -> (Ipv6Addr, Ipv6Addr) {

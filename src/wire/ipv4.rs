@@ -26,33 +26,16 @@ const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const OFFSET_MASK: u16 = 0x1FFF;
 
-/// A read/write view of an IPv4 packet.
-///
-/// The buffer may extend past `total_len` (Ethernet padding); [`Packet::payload`]
-/// stops at `total_len`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+header_view! {
+    /// A read/write view of an IPv4 packet.
+    ///
+    /// The buffer may extend past `total_len` (Ethernet padding); [`Packet::payload`]
+    /// stops at `total_len`.
+    Packet,
+    check: check
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps `buffer` without checks.
-    ///
-    /// Accessors still never panic: fields past the end read as zero and
-    /// slices come back short.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    /// Wraps `buffer` after [`Packet::check`].
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let p = Packet { buffer };
-        p.check()?;
-        Ok(p)
-    }
-
     /// Checks version, IHL and total length against the buffer.
     pub fn check(&self) -> Result<(), WireError> {
         let len = self.buffer.as_ref().len();
@@ -77,33 +60,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(WireError::Truncated);
         }
         Ok(())
-    }
-
-    /// Returns the underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    #[inline]
-    fn byte(&self, at: usize) -> u8 {
-        self.buffer.as_ref().get(at).copied().unwrap_or(0)
-    }
-
-    #[inline]
-    fn read_u16(&self, r: core::ops::Range<usize>) -> u16 {
-        match self.buffer.as_ref().get(r) {
-            Some(&[a, b]) => u16::from_be_bytes([a, b]),
-            _ => 0,
-        }
-    }
-
-    #[inline]
-    fn read_addr(&self, r: core::ops::Range<usize>) -> Ipv4Addr {
-        match self.buffer.as_ref().get(r) {
-            Some(&[a, b, c, d]) => Ipv4Addr::new(a, b, c, d),
-            _ => Ipv4Addr::UNSPECIFIED,
-        }
     }
 
     /// The version nibble (4 for a checked packet).
@@ -194,13 +150,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Source address.
     #[inline]
     pub fn src_addr(&self) -> Ipv4Addr {
-        self.read_addr(field::SRC)
+        Ipv4Addr::from(self.read_array::<4>(field::SRC))
     }
 
     /// Destination address.
     #[inline]
     pub fn dst_addr(&self) -> Ipv4Addr {
-        self.read_addr(field::DST)
+        Ipv4Addr::from(self.read_array::<4>(field::DST))
     }
 
     /// The header bytes, options included.
@@ -239,20 +195,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    #[inline]
-    fn set_byte(&mut self, at: usize, v: u8) {
-        if let Some(b) = self.buffer.as_mut().get_mut(at) {
-            *b = v;
-        }
-    }
-
-    #[inline]
-    fn write(&mut self, r: core::ops::Range<usize>, v: &[u8]) {
-        if let Some(s) = self.buffer.as_mut().get_mut(r) {
-            s.copy_from_slice(v);
-        }
-    }
-
     /// Sets version 4 and the header length in bytes (rounded down to 4).
     #[inline]
     pub fn set_version_and_header_len(&mut self, header_len: usize) {
@@ -276,18 +218,18 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the total length.
     #[inline]
     pub fn set_total_len(&mut self, len: u16) {
-        self.write(field::LENGTH, &len.to_be_bytes());
+        self.write_u16(field::LENGTH, len);
     }
 
     /// Sets the identification.
     #[inline]
     pub fn set_ident(&mut self, ident: u16) {
-        self.write(field::IDENT, &ident.to_be_bytes());
+        self.write_u16(field::IDENT, ident);
     }
 
     #[inline]
     fn set_flg_off(&mut self, v: u16) {
-        self.write(field::FLG_OFF, &v.to_be_bytes());
+        self.write_u16(field::FLG_OFF, v);
     }
 
     /// Sets or clears Don't Fragment.
@@ -326,7 +268,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the checksum field.
     #[inline]
     pub fn set_checksum(&mut self, csum: u16) {
-        self.write(field::CHECKSUM, &csum.to_be_bytes());
+        self.write_u16(field::CHECKSUM, csum);
     }
 
     /// Sets the source address (checksum not updated).

@@ -80,31 +80,17 @@ pub const fn is_ext_header(next_header: u8) -> bool {
     )
 }
 
-/// A read/write view of an IPv6 packet.
-///
-/// The buffer may extend past `40 + payload_len` (Ethernet padding).
-/// Jumbograms (payload_len 0 with a Jumbo option) are not supported: a zero
-/// payload length means an empty payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+header_view! {
+    /// A read/write view of an IPv6 packet.
+    ///
+    /// The buffer may extend past `40 + payload_len` (Ethernet padding).
+    /// Jumbograms (payload_len 0 with a Jumbo option) are not supported: a zero
+    /// payload length means an empty payload.
+    Packet,
+    check: check
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps `buffer` without checks; accessors still never panic.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    /// Wraps `buffer` after [`Packet::check`].
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let p = Packet { buffer };
-        p.check()?;
-        Ok(p)
-    }
-
     /// Checks version and that the payload length fits in the buffer.
     pub fn check(&self) -> Result<(), WireError> {
         let len = self.buffer.as_ref().len();
@@ -120,50 +106,22 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(())
     }
 
-    /// Returns the underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    #[inline]
-    fn byte(&self, at: usize) -> u8 {
-        self.buffer.as_ref().get(at).copied().unwrap_or(0)
-    }
-
-    #[inline]
-    fn word0(&self) -> u32 {
-        match self.buffer.as_ref().get(field::VER_TC_FLOW) {
-            Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
-            _ => 0,
-        }
-    }
-
-    #[inline]
-    fn read_addr(&self, r: core::ops::Range<usize>) -> Ipv6Addr {
-        let mut o = [0u8; 16];
-        if let Some(s) = self.buffer.as_ref().get(r) {
-            o.copy_from_slice(s);
-        }
-        Ipv6Addr::from(o)
-    }
-
     /// The version nibble (6 for a checked packet).
     #[inline]
     pub fn version(&self) -> u8 {
-        (self.word0() >> 28) as u8
+        (self.read_u32(field::VER_TC_FLOW) >> 28) as u8
     }
 
     /// Traffic class (DSCP and ECN).
     #[inline]
     pub fn traffic_class(&self) -> u8 {
-        (self.word0() >> 20) as u8
+        (self.read_u32(field::VER_TC_FLOW) >> 20) as u8
     }
 
     /// The 20-bit flow label.
     #[inline]
     pub fn flow_label(&self) -> u32 {
-        self.word0() & 0x000F_FFFF
+        self.read_u32(field::VER_TC_FLOW) & 0x000F_FFFF
     }
 
     /// Length of everything after the fixed header, extension headers included.
@@ -190,13 +148,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Source address.
     #[inline]
     pub fn src_addr(&self) -> Ipv6Addr {
-        self.read_addr(field::SRC)
+        Ipv6Addr::from(self.read_array::<16>(field::SRC))
     }
 
     /// Destination address.
     #[inline]
     pub fn dst_addr(&self) -> Ipv6Addr {
-        self.read_addr(field::DST)
+        Ipv6Addr::from(self.read_array::<16>(field::DST))
     }
 
     /// End of the packet within the buffer: `40 + payload_len`, clamped.
@@ -272,47 +230,31 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    #[inline]
-    fn set_word0(&mut self, v: u32) {
-        if let Some(s) = self.buffer.as_mut().get_mut(field::VER_TC_FLOW) {
-            s.copy_from_slice(&v.to_be_bytes());
-        }
-    }
-
-    #[inline]
-    fn set_byte(&mut self, at: usize, v: u8) {
-        if let Some(b) = self.buffer.as_mut().get_mut(at) {
-            *b = v;
-        }
-    }
-
     /// Sets version 6, keeping traffic class and flow label.
     #[inline]
     pub fn set_version(&mut self) {
-        let w = (self.word0() & 0x0FFF_FFFF) | (6 << 28);
-        self.set_word0(w);
+        let w = (self.read_u32(field::VER_TC_FLOW) & 0x0FFF_FFFF) | (6 << 28);
+        self.write_u32(field::VER_TC_FLOW, w);
     }
 
     /// Sets the traffic class.
     #[inline]
     pub fn set_traffic_class(&mut self, tc: u8) {
-        let w = (self.word0() & 0xF00F_FFFF) | (u32::from(tc) << 20);
-        self.set_word0(w);
+        let w = (self.read_u32(field::VER_TC_FLOW) & 0xF00F_FFFF) | (u32::from(tc) << 20);
+        self.write_u32(field::VER_TC_FLOW, w);
     }
 
     /// Sets the flow label (low 20 bits of `label`).
     #[inline]
     pub fn set_flow_label(&mut self, label: u32) {
-        let w = (self.word0() & 0xFFF0_0000) | (label & 0x000F_FFFF);
-        self.set_word0(w);
+        let w = (self.read_u32(field::VER_TC_FLOW) & 0xFFF0_0000) | (label & 0x000F_FFFF);
+        self.write_u32(field::VER_TC_FLOW, w);
     }
 
     /// Sets the payload length.
     #[inline]
     pub fn set_payload_len(&mut self, len: u16) {
-        if let Some(s) = self.buffer.as_mut().get_mut(field::PAYLOAD_LEN) {
-            s.copy_from_slice(&len.to_be_bytes());
-        }
+        self.write_u16(field::PAYLOAD_LEN, len);
     }
 
     /// Sets Next Header of the fixed header.
@@ -330,17 +272,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the source address.
     #[inline]
     pub fn set_src_addr(&mut self, addr: Ipv6Addr) {
-        if let Some(s) = self.buffer.as_mut().get_mut(field::SRC) {
-            s.copy_from_slice(&addr.octets());
-        }
+        self.write(field::SRC, &addr.octets());
     }
 
     /// Sets the destination address.
     #[inline]
     pub fn set_dst_addr(&mut self, addr: Ipv6Addr) {
-        if let Some(s) = self.buffer.as_mut().get_mut(field::DST) {
-            s.copy_from_slice(&addr.octets());
-        }
+        self.write(field::DST, &addr.octets());
     }
 
     /// Mutable payload (after the fixed header, up to `40 + payload_len`).

@@ -11,6 +11,9 @@
 // could panic. Use `get`, `chunks_exact` and slice patterns instead.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+#[macro_use]
+mod view;
+
 pub mod addr;
 pub mod checksum;
 pub mod error;

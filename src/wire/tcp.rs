@@ -43,27 +43,13 @@ mod field {
 /// Offset of the checksum field, for incremental updates by the caller.
 pub const CHECKSUM_OFFSET: usize = field::CHECKSUM.start;
 
-/// A read/write view of a TCP segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+header_view! {
+    /// A read/write view of a TCP segment.
+    Packet,
+    check: check
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps `buffer` without checks; accessors still never panic.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    /// Wraps `buffer` after [`Packet::check`].
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let p = Packet { buffer };
-        p.check()?;
-        Ok(p)
-    }
-
     /// Checks the fixed header fits and the data offset is in `5..` and fits.
     pub fn check(&self) -> Result<(), WireError> {
         let len = self.buffer.as_ref().len();
@@ -78,33 +64,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(WireError::Truncated);
         }
         Ok(())
-    }
-
-    /// Returns the underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    #[inline]
-    fn byte(&self, at: usize) -> u8 {
-        self.buffer.as_ref().get(at).copied().unwrap_or(0)
-    }
-
-    #[inline]
-    fn read_u16(&self, r: core::ops::Range<usize>) -> u16 {
-        match self.buffer.as_ref().get(r) {
-            Some(&[a, b]) => u16::from_be_bytes([a, b]),
-            _ => 0,
-        }
-    }
-
-    #[inline]
-    fn read_u32(&self, r: core::ops::Range<usize>) -> u32 {
-        match self.buffer.as_ref().get(r) {
-            Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
-            _ => 0,
-        }
     }
 
     /// Source port.
@@ -224,42 +183,28 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    #[inline]
-    fn write(&mut self, r: core::ops::Range<usize>, v: &[u8]) {
-        if let Some(s) = self.buffer.as_mut().get_mut(r) {
-            s.copy_from_slice(v);
-        }
-    }
-
-    #[inline]
-    fn set_byte(&mut self, at: usize, v: u8) {
-        if let Some(b) = self.buffer.as_mut().get_mut(at) {
-            *b = v;
-        }
-    }
-
     /// Sets the source port (checksum not updated).
     #[inline]
     pub fn set_src_port(&mut self, port: u16) {
-        self.write(field::SRC_PORT, &port.to_be_bytes());
+        self.write_u16(field::SRC_PORT, port);
     }
 
     /// Sets the destination port (checksum not updated).
     #[inline]
     pub fn set_dst_port(&mut self, port: u16) {
-        self.write(field::DST_PORT, &port.to_be_bytes());
+        self.write_u16(field::DST_PORT, port);
     }
 
     /// Sets the sequence number.
     #[inline]
     pub fn set_seq_number(&mut self, v: u32) {
-        self.write(field::SEQ, &v.to_be_bytes());
+        self.write_u32(field::SEQ, v);
     }
 
     /// Sets the acknowledgement number.
     #[inline]
     pub fn set_ack_number(&mut self, v: u32) {
-        self.write(field::ACK, &v.to_be_bytes());
+        self.write_u32(field::ACK, v);
     }
 
     /// Sets the header length in bytes (rounded down to 4), keeping the
@@ -280,19 +225,19 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets the window.
     #[inline]
     pub fn set_window(&mut self, v: u16) {
-        self.write(field::WINDOW, &v.to_be_bytes());
+        self.write_u16(field::WINDOW, v);
     }
 
     /// Sets the checksum field.
     #[inline]
     pub fn set_checksum(&mut self, v: u16) {
-        self.write(field::CHECKSUM, &v.to_be_bytes());
+        self.write_u16(field::CHECKSUM, v);
     }
 
     /// Sets the urgent pointer.
     #[inline]
     pub fn set_urgent(&mut self, v: u16) {
-        self.write(field::URGENT, &v.to_be_bytes());
+        self.write_u16(field::URGENT, v);
     }
 
     /// Computes and writes the checksum with an IPv4 pseudo-header.

@@ -20,30 +20,16 @@ mod field {
 /// Offset of the checksum field, for incremental updates by the caller.
 pub const CHECKSUM_OFFSET: usize = field::CHECKSUM.start;
 
-/// A read/write view of a UDP datagram.
-///
-/// The buffer may extend past the UDP length (padding); the datagram,
-/// payload and checksum cover only `..len()`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+header_view! {
+    /// A read/write view of a UDP datagram.
+    ///
+    /// The buffer may extend past the UDP length (padding); the datagram,
+    /// payload and checksum cover only `..len()`.
+    Packet,
+    check: check
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps `buffer` without checks; accessors still never panic.
-    #[inline]
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    /// Wraps `buffer` after [`Packet::check`].
-    #[inline]
-    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
-        let p = Packet { buffer };
-        p.check()?;
-        Ok(p)
-    }
-
     /// Checks `8 <= length <= buffer length`.
     pub fn check(&self) -> Result<(), WireError> {
         let len = self.buffer.as_ref().len();
@@ -58,20 +44,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(WireError::Truncated);
         }
         Ok(())
-    }
-
-    /// Returns the underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buffer
-    }
-
-    #[inline]
-    fn read_u16(&self, r: core::ops::Range<usize>) -> u16 {
-        match self.buffer.as_ref().get(r) {
-            Some(&[a, b]) => u16::from_be_bytes([a, b]),
-            _ => 0,
-        }
     }
 
     /// Source port.
@@ -129,35 +101,28 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    #[inline]
-    fn write(&mut self, r: core::ops::Range<usize>, v: u16) {
-        if let Some(s) = self.buffer.as_mut().get_mut(r) {
-            s.copy_from_slice(&v.to_be_bytes());
-        }
-    }
-
     /// Sets the source port (checksum not updated).
     #[inline]
     pub fn set_src_port(&mut self, port: u16) {
-        self.write(field::SRC_PORT, port);
+        self.write_u16(field::SRC_PORT, port);
     }
 
     /// Sets the destination port (checksum not updated).
     #[inline]
     pub fn set_dst_port(&mut self, port: u16) {
-        self.write(field::DST_PORT, port);
+        self.write_u16(field::DST_PORT, port);
     }
 
     /// Sets the length field.
     #[inline]
     pub fn set_len(&mut self, len: u16) {
-        self.write(field::LENGTH, len);
+        self.write_u16(field::LENGTH, len);
     }
 
     /// Sets the checksum field verbatim.
     #[inline]
     pub fn set_checksum(&mut self, v: u16) {
-        self.write(field::CHECKSUM, v);
+        self.write_u16(field::CHECKSUM, v);
     }
 
     /// Computes and writes the checksum over an IPv4 pseudo-header; a
