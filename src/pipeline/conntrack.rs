@@ -17,7 +17,11 @@
 //! Time: [`Tick`] is a `u32` count of **seconds** from any monotonic origin
 //! (see [`tick_from_ns`]); ages are computed with wrapping arithmetic, so only
 //! differences matter. Expiry is lazy (lookup/insert reclaim what they touch)
-//! plus amortised ([`ConnTable::expire_step`] scans a bounded slice per call).
+//! plus amortised ([`ConnTable::expire_step`] scans a bounded slice per call,
+//! [`ConnTable::sweep_due`] paces it to a full sweep every [`SWEEP_SECS`]).
+//! Entries whose owner must hear of their death go to a fixed graveyard;
+//! while it is full they do not die (see [`GRAVEYARD`]), so no notice, and
+//! no SNAT port, is ever lost.
 //!
 //! The TCP state machine is a simplified Linux `nf_conntrack_proto_tcp.c`
 //! (no window tracking); default timeouts are Linux's `tcp_timeouts[]`,
