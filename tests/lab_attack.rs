@@ -27,7 +27,8 @@ fn config(tag: &str, conntrack: &str) -> (PathBuf, PathBuf) {
     (path, sock)
 }
 
-/// Counters of worker 0 from `shunt stats --json` (drop details included).
+/// Counters of worker 0 from `shunt stats --json` (drop details included),
+/// and the kernel's AF_XDP socket counters as `INTERFACE/NAME`.
 fn counters(sock: &Path) -> std::collections::HashMap<String, u64> {
     let out = Command::new(SHUNT).args(["stats", "--json", "--socket"]).arg(sock).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -41,6 +42,13 @@ fn counters(sock: &Path) -> std::collections::HashMap<String, u64> {
             for c in fill {
                 *m.entry(c[0].as_str().unwrap().to_string()).or_insert(0) += c[1].as_u64().unwrap();
             }
+        }
+    }
+    for s in snap["sockets"].as_array().into_iter().flatten() {
+        let iface = s["interface"].as_str().unwrap_or("?");
+        for c in s["counters"].as_array().into_iter().flatten() {
+            let name = format!("{iface}/{}", c[0].as_str().unwrap_or("?"));
+            *m.entry(name).or_insert(0) += c[1].as_u64().unwrap_or(0);
         }
     }
     m
@@ -202,9 +210,12 @@ fn client_tx_packets() -> u64 {
 /// connections during the flood. With `syn_check_rate` a first SYN is
 /// dropped at the cost of a parse and two bit tests; the client's
 /// retransmission 1 s later opens the flow. hping3 runs on core 0, Shunt's
-/// worker on core 1: the attacker is another machine in real life.
+/// worker on core 1: the attacker is another machine in real life. The
+/// spoofed SYNs that pass the check (Bloom false positives) take SNAT
+/// ports; those come back once their entries expire, idle worker or not
+/// (716 were still taken 30 s after the flood while an idle worker swept
+/// 64 slots every 5 s).
 #[test]
-#[ignore = "the SYN check is unit-tested; this lab run with syn_check_rate has not been measured yet"]
 fn syn_flood_leaves_new_and_established_flows_working() {
     let Some(_lab) = lab() else { return };
     // A small table the flood fills within milliseconds; short closing
@@ -216,6 +227,19 @@ fn syn_flood_leaves_new_and_established_flows_working() {
          tcp_time_wait = \"2s\"\ntcp_close = \"2s\"\ntcp_fin_wait = \"5s\"\ntcp_close_wait = \"5s\"\n\
          tcp_last_ack = \"5s\"",
     );
+    // The worker's core as a real deployment has it: SCHED_FIFO, so the
+    // builds and tests sharing core 1 cannot stall it. A stall of 13 ms
+    // (its 2048-frame fill ring at the flood's ~160 kpps) drops frames,
+    // legitimate SYNs with them (`rx_fill_ring_empty_descs` of sh-cli: up to
+    // 530,000 in a run on the loaded machine without it), and a connection
+    // that loses its first SYN or the retransmission the SYN check waits
+    // for misses curl's 3 s.
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[dataplane]\n",
+        "[dataplane]\nrealtime_priority = 50\n",
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
     let shunt = Shunt::start(&cfg);
     assert_eq!(curl_ok(3), 3);
     let downloads: Vec<_> = (0..3).map(|_| slow_download("30k")).collect();
@@ -245,9 +269,11 @@ fn syn_flood_leaves_new_and_established_flows_working() {
     let flood_pkts = client_tx_packets() - sent_before;
     let received = mid.get("rx_packets").copied().unwrap_or(0) - rx_before;
     let after = curl_ok(60);
+    let mut shown: Vec<_> = mid.iter().filter(|(_, v)| **v != 0).collect();
+    shown.sort();
     eprintln!(
         "flood: {flood_pkts} packets sent, {received} received; new connections {during}/{tried} during, \
-         {after}/60 after; {mid:?}"
+         {after}/60 after; {shown:?}"
     );
     assert!(mid.get("syn_unverified").copied().unwrap_or(0) > 0, "the SYN check was engaged");
     assert!(during * 100 >= tried * 99, "new connections during the flood: {during}/{tried}");
@@ -257,10 +283,15 @@ fn syn_flood_leaves_new_and_established_flows_working() {
         assert!(out.status.success() && out.stdout == big(), "established download intact");
     }
     // Every SNAT port comes back once the flood's entries age out.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let waited = Instant::now();
+    let deadline = waited + Duration::from_secs(30);
     loop {
         let c = counters(&sock);
         if c.get("snat_ports_in_use") == Some(&0) {
+            eprintln!(
+                "SNAT ports all back {:.1} s after the downloads ended",
+                waited.elapsed().as_secs_f64()
+            );
             break;
         }
         assert!(Instant::now() < deadline, "SNAT ports still in use: {c:?}");

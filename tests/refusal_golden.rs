@@ -3,8 +3,9 @@
 //! §3.10.7.1, as a closed port answers), a new UDP flow with ICMP
 //! "administratively prohibited" (ICMPv4 3/13, ICMPv6 1/1) quoting the
 //! datagram, both back out the port they came in on, so the client fails
-//! at once. NAT64 sessions refused for want of a pool port are answered the
-//! same way, from the server's address under the prefix. Expected frames
+//! at once. NAT64 sessions refused for want of a pool port are answered
+//! from the server's address under the prefix: an RST for a SYN, ICMPv6
+//! "address unreachable" (1/3, RFC 6146 §3.5.1.1) otherwise. Expected frames
 //! are built with etherparse; checksums re-checked
 //! with the textbook RFC 1071 sum.
 
@@ -261,10 +262,10 @@ fn nat64_refused_tcp_syn_gets_an_rst_from_the_servers_ipv6_address() {
     assert_eq!(h.run_one(&syn), (verdict, out), "a retransmission is answered again");
 }
 
-/// A refused UDP session: ICMPv6 administratively prohibited (1/1) from the
-/// server's IPv6 address, quoting the datagram.
+/// A refused UDP session: ICMPv6 address unreachable (1/3, RFC 6146
+/// §3.5.1.1) from the server's IPv6 address, quoting the datagram.
 #[test]
-fn nat64_refused_udp_gets_admin_prohibited_from_the_servers_ipv6_address() {
+fn nat64_refused_udp_gets_address_unreachable_from_the_servers_ipv6_address() {
     let mut h = nat64();
     exhaust_nat64(&mut h, false);
     let q = w(|v| {
@@ -278,7 +279,7 @@ fn nat64_refused_udp_gets_admin_prohibited_from_the_servers_ipv6_address() {
     let want = w(|v| {
         PacketBuilder::ethernet2(PORT0_MAC, CLIENT_MAC)
             .ipv6(wkp(SERVER), CLIENT6, 64)
-            .icmpv6_raw(1, 1, [0; 4])
+            .icmpv6_raw(1, 3, [0; 4])
             .write(v, &q[14..])
             .unwrap()
     });

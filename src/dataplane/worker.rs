@@ -94,12 +94,15 @@ impl<P: PortIo> Worker<P> {
                 continue;
             }
             idle = idle.saturating_add(1);
-            if idle.is_multiple_of(IDLE_SPINS) {
+            let sleeping = self.poll == PollMode::Adaptive && idle > IDLE_SPINS;
+            if sleeping || idle.is_multiple_of(IDLE_SPINS) {
                 // Idle: still pick up new snapshots and age flows, so SNAT
-                // ports and gauges of finished flows come back without traffic.
+                // ports and gauges of finished flows come back without
+                // traffic. Asleep, that is once per wake-up (at most every
+                // IDLE_SLEEP_MS), as often as the conntrack sweep needs.
                 self.begin_batch();
             }
-            if self.poll == PollMode::Adaptive && idle > IDLE_SPINS {
+            if sleeping {
                 self.sleep_until_rx();
             } else {
                 std::hint::spin_loop();

@@ -1333,6 +1333,24 @@ pub fn build_admin_prohibited(
     build_error(buf, start, len, router, (3, 13, [0; 4]), (1, 1, [0; 4]))
 }
 
+/// Builds an ICMP Destination Unreachable, address unreachable (ICMPv6
+/// 1/3; ICMPv4 3/1, host unreachable, its RFC 7915 §5.2 counterpart) back
+/// to the sender of the frame, like [`build_too_big`]: what a NAT64 answers
+/// a packet it can find no pool address for.
+//= https://www.rfc-editor.org/rfc/rfc6146#section-3.5.1.1
+//# If it is not possible to allocate an appropriate IPv4 transport
+//# address or create a BIB entry, then the packet is discarded.  The
+//# NAT64 SHOULD send an ICMPv6 Destination Unreachable error message
+//# with Code 3 (Address Unreachable).
+pub fn build_address_unreachable(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    router: &RouterAddrs,
+) -> Result<(usize, usize), Drop> {
+    build_error(buf, start, len, router, (3, 1, [0; 4]), (1, 3, [0; 4]))
+}
+
 /// Builds the ICMP error RFC 7915 answers a refused packet with, over the
 /// frame like [`build_too_big`]: Fragmentation Needed / Packet Too Big for
 /// [`Drop::TooBig`]; Destination Unreachable, communication

@@ -17,7 +17,11 @@
 //! Time: [`Tick`] is a `u32` count of **seconds** from any monotonic origin
 //! (see [`tick_from_ns`]); ages are computed with wrapping arithmetic, so only
 //! differences matter. Expiry is lazy (lookup/insert reclaim what they touch)
-//! plus amortised ([`ConnTable::expire_step`] scans a bounded slice per call).
+//! plus amortised ([`ConnTable::expire_step`] scans a bounded slice per call,
+//! [`ConnTable::sweep_due`] paces it to a full sweep every [`SWEEP_SECS`]).
+//! Entries whose owner must hear of their death go to a fixed graveyard;
+//! while it is full they do not die (see [`GRAVEYARD`]), so no notice, and
+//! no SNAT port, is ever lost.
 //!
 //! The TCP state machine is a simplified Linux `nf_conntrack_proto_tcp.c`
 //! (no window tracking); default timeouts are Linux's `tcp_timeouts[]`,
@@ -328,6 +332,15 @@ impl Entry {
     }
 }
 
+/// What one [`ConnTable::expire_step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Swept {
+    /// Slots looked at.
+    pub scanned: usize,
+    /// Expired entries reclaimed among them.
+    pub reclaimed: usize,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertError {
     /// Both candidate buckets hold live entries and the policy is `Drop`.
@@ -359,14 +372,23 @@ pub struct Counters {
     /// Entries reclaimed after their timeout (lazily or by `expire_step`).
     pub expired: u64,
     pub removes: u64,
-    /// Dead keys that did not fit the graveyard (their owner was not told).
-    pub graveyard_overflow: u64,
+    /// Deaths put off because the graveyard was full: the expired entry
+    /// stays (holding its slot) until the owner drains the graveyard, and
+    /// an insert that needed the slot is refused. Never a lost notice.
+    pub deaths_deferred: u64,
 }
 
 pub use crate::config::DEFAULT_PRESSURE_TIMEOUT;
 
-/// Dead keys held between drains; reclaims per batch are bounded well below.
-const GRAVEYARD: usize = 4096;
+/// Dead entries held between drains. Nothing that dies is ever dropped:
+/// with the graveyard full, entries that would die stay in place (see
+/// [`ConnTable::expire_step`]), so this size only bounds the work between
+/// two drains.
+pub const GRAVEYARD: usize = 4096;
+
+/// A full expiry sweep is due at least this often (seconds), busy or idle:
+/// see [`ConnTable::sweep_due`].
+pub const SWEEP_SECS: u32 = 4;
 
 /// Ways per bucket.
 pub const WAYS: usize = 8;
@@ -471,6 +493,10 @@ pub struct ConnTable {
     /// Dead `EntryFlags::NOTIFY_ON_DEATH` entries not yet drained.
     graveyard: Box<[Entry]>,
     graves: usize,
+    /// Slots the expiry sweep still owes ([`ConnTable::sweep_due`]), and
+    /// the tick they were last reckoned at.
+    sweep_owed: usize,
+    sweep_tick: Tick,
 }
 
 /// Candidate buckets and tag derived from a 64-bit hash: low bits pick the
@@ -524,6 +550,8 @@ impl ConnTable {
             counters: Counters::default(),
             graveyard: vec![Entry::EMPTY; GRAVEYARD].into_boxed_slice(),
             graves: 0,
+            sweep_owed: 0,
+            sweep_tick: 0,
         }
     }
 
@@ -630,21 +658,41 @@ impl ConnTable {
         let _ = hash;
     }
 
-    /// Clears slot `i` (bucket `b`, way `w`) of an entry that died (expired
-    /// or evicted), recording its key if its owner asked to be told.
+    /// Whether slot `i`'s entry may die now: one whose owner asked to be
+    /// told (`EntryFlags::NOTIFY_ON_DEATH`) needs a free grave.
     #[inline]
-    fn clear(&mut self, b: usize, w: usize) {
+    fn can_die(&self, i: usize) -> bool {
+        self.graves < self.graveyard.len() || !self.entries[i].flags.contains(EntryFlags::NOTIFY_ON_DEATH)
+    }
+
+    /// Clears slot (bucket `b`, way `w`) of an entry that died (expired or
+    /// dropped for room), burying it if its owner asked to be told. Returns
+    /// false, changing nothing, when it cannot ([`Self::can_die`]): the
+    /// entry stays until the owner has drained the graveyard, so no death
+    /// (and no SNAT port an entry holds) is ever lost.
+    #[inline]
+    fn clear(&mut self, b: usize, w: usize) -> bool {
+        let i = b * WAYS + w;
+        if !self.can_die(i) {
+            self.counters.deaths_deferred += 1;
+            return false;
+        }
         self.tags[b].0[w] = 0;
         self.len -= 1;
-        let e = &self.entries[b * WAYS + w];
+        let e = &self.entries[i];
         if e.flags.contains(EntryFlags::NOTIFY_ON_DEATH) {
             if let Some(slot) = self.graveyard.get_mut(self.graves) {
                 *slot = *e;
                 self.graves += 1;
-            } else {
-                self.counters.graveyard_overflow += 1;
             }
         }
+        true
+    }
+
+    /// Whether the graveyard is full (entries that would die wait for
+    /// [`Self::pop_dead`] to make room).
+    pub fn graveyard_full(&self) -> bool {
+        self.graves >= self.graveyard.len()
     }
 
     /// Takes one `EntryFlags::NOTIFY_ON_DEATH` entry that died since it was last
@@ -676,8 +724,10 @@ impl ConnTable {
         let (b, w) = self.find(key, b1, b2, tag)?;
         let cap = self.unassured_cap();
         if self.entries[b * WAYS + w].expired(&self.timeouts, &self.alt_timeouts, cap, now) {
-            self.clear(b, w);
-            self.counters.expired += 1;
+            // Absent either way; reclaimed later if the graveyard is full.
+            if self.clear(b, w) {
+                self.counters.expired += 1;
+            }
             return None;
         }
         Some(&mut self.entries[b * WAYS + w])
@@ -725,10 +775,13 @@ impl ConnTable {
         if let Some((b, w)) = self.find(&key, b1, b2, tag) {
             let i = b * WAYS + w;
             if self.entries[i].expired(&self.timeouts, &self.alt_timeouts, cap, now) {
+                // Died and reborn in place: its owner must still hear of it.
+                if !self.clear(b, w) {
+                    self.counters.insert_failed_full += 1;
+                    return Err(InsertError::Full);
+                }
                 self.counters.expired += 1;
                 self.counters.inserts += 1;
-                // Died and reborn in place: its owner must still hear of it.
-                self.clear(b, w);
                 self.tags[b].0[w] = tag;
                 self.len += 1;
             } else {
@@ -757,10 +810,11 @@ impl ConnTable {
                     }
                     let e = &self.entries[b * WAYS + w];
                     if e.expired(&self.timeouts, &self.alt_timeouts, cap, now) {
-                        self.clear(b, w);
-                        self.counters.expired += 1;
-                        slot.get_or_insert((b, w));
-                    } else if spare != Some(&e.key) {
+                        if self.clear(b, w) {
+                            self.counters.expired += 1;
+                            slot.get_or_insert((b, w));
+                        }
+                    } else if spare != Some(&e.key) && self.can_die(b * WAYS + w) {
                         let age = i64::from(now.wrapping_sub(e.last_seen) as i32);
                         let older = |o: &Option<(usize, usize, i64)>| o.is_none_or(|(_, _, a)| age > a);
                         if !e.assured() && older(&oldest_unassured) {
@@ -779,14 +833,14 @@ impl ConnTable {
             // saw a reply, never an assured one. Only `EvictOldest` goes on
             // to the oldest assured entry.
             if let (None, Some((b, w, _))) = (slot, oldest_unassured) {
-                self.clear(b, w);
-                self.counters.early_drops += 1;
-                slot = Some((b, w));
+                if self.clear(b, w) {
+                    self.counters.early_drops += 1;
+                    slot = Some((b, w));
+                }
             }
             if slot.is_none() {
                 match (self.policy, oldest) {
-                    (FullPolicy::EvictOldest, Some((b, w, _))) => {
-                        self.clear(b, w);
+                    (FullPolicy::EvictOldest, Some((b, w, _))) if self.clear(b, w) => {
                         self.counters.evictions += 1;
                         slot = Some((b, w));
                     }
@@ -844,24 +898,48 @@ impl ConnTable {
     }
 
     /// Scans the next `budget` slots from a rotating cursor and reclaims
-    /// expired entries; returns how many were reclaimed. Call once per batch
-    /// with a small budget (e.g. 64): a full sweep takes capacity/budget calls.
-    pub fn expire_step(&mut self, now: Tick, budget: usize) -> usize {
+    /// expired entries. Call once per batch with a small budget (e.g. 64):
+    /// a full sweep takes capacity/budget calls. Stops early, at the entry
+    /// it could not bury, when the graveyard is full: drain it
+    /// ([`Self::pop_dead`]) and call again for the rest of the budget.
+    pub fn expire_step(&mut self, now: Tick, budget: usize) -> Swept {
         let slots = self.entries.len();
-        let mut reclaimed = 0;
+        let mut swept = Swept::default();
         let cap = self.unassured_cap();
-        for _ in 0..budget.min(slots) {
+        while swept.scanned < budget.min(slots) {
             let i = self.cursor;
-            self.cursor = if i + 1 == slots { 0 } else { i + 1 };
             let (b, w) = (i / WAYS, i % WAYS);
             if self.tags[b].0[w] != 0 && self.entries[i].expired(&self.timeouts, &self.alt_timeouts, cap, now)
             {
-                self.clear(b, w);
-                reclaimed += 1;
+                if !self.clear(b, w) {
+                    break;
+                }
+                swept.reclaimed += 1;
             }
+            self.cursor = if i + 1 == slots { 0 } else { i + 1 };
+            swept.scanned += 1;
         }
-        self.counters.expired += reclaimed as u64;
-        reclaimed
+        self.sweep_owed = self.sweep_owed.saturating_sub(swept.scanned);
+        self.counters.expired += swept.reclaimed as u64;
+        swept
+    }
+
+    /// Slots to scan now for a full sweep every [`SWEEP_SECS`] however
+    /// little traffic there is (at least `min`, at most `max`): the time
+    /// that passed since the last call earns its share of the table. With
+    /// a fixed budget per batch, an idle worker took minutes to reclaim a
+    /// flood's entries and the SNAT ports they held.
+    pub fn sweep_due(&mut self, now: Tick, min: usize, max: usize) -> usize {
+        let passed = now.wrapping_sub(self.sweep_tick) as i32;
+        if passed != 0 {
+            self.sweep_tick = now;
+        }
+        if passed > 0 {
+            let per_sec = self.entries.len().div_ceil(SWEEP_SECS as usize);
+            let earned = per_sec.saturating_mul(passed as usize);
+            self.sweep_owed = self.sweep_owed.saturating_add(earned).min(self.entries.len());
+        }
+        self.sweep_owed.clamp(min, max.max(min))
     }
 
     /// Visits live entries from slot `start`, looking at most at
@@ -1156,10 +1234,10 @@ mod tests {
             let key = k(i, proto::UDP);
             ct.insert(key, key.hash(), v(i), 0).unwrap();
         }
-        assert_eq!(ct.expire_step(10, 1024), 0);
+        assert_eq!(ct.expire_step(10, 1024).reclaimed, 0);
         let mut total = 0;
         for _ in 0..16 {
-            let n = ct.expire_step(30, 64);
+            let n = ct.expire_step(30, 64).reclaimed;
             assert!(n <= 64);
             total += n;
         }
@@ -1326,7 +1404,7 @@ mod tests {
         ct.insert(b, b.hash(), v(500), 0).unwrap().mark_replied();
         assert_eq!(ct.len(), 48);
         assert!(ct.lookup(&b, b.hash(), 20).is_some(), "assured keeps its 30 s");
-        assert_eq!(ct.expire_step(20, 64), 47, "SYN_SENT aged out under pressure");
+        assert_eq!(ct.expire_step(20, 64).reclaimed, 47, "SYN_SENT aged out under pressure");
         assert_eq!(ct.len(), 1);
         let c = k(1, proto::TCP);
         assert!(ct.lookup(&c, c.hash(), 20).is_none());
@@ -1344,6 +1422,96 @@ mod tests {
         assert!(ct.insert(key, key.hash(), v(99), 30).is_ok());
         assert_eq!(ct.counters().expired, 16);
         assert_eq!(ct.len(), 1);
+    }
+
+    /// An entry whose owner must hear of its death.
+    fn notify(i: u32) -> FlowValue {
+        FlowValue { flags: EntryFlags::NOTIFY_ON_DEATH, ..v(i) }
+    }
+
+    /// More entries than the graveyard holds die in one sweep: the sweep
+    /// stops at the first it cannot bury, and every death is reported once
+    /// the owner drains (the graveyard used to keep 4096 and lose the rest,
+    /// with the SNAT ports they held).
+    #[test]
+    fn deaths_beyond_the_graveyard_are_deferred_never_lost() {
+        let n = 3 * GRAVEYARD as u32 + 123;
+        let mut ct = ConnTable::new(4 * n as usize, long(), FullPolicy::Drop);
+        for i in 0..n {
+            let key = k(i, proto::TCP);
+            ct.insert(key, key.hash(), notify(i), 0).unwrap();
+        }
+        let now = 121; // past SYN_SENT
+        let mut dead = std::collections::HashSet::new();
+        let mut sweeps = 0;
+        let mut scanned = 0;
+        while scanned < ct.capacity() {
+            let s = ct.expire_step(now, ct.capacity() - scanned);
+            assert!(s.reclaimed <= GRAVEYARD);
+            scanned += s.scanned;
+            sweeps += 1;
+            while let Some(e) = ct.pop_dead() {
+                assert!(dead.insert(*e.key()), "{:?} reported twice", e.key());
+            }
+        }
+        assert_eq!(dead.len(), n as usize, "every death reported");
+        assert!(ct.is_empty());
+        assert_eq!(sweeps, 4, "paused three times, each at a full graveyard");
+        assert_eq!(ct.counters().expired, u64::from(n));
+    }
+
+    /// With the graveyard full, an expired entry that would die on lookup or
+    /// to make room stays (absent to lookups, refusing its slot) until the
+    /// graveyard is drained; entries nobody is told about die as before.
+    #[test]
+    fn full_graveyard_defers_lazy_deaths() {
+        let mut ct = ConnTable::new(2 * GRAVEYARD + 64, long(), FullPolicy::Drop);
+        for i in 0..GRAVEYARD as u32 {
+            let key = k(i, proto::TCP);
+            ct.insert(key, key.hash(), notify(i), 0).unwrap();
+        }
+        let late = k(1 << 20, proto::TCP);
+        ct.insert(late, late.hash(), notify(7), 0).unwrap();
+        let quiet = k(2 << 20, proto::TCP);
+        ct.insert(quiet, quiet.hash(), v(0), 0).unwrap();
+        // Fill the graveyard without draining it, sparing `late`.
+        for i in 0..GRAVEYARD as u32 {
+            let key = k(i, proto::TCP);
+            assert!(ct.lookup(&key, key.hash(), 121).is_none());
+        }
+        assert!(ct.graveyard_full());
+        let len = ct.len();
+        assert!(ct.lookup(&late, late.hash(), 121).is_none(), "expired is absent");
+        assert_eq!(ct.len(), len, "but not cleared");
+        assert!(ct.insert(late, late.hash(), notify(8), 121).is_err(), "its slot is refused");
+        assert!(ct.lookup(&quiet, quiet.hash(), 121).is_none());
+        assert_eq!(ct.len(), len - 1, "an entry nobody hears of dies at once");
+        assert_eq!(ct.counters().deaths_deferred, 2);
+        let mut reported = 0;
+        while ct.pop_dead().is_some() {
+            reported += 1;
+        }
+        assert_eq!(reported, GRAVEYARD);
+        let e = ct.insert(late, late.hash(), notify(9), 121).unwrap();
+        assert_eq!(e.backend, notify(9).backend, "reborn once drained");
+        let old = ct.pop_dead().unwrap();
+        assert_eq!((old.key(), old.backend), (&late, notify(7).backend), "its old life reported");
+    }
+
+    /// An idle owner calling a few times a second is owed the whole table
+    /// every `SWEEP_SECS`, at most `max` slots a call.
+    #[test]
+    fn sweep_is_owed_by_time() {
+        let mut ct = ConnTable::new(4096, long(), FullPolicy::Drop);
+        assert_eq!(ct.sweep_due(0, 64, 1024), 64, "nothing owed yet");
+        assert_eq!(ct.sweep_due(1, 64, 1024), 1024, "a second earns a quarter of 4096, capped");
+        ct.expire_step(1, 1024);
+        assert_eq!(ct.sweep_due(1, 64, 4096), 64, "paid");
+        assert_eq!(ct.sweep_due(3, 0, 4096), 2048);
+        assert_eq!(ct.sweep_due(100, 0, 1 << 20), 4096, "never more than one sweep");
+        ct.expire_step(100, 4096);
+        assert_eq!(ct.sweep_due(90, 0, 1 << 20), 0, "a clock going back earns nothing");
+        assert_eq!(ct.sweep_due(91, 0, 1 << 20), 1024);
     }
 
     #[test]

@@ -148,11 +148,27 @@ pub fn process(
     }
 }
 
+/// The most conntrack slots one housekeeping call scans (tens of
+/// microseconds at worst): a table sweep owed after a quiet spell is spread
+/// over the calls that follow.
+pub const EXPIRE_MAX: usize = 1024;
+
 /// Batch-boundary housekeeping: free what dead flows held and expire a
-/// bounded slice of conntrack.
+/// bounded slice of conntrack: at least `expire_budget` slots, more while a
+/// sweep is owed ([`conntrack::ConnTable::sweep_due`]), never more than
+/// [`EXPIRE_MAX`]. Each dead flow is reaped as soon as its entry is
+/// cleared; the sweep pauses when the graveyard is full and goes on once
+/// it is drained, so no flow's SNAT port is ever lost.
 pub fn housekeeping(ctx: &mut Ctx, expire_budget: usize) {
     lb::reap(ctx);
-    ctx.conntrack.expire_step(ctx.now, expire_budget);
-    lb::reap(ctx);
+    let mut left = ctx.conntrack.sweep_due(ctx.now, expire_budget, EXPIRE_MAX);
+    while left > 0 {
+        let swept = ctx.conntrack.expire_step(ctx.now, left);
+        lb::reap(ctx);
+        if swept.scanned == 0 {
+            break; // cannot happen after a drain; never spin
+        }
+        left = left.saturating_sub(swept.scanned);
+    }
     ctx.frag.expire(ctx.now);
 }

@@ -1,8 +1,10 @@
 //! New flows refused for want of an SNAT port are answered, so the client
 //! fails at once instead of retransmitting into silence: a TCP SYN gets an
 //! RST from the VIP (for NAT64, from the server's address under the prefix),
-//! anything else an ICMP "administratively prohibited" error. The answer is built in the refused packet's own frame (no
-//! allocation) and leaves by the port the packet came in on.
+//! anything else an ICMP "administratively prohibited" error, or for NAT64
+//! the "address unreachable" RFC 6146 asks for. The answer is built in the
+//! refused packet's own frame (no allocation) and leaves by the port the
+//! packet came in on.
 //!
 //! A flow is counted once (`snat_exhausted`), not once per retransmission:
 //! a small direct-mapped table per worker remembers the flow hashes refused
@@ -14,6 +16,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use super::conntrack::Tick;
 use super::flow::{proto, Family, FlowMeta};
 use super::FrameMut;
+use crate::nat46::siit::build_address_unreachable;
 use crate::nat46::{build_admin_prohibited, RouterAddrs};
 use crate::wire::addr::v4_of;
 use crate::wire::checksum::{checksum, l4_checksum_v4, l4_checksum_v6};
@@ -55,16 +58,25 @@ impl Refusals {
 }
 
 /// Replaces a refused packet with its answer, which the l2 stage returns
-/// out its ingress port. False when no answer can be built (the caller
-/// drops it).
-pub fn answer(p: &mut FrameMut<'_>) -> bool {
+/// out its ingress port; `nat64`: the packet would have opened a NAT64
+/// session. False when no answer can be built (the caller drops it).
+///
+/// A TCP SYN gets an RST even through NAT64, where RFC 6146 §3.5.2.2 asks
+/// for the ICMPv6 error: a client's connect fails at once on an RST, while
+/// many stacks retry through an ICMP error until their timeout.
+pub fn answer(p: &mut FrameMut<'_>, nat64: bool) -> bool {
     let built = if p.flow.key.proto == proto::TCP {
         let end = p.start + p.meta.len as usize;
         p.frame.get_mut(p.start..end).and_then(|d| tcp_reset(d, p.flow)).map(|len| (p.start, len))
     } else {
         let dst = p.flow.key.dst;
         let router = RouterAddrs { v4: v4_of(&dst), v6: dst };
-        build_admin_prohibited(p.frame, p.start, p.meta.len as usize, &router).ok()
+        let (buf, start, len) = (&mut *p.frame, p.start, p.meta.len as usize);
+        if nat64 {
+            build_address_unreachable(buf, start, len, &router).ok()
+        } else {
+            build_admin_prohibited(buf, start, len, &router).ok()
+        }
     };
     let Some((start, len)) = built else { return false };
     p.meta.addr = p.base + start as u64;
