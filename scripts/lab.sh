@@ -179,8 +179,8 @@ up_translation() {
     in_ns "$NS_CLIENT6" ip link set lo up
     in_ns "$NS_CLIENT6" sysctl -qw net.ipv4.conf.all.disable_policy=0 2>/dev/null || true
     # shellcheck disable=SC2086
-    ip link add c6 netns "$NS_CLIENT6" address 02:00:00:00:06:02 type veth \
-        peer name sh-c6 netns "$NS_SHUNT" address 02:00:00:00:06:01
+    ip link add c6 netns "$NS_CLIENT6" address 02:00:00:00:06:02 $q type veth \
+        peer name sh-c6 netns "$NS_SHUNT" address 02:00:00:00:06:01 $q
     in_ns "$NS_CLIENT6" ip -6 addr add fd00:6::2/64 dev c6 nodad
     in_ns "$NS_CLIENT6" ip link set c6 up
     in_ns "$NS_CLIENT6" ip -6 route add default via fd00:6::1

@@ -100,3 +100,8 @@ fn pipeline_seeds_reach_forwarding() {
 fn fragments_corpus() {
     replay("fragments", fuzz::fragments);
 }
+
+#[test]
+fn xlat_corpus() {
+    replay("xlat", fuzz::xlat);
+}

@@ -291,3 +291,104 @@ fn siit_hairpins_two_ipv6_only_hosts_through_their_ipv4_addresses() {
     let summary = shunt.stop();
     assert_eq!(counter(&summary, "worker 0", "untranslatable"), 0, "{summary}");
 }
+
+//= https://www.rfc-editor.org/rfc/rfc6146#section-3.4
+// (paraphrase) An ICMPv6 error about a session is translated with that
+// session's state.
+/// Two workers, two queues per Shunt-facing veth. The client's UDP
+/// sessions spread over both workers (each socket's packets take their own
+/// queue), while its kernel's ICMPv6 errors, all to one address and with no
+/// ports to hash, arrive on one: about half of them on the worker without
+/// the session. Every one must reach the IPv4 server as ICMPv4 Port
+/// Unreachable about the very datagram the server sent, checksum valid.
+#[test]
+fn nat64_with_two_workers_translates_every_icmpv6_error_with_its_session() {
+    let Some(_lab) = lab_with_queues(2) else { return };
+    let one = "[[worker]]\ncore = 1\nqueues = [{ interface = \"sh-c6\", queue = 0 }, { interface = \"sh-be\", queue = 0 }]";
+    let two = "[[worker]]\ncore = 0\nqueues = [{ interface = \"sh-c6\", queue = 0 }, { interface = \"sh-be\", queue = 0 }]\n\n\
+               [[worker]]\ncore = 1\nqueues = [{ interface = \"sh-c6\", queue = 1 }, { interface = \"sh-be\", queue = 1 }]";
+    let text = std::fs::read_to_string(repo().join("pipelines/nat64.toml")).unwrap();
+    assert!(text.contains(one));
+    let id = rand_u32();
+    let sock = std::env::temp_dir().join(format!("shunt-nat64w-{id}.sock"));
+    let text = text
+        .replace(one, two)
+        .replace("/run/shunt/control.sock", sock.to_str().unwrap())
+        .replace("prometheus = \"127.0.0.1:9464\"", "");
+    let path = std::env::temp_dir().join(format!("shunt-nat64w-{id}.toml"));
+    std::fs::write(&path, text).unwrap();
+    // The client's kernel would rate-limit errors to one destination.
+    let (ok, out) = run("sysctl -qw net.ipv6.icmp.ratelimit=0", "shunt-client6");
+    assert!(ok, "{out}");
+    let shunt = Shunt::start(&path);
+    // The server takes 16 datagrams and the client's "go" (sent once every
+    // probing socket is closed), then answers each probe; a raw socket sees
+    // the ICMPv4 errors that come back and keeps those quoting an answer
+    // it sent (source 198.51.100.80:7011) whose ICMP checksum is right.
+    let server = r#"python3 - <<'PY'
+import socket, struct, time
+N = 16
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+raw.settimeout(0.2)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.51.100.80", 7011))
+s.settimeout(5)
+peers = []
+go = False
+while len(peers) < N or not go:
+    data, peer = s.recvfrom(100)
+    if data == b"go":
+        go = True
+    else:
+        peers.append(peer)
+for p in peers:
+    s.sendto(b"answer", p)
+def valid(b):
+    b = b + b"\0" * (len(b) % 2)
+    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while t > 0xFFFF:
+        t = (t & 0xFFFF) + (t >> 16)
+    return t == 0xFFFF
+errs = set()
+end = time.time() + 4
+while time.time() < end and len(errs) < N:
+    try:
+        pkt = raw.recv(2000)
+    except socket.timeout:
+        continue
+    icmp = pkt[(pkt[0] & 15) * 4:]
+    if icmp[:2] != b"\x03\x03" or not valid(icmp):
+        continue
+    inner = icmp[8:]
+    l4 = inner[(inner[0] & 15) * 4:]
+    sport, dport = struct.unpack("!HH", l4[:4])
+    if socket.inet_ntoa(inner[12:16]) == "198.51.100.80" and sport == 7011:
+        errs.add((socket.inet_ntoa(inner[16:20]), dport))
+print(len(set(peers)), len(errs & set(peers)))
+PY"#;
+    let server = std::thread::spawn(move || run(server, "shunt-v4srv"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // 16 sockets, one datagram each, all closed before the answers come.
+    let client = r#"python3 - <<'PY'
+import socket
+server = ("64:ff9b::198.51.100.80", 7011)
+socks = []
+for i in range(16):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.sendto(b"probe", server)
+    socks.append(s)
+for s in socks:
+    s.close()
+with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+    s.sendto(b"go", server)
+PY"#;
+    let (ok, out) = run(client, "shunt-client6");
+    assert!(ok, "{out}");
+    let (_, got) = server.join().unwrap();
+    let summary = shunt.stop();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(got.trim(), "16 16", "sessions, errors about them that arrived:\n{got}\n{summary}");
+    for w in ["worker 0", "worker 1"] {
+        assert!(counter(&summary, w, "rx_packets") > 0, "both workers served: {summary}");
+    }
+}

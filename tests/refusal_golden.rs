@@ -286,3 +286,37 @@ fn nat64_refused_udp_gets_address_unreachable_from_the_servers_ipv6_address() {
     assert_eq!(verdict, Verdict::Forward(0), "back out the ingress port");
     assert!(out == want, "\n got  {}\n want {}", hex(&out), hex(&want));
 }
+
+/// RFC 6146 §3.8: a packet from an IPv6 client to the prefix + one of the
+/// pool's own IPv4 addresses is for another client's session. Shunt's
+/// per-session mappings cannot hairpin it (docs/DECISIONS.md), so it is
+/// refused and counted as `untranslatable/hairpin`: no session is opened,
+/// no pool port taken, and nothing leaves by the IPv4 side (where the pool
+/// address routes back to Shunt, only to miss there).
+#[test]
+fn nat64_packets_to_the_pools_own_addresses_are_refused_not_sent_out() {
+    let mut h = nat64();
+    let hairpin = |n: u32| {
+        w(|v| {
+            PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC)
+                .ipv6(CLIENT6, wkp([10, 0, 4, 7]), 64)
+                .udp(40000 + n as u16, 1024 + n as u16)
+                .write(v, b"to a pool port")
+                .unwrap()
+        })
+    };
+    let count = |h: &Harness| {
+        let all = h.ctx.stats.details();
+        all.iter().find(|(k, _)| k == "untranslatable/hairpin").expect("a hairpin counter").1
+    };
+    let free = h.ctx.snat[0].available();
+    for n in 0..3 {
+        let (verdict, _) = h.run_one(&hairpin(n));
+        assert_eq!(verdict, Verdict::Drop(shunt::pipeline::DropReason::Untranslatable), "packet {n}");
+    }
+    assert_eq!(count(&h), 3);
+    assert_eq!(h.ctx.snat[0].available(), free, "no pool port taken");
+    assert_eq!(h.ctx.conntrack.len(), 0, "no session");
+    // A server's address outside the pool still opens a session.
+    assert_eq!(h.run_one(&nat64_first(false, 1, 40000)).0, Verdict::Forward(1));
+}

@@ -37,6 +37,10 @@ pub enum Outcome {
     Drop(DropReason),
     /// The owner kept a copy (a held fragment): free the frame, count nothing.
     Consumed,
+    /// Not this worker's: the source hands it on to this worker (an ICMPv6
+    /// error looking for its NAT64 session, `pipeline::lb`), or drops it
+    /// when that would not move it further round the workers.
+    Pass(u16),
 }
 
 #[derive(Debug)]

@@ -312,8 +312,10 @@ impl<P: PortIo> Worker<P> {
                     },
                     Verdict::Drop(r) => Outcome::Drop(r),
                     Verdict::Consumed => Outcome::Consumed,
+                    // Not found here either: the source passes it on.
+                    Verdict::Handoff(to) => Outcome::Pass(u16::from(to)),
                     // Owned here by construction; anything else is a bug upstream.
-                    Verdict::Handoff(_) | Verdict::Continue => Outcome::Drop(DropReason::NoRoute),
+                    Verdict::Continue => Outcome::Drop(DropReason::NoRoute),
                 };
                 if let Outcome::Drop(r) = outcome {
                     self.counters.dropped(r);
@@ -361,6 +363,21 @@ impl<P: PortIo> Worker<P> {
                     }
                     // The owner counted the reason; the frame is ours to free.
                     Outcome::Drop(_) | Outcome::Consumed => self.xsk.pool.free(r.frame),
+                    Outcome::Pass(next) => {
+                        let h = Handed { frame: r.frame, len: r.len };
+                        match pass_on(&self.mesh, self.id, to, usize::from(next), h) {
+                            Ok(()) => {
+                                self.counters.handoffs_out.add(1);
+                                if let Some(c) = self.in_flight.get_mut(usize::from(next)) {
+                                    *c += 1;
+                                }
+                            }
+                            Err((reason, h)) => {
+                                self.counters.dropped(reason);
+                                self.xsk.pool.free(h.frame);
+                            }
+                        }
+                    }
                 }
             }
             n += self.returned.len as u32;
@@ -534,6 +551,22 @@ fn transmit<P: PortIo>(
     total
 }
 
+/// Worker `id`, source of a frame that worker `from` did not claim, hands
+/// it on to worker `next`. Each hop must move it further round the workers
+/// from its source (`from` before `next` in that order), so its journey
+/// ends after at most one visit to each; back at its start, or with the
+/// link full, it is refused with the reason to count.
+fn pass_on(mesh: &Mesh, id: usize, from: usize, next: usize, h: Handed) -> Result<(), (DropReason, Handed)> {
+    let n = mesh.workers();
+    let ahead = |w: usize| (w + n - id) % n;
+    if next >= n || next == id || ahead(next) <= ahead(from) {
+        return Err((DropReason::NoFlow, h));
+    }
+    mesh.hand(id, next, h).map_err(|h| (DropReason::HandoffFull, h))?;
+    mesh.wake(next);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     //! The worker loop over in-memory rings (`xsk::fake`): the test plays
@@ -573,7 +606,9 @@ mod tests {
     const CLI: usize = 0;
     const BE: usize = 1;
 
-    fn config(workers: usize, frames: u32, ring: u32) -> Config {
+    /// `[dataplane]`, the two interfaces (client side first) and one
+    /// worker per queue pair.
+    fn dataplane(workers: usize, frames: u32, ring: u32) -> String {
         let mut text = format!(
             "[dataplane]\nframe_size = 2048\nframes_per_worker = {frames}\nring_size = {ring}\n\
              hugepages = \"off\"\npoll = \"busy\"\n\
@@ -585,6 +620,11 @@ mod tests {
                  {{ interface = \"be0\", queue = {w} }}]\n"
             );
         }
+        text
+    }
+
+    fn config(workers: usize, frames: u32, ring: u32) -> Config {
+        let mut text = dataplane(workers, frames, ring);
         text += r#"
 [pipeline.l4lb]
 stages = ["conntrack", "maglev", "nat", "l2"]
@@ -1025,6 +1065,176 @@ entries_per_worker = 4096
                 // Settled: everything one handed out, the other served.
                 assert_eq!((out0, out1), (served1, served0), "round {round}");
             }
+        }
+    }
+
+    const NAT64: &str = r#"
+[pipeline.nat64]
+stages = ["conntrack", "nat64", "nat", "l2"]
+egress = "be0"
+next_hop_mac = "02:00:00:00:02:50"
+return_egress = "cli0"
+return_next_hop_mac = "02:00:00:00:06:02"
+
+[nat64]
+prefix = "64:ff9b::/96"
+pool = "10.0.4.0/30"
+pipeline = "nat64"
+
+[conntrack]
+entries_per_worker = 4096
+"#;
+    const CLIENT6: [u8; 16] = [0xfd, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    const CLIENT6_MAC: [u8; 6] = [2, 0, 0, 0, 6, 2];
+    const SERVER4: [u8; 4] = [198, 51, 100, 80];
+    /// The server as the client addresses it: 64:ff9b::198.51.100.80.
+    const SERVER6: [u8; 16] = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 198, 51, 100, 80];
+    const V4_HOP_MAC: [u8; 6] = [2, 0, 0, 0, 2, 0x50];
+
+    /// Steps every worker in turn until handed frames have come and gone.
+    fn drive(ws: &mut [Worker<FakePort>]) {
+        for _ in 0..8 {
+            for w in ws.iter_mut() {
+                w.step();
+            }
+        }
+    }
+
+    /// RFC 1071: a valid checksum makes the ones-complement sum 0xffff.
+    fn sums_to_ffff(parts: &[&[u8]]) -> bool {
+        let mut acc = 0u64;
+        for p in parts {
+            for c in p.chunks(2) {
+                acc += (u64::from(c[0]) << 8) | u64::from(c.get(1).copied().unwrap_or(0));
+            }
+        }
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        acc == 0xffff
+    }
+
+    /// ICMP errors about a stateful NAT64 session that land on a worker
+    /// other than the session's come out translated with the session's
+    /// mapping, byte for byte as when they land on its owner: the ICMPv4
+    /// error (quoting the pool port) is handed to the port's owner, the
+    /// ICMPv6 error (quoting no pool port) goes round the workers until
+    /// the owner claims it. An error about no session goes round once and
+    /// is dropped as `no_flow` where it arrived.
+    #[test]
+    fn nat64_errors_reach_the_worker_that_owns_the_session() {
+        let cfg = Config::parse(Path::new("nat64-workers.toml"), &(dataplane(3, 1024, 256) + NAT64)).unwrap();
+        let mut ws = workers(&cfg);
+        let mesh = ws[0].mesh.clone();
+        drive(&mut ws);
+        for w in ws.iter_mut() {
+            w.xsk.ports[CLI].keep_sent = true;
+            w.xsk.ports[BE].keep_sent = true;
+        }
+        // Worker 2 opens the session: the pool port is from its share.
+        let mut query = Vec::new();
+        PacketBuilder::ethernet2(CLIENT6_MAC, port_mac(CLI))
+            .ipv6(CLIENT6, SERVER6, 64)
+            .udp(40000, 53)
+            .write(&mut query, b"query")
+            .unwrap();
+        assert!(ws[2].xsk.ports[CLI].deliver(&query));
+        settle(&mut ws[2]);
+        let out = SlicedPacket::from_ethernet(&ws[2].xsk.ports[BE].sent[0]).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &out.net else { panic!("not IPv4") };
+        let (pool_addr, server) = (ip.header().source(), ip.header().destination());
+        assert_eq!(server, SERVER4);
+        let Some(TransportSlice::Udp(u)) = out.transport else { panic!("not UDP") };
+        let pool_port = u.source_port();
+        assert_eq!(crate::pipeline::snat::owner(pool_port, 3), 2, "port {pool_port} from worker 2's share");
+
+        // The client's Port Unreachable about the server's answer (prefix +
+        // server → client), as its kernel sends it. It reaches worker 0.
+        let mut answer = Vec::new();
+        PacketBuilder::ipv6(SERVER6, CLIENT6, 63).udp(53, 40000).write(&mut answer, b"answer").unwrap();
+        let unreachable6 = |quoted: &[u8]| {
+            let mut v = Vec::new();
+            PacketBuilder::ethernet2(CLIENT6_MAC, port_mac(CLI))
+                .ipv6(CLIENT6, SERVER6, 64)
+                .icmpv6(etherparse::Icmpv6Type::DestinationUnreachable(
+                    etherparse::icmpv6::DestUnreachableCode::Port,
+                ))
+                .write(&mut v, quoted)
+                .unwrap();
+            v
+        };
+        let err6 = unreachable6(&answer);
+        assert!(ws[0].xsk.ports[CLI].deliver(&err6));
+        drive(&mut ws);
+        assert_eq!(ws[0].xsk.ports[BE].sent.len(), 1, "worker 0 sends the translated error");
+        let handed = ws[0].xsk.ports[BE].sent[0].clone();
+        assert_eq!(ws[0].counters.handoffs_out.get(), 2, "to worker 1, then to worker 2");
+        assert_eq!(ws[1].counters.handoffs_served.get(), 1);
+        assert_eq!(ws[2].counters.handoffs_served.get(), 1);
+        // What the owner makes of the same error when it lands there.
+        assert!(ws[2].xsk.ports[CLI].deliver(&err6));
+        settle(&mut ws[2]);
+        assert_eq!(handed, ws[2].xsk.ports[BE].sent[1], "same bytes as on the owner");
+        // ICMPv4 Port Unreachable from the session's pool address to the
+        // server, quoting the server's answer as it would have left in IPv4.
+        let p = SlicedPacket::from_ethernet(&handed).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!("not IPv4: {handed:02x?}") };
+        assert_eq!((ip.header().source(), ip.header().destination()), (pool_addr, SERVER4));
+        let icmp = ip.payload().payload;
+        assert_eq!(&icmp[..2], &[3, 3], "Destination Unreachable, port");
+        assert!(sums_to_ffff(&[icmp]), "ICMP checksum");
+        let q = etherparse::Ipv4HeaderSlice::from_slice(&icmp[8..]).unwrap();
+        assert_eq!(
+            (q.source(), q.destination(), q.protocol()),
+            (SERVER4, pool_addr, etherparse::IpNumber::UDP)
+        );
+        assert!(sums_to_ffff(&[&icmp[8..28]]), "quoted IPv4 header checksum");
+        let ports = |b: &[u8]| (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]]));
+        assert_eq!(ports(&icmp[28..]), (53, pool_port), "quoted ports: the session's");
+
+        // The server's Port Unreachable about the query, to the pool port:
+        // handed straight to worker 2, sent to the client by worker 0.
+        let mut sent = Vec::new();
+        PacketBuilder::ipv4(pool_addr, SERVER4, 63).udp(pool_port, 53).write(&mut sent, b"query").unwrap();
+        let mut err4 = Vec::new();
+        PacketBuilder::ethernet2(V4_HOP_MAC, port_mac(BE))
+            .ipv4(SERVER4, pool_addr, 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::Port,
+            ))
+            .write(&mut err4, &sent)
+            .unwrap();
+        assert!(ws[0].xsk.ports[BE].deliver(&err4));
+        drive(&mut ws);
+        assert_eq!(ws[0].xsk.ports[CLI].sent.len(), 1, "worker 0 sends it to the client");
+        assert_eq!(ws[0].counters.handoffs_out.get(), 3);
+        let to_client = ws[0].xsk.ports[CLI].sent[0].clone();
+        assert!(ws[2].xsk.ports[BE].deliver(&err4));
+        settle(&mut ws[2]);
+        assert_eq!(to_client, ws[2].xsk.ports[CLI].sent[0], "same bytes as on the owner");
+        let p = SlicedPacket::from_ethernet(&to_client).unwrap();
+        let Some(NetSlice::Ipv6(ip)) = &p.net else { panic!("not IPv6: {to_client:02x?}") };
+        assert_eq!((ip.header().source(), ip.header().destination()), (SERVER6, CLIENT6));
+        let icmp = ip.payload().payload;
+        assert_eq!(&icmp[..2], &[1, 4], "Destination Unreachable, port");
+        let len = (icmp.len() as u32).to_be_bytes();
+        assert!(sums_to_ffff(&[&SERVER6, &CLIENT6, &len, &[0, 0, 0, 58], icmp]), "ICMPv6 checksum");
+        let q = etherparse::Ipv6HeaderSlice::from_slice(&icmp[8..]).unwrap();
+        assert_eq!((q.source(), q.destination()), (CLIENT6, SERVER6), "the client's own query");
+        assert_eq!(ports(&icmp[48..]), (40000, 53));
+
+        // An error about a packet of no session: round the workers, then
+        // dropped where it arrived; nothing is sent.
+        let mut stray = Vec::new();
+        PacketBuilder::ipv6(SERVER6, CLIENT6, 63).udp(53, 40001).write(&mut stray, b"answer").unwrap();
+        let no_flow = drops(&ws[0], DropReason::NoFlow);
+        assert!(ws[0].xsk.ports[CLI].deliver(&unreachable6(&stray)));
+        drive(&mut ws);
+        assert_eq!(drops(&ws[0], DropReason::NoFlow), no_flow + 1);
+        assert_eq!(ws[0].counters.handoffs_out.get(), 5);
+        assert_eq!(ws[0].xsk.ports[BE].sent.len(), 1, "nothing more sent");
+        for (wi, w) in ws.iter().enumerate() {
+            assert_conserved(w, wi, &mesh);
         }
     }
 }

@@ -1038,6 +1038,17 @@ pub(super) fn general_6to4(
             return icmp_error_6to4(b, l2, &eth, &h, pend, cfg);
         }
     }
+    //= https://www.rfc-editor.org/rfc/rfc6946#section-4
+    // (paraphrase) An atomic fragment is processed as a whole packet. Its
+    // UDP length must fit the datagram, as a whole packet's must: found by
+    // fuzzing (`xlat`), one that overran it left as a malformed
+    // unfragmented IPv4 packet.
+    if h.proto == UDP && h.frag.is_some_and(|f| f.is_atomic()) {
+        let udp_len = usize::from(u16::from_be_bytes(rdn::<2>(b, h.ul + 4)?));
+        if !(8..=ul_len).contains(&udp_len) {
+            return Err(Drop::Malformed);
+        }
+    }
     let src4 = cfg.src.v6_to_v4(&h.src).ok_or(Drop::UntranslatableAddr)?;
     let dst4 = cfg.dst.v6_to_v4(&h.dst).ok_or(Drop::UntranslatableAddr)?;
     let tot = 20 + ul_len;

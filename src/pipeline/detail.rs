@@ -53,16 +53,20 @@ pub enum Untranslatable {
     /// An ICMP error whose TTL / Hop Limit ran out here: a router never
     /// answers an error with an error (RFC 1812 §4.3.2.7).
     ErrorExpired,
+    /// A NAT64 client addressed one of the pool's own IPv4 addresses
+    /// (RFC 6146 §3.8 hairpinning, which per-session mappings cannot do).
+    Hairpin,
 }
 
 impl Untranslatable {
-    pub const COUNT: usize = XlatDrop::COUNT + 2;
+    pub const COUNT: usize = XlatDrop::COUNT + 3;
 
     pub const fn index(self) -> usize {
         match self {
             Untranslatable::Rule(d) => d.index(),
             Untranslatable::NoMapping => XlatDrop::COUNT,
             Untranslatable::ErrorExpired => XlatDrop::COUNT + 1,
+            Untranslatable::Hairpin => XlatDrop::COUNT + 2,
         }
     }
 
@@ -70,7 +74,8 @@ impl Untranslatable {
         match XlatDrop::ALL.get(i) {
             Some(d) => d.name(),
             None if i == XlatDrop::COUNT => "no_mapping",
-            None => "error_expired",
+            None if i == XlatDrop::COUNT + 1 => "error_expired",
+            None => "hairpin",
         }
     }
 }
@@ -222,7 +227,8 @@ mod tests {
         assert_eq!(Malformed::Inconsistent.index(), Malformed::COUNT - 1);
         let u: Vec<usize> = XlatDrop::ALL.iter().map(|d| Untranslatable::Rule(*d).index()).collect();
         assert_eq!(u, (0..XlatDrop::COUNT).collect::<Vec<_>>());
-        assert_eq!(Untranslatable::ErrorExpired.index(), Untranslatable::COUNT - 1);
+        assert_eq!(Untranslatable::ErrorExpired.index(), Untranslatable::COUNT - 2);
+        assert_eq!(Untranslatable::Hairpin.index(), Untranslatable::COUNT - 1);
         let mut names: Vec<&str> = (0..Malformed::COUNT).map(Malformed::name_of).collect();
         names.sort_unstable();
         names.dedup();

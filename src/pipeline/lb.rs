@@ -201,8 +201,12 @@ impl Stage for ConntrackStage {
                 continue;
             }
             if f.related {
-                // An error about no flow of ours: nothing to send it to.
-                m.verdict = Verdict::Drop(DropReason::NoFlow);
+                // An error about no flow of ours: nothing to send it to,
+                // unless the session may live on another worker.
+                m.verdict = match next_session_worker(ctx, f) {
+                    Some(w) => Verdict::Handoff(w),
+                    None => Verdict::Drop(DropReason::NoFlow),
+                };
                 continue;
             }
             // A new flow: its source must be a possible one (RFC 1812
@@ -215,11 +219,58 @@ impl Stage for ConntrackStage {
             }
             match ctx.services.service_for(&f.key.dst, f.key.proto, f.key.dport) {
                 Some(s) => f.kind = FlowKind::New(s),
+                None if nat64_hairpin(ctx, f) => {
+                    ctx.stats.cause(Cause::Untranslatable(Untranslatable::Hairpin));
+                    m.verdict = Verdict::Drop(DropReason::Untranslatable);
+                }
                 None if nat64_creates(ctx, f) => f.kind = FlowKind::New64,
                 None => m.verdict = Verdict::Drop(DropReason::NoFlow),
             }
         }
     }
+}
+
+/// Where to look next for the NAT64 session an ICMPv6 error is about,
+/// when it is not in this worker's table.
+///
+/// A session lives on the worker that created it (where RSS put the
+/// client's first packet), and its pool port comes from that worker's
+/// share, so an ICMPv4 error, quoting the pool address and port, is handed
+/// straight to its owner like any reply. An ICMPv6 error from the IPv6
+/// side quotes the translated reply (prefix + server → client), which
+/// carries no pool port: nothing in it names the owner. Such an error is
+/// passed round the workers in order, each looking it up in its own
+/// table, until one has the session; the worker it arrived on drops it
+/// when it comes back unclaimed (`dataplane::worker::collect_returns`).
+/// Errors are rare, so ordinary traffic pays nothing for this.
+//= https://www.rfc-editor.org/rfc/rfc6146#section-3.4
+// (paraphrase) An incoming ICMPv6 error is matched to its session by the
+// packet it carries and translated with that session's state.
+fn next_session_worker(ctx: &Ctx, f: &FlowMeta) -> Option<u8> {
+    let n = ctx.services.xlat.nat64.as_ref()?;
+    if ctx.workers <= 1 || !f.family.is_v6() || !n.contains(&f.key.dst) {
+        return None;
+    }
+    u8::try_from((ctx.worker + 1) % ctx.workers).ok()
+}
+
+/// Whether an IPv6 packet to the NAT64 prefix is addressed to one of our
+/// own pool addresses: to another client's session, in IPv4 terms.
+///
+/// RFC 6146 §3.8 asks for such packets to be hairpinned: translated to
+/// IPv4, taken in again as if they had arrived from the IPv4 side, and
+/// delivered to the client that owns the pool address and port. Shunt's
+/// mappings are per session (address and port dependent, not RFC 4787's
+/// endpoint-independent ones) and filter by the full 5-tuple, so such a
+/// packet could never match a session: it is refused here and counted as
+/// `untranslatable/hairpin`, rather than opening a session that would send
+/// it out the IPv4 side only to come back and be dropped as `no_flow`
+/// (docs/DECISIONS.md).
+fn nat64_hairpin(ctx: &Ctx, f: &FlowMeta) -> bool {
+    let Some(n) = &ctx.services.xlat.nat64 else { return false };
+    f.family.is_v6()
+        && n.contains(&f.key.dst)
+        && n.prefix.extract(&f.key.dst).is_some_and(|a| ctx.services.in_pool(&mapped(a)))
 }
 
 /// Whether a packet that matched no flow opens a NAT64 session: an IPv6

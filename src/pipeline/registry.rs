@@ -100,6 +100,7 @@ pub static STAGES: &[StageDescriptor] = &[
             D::NoFlow,
             D::Martian,
             D::WrongSide,
+            D::Untranslatable,
         ],
         build: |_, env| Ok(Box::new(ConntrackStage::new(env.port_macs.to_vec(), env.backend_port))),
     },

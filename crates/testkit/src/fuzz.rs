@@ -27,6 +27,9 @@
 //!   fragments go to the backend with a valid IPv4 header checksum and
 //!   the flow's ports, and no held copy outlives its entry.
 //!
+//! * [`xlat`]: one IP packet through the SIIT or the stateful NAT64
+//!   pipeline, from either side (hairpinning, fragmenting, errors).
+//!
 //! A new target is a `pub fn name(data: &[u8])` here, a
 //! `fuzz/fuzz_targets/name.rs`, a seed corpus under `fuzz/corpus/name/`, an
 //! entry in [`TARGETS`] and [`run`], and a line in `tests/fuzz_corpus.rs`.
@@ -765,7 +768,10 @@ fn nat46_rules(data: &[u8]) {
     let n = data.len().min(FUZZ_MAX);
     let input = data.get(..n).unwrap_or(&[]);
     let parsed_in = parse(input).ok().flatten();
-    let valid_in = parsed_in.is_some_and(|p| checksums_valid(input, &p));
+    // A fragment's transport checksum is not checked (`checksums_valid`),
+    // but an atomic fragment translates to a whole packet whose checksum
+    // is: only whole inputs vouch for their transport checksum.
+    let valid_in = parsed_in.is_some_and(|p| p.frag == FragKind::Whole && checksums_valid(input, &p));
     let mut buf = [0u8; FUZZ_HEADROOM + FUZZ_MAX];
     for dir in 0..4 {
         buf.fill(0);
@@ -933,6 +939,18 @@ pub fn fragments(data: &[u8]) {
         assert!(h.ctx.frag.held() <= limits.held, "held copies beyond the pool");
         for (v, out) in &outputs {
             match v {
+                Verdict::Forward(port) if *port == CLI_PORT => {
+                    // Too big for the backend link (fragments reach 3000
+                    // bytes, the link carries 1500): answered like any
+                    // router, with Packet Too Big / Fragmentation Needed.
+                    let p = parse(out).ok().flatten().expect("answer parses");
+                    let t = out.get(p.l4_offset).copied();
+                    let too_big = match p.version {
+                        IpVersion::V6 => p.tuple.proto == ip_protocol::ICMPV6 && t == Some(2),
+                        IpVersion::V4 => p.tuple.proto == ip_protocol::ICMP && t == Some(3),
+                    };
+                    assert!(too_big, "a fragment comes back only as Packet Too Big: {out:02x?}");
+                }
                 Verdict::Forward(port) => {
                     assert_eq!(*port, BE_PORT, "a client fragment goes to a backend");
                     let p = parse(out).ok().flatten().expect("forwarded fragment parses");
@@ -961,8 +979,81 @@ pub fn fragments(data: &[u8]) {
     });
 }
 
+// ---------------------------------------------------------------------------
+// xlat
+
+/// `pipelines/siit.toml` with an RFC 6791 pool (pool6, two EAMs that
+/// hairpin to each other, DF=0 IPv4 fragmented at 1280), and
+/// `pipelines/nat64.toml` with 1 s session lifetimes.
+fn xlat_harnesses() -> [Harness; 2] {
+    let siit = Fixture::load("siit").set("siit.rfc6791_v4", "203.0.113.8/29").harness();
+    let mut nat64 = Fixture::load("nat64").set("conntrack.entries_per_worker", 4096);
+    for t in ["udp", "tcp_established", "tcp_transitory", "icmp"] {
+        nat64 = nat64.set(&format!("nat64.{t}"), 1);
+    }
+    [siit, nat64.harness()]
+}
+
+thread_local! {
+    static XLAT: RefCell<[Harness; 2]> = RefCell::new(xlat_harnesses());
+}
+
+/// One IP packet (the input after its first byte) through stateless SIIT
+/// (bit 0 of the first byte clear) or stateful NAT64 (set), arriving on
+/// the harness's first port or its second (bit 1): the translators'
+/// extension header walks, fragmenting, hairpinning, ICMP error
+/// translation and errors built on the way. No panic; every frame that
+/// comes out (a split packet's pieces included) parses as IP; and when
+/// every checksum of the input was valid, so is every checksum of a whole
+/// packet that comes out. NAT64 sessions age out between inputs, as in
+/// [`pipeline`], so a crash reproduces from its one input.
+pub fn xlat(data: &[u8]) {
+    let Some((&sel, ip)) = data.split_first() else { return };
+    let ip = &ip[..ip.len().min(FRAME - HEADROOM - 14)];
+    let ethertype = if ip.first().is_some_and(|b| b >> 4 == 6) { [0x86, 0xdd] } else { [0x08, 0x00] };
+    let mut f = Vec::with_capacity(14 + ip.len());
+    f.extend_from_slice(&[2, 0, 0, 0, 0xff, sel >> 1 & 1]);
+    f.extend_from_slice(&[2, 0, 0, 0, 9, 9]);
+    f.extend_from_slice(&ethertype);
+    f.extend_from_slice(ip);
+    // Only a whole packet has its transport header checked by `parse`
+    // (length, checksum): a fragment, an atomic one included, vouches for
+    // neither, and an atomic fragment translates to a whole packet.
+    let whole_in = parse(&f).ok().flatten().filter(|p| p.frag == FragKind::Whole);
+    let valid_in = whole_in.as_ref().is_some_and(|p| {
+        let (hdr, l4) = checksum_state(&f, p);
+        hdr != Some(false) && l4 == Some(true)
+    });
+    XLAT.with(|x| {
+        let mut x = x.borrow_mut();
+        let h = &mut x[usize::from(sel & 1)];
+        if sel & 1 == 1 {
+            h.ctx.now = h.ctx.now.wrapping_add(2);
+            let empty: &[&[u8]] = &[];
+            for _ in 0..h.ctx.conntrack.capacity() / 64 + 1 {
+                h.run(empty, |_, _, _| {});
+            }
+        }
+        for (v, out) in h.run_all(&f) {
+            if !matches!(v, Verdict::Forward(_)) {
+                continue;
+            }
+            let p = match parse(&out) {
+                Ok(Some(p)) => p,
+                other => panic!("output does not parse: {other:?}\n in: {f:02x?}\nout: {out:02x?}"),
+            };
+            if valid_in && p.frag == FragKind::Whole {
+                let (hdr, l4) = checksum_state(&out, &p);
+                assert_ne!(hdr, Some(false), "IPv4 header checksum\n in: {f:02x?}\nout: {out:02x?}");
+                assert_ne!(l4, Some(false), "transport checksum\n in: {f:02x?}\nout: {out:02x?}");
+            }
+        }
+    });
+}
+
 /// The names of the targets above, for tools that iterate over them.
-pub const TARGETS: &[&str] = &["wire", "pipeline", "config", "nat46", "control", "state", "fragments"];
+pub const TARGETS: &[&str] =
+    &["wire", "pipeline", "config", "nat46", "control", "state", "fragments", "xlat"];
 
 /// Runs the target called `name` on `data`; false when there is none.
 pub fn run(name: &str, data: &[u8]) -> bool {
@@ -974,6 +1065,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "control" => control(data),
         "state" => state(data),
         "fragments" => fragments(data),
+        "xlat" => xlat(data),
         _ => return false,
     }
     true
