@@ -68,6 +68,7 @@ pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Wor
         .collect();
     let xsk = WorkerXsk::new(&config.dataplane, &specs)
         .map_err(|source| DataplaneError::Xsk { worker: wi, source })?;
+    crate::state::gap::mark(&format!("worker {wi}: UMEM mapped, sockets bound"));
     let ports: Vec<PortInfo> =
         xsk.ports.iter().map(|p| PortInfo { interface: p.interface_idx, mac: p.mac, mtu: p.mtu }).collect();
     let ready = Ready {
@@ -115,6 +116,7 @@ pub fn assemble<P: PortIo>(
         Some(dir) => crate::state::StateDir::new(dir).conntrack(config, wi, now),
         None => build::conntrack(config),
     };
+    crate::state::gap::mark(&format!("worker {wi}: conntrack state mapped"));
     let mut ctx = Ctx::new(conntrack, services.load_full(), stats, wi as u16, config.workers.len() as u16);
     ctx.limiter = build::limiter(config);
     ctx.frag = build::frag_table(config);
@@ -131,6 +133,7 @@ pub fn assemble<P: PortIo>(
             );
         }
     }
+    crate::state::gap::mark(&format!("worker {wi}: flows restored"));
     Ok(Worker {
         xsk,
         pipelines,
