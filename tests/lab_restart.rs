@@ -254,7 +254,9 @@ fn served(n: usize) -> usize {
 /// worker count or the table size cannot take the flows over: `shunt
 /// restart` refuses it with a message naming the change, the running image
 /// keeps serving and its flows finish intact; `--force` restarts anyway,
-/// on empty tables that say why, and serves new flows.
+/// on empty tables that say why, and serves new flows. (The forced change
+/// is the table size: one worker on two queues of one interface takes
+/// replies on one of them only, so the merged config would not serve.)
 #[test]
 fn a_changed_worker_count_is_refused_and_force_restarts_empty() {
     let Some(_lab) = lab_with_queues(2) else { return };
@@ -281,13 +283,11 @@ fn a_changed_worker_count_is_refused_and_force_restarts_empty() {
     let runs = downloads(&dir);
     wait_all_flowing(&runs);
 
+    let smaller = two.replace("entries_per_worker = 262144", "entries_per_worker = 131072");
     let mut refusals = Vec::new();
     for (text, change) in [
-        (merged.clone(), "the worker count from 2 to 1"),
-        (
-            two.replace("entries_per_worker = 262144", "entries_per_worker = 131072"),
-            "entries_per_worker from 262144 to 131072",
-        ),
+        (merged, "the worker count from 2 to 1"),
+        (smaller.clone(), "entries_per_worker from 262144 to 131072"),
     ] {
         assert_ne!(text, two, "the test config changes");
         std::fs::write(&config, &text).unwrap();
@@ -303,7 +303,7 @@ fn a_changed_worker_count_is_refused_and_force_restarts_empty() {
     let (ok, codes) = intact(runs);
     assert_eq!(ok, FLOWS, "flows cut by a refused restart: curl exit codes {codes:?}\n{}", shunt.output());
 
-    std::fs::write(&config, &merged).unwrap();
+    std::fs::write(&config, &smaller).unwrap();
     let out = restart_with(&state, &["--force"]);
     assert!(out.status.success(), "--force: {}\n{}", String::from_utf8_lossy(&out.stderr), shunt.output());
     assert_ne!(instance(&state), before, "a new image answers");
@@ -314,10 +314,9 @@ fn a_changed_worker_count_is_refused_and_force_restarts_empty() {
     let _ = std::fs::remove_file(&config);
     eprintln!("refused: {refusals:?}");
     assert_eq!(n, 20, "the forced image serves new flows\n{log}");
-    assert!(log.contains("running 1 worker(s)"), "{log}");
-    let empty: Vec<&str> = log.lines().filter(|l| l.contains("the worker count changed")).collect();
-    assert_eq!(empty.len(), 1, "one line says why worker 0 starts empty:\n{log}");
-    assert!(empty[0].contains("starting with an empty table"), "{log}");
+    let empty: Vec<&str> = log.lines().filter(|l| l.contains("entries_per_worker changed")).collect();
+    assert_eq!(empty.len(), 2, "one line per worker says why it starts empty:\n{log}");
+    assert!(empty.iter().all(|l| l.contains("starting with an empty table")), "{log}");
 }
 
 /// A state file of random bytes: one log line saying why, an empty table,
@@ -461,10 +460,12 @@ fn udp_stream_through_a_planned_restart_loses_only_milliseconds() {
     );
     assert!(pps >= UDP_PPS as f64 * 0.95, "the sender kept {pps:.0}/s only");
     assert!(log.contains("XDP program kept on the inherited bpf_link"), "{log}");
-    // The new image starts before it serves, so the gap is its start-up
-    // time: 0.5-2 s on a loaded 2-core machine (see OPERATIONS.md). The
-    // bound only catches a restart that hangs or never serves again.
-    assert!(gap < Duration::from_secs(3), "longest silence {gap:?}\n{log}");
+    // The gap is the old workers' stop plus the new image's start up to
+    // its sockets (60-90 ms measured on a loaded 2-core machine, see
+    // OPERATIONS.md); loading and verifying the program again, as before
+    // the program was kept, took 450-650 ms there.
+    assert!(log.contains("planned restart: owned packets were dropped for"), "{log}");
+    assert!(gap < Duration::from_millis(250), "longest silence {gap:?}\n{log}");
     assert!(lost * 100 / sent.max(1) < 50, "{lost} of {sent} lost\n{log}");
 }
 
