@@ -250,7 +250,7 @@ impl Dataplane {
         }
         go.store(true, Ordering::Release);
         if let Some(ms) = crate::state::gap::elapsed_ms() {
-            tracing::info!("planned restart: owned packets were dropped for {ms:.1} ms (old workers stopped to program swapped)");
+            tracing::info!("planned restart: owned packets were dropped for {ms:.1} ms (old workers told to stop to new sockets in service)");
         }
         let shared = Arc::new(Shared {
             workers: shared_workers,
