@@ -174,6 +174,7 @@ impl Dataplane {
                     // handed them. Our UMEM stays mapped after we close our
                     // sockets for as long as any peer holds the mesh.
                     worker.settle_handoffs();
+                    worker.close_sockets();
                     Some(worker.finish())
                 })
                 .map_err(DataplaneError::Spawn)?;
