@@ -456,6 +456,9 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
             // once, before any thread exists, and not passed on further.
             let inherited = shunt::xdp::Inherited::from_env();
             std::env::remove_var(shunt::xdp::HANDOVER_ENV);
+            std::env::remove_var(shunt::xdp::HANDOVER_MAPS_ENV);
+            shunt::state::gap::from_env();
+            shunt::state::gap::mark("new image running");
             let exe = started_exe()?;
             tracing::info!(build = shunt::BUILD, inherited_links = inherited.len(), "starting");
             let mut cfg = Config::load(&config)?;
@@ -466,6 +469,7 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
             shunt::sys::check_kernel().map_err(anyhow::Error::msg)?;
             shunt::sys::check_privileges().map_err(anyhow::Error::msg)?;
             cfg.check_host()?;
+            shunt::state::gap::mark("config loaded and checked");
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
                 signal_hook::flag::register(sig, stop.clone())?;
@@ -854,18 +858,26 @@ fn started_exe() -> anyhow::Result<PathBuf> {
 /// kernel, as on any stop.
 fn reexec(exe: &Path, links: &[shunt::xdp::Inherited]) -> anyhow::Error {
     use std::os::unix::process::CommandExt;
-    let mut items = Vec::new();
+    let (mut items, mut maps) = (Vec::new(), Vec::new());
     for l in links {
         match l.keep_across_exec() {
-            Ok(item) => items.push(item),
+            Ok((item, m)) => {
+                items.push(item);
+                maps.extend(m);
+            }
             Err(e) => return anyhow::anyhow!("keeping an XDP link open across execve: {e}"),
         }
     }
     tracing::info!(exe = %exe.display(), links = items.len(), "planned restart: executing the new image");
-    let e = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
         .env(shunt::xdp::HANDOVER_ENV, items.join(","))
-        .exec();
+        .env(shunt::xdp::HANDOVER_MAPS_ENV, maps.join(","));
+    if let Some(since) = shunt::state::gap::env_value() {
+        cmd.env(shunt::state::gap::SINCE_ENV, since);
+    }
+    shunt::state::gap::mark("executing the new image");
+    let e = cmd.exec();
     anyhow::anyhow!("planned restart: executing {}: {e}", exe.display())
 }
 

@@ -126,9 +126,9 @@ fn wait_all_flowing(runs: &[(Child, PathBuf)]) {
 }
 
 /// 64 downloads through a planned restart done by `restart`: every one
-/// completes intact, the new image took the XDP links over and restored
-/// the flows. Returns the log.
-fn downloads_across(name: &str, exe: &Path, restart: impl FnOnce(&Shunt, &Path)) -> String {
+/// completes intact, the new image took the XDP links over (`how`: the
+/// program `kept` or `replaced`) and restored the flows. Returns the log.
+fn downloads_across(name: &str, exe: &Path, how: &str, restart: impl FnOnce(&Shunt, &Path)) -> String {
     let state = state_dir(name);
     let shunt = start_with(exe, &repo().join("config.toml"), &state);
     let dir = std::env::temp_dir().join(format!("shunt-restart-dl-{}", rand_u32()));
@@ -141,7 +141,7 @@ fn downloads_across(name: &str, exe: &Path, restart: impl FnOnce(&Shunt, &Path))
     let _ = std::fs::remove_dir_all(&state);
     eprintln!("{name}: {ok}/{FLOWS} intact");
     assert!(out.contains("state: conntrack restored"), "{out}");
-    assert!(out.contains("XDP program replaced on the inherited bpf_link"), "{out}");
+    assert!(out.contains(&format!("XDP program {how} on the inherited bpf_link")), "{out}");
     assert_eq!(ok, FLOWS, "curl exit codes {codes:?}\n{out}");
     out
 }
@@ -149,15 +149,17 @@ fn downloads_across(name: &str, exe: &Path, restart: impl FnOnce(&Shunt, &Path))
 #[test]
 fn full_nat_downloads_survive_a_planned_restart() {
     let Some(_lab) = lab() else { return };
-    downloads_across("planned", Path::new(SHUNT), |shunt, state| {
+    downloads_across("planned", Path::new(SHUNT), "kept", |shunt, state| {
         let took = restart(shunt, state);
         eprintln!("shunt restart took {took:?}");
     });
 }
 
 /// The running binary replaced on disk by another build (its build string
-/// patched: same length, another version), then `shunt restart`: the new
-/// build serves, and the downloads never notice.
+/// patched: same length, another version; and its XDP object, in a byte
+/// the loader ignores, so the new build's program replaces the old one on
+/// the link), then `shunt restart`: the new build serves, and the
+/// downloads never notice.
 #[test]
 fn full_nat_downloads_survive_an_upgrade_to_another_build() {
     let Some(_lab) = lab() else { return };
@@ -170,7 +172,7 @@ fn full_nat_downloads_survive_an_upgrade_to_another_build() {
     let last = new_build.len() - 1;
     new_build[last] = if new_build[last] == b'9' { b'8' } else { b'9' };
     let new_build_str = String::from_utf8(new_build.clone()).unwrap();
-    let out = downloads_across("upgrade", &exe, |shunt, state| {
+    let out = downloads_across("upgrade", &exe, "replaced", |shunt, state| {
         let mut image = std::fs::read(SHUNT).unwrap();
         let at: Vec<usize> =
             (0..image.len() - old_build.len()).filter(|&i| image[i..].starts_with(old_build)).collect();
@@ -178,6 +180,13 @@ fn full_nat_downloads_survive_an_upgrade_to_another_build() {
         for i in at {
             image[i..i + new_build.len()].copy_from_slice(&new_build);
         }
+        // The compiler's name in the object's .comment section.
+        let object = shunt::xdp::XDP_OBJECT;
+        let obj_at = (0..image.len() - object.len()).find(|&i| image[i..].starts_with(object));
+        let obj_at = obj_at.expect("the XDP object in the binary");
+        let comment = b"clang version";
+        let c = (0..object.len() - comment.len()).find(|&i| object[i..].starts_with(comment));
+        image[obj_at + c.expect("a .comment in the XDP object")] = b'C';
         // As a package manager does: a new file renamed over the old path.
         let next = bin.join("shunt.new");
         std::fs::write(&next, &image).unwrap();
@@ -213,6 +222,101 @@ fn full_nat_downloads_survive_kill_9_and_a_start_within_a_second() {
     eprintln!("kill -9: killed to running again {gap:?}; {ok}/{FLOWS} intact");
     assert!(gap < Duration::from_secs(1), "restart took {gap:?}");
     assert!(ok >= FLOWS - 1, "{ok}/{FLOWS} intact; curl exit codes {codes:?}\n{out}");
+}
+
+/// `shunt restart` (with `args`) against the instance serving `state`.
+fn restart_with(state: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(SHUNT).arg("restart").args(args).arg("--socket").arg(socket(state)).output().unwrap()
+}
+
+/// The running image's instance id (another after a restart, same pid).
+fn instance(state: &Path) -> String {
+    let out = Command::new(SHUNT)
+        .args(["node", "status", "--json", "--socket"])
+        .arg(socket(state))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["instance"].to_string()
+}
+
+/// How many of `n` plain requests to the VIP a backend answered.
+fn served(n: usize) -> usize {
+    (0..n)
+        .filter(|_| {
+            let out = ns_exec("shunt-client", &["curl", "-s", "-m", "3", "http://10.0.100.1/"]);
+            String::from_utf8_lossy(&out.stdout).starts_with("shunt-be")
+        })
+        .count()
+}
+
+/// SNAT ports and flows are owned per worker, so a config that changes the
+/// worker count or the table size cannot take the flows over: `shunt
+/// restart` refuses it with a message naming the change, the running image
+/// keeps serving and its flows finish intact; `--force` restarts anyway,
+/// on empty tables that say why, and serves new flows. (The forced change
+/// is the table size: one worker on two queues of one interface takes
+/// replies on one of them only, so the merged config would not serve.)
+#[test]
+fn a_changed_worker_count_is_refused_and_force_restarts_empty() {
+    let Some(_lab) = lab_with_queues(2) else { return };
+    let one = "[[worker]]\ncore = 1\nqueues = [{ interface = \"sh-cli\", queue = 0 }, { interface = \"sh-be\", queue = 0 }]";
+    let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
+    assert!(base.contains(one), "config.toml has one worker");
+    let two = base.replace(
+        one,
+        "[[worker]]\ncore = 0\nqueues = [{ interface = \"sh-cli\", queue = 0 }, { interface = \"sh-be\", queue = 0 }]\n\n\
+         [[worker]]\ncore = 1\nqueues = [{ interface = \"sh-cli\", queue = 1 }, { interface = \"sh-be\", queue = 1 }]",
+    );
+    // One worker on both queues of both interfaces.
+    let merged = base.replace(
+        one,
+        "[[worker]]\ncore = 1\nqueues = [{ interface = \"sh-cli\", queue = 0 }, { interface = \"sh-be\", queue = 0 }, \
+         { interface = \"sh-cli\", queue = 1 }, { interface = \"sh-be\", queue = 1 }]",
+    );
+    let config = std::env::temp_dir().join(format!("shunt-restart-workers-{}.toml", rand_u32()));
+    std::fs::write(&config, &two).unwrap();
+    let state = state_dir("workers");
+    let shunt = start_with(Path::new(SHUNT), &config, &state);
+    let before = instance(&state);
+    let dir = std::env::temp_dir().join(format!("shunt-restart-dl-{}", rand_u32()));
+    let runs = downloads(&dir);
+    wait_all_flowing(&runs);
+
+    let smaller = two.replace("entries_per_worker = 262144", "entries_per_worker = 131072");
+    let mut refusals = Vec::new();
+    for (text, change) in [
+        (merged, "the worker count from 2 to 1"),
+        (smaller.clone(), "entries_per_worker from 262144 to 131072"),
+    ] {
+        assert_ne!(text, two, "the test config changes");
+        std::fs::write(&config, &text).unwrap();
+        let out = restart_with(&state, &[]);
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(!out.status.success(), "restart with {change} was not refused\n{}", shunt.output());
+        assert!(err.contains("restart refused, still running") && err.contains(change), "{err}");
+        assert!(err.contains("--force"), "the refusal names the way out: {err}");
+        refusals.push(err);
+    }
+    assert_eq!(instance(&state), before, "the refused restart left the same image serving");
+    assert_eq!(served(10), 10, "still serving new flows\n{}", shunt.output());
+    let (ok, codes) = intact(runs);
+    assert_eq!(ok, FLOWS, "flows cut by a refused restart: curl exit codes {codes:?}\n{}", shunt.output());
+
+    std::fs::write(&config, &smaller).unwrap();
+    let out = restart_with(&state, &["--force"]);
+    assert!(out.status.success(), "--force: {}\n{}", String::from_utf8_lossy(&out.stderr), shunt.output());
+    assert_ne!(instance(&state), before, "a new image answers");
+    let n = served(20);
+    let log = shunt.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&state);
+    let _ = std::fs::remove_file(&config);
+    eprintln!("refused: {refusals:?}");
+    assert_eq!(n, 20, "the forced image serves new flows\n{log}");
+    let empty: Vec<&str> = log.lines().filter(|l| l.contains("entries_per_worker changed")).collect();
+    assert_eq!(empty.len(), 2, "one line per worker says why it starts empty:\n{log}");
+    assert!(empty.iter().all(|l| l.contains("starting with an empty table")), "{log}");
 }
 
 /// A state file of random bytes: one log line saying why, an empty table,
@@ -345,6 +449,9 @@ fn udp_stream_through_a_planned_restart_loses_only_milliseconds() {
     let _ = std::fs::remove_file(&config);
     let lost = sent.saturating_sub(got);
     let pps = sent as f64 / elapsed.as_secs_f64();
+    for phase in log.lines().filter(|l| l.contains("planned restart: ")) {
+        eprintln!("{phase}");
+    }
     eprintln!(
         "udp through a planned restart: {sent} sent at {pps:.0}/s, {got} received, {lost} lost \
          ({:.1} ms of traffic); longest silence at the backend {:.1} ms; shunt restart took {took:?}",
@@ -352,11 +459,13 @@ fn udp_stream_through_a_planned_restart_loses_only_milliseconds() {
         gap.as_secs_f64() * 1000.0
     );
     assert!(pps >= UDP_PPS as f64 * 0.95, "the sender kept {pps:.0}/s only");
-    assert!(log.contains("XDP program replaced on the inherited bpf_link"), "{log}");
-    // The new image starts before it serves, so the gap is its start-up
-    // time: 0.5-2 s on a loaded 2-core machine (see OPERATIONS.md). The
-    // bound only catches a restart that hangs or never serves again.
-    assert!(gap < Duration::from_secs(3), "longest silence {gap:?}\n{log}");
+    assert!(log.contains("XDP program kept on the inherited bpf_link"), "{log}");
+    // The gap is the old workers' stop plus the new image's start up to
+    // its sockets (60-90 ms measured on a loaded 2-core machine, see
+    // OPERATIONS.md); loading and verifying the program again, as before
+    // the program was kept, took 450-650 ms there.
+    assert!(log.contains("planned restart: owned packets were dropped for"), "{log}");
+    assert!(gap < Duration::from_millis(250), "longest silence {gap:?}\n{log}");
     assert!(lost * 100 / sent.max(1) < 50, "{lost} of {sent} lost\n{log}");
 }
 

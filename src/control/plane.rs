@@ -78,6 +78,7 @@ pub fn run(
         ),
         None => None,
     };
+    crate::state::gap::mark("control socket bound");
     // Ids and the snapshot generation carry over with the flows that
     // store them (`crate::state`).
     let state = config.state_dir.as_ref().map(crate::state::StateDir::new);
@@ -89,6 +90,7 @@ pub fn run(
     if let Some(s) = &state {
         s.save_ids(&ids, generation);
     }
+    crate::state::gap::mark("services built, neighbours resolved");
     let mut saved_generation = generation;
     let dp = Dataplane::start(config, services.clone(), stop.clone(), inherited)?;
     let notify = Notifier::from_env();
@@ -217,6 +219,7 @@ pub fn run(
             tracing::warn!(error = %super::chain(&e.into()), "packets of ours will reach the kernel during the restart");
         }
         running.notify.reloading();
+        crate::state::gap::start();
     } else {
         running.notify.stopping();
     }
@@ -224,11 +227,18 @@ pub fn run(
     drop(server);
     let (summary, handover) = if running.restart {
         let (summary, links) = running.dp.hand_over();
+        crate::state::gap::mark("old workers stopped, latency report written");
         (summary, Some(links))
     } else {
         (running.dp.shutdown(), None)
     };
-    if let Some(h) = metrics {
+    if handover.is_some() {
+        // The metrics server and the health prober end with this image at
+        // execve; joining them would wait out their poll intervals (150 ms
+        // and more measured) while our packets are dropped.
+        drop(metrics);
+        std::mem::forget(running.health);
+    } else if let Some(h) = metrics {
         let _ = h.join();
     }
     Ok(Ended { summary, handover })

@@ -174,6 +174,7 @@ impl Dataplane {
                     // handed them. Our UMEM stays mapped after we close our
                     // sockets for as long as any peer holds the mesh.
                     worker.settle_handoffs();
+                    worker.close_sockets();
                     Some(worker.finish())
                 })
                 .map_err(DataplaneError::Spawn)?;
@@ -197,6 +198,7 @@ impl Dataplane {
                 }
             }
         }
+        crate::state::gap::mark("XDP programs loaded (or kept) and their maps filled");
         let mut readies = Vec::new();
         for _ in &config.workers {
             match ready_rx.recv() {
@@ -212,6 +214,7 @@ impl Dataplane {
         let umems = readies.iter_mut().filter_map(|r| r.umem.take()).collect();
         let _ = mesh.umems.set(umems);
 
+        crate::state::gap::mark("every worker ready");
         for gone in inherited {
             tracing::info!(ifindex = gone.ifindex, "interface left the config: its XDP link is closed");
         }
@@ -234,17 +237,22 @@ impl Dataplane {
                 );
             }
         }
+        crate::state::gap::mark("sockets registered");
         for a in attached.iter_mut() {
             let name = a.interface.clone();
-            let took_over = a.attach().map_err(|e| fail(&stop, &name, e))?;
-            let how = if took_over {
-                "XDP program replaced on the inherited bpf_link"
-            } else {
-                "XDP program attached (bpf_link)"
+            let how = match a.attach().map_err(|e| fail(&stop, &name, e))? {
+                crate::xdp::Attach::New => "XDP program attached (bpf_link)",
+                crate::xdp::Attach::Replaced => "XDP program replaced on the inherited bpf_link",
+                crate::xdp::Attach::Kept => {
+                    "XDP program kept on the inherited bpf_link (same build of it; its maps adopted)"
+                }
             };
             tracing::info!(interface = %a.interface, mode = ?a.mode, "{how}");
         }
         go.store(true, Ordering::Release);
+        if let Some(ms) = crate::state::gap::elapsed_ms() {
+            tracing::info!("planned restart: owned packets were dropped for {ms:.1} ms (old workers told to stop to new sockets in service)");
+        }
         let shared = Arc::new(Shared {
             workers: shared_workers,
             services: services.clone(),
@@ -424,6 +432,7 @@ impl Dataplane {
             }
             worker_counters.push((core, w.counters));
         }
+        crate::state::gap::mark("old workers joined");
         let sockets = self.shared.sockets.lock().map(|s| s.clone()).unwrap_or_default();
         let xdp =
             self.attached.iter().map(|a| (a.interface.clone(), a.counters().unwrap_or_default())).collect();

@@ -66,8 +66,21 @@ pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Wor
             queue: q.queue,
         })
         .collect();
-    let xsk = WorkerXsk::new(&config.dataplane, &specs)
-        .map_err(|source| DataplaneError::Xsk { worker: wi, source })?;
+    // The flow context (state file, restore, SNAT pools) needs no socket:
+    // it is built beside the UMEM and the binds, which are the worker's
+    // own (its core, its memory), so a planned restart waits for the
+    // longer of the two, not both.
+    let (xsk, ctx) = std::thread::scope(|s| {
+        let ctx = std::thread::Builder::new()
+            .name(format!("shunt-w{wi}-state"))
+            .spawn_scoped(s, || flow_context(config, wi, &init.stats, &init.services))
+            .map_err(DataplaneError::Spawn)?;
+        let xsk = WorkerXsk::new(&config.dataplane, &specs)
+            .map_err(|source| DataplaneError::Xsk { worker: wi, source });
+        crate::state::gap::mark(&format!("worker {wi}: UMEM mapped, sockets bound"));
+        let ctx = ctx.join().map_err(|_| DataplaneError::WorkerExited)?;
+        Ok::<_, DataplaneError>((xsk?, ctx))
+    })?;
     let ports: Vec<PortInfo> =
         xsk.ports.iter().map(|p| PortInfo { interface: p.interface_idx, mac: p.mac, mtu: p.mtu }).collect();
     let ready = Ready {
@@ -76,7 +89,7 @@ pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Wor
         hugepages: xsk.hugepages(),
         umem: Some(PeerUmem::new(umem_view(config, &xsk), xsk.area())),
     };
-    let worker = assemble(config, wi, init, xsk, &ports)?;
+    let worker = assemble_with(config, wi, init, xsk, &ports, ctx)?;
     Ok((worker, ready))
 }
 
@@ -92,6 +105,7 @@ pub fn umem_view<P: PortIo>(config: &Config, xsk: &WorkerXsk<P>) -> UmemView {
 }
 
 /// The worker around its ports: pipelines, tables, batches.
+#[cfg(test)]
 pub fn assemble<P: PortIo>(
     config: &Config,
     wi: usize,
@@ -99,23 +113,22 @@ pub fn assemble<P: PortIo>(
     xsk: WorkerXsk<P>,
     ports: &[PortInfo],
 ) -> Result<Worker<P>, DataplaneError> {
-    let WorkerInit { counters, stats, services, mesh, recorder, conns, mtus } = init;
-    let pipelines = build::pipelines_with(config, ports, &mtus)
-        .map_err(|e| DataplaneError::Pipelines { worker: wi, source: e.into() })?;
-    let umem = umem_view(config, &xsk);
-    let mut port_of_interface = vec![u8::MAX; config.interfaces.len()];
-    for (i, p) in xsk.ports.iter().enumerate() {
-        port_of_interface[p.interface_idx()] = i as u8;
-    }
-    let nports = xsk.ports.len().max(1) as u32;
-    // Leave half the frames for batches and TX rings in flight.
-    let fill_target = (config.dataplane.frames_per_worker / 2 / nports).min(config.dataplane.ring_size);
+    let ctx = flow_context(config, wi, &init.stats, &init.services);
+    assemble_with(config, wi, init, xsk, ports, ctx)
+}
+
+/// Worker `wi`'s flow context: its conntrack table (over its state file,
+/// the flows there restored, when the config keeps state), SNAT pools,
+/// limiter and fragment table.
+fn flow_context(config: &Config, wi: usize, stats: &Arc<WorkerStats>, services: &ArcSwap<Services>) -> Ctx {
     let now = crate::pipeline::conntrack::tick_from_ns(crate::sys::monotonic_ns());
     let conntrack = match &config.state_dir {
         Some(dir) => crate::state::StateDir::new(dir).conntrack(config, wi, now),
         None => build::conntrack(config),
     };
-    let mut ctx = Ctx::new(conntrack, services.load_full(), stats, wi as u16, config.workers.len() as u16);
+    crate::state::gap::mark(&format!("worker {wi}: conntrack state mapped"));
+    let mut ctx =
+        Ctx::new(conntrack, services.load_full(), stats.clone(), wi as u16, config.workers.len() as u16);
     ctx.limiter = build::limiter(config);
     ctx.frag = build::frag_table(config);
     if ctx.conntrack.is_mapped() {
@@ -131,6 +144,29 @@ pub fn assemble<P: PortIo>(
             );
         }
     }
+    crate::state::gap::mark(&format!("worker {wi}: flows restored"));
+    ctx
+}
+
+fn assemble_with<P: PortIo>(
+    config: &Config,
+    wi: usize,
+    init: WorkerInit,
+    xsk: WorkerXsk<P>,
+    ports: &[PortInfo],
+    ctx: Ctx,
+) -> Result<Worker<P>, DataplaneError> {
+    let WorkerInit { counters, stats: _, services, mesh, recorder, conns, mtus } = init;
+    let pipelines = build::pipelines_with(config, ports, &mtus)
+        .map_err(|e| DataplaneError::Pipelines { worker: wi, source: e.into() })?;
+    let umem = umem_view(config, &xsk);
+    let mut port_of_interface = vec![u8::MAX; config.interfaces.len()];
+    for (i, p) in xsk.ports.iter().enumerate() {
+        port_of_interface[p.interface_idx()] = i as u8;
+    }
+    let nports = xsk.ports.len().max(1) as u32;
+    // Leave half the frames for batches and TX rings in flight.
+    let fill_target = (config.dataplane.frames_per_worker / 2 / nports).min(config.dataplane.ring_size);
     Ok(Worker {
         xsk,
         pipelines,

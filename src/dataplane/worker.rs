@@ -83,6 +83,20 @@ fn now_secs() -> u32 {
     ts.tv_sec as u32
 }
 
+impl Worker<Port> {
+    /// Closes the sockets side by side: each close waits for the kernel to
+    /// stop using the socket (an RCU grace period), and a planned restart's
+    /// gap waits for the closes.
+    pub fn close_sockets(&mut self) {
+        let ports = std::mem::take(&mut self.xsk.ports);
+        std::thread::scope(|s| {
+            for p in ports {
+                s.spawn(move || drop(p));
+            }
+        });
+    }
+}
+
 impl<P: PortIo> Worker<P> {
     pub fn run(&mut self, stop: &AtomicBool) {
         self.join_mesh();

@@ -37,6 +37,8 @@ use crate::pipeline::services::{IdRegistry, Services};
 use crate::pipeline::slots::Region;
 use crate::pipeline::{snat, Ctx};
 
+pub mod gap;
+
 /// First bytes of a conntrack state file.
 pub const MAGIC: [u8; 8] = *b"SHUNTCT\0";
 /// Bump when the meaning of stored entries changes without their layout
@@ -378,7 +380,23 @@ pub fn restore(ctx: &mut Ctx) -> Restored {
             replies.push((e.service, e.backend, e.state));
         }
     });
-    let ports = ctx.snat.iter_mut().map(|p| p.reserve(|a, port| taken.contains(&(*a, port)))).sum();
+    // A free list holds every pair of the worker's share (a million for a
+    // /28): a bitmap of the ports in use skips the hash lookup for almost
+    // all of them, and a pool no surviving flow uses is not walked at all.
+    let mut in_use = vec![0u64; 1024];
+    for &(_, port) in &taken {
+        in_use[usize::from(port / 64)] |= 1 << (port % 64);
+    }
+    let ports = ctx
+        .snat
+        .iter_mut()
+        .filter(|p| taken.iter().any(|(a, _)| p.contains(a)))
+        .map(|p| {
+            p.reserve(|a, port| {
+                in_use[usize::from(port / 64)] >> (port % 64) & 1 == 1 && taken.contains(&(*a, port))
+            })
+        })
+        .sum();
     for (service, backend, state) in replies {
         ctx.stats.flow_restored(service, backend, crate::pipeline::lb::is_closing(state));
     }

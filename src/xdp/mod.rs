@@ -10,7 +10,7 @@ pub mod maps;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, XskMap};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, XskMap};
 use aya::programs::{ProgramError, Xdp, XdpMode as AyaMode};
 use aya::{Ebpf, EbpfError};
 
@@ -22,6 +22,22 @@ use maps::{LpmAddr, LpmValue, MatchKey, MatchValue, RouteKeyData, XdpCounter};
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp_redirect.o"));
 
 const PROGRAM: &str = "shunt_redirect";
+
+/// The object's maps, in the order a handover names their descriptors.
+const MAPS: [&str; 6] =
+    ["shunt_xsks", "shunt_match", "shunt_prefix", "shunt_route_prefix", "shunt_counters", "shunt_no_socket"];
+
+/// FNV-1a of the embedded object: two builds whose XDP programs and maps
+/// are the same byte for byte share it, and a planned restart between them
+/// keeps the running program (no load, no verifier) and adopts its maps.
+pub fn object_fingerprint() -> u64 {
+    static FP: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *FP.get_or_init(|| {
+        XDP_OBJECT
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    })
+}
 
 /// Why loading, attaching or updating the XDP program failed.
 #[derive(Debug, thiserror::Error)]
@@ -99,22 +115,62 @@ fn route_prefix_entries(config: &Config) -> Vec<(u32, RouteKeyData, u32)> {
 /// An XDP link the previous image left open across `execve` (a planned
 /// restart): the next image points it at its own program instead of
 /// attaching anew, so the interface never runs without a Shunt program.
+/// With `maps` (the program's maps, handed over too) and an object of the
+/// same fingerprint, the next image keeps the running program and adopts
+/// its maps instead: no load and no verifier inside the restart's gap.
 #[derive(Debug)]
 pub struct Inherited {
     pub ifindex: u32,
     pub mode: AyaMode,
     pub link: OwnedFd,
+    pub maps: Option<HandedMaps>,
+}
+
+/// The maps of the program behind an inherited link, in [`MAPS`] order.
+#[derive(Debug)]
+pub struct HandedMaps {
+    /// [`object_fingerprint`] of the image that loaded the program.
+    pub fingerprint: u64,
+    pub fds: Vec<OwnedFd>,
 }
 
 /// The environment variable that names inherited links to the next image:
 /// `ifindex:mode:fd` (mode `d` driver, `s` skb), comma separated.
 pub const HANDOVER_ENV: &str = "SHUNT_HANDOVER_LINKS";
 
+/// The environment variable that names the maps behind the inherited
+/// links: `ifindex:fingerprint:fd/fd/…` (hex fingerprint, [`MAPS`] order),
+/// comma separated.
+pub const HANDOVER_MAPS_ENV: &str = "SHUNT_HANDOVER_MAPS";
+
+/// `ifindex:fingerprint:fd/fd/…` parsed; None when malformed.
+fn parse_maps_item(item: &str) -> Option<(u32, u64, Vec<RawFd>)> {
+    let mut f = item.split(':');
+    let ifindex = f.next()?.parse().ok()?;
+    let fingerprint = u64::from_str_radix(f.next()?, 16).ok()?;
+    let fds: Option<Vec<RawFd>> = f.next()?.split('/').map(|x| x.parse().ok()).collect();
+    let fds = fds.filter(|v| v.len() == MAPS.len())?;
+    f.next().is_none().then_some((ifindex, fingerprint, fds))
+}
+
 impl Inherited {
-    /// Reads and checks the links named in [`HANDOVER_ENV`]; one that is not
-    /// an open XDP link on the interface it names is logged and skipped.
+    /// Reads and checks the links named in [`HANDOVER_ENV`] and the maps in
+    /// [`HANDOVER_MAPS_ENV`]; a link that is not an open XDP link on the
+    /// interface it names is logged and skipped (maps that do not check out
+    /// are closed, and the link then gets a newly loaded program).
     pub fn from_env() -> Vec<Inherited> {
         let Some(v) = std::env::var_os(HANDOVER_ENV) else { return Vec::new() };
+        let mut maps: Vec<(u32, u64, Vec<RawFd>)> = Vec::new();
+        if let Some(m) = std::env::var_os(HANDOVER_MAPS_ENV) {
+            for item in m.to_string_lossy().split(',').filter(|s| !s.is_empty()) {
+                match parse_maps_item(item) {
+                    Some(x) => maps.push(x),
+                    None => {
+                        tracing::warn!(item, "{HANDOVER_MAPS_ENV}: not ifindex:fingerprint:fd/…; ignored")
+                    }
+                }
+            }
+        }
         let mut out = Vec::new();
         for item in v.to_string_lossy().split(',').filter(|s| !s.is_empty()) {
             let parsed = (|| {
@@ -139,8 +195,21 @@ impl Inherited {
                     continue;
                 }
             };
+            let handed = maps.iter().position(|m| m.0 == ifindex).map(|i| maps.swap_remove(i)).and_then(
+                |(_, fingerprint, fds)| {
+                    let fds: std::io::Result<Vec<OwnedFd>> =
+                        fds.into_iter().map(crate::sys::bpf_link::adopt).collect();
+                    match fds {
+                        Ok(fds) => Some(HandedMaps { fingerprint, fds }),
+                        Err(e) => {
+                            tracing::warn!(ifindex, error = %e, "inherited XDP maps ignored");
+                            None
+                        }
+                    }
+                },
+            );
             match crate::sys::bpf_link::xdp_ifindex(link.as_fd()) {
-                Ok(i) if i == ifindex => out.push(Inherited { ifindex, mode, link }),
+                Ok(i) if i == ifindex => out.push(Inherited { ifindex, mode, link, maps: handed }),
                 Ok(i) => tracing::warn!(
                     fd,
                     ifindex,
@@ -153,12 +222,32 @@ impl Inherited {
         out
     }
 
-    /// Leaves the link open across `execve`; returns its [`HANDOVER_ENV`] item.
-    pub fn keep_across_exec(&self) -> std::io::Result<String> {
+    /// Leaves the link (and its maps) open across `execve`; returns its
+    /// [`HANDOVER_ENV`] item and, with maps, its [`HANDOVER_MAPS_ENV`] item.
+    pub fn keep_across_exec(&self) -> std::io::Result<(String, Option<String>)> {
         crate::sys::bpf_link::keep_across_exec(self.link.as_fd())?;
         let mode = if self.mode == AyaMode::Driver { "d" } else { "s" };
-        Ok(format!("{}:{mode}:{}", self.ifindex, self.link.as_raw_fd()))
+        let link = format!("{}:{mode}:{}", self.ifindex, self.link.as_raw_fd());
+        let Some(m) = &self.maps else { return Ok((link, None)) };
+        let mut fds = Vec::with_capacity(m.fds.len());
+        for fd in &m.fds {
+            crate::sys::bpf_link::keep_across_exec(fd.as_fd())?;
+            fds.push(fd.as_raw_fd().to_string());
+        }
+        Ok((link, Some(format!("{}:{:x}:{}", self.ifindex, m.fingerprint, fds.join("/")))))
     }
+}
+
+/// How [`Attached::attach`] put the program in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// A new bpf_link.
+    New,
+    /// The inherited link now runs this image's program (`BPF_LINK_UPDATE`).
+    Replaced,
+    /// The inherited link keeps running the same program, whose maps this
+    /// image adopted.
+    Kept,
 }
 
 /// One loaded program, attached by [`Attached::attach`]. Dropping it
@@ -170,81 +259,121 @@ pub struct Attached {
     pub mode: AyaMode,
     ifindex: u32,
     wanted: XdpMode,
-    ebpf: Ebpf,
-    /// The bpf_link, once attached.
+    /// The loaded program; None when the inherited link's program is kept.
+    ebpf: Option<Ebpf>,
+    /// The program's maps by name ([`MAPS`]).
+    maps: Vec<(&'static str, Map)>,
+    /// The bpf_link, once attached (at once when the program is kept).
     link: Option<OwnedFd>,
     /// The previous image's link, which [`Attached::attach`] updates.
     inherited: Option<OwnedFd>,
 }
 
+/// The map data behind the map kinds the object has.
+fn map_data(map: &Map) -> Option<&MapData> {
+    match map {
+        Map::XskMap(d) | Map::HashMap(d) | Map::LpmTrie(d) | Map::PerCpuArray(d) | Map::Array(d) => Some(d),
+        _ => None,
+    }
+}
+
+/// The handed-over maps as this build's [`MAPS`], each checked by name and
+/// kind.
+fn adopt_maps(fds: Vec<OwnedFd>) -> Result<Vec<(&'static str, Map)>, String> {
+    let mut maps = Vec::with_capacity(MAPS.len());
+    for (name, fd) in MAPS.iter().zip(fds) {
+        let data = MapData::from_fd(fd).map_err(|e| format!("{name}: {e}"))?;
+        let found = data.info().ok().and_then(|i| i.name_as_str().map(str::to_string)).unwrap_or_default();
+        // The kernel keeps the first 15 bytes of a map's name.
+        if found.is_empty() || !name.starts_with(&found) {
+            return Err(format!("{name}: the descriptor is map `{found}`"));
+        }
+        let map = Map::from_map_data(data).map_err(|e| format!("{name}: {e}"))?;
+        maps.push((*name, map));
+    }
+    Ok(maps)
+}
+
 impl Attached {
     /// Loads the program for `interface` and fills the match maps; attaching
     /// waits for [`Attached::attach`], once the sockets are registered.
-    /// With `inherited`, attaching takes over that link.
+    /// With `inherited`, attaching takes over that link; when it came with
+    /// the maps of a program built from the same object, that program is
+    /// kept: its maps are adopted and brought in line with `config`.
     pub fn load(
         interface: &str,
         mode: XdpMode,
         config: &Config,
         inherited: Option<Inherited>,
     ) -> Result<Attached, XdpError> {
-        let mut ebpf = Ebpf::load(XDP_OBJECT).map_err(|e| XdpError::Load(Box::new(e)))?;
-        {
-            let map = ebpf.map_mut("shunt_match").ok_or(XdpError::MissingMap("shunt_match"))?;
-            let mut matches: HashMap<&mut MapData, MatchKey, MatchValue> =
-                HashMap::try_from(map).map_err(map_err("shunt_match", "opening"))?;
-            for (key, value) in match_map(config) {
-                matches
-                    .insert(key, value, 0)
-                    .map_err(map_err("shunt_match", format!("adding route {:?}", key.addr)))?;
-            }
-        }
-        {
-            let map = ebpf.map_mut("shunt_route_prefix").ok_or(XdpError::MissingMap("shunt_route_prefix"))?;
-            let mut lpm: LpmTrie<&mut MapData, RouteKeyData, LpmValue> =
-                LpmTrie::try_from(map).map_err(map_err("shunt_route_prefix", "opening"))?;
-            for (len, data, pipeline) in route_prefix_entries(config) {
-                lpm.insert(&Key::new(len, data), MatchValue { pipeline, flags: 0 }, 0)
-                    .map_err(map_err("shunt_route_prefix", "adding a prefix route"))?;
-            }
-        }
-        {
-            let map = ebpf.map_mut("shunt_prefix").ok_or(XdpError::MissingMap("shunt_prefix"))?;
-            let mut lpm: LpmTrie<&mut MapData, LpmAddr, LpmValue> =
-                LpmTrie::try_from(map).map_err(map_err("shunt_prefix", "opening"))?;
-            for (p, pipeline) in config.owned_prefixes() {
-                let (len, addr) = maps::lpm_key(p.net, p.len);
-                lpm.insert(&Key::new(len, addr), MatchValue { pipeline: pipeline as u32, flags: 0 }, 0)
-                    .map_err(map_err("shunt_prefix", format!("adding prefix {p}")))?;
-            }
-        }
-
-        let prog: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(XdpError::MissingProgram)?
-            .try_into()
-            .map_err(XdpError::Program)?;
-        prog.load().map_err(XdpError::Verifier)?;
         let ifindex =
             crate::sys::ifindex(interface).ok_or_else(|| XdpError::NoInterface(interface.to_string()))?;
-        let (granted, inherited) = match inherited {
-            Some(i) if i.ifindex == ifindex => (i.mode, Some(i.link)),
-            _ => (AyaMode::Driver, None),
+        let (granted, inherited, handed) = match inherited {
+            Some(i) if i.ifindex == ifindex => (i.mode, Some(i.link), i.maps),
+            _ => (AyaMode::Driver, None, None),
         };
-        Ok(Attached {
+        let adopted = match handed {
+            Some(h) if h.fingerprint == object_fingerprint() => match adopt_maps(h.fds) {
+                Ok(maps) => Some(maps),
+                Err(e) => {
+                    tracing::warn!(interface, "inherited XDP maps not usable ({e}); loading the program");
+                    None
+                }
+            },
+            Some(_) => {
+                tracing::info!(interface, "the XDP program of this build differs: loading it");
+                None
+            }
+            None => None,
+        };
+        let mut a = Attached {
             interface: interface.to_string(),
             mode: granted,
             ifindex,
             wanted: mode,
-            ebpf,
+            ebpf: None,
+            maps: Vec::new(),
             link: None,
             inherited,
-        })
+        };
+        match adopted {
+            Some(maps) => {
+                a.maps = maps;
+                a.link = a.inherited.take();
+                a.sync_maps(config, true)?;
+            }
+            None => {
+                let mut ebpf = Ebpf::load(XDP_OBJECT).map_err(|e| XdpError::Load(Box::new(e)))?;
+                for name in MAPS {
+                    let map = ebpf.take_map(name).ok_or(XdpError::MissingMap(name))?;
+                    a.maps.push((name, map));
+                }
+                let prog: &mut Xdp = ebpf
+                    .program_mut(PROGRAM)
+                    .ok_or(XdpError::MissingProgram)?
+                    .try_into()
+                    .map_err(XdpError::Program)?;
+                prog.load().map_err(XdpError::Verifier)?;
+                a.ebpf = Some(ebpf);
+                a.sync_maps(config, false)?;
+            }
+        }
+        Ok(a)
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, XdpError> {
+        self.maps.iter_mut().find(|(n, _)| *n == name).map(|(_, m)| m).ok_or(XdpError::MissingMap(name))
+    }
+
+    fn map(&self, name: &'static str) -> Result<&Map, XdpError> {
+        self.maps.iter().find(|(n, _)| *n == name).map(|(_, m)| m).ok_or(XdpError::MissingMap(name))
     }
 
     fn prog_fd(&self) -> Result<BorrowedFd<'_>, XdpError> {
         let prog: &Xdp = self
             .ebpf
-            .program(PROGRAM)
+            .as_ref()
+            .and_then(|e| e.program(PROGRAM))
             .ok_or(XdpError::MissingProgram)?
             .try_into()
             .map_err(XdpError::Program)?;
@@ -252,14 +381,20 @@ impl Attached {
     }
 
     /// Attaches the loaded program: replaces the program on the inherited
-    /// link in one step (true), or creates a link in the configured mode
-    /// (driver, with `auto` falling back to skb).
-    pub fn attach(&mut self) -> Result<bool, XdpError> {
+    /// link in one step, or creates a link in the configured mode (driver,
+    /// with `auto` falling back to skb). A kept program (its maps adopted)
+    /// is already attached: it only stops dropping packets that find no
+    /// socket, as every socket is registered by now.
+    pub fn attach(&mut self) -> Result<Attach, XdpError> {
+        if self.ebpf.is_none() {
+            self.set_no_socket_drop(false)?;
+            return Ok(Attach::Kept);
+        }
         if let Some(link) = self.inherited.take() {
             match crate::sys::bpf_link::update(link.as_fd(), self.prog_fd()?) {
                 Ok(()) => {
                     self.link = Some(link);
-                    return Ok(true);
+                    return Ok(Attach::Replaced);
                 }
                 // Closing the old link detaches the old program; a fresh
                 // link follows at once.
@@ -296,33 +431,40 @@ impl Attached {
         };
         self.link = Some(link);
         self.mode = mode;
-        Ok(false)
+        Ok(Attach::New)
     }
 
     /// What a packet of ours meets on a queue without a socket: the kernel
     /// (`drop` false, fail-open) or nothing (`drop` true, while a planned
     /// restart has no sockets bound).
     pub fn set_no_socket_drop(&mut self, drop: bool) -> Result<(), XdpError> {
-        let map = self.ebpf.map_mut("shunt_no_socket").ok_or(XdpError::MissingMap("shunt_no_socket"))?;
+        let map = self.map_mut("shunt_no_socket")?;
         let mut arr: Array<&mut MapData, u32> =
             Array::try_from(map).map_err(map_err("shunt_no_socket", "opening"))?;
         let v = if drop { maps::NO_SOCKET_DROP } else { maps::NO_SOCKET_PASS };
         arr.set(0, v, 0).map_err(map_err("shunt_no_socket", "setting"))
     }
 
-    /// The link, for the next image to take over; None when never attached.
-    /// The program and its maps live on behind the link once this image's
-    /// descriptors close.
+    /// The link and the program's maps, for the next image to take over;
+    /// None when never attached. The program and its maps live on behind
+    /// the link once this image's descriptors close. Maps whose descriptors
+    /// cannot be duplicated are left behind: the next image then loads its
+    /// program.
     pub fn into_inherited(mut self) -> Option<Inherited> {
         let link = self.link.take()?;
-        Some(Inherited { ifindex: self.ifindex, mode: self.mode, link })
+        let fds: Option<Vec<OwnedFd>> = MAPS
+            .iter()
+            .map(|name| map_data(self.map(name).ok()?)?.fd().as_fd().try_clone_to_owned().ok())
+            .collect();
+        let maps = fds.map(|fds| HandedMaps { fingerprint: object_fingerprint(), fds });
+        Some(Inherited { ifindex: self.ifindex, mode: self.mode, link, maps })
     }
 
     /// Brings the match and prefix maps in line with `config`: adds what is
     /// missing, and with `prune` removes what the config no longer has.
     pub fn sync_maps(&mut self, config: &Config, prune: bool) -> Result<(), XdpError> {
         let want = match_map(config);
-        let map = self.ebpf.map_mut("shunt_match").ok_or(XdpError::MissingMap("shunt_match"))?;
+        let map = self.map_mut("shunt_match")?;
         let mut matches: HashMap<&mut MapData, MatchKey, MatchValue> =
             HashMap::try_from(map).map_err(map_err("shunt_match", "opening"))?;
         for (k, v) in &want {
@@ -336,8 +478,7 @@ impl Attached {
             }
         }
         let want = route_prefix_entries(config);
-        let map =
-            self.ebpf.map_mut("shunt_route_prefix").ok_or(XdpError::MissingMap("shunt_route_prefix"))?;
+        let map = self.map_mut("shunt_route_prefix")?;
         let mut lpm: LpmTrie<&mut MapData, RouteKeyData, LpmValue> =
             LpmTrie::try_from(map).map_err(map_err("shunt_route_prefix", "opening"))?;
         for (len, data, pipeline) in &want {
@@ -362,7 +503,7 @@ impl Attached {
                 (len, addr, *pipe as u32)
             })
             .collect();
-        let map = self.ebpf.map_mut("shunt_prefix").ok_or(XdpError::MissingMap("shunt_prefix"))?;
+        let map = self.map_mut("shunt_prefix")?;
         let mut lpm: LpmTrie<&mut MapData, LpmAddr, LpmValue> =
             LpmTrie::try_from(map).map_err(map_err("shunt_prefix", "opening"))?;
         for (len, addr, pipeline) in &want {
@@ -384,7 +525,7 @@ impl Attached {
 
     /// Points XSKMAP[queue] at an AF_XDP socket.
     pub fn register_socket(&mut self, queue: u32, fd: RawFd) -> Result<(), XdpError> {
-        let map = self.ebpf.map_mut("shunt_xsks").ok_or(XdpError::MissingMap("shunt_xsks"))?;
+        let map = self.map_mut("shunt_xsks")?;
         let mut xsks: XskMap<&mut MapData> =
             XskMap::try_from(map).map_err(map_err("shunt_xsks", "opening"))?;
         if queue >= xsks.len() {
@@ -399,7 +540,7 @@ impl Attached {
 
     /// Sums of the per-CPU counters, indexed by [`XdpCounter`].
     pub fn counters(&self) -> Result<[u64; 4], XdpError> {
-        let map = self.ebpf.map("shunt_counters").ok_or(XdpError::MissingMap("shunt_counters"))?;
+        let map = self.map("shunt_counters")?;
         let arr: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(map).map_err(map_err("shunt_counters", "opening"))?;
         let mut out = [0u64; 4];

@@ -816,12 +816,15 @@ pub fn control(data: &[u8]) {
 
 /// Bytes as a worker's conntrack state file, read by the same path a
 /// starting worker takes: refused (one log line, empty table) or adopted
-/// entry by entry, never a panic; what is adopted can be looked up and
-/// expired. An odd first byte puts a valid header in front and sizes the
-/// file to fit, so the fuzzer reaches the entries behind the checksum.
+/// entry by entry, never a panic; a file whose header is refused leaves
+/// the table empty; what is adopted can be looked up and expired. An odd
+/// first byte puts a valid header in front and sizes the file to fit, so
+/// the fuzzer reaches the entries behind the checksum; bytes that start
+/// with the magic are the whole file, so it reaches every header check
+/// (truncated, checksum, version, layout, boot, workers, slots, length).
 pub fn state(data: &[u8]) {
     use shunt::pipeline::conntrack::{slots_for, FlowKey, LAYOUT};
-    use shunt::state::{boot_id, Header, StateDir, HEADER, VERSION};
+    use shunt::state::{boot_id, check, Header, StateDir, HEADER, MAGIC, VERSION};
     thread_local! {
         static DIR: (StateDir, Config) = {
             let dir = StateDir::new(std::env::temp_dir().join(format!("shunt-fuzz-state-{}", std::process::id())));
@@ -832,28 +835,31 @@ pub fn state(data: &[u8]) {
         };
     }
     DIR.with(|(dir, cfg)| {
+        let want = Header {
+            version: VERSION,
+            worker: 0,
+            workers: 1,
+            layout: LAYOUT,
+            slots: slots_for(64) as u64,
+            generation: 0,
+            boot_id: boot_id(),
+        };
+        let headed = data.first().is_some_and(|b| b & 1 == 1) && !data.starts_with(&MAGIC);
         let mut file = Vec::new();
-        if data.first().is_some_and(|b| b & 1 == 1) {
-            let h = Header {
-                version: VERSION,
-                worker: 0,
-                workers: 1,
-                layout: LAYOUT,
-                slots: slots_for(64) as u64,
-                generation: 1,
-                boot_id: boot_id(),
-            };
-            file.extend_from_slice(&h.encode());
+        if headed {
+            file.extend_from_slice(&Header { generation: 1, ..want }.encode());
             file.resize(HEADER, 0);
         }
         file.extend_from_slice(data);
-        if data.first().is_some_and(|b| b & 1 == 1) {
+        if headed {
             // The exact length a 64-slot table needs, so the header passes.
             file.resize(shunt::pipeline::conntrack::MemoryLayout::new(64, HEADER).end, 0);
         }
+        let refused = Header::decode(&file).and_then(|h| check(&h, &want, file.len() as u64)).is_err();
         std::fs::create_dir_all(&dir.path).expect("temp dir");
         std::fs::write(dir.conntrack_file(0), &file).expect("write state file");
         let mut t = dir.conntrack(cfg, 0, 1000);
+        assert!(!refused || t.is_empty(), "a refused file left {} entries", t.len());
         let mut keys = Vec::new();
         t.for_each_live(1000, |e| keys.push(*e.key()));
         for k in keys {
