@@ -15,6 +15,12 @@ fn sh(ns: &str, script: &str) -> Output {
     out
 }
 
+/// Runs `script` in the host's namespace (creating namespaces and links).
+fn host(script: &str) {
+    let out = std::process::Command::new("bash").args(["-c", script]).output().unwrap();
+    assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 fn big_file() -> Vec<u8> {
     std::fs::read("/run/shunt-lab/big.bin").unwrap()
 }
@@ -95,10 +101,6 @@ impl Drop for FarClient {
 fn icmp_errors_addressed_to_the_vip_reach_the_backend() {
     let Some(_lab) = lab() else { return };
     let _far = FarClient;
-    let host = |script: &str| {
-        let out = std::process::Command::new("bash").args(["-c", script]).output().unwrap();
-        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
-    };
     host("ip netns add shunt-far");
     host("ip link add cf0 netns shunt-client mtu 1280 type veth peer name far0 netns shunt-far mtu 1280");
     sh(
@@ -171,4 +173,145 @@ print(data.decode(errors="replace"))
     let seen = String::from_utf8_lossy(&cap.stdout);
     assert!(seen.contains("fd00:100::1"), "no segment with a Destination Options header seen: {seen}");
     shunt.stop();
+}
+
+/// Removes the backend-side router and the backend behind it however the
+/// test ends.
+struct FarBackend(Option<std::process::Child>);
+
+impl Drop for FarBackend {
+    fn drop(&mut self) {
+        if let Some(mut server) = self.0.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        for ns in ["shunt-rtr", "shunt-farbe"] {
+            let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Reads each connection to its end and answers with the byte count and
+/// SHA-256 of what arrived; a health check's GET gets a 200.
+const SINK: &str = r#"
+import hashlib, socket, socketserver
+class Sink(socketserver.BaseRequestHandler):
+    def handle(self):
+        h, n = hashlib.sha256(), 0
+        while True:
+            b = self.request.recv(65536)
+            if not b:
+                break
+            if n == 0 and b.startswith(b"GET "):
+                self.request.sendall(b"HTTP/1.0 200 OK\r\n\r\nok\n")
+                return
+            h.update(b)
+            n += len(b)
+        self.request.sendall(f"{n} {h.hexdigest()}\n".encode())
+class Server(socketserver.ThreadingTCPServer):
+    address_family = socket.AF_INET6
+    allow_reuse_address = True
+    daemon_threads = True
+Server(("::", 80), Sink).serve_forever()
+"#;
+
+/// Sends 4 MiB to the VIP, half-closes, prints the sink's answer and the
+/// expected one.
+const UPLOAD: &str = r#"
+import hashlib, socket, sys
+data = open("/run/shunt-lab/big.bin", "rb").read() * 4
+s = socket.create_connection((sys.argv[1], 80), timeout=20)
+s.sendall(data)
+s.shutdown(socket.SHUT_WR)
+got = s.makefile().readline().strip()
+print(got)
+print(f"{len(data)} {hashlib.sha256(data).hexdigest()}")
+"#;
+
+/// A backend behind a Linux router whose far link has a 1280-byte MTU; the
+/// backend still advertises a 1500-byte path's MSS. A client uploads 4 MiB
+/// through the full-NAT VIP: its full-size segments (DF set) reach the
+/// router as SNAT pool → backend, so the router's Fragmentation Needed /
+/// Packet Too Big is addressed to the pool. XDP must hand it to Shunt, which
+/// sends it to the client with the quote rewritten back to client → VIP;
+/// the client's stack lowers its path MTU to the VIP and the upload
+/// completes intact.
+#[test]
+fn icmp_errors_addressed_to_the_snat_pool_reach_the_client() {
+    let Some(_lab) = lab() else { return };
+    let mut far = FarBackend(None);
+    host("ip netns add shunt-rtr && ip netns add shunt-farbe");
+    host(
+        "ip link add rt0 netns shunt-rtr address 02:00:00:00:02:31 type veth peer name sw-rt netns shunt-switch && \
+         ip link add rf0 netns shunt-rtr mtu 1280 type veth peer name fb0 netns shunt-farbe mtu 1280",
+    );
+    sh(
+        "shunt-switch",
+        "ip link set sw-rt master br0 up && ethtool -K sw-rt tx off tso off gso off gro off >/dev/null",
+    );
+    sh(
+        "shunt-rtr",
+        "ip link set lo up && sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 && \
+         ip addr add 10.0.2.31/24 dev rt0 && ip -6 addr add fd00:2::31/64 dev rt0 nodad && \
+         ip addr add 10.0.8.1/24 dev rf0 && ip -6 addr add fd00:8::1/64 dev rf0 nodad && \
+         ip link set rt0 up && ip link set rf0 up && \
+         for d in rt0 rf0; do ethtool -K $d tx off tso off gso off gro off >/dev/null; done && \
+         ip route add default via 10.0.2.1 && ip -6 route add default via fd00:2::1 && \
+         ip neigh replace 10.0.2.1 lladdr 02:00:00:00:02:01 dev rt0 nud permanent && \
+         ip -6 neigh replace fd00:2::1 lladdr 02:00:00:00:02:01 dev rt0 nud permanent",
+    );
+    sh(
+        "shunt-farbe",
+        "ip link set lo up && ip addr add 10.0.8.2/24 dev fb0 && \
+         ip -6 addr add fd00:8::2/64 dev fb0 nodad && ip link set fb0 up && \
+         ethtool -K fb0 tx off tso off gso off gro off >/dev/null && \
+         ip route add default via 10.0.8.1 advmss 1460 && \
+         ip -6 route add default via fd00:8::1 advmss 1440",
+    );
+    // Shunt's host stack reaches the backend through the router for health
+    // checks; the dataplane sends to the router's MAC.
+    sh("shunt", "ip route add 10.0.8.0/24 via 10.0.2.31 && ip -6 route add fd00:8::/64 via fd00:2::31");
+    far.0 = Some(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", "shunt-farbe", "python3", "-c", SINK])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Listening before Shunt starts, so its first health checks pass.
+    sh(
+        "shunt-farbe",
+        "for i in $(seq 100); do ss -Hltn 'sport = :80' | grep -q . && exit 0; sleep 0.05; done; exit 1",
+    );
+    let mut cfg = std::fs::read_to_string(repo().join("config.toml")).unwrap();
+    for (v6, be) in [(false, "10.0.8.2"), (true, "fd00:8::2")] {
+        let only = format!("{{ addr = \"{be}\", port = 80, weight = 100, mac = \"02:00:00:00:02:31\" }},\n");
+        let prefix = if v6 { "fd00:2::" } else { "10.0.2." };
+        for b in 11..=13 {
+            let line = format!("  {{ addr = \"{prefix}{b}\", port = 80, weight = 100 }},\n");
+            assert!(cfg.contains(&line), "config.toml has no `{line}`");
+            cfg = cfg.replacen(&line, if b == 11 { &only } else { "" }, 1);
+        }
+    }
+    let path = std::env::temp_dir().join(format!("shunt-pmtu-{}.toml", rand_u32()));
+    std::fs::write(&path, cfg).unwrap();
+    let shunt = Shunt::start(&path);
+    let _ = std::fs::remove_file(&path);
+    for (vip, v6) in [("10.0.100.1", false), ("fd00:100::1", true)] {
+        let out = ns_exec("shunt-client", &["timeout", "30", "python3", "-c", UPLOAD, vip]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines.len() == 2 && lines[0] == lines[1],
+            "{vip}: upload not intact (got, expected):\n{text}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            shunt.output()
+        );
+        let get = if v6 { "ip -6 route get fd00:100::1" } else { "ip route get 10.0.100.1" };
+        let route = String::from_utf8_lossy(&sh("shunt-client", get).stdout).into_owned();
+        assert!(route.contains("mtu 1280"), "{vip}: the client learned no MTU 1280:\n{route}");
+    }
+    let out = shunt.stop();
+    assert_eq!(counter(&out, "worker 0", "frame_too_large"), 0, "{out}");
 }
