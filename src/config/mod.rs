@@ -75,7 +75,11 @@ pub struct Node {
 
 #[derive(Debug, Clone)]
 pub struct Dataplane {
+    /// UMEM chunk size (a power of two).
     pub frame_size: u32,
+    /// Largest Ethernet frame a chunk holds: `frame_size - RX_HEADROOM`
+    /// or less.
+    pub max_frame_size: u32,
     pub frames_per_worker: u32,
     pub ring_size: u32,
     pub batch_size: u32,
@@ -357,14 +361,105 @@ impl Config {
         self.check_own_addresses(&self.own_addresses())?;
         Ok(())
     }
+
+    /// One line per interface whose MTU exceeds what `max_frame_size`
+    /// carries: the kernel drops a longer frame that XDP sends to Shunt
+    /// (the socket's `rx_dropped`), so such traffic would be lost.
+    pub fn mtu_warnings(&self) -> Vec<String> {
+        self.mtu_warnings_with(crate::sys::mtu)
+    }
+
+    fn mtu_warnings_with(&self, mtu: impl Fn(&str) -> Option<u16>) -> Vec<String> {
+        let max = self.dataplane.max_frame_size;
+        let carried = max.saturating_sub(ETH_HEADER);
+        self.interfaces
+            .iter()
+            .filter_map(|i| {
+                let m = u32::from(mtu(&i.name)?);
+                (m > carried).then(|| {
+                    format!(
+                        "interface `{}` has MTU {m}, but max_frame_size = {max} carries IP packets of at \
+                         most {carried} bytes: larger ones are dropped; set [dataplane] max_frame_size = {} \
+                         (or more) or lower the MTU",
+                        i.name,
+                        m + ETH_HEADER
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// Bytes the kernel leaves in front of a received packet in its UMEM chunk
+/// (XDP_PACKET_HEADROOM; our UMEM headroom is 0).
+pub const RX_HEADROOM: u32 = 256;
+/// The base page size: a UMEM chunk above it must sit on hugepages.
+pub const PAGE_SIZE: u32 = 4096;
+/// The largest UMEM chunk the kernel takes (XDP_UMEM_MAX_CHUNK_SIZE).
+const MAX_FRAME_SIZE_CHUNK: u32 = 1 << 16;
+/// Ethernet header bytes in front of the IP packet (no VLAN tag).
+pub const ETH_HEADER: u32 = 14;
+
+/// `frame_size` and `max_frame_size`, each derived from the other when
+/// left out: by default a 4096-byte chunk and what fits in it (3840); a
+/// jumbo `max_frame_size` picks the smallest chunk that holds it.
+fn frame_sizes(src: &Source<'_>, d: &schema::DataplaneSection) -> Result<(u32, u32), ConfigError> {
+    let chunk_range = 2048..=MAX_FRAME_SIZE_CHUNK;
+    if let Some(f) = &d.frame_size {
+        let v = *f.get_ref();
+        if !v.is_power_of_two() || !chunk_range.contains(&v) {
+            return Err(src.error(f.span(), "frame_size must be a power of two in 2048..=65536"));
+        }
+    }
+    let largest = MAX_FRAME_SIZE_CHUNK - RX_HEADROOM;
+    let (frame_size, max_frame_size) = match (&d.frame_size, &d.max_frame_size) {
+        (None, None) => (PAGE_SIZE, PAGE_SIZE - RX_HEADROOM),
+        (Some(f), None) => (*f.get_ref(), *f.get_ref() - RX_HEADROOM),
+        (f, Some(m)) => {
+            let max = *m.get_ref();
+            if !(1514..=largest).contains(&max) {
+                return Err(src.error(
+                    m.span(),
+                    format!(
+                        "max_frame_size must be in 1514..={largest} (an MTU of 1500 up to 64 KiB chunks)"
+                    ),
+                ));
+            }
+            let needed = (max + RX_HEADROOM).next_power_of_two().max(PAGE_SIZE);
+            match f {
+                None => (needed, max),
+                Some(f) if *f.get_ref() >= max + RX_HEADROOM => (*f.get_ref(), max),
+                Some(_) => {
+                    return Err(src.error(
+                        m.span(),
+                        format!(
+                            "max_frame_size = {max} does not fit in frame_size = {} ({RX_HEADROOM} bytes \
+                             of each chunk are headroom): set frame_size = {needed}, or leave it out",
+                            d.frame_size.as_ref().map_or(0, |f| *f.get_ref())
+                        ),
+                    ))
+                }
+            }
+        }
+    };
+    if frame_size > PAGE_SIZE && d.hugepages == HugepageMode::Off {
+        let span = d.max_frame_size.as_ref().or(d.frame_size.as_ref()).map_or(0..0, |s| s.span());
+        return Err(src.error(
+            span,
+            format!(
+                "a {frame_size}-byte UMEM chunk (frames above {} bytes) needs hugepages: the kernel \
+                 registers chunks larger than a page only on hugepage memory; set hugepages = \"auto\" \
+                 or \"require\"",
+                PAGE_SIZE - RX_HEADROOM
+            ),
+        ));
+    }
+    Ok((frame_size, max_frame_size))
 }
 
 fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
     let d = &file.dataplane;
-    let frame_size = *d.frame_size.get_ref();
-    if frame_size != 2048 && frame_size != 4096 {
-        return Err(src.error(d.frame_size.span(), "frame_size must be 2048 or 4096"));
-    }
+    let (frame_size, max_frame_size) = frame_sizes(src, d)?;
     let frames = *d.frames_per_worker.get_ref();
     if !(256..=1 << 22).contains(&frames) {
         return Err(src.error(d.frames_per_worker.span(), "frames_per_worker must be in 256..=4194304"));
@@ -594,6 +689,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         path: src.file.to_path_buf(),
         dataplane: Dataplane {
             frame_size,
+            max_frame_size,
             frames_per_worker: frames,
             ring_size: ring,
             batch_size: batch,
@@ -651,6 +747,51 @@ pipeline = "fwd"
 
     fn err(text: &str) -> String {
         Config::parse(Path::new("t.toml"), text).unwrap_err().to_string()
+    }
+
+    fn dataplane(text: &str) -> Dataplane {
+        Config::parse(Path::new("t.toml"), text).unwrap().dataplane
+    }
+
+    #[test]
+    fn max_frame_size_picks_the_chunk_and_is_checked() {
+        let sizes = |d: Dataplane| (d.frame_size, d.max_frame_size);
+        assert_eq!(sizes(dataplane(&GOOD.replace("frame_size = 4096\n", ""))), (4096, 3840));
+        assert_eq!(sizes(dataplane(&GOOD.replace("frame_size = 4096", "frame_size = 2048"))), (2048, 1792));
+        let jumbo = |line: &str| GOOD.replace("frame_size = 4096", line);
+        assert_eq!(sizes(dataplane(&jumbo("max_frame_size = 9216"))), (16384, 9216));
+        assert_eq!(sizes(dataplane(&jumbo("max_frame_size = 1518"))), (4096, 1518));
+        assert_eq!(sizes(dataplane(&jumbo("max_frame_size = 3840"))), (4096, 3840));
+        assert_eq!(sizes(dataplane(&jumbo("max_frame_size = 3841"))), (8192, 3841));
+        assert_eq!(sizes(dataplane(&jumbo("frame_size = 32768\nmax_frame_size = 9216"))), (32768, 9216));
+        let e = err(&jumbo("frame_size = 8192\nmax_frame_size = 9216"));
+        assert!(e.starts_with("t.toml:4:18: key `dataplane.max_frame_size`"), "{e}");
+        assert!(
+            e.contains("does not fit in frame_size = 8192") && e.contains("set frame_size = 16384"),
+            "{e}"
+        );
+        let e = err(&jumbo("max_frame_size = 70000"));
+        assert!(e.contains("max_frame_size must be in 1514..=65280"), "{e}");
+        let e = err(&jumbo("max_frame_size = 9216\nhugepages = \"off\""));
+        assert!(e.contains("16384-byte UMEM chunk") && e.contains("needs hugepages"), "{e}");
+        let e = err(&jumbo("frame_size = 16384\nhugepages = \"off\""));
+        assert!(e.contains("needs hugepages"), "{e}");
+    }
+
+    #[test]
+    fn mtu_above_max_frame_size_warns_per_interface() {
+        let c = Config::parse(Path::new("t.toml"), GOOD).unwrap();
+        let w = c.mtu_warnings_with(|i| Some(if i == "a0" { 9000 } else { 1500 }));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("interface `a0` has MTU 9000, but max_frame_size = 3840"), "{w:?}");
+        assert!(w[0].contains("max_frame_size = 9014"), "{w:?}");
+        assert!(c.mtu_warnings_with(|_| Some(3826)).is_empty(), "3826 + 14 = 3840 fits");
+        assert_eq!(c.mtu_warnings_with(|_| Some(3827)).len(), 2);
+        assert!(c.mtu_warnings_with(|_| None).is_empty(), "no MTU known, no warning");
+        let j =
+            Config::parse(Path::new("t.toml"), &GOOD.replace("frame_size = 4096", "max_frame_size = 9216"))
+                .unwrap();
+        assert!(j.mtu_warnings_with(|_| Some(9000)).is_empty());
     }
 
     #[test]
@@ -727,7 +868,7 @@ pipeline = "fwd"
     fn bad_value_rejected_with_reason() {
         let e = err(&GOOD.replace("frame_size = 4096", "frame_size = 3000"));
         assert!(e.starts_with("t.toml:3:14:"), "{e}");
-        assert!(e.contains("frame_size must be 2048 or 4096"), "{e}");
+        assert!(e.contains("frame_size must be a power of two in 2048..=65536"), "{e}");
     }
 
     #[test]

@@ -571,6 +571,10 @@ mod tests {
     const BE: usize = 1;
 
     fn config(workers: usize, frames: u32, ring: u32) -> Config {
+        Config::parse(Path::new("worker-test.toml"), &config_text(workers, frames, ring)).unwrap()
+    }
+
+    fn config_text(workers: usize, frames: u32, ring: u32) -> String {
         let mut text = format!(
             "[dataplane]\nframe_size = 2048\nframes_per_worker = {frames}\nring_size = {ring}\n\
              hugepages = \"off\"\npoll = \"busy\"\n\
@@ -602,7 +606,7 @@ backends = [{ addr = "10.0.2.11", port = 80, weight = 100, mac = "02:00:00:00:02
 [conntrack]
 entries_per_worker = 4096
 "#;
-        Config::parse(Path::new("worker-test.toml"), &text).unwrap()
+        text
     }
 
     fn port_mac(interface: usize) -> [u8; 6] {
@@ -622,6 +626,7 @@ entries_per_worker = 4096
         wi: usize,
         services: &Arc<ArcSwap<Services>>,
         mesh: &Arc<Mesh>,
+        mtu: u16,
     ) -> (Worker<FakePort>, PeerUmem) {
         let dp = &config.dataplane;
         let len = dp.frames_per_worker as usize * dp.frame_size as usize;
@@ -633,7 +638,7 @@ entries_per_worker = 4096
             .collect();
         let infos: Vec<PortInfo> = ports
             .iter()
-            .map(|p| PortInfo { interface: p.interface_idx, mac: port_mac(p.interface_idx), mtu: 1500 })
+            .map(|p| PortInfo { interface: p.interface_idx, mac: port_mac(p.interface_idx), mtu })
             .collect();
         let xsk = WorkerXsk::in_memory(ports, area, dp.frames_per_worker, dp.frame_size);
         let umem = PeerUmem::new(setup::umem_view(config, &xsk), xsk.area());
@@ -644,16 +649,21 @@ entries_per_worker = 4096
             mesh: mesh.clone(),
             recorder: latency::pair().0,
             conns: crate::telemetry::conns::pair().0,
-            mtus: crate::pipeline::mtu::LinkMtus::new(config.interfaces.iter().map(|_| 1500)),
+            mtus: crate::pipeline::mtu::LinkMtus::new(config.interfaces.iter().map(|_| mtu)),
         };
         (setup::assemble(config, wi, init, xsk, &infos).unwrap(), umem)
     }
 
     /// Workers over fake ports, sharing a mesh as `Dataplane::start` sets up.
     fn workers(config: &Config) -> Vec<Worker<FakePort>> {
+        workers_at_mtu(config, 1500)
+    }
+
+    /// Workers whose links all have MTU `mtu`.
+    fn workers_at_mtu(config: &Config, mtu: u16) -> Vec<Worker<FakePort>> {
         let (services, mesh) = shared(config);
         let (mut out, umems): (Vec<_>, Vec<_>) =
-            (0..config.workers.len()).map(|wi| build_one(config, wi, &services, &mesh)).unzip();
+            (0..config.workers.len()).map(|wi| build_one(config, wi, &services, &mesh, mtu)).unzip();
         assert!(mesh.umems.set(umems).is_ok());
         for w in &mut out {
             w.join_mesh();
@@ -729,6 +739,49 @@ entries_per_worker = 4096
         assert_eq!(ip.header().source()[..3], SNAT[..3], "from the SNAT pool 10.0.3.0/30");
         assert!(matches!(p.transport, Some(TransportSlice::Tcp(_))));
         assert_eq!(w.xsk.ports.iter().map(|p| p.tx.len() + p.completion.len()).sum::<usize>(), 0);
+        assert_conserved(w, 0, &w.mesh.clone());
+    }
+
+    /// A frame of a 9000-byte MTU (9014 bytes with its Ethernet header)
+    /// fits one 16 KiB chunk: it leaves NAT-rewritten with every payload
+    /// byte intact and a correct checksum.
+    #[test]
+    fn jumbo_frame_leaves_whole_and_rewritten() {
+        let text = config_text(1, 512, 128)
+            .replace("frame_size = 2048", "max_frame_size = 9216")
+            .replace("hugepages = \"off\"", "hugepages = \"auto\"");
+        let cfg = Config::parse(Path::new("worker-test.toml"), &text).unwrap();
+        assert_eq!((cfg.dataplane.frame_size, cfg.dataplane.max_frame_size), (16384, 9216));
+        let mut ws = workers_at_mtu(&cfg, 9000);
+        let w = &mut ws[0];
+        w.step();
+        w.xsk.ports[BE].keep_sent = true;
+        let payload: Vec<u8> = (0..8960u32).map(|i| (i * 7 % 251) as u8).collect();
+        let client = ([198, 18, 0, 1], 40000);
+        let mut big = Vec::new();
+        PacketBuilder::ethernet2(ROUTER_MAC, port_mac(CLI))
+            .ipv4(client.0, VIP, 64)
+            .tcp(client.1, 80, 1001, 64240)
+            .ack(1)
+            .write(&mut big, &payload)
+            .unwrap();
+        assert_eq!(big.len(), 9014);
+        assert!(w.xsk.ports[CLI].deliver(&syn(client.1)));
+        settle(w);
+        assert!(w.xsk.ports[CLI].deliver(&big));
+        settle(w);
+        assert_eq!(w.counters.tx_packets.get(), 2, "{:?}", w.counters.snapshot());
+        let out = &w.xsk.ports[BE].sent[1];
+        assert_eq!(out.len(), 9014);
+        let p = SlicedPacket::from_ethernet(out).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!("not IPv4") };
+        assert_eq!(ip.header().destination(), BACKEND);
+        assert_eq!(ip.header().source()[..3], SNAT[..3]);
+        assert_eq!(ip.header().total_len(), 9000);
+        let Some(TransportSlice::Tcp(tcp)) = &p.transport else { panic!("not TCP") };
+        assert_eq!(tcp.payload(), &payload[..]);
+        let sum = tcp.to_header().calc_checksum_ipv4(&ip.header().to_header(), tcp.payload()).unwrap();
+        assert_eq!(tcp.checksum(), sum, "TCP checksum after NAT");
         assert_conserved(w, 0, &w.mesh.clone());
     }
 
@@ -973,7 +1026,7 @@ entries_per_worker = 4096
                     let (umem_tx, both_stopped) = (umem_tx.clone(), both_stopped.clone());
                     std::thread::spawn(move || {
                         let _membership = Membership::new(mesh.clone(), wi);
-                        let (mut w, umem) = build_one(&cfg, wi, &services, &mesh);
+                        let (mut w, umem) = build_one(&cfg, wi, &services, &mesh, 1500);
                         umem_tx.send((wi, umem, w.counters.clone())).unwrap();
                         while mesh.umems.get().is_none() {
                             std::thread::yield_now();

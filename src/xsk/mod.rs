@@ -37,6 +37,21 @@ pub enum XskError {
         #[source]
         source: IoError,
     },
+    /// Chunks above a page (jumbo frames) and the hugepage mapping failed:
+    /// the kernel registers such chunks only on hugepage memory.
+    #[error(
+        "max_frame_size = {max_frame_size} needs {frame_size}-byte UMEM chunks on hugepages, and a \
+         {mib} MiB hugepage mapping failed; reserve pages with `echo N > /proc/sys/vm/nr_hugepages` \
+         (N = {pages} per worker), or lower frames_per_worker"
+    )]
+    JumboNeedsHugepages {
+        frame_size: u32,
+        max_frame_size: u32,
+        mib: usize,
+        pages: usize,
+        #[source]
+        source: IoError,
+    },
     /// Mapping the UMEM on ordinary pages failed.
     #[error("mapping {len} bytes of UMEM")]
     Map {
@@ -168,7 +183,22 @@ pub const KERNEL_TX_BATCH: u32 = 32;
 impl WorkerXsk<Port> {
     pub fn new(dp: &Dataplane, queues: &[QueueSpec<'_>]) -> Result<WorkerXsk, XskError> {
         let len = dp.frames_per_worker as usize * dp.frame_size as usize;
-        let area = Arc::new(UmemArea::new(len, dp.hugepages)?);
+        let area = if dp.frame_size > crate::config::PAGE_SIZE {
+            // No fallback to 4 KiB pages: the kernel would refuse the chunks.
+            UmemArea::new(len, crate::config::HugepageMode::Require).map_err(|e| match e {
+                XskError::HugepagesUnavailable { mib, source } => XskError::JumboNeedsHugepages {
+                    frame_size: dp.frame_size,
+                    max_frame_size: dp.max_frame_size,
+                    mib,
+                    pages: mib / 2,
+                    source,
+                },
+                e => e,
+            })?
+        } else {
+            UmemArea::new(len, dp.hugepages)?
+        };
+        let area = Arc::new(area);
         let mem = NonNull::new(std::ptr::slice_from_raw_parts_mut(area.base(), len))
             .ok_or_else(|| XskError::Map { len, source: IoError::other("mmap returned null") })?;
         let config = UmemConfig {
