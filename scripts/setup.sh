@@ -34,9 +34,8 @@ if ! command -v cargo >/dev/null; then
     echo "setup.sh: cargo not found; install a Rust toolchain (rustup) first" >&2
     exit 1
 fi
-# 2 MiB hugepages for UMEM. Shunt falls back to 4 KiB pages if the
-# reservation fails, except with jumbo frames (max_frame_size above 3840:
-# lab_jumbo needs 16 free pages), so this is best effort.
+# Optional: 2 MiB hugepages for UMEM. Shunt falls back to 4 KiB pages if the
+# reservation fails, so this is best effort.
 if [ "$(cat /proc/sys/vm/nr_hugepages)" -lt 64 ]; then
     echo 64 > /proc/sys/vm/nr_hugepages 2>/dev/null || true
 fi

@@ -393,67 +393,47 @@ impl Config {
 /// Bytes the kernel leaves in front of a received packet in its UMEM chunk
 /// (XDP_PACKET_HEADROOM; our UMEM headroom is 0).
 pub const RX_HEADROOM: u32 = 256;
-/// The base page size: a UMEM chunk above it must sit on hugepages.
+/// The base page size: the kernel registers no UMEM chunk above it.
 pub const PAGE_SIZE: u32 = 4096;
-/// The largest UMEM chunk the kernel takes (XDP_UMEM_MAX_CHUNK_SIZE).
-const MAX_FRAME_SIZE_CHUNK: u32 = 1 << 16;
 /// Ethernet header bytes in front of the IP packet (no VLAN tag).
 pub const ETH_HEADER: u32 = 14;
+/// Most UMEM chunks one frame may span (a multi-buffer chain: the first
+/// buffer and up to seven more).
+pub const MAX_CHAIN: u32 = 8;
 
-/// `frame_size` and `max_frame_size`, each derived from the other when
-/// left out: by default a 4096-byte chunk and what fits in it (3840); a
-/// jumbo `max_frame_size` picks the smallest chunk that holds it.
+/// `frame_size` (the UMEM chunk: 2048 or 4096, never above a page) and
+/// `max_frame_size` (by default what one chunk holds: 3840 for 4096). A
+/// larger `max_frame_size` is carried as a chain of chunks (multi-buffer
+/// AF_XDP), at most [`MAX_CHAIN`] of them.
 fn frame_sizes(src: &Source<'_>, d: &schema::DataplaneSection) -> Result<(u32, u32), ConfigError> {
-    let chunk_range = 2048..=MAX_FRAME_SIZE_CHUNK;
-    if let Some(f) = &d.frame_size {
-        let v = *f.get_ref();
-        if !v.is_power_of_two() || !chunk_range.contains(&v) {
-            return Err(src.error(f.span(), "frame_size must be a power of two in 2048..=65536"));
+    let frame_size = match &d.frame_size {
+        None => PAGE_SIZE,
+        Some(f) => {
+            let v = *f.get_ref();
+            if v != 2048 && v != 4096 {
+                return Err(src.error(f.span(), "frame_size must be 2048 or 4096"));
+            }
+            v
         }
-    }
-    let largest = MAX_FRAME_SIZE_CHUNK - RX_HEADROOM;
-    let (frame_size, max_frame_size) = match (&d.frame_size, &d.max_frame_size) {
-        (None, None) => (PAGE_SIZE, PAGE_SIZE - RX_HEADROOM),
-        (Some(f), None) => (*f.get_ref(), *f.get_ref() - RX_HEADROOM),
-        (f, Some(m)) => {
+    };
+    let per_chunk = frame_size - RX_HEADROOM;
+    let largest = (MAX_CHAIN * per_chunk).min(65535 + ETH_HEADER);
+    let max_frame_size = match &d.max_frame_size {
+        None => per_chunk,
+        Some(m) => {
             let max = *m.get_ref();
             if !(1514..=largest).contains(&max) {
                 return Err(src.error(
                     m.span(),
                     format!(
-                        "max_frame_size must be in 1514..={largest} (an MTU of 1500 up to 64 KiB chunks)"
+                        "max_frame_size must be in 1514..={largest} (an MTU of 1500 up to {MAX_CHAIN} \
+                         chunks of {per_chunk} bytes with frame_size = {frame_size})"
                     ),
                 ));
             }
-            let needed = (max + RX_HEADROOM).next_power_of_two().max(PAGE_SIZE);
-            match f {
-                None => (needed, max),
-                Some(f) if *f.get_ref() >= max + RX_HEADROOM => (*f.get_ref(), max),
-                Some(_) => {
-                    return Err(src.error(
-                        m.span(),
-                        format!(
-                            "max_frame_size = {max} does not fit in frame_size = {} ({RX_HEADROOM} bytes \
-                             of each chunk are headroom): set frame_size = {needed}, or leave it out",
-                            d.frame_size.as_ref().map_or(0, |f| *f.get_ref())
-                        ),
-                    ))
-                }
-            }
+            max
         }
     };
-    if frame_size > PAGE_SIZE && d.hugepages == HugepageMode::Off {
-        let span = d.max_frame_size.as_ref().or(d.frame_size.as_ref()).map_or(0..0, |s| s.span());
-        return Err(src.error(
-            span,
-            format!(
-                "a {frame_size}-byte UMEM chunk (frames above {} bytes) needs hugepages: the kernel \
-                 registers chunks larger than a page only on hugepage memory; set hugepages = \"auto\" \
-                 or \"require\"",
-                PAGE_SIZE - RX_HEADROOM
-            ),
-        ));
-    }
     Ok((frame_size, max_frame_size))
 }
 
@@ -754,28 +734,23 @@ pipeline = "fwd"
     }
 
     #[test]
-    fn max_frame_size_picks_the_chunk_and_is_checked() {
+    fn max_frame_size_chains_chunks_and_is_checked() {
         let sizes = |d: Dataplane| (d.frame_size, d.max_frame_size);
         assert_eq!(sizes(dataplane(&GOOD.replace("frame_size = 4096\n", ""))), (4096, 3840));
         assert_eq!(sizes(dataplane(&GOOD.replace("frame_size = 4096", "frame_size = 2048"))), (2048, 1792));
         let jumbo = |line: &str| GOOD.replace("frame_size = 4096", line);
-        assert_eq!(sizes(dataplane(&jumbo("max_frame_size = 9216"))), (16384, 9216));
+        // Chains of 4096-byte chunks: the chunk never grows past a page.
+        assert_eq!(sizes(dataplane(&jumbo("max_frame_size = 9216"))), (4096, 9216));
         assert_eq!(sizes(dataplane(&jumbo("max_frame_size = 1518"))), (4096, 1518));
-        assert_eq!(sizes(dataplane(&jumbo("max_frame_size = 3840"))), (4096, 3840));
-        assert_eq!(sizes(dataplane(&jumbo("max_frame_size = 3841"))), (8192, 3841));
-        assert_eq!(sizes(dataplane(&jumbo("frame_size = 32768\nmax_frame_size = 9216"))), (32768, 9216));
-        let e = err(&jumbo("frame_size = 8192\nmax_frame_size = 9216"));
-        assert!(e.starts_with("t.toml:4:18: key `dataplane.max_frame_size`"), "{e}");
-        assert!(
-            e.contains("does not fit in frame_size = 8192") && e.contains("set frame_size = 16384"),
-            "{e}"
-        );
+        assert_eq!(sizes(dataplane(&jumbo("frame_size = 2048\nmax_frame_size = 9216"))), (2048, 9216));
+        assert_eq!(sizes(dataplane(&jumbo("max_frame_size = 9216\nhugepages = \"off\""))), (4096, 9216));
         let e = err(&jumbo("max_frame_size = 70000"));
-        assert!(e.contains("max_frame_size must be in 1514..=65280"), "{e}");
-        let e = err(&jumbo("max_frame_size = 9216\nhugepages = \"off\""));
-        assert!(e.contains("16384-byte UMEM chunk") && e.contains("needs hugepages"), "{e}");
-        let e = err(&jumbo("frame_size = 16384\nhugepages = \"off\""));
-        assert!(e.contains("needs hugepages"), "{e}");
+        assert!(e.starts_with("t.toml:3:18: key `dataplane.max_frame_size`"), "{e}");
+        assert!(e.contains("max_frame_size must be in 1514..=30720"), "{e}");
+        let e = err(&jumbo("frame_size = 2048\nmax_frame_size = 16000"));
+        assert!(e.contains("1514..=14336"), "{e}");
+        let e = err(&jumbo("frame_size = 16384"));
+        assert!(e.contains("frame_size must be 2048 or 4096"), "{e}");
     }
 
     #[test]
@@ -868,7 +843,7 @@ pipeline = "fwd"
     fn bad_value_rejected_with_reason() {
         let e = err(&GOOD.replace("frame_size = 4096", "frame_size = 3000"));
         assert!(e.starts_with("t.toml:3:14:"), "{e}");
-        assert!(e.contains("frame_size must be a power of two in 2048..=65536"), "{e}");
+        assert!(e.contains("frame_size must be 2048 or 4096"), "{e}");
     }
 
     #[test]

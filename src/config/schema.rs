@@ -37,11 +37,11 @@ pub struct ConfigFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataplaneSection {
-    /// UMEM chunk size, a power of two in 2048..=65536; derived from
-    /// `max_frame_size` when left out. Headroom in front of each packet is
-    /// what NAT46 grows into.
+    /// UMEM chunk size: 2048 or 4096 (default). Headroom in front of each
+    /// packet is what NAT46 grows into.
     pub frame_size: Option<Spanned<u32>>,
-    /// Largest Ethernet frame (header and IP packet, no FCS) Shunt carries.
+    /// Largest Ethernet frame (header and IP packet, no FCS) Shunt carries;
+    /// above one chunk it arrives and leaves as a chain of chunks.
     pub max_frame_size: Option<Spanned<u32>>,
     pub frames_per_worker: Spanned<u32>,
     /// Descriptors per RX/TX/fill/completion ring; a power of two.

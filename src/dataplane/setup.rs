@@ -152,5 +152,7 @@ pub fn assemble<P: PortIo>(
         recorder,
         conns,
         mtus,
+        parked: super::handoff::Parked::new(0),
+        rx_skip: vec![false; nports as usize],
     })
 }

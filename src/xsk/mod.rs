@@ -20,7 +20,7 @@ use xdpilone::{DeviceQueue, Errno, IfInfo, RingRx, RingTx, Socket, SocketConfig,
 
 use crate::config::{Dataplane, ZeroCopyMode};
 pub use busy_poll::BusyPoll;
-pub use io::PortIo;
+pub use io::{PortIo, TxNext, XDP_PKT_CONTD};
 pub use pool::{Frame, FramePool};
 use umem::UmemArea;
 
@@ -34,21 +34,6 @@ pub enum XskError {
     )]
     HugepagesUnavailable {
         mib: usize,
-        #[source]
-        source: IoError,
-    },
-    /// Chunks above a page (jumbo frames) and the hugepage mapping failed:
-    /// the kernel registers such chunks only on hugepage memory.
-    #[error(
-        "max_frame_size = {max_frame_size} needs {frame_size}-byte UMEM chunks on hugepages, and a \
-         {mib} MiB hugepage mapping failed; reserve pages with `echo N > /proc/sys/vm/nr_hugepages` \
-         (N = {pages} per worker), or lower frames_per_worker"
-    )]
-    JumboNeedsHugepages {
-        frame_size: u32,
-        max_frame_size: u32,
-        mib: usize,
-        pages: usize,
         #[source]
         source: IoError,
     },
@@ -177,28 +162,15 @@ const SOL_XDP: libc::c_int = 283;
 const XDP_OPTIONS: libc::c_int = 8;
 const XDP_OPTIONS_ZEROCOPY: u32 = 1;
 const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+/// Bind flag: the socket takes multi-buffer packets (`linux/if_xdp.h`).
+const XDP_USE_SG: u16 = 1 << 4;
 /// Frames a copy-mode sendto() sends by default (the kernel's TX_BATCH_SIZE).
 pub const KERNEL_TX_BATCH: u32 = 32;
 
 impl WorkerXsk<Port> {
     pub fn new(dp: &Dataplane, queues: &[QueueSpec<'_>]) -> Result<WorkerXsk, XskError> {
         let len = dp.frames_per_worker as usize * dp.frame_size as usize;
-        let area = if dp.frame_size > crate::config::PAGE_SIZE {
-            // No fallback to 4 KiB pages: the kernel would refuse the chunks.
-            UmemArea::new(len, crate::config::HugepageMode::Require).map_err(|e| match e {
-                XskError::HugepagesUnavailable { mib, source } => XskError::JumboNeedsHugepages {
-                    frame_size: dp.frame_size,
-                    max_frame_size: dp.max_frame_size,
-                    mib,
-                    pages: mib / 2,
-                    source,
-                },
-                e => e,
-            })?
-        } else {
-            UmemArea::new(len, dp.hugepages)?
-        };
-        let area = Arc::new(area);
+        let area = Arc::new(UmemArea::new(len, dp.hugepages)?);
         let mem = NonNull::new(std::ptr::slice_from_raw_parts_mut(area.base(), len))
             .ok_or_else(|| XskError::Map { len, source: IoError::other("mmap returned null") })?;
         let config = UmemConfig {
@@ -284,8 +256,13 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
     let sock = if first { Socket::with_shared(&info, umem) } else { Socket::new(&info) }
         .map_err(|e| XskError::Socket(os(e)))?;
     let fq_cq = umem.fq_cq(&sock).map_err(|e| XskError::Ring { ring: "fill/completion", source: os(e) })?;
+    // Frames above one chunk arrive and leave as chains of chunks
+    // (multi-buffer AF_XDP, Linux 6.6+). Only the first socket says so;
+    // sockets sharing its UMEM inherit it (the kernel refuses the flag there).
+    let sg = if dp.max_frame_size > dp.frame_size - crate::config::RX_HEADROOM { XDP_USE_SG } else { 0 };
     let bind_flags = if first {
         SocketConfig::XDP_BIND_NEED_WAKEUP
+            | sg
             | match dp.zero_copy {
                 ZeroCopyMode::Auto => 0,
                 ZeroCopyMode::Require => SocketConfig::XDP_BIND_ZEROCOPY,
