@@ -158,42 +158,43 @@ impl PortIo for Port {
 
     #[inline]
     fn transmit<'a>(&mut self, n: u32, mut next: impl FnMut(u32) -> TxNext<'a>) -> u32 {
+        // Free slots as the kernel sees them. xdpilone reserves from its
+        // cached view of the consumer and refreshes it only once that view
+        // shows no slot at all, so a reservation can come up a few slots
+        // short of a chain while the ring has room: the rest of the chain
+        // then goes into a second reservation, which refreshes.
+        let free = self.tx_size.saturating_sub(self.tx.pending()).min(n);
+        if free == 0 {
+            return 0;
+        }
         let mut sent = 0;
-        // xdpilone serves a reservation from its cached view of the
-        // consumer and refreshes only when that is empty, so a short
-        // reservation is retried once before the ring counts as full.
-        for _ in 0..2 {
-            if sent >= n {
-                break;
-            }
-            let mut tx = self.tx.transmit(n - sent);
-            let room = tx.capacity();
-            let mut put = 0;
-            let mut done = false;
-            while put < room {
-                match next(room - put) {
-                    TxNext::Packet(frame, len, tail) => {
-                        let options = if tail.is_empty() { 0 } else { XDP_PKT_CONTD };
-                        tx.insert_once(XdpDesc { addr: frame.into_desc(), len, options });
-                        for (k, &(addr, len)) in tail.iter().enumerate() {
-                            let options = if k + 1 < tail.len() { XDP_PKT_CONTD } else { 0 };
-                            tx.insert_once(XdpDesc { addr, len, options });
-                        }
-                        put += 1 + tail.len() as u32;
-                    }
-                    TxNext::NoRoom => break,
-                    TxNext::Done => {
-                        done = true;
-                        break;
-                    }
+        let mut tx = self.tx.transmit(free);
+        let mut room = tx.capacity();
+        while sent < free {
+            let TxNext::Packet(frame, len, tail) = next(free - sent) else { break };
+            let head = XdpDesc {
+                addr: frame.into_desc(),
+                len,
+                options: if tail.is_empty() { 0 } else { XDP_PKT_CONTD },
+            };
+            let descs = std::iter::once(head).chain(tail.iter().enumerate().map(|(k, &(addr, len))| {
+                XdpDesc { addr, len, options: if k + 1 < tail.len() { XDP_PKT_CONTD } else { 0 } }
+            }));
+            for desc in descs {
+                if room == 0 {
+                    tx.commit();
+                    drop(tx);
+                    tx = self.tx.transmit(free - sent);
+                    room = tx.capacity();
+                    // `free` slots were free and the kernel only frees more.
+                    debug_assert!(room > 0, "TX ring shrank under a chain");
                 }
-            }
-            tx.commit();
-            sent += put;
-            if done {
-                break;
+                tx.insert_once(desc);
+                room = room.saturating_sub(1);
+                sent += 1;
             }
         }
+        tx.commit();
         sent
     }
 

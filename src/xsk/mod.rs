@@ -133,6 +133,8 @@ pub struct Port {
     pub busy_poll: BusyPoll,
     /// Most frames one copy-mode sendto() sends.
     pub tx_budget: u32,
+    /// Descriptors the TX ring holds.
+    pub tx_size: u32,
     _user: User,
 }
 
@@ -319,6 +321,7 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
         primed: false,
         busy_poll,
         tx_budget,
+        tx_size: dp.ring_size,
         _user: user,
     })
 }
