@@ -16,6 +16,10 @@ const BACKENDS6: [&str; 3] = ["fd00:2::11", "fd00:2::12", "fd00:2::13"];
 const ECHO_PORT: u16 = 9101;
 const IPERF_PORT: u16 = 5201;
 const MTU: u32 = 9000;
+/// iperf3's pace: below what the lab carries on this 2-core machine at
+/// either MTU (about 5 Gbit/s unpaced at 9000 while others build), so a
+/// loss is a fault and not TCP probing a saturated copy-mode path.
+const RATE: &str = "400M";
 
 /// The lab with every link at `mtu`.
 fn lab_at_mtu(mtu: u32) -> Option<LabGuard> {
@@ -35,7 +39,7 @@ fn config() -> std::path::PathBuf {
     let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
     let base = base.replace("# max_frame_size = 9216 ", "max_frame_size = 9216   ");
     assert!(base.contains("\nmax_frame_size = 9216"), "config.toml's max_frame_size line moved");
-    let service = |name: &str, vip: &str, port: u16, proto: &str, pool: &str, addrs: [&str; 3]| {
+    let service = |name: &str, vip: &str, port: u16, proto: &str, pool: &str, addrs: &[&str]| {
         let backends: String = addrs
             .iter()
             .enumerate()
@@ -51,10 +55,12 @@ fn config() -> std::path::PathBuf {
     let (head, tail) = base.split_at(base.find("[conntrack]").unwrap());
     let text = format!(
         "{head}{}{}{}{}\n{tail}",
-        service("echo4", "10.0.100.1", ECHO_PORT, "udp", "10.0.3.0/28", BACKENDS4),
-        service("echo6", "fd00:100::1", ECHO_PORT, "udp", "fd00:3::/124", BACKENDS6),
-        service("iperf4", "10.0.100.1", IPERF_PORT, "tcp", "10.0.3.0/28", BACKENDS4),
-        service("iperf6", "fd00:100::1", IPERF_PORT, "tcp", "fd00:3::/124", BACKENDS6),
+        service("echo4", "10.0.100.1", ECHO_PORT, "udp", "10.0.3.0/28", &BACKENDS4),
+        service("echo6", "fd00:100::1", ECHO_PORT, "udp", "fd00:3::/124", &BACKENDS6),
+        // One backend: iperf3's control and data connections are separate
+        // flows, and both must reach the same server.
+        service("iperf4", "10.0.100.1", IPERF_PORT, "tcp", "10.0.3.0/28", &BACKENDS4[..1]),
+        service("iperf6", "fd00:100::1", IPERF_PORT, "tcp", "fd00:3::/124", &BACKENDS6[..1]),
     );
     let path = std::env::temp_dir().join(format!("shunt-jumbo-{}.toml", rand_u32()));
     std::fs::write(&path, text).unwrap();
@@ -125,7 +131,8 @@ fn drops(summary: &str) -> Vec<String> {
         .map(|n| format!("{n}={}", counter(summary, "worker 0", n)))
         .collect();
     for line in summary.lines().filter(|l| l.trim_start().starts_with("xsk ")) {
-        let lost = |kv: &&str| kv.contains('=') && !kv.ends_with("=0") && !kv.starts_with("tx_ring_empty_descs=");
+        let lost =
+            |kv: &&str| kv.contains('=') && !kv.ends_with("=0") && !kv.starts_with("tx_ring_empty_descs=");
         for kv in line.split_whitespace().filter(lost) {
             bad.push(format!("{}: {kv}", line.split(':').next().unwrap_or("").trim()));
         }
@@ -185,8 +192,10 @@ fn iperf3_tcp_at_mtu_9000_through_full_nat_has_no_retransmits_v4_and_v6() {
         let _servers = Peers::start(|_| {
             ["iperf3", "-s", "-1", "-p", &IPERF_PORT.to_string()].map(String::from).to_vec()
         });
-        let out =
-            ns_exec("shunt-client", &["iperf3", "-c", vip, "-p", &IPERF_PORT.to_string(), "-t", "3", "-J"]);
+        let out = ns_exec(
+            "shunt-client",
+            &["iperf3", "-c", vip, "-p", &IPERF_PORT.to_string(), "-b", RATE, "-t", "3", "-J"],
+        );
         results.push((vip, out.status.success(), String::from_utf8_lossy(&out.stdout).to_string()));
     }
     let summary = shunt.stop();
@@ -196,9 +205,9 @@ fn iperf3_tcp_at_mtu_9000_through_full_nat_has_no_retransmits_v4_and_v6() {
         // 9000 - 20 (IPv4) or 40 (IPv6) - 20 (TCP) - 12 (timestamps).
         assert!(mss >= 8900.0, "{vip}: MSS {mss}: the connection did not use jumbo segments");
         let received = json_number(json, "\"sum_received\"", "bytes").expect("sum_received.bytes");
-        assert!(received > 10e6, "{vip}: iperf3 moved only {received} bytes\n{summary}");
+        assert!(received > 100e6, "{vip}: iperf3 moved only {received} bytes\n{summary}");
         let retransmits = json_number(json, "\"sum_sent\"", "retransmits").expect("sum_sent.retransmits");
-        assert_eq!(retransmits, 0.0, "{vip}: retransmissions\n{summary}");
+        assert_eq!(retransmits, 0.0, "{vip}: {received} bytes, retransmissions\n{summary}\n{}", links());
     }
     let drops = drops(&summary);
     assert!(drops.is_empty(), "drops: {drops:?}\n{summary}");
@@ -223,17 +232,31 @@ fn jumbo_config_at_mtu_1500_still_passes_v4_and_v6() {
         let _servers = Peers::start(|_| {
             ["iperf3", "-s", "-1", "-p", &IPERF_PORT.to_string()].map(String::from).to_vec()
         });
-        let out =
-            ns_exec("shunt-client", &["iperf3", "-c", vip, "-p", &IPERF_PORT.to_string(), "-t", "2", "-J"]);
+        let out = ns_exec(
+            "shunt-client",
+            &["iperf3", "-c", vip, "-p", &IPERF_PORT.to_string(), "-b", RATE, "-t", "2", "-J"],
+        );
         results.push((vip, out.status.success(), String::from_utf8_lossy(&out.stdout).to_string()));
     }
     let summary = shunt.stop();
     assert!(failures.is_empty(), "{failures:#?}\n{summary}");
     for (vip, ok, json) in &results {
         assert!(ok, "iperf3 to {vip} failed: {json}\n{summary}");
-        let received = json_number(json, "\"sum_received\"", "bytes").expect("sum_received.bytes");
+        let received = json_number(json, "\"sum_received\"", "bytes")
+            .unwrap_or_else(|| panic!("{vip}: no sum_received.bytes in {json}\n{summary}"));
         assert!(received > 1e6, "{vip}: iperf3 moved only {received} bytes\n{summary}");
     }
     let drops = drops(&summary);
     assert!(drops.is_empty(), "drops: {drops:?}\n{summary}");
+}
+
+/// Every lab link's kernel drop counters that are not zero (losses outside
+/// Shunt: a veth ring, a bridge port, a peer's socket).
+fn links() -> String {
+    let mut out = String::new();
+    for ns in ["shunt", "shunt-client", "shunt-switch", "shunt-be1", "shunt-be2", "shunt-be3"] {
+        let o = ns_exec(ns, &["ip", "-s", "-o", "link"]);
+        out += &format!("{ns}:\n{}\n", String::from_utf8_lossy(&o.stdout));
+    }
+    out
 }
