@@ -975,6 +975,8 @@ entries_per_worker = 4096
         assert!(w.xsk.ports[CLI].deliver(&big));
         settle(w);
         assert_eq!(drops(w, DropReason::ChainTooLong), 2);
+        // The cut chain's rest was freed, not parsed as a packet of its own.
+        assert_eq!(w.counters.total_drops(), 2, "{:?}", w.counters.snapshot());
         assert_eq!(w.counters.tx_packets.get(), 2, "{:?}", w.counters.snapshot());
         let snat = w.xsk.ports[BE].sent[0][26..30].try_into().unwrap();
         assert_whole_tcp(&w.xsk.ports[BE].sent[1], snat, BACKEND, &payload);
