@@ -20,6 +20,12 @@
 //! * `stage/*`: components called directly: parse, flow hash, conntrack
 //!   batch lookup (with and without prefetch) at 1k/100k/1M, Maglev lookup,
 //!   NAT rewrite.
+//! * `fragments/*`: shallow virtual reassembly through the full-NAT UDP
+//!   service of one established flow: `in_order_4` is 16 datagrams of 4
+//!   fragments each per batch (first, then three later ones; every
+//!   datagram a new fragment-table entry, freed by its last fragment),
+//!   `whole` unfragmented datagrams of a fragment's size (the per-packet
+//!   baseline).
 //!
 //! Run: `cargo bench --bench pipeline` (see docs/BENCHMARKS.md).
 
@@ -35,6 +41,7 @@ use shunt::pipeline::maglev::{backend_key, ipv4_mapped, Maglev, MaglevBackend};
 use shunt::pipeline::nat;
 use shunt::pipeline::{Batch, FlowMeta, UmemView, Verdict};
 use shunt::wire::parse::parse;
+use shunt_testkit::frames::{set_v4, w};
 use shunt_testkit::harness::{Harness, FRAME, HEADROOM};
 use shunt_testkit::Fixture;
 
@@ -632,9 +639,86 @@ fn config() -> Criterion {
         .configure_from_args()
 }
 
+// ---------------------------------------------------------------- fragments
+
+/// UDP port 53 on the VIPs of `pipelines/l4lb.toml`, one backend.
+fn udp_harness() -> Harness {
+    Fixture::load("l4lb")
+        .truncate("service.*.backends", 1)
+        .set("service.*.protocol", "udp")
+        .set("service.*.port", 53)
+        .set("service.*.backends.0.port", 5353)
+        .set("service.*.maglev_table_size", 251)
+        .pin_backend_macs()
+        .harness()
+}
+
+/// One client's UDP datagram to VIP:53 with `len` bytes of payload and IP
+/// ID `id`, cut into `pieces` fragments (data in multiples of 8; 1: whole).
+fn udp_datagram(id: u16, len: usize, pieces: usize) -> Vec<Vec<u8>> {
+    let (src, sport) = client4(1, 0);
+    let payload = vec![0x5a; len];
+    let whole = w(|v| {
+        PacketBuilder::ethernet2(CLIENT_MAC, SHUNT_MAC)
+            .ipv4(src, VIP4, 64)
+            .udp(sport, 53)
+            .write(v, &payload)
+            .unwrap()
+    });
+    let data = &whole[34..];
+    let step = (data.len() / pieces).div_ceil(8) * 8;
+    (0..pieces)
+        .map(|k| {
+            let (start, end) = (k * step, if k + 1 == pieces { data.len() } else { (k + 1) * step });
+            let mut f = whole[..34].to_vec();
+            f.extend_from_slice(&data[start..end]);
+            let total = (f.len() - 14) as u16;
+            f[16..18].copy_from_slice(&total.to_be_bytes());
+            let more = if end < data.len() { 0x2000 } else { 0 };
+            set_v4(&mut f, 14, id, (start / 8) as u16 | more);
+            f
+        })
+        .collect()
+}
+
+fn fragments(c: &mut Criterion) {
+    const PIECES: usize = 4;
+    const LEN: usize = 3000;
+    // 256 batches of 16 datagrams: IDs 0..4096, each entry long freed
+    // before its ID comes round again.
+    let batches: Vec<Vec<Vec<u8>>> = (0..256u16)
+        .map(|b| (0..16u16).flat_map(|d| udp_datagram(b * 16 + d, LEN, PIECES)).collect())
+        .collect();
+    let wholes: Vec<Vec<Vec<u8>>> = (0..256u16)
+        .map(|b| (0..64u16).flat_map(|d| udp_datagram(b * 64 + d, LEN / PIECES, 1)).collect())
+        .collect();
+    let mut g = c.benchmark_group("fragments");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for (name, frames) in [("in_order_4", &batches), ("whole", &wholes)] {
+        let mut h = udp_harness();
+        h.run(&frames[0], |i, v, _| assert_eq!(v, TO_BACKENDS, "{name}: packet {i} opens or joins the flow"));
+        let mut pos = 1;
+        for _ in 0..frames.len() {
+            h.run(&frames[pos], |i, v, _| assert_eq!(v, TO_BACKENDS, "{name}: packet {i}"));
+            pos = (pos + 1) % frames.len();
+        }
+        assert_eq!(h.ctx.frag.len(), 0, "every datagram's entry freed by its last fragment");
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                h.run(&frames[pos], |_, v, bytes| {
+                    black_box((v, bytes));
+                });
+                pos = (pos + 1) % frames.len();
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = baselines, l4lb_established, l4lb_new_flows, l4lb_v6, l4lb_nat46, stage_misc, stage_conntrack
+    targets = baselines, l4lb_established, l4lb_new_flows, l4lb_v6, l4lb_nat46, stage_misc, stage_conntrack,
+        fragments
 }
 criterion_main!(benches);

@@ -20,7 +20,7 @@
 # pools (10.0.3.0/28, fd00:3::/124) are reached through the backends' default
 # route, so replies come back to Shunt as well.
 #
-# Usage: lab.sh up | down | status
+# Usage: lab.sh up | down | status   (env: SHUNT_LAB_QUEUES, SHUNT_LAB_MTU)
 set -euo pipefail
 
 NS_CLIENT=shunt-client
@@ -33,6 +33,8 @@ BACKENDS=(1 2 3)
 # RX/TX queues per veth; Shunt needs one worker socket per queue. More than
 # one spreads flows over queues by hash, which exercises worker handoff.
 QUEUES=${SHUNT_LAB_QUEUES:-1}
+# MTU of every lab link (jumbo-frame tests use 9000).
+MTU=${SHUNT_LAB_MTU:-1500}
 VIP4=10.0.100.1
 VIP6=fd00:100::1
 
@@ -166,6 +168,7 @@ up() {
         in_ns "shunt-be$b" ip -6 neigh replace fd00:2::1 lladdr 02:00:00:00:02:01 dev be0 nud permanent
     done
     up_translation
+    [ "$MTU" = 1500 ] || set_mtu "$MTU"
     echo "lab up: namespaces $NS_CLIENT $NS_CLIENT6 $NS_SHUNT $NS_SWITCH shunt-be{1..3} $NS_BE6 $NS_V4SRV"
     echo "run Shunt: ip netns exec $NS_SHUNT shunt run --config config.toml"
 }
@@ -220,6 +223,18 @@ up_translation() {
     # IPv4 clients reach the SIIT-mapped networks through Shunt.
     in_ns "$NS_CLIENT" ip route add 10.0.200.0/24 via 10.0.1.1
     in_ns "$NS_CLIENT" ip route add 10.0.201.0/24 via 10.0.1.1
+}
+
+# Every link of every lab namespace (the bridge follows its ports).
+set_mtu() {
+    local ns dev
+    for ns in "$NS_CLIENT" "$NS_SHUNT" "$NS_SWITCH" "$NS_CLIENT6" "$NS_BE6" "$NS_V4SRV" \
+        $(for b in "${BACKENDS[@]}"; do echo "shunt-be$b"; done); do
+        for dev in $(in_ns "$ns" ip -o link show type veth | awk -F'[ :@]+' '{print $2}'); do
+            in_ns "$ns" ip link set "$dev" mtu "$1"
+        done
+    done
+    in_ns "$NS_SWITCH" ip link set br0 mtu "$1"
 }
 
 # The lab's namespaces and Shunt's interfaces; exit 0 only when all exist.

@@ -424,8 +424,13 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
         Command::Check { config, offline, json } => {
             let cfg = Config::load(&config)?;
             shunt::pipeline::registry::check(&cfg)?;
+            let mut warnings = Vec::new();
             if !offline {
                 cfg.check_host()?;
+                warnings = cfg.mtu_warnings();
+            }
+            for w in &warnings {
+                eprintln!("warning: {w}");
             }
             if json {
                 return outln(
@@ -437,6 +442,7 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
                         "pipelines": cfg.pipelines.len(),
                         "services": cfg.services.len(),
                         "routes": cfg.routes.len(),
+                        "warnings": warnings,
                     })
                     .to_string(),
                 );
@@ -469,6 +475,9 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
             shunt::sys::check_kernel().map_err(anyhow::Error::msg)?;
             shunt::sys::check_privileges().map_err(anyhow::Error::msg)?;
             cfg.check_host()?;
+            for w in cfg.mtu_warnings() {
+                tracing::warn!("{w}");
+            }
             shunt::state::gap::mark("config loaded and checked");
             let stop = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

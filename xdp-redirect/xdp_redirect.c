@@ -251,7 +251,13 @@ static __always_inline __be16 dst_port(void *l4, void *end, __u8 proto)
 	return ((__be16 *)l4)[1];
 }
 
-SEC("xdp")
+/*
+ * "xdp.frags" loads the program with BPF_F_XDP_HAS_FRAGS: a driver then
+ * attaches it at an MTU above one page (veth refuses a plain program at
+ * MTU 9000) and hands it multi-buffer packets. Only headers are read, and
+ * they sit in the first buffer (data..data_end), so nothing else changes.
+ */
+SEC("xdp.frags")
 int shunt_redirect(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;

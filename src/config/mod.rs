@@ -75,7 +75,11 @@ pub struct Node {
 
 #[derive(Debug, Clone)]
 pub struct Dataplane {
+    /// UMEM chunk size (a power of two).
     pub frame_size: u32,
+    /// Largest Ethernet frame a chunk holds: `frame_size - RX_HEADROOM`
+    /// or less.
+    pub max_frame_size: u32,
     pub frames_per_worker: u32,
     pub ring_size: u32,
     pub batch_size: u32,
@@ -357,14 +361,85 @@ impl Config {
         self.check_own_addresses(&self.own_addresses())?;
         Ok(())
     }
+
+    /// One line per interface whose MTU exceeds what `max_frame_size`
+    /// carries: the kernel drops a longer frame that XDP sends to Shunt
+    /// (the socket's `rx_dropped`), so such traffic would be lost.
+    pub fn mtu_warnings(&self) -> Vec<String> {
+        self.mtu_warnings_with(crate::sys::mtu)
+    }
+
+    fn mtu_warnings_with(&self, mtu: impl Fn(&str) -> Option<u16>) -> Vec<String> {
+        let max = self.dataplane.max_frame_size;
+        let carried = max.saturating_sub(ETH_HEADER);
+        self.interfaces
+            .iter()
+            .filter_map(|i| {
+                let m = u32::from(mtu(&i.name)?);
+                (m > carried).then(|| {
+                    format!(
+                        "interface `{}` has MTU {m}, but max_frame_size = {max} carries IP packets of at \
+                         most {carried} bytes: larger ones are dropped; set [dataplane] max_frame_size = {} \
+                         (or more) or lower the MTU",
+                        i.name,
+                        m + ETH_HEADER
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// Bytes the kernel leaves in front of a received packet in its UMEM chunk
+/// (XDP_PACKET_HEADROOM; our UMEM headroom is 0).
+pub const RX_HEADROOM: u32 = 256;
+/// The base page size: the kernel registers no UMEM chunk above it.
+pub const PAGE_SIZE: u32 = 4096;
+/// Ethernet header bytes in front of the IP packet (no VLAN tag).
+pub const ETH_HEADER: u32 = 14;
+/// Most UMEM chunks one frame may span (a multi-buffer chain: the first
+/// buffer and up to seven more).
+pub const MAX_CHAIN: u32 = 8;
+
+/// `frame_size` (the UMEM chunk: 2048 or 4096, never above a page) and
+/// `max_frame_size` (by default what one chunk holds: 3840 for 4096). A
+/// larger `max_frame_size` is carried as a chain of chunks (multi-buffer
+/// AF_XDP), at most [`MAX_CHAIN`] of them.
+fn frame_sizes(src: &Source<'_>, d: &schema::DataplaneSection) -> Result<(u32, u32), ConfigError> {
+    let frame_size = match &d.frame_size {
+        None => PAGE_SIZE,
+        Some(f) => {
+            let v = *f.get_ref();
+            if v != 2048 && v != 4096 {
+                return Err(src.error(f.span(), "frame_size must be 2048 or 4096"));
+            }
+            v
+        }
+    };
+    let per_chunk = frame_size - RX_HEADROOM;
+    let largest = (MAX_CHAIN * per_chunk).min(65535 + ETH_HEADER);
+    let max_frame_size = match &d.max_frame_size {
+        None => per_chunk,
+        Some(m) => {
+            let max = *m.get_ref();
+            if !(1514..=largest).contains(&max) {
+                return Err(src.error(
+                    m.span(),
+                    format!(
+                        "max_frame_size must be in 1514..={largest} (an MTU of 1500 up to {MAX_CHAIN} \
+                         chunks of {per_chunk} bytes with frame_size = {frame_size})"
+                    ),
+                ));
+            }
+            max
+        }
+    };
+    Ok((frame_size, max_frame_size))
 }
 
 fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
     let d = &file.dataplane;
-    let frame_size = *d.frame_size.get_ref();
-    if frame_size != 2048 && frame_size != 4096 {
-        return Err(src.error(d.frame_size.span(), "frame_size must be 2048 or 4096"));
-    }
+    let (frame_size, max_frame_size) = frame_sizes(src, d)?;
     let frames = *d.frames_per_worker.get_ref();
     if !(256..=1 << 22).contains(&frames) {
         return Err(src.error(d.frames_per_worker.span(), "frames_per_worker must be in 256..=4194304"));
@@ -594,6 +669,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         path: src.file.to_path_buf(),
         dataplane: Dataplane {
             frame_size,
+            max_frame_size,
             frames_per_worker: frames,
             ring_size: ring,
             batch_size: batch,
@@ -651,6 +727,46 @@ pipeline = "fwd"
 
     fn err(text: &str) -> String {
         Config::parse(Path::new("t.toml"), text).unwrap_err().to_string()
+    }
+
+    fn dataplane(text: &str) -> Dataplane {
+        Config::parse(Path::new("t.toml"), text).unwrap().dataplane
+    }
+
+    #[test]
+    fn max_frame_size_chains_chunks_and_is_checked() {
+        let sizes = |d: Dataplane| (d.frame_size, d.max_frame_size);
+        assert_eq!(sizes(dataplane(&GOOD.replace("frame_size = 4096\n", ""))), (4096, 3840));
+        assert_eq!(sizes(dataplane(&GOOD.replace("frame_size = 4096", "frame_size = 2048"))), (2048, 1792));
+        let jumbo = |line: &str| GOOD.replace("frame_size = 4096", line);
+        // Chains of 4096-byte chunks: the chunk never grows past a page.
+        assert_eq!(sizes(dataplane(&jumbo("max_frame_size = 9216"))), (4096, 9216));
+        assert_eq!(sizes(dataplane(&jumbo("max_frame_size = 1518"))), (4096, 1518));
+        assert_eq!(sizes(dataplane(&jumbo("frame_size = 2048\nmax_frame_size = 9216"))), (2048, 9216));
+        assert_eq!(sizes(dataplane(&jumbo("max_frame_size = 9216\nhugepages = \"off\""))), (4096, 9216));
+        let e = err(&jumbo("max_frame_size = 70000"));
+        assert!(e.starts_with("t.toml:3:18: key `dataplane.max_frame_size`"), "{e}");
+        assert!(e.contains("max_frame_size must be in 1514..=30720"), "{e}");
+        let e = err(&jumbo("frame_size = 2048\nmax_frame_size = 16000"));
+        assert!(e.contains("1514..=14336"), "{e}");
+        let e = err(&jumbo("frame_size = 16384"));
+        assert!(e.contains("frame_size must be 2048 or 4096"), "{e}");
+    }
+
+    #[test]
+    fn mtu_above_max_frame_size_warns_per_interface() {
+        let c = Config::parse(Path::new("t.toml"), GOOD).unwrap();
+        let w = c.mtu_warnings_with(|i| Some(if i == "a0" { 9000 } else { 1500 }));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("interface `a0` has MTU 9000, but max_frame_size = 3840"), "{w:?}");
+        assert!(w[0].contains("max_frame_size = 9014"), "{w:?}");
+        assert!(c.mtu_warnings_with(|_| Some(3826)).is_empty(), "3826 + 14 = 3840 fits");
+        assert_eq!(c.mtu_warnings_with(|_| Some(3827)).len(), 2);
+        assert!(c.mtu_warnings_with(|_| None).is_empty(), "no MTU known, no warning");
+        let j =
+            Config::parse(Path::new("t.toml"), &GOOD.replace("frame_size = 4096", "max_frame_size = 9216"))
+                .unwrap();
+        assert!(j.mtu_warnings_with(|_| Some(9000)).is_empty());
     }
 
     #[test]

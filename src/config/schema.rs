@@ -37,9 +37,12 @@ pub struct ConfigFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataplaneSection {
-    /// UMEM chunk size; 2048 or 4096. Headroom in front of each packet is
-    /// what NAT46 grows into.
-    pub frame_size: Spanned<u32>,
+    /// UMEM chunk size: 2048 or 4096 (default). Headroom in front of each
+    /// packet is what NAT46 grows into.
+    pub frame_size: Option<Spanned<u32>>,
+    /// Largest Ethernet frame (header and IP packet, no FCS) Shunt carries;
+    /// above one chunk it arrives and leaves as a chain of chunks.
+    pub max_frame_size: Option<Spanned<u32>>,
     pub frames_per_worker: Spanned<u32>,
     /// Descriptors per RX/TX/fill/completion ring; a power of two.
     pub ring_size: Spanned<u32>,
@@ -57,7 +60,8 @@ pub struct DataplaneSection {
 impl Default for DataplaneSection {
     fn default() -> Self {
         Self {
-            frame_size: Spanned::new(0..0, 4096),
+            frame_size: None,
+            max_frame_size: None,
             frames_per_worker: Spanned::new(0..0, 8192),
             ring_size: Spanned::new(0..0, 2048),
             batch_size: Spanned::new(0..0, 64),

@@ -17,17 +17,32 @@ use std::sync::{Arc, OnceLock};
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::pipeline::{DropReason, UmemView};
+use crate::pipeline::{DropReason, TailBuf, UmemView, MAX_TAIL};
 use crate::xsk::umem::UmemArea;
 use crate::xsk::Frame;
 
 /// Frames one worker may have in flight to another.
 pub const IN_FLIGHT: usize = 1024;
 
+/// The rest of a chained frame (multi-buffer) whose first buffer travels:
+/// its length, and where its source parked its later buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chain {
+    /// Bytes after the first buffer (0: a frame of one buffer).
+    pub more: u32,
+    /// The source's [`Parked`] slot holding the later buffers.
+    pub slot: u16,
+}
+
+impl Chain {
+    pub const NONE: Chain = Chain { more: 0, slot: u16::MAX };
+}
+
 #[derive(Debug)]
 pub struct Handed {
     pub frame: Frame,
     pub len: u32,
+    pub chain: Chain,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -48,6 +63,69 @@ pub struct Returned {
     pub frame: Frame,
     pub len: u32,
     pub outcome: Outcome,
+    /// As handed, with `more` 0 when the owner replaced the packet by one
+    /// of a single buffer (its later buffers are then freed, not sent).
+    pub chain: Chain,
+}
+
+/// The later buffers of chained frames a worker handed over: only the
+/// first buffer travels (stages read headers there), so the source keeps
+/// the rest until the frame comes back, then sends or frees them with it.
+/// Sized for every frame that may be in flight; never grows.
+pub struct Parked {
+    bufs: Vec<[TailBuf; MAX_TAIL]>,
+    n: Vec<u8>,
+    free: Vec<u16>,
+}
+
+impl Parked {
+    /// Room for `slots` chains (at most `u16::MAX`).
+    pub fn new(slots: usize) -> Parked {
+        let slots = slots.min(usize::from(u16::MAX));
+        Parked {
+            bufs: vec![[(0, 0); MAX_TAIL]; slots],
+            n: vec![0; slots],
+            free: (0..slots as u16).rev().collect(),
+        }
+    }
+
+    /// Keeps `tail`; the slot to take it back by, None when full.
+    pub fn park(&mut self, tail: &[TailBuf]) -> Option<u16> {
+        if tail.len() > MAX_TAIL {
+            return None;
+        }
+        let slot = self.free.pop()?;
+        let i = usize::from(slot);
+        self.bufs[i][..tail.len()].copy_from_slice(tail);
+        self.n[i] = tail.len() as u8;
+        Some(slot)
+    }
+
+    /// Takes back what slot `slot` holds (empty for an unknown or free slot).
+    pub fn take(&mut self, slot: u16) -> &[TailBuf] {
+        let i = usize::from(slot);
+        let Some(n) = self.n.get_mut(i) else { return &[] };
+        let n = std::mem::take(n);
+        if n == 0 {
+            return &[];
+        }
+        self.free.push(slot);
+        &self.bufs[i][..usize::from(n)]
+    }
+
+    /// Buffers parked now, in all chains.
+    pub fn buffers(&self) -> usize {
+        self.n.iter().map(|&n| usize::from(n)).sum()
+    }
+
+    /// Chains parked now.
+    pub fn len(&self) -> usize {
+        self.bufs.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// One worker's UMEM as the others see it: a view to reach frame bytes,
@@ -227,21 +305,41 @@ mod tests {
     fn in_flight_is_bounded_and_back_never_overflows() {
         let mesh = Mesh::new(2);
         let mut handed = 0;
-        while mesh.hand(0, 1, Handed { frame: Frame::from_desc(handed), len: 60 }).is_ok() {
+        while mesh.hand(0, 1, Handed { frame: Frame::from_desc(handed), len: 60, chain: Chain::NONE }).is_ok()
+        {
             handed += 1;
         }
         assert_eq!(handed as usize, IN_FLIGHT);
         let l = mesh.link(0, 1).unwrap();
         // The owner answers everything at once: the back ring has room.
         while let Some(h) = l.to_owner.pop() {
-            l.back.push(Returned { frame: h.frame, len: h.len, outcome: Outcome::Transmit(0) }).unwrap();
+            l.back
+                .push(Returned { frame: h.frame, len: h.len, outcome: Outcome::Transmit(0), chain: h.chain })
+                .unwrap();
         }
-        let refused = mesh.hand(0, 1, Handed { frame: Frame::from_desc(7), len: 60 });
+        let refused = mesh.hand(0, 1, Handed { frame: Frame::from_desc(7), len: 60, chain: Chain::NONE });
         assert_eq!(
             refused.unwrap_err().frame.addr(),
             7,
             "returns still count as in flight; the frame comes back"
         );
         assert!(mesh.link(1, 1).is_none());
+    }
+
+    #[test]
+    fn parked_tails_come_back_once_and_slots_are_reused() {
+        let mut p = Parked::new(2);
+        let a = p.park(&[(4096, 100), (8192, 50)]).unwrap();
+        let b = p.park(&[(12288, 7)]).unwrap();
+        assert!(p.park(&[(16384, 1)]).is_none(), "full: the caller drops the frame");
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.take(a), &[(4096, 100), (8192, 50)]);
+        assert!(p.take(a).is_empty(), "a slot gives its buffers back once");
+        assert!(p.take(9).is_empty());
+        let c = p.park(&[(20480, 3)]).unwrap();
+        assert_eq!(c, a, "the freed slot is reused");
+        assert_eq!(p.take(b), &[(12288, 7)]);
+        assert_eq!(p.take(c), &[(20480, 3)]);
+        assert!(p.is_empty());
     }
 }

@@ -188,5 +188,7 @@ fn assemble_with<P: PortIo>(
         recorder,
         conns,
         mtus,
+        parked: super::handoff::Parked::new(0),
+        rx_skip: vec![false; nports as usize],
     })
 }

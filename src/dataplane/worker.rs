@@ -13,13 +13,13 @@ use crate::config::{PollMode, MAX_BATCH};
 use crate::pipeline::classify::Classifier;
 use arc_swap::ArcSwap;
 
-use super::handoff::{Handed, Mesh, Outcome, Returned};
+use super::handoff::{Chain, Handed, Mesh, Outcome, Parked, Returned};
 use crate::pipeline::mtu::{frame_limit, LinkMtus};
 use crate::pipeline::services::Services;
 use crate::pipeline::{Batch, Ctx, DropReason, FlowKind, Pipeline, Verdict};
 use crate::telemetry::counters::{WorkerCounters, WorkerStats};
 use crate::telemetry::latency::{Hists, Recorder};
-use crate::xsk::{Frame, Port, PortIo, WorkerXsk};
+use crate::xsk::{Frame, Port, PortIo, TxNext, WorkerXsk};
 
 /// Idle loop iterations an adaptive worker spins before it sleeps in poll(2).
 const IDLE_SPINS: u32 = 512;
@@ -64,6 +64,11 @@ pub struct Worker<P: PortIo = Port> {
     /// Every interface's MTU: frames longer than their egress allows are
     /// dropped and counted here rather than lost silently on the wire.
     pub mtus: Arc<LinkMtus>,
+    /// Later buffers of chained frames handed to other workers.
+    pub parked: Parked,
+    /// Per port: an RX poll ended inside a chain, which was dropped; its
+    /// remaining buffers are freed as they arrive.
+    pub rx_skip: Vec<bool>,
 }
 
 /// Where a replayed fragment starts in its frame (the kernel's XDP headroom).
@@ -131,6 +136,9 @@ impl<P: PortIo> Worker<P> {
             self.handed = umems.iter().map(|u| Batch::new(u.view)).collect();
         }
         self.in_flight = vec![0; self.mesh.workers()];
+        let peers = self.mesh.workers().saturating_sub(1);
+        self.parked = Parked::new(peers * super::handoff::IN_FLIGHT);
+        self.rx_skip = vec![false; self.xsk.ports.len()];
     }
 
     /// One pass over every port and the handoff rings; how many packets
@@ -218,13 +226,41 @@ impl<P: PortIo> Worker<P> {
         let t0 = now_ns();
         let (batch, pool) = (&mut self.batch, &mut self.xsk.pool);
         let p = &mut self.xsk.ports[port];
-        p.receive(self.batch_size, |frame, len| {
+        let skip = match self.rx_skip.get_mut(port) {
+            Some(s) => s,
+            None => return 0,
+        };
+        // A frame of several buffers arrives as a chain of descriptors:
+        // the first is the packet, the rest its tail.
+        let mut in_chain = false;
+        p.receive(self.batch_size, |frame, len, more| {
             let addr = frame.into_desc();
-            if !batch.push(addr, len, port as u8) {
+            if *skip {
+                // The rest of a chain already dropped.
+                pool.free(Frame::from_desc(addr));
+                *skip = more;
+                return;
+            }
+            if in_chain {
+                if !batch.push_tail(addr, len) {
+                    // Too many buffers: the packet is dropped (chain_too_long).
+                    pool.free(Frame::from_desc(addr));
+                }
+            } else if !batch.push(addr, len, port as u8) {
                 // Unreachable while batch_size <= MAX_BATCH; never lose the frame.
                 pool.free(Frame::from_desc(addr));
+                *skip = more;
+                return;
             }
+            in_chain = more;
         });
+        if in_chain {
+            // The ring ended inside a chain: drop what came, skip the rest.
+            if let Some(m) = batch.len.checked_sub(1).and_then(|i| batch.pkts.get_mut(i)) {
+                m.verdict = Verdict::Drop(DropReason::ChainTooLong);
+            }
+            *skip = true;
+        }
         let n = self.batch.len as u32;
         if n == 0 {
             // Runs the queue's NAPI here, on our core, for up to the busy-poll
@@ -242,7 +278,7 @@ impl<P: PortIo> Worker<P> {
         let c = &self.counters;
         c.batches.add(1);
         c.rx_packets.add(u64::from(n));
-        c.rx_bytes.add(self.batch.metas().iter().map(|m| u64::from(m.len)).sum());
+        c.rx_bytes.add((0..self.batch.len).map(|i| u64::from(self.batch.total_len(i))).sum());
 
         crate::pipeline::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
         self.hand_over();
@@ -275,26 +311,44 @@ impl<P: PortIo> Worker<P> {
             return;
         }
         let mut woke = 0u64; // bitmask of owners already woken this batch
-        for m in self.batch.pkts[..self.batch.len].iter_mut() {
-            if let Verdict::Handoff(to) = m.verdict {
-                let handed = Handed { frame: Frame::from_desc(m.addr), len: m.len };
-                match self.mesh.hand(self.id, usize::from(to), handed) {
-                    Ok(()) => {
-                        self.counters.handoffs_out.add(1);
-                        if let Some(n) = self.in_flight.get_mut(usize::from(to)) {
-                            *n += 1;
-                        }
-                        // In flight: the frame comes back through `collect_returns`.
-                        m.verdict = Verdict::Continue;
-                        if woke & (1 << (to % 64)) == 0 {
-                            woke |= 1 << (to % 64);
-                            self.mesh.wake(usize::from(to));
-                        }
+        for i in 0..self.batch.len {
+            let Verdict::Handoff(to) = self.batch.pkts[i].verdict else { continue };
+            // Only the first buffer travels; a chain's later ones wait here.
+            let more = self.batch.more[i];
+            let chain = if more == 0 {
+                Chain::NONE
+            } else {
+                match self.parked.park(self.batch.tail(i)) {
+                    Some(slot) => Chain { more, slot },
+                    None => {
+                        self.batch.pkts[i].verdict = Verdict::Drop(DropReason::HandoffFull);
+                        continue;
                     }
-                    Err(refused) => {
-                        // Back in its batch slot, to be freed with the drops.
-                        m.addr = refused.frame.into_desc();
-                        m.verdict = Verdict::Drop(DropReason::HandoffFull);
+                }
+            };
+            let m = &mut self.batch.pkts[i];
+            let handed = Handed { frame: Frame::from_desc(m.addr), len: m.len, chain };
+            match self.mesh.hand(self.id, usize::from(to), handed) {
+                Ok(()) => {
+                    self.counters.handoffs_out.add(1);
+                    if let Some(n) = self.in_flight.get_mut(usize::from(to)) {
+                        *n += 1;
+                    }
+                    // In flight: the frame comes back through `collect_returns`.
+                    m.verdict = Verdict::Continue;
+                    self.batch.release_tail(i);
+                    if woke & (1 << (to % 64)) == 0 {
+                        woke |= 1 << (to % 64);
+                        self.mesh.wake(usize::from(to));
+                    }
+                }
+                Err(refused) => {
+                    // Back in its batch slot, to be freed with the drops (its
+                    // tail too: the batch still holds it).
+                    m.addr = refused.frame.into_desc();
+                    m.verdict = Verdict::Drop(DropReason::HandoffFull);
+                    if refused.chain.more > 0 {
+                        let _ = self.parked.take(refused.chain.slot);
                     }
                 }
             }
@@ -312,13 +366,21 @@ impl<P: PortIo> Worker<P> {
             }
             let batch = &mut self.handed[from];
             batch.clear();
+            let mut chains = [Chain::NONE; MAX_BATCH as usize];
             while batch.len < (self.batch_size as usize).min(MAX_BATCH as usize) {
                 let Some(h) = link.to_owner.pop() else { break };
-                batch.push(h.frame.into_desc(), h.len, crate::pipeline::lb::INGRESS_HANDED);
+                chains[batch.len] = h.chain;
+                // Its later buffers stay with the source: stages see the length.
+                batch.push_foreign(
+                    h.frame.into_desc(),
+                    h.len,
+                    crate::pipeline::lb::INGRESS_HANDED,
+                    h.chain.more,
+                );
             }
             self.ctx.now = now_secs();
             crate::pipeline::process(batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
-            for m in batch.metas() {
+            for (i, m) in batch.metas().iter().enumerate() {
                 let outcome = match m.verdict {
                     Verdict::Forward(p) => match self.xsk.ports.get(usize::from(p)) {
                         Some(port) => Outcome::Transmit(port.interface_idx() as u16),
@@ -335,7 +397,9 @@ impl<P: PortIo> Worker<P> {
                     self.counters.dropped(r);
                 }
                 // Cannot fail: see Link::back.
-                let back = link.back.push(Returned { frame: Frame::from_desc(m.addr), len: m.len, outcome });
+                let chain = Chain { more: batch.more[i], ..chains[i] };
+                let back =
+                    link.back.push(Returned { frame: Frame::from_desc(m.addr), len: m.len, outcome, chain });
                 debug_assert!(back.is_ok(), "handoff back ring overflowed");
             }
             self.counters.handoffs_served.add(batch.len as u64);
@@ -363,11 +427,17 @@ impl<P: PortIo> Worker<P> {
                 if let Some(n) = self.in_flight.get_mut(to) {
                     *n = n.saturating_sub(1);
                 }
+                let tail =
+                    if r.chain.slot == Chain::NONE.slot { &[][..] } else { self.parked.take(r.chain.slot) };
                 match r.outcome {
                     Outcome::Transmit(iface) => {
                         let port = self.port_of_interface.get(usize::from(iface)).copied().unwrap_or(u8::MAX);
                         self.returned.push(r.frame.into_desc(), r.len, port);
-                        if let Some(m) = self.returned.pkts.get_mut(self.returned.len - 1) {
+                        let i = self.returned.len - 1;
+                        // The tail rejoins its packet; one the owner replaced
+                        // (more = 0) is freed with the batch.
+                        self.returned.attach_tail(i, tail, r.chain.more);
+                        if let Some(m) = self.returned.pkts.get_mut(i) {
                             m.verdict = if port == u8::MAX {
                                 Verdict::Drop(DropReason::NoRoute)
                             } else {
@@ -376,9 +446,22 @@ impl<P: PortIo> Worker<P> {
                         }
                     }
                     // The owner counted the reason; the frame is ours to free.
-                    Outcome::Drop(_) | Outcome::Consumed => self.xsk.pool.free(r.frame),
+                    Outcome::Drop(_) | Outcome::Consumed => {
+                        for &(addr, _) in tail {
+                            self.xsk.pool.free(Frame::from_desc(addr));
+                        }
+                        self.xsk.pool.free(r.frame)
+                    }
+                    // Only ICMP errors go round, and chains never carry ICMP.
+                    Outcome::Pass(_) if !tail.is_empty() => {
+                        for &(addr, _) in tail {
+                            self.xsk.pool.free(Frame::from_desc(addr));
+                        }
+                        self.counters.dropped(DropReason::ChainUnsupported);
+                        self.xsk.pool.free(r.frame)
+                    }
                     Outcome::Pass(next) => {
-                        let h = Handed { frame: r.frame, len: r.len };
+                        let h = Handed { frame: r.frame, len: r.len, chain: Chain::NONE };
                         match pass_on(&self.mesh, self.id, to, usize::from(next), h) {
                             Ok(()) => {
                                 self.counters.handoffs_out.add(1);
@@ -460,8 +543,10 @@ impl<P: PortIo> Worker<P> {
 
 /// Puts forwarded packets on their egress TX rings and frees dropped ones.
 /// Packets still `Continue` are in flight elsewhere (handed over).
-/// Returns how many frames went to TX rings. Packets toward a backend that
-/// fail here are counted against it too (`tx_failed`).
+/// Returns how many packets went to TX rings. Packets toward a backend that
+/// fail here are counted against it too (`tx_failed`). A chained frame goes
+/// on the ring whole (all its buffers) or not at all; every tail buffer the
+/// batch still holds afterwards (its packet dropped or replaced) is freed.
 fn transmit<P: PortIo>(
     xsk: &mut WorkerXsk<P>,
     c: &WorkerCounters,
@@ -489,10 +574,14 @@ fn transmit<P: PortIo>(
             // Stages answer oversize packets they own with ICMP errors; what
             // still exceeds the egress MTU here would be lost on the wire.
             let head = batch.packet(i).map_or(&[][..], |f| f.get(..14).unwrap_or(f));
-            if batch.pkts[i].len > frame_limit(mtu, head) {
+            let tail = batch.tail(i).len() as u32;
+            if batch.total_len(i) > frame_limit(mtu, head) {
                 batch.pkts[i].verdict = Verdict::Drop(DropReason::FrameTooLarge);
+            } else if batch.more[i] > 0 && tail == 0 {
+                // A chain whose later buffers this worker does not hold.
+                batch.pkts[i].verdict = Verdict::Drop(DropReason::ChainUnsupported);
             } else {
-                wanted += 1;
+                wanted += 1 + if batch.more[i] > 0 { tail } else { 0 };
             }
         }
         if wanted == 0 {
@@ -500,28 +589,44 @@ fn transmit<P: PortIo>(
         }
         let p = &mut xsk.ports[egress];
         let mut bytes = 0u64;
+        let mut packets = 0u32;
         let mut next = 0usize;
-        let pkts = &batch.pkts[..batch.len];
-        // The ring pulls a frame only for a free slot: every frame pulled
-        // is placed, and `next` stops just past the last one placed.
-        let sent = p.transmit(wanted, || {
-            while let Some(m) = pkts.get(next) {
-                next += 1;
-                if m.verdict == forward {
-                    bytes += u64::from(m.len);
-                    return Some((Frame::from_desc(m.addr), m.len));
+        let b = &*batch;
+        // The ring offers its free slots: a packet is taken only when all
+        // its buffers fit, and `next` stops just past the last one placed.
+        let descs = p.transmit(wanted, |room| {
+            while let Some(m) = b.pkts[..b.len].get(next) {
+                if m.verdict != forward {
+                    next += 1;
+                    continue;
                 }
+                let tail = if b.more[next] > 0 { b.tail(next) } else { &[] };
+                if 1 + tail.len() as u32 > room {
+                    return TxNext::NoRoom;
+                }
+                bytes += u64::from(b.total_len(next));
+                packets += 1;
+                next += 1;
+                return TxNext::Packet(Frame::from_desc(m.addr), m.len, tail);
             }
-            None
+            TxNext::Done
         });
-        for m in batch.pkts[next..batch.len].iter_mut() {
-            if m.verdict == forward {
-                m.verdict = Verdict::Drop(DropReason::TxRingFull);
+        for i in 0..batch.len {
+            if batch.pkts[i].verdict != forward {
+                continue;
+            }
+            if i < next {
+                // On the ring: its tail went with it.
+                if batch.more[i] > 0 {
+                    batch.release_tail(i);
+                }
+            } else {
+                batch.pkts[i].verdict = Verdict::Drop(DropReason::TxRingFull);
             }
         }
-        *p.tx_outstanding() += sent;
-        total += sent;
-        c.tx_packets.add(u64::from(sent));
+        *p.tx_outstanding() += descs;
+        total += packets;
+        c.tx_packets.add(u64::from(packets));
         c.tx_bytes.add(bytes);
         if p.zero_copy() {
             // Zero-copy drivers say when they need a kick.
@@ -562,6 +667,8 @@ fn transmit<P: PortIo>(
             _ => {}
         }
     }
+    let pool = &mut xsk.pool;
+    batch.free_tails(|addr| pool.free(Frame::from_desc(addr)));
     total
 }
 
@@ -638,6 +745,11 @@ mod tests {
     }
 
     fn config(workers: usize, frames: u32, ring: u32) -> Config {
+        Config::parse(Path::new("worker-test.toml"), &config_text(workers, frames, ring)).unwrap()
+    }
+
+    /// [`dataplane`] with one full-NAT TCP service.
+    fn config_text(workers: usize, frames: u32, ring: u32) -> String {
         let mut text = dataplane(workers, frames, ring);
         text += r#"
 [pipeline.l4lb]
@@ -659,7 +771,7 @@ backends = [{ addr = "10.0.2.11", port = 80, weight = 100, mac = "02:00:00:00:02
 [conntrack]
 entries_per_worker = 4096
 "#;
-        Config::parse(Path::new("worker-test.toml"), &text).unwrap()
+        text
     }
 
     fn port_mac(interface: usize) -> [u8; 6] {
@@ -679,6 +791,7 @@ entries_per_worker = 4096
         wi: usize,
         services: &Arc<ArcSwap<Services>>,
         mesh: &Arc<Mesh>,
+        mtu: u16,
     ) -> (Worker<FakePort>, PeerUmem) {
         let dp = &config.dataplane;
         let len = dp.frames_per_worker as usize * dp.frame_size as usize;
@@ -690,7 +803,7 @@ entries_per_worker = 4096
             .collect();
         let infos: Vec<PortInfo> = ports
             .iter()
-            .map(|p| PortInfo { interface: p.interface_idx, mac: port_mac(p.interface_idx), mtu: 1500 })
+            .map(|p| PortInfo { interface: p.interface_idx, mac: port_mac(p.interface_idx), mtu })
             .collect();
         let xsk = WorkerXsk::in_memory(ports, area, dp.frames_per_worker, dp.frame_size);
         let umem = PeerUmem::new(setup::umem_view(config, &xsk), xsk.area());
@@ -701,16 +814,21 @@ entries_per_worker = 4096
             mesh: mesh.clone(),
             recorder: latency::pair().0,
             conns: crate::telemetry::conns::pair().0,
-            mtus: crate::pipeline::mtu::LinkMtus::new(config.interfaces.iter().map(|_| 1500)),
+            mtus: crate::pipeline::mtu::LinkMtus::new(config.interfaces.iter().map(|_| mtu)),
         };
         (setup::assemble(config, wi, init, xsk, &infos).unwrap(), umem)
     }
 
     /// Workers over fake ports, sharing a mesh as `Dataplane::start` sets up.
     fn workers(config: &Config) -> Vec<Worker<FakePort>> {
+        workers_at_mtu(config, 1500)
+    }
+
+    /// Workers whose links all have MTU `mtu`.
+    fn workers_at_mtu(config: &Config, mtu: u16) -> Vec<Worker<FakePort>> {
         let (services, mesh) = shared(config);
         let (mut out, umems): (Vec<_>, Vec<_>) =
-            (0..config.workers.len()).map(|wi| build_one(config, wi, &services, &mesh)).unzip();
+            (0..config.workers.len()).map(|wi| build_one(config, wi, &services, &mesh, mtu)).unzip();
         assert!(mesh.umems.set(umems).is_ok());
         for w in &mut out {
             w.join_mesh();
@@ -747,7 +865,7 @@ entries_per_worker = 4096
 
     /// Every frame of the worker is in its pool, on its rings, or in the mesh.
     fn assert_conserved(w: &Worker<FakePort>, wi: usize, mesh: &Mesh) {
-        let held: usize = w.xsk.ports.iter().map(FakePort::held).sum();
+        let held: usize = w.xsk.ports.iter().map(FakePort::held).sum::<usize>() + w.parked.buffers();
         let total = w.xsk.pool.total() as usize;
         assert_eq!(
             w.xsk.pool.available() + held + in_mesh(mesh, wi),
@@ -787,6 +905,228 @@ entries_per_worker = 4096
         assert!(matches!(p.transport, Some(TransportSlice::Tcp(_))));
         assert_eq!(w.xsk.ports.iter().map(|p| p.tx.len() + p.completion.len()).sum::<usize>(), 0);
         assert_conserved(w, 0, &w.mesh.clone());
+    }
+
+    /// A config whose frames reach 9216 bytes: chains of 2048-byte chunks
+    /// (1792 bytes of packet each), links at MTU 9000.
+    fn jumbo(workers_n: usize, frames: u32, ring: u32) -> Vec<Worker<FakePort>> {
+        let text = config_text(workers_n, frames, ring)
+            .replace("frame_size = 2048", "frame_size = 2048\nmax_frame_size = 9216");
+        let cfg = Config::parse(Path::new("worker-test.toml"), &text).unwrap();
+        assert_eq!((cfg.dataplane.frame_size, cfg.dataplane.max_frame_size), (2048, 9216));
+        workers_at_mtu(&cfg, 9000)
+    }
+
+    /// A 9014-byte TCP frame (9000 at IP) with a recognisable payload.
+    fn big_tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), to: usize) -> (Vec<u8>, Vec<u8>) {
+        let from = if to == BE { BACKEND_MAC } else { ROUTER_MAC };
+        let payload: Vec<u8> = (0..8960u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut big = Vec::new();
+        PacketBuilder::ethernet2(from, port_mac(to))
+            .ipv4(src.0, dst.0, 64)
+            .tcp(src.1, dst.1, 1001, 64240)
+            .ack(1)
+            .write(&mut big, &payload)
+            .unwrap();
+        assert_eq!(big.len(), 9014);
+        (big, payload)
+    }
+
+    /// Checks `out` is an IPv4 TCP frame of 9014 bytes from `src` to `dst`
+    /// carrying `payload`, with a correct TCP checksum.
+    fn assert_whole_tcp(out: &[u8], src: [u8; 4], dst: [u8; 4], payload: &[u8]) {
+        assert_eq!(out.len(), 9014);
+        let p = SlicedPacket::from_ethernet(out).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!("not IPv4") };
+        assert_eq!((ip.header().source(), ip.header().destination()), (src, dst));
+        assert_eq!(ip.header().total_len(), 9000);
+        let Some(TransportSlice::Tcp(tcp)) = &p.transport else { panic!("not TCP") };
+        assert_eq!(tcp.payload(), payload);
+        let sum = tcp.to_header().calc_checksum_ipv4(&ip.header().to_header(), tcp.payload()).unwrap();
+        assert_eq!(tcp.checksum(), sum, "TCP checksum after NAT");
+    }
+
+    /// A frame of a 9000-byte MTU (9014 bytes with its Ethernet header)
+    /// arrives as a chain of six 2048-byte chunks: it leaves as one,
+    /// NAT-rewritten, with every payload byte intact and a correct
+    /// checksum, and every chunk comes back to the pool.
+    #[test]
+    fn jumbo_frame_leaves_whole_and_rewritten() {
+        let mut ws = jumbo(1, 512, 128);
+        let w = &mut ws[0];
+        w.step();
+        w.xsk.ports[BE].keep_sent = true;
+        let client = ([198, 18, 0, 1], 40000);
+        let (big, payload) = big_tcp(client, (VIP, 80), CLI);
+        assert!(w.xsk.ports[CLI].deliver(&syn(client.1)));
+        settle(w);
+        assert!(w.xsk.ports[CLI].deliver(&big));
+        assert_eq!(w.xsk.ports[CLI].rx.len(), 6, "a chain of six buffers");
+        settle(w);
+        assert_eq!(w.counters.tx_packets.get(), 2, "{:?}", w.counters.snapshot());
+        assert_eq!(w.counters.rx_bytes.get(), w.counters.tx_bytes.get());
+        let out = &w.xsk.ports[BE].sent[1];
+        let snat = {
+            let p = SlicedPacket::from_ethernet(out).unwrap();
+            let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!("not IPv4") };
+            ip.header().source()
+        };
+        assert_eq!(snat[..3], SNAT[..3]);
+        assert_whole_tcp(out, snat, BACKEND, &payload);
+        assert_eq!(w.counters.total_drops(), 0);
+        assert_conserved(w, 0, &w.mesh.clone());
+    }
+
+    /// Headers that do not all lie in the first buffer are refused and
+    /// counted, never parsed from a partial header; headers that end
+    /// exactly where the first buffer ends are fine.
+    #[test]
+    fn chain_with_headers_past_its_first_buffer_is_refused() {
+        let mut ws = jumbo(1, 512, 128);
+        let w = &mut ws[0];
+        w.step();
+        w.xsk.ports[BE].keep_sent = true;
+        let client = ([198, 18, 0, 1], 40001);
+        let (big, payload) = big_tcp(client, (VIP, 80), CLI);
+        assert!(w.xsk.ports[CLI].deliver(&syn(client.1)));
+        settle(w);
+        // Cut inside the IPv4 header, then inside the TCP header.
+        for cut in [30, 40] {
+            let rest: Vec<&[u8]> = big[cut..].chunks(1792).collect();
+            let pieces: Vec<&[u8]> = std::iter::once(&big[..cut]).chain(rest).collect();
+            assert!(w.xsk.ports[CLI].deliver_pieces(&pieces));
+            settle(w);
+        }
+        assert_eq!(drops(w, DropReason::ChainUnsupported), 2);
+        assert_eq!(w.counters.tx_packets.get(), 1, "only the SYN left");
+        // Ethernet, IPv4 and TCP headers: 54 bytes, all in the first buffer.
+        let rest: Vec<&[u8]> = big[54..].chunks(1792).collect();
+        let pieces: Vec<&[u8]> = std::iter::once(&big[..54]).chain(rest).collect();
+        assert!(w.xsk.ports[CLI].deliver_pieces(&pieces));
+        settle(w);
+        assert_eq!(w.counters.tx_packets.get(), 2);
+        let snat = w.xsk.ports[BE].sent[0][26..30].try_into().unwrap();
+        assert_whole_tcp(&w.xsk.ports[BE].sent[1], snat, BACKEND, &payload);
+        assert_conserved(w, 0, &w.mesh.clone());
+    }
+
+    /// A chain of more buffers than a frame may have is dropped and
+    /// counted, and each of its buffers is freed exactly once; so is a
+    /// chain whose end has not arrived when the RX ring runs dry (its
+    /// remaining buffers are freed as they come, not taken for a packet).
+    #[test]
+    fn overlong_and_cut_chains_are_dropped_and_every_buffer_freed() {
+        let mut ws = jumbo(1, 512, 128);
+        let w = &mut ws[0];
+        w.step();
+        w.xsk.ports[BE].keep_sent = true;
+        let client = ([198, 18, 0, 1], 40002);
+        let (big, payload) = big_tcp(client, (VIP, 80), CLI);
+        assert!(w.xsk.ports[CLI].deliver(&syn(client.1)));
+        settle(w);
+        // Ten buffers: two more than a chain may have.
+        let pieces: Vec<&[u8]> = big.chunks(big.len().div_ceil(10)).collect();
+        assert_eq!(pieces.len(), 10);
+        assert!(w.xsk.ports[CLI].deliver_pieces(&pieces));
+        settle(w);
+        assert_eq!(drops(w, DropReason::ChainTooLong), 1);
+        assert_conserved(w, 0, &w.mesh.clone());
+        // The kernel has published the first three buffers of six only.
+        assert!(w.xsk.ports[CLI].deliver(&big));
+        let late: Vec<_> = (0..3).filter_map(|_| w.xsk.ports[CLI].rx.pop_back()).collect();
+        w.step();
+        assert_eq!(drops(w, DropReason::ChainTooLong), 2);
+        w.xsk.ports[CLI].rx.extend(late.into_iter().rev());
+        // The next packet after the cut chain's rest is whole again.
+        assert!(w.xsk.ports[CLI].deliver(&big));
+        settle(w);
+        assert_eq!(drops(w, DropReason::ChainTooLong), 2);
+        // The cut chain's rest was freed, not parsed as a packet of its own.
+        assert_eq!(w.counters.total_drops(), 2, "{:?}", w.counters.snapshot());
+        assert_eq!(w.counters.tx_packets.get(), 2, "{:?}", w.counters.snapshot());
+        let snat = w.xsk.ports[BE].sent[0][26..30].try_into().unwrap();
+        assert_whole_tcp(&w.xsk.ports[BE].sent[1], snat, BACKEND, &payload);
+        assert_conserved(w, 0, &w.mesh.clone());
+    }
+
+    /// A full TX ring takes a chain whole or not at all: what is on the
+    /// ring is whole packets, the rest is dropped and counted, and once
+    /// the kernel resumes every buffer completes back to the pool.
+    #[test]
+    fn full_tx_ring_never_splits_a_chain() {
+        let mut ws = jumbo(1, 1024, 128);
+        let w = &mut ws[0];
+        w.step();
+        let client = ([198, 18, 0, 1], 40003);
+        let (big, _) = big_tcp(client, (VIP, 80), CLI);
+        assert!(w.xsk.ports[CLI].deliver(&syn(client.1)));
+        settle(w);
+        w.xsk.ports[BE].sending = false;
+        // 21 chains of six take 126 of the 128 slots; the 22nd does not fit.
+        for _ in 0..22 {
+            assert!(w.xsk.ports[CLI].deliver(&big));
+            w.step();
+        }
+        let tx = &w.xsk.ports[BE].tx;
+        let ends = tx.iter().filter(|d| d.2 & crate::xsk::XDP_PKT_CONTD == 0).count();
+        assert_eq!((tx.len(), ends), (126, 21), "whole chains on the ring");
+        assert_eq!(drops(w, DropReason::TxRingFull), 1);
+        assert_conserved(w, 0, &w.mesh.clone());
+        w.xsk.ports[BE].sending = true;
+        w.xsk.ports[BE].send();
+        settle(w);
+        assert_eq!(w.xsk.ports[BE].sent_count, 22, "the SYN and 21 chains");
+        assert_conserved(w, 0, &w.mesh.clone());
+        assert_eq!(w.xsk.pool.available() + w.xsk.ports.iter().map(FakePort::held).sum::<usize>(), 1024);
+    }
+
+    /// A chained reply that lands on the worker that does not own its
+    /// SNAT port: only its first buffer is handed over, the rest waits
+    /// parked, and the source sends the whole frame once the owner has
+    /// rewritten it.
+    #[test]
+    fn chained_reply_handed_over_leaves_whole() {
+        let mut ws = jumbo(2, 1024, 256);
+        let mesh = ws[0].mesh.clone();
+        ws[0].step();
+        ws[1].step();
+        ws[1].xsk.ports[BE].keep_sent = true;
+        assert!(ws[1].xsk.ports[CLI].deliver(&syn(40000)));
+        settle(&mut ws[1]);
+        let out = SlicedPacket::from_ethernet(&ws[1].xsk.ports[BE].sent[0]).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &out.net else { panic!("not IPv4") };
+        let snat_addr = ip.header().source();
+        let Some(TransportSlice::Tcp(t)) = out.transport else { panic!("not TCP") };
+        let snat_port = t.source_port();
+        assert_eq!(crate::pipeline::snat::owner(snat_port, 2), 1);
+        ws[0].xsk.ports[CLI].keep_sent = true;
+        let (big, payload) = big_tcp((BACKEND, 80), (snat_addr, snat_port), BE);
+        assert!(ws[0].xsk.ports[BE].deliver(&big));
+        ws[0].step();
+        assert_eq!(ws[0].parked.buffers(), 5, "the tail waits at its source");
+        assert_conserved(&ws[0], 0, &mesh);
+        ws[1].step();
+        settle(&mut ws[0]);
+        assert_eq!(ws[0].counters.handoffs_out.get(), 1);
+        assert_eq!(ws[1].counters.handoffs_served.get(), 1);
+        assert_eq!(ws[0].parked.buffers(), 0);
+        assert_whole_tcp(&ws[0].xsk.ports[CLI].sent[0], VIP, [198, 18, 0, 1], &payload);
+        assert_conserved(&ws[0], 0, &mesh);
+        assert_conserved(&ws[1], 1, &mesh);
+        // A chained reply for a flow the owner does not know comes back
+        // dropped: every buffer of it is freed at its source.
+        let (stray, _) = big_tcp((BACKEND, 80), (snat_addr, PORT_OF_W1 + 2), BE);
+        assert!(ws[0].xsk.ports[BE].deliver(&stray));
+        ws[0].step();
+        ws[1].step();
+        settle(&mut ws[0]);
+        assert_eq!(drops(&ws[1], DropReason::NoFlow), 1);
+        assert_eq!(ws[0].parked.buffers(), 0);
+        assert_conserved(&ws[0], 0, &mesh);
+        assert_eq!(
+            ws[0].xsk.pool.available() + ws[0].xsk.ports.iter().map(FakePort::held).sum::<usize>(),
+            1024
+        );
     }
 
     #[test]
@@ -1030,7 +1370,7 @@ entries_per_worker = 4096
                     let (umem_tx, both_stopped) = (umem_tx.clone(), both_stopped.clone());
                     std::thread::spawn(move || {
                         let _membership = Membership::new(mesh.clone(), wi);
-                        let (mut w, umem) = build_one(&cfg, wi, &services, &mesh);
+                        let (mut w, umem) = build_one(&cfg, wi, &services, &mesh, 1500);
                         umem_tx.send((wi, umem, w.counters.clone())).unwrap();
                         while mesh.umems.get().is_none() {
                             std::thread::yield_now();

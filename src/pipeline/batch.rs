@@ -43,6 +43,8 @@ drop_reasons! {
     SynUnverified => "syn_unverified", "First SYN of a new flow while new TCP flows exceed syn_check_rate; its retransmission is admitted.";
     RateLimited => "rate_limited", "New flow over the configured new-flow rate (global or per source).";
     LinkDown => "link_down", "The egress interface is down, has no carrier, or is gone.";
+    ChainUnsupported => "chain_unsupported", "Frame of several buffers (multi-buffer) that is not plain TCP/UDP with its headers in the first buffer, or whose pipeline or flow cannot carry one (translation, fragments, ICMP).";
+    ChainTooLong => "chain_too_long", "Frame of more buffers than a chain may have, or whose buffers did not all arrive.";
 }
 
 /// Where a packet goes after the current stage.
@@ -128,6 +130,12 @@ impl UmemView {
     }
 }
 
+/// Buffers after the first that one frame may span (multi-buffer AF_XDP).
+pub const MAX_TAIL: usize = crate::config::MAX_CHAIN as usize - 1;
+
+/// One buffer of a chain after its first: UMEM offset of the data, length.
+pub type TailBuf = (u64, u32);
+
 /// Free frames a batch may hold for stages that turn one packet into
 /// several (SIIT fragmentation), and so the room for packets beyond the
 /// received ones.
@@ -140,6 +148,18 @@ pub struct Batch {
     pub pkts: [PacketMeta; SLOTS],
     pub flows: [FlowMeta; SLOTS],
     pub len: usize,
+    /// Per slot: bytes of the packet after its first buffer (0 for a frame
+    /// of one buffer). Stages see the first buffer (`len` bytes at `addr`)
+    /// and read headers there only.
+    pub more: [u32; SLOTS],
+    /// Per received slot: the chunks after the first that this batch holds
+    /// for the packet. Each is placed on a TX ring with it, parked for a
+    /// handoff, or freed by [`Batch::free_tails`]: exactly once.
+    tail_n: [u8; MAX_BATCH as usize],
+    tails: [[TailBuf; MAX_TAIL]; MAX_BATCH as usize],
+    /// Packets given buffers after their first in this batch (0: the batch
+    /// holds no chain, and the chain bookkeeping is skipped).
+    pub chained: usize,
     umem: UmemView,
     /// UMEM offsets of free frames owned by this batch, for [`Emit`].
     spares: [u64; SPARE_FRAMES],
@@ -219,7 +239,10 @@ pub struct FrameMut<'a> {
 pub struct PacketMut<'a> {
     pub meta: &'a mut PacketMeta,
     pub flow: &'a mut FlowMeta,
+    /// The packet's first buffer (the whole packet unless `more > 0`).
     pub data: &'a mut [u8],
+    /// Bytes of the packet in buffers after `data` (multi-buffer frames).
+    pub more: u32,
 }
 
 impl Batch {
@@ -228,6 +251,10 @@ impl Batch {
             pkts: [PacketMeta::EMPTY; SLOTS],
             flows: [FlowMeta::default(); SLOTS],
             len: 0,
+            more: [0; SLOTS],
+            tail_n: [0; MAX_BATCH as usize],
+            tails: [[(0, 0); MAX_TAIL]; MAX_BATCH as usize],
+            chained: 0,
             umem,
             spares: [0; SPARE_FRAMES],
             spare_len: 0,
@@ -257,7 +284,12 @@ impl Batch {
     }
 
     pub fn clear(&mut self) {
+        debug_assert!(
+            self.tail_n[..self.len.min(MAX_BATCH as usize)].iter().all(|&n| n == 0),
+            "tails leaked"
+        );
         self.len = 0;
+        self.chained = 0;
     }
 
     /// Appends a received packet; false when full.
@@ -267,8 +299,94 @@ impl Batch {
         }
         self.pkts[self.len] = PacketMeta { addr, len, ingress, pipeline: 0, verdict: Verdict::Continue };
         self.flows[self.len].kind = FlowKind::Unknown;
+        self.more[self.len] = 0;
+        self.tail_n[self.len] = 0;
         self.len += 1;
         true
+    }
+
+    /// Appends the next buffer of the last pushed packet (a chunk of a
+    /// multi-buffer frame). False, and the chunk not taken, when the chain
+    /// already has [`MAX_TAIL`] buffers after its first: the packet is then
+    /// dropped as `chain_too_long` (its buffers so far stay held, for
+    /// [`Batch::free_tails`]).
+    pub fn push_tail(&mut self, addr: u64, len: u32) -> bool {
+        let Some(i) = self.len.checked_sub(1) else { return false };
+        let n = usize::from(self.tail_n[i]);
+        if n >= MAX_TAIL {
+            self.pkts[i].verdict = Verdict::Drop(DropReason::ChainTooLong);
+            return false;
+        }
+        self.tails[i][n] = (addr, len);
+        self.tail_n[i] += 1;
+        if self.more[i] == 0 {
+            self.chained += 1;
+        }
+        self.more[i] += len;
+        true
+    }
+
+    /// Appends a packet whose buffers after the first (`more` bytes) stay
+    /// with the worker that received it (a handed-over frame): stages see
+    /// its length; this batch holds none of its tail.
+    pub fn push_foreign(&mut self, addr: u64, len: u32, ingress: u8, more: u32) -> bool {
+        if !self.push(addr, len, ingress) {
+            return false;
+        }
+        self.more[self.len - 1] = more;
+        self.chained += usize::from(more > 0);
+        true
+    }
+
+    /// The whole length of packet `i`: its first buffer and the rest.
+    #[inline]
+    pub fn total_len(&self, i: usize) -> u32 {
+        self.pkts[i].len + self.more[i]
+    }
+
+    /// The tail buffers the batch holds for packet `i` (empty for a frame of
+    /// one buffer, a handed-over one, or a packet a stage replaced).
+    #[inline]
+    pub fn tail(&self, i: usize) -> &[TailBuf] {
+        match (self.tails.get(i), self.tail_n.get(i)) {
+            (Some(t), Some(&n)) => &t[..usize::from(n)],
+            _ => &[],
+        }
+    }
+
+    /// Gives up packet `i`'s tail buffers (they were placed on a TX ring or
+    /// parked for a handoff): the batch no longer frees them.
+    #[inline]
+    pub fn release_tail(&mut self, i: usize) {
+        if let Some(n) = self.tail_n.get_mut(i) {
+            *n = 0;
+        }
+    }
+
+    /// Gives packet `i` these tail buffers (a handed-over frame back home).
+    pub fn attach_tail(&mut self, i: usize, bufs: &[TailBuf], more: u32) {
+        if i >= MAX_BATCH as usize || bufs.len() > MAX_TAIL {
+            return;
+        }
+        self.tails[i][..bufs.len()].copy_from_slice(bufs);
+        self.tail_n[i] = bufs.len() as u8;
+        self.chained += usize::from(!bufs.is_empty());
+        self.more[i] = more;
+    }
+
+    /// Frees every tail buffer the batch still holds (the packet was
+    /// dropped, or a stage replaced it by a packet of one buffer), through
+    /// `free`. Called once a batch is sent.
+    pub fn free_tails(&mut self, mut free: impl FnMut(u64)) {
+        if self.chained == 0 {
+            return;
+        }
+        for i in 0..self.len.min(MAX_BATCH as usize) {
+            let n = usize::from(std::mem::take(&mut self.tail_n[i]));
+            for &(addr, _) in &self.tails[i][..n] {
+                free(addr);
+            }
+        }
     }
 
     pub fn metas(&self) -> &[PacketMeta] {
@@ -280,9 +398,20 @@ impl Batch {
     /// the headroom (NAT46/64). They update `meta.addr`/`meta.len`.
     #[inline]
     pub fn for_each_frame(&mut self, pipeline: u8, mut f: impl FnMut(FrameMut<'_>)) {
+        self.for_each_frame_chain(pipeline, |p, _| f(p));
+    }
+
+    /// [`Batch::for_each_frame`] that also hands out the bytes of the
+    /// packet after its first buffer (`more`, 0 for one buffer). A stage
+    /// that moves or resizes the packet in its frame has replaced it (an
+    /// ICMP error, a TCP reset): its later buffers are no longer part of
+    /// it, and `more` becomes 0 (the batch frees them).
+    #[inline]
+    pub fn for_each_frame_chain(&mut self, pipeline: u8, mut f: impl FnMut(FrameMut<'_>, &mut u32)) {
         let umem = self.umem;
         let mask = !(umem.frame_size as u64 - 1);
-        for (meta, flow) in self.pkts[..self.len].iter_mut().zip(self.flows.iter_mut()) {
+        let packets = self.pkts[..self.len].iter_mut().zip(self.flows.iter_mut()).zip(self.more.iter_mut());
+        for ((meta, flow), more) in packets {
             if meta.pipeline != pipeline || meta.verdict != Verdict::Continue {
                 continue;
             }
@@ -299,7 +428,11 @@ impl Batch {
             // of a batch names a distinct chunk, and the kernel does not
             // touch chunks held in a batch.
             let frame = unsafe { std::slice::from_raw_parts_mut(umem.base.add(b), e - b) };
-            f(FrameMut { meta, flow, frame, start, base });
+            let was = (meta.addr, meta.len);
+            f(FrameMut { meta, flow, frame, start, base }, more);
+            if *more > 0 && (meta.addr, meta.len) != was {
+                *more = 0;
+            }
         }
     }
 
@@ -339,6 +472,10 @@ impl Batch {
             let frame = unsafe { std::slice::from_raw_parts_mut(umem.base.add(b), e - b) };
             f(FrameMut { meta, flow, frame, start, base }, &mut emit);
         }
+        // Emitted packets are whole in their spare frame.
+        for m in &mut self.more[n..n + emit.added] {
+            *m = 0;
+        }
         self.len = n + emit.added;
     }
 
@@ -367,7 +504,8 @@ impl Batch {
     #[inline]
     pub fn for_each(&mut self, pipeline: u8, mut f: impl FnMut(PacketMut<'_>)) {
         let umem = self.umem;
-        for (meta, flow) in self.pkts[..self.len].iter_mut().zip(self.flows.iter_mut()) {
+        let packets = self.pkts[..self.len].iter_mut().zip(self.flows.iter_mut()).zip(self.more.iter());
+        for ((meta, flow), more) in packets {
             if meta.pipeline != pipeline || meta.verdict != Verdict::Continue {
                 continue;
             }
@@ -380,7 +518,7 @@ impl Batch {
             // hands each frame out once), so no two slices alias, and the
             // kernel does not touch frames that sit in an RX batch.
             let data = unsafe { std::slice::from_raw_parts_mut(umem.base.add(start), end - start) };
-            f(PacketMut { meta, flow, data });
+            f(PacketMut { meta, flow, data, more: *more });
         }
     }
 }

@@ -34,6 +34,11 @@ impl Stage for L2Stage {
         "l2"
     }
 
+    /// Writes MAC addresses only: the first buffer holds them.
+    fn chains(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
         batch.for_each(pipeline, |p| {
             let (port, src, dst) = match p.flow.kind {

@@ -24,6 +24,11 @@ impl Stage for L2Fwd {
         "l2fwd"
     }
 
+    /// Writes MAC addresses only: the first buffer holds them.
+    fn chains(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, batch: &mut Batch, pipeline: u8, _ctx: &mut Ctx) {
         batch.for_each(pipeline, |p| {
             let Some(macs) = p.data.get_mut(..12) else {

@@ -19,7 +19,7 @@ use super::stats::WorkerStats;
 use super::{frag, Batch, Ctx, DropReason, Stage, Verdict};
 use crate::config::MAX_BATCH;
 use crate::wire::addr::{is_v4_mapped, mapped, v4_of};
-use crate::wire::parse::{parse, parse_simple, FiveTuple, FragKind, IpVersion};
+use crate::wire::parse::{parse, parse_simple, parse_simple_chain, FiveTuple, FragKind, IpVersion};
 
 /// Seconds between refreshes of a flow's other entry by steady traffic.
 const PEER_REFRESH_SECS: i32 = 5;
@@ -55,6 +55,12 @@ impl Stage for ConntrackStage {
         "conntrack"
     }
 
+    /// A frame of several buffers takes the short parser only: plain TCP or
+    /// UDP whose headers lie in the first buffer.
+    fn chains(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
         // Pass 1: parse and hash; prefetch each bucket as soon as its hash is
         // known. The common shape takes a short parser; the rest the full one.
@@ -77,7 +83,17 @@ impl Stage for ConntrackStage {
             f.related = false;
             let key_of = |t: FiveTuple| FlowKey::new(t.src, t.dst, t.src_port, t.dst_port, t.proto);
             f.frag = FragKind::Whole;
-            let key = if let Some(s) = parse_simple(p.data) {
+            let simple = if p.more == 0 {
+                parse_simple(p.data)
+            } else {
+                let chain = parse_simple_chain(p.data, p.more);
+                if chain.is_none() {
+                    p.meta.verdict = Verdict::Drop(DropReason::ChainUnsupported);
+                    return;
+                }
+                chain
+            };
+            let key = if let Some(s) = simple {
                 f.family = if s.v6 { Family::V6 } else { Family::V4 };
                 f.l3 = s.l3_offset as u16;
                 f.l4 = s.l4_offset as u16;
@@ -174,7 +190,7 @@ impl Stage for ConntrackStage {
                     continue;
                 }
                 Tracked::Hit => {
-                    ctx.stats.packet(f.service, f.backend, m.len);
+                    ctx.stats.packet(f.service, f.backend, m.len + batch.more[i]);
                     continue;
                 }
                 // Its backend's flows are expired: schedule it afresh.
@@ -413,6 +429,10 @@ impl Stage for MaglevStage {
         "maglev"
     }
 
+    fn chains(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
         let mut refused = false;
         let mut later_of_new = false;
@@ -444,7 +464,7 @@ impl Stage for MaglevStage {
             match created {
                 Ok(()) => {
                     ctx.stats.flow_started(f.service, f.backend);
-                    ctx.stats.packet(f.service, f.backend, m.len);
+                    ctx.stats.packet(f.service, f.backend, m.len + batch.more[i]);
                 }
                 Err(DropReason::SnatExhausted) => {
                     // Answered below (the answer may need the whole frame);
@@ -474,7 +494,7 @@ impl Stage for MaglevStage {
                     continue;
                 }
                 match track(&mut ctx.conntrack, f, ctx.now, &ctx.services, &ctx.stats, false) {
-                    Tracked::Hit => ctx.stats.packet(f.service, f.backend, m.len),
+                    Tracked::Hit => ctx.stats.packet(f.service, f.backend, m.len + batch.more[i]),
                     _ => {
                         f.kind = FlowKind::Unknown;
                         m.verdict = Verdict::Drop(DropReason::NoFlow);

@@ -30,7 +30,10 @@ pub mod xlat;
 
 use std::sync::Arc;
 
-pub use batch::{Batch, DropReason, Emit, FrameMut, PacketMeta, PacketMut, UmemView, Verdict, SPARE_FRAMES};
+pub use batch::{
+    Batch, DropReason, Emit, FrameMut, PacketMeta, PacketMut, TailBuf, UmemView, Verdict, MAX_TAIL,
+    SPARE_FRAMES,
+};
 pub use flow::{FlowKind, FlowMeta};
 
 use conntrack::{ConnTable, Tick};
@@ -45,6 +48,13 @@ use stats::WorkerStats;
 pub trait Stage: Send {
     fn name(&self) -> &'static str;
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx);
+    /// Whether the stage handles frames of several buffers (`Batch::more`):
+    /// reads headers from the first buffer only and, when it rewrites,
+    /// updates checksums without reading the payload. A pipeline with a
+    /// stage that does not refuses such frames (`chain_unsupported`).
+    fn chains(&self) -> bool {
+        false
+    }
 }
 
 /// Per-worker state the flow stages share: tables, the config snapshot and
@@ -119,6 +129,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn run(&mut self, batch: &mut Batch, id: u8, ctx: &mut Ctx) {
+        if batch.chained > 0 && !self.stages.iter().all(|s| s.chains()) {
+            for (m, &more) in batch.pkts[..batch.len].iter_mut().zip(&batch.more) {
+                if m.pipeline == id && m.verdict == Verdict::Continue && more > 0 {
+                    m.verdict = Verdict::Drop(DropReason::ChainUnsupported);
+                }
+            }
+        }
         for stage in &mut self.stages {
             stage.process(batch, id, ctx);
         }

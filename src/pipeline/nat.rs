@@ -26,18 +26,30 @@ impl Stage for NatStage {
         "nat"
     }
 
+    /// The NAT rewrite reads and writes headers only, and updates the L4
+    /// checksum incrementally (RFC 1624), so a frame of several buffers is
+    /// rewritten in its first one. Translation changes the header size and
+    /// refuses such frames; ICMP errors never arrive as one (conntrack).
+    fn chains(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
         let router = router(ctx);
         let prefixes = FlowPrefixes::of(ctx);
         let stats = &*ctx.stats;
-        batch.for_each_frame(pipeline, |mut p| {
+        batch.for_each_frame_chain(pipeline, |mut p, more| {
             if !matches!(p.flow.kind, FlowKind::Original | FlowKind::Reply) {
+                return;
+            }
+            if *more > 0 && (p.flow.xlat != Xlat::None || p.flow.related) {
+                p.meta.verdict = Verdict::Drop(DropReason::ChainUnsupported);
                 return;
             }
             let result = if p.flow.xlat == Xlat::None {
                 if !p.flow.related {
                     let mtu = self.mtus.of(p.flow.kind);
-                    match too_big(&mut p, &router, mtu) {
+                    match too_big(&mut p, *more, &router, mtu) {
                         Fit::Fits => {}
                         Fit::Bounced => return,
                         Fit::Drop(reason) => {
@@ -84,10 +96,13 @@ enum Fit {
 //# A Packet Too Big MUST be sent by a router in response to a packet that
 //# it cannot forward because the packet is larger than the MTU of the
 //# outgoing link.
-fn too_big(p: &mut FrameMut<'_>, router: &RouterAddrs, mtu: u16) -> Fit {
+///
+/// `more` is the packet's length past its first buffer: the error quotes
+/// from the first buffer, and the packet's later buffers are freed with it.
+fn too_big(p: &mut FrameMut<'_>, more: u32, router: &RouterAddrs, mtu: u16) -> Fit {
     let l3 = usize::from(p.flow.l3);
     let len = p.meta.len as usize;
-    if len.saturating_sub(l3) <= usize::from(mtu) {
+    if (len + more as usize).saturating_sub(l3) <= usize::from(mtu) {
         return Fit::Fits;
     }
     if !p.flow.family.is_v6() {

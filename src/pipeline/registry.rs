@@ -92,6 +92,7 @@ pub static STAGES: &[StageDescriptor] = &[
         requires: &[],
         provides: &[F::Parsed, F::Tracked],
         drops: &[
+            D::ChainUnsupported,
             D::Malformed,
             D::Fragment,
             D::FragmentBogus,
@@ -140,7 +141,7 @@ pub static STAGES: &[StageDescriptor] = &[
         doc: "Rewrite addresses and ports; incremental checksums; NAT46/64 translation.",
         requires: &[F::Bound],
         provides: &[F::Rewritten],
-        drops: &[D::Malformed, D::Untranslatable],
+        drops: &[D::Malformed, D::Untranslatable, D::ChainUnsupported],
         build: |_, env| Ok(Box::new(NatStage::new(env.mtus.clone()))),
     },
     StageDescriptor {
@@ -321,8 +322,15 @@ mod tests {
     #[test]
     fn every_packet_drop_reason_belongs_to_a_stage() {
         // Dropped by the worker around the pipeline, not by a stage.
-        let worker =
-            [D::NoRoute, D::TxRingFull, D::FrameTooLarge, D::HandoffFull, D::LinkDown, D::FragmentTimeout];
+        let worker = [
+            D::NoRoute,
+            D::TxRingFull,
+            D::FrameTooLarge,
+            D::HandoffFull,
+            D::LinkDown,
+            D::FragmentTimeout,
+            D::ChainTooLong,
+        ];
         for r in DropReason::ALL {
             assert!(
                 worker.contains(r) || STAGES.iter().any(|s| s.drops.contains(r)),

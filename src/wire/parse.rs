@@ -536,17 +536,41 @@ pub struct Simple {
 /// a whole TCP/UDP packet of this shape, with the same tuple and offsets.
 #[inline]
 pub fn parse_simple(frame: &[u8]) -> Option<Simple> {
+    simple_in(frame, 0)
+}
+
+/// [`parse_simple`] for a frame of several buffers (multi-buffer AF_XDP):
+/// `head` is the first buffer and `more` the bytes in the buffers after it.
+/// The IP, TCP and UDP lengths count those bytes; every header must lie in
+/// `head`, and the IP packet must end exactly where the last buffer ends
+/// (no padding past a first buffer). None when the frame is not that case:
+/// a chain is never parsed any other way, so a header that straddles two
+/// buffers is refused, never misread.
+#[inline]
+pub fn parse_simple_chain(head: &[u8], more: u32) -> Option<Simple> {
+    let s = simple_in(head, more as usize)?;
+    let ip = head.len() - 14 + more as usize;
+    let ip_len = if s.v6 {
+        40 + usize::from(u16::from_be_bytes([*head.get(18)?, *head.get(19)?]))
+    } else {
+        usize::from(u16::from_be_bytes([*head.get(16)?, *head.get(17)?]))
+    };
+    (ip_len == ip).then_some(s)
+}
+
+/// `frame` is the first buffer; `more` bytes follow in others (0: none).
+#[inline(always)]
+fn simple_in(frame: &[u8], more: usize) -> Option<Simple> {
     let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
     let ip = frame.get(14..)?;
+    // Bytes of the IP packet the frame carries, in all its buffers.
+    let carried = ip.len() + more;
     let (v6, l4, end, proto, src, dst) = match ethertype {
         ETHERTYPE_IPV4 => {
             let h: &[u8; 20] = ip.get(..20)?.try_into().ok()?;
             let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
             // IHL 5, whole (no MF, offset 0), total length within the frame.
-            if h[0] != 0x45
-                || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0
-                || total < 20
-                || total > ip.len()
+            if h[0] != 0x45 || u16::from_be_bytes([h[6], h[7]]) & 0x3fff != 0 || total < 20 || total > carried
             {
                 return None;
             }
@@ -561,7 +585,7 @@ pub fn parse_simple(frame: &[u8]) -> Option<Simple> {
         ETHERTYPE_IPV6 => {
             let h: &[u8; 40] = ip.get(..40)?.try_into().ok()?;
             let end = 40 + usize::from(u16::from_be_bytes([h[4], h[5]]));
-            if h[0] >> 4 != 6 || end > ip.len() {
+            if h[0] >> 4 != 6 || end > carried {
                 return None;
             }
             let mut s = [0u8; 16];
@@ -572,7 +596,9 @@ pub fn parse_simple(frame: &[u8]) -> Option<Simple> {
         }
         _ => return None,
     };
-    let seg = ip.get(l4..end)?;
+    // The L4 segment's length counts every buffer; its header is in this one.
+    let seg_len = end.checked_sub(l4)?;
+    let seg = ip.get(l4..end.min(ip.len()))?;
     let ports: &[u8; 8] = seg.get(..8)?.try_into().ok()?;
     let (sport, dport) = (u16::from_be_bytes([ports[0], ports[1]]), u16::from_be_bytes([ports[2], ports[3]]));
     let flags = match proto {
@@ -586,7 +612,7 @@ pub fn parse_simple(frame: &[u8]) -> Option<Simple> {
         }
         ip_protocol::UDP => {
             let len = usize::from(u16::from_be_bytes([ports[4], ports[5]]));
-            if len < 8 || len > seg.len() {
+            if len < 8 || len > seg_len {
                 return None;
             }
             0
@@ -640,6 +666,51 @@ mod simple_tests {
                 }
             }
             prop_assert!(parse_simple(&f).is_some());
+        }
+
+        /// A frame cut into a first buffer and the rest (a multi-buffer
+        /// chain) parses as the whole frame does when its headers lie in
+        /// the first buffer, and is refused, never misread, when the cut
+        /// falls inside them. A corrupted chain that is accepted is one the
+        /// whole-frame parser accepts identically.
+        #[test]
+        fn chain_agrees_with_whole_or_refuses(
+            v6 in any::<bool>(),
+            tcp in any::<bool>(),
+            payload in proptest::collection::vec(any::<u8>(), 1..400),
+            cut in any::<usize>(),
+            flip in any::<(usize, u8)>(),
+        ) {
+            let b = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6]);
+            let b = if v6 { b.ipv6([1; 16], [2; 16], 64) } else { b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64) };
+            let mut f = Vec::new();
+            if tcp {
+                b.tcp(1000, 80, 7, 1024).ack(1).write(&mut f, &payload).unwrap();
+            } else {
+                b.udp(1000, 53).write(&mut f, &payload).unwrap();
+            }
+            let headers = 14 + if v6 { 40 } else { 20 } + if tcp { 20 } else { 8 };
+            let cut = 1 + cut % (f.len() - 1);
+            let (head, rest) = f.split_at(cut);
+            let got = parse_simple_chain(head, rest.len() as u32);
+            if cut >= headers {
+                prop_assert_eq!(got, parse_simple(&f));
+                prop_assert!(got.is_some());
+            } else {
+                prop_assert_eq!(got, None);
+            }
+            // A wrong total length (a buffer missing or extra) is refused.
+            prop_assert_eq!(parse_simple_chain(head, rest.len() as u32 + 1), None);
+            let mut g = f.clone();
+            let i = flip.0 % g.len();
+            g[i] ^= flip.1;
+            let (head, rest) = g.split_at(cut);
+            if let Some(s) = parse_simple_chain(head, rest.len() as u32) {
+                let p = parse(&g).expect("parse accepts it").expect("IP");
+                prop_assert_eq!(p.tuple, s.tuple);
+                prop_assert_eq!(p.l4_offset, s.l4_offset);
+                prop_assert_eq!(p.tcp_flags, s.tcp_flags);
+            }
         }
     }
 }

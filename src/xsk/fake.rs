@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::umem::UmemArea;
-use super::{Frame, PortIo};
+use super::{Frame, PortIo, TxNext, XDP_PKT_CONTD};
 
 /// Where a delivered packet starts in its frame (the kernel's XDP headroom).
 pub const HEADROOM: u64 = 256;
@@ -23,8 +23,9 @@ pub struct FakePort {
     /// Capacity of each ring.
     pub ring: usize,
     pub fill: VecDeque<u64>,
-    pub rx: VecDeque<(u64, u32)>,
-    pub tx: VecDeque<(u64, u32)>,
+    /// Descriptors: address, length, options (`XDP_PKT_CONTD`).
+    pub rx: VecDeque<(u64, u32, u32)>,
+    pub tx: VecDeque<(u64, u32, u32)>,
     pub completion: VecDeque<u64>,
     tx_outstanding: u32,
     primed: bool,
@@ -38,6 +39,14 @@ pub struct FakePort {
     pub sent_count: u64,
     /// Packets the wire offered that found no fill-ring frame.
     pub dropped_no_fill: u64,
+    /// Whether the socket takes multi-buffer frames (`XDP_USE_SG`): a
+    /// packet longer than one chunk is delivered as a chain; without it
+    /// such a packet is dropped, as the kernel drops it.
+    pub sg: bool,
+    /// Packets longer than one chunk dropped for want of `sg`.
+    pub dropped_too_long: u64,
+    /// Bytes of the packet being sent whose last buffer is still to come.
+    partial: Vec<u8>,
 }
 
 impl FakePort {
@@ -59,6 +68,9 @@ impl FakePort {
             keep_sent: false,
             sent_count: 0,
             dropped_no_fill: 0,
+            sg: true,
+            dropped_too_long: 0,
+            partial: Vec::new(),
         }
     }
 
@@ -77,34 +89,74 @@ impl FakePort {
         unsafe { std::slice::from_raw_parts_mut(self.area.base().add(addr as usize), end - addr as usize) }
     }
 
-    /// The wire delivers `packet`: into a fill-ring frame, onto the RX ring.
-    /// False when no frame or no RX slot was free (the packet is lost, as
-    /// the kernel would drop it; the frame stays on the fill ring).
+    /// The wire delivers `packet`: into fill-ring frames (one, or a chain
+    /// of as many as it needs, each with the kernel's headroom), onto the
+    /// RX ring. False when no frame or no RX slot was free (the packet is
+    /// lost, as the kernel would drop it; the frames stay on the fill ring).
     pub fn deliver(&mut self, packet: &[u8]) -> bool {
-        if self.rx.len() >= self.ring {
+        let per = (self.frame_size - HEADROOM) as usize;
+        let bufs = packet.len().div_ceil(per).max(1);
+        if bufs > 1 && !self.sg {
+            self.dropped_too_long += 1;
             return false;
         }
-        let Some(base) = self.fill.pop_front() else {
+        if self.rx.len() + bufs > self.ring {
+            return false;
+        }
+        if self.fill.len() < bufs {
             self.dropped_no_fill += 1;
             return false;
-        };
-        let base = base & !(self.frame_size - 1);
-        let len = packet.len().min((self.frame_size - HEADROOM) as usize);
-        self.bytes(base + HEADROOM, len).copy_from_slice(&packet[..len]);
-        self.rx.push_back((base + HEADROOM, len as u32));
+        }
+        let mut chunks = packet.chunks(per).peekable();
+        if packet.is_empty() {
+            return false;
+        }
+        while let Some(chunk) = chunks.next() {
+            let Some(base) = self.fill.pop_front() else { return false };
+            let base = base & !(self.frame_size - 1);
+            self.bytes(base + HEADROOM, chunk.len()).copy_from_slice(chunk);
+            let options = if chunks.peek().is_some() { XDP_PKT_CONTD } else { 0 };
+            self.rx.push_back((base + HEADROOM, chunk.len() as u32, options));
+        }
+        true
+    }
+
+    /// The wire delivers a packet as a chain cut where the caller says:
+    /// one buffer per piece (pieces must each fit a chunk). False as for
+    /// [`FakePort::deliver`].
+    pub fn deliver_pieces(&mut self, pieces: &[&[u8]]) -> bool {
+        let per = (self.frame_size - HEADROOM) as usize;
+        if pieces.is_empty() || pieces.iter().any(|p| p.is_empty() || p.len() > per) {
+            return false;
+        }
+        if self.rx.len() + pieces.len() > self.ring || self.fill.len() < pieces.len() {
+            return false;
+        }
+        for (k, piece) in pieces.iter().enumerate() {
+            let Some(base) = self.fill.pop_front() else { return false };
+            let base = base & !(self.frame_size - 1);
+            self.bytes(base + HEADROOM, piece.len()).copy_from_slice(piece);
+            let options = if k + 1 < pieces.len() { XDP_PKT_CONTD } else { 0 };
+            self.rx.push_back((base + HEADROOM, piece.len() as u32, options));
+        }
         true
     }
 
     /// The kernel sends what is on the TX ring, as far as the completion
-    /// ring has room.
+    /// ring has room; a chain is one packet on the wire.
     pub fn send(&mut self) {
         while self.completion.len() < self.ring {
-            let Some((addr, len)) = self.tx.pop_front() else { break };
+            let Some((addr, len, options)) = self.tx.pop_front() else { break };
             if self.keep_sent {
                 let bytes = self.bytes(addr, len as usize).to_vec();
-                self.sent.push(bytes);
+                self.partial.extend_from_slice(&bytes);
             }
-            self.sent_count += 1;
+            if options & XDP_PKT_CONTD == 0 {
+                if self.keep_sent {
+                    self.sent.push(std::mem::take(&mut self.partial));
+                }
+                self.sent_count += 1;
+            }
             self.completion.push_back(addr);
         }
     }
@@ -174,23 +226,34 @@ impl PortIo for FakePort {
         got
     }
 
-    fn receive(&mut self, n: u32, mut rx: impl FnMut(Frame, u32)) -> u32 {
+    fn receive(&mut self, n: u32, mut rx: impl FnMut(Frame, u32, bool)) -> u32 {
         self.offer(n);
         let mut got = 0;
         while got < n {
-            let Some((addr, len)) = self.rx.pop_front() else { break };
-            rx(Frame::from_desc(addr), len);
-            got += 1;
+            let Some((addr, len, options)) = self.rx.pop_front() else { break };
+            let more = options & XDP_PKT_CONTD != 0;
+            rx(Frame::from_desc(addr), len, more);
+            got += u32::from(!more);
         }
         got
     }
 
-    fn transmit(&mut self, n: u32, mut next: impl FnMut() -> Option<(Frame, u32)>) -> u32 {
+    fn transmit<'a>(&mut self, n: u32, mut next: impl FnMut(u32) -> TxNext<'a>) -> u32 {
         let mut put = 0;
         while put < n && self.tx.len() < self.ring {
-            let Some((frame, len)) = next() else { break };
-            self.tx.push_back((frame.into_desc(), len));
-            put += 1;
+            let room = (self.ring - self.tx.len()).min((n - put) as usize) as u32;
+            match next(room) {
+                TxNext::Packet(frame, len, tail) => {
+                    let options = if tail.is_empty() { 0 } else { XDP_PKT_CONTD };
+                    self.tx.push_back((frame.into_desc(), len, options));
+                    for (k, &(addr, len)) in tail.iter().enumerate() {
+                        let options = if k + 1 < tail.len() { XDP_PKT_CONTD } else { 0 };
+                        self.tx.push_back((addr, len, options));
+                    }
+                    put += 1 + tail.len() as u32;
+                }
+                TxNext::NoRoom | TxNext::Done => break,
+            }
         }
         put
     }

@@ -11,6 +11,24 @@
 use xdpilone::xdp::XdpDesc;
 
 use super::{Frame, Port};
+use crate::config::MAX_CHAIN;
+use crate::pipeline::TailBuf;
+
+/// Descriptor option: more buffers of this packet follow (multi-buffer
+/// AF_XDP, `XDP_PKT_CONTD` in `linux/if_xdp.h`).
+pub const XDP_PKT_CONTD: u32 = 1;
+
+/// What a transmit source offers when the ring has `room` free slots.
+pub enum TxNext<'a> {
+    /// A packet: its first buffer, that buffer's length, and the buffers
+    /// after it (empty for a frame of one buffer). Offered only when
+    /// `1 + tail.len()` slots are free: a chain goes on the ring whole.
+    Packet(Frame, u32, &'a [TailBuf]),
+    /// The next packet needs more slots than are free.
+    NoRoom,
+    /// Nothing more to send.
+    Done,
+}
 
 pub trait PortIo {
     /// Index into `Config::interfaces`.
@@ -33,11 +51,16 @@ pub trait PortIo {
     /// Takes up to `n` frames the kernel has finished sending, each to `done`.
     fn complete(&mut self, n: u32, done: impl FnMut(Frame)) -> u32;
 
-    /// Takes up to `n` received packets, each to `rx` with its length.
-    fn receive(&mut self, n: u32, rx: impl FnMut(Frame, u32)) -> u32;
-    /// Puts up to `n` packets from `next` on the TX ring and publishes
-    /// them; how many went (fewer when the ring is full).
-    fn transmit(&mut self, n: u32, next: impl FnMut() -> Option<(Frame, u32)>) -> u32;
+    /// Takes up to `n` received packets, descriptor by descriptor, each to
+    /// `rx` with its length and whether more buffers of the same packet
+    /// follow (`XDP_PKT_CONTD`); how many packets ended. Reading stops at
+    /// the end of a packet, or when the ring is empty (possibly inside a
+    /// chain whose rest the next call yields).
+    fn receive(&mut self, n: u32, rx: impl FnMut(Frame, u32, bool)) -> u32;
+    /// Puts packets from `next` on the TX ring, up to `n` descriptors, and
+    /// publishes them; how many descriptors went (fewer when the ring is
+    /// full). Each call to `next` says how many slots are free.
+    fn transmit<'a>(&mut self, n: u32, next: impl FnMut(u32) -> TxNext<'a>) -> u32;
     /// Descriptors on the TX ring the kernel has not consumed yet.
     fn tx_pending(&self) -> u32;
     fn tx_needs_wakeup(&self) -> bool;
@@ -119,45 +142,59 @@ impl PortIo for Port {
     }
 
     #[inline]
-    fn receive(&mut self, n: u32, mut rx: impl FnMut(Frame, u32)) -> u32 {
-        let mut ring = self.rx.receive(n);
-        let mut got = 0;
-        while let Some(desc) = ring.read() {
-            rx(Frame::from_desc(desc.addr), desc.len);
-            got += 1;
+    fn receive(&mut self, n: u32, mut rx: impl FnMut(Frame, u32, bool)) -> u32 {
+        // Room for `n` whole chains; a frame of one buffer reads as before.
+        let mut ring = self.rx.receive(n.saturating_mul(MAX_CHAIN));
+        let mut packets = 0;
+        while packets < n {
+            let Some(desc) = ring.read() else { break };
+            let more = desc.options & XDP_PKT_CONTD != 0;
+            rx(Frame::from_desc(desc.addr), desc.len, more);
+            packets += u32::from(!more);
         }
         ring.release();
-        got
+        packets
     }
 
     #[inline]
-    fn transmit(&mut self, n: u32, mut next: impl FnMut() -> Option<(Frame, u32)>) -> u32 {
+    fn transmit<'a>(&mut self, n: u32, mut next: impl FnMut(u32) -> TxNext<'a>) -> u32 {
+        // Free slots as the kernel sees them. xdpilone reserves from its
+        // cached view of the consumer and refreshes it only once that view
+        // shows no slot at all, so a reservation can come up a few slots
+        // short of a chain while the ring has room: the rest of the chain
+        // then goes into a second reservation, which refreshes.
+        let free = self.tx_size.saturating_sub(self.tx.pending()).min(n);
+        if free == 0 {
+            return 0;
+        }
         let mut sent = 0;
-        // xdpilone serves a reservation from its cached view of the
-        // consumer and refreshes only when that is empty, so a short
-        // reservation is retried once before the ring counts as full.
-        for _ in 0..2 {
-            if sent == n {
-                break;
-            }
-            let mut tx = self.tx.transmit(n - sent);
-            let room = tx.capacity();
-            let mut put = 0;
-            let mut exhausted = false;
-            while put < room {
-                let Some((frame, len)) = next() else {
-                    exhausted = true;
-                    break;
-                };
-                tx.insert_once(XdpDesc { addr: frame.into_desc(), len, options: 0 });
-                put += 1;
-            }
-            tx.commit();
-            sent += put;
-            if exhausted {
-                break;
+        let mut tx = self.tx.transmit(free);
+        let mut room = tx.capacity();
+        while sent < free {
+            let TxNext::Packet(frame, len, tail) = next(free - sent) else { break };
+            let head = XdpDesc {
+                addr: frame.into_desc(),
+                len,
+                options: if tail.is_empty() { 0 } else { XDP_PKT_CONTD },
+            };
+            let descs = std::iter::once(head).chain(tail.iter().enumerate().map(|(k, &(addr, len))| {
+                XdpDesc { addr, len, options: if k + 1 < tail.len() { XDP_PKT_CONTD } else { 0 } }
+            }));
+            for desc in descs {
+                if room == 0 {
+                    tx.commit();
+                    drop(tx);
+                    tx = self.tx.transmit(free - sent);
+                    room = tx.capacity();
+                    // `free` slots were free and the kernel only frees more.
+                    debug_assert!(room > 0, "TX ring shrank under a chain");
+                }
+                tx.insert_once(desc);
+                room = room.saturating_sub(1);
+                sent += 1;
             }
         }
+        tx.commit();
         sent
     }
 

@@ -20,7 +20,7 @@ use xdpilone::{DeviceQueue, Errno, IfInfo, RingRx, RingTx, Socket, SocketConfig,
 
 use crate::config::{Dataplane, ZeroCopyMode};
 pub use busy_poll::BusyPoll;
-pub use io::PortIo;
+pub use io::{PortIo, TxNext, XDP_PKT_CONTD};
 pub use pool::{Frame, FramePool};
 use umem::UmemArea;
 
@@ -133,6 +133,8 @@ pub struct Port {
     pub busy_poll: BusyPoll,
     /// Most frames one copy-mode sendto() sends.
     pub tx_budget: u32,
+    /// Descriptors the TX ring holds.
+    pub tx_size: u32,
     _user: User,
 }
 
@@ -162,6 +164,8 @@ const SOL_XDP: libc::c_int = 283;
 const XDP_OPTIONS: libc::c_int = 8;
 const XDP_OPTIONS_ZEROCOPY: u32 = 1;
 const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+/// Bind flag: the socket takes multi-buffer packets (`linux/if_xdp.h`).
+const XDP_USE_SG: u16 = 1 << 4;
 /// Frames a copy-mode sendto() sends by default (the kernel's TX_BATCH_SIZE).
 pub const KERNEL_TX_BATCH: u32 = 32;
 
@@ -254,8 +258,13 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
     let sock = if first { Socket::with_shared(&info, umem) } else { Socket::new(&info) }
         .map_err(|e| XskError::Socket(os(e)))?;
     let fq_cq = umem.fq_cq(&sock).map_err(|e| XskError::Ring { ring: "fill/completion", source: os(e) })?;
+    // Frames above one chunk arrive and leave as chains of chunks
+    // (multi-buffer AF_XDP, Linux 6.6+). Only the first socket says so;
+    // sockets sharing its UMEM inherit it (the kernel refuses the flag there).
+    let sg = if dp.max_frame_size > dp.frame_size - crate::config::RX_HEADROOM { XDP_USE_SG } else { 0 };
     let bind_flags = if first {
         SocketConfig::XDP_BIND_NEED_WAKEUP
+            | sg
             | match dp.zero_copy {
                 ZeroCopyMode::Auto => 0,
                 ZeroCopyMode::Require => SocketConfig::XDP_BIND_ZEROCOPY,
@@ -312,6 +321,7 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
         primed: false,
         busy_poll,
         tx_budget,
+        tx_size: dp.ring_size,
         _user: user,
     })
 }

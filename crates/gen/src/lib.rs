@@ -308,6 +308,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
     }
     let dp = Dataplane {
         frame_size: plan.frame_size,
+        max_frame_size: plan.frame_size - shunt::config::RX_HEADROOM,
         frames_per_worker: FRAMES,
         ring_size: RING,
         batch_size: BATCH,
