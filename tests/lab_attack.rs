@@ -62,7 +62,12 @@ fn scapy(script: &str) {
 }
 
 fn curl_ok(n: usize) -> usize {
-    let script = format!("for i in $(seq {n}); do curl -s -m 3 --no-keepalive http://10.0.100.1/; done");
+    curl_ok_within(n, 3)
+}
+
+/// [`curl_ok`] with `secs` for each request.
+fn curl_ok_within(n: usize, secs: u32) -> usize {
+    let script = format!("for i in $(seq {n}); do curl -s -m {secs} --no-keepalive http://10.0.100.1/; done");
     let out = ns_exec("shunt-client", &["bash", "-c", &script]);
     String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("shunt-be")).count()
 }
@@ -262,7 +267,12 @@ fn syn_flood_leaves_new_and_established_flows_working() {
     let mut tried = 0;
     let mut flood = flood;
     while flood.try_wait().unwrap().is_none() {
-        during += curl_ok(10);
+        // A flood faster than the worker drains its rings (≈640 kpps from
+        // hping3 on an idle core here) loses a share of every packet in
+        // the kernel, legitimate SYNs too (`rx_fill_ring_empty_descs`). A
+        // client that waits for its next retransmission (3 s, 7 s) gets
+        // through, as real clients do: they wait about two minutes.
+        during += curl_ok_within(10, 10);
         tried += 10;
     }
     let mid = counters(&sock);

@@ -306,6 +306,13 @@ fn udp_check_takes_a_backend_without_a_responder_out() {
          health = {{ kind = \"udp\", payload = \"health\", interval = \"300ms\", timeout = \"200ms\" }}\n\n{tail}"
     );
     // Responders on be1 and be3; be2's kernel answers port unreachable.
+    // Without a rate limit: Linux answers one error a second per host
+    // after a burst of six, and a probe every 300 ms would then see
+    // timeouts between the answers (the reason the check reports is the
+    // last probe's).
+    let limited = ns_exec("shunt-be2", &["sysctl", "-n", "net.ipv4.icmp_ratelimit"]);
+    let limited = String::from_utf8_lossy(&limited.stdout).trim().to_string();
+    ns_exec("shunt-be2", &["sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"]);
     let stop = Arc::new(AtomicBool::new(false));
     for b in [1, 3] {
         let stop = stop.clone();
@@ -351,5 +358,6 @@ fn udp_check_takes_a_backend_without_a_responder_out() {
     .unwrap();
     stop.store(true, Ordering::Relaxed);
     shunt.stop();
+    ns_exec("shunt-be2", &["sysctl", "-qw", &format!("net.ipv4.icmp_ratelimit={limited}")]);
     assert_eq!(answered, 30, "every flow went to a backend with a responder");
 }

@@ -182,11 +182,9 @@ fn udp_echo_of_jumbo_datagrams_is_byte_exact_v4_and_v6() {
     assert!(drops.is_empty(), "drops: {drops:?}\n{summary}");
 }
 
-#[test]
-fn iperf3_tcp_at_mtu_9000_through_full_nat_has_no_retransmits_v4_and_v6() {
-    let Some(_lab) = lab_at_mtu(MTU) else { return };
-    assert_links_at(MTU);
-    let shunt = Shunt::start(&config());
+/// One paced iperf3 run of `secs` to each VIP, v4 then v6: (VIP, whether
+/// iperf3 succeeded, its JSON report).
+fn iperf_v4_and_v6(secs: u32) -> Vec<(&'static str, bool, String)> {
     let mut results = Vec::new();
     for vip in ["10.0.100.1", "fd00:100::1"] {
         let _servers = Peers::start(|_| {
@@ -194,10 +192,19 @@ fn iperf3_tcp_at_mtu_9000_through_full_nat_has_no_retransmits_v4_and_v6() {
         });
         let out = ns_exec(
             "shunt-client",
-            &["iperf3", "-c", vip, "-p", &IPERF_PORT.to_string(), "-b", RATE, "-t", "3", "-J"],
+            &["iperf3", "-c", vip, "-p", &IPERF_PORT.to_string(), "-b", RATE, "-t", &secs.to_string(), "-J"],
         );
         results.push((vip, out.status.success(), String::from_utf8_lossy(&out.stdout).to_string()));
     }
+    results
+}
+
+#[test]
+fn iperf3_tcp_at_mtu_9000_through_full_nat_has_no_retransmits_v4_and_v6() {
+    let Some(_lab) = lab_at_mtu(MTU) else { return };
+    assert_links_at(MTU);
+    let shunt = Shunt::start(&config());
+    let results = iperf_v4_and_v6(3);
     let summary = shunt.stop();
     for (vip, ok, json) in &results {
         assert!(ok, "iperf3 to {vip} failed: {json}\n{summary}");
@@ -227,17 +234,7 @@ fn jumbo_config_at_mtu_1500_still_passes_v4_and_v6() {
             failures.push(e);
         }
     }
-    let mut results = Vec::new();
-    for vip in ["10.0.100.1", "fd00:100::1"] {
-        let _servers = Peers::start(|_| {
-            ["iperf3", "-s", "-1", "-p", &IPERF_PORT.to_string()].map(String::from).to_vec()
-        });
-        let out = ns_exec(
-            "shunt-client",
-            &["iperf3", "-c", vip, "-p", &IPERF_PORT.to_string(), "-b", RATE, "-t", "2", "-J"],
-        );
-        results.push((vip, out.status.success(), String::from_utf8_lossy(&out.stdout).to_string()));
-    }
+    let results = iperf_v4_and_v6(2);
     let summary = shunt.stop();
     assert!(failures.is_empty(), "{failures:#?}\n{summary}");
     for (vip, ok, json) in &results {
