@@ -21,6 +21,23 @@ fn host(script: &str) {
     assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A host in namespace `ns` on `dev`, address .2 of 10.0.`net`.0/24 and
+/// fd00:`net`::/64, routed through .1 (a router on a 1280-byte hop). Its
+/// routes still advertise the MSS of a 1500-byte path, so its peers send
+/// full-size segments and only PMTUD can shrink them.
+fn far_host(ns: &str, dev: &str, net: u8) {
+    sh(
+        ns,
+        &format!(
+            "ip link set lo up && ip addr add 10.0.{net}.2/24 dev {dev} && \
+             ip -6 addr add fd00:{net}::2/64 dev {dev} nodad && ip link set {dev} up && \
+             ethtool -K {dev} tx off tso off gso off gro off >/dev/null && \
+             ip route add default via 10.0.{net}.1 advmss 1460 && \
+             ip -6 route add default via fd00:{net}::1 advmss 1440"
+        ),
+    );
+}
+
 fn big_file() -> Vec<u8> {
     std::fs::read("/run/shunt-lab/big.bin").unwrap()
 }
@@ -109,14 +126,7 @@ fn icmp_errors_addressed_to_the_vip_reach_the_backend() {
          ip link set cf0 up && ethtool -K cf0 tx off tso off gso off gro off >/dev/null && \
          sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1",
     );
-    sh(
-        "shunt-far",
-        "ip link set lo up && ip addr add 10.0.9.2/24 dev far0 && \
-         ip -6 addr add fd00:9::2/64 dev far0 nodad && ip link set far0 up && \
-         ethtool -K far0 tx off tso off gso off gro off >/dev/null && \
-         ip route add default via 10.0.9.1 advmss 1460 && \
-         ip -6 route add default via fd00:9::1 advmss 1440",
-    );
+    far_host("shunt-far", "far0", 9);
     let shunt = Shunt::start(&repo().join("config.toml"));
     let expect = big_file();
     for (url, v6) in [("http://10.0.100.1/big.bin", false), ("http://[fd00:100::1]/big.bin", true)] {
@@ -260,14 +270,7 @@ fn icmp_errors_addressed_to_the_snat_pool_reach_the_client() {
          ip neigh replace 10.0.2.1 lladdr 02:00:00:00:02:01 dev rt0 nud permanent && \
          ip -6 neigh replace fd00:2::1 lladdr 02:00:00:00:02:01 dev rt0 nud permanent",
     );
-    sh(
-        "shunt-farbe",
-        "ip link set lo up && ip addr add 10.0.8.2/24 dev fb0 && \
-         ip -6 addr add fd00:8::2/64 dev fb0 nodad && ip link set fb0 up && \
-         ethtool -K fb0 tx off tso off gso off gro off >/dev/null && \
-         ip route add default via 10.0.8.1 advmss 1460 && \
-         ip -6 route add default via fd00:8::1 advmss 1440",
-    );
+    far_host("shunt-farbe", "fb0", 8);
     // Shunt's host stack reaches the backend through the router for health
     // checks; the dataplane sends to the router's MAC.
     sh("shunt", "ip route add 10.0.8.0/24 via 10.0.2.31 && ip -6 route add fd00:8::/64 via fd00:2::31");
