@@ -344,7 +344,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<BrokenPipe>() => ExitCode::SUCCESS,
         Err(e) => {
-            let msg = hint(shunt::control::chain(&e));
+            let msg = hint(shunt::control::chain(&*e));
             if json {
                 let _ = outln(&serde_json::json!({ "ok": false, "error": msg }).to_string());
             }
@@ -618,11 +618,11 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
             clap_mangen::Man::new(Cli::command()).render(&mut buf)?;
             out(&String::from_utf8_lossy(&buf))
         }
-        Command::Lab { action } => shunt::lab::run(match action {
+        Command::Lab { action } => Ok(shunt::lab::run(match action {
             LabAction::Up => "up",
             LabAction::Down => "down",
             LabAction::Status => "status",
-        }),
+        })?),
     }
 }
 
@@ -679,7 +679,7 @@ fn bgp_feed(socket: &Path, interval: f64) -> anyhow::Result<()> {
             }
             Err(e) => {
                 if reachable != Some(false) {
-                    eprintln!("shunt bgp-feed: {}; every VIP withdrawn", shunt::control::chain(&e));
+                    eprintln!("shunt bgp-feed: {}; every VIP withdrawn", shunt::control::chain(&*e));
                 }
                 reachable = Some(false);
                 Vec::new()

@@ -2,6 +2,7 @@
 //! crate, none between the modules of `src/pipeline/`. Edges are read from
 //! the source (`crate::m`, and `super::m` inside the pipeline), test code
 //! and comments left out. A cycle is reported with every module in it.
+//! Read the same way: no library module uses `anyhow`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -83,10 +84,15 @@ fn cycles(g: &Graph) -> Vec<Vec<String>> {
     s.out
 }
 
+/// The crate's `src/`; MODCYCLES_SRC points the tests at another tree (to
+/// see them fail there).
+fn src() -> PathBuf {
+    std::env::var_os("MODCYCLES_SRC")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), PathBuf::from)
+}
+
 fn graphs() -> (Graph, Graph) {
-    // MODCYCLES_SRC points the test at another tree (to see it fail there).
-    let src = std::env::var_os("MODCYCLES_SRC")
-        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), PathBuf::from);
+    let src = src();
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let (mut top, mut pipeline) = (Graph::new(), Graph::new());
@@ -140,6 +146,23 @@ fn pipeline_modules_form_no_cycle() {
     let (_, pipeline) = graphs();
     assert!(pipeline.contains_key("lb"), "graph read: {pipeline:?}");
     assert_eq!(cycles(&pipeline), Vec::<Vec<String>>::new(), "edges: {pipeline:#?}");
+}
+
+/// The library's errors are thiserror types that name what failed;
+/// `anyhow` is for `main.rs` alone.
+#[test]
+fn only_main_uses_anyhow() {
+    let src = src();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let users: Vec<&PathBuf> = files
+        .iter()
+        .filter(|f| {
+            **f != src.join("main.rs") && code(&std::fs::read_to_string(f).unwrap()).contains("anyhow")
+        })
+        .collect();
+    assert!(files.len() > 50, "files read: {}", files.len());
+    assert!(users.is_empty(), "library files using anyhow: {users:?}");
 }
 
 #[test]

@@ -7,17 +7,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 
 use super::health::HealthPlane;
 use super::notify::Notifier;
 use super::requests::Caller;
 use super::snapshot::build_services;
-use super::{Request, Server};
+use super::{Request, Server, SocketError};
 use crate::config::Config;
-use crate::dataplane::{Dataplane, Summary};
-use crate::pipeline::services::{IdRegistry, Services};
+use crate::dataplane::{Dataplane, DataplaneError, Summary};
+use crate::pipeline::services::{IdRegistry, Services, ServicesError};
+use crate::telemetry::prometheus::MetricsError;
 use crate::xdp::Inherited;
 
 /// How often the housekeeping thread wakes: control requests, signals,
@@ -47,6 +47,23 @@ pub(super) struct Running {
     pub(super) restart: bool,
 }
 
+/// Why [`run`] could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The control socket could not be bound (or another Shunt holds it).
+    #[error("control socket (set [telemetry] control_socket = \"\" to disable)")]
+    Socket(#[source] SocketError),
+    /// The health prober's thread or sockets could not be set up.
+    #[error("starting the health prober")]
+    Health(#[source] std::io::Error),
+    #[error(transparent)]
+    Services(#[from] ServicesError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+}
+
 /// How [`run`] ended.
 pub struct Ended {
     pub summary: Summary,
@@ -65,7 +82,7 @@ pub fn run(
     stop: Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
     inherited: Vec<Inherited>,
-) -> Result<Ended> {
+) -> Result<Ended, ControlError> {
     let signalled = stop;
     // What the workers and the metrics thread stop on: set after the drain.
     let stop = Arc::new(AtomicBool::new(false));
@@ -73,8 +90,7 @@ pub fn run(
     // here, naming the first one's pid, before touching any queue.
     let mut server = match &config.telemetry.control_socket {
         Some(path) => Some(
-            Server::bind(path, config.telemetry.control_group.as_deref())
-                .context("control socket (set [telemetry] control_socket = \"\" to disable)")?,
+            Server::bind(path, config.telemetry.control_group.as_deref()).map_err(ControlError::Socket)?,
         ),
         None => None,
     };
@@ -84,7 +100,7 @@ pub fn run(
     let state = config.state_dir.as_ref().map(crate::state::StateDir::new);
     let (mut ids, last_generation) = state.as_ref().map(|s| s.load_ids()).unwrap_or_default();
     let generation = last_generation + 1;
-    let mut health = HealthPlane::new(config, true).context("starting the health prober")?;
+    let mut health = HealthPlane::new(config, true).map_err(ControlError::Health)?;
     let services =
         Arc::new(ArcSwap::from_pointee(build_services(config, generation, &mut ids, &mut health)?));
     if let Some(s) = &state {
@@ -216,7 +232,7 @@ pub fn run(
         // From here until the next image attaches, our packets are dropped,
         // not passed: the kernel would answer flows it does not know with RST.
         if let Err(e) = running.dp.prepare_handover() {
-            tracing::warn!(error = %super::chain(&e.into()), "packets of ours will reach the kernel during the restart");
+            tracing::warn!(error = %super::chain(&e), "packets of ours will reach the kernel during the restart");
         }
         running.notify.reloading();
         crate::state::gap::start();

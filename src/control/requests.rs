@@ -5,15 +5,41 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
-
 use super::health::{Admin, Admission, BackendKey, Health, ReloadReport};
 use super::plane::Running;
 use super::snapshot::build_services;
 use super::socket::Peer;
 use super::{edit, Request, Response};
 use crate::config::{Config, ConfigError};
+use crate::dataplane::DataplaneError;
+use crate::pipeline::services::ServicesError;
 use crate::telemetry::stats::endpoint;
+
+/// Why a control change or a reload was not applied (the running config
+/// stays in force).
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The request does not fit the config text (no such service, a
+    /// backend already listed, …).
+    #[error("{0}")]
+    Edit(String),
+    /// The config a request produced fails validation. Its line numbers are
+    /// of generated text, not of any file: the request's verb and the key
+    /// say where instead.
+    #[error("{verb} request: {}{message}", key.as_ref().map(|k| format!("key `{k}`: ")).unwrap_or_default())]
+    Request { verb: &'static str, key: Option<String>, message: String },
+    /// The file does not load or validate, or does not fit the host.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A change only a restart can apply.
+    #[error("interfaces, workers, pipelines, routes or [dataplane] changed: restart Shunt to apply")]
+    NeedsRestart,
+    #[error(transparent)]
+    Services(#[from] ServicesError),
+    /// The XDP maps could not be brought in line with the new services.
+    #[error(transparent)]
+    Maps(#[from] DataplaneError),
+}
 
 /// Who asked for a reload.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +122,7 @@ impl Running {
                 let what = describe(&change);
                 let verb = verb(&change);
                 let result = edit::apply(self.config.text(), &change)
-                    .map_err(anyhow::Error::msg)
+                    .map_err(ChangeError::Edit)
                     .and_then(|text| Config::parse(&self.config.path, &text).map_err(|e| in_request(verb, e)))
                     .and_then(|new| self.apply(new));
                 match result {
@@ -129,7 +155,7 @@ impl Running {
         let mut replay = Vec::new();
         let mut runtime = self.runtime.clone();
         let result = Config::load(&self.config.path)
-            .map_err(anyhow::Error::from)
+            .map_err(ChangeError::from)
             .map(|file| replay_runtime(file, &mut runtime, &mut replay))
             .and_then(|new| self.apply(new))
             .map(|mut report| {
@@ -176,9 +202,9 @@ impl Running {
     /// Applies what can change live (services, backends, weights, SNAT
     /// pools); refuses changes to interfaces, workers, pipelines, routes or
     /// `[dataplane]`, which need a restart.
-    fn apply(&mut self, new: Config) -> Result<ReloadReport> {
+    fn apply(&mut self, new: Config) -> Result<ReloadReport, ChangeError> {
         if new.restart_fields() != self.config.restart_fields() {
-            bail!("interfaces, workers, pipelines, routes or [dataplane] changed: restart Shunt to apply");
+            return Err(ChangeError::NeedsRestart);
         }
         if new.conntrack != self.config.conntrack || new.telemetry != self.config.telemetry {
             tracing::warn!("[conntrack] and [telemetry] changes apply at the next restart");
@@ -212,7 +238,10 @@ impl Running {
                 self.services.store(Arc::new(snapshot));
                 self.generation = generation;
             }
-            Err(e) => tracing::error!("rebuilding the services snapshot failed, keeping the old one: {e:#}"),
+            Err(e) => tracing::error!(
+                "rebuilding the services snapshot failed, keeping the old one: {}",
+                super::chain(&e)
+            ),
         }
     }
 
@@ -297,9 +326,9 @@ impl Running {
         if self.node.stopping {
             return Err("already stopping".into());
         }
-        let next = Config::load(&self.config.path).map_err(|e| super::chain(&anyhow::Error::from(e)))?;
-        crate::pipeline::registry::check(&next).map_err(|e| super::chain(&anyhow::Error::from(e)))?;
-        next.check_host().map_err(|e| super::chain(&anyhow::Error::from(e)))?;
+        let next = Config::load(&self.config.path).map_err(|e| super::chain(&e))?;
+        crate::pipeline::registry::check(&next).map_err(|e| super::chain(&e))?;
+        next.check_host().map_err(|e| super::chain(&e))?;
         if self.config.state_dir.is_some() && !force {
             let (was, now) = (self.config.workers.len(), next.workers.len());
             if was != now {
@@ -367,12 +396,9 @@ impl Running {
 
 /// A config error in text built from a request: its line numbers are of
 /// that text, not of any file, so name the request and the key instead.
-fn in_request(verb: &str, e: ConfigError) -> anyhow::Error {
+pub(super) fn in_request(verb: &'static str, e: ConfigError) -> ChangeError {
     match e {
-        ConfigError::At(l) => match l.key {
-            Some(key) => anyhow::anyhow!("{verb} request: key `{key}`: {}", l.message),
-            None => anyhow::anyhow!("{verb} request: {}", l.message),
-        },
+        ConfigError::At(l) => ChangeError::Request { verb, key: l.key, message: l.message },
         other => other.into(),
     }
 }
@@ -483,7 +509,7 @@ fn replay_runtime(
     let mut config = file;
     runtime.retain(|(change, what)| {
         let next = edit::apply(config.text(), change)
-            .map_err(anyhow::Error::msg)
+            .map_err(ChangeError::Edit)
             .and_then(|text| Ok(Config::parse(&config.path, &text)?));
         match next {
             Ok(c) => {

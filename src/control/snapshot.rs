@@ -4,11 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
-
 use super::health::{BackendKey, HealthPlane};
 use crate::config::Config;
-use crate::pipeline::services::{Admission, IdRegistry, Services};
+use crate::pipeline::services::{Admission, IdRegistry, Services, ServicesError};
 
 /// Builds the load balancer snapshot. Backend MACs the config does not give
 /// come from the kernel's neighbour table; unknown ones are solicited on the
@@ -19,7 +17,7 @@ pub fn build_services(
     generation: u64,
     ids: &mut IdRegistry,
     health: &mut HealthPlane,
-) -> Result<Services> {
+) -> Result<Services, ServicesError> {
     let macs = resolve_backends(config);
     let admissions = health.admissions(config, |ip| macs.contains_key(&ip));
     let services = Services::build_with(

@@ -17,7 +17,6 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
@@ -36,6 +35,73 @@ const READ_BUDGET: usize = 256 * 1024;
 /// request) before it is cut off.
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 const LISTENER: Token = Token(usize::MAX);
+
+/// Why the control socket could not be set up ([`Server::bind`]), or a
+/// request through it failed ([`request`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// The socket's directory could not be created.
+    #[error("creating {}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another process answers on the socket.
+    #[error("{} is in use: is another shunt running? (pid {pid})", path.display())]
+    InUse { path: PathBuf, pid: i32 },
+    #[error("binding control socket {}", path.display())]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `control_group` names no group of this host.
+    #[error("control_group `{group}`: no such group")]
+    NoGroup { group: String },
+    /// The socket could not be given to `control_group` (owner, then mode 0660).
+    #[error("giving control socket {} to group `{group}`", path.display())]
+    Group {
+        path: PathBuf,
+        group: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("polling control socket {}", path.display())]
+    Poll {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Client side: the socket's mode or group keeps the caller out.
+    #[error(
+        "permission denied on {}: the control socket is root-only unless `control_group` is set and you are in it",
+        path.display()
+    )]
+    PermissionDenied { path: PathBuf },
+    /// Client side: no socket, or nobody listening on it.
+    #[error("no running shunt at {} ({source}); is `shunt run` up? (--socket PATH)", path.display())]
+    NotRunning {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to {}: {source}", path.display())]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Client side: sending the request or reading the reply failed.
+    #[error("talking to shunt at {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reply from shunt is not JSON")]
+    Reply(#[source] serde_json::Error),
+}
 
 enum Phase {
     /// Collecting the request up to a newline or EOF.
@@ -73,14 +139,15 @@ pub struct Server {
 impl Server {
     /// Binds the socket (replacing a stale one) with mode 0600, or 0660 and
     /// group `group` when given.
-    pub fn bind(path: &Path, group: Option<&str>) -> Result<Server> {
+    pub fn bind(path: &Path, group: Option<&str>) -> Result<Server, SocketError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|source| SocketError::CreateDir { dir: dir.to_path_buf(), source })?;
         }
         if path.exists() {
             if let Ok(other) = StdUnixStream::connect(path) {
                 let pid = Peer::of(&other).pid;
-                bail!("{} is in use: is another shunt running? (pid {pid})", path.display());
+                return Err(SocketError::InUse { path: path.to_path_buf(), pid });
             }
             let _ = std::fs::remove_file(path);
         }
@@ -90,18 +157,28 @@ impl Server {
         let bound = UnixListener::bind(path);
         // SAFETY: as above, restoring the previous mask.
         unsafe { libc::umask(old) };
-        let mut listener = bound.with_context(|| format!("binding control socket {}", path.display()))?;
+        let mut listener = bound.map_err(|source| SocketError::Bind { path: path.to_path_buf(), source })?;
         if let Some(g) = group {
-            let gid = group_id(g).with_context(|| format!("control_group `{g}`"))?;
-            let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
-            // SAFETY: `c` is a valid path; uid -1 leaves the owner unchanged.
-            if unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) } != 0 {
-                return Err(std::io::Error::last_os_error()).context("chown control socket");
-            }
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+            let gid = group_id(g).ok_or_else(|| SocketError::NoGroup { group: g.to_string() })?;
+            let widen = || -> std::io::Result<()> {
+                let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+                // SAFETY: `c` is a valid path; uid -1 leaves the owner unchanged.
+                if unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+            };
+            widen().map_err(|source| SocketError::Group {
+                path: path.to_path_buf(),
+                group: g.to_string(),
+                source,
+            })?;
         }
-        let poll = Poll::new()?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let poll = Poll::new()
+            .and_then(|poll| {
+                poll.registry().register(&mut listener, LISTENER, Interest::READABLE).map(|()| poll)
+            })
+            .map_err(|source| SocketError::Poll { path: path.to_path_buf(), source })?;
         Ok(Server {
             poll,
             events: Events::with_capacity(256),
@@ -387,39 +464,40 @@ impl Drop for Server {
 }
 
 /// Client side: sends `req`, returns the reply.
-pub fn request(path: &Path, req: &Request) -> Result<Response> {
-    let mut s = StdUnixStream::connect(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
-            "permission denied on {}: the control socket is root-only unless `control_group` is set and you are in it",
-            path.display()
-        ),
+pub fn request(path: &Path, req: &Request) -> Result<Response, SocketError> {
+    let path_buf = || path.to_path_buf();
+    let mut s = StdUnixStream::connect(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::PermissionDenied => SocketError::PermissionDenied { path: path_buf() },
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            anyhow::anyhow!("no running shunt at {} ({e}); is `shunt run` up? (--socket PATH)", path.display())
+            SocketError::NotRunning { path: path_buf(), source }
         }
-        _ => anyhow::anyhow!("connecting to {}: {e}", path.display()),
+        _ => SocketError::Connect { path: path_buf(), source },
     })?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut body = serde_json::to_vec(req)?;
+    let io = |source| SocketError::Io { path: path_buf(), source };
+    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(io)?;
+    // A request is plain data: it always serializes.
+    let mut body = serde_json::to_vec(req).unwrap_or_default();
     body.push(b'\n');
-    s.write_all(&body)?;
+    s.write_all(&body).map_err(io)?;
     let mut out = Vec::new();
     let read = s.read_to_end(&mut out);
     // A refusal (too many clients, timeout) may arrive before the socket
     // resets: a complete reply line counts even if the read then failed.
     if read.is_err() && !out.ends_with(b"\n") {
-        read?;
+        read.map_err(io)?;
     }
-    serde_json::from_slice(&out).context("reply from shunt is not JSON")
+    serde_json::from_slice(&out).map_err(SocketError::Reply)
 }
 
-fn group_id(name: &str) -> Result<u32> {
-    let c = std::ffi::CString::new(name)?;
+/// The id of group `name`; `None` when the host has no such group.
+fn group_id(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
     // SAFETY: getgrnam returns NULL or a pointer to static storage that we
     // read before any other getgr* call on this thread.
     let g = unsafe { libc::getgrnam(c.as_ptr()) };
     if g.is_null() {
-        bail!("no such group");
+        return None;
     }
     // SAFETY: non-null pointer from getgrnam, see above.
-    Ok(unsafe { (*g).gr_gid })
+    Some(unsafe { (*g).gr_gid })
 }

@@ -4,13 +4,11 @@
 
 use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
-
 use super::conntrack::ConnTable;
 use super::frag::{FragLimits, FragTable};
 use super::mtu::LinkMtus;
 use super::ratelimit::FlowLimiter;
-use super::registry::{self, BuildEnv};
+use super::registry::{self, BuildEnv, BuildError};
 use super::rewrite::xlat::EgressMtu;
 use super::{Pipeline, Stage};
 use crate::config::{Config, StageConfig};
@@ -63,7 +61,7 @@ pub fn limiter(config: &Config) -> FlowLimiter {
 
 /// Every pipeline of the config, built through the stage registry; an
 /// order the registry refuses is an error here too.
-pub fn pipelines(config: &Config, ports: &[PortInfo]) -> Result<Vec<Pipeline>> {
+pub fn pipelines(config: &Config, ports: &[PortInfo]) -> Result<Vec<Pipeline>, BuildError> {
     pipelines_with(config, ports, &link_mtus(config, ports))
 }
 
@@ -76,14 +74,18 @@ pub fn link_mtus(config: &Config, ports: &[PortInfo]) -> Arc<LinkMtus> {
 
 /// [`pipelines`] reading MTUs from `links`, which the control thread keeps
 /// up to date.
-pub fn pipelines_with(config: &Config, ports: &[PortInfo], links: &Arc<LinkMtus>) -> Result<Vec<Pipeline>> {
+pub fn pipelines_with(
+    config: &Config,
+    ports: &[PortInfo],
+    links: &Arc<LinkMtus>,
+) -> Result<Vec<Pipeline>, BuildError> {
     registry::check(config)?;
-    let port_of = |iface: usize| -> Result<(u8, [u8; 6])> {
+    let port_of = |iface: usize| -> Result<(u8, [u8; 6]), BuildError> {
         ports
             .iter()
             .position(|p| p.interface == iface)
             .map(|i| (i as u8, ports[i].mac))
-            .ok_or_else(|| anyhow!("worker has no socket on {}", config.interfaces[iface].name))
+            .ok_or_else(|| BuildError::NoSocket { interface: config.interfaces[iface].name.clone() })
     };
     let mut out = Vec::new();
     for p in &config.pipelines {
@@ -104,7 +106,7 @@ pub fn pipelines_with(config: &Config, ports: &[PortInfo], links: &Arc<LinkMtus>
         });
         let env = BuildEnv { port_of: &port_of, port_macs: &port_macs, mtus, backend_port };
         let stages =
-            p.stages.iter().map(|s| registry::build(s, &env)).collect::<Result<Vec<Box<dyn Stage>>>>()?;
+            p.stages.iter().map(|s| registry::build(s, &env)).collect::<Result<Vec<Box<dyn Stage>>, _>>()?;
         out.push(Pipeline { name: p.name.clone(), stages });
     }
     Ok(out)

@@ -7,8 +7,6 @@
 //! cannot work (a stage whose needs nothing before it meets, or one after a
 //! stage that has already sent every packet) at the stage's line and column.
 
-use anyhow::{anyhow, bail, Result};
-
 use super::l2::L2Stage;
 use super::l2fwd::L2Fwd;
 use super::lb::{ConntrackStage, MaglevStage};
@@ -45,10 +43,28 @@ impl Fact {
     }
 }
 
+/// Why a worker's pipelines could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A pipeline's stage order cannot work (line, column and the need).
+    #[error(transparent)]
+    Order(#[from] ConfigError),
+    /// A stage sends on an interface the worker has no socket on (its
+    /// `[[worker]] queues` name no queue of that interface).
+    #[error("worker has no socket on {interface}")]
+    NoSocket { interface: String },
+    /// A stage's descriptor was handed another stage's config.
+    #[error("stage `{stage}` built from the config of `{config}`")]
+    Mismatch { stage: &'static str, config: &'static str },
+    /// The config names a stage the registry does not hold.
+    #[error("no stage `{0}` in the registry")]
+    Unregistered(&'static str),
+}
+
 /// Everything a stage's constructor may need from the worker.
 pub struct BuildEnv<'a> {
     /// Worker port index and MAC of an interface (by config index).
-    pub port_of: &'a dyn Fn(usize) -> Result<(u8, [u8; 6])>,
+    pub port_of: &'a dyn Fn(usize) -> Result<(u8, [u8; 6]), BuildError>,
     /// Every worker port's MAC, by port index.
     pub port_macs: &'a [[u8; 6]],
     /// The pipeline's egress MTUs (from its `l2` stage's ports).
@@ -57,7 +73,7 @@ pub struct BuildEnv<'a> {
     pub backend_port: Option<u8>,
 }
 
-type Build = fn(&StageConfig, &BuildEnv<'_>) -> Result<Box<dyn Stage>>;
+type Build = fn(&StageConfig, &BuildEnv<'_>) -> Result<Box<dyn Stage>, BuildError>;
 
 pub struct StageDescriptor {
     /// The name pipelines list it by (and [`Stage::name`]).
@@ -171,8 +187,8 @@ pub static STAGES: &[StageDescriptor] = &[
     },
 ];
 
-fn mismatch(s: &StageConfig, name: &str) -> Result<Box<dyn Stage>> {
-    bail!("stage `{name}` built from the config of `{}`", s.name())
+fn mismatch(s: &StageConfig, stage: &'static str) -> Result<Box<dyn Stage>, BuildError> {
+    Err(BuildError::Mismatch { stage, config: s.name() })
 }
 
 /// The descriptor of the stage named `name`.
@@ -245,8 +261,8 @@ pub fn check(config: &Config) -> Result<(), ConfigError> {
 }
 
 /// Builds one stage through its descriptor.
-pub fn build(s: &StageConfig, env: &BuildEnv<'_>) -> Result<Box<dyn Stage>> {
-    let d = descriptor(s.name()).ok_or_else(|| anyhow!("no stage `{}` in the registry", s.name()))?;
+pub fn build(s: &StageConfig, env: &BuildEnv<'_>) -> Result<Box<dyn Stage>, BuildError> {
+    let d = descriptor(s.name()).ok_or(BuildError::Unregistered(s.name()))?;
     (d.build)(s, env)
 }
 
@@ -317,6 +333,25 @@ mod tests {
         known.sort_unstable();
         registered.sort_unstable();
         assert_eq!(known, registered, "the config parses the keys of exactly the registered stages");
+    }
+
+    #[test]
+    fn a_stage_sending_where_the_worker_has_no_socket_names_the_interface() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let config = Config::parse(std::path::Path::new("config.toml"), &text).unwrap();
+        // A socket on sh-cli only: `l2` sends towards backends on sh-be.
+        let ports = [crate::pipeline::build::PortInfo { interface: 0, mac: [2, 0, 0, 0, 0, 1], mtu: 1500 }];
+        let e = crate::pipeline::build::pipelines(&config, &ports).err().expect("no socket on sh-be");
+        assert!(matches!(e, BuildError::NoSocket { .. }), "{e:?}");
+        assert_eq!(e.to_string(), "worker has no socket on sh-be");
+        let env = BuildEnv {
+            port_of: &|_| Ok((0, [0; 6])),
+            port_macs: &[],
+            mtus: EgressMtu::default(),
+            backend_port: None,
+        };
+        let e = (descriptor("l2").unwrap().build)(&StageConfig::Nat, &env).err().expect("a mismatch");
+        assert_eq!(e.to_string(), "stage `l2` built from the config of `nat`");
     }
 
     #[test]

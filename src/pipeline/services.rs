@@ -7,16 +7,33 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
-use anyhow::{Context, Result};
-
 use super::flow::BackendId;
-use super::maglev::{backend_key, Maglev, MaglevBackend};
+use super::maglev::{backend_key, Maglev, MaglevBackend, MaglevError};
 use super::stats::{MAX_BACKENDS, MAX_SERVICES};
 use crate::config::{Config, Prefix};
 use crate::nat46::{EamTable, Prefix64};
 use crate::xdp::maps::addr16;
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// Why a services snapshot could not be built (the running one stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ServicesError {
+    /// Ids are never reused within a process (counters keep their meaning),
+    /// so services added and removed over many reloads can run out of them.
+    #[error("service `{service}`: more than {MAX_SERVICES} distinct services in this process's life: restart Shunt")]
+    TooManyServices { service: String },
+    /// As [`ServicesError::TooManyServices`], for backends.
+    #[error("service `{service}`, backend {backend}: more than {MAX_BACKENDS} distinct backends in this process's life: restart Shunt")]
+    TooManyBackends { service: String, backend: String },
+    /// The service's Maglev table size does not suit its backends.
+    #[error("building the Maglev table of service `{service}`")]
+    Maglev {
+        service: String,
+        #[source]
+        source: MaglevError,
+    },
+}
 
 pub struct Services {
     pub list: Vec<ServiceRt>,
@@ -119,29 +136,28 @@ impl IdRegistry {
         (r.services.len() == services.len() && r.backends.len() == backends.len()).then_some(r)
     }
 
-    fn service(&mut self, name: &str) -> Result<u16> {
+    fn service(&mut self, name: &str) -> Result<u16, ServicesError> {
         let n = self.services.len();
         if let Some(&id) = self.services.get(name) {
             return Ok(id);
         }
-        anyhow::ensure!(
-            n < MAX_SERVICES,
-            "more than {MAX_SERVICES} distinct services in this process's life: restart Shunt"
-        );
+        if n >= MAX_SERVICES {
+            return Err(ServicesError::TooManyServices { service: name.to_string() });
+        }
         self.services.insert(name.to_string(), n as u16);
         Ok(n as u16)
     }
 
-    fn backend(&mut self, service: &str, addr: IpAddr, port: u16) -> Result<u16> {
+    fn backend(&mut self, service: &str, addr: IpAddr, port: u16) -> Result<u16, ServicesError> {
         let n = self.backends.len();
         let key = (service.to_string(), addr, port);
         if let Some(&id) = self.backends.get(&key) {
             return Ok(id);
         }
-        anyhow::ensure!(
-            n < MAX_BACKENDS,
-            "more than {MAX_BACKENDS} distinct backends in this process's life: restart Shunt"
-        );
+        if n >= MAX_BACKENDS {
+            let backend = std::net::SocketAddr::new(addr, port).to_string();
+            return Err(ServicesError::TooManyBackends { service: service.to_string(), backend });
+        }
         self.backends.insert(key, n as u16);
         Ok(n as u16)
     }
@@ -215,7 +231,7 @@ impl Services {
         generation: u64,
         ids: &mut IdRegistry,
         resolve: impl Fn(IpAddr) -> Option<[u8; 6]>,
-    ) -> Result<Services> {
+    ) -> Result<Services, ServicesError> {
         Self::build_with(config, generation, ids, resolve, |_, _| Admission::In)
     }
 
@@ -228,7 +244,7 @@ impl Services {
         ids: &mut IdRegistry,
         resolve: impl Fn(IpAddr) -> Option<[u8; 6]>,
         admit: impl Fn(&crate::config::Service, &crate::config::Backend) -> Admission,
-    ) -> Result<Services> {
+    ) -> Result<Services, ServicesError> {
         let mut expired = vec![0u64; MAX_BACKENDS.div_ceil(64)].into_boxed_slice();
         let mut list = Vec::new();
         let mut vips = FastMap::default();
@@ -245,8 +261,7 @@ impl Services {
                 })
                 .collect();
             let maglev = Maglev::new(s.maglev_table_size, &keys)
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .with_context(|| format!("building the Maglev table of service `{}`", s.name))?;
+                .map_err(|source| ServicesError::Maglev { service: s.name.clone(), source })?;
             for b in &s.backends {
                 if let Some(mac) = b.mac.or_else(|| resolve(b.addr)) {
                     next_hops.insert(addr16(b.addr), mac);

@@ -93,6 +93,25 @@ pub enum Refused {
     Length { found: u64, want: u64 },
 }
 
+/// Why a worker's state file cannot back its conntrack table (the worker
+/// then runs on a heap table: flows do not survive a restart).
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    /// Creating the directory, or opening, reading, sizing or mapping the file.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is locked by another running Shunt", path.display())]
+    Locked { path: PathBuf },
+    /// The mapping does not fit a table of the configured size.
+    #[error("{}: state file layout", path.display())]
+    Layout { path: PathBuf },
+}
+
 fn fnv(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
@@ -262,9 +281,12 @@ impl StateDir {
         }
     }
 
-    fn open_conntrack(&self, config: &Config, worker: usize, now: Tick) -> anyhow::Result<ConnTable> {
-        use anyhow::Context;
-        std::fs::create_dir_all(&self.path).with_context(|| format!("creating {}", self.path.display()))?;
+    fn open_conntrack(&self, config: &Config, worker: usize, now: Tick) -> Result<ConnTable, StateFileError> {
+        let io = |what, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StateFileError::Io { what, path, source }
+        };
+        std::fs::create_dir_all(&self.path).map_err(io("creating", &self.path))?;
         let path = self.conntrack_file(worker);
         let mut file = OpenOptions::new()
             .read(true)
@@ -272,7 +294,7 @@ impl StateDir {
             .create(true)
             .truncate(false)
             .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+            .map_err(io("opening", &path))?;
         lock(&file, &path)?;
         let want = Header {
             version: VERSION,
@@ -283,9 +305,9 @@ impl StateDir {
             generation: 0,
             boot_id: boot_id(),
         };
-        let len = file.metadata()?.len();
+        let len = file.metadata().map_err(io("reading", &path))?.len();
         let mut head = Vec::with_capacity(HEADER_FIELDS);
-        (&mut file).take(HEADER_FIELDS as u64).read_to_end(&mut head)?;
+        (&mut file).take(HEADER_FIELDS as u64).read_to_end(&mut head).map_err(io("reading", &path))?;
         let found = if len == 0 {
             None
         } else {
@@ -298,12 +320,12 @@ impl StateDir {
             }
         };
         let layout = MemoryLayout::new(want.slots as usize, HEADER);
-        file.set_len(layout.end as u64)?;
+        file.set_len(layout.end as u64).map_err(io("sizing", &path))?;
         // SAFETY: a shared mapping of a file we hold an exclusive flock on;
         // no other Shunt process maps it while we hold the lock (a truncation by
         // another program would fault, as for any mapped file).
         let mut map = unsafe { memmap2::MmapOptions::new().len(layout.end).map_mut(&file) }
-            .with_context(|| format!("mapping {}", path.display()))?;
+            .map_err(io("mapping", &path))?;
         let generation = found.map_or(1, |h| h.generation + 1);
         map[..HEADER_FIELDS].copy_from_slice(&Header { generation, ..want }.encode());
         let (mut table, adopted) = ConnTable::in_mapping(
@@ -314,7 +336,7 @@ impl StateDir {
             config.conntrack.timeouts,
             config.conntrack.full,
         )
-        .context("state file layout")?;
+        .ok_or_else(|| StateFileError::Layout { path: path.clone() })?;
         crate::pipeline::build::configure_conntrack(&mut table, config);
         if found.is_some() {
             tracing::info!(
@@ -332,7 +354,7 @@ impl StateDir {
 
 /// Takes the file's exclusive lock, waiting a little for a process on its
 /// way out.
-fn lock(file: &File, path: &Path) -> anyhow::Result<()> {
+fn lock(file: &File, path: &Path) -> Result<(), StateFileError> {
     use std::os::fd::AsRawFd;
     let until = Instant::now() + LOCK_WAIT;
     loop {
@@ -343,9 +365,9 @@ fn lock(file: &File, path: &Path) -> anyhow::Result<()> {
         let e = std::io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::EWOULDBLOCK) if Instant::now() < until => std::thread::sleep(Duration::from_millis(2)),
-            Some(libc::EWOULDBLOCK) => anyhow::bail!("{} is locked by another running Shunt", path.display()),
+            Some(libc::EWOULDBLOCK) => return Err(StateFileError::Locked { path: path.to_path_buf() }),
             Some(libc::EINTR) => {}
-            _ => return Err(e.into()),
+            _ => return Err(StateFileError::Io { what: "locking", path: path.to_path_buf(), source: e }),
         }
     }
 }

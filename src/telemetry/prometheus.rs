@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -17,6 +16,35 @@ use prometheus_client::registry::Registry;
 use super::stats::{endpoint_str, Shared};
 
 struct ShuntCollector(Arc<Shared>, Arc<LatencyShare>);
+
+/// Why the metrics endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// `[telemetry] prometheus` is not an address and port.
+    #[error("Prometheus address `{addr}`")]
+    Address {
+        addr: String,
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// The address is taken, or not ours.
+    #[error("binding the Prometheus listener on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The listener's poll could not be set up.
+    #[error("polling the Prometheus listener on {addr}")]
+    Poll {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The OS refused the metrics thread.
+    #[error("spawning the metrics thread")]
+    Spawn(#[source] std::io::Error),
+}
 
 /// Reloads (SIGHUP or `shunt reload`) that succeeded and failed, for
 /// `shunt_config_reloads_total{result}`; one control plane per process.
@@ -283,23 +311,24 @@ pub fn spawn_with(
     latency: Arc<LatencyShare>,
     stop: Arc<AtomicBool>,
     register: impl FnOnce(&mut Registry),
-) -> Result<std::thread::JoinHandle<()>> {
+) -> Result<std::thread::JoinHandle<()>, MetricsError> {
     let sockaddr: std::net::SocketAddr =
-        addr.parse().with_context(|| format!("Prometheus address `{addr}`"))?;
+        addr.parse().map_err(|source| MetricsError::Address { addr: addr.to_string(), source })?;
     let listener = mio::net::TcpListener::bind(sockaddr)
-        .with_context(|| format!("binding the Prometheus listener on {addr}"))?;
+        .map_err(|source| MetricsError::Bind { addr: addr.to_string(), source })?;
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ShuntCollector(shared, latency)));
     register(&mut registry);
-    let mut server = http::Server::new(listener)?;
+    let mut server = http::Server::new(listener)
+        .map_err(|source| MetricsError::Poll { addr: addr.to_string(), source })?;
     let handle = std::thread::Builder::new().name("shunt-metrics".into()).spawn(move || {
         // Bound already: serving needs no privilege.
         let _ = crate::sys::drop_capabilities(&[]);
         while !stop.load(Ordering::Relaxed) {
             server.serve(Duration::from_millis(200), |method, path| respond(&registry, method, path));
         }
-    })?;
-    Ok(handle)
+    });
+    handle.map_err(MetricsError::Spawn)
 }
 
 /// The reply to one request: status line, extra headers, body.
