@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use shunt::pipeline::{DropReason, Verdict};
+use shunt_testkit::addrs::{
+    CLIENT_ROUTER_MAC as ROUTER_MAC, PORT0_MAC as PORT_MAC, PORT1_MAC as BACKEND_PORT_MAC, VIP,
+};
 use shunt_testkit::Fixture;
 
 struct Counting;
@@ -56,10 +59,6 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-const VIP: [u8; 4] = [10, 0, 100, 1];
-const PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x00];
-const BACKEND_PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x01];
-const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x02];
 const BATCH: usize = 64;
 const PACKETS: usize = 100_000;
 /// Flows set up before counting (their SYN-ACKs and ACKs are counted).

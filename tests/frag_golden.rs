@@ -9,47 +9,17 @@
 
 use etherparse::PacketBuilder;
 use proptest::prelude::*;
-use shunt::pipeline::build::PortInfo;
 use shunt::pipeline::frag::{FragLimits, FragTable};
 use shunt::pipeline::{DropReason, Verdict};
 
+use shunt_testkit::addrs::*;
 use shunt_testkit::frames::{csum, hex, ones_sum, w};
 use shunt_testkit::{Fixture, Harness};
 
-const PORT0_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 0];
-const PORT1_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 1];
-const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 9, 9];
-const BACKEND_MAC: [u8; 6] = [2, 0, 0, 0, 2, 0x0b];
-
-const CLIENT: [u8; 4] = [10, 0, 1, 2];
-const VIP: [u8; 4] = [10, 0, 100, 1];
-const SNAT: [u8; 4] = [10, 0, 3, 7];
-const BACKEND: [u8; 4] = [10, 0, 2, 11];
-const CLIENT6: [u8; 16] = [0xfd, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-const VIP6: [u8; 16] = [0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const SNAT6: [u8; 16] = [0xfd, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
-const BACKEND6: [u8; 16] = [0xfd, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11];
-
-/// UDP port 53 on both VIPs of `pipelines/l4lb.toml`, one backend each
-/// (port 5353), SNAT to one address per family; links at MTU 9000 so a
-/// whole datagram passes too (the oracle).
+/// [`Fixture::small_dns_lb`] with links at MTU 9000, so a whole datagram
+/// passes too (the oracle).
 fn lb() -> Harness {
-    let config = Fixture::load("l4lb")
-        .truncate("service.*.backends", 1)
-        .set("service.*.protocol", "udp")
-        .set("service.*.port", 53)
-        .set("service.*.backends.0.port", 5353)
-        .set("service.*.maglev_table_size", 251)
-        .set("service.web.snat_pool", "10.0.3.7/32")
-        .set("service.web6.snat_pool", "fd00:3::7/128")
-        .pin_backend_macs()
-        .set("conntrack.entries_per_worker", 4096)
-        .config();
-    let ports = [
-        PortInfo { interface: 0, mac: PORT0_MAC, mtu: 9000 },
-        PortInfo { interface: 1, mac: PORT1_MAC, mtu: 9000 },
-    ];
-    let mut h = Harness::new(&config, Some(&ports)).unwrap();
+    let mut h = Harness::with_mtus(&Fixture::small_dns_lb().config(), &[9000, 9000]).unwrap();
     h.ctx.now = 100;
     h
 }

@@ -16,17 +16,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use shunt::pipeline::{DropReason, Verdict};
 
+use shunt_testkit::addrs::{CLIENT_ROUTER_MAC, PORT0_MAC as CLI_PORT_MAC, PORT1_MAC as BE_PORT_MAC};
 use shunt_testkit::frames::{hex, ones_sum};
 use shunt_testkit::{Fixture, Harness};
 
-/// Harness port MACs: 02:00:00:00:ff:0N for config interface N.
-const CLI_PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x00];
-const BE_PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x01];
 /// Port indices, in config interface order.
 const CLI_PORT: u8 = 0;
 const BE_PORT: u8 = 1;
-/// `return_next_hop_mac`: the client-side router.
-const CLIENT_ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x02];
 const TTL: u8 = 64;
 
 const BACKEND_MACS: [[u8; 6]; 3] =

@@ -15,20 +15,17 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use shunt::pipeline::{DropReason, Verdict};
 
+use shunt_testkit::addrs::{
+    BACKEND_MAC, CLIENT as CLIENT4, CLIENT_ROUTER_MAC as ROUTER_MAC, PORT0_MAC as CLI_PORT_MAC,
+    PORT1_MAC as BE_PORT_MAC, VIP as VIP4, VIP6,
+};
 use shunt_testkit::frames::{hex, ones_sum};
 use shunt_testkit::harness::{Harness, FRAME, HEADROOM};
 use shunt_testkit::Fixture;
 
 const CLI_PORT: u8 = 0;
 const BE_PORT: u8 = 1;
-const CLI_PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x00];
-const BE_PORT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xff, 0x01];
-const ROUTER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x01, 0x02];
-const BACKEND_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x02, 0x0b];
 
-const VIP4: [u8; 4] = [10, 0, 100, 1];
-const VIP6: [u8; 16] = [0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const CLIENT4: [u8; 4] = [10, 0, 1, 2];
 const CLIENT6: [u8; 16] = [0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
 /// `pipelines/l4lb.toml` with one backend per service, small Maglev

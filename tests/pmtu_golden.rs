@@ -6,53 +6,25 @@
 //! and checksums re-checked with the textbook RFC 1071 sum.
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
-use shunt::pipeline::build::PortInfo;
 use shunt::pipeline::{DropReason, Verdict};
 
+use shunt_testkit::addrs::*;
 use shunt_testkit::frames::{csum, hex, ones_sum, set_v4, w};
 use shunt_testkit::{Fixture, Harness};
-
-const PORT0_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 0];
-const PORT1_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 1];
-const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 9, 9];
-const BACKEND_MAC: [u8; 6] = [2, 0, 0, 0, 2, 0x0b];
 
 /// Client side (interface 0) and backend side (interface 1) MTUs.
 const CLIENT_MTU: u16 = 1400;
 const BACKEND_MTU: u16 = 1280;
 
-const CLIENT: [u8; 4] = [10, 0, 1, 2];
-const VIP: [u8; 4] = [10, 0, 100, 1];
-const SNAT: [u8; 4] = [10, 0, 3, 7];
-const BACKEND: [u8; 4] = [10, 0, 2, 11];
 /// Source of Shunt's own ICMPv4 errors (RFC 7600's dummy address).
 const ROUTER: [u8; 4] = [192, 0, 0, 8];
 
-const CLIENT6: [u8; 16] = [0xfd, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-const VIP6: [u8; 16] = [0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const SNAT6: [u8; 16] = [0xfd, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
 /// Source of Shunt's own ICMPv6 errors: 192.0.0.8 in 64:ff9b:1::/96.
 const ROUTER6: [u8; 16] = [0, 0x64, 0xff, 0x9b, 0, 1, 0, 0, 0, 0, 0, 0, 192, 0, 0, 8];
 
-/// UDP on `pipelines/l4lb.toml`'s two VIPs, one backend each, SNAT to one
-/// address per family; the client link at 1400, the backend link at 1280.
+/// [`Fixture::small_dns_lb`]: the client link at 1400, the backend link at 1280.
 fn lb() -> Harness {
-    let config = Fixture::load("l4lb")
-        .truncate("service.*.backends", 1)
-        .set("service.*.protocol", "udp")
-        .set("service.*.port", 53)
-        .set("service.*.backends.0.port", 5353)
-        .set("service.*.maglev_table_size", 251)
-        .set("service.web.snat_pool", "10.0.3.7/32")
-        .set("service.web6.snat_pool", "fd00:3::7/128")
-        .pin_backend_macs()
-        .set("conntrack.entries_per_worker", 4096)
-        .config();
-    let ports = [
-        PortInfo { interface: 0, mac: PORT0_MAC, mtu: CLIENT_MTU },
-        PortInfo { interface: 1, mac: PORT1_MAC, mtu: BACKEND_MTU },
-    ];
-    Harness::new(&config, Some(&ports)).unwrap()
+    Harness::with_mtus(&Fixture::small_dns_lb().config(), &[CLIENT_MTU, BACKEND_MTU]).unwrap()
 }
 
 fn query4(len: usize) -> Vec<u8> {

@@ -10,47 +10,23 @@
 //! with the textbook RFC 1071 sum.
 
 use etherparse::PacketBuilder;
-use shunt::pipeline::build::PortInfo;
 use shunt::pipeline::snat::FIRST_PORT;
 use shunt::pipeline::Verdict;
 
+use shunt_testkit::addrs::*;
 use shunt_testkit::frames::{csum, hex, ones_sum, set_v4, w};
 use shunt_testkit::{Fixture, Harness};
-
-const PORT0_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 0];
-const PORT1_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 1];
-const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 9, 9];
-
-const CLIENT: [u8; 4] = [10, 0, 1, 2];
-const VIP: [u8; 4] = [10, 0, 100, 1];
-const CLIENT6: [u8; 16] = [0xfd, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-const VIP6: [u8; 16] = [0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 /// Ports of a one-address pool in a one-worker harness.
 const POOL_PORTS: u32 = 65536 - FIRST_PORT as u32;
 
-/// `pipelines/l4lb.toml` with one backend per VIP, SNAT to one address per
-/// family, the given protocol on port 80.
+/// [`Fixture::small_lb`] with the given protocol on port 80, and room in
+/// conntrack for every port of the pool.
 fn lb(protocol: &str) -> Harness {
-    let config = Fixture::load("l4lb")
-        .truncate("service.*.backends", 1)
+    Fixture::small_lb()
         .set("service.*.protocol", protocol)
-        .set("service.*.maglev_table_size", 251)
-        .set("service.web.snat_pool", "10.0.3.7/32")
-        .set("service.web6.snat_pool", "fd00:3::7/128")
-        .pin_backend_macs()
         .set("conntrack.entries_per_worker", 262_144)
-        .config();
-    with_ports(&config)
-}
-
-/// A harness over `config` with the two golden ports at MTU 1500.
-fn with_ports(config: &shunt::config::Config) -> Harness {
-    let ports = [
-        PortInfo { interface: 0, mac: PORT0_MAC, mtu: 1500 },
-        PortInfo { interface: 1, mac: PORT1_MAC, mtu: 1500 },
-    ];
-    Harness::new(config, Some(&ports)).unwrap()
+        .harness()
 }
 
 /// A new flow's first packet from the client: a TCP SYN (seq 1000, an MSS
@@ -194,11 +170,10 @@ fn wkp(a: [u8; 4]) -> [u8; 16] {
 
 /// `pipelines/nat64.toml` with a pool of one IPv4 address.
 fn nat64() -> Harness {
-    let config = Fixture::load("nat64")
+    Fixture::load("nat64")
         .set("nat64.pool", "10.0.4.7/32")
         .set("conntrack.entries_per_worker", 262_144)
-        .config();
-    with_ports(&config)
+        .harness()
 }
 
 /// An IPv6 client's first packet to the server through NAT64: a TCP SYN

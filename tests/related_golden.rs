@@ -10,30 +10,13 @@ use std::net::Ipv4Addr;
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use shunt::pipeline::{DropReason, Verdict};
 
+use shunt_testkit::addrs::*;
 use shunt_testkit::frames::{csum, hex, set_v4, w};
 use shunt_testkit::{Fixture, Harness};
 
-/// Harness port MACs: 02:00:00:00:ff:0N for config interface N.
-const PORT0_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 0];
-const PORT1_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 1];
-const CLIENT_ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 1, 2];
-const BACKEND_MAC: [u8; 6] = [2, 0, 0, 0, 2, 0x0b];
-const ANY_MAC: [u8; 6] = [2, 0, 0, 0, 9, 9];
-
-/// DNS on `pipelines/l4lb.toml`'s two VIPs (backend port 5353), one
-/// backend each, SNAT to one address per family.
+/// DNS on both VIPs, one backend each, SNAT to one address per family.
 fn lb() -> Harness {
-    Fixture::load("l4lb")
-        .truncate("service.*.backends", 1)
-        .set("service.*.protocol", "udp")
-        .set("service.*.port", 53)
-        .set("service.*.backends.0.port", 5353)
-        .set("service.*.maglev_table_size", 251)
-        .set("service.web.snat_pool", "10.0.3.7/32")
-        .set("service.web6.snat_pool", "fd00:3::7/128")
-        .pin_backend_macs()
-        .set("conntrack.entries_per_worker", 4096)
-        .harness()
+    Fixture::small_dns_lb().harness()
 }
 
 /// `pipelines/nat64.toml` with this file's next hops.
@@ -45,17 +28,9 @@ fn nat64() -> Harness {
         .harness()
 }
 
-const CLIENT: [u8; 4] = [10, 0, 1, 2];
-const VIP: [u8; 4] = [10, 0, 100, 1];
-const SNAT: [u8; 4] = [10, 0, 3, 7];
-const BACKEND: [u8; 4] = [10, 0, 2, 11];
 const ROUTER: [u8; 4] = [10, 0, 2, 254];
 const CLIENT_ROUTER: [u8; 4] = [10, 0, 1, 254];
 
-const CLIENT6: [u8; 16] = [0xfd, 0, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
-const VIP6: [u8; 16] = [0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const SNAT6: [u8; 16] = [0xfd, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
-const BACKEND6: [u8; 16] = [0xfd, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11];
 const ROUTER6: [u8; 16] = [0xfd, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfe];
 
 /// 64:ff9b::/96 + an IPv4 address (RFC 6052).
@@ -93,7 +68,7 @@ fn assert_frame(got: &(Verdict, Vec<u8>), port: u8, want: &[u8], what: &str) {
 /// A client's UDP query through the LB: returns the SNAT port.
 fn open_v4_flow(h: &mut Harness) -> u16 {
     let q = w(|v| {
-        PacketBuilder::ethernet2(ANY_MAC, PORT0_MAC)
+        PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC)
             .ipv4(CLIENT, VIP, 64)
             .udp(40000, 53)
             .write(v, b"query")
@@ -164,7 +139,7 @@ fn error_about_a_reply_reaches_the_backend() {
 fn ipv6_packet_too_big_about_a_packet_to_the_backend() {
     let mut h = lb();
     let q = w(|v| {
-        PacketBuilder::ethernet2(ANY_MAC, PORT0_MAC)
+        PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC)
             .ipv6(CLIENT6, VIP6, 64)
             .udp(40000, 53)
             .write(v, b"query")
@@ -230,7 +205,7 @@ fn unknown_flows_are_dropped_and_corrupt_errors_stay_corrupt() {
 /// An IPv6 client's UDP query through NAT64: returns the IPv4 frame sent.
 fn open_nat64(h: &mut Harness) -> Vec<u8> {
     let q = w(|v| {
-        PacketBuilder::ethernet2(ANY_MAC, PORT0_MAC)
+        PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC)
             .ipv6(CLIENT6, wkp(SERVER), 64)
             .udp(40000, 53)
             .write(v, b"query")

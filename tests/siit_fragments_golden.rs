@@ -9,16 +9,15 @@
 
 use etherparse::PacketBuilder;
 use shunt::pipeline::Verdict;
+// The client's MAC, the IPv4 side's port (0) and the IPv6 side's port (1).
+use shunt_testkit::addrs::{
+    CLIENT as CLIENT4, CLIENT_ROUTER_MAC as CLIENT_MAC, PORT0_MAC as PORT0, PORT1_MAC as PORT1,
+};
 use shunt_testkit::frames::{set_v4, w};
 use shunt_testkit::{Fixture, Harness};
 
-/// The client's MAC, the IPv4 side's port (0) and the IPv6 side's port (1).
-const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 2];
-const PORT0: [u8; 6] = [2, 0, 0, 0, 0xff, 0];
-const PORT1: [u8; 6] = [2, 0, 0, 0, 0xff, 1];
 /// shunt-be6, the IPv6 next hop of pipelines/siit.toml.
 const V6_NEXT_HOP: [u8; 6] = [2, 0, 0, 0, 2, 0x15];
-const CLIENT4: [u8; 4] = [10, 0, 1, 2];
 /// 64:ff9b:1::10.0.1.2 (the siit prefix).
 const CLIENT6: [u8; 16] = [0, 0x64, 0xff, 0x9b, 0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 1, 2];
 /// 10.0.200.21 ↔ fd00:2::21 (EAM).

@@ -43,6 +43,29 @@ impl Fixture {
         Fixture { name: name.to_string(), doc }
     }
 
+    /// `pipelines/l4lb.toml` cut down for golden tests: one backend per
+    /// service (its MAC pinned), Maglev tables of 251 slots, SNAT to one
+    /// address per family (10.0.3.7, fd00:3::7: [`crate::addrs::SNAT`]),
+    /// 4096 conntrack entries.
+    pub fn small_lb() -> Fixture {
+        Fixture::load("l4lb")
+            .truncate("service.*.backends", 1)
+            .set("service.*.maglev_table_size", 251)
+            .set("service.web.snat_pool", "10.0.3.7/32")
+            .set("service.web6.snat_pool", "fd00:3::7/128")
+            .pin_backend_macs()
+            .set("conntrack.entries_per_worker", 4096)
+    }
+
+    /// [`Fixture::small_lb`] serving DNS: UDP port 53 on both VIPs, the
+    /// backends on port 5353.
+    pub fn small_dns_lb() -> Fixture {
+        Fixture::small_lb()
+            .set("service.*.protocol", "udp")
+            .set("service.*.port", 53)
+            .set("service.*.backends.0.port", 5353)
+    }
+
     /// Sets `key` on every place the path's parent selects (creating the
     /// last key).
     pub fn set(mut self, key: &str, value: impl Into<Value>) -> Fixture {

@@ -33,13 +33,18 @@ pub struct Harness {
     free_spares: Vec<u64>,
 }
 
+/// The harness's port for config interface `i`: MAC 02:00:00:00:ff:0N
+/// ([`crate::addrs::PORT0_MAC`], …).
+fn default_port(i: usize, mtu: u16) -> PortInfo {
+    PortInfo { interface: i, mac: [2, 0, 0, 0, 0xff, i as u8], mtu }
+}
+
 impl Harness {
     /// Ports: one per config interface, in order, with MAC 02:00:00:00:ff:0N
     /// unless given. Backend MACs come from the config only.
     pub fn new(config: &Config, ports: Option<&[PortInfo]>) -> Result<Harness> {
-        let default_ports: Vec<PortInfo> = (0..config.interfaces.len())
-            .map(|i| PortInfo { interface: i, mac: [2, 0, 0, 0, 0xff, i as u8], mtu: 1500 })
-            .collect();
+        let default_ports: Vec<PortInfo> =
+            (0..config.interfaces.len()).map(|i| default_port(i, 1500)).collect();
         let ports = ports.unwrap_or(&default_ports);
         let pipelines = build::pipelines(config, ports)?;
         let mut ids = IdRegistry::default();
@@ -60,6 +65,13 @@ impl Harness {
             port_macs: ports.iter().map(|p| p.mac).collect(),
             free_spares,
         })
+    }
+
+    /// [`Harness::new`] with the default ports at MTUs `mtus` (in interface
+    /// order).
+    pub fn with_mtus(config: &Config, mtus: &[u16]) -> Result<Harness> {
+        let ports: Vec<PortInfo> = mtus.iter().enumerate().map(|(i, &mtu)| default_port(i, mtu)).collect();
+        Harness::new(config, Some(&ports))
     }
 
     pub fn from_toml(text: &str) -> Result<Harness> {
