@@ -46,15 +46,18 @@ no_offload() { in_ns "$1" ethtool -K "$2" tx off tso off gso off gro off >/dev/n
 
 LAB_DIR=/run/shunt-lab
 
-# A real HTTP server per backend: nginx serving its own name and a 1 MiB
-# file whose digest tests compare end to end, and /health (200, or 500
-# while www/down exists).
+# A real HTTP server per backend: nginx serving its namespace's name and a
+# 1 MiB file whose digest tests compare end to end, and /health (200, or
+# 500 while www/down exists). Usage: start_http B [NS] [LISTEN]; it lives
+# in $HTTP_DIR/beB (default $LAB_DIR), where scripts/scaleout.sh puts its
+# own backends' (`lab.sh http B NS LISTEN`).
 start_http() {
-    local b=$1 dir="$LAB_DIR/be$1" ns=${2:-shunt-be$1} listen=${3:-"listen 80; listen [::]:80;"}
+    local b=$1 base=${HTTP_DIR:-$LAB_DIR} ns=${2:-shunt-be$1} listen=${3:-"listen 80; listen [::]:80;"}
+    local dir="$base/be$b"
     mkdir -p "$dir/www"
     echo "$ns" > "$dir/www/index.html"
-    [ -f "$LAB_DIR/big.bin" ] || head -c 1048576 /dev/urandom > "$LAB_DIR/big.bin"
-    cp "$LAB_DIR/big.bin" "$dir/www/big.bin"
+    [ -f "$base/big.bin" ] || head -c 1048576 /dev/urandom > "$base/big.bin"
+    cp "$base/big.bin" "$dir/www/big.bin"
     cat > "$dir/nginx.conf" <<CONF
 worker_processes 1;
 pid $dir/nginx.pid;
@@ -263,5 +266,6 @@ case "${1:-}" in
     up) up ;;
     down) down; echo "lab down" ;;
     status) status ;;
+    http) shift; start_http "$@" ;;
     *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
 esac

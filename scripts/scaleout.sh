@@ -109,33 +109,10 @@ topology() {
     done
 }
 
-# nginx per backend: its name at /, a 1 MiB /big.bin, and /health (500
-# while www/down exists).
+# nginx per backend, as the lab's: its name at /, a 1 MiB /big.bin, and
+# /health (500 while www/down exists).
 start_http() {
-    local b=$1 dir="$DIR/be$1"
-    mkdir -p "$dir/www" "$dir/tmp"
-    echo "shunt-so-be$b" > "$dir/www/index.html"
-    [ -f "$DIR/big.bin" ] || head -c 1048576 /dev/urandom > "$DIR/big.bin"
-    cp "$DIR/big.bin" "$dir/www/big.bin"
-    cat > "$dir/nginx.conf" <<CONF
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $dir/tmp;
-    server {
-        listen 80;
-        root $dir/www;
-        location = /health {
-            if (-f \$document_root/down) { return 500; }
-            return 200 "ok\\n";
-        }
-    }
-}
-CONF
-    in_ns "shunt-so-be$b" nginx -c "$dir/nginx.conf"
+    HTTP_DIR=$DIR bash scripts/lab.sh http "$1" "shunt-so-be$1" "listen 80;"
 }
 
 start_router() {
