@@ -63,6 +63,11 @@ fn frame(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, l4: L4, payload: &[u8
     frame_mac(ROUTER_MAC, CLI_PORT_MAC, src, dst, sport, dport, l4, payload)
 }
 
+/// A backend → SNAT pool frame, as the backend side's switch delivers it.
+fn from_backend(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, l4: L4, payload: &[u8]) -> Vec<u8> {
+    frame_mac(BACKEND_MAC, BE_PORT_MAC, src, dst, sport, dport, l4, payload)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn frame_mac(
     smac: [u8; 6],
@@ -198,14 +203,13 @@ fn establish(h: &mut Harness, v6c: bool, sport: u16) -> Canary {
     };
     let Some(TransportSlice::Tcp(t)) = p.transport else { panic!("TCP") };
     let snat_port = t.source_port();
-    let synack = frame_mac(BACKEND_MAC, BE_PORT_MAC, backend, snat, 80, snat_port, L4::Tcp(SYN | ACK), b"");
+    let synack = from_backend(backend, snat, 80, snat_port, L4::Tcp(SYN | ACK), b"");
     let (v, _) = h.run_one(&synack);
     assert_eq!(v, Verdict::Forward(CLI_PORT), "canary SYN-ACK");
     let data = frame(c, vip, sport, 80, L4::Tcp(ACK | PSH), b"GET / HTTP/1.1\r\n\r\n");
     let (v, data_out) = h.run_one(&data);
     assert_eq!(v, Verdict::Forward(BE_PORT), "canary data");
-    let reply =
-        frame_mac(BACKEND_MAC, BE_PORT_MAC, backend, snat, 80, snat_port, L4::Tcp(ACK | PSH), b"200 OK");
+    let reply = from_backend(backend, snat, 80, snat_port, L4::Tcp(ACK | PSH), b"200 OK");
     let (v, reply_out) = h.run_one(&reply);
     assert_eq!(v, Verdict::Forward(CLI_PORT), "canary reply data");
     Canary { data, data_out, reply, reply_out }
@@ -487,16 +491,7 @@ fn ipv6_extension_headers() {
     let Some(TransportSlice::Tcp(t)) = p.transport else { panic!() };
     let snat_port = t.source_port();
     let reply = |sport_tag: &[u8]| {
-        frame_mac(
-            BACKEND_MAC,
-            BE_PORT_MAC,
-            IpAddr::V6(backend),
-            IpAddr::V6(snat),
-            80,
-            snat_port,
-            L4::Tcp(ACK),
-            sport_tag,
-        )
+        from_backend(IpAddr::V6(backend), IpAddr::V6(snat), 80, snat_port, L4::Tcp(ACK), sport_tag)
     };
     // One Hop-by-Hop header: translated, the header kept, checksum valid
     // (the pseudo-header length is the upper-layer length).
@@ -576,9 +571,7 @@ fn hostile_fragments_are_dropped_and_create_no_flow() {
     lb.expect_drop(&with_ext(syn6(51), 44, &frag_first), later, "v6 first fragment to VIP");
     // ...and towards the SNAT pool, where the parser always sees them.
     let to_pool = |fh: &[u8]| {
-        let f = frame_mac(
-            BACKEND_MAC,
-            BE_PORT_MAC,
+        let f = from_backend(
             v6([0xfd, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11]),
             v6([0xfd, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
             80,
@@ -592,16 +585,7 @@ fn hostile_fragments_are_dropped_and_create_no_flow() {
     lb.expect_drop(&to_pool(&frag_later), DropReason::FragmentBogus, "v6 later fragment to pool");
     // A plausible IPv4 later fragment to the pool with no first: held (a
     // copy, bounded), then dropped when its entry times out.
-    let mut f = frame_mac(
-        BACKEND_MAC,
-        BE_PORT_MAC,
-        v4([10, 0, 2, 11]),
-        v4([10, 0, 3, 1]),
-        80,
-        2000,
-        L4::Tcp(ACK),
-        b"x",
-    );
+    let mut f = from_backend(v4([10, 0, 2, 11]), v4([10, 0, 3, 1]), 80, 2000, L4::Tcp(ACK), b"x");
     f[20..22].copy_from_slice(&0x0005u16.to_be_bytes());
     fix_ipv4_csum(&mut f, 14);
     lb.expect(&f, Verdict::Consumed, "v4 later fragment to pool, held");
@@ -903,16 +887,7 @@ fn non_ip_and_garbage() {
         lb.expect_drop(&to_port(vec![0xffu8; len]), DropReason::Malformed, &format!("{len} 0xff bytes"));
     }
     // A stray reply to the pool with no flow.
-    let f = frame_mac(
-        BACKEND_MAC,
-        BE_PORT_MAC,
-        v4([10, 0, 2, 11]),
-        v4([10, 0, 3, 3]),
-        80,
-        4321,
-        L4::Tcp(ACK),
-        b"",
-    );
+    let f = from_backend(v4([10, 0, 2, 11]), v4([10, 0, 3, 3]), 80, 4321, L4::Tcp(ACK), b"");
     lb.expect_drop(&f, DropReason::NoFlow, "stray reply");
     // Not a VIP and not the pool.
     let f = frame(v4(CLIENT4), v4([10, 0, 100, 2]), 1, 80, L4::Tcp(SYN), b"");
