@@ -18,12 +18,19 @@ use crate::telemetry::counters::{WorkerCounters, WorkerStats};
 use crate::telemetry::latency::Recorder;
 use crate::xsk::{PortIo, QueueSpec, WorkerXsk};
 
-/// What a worker reports once its sockets are bound.
-pub struct Ready {
+/// What a worker reports as soon as its sockets are bound and their fill
+/// rings primed: they can be registered in the XSKMAP then, and what they
+/// receive waits in their RX rings until the worker loop starts.
+pub struct Bound {
     pub worker: usize,
     /// (interface index, queue, socket fd, zero-copy)
     pub sockets: Vec<(usize, u32, i32, bool)>,
     pub hugepages: bool,
+}
+
+/// What a worker reports once it is built (its flows restored).
+pub struct Ready {
+    pub worker: usize,
     /// Moved into the mesh once every worker is ready.
     pub umem: Option<PeerUmem>,
 }
@@ -40,7 +47,14 @@ pub struct WorkerInit {
     pub mtus: Arc<LinkMtus>,
 }
 
-pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Worker, Ready), DataplaneError> {
+/// Builds worker `wi`, calling `bound` once its sockets are bound and
+/// primed, before its flows are restored.
+pub fn build_worker(
+    config: &Config,
+    wi: usize,
+    init: WorkerInit,
+    bound: impl FnOnce(Bound),
+) -> Result<(Worker, Ready), DataplaneError> {
     let w = &config.workers[wi];
     crate::sys::pin_to_core(w.core).map_err(|source| DataplaneError::Pin {
         worker: wi,
@@ -76,21 +90,36 @@ pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Wor
             .spawn_scoped(s, || flow_context(config, wi, &init.stats, &init.services))
             .map_err(DataplaneError::Spawn)?;
         let xsk = WorkerXsk::new(&config.dataplane, &specs)
-            .map_err(|source| DataplaneError::Xsk { worker: wi, source });
-        crate::state::gap::mark(&format!("worker {wi}: UMEM mapped, sockets bound"));
+            .map_err(|source| DataplaneError::Xsk { worker: wi, source })
+            .map(|mut xsk| {
+                xsk.prime(fill_target(config, xsk.ports.len()));
+                bound(Bound {
+                    worker: wi,
+                    sockets: xsk
+                        .ports
+                        .iter()
+                        .map(|p| (p.interface_idx, p.queue, p.fd(), p.zero_copy))
+                        .collect(),
+                    hugepages: xsk.hugepages(),
+                });
+                xsk
+            });
+        crate::state::gap::mark(&format!("worker {wi}: UMEM mapped, sockets bound and primed"));
         let ctx = ctx.join().map_err(|_| DataplaneError::WorkerExited)?;
         Ok::<_, DataplaneError>((xsk?, ctx))
     })?;
     let ports: Vec<PortInfo> =
         xsk.ports.iter().map(|p| PortInfo { interface: p.interface_idx, mac: p.mac, mtu: p.mtu }).collect();
-    let ready = Ready {
-        worker: wi,
-        sockets: xsk.ports.iter().map(|p| (p.interface_idx, p.queue, p.fd(), p.zero_copy)).collect(),
-        hugepages: xsk.hugepages(),
-        umem: Some(PeerUmem::new(umem_view(config, &xsk), xsk.area())),
-    };
+    let ready = Ready { worker: wi, umem: Some(PeerUmem::new(umem_view(config, &xsk), xsk.area())) };
     let worker = assemble_with(config, wi, init, xsk, &ports, ctx)?;
     Ok((worker, ready))
+}
+
+/// Frames each of a worker's `nports` fill rings is kept topped up to:
+/// half the frames are left for batches and TX rings in flight.
+pub fn fill_target(config: &Config, nports: usize) -> u32 {
+    let nports = nports.max(1) as u32;
+    (config.dataplane.frames_per_worker / 2 / nports).min(config.dataplane.ring_size)
 }
 
 /// A view of the worker's UMEM for batches.
@@ -165,8 +194,7 @@ fn assemble_with<P: PortIo>(
         port_of_interface[p.interface_idx()] = i as u8;
     }
     let nports = xsk.ports.len().max(1) as u32;
-    // Leave half the frames for batches and TX rings in flight.
-    let fill_target = (config.dataplane.frames_per_worker / 2 / nports).min(config.dataplane.ring_size);
+    let fill_target = fill_target(config, xsk.ports.len());
     Ok(Worker {
         xsk,
         pipelines,
