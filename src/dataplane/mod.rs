@@ -196,12 +196,16 @@ impl Dataplane {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     worker.run(&stop);
+                    crate::state::gap::mark(&format!("worker {wi}: loop left, RX drained"));
                     // Answer what peers handed us and take back what we
                     // handed them. Our UMEM stays mapped after we close our
                     // sockets for as long as any peer holds the mesh.
                     worker.settle_handoffs();
                     worker.close_sockets();
-                    Some(worker.finish())
+                    crate::state::gap::mark(&format!("worker {wi}: sockets closed"));
+                    let rest = worker.finish();
+                    crate::state::gap::mark(&format!("worker {wi}: tables and UMEM released"));
+                    Some(rest)
                 })
                 .map_err(DataplaneError::Spawn)?;
             workers.push(RunningWorker { core: w.core, counters, handle });
@@ -281,6 +285,7 @@ impl Dataplane {
                 }
             }
         }
+        crate::xsk::umem::release_unused();
         readies.sort_by_key(|r| r.worker);
         sockets.sort_by_key(|s| s.0);
         let umems = readies.iter_mut().filter_map(|r| r.umem.take()).collect();

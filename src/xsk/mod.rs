@@ -204,6 +204,25 @@ impl WorkerXsk<Port> {
     }
 }
 
+impl WorkerXsk<Port> {
+    /// Closes every socket side by side: each close waits for the kernel to
+    /// stop using the socket (an RCU grace period), and a planned restart's
+    /// gap waits for the closes. The first socket's descriptor is also the
+    /// UMEM registration's, so it closes only when both the port and the
+    /// registration are dropped: the registration goes beside the ports,
+    /// not after them. The memory stays mapped for holders of its frames.
+    pub fn close_sockets(&mut self) {
+        let ports = std::mem::take(&mut self.ports);
+        let umem = self.umem.take();
+        std::thread::scope(|s| {
+            for p in ports {
+                s.spawn(move || drop(p));
+            }
+            drop(umem);
+        });
+    }
+}
+
 impl<P: PortIo> WorkerXsk<P> {
     /// Ports over memory the caller maps (no kernel UMEM registration):
     /// `frames` frames of `frame_size` bytes in `area`.
