@@ -56,21 +56,6 @@ pub fn build_worker(
     bound: impl FnOnce(Bound),
 ) -> Result<(Worker, Ready), DataplaneError> {
     let w = &config.workers[wi];
-    crate::sys::pin_to_core(w.core).map_err(|source| DataplaneError::Pin {
-        worker: wi,
-        core: w.core,
-        source,
-    })?;
-    let prio = config.dataplane.realtime_priority;
-    if prio > 0 {
-        // A busy-polling worker at normal priority shares its core with
-        // ksoftirqd, and each slice it loses lets its RX ring overflow.
-        // Without CAP_SYS_NICE (or an RT limit) it still runs, at normal priority.
-        match crate::sys::set_realtime(prio) {
-            Ok(()) => tracing::info!(worker = wi, priority = prio, "worker runs SCHED_FIFO"),
-            Err(e) => tracing::warn!(worker = wi, "realtime_priority = {prio} not applied: {e}"),
-        }
-    }
     let specs: Vec<QueueSpec<'_>> = w
         .queues
         .iter()
@@ -82,13 +67,31 @@ pub fn build_worker(
         .collect();
     // The flow context (state file, restore, SNAT pools) needs no socket:
     // it is built beside the UMEM and the binds, which are the worker's
-    // own (its core, its memory), so a planned restart waits for the
-    // longer of the two, not both.
+    // own (its core, its memory). Its thread starts before the worker pins
+    // itself, so it runs on any core at normal priority rather than
+    // competing with the binds on the worker's core: in a planned restart
+    // the binds end the gap, and the restore only delays the first
+    // packets, which wait in the RX rings meanwhile.
     let (xsk, ctx) = std::thread::scope(|s| {
         let ctx = std::thread::Builder::new()
             .name(format!("shunt-w{wi}-state"))
             .spawn_scoped(s, || flow_context(config, wi, &init.stats, &init.services))
             .map_err(DataplaneError::Spawn)?;
+        crate::sys::pin_to_core(w.core).map_err(|source| DataplaneError::Pin {
+            worker: wi,
+            core: w.core,
+            source,
+        })?;
+        let prio = config.dataplane.realtime_priority;
+        if prio > 0 {
+            // A busy-polling worker at normal priority shares its core with
+            // ksoftirqd, and each slice it loses lets its RX ring overflow.
+            // Without CAP_SYS_NICE (or an RT limit) it still runs, at normal priority.
+            match crate::sys::set_realtime(prio) {
+                Ok(()) => tracing::info!(worker = wi, priority = prio, "worker runs SCHED_FIFO"),
+                Err(e) => tracing::warn!(worker = wi, "realtime_priority = {prio} not applied: {e}"),
+            }
+        }
         let xsk = WorkerXsk::new(&config.dataplane, &specs)
             .map_err(|source| DataplaneError::Xsk { worker: wi, source })
             .map(|mut xsk| {
