@@ -461,6 +461,8 @@ fn udp_stream_through_a_planned_restart_loses_only_milliseconds() {
     assert!(pps >= UDP_PPS as f64 * 0.95, "the sender kept {pps:.0}/s only");
     assert!(log.contains("XDP program kept on the inherited bpf_link"), "{log}");
     assert!(log.contains("planned restart: owned packets were dropped for"), "{log}");
+    // The old image allocated the new image's UMEM before its workers stopped.
+    assert!(log.contains("handed UMEM mapped"), "{log}");
     // When the new workers started serving, counted from the old ones' stop.
     let serving: f64 = log
         .lines()

@@ -475,3 +475,43 @@ impl SocketStats {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakePort;
+    use super::*;
+    use crate::config::HugepageMode;
+
+    fn two_ports(frames: u32, ring: usize) -> WorkerXsk<FakePort> {
+        let area = Arc::new(UmemArea::new(frames as usize * 4096, HugepageMode::Off).unwrap());
+        let ports =
+            vec![FakePort::new(0, area.clone(), 4096, ring), FakePort::new(1, area.clone(), 4096, ring)];
+        WorkerXsk::in_memory(ports, area, frames, 4096)
+    }
+
+    /// Before any worker loop runs, priming gives each fill ring its
+    /// target from the pool, and a second call gives nothing more.
+    #[test]
+    fn prime_fills_every_port_to_its_target_once() {
+        let mut xsk = two_ports(256, 64);
+        assert_eq!(xsk.prime(48), 96);
+        for p in &mut xsk.ports {
+            assert_eq!(p.fill_pending(), 48);
+            assert!(*p.primed());
+        }
+        assert_eq!(xsk.pool.available(), 256 - 96);
+        assert_eq!(xsk.prime(48), 0, "already at the target");
+    }
+
+    /// A target above the ring stops at the ring; a pool that runs dry
+    /// leaves the later ports short rather than losing frames.
+    #[test]
+    fn prime_stops_at_the_ring_and_at_the_pool() {
+        let mut xsk = two_ports(256, 64);
+        assert_eq!(xsk.prime(1000), 128);
+        let mut xsk = two_ports(80, 64);
+        assert_eq!(xsk.prime(64), 80);
+        assert_eq!((xsk.ports[0].fill_pending(), xsk.ports[1].fill_pending()), (64, 16));
+        assert_eq!(xsk.pool.available(), 0);
+    }
+}
