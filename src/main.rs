@@ -464,6 +464,7 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
             std::env::remove_var(shunt::xdp::HANDOVER_ENV);
             std::env::remove_var(shunt::xdp::HANDOVER_MAPS_ENV);
             shunt::state::gap::from_env();
+            shunt::xsk::umem::from_env();
             shunt::state::gap::mark("new image running");
             let exe = started_exe()?;
             tracing::info!(build = shunt::BUILD, inherited_links = inherited.len(), "starting");
@@ -882,6 +883,9 @@ fn reexec(exe: &Path, links: &[shunt::xdp::Inherited]) -> anyhow::Error {
     cmd.args(std::env::args_os().skip(1))
         .env(shunt::xdp::HANDOVER_ENV, items.join(","))
         .env(shunt::xdp::HANDOVER_MAPS_ENV, maps.join(","));
+    if let Some(umems) = shunt::xsk::umem::env_value() {
+        cmd.env(shunt::xsk::umem::HANDOVER_ENV, umems);
+    }
     if let Some(since) = shunt::state::gap::env_value() {
         cmd.env(shunt::state::gap::SINCE_ENV, since);
     }

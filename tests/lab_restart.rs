@@ -449,24 +449,37 @@ fn udp_stream_through_a_planned_restart_loses_only_milliseconds() {
     let _ = std::fs::remove_file(&config);
     let lost = sent.saturating_sub(got);
     let pps = sent as f64 / elapsed.as_secs_f64();
+    let lost_ms = lost as f64 * 1000.0 / pps;
     for phase in log.lines().filter(|l| l.contains("planned restart: ")) {
         eprintln!("{phase}");
     }
     eprintln!(
         "udp through a planned restart: {sent} sent at {pps:.0}/s, {got} received, {lost} lost \
-         ({:.1} ms of traffic); longest silence at the backend {:.1} ms; shunt restart took {took:?}",
-        lost as f64 * 1000.0 / pps,
+         ({lost_ms:.1} ms of traffic); longest silence at the backend {:.1} ms; shunt restart took {took:?}",
         gap.as_secs_f64() * 1000.0
     );
     assert!(pps >= UDP_PPS as f64 * 0.95, "the sender kept {pps:.0}/s only");
     assert!(log.contains("XDP program kept on the inherited bpf_link"), "{log}");
-    // The gap is the old workers' stop plus the new image's start up to
-    // its sockets (60-90 ms measured on a loaded 2-core machine, see
-    // OPERATIONS.md); loading and verifying the program again, as before
-    // the program was kept, took 450-650 ms there.
     assert!(log.contains("planned restart: owned packets were dropped for"), "{log}");
+    // The old image allocated the new image's UMEM before its workers stopped.
+    assert!(log.contains("handed UMEM mapped"), "{log}");
+    // When the new workers started serving, counted from the old ones' stop.
+    let serving: f64 = log
+        .lines()
+        .find_map(|l| l.split("planned restart: +").nth(1)?.split_once(" ms workers run")?.0.parse().ok())
+        .unwrap_or_else(|| panic!("no `workers run` phase\n{log}"));
+    // The new sockets take packets before the flows are restored; those
+    // wait in the RX rings and are forwarded once the workers run, so
+    // less traffic is lost than the time it took them to run (when the
+    // sockets were registered only after the restore, the two were equal:
+    // 63.8 ms lost, workers serving at +63.0 ms).
+    assert!(lost_ms < serving, "{lost_ms:.1} ms of traffic lost, workers ran at +{serving:.1} ms\n{log}");
+    // 2026-12-02 on the 2-core lab at load average 5.5-7.6: 32-103 ms lost
+    // (median 64, 22 runs), backend silent 48-124 ms; the gap was 450-650 ms when
+    // the program was loaded and verified again. 250 ms is far above the
+    // loaded spread and far below that regression.
     assert!(gap < Duration::from_millis(250), "longest silence {gap:?}\n{log}");
-    assert!(lost * 100 / sent.max(1) < 50, "{lost} of {sent} lost\n{log}");
+    assert!(lost_ms < 250.0, "{lost} of {sent} lost ({lost_ms:.1} ms of traffic)\n{log}");
 }
 
 /// An IPv6-only client downloads from an IPv4-only server through the

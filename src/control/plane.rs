@@ -229,6 +229,14 @@ pub fn run(
         }
     }
     if running.restart {
+        // The next image's UMEMs, faulted in and zeroed while ours still
+        // serve: the next image only maps them.
+        let dp = &running.config.dataplane;
+        crate::xsk::umem::prepare_next(
+            running.config.workers.len(),
+            dp.frames_per_worker as usize * dp.frame_size as usize,
+            dp.hugepages,
+        );
         // From here until the next image attaches, our packets are dropped,
         // not passed: the kernel would answer flows it does not know with RST.
         if let Err(e) = running.dp.prepare_handover() {

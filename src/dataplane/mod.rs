@@ -27,7 +27,7 @@ use crate::telemetry::stats::{Shared, SocketSnap, WorkerShared};
 use crate::xdp::maps::XdpCounter;
 use crate::xdp::{Attached, Inherited, XdpError};
 use crate::xsk::XskError;
-use setup::{Ready, WorkerInit};
+use setup::{Bound, Ready, WorkerInit};
 
 /// Why the dataplane could not start or update.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +69,25 @@ pub enum DataplaneError {
     },
 }
 
+/// What a worker thread reports while it builds itself.
+enum Setup {
+    Bound(Bound),
+    Ready(Ready),
+}
+
+/// Attaches `a` (its sockets registered) and says how.
+fn attach(a: &mut Attached) -> Result<(), XdpError> {
+    let how = match a.attach()? {
+        crate::xdp::Attach::New => "XDP program attached (bpf_link)",
+        crate::xdp::Attach::Replaced => "XDP program replaced on the inherited bpf_link",
+        crate::xdp::Attach::Kept => {
+            "XDP program kept on the inherited bpf_link (same build of it; its maps adopted)"
+        }
+    };
+    tracing::info!(interface = %a.interface, mode = ?a.mode, "{how}");
+    Ok(())
+}
+
 struct RunningWorker {
     core: usize,
     counters: Arc<WorkerCounters>,
@@ -103,11 +122,15 @@ impl Dataplane {
         stop: Arc<AtomicBool>,
         mut inherited: Vec<Inherited>,
     ) -> Result<Dataplane, DataplaneError> {
-        // Sockets, then programs, then attach: each program starts with
-        // every socket in its XSKMAP, so a new link never passes our
-        // packets to the kernel, and an inherited link goes from the old
-        // program (which drops them meanwhile) straight to a full one.
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<Ready, DataplaneError>>();
+        // Per interface: programs, then every socket in the XSKMAP, then
+        // attach; so a new link never passes our packets to the kernel, and
+        // an inherited link goes from the old program (which drops them
+        // meanwhile) straight to a full one. A socket is registered as soon
+        // as it is bound, its fill ring primed, before its worker has
+        // restored its flows: what it receives meanwhile waits in its RX
+        // ring, and the worker loop, which starts after the restore,
+        // processes it against the restored state.
+        let (setup_tx, setup_rx) = mpsc::channel::<Result<Setup, DataplaneError>>();
         let go = Arc::new(AtomicBool::new(false));
         let mesh = Arc::new(handoff::Mesh::new(config.workers.len()));
         let mut workers = Vec::new();
@@ -142,24 +165,27 @@ impl Dataplane {
                 mtus: mtus.clone(),
             };
             let cfg = config.clone();
-            let (ready_tx, go, stop) = (ready_tx.clone(), go.clone(), stop.clone());
+            let (setup_tx, go, stop) = (setup_tx.clone(), go.clone(), stop.clone());
             let membership = handoff::Membership::new(mesh.clone(), wi);
             let handle = std::thread::Builder::new()
                 .name(format!("shunt-w{wi}"))
                 .spawn(move || {
                     let _membership = membership;
-                    let mut worker = match setup::build_worker(&cfg, wi, init) {
+                    let built = setup::build_worker(&cfg, wi, init, |bound| {
+                        let _ = setup_tx.send(Ok(Setup::Bound(bound)));
+                    });
+                    let mut worker = match built {
                         Ok((worker, ready)) => {
                             // Sockets are bound and memory is mapped: a worker
                             // needs no privilege from here on.
                             if let Err(e) = crate::sys::drop_capabilities(&[]) {
                                 tracing::warn!(worker = wi, error = %e, "could not drop capabilities");
                             }
-                            let _ = ready_tx.send(Ok(ready));
+                            let _ = setup_tx.send(Ok(Setup::Ready(ready)));
                             worker
                         }
                         Err(e) => {
-                            let _ = ready_tx.send(Err(e));
+                            let _ = setup_tx.send(Err(e));
                             return None;
                         }
                     };
@@ -170,17 +196,21 @@ impl Dataplane {
                         std::thread::sleep(Duration::from_millis(1));
                     }
                     worker.run(&stop);
+                    crate::state::gap::mark(&format!("worker {wi}: loop left, RX drained"));
                     // Answer what peers handed us and take back what we
                     // handed them. Our UMEM stays mapped after we close our
                     // sockets for as long as any peer holds the mesh.
                     worker.settle_handoffs();
                     worker.close_sockets();
-                    Some(worker.finish())
+                    crate::state::gap::mark(&format!("worker {wi}: sockets closed"));
+                    let rest = worker.finish();
+                    crate::state::gap::mark(&format!("worker {wi}: tables and UMEM released"));
+                    Some(rest)
                 })
                 .map_err(DataplaneError::Spawn)?;
             workers.push(RunningWorker { core: w.core, counters, handle });
         }
-        drop(ready_tx);
+        drop(setup_tx);
 
         // Programs load (verifier included) while the workers build.
         let mut attached: Vec<Attached> = Vec::new();
@@ -199,22 +229,6 @@ impl Dataplane {
             }
         }
         crate::state::gap::mark("XDP programs loaded (or kept) and their maps filled");
-        let mut readies = Vec::new();
-        for _ in &config.workers {
-            match ready_rx.recv() {
-                Ok(Ok(r)) => readies.push(r),
-                Ok(Err(e)) => {
-                    stop.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-                Err(_) => return Err(DataplaneError::WorkerExited),
-            }
-        }
-        readies.sort_by_key(|r| r.worker);
-        let umems = readies.iter_mut().filter_map(|r| r.umem.take()).collect();
-        let _ = mesh.umems.set(umems);
-
-        crate::state::gap::mark("every worker ready");
         for gone in inherited {
             tracing::info!(ifindex = gone.ifindex, "interface left the config: its XDP link is closed");
         }
@@ -222,36 +236,73 @@ impl Dataplane {
             stop.store(true, Ordering::Relaxed);
             DataplaneError::Xdp { interface: interface.to_string(), source: Box::new(e) }
         };
-        for r in &readies {
-            for &(iface, queue, fd, zc) in &r.sockets {
+        // Sockets each interface waits for before it attaches.
+        let mut missing: Vec<usize> = (0..config.interfaces.len())
+            .map(|i| config.workers.iter().flat_map(|w| &w.queues).filter(|q| q.interface == i).count())
+            .collect();
+        for (i, a) in attached.iter_mut().enumerate() {
+            if missing[i] == 0 {
+                attach(a).map_err(|e| fail(&stop, &config.interfaces[i].name, e))?;
+            }
+        }
+        let mut sockets = Vec::new();
+        let mut readies = Vec::new();
+        while readies.len() < config.workers.len() {
+            let bound = match setup_rx.recv() {
+                Ok(Ok(Setup::Bound(b))) => b,
+                Ok(Ok(Setup::Ready(r))) => {
+                    readies.push(r);
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+                Err(_) => return Err(DataplaneError::WorkerExited),
+            };
+            for &(iface, queue, fd, zc) in &bound.sockets {
                 let name = &config.interfaces[iface].name;
                 attached[iface].register_socket(queue, fd).map_err(|e| fail(&stop, name, e))?;
                 tracing::info!(
-                    worker = r.worker,
-                    core = config.workers[r.worker].core,
+                    worker = bound.worker,
+                    core = config.workers[bound.worker].core,
                     interface = %name,
                     queue,
                     mode = if zc { "zero-copy" } else { "copy" },
-                    umem_pages = if r.hugepages { "2MiB" } else { "4KiB" },
+                    umem_pages = if bound.hugepages { "2MiB" } else { "4KiB" },
                     "AF_XDP socket bound"
                 );
+                sockets.push((bound.worker, name.clone(), queue, fd));
+                missing[iface] -= 1;
+                if missing[iface] == 0 {
+                    attach(&mut attached[iface]).map_err(|e| fail(&stop, name, e))?;
+                    crate::state::gap::mark(&format!("{name}: every socket registered, attached"));
+                    if missing.iter().all(|&m| m == 0) {
+                        if let Some(ms) = crate::state::gap::elapsed_ms() {
+                            tracing::info!("planned restart: owned packets were dropped for {ms:.1} ms (old workers told to stop to every new socket registered; from then on they wait in the RX rings until the workers run)");
+                        }
+                    }
+                }
             }
         }
-        crate::state::gap::mark("sockets registered");
-        for a in attached.iter_mut() {
-            let name = a.interface.clone();
-            let how = match a.attach().map_err(|e| fail(&stop, &name, e))? {
-                crate::xdp::Attach::New => "XDP program attached (bpf_link)",
-                crate::xdp::Attach::Replaced => "XDP program replaced on the inherited bpf_link",
-                crate::xdp::Attach::Kept => {
-                    "XDP program kept on the inherited bpf_link (same build of it; its maps adopted)"
-                }
-            };
-            tracing::info!(interface = %a.interface, mode = ?a.mode, "{how}");
-        }
+        crate::xsk::umem::release_unused();
+        readies.sort_by_key(|r| r.worker);
+        sockets.sort_by_key(|s| s.0);
+        let umems = readies.iter_mut().filter_map(|r| r.umem.take()).collect();
+        let _ = mesh.umems.set(umems);
+        crate::state::gap::mark("every worker ready");
         go.store(true, Ordering::Release);
-        if let Some(ms) = crate::state::gap::elapsed_ms() {
-            tracing::info!("planned restart: owned packets were dropped for {ms:.1} ms (old workers told to stop to new sockets in service)");
+        if crate::state::gap::elapsed_ms().is_some() {
+            // What did not fit in an RX ring (or found no frame) while the
+            // flows were restored.
+            let lost: u64 = sockets
+                .iter()
+                .filter_map(|s| crate::xsk::SocketStats::read(s.3))
+                .map(|s| s.rx_dropped + s.rx_ring_full + s.rx_fill_ring_empty_descs)
+                .sum();
+            crate::state::gap::mark(&format!(
+                "workers run ({lost} packets dropped by the kernel meanwhile: RX ring full or no frame)"
+            ));
         }
         let shared = Arc::new(Shared {
             workers: shared_workers,
@@ -259,14 +310,6 @@ impl Dataplane {
             xdp: Mutex::new(Vec::new()),
             sockets: Mutex::new(Vec::new()),
         });
-        let sockets = readies
-            .iter()
-            .flat_map(|r| {
-                r.sockets.iter().map(|&(iface, queue, fd, _)| {
-                    (r.worker, config.interfaces[iface].name.clone(), queue, fd)
-                })
-            })
-            .collect();
         let mut running = Dataplane {
             config: config.clone(),
             attached,

@@ -18,12 +18,19 @@ use crate::telemetry::counters::{WorkerCounters, WorkerStats};
 use crate::telemetry::latency::Recorder;
 use crate::xsk::{PortIo, QueueSpec, WorkerXsk};
 
-/// What a worker reports once its sockets are bound.
-pub struct Ready {
+/// What a worker reports as soon as its sockets are bound and their fill
+/// rings primed: they can be registered in the XSKMAP then, and what they
+/// receive waits in their RX rings until the worker loop starts.
+pub struct Bound {
     pub worker: usize,
     /// (interface index, queue, socket fd, zero-copy)
     pub sockets: Vec<(usize, u32, i32, bool)>,
     pub hugepages: bool,
+}
+
+/// What a worker reports once it is built (its flows restored).
+pub struct Ready {
+    pub worker: usize,
     /// Moved into the mesh once every worker is ready.
     pub umem: Option<PeerUmem>,
 }
@@ -40,23 +47,15 @@ pub struct WorkerInit {
     pub mtus: Arc<LinkMtus>,
 }
 
-pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Worker, Ready), DataplaneError> {
+/// Builds worker `wi`, calling `bound` once its sockets are bound and
+/// primed, before its flows are restored.
+pub fn build_worker(
+    config: &Config,
+    wi: usize,
+    init: WorkerInit,
+    bound: impl FnOnce(Bound),
+) -> Result<(Worker, Ready), DataplaneError> {
     let w = &config.workers[wi];
-    crate::sys::pin_to_core(w.core).map_err(|source| DataplaneError::Pin {
-        worker: wi,
-        core: w.core,
-        source,
-    })?;
-    let prio = config.dataplane.realtime_priority;
-    if prio > 0 {
-        // A busy-polling worker at normal priority shares its core with
-        // ksoftirqd, and each slice it loses lets its RX ring overflow.
-        // Without CAP_SYS_NICE (or an RT limit) it still runs, at normal priority.
-        match crate::sys::set_realtime(prio) {
-            Ok(()) => tracing::info!(worker = wi, priority = prio, "worker runs SCHED_FIFO"),
-            Err(e) => tracing::warn!(worker = wi, "realtime_priority = {prio} not applied: {e}"),
-        }
-    }
     let specs: Vec<QueueSpec<'_>> = w
         .queues
         .iter()
@@ -68,29 +67,62 @@ pub fn build_worker(config: &Config, wi: usize, init: WorkerInit) -> Result<(Wor
         .collect();
     // The flow context (state file, restore, SNAT pools) needs no socket:
     // it is built beside the UMEM and the binds, which are the worker's
-    // own (its core, its memory), so a planned restart waits for the
-    // longer of the two, not both.
+    // own (its core, its memory). Its thread starts before the worker pins
+    // itself, so it runs on any core at normal priority rather than
+    // competing with the binds on the worker's core: in a planned restart
+    // the binds end the gap, and the restore only delays the first
+    // packets, which wait in the RX rings meanwhile.
     let (xsk, ctx) = std::thread::scope(|s| {
         let ctx = std::thread::Builder::new()
             .name(format!("shunt-w{wi}-state"))
             .spawn_scoped(s, || flow_context(config, wi, &init.stats, &init.services))
             .map_err(DataplaneError::Spawn)?;
+        crate::sys::pin_to_core(w.core).map_err(|source| DataplaneError::Pin {
+            worker: wi,
+            core: w.core,
+            source,
+        })?;
+        let prio = config.dataplane.realtime_priority;
+        if prio > 0 {
+            // A busy-polling worker at normal priority shares its core with
+            // ksoftirqd, and each slice it loses lets its RX ring overflow.
+            // Without CAP_SYS_NICE (or an RT limit) it still runs, at normal priority.
+            match crate::sys::set_realtime(prio) {
+                Ok(()) => tracing::info!(worker = wi, priority = prio, "worker runs SCHED_FIFO"),
+                Err(e) => tracing::warn!(worker = wi, "realtime_priority = {prio} not applied: {e}"),
+            }
+        }
         let xsk = WorkerXsk::new(&config.dataplane, &specs)
-            .map_err(|source| DataplaneError::Xsk { worker: wi, source });
-        crate::state::gap::mark(&format!("worker {wi}: UMEM mapped, sockets bound"));
+            .map_err(|source| DataplaneError::Xsk { worker: wi, source })
+            .map(|mut xsk| {
+                xsk.prime(fill_target(config, xsk.ports.len()));
+                bound(Bound {
+                    worker: wi,
+                    sockets: xsk
+                        .ports
+                        .iter()
+                        .map(|p| (p.interface_idx, p.queue, p.fd(), p.zero_copy))
+                        .collect(),
+                    hugepages: xsk.hugepages(),
+                });
+                xsk
+            });
+        crate::state::gap::mark(&format!("worker {wi}: UMEM mapped, sockets bound and primed"));
         let ctx = ctx.join().map_err(|_| DataplaneError::WorkerExited)?;
         Ok::<_, DataplaneError>((xsk?, ctx))
     })?;
     let ports: Vec<PortInfo> =
         xsk.ports.iter().map(|p| PortInfo { interface: p.interface_idx, mac: p.mac, mtu: p.mtu }).collect();
-    let ready = Ready {
-        worker: wi,
-        sockets: xsk.ports.iter().map(|p| (p.interface_idx, p.queue, p.fd(), p.zero_copy)).collect(),
-        hugepages: xsk.hugepages(),
-        umem: Some(PeerUmem::new(umem_view(config, &xsk), xsk.area())),
-    };
+    let ready = Ready { worker: wi, umem: Some(PeerUmem::new(umem_view(config, &xsk), xsk.area())) };
     let worker = assemble_with(config, wi, init, xsk, &ports, ctx)?;
     Ok((worker, ready))
+}
+
+/// Frames each of a worker's `nports` fill rings is kept topped up to:
+/// half the frames are left for batches and TX rings in flight.
+pub fn fill_target(config: &Config, nports: usize) -> u32 {
+    let nports = nports.max(1) as u32;
+    (config.dataplane.frames_per_worker / 2 / nports).min(config.dataplane.ring_size)
 }
 
 /// A view of the worker's UMEM for batches.
@@ -165,8 +197,7 @@ fn assemble_with<P: PortIo>(
         port_of_interface[p.interface_idx()] = i as u8;
     }
     let nports = xsk.ports.len().max(1) as u32;
-    // Leave half the frames for batches and TX rings in flight.
-    let fill_target = (config.dataplane.frames_per_worker / 2 / nports).min(config.dataplane.ring_size);
+    let fill_target = fill_target(config, xsk.ports.len());
     Ok(Worker {
         xsk,
         pipelines,

@@ -89,16 +89,9 @@ fn now_secs() -> u32 {
 }
 
 impl Worker<Port> {
-    /// Closes the sockets side by side: each close waits for the kernel to
-    /// stop using the socket (an RCU grace period), and a planned restart's
-    /// gap waits for the closes.
+    /// Closes the sockets side by side ([`WorkerXsk::close_sockets`]).
     pub fn close_sockets(&mut self) {
-        let ports = std::mem::take(&mut self.xsk.ports);
-        std::thread::scope(|s| {
-            for p in ports {
-                s.spawn(move || drop(p));
-            }
-        });
+        self.xsk.close_sockets();
     }
 }
 

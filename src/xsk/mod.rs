@@ -173,6 +173,7 @@ impl WorkerXsk<Port> {
     pub fn new(dp: &Dataplane, queues: &[QueueSpec<'_>]) -> Result<WorkerXsk, XskError> {
         let len = dp.frames_per_worker as usize * dp.frame_size as usize;
         let area = Arc::new(UmemArea::new(len, dp.hugepages)?);
+        crate::state::gap::mark(&format!("UMEM mapped ({} MiB)", len >> 20));
         let mem = NonNull::new(std::ptr::slice_from_raw_parts_mut(area.base(), len))
             .ok_or_else(|| XskError::Map { len, source: IoError::other("mmap returned null") })?;
         let config = UmemConfig {
@@ -187,6 +188,7 @@ impl WorkerXsk<Port> {
         // (and every socket) before its own reference to it.
         let umem = unsafe { Umem::new(config, mem) }
             .map_err(|e| XskError::Register { mib: len >> 20, source: os(e) })?;
+        crate::state::gap::mark("UMEM registered");
 
         let mut ports = Vec::with_capacity(queues.len());
         for (i, q) in queues.iter().enumerate() {
@@ -199,6 +201,25 @@ impl WorkerXsk<Port> {
         }
         let pool = FramePool::new(dp.frames_per_worker, dp.frame_size);
         Ok(WorkerXsk { ports, pool, umem: Some(umem), area })
+    }
+}
+
+impl WorkerXsk<Port> {
+    /// Closes every socket side by side: each close waits for the kernel to
+    /// stop using the socket (an RCU grace period), and a planned restart's
+    /// gap waits for the closes. The first socket's descriptor is also the
+    /// UMEM registration's, so it closes only when both the port and the
+    /// registration are dropped: the registration goes beside the ports,
+    /// not after them. The memory stays mapped for holders of its frames.
+    pub fn close_sockets(&mut self) {
+        let ports = std::mem::take(&mut self.ports);
+        let umem = self.umem.take();
+        std::thread::scope(|s| {
+            for p in ports {
+                s.spawn(move || drop(p));
+            }
+            drop(umem);
+        });
     }
 }
 
@@ -241,6 +262,26 @@ impl<P: PortIo> WorkerXsk<P> {
     pub fn frames(&self) -> u32 {
         self.umem.as_ref().map_or(self.pool.total(), Umem::len_frames)
     }
+
+    /// Tops every port's fill ring up to `target` frames from the pool, so
+    /// the kernel can deliver to a socket before its worker loop runs:
+    /// what arrives then waits in the RX ring (up to the ring's size; the
+    /// kernel counts the rest as `rx_ring_full` or
+    /// `rx_fill_ring_empty_descs`). Returns the frames given.
+    pub fn prime(&mut self, target: u32) -> u32 {
+        let mut given = 0;
+        for p in &mut self.ports {
+            let want = target.saturating_sub(p.fill_pending());
+            let pool = &mut self.pool;
+            let n = p.fill(want, || pool.alloc());
+            *p.primed() |= n > 0;
+            if n > 0 && p.fill_needs_wakeup() {
+                p.wake_fill();
+            }
+            given += n;
+        }
+        given
+    }
 }
 
 /// How long a bind waits for a queue still held by a socket being released.
@@ -280,15 +321,26 @@ fn bind_port(umem: &Umem, dp: &Dataplane, q: &QueueSpec<'_>, first: bool) -> Res
     // The socket of a process that just died (kill -9, a crash) leaves its
     // queue a moment after the process: a start right behind it waits for
     // that rather than failing.
-    let busy_until = std::time::Instant::now() + QUEUE_RELEASE_WAIT;
+    // A planned restart waits here too, for the old image's sockets: the
+    // retry interval is short because every millisecond of it is gap.
+    let t0 = std::time::Instant::now();
+    let busy_until = t0 + QUEUE_RELEASE_WAIT;
+    let mut busy = 0u32;
     let bound = loop {
         match umem.bind(&user) {
             Err(e) if e.get_raw().abs() == libc::EBUSY && std::time::Instant::now() < busy_until => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                busy += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
             }
             r => break r,
         }
     };
+    crate::state::gap::mark(&format!(
+        "{} queue {} bound ({busy} busy retries, {:.1} ms)",
+        q.interface,
+        q.queue,
+        t0.elapsed().as_secs_f64() * 1000.0
+    ));
     bound.map_err(|e| match e.get_raw().abs() {
         libc::EOPNOTSUPP if dp.zero_copy == ZeroCopyMode::Require => {
             XskError::ZeroCopyUnsupported { interface: q.interface.to_string() }
@@ -421,5 +473,45 @@ impl SocketStats {
             rx_fill_ring_empty_descs: v[4],
             tx_ring_empty_descs: v[5],
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakePort;
+    use super::*;
+    use crate::config::HugepageMode;
+
+    fn two_ports(frames: u32, ring: usize) -> WorkerXsk<FakePort> {
+        let area = Arc::new(UmemArea::new(frames as usize * 4096, HugepageMode::Off).unwrap());
+        let ports =
+            vec![FakePort::new(0, area.clone(), 4096, ring), FakePort::new(1, area.clone(), 4096, ring)];
+        WorkerXsk::in_memory(ports, area, frames, 4096)
+    }
+
+    /// Before any worker loop runs, priming gives each fill ring its
+    /// target from the pool, and a second call gives nothing more.
+    #[test]
+    fn prime_fills_every_port_to_its_target_once() {
+        let mut xsk = two_ports(256, 64);
+        assert_eq!(xsk.prime(48), 96);
+        for p in &mut xsk.ports {
+            assert_eq!(p.fill_pending(), 48);
+            assert!(*p.primed());
+        }
+        assert_eq!(xsk.pool.available(), 256 - 96);
+        assert_eq!(xsk.prime(48), 0, "already at the target");
+    }
+
+    /// A target above the ring stops at the ring; a pool that runs dry
+    /// leaves the later ports short rather than losing frames.
+    #[test]
+    fn prime_stops_at_the_ring_and_at_the_pool() {
+        let mut xsk = two_ports(256, 64);
+        assert_eq!(xsk.prime(1000), 128);
+        let mut xsk = two_ports(80, 64);
+        assert_eq!(xsk.prime(64), 80);
+        assert_eq!((xsk.ports[0].fill_pending(), xsk.ports[1].fill_pending()), (64, 16));
+        assert_eq!(xsk.pool.available(), 0);
     }
 }
