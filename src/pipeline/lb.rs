@@ -14,7 +14,7 @@ use super::maglev::client_hash;
 use super::refusal;
 use super::rewrite::related;
 use super::services::Services;
-use super::snat;
+use super::snat::{self, Client};
 use super::stats::WorkerStats;
 use super::{frag, Batch, Ctx, DropReason, Stage, Verdict};
 use crate::config::MAX_BATCH;
@@ -239,7 +239,10 @@ impl Stage for ConntrackStage {
                     ctx.stats.cause(Cause::Untranslatable(Untranslatable::Hairpin));
                     m.verdict = Verdict::Drop(DropReason::Untranslatable);
                 }
-                None if nat64_creates(ctx, f) => f.kind = FlowKind::New64,
+                None if nat64_creates(ctx, f) => match client_worker(ctx, &f.key.src) {
+                    Some(w) => m.verdict = Verdict::Handoff(w),
+                    None => f.kind = FlowKind::New64,
+                },
                 None => m.verdict = Verdict::Drop(DropReason::NoFlow),
             }
         }
@@ -287,6 +290,24 @@ fn nat64_hairpin(ctx: &Ctx, f: &FlowMeta) -> bool {
     f.family.is_v6()
         && n.contains(&f.key.dst)
         && n.prefix.extract(&f.key.dst).is_some_and(|a| ctx.services.in_pool(&mapped(a)))
+}
+
+/// The worker that owns a NAT64 client's sessions, when it is not this
+/// one: the one a hash of the client's IPv6 address picks.
+///
+/// Endpoint-independent mapping binds a client's (address, port, protocol)
+/// to one pool pair for all its sessions, and that binding lives in one
+/// worker's table: every session of the client must be created there,
+/// whichever worker RSS gave its first packet to. A packet of a session
+/// that RSS put elsewhere misses there and comes here the same way.
+/// Replies from the IPv4 side need no steering: the pool port names the
+/// owner ([`snat::owner`]), which allocated it from its share.
+fn client_worker(ctx: &Ctx, client: &[u8; 16]) -> Option<u8> {
+    if ctx.workers <= 1 {
+        return None;
+    }
+    let w = (client_hash(client) % u64::from(ctx.workers)) as u16;
+    (w != ctx.worker).then_some(w as u8)
 }
 
 /// Whether a packet that matched no flow opens a NAT64 session: an IPv6
@@ -580,16 +601,17 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
 
 //= https://www.rfc-editor.org/rfc/rfc6146#section-3.5.1
 // (paraphrase) A packet from an IPv6 host to the NAT64 prefix with no
-// session creates one: an IPv4 transport address is taken from the pool and
-// a session binds (X', x) to (T, t) with the IPv4 destination extracted from
-// the IPv6 destination (RFC 6052).
+// session creates one: the client's BIB entry (X', x) <-> (T, t) is used,
+// or created with a pair from the pool, and a session binds it to the
+// IPv4 destination extracted from the IPv6 destination (RFC 6052).
 fn create_nat64(ctx: &mut Ctx, f: &mut FlowMeta) -> Result<(), DropReason> {
     let n = ctx.services.xlat.nat64.as_ref().ok_or(DropReason::NoFlow)?;
     let server = n.prefix.extract(&f.key.dst).ok_or(DropReason::Untranslatable)?;
     let pool = n.pool;
     let p = ctx.snat.get_mut(usize::from(pool)).ok_or(DropReason::SnatExhausted)?;
-    let (addr, port) = p.alloc(f.hash).ok_or(DropReason::SnatExhausted)?;
     let k = f.key;
+    let client = Client { addr: k.src, port: k.sport, proto: k.proto };
+    let (addr, port) = p.alloc_bound(&client, f.hash).ok_or(DropReason::SnatExhausted)?;
     // ICMP echo: the identifier plays both ports' role (RFC 6146 §3.5.3).
     let dport = if k.proto == proto::ICMPV6 { port } else { k.dport };
     let orig = NatBinding { src: addr, sport: port, dst: mapped(server), dport };
