@@ -376,7 +376,13 @@ pub fn restore(ctx: &mut Ctx) -> Restored {
     let mut bound = Vec::new();
     ctx.conntrack.for_each_live(ctx.now, |e| {
         if e.flags.contains(EntryFlags::REPLY) {
-            if e.flags.contains(EntryFlags::SNAT) {
+            let hairpin = e.flags.contains(EntryFlags::HAIRPIN);
+            if let (true, Some(n)) = (hairpin, services.xlat.nat64.as_ref()) {
+                for (addr, port, client) in crate::pipeline::lb::hairpin_pairs(e, &n.prefix).into_iter().flatten() {
+                    taken.insert((addr, port));
+                    bound.push((addr, port, client));
+                }
+            } else if e.flags.contains(EntryFlags::SNAT) {
                 taken.insert((e.key().dst, e.key().dport));
                 // A NAT64 session's reply entry: (server -> pool pair), whose
                 // binding leads back to the client (address, port).
@@ -448,6 +454,15 @@ fn still_valid(
             (e.key().dst, e.key().dport)
         } else {
             (e.nat.src, e.nat.sport)
+        };
+        // A hairpinned session's pool address is under the NAT64 prefix.
+        let addr = if e.flags.contains(EntryFlags::HAIRPIN) {
+            match services.xlat.nat64.as_ref().and_then(|n| n.prefix.extract(&addr)) {
+                Some(a) => crate::wire::addr::mapped(a),
+                None => return false,
+            }
+        } else {
+            addr
         };
         if !services.in_pool(&addr) || snat::owner(port, workers) != worker {
             return false;
