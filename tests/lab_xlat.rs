@@ -330,7 +330,8 @@ impl HostBehindClient6 {
 impl Drop for HostBehindClient6 {
     fn drop(&mut self) {
         let _ = std::process::Command::new("ip").args(["netns", "del", "shunt-hp6"]).status();
-        let _ = run("sysctl -qw net.ipv6.conf.all.forwarding=0; ip link del hpr 2>/dev/null", "shunt-client6");
+        let _ =
+            run("sysctl -qw net.ipv6.conf.all.forwarding=0; ip link del hpr 2>/dev/null", "shunt-client6");
     }
 }
 

@@ -45,19 +45,35 @@ fn wkp(a: [u8; 4]) -> [u8; 16] {
 }
 
 fn udp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, hop: u8, body: &[u8]) -> Vec<u8> {
-    w(|v| PacketBuilder::ethernet2(ANY_MAC, PORT0_MAC).ipv6(src, dst, hop).udp(sport, dport).write(v, body).unwrap())
+    w(|v| {
+        PacketBuilder::ethernet2(ANY_MAC, PORT0_MAC)
+            .ipv6(src, dst, hop)
+            .udp(sport, dport)
+            .write(v, body)
+            .unwrap()
+    })
 }
 
 /// The same, leaving Shunt by the IPv6 side.
 fn udp6_out(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, hop: u8, body: &[u8]) -> Vec<u8> {
-    w(|v| PacketBuilder::ethernet2(PORT0_MAC, V6_HOP_MAC).ipv6(src, dst, hop).udp(sport, dport).write(v, body).unwrap())
+    w(|v| {
+        PacketBuilder::ethernet2(PORT0_MAC, V6_HOP_MAC)
+            .ipv6(src, dst, hop)
+            .udp(sport, dport)
+            .write(v, body)
+            .unwrap()
+    })
 }
 
 /// A translated IPv6 -> IPv4 UDP datagram as it leaves (RFC 7915 §5.1:
 /// Identification 0 and DF clear for a packet this small).
 fn udp4_out(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, ttl: u8, body: &[u8]) -> Vec<u8> {
     let mut f = w(|v| {
-        PacketBuilder::ethernet2(PORT1_MAC, V4_HOP_MAC).ipv4(src, dst, ttl).udp(sport, dport).write(v, body).unwrap()
+        PacketBuilder::ethernet2(PORT1_MAC, V4_HOP_MAC)
+            .ipv4(src, dst, ttl)
+            .udp(sport, dport)
+            .write(v, body)
+            .unwrap()
     });
     set_v4(&mut f, 14, 0, 0);
     f
@@ -261,4 +277,32 @@ fn hairpin_to_a_pool_port_without_a_binding_is_dropped_and_counted() {
     assert_eq!(h.run_one(&tcp).0, Verdict::Drop(DropReason::Untranslatable), "bound over UDP, not TCP");
     assert_eq!(hairpin_count(&h), 2);
     assert_eq!((h.ctx.snat[0].available(), h.ctx.conntrack.len()), (free, sessions));
+}
+
+/// Bindings are not stored: a restart rebuilds them from the sessions it
+/// keeps, so a client keeps its pool port for new destinations, and a
+/// hairpinned session keeps both clients' ports held.
+#[test]
+fn bindings_are_rebuilt_from_the_sessions_a_restart_keeps() {
+    let mut h = nat64();
+    let t = bind_udp(&mut h, B, 5000);
+    let got = h.run_one(&udp6(A, 6000, wkp(POOL), t, 64, b"hello B"));
+    let (_, a_port) = source(&got.1);
+    let capacity = h.ctx.snat[0].capacity();
+    // The table outlives the process (a shared file mapping in Shunt; here
+    // it moves to a fresh harness, whose pools know nothing).
+    let mut after = nat64();
+    std::mem::swap(&mut h.ctx.conntrack, &mut after.ctx.conntrack);
+    let restored = shunt::state::restore(&mut after.ctx);
+    assert_eq!(restored.kept, 4);
+    assert_eq!(after.ctx.snat[0].bindings(), 2, "B's and A's");
+    assert_eq!(after.ctx.snat[0].available(), capacity - 2);
+    // Endpoint-independent across the restart: new destinations, same ports.
+    let out = after.run_one(&udp6(A, 6000, wkp(SERVER2), 53, 64, b"query"));
+    assert_frame(&out, 1, &udp4_out(POOL, a_port, SERVER2, 53, 63, b"query"), "A's binding");
+    let out = after.run_one(&udp6(B, 5000, wkp(SERVER2), 53, 64, b"query"));
+    assert_frame(&out, 1, &udp4_out(POOL, t, SERVER2, 53, 63, b"query"), "B's binding");
+    // The hairpinned session still carries B's answer.
+    let back = after.run_one(&udp6(B, 5000, wkp(POOL), a_port, 64, b"hello A"));
+    assert_frame(&back, 0, &udp6_out(wkp(POOL), t, A, 6000, 63, b"hello A"), "B -> A after restart");
 }

@@ -220,6 +220,13 @@ impl Stage for ConntrackStage {
                 });
                 if opened_here {
                     batch.flows[i].kind = FlowKind::LaterOfNew;
+                } else if let Some(w) = nat64_creates(ctx, &batch.flows[i])
+                    .then(|| client_worker(ctx, &batch.flows[i].key.src))
+                    .flatten()
+                {
+                    // Its session is with the client's owner, where the
+                    // first fragment was handed.
+                    batch.pkts[i].verdict = Verdict::Handoff(w);
                 } else {
                     batch.pkts[i].verdict = Verdict::Drop(DropReason::NoFlow);
                 }
@@ -685,7 +692,15 @@ fn create_hairpin(
     let orig = NatBinding { src: prefix.embed(v4_of(&addr)), sport: port, dst: peer.addr, dport: peer.port };
     let reply = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
     let flags = EntryFlags::SNAT | EntryFlags::ALT_TIMEOUTS | EntryFlags::HAIRPIN;
-    let b = Binding { orig, reply, flags, reply_flags: flags, sid: None, bid: None, snat: Some((pool, (addr, port))) };
+    let b = Binding {
+        orig,
+        reply,
+        flags,
+        reply_flags: flags,
+        sid: None,
+        bid: None,
+        snat: Some((pool, (addr, port))),
+    };
     install(ctx, f, b).inspect_err(|_| {
         if let Some(p) = ctx.snat.get_mut(usize::from(pool)) {
             p.release(&to, k.dport);

@@ -49,13 +49,11 @@ impl Stage for NatStage {
                 return;
             }
             if p.flow.xlat == Xlat::Hairpin {
-                match hairpin(&mut p, *more, &router, self.mtus.ret()) {
-                    Ok(()) => {}
-                    Err(Fit::Drop(reason)) => p.meta.verdict = Verdict::Drop(reason),
-                    Err(_) => {
+                if let Err(reason) = hairpin(&mut p, *more, &router, self.mtus.ret()) {
+                    if reason == DropReason::Malformed {
                         stats.cause(Cause::INCONSISTENT);
-                        p.meta.verdict = Verdict::Drop(DropReason::Malformed);
                     }
+                    p.meta.verdict = Verdict::Drop(reason);
                 }
                 return;
             }
@@ -95,28 +93,30 @@ impl Stage for NatStage {
 /// with Time Exceeded, a packet over the IPv6 side's MTU with Packet Too
 /// Big), the flow label, which IPv4 cannot carry, becomes 0 (RFC 7915
 /// §4.1), and the traffic class is kept. An ICMPv6 error about the
-/// session is rewritten the same way, its quote included. `Err(Fits)`:
+/// session is rewritten the same way, its quote included. `Malformed`:
 /// headers no longer where parsing found them.
-fn hairpin(p: &mut FrameMut<'_>, more: u32, router: &RouterAddrs, mtu: u16) -> Result<(), Fit> {
+fn hairpin(p: &mut FrameMut<'_>, more: u32, router: &RouterAddrs, mtu: u16) -> Result<(), DropReason> {
+    const BAD: DropReason = DropReason::Malformed;
     if !p.flow.related {
-        if hop_expired(p, Family::V6).ok_or(Fit::Fits)? {
+        if hop_expired(p, Family::V6).ok_or(BAD)? {
             let len = p.meta.len as usize;
             let r = build_time_exceeded(p.frame, p.start, len, router);
-            return bounce(p, r).map_err(|c| Fit::Drop(c.reason()));
+            return bounce(p, r).map_err(|c| c.reason());
         }
         match too_big(p, more, router, mtu) {
             Fit::Fits => {}
             Fit::Bounced => return Ok(()),
-            drop => return Err(drop),
+            Fit::Drop(reason) => return Err(reason),
         }
     }
     let end = p.start + p.meta.len as usize;
     let rewrite = if p.flow.related { related::rewrite } else { nat::rewrite };
-    p.frame.get_mut(p.start..end).and_then(|d| rewrite(d, p.flow)).ok_or(Fit::Fits)?;
+    p.frame.get_mut(p.start..end).and_then(|d| rewrite(d, p.flow)).ok_or(BAD)?;
     if !p.flow.related {
-        decrement_hop(p, Family::V6).ok_or(Fit::Fits)?;
+        decrement_hop(p, Family::V6).ok_or(BAD)?;
         let l3 = p.start + usize::from(p.flow.l3);
-        let h = p.frame.get_mut(l3..l3 + 4).ok_or(Fit::Fits)?;
+        let h = p.frame.get_mut(l3..l3 + 4).ok_or(BAD)?;
+        // Version and traffic class stay; the 20-bit flow label goes.
         h[1] &= 0xf0;
         h[2] = 0;
         h[3] = 0;

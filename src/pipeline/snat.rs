@@ -167,7 +167,17 @@ impl SnatPool {
             }
         }
         let len = free.len();
-        SnatPool { addrs, ring: free.into_boxed_slice(), head: 0, len, key, lo, range, bib: None, exhausted: 0 }
+        SnatPool {
+            addrs,
+            ring: free.into_boxed_slice(),
+            head: 0,
+            len,
+            key,
+            lo,
+            range,
+            bib: None,
+            exhausted: 0,
+        }
     }
 
     /// Gives this share a binding table (the NAT64 pool's). Idempotent;

@@ -378,7 +378,9 @@ pub fn restore(ctx: &mut Ctx) -> Restored {
         if e.flags.contains(EntryFlags::REPLY) {
             let hairpin = e.flags.contains(EntryFlags::HAIRPIN);
             if let (true, Some(n)) = (hairpin, services.xlat.nat64.as_ref()) {
-                for (addr, port, client) in crate::pipeline::lb::hairpin_pairs(e, &n.prefix).into_iter().flatten() {
+                for (addr, port, client) in
+                    crate::pipeline::lb::hairpin_pairs(e, &n.prefix).into_iter().flatten()
+                {
                     taken.insert((addr, port));
                     bound.push((addr, port, client));
                 }
