@@ -292,6 +292,125 @@ fn siit_hairpins_two_ipv6_only_hosts_through_their_ipv4_addresses() {
     assert_eq!(counter(&summary, "worker 0", "untranslatable"), 0, "{summary}");
 }
 
+/// An IPv6-only host `shunt-hp6` (fd00:601::5) behind shunt-client6,
+/// which routes to it; removed on drop.
+struct HostBehindClient6;
+
+impl HostBehindClient6 {
+    fn add() -> HostBehindClient6 {
+        let host = HostBehindClient6;
+        for (ns, cmd) in [
+            ("", "ip netns del shunt-hp6 2>/dev/null; ip netns add shunt-hp6"),
+            ("shunt-hp6", "ip link set lo up"),
+            (
+                "shunt-client6",
+                "ip link add hpr address 02:00:00:00:60:01 type veth peer name hp0 netns shunt-hp6",
+            ),
+            ("shunt-hp6", "ip -6 addr add fd00:601::5/64 dev hp0 nodad"),
+            ("shunt-hp6", "ip link set hp0 up"),
+            ("shunt-hp6", "ip -6 route add default via fd00:601::1"),
+            ("shunt-hp6", "ethtool -K hp0 tx off"),
+            ("shunt-client6", "ip -6 addr add fd00:601::1/64 dev hpr nodad"),
+            ("shunt-client6", "ip link set hpr up"),
+            ("shunt-client6", "ethtool -K hpr tx off"),
+            ("shunt-client6", "sysctl -qw net.ipv6.conf.all.forwarding=1"),
+        ] {
+            let (ok, out) = if ns.is_empty() {
+                let o = std::process::Command::new("bash").args(["-c", cmd]).output().unwrap();
+                (o.status.success(), String::from_utf8_lossy(&o.stderr).to_string())
+            } else {
+                run(cmd, ns)
+            };
+            assert!(ok, "{ns}: {cmd}: {out}");
+        }
+        host
+    }
+}
+
+impl Drop for HostBehindClient6 {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "del", "shunt-hp6"]).status();
+        let _ =
+            run("sysctl -qw net.ipv6.conf.all.forwarding=0; ip link del hpr 2>/dev/null", "shunt-client6");
+    }
+}
+
+//= https://www.rfc-editor.org/rfc/rfc6146#section-3.8
+// (paraphrase) An IPv6 client reaches another at the prefix + that
+// client's pool transport address; the NAT64 hairpins the packets.
+/// Host B (shunt-client6) talks to an IPv4 server, which reads B's pool
+/// address and port off the datagram; host A (shunt-hp6) sends to the
+/// prefix + that address and port, B gets it from the prefix + A's own
+/// pool address and port and answers there, and A gets the answer from
+/// the address it sent to. Real UDP sockets check every checksum.
+#[test]
+fn nat64_hairpins_between_two_ipv6_only_hosts() {
+    let Some(_lab) = lab() else { return };
+    let _hp6 = HostBehindClient6::add();
+    let shunt = Shunt::start(&repo().join("pipelines/nat64.toml"));
+    let server = r#"python3 - <<'PY'
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.51.100.80", 7013))
+s.settimeout(8)
+data, peer = s.recvfrom(100)
+print(peer[0], peer[1])
+PY"#;
+    let server = std::thread::spawn(move || run(server, "shunt-v4srv"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let b = r#"python3 - <<'PY'
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("fd00:6::2", 7100))
+s.settimeout(8)
+s.sendto(b"binding", ("64:ff9b::198.51.100.80", 7013))
+data, peer = s.recvfrom(100)
+s.sendto(b"hello A", peer)
+print(data.decode(), peer[0], peer[1])
+PY"#;
+    let b = std::thread::spawn(move || run(b, "shunt-client6"));
+    let (ok, seen) = server.join().unwrap();
+    assert!(ok, "the IPv4 server got nothing: {seen}");
+    let mut it = seen.split_whitespace();
+    let (pool_addr, pool_port) = (it.next().unwrap().to_string(), it.next().unwrap().to_string());
+    let a = format!(
+        r#"python3 - <<'PY'
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(3)
+for i in range(5):
+    s.sendto(b"hello B", ("64:ff9b::{pool_addr}", {pool_port}))
+    try:
+        data, peer = s.recvfrom(100)
+        print(data.decode(), peer[0], peer[1])
+        break
+    except socket.timeout:
+        pass
+PY"#
+    );
+    let (_, got_a) = run(&a, "shunt-hp6");
+    let (_, got_b) = b.join().unwrap();
+    let summary = shunt.stop();
+    let prefixed = |a: &str| {
+        let v4: std::net::Ipv4Addr = a.parse().unwrap();
+        let mut v6 = [0u8; 16];
+        v6[..4].copy_from_slice(&[0, 0x64, 0xff, 0x9b]);
+        v6[12..].copy_from_slice(&v4.octets());
+        std::net::Ipv6Addr::from(v6).to_string()
+    };
+    let want_a = format!("hello A {} {pool_port}", prefixed(&pool_addr));
+    assert_eq!(got_a.trim(), want_a, "A's answer came from where it sent\nB: {got_b}\n{summary}");
+    let mut bw = got_b.split_whitespace();
+    assert_eq!((bw.next(), bw.next()), (Some("hello"), Some("B")), "B: {got_b}");
+    let from: std::net::Ipv6Addr = bw.next().unwrap().parse().unwrap();
+    assert!(
+        from.octets()[..12] == [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0]
+            && from.octets()[12..15] == [10, 0, 4],
+        "B saw A at the prefix + a pool address: {got_b}"
+    );
+    assert_eq!(counter(&summary, "worker 0", "untranslatable"), 0, "{summary}");
+}
+
 //= https://www.rfc-editor.org/rfc/rfc6146#section-3.4
 // (paraphrase) An ICMPv6 error about a session is translated with that
 // session's state.

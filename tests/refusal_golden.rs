@@ -263,8 +263,8 @@ fn nat64_refused_udp_gets_address_unreachable_from_the_servers_ipv6_address() {
 }
 
 /// RFC 6146 §3.8: a packet from an IPv6 client to the prefix + one of the
-/// pool's own IPv4 addresses is for another client's session. Shunt's
-/// per-session mappings cannot hairpin it (docs/DECISIONS.md), so it is
+/// pool's own IPv4 addresses is for the client bound to that address and
+/// port (tests/nat64_golden.rs). Where no client is bound there it is
 /// refused and counted as `untranslatable/hairpin`: no session is opened,
 /// no pool port taken, and nothing leaves by the IPv4 side (where the pool
 /// address routes back to Shunt, only to miss there).

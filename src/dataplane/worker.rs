@@ -1478,10 +1478,19 @@ entries_per_worker = 4096
             w.xsk.ports[CLI].keep_sent = true;
             w.xsk.ports[BE].keep_sent = true;
         }
-        // Worker 2 opens the session: the pool port is from its share.
+        // Worker 2 owns the client's sessions (a hash of its address picks
+        // the worker) and opens the session: the pool port is from its share.
+        let client6 = (0..=255u8)
+            .map(|i| {
+                let mut a = CLIENT6;
+                a[14] = i;
+                a
+            })
+            .find(|a| crate::pipeline::maglev::client_hash(a) % 3 == 2)
+            .unwrap();
         let mut query = Vec::new();
         PacketBuilder::ethernet2(CLIENT6_MAC, port_mac(CLI))
-            .ipv6(CLIENT6, SERVER6, 64)
+            .ipv6(client6, SERVER6, 64)
             .udp(40000, 53)
             .write(&mut query, b"query")
             .unwrap();
@@ -1498,11 +1507,11 @@ entries_per_worker = 4096
         // The client's Port Unreachable about the server's answer (prefix +
         // server → client), as its kernel sends it. It reaches worker 0.
         let mut answer = Vec::new();
-        PacketBuilder::ipv6(SERVER6, CLIENT6, 63).udp(53, 40000).write(&mut answer, b"answer").unwrap();
+        PacketBuilder::ipv6(SERVER6, client6, 63).udp(53, 40000).write(&mut answer, b"answer").unwrap();
         let unreachable6 = |quoted: &[u8]| {
             let mut v = Vec::new();
             PacketBuilder::ethernet2(CLIENT6_MAC, port_mac(CLI))
-                .ipv6(CLIENT6, SERVER6, 64)
+                .ipv6(client6, SERVER6, 64)
                 .icmpv6(etherparse::Icmpv6Type::DestinationUnreachable(
                     etherparse::icmpv6::DestUnreachableCode::Port,
                 ))
@@ -1561,19 +1570,19 @@ entries_per_worker = 4096
         assert_eq!(to_client, ws[2].xsk.ports[CLI].sent[0], "same bytes as on the owner");
         let p = SlicedPacket::from_ethernet(&to_client).unwrap();
         let Some(NetSlice::Ipv6(ip)) = &p.net else { panic!("not IPv6: {to_client:02x?}") };
-        assert_eq!((ip.header().source(), ip.header().destination()), (SERVER6, CLIENT6));
+        assert_eq!((ip.header().source(), ip.header().destination()), (SERVER6, client6));
         let icmp = ip.payload().payload;
         assert_eq!(&icmp[..2], &[1, 4], "Destination Unreachable, port");
         let len = (icmp.len() as u32).to_be_bytes();
-        assert!(sums_to_ffff(&[&SERVER6, &CLIENT6, &len, &[0, 0, 0, 58], icmp]), "ICMPv6 checksum");
+        assert!(sums_to_ffff(&[&SERVER6, &client6, &len, &[0, 0, 0, 58], icmp]), "ICMPv6 checksum");
         let q = etherparse::Ipv6HeaderSlice::from_slice(&icmp[8..]).unwrap();
-        assert_eq!((q.source(), q.destination()), (CLIENT6, SERVER6), "the client's own query");
+        assert_eq!((q.source(), q.destination()), (client6, SERVER6), "the client's own query");
         assert_eq!(ports(&icmp[48..]), (40000, 53));
 
         // An error about a packet of no session: round the workers, then
         // dropped where it arrived; nothing is sent.
         let mut stray = Vec::new();
-        PacketBuilder::ipv6(SERVER6, CLIENT6, 63).udp(53, 40001).write(&mut stray, b"answer").unwrap();
+        PacketBuilder::ipv6(SERVER6, client6, 63).udp(53, 40001).write(&mut stray, b"answer").unwrap();
         let no_flow = drops(&ws[0], DropReason::NoFlow);
         assert!(ws[0].xsk.ports[CLI].deliver(&unreachable6(&stray)));
         drive(&mut ws);

@@ -53,8 +53,9 @@ pub enum Untranslatable {
     /// An ICMP error whose TTL / Hop Limit ran out here: a router never
     /// answers an error with an error (RFC 1812 §4.3.2.7).
     ErrorExpired,
-    /// A NAT64 client addressed one of the pool's own IPv4 addresses
-    /// (RFC 6146 §3.8 hairpinning, which per-session mappings cannot do).
+    /// A NAT64 client addressed one of the pool's own IPv4 addresses at a
+    /// port no client is bound to over that protocol (RFC 6146 §3.8
+    /// hairpinning has no one to reach).
     Hairpin,
 }
 

@@ -87,6 +87,9 @@ impl EntryFlags {
     /// Direct server return: the flow's replies bypass Shunt, so its state
     /// advances on client packets alone.
     pub const DSR: EntryFlags = EntryFlags(0x10);
+    /// A NAT64 session hairpinned between two IPv6 clients through the
+    /// pool (RFC 6146 §3.8): IPv6 in, IPv6 out by the IPv6 side.
+    pub const HAIRPIN: EntryFlags = EntryFlags(0x20);
     /// The entry ages by the table's second timeout set (NAT64 sessions).
     pub const ALT_TIMEOUTS: EntryFlags = EntryFlags(0x40);
     /// The table reports the entry's death (`ConnTable::pop_dead`).
@@ -114,7 +117,9 @@ impl EntryFlags {
     /// The family change the entry's packets need.
     #[inline]
     pub const fn xlat(self) -> Xlat {
-        if self.contains(Self::TO6) {
+        if self.contains(Self::HAIRPIN) {
+            Xlat::Hairpin
+        } else if self.contains(Self::TO6) {
             Xlat::To6
         } else if self.contains(Self::TO4) {
             Xlat::To4
@@ -154,6 +159,9 @@ pub enum Xlat {
     To6,
     /// Arrives IPv6, leaves IPv4.
     To4,
+    /// Arrives IPv6 and leaves IPv6 by the IPv6 side, its addresses and
+    /// ports those the NAT64 pool gives both ends (RFC 6146 §3.8).
+    Hairpin,
 }
 
 /// IP version of a packet's (outer) header.

@@ -14,7 +14,7 @@ use super::maglev::client_hash;
 use super::refusal;
 use super::rewrite::related;
 use super::services::Services;
-use super::snat;
+use super::snat::{self, Client};
 use super::stats::WorkerStats;
 use super::{frag, Batch, Ctx, DropReason, Stage, Verdict};
 use crate::config::MAX_BATCH;
@@ -184,6 +184,15 @@ impl Stage for ConntrackStage {
                     continue;
                 }
             }
+            // So do hairpinned packets to a pool address under the NAT64
+            // prefix: the pool port's owner holds its binding.
+            if ctx.workers > 1 && nat64_hairpin(ctx, f) {
+                let owner = snat::owner(f.key.dport, ctx.workers);
+                if owner != ctx.worker {
+                    m.verdict = Verdict::Handoff(owner as u8);
+                    continue;
+                }
+            }
             match track(&mut ctx.conntrack, f, now, &ctx.services, &ctx.stats, from_backends) {
                 Tracked::WrongSide => {
                     m.verdict = Verdict::Drop(DropReason::WrongSide);
@@ -211,6 +220,13 @@ impl Stage for ConntrackStage {
                 });
                 if opened_here {
                     batch.flows[i].kind = FlowKind::LaterOfNew;
+                } else if let Some(w) = nat64_creates(ctx, &batch.flows[i])
+                    .then(|| client_worker(ctx, &batch.flows[i].key.src))
+                    .flatten()
+                {
+                    // Its session is with the client's owner, where the
+                    // first fragment was handed.
+                    batch.pkts[i].verdict = Verdict::Handoff(w);
                 } else {
                     batch.pkts[i].verdict = Verdict::Drop(DropReason::NoFlow);
                 }
@@ -236,10 +252,17 @@ impl Stage for ConntrackStage {
             match ctx.services.service_for(&f.key.dst, f.key.proto, f.key.dport) {
                 Some(s) => f.kind = FlowKind::New(s),
                 None if nat64_hairpin(ctx, f) => {
-                    ctx.stats.cause(Cause::Untranslatable(Untranslatable::Hairpin));
-                    m.verdict = Verdict::Drop(DropReason::Untranslatable);
+                    if hairpin_peer(ctx, f).is_some() {
+                        f.kind = FlowKind::New64;
+                    } else {
+                        ctx.stats.cause(Cause::Untranslatable(Untranslatable::Hairpin));
+                        m.verdict = Verdict::Drop(DropReason::Untranslatable);
+                    }
                 }
-                None if nat64_creates(ctx, f) => f.kind = FlowKind::New64,
+                None if nat64_creates(ctx, f) => match client_worker(ctx, &f.key.src) {
+                    Some(w) => m.verdict = Verdict::Handoff(w),
+                    None => f.kind = FlowKind::New64,
+                },
                 None => m.verdict = Verdict::Drop(DropReason::NoFlow),
             }
         }
@@ -271,22 +294,44 @@ fn next_session_worker(ctx: &Ctx, f: &FlowMeta) -> Option<u8> {
 }
 
 /// Whether an IPv6 packet to the NAT64 prefix is addressed to one of our
-/// own pool addresses: to another client's session, in IPv4 terms.
-///
-/// RFC 6146 §3.8 asks for such packets to be hairpinned: translated to
-/// IPv4, taken in again as if they had arrived from the IPv4 side, and
-/// delivered to the client that owns the pool address and port. Shunt's
-/// mappings are per session (address and port dependent, not RFC 4787's
-/// endpoint-independent ones) and filter by the full 5-tuple, so such a
-/// packet could never match a session: it is refused here and counted as
-/// `untranslatable/hairpin`, rather than opening a session that would send
-/// it out the IPv4 side only to come back and be dropped as `no_flow`
-/// (docs/DECISIONS.md).
+/// own pool addresses: to another client's session, in IPv4 terms
+/// (RFC 6146 §3.8 hairpinning).
 fn nat64_hairpin(ctx: &Ctx, f: &FlowMeta) -> bool {
     let Some(n) = &ctx.services.xlat.nat64 else { return false };
     f.family.is_v6()
         && n.contains(&f.key.dst)
         && n.prefix.extract(&f.key.dst).is_some_and(|a| ctx.services.in_pool(&mapped(a)))
+}
+
+/// The client a hairpinned packet is for: the one bound to the pool
+/// (address, port) it is addressed to, over the same protocol, when that
+/// is not its own sender (TCP and UDP; an echo request to a pool address
+/// has no binding to reach).
+fn hairpin_peer(ctx: &Ctx, f: &FlowMeta) -> Option<Client> {
+    let n = ctx.services.xlat.nat64.as_ref()?;
+    let to = mapped(n.prefix.extract(&f.key.dst)?);
+    let peer = ctx.snat.get(usize::from(n.pool))?.bound(&to, f.key.dport)?;
+    let sender = Client { addr: f.key.src, port: f.key.sport, proto: f.key.proto };
+    (matches!(f.key.proto, proto::TCP | proto::UDP) && peer.proto == f.key.proto && peer != sender)
+        .then_some(peer)
+}
+
+/// The worker that owns a NAT64 client's sessions, when it is not this
+/// one: the one a hash of the client's IPv6 address picks.
+///
+/// Endpoint-independent mapping binds a client's (address, port, protocol)
+/// to one pool pair for all its sessions, and that binding lives in one
+/// worker's table: every session of the client must be created there,
+/// whichever worker RSS gave its first packet to. A packet of a session
+/// that RSS put elsewhere misses there and comes here the same way.
+/// Replies from the IPv4 side need no steering: the pool port names the
+/// owner ([`snat::owner`]), which allocated it from its share.
+fn client_worker(ctx: &Ctx, client: &[u8; 16]) -> Option<u8> {
+    if ctx.workers <= 1 {
+        return None;
+    }
+    let w = (client_hash(client) % u64::from(ctx.workers)) as u16;
+    (w != ctx.worker).then_some(w as u8)
 }
 
 /// Whether a packet that matched no flow opens a NAT64 session: an IPv6
@@ -326,7 +371,11 @@ fn track(
     let Some(e) = ct.lookup(&f.key, f.hash, now) else { return Tracked::Miss };
     let reply = e.flags.contains(EntryFlags::REPLY);
     // A reply entry caches its backend's next-hop MAC: replies come from it.
-    if reply && (!from_backends || (e.hop_tag == hop_tag && e.next_hop != [0; 6] && e.next_hop != f.src_mac))
+    // A hairpinned session's replies come from its other IPv6 client.
+    let hairpin = e.flags.contains(EntryFlags::HAIRPIN);
+    if reply
+        && ((!from_backends && !hairpin)
+            || (e.hop_tag == hop_tag && e.next_hop != [0; 6] && e.next_hop != f.src_mac))
     {
         return Tracked::WrongSide;
     }
@@ -580,16 +629,21 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
 
 //= https://www.rfc-editor.org/rfc/rfc6146#section-3.5.1
 // (paraphrase) A packet from an IPv6 host to the NAT64 prefix with no
-// session creates one: an IPv4 transport address is taken from the pool and
-// a session binds (X', x) to (T, t) with the IPv4 destination extracted from
-// the IPv6 destination (RFC 6052).
+// session creates one: the client's BIB entry (X', x) <-> (T, t) is used,
+// or created with a pair from the pool, and a session binds it to the
+// IPv4 destination extracted from the IPv6 destination (RFC 6052).
 fn create_nat64(ctx: &mut Ctx, f: &mut FlowMeta) -> Result<(), DropReason> {
     let n = ctx.services.xlat.nat64.as_ref().ok_or(DropReason::NoFlow)?;
     let server = n.prefix.extract(&f.key.dst).ok_or(DropReason::Untranslatable)?;
     let pool = n.pool;
+    if ctx.services.in_pool(&mapped(server)) {
+        let prefix = n.prefix;
+        return create_hairpin(ctx, f, prefix, pool, mapped(server));
+    }
     let p = ctx.snat.get_mut(usize::from(pool)).ok_or(DropReason::SnatExhausted)?;
-    let (addr, port) = p.alloc(f.hash).ok_or(DropReason::SnatExhausted)?;
     let k = f.key;
+    let client = Client { addr: k.src, port: k.sport, proto: k.proto };
+    let (addr, port) = p.alloc_bound(&client, f.hash).ok_or(DropReason::SnatExhausted)?;
     // ICMP echo: the identifier plays both ports' role (RFC 6146 §3.5.3).
     let dport = if k.proto == proto::ICMPV6 { port } else { k.dport };
     let orig = NatBinding { src: addr, sport: port, dst: mapped(server), dport };
@@ -606,6 +660,65 @@ fn create_nat64(ctx: &mut Ctx, f: &mut FlowMeta) -> Result<(), DropReason> {
         snat: Some((pool, (addr, port))),
     };
     install(ctx, f, b)
+}
+
+//= https://www.rfc-editor.org/rfc/rfc6146#section-3.8
+// (paraphrase) A packet from an IPv6 client whose destination, once
+// translated, is one of the NAT64's own pool transport addresses is
+// hairpinned: its source is translated with the sender's own binding, it is
+// taken in as if it had arrived from the IPv4 side, and it reaches the
+// client bound to that pool address and port, translated back to IPv6.
+//
+// Both halves make one session here, IPv6 to IPv6: (A, a) -> (P(T), t)
+// is rewritten to (P(T'), a') -> (B, b), where (T', a') is A's binding and
+// (T, t) is B's, and B's answers the other way. The session holds a
+// reference to both bindings. It lives on the worker that owns t
+// (`snat::owner`): A's binding there is its one binding when A's sessions
+// are owned by that worker too (always, with one worker); otherwise a
+// binding of A in that worker's share, used by its hairpinned sessions.
+fn create_hairpin(
+    ctx: &mut Ctx,
+    f: &mut FlowMeta,
+    prefix: crate::nat46::Prefix64,
+    pool: u16,
+    to: [u8; 16],
+) -> Result<(), DropReason> {
+    let k = f.key;
+    let peer = hairpin_peer(ctx, f).ok_or(DropReason::NoFlow)?;
+    let p = ctx.snat.get_mut(usize::from(pool)).ok_or(DropReason::SnatExhausted)?;
+    let client = Client { addr: k.src, port: k.sport, proto: k.proto };
+    let (addr, port) = p.alloc_bound(&client, f.hash).ok_or(DropReason::SnatExhausted)?;
+    p.hold(&to, k.dport);
+    let orig = NatBinding { src: prefix.embed(v4_of(&addr)), sport: port, dst: peer.addr, dport: peer.port };
+    let reply = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
+    let flags = EntryFlags::SNAT | EntryFlags::ALT_TIMEOUTS | EntryFlags::HAIRPIN;
+    let b = Binding {
+        orig,
+        reply,
+        flags,
+        reply_flags: flags,
+        sid: None,
+        bid: None,
+        snat: Some((pool, (addr, port))),
+    };
+    install(ctx, f, b).inspect_err(|_| {
+        if let Some(p) = ctx.snat.get_mut(usize::from(pool)) {
+            p.release(&to, k.dport);
+        }
+    })
+}
+
+/// The two pool pairs a hairpinned session holds, from its reply entry
+/// (key (B, b) -> (P(T'), a'), binding (P(T), t) -> (A, a)): the
+/// sender's (T', a') and the receiver's (T, t), with their clients.
+pub fn hairpin_pairs(reply: &Entry, prefix: &crate::nat46::Prefix64) -> Option<[([u8; 16], u16, Client); 2]> {
+    let k = reply.key();
+    let sender = Client { addr: reply.nat.dst, port: reply.nat.dport, proto: k.proto };
+    let receiver = Client { addr: k.src, port: k.sport, proto: k.proto };
+    Some([
+        (mapped(prefix.extract(&k.dst)?), k.dport, sender),
+        (mapped(prefix.extract(&reply.nat.src)?), reply.nat.sport, receiver),
+    ])
 }
 
 /// A new flow's two directions.
@@ -716,7 +829,17 @@ pub fn reap(ctx: &mut Ctx) {
 /// the stats gauges. `reply` is the flow's reply-direction entry.
 fn retire(ctx: &mut Ctx, reply: &Entry) {
     let key = reply.key();
-    if reply.flags.contains(EntryFlags::SNAT) {
+    if reply.flags.contains(EntryFlags::HAIRPIN) {
+        let n = ctx.services.xlat.nat64.as_ref();
+        let pairs = n.and_then(|n| Some((n.pool, hairpin_pairs(reply, &n.prefix)?)));
+        if let Some((pool, pairs)) = pairs {
+            if let Some(p) = ctx.snat.get_mut(usize::from(pool)) {
+                for (a, port, _) in &pairs {
+                    p.release(a, *port);
+                }
+            }
+        }
+    } else if reply.flags.contains(EntryFlags::SNAT) {
         // A reply entry's key is (backend → SNAT address, SNAT port).
         if let Some(pool) = ctx.snat.iter_mut().find(|p| p.contains(&key.dst)) {
             pool.release(&key.dst, key.dport);

@@ -117,6 +117,13 @@ impl Ctx {
             let kept = self.services.pools.iter().position(|q| q == p).and_then(|i| old.get_mut(i)?.take());
             self.snat.push(kept.unwrap_or_else(|| SnatPool::new(*p, self.worker, self.workers)));
         }
+        // The NAT64 pool binds each client to one pair (endpoint-independent
+        // mapping, RFC 6146 §3.5.1).
+        if let Some(n) = &services.xlat.nat64 {
+            if let Some(p) = self.snat.get_mut(usize::from(n.pool)) {
+                p.enable_bib();
+            }
+        }
         self.services = services;
     }
 }

@@ -3,11 +3,13 @@
 //! family ([`super::rewrite`] does the work).
 
 use super::detail::Cause;
-use super::flow::{FlowKind, Xlat};
-use super::rewrite::xlat::{bounce, router, translate_flow, translate_related, EgressMtu, FlowPrefixes};
+use super::flow::{Family, FlowKind, Xlat};
+use super::rewrite::xlat::{
+    bounce, decrement_hop, hop_expired, router, translate_flow, translate_related, EgressMtu, FlowPrefixes,
+};
 use super::rewrite::{nat, related};
 use super::{Batch, Ctx, DropReason, FrameMut, Stage, Verdict};
-use crate::nat46::{build_too_big, RouterAddrs};
+use crate::nat46::{build_time_exceeded, build_too_big, RouterAddrs};
 
 pub use super::rewrite::nat::rewrite;
 
@@ -42,8 +44,17 @@ impl Stage for NatStage {
             if !matches!(p.flow.kind, FlowKind::Original | FlowKind::Reply) {
                 return;
             }
-            if *more > 0 && (p.flow.xlat != Xlat::None || p.flow.related) {
+            if *more > 0 && (!matches!(p.flow.xlat, Xlat::None | Xlat::Hairpin) || p.flow.related) {
                 p.meta.verdict = Verdict::Drop(DropReason::ChainUnsupported);
+                return;
+            }
+            if p.flow.xlat == Xlat::Hairpin {
+                if let Err(reason) = hairpin(&mut p, *more, &router, self.mtus.ret()) {
+                    if reason == DropReason::Malformed {
+                        stats.cause(Cause::INCONSISTENT);
+                    }
+                    p.meta.verdict = Verdict::Drop(reason);
+                }
                 return;
             }
             let result = if p.flow.xlat == Xlat::None {
@@ -72,6 +83,46 @@ impl Stage for NatStage {
             }
         });
     }
+}
+
+/// A hairpinned NAT64 packet (RFC 6146 §3.8), IPv6 to IPv6: rewritten to
+/// its session's pool addresses and ports and the other client, and sent
+/// out by the IPv6 side (the reply direction's port, whichever client
+/// sent it). It is what translating to IPv4 and back would give: the hop
+/// limit goes down by one (the NAT64 is one router; expiry is answered
+/// with Time Exceeded, a packet over the IPv6 side's MTU with Packet Too
+/// Big), the flow label, which IPv4 cannot carry, becomes 0 (RFC 7915
+/// §4.1), and the traffic class is kept. An ICMPv6 error about the
+/// session is rewritten the same way, its quote included. `Malformed`:
+/// headers no longer where parsing found them.
+fn hairpin(p: &mut FrameMut<'_>, more: u32, router: &RouterAddrs, mtu: u16) -> Result<(), DropReason> {
+    const BAD: DropReason = DropReason::Malformed;
+    if !p.flow.related {
+        if hop_expired(p, Family::V6).ok_or(BAD)? {
+            let len = p.meta.len as usize;
+            let r = build_time_exceeded(p.frame, p.start, len, router);
+            return bounce(p, r).map_err(|c| c.reason());
+        }
+        match too_big(p, more, router, mtu) {
+            Fit::Fits => {}
+            Fit::Bounced => return Ok(()),
+            Fit::Drop(reason) => return Err(reason),
+        }
+    }
+    let end = p.start + p.meta.len as usize;
+    let rewrite = if p.flow.related { related::rewrite } else { nat::rewrite };
+    p.frame.get_mut(p.start..end).and_then(|d| rewrite(d, p.flow)).ok_or(BAD)?;
+    if !p.flow.related {
+        decrement_hop(p, Family::V6).ok_or(BAD)?;
+        let l3 = p.start + usize::from(p.flow.l3);
+        let h = p.frame.get_mut(l3..l3 + 4).ok_or(BAD)?;
+        // Version and traffic class stay; the 20-bit flow label goes.
+        h[1] &= 0xf0;
+        h[2] = 0;
+        h[3] = 0;
+    }
+    p.flow.kind = FlowKind::Reply;
+    Ok(())
 }
 
 /// What the egress MTU check decided.

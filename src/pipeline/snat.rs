@@ -1,5 +1,11 @@
 //! SNAT (full-NAT) source ports, partitioned per worker so the owner of a
 //! reply is computable from its destination port alone (VPP NAT44-ED).
+//!
+//! The NAT64 pool's shares also keep a binding table ([`Bib`], RFC 6146
+//! §3.1): one pool (address, port) per client (IPv6 address, port,
+//! protocol) for as long as any of its sessions lives, whatever their
+//! destinations (endpoint-independent mapping, RFC 4787 REQ-1), and the
+//! way back from a pool pair to its client (hairpinning, §3.8).
 
 use super::ratelimit::mix;
 use crate::config::Prefix;
@@ -36,7 +42,105 @@ pub struct SnatPool {
     len: usize,
     /// Secret of the port choice, drawn per pool share.
     key: u64,
+    /// First port of this worker's share, and how many ports it has.
+    lo: u32,
+    range: u32,
+    /// Bindings to clients (the NAT64 pool only, see [`SnatPool::enable_bib`]).
+    bib: Option<Bib>,
     pub exhausted: u64,
+}
+
+/// A client transport address a pool pair is bound to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Client {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub proto: u8,
+}
+
+/// One pool pair's binding: its client and how many sessions use it
+/// (0: not bound; an SNAT flow of a service, or free).
+#[derive(Clone, Copy, Default)]
+struct Bound {
+    client: Client,
+    refs: u32,
+}
+
+/// The binding information base of one worker's share of the NAT64 pool
+/// (RFC 6146 §3.1), preallocated and indexed both ways: by pool pair
+/// (`pairs`, direct: the pair's index in the share) and by client
+/// (`index`, open addressing with linear probing over pair indices + 1,
+/// at most half full, deletion by backward shift so no tombstones pile
+/// up). Neither lookup allocates; a binding lives while sessions use it.
+struct Bib {
+    pairs: Box<[Bound]>,
+    index: Box<[u32]>,
+    mask: usize,
+}
+
+//= https://www.rfc-editor.org/rfc/rfc6146#section-3.5.1.1
+//# If the BIB does not contain such an entry [...] the NAT64 creates a new
+//# BIB entry. [...] If the BIB contains such an entry, the NAT64 uses the
+//# IPv4 transport address [...] of the BIB entry.
+impl Bib {
+    fn new(pairs: usize) -> Bib {
+        let slots = (pairs * 2).next_power_of_two().max(2);
+        Bib { pairs: vec![Bound::default(); pairs].into(), index: vec![0; slots].into(), mask: slots - 1 }
+    }
+
+    fn home(&self, c: &Client, key: u64) -> usize {
+        let a = u128::from_be_bytes(c.addr);
+        let folded = (a as u64) ^ ((a >> 64) as u64).rotate_left(17);
+        (mix(folded ^ key ^ (u64::from(c.port) << 8 | u64::from(c.proto))) as usize) & self.mask
+    }
+
+    /// The pair index bound to `c`, and its slot in `index`.
+    fn find(&self, c: &Client, key: u64) -> Option<(usize, usize)> {
+        let mut s = self.home(c, key);
+        for _ in 0..self.index.len() {
+            let v = *self.index.get(s)?;
+            if v == 0 {
+                return None;
+            }
+            let i = v as usize - 1;
+            if self.pairs.get(i).is_some_and(|b| b.refs > 0 && b.client == *c) {
+                return Some((i, s));
+            }
+            s = (s + 1) & self.mask;
+        }
+        None
+    }
+
+    fn insert(&mut self, c: &Client, i: usize, key: u64) {
+        let mut s = self.home(c, key);
+        for _ in 0..self.index.len() {
+            if self.index[s] == 0 {
+                self.index[s] = i as u32 + 1;
+                return;
+            }
+            s = (s + 1) & self.mask;
+        }
+    }
+
+    /// Empties slot `hole`, moving later entries of its probe run back
+    /// (Knuth's algorithm R) so every entry stays reachable from its home.
+    fn remove_slot(&mut self, mut hole: usize, key: u64) {
+        let mut j = hole;
+        loop {
+            j = (j + 1) & self.mask;
+            let v = self.index[j];
+            if v == 0 {
+                break;
+            }
+            let Some(b) = self.pairs.get(v as usize - 1) else { break };
+            let home = self.home(&b.client, key);
+            if (j.wrapping_sub(home) & self.mask) >= (j.wrapping_sub(hole) & self.mask) {
+                self.index[hole] = v;
+                hole = j;
+            }
+        }
+        self.index[hole] = 0;
+    }
 }
 
 impl SnatPool {
@@ -63,7 +167,103 @@ impl SnatPool {
             }
         }
         let len = free.len();
-        SnatPool { addrs, ring: free.into_boxed_slice(), head: 0, len, key, exhausted: 0 }
+        SnatPool {
+            addrs,
+            ring: free.into_boxed_slice(),
+            head: 0,
+            len,
+            key,
+            lo,
+            range,
+            bib: None,
+            exhausted: 0,
+        }
+    }
+
+    /// Gives this share a binding table (the NAT64 pool's). Idempotent;
+    /// pairs already handed out to services' flows stay unbound.
+    pub fn enable_bib(&mut self) {
+        if self.bib.is_none() {
+            self.bib = Some(Bib::new(self.ring.len()));
+        }
+    }
+
+    /// Index of (address, port) in this share, if it is one of its pairs.
+    fn pair(&self, addr: &[u8; 16], port: u16) -> Option<usize> {
+        let a = self.addrs.iter().position(|x| x == addr)?;
+        let off = u32::from(port).checked_sub(self.lo).filter(|&o| o < self.range)?;
+        Some(a * self.range as usize + off as usize)
+    }
+
+    /// The pool pair bound to `client`, taking one more reference to it;
+    /// else a free pair (as [`SnatPool::alloc`]) bound to `client` now.
+    /// Without a binding table, [`SnatPool::alloc`].
+    #[inline]
+    pub fn alloc_bound(&mut self, client: &Client, flow_hash: u64) -> Option<([u8; 16], u16)> {
+        let key = self.key;
+        if let Some(bib) = &mut self.bib {
+            if let Some((i, _)) = bib.find(client, key) {
+                let b = bib.pairs.get_mut(i)?;
+                b.refs = b.refs.saturating_add(1);
+                let a = *self.addrs.get(i / self.range as usize)?;
+                return Some((a, (self.lo + (i % self.range as usize) as u32) as u16));
+            }
+        }
+        let (addr, port) = self.alloc(flow_hash)?;
+        if let Some(i) = self.pair(&addr, port) {
+            if let Some(bib) = &mut self.bib {
+                if let Some(b) = bib.pairs.get_mut(i) {
+                    *b = Bound { client: *client, refs: 1 };
+                    bib.insert(client, i, key);
+                }
+            }
+        }
+        Some((addr, port))
+    }
+
+    /// The client a pool pair is bound to (no reference taken).
+    #[inline]
+    pub fn bound(&self, addr: &[u8; 16], port: u16) -> Option<Client> {
+        let b = self.bib.as_ref()?.pairs.get(self.pair(addr, port)?)?;
+        (b.refs > 0).then_some(b.client)
+    }
+
+    /// One more session uses the bound pair (address, port). Returns
+    /// whether it was bound.
+    pub fn hold(&mut self, addr: &[u8; 16], port: u16) -> bool {
+        let Some(i) = self.pair(addr, port) else { return false };
+        match self.bib.as_mut().and_then(|b| b.pairs.get_mut(i)) {
+            Some(b) if b.refs > 0 => {
+                b.refs = b.refs.saturating_add(1);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A restored session of `client` uses (address, port): rebuilds its
+    /// binding (restart). Call before [`SnatPool::reserve`].
+    pub fn rebind(&mut self, addr: &[u8; 16], port: u16, client: &Client) {
+        let key = self.key;
+        let Some(i) = self.pair(addr, port) else { return };
+        let Some(bib) = &mut self.bib else { return };
+        let known = bib.find(client, key).is_some();
+        let Some(b) = bib.pairs.get_mut(i) else { return };
+        if b.refs == 0 {
+            *b = Bound { client: *client, refs: 1 };
+            // A client with a second pair (state from per-session mappings)
+            // keeps the first one for new sessions.
+            if !known {
+                bib.insert(client, i, key);
+            }
+        } else if b.client == *client {
+            b.refs = b.refs.saturating_add(1);
+        }
+    }
+
+    /// How many pairs are bound to clients.
+    pub fn bindings(&self) -> usize {
+        self.bib.as_ref().map_or(0, |b| b.pairs.iter().filter(|x| x.refs > 0).count())
     }
 
     /// Takes a free (address, port) for the flow whose hash is `flow_hash`.
@@ -85,10 +285,37 @@ impl SnatPool {
     }
 
     /// Returns a pair to the tail of the free list; ignores pairs that are
-    /// not this pool's.
+    /// not this pool's. A bound pair is given back when its last session
+    /// ends (RFC 6146 §3.5.1: a BIB entry lives while it has sessions).
     #[inline]
     pub fn release(&mut self, addr: &[u8; 16], port: u16) {
         let Some(a) = self.addrs.iter().position(|x| x == addr) else { return };
+        let key = self.key;
+        if let (Some(i), Some(bib)) = (self.pair(addr, port), self.bib.as_mut()) {
+            if let Some(b) = bib.pairs.get_mut(i) {
+                if b.refs > 1 {
+                    b.refs -= 1;
+                    return;
+                }
+                if b.refs == 1 {
+                    b.refs = 0;
+                    let client = b.client;
+                    // Unindex it (only if the index points at this pair).
+                    let mut s = bib.home(&client, key);
+                    for _ in 0..bib.index.len() {
+                        let v = bib.index[s];
+                        if v == 0 {
+                            break;
+                        }
+                        if v as usize - 1 == i {
+                            bib.remove_slot(s, key);
+                            break;
+                        }
+                        s = (s + 1) & bib.mask;
+                    }
+                }
+            }
+        }
         let cap = self.ring.len();
         if self.len < cap {
             self.ring[(self.head + self.len) % cap] = ((a as u32) << 16) | u32::from(port);
@@ -222,5 +449,95 @@ mod tests {
             (0..1000u64).map(|h| q.alloc(h.wrapping_mul(0x9e37_79b9_7f4a_7c15)).unwrap().1).collect();
         let same = ports.iter().zip(&other).filter(|(a, b)| a == b).count();
         assert!(same < 10, "{same} equal picks under different keys");
+    }
+
+    fn client(n: u8, port: u16, proto: u8) -> Client {
+        let mut addr = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, n];
+        addr[14] = n ^ 0x5a;
+        Client { addr, port, proto }
+    }
+
+    /// One pair per client whatever the flow; the pair is freed with the
+    /// last session that holds it, and the way back finds the client.
+    #[test]
+    fn bindings_are_endpoint_independent_and_counted() {
+        let prefix = Prefix::parse("192.0.2.7/32").unwrap();
+        let mut p = SnatPool::with_key(prefix, 0, 1, 7);
+        p.enable_bib();
+        let (a, b) = (client(1, 4000, 17), client(2, 4000, 17));
+        let pa = p.alloc_bound(&a, 11).unwrap();
+        assert_eq!(p.alloc_bound(&a, 12), Some(pa), "same client, another destination: same pair");
+        let pb = p.alloc_bound(&b, 11).unwrap();
+        assert_ne!(pa, pb);
+        // The same address and port over TCP is another client.
+        assert_ne!(p.alloc_bound(&client(1, 4000, 6), 11), Some(pa));
+        assert_eq!(p.bound(&pa.0, pa.1), Some(a));
+        assert_eq!(p.bound(&pb.0, pb.1), Some(b));
+        assert_eq!(p.bindings(), 3);
+        let free = p.available();
+        p.release(&pa.0, pa.1);
+        assert_eq!(p.available(), free, "one session of two ended: still bound");
+        assert_eq!(p.bound(&pa.0, pa.1), Some(a));
+        p.release(&pa.0, pa.1);
+        assert_eq!(p.available(), free + 1);
+        assert_eq!(p.bound(&pa.0, pa.1), None);
+        assert!(p.hold(&pb.0, pb.1), "a bound pair takes another session");
+        assert!(!p.hold(&pa.0, pa.1), "a free pair does not");
+        p.release(&pb.0, pb.1);
+        assert_eq!(p.bound(&pb.0, pb.1), Some(b));
+    }
+
+    /// Against a model (a map), through many binds and releases that fill
+    /// the index's probe runs and shift them back on deletion.
+    #[test]
+    fn binding_table_matches_a_model() {
+        use std::collections::HashMap;
+        let prefix = Prefix::parse("192.0.2.7/32").unwrap();
+        let mut p = SnatPool::with_key(prefix, 1, 4, 3);
+        p.enable_bib();
+        let mut model: HashMap<Client, (([u8; 16], u16), u32)> = HashMap::new();
+        let mut x = 0x1234_5678u64;
+        for step in 0..200_000u64 {
+            x = mix(x ^ step);
+            let c = client((x % 61) as u8, (x >> 8) as u16 % 37, [6, 17, 58][(x >> 24) as usize % 3]);
+            if x >> 40 & 1 == 0 {
+                let got = p.alloc_bound(&c, x).unwrap();
+                let e = model.entry(c).or_insert((got, 0));
+                assert_eq!(e.0, got, "step {step}");
+                e.1 += 1;
+            } else if let Some(&(pair, refs)) = model.get(&c) {
+                p.release(&pair.0, pair.1);
+                if refs == 1 {
+                    model.remove(&c);
+                } else {
+                    model.insert(c, (pair, refs - 1));
+                }
+            }
+        }
+        assert_eq!(p.bindings(), model.len());
+        for (c, (pair, _)) in &model {
+            assert_eq!(p.bound(&pair.0, pair.1), Some(*c));
+            assert!(p.hold(&pair.0, pair.1));
+        }
+    }
+
+    /// A restart rebuilds bindings from the sessions it keeps.
+    #[test]
+    fn rebind_restores_bindings_and_references() {
+        let prefix = Prefix::parse("192.0.2.7/32").unwrap();
+        let mut p = SnatPool::with_key(prefix, 0, 1, 7);
+        p.enable_bib();
+        let a = client(1, 4000, 17);
+        let addr = addr16(prefix.nth(0));
+        p.rebind(&addr, 5000, &a);
+        p.rebind(&addr, 5000, &a);
+        p.reserve(|_, port| port == 5000);
+        assert_eq!(p.alloc_bound(&a, 1), Some((addr, 5000)));
+        for _ in 0..2 {
+            p.release(&addr, 5000);
+            assert_eq!(p.bound(&addr, 5000), Some(a));
+        }
+        p.release(&addr, 5000);
+        assert_eq!(p.bound(&addr, 5000), None);
     }
 }

@@ -35,7 +35,8 @@ use crate::config::Config;
 use crate::pipeline::conntrack::{ConnTable, EntryFlags, MemoryLayout, Tick, LAYOUT};
 use crate::pipeline::services::{IdRegistry, Services};
 use crate::pipeline::slots::Region;
-use crate::pipeline::{snat, Ctx};
+use crate::pipeline::snat::{self, Client};
+use crate::pipeline::Ctx;
 
 pub mod gap;
 
@@ -394,14 +395,40 @@ pub fn restore(ctx: &mut Ctx) -> Restored {
     let dropped = ctx.conntrack.retain(|e| still_valid(e, &services, worker, workers));
     let mut taken = std::collections::HashSet::new();
     let mut replies = Vec::new();
+    let mut bound = Vec::new();
     ctx.conntrack.for_each_live(ctx.now, |e| {
         if e.flags.contains(EntryFlags::REPLY) {
-            if e.flags.contains(EntryFlags::SNAT) {
+            let hairpin = e.flags.contains(EntryFlags::HAIRPIN);
+            if let (true, Some(n)) = (hairpin, services.xlat.nat64.as_ref()) {
+                for (addr, port, client) in
+                    crate::pipeline::lb::hairpin_pairs(e, &n.prefix).into_iter().flatten()
+                {
+                    taken.insert((addr, port));
+                    bound.push((addr, port, client));
+                }
+            } else if e.flags.contains(EntryFlags::SNAT) {
                 taken.insert((e.key().dst, e.key().dport));
+                // A NAT64 session's reply entry: (server -> pool pair), whose
+                // binding leads back to the client (address, port).
+                if e.flags.contains(EntryFlags::TO6) && e.service.is_none() {
+                    let proto = match e.key().proto {
+                        crate::pipeline::flow::proto::ICMP => crate::pipeline::flow::proto::ICMPV6,
+                        p => p,
+                    };
+                    let client = Client { addr: e.nat.dst, port: e.nat.dport, proto };
+                    bound.push((e.key().dst, e.key().dport, client));
+                }
             }
             replies.push((e.service, e.backend, e.state));
         }
     });
+    // The binding table is not stored: every binding is some session's, so
+    // the restored sessions rebuild it, each taking its reference.
+    if let Some(pool) = services.xlat.nat64.as_ref().and_then(|n| ctx.snat.get_mut(usize::from(n.pool))) {
+        for (addr, port, client) in &bound {
+            pool.rebind(addr, *port, client);
+        }
+    }
     // A free list holds every pair of the worker's share (a million for a
     // /28): a bitmap of the ports in use skips the hash lookup for almost
     // all of them, and a pool no surviving flow uses is not walked at all.
@@ -451,6 +478,15 @@ fn still_valid(
             (e.key().dst, e.key().dport)
         } else {
             (e.nat.src, e.nat.sport)
+        };
+        // A hairpinned session's pool address is under the NAT64 prefix.
+        let addr = if e.flags.contains(EntryFlags::HAIRPIN) {
+            match services.xlat.nat64.as_ref().and_then(|n| n.prefix.extract(&addr)) {
+                Some(a) => crate::wire::addr::mapped(a),
+                None => return false,
+            }
+        } else {
+            addr
         };
         if !services.in_pool(&addr) || snat::owner(port, workers) != worker {
             return false;
