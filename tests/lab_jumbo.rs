@@ -317,49 +317,20 @@ fn jumbo_client_to_a_1500_backend_side_learns_the_path_mtu_v4_and_v6() {
         .collect();
     let summary = shunt.stop();
     for (vip, ok, json) in &results {
-        assert!(
-            ok,
-            "iperf3 to {vip} failed: {json}
-{summary}"
-        );
-        let received = json_number(json, "\"sum_received\"", "bytes").unwrap_or_else(|| {
-            panic!(
-                "{vip}: no sum_received.bytes in {json}
-{summary}"
-            )
-        });
-        assert!(
-            received > 1e6,
-            "{vip}: iperf3 moved only {received} bytes
-{summary}"
-        );
+        assert!(ok, "iperf3 to {vip} failed: {json}\n{summary}");
+        let received = json_number(json, "\"sum_received\"", "bytes")
+            .unwrap_or_else(|| panic!("{vip}: no sum_received.bytes in {json}\n{summary}"));
+        assert!(received > 1e6, "{vip}: iperf3 moved only {received} bytes\n{summary}");
     }
     for (vip, mtu) in &learned {
-        assert_eq!(
-            mtu, "1500",
-            "{vip}: after TCP the client holds path MTU `{mtu}`
-{summary}"
-        );
+        assert_eq!(mtu, "1500", "{vip}: after TCP the client holds path MTU `{mtu}`\n{summary}");
     }
     for (vip, ok, text, mtu) in &probes {
-        assert!(
-            ok && text.starts_with("mtu 1500"),
-            "{vip}: UDP probe: {text}
-{summary}"
-        );
-        assert_eq!(
-            mtu, "1500",
-            "{vip}: after UDP the client holds path MTU `{mtu}`
-{summary}"
-        );
+        assert!(*ok && text.starts_with("mtu 1500"), "{vip}: UDP probe: {text}\n{summary}");
+        assert_eq!(mtu, "1500", "{vip}: after UDP the client holds path MTU `{mtu}`\n{summary}");
     }
     for reason in ["frame_too_large", "chain_unsupported", "chain_too_long"] {
-        assert_eq!(
-            counter(&summary, "worker 0", reason),
-            0,
-            "{reason}: errors, not drops
-{summary}"
-        );
+        assert_eq!(counter(&summary, "worker 0", reason), 0, "{reason}: errors, not drops\n{summary}");
     }
 }
 
