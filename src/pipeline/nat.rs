@@ -102,10 +102,20 @@ enum Fit {
 /// error is built over the first buffer and quotes from it (548 / 1232
 /// bytes at most, and the headers are all there), and the packet's later
 /// buffers are freed by the batch once the first no longer is the packet.
+///
+/// The size compared is the IP packet's (its header's length field), not
+/// the frame's: bytes after the packet (Ethernet padding, or junk) are no
+/// part of what the sender could shrink. A frame that still does not fit
+/// because of them is dropped and counted at transmit.
 fn too_big(p: &mut FrameMut<'_>, more: u32, router: &RouterAddrs, mtu: u16) -> Fit {
     let l3 = usize::from(p.flow.l3);
     let len = p.meta.len as usize;
-    if (len + more as usize).saturating_sub(l3) <= usize::from(mtu) {
+    let at = p.start + l3;
+    let field = |o: usize| {
+        p.frame.get(at + o..at + o + 2).map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    };
+    let ip_len = if p.flow.family.is_v6() { 40 + field(4) } else { field(2) };
+    if ip_len.min((len + more as usize).saturating_sub(l3)) <= usize::from(mtu) {
         return Fit::Fits;
     }
     if !p.flow.family.is_v6() {
