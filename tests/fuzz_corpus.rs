@@ -96,6 +96,40 @@ fn pipeline_seeds_reach_forwarding() {
     }
 }
 
+/// The chain seeds reach the chain code's outcomes when `pipeline` cuts
+/// them (`fuzz::chain_pieces`): forwarded whole, answered with
+/// Fragmentation Needed / Packet Too Big built over the first buffer,
+/// dropped for want of DF, too many buffers, headers cut.
+#[test]
+fn pipeline_chain_seeds_take_the_chain_paths() {
+    use shunt::pipeline::{DropReason, Verdict};
+    let mut h = fuzz::pipeline_fixture().harness();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/pipeline");
+    let bounce = |icmp: (u8, u8)| (Verdict::Forward(0), Some(icmp));
+    for (seed, want) in [
+        ("seed-chain-v6_udp_600", (Verdict::Forward(1), None)),
+        ("seed-chain-v4_udp_1400", (Verdict::Forward(1), None)),
+        ("seed-chain-v4_tcp_1400", (Verdict::Forward(1), None)),
+        ("seed-chain-v4_tcp_9014_df", bounce((3, 4))),
+        ("seed-chain-v6_udp_9000", bounce((2, 0))),
+        ("seed-chain-v4_udp_3000_no_df", (Verdict::Drop(DropReason::FrameTooLarge), None)),
+        ("seed-chain-too_long", (Verdict::Drop(DropReason::ChainTooLong), None)),
+        ("seed-chain-cut_in_ip_header", (Verdict::Drop(DropReason::ChainUnsupported), None)),
+    ] {
+        let data = fs::read(dir.join(seed)).unwrap_or_else(|e| panic!("{seed}: {e}"));
+        let pieces = fuzz::chain_pieces(&data).unwrap_or_else(|| panic!("{seed}: one buffer"));
+        assert!(pieces.len() > 1, "{seed}");
+        let c = h.run_chain(&pieces);
+        // The ICMP type and code of an error built in the first buffer.
+        let icmp = (c.more == 0).then(|| {
+            let at = if c.bytes[12..14] == [0x86, 0xdd] { 54 } else { 34 };
+            (c.bytes[at], c.bytes[at + 1])
+        });
+        assert_eq!((c.verdict, icmp), want, "{seed}: {} buffers", pieces.len());
+        fuzz::pipeline(&data);
+    }
+}
+
 #[test]
 fn fragments_corpus() {
     replay("fragments", fuzz::fragments);

@@ -1,6 +1,8 @@
 //! Jumbo frames through the full-NAT VIP with real stacks: every lab link at
 //! MTU 9000, iperf3 TCP (9000-byte frames) and a UDP echo of the largest
-//! datagrams that fit the links unfragmented, IPv4 and IPv6. Shunt carries
+//! datagrams that fit the links unfragmented, IPv4 and IPv6; and, with the
+//! backend side at MTU 1500, path MTU discovery for jumbo frames that
+//! cannot leave whole. Shunt carries
 //! frames up to `max_frame_size` as chains of 4096-byte UMEM chunks
 //! (multi-buffer AF_XDP; see docs/DECISIONS.md, "Jumbo frames").
 
@@ -245,6 +247,91 @@ fn jumbo_config_at_mtu_1500_still_passes_v4_and_v6() {
     }
     let drops = drops(&summary);
     assert!(drops.is_empty(), "drops: {drops:?}\n{summary}");
+}
+
+/// Lowers the backend side of the lab (Shunt's `sh-be`, the switch, the
+/// backends) to MTU `mtu`, and makes the backends advertise the MSS of a
+/// 9000-byte path, so the client's TCP sends jumbo segments that only
+/// Shunt's Fragmentation Needed / Packet Too Big can shrink.
+fn backend_side_at(mtu: u32) {
+    let set = |ns: &str, script: String| {
+        let out = ns_exec(ns, &["bash", "-c", &script]);
+        assert!(out.status.success(), "{ns}: {script}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    set("shunt", format!("ip link set sh-be mtu {mtu}"));
+    set(
+        "shunt-switch",
+        format!(
+            "for d in $(ip -o link show type veth | awk -F'[ :@]+' '{{print $2}}'); do \
+             ip link set $d mtu {mtu}; done; ip link set br0 mtu {mtu}"
+        ),
+    );
+    for b in 1..=3 {
+        set(
+            &format!("shunt-be{b}"),
+            format!(
+                "ip link set be0 mtu {mtu} && ip route replace default via 10.0.2.1 advmss 8960 && \
+                 ip -6 route replace default via fd00:2::1 advmss 8940"
+            ),
+        );
+    }
+}
+
+/// The client's path MTU to `vip` as its kernel holds it (`ip route get`),
+/// or an empty string when it has none cached.
+fn client_pmtu(vip: &str) -> String {
+    let out = ns_exec("shunt-client", &["ip", "route", "get", vip]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace().skip_while(|w| *w != "mtu").nth(1).unwrap_or("").to_string()
+}
+
+/// MTU 9000 on the client side, 1500 towards the backends: Shunt receives
+/// frames up to 9000 bytes as chains of UMEM chunks that cannot leave
+/// whole. With DF set (Linux TCP, a UDP socket with IP_PMTUDISC_DO; IPv6
+/// always) each is answered with Fragmentation Needed / Packet Too Big
+/// carrying MTU 1500, built over the chain's first buffer, and the
+/// client's real stack lowers its path MTU: iperf3 through the VIP then
+/// moves data in 1500-byte packets, and a UDP socket's next 8000-byte send
+/// fails with EMSGSIZE and reports MTU 1500. Before, the chains were
+/// dropped as `frame_too_large` with no error, TCP stalled in
+/// retransmissions of jumbo segments and UDP never learned the path.
+#[test]
+fn jumbo_client_to_a_1500_backend_side_learns_the_path_mtu_v4_and_v6() {
+    let Some(_lab) = lab_at_mtu(MTU) else { return };
+    backend_side_at(1500);
+    let shunt = Shunt::start(&config());
+    let results = iperf_v4_and_v6(2);
+    let learned: Vec<_> = ["10.0.100.1", "fd00:100::1"].iter().map(|vip| (*vip, client_pmtu(vip))).collect();
+    let flush = ns_exec("shunt-client", &["bash", "-c", "ip route flush cache; ip -6 route flush cache"]);
+    assert!(flush.status.success());
+    let script = repo().join("tests/lab/udp_echo.py").display().to_string();
+    let probes: Vec<_> = ["10.0.100.1", "fd00:100::1"]
+        .iter()
+        .map(|vip| {
+            let out =
+                ns_exec("shunt-client", &["python3", &script, "probe", vip, &ECHO_PORT.to_string(), "8000"]);
+            let text =
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            (*vip, out.status.success(), text.trim().to_string(), client_pmtu(vip))
+        })
+        .collect();
+    let summary = shunt.stop();
+    for (vip, ok, json) in &results {
+        assert!(ok, "iperf3 to {vip} failed: {json}\n{summary}");
+        let received = json_number(json, "\"sum_received\"", "bytes")
+            .unwrap_or_else(|| panic!("{vip}: no sum_received.bytes in {json}\n{summary}"));
+        assert!(received > 1e6, "{vip}: iperf3 moved only {received} bytes\n{summary}");
+    }
+    for (vip, mtu) in &learned {
+        assert_eq!(mtu, "1500", "{vip}: after TCP the client holds path MTU `{mtu}`\n{summary}");
+    }
+    for (vip, ok, text, mtu) in &probes {
+        assert!(*ok && text.starts_with("mtu 1500"), "{vip}: UDP probe: {text}\n{summary}");
+        assert_eq!(mtu, "1500", "{vip}: after UDP the client holds path MTU `{mtu}`\n{summary}");
+    }
+    for reason in ["frame_too_large", "chain_unsupported", "chain_too_long"] {
+        assert_eq!(counter(&summary, "worker 0", reason), 0, "{reason}: errors, not drops\n{summary}");
+    }
 }
 
 /// Every lab link's kernel drop counters that are not zero (losses outside

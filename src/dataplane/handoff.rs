@@ -43,6 +43,10 @@ pub struct Handed {
     pub frame: Frame,
     pub len: u32,
     pub chain: Chain,
+    /// The interface the frame arrived on at its source (index into
+    /// `Config::interfaces`; `u16::MAX`: unknown). An ICMP error or reset
+    /// the owner builds in the packet's place goes back out of it.
+    pub ingress: u16,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +70,8 @@ pub struct Returned {
     /// As handed, with `more` 0 when the owner replaced the packet by one
     /// of a single buffer (its later buffers are then freed, not sent).
     pub chain: Chain,
+    /// As handed.
+    pub ingress: u16,
 }
 
 /// The later buffers of chained frames a worker handed over: only the
@@ -305,7 +311,9 @@ mod tests {
     fn in_flight_is_bounded_and_back_never_overflows() {
         let mesh = Mesh::new(2);
         let mut handed = 0;
-        while mesh.hand(0, 1, Handed { frame: Frame::from_desc(handed), len: 60, chain: Chain::NONE }).is_ok()
+        while mesh
+            .hand(0, 1, Handed { frame: Frame::from_desc(handed), len: 60, chain: Chain::NONE, ingress: 0 })
+            .is_ok()
         {
             handed += 1;
         }
@@ -314,10 +322,17 @@ mod tests {
         // The owner answers everything at once: the back ring has room.
         while let Some(h) = l.to_owner.pop() {
             l.back
-                .push(Returned { frame: h.frame, len: h.len, outcome: Outcome::Transmit(0), chain: h.chain })
+                .push(Returned {
+                    frame: h.frame,
+                    len: h.len,
+                    outcome: Outcome::Transmit(0),
+                    chain: h.chain,
+                    ingress: h.ingress,
+                })
                 .unwrap();
         }
-        let refused = mesh.hand(0, 1, Handed { frame: Frame::from_desc(7), len: 60, chain: Chain::NONE });
+        let refused =
+            mesh.hand(0, 1, Handed { frame: Frame::from_desc(7), len: 60, chain: Chain::NONE, ingress: 0 });
         assert_eq!(
             refused.unwrap_err().frame.addr(),
             7,

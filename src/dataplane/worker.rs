@@ -320,7 +320,9 @@ impl<P: PortIo> Worker<P> {
                 }
             };
             let m = &mut self.batch.pkts[i];
-            let handed = Handed { frame: Frame::from_desc(m.addr), len: m.len, chain };
+            let ingress =
+                self.xsk.ports.get(usize::from(m.ingress)).map_or(u16::MAX, |p| p.interface_idx() as u16);
+            let handed = Handed { frame: Frame::from_desc(m.addr), len: m.len, chain, ingress };
             match self.mesh.hand(self.id, usize::from(to), handed) {
                 Ok(()) => {
                     self.counters.handoffs_out.add(1);
@@ -360,9 +362,11 @@ impl<P: PortIo> Worker<P> {
             let batch = &mut self.handed[from];
             batch.clear();
             let mut chains = [Chain::NONE; MAX_BATCH as usize];
+            let mut ingresses = [u16::MAX; MAX_BATCH as usize];
             while batch.len < (self.batch_size as usize).min(MAX_BATCH as usize) {
                 let Some(h) = link.to_owner.pop() else { break };
                 chains[batch.len] = h.chain;
+                ingresses[batch.len] = h.ingress;
                 // Its later buffers stay with the source: stages see the length.
                 batch.push_foreign(
                     h.frame.into_desc(),
@@ -374,7 +378,13 @@ impl<P: PortIo> Worker<P> {
             self.ctx.now = now_secs();
             crate::pipeline::process(batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
             for (i, m) in batch.metas().iter().enumerate() {
+                let ingress = ingresses[i];
                 let outcome = match m.verdict {
+                    // An error built in the packet's place (l2 sends it out
+                    // its ingress port, which only the source knows).
+                    Verdict::Forward(crate::pipeline::lb::INGRESS_HANDED) if ingress != u16::MAX => {
+                        Outcome::Transmit(ingress)
+                    }
                     Verdict::Forward(p) => match self.xsk.ports.get(usize::from(p)) {
                         Some(port) => Outcome::Transmit(port.interface_idx() as u16),
                         None => Outcome::Drop(DropReason::NoRoute),
@@ -391,8 +401,13 @@ impl<P: PortIo> Worker<P> {
                 }
                 // Cannot fail: see Link::back.
                 let chain = Chain { more: batch.more[i], ..chains[i] };
-                let back =
-                    link.back.push(Returned { frame: Frame::from_desc(m.addr), len: m.len, outcome, chain });
+                let back = link.back.push(Returned {
+                    frame: Frame::from_desc(m.addr),
+                    len: m.len,
+                    outcome,
+                    chain,
+                    ingress,
+                });
                 debug_assert!(back.is_ok(), "handoff back ring overflowed");
             }
             self.counters.handoffs_served.add(batch.len as u64);
@@ -454,7 +469,7 @@ impl<P: PortIo> Worker<P> {
                         self.xsk.pool.free(r.frame)
                     }
                     Outcome::Pass(next) => {
-                        let h = Handed { frame: r.frame, len: r.len, chain: Chain::NONE };
+                        let h = Handed { frame: r.frame, len: r.len, chain: Chain::NONE, ingress: r.ingress };
                         match pass_on(&self.mesh, self.id, to, usize::from(next), h) {
                             Ok(()) => {
                                 self.counters.handoffs_out.add(1);
@@ -1120,6 +1135,116 @@ entries_per_worker = 4096
             ws[0].xsk.pool.available() + ws[0].xsk.ports.iter().map(FakePort::held).sum::<usize>(),
             1024
         );
+    }
+
+    /// `frame` with DF set or clear in its IPv4 header (checksum corrected).
+    fn with_df(mut frame: Vec<u8>, df: bool) -> Vec<u8> {
+        frame[20] = (frame[20] & !0x40) | if df { 0x40 } else { 0 };
+        frame[24..26].fill(0);
+        let sum = crate::wire::checksum::checksum(&frame[14..34]);
+        frame[24..26].copy_from_slice(&sum.to_be_bytes());
+        frame
+    }
+
+    /// Checks `out` is an ICMPv4 Fragmentation Needed with next-hop MTU
+    /// `mtu`, from 192.0.0.8 to `to`, quoting the first 548 bytes of
+    /// `packet` (an Ethernet frame) as it arrived, with a valid checksum.
+    fn assert_frag_needed(out: &[u8], to: [u8; 4], packet: &[u8], mtu: u16) {
+        let p = SlicedPacket::from_ethernet(out).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!("not IPv4") };
+        assert_eq!((ip.header().source(), ip.header().destination()), ([192, 0, 0, 8], to));
+        assert_eq!(ip.header().total_len(), 576, "20 + 8 + a 548-byte quote");
+        let icmp = &out[34..];
+        assert_eq!((icmp[0], icmp[1]), (3, 4), "Destination Unreachable, Fragmentation Needed");
+        assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), mtu);
+        assert_eq!(crate::wire::checksum::checksum(icmp), 0, "ICMP checksum");
+        assert_eq!(&icmp[8..], &packet[14..14 + 548], "the quote is the packet as it arrived");
+        assert_eq!((&out[..6], &out[6..12]), (&packet[6..12], &packet[..6]), "MACs swapped");
+    }
+
+    /// Every frame of the worker is back in its pool or on its fill rings.
+    fn assert_all_home(w: &Worker<FakePort>, total: usize) {
+        let held: usize = w.xsk.ports.iter().map(FakePort::held).sum();
+        assert_eq!(w.xsk.pool.available() + held, total, "every chunk back exactly once");
+        assert_eq!(w.parked.buffers(), 0);
+    }
+
+    /// A chain bigger than its egress MTU (9000-byte frames towards a
+    /// 1500-byte backend link) is answered like a router would: with DF
+    /// set, a Fragmentation Needed quoting its first buffer goes back to
+    /// the client and the chain's later chunks are freed; without DF it is
+    /// dropped and counted (`frame_too_large`). Either way every chunk
+    /// returns to the pool exactly once.
+    #[test]
+    fn oversize_chain_gets_frag_needed_and_every_chunk_comes_back() {
+        let mut ws = jumbo(1, 512, 128);
+        let w = &mut ws[0];
+        w.step();
+        w.xsk.ports[BE].keep_sent = true;
+        w.xsk.ports[CLI].keep_sent = true;
+        let be_iface = w.xsk.ports[BE].interface_idx;
+        assert_eq!(w.mtus.set(be_iface, 1500), Some(9000));
+        let client = ([198, 18, 0, 1], 40004);
+        assert!(w.xsk.ports[CLI].deliver(&syn(client.1)));
+        settle(w);
+        let big = with_df(big_tcp(client, (VIP, 80), CLI).0, true);
+        for round in 1..=3 {
+            assert!(w.xsk.ports[CLI].deliver(&big));
+            assert_eq!(w.xsk.ports[CLI].rx.len(), 6, "a chain of six buffers");
+            settle(w);
+            assert_eq!(w.xsk.ports[CLI].sent.len(), round, "{:?}", w.counters.snapshot());
+            assert_frag_needed(&w.xsk.ports[CLI].sent[round - 1], client.0, &big, 1500);
+            assert_conserved(w, 0, &w.mesh.clone());
+        }
+        assert_eq!(w.xsk.ports[BE].sent.len(), 1, "only the SYN went to the backend");
+        assert_eq!(w.counters.total_drops(), 0, "{:?}", w.counters.snapshot());
+        // DF clear: no error may answer it (RFC 1812 would fragment).
+        let plain = with_df(big_tcp(client, (VIP, 80), CLI).0, false);
+        assert!(w.xsk.ports[CLI].deliver(&plain));
+        settle(w);
+        assert_eq!(drops(w, DropReason::FrameTooLarge), 1);
+        assert_eq!(w.xsk.ports[CLI].sent.len(), 3);
+        assert_conserved(w, 0, &w.mesh.clone());
+        assert_all_home(w, 512);
+    }
+
+    /// The same on a handoff: a chained reply lands on the worker that
+    /// does not own its SNAT port, its owner finds it too big for the
+    /// client link and replaces its first buffer with the error, and the
+    /// source frees the parked tail and sends the error to the backend.
+    #[test]
+    fn oversize_chain_handed_over_is_answered_and_its_tail_freed_at_the_source() {
+        let mut ws = jumbo(2, 1024, 256);
+        let mesh = ws[0].mesh.clone();
+        ws[0].step();
+        ws[1].step();
+        ws[1].xsk.ports[BE].keep_sent = true;
+        let cli_iface = ws[1].xsk.ports[CLI].interface_idx;
+        assert_eq!(ws[1].mtus.set(cli_iface, 1500), Some(9000));
+        assert!(ws[1].xsk.ports[CLI].deliver(&syn(40000)));
+        settle(&mut ws[1]);
+        let out = SlicedPacket::from_ethernet(&ws[1].xsk.ports[BE].sent[0]).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &out.net else { panic!("not IPv4") };
+        let snat_addr = ip.header().source();
+        let Some(TransportSlice::Tcp(t)) = out.transport else { panic!("not TCP") };
+        let snat_port = t.source_port();
+        assert_eq!(crate::pipeline::snat::owner(snat_port, 2), 1);
+        ws[0].xsk.ports[BE].keep_sent = true;
+        ws[0].xsk.ports[CLI].keep_sent = true;
+        let big = with_df(big_tcp((BACKEND, 80), (snat_addr, snat_port), BE).0, true);
+        assert!(ws[0].xsk.ports[BE].deliver(&big));
+        ws[0].step();
+        assert_eq!(ws[0].parked.buffers(), 5, "the tail waits at its source");
+        ws[1].step();
+        settle(&mut ws[0]);
+        assert_eq!(ws[1].counters.handoffs_served.get(), 1);
+        assert!(ws[0].xsk.ports[CLI].sent.is_empty(), "nothing to the client");
+        assert_eq!(ws[0].xsk.ports[BE].sent.len(), 1);
+        assert_frag_needed(&ws[0].xsk.ports[BE].sent[0], BACKEND, &big, 1500);
+        assert_eq!(ws[0].counters.total_drops() + ws[1].counters.total_drops(), 0);
+        assert_conserved(&ws[0], 0, &mesh);
+        assert_conserved(&ws[1], 1, &mesh);
+        assert_all_home(&ws[0], 1024);
     }
 
     #[test]

@@ -1312,8 +1312,33 @@ pub fn build_too_big(
     router: &RouterAddrs,
     mtu: u16,
 ) -> Result<(usize, usize), Drop> {
+    build_too_big_chain(buf, start, len, 0, router, mtu)
+}
+
+/// [`build_too_big`] for a frame of several buffers (multi-buffer AF_XDP):
+/// `buf[start..start + len]` is its first buffer and `more` the bytes in
+/// the others. The error quotes from the first buffer only (the IP and L4
+/// headers are there; the quote is 548 / 1232 bytes at most, shortened to
+/// what the first buffer holds), so the later buffers are no part of it
+/// and the caller frees them.
+pub fn build_too_big_chain(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    more: usize,
+    router: &RouterAddrs,
+    mtu: u16,
+) -> Result<(usize, usize), Drop> {
     let m = mtu.to_be_bytes();
-    build_error(buf, start, len, router, (3, 4, [0, 0, m[0], m[1]]), (2, 0, u32::from(mtu).to_be_bytes()))
+    build_error(
+        buf,
+        start,
+        len,
+        more,
+        router,
+        (3, 4, [0, 0, m[0], m[1]]),
+        (2, 0, u32::from(mtu).to_be_bytes()),
+    )
 }
 
 /// Builds an ICMP Time Exceeded (in transit) error back to the sender of the
@@ -1325,7 +1350,7 @@ pub fn build_time_exceeded(
     len: usize,
     router: &RouterAddrs,
 ) -> Result<(usize, usize), Drop> {
-    build_error(buf, start, len, router, (11, 0, [0; 4]), (3, 0, [0; 4]))
+    build_error(buf, start, len, 0, router, (11, 0, [0; 4]), (3, 0, [0; 4]))
 }
 
 /// Builds an ICMP "administratively prohibited" error back to the sender of
@@ -1341,7 +1366,7 @@ pub fn build_admin_prohibited(
     len: usize,
     router: &RouterAddrs,
 ) -> Result<(usize, usize), Drop> {
-    build_error(buf, start, len, router, (3, 13, [0; 4]), (1, 1, [0; 4]))
+    build_error(buf, start, len, 0, router, (3, 13, [0; 4]), (1, 1, [0; 4]))
 }
 
 /// Builds an ICMP Destination Unreachable, address unreachable (ICMPv6
@@ -1359,7 +1384,7 @@ pub fn build_address_unreachable(
     len: usize,
     router: &RouterAddrs,
 ) -> Result<(usize, usize), Drop> {
-    build_error(buf, start, len, router, (3, 1, [0; 4]), (1, 3, [0; 4]))
+    build_error(buf, start, len, 0, router, (3, 1, [0; 4]), (1, 3, [0; 4]))
 }
 
 /// Builds the ICMP error RFC 7915 answers a refused packet with, over the
@@ -1395,10 +1420,16 @@ pub fn build_refusal(
 
 type IcmpHead = (u8, u8, [u8; 4]);
 
+/// The error builders' common part. `len` bytes of the frame lie in `buf`
+/// from `start`; `more` further bytes of it lie in other buffers (0 for a
+/// frame of one buffer). The IP header's length is checked against
+/// `len + more`, and the quote is cut at the end of `buf`'s part.
+#[allow(clippy::too_many_arguments)]
 fn build_error(
     buf: &mut [u8],
     start: usize,
     len: usize,
+    more: usize,
     router: &RouterAddrs,
     v4: IcmpHead,
     v6: IcmpHead,
@@ -1415,7 +1446,7 @@ fn build_error(
     let ip = start + l2;
     match et {
         ETH_P_IPV4 => {
-            let h = parse_v4(b, ip, end - ip, true)?;
+            let h = parse_v4(b, ip, end - ip + more, true)?;
             //= https://www.rfc-editor.org/rfc/rfc1812#section-4.3.2.7
             // (paraphrase) No ICMP error is sent for an ICMP error message or
             // for a non-initial fragment.
@@ -1425,7 +1456,7 @@ fn build_error(
             if h.proto == ICMP && is_icmp4_error(rd8(b, ip + h.ihl)?) {
                 return Err(Drop::NestedIcmpError);
             }
-            let quote = h.tot.min(576 - 28);
+            let quote = h.tot.min(576 - 28).min(end - ip);
             let hdr_len = l2 + 28;
             let new_start = ip.checked_sub(hdr_len).ok_or(Drop::HeadroomExhausted)?;
             let mut hdr = [0u8; 18 + 28];
@@ -1441,7 +1472,7 @@ fn build_error(
         }
         ETH_P_IPV6 => {
             let pend = ip + 40 + usize::from(rd16(b, ip + 4)?);
-            if pend > end {
+            if pend > end + more {
                 return Err(Drop::Truncated);
             }
             let src: [u8; 16] = rdn(b, ip + 8)?;
@@ -1453,7 +1484,7 @@ fn build_error(
             //
             // A header chain the translator refuses to walk (extension headers
             // after a Fragment header) is answered: it is the refusal's cause.
-            match parse_v6(b, ip, pend) {
+            match parse_v6(b, ip, pend.min(end)) {
                 Ok(h)
                     if h.proto == ICMP6
                         && h.frag.is_none_or(|f| f.off == 0)
@@ -1464,7 +1495,7 @@ fn build_error(
                 Ok(_) | Err(Drop::ExtAfterFragment) => {}
                 Err(e) => return Err(e),
             }
-            let quote = (pend - ip).min(1280 - 48);
+            let quote = (pend - ip).min(1280 - 48).min(end - ip);
             let hdr_len = l2 + 48;
             let new_start = ip.checked_sub(hdr_len).ok_or(Drop::HeadroomExhausted)?;
             let mut hdr = [0u8; 18 + 48];

@@ -499,6 +499,25 @@ impl Batch {
         self.push(addr, data.len() as u32, ingress)
     }
 
+    /// Copies `data` into UMEM at `addr` and appends it as the next buffer
+    /// of the last packet, like [`Batch::push_tail`] (tests and the fuzz
+    /// harness: a frame split over several buffers).
+    pub fn push_tail_copy(&mut self, addr: u64, data: &[u8]) -> bool {
+        let Some((start, end)) = self.umem.range(addr, data.len()) else { return false };
+        // SAFETY: as in `push_copy`.
+        unsafe { std::slice::from_raw_parts_mut(self.umem.base.add(start), end - start) }
+            .copy_from_slice(data);
+        self.push_tail(addr, data.len() as u32)
+    }
+
+    /// The bytes of one tail buffer of [`Batch::tail`] (tests and the fuzz
+    /// harness).
+    pub fn tail_bytes(&self, (addr, len): TailBuf) -> Option<&[u8]> {
+        let (start, end) = self.umem.range(addr, len as usize)?;
+        // SAFETY: as in `packet`.
+        Some(unsafe { std::slice::from_raw_parts(self.umem.base.add(start), end - start) })
+    }
+
     /// Calls `f` for every packet of `pipeline` still marked `Continue`.
     /// Packets whose descriptor points outside UMEM are dropped as malformed.
     #[inline]

@@ -12,6 +12,7 @@ use super::services::{FastHasher, Services};
 use super::{Batch, DropReason, Verdict};
 use crate::config::Route;
 use crate::wire::ipv6;
+use crate::wire::parse::parse_simple_chain;
 use crate::xdp::maps::{lpm_key, MatchKey};
 
 pub struct Classifier {
@@ -94,7 +95,15 @@ impl Classifier {
             return;
         }
         for i in 0..n {
-            let (pipeline, verdict) = match batch.packet(i).map(dst_key) {
+            // A frame of several buffers: its first holds the headers but
+            // not the IP payload the header announces, so only the chain
+            // parser (lengths counted over every buffer) may read it.
+            let key = match batch.more[i] {
+                0 => batch.packet(i).map(dst_key),
+                more => batch.packet(i).map(|f| chain_key(f, more)),
+            };
+            let (pipeline, verdict) = match key {
+                Some(None) if batch.more[i] > 0 => (0, Verdict::Drop(DropReason::ChainUnsupported)),
                 Some(Some(k)) => {
                     match self.lookup(&k).or_else(|| services.pipeline_for(&k.addr, k.proto, k.port)) {
                         Some(pipe) => (pipe, Verdict::Continue),
@@ -111,6 +120,14 @@ impl Classifier {
             }
         }
     }
+}
+
+/// [`dst_key`] of a chain whose first buffer is `frame` and whose other
+/// buffers hold `more` bytes: plain TCP/UDP with every header in `frame`
+/// ([`parse_simple_chain`]), else None (refused as `chain_unsupported`).
+fn chain_key(frame: &[u8], more: u32) -> Option<DstKey> {
+    let s = parse_simple_chain(frame, more)?;
+    Some(DstKey { addr: s.tuple.dst, proto: s.tuple.proto, port: s.tuple.dst_port })
 }
 
 /// `addr` with all but its first `len` bits cleared.

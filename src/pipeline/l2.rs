@@ -60,10 +60,14 @@ impl Stage for L2Stage {
                 FlowKind::Bounce | FlowKind::Refused => {
                     // The error generator already addressed the frame to its
                     // sender's MAC; leave by the port it came in on.
+                    // A frame handed over from another worker leaves by its
+                    // source's port: the source address the generator put
+                    // there (the one the packet was sent to) stays.
                     let port = p.meta.ingress;
-                    let mac = self.port_macs.get(usize::from(port)).copied().unwrap_or([0; 6]);
-                    let dst = p.data.get(..6).and_then(|d| <[u8; 6]>::try_from(d).ok()).unwrap_or([0; 6]);
-                    (port, mac, dst)
+                    let mac = |at: usize| p.data.get(at..at + 6).and_then(|d| <[u8; 6]>::try_from(d).ok());
+                    let src =
+                        self.port_macs.get(usize::from(port)).copied().or_else(|| mac(6)).unwrap_or([0; 6]);
+                    (port, src, mac(0).unwrap_or([0; 6]))
                 }
                 _ => return,
             };

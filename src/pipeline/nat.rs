@@ -9,6 +9,7 @@ use super::rewrite::xlat::{
 };
 use super::rewrite::{nat, related};
 use super::{Batch, Ctx, DropReason, FrameMut, Stage, Verdict};
+use crate::nat46::siit::build_too_big_chain;
 use crate::nat46::{build_time_exceeded, build_too_big, RouterAddrs};
 
 pub use super::rewrite::nat::rewrite;
@@ -148,12 +149,24 @@ enum Fit {
 //# it cannot forward because the packet is larger than the MTU of the
 //# outgoing link.
 ///
-/// `more` is the packet's length past its first buffer: the error quotes
-/// from the first buffer, and the packet's later buffers are freed with it.
+/// `more` is the packet's length past its first buffer (a chain): the
+/// error is built over the first buffer and quotes from it (548 / 1232
+/// bytes at most, and the headers are all there), and the packet's later
+/// buffers are freed by the batch once the first no longer is the packet.
+///
+/// The size compared is the IP packet's (its header's length field), not
+/// the frame's: bytes after the packet (Ethernet padding, or junk) are no
+/// part of what the sender could shrink. A frame that still does not fit
+/// because of them is dropped and counted at transmit.
 fn too_big(p: &mut FrameMut<'_>, more: u32, router: &RouterAddrs, mtu: u16) -> Fit {
     let l3 = usize::from(p.flow.l3);
     let len = p.meta.len as usize;
-    if (len + more as usize).saturating_sub(l3) <= usize::from(mtu) {
+    let at = p.start + l3;
+    let field = |o: usize| {
+        p.frame.get(at + o..at + o + 2).map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    };
+    let ip_len = if p.flow.family.is_v6() { 40 + field(4) } else { field(2) };
+    if ip_len.min((len + more as usize).saturating_sub(l3)) <= usize::from(mtu) {
         return Fit::Fits;
     }
     if !p.flow.family.is_v6() {
@@ -163,9 +176,78 @@ fn too_big(p: &mut FrameMut<'_>, more: u32, router: &RouterAddrs, mtu: u16) -> F
             return Fit::Drop(DropReason::FrameTooLarge);
         }
     }
-    let error = build_too_big(p.frame, p.start, len, router, mtu);
+    let error = build_too_big_chain(p.frame, p.start, len, more as usize, router, mtu);
     match bounce(p, error) {
         Ok(()) => Fit::Bounced,
         Err(_) => Fit::Drop(DropReason::FrameTooLarge),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use etherparse::PacketBuilder;
+
+    use crate::nat46::siit::build_too_big_chain;
+    use crate::nat46::{build_too_big, RouterAddrs};
+
+    const HEADROOM: usize = 256;
+
+    /// An 8000-byte UDP datagram in a frame, v4 with DF or v6.
+    fn datagram(v6: bool) -> Vec<u8> {
+        let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 1, 2], [2, 0, 0, 0, 0xff, 0]);
+        let ip = if v6 {
+            eth.ipv6(
+                [0xfd, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                [0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                64,
+            )
+        } else {
+            eth.ipv4([198, 18, 0, 1], [10, 0, 100, 1], 64)
+        };
+        let payload: Vec<u8> = (0..8000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let mut out = Vec::new();
+        ip.udp(40000, 9101).write(&mut out, &payload).unwrap();
+        if !v6 {
+            out[20] |= 0x40;
+            out[24..26].fill(0);
+            let sum = crate::wire::checksum::checksum(&out[14..34]);
+            out[24..26].copy_from_slice(&sum.to_be_bytes());
+        }
+        out
+    }
+
+    /// The error built over a chain's first buffer is byte for byte the one
+    /// built over the whole frame in one buffer: the quote (548 / 1232
+    /// bytes) lies in the first buffer; the IP length is checked against
+    /// all of them. A first buffer shorter than the quote quotes what it
+    /// holds; an IP length beyond the chain is refused.
+    #[test]
+    fn error_over_a_chains_first_buffer_equals_the_whole_frames() {
+        let router =
+            RouterAddrs { v4: [192, 0, 0, 8], v6: [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 8] };
+        for v6 in [false, true] {
+            let frame = datagram(v6);
+            let mut whole = vec![0u8; HEADROOM + frame.len()];
+            whole[HEADROOM..].copy_from_slice(&frame);
+            let (ws, wl) = build_too_big(&mut whole, HEADROOM, frame.len(), &router, 1500).unwrap();
+            for first in [1792, 3840] {
+                let mut buf = vec![0u8; HEADROOM + first];
+                buf[HEADROOM..].copy_from_slice(&frame[..first]);
+                let more = frame.len() - first;
+                let (s, l) = build_too_big_chain(&mut buf, HEADROOM, first, more, &router, 1500).unwrap();
+                assert_eq!(&buf[s..s + l], &whole[ws..ws + wl], "v6 {v6}, first buffer {first}");
+                let mut buf = vec![0u8; HEADROOM + first];
+                buf[HEADROOM..].copy_from_slice(&frame[..first]);
+                assert!(build_too_big_chain(&mut buf, HEADROOM, first, more - 1, &router, 1500).is_err());
+            }
+            // A first buffer of only the headers: the quote is what it holds.
+            let first = if v6 { 14 + 48 } else { 14 + 28 };
+            let mut buf = vec![0u8; HEADROOM + first];
+            buf[HEADROOM..].copy_from_slice(&frame[..first]);
+            let more = frame.len() - first;
+            let (s, l) = build_too_big_chain(&mut buf, HEADROOM, first, more, &router, 1500).unwrap();
+            assert_eq!(l, first + if v6 { 48 } else { 28 });
+            assert_eq!(&buf[s + l - (first - 14)..s + l], &frame[14..first]);
+        }
     }
 }

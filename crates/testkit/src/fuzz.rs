@@ -13,7 +13,9 @@
 //!   [`Harness`] built once per thread from [`pipeline_fixture`]); a
 //!   forwarded frame must be well formed, its checksums as valid as the
 //!   input's, a second copy must translate identically, and the backend's
-//!   reply (the output reflected) must come back as VIP → client.
+//!   reply (the output reflected) must come back as VIP → client. The
+//!   frame then arrives again as a chain of buffers (multi-buffer), cut
+//!   where the input says, up to 9216 bytes.
 //! * [`config`]: bytes as UTF-8 TOML through [`Config::parse`]: `Ok` or
 //!   `Err`, never a panic.
 //!
@@ -44,7 +46,7 @@ use shunt::nat46::{
     Rfc6791, RouterAddrs, UdpZeroChecksum, WELL_KNOWN_PREFIX,
 };
 use shunt::pipeline::build::PortInfo;
-use shunt::pipeline::Verdict;
+use shunt::pipeline::{DropReason, Verdict, MAX_TAIL};
 use shunt::wire::parse::{parse, FragKind, IpVersion, ParsedPacket};
 use shunt::wire::{checksum, ethernet, icmp, icmpv6, ip_protocol, ipv4, ipv6, tcp, udp};
 
@@ -493,8 +495,98 @@ fn reflect(frame: &mut [u8], p: &ParsedPacket) {
 /// One frame through the L4LB pipelines. When it is forwarded towards a
 /// backend, it is run a second time (it must hit conntrack and translate
 /// identically), and the backend's reply (the output reflected) must come
-/// back translated to VIP → client on the client port.
+/// back translated to VIP → client on the client port. Then the same
+/// frame, uncut, arrives as a chain of buffers ([`pipeline_chain`]).
 pub fn pipeline(data: &[u8]) {
+    pipeline_one(data);
+    HARNESS.with(|h| pipeline_chain(&mut h.borrow_mut(), data));
+}
+
+/// The frame split over several buffers, as multi-buffer AF_XDP delivers
+/// frames above one chunk (up to 9216 bytes here, longer than one buffer
+/// holds): the first buffer's length and the later ones' come from the
+/// input's second- and third-last bytes, so the first buffer may end
+/// inside a header, and a chain may have more buffers than allowed.
+/// Properties: the batch keeps every later buffer it took, untouched, to
+/// free or send with its packet; a chain of too many buffers is dropped
+/// (`chain_too_long`); a forwarded chain is the frame whole, rewritten in
+/// its first buffer, well formed over all of it; and, for frames one
+/// buffer could hold, a chain is forwarded or answered exactly as the
+/// frame in one buffer (same verdict, same bytes) or refused
+/// (`chain_unsupported`).
+fn pipeline_chain(h: &mut Harness, data: &[u8]) {
+    let Some(pieces) = chain_pieces(data) else { return };
+    let input = &data[..data.len().min(MAX_FRAME)];
+    let (n, first) = (input.len(), pieces[0].len());
+    h.ctx.now = h.ctx.now.wrapping_add(2);
+    let empty: &[&[u8]] = &[];
+    for _ in 0..h.ctx.conntrack.capacity() / 64 + 1 {
+        h.run(empty, |_, _, _| {});
+    }
+    // The same frame in one buffer, just before, when one buffer holds it.
+    let single = (n <= FRAME - HEADROOM).then(|| h.run_one(input));
+    let c = h.run_chain(&pieces);
+    let taken = c.pushed.len();
+    assert_eq!(taken, (pieces.len() - 1).min(MAX_TAIL), "later buffers taken");
+    assert_eq!(c.tail.len(), taken, "the batch holds every later buffer it took");
+    for ((len, bytes), piece) in c.tail.iter().zip(&pieces[1..]) {
+        assert_eq!((*len as usize, &bytes[..]), (piece.len(), *piece), "a later buffer changed");
+    }
+    if pieces.len() - 1 > MAX_TAIL {
+        assert_eq!(c.verdict, Verdict::Drop(DropReason::ChainTooLong), "{} buffers", pieces.len());
+        return;
+    }
+    let replaced = c.more == 0;
+    if !replaced {
+        assert_eq!(c.more as usize, n - first, "length past the first buffer");
+    }
+    if let Verdict::Forward(_) = c.verdict {
+        if !replaced {
+            assert_eq!(c.bytes.len(), first, "the first buffer keeps its length");
+            let mut whole = c.bytes.clone();
+            for (_, t) in &c.tail {
+                whole.extend_from_slice(t);
+            }
+            assert_well_formed(input, &whole, "chain");
+            if let Some((sv, sout)) = &single {
+                assert_eq!((sv, sout), (&c.verdict, &whole), "chain and one buffer differ");
+            }
+        } else if let Some((sv, sout)) = &single {
+            // An error built in the first buffer: the quote may be cut at its end.
+            assert_eq!(sv, &c.verdict, "chain and one buffer answered differently");
+            if first >= 14 + 4 + 48 + 1232 {
+                assert_eq!(sout, &c.bytes, "the error over a chain differs");
+            }
+        }
+    } else if let (Some((Verdict::Forward(_), _)), Verdict::Drop(r)) = (&single, c.verdict) {
+        assert_eq!(
+            r,
+            DropReason::ChainUnsupported,
+            "forwarded in one buffer, dropped as a chain: first {first} of {n}, {} buffers\n{input:02x?}",
+            pieces.len()
+        );
+    }
+}
+
+/// The largest frame [`pipeline`] sends as a chain (a 9000-byte MTU's
+/// frame plus tags, the `max_frame_size` of jumbo configs).
+pub const MAX_FRAME: usize = 9216;
+
+/// How [`pipeline`] cuts an input into buffers: the first buffer's length
+/// from the second-last byte (bit 7 set: 14 + the low 6 bits, so it may
+/// end inside the IP or L4 header; else 54 + 12 × the byte), the later
+/// buffers' from the third-last (64 + 8 × the byte). None when the input
+/// (up to [`MAX_FRAME`] bytes) fits the first buffer.
+pub fn chain_pieces(data: &[u8]) -> Option<Vec<&[u8]>> {
+    let input = &data[..data.len().min(MAX_FRAME)];
+    let n = input.len();
+    let (a, b) = (n.checked_sub(2).map_or(0, |i| input[i]), n.checked_sub(3).map_or(0, |i| input[i]));
+    let first = if a & 0x80 != 0 { 14 + usize::from(a & 0x3f) } else { 54 + usize::from(a) * 12 };
+    let rest = 64 + usize::from(b) * 8;
+    (n > first).then(|| std::iter::once(&input[..first]).chain(input[first..].chunks(rest)).collect())
+}
+
+fn pipeline_one(data: &[u8]) {
     HARNESS.with(|h| {
         let mut h = h.borrow_mut();
         h.ctx.now = h.ctx.now.wrapping_add(2);

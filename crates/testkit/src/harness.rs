@@ -140,10 +140,79 @@ impl Harness {
         self.port_macs.iter().position(|m| Some(&m[..]) == dst).map_or(0, |i| i as u8)
     }
 
+    /// Runs one frame received as a chain of buffers (multi-buffer AF_XDP),
+    /// `pieces` in order: the first in frame 0, each later one in the next
+    /// frame, as many as a chain may have (a longer chain is dropped as
+    /// `chain_too_long`, like the worker's RX does). Each piece is cut to
+    /// what a UMEM frame holds.
+    pub fn run_chain(&mut self, pieces: &[&[u8]]) -> ChainRun {
+        self.batch.clear();
+        let Some((first, rest)) = pieces.split_first() else {
+            return ChainRun {
+                verdict: Verdict::Continue,
+                bytes: Vec::new(),
+                more: 0,
+                tail: Vec::new(),
+                pushed: Vec::new(),
+            };
+        };
+        let first = &first[..first.len().min(FRAME - HEADROOM)];
+        let ingress = self.ingress_of(first);
+        self.batch.push_copy(HEADROOM as u64, first, ingress);
+        let mut pushed = Vec::new();
+        for (k, piece) in rest.iter().enumerate().take(MAX_BATCH as usize - 1) {
+            let piece = &piece[..piece.len().min(FRAME - HEADROOM)];
+            if !self.batch.push_tail_copy(((k + 1) * FRAME + HEADROOM) as u64, piece) {
+                break;
+            }
+            pushed.push(piece.len() as u32);
+        }
+        let spares = &mut self.free_spares;
+        self.batch.top_up_spares(|| spares.pop());
+        pipeline::housekeeping(&mut self.ctx, 64);
+        pipeline::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
+        let m = self.batch.metas()[0];
+        let mut run = ChainRun {
+            verdict: m.verdict,
+            bytes: self.batch.packet(0).unwrap_or(&[]).to_vec(),
+            more: self.batch.more[0],
+            tail: Vec::new(),
+            pushed,
+        };
+        for &t in self.batch.tail(0) {
+            run.tail.push((t.1, self.batch.tail_bytes(t).unwrap_or(&[]).to_vec()));
+        }
+        for m in self.batch.metas() {
+            if m.addr >= (MAX_BATCH as usize * FRAME) as u64 {
+                self.free_spares.push(m.addr & !(FRAME as u64 - 1));
+            }
+        }
+        // As a worker does once the batch is sent: the later buffers are
+        // the harness's own frames, nothing to return them to.
+        self.batch.release_tail(0);
+        run
+    }
+
     /// Runs one frame; returns its verdict and bytes.
     pub fn run_one(&mut self, frame: &[u8]) -> (Verdict, Vec<u8>) {
         let mut r = (Verdict::Continue, Vec::new());
         self.run(&[frame], |_, v, b| r = (v, b.to_vec()));
         r
     }
+}
+
+/// What [`Harness::run_chain`] saw of its chain after the pipelines.
+#[derive(Debug)]
+pub struct ChainRun {
+    pub verdict: Verdict,
+    /// The first buffer as the stages left it.
+    pub bytes: Vec<u8>,
+    /// The packet's bytes after its first buffer (0: a stage replaced it,
+    /// or it had one buffer).
+    pub more: u32,
+    /// The later buffers the batch still holds (length, bytes), in order:
+    /// each is freed or sent with its packet, never lost.
+    pub tail: Vec<(u32, Vec<u8>)>,
+    /// Lengths of the later buffers the batch took.
+    pub pushed: Vec<u32>,
 }
