@@ -10,7 +10,7 @@ use super::rewrite::xlat::{
 use super::rewrite::{nat, related};
 use super::{Batch, Ctx, DropReason, FrameMut, Stage, Verdict};
 use crate::nat46::siit::build_too_big_chain;
-use crate::nat46::{build_time_exceeded, build_too_big, RouterAddrs};
+use crate::nat46::{build_time_exceeded, RouterAddrs};
 
 pub use super::rewrite::nat::rewrite;
 
