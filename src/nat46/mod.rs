@@ -31,8 +31,8 @@ pub use siit::{
 use crate::wire::checksum::{checksum, l4_checksum_v4, l4_checksum_v6};
 use crate::wire::parse::{FragKind, IpVersion, ParsedPacket};
 
-/// Whether the IPv4 header checksum and, for unfragmented TCP/UDP/ICMP/ICMPv6,
-/// the transport checksum of a parsed frame are valid. IPv4 UDP checksum 0
+/// Whether the IPv4 header checksum and, for unfragmented TCP/UDP/ICMP/ICMPv6
+/// (ICMPv4 over either version), the transport checksum of a parsed frame are valid. IPv4 UDP checksum 0
 /// counts as valid, IPv6 UDP checksum 0 as invalid.
 pub fn checksums_valid(frame: &[u8], p: &ParsedPacket) -> bool {
     let l4 = p.l4(frame);
@@ -65,6 +65,9 @@ pub fn checksums_valid(frame: &[u8], p: &ParsedPacket) -> bool {
             match p.tuple.proto {
                 6 | 58 => l4_checksum_v6(s, d, p.tuple.proto, l4) == 0,
                 17 => !matches!(l4.get(6..8), Some([0, 0])) && l4_checksum_v6(s, d, 17, l4) == 0,
+                // ICMPv4 (meaningless over IPv6, translated as it is): its
+                // checksum has no pseudo-header, so it holds or not on either side.
+                1 => checksum(l4) == 0,
                 _ => true,
             }
         }

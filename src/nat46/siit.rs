@@ -769,11 +769,12 @@ pub(super) fn general_4to6(
     let dst6 = cfg.dst.v4_to_v6(h.dst).ok_or(Drop::UntranslatableAddr)?;
     // RFC 7915 §4.1 copies the protocol into Next Header, but an IPv4
     // protocol number that names an IPv6 extension header (Hop-by-Hop 0,
-    // Routing 43, Fragment 44, Destination Options 60, Mobility 135, HIP
-    // 139, Shim6 140, experimental 253/254) would make the IPv6 receiver
-    // parse the IPv4 payload as that header. Such packets are dropped (found
-    // by fuzzing; Jool refuses them too).
-    if matches!(h.proto, 0 | 43 | 44 | 60 | 135 | 139 | 140 | 253 | 254) {
+    // Routing 43, Fragment 44, Authentication 51, Destination Options 60,
+    // Mobility 135, HIP 139, Shim6 140, experimental 253/254) would make the
+    // IPv6 receiver parse the IPv4 payload as that header. Such packets are
+    // dropped (found by fuzzing; Jool refuses them too). AH could not
+    // survive anyway: its ICV covers the addresses translation changes.
+    if matches!(h.proto, 0 | 43 | 44 | 51 | 60 | 135 | 139 | 140 | 253 | 254) {
         return Err(Drop::Untranslatable);
     }
 

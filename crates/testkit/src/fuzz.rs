@@ -518,7 +518,7 @@ fn pipeline_chain(h: &mut Harness, data: &[u8]) {
     let Some(pieces) = chain_pieces(data) else { return };
     let input = &data[..data.len().min(MAX_FRAME)];
     let (n, first) = (input.len(), pieces[0].len());
-    h.ctx.now = h.ctx.now.wrapping_add(2);
+    h.ctx.now = h.ctx.now.wrapping_add(input_clock_step());
     let empty: &[&[u8]] = &[];
     for _ in 0..h.ctx.conntrack.capacity() / 64 + 1 {
         h.run(empty, |_, _, _| {});
@@ -586,10 +586,20 @@ pub fn chain_pieces(data: &[u8]) -> Option<Vec<&[u8]>> {
     (n > first).then(|| std::iter::once(&input[..first]).chain(input[first..].chunks(rest)).collect())
 }
 
+/// Seconds each input moves the harness's clock on: past the fragment
+/// table's lifetime (3 s by default), so no datagram an earlier input
+/// fragmented is still known. Otherwise a later input's first fragment
+/// with the same (source, destination, protocol, ID) but other ports is
+/// rightly refused as `fragment_bogus`, and the "reply to a live flow"
+/// check failed on state no single input reproduces.
+fn input_clock_step() -> u32 {
+    shunt::config::Fragments::default().timeout + 1
+}
+
 fn pipeline_one(data: &[u8]) {
     HARNESS.with(|h| {
         let mut h = h.borrow_mut();
-        h.ctx.now = h.ctx.now.wrapping_add(2);
+        h.ctx.now = h.ctx.now.wrapping_add(input_clock_step());
         // Sweep the table so no expired entry of an earlier input is left
         // (each input then starts from an empty table and a crash reproduces
         // from its one input). Without this sweep the fuzzer finds the
