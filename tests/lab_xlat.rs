@@ -5,6 +5,20 @@ mod common;
 
 use common::*;
 
+/// Runs each (namespace, command) in order; an empty namespace runs the
+/// command on the host. Panics with the first failure's stderr.
+fn setup_all(steps: &[(&str, &str)]) {
+    for &(ns, cmd) in steps {
+        let (ok, out) = if ns.is_empty() {
+            let o = std::process::Command::new("bash").args(["-c", cmd]).output().unwrap();
+            (o.status.success(), String::from_utf8_lossy(&o.stderr).to_string())
+        } else {
+            run(cmd, ns)
+        };
+        assert!(ok, "{ns}: {cmd}: {out}");
+    }
+}
+
 fn run(cmd: &str, ns: &str) -> (bool, String) {
     let out = ns_exec(ns, &["bash", "-c", cmd]);
     (
@@ -216,7 +230,7 @@ struct SecondIpv6Host;
 impl SecondIpv6Host {
     fn add() -> SecondIpv6Host {
         let host = SecondIpv6Host;
-        for (ns, cmd) in [
+        setup_all(&[
             ("", "ip netns del shunt-hp6 2>/dev/null; ip netns add shunt-hp6"),
             ("shunt-hp6", "ip link set lo up"),
             (
@@ -231,15 +245,7 @@ impl SecondIpv6Host {
             ("shunt-be6", "ip link set hpr up"),
             ("shunt-be6", "ip -6 route replace fd00:201::/120 dev hpr"),
             ("shunt-be6", "ethtool -K hpr tx off"),
-        ] {
-            let (ok, out) = if ns.is_empty() {
-                let o = std::process::Command::new("bash").args(["-c", cmd]).output().unwrap();
-                (o.status.success(), String::from_utf8_lossy(&o.stderr).to_string())
-            } else {
-                run(cmd, ns)
-            };
-            assert!(ok, "{ns}: {cmd}: {out}");
-        }
+        ]);
         host
     }
 }
@@ -299,7 +305,7 @@ struct HostBehindClient6;
 impl HostBehindClient6 {
     fn add() -> HostBehindClient6 {
         let host = HostBehindClient6;
-        for (ns, cmd) in [
+        setup_all(&[
             ("", "ip netns del shunt-hp6 2>/dev/null; ip netns add shunt-hp6"),
             ("shunt-hp6", "ip link set lo up"),
             (
@@ -314,15 +320,7 @@ impl HostBehindClient6 {
             ("shunt-client6", "ip link set hpr up"),
             ("shunt-client6", "ethtool -K hpr tx off"),
             ("shunt-client6", "sysctl -qw net.ipv6.conf.all.forwarding=1"),
-        ] {
-            let (ok, out) = if ns.is_empty() {
-                let o = std::process::Command::new("bash").args(["-c", cmd]).output().unwrap();
-                (o.status.success(), String::from_utf8_lossy(&o.stderr).to_string())
-            } else {
-                run(cmd, ns)
-            };
-            assert!(ok, "{ns}: {cmd}: {out}");
-        }
+        ]);
         host
     }
 }
