@@ -41,9 +41,10 @@ pub struct UmemArea {
     pub hugepages: bool,
 }
 
-// SAFETY: the area is plain anonymous memory; who may touch which frame is
-// decided by frame ownership (one holder per frame descriptor), not by
-// which thread holds the area.
+// SAFETY: the area is plain memory (an anonymous mapping, or a memfd a
+// previous image handed over, mapped by this process alone); who may touch
+// which frame is decided by frame ownership (one holder per frame
+// descriptor), not by which thread holds the area.
 unsafe impl Send for UmemArea {}
 // SAFETY: as above; `&UmemArea` only hands out the base pointer and length.
 unsafe impl Sync for UmemArea {}
