@@ -891,6 +891,21 @@ entries_per_worker = 4096
         }
     }
 
+    /// Worker `wi` (of two) opens a flow with a client SYN: the SNAT
+    /// address and port its SYN left with, from the worker's own share.
+    /// Keeps what the worker sends to the backend side.
+    fn open_flow_on(w: &mut Worker<FakePort>, wi: u16) -> ([u8; 4], u16) {
+        w.xsk.ports[BE].keep_sent = true;
+        assert!(w.xsk.ports[CLI].deliver(&syn(40000)));
+        settle(w);
+        let out = SlicedPacket::from_ethernet(&w.xsk.ports[BE].sent[0]).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &out.net else { panic!("not IPv4") };
+        let snat_addr = ip.header().source();
+        let Some(TransportSlice::Tcp(t)) = out.transport else { panic!("not TCP") };
+        assert_eq!(crate::pipeline::snat::owner(t.source_port(), 2), wi);
+        (snat_addr, t.source_port())
+    }
+
     #[test]
     fn forwards_and_every_frame_comes_back() {
         let cfg = config(1, 512, 128);
@@ -1098,15 +1113,7 @@ entries_per_worker = 4096
         let mesh = ws[0].mesh.clone();
         ws[0].step();
         ws[1].step();
-        ws[1].xsk.ports[BE].keep_sent = true;
-        assert!(ws[1].xsk.ports[CLI].deliver(&syn(40000)));
-        settle(&mut ws[1]);
-        let out = SlicedPacket::from_ethernet(&ws[1].xsk.ports[BE].sent[0]).unwrap();
-        let Some(NetSlice::Ipv4(ip)) = &out.net else { panic!("not IPv4") };
-        let snat_addr = ip.header().source();
-        let Some(TransportSlice::Tcp(t)) = out.transport else { panic!("not TCP") };
-        let snat_port = t.source_port();
-        assert_eq!(crate::pipeline::snat::owner(snat_port, 2), 1);
+        let (snat_addr, snat_port) = open_flow_on(&mut ws[1], 1);
         ws[0].xsk.ports[CLI].keep_sent = true;
         let (big, payload) = big_tcp((BACKEND, 80), (snat_addr, snat_port), BE);
         assert!(ws[0].xsk.ports[BE].deliver(&big));
@@ -1218,17 +1225,9 @@ entries_per_worker = 4096
         let mesh = ws[0].mesh.clone();
         ws[0].step();
         ws[1].step();
-        ws[1].xsk.ports[BE].keep_sent = true;
         let cli_iface = ws[1].xsk.ports[CLI].interface_idx;
         assert_eq!(ws[1].mtus.set(cli_iface, 1500), Some(9000));
-        assert!(ws[1].xsk.ports[CLI].deliver(&syn(40000)));
-        settle(&mut ws[1]);
-        let out = SlicedPacket::from_ethernet(&ws[1].xsk.ports[BE].sent[0]).unwrap();
-        let Some(NetSlice::Ipv4(ip)) = &out.net else { panic!("not IPv4") };
-        let snat_addr = ip.header().source();
-        let Some(TransportSlice::Tcp(t)) = out.transport else { panic!("not TCP") };
-        let snat_port = t.source_port();
-        assert_eq!(crate::pipeline::snat::owner(snat_port, 2), 1);
+        let (snat_addr, snat_port) = open_flow_on(&mut ws[1], 1);
         ws[0].xsk.ports[BE].keep_sent = true;
         ws[0].xsk.ports[CLI].keep_sent = true;
         let big = with_df(big_tcp((BACKEND, 80), (snat_addr, snat_port), BE).0, true);
@@ -1415,15 +1414,7 @@ entries_per_worker = 4096
         ws[0].step();
         ws[1].step();
         // Worker 1 opens the flow: the SNAT port is from its share.
-        ws[1].xsk.ports[BE].keep_sent = true;
-        assert!(ws[1].xsk.ports[CLI].deliver(&syn(40000)));
-        settle(&mut ws[1]);
-        let out = SlicedPacket::from_ethernet(&ws[1].xsk.ports[BE].sent[0]).unwrap();
-        let Some(NetSlice::Ipv4(ip)) = &out.net else { panic!("not IPv4") };
-        let snat_addr = ip.header().source();
-        let Some(TransportSlice::Tcp(t)) = out.transport else { panic!("not TCP") };
-        let snat_port = t.source_port();
-        assert_eq!(crate::pipeline::snat::owner(snat_port, 2), 1);
+        let (snat_addr, snat_port) = open_flow_on(&mut ws[1], 1);
         // The reply lands on worker 0, which hands it over; worker 1 NATs
         // it in worker 0's UMEM; worker 0 sends it to the client.
         ws[0].xsk.ports[CLI].keep_sent = true;
