@@ -476,6 +476,49 @@ pub const LAYOUT: u64 = {
 #[derive(Clone, Copy, Default)]
 struct Tags([u32; WAYS]);
 
+impl Tags {
+    /// Bit `w` set where way `w` holds `tag`: two vector compares and
+    /// their masks, not eight compares and branches.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn matching(&self, tag: u32) -> u32 {
+        use core::arch::x86_64::{
+            _mm_castsi128_ps, _mm_cmpeq_epi32, _mm_movemask_ps, _mm_set1_epi32, _mm_set_epi32,
+        };
+        let t = self.0.map(|x| x as i32);
+        // SAFETY: register-only SSE2 operations (no memory access), and
+        // SSE2 is baseline on x86_64.
+        unsafe {
+            let k = _mm_set1_epi32(tag as i32);
+            let lo = _mm_cmpeq_epi32(_mm_set_epi32(t[3], t[2], t[1], t[0]), k);
+            let hi = _mm_cmpeq_epi32(_mm_set_epi32(t[7], t[6], t[5], t[4]), k);
+            (_mm_movemask_ps(_mm_castsi128_ps(lo)) | _mm_movemask_ps(_mm_castsi128_ps(hi)) << 4) as u32
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline(always)]
+    fn matching(&self, tag: u32) -> u32 {
+        let mut m = 0;
+        for (w, &t) in self.0.iter().enumerate() {
+            m |= u32::from(t == tag) << w;
+        }
+        m
+    }
+}
+
+/// The ways set in `mask`, lowest first.
+#[inline(always)]
+fn ways(mut mask: u32) -> impl Iterator<Item = usize> {
+    core::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let w = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            w
+        })
+    })
+}
+
 /// The connection table. See module docs.
 pub struct ConnTable {
     tags: Slots<Tags>,
@@ -637,10 +680,7 @@ impl ConnTable {
             let (b1, b2, tag) = place(hash, self.bucket_mask);
             for b in [b1, b2] {
                 let Some(t) = self.tags.get(b) else { continue };
-                for (w, &x) in t.0.iter().enumerate() {
-                    if x != tag {
-                        continue;
-                    }
+                for w in ways(t.matching(tag)) {
                     if let Some(e) = self.entries.get(b * WAYS + w) {
                         let p = (e as *const Entry).cast::<i8>();
                         // SAFETY: as in `prefetch`: non-faulting hints on both
@@ -706,9 +746,8 @@ impl ConnTable {
     #[inline]
     fn find(&self, key: &FlowKey, b1: usize, b2: usize, tag: u32) -> Option<(usize, usize)> {
         for b in [b1, b2] {
-            let tags = &self.tags[b].0;
-            for (w, &t) in tags.iter().enumerate() {
-                if t == tag && self.entries[b * WAYS + w].key == *key {
+            for w in ways(self.tags[b].matching(tag)) {
+                if self.entries[b * WAYS + w].key == *key {
                     return Some((b, w));
                 }
             }

@@ -71,8 +71,14 @@ impl Stage for NatStage {
                     }
                 }
                 let end = p.start + p.meta.len as usize;
-                let rewrite = if p.flow.related { related::rewrite } else { nat::rewrite };
-                p.frame.get_mut(p.start..end).and_then(|d| rewrite(d, p.flow)).ok_or(Cause::INCONSISTENT)
+                let flow = &*p.flow;
+                // Called directly, not through a function pointer: the NAT
+                // rewrite inlines into this loop.
+                let done = p.frame.get_mut(p.start..end).and_then(|d| match flow.related {
+                    true => related::rewrite(d, flow),
+                    false => nat::rewrite(d, flow),
+                });
+                done.ok_or(Cause::INCONSISTENT)
             } else if p.flow.related {
                 translate_related(&mut p, &prefixes, &self.mtus)
             } else {
@@ -158,7 +164,19 @@ enum Fit {
 /// the frame's: bytes after the packet (Ethernet padding, or junk) are no
 /// part of what the sender could shrink. A frame that still does not fit
 /// because of them is dropped and counted at transmit.
+#[inline]
 fn too_big(p: &mut FrameMut<'_>, more: u32, router: &RouterAddrs, mtu: u16) -> Fit {
+    // The IP packet is no longer than the frame after its L2 header: a frame
+    // within the MTU fits whatever its IP length says (the common case).
+    let carried = (p.meta.len as usize + more as usize).saturating_sub(usize::from(p.flow.l3));
+    if carried <= usize::from(mtu) {
+        return Fit::Fits;
+    }
+    too_big_frame(p, more, router, mtu)
+}
+
+#[cold]
+fn too_big_frame(p: &mut FrameMut<'_>, more: u32, router: &RouterAddrs, mtu: u16) -> Fit {
     let l3 = usize::from(p.flow.l3);
     let len = p.meta.len as usize;
     let at = p.start + l3;

@@ -574,12 +574,11 @@ fn simple_in(frame: &[u8], more: usize) -> Option<Simple> {
             {
                 return None;
             }
-            let mut s = [0u8; 16];
-            let mut d = [0u8; 16];
-            s[10..12].copy_from_slice(&[0xff, 0xff]);
-            d[10..12].copy_from_slice(&[0xff, 0xff]);
-            s[12..].copy_from_slice(&h[12..16]);
-            d[12..].copy_from_slice(&h[16..20]);
+            // Built in registers and stored whole: assembled byte-wise in
+            // memory, the 16-byte loads of the key after it would stall on
+            // store forwarding.
+            let mapped = |a: [u8; 4]| (0xffff_u128 << 32 | u128::from(u32::from_be_bytes(a))).to_be_bytes();
+            let (s, d) = (mapped([h[12], h[13], h[14], h[15]]), mapped([h[16], h[17], h[18], h[19]]));
             (false, 20, total, h[9], s, d)
         }
         ETHERTYPE_IPV6 => {
