@@ -16,7 +16,7 @@ pub use crate::wire::parse::FragKind;
 /// ICMP echo `sport == dport == identifier`. Padding is private and always
 /// zero so derived equality is byte equality.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, Eq, Default)]
 pub struct FlowKey {
     pub src: [u8; 16],
     pub dst: [u8; 16],
@@ -37,6 +37,12 @@ impl PartialEq for FlowKey {
         };
         let (a, b) = (wide(self), wide(o));
         ((a.0 ^ b.0) | (a.1 ^ b.1) | u128::from(a.2 ^ b.2)) == 0
+    }
+}
+
+impl core::hash::Hash for FlowKey {
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        (self.src, self.dst, self.sport, self.dport, self.proto).hash(h);
     }
 }
 
