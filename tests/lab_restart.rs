@@ -8,7 +8,7 @@ mod common;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -36,28 +36,9 @@ fn socket(state: &Path) -> PathBuf {
 
 /// Starts the binary `exe` with `config` and `state`, waits until it runs.
 fn start_with(exe: &Path, config: &Path, state: &Path) -> Shunt {
-    let log = std::env::temp_dir().join(format!("shunt-restart-{}.log", rand_u32()));
-    let f = File::create(&log).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", "shunt"])
-        .arg(exe)
-        .args(["--log", "info", "run", "--config"])
-        .arg(config)
-        .arg("--state-dir")
-        .arg(state)
-        .arg("--control-socket")
-        .arg(socket(state))
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .spawn()
-        .expect("spawn shunt");
-    let s = Shunt { child, log };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !s.output().contains("Ctrl-C to stop") {
-        assert!(Instant::now() < deadline, "shunt did not start:\n{}", s.output());
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    s
+    Shunt::start_with(exe, config, |c| {
+        c.arg("--state-dir").arg(state).arg("--control-socket").arg(socket(state));
+    })
 }
 
 /// `shunt restart` against the instance serving `state`; returns how long
@@ -88,14 +69,7 @@ fn downloads(dir: &Path) -> Vec<(Child, PathBuf)> {
     (0..FLOWS)
         .map(|i| {
             let out = dir.join(format!("dl{i}"));
-            let child = Command::new("ip")
-                .args(["netns", "exec", "shunt-client", "curl", "-s", "-m", "60", "--limit-rate", RATE, "-o"])
-                .arg(&out)
-                .arg("http://10.0.100.1/big.bin")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let child = download_in_background("shunt-client", "http://10.0.100.1/big.bin", RATE, 60, &out);
             (child, out)
         })
         .collect()
@@ -493,26 +467,8 @@ fn nat64_tcp_transfer_continues_across_a_planned_restart() {
     let dir = std::env::temp_dir().join(format!("shunt-restart-nat64-{}", rand_u32()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("dl");
-    let mut curl = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            "shunt-client6",
-            "curl",
-            "-s",
-            "-m",
-            "60",
-            "--limit-rate",
-            "100k",
-            "-g",
-            "-o",
-        ])
-        .arg(&out)
-        .arg("http://[64:ff9b::198.51.100.80]/big.bin")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut curl =
+        download_in_background("shunt-client6", "http://[64:ff9b::198.51.100.80]/big.bin", "100k", 60, &out);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::fs::metadata(&out).map_or(0, |m| m.len()) < 200_000 {
         assert!(Instant::now() < deadline, "the NAT64 download did not start\n{}", shunt.output());
