@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -314,16 +313,6 @@ fn a_corrupt_state_file_starts_empty_and_serves() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
-/// A network namespace's handle, for threads that enter it (`setns` moves
-/// only the calling thread).
-fn enter_netns(name: &str) {
-    let f = File::open(format!("/run/netns/{name}")).unwrap();
-    // SAFETY: setns(2) on an open namespace file; it changes only this
-    // thread's network namespace.
-    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
-}
-
 /// UDP datagrams a second, sent at an even pace.
 const UDP_PPS: u64 = 50_000;
 const UDP_PORT: u16 = 9300;
@@ -331,16 +320,8 @@ const UDP_PORT: u16 = 9300;
 /// config.toml plus a full-NAT UDP service on the VIP with one backend.
 fn udp_config() -> PathBuf {
     let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
-    let (head, tail) = base.split_at(base.find("[conntrack]").unwrap());
-    let text = format!(
-        "{head}\n[[service]]\nname = \"stream\"\nvip = \"10.0.100.1\"\nport = {UDP_PORT}\nprotocol = \"udp\"\n\
-         pipeline = \"l4lb\"\nsnat_pool = \"10.0.3.0/28\"\n\
-         backends = [ {{ addr = \"10.0.2.11\", port = {UDP_PORT}, mac = \"02:00:00:00:02:0b\" }} ]\n\
-         health = {{ kind = \"none\" }}\n\n{tail}"
-    );
-    let path = std::env::temp_dir().join(format!("shunt-restart-udp-{}.toml", rand_u32()));
-    std::fs::write(&path, text).unwrap();
-    path
+    let stream = service("stream", "10.0.100.1", UDP_PORT, "udp", "10.0.3.0/28", &BACKENDS4[..1]);
+    config_with_services(&base, &[stream], "restart-udp")
 }
 
 /// A constant-rate UDP stream (client to the VIP, full-NAT, one backend)
@@ -355,8 +336,7 @@ fn udp_stream_through_a_planned_restart_loses_only_milliseconds() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let receiver = {
         let stop = stop.clone();
-        std::thread::spawn(move || {
-            enter_netns("shunt-be1");
+        in_netns("shunt-be1", move || {
             let sock = std::net::UdpSocket::bind(("10.0.2.11", UDP_PORT)).unwrap();
             let big: libc::c_int = 8 << 20;
             // SAFETY: setsockopt with an int option value of the right size.
@@ -394,8 +374,7 @@ fn udp_stream_through_a_planned_restart_loses_only_milliseconds() {
     };
     let sender = {
         let stop = stop.clone();
-        std::thread::spawn(move || {
-            enter_netns("shunt-client");
+        in_netns("shunt-client", move || {
             let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
             sock.connect(("10.0.100.1", UDP_PORT)).unwrap();
             let t0 = Instant::now();
