@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,28 +13,24 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// A copy of the default config with its own control socket, the
-/// `[conntrack]` section replaced by `conntrack`.
+/// `[conntrack]` section replaced by `conntrack`, no metrics listener.
 fn config(tag: &str, conntrack: &str) -> (PathBuf, PathBuf) {
-    let id = rand_u32();
-    let sock = std::env::temp_dir().join(format!("shunt-{tag}-{id}.sock"));
-    let text = std::fs::read_to_string(repo().join("config.toml")).unwrap();
-    let start = text.find("[conntrack]").unwrap();
-    let end = text.find("[telemetry]").unwrap();
-    let text = format!("{}{conntrack}\n\n{}", &text[..start], &text[end..])
-        .replace("/run/shunt/control.sock", sock.to_str().unwrap())
-        .replace("prometheus = \"127.0.0.1:9464\"", "");
-    let path = std::env::temp_dir().join(format!("shunt-{tag}-{id}.toml"));
-    std::fs::write(&path, text).unwrap();
-    (path, sock)
+    let c = lab_config(tag, |text| {
+        let start = text.find("[conntrack]").unwrap();
+        let end = text.find("[telemetry]").unwrap();
+        format!("{}{conntrack}\n\n{}", &text[..start], &text[end..])
+            .replace("prometheus = \"127.0.0.1:9464\"", "")
+    });
+    (c.cfg, c.sock)
 }
 
 /// Counters of worker 0 from `shunt stats --json` (drop details included),
 /// and the kernel's AF_XDP socket counters as `INTERFACE/NAME`.
-fn counters(sock: &Path) -> std::collections::HashMap<String, u64> {
+fn counters(sock: &Path) -> HashMap<String, u64> {
     let out = Command::new(SHUNT).args(["stats", "--json", "--socket"]).arg(sock).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let snap: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut m = std::collections::HashMap::new();
+    let mut m = HashMap::new();
     for w in snap["workers"].as_array().unwrap() {
         for c in w["counters"].as_array().unwrap() {
             *m.entry(c[0].as_str().unwrap().to_string()).or_insert(0) += c[1].as_u64().unwrap();
@@ -54,22 +51,25 @@ fn counters(sock: &Path) -> std::collections::HashMap<String, u64> {
     m
 }
 
+/// How much counter `k` grew from `before` to `after` (absent counts as 0).
+fn delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>, k: &str) -> u64 {
+    after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0)
+}
+
+/// Shunt running `config(tag, conntrack)` and serving the client; its
+/// control socket.
+fn serving(tag: &str, conntrack: &str) -> (Shunt, PathBuf) {
+    let (cfg, sock) = config(tag, conntrack);
+    let shunt = Shunt::start(&cfg);
+    assert_eq!(curl_ok(3), 3);
+    (shunt, sock)
+}
+
 /// Runs a scapy script in the client namespace (the system Python, where
 /// Debian's python3-scapy lives).
 fn scapy(script: &str) {
     let out = ns_exec("shunt-client", &["/usr/bin/python3", "-c", script]);
     assert!(out.status.success(), "scapy: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn curl_ok(n: usize) -> usize {
-    curl_ok_within(n, 3)
-}
-
-/// [`curl_ok`] with `secs` for each request.
-fn curl_ok_within(n: usize, secs: u32) -> usize {
-    let script = format!("for i in $(seq {n}); do curl -s -m {secs} --no-keepalive http://10.0.100.1/; done");
-    let out = ns_exec("shunt-client", &["bash", "-c", &script]);
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("shunt-be")).count()
 }
 
 /// A rate-limited download of the lab's 1 MiB file, running in the background.
@@ -92,9 +92,7 @@ const SH_CLI_MAC: &str = "02:00:00:00:01:01";
 #[test]
 fn martians_and_foreign_macs_are_dropped_and_counted() {
     let Some(_lab) = lab() else { return };
-    let (cfg, sock) = config("martian", "[conntrack]\nentries_per_worker = 65536");
-    let shunt = Shunt::start(&cfg);
-    assert_eq!(curl_ok(3), 3);
+    let (shunt, sock) = serving("martian", "[conntrack]\nentries_per_worker = 65536");
     let before = counters(&sock);
     // Five frames of each class, all to the VIP's port 80 (what XDP redirects).
     scapy(&format!(
@@ -122,7 +120,6 @@ for x in f:
     ));
     std::thread::sleep(Duration::from_millis(300));
     let after = counters(&sock);
-    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
     let want = [
         ("martian/src_loopback", 10),
         ("martian/src_this_network", 10),
@@ -135,10 +132,10 @@ for x in f:
         ("martian/bad_ipv4_options", 5),
     ];
     for (k, n) in want {
-        assert_eq!(delta(k), n, "{k}; counters after: {after:?}");
+        assert_eq!(delta(&before, &after, k), n, "{k}; counters after: {after:?}");
     }
-    assert_eq!(delta("martian"), 75, "the drop reason counts each once");
-    assert_eq!(delta("new_flows"), 0, "no martian opened a flow");
+    assert_eq!(delta(&before, &after, "martian"), 75, "the drop reason counts each once");
+    assert_eq!(delta(&before, &after, "new_flows"), 0, "no martian opened a flow");
     assert_eq!(curl_ok(3), 3, "legitimate clients unaffected");
     shunt.stop();
 }
@@ -193,8 +190,7 @@ sendp(f, iface="cli0")
     ));
     std::thread::sleep(Duration::from_millis(200));
     let after = counters(&sock);
-    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
-    assert_eq!(delta("wrong_side"), 64 + 5 + 5, "every forged packet dropped: {after:?}");
+    assert_eq!(delta(&before, &after, "wrong_side"), 64 + 5 + 5, "every forged packet dropped: {after:?}");
     let out = dl.wait_with_output().unwrap();
     assert!(out.status.success(), "download cut");
     assert!(out.stdout == big(), "download intact ({} bytes)", out.stdout.len());
@@ -395,8 +391,7 @@ assert len(rst) == 5, [x.summary() for x in ans]
 "#
     ));
     let after = counters(&sock);
-    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
-    assert_eq!(delta("snat_exhausted"), tries + 1, "each refused flow once: {after:?}");
+    assert_eq!(delta(&before, &after, "snat_exhausted"), tries + 1, "each refused flow once: {after:?}");
     shunt.stop();
 }
 
@@ -407,9 +402,7 @@ assert len(rst) == 5, [x.summary() for x in ans]
 #[test]
 fn backend_link_down_is_counted_per_backend() {
     let Some(_lab) = lab() else { return };
-    let (cfg, sock) = config("linkdown", "[conntrack]\nentries_per_worker = 65536");
-    let shunt = Shunt::start(&cfg);
-    assert_eq!(curl_ok(3), 3);
+    let (shunt, sock) = serving("linkdown", "[conntrack]\nentries_per_worker = 65536");
     let failed_before = backend_tx_failed(&sock);
     let before = counters(&sock);
     let link = |state: &str| {
@@ -423,12 +416,11 @@ fn backend_link_down_is_counted_per_backend() {
     link("up");
     let after = counters(&sock);
     let failed = backend_tx_failed(&sock) - failed_before;
-    let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
     assert_eq!(ok, 0, "no connection through a dead link");
     // Carrier loss also flushes the kernel's neighbours on the link, so
     // backend MACs go unresolved: both are backend-side transmit failures.
-    let lost = delta("link_down") + delta("next_hop_unresolved");
-    assert!(delta("link_down") > 0 && lost >= 5, "a SYN of each try at least: {after:?}");
+    let lost = delta(&before, &after, "link_down") + delta(&before, &after, "next_hop_unresolved");
+    assert!(delta(&before, &after, "link_down") > 0 && lost >= 5, "a SYN of each try at least: {after:?}");
     assert_eq!(failed, lost, "every one counted against its backend");
     let deadline = Instant::now() + Duration::from_secs(10);
     while curl_ok(1) != 1 {

@@ -14,39 +14,51 @@ fn default_config() -> std::path::PathBuf {
     repo().join("pipelines/l2fwd.toml")
 }
 
-#[test]
-fn udp_and_tcp_cross_the_userspace_path() {
-    let Some(_lab) = lab() else { return };
-    let shunt = Shunt::start(&default_config());
-
-    // UDP: 200 datagrams client → backend 1, counted at the backend.
-    let udp_rx = in_netns("shunt-be1", || {
-        let s = UdpSocket::bind("10.0.2.11:7000").unwrap();
+/// `count` copies of `datagram` from the client (bound to `from`) to
+/// backend 1's `to`, one every `gap_us` microseconds; how many arrived
+/// intact within 3 s of each other, and their bytes.
+fn udp_to_backend<const N: usize>(
+    from: &'static str,
+    to: &'static str,
+    datagram: [u8; N],
+    count: u32,
+    gap_us: u64,
+) -> (u32, usize) {
+    let rx = in_netns("shunt-be1", move || {
+        let s = UdpSocket::bind(to).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let mut got = 0u32;
-        let mut bytes = 0usize;
+        let (mut got, mut bytes) = (0u32, 0usize);
         let mut buf = [0u8; 2048];
         while let Ok(n) = s.recv(&mut buf) {
-            assert!(buf[..n].iter().all(|&b| b == 0x5a), "payload intact");
+            assert_eq!(&buf[..n], &datagram[..], "payload intact");
             got += 1;
             bytes += n;
-            if got == 200 {
+            if got == count {
                 break;
             }
         }
         (got, bytes)
     });
     std::thread::sleep(Duration::from_millis(200));
-    in_netns("shunt-client", || {
-        let s = UdpSocket::bind("10.0.1.2:0").unwrap();
-        for _ in 0..200 {
-            s.send_to(&[0x5a; 1000], "10.0.2.11:7000").unwrap();
-            std::thread::sleep(Duration::from_micros(200));
+    in_netns("shunt-client", move || {
+        let s = UdpSocket::bind(from).unwrap();
+        for _ in 0..count {
+            s.send_to(&datagram, to).unwrap();
+            std::thread::sleep(Duration::from_micros(gap_us));
         }
     })
     .join()
     .unwrap();
-    let (udp_got, udp_bytes) = udp_rx.join().unwrap();
+    rx.join().unwrap()
+}
+
+#[test]
+fn udp_and_tcp_cross_the_userspace_path() {
+    let Some(_lab) = lab() else { return };
+    let shunt = Shunt::start(&default_config());
+
+    // UDP: 200 datagrams client → backend 1, counted at the backend.
+    let (udp_got, udp_bytes) = udp_to_backend("10.0.1.2:0", "10.0.2.11:7000", [0x5a; 1000], 200, 200);
     assert!(udp_got >= 195, "backend got {udp_got}/200 UDP datagrams");
 
     // TCP: 4 MiB client → backend, echoed digest back; handshake and ACKs
@@ -127,34 +139,10 @@ fn unmatched_traffic_reaches_the_kernel() {
 fn ipv6_udp_crosses_the_userspace_path() {
     let Some(_lab) = lab() else { return };
     let shunt = Shunt::start(&default_config());
-    let rx = in_netns("shunt-be1", || {
-        let s = UdpSocket::bind("[fd00:2::11]:7002").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let mut buf = [0u8; 2048];
-        let mut got = 0;
-        while let Ok(n) = s.recv(&mut buf) {
-            assert_eq!(&buf[..n], &[0x66; 1200][..]);
-            got += 1;
-            if got == 50 {
-                break;
-            }
-        }
-        got
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    in_netns("shunt-client", || {
-        let s = UdpSocket::bind("[fd00:1::2]:0").unwrap();
-        for _ in 0..50 {
-            s.send_to(&[0x66; 1200], "[fd00:2::11]:7002").unwrap();
-            std::thread::sleep(Duration::from_micros(500));
-        }
-    })
-    .join()
-    .unwrap();
-    let got = rx.join().unwrap();
+    let (got, _) = udp_to_backend("[fd00:1::2]:0", "[fd00:2::11]:7002", [0x66; 1200], 50, 500);
     let summary = shunt.stop();
     assert!(got >= 48, "backend got {got}/50 IPv6 datagrams");
-    assert!(counter(&summary, "worker 0", "tx_packets") >= got, "{summary}");
+    assert!(counter(&summary, "worker 0", "tx_packets") >= u64::from(got), "{summary}");
 }
 
 #[test]

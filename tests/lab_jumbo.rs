@@ -8,13 +8,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-
 use common::*;
 use shunt::pipeline::DropReason;
 
-const BACKENDS4: [&str; 3] = ["10.0.2.11", "10.0.2.12", "10.0.2.13"];
-const BACKENDS6: [&str; 3] = ["fd00:2::11", "fd00:2::12", "fd00:2::13"];
 const ECHO_PORT: u16 = 9101;
 const IPERF_PORT: u16 = 5201;
 const MTU: u32 = 9000;
@@ -23,80 +19,21 @@ const MTU: u32 = 9000;
 /// loss is a fault and not TCP probing a saturated copy-mode path.
 const RATE: &str = "400M";
 
-/// The lab with every link at `mtu`.
-fn lab_at_mtu(mtu: u32) -> Option<LabGuard> {
-    let guard = lab_lock()?;
-    let out = Command::new(SHUNT)
-        .args(["lab", "up"])
-        .env("SHUNT_LAB_MTU", mtu.to_string())
-        .output()
-        .expect("run shunt lab up");
-    assert!(out.status.success(), "lab up failed: {}", String::from_utf8_lossy(&out.stderr));
-    Some(guard)
-}
-
 /// config.toml with jumbo frames and TCP (iperf3) and UDP (echo) services
 /// on both VIPs.
 fn config() -> std::path::PathBuf {
     let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
     let base = base.replace("# max_frame_size = 9216 ", "max_frame_size = 9216   ");
     assert!(base.contains("\nmax_frame_size = 9216"), "config.toml's max_frame_size line moved");
-    let service = |name: &str, vip: &str, port: u16, proto: &str, pool: &str, addrs: &[&str]| {
-        let backends: String = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                format!("  {{ addr = \"{a}\", port = {port}, mac = \"02:00:00:00:02:{:02x}\" }},\n", 11 + i)
-            })
-            .collect();
-        format!(
-            "\n[[service]]\nname = \"{name}\"\nvip = \"{vip}\"\nport = {port}\nprotocol = \"{proto}\"\n\
-             pipeline = \"l4lb\"\nsnat_pool = \"{pool}\"\nbackends = [\n{backends}]\nhealth = {{ kind = \"none\" }}\n"
-        )
-    };
-    let (head, tail) = base.split_at(base.find("[conntrack]").unwrap());
-    let text = format!(
-        "{head}{}{}{}{}\n{tail}",
+    let services = [
         service("echo4", "10.0.100.1", ECHO_PORT, "udp", "10.0.3.0/28", &BACKENDS4),
         service("echo6", "fd00:100::1", ECHO_PORT, "udp", "fd00:3::/124", &BACKENDS6),
         // One backend: iperf3's control and data connections are separate
         // flows, and both must reach the same server.
         service("iperf4", "10.0.100.1", IPERF_PORT, "tcp", "10.0.3.0/28", &BACKENDS4[..1]),
         service("iperf6", "fd00:100::1", IPERF_PORT, "tcp", "fd00:3::/124", &BACKENDS6[..1]),
-    );
-    let path = std::env::temp_dir().join(format!("shunt-jumbo-{}.toml", rand_u32()));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Processes in the backends' namespaces, killed on drop.
-struct Peers(Vec<Child>);
-
-impl Peers {
-    fn start(cmd: impl Fn(usize) -> Vec<String>) -> Peers {
-        let children = (0..3)
-            .map(|i| {
-                Command::new("ip")
-                    .args(["netns", "exec", &format!("shunt-be{}", i + 1)])
-                    .args(cmd(i))
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        std::thread::sleep(std::time::Duration::from_millis(500));
-        Peers(children)
-    }
-}
-
-impl Drop for Peers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    ];
+    config_with_services(&base, &services, "jumbo")
 }
 
 fn echo_servers() -> Peers {

@@ -9,79 +9,24 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-struct Lab {
-    cfg: PathBuf,
-    sock: PathBuf,
-    reports: PathBuf,
-}
-
 /// The default config with its own control socket and report directory;
 /// `prometheus` replaces the metrics address ("" for none, so instances
 /// never compete for the port).
-fn config(tag: &str, prometheus: &str) -> Lab {
-    let id = rand_u32();
-    let dir = std::env::temp_dir();
-    let sock = dir.join(format!("shunt-{tag}-{id}.sock"));
-    let reports = dir.join(format!("shunt-{tag}-{id}-reports"));
-    let text = std::fs::read_to_string(repo().join("config.toml"))
-        .unwrap()
-        .replace("/run/shunt/control.sock", sock.to_str().unwrap())
-        .replace("/var/lib/shunt/reports", reports.to_str().unwrap())
-        .replace(
-            "prometheus = \"127.0.0.1:9464\"",
-            &if prometheus.is_empty() {
-                "# no prometheus".to_string()
-            } else {
-                format!("prometheus = \"{prometheus}\"")
-            },
-        );
-    let cfg = dir.join(format!("shunt-{tag}-{id}.toml"));
-    std::fs::write(&cfg, text).unwrap();
-    Lab { cfg, sock, reports }
-}
-
-/// `shunt run` in the `shunt` namespace with `env`, stderr and stdout to
-/// `log`; does not wait.
-fn spawn(cfg: &Path, log: &Path, args: &[&str], env: &[(&str, String)]) -> Child {
-    let f = std::fs::File::create(log).unwrap();
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", "shunt", SHUNT]).args(args).arg("run").arg("--config").arg(cfg);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.stdout(f.try_clone().unwrap()).stderr(f).spawn().expect("spawn shunt")
-}
-
-fn wait_for(log: &Path, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains(what) {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "no `{what}` in:\n{text}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn stop(mut child: Child, log: &Path) -> String {
-    // SAFETY: kill(2) on our own child (ip netns exec execs shunt).
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("shunt did not stop:\n{}", std::fs::read_to_string(log).unwrap_or_default());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::fs::read_to_string(log).unwrap_or_default()
+fn config(tag: &str, prometheus: &str) -> LabConfig {
+    lab_config(tag, |text| {
+        let listen = if prometheus.is_empty() {
+            "# no prometheus".to_string()
+        } else {
+            format!("prometheus = \"{prometheus}\"")
+        };
+        text.replace("prometheus = \"127.0.0.1:9464\"", &listen)
+    })
 }
 
 /// (exit code, stdout, stderr) of `shunt ARGS --socket SOCK`.
@@ -140,18 +85,15 @@ fn systemd_readiness_reload_watchdog_logs_and_metrics() {
         c.env(k, v);
     }
     let child = c.stdout(f.try_clone().unwrap()).stderr(f).spawn().unwrap();
+    let shunt = Shunt { child, log };
     let mut seen: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !seen.iter().any(|n| n.contains("READY=1")) {
-        assert!(
-            Instant::now() < deadline,
-            "no READY=1: {seen:?}\n{}",
-            std::fs::read_to_string(&log).unwrap()
-        );
+        assert!(Instant::now() < deadline, "no READY=1: {seen:?}\n{}", shunt.output());
         notes(&rx, &mut seen);
     }
     // READY only once the dataplane is up: the attach was logged before it.
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = shunt.output();
     assert!(text.contains("Ctrl-C to stop"), "{text}");
     // Under journald every log line carries its syslog priority.
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("control socket listening")).collect();
@@ -172,7 +114,7 @@ fn systemd_readiness_reload_watchdog_logs_and_metrics() {
     assert_eq!(reply["ok"], true);
     assert_eq!(reply["generation"], 2);
     assert_eq!(reply["changes"][0], "service web: backend 10.0.2.13:80 draining");
-    let text = wait_for(&log, "control change applied");
+    let text = shunt.wait_for("control change applied");
     let applied: Vec<&str> = text.lines().filter(|l| l.contains("control change applied")).collect();
     assert_eq!(applied.len(), 1, "{text}");
     assert!(
@@ -204,7 +146,7 @@ fn systemd_readiness_reload_watchdog_logs_and_metrics() {
         "{err}"
     );
     assert!(!err.contains(".toml:"), "{err}");
-    let text = wait_for(&log, "control change `service web: backend 10.0.2.14:80 added");
+    let text = shunt.wait_for("control change `service web: backend 10.0.2.14:80 added");
     assert!(
         text.lines().any(|l| l.starts_with("<4>") && l.contains("zz:zz") && l.contains("uid=0")),
         "{text}"
@@ -237,7 +179,7 @@ fn systemd_readiness_reload_watchdog_logs_and_metrics() {
     notes(&rx, &mut seen);
     let r = seen.iter().position(|n| n.starts_with("RELOADING=1\nMONOTONIC_USEC=")).expect("RELOADING=1");
     assert!(seen[r..].iter().any(|n| n.starts_with("READY=1")), "{seen:?}");
-    let text = wait_for(&log, "config reloaded");
+    let text = shunt.wait_for("config reloaded");
     assert!(
         text.lines().any(|l| l.starts_with("<6>")
             && l.contains("config reloaded")
@@ -251,7 +193,7 @@ fn systemd_readiness_reload_watchdog_logs_and_metrics() {
     let (code, _, err) = cli(&lab.sock, &["reload"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("unknown field `batch_sise`"), "{err}");
-    let text = wait_for(&log, "config reload failed");
+    let text = shunt.wait_for("config reload failed");
     assert!(text.lines().any(|l| l.starts_with("<3>") && l.contains("config reload failed")), "{text}");
     std::fs::write(&lab.cfg, good).unwrap();
 
@@ -280,7 +222,7 @@ fn systemd_readiness_reload_watchdog_logs_and_metrics() {
     let (status, _) = http("POST", "/metrics");
     assert!(status.contains(" 405"), "{status}");
 
-    let text = stop(child, &log);
+    let text = shunt.stop();
     notes(&rx, &mut seen);
     assert!(seen.iter().any(|n| n == "STOPPING=1"), "{seen:?}\n{text}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -290,14 +232,14 @@ fn systemd_readiness_reload_watchdog_logs_and_metrics() {
 fn json_log_lines_parse() {
     let _lab = lab();
     let lab = config("jsonlog", "");
-    let log = std::env::temp_dir().join(format!("shunt-jsonlog-{}.log", rand_u32()));
-    let child = spawn(&lab.cfg, &log, &["--log-format", "json"], &[]);
-    wait_for(&log, "Ctrl-C to stop");
+    let shunt = Shunt::start_with(Path::new(SHUNT), &lab.cfg, |c| {
+        c.args(["--log-format", "json"]);
+    });
     let (code, _, _) =
         cli(&lab.sock, &["backend", "drain", "--service", "web", "--addr", "10.0.2.11", "--port", "80"]);
     assert_eq!(code, Some(0));
-    wait_for(&log, "control change applied");
-    let text = stop(child, &log);
+    shunt.wait_for("control change applied");
+    let text = shunt.stop();
     let mut parsed = 0;
     for line in text.lines().filter(|l| l.starts_with('{')) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
@@ -311,41 +253,41 @@ fn json_log_lines_parse() {
     assert!(parsed >= 3, "{text}");
 }
 
+/// `shunt run` with `cfg` exits 1 at once (another instance holds what it
+/// needs); its stderr.
+fn refused(cfg: &Path) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", "shunt", SHUNT, "run", "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    err
+}
+
 #[test]
 fn second_instance_names_the_first_and_reports_keep_every_run() {
     let _lab = lab();
     let lab = config("twice", "");
-    let log1 = std::env::temp_dir().join(format!("shunt-twice1-{}.log", rand_u32()));
-    let first = spawn(&lab.cfg, &log1, &[], &[]);
-    wait_for(&log1, "Ctrl-C to stop");
+    let first = Shunt::start(&lab.cfg);
     // Same config: the control socket is taken.
-    let out = Command::new("ip")
-        .args(["netns", "exec", "shunt", SHUNT, "run", "--config"])
-        .arg(&lab.cfg)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("is in use: is another shunt running? (pid {})", first.id())), "{err}");
+    let err = refused(&lab.cfg);
+    assert!(
+        err.contains(&format!("is in use: is another shunt running? (pid {})", first.child.id())),
+        "{err}"
+    );
     // Another control socket, same queues: the queue is taken.
     let other = config("twice-b", "");
-    let out = Command::new("ip")
-        .args(["netns", "exec", "shunt", SHUNT, "run", "--config"])
-        .arg(&other.cfg)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = refused(&other.cfg);
     assert!(err.contains("already bound by another AF_XDP socket"), "{err}");
-    assert!(err.contains(&format!("is another shunt running? (pid {})", first.id())), "{err}");
-    stop(first, &log1);
+    assert!(err.contains(&format!("is another shunt running? (pid {})", first.child.id())), "{err}");
+    first.stop();
 
     // Two runs, two report directories, `latest` at the second.
-    let log2 = std::env::temp_dir().join(format!("shunt-twice2-{}.log", rand_u32()));
-    let second = spawn(&lab.cfg, &log2, &[], &[]);
-    wait_for(&log2, "Ctrl-C to stop");
-    let second_pid = second.id();
-    stop(second, &log2);
+    let second = Shunt::start(&lab.cfg);
+    let second_pid = second.child.id();
+    second.stop();
     let mut runs: Vec<String> = std::fs::read_dir(&lab.reports)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
@@ -365,9 +307,7 @@ fn second_instance_names_the_first_and_reports_keep_every_run() {
 fn live_cli_output_pipes_and_watch() {
     let _lab = lab();
     let lab = config("pipes", "");
-    let log = std::env::temp_dir().join(format!("shunt-pipes-{}.log", rand_u32()));
-    let child = spawn(&lab.cfg, &log, &[], &[]);
-    wait_for(&log, "Ctrl-C to stop");
+    let shunt = Shunt::start(&lab.cfg);
     let curl = ns_exec(
         "shunt-client",
         &["bash", "-c", "for i in 1 2 3 4 5; do curl -s -m 2 http://10.0.100.1/ >/dev/null; done"],
@@ -436,7 +376,7 @@ fn live_cli_output_pipes_and_watch() {
     assert!(out.contains("service web9 added"), "{out}");
     let (code, _, err) = cli(&lab.sock, &["service", "remove", "web9", "--json"]);
     assert_eq!(code, Some(0), "{err}");
-    stop(child, &log);
+    shunt.stop();
 }
 
 #[test]
@@ -463,9 +403,7 @@ fn demo_runs_curl_and_an_iperf3_stream_across_shunt() {
 fn conn_list_shows_live_connections_with_filters() {
     let _lab = lab();
     let lab = config("conns", "");
-    let log = std::env::temp_dir().join(format!("shunt-conns-{}.log", rand_u32()));
-    let child = spawn(&lab.cfg, &log, &[], &[]);
-    wait_for(&log, "Ctrl-C to stop");
+    let shunt = Shunt::start(&lab.cfg);
     // Two idle keep-alive connections held open by the client: IPv4 and IPv6.
     let mut holders = Vec::new();
     for vip in ["10.0.100.1", "fd00:100::1"] {
@@ -551,7 +489,7 @@ fn conn_list_shows_live_connections_with_filters() {
         let _ = h.kill();
         let _ = h.wait();
     }
-    stop(child, &log);
+    shunt.stop();
 }
 
 /// Sends `body` on a fresh control connection and reads the reply to EOF.

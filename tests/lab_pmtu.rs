@@ -5,7 +5,7 @@
 mod common;
 
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -58,11 +58,15 @@ fn learned_mtus(v6: bool) -> String {
     all
 }
 
-fn wait_for(shunt: &Shunt, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !shunt.output().contains(text) {
-        assert!(Instant::now() < deadline, "no `{text}` in:\n{}", shunt.output());
-        std::thread::sleep(Duration::from_millis(50));
+/// Downloads the big file from `ns` through both VIPs: each arrives
+/// intact, and after each a backend has learned path MTU `mtu`.
+fn downloads_teach_the_backends(shunt: &Shunt, ns: &str, mtu: u32) {
+    let expect = big_file();
+    for (url, v6) in [("http://10.0.100.1/big.bin", false), ("http://[fd00:100::1]/big.bin", true)] {
+        let got = download(ns, url);
+        assert!(got == expect, "{url}: got {} of {} bytes\n{}", got.len(), expect.len(), shunt.output());
+        let cache = learned_mtus(v6);
+        assert!(cache.contains(&format!("mtu {mtu}")), "{url}: no backend learned MTU {mtu}:\n{cache}");
     }
 }
 
@@ -81,19 +85,13 @@ fn download_through_a_lower_mtu_client_link_completes() {
     sh("shunt", "ip link set sh-cli mtu 1400");
     sh("shunt-client", "ip link set cli0 mtu 1400");
     // The change is picked up without a restart.
-    wait_for(&shunt, "interface MTU changed");
+    shunt.wait_for_within("interface MTU changed", Duration::from_secs(5));
     sh(
         "shunt-client",
         "ip route replace 10.0.100.1/32 via 10.0.1.1 dev cli0 advmss 1460 && \
          ip -6 route replace fd00:100::1/128 via fd00:1::1 dev cli0 advmss 1440",
     );
-    let expect = big_file();
-    for (url, v6) in [("http://10.0.100.1/big.bin", false), ("http://[fd00:100::1]/big.bin", true)] {
-        let got = download("shunt-client", url);
-        assert!(got == expect, "{url}: got {} of {} bytes\n{}", got.len(), expect.len(), shunt.output());
-        let cache = learned_mtus(v6);
-        assert!(cache.contains("mtu 1400"), "{url}: no backend learned MTU 1400:\n{cache}");
-    }
+    downloads_teach_the_backends(&shunt, "shunt-client", 1400);
     let out = shunt.stop();
     assert_eq!(counter(&out, "worker 0", "frame_too_large"), 0, "DF set: errors, not drops\n{out}");
 }
@@ -128,13 +126,7 @@ fn icmp_errors_addressed_to_the_vip_reach_the_backend() {
     );
     far_host("shunt-far", "far0", 9);
     let shunt = Shunt::start(&repo().join("config.toml"));
-    let expect = big_file();
-    for (url, v6) in [("http://10.0.100.1/big.bin", false), ("http://[fd00:100::1]/big.bin", true)] {
-        let got = download("shunt-far", url);
-        assert!(got == expect, "{url}: got {} of {} bytes\n{}", got.len(), expect.len(), shunt.output());
-        let cache = learned_mtus(v6);
-        assert!(cache.contains("mtu 1280"), "{url}: no backend learned MTU 1280:\n{cache}");
-    }
+    downloads_teach_the_backends(&shunt, "shunt-far", 1280);
     shunt.stop();
 }
 

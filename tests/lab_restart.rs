@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -36,28 +35,9 @@ fn socket(state: &Path) -> PathBuf {
 
 /// Starts the binary `exe` with `config` and `state`, waits until it runs.
 fn start_with(exe: &Path, config: &Path, state: &Path) -> Shunt {
-    let log = std::env::temp_dir().join(format!("shunt-restart-{}.log", rand_u32()));
-    let f = File::create(&log).unwrap();
-    let child = Command::new("ip")
-        .args(["netns", "exec", "shunt"])
-        .arg(exe)
-        .args(["--log", "info", "run", "--config"])
-        .arg(config)
-        .arg("--state-dir")
-        .arg(state)
-        .arg("--control-socket")
-        .arg(socket(state))
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .spawn()
-        .expect("spawn shunt");
-    let s = Shunt { child, log };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !s.output().contains("Ctrl-C to stop") {
-        assert!(Instant::now() < deadline, "shunt did not start:\n{}", s.output());
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    s
+    Shunt::start_with(exe, config, |c| {
+        c.arg("--state-dir").arg(state).arg("--control-socket").arg(socket(state));
+    })
 }
 
 /// `shunt restart` against the instance serving `state`; returns how long
@@ -88,14 +68,7 @@ fn downloads(dir: &Path) -> Vec<(Child, PathBuf)> {
     (0..FLOWS)
         .map(|i| {
             let out = dir.join(format!("dl{i}"));
-            let child = Command::new("ip")
-                .args(["netns", "exec", "shunt-client", "curl", "-s", "-m", "60", "--limit-rate", RATE, "-o"])
-                .arg(&out)
-                .arg("http://10.0.100.1/big.bin")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let child = download_in_background("shunt-client", "http://10.0.100.1/big.bin", RATE, 60, &out);
             (child, out)
         })
         .collect()
@@ -340,16 +313,6 @@ fn a_corrupt_state_file_starts_empty_and_serves() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
-/// A network namespace's handle, for threads that enter it (`setns` moves
-/// only the calling thread).
-fn enter_netns(name: &str) {
-    let f = File::open(format!("/run/netns/{name}")).unwrap();
-    // SAFETY: setns(2) on an open namespace file; it changes only this
-    // thread's network namespace.
-    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {name}: {}", std::io::Error::last_os_error());
-}
-
 /// UDP datagrams a second, sent at an even pace.
 const UDP_PPS: u64 = 50_000;
 const UDP_PORT: u16 = 9300;
@@ -357,16 +320,8 @@ const UDP_PORT: u16 = 9300;
 /// config.toml plus a full-NAT UDP service on the VIP with one backend.
 fn udp_config() -> PathBuf {
     let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
-    let (head, tail) = base.split_at(base.find("[conntrack]").unwrap());
-    let text = format!(
-        "{head}\n[[service]]\nname = \"stream\"\nvip = \"10.0.100.1\"\nport = {UDP_PORT}\nprotocol = \"udp\"\n\
-         pipeline = \"l4lb\"\nsnat_pool = \"10.0.3.0/28\"\n\
-         backends = [ {{ addr = \"10.0.2.11\", port = {UDP_PORT}, mac = \"02:00:00:00:02:0b\" }} ]\n\
-         health = {{ kind = \"none\" }}\n\n{tail}"
-    );
-    let path = std::env::temp_dir().join(format!("shunt-restart-udp-{}.toml", rand_u32()));
-    std::fs::write(&path, text).unwrap();
-    path
+    let stream = service("stream", "10.0.100.1", UDP_PORT, "udp", "10.0.3.0/28", &BACKENDS4[..1]);
+    config_with_services(&base, &[stream], "restart-udp")
 }
 
 /// A constant-rate UDP stream (client to the VIP, full-NAT, one backend)
@@ -381,8 +336,7 @@ fn udp_stream_through_a_planned_restart_loses_only_milliseconds() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let receiver = {
         let stop = stop.clone();
-        std::thread::spawn(move || {
-            enter_netns("shunt-be1");
+        in_netns("shunt-be1", move || {
             let sock = std::net::UdpSocket::bind(("10.0.2.11", UDP_PORT)).unwrap();
             let big: libc::c_int = 8 << 20;
             // SAFETY: setsockopt with an int option value of the right size.
@@ -420,8 +374,7 @@ fn udp_stream_through_a_planned_restart_loses_only_milliseconds() {
     };
     let sender = {
         let stop = stop.clone();
-        std::thread::spawn(move || {
-            enter_netns("shunt-client");
+        in_netns("shunt-client", move || {
             let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
             sock.connect(("10.0.100.1", UDP_PORT)).unwrap();
             let t0 = Instant::now();
@@ -493,26 +446,8 @@ fn nat64_tcp_transfer_continues_across_a_planned_restart() {
     let dir = std::env::temp_dir().join(format!("shunt-restart-nat64-{}", rand_u32()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("dl");
-    let mut curl = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            "shunt-client6",
-            "curl",
-            "-s",
-            "-m",
-            "60",
-            "--limit-rate",
-            "100k",
-            "-g",
-            "-o",
-        ])
-        .arg(&out)
-        .arg("http://[64:ff9b::198.51.100.80]/big.bin")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut curl =
+        download_in_background("shunt-client6", "http://[64:ff9b::198.51.100.80]/big.bin", "100k", 60, &out);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::fs::metadata(&out).map_or(0, |m| m.len()) < 200_000 {
         assert!(Instant::now() < deadline, "the NAT64 download did not start\n{}", shunt.output());

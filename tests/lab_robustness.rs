@@ -22,12 +22,6 @@ fn cfg_with(replace: &[(&str, &str)], extra: &str) -> std::path::PathBuf {
     path
 }
 
-fn curl_ok(n: usize) -> usize {
-    let script = format!("for i in $(seq {n}); do curl -s -m 3 --no-keepalive http://10.0.100.1/; done");
-    let out = ns_exec("shunt-client", &["bash", "-c", &script]);
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("shunt-be")).count()
-}
-
 #[test]
 fn capabilities_are_dropped_after_setup() {
     let Some(_lab) = lab() else { return };

@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -106,16 +106,8 @@ fn transfers(count: usize, rate: u32, tag: &str) -> Vec<(Child, PathBuf)> {
         .map(|i| {
             let file = std::env::temp_dir().join(format!("shunt-scaleout-{tag}-{i}.bin"));
             let _ = std::fs::remove_file(&file);
-            let child = Command::new("ip")
-                .args(["netns", "exec", "shunt-client", "curl", "-s", "-m", "90", "--limit-rate"])
-                .arg(rate.to_string())
-                .arg("-o")
-                .arg(&file)
-                .arg(format!("http://{VIP}/big.bin"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
+            let url = format!("http://{VIP}/big.bin");
+            let child = download_in_background("shunt-client", &url, &rate.to_string(), 90, &file);
             (child, file)
         })
         .collect()

@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,18 +15,17 @@ use std::time::Duration;
 
 use common::*;
 
-/// The default config with its own control socket and report directory.
-fn config(tag: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let id = rand_u32();
-    let sock = std::env::temp_dir().join(format!("shunt-{tag}-{id}.sock"));
-    let reports = std::env::temp_dir().join(format!("shunt-{tag}-{id}-reports"));
-    let text = std::fs::read_to_string(repo().join("config.toml"))
-        .unwrap()
-        .replace("/run/shunt/control.sock", sock.to_str().unwrap())
-        .replace("/var/lib/shunt/reports", reports.to_str().unwrap());
-    let path = std::env::temp_dir().join(format!("shunt-{tag}-{id}.toml"));
-    std::fs::write(&path, text).unwrap();
-    (path, sock, reports)
+/// Shunt running the default config with its own control socket and
+/// report directory.
+fn running(tag: &str) -> (Shunt, LabConfig) {
+    let c = lab_config(tag, |text| text);
+    (Shunt::start(&c.cfg), c)
+}
+
+/// Worker 0's counter `name` in a `shunt stats --json` snapshot.
+fn worker_counter(snap: &serde_json::Value, name: &str) -> u64 {
+    let counters = snap["workers"][0]["counters"].as_array().unwrap();
+    counters.iter().find(|c| c[0] == name).unwrap_or_else(|| panic!("no counter {name}"))[1].as_u64().unwrap()
 }
 
 fn cli(sock: &Path, args: &[&str]) -> (bool, String) {
@@ -35,12 +34,6 @@ fn cli(sock: &Path, args: &[&str]) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
     )
-}
-
-fn curl_ok(n: usize) -> usize {
-    let script = format!("for i in $(seq {n}); do curl -s -m 3 --no-keepalive http://10.0.100.1/; done");
-    let out = ns_exec("shunt-client", &["bash", "-c", &script]);
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("shunt-be")).count()
 }
 
 /// Independent .hgrm reader: the last data row's TotalCount.
@@ -70,8 +63,7 @@ fn hgrm_total(text: &str) -> u64 {
 #[test]
 fn histogram_counts_every_forwarded_packet_and_hgrm_parses_back() {
     let Some(_lab) = lab() else { return };
-    let (cfg, sock, reports) = config("hist");
-    let shunt = Shunt::start(&cfg);
+    let (shunt, LabConfig { sock, reports, .. }) = running("hist");
     assert_eq!(curl_ok(40), 40);
     std::thread::sleep(Duration::from_millis(300)); // one rotation
     let (ok, hgrm) = cli(&sock, &["histogram", "--format", "hgrm"]);
@@ -79,13 +71,7 @@ fn histogram_counts_every_forwarded_packet_and_hgrm_parses_back() {
     let (ok, stats) = cli(&sock, &["stats", "--json"]);
     assert!(ok, "{stats}");
     let snap: serde_json::Value = serde_json::from_str(&stats).unwrap();
-    let tx: u64 = snap["workers"][0]["counters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c[0] == "tx_packets")
-        .map(|c| c[1].as_u64().unwrap())
-        .unwrap();
+    let tx = worker_counter(&snap, "tx_packets");
     assert!(tx > 0);
     assert_eq!(hgrm_total(&hgrm), tx, "one latency sample per forwarded packet");
     let (ok, table) = cli(&sock, &["histogram"]);
@@ -101,8 +87,7 @@ fn histogram_counts_every_forwarded_packet_and_hgrm_parses_back() {
 #[test]
 fn prometheus_matches_stats() {
     let Some(_lab) = lab() else { return };
-    let (cfg, sock, _) = config("prom");
-    let shunt = Shunt::start(&cfg);
+    let (shunt, LabConfig { sock, .. }) = running("prom");
     assert_eq!(curl_ok(20), 20);
     std::thread::sleep(Duration::from_millis(200));
     let (_, stats) = cli(&sock, &["stats", "--json"]);
@@ -118,9 +103,8 @@ fn prometheus_matches_stats() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
     };
-    let counters = snap["workers"][0]["counters"].as_array().unwrap();
     for name in ["rx_packets", "tx_packets", "rx_bytes"] {
-        let v = counters.iter().find(|c| c[0] == name).unwrap()[1].as_u64().unwrap();
+        let v = worker_counter(&snap, name);
         assert_eq!(metric(&format!("shunt_worker_{name}_total{{worker=\"0\"}}")), v, "{name}");
     }
     let web = snap["services"].as_array().unwrap().iter().find(|s| s["name"] == "web").unwrap();
@@ -131,13 +115,14 @@ fn prometheus_matches_stats() {
 #[test]
 fn hundred_control_changes_lose_nothing_on_a_live_stream() {
     let Some(_lab) = lab() else { return };
-    let (cfg, sock, _) = config("ctl");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    let (head, tail) = text.split_at(text.find("[conntrack]").unwrap());
-    let stream = "[[service]]\nname = \"stream\"\nvip = \"10.0.100.1\"\nport = 9000\nprotocol = \"tcp\"\n\
-                  pipeline = \"l4lb\"\nsnat_pool = \"10.0.3.0/28\"\nbackends = [\n  \
-                  { addr = \"10.0.2.11\", port = 9000, mac = \"02:00:00:00:02:0b\" },\n]\n\n";
-    std::fs::write(&cfg, format!("{head}{stream}{tail}")).unwrap();
+    let LabConfig { cfg, sock, .. } = lab_config("ctl", |text| {
+        let (head, tail) = text.split_at(text.find("[conntrack]").unwrap());
+        let stream =
+            "[[service]]\nname = \"stream\"\nvip = \"10.0.100.1\"\nport = 9000\nprotocol = \"tcp\"\n\
+                      pipeline = \"l4lb\"\nsnat_pool = \"10.0.3.0/28\"\nbackends = [\n  \
+                      { addr = \"10.0.2.11\", port = 9000, mac = \"02:00:00:00:02:0b\" },\n]\n\n";
+        format!("{head}{stream}{tail}")
+    });
     let shunt = Shunt::start(&cfg);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -174,35 +159,16 @@ fn hundred_control_changes_lose_nothing_on_a_live_stream() {
         sent
     });
     // 100 operations: add, weight, drain, remove a second backend.
+    let backend = ["--service", "stream", "--addr", "10.0.2.12", "--port", "9000"];
+    let ops: [(&str, &[&str]); 4] = [
+        ("add", &["--mac", "02:00:00:00:02:0c"]),
+        ("weight", &["--weight", "50"]),
+        ("drain", &[]),
+        ("remove", &[]),
+    ];
     for i in 0..25 {
-        for args in [
-            vec![
-                "backend",
-                "add",
-                "--service",
-                "stream",
-                "--addr",
-                "10.0.2.12",
-                "--port",
-                "9000",
-                "--mac",
-                "02:00:00:00:02:0c",
-            ],
-            vec![
-                "backend",
-                "weight",
-                "--service",
-                "stream",
-                "--addr",
-                "10.0.2.12",
-                "--port",
-                "9000",
-                "--weight",
-                "50",
-            ],
-            vec!["backend", "drain", "--service", "stream", "--addr", "10.0.2.12", "--port", "9000"],
-            vec!["backend", "remove", "--service", "stream", "--addr", "10.0.2.12", "--port", "9000"],
-        ] {
+        for (verb, extra) in ops {
+            let args = [&["backend", verb][..], &backend, extra].concat();
             let (ok, out) = cli(&sock, &args);
             assert!(ok, "op {i} {args:?}: {out}");
         }
@@ -223,8 +189,7 @@ fn hundred_control_changes_lose_nothing_on_a_live_stream() {
 #[test]
 fn malformed_requests_get_clear_errors_and_forwarding_continues() {
     let Some(_lab) = lab() else { return };
-    let (cfg, sock, _) = config("bad");
-    let shunt = Shunt::start(&cfg);
+    let (shunt, LabConfig { sock, .. }) = running("bad");
     let raw = |body: &[u8]| -> String {
         let mut s = UnixStream::connect(&sock).unwrap();
         let _ = s.write_all(body);
@@ -254,8 +219,7 @@ fn malformed_requests_get_clear_errors_and_forwarding_continues() {
 #[test]
 fn non_root_client_is_refused_by_socket_permissions() {
     let Some(_lab) = lab() else { return };
-    let (cfg, sock, _) = config("perm");
-    let shunt = Shunt::start(&cfg);
+    let (shunt, LabConfig { sock, .. }) = running("perm");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "root-only by default");
     let out = Command::new("setpriv")

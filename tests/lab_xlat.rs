@@ -223,37 +223,84 @@ PY"#;
     assert_eq!(counter(&summary, "worker 0", "frame_too_large"), 0, "{summary}");
 }
 
-/// An IPv6-only host `shunt-hp6` (fd00:201::5, in the EAM fd00:201::/120 ↔
-/// 10.0.201.0/24) behind shunt-be6, which routes to it; removed on drop.
-struct SecondIpv6Host;
+/// A temporary IPv6-only host, namespace `shunt-hp6`, behind the lab
+/// namespace `router` on a veth pair (`hp0` in the host, `hpr` in the
+/// router); removed on drop, with `undo` run in the router.
+struct Hp6 {
+    router: &'static str,
+    undo: &'static str,
+}
 
-impl SecondIpv6Host {
-    fn add() -> SecondIpv6Host {
-        let host = SecondIpv6Host;
-        setup_all(&[
+impl Hp6 {
+    /// The host at `addr` (with its prefix length) routing through
+    /// `gateway`; `hpr` gets `mac`, and `router_setup` finishes the
+    /// router's side.
+    fn add(
+        router: &'static str,
+        mac: &str,
+        addr: &str,
+        gateway: &str,
+        router_setup: &[&str],
+        undo: &'static str,
+    ) -> Hp6 {
+        let host = Hp6 { router, undo };
+        let link = format!("ip link add hpr address {mac} type veth peer name hp0 netns shunt-hp6");
+        let host_addr = format!("ip -6 addr add {addr} dev hp0 nodad");
+        let route = format!("ip -6 route add default via {gateway}");
+        let mut steps = vec![
             ("", "ip netns del shunt-hp6 2>/dev/null; ip netns add shunt-hp6"),
             ("shunt-hp6", "ip link set lo up"),
-            (
-                "shunt-be6",
-                "ip link add hpr address 02:00:00:00:20:01 type veth peer name hp0 netns shunt-hp6",
-            ),
-            ("shunt-hp6", "ip -6 addr add fd00:201::5/120 dev hp0 nodad"),
+            (router, link.as_str()),
+            ("shunt-hp6", host_addr.as_str()),
             ("shunt-hp6", "ip link set hp0 up"),
-            ("shunt-hp6", "ip -6 route add default via fd00:201::1"),
+            ("shunt-hp6", route.as_str()),
             ("shunt-hp6", "ethtool -K hp0 tx off"),
-            ("shunt-be6", "ip -6 addr add fd00:201::1/120 dev hpr nodad noprefixroute"),
-            ("shunt-be6", "ip link set hpr up"),
-            ("shunt-be6", "ip -6 route replace fd00:201::/120 dev hpr"),
-            ("shunt-be6", "ethtool -K hpr tx off"),
-        ]);
+        ];
+        steps.extend(router_setup.iter().map(|cmd| (router, *cmd)));
+        setup_all(&steps);
         host
+    }
+
+    /// `shunt-hp6` at fd00:201::5, in the EAM fd00:201::/120 ↔
+    /// 10.0.201.0/24, behind shunt-be6, which routes to it.
+    fn behind_be6() -> Hp6 {
+        Hp6::add(
+            "shunt-be6",
+            "02:00:00:00:20:01",
+            "fd00:201::5/120",
+            "fd00:201::1",
+            &[
+                "ip -6 addr add fd00:201::1/120 dev hpr nodad noprefixroute",
+                "ip link set hpr up",
+                "ip -6 route replace fd00:201::/120 dev hpr",
+                "ethtool -K hpr tx off",
+            ],
+            "ip -6 route replace fd00:201::/120 via fd00:2::99",
+        )
+    }
+
+    /// `shunt-hp6` at fd00:601::5 behind shunt-client6, which routes to it.
+    fn behind_client6() -> Hp6 {
+        Hp6::add(
+            "shunt-client6",
+            "02:00:00:00:60:01",
+            "fd00:601::5/64",
+            "fd00:601::1",
+            &[
+                "ip -6 addr add fd00:601::1/64 dev hpr nodad",
+                "ip link set hpr up",
+                "ethtool -K hpr tx off",
+                "sysctl -qw net.ipv6.conf.all.forwarding=1",
+            ],
+            "sysctl -qw net.ipv6.conf.all.forwarding=0; ip link del hpr 2>/dev/null",
+        )
     }
 }
 
-impl Drop for SecondIpv6Host {
+impl Drop for Hp6 {
     fn drop(&mut self) {
         let _ = std::process::Command::new("ip").args(["netns", "del", "shunt-hp6"]).status();
-        let _ = run("ip -6 route replace fd00:201::/120 via fd00:2::99", "shunt-be6");
+        let _ = run(self.undo, self.router);
     }
 }
 
@@ -263,7 +310,7 @@ impl Drop for SecondIpv6Host {
 #[test]
 fn siit_hairpins_two_ipv6_only_hosts_through_their_ipv4_addresses() {
     let Some(_lab) = lab() else { return };
-    let _hp6 = SecondIpv6Host::add();
+    let _hp6 = Hp6::behind_be6();
     let shunt = Shunt::start(&repo().join("pipelines/siit.toml"));
     // shunt-be6 is fd00:2::21 = 10.0.200.21; shunt-hp6 is fd00:201::5 =
     // 10.0.201.5. Each reaches the other at pool6 + the other's IPv4 address,
@@ -298,41 +345,6 @@ fn siit_hairpins_two_ipv6_only_hosts_through_their_ipv4_addresses() {
     assert_eq!(counter(&summary, "worker 0", "untranslatable"), 0, "{summary}");
 }
 
-/// An IPv6-only host `shunt-hp6` (fd00:601::5) behind shunt-client6,
-/// which routes to it; removed on drop.
-struct HostBehindClient6;
-
-impl HostBehindClient6 {
-    fn add() -> HostBehindClient6 {
-        let host = HostBehindClient6;
-        setup_all(&[
-            ("", "ip netns del shunt-hp6 2>/dev/null; ip netns add shunt-hp6"),
-            ("shunt-hp6", "ip link set lo up"),
-            (
-                "shunt-client6",
-                "ip link add hpr address 02:00:00:00:60:01 type veth peer name hp0 netns shunt-hp6",
-            ),
-            ("shunt-hp6", "ip -6 addr add fd00:601::5/64 dev hp0 nodad"),
-            ("shunt-hp6", "ip link set hp0 up"),
-            ("shunt-hp6", "ip -6 route add default via fd00:601::1"),
-            ("shunt-hp6", "ethtool -K hp0 tx off"),
-            ("shunt-client6", "ip -6 addr add fd00:601::1/64 dev hpr nodad"),
-            ("shunt-client6", "ip link set hpr up"),
-            ("shunt-client6", "ethtool -K hpr tx off"),
-            ("shunt-client6", "sysctl -qw net.ipv6.conf.all.forwarding=1"),
-        ]);
-        host
-    }
-}
-
-impl Drop for HostBehindClient6 {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["netns", "del", "shunt-hp6"]).status();
-        let _ =
-            run("sysctl -qw net.ipv6.conf.all.forwarding=0; ip link del hpr 2>/dev/null", "shunt-client6");
-    }
-}
-
 //= https://www.rfc-editor.org/rfc/rfc6146#section-3.8
 // (paraphrase) An IPv6 client reaches another at the prefix + that
 // client's pool transport address; the NAT64 hairpins the packets.
@@ -344,7 +356,7 @@ impl Drop for HostBehindClient6 {
 #[test]
 fn nat64_hairpins_between_two_ipv6_only_hosts() {
     let Some(_lab) = lab() else { return };
-    let _hp6 = HostBehindClient6::add();
+    let _hp6 = Hp6::behind_client6();
     let shunt = Shunt::start(&repo().join("pipelines/nat64.toml"));
     let server = r#"python3 - <<'PY'
 import socket
