@@ -38,35 +38,22 @@ header_view! {
     check: check_len
 }
 
+fields! {
+    Frame {
+        /// Destination MAC address.
+        pub dst_addr, set_dst_addr: [u8; 6] = field::DST;
+        /// Source MAC address.
+        pub src_addr, set_src_addr: [u8; 6] = field::SRC;
+        /// The ethertype at offset 12: a tag type for tagged frames.
+        pub outer_ethertype: u16 = field::ETHERTYPE;
+    }
+}
+
 impl<T: AsRef<[u8]>> Frame<T> {
     /// Checks that the header, including a VLAN tag if present, fits.
     pub fn check_len(&self) -> Result<(), WireError> {
-        let b = self.buffer.as_ref();
-        if b.len() < HEADER_LEN {
-            return Err(WireError::Truncated);
-        }
-        if b.len() < self.payload_offset() {
-            return Err(WireError::Truncated);
-        }
-        Ok(())
-    }
-
-    /// Destination MAC address.
-    #[inline]
-    pub fn dst_addr(&self) -> [u8; 6] {
-        self.read_array(field::DST)
-    }
-
-    /// Source MAC address.
-    #[inline]
-    pub fn src_addr(&self) -> [u8; 6] {
-        self.read_array(field::SRC)
-    }
-
-    /// The ethertype at offset 12: a tag type for tagged frames.
-    #[inline]
-    pub fn outer_ethertype(&self) -> u16 {
-        self.read_u16(field::ETHERTYPE)
+        self.holds(HEADER_LEN)?;
+        self.holds(self.payload_offset())
     }
 
     /// True when the frame carries a VLAN tag.
@@ -88,14 +75,14 @@ impl<T: AsRef<[u8]>> Frame<T> {
     /// The ethertype of the payload (after the tag, if any).
     #[inline]
     pub fn ethertype(&self) -> u16 {
-        self.read_u16(self.payload_offset() - 2..self.payload_offset())
+        self.get(self.payload_offset() - 2..self.payload_offset())
     }
 
     /// The whole tag control information (PCP, DEI, VID), if tagged.
     #[inline]
     pub fn vlan_tci(&self) -> Option<u16> {
         if self.is_tagged() {
-            Some(self.read_u16(field::TCI))
+            Some(self.get(field::TCI))
         } else {
             None
         }
@@ -115,23 +102,11 @@ impl<T: AsRef<[u8]>> Frame<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
-    /// Sets the destination MAC address.
-    #[inline]
-    pub fn set_dst_addr(&mut self, mac: [u8; 6]) {
-        self.write(field::DST, &mac);
-    }
-
-    /// Sets the source MAC address.
-    #[inline]
-    pub fn set_src_addr(&mut self, mac: [u8; 6]) {
-        self.write(field::SRC, &mac);
-    }
-
     /// Sets the payload ethertype (after the tag, if any).
     #[inline]
     pub fn set_ethertype(&mut self, ethertype: u16) {
         let at = self.payload_offset() - 2;
-        self.write_u16(at..at + 2, ethertype);
+        self.set(at..at + 2, ethertype);
     }
 
     /// Sets the 12-bit VLAN id of a tagged frame, keeping PCP and DEI; no-op
@@ -139,7 +114,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     #[inline]
     pub fn set_vlan_id(&mut self, vid: u16) {
         if let Some(tci) = self.vlan_tci() {
-            self.write_u16(field::TCI, (tci & 0xF000) | (vid & 0x0FFF));
+            self.set(field::TCI, (tci & 0xF000) | (vid & 0x0FFF));
         }
     }
 
@@ -253,8 +228,7 @@ mod tests {
             .single_vlan(etherparse::VlanId::try_new(42).unwrap())
             .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
             .udp(1000, 2000);
-        let mut buf = Vec::new();
-        builder.write(&mut buf, b"hi").unwrap();
+        let buf = etherparse_packet!(builder, b"hi");
         let f = Frame::new_checked(&buf[..]).unwrap();
         assert_eq!(f.src_addr(), [1, 2, 3, 4, 5, 6]);
         assert_eq!(f.dst_addr(), [7, 8, 9, 10, 11, 12]);

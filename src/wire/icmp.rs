@@ -22,13 +22,8 @@ pub const TYPE_PARAM_PROBLEM: u8 = 12;
 pub const CODE_FRAG_NEEDED: u8 = 4;
 
 mod field {
+    pub use crate::wire::view::icmp_field::*;
     use core::ops::Range;
-    pub const TYPE: usize = 0;
-    pub const CODE: usize = 1;
-    pub const CHECKSUM: Range<usize> = 2..4;
-    pub const REST: Range<usize> = 4..8;
-    pub const ECHO_IDENT: Range<usize> = 4..6;
-    pub const ECHO_SEQ: Range<usize> = 6..8;
     pub const NEXT_HOP_MTU: Range<usize> = 6..8;
 }
 
@@ -45,13 +40,14 @@ icmp_view! {
     /// A read/write view of an ICMPv4 message.
 }
 
-impl<T: AsRef<[u8]>> Packet<T> {
-    /// Next-hop MTU of a "fragmentation needed" message (RFC 1191).
-    #[inline]
-    pub fn next_hop_mtu(&self) -> u16 {
-        self.read_u16(field::NEXT_HOP_MTU)
+fields! {
+    Packet {
+        /// Next-hop MTU of a "fragmentation needed" message (RFC 1191).
+        pub next_hop_mtu, set_next_hop_mtu: u16 = field::NEXT_HOP_MTU;
     }
+}
 
+impl<T: AsRef<[u8]>> Packet<T> {
     /// True when the checksum over the whole message is correct.
     #[inline]
     pub fn verify_checksum(&self) -> bool {
@@ -60,12 +56,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    /// Sets the next-hop MTU (checksum not updated).
-    #[inline]
-    pub fn set_next_hop_mtu(&mut self, v: u16) {
-        self.write_u16(field::NEXT_HOP_MTU, v);
-    }
-
     /// Recomputes the checksum over the whole message.
     #[inline]
     pub fn fill_checksum(&mut self) {
@@ -148,11 +138,10 @@ mod tests {
 
     #[test]
     fn etherparse_oracle() {
-        let mut v = Vec::new();
-        etherparse::PacketBuilder::ipv4([1, 1, 1, 1], [2, 2, 2, 2], 9)
-            .icmpv4_echo_request(777, 3)
-            .write(&mut v, b"xyz")
-            .unwrap();
+        let v = etherparse_packet!(
+            etherparse::PacketBuilder::ipv4([1, 1, 1, 1], [2, 2, 2, 2], 9).icmpv4_echo_request(777, 3),
+            b"xyz"
+        );
         let p = Packet::new_checked(&v[20..]).unwrap();
         assert_eq!(p.echo_ident(), 777);
         assert_eq!(p.echo_seq(), 3);

@@ -32,15 +32,7 @@ pub const TYPE_NEIGHBOR_ADVERT: u8 = 136;
 /// Redirect (NDP).
 pub const TYPE_REDIRECT: u8 = 137;
 
-mod field {
-    use core::ops::Range;
-    pub const TYPE: usize = 0;
-    pub const CODE: usize = 1;
-    pub const CHECKSUM: Range<usize> = 2..4;
-    pub const REST: Range<usize> = 4..8;
-    pub const ECHO_IDENT: Range<usize> = 4..6;
-    pub const ECHO_SEQ: Range<usize> = 6..8;
-}
+use super::view::icmp_field as field;
 
 /// Offset of the checksum field, for incremental updates by the caller.
 pub const CHECKSUM_OFFSET: usize = field::CHECKSUM.start;
@@ -157,11 +149,10 @@ mod tests {
 
     #[test]
     fn etherparse_oracle() {
-        let mut v = Vec::new();
-        etherparse::PacketBuilder::ipv6([1; 16], [2; 16], 64)
-            .icmpv6_echo_reply(4242, 9)
-            .write(&mut v, b"pong")
-            .unwrap();
+        let v = etherparse_packet!(
+            etherparse::PacketBuilder::ipv6([1; 16], [2; 16], 64).icmpv6_echo_reply(4242, 9),
+            b"pong"
+        );
         let p = Packet::new_checked(&v[40..]).unwrap();
         assert_eq!(p.msg_type(), TYPE_ECHO_REPLY);
         assert_eq!(p.echo_ident(), 4242);
@@ -192,11 +183,7 @@ mod tests {
             id in any::<u16>(), new_id in any::<u16>(),
             data in proptest::collection::vec(any::<u8>(), 0..32),
         ) {
-            let mut v = Vec::new();
-            etherparse::PacketBuilder::ipv6(src, dst, 64)
-                .icmpv6_echo_request(id, 1)
-                .write(&mut v, &data)
-                .unwrap();
+            let mut v = etherparse_packet!(etherparse::PacketBuilder::ipv6(src, dst, 64).icmpv6_echo_request(id, 1), &data);
             let mut p = Packet::new_checked(&mut v[40..]).unwrap();
             let mut c = checksum::update_u16(p.checksum(), id, new_id);
             c = checksum::update_bytes(c, &src, &new_src);

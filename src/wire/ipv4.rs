@@ -35,49 +35,53 @@ header_view! {
     check: check
 }
 
+fields! {
+    Packet {
+        /// The byte of version (high nibble) and IHL.
+        ver_ihl, set_ver_ihl: u8 = field::VER_IHL;
+        /// The whole TOS byte (DSCP and ECN).
+        pub tos, set_tos: u8 = field::TOS;
+        /// Total length of header plus payload.
+        pub total_len, set_total_len: u16 = field::LENGTH;
+        /// Identification.
+        pub ident, set_ident: u16 = field::IDENT;
+        /// The word of the flags (DF, MF) and the fragment offset.
+        flg_off, set_flg_off: u16 = field::FLG_OFF;
+        /// Time to live.
+        pub ttl, set_ttl: u8 = field::TTL;
+        /// Upper-layer protocol number.
+        pub protocol, set_protocol: u8 = field::PROTOCOL;
+        /// Header checksum field.
+        pub checksum, set_checksum: u16 = field::CHECKSUM;
+        /// Source address.
+        pub src_addr, set_src_addr: Ipv4Addr = field::SRC;
+        /// Destination address.
+        pub dst_addr, set_dst_addr: Ipv4Addr = field::DST;
+    }
+}
+
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks version, IHL and total length against the buffer.
     pub fn check(&self) -> Result<(), WireError> {
-        let len = self.buffer.as_ref().len();
-        if len < MIN_HEADER_LEN {
-            return Err(WireError::Truncated);
-        }
+        self.holds(MIN_HEADER_LEN)?;
         if self.version() != 4 {
             return Err(WireError::BadVersion);
         }
         let hlen = self.header_len();
-        if hlen < MIN_HEADER_LEN {
-            return Err(WireError::BadHeaderLen);
-        }
-        if hlen > len {
-            return Err(WireError::Truncated);
-        }
-        let total = usize::from(self.total_len());
-        if total < hlen {
-            return Err(WireError::BadTotalLen);
-        }
-        if total > len {
-            return Err(WireError::Truncated);
-        }
-        Ok(())
+        self.claimed_len(hlen, MIN_HEADER_LEN, WireError::BadHeaderLen)?;
+        self.claimed_len(usize::from(self.total_len()), hlen, WireError::BadTotalLen)
     }
 
     /// The version nibble (4 for a checked packet).
     #[inline]
     pub fn version(&self) -> u8 {
-        self.byte(field::VER_IHL) >> 4
+        self.ver_ihl() >> 4
     }
 
     /// Header length in bytes (IHL * 4), options included.
     #[inline]
     pub fn header_len(&self) -> usize {
-        usize::from(self.byte(field::VER_IHL) & 0x0F) * 4
-    }
-
-    /// The whole TOS byte (DSCP and ECN).
-    #[inline]
-    pub fn tos(&self) -> u8 {
-        self.byte(field::TOS)
+        usize::from(self.ver_ihl() & 0x0F) * 4
     }
 
     /// Differentiated services code point (upper 6 bits of TOS).
@@ -92,71 +96,29 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.tos() & 0x03
     }
 
-    /// Total length of header plus payload.
-    #[inline]
-    pub fn total_len(&self) -> u16 {
-        self.read_u16(field::LENGTH)
-    }
-
-    /// Identification.
-    #[inline]
-    pub fn ident(&self) -> u16 {
-        self.read_u16(field::IDENT)
-    }
-
     /// Don't Fragment flag.
     #[inline]
     pub fn dont_frag(&self) -> bool {
-        self.read_u16(field::FLG_OFF) & FLAG_DF != 0
+        self.flg_off() & FLAG_DF != 0
     }
 
     /// More Fragments flag.
     #[inline]
     pub fn more_frags(&self) -> bool {
-        self.read_u16(field::FLG_OFF) & FLAG_MF != 0
+        self.flg_off() & FLAG_MF != 0
     }
 
     /// Fragment offset in bytes (the wire field times 8).
     #[inline]
     pub fn frag_offset(&self) -> u16 {
-        (self.read_u16(field::FLG_OFF) & OFFSET_MASK) << 3
+        (self.flg_off() & OFFSET_MASK) << 3
     }
 
     /// True for any fragment (MF set or nonzero offset); only the first
     /// fragment (offset 0) carries the L4 header.
     #[inline]
     pub fn is_fragment(&self) -> bool {
-        self.read_u16(field::FLG_OFF) & (FLAG_MF | OFFSET_MASK) != 0
-    }
-
-    /// Time to live.
-    #[inline]
-    pub fn ttl(&self) -> u8 {
-        self.byte(field::TTL)
-    }
-
-    /// Upper-layer protocol number.
-    #[inline]
-    pub fn protocol(&self) -> u8 {
-        self.byte(field::PROTOCOL)
-    }
-
-    /// Header checksum field.
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        self.read_u16(field::CHECKSUM)
-    }
-
-    /// Source address.
-    #[inline]
-    pub fn src_addr(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.read_array::<4>(field::SRC))
-    }
-
-    /// Destination address.
-    #[inline]
-    pub fn dst_addr(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.read_array::<4>(field::DST))
+        self.flg_off() & (FLAG_MF | OFFSET_MASK) != 0
     }
 
     /// The header bytes, options included.
@@ -199,13 +161,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn set_version_and_header_len(&mut self, header_len: usize) {
         let ihl = ((header_len / 4).min(15)) as u8;
-        self.set_byte(field::VER_IHL, 0x40 | ihl);
-    }
-
-    /// Sets the whole TOS byte.
-    #[inline]
-    pub fn set_tos(&mut self, tos: u8) {
-        self.set_byte(field::TOS, tos);
+        self.set_ver_ihl(0x40 | ihl);
     }
 
     /// Sets DSCP, keeping ECN.
@@ -215,72 +171,25 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.set_tos(tos);
     }
 
-    /// Sets the total length.
-    #[inline]
-    pub fn set_total_len(&mut self, len: u16) {
-        self.write_u16(field::LENGTH, len);
-    }
-
-    /// Sets the identification.
-    #[inline]
-    pub fn set_ident(&mut self, ident: u16) {
-        self.write_u16(field::IDENT, ident);
-    }
-
-    #[inline]
-    fn set_flg_off(&mut self, v: u16) {
-        self.write_u16(field::FLG_OFF, v);
-    }
-
     /// Sets or clears Don't Fragment.
     #[inline]
     pub fn set_dont_frag(&mut self, on: bool) {
-        let v = self.read_u16(field::FLG_OFF) & !FLAG_DF;
+        let v = self.flg_off() & !FLAG_DF;
         self.set_flg_off(if on { v | FLAG_DF } else { v });
     }
 
     /// Sets or clears More Fragments.
     #[inline]
     pub fn set_more_frags(&mut self, on: bool) {
-        let v = self.read_u16(field::FLG_OFF) & !FLAG_MF;
+        let v = self.flg_off() & !FLAG_MF;
         self.set_flg_off(if on { v | FLAG_MF } else { v });
     }
 
     /// Sets the fragment offset in bytes (rounded down to 8).
     #[inline]
     pub fn set_frag_offset(&mut self, bytes: u16) {
-        let v = self.read_u16(field::FLG_OFF) & !OFFSET_MASK;
+        let v = self.flg_off() & !OFFSET_MASK;
         self.set_flg_off(v | (bytes >> 3));
-    }
-
-    /// Sets the TTL.
-    #[inline]
-    pub fn set_ttl(&mut self, ttl: u8) {
-        self.set_byte(field::TTL, ttl);
-    }
-
-    /// Sets the protocol number.
-    #[inline]
-    pub fn set_protocol(&mut self, proto: u8) {
-        self.set_byte(field::PROTOCOL, proto);
-    }
-
-    /// Sets the checksum field.
-    #[inline]
-    pub fn set_checksum(&mut self, csum: u16) {
-        self.write_u16(field::CHECKSUM, csum);
-    }
-
-    /// Sets the source address (checksum not updated).
-    #[inline]
-    pub fn set_src_addr(&mut self, addr: Ipv4Addr) {
-        self.write(field::SRC, &addr.octets());
-    }
-
-    /// Sets the destination address (checksum not updated).
-    #[inline]
-    pub fn set_dst_addr(&mut self, addr: Ipv4Addr) {
-        self.write(field::DST, &addr.octets());
     }
 
     /// Recomputes the header checksum over the header and options.

@@ -90,71 +90,49 @@ header_view! {
     check: check
 }
 
+fields! {
+    Packet {
+        /// The word of version, traffic class and flow label.
+        ver_tc_flow, set_ver_tc_flow: u32 = field::VER_TC_FLOW;
+        /// Length of everything after the fixed header, extension headers included.
+        pub payload_len, set_payload_len: u16 = field::PAYLOAD_LEN;
+        /// Next Header of the fixed header (the first extension header, if any).
+        pub next_header, set_next_header: u8 = field::NEXT_HEADER;
+        /// Hop limit.
+        pub hop_limit, set_hop_limit: u8 = field::HOP_LIMIT;
+        /// Source address.
+        pub src_addr, set_src_addr: Ipv6Addr = field::SRC;
+        /// Destination address.
+        pub dst_addr, set_dst_addr: Ipv6Addr = field::DST;
+    }
+}
+
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks version and that the payload length fits in the buffer.
     pub fn check(&self) -> Result<(), WireError> {
-        let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            return Err(WireError::Truncated);
-        }
+        self.holds(HEADER_LEN)?;
         if self.version() != 6 {
             return Err(WireError::BadVersion);
         }
-        if HEADER_LEN + usize::from(self.payload_len()) > len {
-            return Err(WireError::Truncated);
-        }
-        Ok(())
+        self.holds(HEADER_LEN + usize::from(self.payload_len()))
     }
 
     /// The version nibble (6 for a checked packet).
     #[inline]
     pub fn version(&self) -> u8 {
-        (self.read_u32(field::VER_TC_FLOW) >> 28) as u8
+        (self.ver_tc_flow() >> 28) as u8
     }
 
     /// Traffic class (DSCP and ECN).
     #[inline]
     pub fn traffic_class(&self) -> u8 {
-        (self.read_u32(field::VER_TC_FLOW) >> 20) as u8
+        (self.ver_tc_flow() >> 20) as u8
     }
 
     /// The 20-bit flow label.
     #[inline]
     pub fn flow_label(&self) -> u32 {
-        self.read_u32(field::VER_TC_FLOW) & 0x000F_FFFF
-    }
-
-    /// Length of everything after the fixed header, extension headers included.
-    #[inline]
-    pub fn payload_len(&self) -> u16 {
-        match self.buffer.as_ref().get(field::PAYLOAD_LEN) {
-            Some(&[a, b]) => u16::from_be_bytes([a, b]),
-            _ => 0,
-        }
-    }
-
-    /// Next Header of the fixed header (the first extension header, if any).
-    #[inline]
-    pub fn next_header(&self) -> u8 {
-        self.byte(field::NEXT_HEADER)
-    }
-
-    /// Hop limit.
-    #[inline]
-    pub fn hop_limit(&self) -> u8 {
-        self.byte(field::HOP_LIMIT)
-    }
-
-    /// Source address.
-    #[inline]
-    pub fn src_addr(&self) -> Ipv6Addr {
-        Ipv6Addr::from(self.read_array::<16>(field::SRC))
-    }
-
-    /// Destination address.
-    #[inline]
-    pub fn dst_addr(&self) -> Ipv6Addr {
-        Ipv6Addr::from(self.read_array::<16>(field::DST))
+        self.ver_tc_flow() & 0x000F_FFFF
     }
 
     /// End of the packet within the buffer: `40 + payload_len`, clamped.
@@ -233,52 +211,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     /// Sets version 6, keeping traffic class and flow label.
     #[inline]
     pub fn set_version(&mut self) {
-        let w = (self.read_u32(field::VER_TC_FLOW) & 0x0FFF_FFFF) | (6 << 28);
-        self.write_u32(field::VER_TC_FLOW, w);
+        let w = (self.ver_tc_flow() & 0x0FFF_FFFF) | (6 << 28);
+        self.set_ver_tc_flow(w);
     }
 
     /// Sets the traffic class.
     #[inline]
     pub fn set_traffic_class(&mut self, tc: u8) {
-        let w = (self.read_u32(field::VER_TC_FLOW) & 0xF00F_FFFF) | (u32::from(tc) << 20);
-        self.write_u32(field::VER_TC_FLOW, w);
+        let w = (self.ver_tc_flow() & 0xF00F_FFFF) | (u32::from(tc) << 20);
+        self.set_ver_tc_flow(w);
     }
 
     /// Sets the flow label (low 20 bits of `label`).
     #[inline]
     pub fn set_flow_label(&mut self, label: u32) {
-        let w = (self.read_u32(field::VER_TC_FLOW) & 0xFFF0_0000) | (label & 0x000F_FFFF);
-        self.write_u32(field::VER_TC_FLOW, w);
-    }
-
-    /// Sets the payload length.
-    #[inline]
-    pub fn set_payload_len(&mut self, len: u16) {
-        self.write_u16(field::PAYLOAD_LEN, len);
-    }
-
-    /// Sets Next Header of the fixed header.
-    #[inline]
-    pub fn set_next_header(&mut self, nh: u8) {
-        self.set_byte(field::NEXT_HEADER, nh);
-    }
-
-    /// Sets the hop limit.
-    #[inline]
-    pub fn set_hop_limit(&mut self, hl: u8) {
-        self.set_byte(field::HOP_LIMIT, hl);
-    }
-
-    /// Sets the source address.
-    #[inline]
-    pub fn set_src_addr(&mut self, addr: Ipv6Addr) {
-        self.write(field::SRC, &addr.octets());
-    }
-
-    /// Sets the destination address.
-    #[inline]
-    pub fn set_dst_addr(&mut self, addr: Ipv6Addr) {
-        self.write(field::DST, &addr.octets());
+        let w = (self.ver_tc_flow() & 0xFFF0_0000) | (label & 0x000F_FFFF);
+        self.set_ver_tc_flow(w);
     }
 
     /// Mutable payload (after the fixed header, up to `40 + payload_len`).

@@ -132,55 +132,66 @@ struct L4Info {
     icmp_type: u8,
 }
 
+impl L4Info {
+    /// An ICMP or ICMPv6 message: its type, and for echo the identifier as
+    /// both "ports", so the reply's reversed key matches the request's.
+    #[inline]
+    fn icmp(icmp_type: u8, echo_ident: Option<u16>) -> L4Info {
+        let ident = echo_ident.unwrap_or(0);
+        L4Info { src_port: ident, dst_port: ident, tcp_flags: 0, icmp_type }
+    }
+}
+
+/// The TCP or UDP view of `seg`: fully checked when `whole`, else (a first
+/// fragment) only the `fixed` header length is required.
+#[inline]
+fn l4_view<'a, V>(
+    seg: &'a [u8],
+    whole: bool,
+    fixed: usize,
+    checked: impl FnOnce(&'a [u8]) -> Result<V, WireError>,
+    unchecked: impl FnOnce(&'a [u8]) -> V,
+) -> Result<V, WireError> {
+    if whole {
+        checked(seg)
+    } else if seg.len() >= fixed {
+        Ok(unchecked(seg))
+    } else {
+        Err(WireError::Truncated)
+    }
+}
+
 /// Reads ports/flags/type from `seg`. `whole` (not a fragment) validates the
 /// full header; a first fragment only needs the fixed header, since e.g. the
 /// UDP length covers the reassembled datagram.
 #[inline]
 fn l4_info(proto: u8, seg: &[u8], whole: bool) -> Result<L4Info, WireError> {
-    let mut info = L4Info::default();
-    match proto {
+    Ok(match proto {
         ip_protocol::TCP => {
-            let p = if whole {
-                tcp::Packet::new_checked(seg)?
-            } else if seg.len() >= tcp::MIN_HEADER_LEN {
-                tcp::Packet::new_unchecked(seg)
-            } else {
-                return Err(WireError::Truncated);
-            };
-            info.src_port = p.src_port();
-            info.dst_port = p.dst_port();
-            info.tcp_flags = p.flags();
+            let p = l4_view(
+                seg,
+                whole,
+                tcp::MIN_HEADER_LEN,
+                tcp::Packet::new_checked,
+                tcp::Packet::new_unchecked,
+            )?;
+            L4Info { src_port: p.src_port(), dst_port: p.dst_port(), tcp_flags: p.flags(), icmp_type: 0 }
         }
         ip_protocol::UDP => {
-            let p = if whole {
-                udp::Packet::new_checked(seg)?
-            } else if seg.len() >= udp::HEADER_LEN {
-                udp::Packet::new_unchecked(seg)
-            } else {
-                return Err(WireError::Truncated);
-            };
-            info.src_port = p.src_port();
-            info.dst_port = p.dst_port();
+            let p =
+                l4_view(seg, whole, udp::HEADER_LEN, udp::Packet::new_checked, udp::Packet::new_unchecked)?;
+            L4Info { src_port: p.src_port(), dst_port: p.dst_port(), ..L4Info::default() }
         }
         ip_protocol::ICMP => {
             let p = icmp::Packet::new_checked(seg)?;
-            info.icmp_type = p.msg_type();
-            if p.is_echo() {
-                info.src_port = p.echo_ident();
-                info.dst_port = info.src_port;
-            }
+            L4Info::icmp(p.msg_type(), p.is_echo().then(|| p.echo_ident()))
         }
         ip_protocol::ICMPV6 => {
             let p = icmpv6::Packet::new_checked(seg)?;
-            info.icmp_type = p.msg_type();
-            if p.is_echo() {
-                info.src_port = p.echo_ident();
-                info.dst_port = info.src_port;
-            }
+            L4Info::icmp(p.msg_type(), p.is_echo().then(|| p.echo_ident()))
         }
-        _ => {}
-    }
-    Ok(info)
+        _ => L4Info::default(),
+    })
 }
 
 /// Parses `frame` from the Ethernet header up to the L4 header.
@@ -278,14 +289,13 @@ mod tests {
     const M2: [u8; 6] = [2, 0, 0, 0, 0, 2];
 
     fn v4_tcp() -> Vec<u8> {
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(M1, M2)
-            .ipv4([10, 0, 0, 1], [198, 51, 100, 10], 64)
-            .tcp(40000, 80, 1, 65535)
-            .syn()
-            .write(&mut v, &[])
-            .unwrap();
-        v
+        etherparse_packet!(
+            PacketBuilder::ethernet2(M1, M2)
+                .ipv4([10, 0, 0, 1], [198, 51, 100, 10], 64)
+                .tcp(40000, 80, 1, 65535)
+                .syn(),
+            &[]
+        )
     }
 
     #[test]
@@ -311,13 +321,13 @@ mod tests {
 
     #[test]
     fn vlan_ipv6_udp_with_ext_headers() {
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(M1, M2)
-            .single_vlan(etherparse::VlanId::try_new(7).unwrap())
-            .ipv6([1; 16], [2; 16], 64)
-            .udp(5000, 53)
-            .write(&mut v, b"q")
-            .unwrap();
+        let mut v = etherparse_packet!(
+            PacketBuilder::ethernet2(M1, M2)
+                .single_vlan(etherparse::VlanId::try_new(7).unwrap())
+                .ipv6([1; 16], [2; 16], 64)
+                .udp(5000, 53),
+            b"q"
+        );
         // Insert a Hop-by-Hop header (8 bytes) after the fixed header.
         let ip = 18;
         v[ip + 6] = 0;
@@ -338,23 +348,21 @@ mod tests {
 
     #[test]
     fn icmp_echo_uses_ident_both_ways() {
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(M1, M2)
-            .ipv4([1, 1, 1, 1], [2, 2, 2, 2], 64)
-            .icmpv4_echo_request(0x4242, 1)
-            .write(&mut v, b"ping")
-            .unwrap();
+        let v = etherparse_packet!(
+            PacketBuilder::ethernet2(M1, M2)
+                .ipv4([1, 1, 1, 1], [2, 2, 2, 2], 64)
+                .icmpv4_echo_request(0x4242, 1),
+            b"ping"
+        );
         let p = parse(&v).unwrap().unwrap();
         assert_eq!(p.tuple.proto, 1);
         assert_eq!(p.icmp_type, icmp::TYPE_ECHO_REQUEST);
         assert_eq!((p.tuple.src_port, p.tuple.dst_port), (0x4242, 0x4242));
 
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(M1, M2)
-            .ipv6([1; 16], [2; 16], 64)
-            .icmpv6_echo_reply(0x99, 1)
-            .write(&mut v, b"pong")
-            .unwrap();
+        let v = etherparse_packet!(
+            PacketBuilder::ethernet2(M1, M2).ipv6([1; 16], [2; 16], 64).icmpv6_echo_reply(0x99, 1),
+            b"pong"
+        );
         let p = parse(&v).unwrap().unwrap();
         assert_eq!(p.tuple.proto, 58);
         assert_eq!(p.icmp_type, icmpv6::TYPE_ECHO_REPLY);
@@ -389,12 +397,10 @@ mod tests {
 
     #[test]
     fn first_udp_fragment_length_exceeds_fragment() {
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(M1, M2)
-            .ipv4([1, 1, 1, 1], [2, 2, 2, 2], 64)
-            .udp(1, 2)
-            .write(&mut v, &[0; 16])
-            .unwrap();
+        let mut v = etherparse_packet!(
+            PacketBuilder::ethernet2(M1, M2).ipv4([1, 1, 1, 1], [2, 2, 2, 2], 64).udp(1, 2),
+            &[0; 16]
+        );
         // UDP length says 3000: as a whole packet that is truncated...
         v[38..40].copy_from_slice(&3000u16.to_be_bytes());
         assert_eq!(parse(&v), Err(WireError::Truncated));
@@ -411,12 +417,10 @@ mod tests {
         for n in 0..f.len() {
             assert!(parse(&f[..n]).is_err(), "len {n}");
         }
-        let mut v = Vec::new();
-        PacketBuilder::ethernet2(M1, M2)
-            .ipv6([1; 16], [2; 16], 64)
-            .tcp(1, 2, 3, 4)
-            .write(&mut v, b"x")
-            .unwrap();
+        let v = etherparse_packet!(
+            PacketBuilder::ethernet2(M1, M2).ipv6([1; 16], [2; 16], 64).tcp(1, 2, 3, 4),
+            b"x"
+        );
         for n in 0..v.len() {
             assert!(parse(&v[..n]).is_err(), "len {n}");
         }
@@ -643,12 +647,11 @@ mod simple_tests {
         ) {
             let b = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6]);
             let b = if v6 { b.ipv6([1; 16], [2; 16], 64) } else { b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64) };
-            let mut f = Vec::new();
-            if tcp {
-                b.tcp(1000, 80, 7, 1024).syn().write(&mut f, &payload).unwrap();
+            let f = if tcp {
+                etherparse_packet!(b.tcp(1000, 80, 7, 1024).syn(), &payload)
             } else {
-                b.udp(1000, 53).write(&mut f, &payload).unwrap();
-            }
+                etherparse_packet!(b.udp(1000, 53), &payload)
+            };
             // Also a corrupted copy: one byte changed anywhere.
             let mut g = f.clone();
             let i = flip.0 % g.len();
@@ -682,12 +685,11 @@ mod simple_tests {
         ) {
             let b = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6]);
             let b = if v6 { b.ipv6([1; 16], [2; 16], 64) } else { b.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64) };
-            let mut f = Vec::new();
-            if tcp {
-                b.tcp(1000, 80, 7, 1024).ack(1).write(&mut f, &payload).unwrap();
+            let f = if tcp {
+                etherparse_packet!(b.tcp(1000, 80, 7, 1024).ack(1), &payload)
             } else {
-                b.udp(1000, 53).write(&mut f, &payload).unwrap();
-            }
+                etherparse_packet!(b.udp(1000, 53), &payload)
+            };
             let headers = 14 + if v6 { 40 } else { 20 } + if tcp { 20 } else { 8 };
             let cut = 1 + cut % (f.len() - 1);
             let (head, rest) = f.split_at(cut);

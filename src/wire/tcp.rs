@@ -10,27 +10,9 @@ use super::WireError;
 /// Length of a TCP header without options.
 pub const MIN_HEADER_LEN: usize = 20;
 
-/// FIN flag bit.
-pub const FLAG_FIN: u8 = 0x01;
-/// SYN flag bit.
-pub const FLAG_SYN: u8 = 0x02;
-/// RST flag bit.
-pub const FLAG_RST: u8 = 0x04;
-/// PSH flag bit.
-pub const FLAG_PSH: u8 = 0x08;
-/// ACK flag bit.
-pub const FLAG_ACK: u8 = 0x10;
-/// URG flag bit.
-pub const FLAG_URG: u8 = 0x20;
-/// ECE flag bit.
-pub const FLAG_ECE: u8 = 0x40;
-/// CWR flag bit.
-pub const FLAG_CWR: u8 = 0x80;
-
 mod field {
+    pub use crate::wire::view::port_field::*;
     use core::ops::Range;
-    pub const SRC_PORT: Range<usize> = 0..2;
-    pub const DST_PORT: Range<usize> = 2..4;
     pub const SEQ: Range<usize> = 4..8;
     pub const ACK: Range<usize> = 8..12;
     pub const DATA_OFF: usize = 12;
@@ -43,117 +25,77 @@ mod field {
 /// Offset of the checksum field, for incremental updates by the caller.
 pub const CHECKSUM_OFFSET: usize = field::CHECKSUM.start;
 
-header_view! {
+transport_view! {
     /// A read/write view of a TCP segment.
-    Packet,
-    check: check
+}
+
+fields! {
+    Packet {
+        /// Sequence number.
+        pub seq_number, set_seq_number: u32 = field::SEQ;
+        /// Acknowledgement number.
+        pub ack_number, set_ack_number: u32 = field::ACK;
+        /// The byte of the data offset (high nibble), reserved bits and NS.
+        data_off, set_data_off: u8 = field::DATA_OFF;
+        /// The flag byte (CWR..FIN); compare with the `FLAG_*` constants.
+        pub flags, set_flags: u8 = field::FLAGS;
+        /// Receive window (unscaled).
+        pub window, set_window: u16 = field::WINDOW;
+        /// Checksum field.
+        pub checksum, set_checksum: u16 = field::CHECKSUM;
+        /// Urgent pointer.
+        pub urgent, set_urgent: u16 = field::URGENT;
+    }
+}
+
+/// Defines the `FLAG_*` bits of [`Packet::flags`] and, for those named
+/// after the bit, a getter that is true when the bit is set.
+macro_rules! tcp_flags {
+    ($($(#[$doc:meta])* $flag:ident = $bit:literal $(, $get:ident)?;)*) => {
+        $($(#[$doc])* pub const $flag: u8 = $bit;)*
+
+        impl<T: AsRef<[u8]>> Packet<T> {
+            $($(
+                #[doc = concat!("True when [`", stringify!($flag), "`] is set.")]
+                #[inline]
+                pub fn $get(&self) -> bool {
+                    self.flags() & $flag != 0
+                }
+            )?)*
+        }
+    };
+}
+
+tcp_flags! {
+    /// FIN flag bit.
+    FLAG_FIN = 0x01, fin;
+    /// SYN flag bit.
+    FLAG_SYN = 0x02, syn;
+    /// RST flag bit.
+    FLAG_RST = 0x04, rst;
+    /// PSH flag bit.
+    FLAG_PSH = 0x08, psh;
+    /// ACK flag bit.
+    FLAG_ACK = 0x10, ack;
+    /// URG flag bit.
+    FLAG_URG = 0x20, urg;
+    /// ECE flag bit.
+    FLAG_ECE = 0x40;
+    /// CWR flag bit.
+    FLAG_CWR = 0x80;
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks the fixed header fits and the data offset is in `5..` and fits.
     pub fn check(&self) -> Result<(), WireError> {
-        let len = self.buffer.as_ref().len();
-        if len < MIN_HEADER_LEN {
-            return Err(WireError::Truncated);
-        }
-        let hlen = self.header_len();
-        if hlen < MIN_HEADER_LEN {
-            return Err(WireError::BadHeaderLen);
-        }
-        if hlen > len {
-            return Err(WireError::Truncated);
-        }
-        Ok(())
-    }
-
-    /// Source port.
-    #[inline]
-    pub fn src_port(&self) -> u16 {
-        self.read_u16(field::SRC_PORT)
-    }
-
-    /// Destination port.
-    #[inline]
-    pub fn dst_port(&self) -> u16 {
-        self.read_u16(field::DST_PORT)
-    }
-
-    /// Sequence number.
-    #[inline]
-    pub fn seq_number(&self) -> u32 {
-        self.read_u32(field::SEQ)
-    }
-
-    /// Acknowledgement number.
-    #[inline]
-    pub fn ack_number(&self) -> u32 {
-        self.read_u32(field::ACK)
+        self.holds(MIN_HEADER_LEN)?;
+        self.claimed_len(self.header_len(), MIN_HEADER_LEN, WireError::BadHeaderLen)
     }
 
     /// Header length in bytes (data offset * 4), options included.
     #[inline]
     pub fn header_len(&self) -> usize {
-        usize::from(self.byte(field::DATA_OFF) >> 4) * 4
-    }
-
-    /// The flag byte (CWR..FIN); compare with the `FLAG_*` constants.
-    #[inline]
-    pub fn flags(&self) -> u8 {
-        self.byte(field::FLAGS)
-    }
-
-    /// FIN set.
-    #[inline]
-    pub fn fin(&self) -> bool {
-        self.flags() & FLAG_FIN != 0
-    }
-
-    /// SYN set.
-    #[inline]
-    pub fn syn(&self) -> bool {
-        self.flags() & FLAG_SYN != 0
-    }
-
-    /// RST set.
-    #[inline]
-    pub fn rst(&self) -> bool {
-        self.flags() & FLAG_RST != 0
-    }
-
-    /// PSH set.
-    #[inline]
-    pub fn psh(&self) -> bool {
-        self.flags() & FLAG_PSH != 0
-    }
-
-    /// ACK set.
-    #[inline]
-    pub fn ack(&self) -> bool {
-        self.flags() & FLAG_ACK != 0
-    }
-
-    /// URG set.
-    #[inline]
-    pub fn urg(&self) -> bool {
-        self.flags() & FLAG_URG != 0
-    }
-
-    /// Receive window (unscaled).
-    #[inline]
-    pub fn window(&self) -> u16 {
-        self.read_u16(field::WINDOW)
-    }
-
-    /// Checksum field.
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        self.read_u16(field::CHECKSUM)
-    }
-
-    /// Urgent pointer.
-    #[inline]
-    pub fn urgent(&self) -> u16 {
-        self.read_u16(field::URGENT)
+        usize::from(self.data_off() >> 4) * 4
     }
 
     /// Option bytes between the fixed header and the payload.
@@ -183,61 +125,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    /// Sets the source port (checksum not updated).
-    #[inline]
-    pub fn set_src_port(&mut self, port: u16) {
-        self.write_u16(field::SRC_PORT, port);
-    }
-
-    /// Sets the destination port (checksum not updated).
-    #[inline]
-    pub fn set_dst_port(&mut self, port: u16) {
-        self.write_u16(field::DST_PORT, port);
-    }
-
-    /// Sets the sequence number.
-    #[inline]
-    pub fn set_seq_number(&mut self, v: u32) {
-        self.write_u32(field::SEQ, v);
-    }
-
-    /// Sets the acknowledgement number.
-    #[inline]
-    pub fn set_ack_number(&mut self, v: u32) {
-        self.write_u32(field::ACK, v);
-    }
-
     /// Sets the header length in bytes (rounded down to 4), keeping the
     /// reserved bits and NS.
     #[inline]
     pub fn set_header_len(&mut self, len: usize) {
         let off = ((len / 4).min(15) as u8) << 4;
-        let keep = self.byte(field::DATA_OFF) & 0x0F;
-        self.set_byte(field::DATA_OFF, off | keep);
-    }
-
-    /// Sets the flag byte.
-    #[inline]
-    pub fn set_flags(&mut self, flags: u8) {
-        self.set_byte(field::FLAGS, flags);
-    }
-
-    /// Sets the window.
-    #[inline]
-    pub fn set_window(&mut self, v: u16) {
-        self.write_u16(field::WINDOW, v);
-    }
-
-    /// Sets the checksum field.
-    #[inline]
-    pub fn set_checksum(&mut self, v: u16) {
-        self.write_u16(field::CHECKSUM, v);
-    }
-
-    /// Sets the urgent pointer.
-    #[inline]
-    pub fn set_urgent(&mut self, v: u16) {
-        self.write_u16(field::URGENT, v);
+        let keep = self.data_off() & 0x0F;
+        self.set_data_off(off | keep);
     }
 
     /// Computes and writes the checksum with an IPv4 pseudo-header.
@@ -352,16 +246,12 @@ mod tests {
 
     fn etherparse_v4(src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, data: &[u8]) -> Vec<u8> {
         let b = etherparse::PacketBuilder::ipv4(src, dst, 64).tcp(sp, dp, 12345, 1000).ack(777).psh();
-        let mut v = Vec::new();
-        b.write(&mut v, data).unwrap();
-        v
+        etherparse_packet!(b, data)
     }
 
     fn etherparse_v6(src: [u8; 16], dst: [u8; 16], sp: u16, dp: u16, data: &[u8]) -> Vec<u8> {
         let b = etherparse::PacketBuilder::ipv6(src, dst, 64).tcp(sp, dp, 12345, 1000).syn();
-        let mut v = Vec::new();
-        b.write(&mut v, data).unwrap();
-        v
+        etherparse_packet!(b, data)
     }
 
     #[test]

@@ -10,9 +10,8 @@ use super::WireError;
 pub const HEADER_LEN: usize = 8;
 
 mod field {
+    pub use crate::wire::view::port_field::*;
     use core::ops::Range;
-    pub const SRC_PORT: Range<usize> = 0..2;
-    pub const DST_PORT: Range<usize> = 2..4;
     pub const LENGTH: Range<usize> = 4..6;
     pub const CHECKSUM: Range<usize> = 6..8;
 }
@@ -20,55 +19,28 @@ mod field {
 /// Offset of the checksum field, for incremental updates by the caller.
 pub const CHECKSUM_OFFSET: usize = field::CHECKSUM.start;
 
-header_view! {
+transport_view! {
     /// A read/write view of a UDP datagram.
     ///
     /// The buffer may extend past the UDP length (padding); the datagram,
     /// payload and checksum cover only `..len()`.
-    Packet,
-    check: check
+}
+
+fields! {
+    Packet {
+        /// The length field: header plus payload.
+        #[allow(clippy::len_without_is_empty)]
+        pub len, set_len: u16 = field::LENGTH;
+        /// Checksum field; 0 over IPv4 means "no checksum".
+        pub checksum, set_checksum: u16 = field::CHECKSUM;
+    }
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
     /// Checks `8 <= length <= buffer length`.
     pub fn check(&self) -> Result<(), WireError> {
-        let len = self.buffer.as_ref().len();
-        if len < HEADER_LEN {
-            return Err(WireError::Truncated);
-        }
-        let ulen = usize::from(self.len());
-        if ulen < HEADER_LEN {
-            return Err(WireError::BadUdpLen);
-        }
-        if ulen > len {
-            return Err(WireError::Truncated);
-        }
-        Ok(())
-    }
-
-    /// Source port.
-    #[inline]
-    pub fn src_port(&self) -> u16 {
-        self.read_u16(field::SRC_PORT)
-    }
-
-    /// Destination port.
-    #[inline]
-    pub fn dst_port(&self) -> u16 {
-        self.read_u16(field::DST_PORT)
-    }
-
-    /// The length field: header plus payload.
-    #[inline]
-    #[allow(clippy::len_without_is_empty)]
-    pub fn len(&self) -> u16 {
-        self.read_u16(field::LENGTH)
-    }
-
-    /// Checksum field; 0 over IPv4 means "no checksum".
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        self.read_u16(field::CHECKSUM)
+        self.holds(HEADER_LEN)?;
+        self.claimed_len(usize::from(self.len()), HEADER_LEN, WireError::BadUdpLen)
     }
 
     /// The datagram `..len()`, clamped to the buffer.
@@ -101,30 +73,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-    /// Sets the source port (checksum not updated).
-    #[inline]
-    pub fn set_src_port(&mut self, port: u16) {
-        self.write_u16(field::SRC_PORT, port);
-    }
-
-    /// Sets the destination port (checksum not updated).
-    #[inline]
-    pub fn set_dst_port(&mut self, port: u16) {
-        self.write_u16(field::DST_PORT, port);
-    }
-
-    /// Sets the length field.
-    #[inline]
-    pub fn set_len(&mut self, len: u16) {
-        self.write_u16(field::LENGTH, len);
-    }
-
-    /// Sets the checksum field verbatim.
-    #[inline]
-    pub fn set_checksum(&mut self, v: u16) {
-        self.write_u16(field::CHECKSUM, v);
-    }
-
     /// Computes and writes the checksum over an IPv4 pseudo-header; a
     /// computed 0 is written as 0xFFFF.
     #[inline]
@@ -225,11 +173,10 @@ mod tests {
 
     #[test]
     fn etherparse_oracle() {
-        let mut v = Vec::new();
-        etherparse::PacketBuilder::ipv6([1; 16], [2; 16], 5)
-            .udp(5353, 5354)
-            .write(&mut v, b"payload")
-            .unwrap();
+        let v = etherparse_packet!(
+            etherparse::PacketBuilder::ipv6([1; 16], [2; 16], 5).udp(5353, 5354),
+            b"payload"
+        );
         let p = Packet::new_checked(&v[40..]).unwrap();
         let e = etherparse::UdpHeaderSlice::from_slice(&v[40..]).unwrap();
         assert_eq!(p.src_port(), e.source_port());
@@ -244,9 +191,7 @@ mod tests {
     }
 
     fn build_v4(src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, data: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        etherparse::PacketBuilder::ipv4(src, dst, 64).udp(sp, dp).write(&mut v, data).unwrap();
-        v
+        etherparse_packet!(etherparse::PacketBuilder::ipv4(src, dst, 64).udp(sp, dp), data)
     }
 
     proptest! {
@@ -300,8 +245,7 @@ mod tests {
             dp in any::<u16>(), ndp in any::<u16>(),
             data in proptest::collection::vec(any::<u8>(), 0..64),
         ) {
-            let mut v = Vec::new();
-            etherparse::PacketBuilder::ipv6(src, dst, 64).udp(9, dp).write(&mut v, &data).unwrap();
+            let mut v = etherparse_packet!(etherparse::PacketBuilder::ipv6(src, dst, 64).udp(9, dp), &data);
             let mut p = Packet::new_checked(&mut v[40..]).unwrap();
             let mut c = p.checksum();
             c = checksum::udp_update_bytes(c, &dst, &new_dst);

@@ -1,10 +1,115 @@
-//! What every header view shares: the wrapper type, its constructors and
+//! What every header view shares: the wrapper type, its constructors,
 //! big-endian field access that never panics (a field out of range reads
-//! as zero and is not written).
+//! as zero and is not written), the length checks of `check`, and a
+//! declarative list of plain fields ([`fields!`]) so each header names its
+//! fields once.
+
+use core::net::{Ipv4Addr, Ipv6Addr};
+use core::ops::Range;
+
+use super::WireError;
+
+/// A value a header field holds, stored big-endian at `At`: a byte offset
+/// for `u8`, a byte range otherwise. A field out of range reads as zero and
+/// is not written, so nothing built on this can panic.
+pub(super) trait FieldValue<At>: Sized {
+    /// The field at `at` of `buf`, or zero when `buf` is too short.
+    fn read(buf: &[u8], at: At) -> Self;
+    /// Writes `self` at `at` of `buf`; nothing when `buf` is too short.
+    fn write(self, buf: &mut [u8], at: At);
+}
+
+impl FieldValue<usize> for u8 {
+    #[inline]
+    fn read(buf: &[u8], at: usize) -> u8 {
+        buf.get(at).copied().unwrap_or(0)
+    }
+
+    #[inline]
+    fn write(self, buf: &mut [u8], at: usize) {
+        if let Some(b) = buf.get_mut(at) {
+            *b = self;
+        }
+    }
+}
+
+impl<const N: usize> FieldValue<Range<usize>> for [u8; N] {
+    /// The bytes of `r`, all zero unless `r` is in range and `N` long.
+    #[inline]
+    fn read(buf: &[u8], r: Range<usize>) -> [u8; N] {
+        let mut out = [0u8; N];
+        if let Some(s) = buf.get(r) {
+            if s.len() == N {
+                out.copy_from_slice(s);
+            }
+        }
+        out
+    }
+
+    /// Copies `self` into `r` when `r` is in range and `N` long.
+    #[inline]
+    fn write(self, buf: &mut [u8], r: Range<usize>) {
+        if let Some(s) = buf.get_mut(r) {
+            if s.len() == N {
+                s.copy_from_slice(&self);
+            }
+        }
+    }
+}
+
+/// Fields that are a byte array on the wire: integers (big-endian) and
+/// addresses.
+macro_rules! array_field {
+    ($($ty:ty: $n:literal, $from:expr, $to:expr;)*) => {$(
+        impl FieldValue<Range<usize>> for $ty {
+            #[inline]
+            fn read(buf: &[u8], r: Range<usize>) -> $ty {
+                $from(<[u8; $n]>::read(buf, r))
+            }
+
+            #[inline]
+            fn write(self, buf: &mut [u8], r: Range<usize>) {
+                $to(self).write(buf, r);
+            }
+        }
+    )*};
+}
+
+array_field! {
+    u16: 2, u16::from_be_bytes, u16::to_be_bytes;
+    u32: 4, u32::from_be_bytes, u32::to_be_bytes;
+    Ipv4Addr: 4, Ipv4Addr::from, |a: Ipv4Addr| a.octets();
+    Ipv6Addr: 16, Ipv6Addr::from, |a: Ipv6Addr| a.octets();
+}
+
+/// `Truncated` unless `len` bytes hold the `needed` ones.
+#[inline]
+pub(super) fn holds(len: usize, needed: usize) -> Result<(), WireError> {
+    if len < needed {
+        return Err(WireError::Truncated);
+    }
+    Ok(())
+}
+
+/// Checks a length a header claims (IPv4 IHL and total length, TCP data
+/// offset, UDP length): at least `min`, else `too_short`; within the `len`
+/// bytes of the buffer, else `Truncated`.
+#[inline]
+pub(super) fn claimed_len(
+    claimed: usize,
+    min: usize,
+    len: usize,
+    too_short: WireError,
+) -> Result<(), WireError> {
+    if claimed < min {
+        return Err(too_short);
+    }
+    holds(len, claimed)
+}
 
 /// Defines the view type `$name<T: AsRef<[u8]>>` with `new_unchecked`,
-/// `new_checked` (which runs `$check`), `into_inner`, and the private field
-/// readers and writers the accessors of each view are written with.
+/// `new_checked` (which runs `$check`), `into_inner`, and the private
+/// `get`/`set` the accessors of each view are written with.
 macro_rules! header_view {
     ($(#[$meta:meta])* $name:ident, check: $check:ident) => {
         $(#[$meta])*
@@ -37,78 +142,130 @@ macro_rules! header_view {
                 self.buffer
             }
 
+            /// The field at `at`; zero when out of range.
             #[inline]
-            fn byte(&self, at: usize) -> u8 {
-                self.buffer.as_ref().get(at).copied().unwrap_or(0)
+            fn get<V: $crate::wire::view::FieldValue<A>, A>(&self, at: A) -> V {
+                V::read(self.buffer.as_ref(), at)
             }
 
+            /// `Truncated` unless the buffer holds `needed` bytes.
             #[inline]
-            fn read_u16(&self, r: core::ops::Range<usize>) -> u16 {
-                match self.buffer.as_ref().get(r) {
-                    Some(&[a, b]) => u16::from_be_bytes([a, b]),
-                    _ => 0,
-                }
+            fn holds(&self, needed: usize) -> Result<(), $crate::wire::WireError> {
+                $crate::wire::view::holds(self.buffer.as_ref().len(), needed)
             }
 
+            /// See [`claimed_len`](crate::wire::view::claimed_len).
             #[inline]
-            fn read_u32(&self, r: core::ops::Range<usize>) -> u32 {
-                match self.buffer.as_ref().get(r) {
-                    Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
-                    _ => 0,
-                }
-            }
-
-            /// The bytes of `r`, all zero when out of range.
-            #[inline]
-            fn read_array<const N: usize>(&self, r: core::ops::Range<usize>) -> [u8; N] {
-                let mut out = [0u8; N];
-                if let Some(s) = self.buffer.as_ref().get(r) {
-                    if s.len() == N {
-                        out.copy_from_slice(s);
-                    }
-                }
-                out
+            fn claimed_len(
+                &self,
+                claimed: usize,
+                min: usize,
+                too_short: $crate::wire::WireError,
+            ) -> Result<(), $crate::wire::WireError> {
+                $crate::wire::view::claimed_len(claimed, min, self.buffer.as_ref().len(), too_short)
             }
         }
 
         #[allow(dead_code)]
         impl<T: AsRef<[u8]> + AsMut<[u8]>> $name<T> {
+            /// Writes `v` at `at`; nothing when out of range.
             #[inline]
-            fn set_byte(&mut self, at: usize, v: u8) {
-                if let Some(b) = self.buffer.as_mut().get_mut(at) {
-                    *b = v;
-                }
-            }
-
-            /// Copies `v` into `r` when both have the same length.
-            #[inline]
-            fn write(&mut self, r: core::ops::Range<usize>, v: &[u8]) {
-                if let Some(s) = self.buffer.as_mut().get_mut(r) {
-                    if s.len() == v.len() {
-                        s.copy_from_slice(v);
-                    }
-                }
-            }
-
-            #[inline]
-            fn write_u16(&mut self, r: core::ops::Range<usize>, v: u16) {
-                self.write(r, &v.to_be_bytes());
-            }
-
-            #[inline]
-            fn write_u32(&mut self, r: core::ops::Range<usize>, v: u32) {
-                self.write(r, &v.to_be_bytes());
+            fn set<V: $crate::wire::view::FieldValue<A>, A>(&mut self, at: A, v: V) {
+                v.write(self.buffer.as_mut(), at);
             }
         }
     };
 }
 
-/// An ICMPv4 or ICMPv6 view: both share the 8-byte header (type, code,
-/// checksum, four type-specific bytes). Defines `Packet` with the accessors
-/// the two have in common; each module adds its checksum rules and the
-/// type-specific fields. Expects `field::{TYPE, CODE, CHECKSUM, REST,
-/// ECHO_IDENT, ECHO_SEQ}`, `HEADER_LEN` and `TYPE_ECHO_{REQUEST,REPLY}` in
-/// scope.
+/// Declares the plain fields of view `$view`, each once, one a line: the
+/// docs of its getter, the getter's name, its setter's name if it has one,
+/// its type and its place (a `mod field` constant). Setters write that field
+/// alone: no checksum is updated. Both are `#[inline]` and never panic (see
+/// [`FieldValue`]).
+///
+/// ```ignore
+/// fields! {
+///     Packet {
+///         /// Source port.
+///         pub src_port, set_src_port: u16 = field::SRC_PORT;
+///     }
+/// }
+/// ```
+macro_rules! fields {
+    ($view:ident {
+        $($(#[$meta:meta])* $vis:vis $get:ident $(, $set:ident)?: $ty:ty = $at:expr;)*
+    }) => {
+        impl<T: AsRef<[u8]>> $view<T> {
+            $(
+                $(#[$meta])*
+                #[inline]
+                $vis fn $get(&self) -> $ty {
+                    self.get($at)
+                }
+            )*
+        }
+
+        impl<T: AsRef<[u8]> + AsMut<[u8]>> $view<T> {
+            $($(
+                #[doc = concat!("Sets [`", stringify!($get), "`](Self::", stringify!($get), "); writes nothing else.")]
+                #[inline]
+                $vis fn $set(&mut self, v: $ty) {
+                    self.set($at, v);
+                }
+            )?)*
+        }
+    };
+}
+
+/// Byte places of the ports TCP and UDP both begin with (RFC 9293 §3.1,
+/// RFC 768).
+pub(super) mod port_field {
+    use core::ops::Range;
+    pub const SRC_PORT: Range<usize> = 0..2;
+    pub const DST_PORT: Range<usize> = 2..4;
+}
+
+/// A TCP or UDP view: both begin with the source and destination port, at
+/// the [`port_field`] places. Defines `Packet` and its port accessors; each
+/// module adds its own fields and checksum rules. Expects `field` (with at
+/// least the [`port_field`] places) and a `check` method in scope.
+macro_rules! transport_view {
+    ($(#[$meta:meta])*) => {
+        header_view! {
+            $(#[$meta])*
+            Packet,
+            check: check
+        }
+
+        fields! {
+            Packet {
+                /// Source port.
+                pub src_port, set_src_port: u16 = field::SRC_PORT;
+                /// Destination port.
+                pub dst_port, set_dst_port: u16 = field::DST_PORT;
+            }
+        }
+    };
+}
+
+/// Byte places of the 8-byte header ICMPv4 and ICMPv6 share: type, code,
+/// checksum and four type-specific bytes, an echo identifier and sequence
+/// number in echo messages.
+pub(super) mod icmp_field {
+    use core::ops::Range;
+    pub const TYPE: usize = 0;
+    pub const CODE: usize = 1;
+    pub const CHECKSUM: Range<usize> = 2..4;
+    pub const REST: Range<usize> = 4..8;
+    pub const ECHO_IDENT: Range<usize> = 4..6;
+    pub const ECHO_SEQ: Range<usize> = 6..8;
+}
+
+/// An ICMPv4 or ICMPv6 view: both share the 8-byte header laid out in
+/// [`icmp_field`]. Defines `Packet` with the accessors the two have in
+/// common; each module adds its checksum rules and the type-specific
+/// fields. Expects `field` (with at least the [`icmp_field`] places),
+/// `HEADER_LEN` and `TYPE_ECHO_{REQUEST,REPLY}` in scope.
 macro_rules! icmp_view {
     ($(#[$meta:meta])*) => {
         header_view! {
@@ -117,55 +274,33 @@ macro_rules! icmp_view {
             check: check
         }
 
+        fields! {
+            Packet {
+                /// Message type.
+                pub msg_type, set_msg_type: u8 = field::TYPE;
+                /// Message code.
+                pub msg_code, set_msg_code: u8 = field::CODE;
+                /// Checksum field.
+                pub checksum, set_checksum: u16 = field::CHECKSUM;
+                /// Bytes 4..8, whose meaning depends on the type.
+                pub rest_of_header, set_rest_of_header: [u8; 4] = field::REST;
+                /// Echo identifier (bytes 4..6); the "port" NAT rewrites.
+                pub echo_ident, set_echo_ident: u16 = field::ECHO_IDENT;
+                /// Echo sequence number (bytes 6..8).
+                pub echo_seq, set_echo_seq: u16 = field::ECHO_SEQ;
+            }
+        }
+
         impl<T: AsRef<[u8]>> Packet<T> {
             /// Checks the 8-byte header is present.
             pub fn check(&self) -> Result<(), $crate::wire::WireError> {
-                if self.buffer.as_ref().len() < HEADER_LEN {
-                    return Err($crate::wire::WireError::Truncated);
-                }
-                Ok(())
-            }
-
-            /// Message type.
-            #[inline]
-            pub fn msg_type(&self) -> u8 {
-                self.byte(field::TYPE)
-            }
-
-            /// Message code.
-            #[inline]
-            pub fn msg_code(&self) -> u8 {
-                self.byte(field::CODE)
-            }
-
-            /// Checksum field.
-            #[inline]
-            pub fn checksum(&self) -> u16 {
-                self.read_u16(field::CHECKSUM)
-            }
-
-            /// Bytes 4..8, whose meaning depends on the type.
-            #[inline]
-            pub fn rest_of_header(&self) -> [u8; 4] {
-                self.read_array(field::REST)
+                self.holds(HEADER_LEN)
             }
 
             /// True for Echo Request and Echo Reply.
             #[inline]
             pub fn is_echo(&self) -> bool {
                 matches!(self.msg_type(), TYPE_ECHO_REQUEST | TYPE_ECHO_REPLY)
-            }
-
-            /// Echo identifier (bytes 4..6); the "port" NAT rewrites.
-            #[inline]
-            pub fn echo_ident(&self) -> u16 {
-                self.read_u16(field::ECHO_IDENT)
-            }
-
-            /// Echo sequence number (bytes 6..8).
-            #[inline]
-            pub fn echo_seq(&self) -> u16 {
-                self.read_u16(field::ECHO_SEQ)
             }
 
             /// Data after the header: echo data, or the quoted packet of an error.
@@ -176,42 +311,6 @@ macro_rules! icmp_view {
         }
 
         impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
-            /// Sets the message type.
-            #[inline]
-            pub fn set_msg_type(&mut self, t: u8) {
-                self.set_byte(field::TYPE, t);
-            }
-
-            /// Sets the message code.
-            #[inline]
-            pub fn set_msg_code(&mut self, c: u8) {
-                self.set_byte(field::CODE, c);
-            }
-
-            /// Sets the checksum field.
-            #[inline]
-            pub fn set_checksum(&mut self, v: u16) {
-                self.write_u16(field::CHECKSUM, v);
-            }
-
-            /// Sets bytes 4..8.
-            #[inline]
-            pub fn set_rest_of_header(&mut self, rest: [u8; 4]) {
-                self.write(field::REST, &rest);
-            }
-
-            /// Sets the echo identifier (checksum not updated).
-            #[inline]
-            pub fn set_echo_ident(&mut self, v: u16) {
-                self.write_u16(field::ECHO_IDENT, v);
-            }
-
-            /// Sets the echo sequence number (checksum not updated).
-            #[inline]
-            pub fn set_echo_seq(&mut self, v: u16) {
-                self.write_u16(field::ECHO_SEQ, v);
-            }
-
             /// Mutable data after the header.
             #[inline]
             pub fn payload_mut(&mut self) -> &mut [u8] {
@@ -219,4 +318,16 @@ macro_rules! icmp_view {
             }
         }
     };
+}
+
+/// The bytes etherparse's `PacketBuilder` step `$builder` writes around
+/// `$payload`: the independently built packets the views' tests check
+/// against.
+#[cfg(test)]
+macro_rules! etherparse_packet {
+    ($builder:expr, $payload:expr) => {{
+        let mut v = Vec::new();
+        $builder.write(&mut v, $payload).unwrap();
+        v
+    }};
 }

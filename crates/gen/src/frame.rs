@@ -24,15 +24,11 @@ pub const HEADERS_LEN: usize = ethernet::HEADER_LEN + 20 + udp::HEADER_LEN;
 /// Shortest frame without FCS (Ethernet minimum 64 with FCS).
 pub const MIN_FRAME: usize = 60;
 
-/// Byte offsets inside the frame of the fields a stamp writes.
-mod field {
-    use core::ops::Range;
-    pub const IP_CHECKSUM: Range<usize> = 24..26;
-    pub const IP_SRC: Range<usize> = 26..30;
-    pub const UDP_SRC_PORT: Range<usize> = 34..36;
-    pub const UDP_CHECKSUM: Range<usize> = 40..42;
-    pub const TIMESTAMP: Range<usize> = 42..50;
-}
+/// Where the IPv4 and UDP headers start in the frame.
+const IP_AT: usize = ethernet::HEADER_LEN;
+const UDP_AT: usize = HEADERS_LEN - udp::HEADER_LEN;
+/// The submit time: the first 8 payload bytes.
+const TIMESTAMP: core::ops::Range<usize> = HEADERS_LEN..HEADERS_LEN + 8;
 
 /// Addresses and ports common to every packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +72,7 @@ impl Template {
         }
         let ip_len = size - ethernet::HEADER_LEN;
         {
-            let mut ip = ipv4::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN..]);
+            let mut ip = ipv4::Packet::new_unchecked(&mut frame[IP_AT..]);
             ip.set_version_and_header_len(20);
             ip.set_total_len(ip_len as u16);
             ip.set_ident(0);
@@ -95,23 +91,22 @@ impl Template {
             *b = b"shunt-gen "[i % 10];
         }
         // The timestamp slot sums as zero; each stamp adds its value.
-        frame[field::TIMESTAMP].fill(0);
+        frame[TIMESTAMP].fill(0);
         {
-            let mut u = udp::Packet::new_unchecked(&mut frame[ethernet::HEADER_LEN + 20..]);
+            let mut u = udp::Packet::new_unchecked(&mut frame[UDP_AT..]);
             u.set_src_port(0);
             u.set_dst_port(header.dst_port);
             u.set_len(udp_len as u16);
             u.set_checksum(0);
         }
-        let ip_sum = checksum::sum(&frame[ethernet::HEADER_LEN..HEADERS_LEN - udp::HEADER_LEN]);
+        let ip_sum = checksum::sum(&frame[IP_AT..UDP_AT]);
         let pseudo = checksum::pseudo_header_v4(
             Ipv4Addr::UNSPECIFIED,
             header.dst_ip,
             ip_protocol::UDP,
             udp_len as u16,
         );
-        let udp_sum =
-            u32::from(checksum::fold(pseudo + checksum::sum(&frame[HEADERS_LEN - udp::HEADER_LEN..])));
+        let udp_sum = u32::from(checksum::fold(pseudo + checksum::sum(&frame[UDP_AT..])));
         Some(Template { header, ip_sum, udp_sum })
     }
 
@@ -121,17 +116,19 @@ impl Template {
     /// `frame` is too short to hold them.
     #[inline]
     pub fn stamp(&self, frame: &mut [u8], src: u32, sport: u16, time_ns: u64) -> bool {
-        let Some(h) = frame.get_mut(..field::TIMESTAMP.end) else { return false };
+        let Some(h) = frame.get_mut(..TIMESTAMP.end) else { return false };
         let (hi, lo) = (src >> 16, src & 0xFFFF);
         let t = (0..4).map(|i| ((time_ns >> (16 * i)) & 0xFFFF) as u32).sum::<u32>();
-        let ip = !checksum::fold(self.ip_sum + hi + lo);
+        let ip_csum = !checksum::fold(self.ip_sum + hi + lo);
         // A computed UDP checksum of zero is sent as all ones (RFC 768).
-        let udp = checksum::udp_encode(!checksum::fold(self.udp_sum + hi + lo + u32::from(sport) + t));
-        h[field::IP_SRC].copy_from_slice(&src.to_be_bytes());
-        h[field::IP_CHECKSUM].copy_from_slice(&ip.to_be_bytes());
-        h[field::UDP_SRC_PORT].copy_from_slice(&sport.to_be_bytes());
-        h[field::UDP_CHECKSUM].copy_from_slice(&udp.to_be_bytes());
-        h[field::TIMESTAMP].copy_from_slice(&time_ns.to_be_bytes());
+        let udp_csum = checksum::udp_encode(!checksum::fold(self.udp_sum + hi + lo + u32::from(sport) + t));
+        let mut ip = ipv4::Packet::new_unchecked(&mut h[IP_AT..]);
+        ip.set_src_addr(Ipv4Addr::from(src));
+        ip.set_checksum(ip_csum);
+        let mut u = udp::Packet::new_unchecked(&mut h[UDP_AT..]);
+        u.set_src_port(sport);
+        u.set_checksum(udp_csum);
+        h[TIMESTAMP].copy_from_slice(&time_ns.to_be_bytes());
         true
     }
 }
