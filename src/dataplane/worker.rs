@@ -714,7 +714,9 @@ mod tests {
     use crate::config::{Config, HugepageMode};
     use crate::dataplane::handoff::{Membership, Mesh, PeerUmem, IN_FLIGHT};
     use crate::dataplane::setup::{self, WorkerInit};
+    use crate::dataplane::DataplaneError;
     use crate::pipeline::build::PortInfo;
+    use crate::pipeline::registry::BuildError;
     use crate::pipeline::services::{IdRegistry, Services};
     use crate::pipeline::DropReason;
     use crate::telemetry::counters::{WorkerCounters, WorkerStats};
@@ -800,7 +802,7 @@ entries_per_worker = 4096
         services: &Arc<ArcSwap<Services>>,
         mesh: &Arc<Mesh>,
         mtu: u16,
-    ) -> (Worker<FakePort>, PeerUmem) {
+    ) -> Result<(Worker<FakePort>, PeerUmem), DataplaneError> {
         let dp = &config.dataplane;
         let len = dp.frames_per_worker as usize * dp.frame_size as usize;
         let area = Arc::new(UmemArea::new(len, HugepageMode::Off).unwrap());
@@ -824,7 +826,7 @@ entries_per_worker = 4096
             conns: crate::telemetry::conns::pair().0,
             mtus: crate::pipeline::mtu::LinkMtus::new(config.interfaces.iter().map(|_| mtu)),
         };
-        (setup::assemble(config, wi, init, xsk, &infos).unwrap(), umem)
+        Ok((setup::assemble(config, wi, init, xsk, &infos)?, umem))
     }
 
     /// Workers over fake ports, sharing a mesh as `Dataplane::start` sets up.
@@ -836,7 +838,7 @@ entries_per_worker = 4096
     fn workers_at_mtu(config: &Config, mtu: u16) -> Vec<Worker<FakePort>> {
         let (services, mesh) = shared(config);
         let (mut out, umems): (Vec<_>, Vec<_>) =
-            (0..config.workers.len()).map(|wi| build_one(config, wi, &services, &mesh, mtu)).unzip();
+            (0..config.workers.len()).map(|wi| build_one(config, wi, &services, &mesh, mtu).unwrap()).unzip();
         assert!(mesh.umems.set(umems).is_ok());
         for w in &mut out {
             w.join_mesh();
@@ -922,6 +924,24 @@ entries_per_worker = 4096
         let Some(TransportSlice::Tcp(t)) = out.transport else { panic!("not TCP") };
         assert_eq!(crate::pipeline::snat::owner(t.source_port(), 2), 1);
         (snat_addr, t.source_port())
+    }
+
+    /// A worker with no socket on an interface its pipeline sends on is
+    /// refused: the error names the worker, and its cause stays typed
+    /// (boxed, so the error enum stays small) and next in the chain.
+    #[test]
+    fn pipeline_build_failure_names_the_worker_and_keeps_its_cause() {
+        // The config check refuses such a worker: only its sockets lack be0.
+        let mut cfg = config(1, 512, 128);
+        cfg.workers[0].queues.retain(|q| q.interface == CLI);
+        let (services, mesh) = shared(&cfg);
+        let Err(e) = build_one(&cfg, 0, &services, &mesh, 1500) else { panic!("built without be0") };
+        let DataplaneError::Pipelines { worker: 0, source } = &e else { panic!("{e:?}") };
+        assert!(matches!(**source, BuildError::NoSocket { .. }), "{source:?}");
+        // Next in the chain `shunt run` prints.
+        let cause = std::error::Error::source(&e).expect("a source");
+        assert_eq!(cause.to_string(), "worker has no socket on be0");
+        assert!(std::mem::size_of::<DataplaneError>() <= 64, "{}", std::mem::size_of::<DataplaneError>());
     }
 
     #[test]
@@ -1454,7 +1474,7 @@ entries_per_worker = 4096
                     let (umem_tx, both_stopped) = (umem_tx.clone(), both_stopped.clone());
                     std::thread::spawn(move || {
                         let _membership = Membership::new(mesh.clone(), wi);
-                        let (mut w, umem) = build_one(&cfg, wi, &services, &mesh, 1500);
+                        let (mut w, umem) = build_one(&cfg, wi, &services, &mesh, 1500).unwrap();
                         umem_tx.send((wi, umem, w.counters.clone())).unwrap();
                         while mesh.umems.get().is_none() {
                             std::thread::yield_now();
