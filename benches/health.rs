@@ -58,18 +58,8 @@ fn kernel_peers() -> Vec<SocketAddr> {
         .map(|_| {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             let secs: libc::c_int = 30;
-            // SAFETY: setsockopt on a listener we own, with a pointer to a
-            // live c_int and its exact size.
-            let rc = unsafe {
-                libc::setsockopt(
-                    l.as_raw_fd(),
-                    libc::IPPROTO_TCP,
-                    libc::TCP_DEFER_ACCEPT,
-                    (&secs as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(rc, 0, "TCP_DEFER_ACCEPT");
+            shunt::sys::setsockopt(l.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, &secs)
+                .expect("TCP_DEFER_ACCEPT");
             let a = l.local_addr().unwrap();
             // Kept open for the life of the bench.
             std::mem::forget(l);

@@ -412,9 +412,19 @@ fn other_shunt_pids() -> Vec<u32> {
 
 /// `--watch` seconds: finite, 0.1 to a day (Duration cannot hold `inf`).
 fn parse_interval(s: &str) -> Result<f64, String> {
+    seconds_up_to(s, 86400)
+}
+
+/// `bgp-feed --interval` seconds: 0.1 to 10.
+fn parse_feed_interval(s: &str) -> Result<f64, String> {
+    seconds_up_to(s, 10)
+}
+
+/// A finite number of seconds from 0.1 to `max`.
+fn seconds_up_to(s: &str, max: u32) -> Result<f64, String> {
     let secs: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if !secs.is_finite() || !(0.1..=86400.0).contains(&secs) {
-        return Err(format!("{s} is out of range: 0.1 to 86400 seconds"));
+    if !secs.is_finite() || !(0.1..=f64::from(max)).contains(&secs) {
+        return Err(format!("{s} is out of range: 0.1 to {max} seconds"));
     }
     Ok(secs)
 }
@@ -594,13 +604,7 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
             };
             let r = call(socket, &req)?;
             if json {
-                let mut o = serde_json::json!({ "ok": true });
-                if let serde_json::Value::Object(m) = r {
-                    for (k, v) in m {
-                        o[k] = v;
-                    }
-                }
-                return outln(&o.to_string());
+                return ok_json(r);
             }
             for c in r["changes"].as_array().into_iter().flatten() {
                 outln(&format!("ok: {}", c.as_str().unwrap_or_default()))?;
@@ -651,14 +655,6 @@ fn node_table(r: &serde_json::Value) -> String {
         );
     }
     text
-}
-
-fn parse_feed_interval(s: &str) -> Result<f64, String> {
-    let secs: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if !secs.is_finite() || !(0.1..=10.0).contains(&secs) {
-        return Err(format!("{s} is out of range: 0.1 to 10 seconds"));
-    }
-    Ok(secs)
 }
 
 /// `shunt bgp-feed`: the VIPs announced follow `node.status`; a running
@@ -815,17 +811,22 @@ fn conn_table(r: &serde_json::Value) -> anyhow::Result<()> {
     out(&text)
 }
 
+/// Prints the reply as one JSON object, with `"ok": true` added.
+fn ok_json(r: serde_json::Value) -> anyhow::Result<()> {
+    let mut o = serde_json::json!({ "ok": true });
+    if let serde_json::Value::Object(m) = r {
+        for (k, v) in m {
+            o[k] = v;
+        }
+    }
+    outln(&o.to_string())
+}
+
 /// Prints the reply to a change: `ok: applied (generation N)` and what
 /// changed, or the reply as JSON.
 fn applied(r: serde_json::Value, json: bool, what: &str) -> anyhow::Result<()> {
     if json {
-        let mut o = serde_json::json!({ "ok": true });
-        if let serde_json::Value::Object(m) = r {
-            for (k, v) in m {
-                o[k] = v;
-            }
-        }
-        return outln(&o.to_string());
+        return ok_json(r);
     }
     match r.get("admin").and_then(|a| a.as_str()) {
         Some(admin) => outln(&format!(

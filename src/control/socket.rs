@@ -21,7 +21,7 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::protocol::{self, Request, Response};
-use crate::sys::nonblock::{self, Flush};
+use crate::sys::nonblock::{Answer, DrainLimits, Next};
 
 /// How long one client may take to send its request, and again to read
 /// the reply.
@@ -31,9 +31,9 @@ pub const MAX_CLIENTS: usize = 256;
 /// Bytes read from one client per wakeup, so a fast sender cannot keep
 /// the loop to itself; the rest is read on the next pass.
 const READ_BUDGET: usize = 256 * 1024;
-/// What a client may still send after its reply (the rest of an oversize
-/// request) before it is cut off.
-const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+/// After its reply, a client's leftover input (the rest of an oversize
+/// request) is read at the same pace, and cut off past 64 MiB.
+const DRAIN: DrainLimits = DrainLimits { per_pass: READ_BUDGET, total: 64 * 1024 * 1024 };
 const LISTENER: Token = Token(usize::MAX);
 
 /// Why the control socket could not be set up ([`Server::bind`]), or a
@@ -106,11 +106,8 @@ pub enum SocketError {
 enum Phase {
     /// Collecting the request up to a newline or EOF.
     Reading,
-    /// Sending `out` from `sent` on.
-    Writing,
-    /// Reply sent and write side shut: reading and discarding until EOF,
-    /// so closing does not reset the connection and lose the reply.
-    Draining,
+    /// Sending the reply, then draining what the client still sends.
+    Answering(Answer),
 }
 
 struct Client {
@@ -118,9 +115,6 @@ struct Client {
     peer: Peer,
     phase: Phase,
     input: Vec<u8>,
-    out: Vec<u8>,
-    sent: usize,
-    drained: usize,
     deadline: Instant,
 }
 
@@ -268,9 +262,6 @@ impl Server {
                 peer,
                 phase: Phase::Reading,
                 input: Vec::new(),
-                out: Vec::new(),
-                sent: 0,
-                drained: 0,
                 deadline: Instant::now() + CLIENT_TIMEOUT,
             });
             // Its request may already be waiting: the readiness edge came
@@ -304,46 +295,19 @@ impl Server {
                             Response::err(e)
                         }
                     };
-                    c.out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
-                    c.out.push(b'\n');
+                    let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+                    out.push(b'\n');
                     c.input = Vec::new();
-                    c.phase = Phase::Writing;
+                    c.phase = Phase::Answering(Answer::new(out));
                     c.deadline = Instant::now() + CLIENT_TIMEOUT;
                 }
             }
         }
-        if matches!(c.phase, Phase::Writing) {
-            match nonblock::flush(&mut c.stream, &c.out, &mut c.sent) {
-                Flush::Done => {
-                    let _ = c.stream.shutdown(std::net::Shutdown::Write);
-                    c.out = Vec::new();
-                    c.phase = Phase::Draining;
-                }
-                Flush::Blocked => return,
-                Flush::Failed => return self.close(i),
-            }
-        }
-        if matches!(c.phase, Phase::Draining) {
-            let mut sink = [0u8; 16 * 1024];
-            let mut budget = READ_BUDGET;
-            loop {
-                match c.stream.read(&mut sink) {
-                    Ok(0) => return self.close(i),
-                    Ok(n) => {
-                        c.drained += n;
-                        if c.drained > DRAIN_LIMIT {
-                            return self.close(i);
-                        }
-                        budget = budget.saturating_sub(n);
-                        if budget == 0 {
-                            self.again.push(i);
-                            return;
-                        }
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => return self.close(i),
-                }
+        if let Phase::Answering(answer) = &mut c.phase {
+            match answer.progress(&mut c.stream, DRAIN) {
+                Next::Wait => {}
+                Next::Again => self.again.push(i),
+                Next::Close => self.close(i),
             }
         }
     }

@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::pipeline::mtu::LinkMtus;
+use crate::pipeline::registry::BuildError;
 use crate::pipeline::services::Services;
 use crate::telemetry::counters::{WorkerCounters, WorkerStats};
 use crate::telemetry::latency::{self, Collector, Hists};
@@ -47,12 +48,13 @@ pub enum DataplaneError {
         #[source]
         source: XskError,
     },
-    /// A worker's pipelines could not be built from the config.
+    /// A worker's pipelines could not be built from the config (boxed:
+    /// a config error with its file, line and key is large).
     #[error("worker {worker}: building its pipelines")]
     Pipelines {
         worker: usize,
         #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        source: Box<BuildError>,
     },
     /// The OS refused a new thread.
     #[error("spawning worker thread")]

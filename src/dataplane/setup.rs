@@ -190,7 +190,7 @@ fn assemble_with<P: PortIo>(
 ) -> Result<Worker<P>, DataplaneError> {
     let WorkerInit { counters, stats: _, services, mesh, recorder, conns, mtus } = init;
     let pipelines = build::pipelines_with(config, ports, &mtus)
-        .map_err(|e| DataplaneError::Pipelines { worker: wi, source: e.into() })?;
+        .map_err(|e| DataplaneError::Pipelines { worker: wi, source: Box::new(e) })?;
     let umem = umem_view(config, &xsk);
     let mut port_of_interface = vec![u8::MAX; config.interfaces.len()];
     for (i, p) in xsk.ports.iter().enumerate() {

@@ -714,7 +714,9 @@ mod tests {
     use crate::config::{Config, HugepageMode};
     use crate::dataplane::handoff::{Membership, Mesh, PeerUmem, IN_FLIGHT};
     use crate::dataplane::setup::{self, WorkerInit};
+    use crate::dataplane::DataplaneError;
     use crate::pipeline::build::PortInfo;
+    use crate::pipeline::registry::BuildError;
     use crate::pipeline::services::{IdRegistry, Services};
     use crate::pipeline::DropReason;
     use crate::telemetry::counters::{WorkerCounters, WorkerStats};
@@ -800,7 +802,7 @@ entries_per_worker = 4096
         services: &Arc<ArcSwap<Services>>,
         mesh: &Arc<Mesh>,
         mtu: u16,
-    ) -> (Worker<FakePort>, PeerUmem) {
+    ) -> Result<(Worker<FakePort>, PeerUmem), DataplaneError> {
         let dp = &config.dataplane;
         let len = dp.frames_per_worker as usize * dp.frame_size as usize;
         let area = Arc::new(UmemArea::new(len, HugepageMode::Off).unwrap());
@@ -824,7 +826,7 @@ entries_per_worker = 4096
             conns: crate::telemetry::conns::pair().0,
             mtus: crate::pipeline::mtu::LinkMtus::new(config.interfaces.iter().map(|_| mtu)),
         };
-        (setup::assemble(config, wi, init, xsk, &infos).unwrap(), umem)
+        Ok((setup::assemble(config, wi, init, xsk, &infos)?, umem))
     }
 
     /// Workers over fake ports, sharing a mesh as `Dataplane::start` sets up.
@@ -836,7 +838,7 @@ entries_per_worker = 4096
     fn workers_at_mtu(config: &Config, mtu: u16) -> Vec<Worker<FakePort>> {
         let (services, mesh) = shared(config);
         let (mut out, umems): (Vec<_>, Vec<_>) =
-            (0..config.workers.len()).map(|wi| build_one(config, wi, &services, &mesh, mtu)).unzip();
+            (0..config.workers.len()).map(|wi| build_one(config, wi, &services, &mesh, mtu).unwrap()).unzip();
         assert!(mesh.umems.set(umems).is_ok());
         for w in &mut out {
             w.join_mesh();
@@ -884,6 +886,20 @@ entries_per_worker = 4096
         );
     }
 
+    /// One worker (one queue pair on each side) with its fill rings primed.
+    fn one_worker(frames: u32, ring: u32) -> Worker<FakePort> {
+        let mut w = workers(&config(1, frames, ring)).remove(0);
+        w.step();
+        w
+    }
+
+    /// Every frame of the worker is back in its pool or on its fill rings.
+    fn assert_all_home(w: &Worker<FakePort>, total: usize) {
+        let held: usize = w.xsk.ports.iter().map(FakePort::held).sum();
+        assert_eq!(w.xsk.pool.available() + held, total, "every chunk back exactly once");
+        assert_eq!(w.parked.buffers(), 0);
+    }
+
     /// Drives one worker until its rings settle.
     fn settle(w: &mut Worker<FakePort>) {
         for _ in 0..8 {
@@ -891,10 +907,14 @@ entries_per_worker = 4096
         }
     }
 
-    /// Worker `wi` (of two) opens a flow with a client SYN: the SNAT
-    /// address and port its SYN left with, from the worker's own share.
-    /// Keeps what the worker sends to the backend side.
-    fn open_flow_on(w: &mut Worker<FakePort>, wi: u16) -> ([u8; 4], u16) {
+    /// Primes both workers' fill rings, then worker 1 (of two) opens a
+    /// flow with a client SYN: the SNAT address and port its SYN left
+    /// with, from worker 1's own share. Worker 1 keeps what it sends to
+    /// the backend side.
+    fn open_flow_on_w1(ws: &mut [Worker<FakePort>]) -> ([u8; 4], u16) {
+        ws[0].step();
+        ws[1].step();
+        let w = &mut ws[1];
         w.xsk.ports[BE].keep_sent = true;
         assert!(w.xsk.ports[CLI].deliver(&syn(40000)));
         settle(w);
@@ -902,16 +922,31 @@ entries_per_worker = 4096
         let Some(NetSlice::Ipv4(ip)) = &out.net else { panic!("not IPv4") };
         let snat_addr = ip.header().source();
         let Some(TransportSlice::Tcp(t)) = out.transport else { panic!("not TCP") };
-        assert_eq!(crate::pipeline::snat::owner(t.source_port(), 2), wi);
+        assert_eq!(crate::pipeline::snat::owner(t.source_port(), 2), 1);
         (snat_addr, t.source_port())
+    }
+
+    /// A worker with no socket on an interface its pipeline sends on is
+    /// refused: the error names the worker, and its cause stays typed
+    /// (boxed, so the error enum stays small) and next in the chain.
+    #[test]
+    fn pipeline_build_failure_names_the_worker_and_keeps_its_cause() {
+        // The config check refuses such a worker: only its sockets lack be0.
+        let mut cfg = config(1, 512, 128);
+        cfg.workers[0].queues.retain(|q| q.interface == CLI);
+        let (services, mesh) = shared(&cfg);
+        let Err(e) = build_one(&cfg, 0, &services, &mesh, 1500) else { panic!("built without be0") };
+        let DataplaneError::Pipelines { worker: 0, source } = &e else { panic!("{e:?}") };
+        assert!(matches!(**source, BuildError::NoSocket { .. }), "{source:?}");
+        // Next in the chain `shunt run` prints.
+        let cause = std::error::Error::source(&e).expect("a source");
+        assert_eq!(cause.to_string(), "worker has no socket on be0");
+        assert!(std::mem::size_of::<DataplaneError>() <= 64, "{}", std::mem::size_of::<DataplaneError>());
     }
 
     #[test]
     fn forwards_and_every_frame_comes_back() {
-        let cfg = config(1, 512, 128);
-        let mut ws = workers(&cfg);
-        let w = &mut ws[0];
-        w.step(); // primes the fill rings
+        let w = &mut one_worker(512, 128);
         w.xsk.ports[BE].keep_sent = true;
         for i in 0..40 {
             assert!(w.xsk.ports[CLI].deliver(&syn(10000 + i)));
@@ -938,6 +973,21 @@ entries_per_worker = 4096
         let cfg = Config::parse(Path::new("worker-test.toml"), &text).unwrap();
         assert_eq!((cfg.dataplane.frame_size, cfg.dataplane.max_frame_size), (2048, 9216));
         workers_at_mtu(&cfg, 9000)
+    }
+
+    /// The client of the jumbo tests.
+    const CLIENT: ([u8; 4], u16) = ([198, 18, 0, 1], 40000);
+
+    /// One jumbo worker (`frames` frames, 128-slot rings) through which
+    /// [`CLIENT`] has opened a flow to the VIP with its SYN; it keeps what
+    /// it sends to the backend side.
+    fn jumbo_with_flow(frames: u32) -> Worker<FakePort> {
+        let mut w = jumbo(1, frames, 128).remove(0);
+        w.step();
+        w.xsk.ports[BE].keep_sent = true;
+        assert!(w.xsk.ports[CLI].deliver(&syn(CLIENT.1)));
+        settle(&mut w);
+        w
     }
 
     /// A 9014-byte TCP frame (9000 at IP) with a recognisable payload.
@@ -969,35 +1019,41 @@ entries_per_worker = 4096
         assert_eq!(tcp.checksum(), sum, "TCP checksum after NAT");
     }
 
+    /// The second frame to the backend (after the SYN) is the jumbo frame,
+    /// whole and rewritten: from the SNAT address the SYN left with (one of
+    /// the pool's) to the backend, carrying `payload`.
+    fn assert_jumbo_left_whole(w: &Worker<FakePort>, payload: &[u8]) {
+        let sent = &w.xsk.ports[BE].sent;
+        let snat: [u8; 4] = sent[0][26..30].try_into().unwrap();
+        assert_eq!(snat[..3], SNAT[..3], "from the SNAT pool 10.0.3.0/30");
+        assert_whole_tcp(&sent[1], snat, BACKEND, payload);
+    }
+
     /// A frame of a 9000-byte MTU (9014 bytes with its Ethernet header)
     /// arrives as a chain of six 2048-byte chunks: it leaves as one,
     /// NAT-rewritten, with every payload byte intact and a correct
     /// checksum, and every chunk comes back to the pool.
     #[test]
     fn jumbo_frame_leaves_whole_and_rewritten() {
-        let mut ws = jumbo(1, 512, 128);
-        let w = &mut ws[0];
-        w.step();
-        w.xsk.ports[BE].keep_sent = true;
-        let client = ([198, 18, 0, 1], 40000);
-        let (big, payload) = big_tcp(client, (VIP, 80), CLI);
-        assert!(w.xsk.ports[CLI].deliver(&syn(client.1)));
-        settle(w);
+        let w = &mut jumbo_with_flow(512);
+        let (big, payload) = big_tcp(CLIENT, (VIP, 80), CLI);
         assert!(w.xsk.ports[CLI].deliver(&big));
         assert_eq!(w.xsk.ports[CLI].rx.len(), 6, "a chain of six buffers");
         settle(w);
         assert_eq!(w.counters.tx_packets.get(), 2, "{:?}", w.counters.snapshot());
         assert_eq!(w.counters.rx_bytes.get(), w.counters.tx_bytes.get());
-        let out = &w.xsk.ports[BE].sent[1];
-        let snat = {
-            let p = SlicedPacket::from_ethernet(out).unwrap();
-            let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!("not IPv4") };
-            ip.header().source()
-        };
-        assert_eq!(snat[..3], SNAT[..3]);
-        assert_whole_tcp(out, snat, BACKEND, &payload);
+        assert_jumbo_left_whole(w, &payload);
         assert_eq!(w.counters.total_drops(), 0);
         assert_conserved(w, 0, &w.mesh.clone());
+    }
+
+    /// Delivers `frame` on the client side as a chain whose first buffer
+    /// ends at `cut`, the rest in chunks of 1792 bytes, and settles.
+    fn deliver_cut_at(w: &mut Worker<FakePort>, frame: &[u8], cut: usize) {
+        let rest = frame[cut..].chunks(1792);
+        let pieces: Vec<&[u8]> = std::iter::once(&frame[..cut]).chain(rest).collect();
+        assert!(w.xsk.ports[CLI].deliver_pieces(&pieces));
+        settle(w);
     }
 
     /// Headers that do not all lie in the first buffer are refused and
@@ -1005,31 +1061,18 @@ entries_per_worker = 4096
     /// exactly where the first buffer ends are fine.
     #[test]
     fn chain_with_headers_past_its_first_buffer_is_refused() {
-        let mut ws = jumbo(1, 512, 128);
-        let w = &mut ws[0];
-        w.step();
-        w.xsk.ports[BE].keep_sent = true;
-        let client = ([198, 18, 0, 1], 40001);
-        let (big, payload) = big_tcp(client, (VIP, 80), CLI);
-        assert!(w.xsk.ports[CLI].deliver(&syn(client.1)));
-        settle(w);
+        let w = &mut jumbo_with_flow(512);
+        let (big, payload) = big_tcp(CLIENT, (VIP, 80), CLI);
         // Cut inside the IPv4 header, then inside the TCP header.
         for cut in [30, 40] {
-            let rest: Vec<&[u8]> = big[cut..].chunks(1792).collect();
-            let pieces: Vec<&[u8]> = std::iter::once(&big[..cut]).chain(rest).collect();
-            assert!(w.xsk.ports[CLI].deliver_pieces(&pieces));
-            settle(w);
+            deliver_cut_at(w, &big, cut);
         }
         assert_eq!(drops(w, DropReason::ChainUnsupported), 2);
         assert_eq!(w.counters.tx_packets.get(), 1, "only the SYN left");
         // Ethernet, IPv4 and TCP headers: 54 bytes, all in the first buffer.
-        let rest: Vec<&[u8]> = big[54..].chunks(1792).collect();
-        let pieces: Vec<&[u8]> = std::iter::once(&big[..54]).chain(rest).collect();
-        assert!(w.xsk.ports[CLI].deliver_pieces(&pieces));
-        settle(w);
+        deliver_cut_at(w, &big, 54);
         assert_eq!(w.counters.tx_packets.get(), 2);
-        let snat = w.xsk.ports[BE].sent[0][26..30].try_into().unwrap();
-        assert_whole_tcp(&w.xsk.ports[BE].sent[1], snat, BACKEND, &payload);
+        assert_jumbo_left_whole(w, &payload);
         assert_conserved(w, 0, &w.mesh.clone());
     }
 
@@ -1039,14 +1082,8 @@ entries_per_worker = 4096
     /// remaining buffers are freed as they come, not taken for a packet).
     #[test]
     fn overlong_and_cut_chains_are_dropped_and_every_buffer_freed() {
-        let mut ws = jumbo(1, 512, 128);
-        let w = &mut ws[0];
-        w.step();
-        w.xsk.ports[BE].keep_sent = true;
-        let client = ([198, 18, 0, 1], 40002);
-        let (big, payload) = big_tcp(client, (VIP, 80), CLI);
-        assert!(w.xsk.ports[CLI].deliver(&syn(client.1)));
-        settle(w);
+        let w = &mut jumbo_with_flow(512);
+        let (big, payload) = big_tcp(CLIENT, (VIP, 80), CLI);
         // Ten buffers: two more than a chain may have.
         let pieces: Vec<&[u8]> = big.chunks(big.len().div_ceil(10)).collect();
         assert_eq!(pieces.len(), 10);
@@ -1067,8 +1104,7 @@ entries_per_worker = 4096
         // The cut chain's rest was freed, not parsed as a packet of its own.
         assert_eq!(w.counters.total_drops(), 2, "{:?}", w.counters.snapshot());
         assert_eq!(w.counters.tx_packets.get(), 2, "{:?}", w.counters.snapshot());
-        let snat = w.xsk.ports[BE].sent[0][26..30].try_into().unwrap();
-        assert_whole_tcp(&w.xsk.ports[BE].sent[1], snat, BACKEND, &payload);
+        assert_jumbo_left_whole(w, &payload);
         assert_conserved(w, 0, &w.mesh.clone());
     }
 
@@ -1077,13 +1113,8 @@ entries_per_worker = 4096
     /// the kernel resumes every buffer completes back to the pool.
     #[test]
     fn full_tx_ring_never_splits_a_chain() {
-        let mut ws = jumbo(1, 1024, 128);
-        let w = &mut ws[0];
-        w.step();
-        let client = ([198, 18, 0, 1], 40003);
-        let (big, _) = big_tcp(client, (VIP, 80), CLI);
-        assert!(w.xsk.ports[CLI].deliver(&syn(client.1)));
-        settle(w);
+        let w = &mut jumbo_with_flow(1024);
+        let (big, _) = big_tcp(CLIENT, (VIP, 80), CLI);
         w.xsk.ports[BE].sending = false;
         // 21 chains of six take 126 of the 128 slots; the 22nd does not fit.
         for _ in 0..22 {
@@ -1099,8 +1130,7 @@ entries_per_worker = 4096
         w.xsk.ports[BE].send();
         settle(w);
         assert_eq!(w.xsk.ports[BE].sent_count, 22, "the SYN and 21 chains");
-        assert_conserved(w, 0, &w.mesh.clone());
-        assert_eq!(w.xsk.pool.available() + w.xsk.ports.iter().map(FakePort::held).sum::<usize>(), 1024);
+        assert_all_home(w, 1024);
     }
 
     /// A chained reply that lands on the worker that does not own its
@@ -1111,9 +1141,7 @@ entries_per_worker = 4096
     fn chained_reply_handed_over_leaves_whole() {
         let mut ws = jumbo(2, 1024, 256);
         let mesh = ws[0].mesh.clone();
-        ws[0].step();
-        ws[1].step();
-        let (snat_addr, snat_port) = open_flow_on(&mut ws[1], 1);
+        let (snat_addr, snat_port) = open_flow_on_w1(&mut ws);
         ws[0].xsk.ports[CLI].keep_sent = true;
         let (big, payload) = big_tcp((BACKEND, 80), (snat_addr, snat_port), BE);
         assert!(ws[0].xsk.ports[BE].deliver(&big));
@@ -1138,10 +1166,7 @@ entries_per_worker = 4096
         assert_eq!(drops(&ws[1], DropReason::NoFlow), 1);
         assert_eq!(ws[0].parked.buffers(), 0);
         assert_conserved(&ws[0], 0, &mesh);
-        assert_eq!(
-            ws[0].xsk.pool.available() + ws[0].xsk.ports.iter().map(FakePort::held).sum::<usize>(),
-            1024
-        );
+        assert_all_home(&ws[0], 1024);
     }
 
     /// `frame` with DF set or clear in its IPv4 header (checksum corrected).
@@ -1169,13 +1194,6 @@ entries_per_worker = 4096
         assert_eq!((&out[..6], &out[6..12]), (&packet[6..12], &packet[..6]), "MACs swapped");
     }
 
-    /// Every frame of the worker is back in its pool or on its fill rings.
-    fn assert_all_home(w: &Worker<FakePort>, total: usize) {
-        let held: usize = w.xsk.ports.iter().map(FakePort::held).sum();
-        assert_eq!(w.xsk.pool.available() + held, total, "every chunk back exactly once");
-        assert_eq!(w.parked.buffers(), 0);
-    }
-
     /// A chain bigger than its egress MTU (9000-byte frames towards a
     /// 1500-byte backend link) is answered like a router would: with DF
     /// set, a Fragmentation Needed quoting its first buffer goes back to
@@ -1184,34 +1202,27 @@ entries_per_worker = 4096
     /// returns to the pool exactly once.
     #[test]
     fn oversize_chain_gets_frag_needed_and_every_chunk_comes_back() {
-        let mut ws = jumbo(1, 512, 128);
-        let w = &mut ws[0];
-        w.step();
-        w.xsk.ports[BE].keep_sent = true;
+        let w = &mut jumbo_with_flow(512);
         w.xsk.ports[CLI].keep_sent = true;
         let be_iface = w.xsk.ports[BE].interface_idx;
         assert_eq!(w.mtus.set(be_iface, 1500), Some(9000));
-        let client = ([198, 18, 0, 1], 40004);
-        assert!(w.xsk.ports[CLI].deliver(&syn(client.1)));
-        settle(w);
-        let big = with_df(big_tcp(client, (VIP, 80), CLI).0, true);
+        let big = with_df(big_tcp(CLIENT, (VIP, 80), CLI).0, true);
         for round in 1..=3 {
             assert!(w.xsk.ports[CLI].deliver(&big));
             assert_eq!(w.xsk.ports[CLI].rx.len(), 6, "a chain of six buffers");
             settle(w);
             assert_eq!(w.xsk.ports[CLI].sent.len(), round, "{:?}", w.counters.snapshot());
-            assert_frag_needed(&w.xsk.ports[CLI].sent[round - 1], client.0, &big, 1500);
+            assert_frag_needed(&w.xsk.ports[CLI].sent[round - 1], CLIENT.0, &big, 1500);
             assert_conserved(w, 0, &w.mesh.clone());
         }
         assert_eq!(w.xsk.ports[BE].sent.len(), 1, "only the SYN went to the backend");
         assert_eq!(w.counters.total_drops(), 0, "{:?}", w.counters.snapshot());
         // DF clear: no error may answer it (RFC 1812 would fragment).
-        let plain = with_df(big_tcp(client, (VIP, 80), CLI).0, false);
+        let plain = with_df(big_tcp(CLIENT, (VIP, 80), CLI).0, false);
         assert!(w.xsk.ports[CLI].deliver(&plain));
         settle(w);
         assert_eq!(drops(w, DropReason::FrameTooLarge), 1);
         assert_eq!(w.xsk.ports[CLI].sent.len(), 3);
-        assert_conserved(w, 0, &w.mesh.clone());
         assert_all_home(w, 512);
     }
 
@@ -1223,11 +1234,9 @@ entries_per_worker = 4096
     fn oversize_chain_handed_over_is_answered_and_its_tail_freed_at_the_source() {
         let mut ws = jumbo(2, 1024, 256);
         let mesh = ws[0].mesh.clone();
-        ws[0].step();
-        ws[1].step();
+        let (snat_addr, snat_port) = open_flow_on_w1(&mut ws);
         let cli_iface = ws[1].xsk.ports[CLI].interface_idx;
         assert_eq!(ws[1].mtus.set(cli_iface, 1500), Some(9000));
-        let (snat_addr, snat_port) = open_flow_on(&mut ws[1], 1);
         ws[0].xsk.ports[BE].keep_sent = true;
         ws[0].xsk.ports[CLI].keep_sent = true;
         let big = with_df(big_tcp((BACKEND, 80), (snat_addr, snat_port), BE).0, true);
@@ -1248,10 +1257,7 @@ entries_per_worker = 4096
 
     #[test]
     fn full_tx_ring_drops_and_counts_and_loses_no_frame() {
-        let cfg = config(1, 1024, 64);
-        let mut ws = workers(&cfg);
-        let w = &mut ws[0];
-        w.step();
+        let w = &mut one_worker(1024, 64);
         w.xsk.ports[BE].sending = false; // the kernel stops sending
         let mut offered = 0u64;
         for round in 0..4u16 {
@@ -1278,10 +1284,7 @@ entries_per_worker = 4096
     /// above, a link without carrier here (dropped as `link_down`).
     #[test]
     fn egress_failures_count_against_the_backend() {
-        let cfg = config(1, 1024, 64);
-        let mut ws = workers(&cfg);
-        let w = &mut ws[0];
-        w.step();
+        let w = &mut one_worker(1024, 64);
         let be_iface = w.xsk.ports[BE].interface_idx;
         let failed =
             |w: &Worker<FakePort>| w.ctx.stats.backends.iter().map(|b| b.tx_failed.get()).sum::<u64>();
@@ -1317,10 +1320,7 @@ entries_per_worker = 4096
     /// the client port) and counted once, retransmissions included.
     #[test]
     fn refused_flows_are_answered_and_counted_once() {
-        let cfg = config(1, 512, 128);
-        let mut ws = workers(&cfg);
-        let w = &mut ws[0];
-        w.step();
+        let w = &mut one_worker(512, 128);
         w.xsk.ports[CLI].keep_sent = true;
         let mut h = 0u64;
         while w.ctx.snat[0].alloc(h).is_some() {
@@ -1400,10 +1400,7 @@ entries_per_worker = 4096
         assert_eq!(drops(&ws[1], DropReason::NoFlow), IN_FLIGHT as u64);
         assert_eq!(in_mesh(&mesh, 0), 0);
         assert_conserved(&ws[0], 0, &mesh);
-        assert_eq!(
-            ws[0].xsk.pool.available() + ws[0].xsk.ports.iter().map(FakePort::held).sum::<usize>(),
-            4096
-        );
+        assert_all_home(&ws[0], 4096);
     }
 
     #[test]
@@ -1411,10 +1408,8 @@ entries_per_worker = 4096
         let cfg = config(2, 1024, 256);
         let mut ws = workers(&cfg);
         let mesh = ws[0].mesh.clone();
-        ws[0].step();
-        ws[1].step();
         // Worker 1 opens the flow: the SNAT port is from its share.
-        let (snat_addr, snat_port) = open_flow_on(&mut ws[1], 1);
+        let (snat_addr, snat_port) = open_flow_on_w1(&mut ws);
         // The reply lands on worker 0, which hands it over; worker 1 NATs
         // it in worker 0's UMEM; worker 0 sends it to the client.
         ws[0].xsk.ports[CLI].keep_sent = true;
@@ -1479,7 +1474,7 @@ entries_per_worker = 4096
                     let (umem_tx, both_stopped) = (umem_tx.clone(), both_stopped.clone());
                     std::thread::spawn(move || {
                         let _membership = Membership::new(mesh.clone(), wi);
-                        let (mut w, umem) = build_one(&cfg, wi, &services, &mesh, 1500);
+                        let (mut w, umem) = build_one(&cfg, wi, &services, &mesh, 1500).unwrap();
                         umem_tx.send((wi, umem, w.counters.clone())).unwrap();
                         while mesh.umems.get().is_none() {
                             std::thread::yield_now();

@@ -19,15 +19,11 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
-    /// For gauges the owner overwrites.
+    /// For gauges the owner overwrites. A gauge goes down by adding a
+    /// negative delta (`delta as u64`, wrapping; read with `get_signed`).
     #[inline]
     pub fn set(&self, v: u64) {
         self.0.store(v, Relaxed);
-    }
-    /// For gauges: decrement (wrapping; read with `get_signed`).
-    #[inline]
-    pub fn sub(&self, n: u64) {
-        self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
     }
     pub fn get_signed(&self) -> i64 {
         self.0.load(Relaxed) as i64
@@ -112,41 +108,33 @@ impl WorkerStats {
         }
     }
 
+    /// The stats of `service` and of `backend`, those that are given.
+    #[inline]
+    fn of(&self, service: Option<ServiceId>, backend: Option<BackendId>) -> impl Iterator<Item = &FlowStats> {
+        let service = service.and_then(|s| self.services.get(s.index()));
+        let backend = backend.and_then(|b| self.backends.get(b.index()));
+        [service, backend].into_iter().flatten()
+    }
+
     #[inline]
     pub fn packet(&self, service: Option<ServiceId>, backend: Option<BackendId>, bytes: u32) {
-        if let Some(s) = service.and_then(|s| self.services.get(s.index())) {
+        for s in self.of(service, backend) {
             s.packets.add(1);
             s.bytes.add(u64::from(bytes));
-        }
-        if let Some(b) = backend.and_then(|b| self.backends.get(b.index())) {
-            b.packets.add(1);
-            b.bytes.add(u64::from(bytes));
         }
     }
 
     /// A packet toward `backend` (of `service`) failed to leave.
     #[inline]
     pub fn tx_failed(&self, service: Option<ServiceId>, backend: Option<BackendId>) {
-        for s in [
-            service.and_then(|s| self.services.get(s.index())),
-            backend.and_then(|b| self.backends.get(b.index())),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for s in self.of(service, backend) {
             s.tx_failed.add(1);
         }
     }
 
     #[inline]
     pub fn flow_started(&self, service: Option<ServiceId>, backend: Option<BackendId>) {
-        for s in [
-            service.and_then(|s| self.services.get(s.index())),
-            backend.and_then(|b| self.backends.get(b.index())),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for s in self.of(service, backend) {
             s.new_flows.add(1);
             s.active_flows.add(1);
         }
@@ -155,32 +143,22 @@ impl WorkerStats {
     /// A flow carried over from the previous process: active again, but
     /// not new.
     pub fn flow_restored(&self, service: Option<ServiceId>, backend: Option<BackendId>, closing: bool) {
-        for s in [
-            service.and_then(|s| self.services.get(s.index())),
-            backend.and_then(|b| self.backends.get(b.index())),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            s.active_flows.add(1);
-            if closing {
-                s.closing_flows.add(1);
-            }
-        }
+        self.flows_by(service, backend, closing, 1);
     }
 
     #[inline]
     pub fn flow_ended(&self, service: Option<ServiceId>, backend: Option<BackendId>, closing: bool) {
-        for s in [
-            service.and_then(|s| self.services.get(s.index())),
-            backend.and_then(|b| self.backends.get(b.index())),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            s.active_flows.sub(1);
+        self.flows_by(service, backend, closing, -1);
+    }
+
+    /// Moves the active flow gauges by `delta`, and with `closing` the
+    /// closing ones too.
+    #[inline]
+    fn flows_by(&self, service: Option<ServiceId>, backend: Option<BackendId>, closing: bool, delta: i64) {
+        for s in self.of(service, backend) {
+            s.active_flows.add(delta as u64);
             if closing {
-                s.closing_flows.sub(1);
+                s.closing_flows.add(delta as u64);
             }
         }
     }
@@ -189,13 +167,7 @@ impl WorkerStats {
     /// state transitions only, never per packet.
     #[inline]
     pub fn flow_closing(&self, service: Option<ServiceId>, backend: Option<BackendId>, delta: i64) {
-        for s in [
-            service.and_then(|s| self.services.get(s.index())),
-            backend.and_then(|b| self.backends.get(b.index())),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for s in self.of(service, backend) {
             s.closing_flows.add(delta as u64);
         }
     }

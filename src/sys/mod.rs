@@ -54,6 +54,27 @@ pub fn interface_addresses() -> Vec<(String, std::net::IpAddr)> {
     out
 }
 
+/// setsockopt(2) with a plain C value (`c_int`, `linger`, `timeval`...),
+/// passed with its exact size; the kernel checks the option's size.
+pub fn setsockopt<T: Copy>(fd: std::os::fd::RawFd, level: i32, name: i32, value: &T) -> std::io::Result<()> {
+    // SAFETY: `value` is a live `T` and the length passed is its size, so
+    // the kernel reads only memory we lend it; it writes nothing.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 pub fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -150,8 +150,7 @@ pub fn solicit(addr: IpAddr, ifname: &str) -> io::Result<()> {
         return Err(with_context(io::Error::last_os_error(), &format!("SO_BINDTODEVICE {ifname}")));
     }
 
-    let empty: [u8; 0] = [];
-    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    const NO_WAIT: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
     let sent = match addr {
         IpAddr::V4(v4) => {
             // SAFETY: sockaddr_in is plain C data; all-zero is a valid value.
@@ -159,18 +158,7 @@ pub fn solicit(addr: IpAddr, ifname: &str) -> io::Result<()> {
             sa.sin_family = libc::AF_INET as libc::sa_family_t;
             sa.sin_port = DISCARD_PORT.to_be();
             sa.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(v4.octets()) };
-            // SAFETY: zero-length send, so the (valid, non-null) data pointer is not
-            // read; `sa` is a live sockaddr_in and its exact size is passed.
-            unsafe {
-                libc::sendto(
-                    sock.as_raw_fd(),
-                    empty.as_ptr().cast(),
-                    0,
-                    flags,
-                    (&sa as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            }
+            send_to(&sock, &[], NO_WAIT, &sa)
         }
         IpAddr::V6(v6) => {
             // Link-local (fe80::/10) needs a scope; SO_BINDTODEVICE would supply it
@@ -182,17 +170,7 @@ pub fn solicit(addr: IpAddr, ifname: &str) -> io::Result<()> {
             sa.sin6_port = DISCARD_PORT.to_be();
             sa.sin6_addr = libc::in6_addr { s6_addr: v6.octets() };
             sa.sin6_scope_id = scope_id;
-            // SAFETY: as above, with a live sockaddr_in6 and its exact size.
-            unsafe {
-                libc::sendto(
-                    sock.as_raw_fd(),
-                    empty.as_ptr().cast(),
-                    0,
-                    flags,
-                    (&sa as *const libc::sockaddr_in6).cast(),
-                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            }
+            send_to(&sock, &[], NO_WAIT, &sa)
         }
     };
     if sent < 0 {
@@ -232,25 +210,30 @@ fn socket(domain: libc::c_int, ty: libc::c_int, proto: libc::c_int) -> io::Resul
 }
 
 /// A bound NETLINK_ROUTE socket with a receive timeout.
+/// sendto(2) of `data` to `sa` (a `sockaddr_in`, `sockaddr_in6` or
+/// `sockaddr_nl`); its return value.
+fn send_to<A: Copy>(sock: &OwnedFd, data: &[u8], flags: libc::c_int, sa: &A) -> isize {
+    // SAFETY: `data` and `sa` are live for the call and their exact sizes
+    // are passed (an empty `data` still has a valid, non-null pointer).
+    unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            data.as_ptr().cast(),
+            data.len(),
+            flags,
+            (sa as *const A).cast(),
+            std::mem::size_of::<A>() as libc::socklen_t,
+        )
+    }
+}
+
 fn netlink_socket() -> io::Result<OwnedFd> {
     let sock = socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE)?;
     let tv = libc::timeval {
         tv_sec: RECV_TIMEOUT.as_secs() as libc::time_t,
         tv_usec: RECV_TIMEOUT.subsec_micros() as libc::suseconds_t,
     };
-    // SAFETY: `tv` is a live timeval and its exact size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    super::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
     let local = kernel_addr(); // nl_pid 0 on bind: the kernel assigns our port id.
                                // SAFETY: `local` is a live sockaddr_nl and its exact size is passed.
     let rc = unsafe {
@@ -292,17 +275,7 @@ fn dump_once() -> io::Result<(Vec<Neighbour>, bool)> {
     let seq = NEXT_SEQ.fetch_add(1, Ordering::Relaxed);
     let req = dump_request(seq);
     let kernel = kernel_addr();
-    // SAFETY: `req` and `kernel` are live for the call and their exact sizes are passed.
-    let sent = unsafe {
-        libc::sendto(
-            sock.as_raw_fd(),
-            req.as_ptr().cast(),
-            req.len(),
-            libc::MSG_NOSIGNAL,
-            (&kernel as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
+    let sent = send_to(&sock, &req, libc::MSG_NOSIGNAL, &kernel);
     if sent < 0 {
         return Err(with_context(io::Error::last_os_error(), "RTM_GETNEIGH"));
     }

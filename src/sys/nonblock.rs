@@ -1,11 +1,11 @@
 //! Non-blocking socket writes shared by the control socket and the
 //! Prometheus endpoint (both mio loops with one reply per connection).
 
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 
 /// Where a write of a reply stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flush {
+enum Flush {
     /// All of it is written.
     Done,
     /// The socket is full; try again on the next writable event.
@@ -16,7 +16,7 @@ pub enum Flush {
 
 /// Writes `out[*sent..]` until it is all written, the socket would block,
 /// or the write fails; `sent` tracks progress across calls.
-pub fn flush(w: &mut impl Write, out: &[u8], sent: &mut usize) -> Flush {
+fn flush(w: &mut impl Write, out: &[u8], sent: &mut usize) -> Flush {
     while *sent < out.len() {
         match w.write(&out[*sent..]) {
             Ok(0) => return Flush::Failed,
@@ -27,4 +27,146 @@ pub fn flush(w: &mut impl Write, out: &[u8], sent: &mut usize) -> Flush {
         }
     }
     Flush::Done
+}
+
+/// A stream whose write side can be shut on its own (mio's Unix and TCP
+/// streams).
+pub trait HalfClose: Read + Write {
+    fn shutdown_write(&self) -> std::io::Result<()>;
+}
+
+impl HalfClose for mio::net::UnixStream {
+    fn shutdown_write(&self) -> std::io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+impl HalfClose for mio::net::TcpStream {
+    fn shutdown_write(&self) -> std::io::Result<()> {
+        self.shutdown(std::net::Shutdown::Write)
+    }
+}
+
+/// How much an [`Answer`] reads and discards after its reply.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainLimits {
+    /// Bytes read per call, so one client cannot keep the loop to itself.
+    pub per_pass: usize,
+    /// Bytes read in all before the connection is cut off.
+    pub total: usize,
+}
+
+/// What the loop does with a connection after [`Answer::progress`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Wait for its next readiness event.
+    Wait,
+    /// The per-pass budget is spent with input left: serve it again on the
+    /// next pass without waiting for an event (edge-triggered polls raise
+    /// none for input already there).
+    Again,
+    /// Done (the peer closed after its reply), failed, or over its limit.
+    Close,
+}
+
+/// The second half of a one-request connection: write the reply, shut the
+/// write side, then read and discard what the peer still sends until it
+/// closes, so closing does not reset the connection and lose the reply.
+pub struct Answer {
+    out: Vec<u8>,
+    sent: usize,
+    drained: usize,
+    draining: bool,
+}
+
+impl Answer {
+    pub fn new(out: Vec<u8>) -> Answer {
+        Answer { out, sent: 0, drained: 0, draining: false }
+    }
+
+    /// Writes what the socket takes, then drains; never blocks.
+    pub fn progress(&mut self, s: &mut impl HalfClose, limits: DrainLimits) -> Next {
+        if !self.draining {
+            match flush(s, &self.out, &mut self.sent) {
+                Flush::Done => {
+                    let _ = s.shutdown_write();
+                    self.out = Vec::new();
+                    self.draining = true;
+                }
+                Flush::Blocked => return Next::Wait,
+                Flush::Failed => return Next::Close,
+            }
+        }
+        let mut sink = [0u8; 16 * 1024];
+        let mut budget = limits.per_pass;
+        loop {
+            match s.read(&mut sink) {
+                Ok(0) => return Next::Close,
+                Ok(n) => {
+                    self.drained += n;
+                    if self.drained > limits.total {
+                        return Next::Close;
+                    }
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        return Next::Again;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Next::Wait,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return Next::Close,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (mio::net::UnixStream, std::os::unix::net::UnixStream) {
+        let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        (mio::net::UnixStream::from_std(ours), peer)
+    }
+
+    const ROOMY: DrainLimits = DrainLimits { per_pass: 1 << 20, total: 1 << 20 };
+
+    #[test]
+    fn reply_is_written_then_write_side_shut_then_closed_on_peer_eof() {
+        let (mut ours, mut peer) = pair();
+        // Larger than a socket buffer: it takes more than one call.
+        let reply: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
+        let mut answer = Answer::new(reply.clone());
+        assert_eq!(answer.progress(&mut ours, ROOMY), Next::Wait);
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            peer.read_to_end(&mut got).unwrap();
+            (got, peer)
+        });
+        while !answer.draining {
+            assert_ne!(answer.progress(&mut ours, ROOMY), Next::Close);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // read_to_end returns only once the write side is shut.
+        let (got, peer) = reader.join().unwrap();
+        assert_eq!(got, reply);
+        assert_eq!(answer.progress(&mut ours, ROOMY), Next::Wait);
+        drop(peer);
+        assert_eq!(answer.progress(&mut ours, ROOMY), Next::Close);
+    }
+
+    #[test]
+    fn drain_is_paced_per_pass_and_cut_off_past_its_total() {
+        let (mut ours, mut peer) = pair();
+        let mut answer = Answer::new(b"reply\n".to_vec());
+        let limits = DrainLimits { per_pass: 1000, total: 2500 };
+        peer.write_all(&[0u8; 1000]).unwrap();
+        assert_eq!(answer.progress(&mut ours, limits), Next::Again);
+        assert_eq!(answer.progress(&mut ours, limits), Next::Wait);
+        peer.write_all(&[0u8; 1000]).unwrap();
+        assert_eq!(answer.progress(&mut ours, limits), Next::Again);
+        peer.write_all(&[0u8; 600]).unwrap();
+        assert_eq!(answer.progress(&mut ours, limits), Next::Close);
+    }
 }

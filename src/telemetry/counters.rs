@@ -5,31 +5,49 @@
 pub use crate::pipeline::stats::{Counter, FlowStats, WorkerStats, MAX_BACKENDS, MAX_SERVICES};
 use crate::pipeline::DropReason;
 
-/// Cache-line aligned so two workers' counters never share a line.
-#[repr(align(64))]
-#[derive(Default, Debug)]
-pub struct WorkerCounters {
-    pub rx_packets: Counter,
-    pub rx_bytes: Counter,
-    pub tx_packets: Counter,
-    pub tx_bytes: Counter,
-    pub batches: Counter,
+/// Declares [`WorkerCounters`] with its plain counters listed once: the
+/// struct fields and their names in [`WorkerCounters::snapshot`] come
+/// from the same list.
+macro_rules! worker_counters {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Cache-line aligned so two workers' counters never share a line.
+        #[repr(align(64))]
+        #[derive(Default, Debug)]
+        pub struct WorkerCounters {
+            $($(#[$doc])* pub $name: Counter,)*
+            pub drops: [Counter; DropReason::COUNT],
+            /// Gauges of table fill, written at batch boundaries ([`publish_fill`]).
+            pub fill: [Counter; FILL.len()],
+        }
+
+        impl WorkerCounters {
+            /// The plain counters as `name value` pairs, in declaration order.
+            fn plain(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name.get()),)*]
+            }
+        }
+    };
+}
+
+worker_counters! {
+    rx_packets,
+    rx_bytes,
+    tx_packets,
+    tx_bytes,
+    batches,
     /// Fill ring wanted frames but the pool was empty.
-    pub fill_starved: Counter,
+    fill_starved,
     /// The kernel had consumed every frame of a fill ring (it drops until refilled).
-    pub fill_ring_empty: Counter,
+    fill_ring_empty,
     /// Syscalls made to kick the kernel (TX sendto, fill-ring poll).
-    pub wakeups: Counter,
+    wakeups,
     /// Empty RX polls that ran the queue's NAPI through recvfrom() (busy polling).
-    pub busy_polls: Counter,
+    busy_polls,
     /// Times an idle adaptive worker slept in poll(2).
-    pub idle_sleeps: Counter,
+    idle_sleeps,
     /// Frames handed to the worker owning their flow, and frames served for others.
-    pub handoffs_out: Counter,
-    pub handoffs_served: Counter,
-    pub drops: [Counter; DropReason::COUNT],
-    /// Gauges of table fill, written at batch boundaries ([`publish_fill`]).
-    pub fill: [Counter; FILL.len()],
+    handoffs_out,
+    handoffs_served,
 }
 
 /// Names of the fill gauges, in `WorkerCounters::fill` order.
@@ -66,20 +84,7 @@ impl WorkerCounters {
 
     /// `name value` pairs in a stable order, for summaries and tests.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        let mut v = vec![
-            ("rx_packets", self.rx_packets.get()),
-            ("rx_bytes", self.rx_bytes.get()),
-            ("tx_packets", self.tx_packets.get()),
-            ("tx_bytes", self.tx_bytes.get()),
-            ("batches", self.batches.get()),
-            ("fill_starved", self.fill_starved.get()),
-            ("fill_ring_empty", self.fill_ring_empty.get()),
-            ("wakeups", self.wakeups.get()),
-            ("busy_polls", self.busy_polls.get()),
-            ("idle_sleeps", self.idle_sleeps.get()),
-            ("handoffs_out", self.handoffs_out.get()),
-            ("handoffs_served", self.handoffs_served.get()),
-        ];
+        let mut v = self.plain();
         for r in DropReason::ALL {
             v.push((r.name(), self.drops[*r as usize].get()));
         }
@@ -89,5 +94,39 @@ impl WorkerCounters {
     /// The fill gauges as `name value` pairs.
     pub fn gauges(&self) -> Vec<(&'static str, u64)> {
         FILL.iter().zip(&self.fill).map(|(n, g)| (*n, g.get())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_names_every_counter_once_in_a_stable_order() {
+        let c = WorkerCounters::default();
+        c.tx_bytes.add(7);
+        c.dropped(DropReason::ALL[0]);
+        let snap = c.snapshot();
+        let names: Vec<&str> = snap.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names[..12],
+            [
+                "rx_packets",
+                "rx_bytes",
+                "tx_packets",
+                "tx_bytes",
+                "batches",
+                "fill_starved",
+                "fill_ring_empty",
+                "wakeups",
+                "busy_polls",
+                "idle_sleeps",
+                "handoffs_out",
+                "handoffs_served",
+            ]
+        );
+        assert_eq!(names.len(), 12 + DropReason::COUNT);
+        assert_eq!(snap[3], ("tx_bytes", 7));
+        assert_eq!(snap[12], (DropReason::ALL[0].name(), 1));
     }
 }

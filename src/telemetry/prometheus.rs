@@ -368,7 +368,7 @@ mod http {
     use mio::net::{TcpListener, TcpStream};
     use mio::{Events, Interest, Poll, Token};
 
-    use crate::sys::nonblock::{self, Flush};
+    use crate::sys::nonblock::{Answer, DrainLimits, Next};
 
     /// Scrapers connected at once; more wait in the listen backlog.
     pub const MAX_SCRAPERS: usize = 64;
@@ -376,6 +376,9 @@ mod http {
     const DEADLINE: Duration = Duration::from_secs(5);
     /// Longest request head read; a longer one gets 431.
     const MAX_HEAD: usize = 8 * 1024;
+    /// Whatever a client sends after its request is discarded, 64 KiB per
+    /// pass (one request per connection) until it closes or its deadline.
+    const DRAIN: DrainLimits = DrainLimits { per_pass: 64 * 1024, total: usize::MAX };
     const LISTENER: Token = Token(usize::MAX);
 
     pub struct Reply {
@@ -407,18 +410,14 @@ mod http {
 
     enum Phase {
         Head,
-        Writing,
-        /// Reply sent, write side shut: read until the client closes so
-        /// closing does not reset the connection under the reply.
-        Draining,
+        /// Sending the reply, then draining what the client still sends.
+        Answering(Answer),
     }
 
     struct Conn {
         stream: TcpStream,
         phase: Phase,
         head: Vec<u8>,
-        out: Vec<u8>,
-        sent: usize,
         deadline: Instant,
     }
 
@@ -501,8 +500,6 @@ mod http {
                     stream,
                     phase: Phase::Head,
                     head: Vec::new(),
-                    out: Vec::new(),
-                    sent: 0,
                     deadline: Instant::now() + DEADLINE,
                 });
                 new.push(slot);
@@ -528,15 +525,14 @@ mod http {
                                     (Some(method), Some(path)) => respond(method, path),
                                     _ => Reply::new("400 Bad Request", "", "bad request\n".into()),
                                 };
-                                c.out = reply.bytes();
-                                c.phase = Phase::Writing;
+                                c.phase = Phase::Answering(Answer::new(reply.bytes()));
                                 c.deadline = Instant::now() + DEADLINE;
                                 break;
                             }
                             if c.head.len() > MAX_HEAD {
-                                c.out = Reply::new("431 Request Header Fields Too Large", "", String::new())
-                                    .bytes();
-                                c.phase = Phase::Writing;
+                                let reply =
+                                    Reply::new("431 Request Header Fields Too Large", "", String::new());
+                                c.phase = Phase::Answering(Answer::new(reply.bytes()));
                                 break;
                             }
                         }
@@ -546,30 +542,10 @@ mod http {
                     }
                 }
             }
-            if matches!(c.phase, Phase::Writing) {
-                match nonblock::flush(&mut c.stream, &c.out, &mut c.sent) {
-                    Flush::Done => {
-                        let _ = c.stream.shutdown(std::net::Shutdown::Write);
-                        c.out = Vec::new();
-                        c.phase = Phase::Draining;
-                    }
-                    Flush::Blocked => return,
-                    Flush::Failed => return self.close(i),
-                }
-            }
-            if matches!(c.phase, Phase::Draining) {
-                // Whatever else a client sends is discarded, a bounded
-                // amount per pass: one request per connection.
-                let mut budget = 64 * 1024usize;
-                loop {
-                    match c.stream.read(&mut buf) {
-                        Ok(0) => return self.close(i),
-                        Ok(n) if n >= budget => return,
-                        Ok(n) => budget -= n,
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(_) => return self.close(i),
-                    }
+            if let Phase::Answering(answer) = &mut c.phase {
+                // A spent budget waits for the next event or the deadline.
+                if answer.progress(&mut c.stream, DRAIN) == Next::Close {
+                    self.close(i);
                 }
             }
         }

@@ -112,6 +112,18 @@ fn route_prefix_entries(config: &Config) -> Vec<(u32, RouteKeyData, u32)> {
         .collect()
 }
 
+/// (prefixlen, key data, pipeline) of every prefix the config owns.
+fn owned_prefix_entries(config: &Config) -> Vec<(u32, LpmAddr, u32)> {
+    config
+        .owned_prefixes()
+        .iter()
+        .map(|(p, pipe)| {
+            let (len, addr) = maps::lpm_key(p.net, p.len);
+            (len, addr, *pipe as u32)
+        })
+        .collect()
+}
+
 /// An XDP link the previous image left open across `execve` (a planned
 /// restart): the next image points it at its own program instead of
 /// attaching anew, so the interface never runs without a Shunt program.
@@ -477,47 +489,33 @@ impl Attached {
                 matches.remove(&k).map_err(map_err("shunt_match", "pruning"))?;
             }
         }
-        let want = route_prefix_entries(config);
-        let map = self.map_mut("shunt_route_prefix")?;
-        let mut lpm: LpmTrie<&mut MapData, RouteKeyData, LpmValue> =
-            LpmTrie::try_from(map).map_err(map_err("shunt_route_prefix", "opening"))?;
-        for (len, data, pipeline) in &want {
+        self.sync_lpm("shunt_route_prefix", &route_prefix_entries(config), prune)?;
+        self.sync_lpm("shunt_prefix", &owned_prefix_entries(config), prune)
+    }
+
+    /// Sets every (prefix length, key, pipeline) of `want` in the LPM map
+    /// `name`; with `prune`, removes the prefixes not in `want`.
+    fn sync_lpm<K: aya::Pod + PartialEq>(
+        &mut self,
+        name: &'static str,
+        want: &[(u32, K, u32)],
+        prune: bool,
+    ) -> Result<(), XdpError> {
+        let map = self.map_mut(name)?;
+        let mut lpm: LpmTrie<&mut MapData, K, LpmValue> =
+            LpmTrie::try_from(map).map_err(map_err(name, "opening"))?;
+        for (len, data, pipeline) in want {
             lpm.insert(&Key::new(*len, *data), MatchValue { pipeline: *pipeline, flags: 0 }, 0)
-                .map_err(map_err("shunt_route_prefix", "updating"))?;
+                .map_err(map_err(name, "updating"))?;
         }
         if prune {
-            let stale: Vec<Key<RouteKeyData>> = lpm
+            let stale: Vec<Key<K>> = lpm
                 .keys()
                 .filter_map(|k| k.ok())
                 .filter(|k| !want.iter().any(|(l, d, _)| *l == k.prefix_len() && *d == k.data()))
                 .collect();
             for k in stale {
-                lpm.remove(&k).map_err(map_err("shunt_route_prefix", "pruning"))?;
-            }
-        }
-        let want: Vec<(u32, LpmAddr, u32)> = config
-            .owned_prefixes()
-            .iter()
-            .map(|(p, pipe)| {
-                let (len, addr) = maps::lpm_key(p.net, p.len);
-                (len, addr, *pipe as u32)
-            })
-            .collect();
-        let map = self.map_mut("shunt_prefix")?;
-        let mut lpm: LpmTrie<&mut MapData, LpmAddr, LpmValue> =
-            LpmTrie::try_from(map).map_err(map_err("shunt_prefix", "opening"))?;
-        for (len, addr, pipeline) in &want {
-            lpm.insert(&Key::new(*len, *addr), MatchValue { pipeline: *pipeline, flags: 0 }, 0)
-                .map_err(map_err("shunt_prefix", "updating"))?;
-        }
-        if prune {
-            let stale: Vec<Key<LpmAddr>> = lpm
-                .keys()
-                .filter_map(|k| k.ok())
-                .filter(|k| !want.iter().any(|(l, a, _)| *l == k.prefix_len() && *a == k.data()))
-                .collect();
-            for k in stale {
-                lpm.remove(&k).map_err(map_err("shunt_prefix", "pruning"))?;
+                lpm.remove(&k).map_err(map_err(name, "pruning"))?;
             }
         }
         Ok(())

@@ -86,21 +86,7 @@ impl BusyPoll {
 }
 
 fn set(fd: i32, name: libc::c_int, value: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: `value` is a live c_int and the length says so.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    crate::sys::setsockopt(fd, libc::SOL_SOCKET, name, &value)
 }
 
 /// The NAPI the kernel associated with the socket, if any yet.

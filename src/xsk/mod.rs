@@ -405,22 +405,12 @@ fn bound_zero_copy(fd: i32) -> Result<bool, XskError> {
 /// kick per batch suffices. Returns the budget in force: older kernels
 /// refuse the option and the worker kicks more than once.
 fn raise_tx_budget(fd: i32, ring_size: u32) -> u32 {
-    let budget: u32 = ring_size;
-    // SAFETY: `budget` is a live u32 and the length says so.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            SOL_XDP,
-            XDP_MAX_TX_SKB_BUDGET,
-            (&budget as *const u32).cast(),
-            std::mem::size_of::<u32>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        budget
-    } else {
-        tracing::debug!("XDP_MAX_TX_SKB_BUDGET not set: {}", std::io::Error::last_os_error());
-        KERNEL_TX_BATCH
+    match crate::sys::setsockopt(fd, SOL_XDP, XDP_MAX_TX_SKB_BUDGET, &ring_size) {
+        Ok(()) => ring_size,
+        Err(e) => {
+            tracing::debug!("XDP_MAX_TX_SKB_BUDGET not set: {e}");
+            KERNEL_TX_BATCH
+        }
     }
 }
 

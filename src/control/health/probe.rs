@@ -365,17 +365,7 @@ pub fn status_verdict(reply: &[u8], expect: &[u16], eof: bool) -> (bool, String)
 /// SO_LINGER 0: close sends RST and leaves no TIME_WAIT socket behind.
 fn rst_on_close(c: &TcpStream) {
     let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: setsockopt on a socket fd we own, with a pointer to a live
-    // `linger` and its exact size.
-    unsafe {
-        libc::setsockopt(
-            c.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    let _ = crate::sys::setsockopt(c.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &linger);
 }
 
 #[cfg(test)]

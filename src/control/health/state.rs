@@ -156,21 +156,17 @@ mod tests {
 
     #[test]
     fn a_flapping_backend_never_rises_when_passes_are_not_consecutive() {
-        let mut c = Checker::default();
-        c.record(false, 2, 2);
-        for _ in 0..50 {
-            assert_eq!(c.record(true, 2, 2), None);
-            assert_eq!(c.record(false, 2, 2), None);
+        // A down one never rises with rise = 2, and an up one never falls
+        // with fall = 2.
+        for (first, stays) in [(false, Health::Down), (true, Health::Up)] {
+            let mut c = Checker::default();
+            c.record(first, 2, 2);
+            for _ in 0..50 {
+                assert_eq!(c.record(!first, 2, 2), None, "{stays:?}");
+                assert_eq!(c.record(first, 2, 2), None, "{stays:?}");
+            }
+            assert_eq!(c.health, stays);
         }
-        assert_eq!(c.health, Health::Down);
-        // ...and an up one flapping never falls with fall = 2.
-        let mut c = Checker::default();
-        c.record(true, 2, 2);
-        for _ in 0..50 {
-            assert_eq!(c.record(false, 2, 2), None);
-            assert_eq!(c.record(true, 2, 2), None);
-        }
-        assert_eq!(c.health, Health::Up);
     }
 
     fn check(all_down: AllDown, on_down: OnDown) -> HealthCheck {
