@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
+use etherparse::{Ethernet2Header, PacketBuilder, PacketBuilderStep};
 
 use shunt::config::{Config, MAX_BATCH};
 use shunt::nat46;
@@ -216,6 +217,20 @@ pub fn with_headroom(frame: &[u8]) -> Vec<u8> {
     buf[HEADROOM..].copy_from_slice(frame);
     buf
 }
+
+/// etherparse's builder started on the Ethernet header of a frame handed
+/// to [`translate`] (which keeps it): 02:00:00:00:00:01 → :02.
+pub fn xlat_in() -> PacketBuilderStep<Ethernet2Header> {
+    PacketBuilder::ethernet2(XLAT_MACS.0, XLAT_MACS.1)
+}
+
+/// The same for an ICMP error the translator answers such a frame with:
+/// the addresses swapped.
+pub fn xlat_back() -> PacketBuilderStep<Ethernet2Header> {
+    PacketBuilder::ethernet2(XLAT_MACS.1, XLAT_MACS.0)
+}
+
+const XLAT_MACS: ([u8; 6], [u8; 6]) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
 
 /// The RFC 7915 translator alone (no pipeline) on a copy of `frame`:
 /// IPv4 → IPv6 when `to_v6`, else IPv6 → IPv4. The translated frame, or
