@@ -10,6 +10,7 @@
 use etherparse::PacketBuilder;
 use shunt::nat46::*;
 
+use shunt_testkit::addrs::{RFC6052_EXAMPLES, RFC6052_V4};
 use shunt_testkit::frames::{add_frag_hdr, csum, set_v4, w};
 // `e()`: the Ethernet header of every frame handed to the translator.
 use shunt_testkit::harness::{translate, with_headroom, xlat_back, xlat_in as e, HEADROOM};
@@ -445,16 +446,8 @@ fn time_exceeded_generated_both_families() {
 fn each_rfc6052_prefix_length() {
     let t = eam();
     let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
-    let a = [192, 0, 2, 33];
-    let cases = [
-        ("2001:db8::", 32, "2001:db8:c000:221::"),
-        ("2001:db8:100::", 40, "2001:db8:1c0:2:21::"),
-        ("2001:db8:122::", 48, "2001:db8:122:c000:2:2100::"),
-        ("2001:db8:122:300::", 56, "2001:db8:122:3c0:0:221::"),
-        ("2001:db8:122:344::", 64, "2001:db8:122:344:c0:2:2100:0"),
-        ("2001:db8:122:344::", 96, "2001:db8:122:344::192.0.2.33"),
-    ];
-    for (p, len, want_addr) in cases {
+    let a = RFC6052_V4;
+    for (p, len, want_addr) in RFC6052_EXAMPLES {
         let cfg = Config {
             src: Mapper::prefix(Prefix64::new(v6(p), len).unwrap()),
             dst: Mapper::eam(&t),
