@@ -31,6 +31,14 @@ pub const SNAT6: [u8; 16] = [0xfd, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
 /// shunt-be1 (fd00:2::11).
 pub const BACKEND6: [u8; 16] = [0xfd, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11];
 
+/// 64:ff9b::/96 + `a`: an IPv4 address under RFC 6052's Well-Known Prefix,
+/// by hand (bytes 12-15).
+pub fn wkp(a: [u8; 4]) -> [u8; 16] {
+    let mut v = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    v[12..].copy_from_slice(&a);
+    v
+}
+
 /// The IPv4 address of RFC 6052 §2.4's examples, 192.0.2.33.
 pub const RFC6052_V4: [u8; 4] = [192, 0, 2, 33];
 
