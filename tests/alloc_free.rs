@@ -11,11 +11,10 @@ use std::cell::Cell;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use shunt::pipeline::{DropReason, Verdict};
-use shunt_testkit::addrs::{
-    CLIENT_ROUTER_MAC as ROUTER_MAC, PORT0_MAC as PORT_MAC, PORT1_MAC as BACKEND_PORT_MAC, VIP,
-};
+use shunt_testkit::addrs::{PORT1_MAC as BACKEND_PORT_MAC, VIP};
+use shunt_testkit::frames::{Frame, L4};
 use shunt_testkit::Fixture;
 
 struct Counting;
@@ -67,29 +66,15 @@ const OLD_FLOWS: u32 = 10_000;
 const NEW_FLOWS: u32 = 10_000;
 const STRAYS: usize = 1_000;
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Syn,
-    SynAck,
-    Ack,
-}
-
-fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, kind: Kind, payload: &[u8]) -> Vec<u8> {
+/// A TCP segment of the handshake kind `l4` from `src` to `dst`.
+fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, l4: L4, payload: &[u8]) -> Vec<u8> {
+    let f = Frame { sport, dport, l4, payload, ..Frame::new(src, dst) };
     // Backends (10.0.2.0/24) sit behind the backend port and send from the
     // MACs the fixture pins; replies must come from there.
-    let (smac, dmac) = match src {
-        [10, 0, 2, host] => ([0x02, 0, 0, 0, 0x02, host], BACKEND_PORT_MAC),
-        _ => (ROUTER_MAC, PORT_MAC),
-    };
-    let ip = PacketBuilder::ethernet2(smac, dmac).ipv4(src, dst, 64);
-    let mut out = Vec::new();
-    match kind {
-        Kind::Syn => ip.tcp(sport, dport, 1000, 64240).syn().write(&mut out, payload),
-        Kind::SynAck => ip.tcp(sport, dport, 5000, 65160).syn().ack(1001).write(&mut out, payload),
-        Kind::Ack => ip.tcp(sport, dport, 1001, 502).ack(5001).write(&mut out, payload),
+    match src {
+        [10, 0, 2, host] => Frame { smac: [0x02, 0, 0, 0, 0x02, host], dmac: BACKEND_PORT_MAC, ..f }.build(),
+        _ => f.build(),
     }
-    .unwrap();
-    out
 }
 
 /// Client `i`: a distinct (address, port) per flow.
@@ -120,7 +105,7 @@ fn one_hundred_thousand_packets_allocate_nothing() {
     let syns: Vec<Vec<u8>> = (0..OLD_FLOWS)
         .map(|i| {
             let (c, p) = client(i);
-            tcp(c, VIP, p, 80, Kind::Syn, b"")
+            tcp(c, VIP, p, 80, L4::SYN, b"")
         })
         .collect();
     let mut bindings = Vec::with_capacity(syns.len());
@@ -134,11 +119,11 @@ fn one_hundred_thousand_packets_allocate_nothing() {
     // Everything the counted loop sends, built up front.
     let reply = |i: usize| {
         let (snat, sport, backend, bport) = bindings[i];
-        tcp(backend, snat, bport, sport, Kind::SynAck, b"")
+        tcp(backend, snat, bport, sport, L4::SYN_ACK, b"")
     };
     let ack = |i: usize, payload: &[u8]| {
         let (c, p) = client(i as u32);
-        tcp(c, VIP, p, 80, Kind::Ack, payload)
+        tcp(c, VIP, p, 80, L4::ACK, payload)
     };
     let mut frames: Vec<Vec<u8>> = Vec::with_capacity(PACKETS);
     let mut strays = 0;
@@ -148,13 +133,13 @@ fn one_hundred_thousand_packets_allocate_nothing() {
         frames.push(match n % 10 {
             0 if n / 10 < NEW_FLOWS as usize => {
                 let (c, p) = client(OLD_FLOWS + (n / 10) as u32);
-                tcp(c, VIP, p, 80, Kind::Syn, b"")
+                tcp(c, VIP, p, 80, L4::SYN, b"")
             }
             1 | 2 => reply((n * 7919) % OLD_FLOWS as usize),
             9 if strays < STRAYS => {
                 strays += 1;
                 // To an SNAT address, on a port no flow holds (below 1024).
-                tcp([10, 0, 2, 11], [10, 0, 3, 15], 80, 1000 + (n % 24) as u16, Kind::SynAck, b"")
+                tcp([10, 0, 2, 11], [10, 0, 3, 15], 80, 1000 + (n % 24) as u16, L4::SYN_ACK, b"")
             }
             _ => ack((n * 104_729) % OLD_FLOWS as usize, b"GET / HTTP/1.1\r\n\r\n"),
         });
@@ -166,9 +151,9 @@ fn one_hundred_thousand_packets_allocate_nothing() {
     let warm: Vec<Vec<u8>> = (0..BATCH as u32)
         .flat_map(|i| {
             let (c, p) = client(OLD_FLOWS + NEW_FLOWS + i);
-            [tcp(c, VIP, p, 80, Kind::Syn, b""), tcp(c, VIP, p, 80, Kind::Ack, b"x")]
+            [tcp(c, VIP, p, 80, L4::SYN, b""), tcp(c, VIP, p, 80, L4::ACK, b"x")]
         })
-        .chain([reply(0), tcp([10, 0, 2, 11], [10, 0, 3, 15], 80, 999, Kind::SynAck, b"")])
+        .chain([reply(0), tcp([10, 0, 2, 11], [10, 0, 3, 15], 80, 999, L4::SYN_ACK, b"")])
         .collect();
     for chunk in warm.chunks(BATCH) {
         h.run(chunk, |_, _, _| {});

@@ -13,7 +13,7 @@ use shunt::pipeline::frag::{FragLimits, FragTable};
 use shunt::pipeline::{DropReason, Verdict};
 
 use shunt_testkit::addrs::*;
-use shunt_testkit::frames::{csum, hex, ones_sum, w};
+use shunt_testkit::frames::{csum, hex, ones_sum, set_v4, w};
 use shunt_testkit::{Fixture, Harness};
 
 /// [`Fixture::small_dns_lb`] with links at MTU 9000, so a whole datagram
@@ -43,13 +43,9 @@ fn datagram(v6: bool, src: &[u8], dst: &[u8], sport: u16, dport: u16, payload: &
     f
 }
 
+/// Sets the IPv4 Identification, MF and byte offset `offset` (DF clear).
 fn set_v4_frag(f: &mut [u8], id: u16, more: bool, offset: usize) {
-    f[18..20].copy_from_slice(&id.to_be_bytes());
-    let word = (offset / 8) as u16 | if more { 0x2000 } else { 0 };
-    f[20..22].copy_from_slice(&word.to_be_bytes());
-    f[24..26].fill(0);
-    let c = csum(&f[14..34]);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
+    set_v4(f, 14, id, (offset / 8) as u16 | if more { 0x2000 } else { 0 });
 }
 
 /// Cuts a whole frame into fragments whose data ends at `cuts` (multiples
@@ -180,6 +176,31 @@ fn payload(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
 }
 
+/// Sends `whole`, then its fragments (cut at `cuts`, Identification `id`)
+/// in `order`; both must leave by `port`, and the fragments reassemble to
+/// what the whole datagram became, with a valid UDP checksum. Returns that.
+fn fragments_match_whole(
+    h: &mut Harness,
+    whole: &[u8],
+    port: u8,
+    cuts: &[usize],
+    order: &[usize],
+    id: u32,
+    what: &str,
+) -> Vec<u8> {
+    let out = run(h, &[whole.to_vec()]);
+    assert_eq!(out[0].0, Verdict::Forward(port), "whole {what}");
+    let want = out[0].1.clone();
+    let frags = fragment(whole, cuts, id);
+    let sent: Vec<Vec<u8>> = order.iter().filter_map(|&i| frags.get(i).cloned()).collect();
+    let got = forwarded(&run(h, &sent), port);
+    assert_eq!(got.len(), frags.len(), "every {what} fragment forwarded");
+    let back = reassemble(&got).unwrap();
+    assert!(back == want, "{what}\n got  {}\n want {}", hex(&back), hex(&want));
+    assert!(udp_checksum_ok(&back), "{what} UDP checksum");
+    want
+}
+
 /// The client's fragmented request and the backend's fragmented reply,
 /// each sent in `order` (a permutation of fragment indices), come out
 /// NAT-rewritten and reassemble to what the whole datagram becomes.
@@ -187,32 +208,14 @@ fn round_trip(fam: &Family, len: usize, cuts: &[usize], order: &[usize], id: u32
     let mut h = lb();
     // The flow, opened by a whole datagram: its output is the oracle.
     let whole = datagram(fam.v6, fam.client, fam.vip, 40000, 53, &payload(len, 1), id as u16);
-    let out = run(&mut h, std::slice::from_ref(&whole));
-    assert_eq!(out[0].0, Verdict::Forward(1), "whole request");
-    let want = out[0].1.clone();
+    let want = fragments_match_whole(&mut h, &whole, 1, cuts, order, id, "request");
     assert_eq!(&want[if fam.v6 { 22..38 } else { 26..30 }], fam.snat);
     let sport = u16::from_be_bytes([want[if fam.v6 { 54 } else { 34 }], want[if fam.v6 { 55 } else { 35 }]]);
-    let frags = fragment(&whole, cuts, id);
-    let sent: Vec<Vec<u8>> = order.iter().filter_map(|&i| frags.get(i).cloned()).collect();
-    let got = forwarded(&run(&mut h, &sent), 1);
-    assert_eq!(got.len(), frags.len(), "every request fragment forwarded");
-    let back = reassemble(&got).unwrap();
-    assert!(back == want, "request\n got  {}\n want {}", hex(&back), hex(&want));
-    assert!(udp_checksum_ok(&back), "request UDP checksum");
 
     // The backend's reply, fragmented by its kernel.
     let reply = datagram(fam.v6, fam.backend, fam.snat, 5353, sport, &payload(len, 2), (id as u16) ^ 0x5555);
-    let out = run(&mut h, std::slice::from_ref(&reply));
-    assert_eq!(out[0].0, Verdict::Forward(0), "whole reply");
-    let want = out[0].1.clone();
+    let want = fragments_match_whole(&mut h, &reply, 0, cuts, order, id ^ 0x5555, "reply");
     assert_eq!(&want[if fam.v6 { 22..38 } else { 26..30 }], fam.vip);
-    let frags = fragment(&reply, cuts, id ^ 0x5555);
-    let sent: Vec<Vec<u8>> = order.iter().filter_map(|&i| frags.get(i).cloned()).collect();
-    let got = forwarded(&run(&mut h, &sent), 0);
-    assert_eq!(got.len(), frags.len(), "every reply fragment forwarded");
-    let back = reassemble(&got).unwrap();
-    assert!(back == want, "reply\n got  {}\n want {}", hex(&back), hex(&want));
-    assert!(udp_checksum_ok(&back), "reply UDP checksum");
     assert_eq!(h.ctx.frag.held(), 0, "nothing left held");
 }
 

@@ -43,34 +43,25 @@ fn replay(target: &str, run: fn(&[u8])) {
     assert!(took < Duration::from_secs(10), "{target} corpus took {took:?}; keep it small");
 }
 
-#[test]
-fn wire_corpus() {
-    replay("wire", fuzz::wire);
+/// One test per fuzz target, `<target>_corpus`, replaying its corpus.
+macro_rules! corpus_tests {
+    ($($test:ident: $target:ident,)*) => {$(
+        #[test]
+        fn $test() {
+            replay(stringify!($target), fuzz::$target);
+        }
+    )*};
 }
 
-#[test]
-fn pipeline_corpus() {
-    replay("pipeline", fuzz::pipeline);
-}
-
-#[test]
-fn config_corpus() {
-    replay("config", fuzz::config);
-}
-
-#[test]
-fn nat46_corpus() {
-    replay("nat46", fuzz::nat46);
-}
-
-#[test]
-fn control_corpus() {
-    replay("control", fuzz::control);
-}
-
-#[test]
-fn state_corpus() {
-    replay("state", fuzz::state);
+corpus_tests! {
+    wire_corpus: wire,
+    pipeline_corpus: pipeline,
+    config_corpus: config,
+    nat46_corpus: nat46,
+    control_corpus: control,
+    state_corpus: state,
+    fragments_corpus: fragments,
+    xlat_corpus: xlat,
 }
 
 #[test]
@@ -80,17 +71,22 @@ fn every_target_has_a_corpus() {
     }
 }
 
+/// `fuzz/corpus/pipeline/<name>`.
+fn pipeline_seed(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/pipeline").join(name);
+    fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The pipeline target is not vacuous: its seed SYNs are forwarded (so the
 /// second-packet and reflected-reply checks in `fuzz::pipeline` run).
 #[test]
 fn pipeline_seeds_reach_forwarding() {
     use shunt::pipeline::Verdict;
     let mut h = fuzz::pipeline_fixture().harness();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/pipeline");
     for seed in
         ["seed-v4_tcp_syn", "seed-v6_tcp_syn", "seed-v4_udp_dns", "seed-v6_udp_dns", "seed-v4_vlan_tcp"]
     {
-        let data = fs::read(dir.join(seed)).unwrap_or_else(|e| panic!("{seed}: {e}"));
+        let data = pipeline_seed(seed);
         let (v, _) = h.run_one(&data);
         assert_eq!(v, Verdict::Forward(1), "{seed}");
     }
@@ -104,7 +100,6 @@ fn pipeline_seeds_reach_forwarding() {
 fn pipeline_chain_seeds_take_the_chain_paths() {
     use shunt::pipeline::{DropReason, Verdict};
     let mut h = fuzz::pipeline_fixture().harness();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/pipeline");
     let bounce = |icmp: (u8, u8)| (Verdict::Forward(0), Some(icmp));
     for (seed, want) in [
         ("seed-chain-v6_udp_600", (Verdict::Forward(1), None)),
@@ -116,7 +111,7 @@ fn pipeline_chain_seeds_take_the_chain_paths() {
         ("seed-chain-too_long", (Verdict::Drop(DropReason::ChainTooLong), None)),
         ("seed-chain-cut_in_ip_header", (Verdict::Drop(DropReason::ChainUnsupported), None)),
     ] {
-        let data = fs::read(dir.join(seed)).unwrap_or_else(|e| panic!("{seed}: {e}"));
+        let data = pipeline_seed(seed);
         let pieces = fuzz::chain_pieces(&data).unwrap_or_else(|| panic!("{seed}: one buffer"));
         assert!(pieces.len() > 1, "{seed}");
         let c = h.run_chain(&pieces);
@@ -128,14 +123,4 @@ fn pipeline_chain_seeds_take_the_chain_paths() {
         assert_eq!((c.verdict, icmp), want, "{seed}: {} buffers", pieces.len());
         fuzz::pipeline(&data);
     }
-}
-
-#[test]
-fn fragments_corpus() {
-    replay("fragments", fuzz::fragments);
-}
-
-#[test]
-fn xlat_corpus() {
-    replay("xlat", fuzz::xlat);
 }

@@ -13,11 +13,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use shunt::pipeline::{DropReason, Verdict};
 
 use shunt_testkit::addrs::{CLIENT_ROUTER_MAC, PORT0_MAC as CLI_PORT_MAC, PORT1_MAC as BE_PORT_MAC};
-use shunt_testkit::frames::{hex, ones_sum};
+use shunt_testkit::frames::{fix_ipv4_checksum, hex, ones_sum, set_v4, Frame, L4};
 use shunt_testkit::{Fixture, Harness};
 
 /// Port indices, in config interface order.
@@ -51,48 +51,7 @@ fn lb_fixture() -> Fixture {
 }
 
 // ---------------------------------------------------------------------------
-// Frame building (independent of Shunt).
-
-/// The L4 header of a test packet. Sequence numbers are fixed per kind so a
-/// packet before and after translation differs only where NAT must touch it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum L4 {
-    Syn,
-    SynAck,
-    Ack,
-    Udp,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Pkt<'a> {
-    smac: [u8; 6],
-    dmac: [u8; 6],
-    src: IpAddr,
-    dst: IpAddr,
-    sport: u16,
-    dport: u16,
-    l4: L4,
-    payload: &'a [u8],
-}
-
-/// Builds an Ethernet II / IPv4 or IPv6 / TCP or UDP frame with etherparse.
-fn build(p: &Pkt<'_>) -> Vec<u8> {
-    let eth = PacketBuilder::ethernet2(p.smac, p.dmac);
-    let ip = match (p.src, p.dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), TTL),
-        (IpAddr::V6(s), IpAddr::V6(d)) => eth.ipv6(s.octets(), d.octets(), TTL),
-        _ => panic!("mixed address families"),
-    };
-    let mut out = Vec::new();
-    let r = match p.l4 {
-        L4::Udp => ip.udp(p.sport, p.dport).write(&mut out, p.payload),
-        L4::Syn => ip.tcp(p.sport, p.dport, 1000, 64240).syn().write(&mut out, p.payload),
-        L4::SynAck => ip.tcp(p.sport, p.dport, 5000, 65160).syn().ack(1001).write(&mut out, p.payload),
-        L4::Ack => ip.tcp(p.sport, p.dport, 1001, 502).ack(5001).write(&mut out, p.payload),
-    };
-    r.expect("etherparse write");
-    out
-}
+// Frames (built with etherparse through `Frame`, independent of Shunt).
 
 /// Offset of the IP header and of the L4 header, and the L4 protocol, for
 /// the untagged, option-free frames these tests use.
@@ -138,15 +97,6 @@ fn verify_checksums(frame: &[u8]) {
         }
         p => panic!("unexpected protocol {p}"),
     }
-}
-
-/// Recomputes the IPv4 header checksum in place after a test edits the header.
-fn fix_ipv4_header_checksum(frame: &mut [u8]) {
-    let ihl = usize::from(frame[14] & 0x0f) * 4;
-    frame[24] = 0;
-    frame[25] = 0;
-    let c = !ones_sum(&frame[14..14 + ihl], 0);
-    frame[24..26].copy_from_slice(&c.to_be_bytes());
 }
 
 /// Sets an IPv4 UDP frame's checksum field to 0 ("no checksum", RFC 768).
@@ -263,10 +213,11 @@ struct Binding {
 }
 
 /// A client-side packet to the service.
-fn client_pkt<'a>(svc: &Service, client: IpAddr, cport: u16, l4: L4, payload: &'a [u8]) -> Pkt<'a> {
-    Pkt {
+fn client_pkt<'a>(svc: &Service, client: IpAddr, cport: u16, l4: L4, payload: &'a [u8]) -> Frame<'a> {
+    Frame {
         smac: CLIENT_ROUTER_MAC,
         dmac: CLI_PORT_MAC,
+        ttl: TTL,
         src: client,
         dst: svc.vip,
         sport: cport,
@@ -288,7 +239,7 @@ fn original(
     payload: &[u8],
     zero_csum: bool,
 ) -> Binding {
-    let mut input = build(&client_pkt(svc, client, cport, l4, payload));
+    let mut input = client_pkt(svc, client, cport, l4, payload).build();
     if zero_csum {
         zero_udp_checksum_v4(&mut input);
     }
@@ -302,16 +253,18 @@ fn original(
     let backend =
         svc.backends.iter().position(|b| *b == dst).unwrap_or_else(|| panic!("{dst} not a backend"));
     assert_eq!(dport, svc.backend_port);
-    let mut want = build(&Pkt {
+    let mut want = Frame {
         smac: BE_PORT_MAC,
         dmac: BACKEND_MACS[backend],
+        ttl: TTL,
         src: snat,
         dst,
         sport: snat_port,
         dport: svc.backend_port,
         l4,
         payload,
-    });
+    }
+    .build();
     if zero_csum {
         zero_udp_checksum_v4(&mut want);
     }
@@ -332,32 +285,36 @@ fn reply(
     payload: &[u8],
     zero_csum: bool,
 ) -> Vec<u8> {
-    let mut input = build(&Pkt {
+    let mut input = Frame {
         smac: BACKEND_MACS[b.backend],
         dmac: BE_PORT_MAC,
+        ttl: TTL,
         src: svc.backends[b.backend],
         dst: b.snat,
         sport: svc.backend_port,
         dport: b.snat_port,
         l4,
         payload,
-    });
+    }
+    .build();
     if zero_csum {
         zero_udp_checksum_v4(&mut input);
     }
     let (verdict, out) = h.run_one(&input);
     assert_eq!(verdict, Verdict::Forward(CLI_PORT), "reply direction verdict");
     verify_checksums(&out);
-    let mut want = build(&Pkt {
+    let mut want = Frame {
         smac: CLI_PORT_MAC,
         dmac: CLIENT_ROUTER_MAC,
+        ttl: TTL,
         src: svc.vip,
         dst: client,
         sport: svc.port,
         dport: cport,
         l4,
         payload,
-    });
+    }
+    .build();
     if zero_csum {
         zero_udp_checksum_v4(&mut want);
     }
@@ -391,11 +348,12 @@ fn l2fwd_rewrites_macs_only() {
     let mut h = l2fwd();
     let next_hop = [0x02, 0, 0, 0, 0x02, 0x0b];
     for (src, dst, l4) in
-        [(v4("192.0.2.7"), v4("10.0.0.1"), L4::Udp), (v6("2001:db8::7"), v6("fd00::1"), L4::Syn)]
+        [(v4("192.0.2.7"), v4("10.0.0.1"), L4::Udp), (v6("2001:db8::7"), v6("fd00::1"), L4::SYN)]
     {
-        let p = Pkt {
+        let p = Frame {
             smac: [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee],
             dmac: CLI_PORT_MAC,
+            ttl: TTL,
             src,
             dst,
             sport: 40000,
@@ -403,18 +361,19 @@ fn l2fwd_rewrites_macs_only() {
             l4,
             payload: b"golden l2fwd payload",
         };
-        let input = build(&p);
+        let input = p.build();
         let (verdict, out) = h.run_one(&input);
         assert_eq!(verdict, Verdict::Forward(1), "the backend side is port 1");
-        let want = build(&Pkt { smac: BE_PORT_MAC, dmac: next_hop, ..p });
+        let want = Frame { smac: BE_PORT_MAC, dmac: next_hop, ..p }.build();
         assert_frame_eq(&out, &want, "l2fwd");
         assert_eq!(&out[12..], &input[12..], "everything after the MACs untouched");
         verify_checksums(&out);
     }
     // Not on any route: nothing to forward it.
-    let p = Pkt {
+    let p = Frame {
         smac: [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee],
         dmac: CLI_PORT_MAC,
+        ttl: TTL,
         src: v4("192.0.2.7"),
         dst: v4("10.0.0.1"),
         sport: 40000,
@@ -422,7 +381,7 @@ fn l2fwd_rewrites_macs_only() {
         l4: L4::Udp,
         payload: b"x",
     };
-    assert_eq!(h.run_one(&build(&p)).0, Verdict::Drop(DropReason::NoRoute));
+    assert_eq!(h.run_one(&p.build()).0, Verdict::Drop(DropReason::NoRoute));
 }
 
 // ---------------------------------------------------------------------------
@@ -432,16 +391,16 @@ fn l2fwd_rewrites_macs_only() {
 fn ipv4_tcp_full_nat_syn_and_syn_ack() {
     let mut h = lb();
     let (svc, client) = (web(), v4("198.51.100.7"));
-    let b = original(&mut h, &svc, client, 40001, L4::Syn, b"", false);
-    reply(&mut h, &svc, client, 40001, b, L4::SynAck, b"", false);
+    let b = original(&mut h, &svc, client, 40001, L4::SYN, b"", false);
+    reply(&mut h, &svc, client, 40001, b, L4::SYN_ACK, b"", false);
 }
 
 #[test]
 fn ipv6_tcp_full_nat_syn_and_syn_ack() {
     let mut h = lb();
     let (svc, client) = (web6(), v6("2001:db8:c::7"));
-    let b = original(&mut h, &svc, client, 40001, L4::Syn, b"", false);
-    reply(&mut h, &svc, client, 40001, b, L4::SynAck, b"", false);
+    let b = original(&mut h, &svc, client, 40001, L4::SYN, b"", false);
+    reply(&mut h, &svc, client, 40001, b, L4::SYN_ACK, b"", false);
 }
 
 #[test]
@@ -472,8 +431,8 @@ fn ipv6_udp_full_nat() {
 
 /// Two payload bytes that make the UDP segment of `p` sum to 0xffff, so its
 /// computed checksum is 0 and RFC 768 / RFC 8200 require 0xffff on the wire.
-fn payload_for_zero_sum(p: &Pkt<'_>) -> [u8; 2] {
-    let mut f = build(&Pkt { payload: &[0, 0], ..*p });
+fn payload_for_zero_sum(p: &Frame<'_>) -> [u8; 2] {
+    let mut f = Frame { payload: &[0, 0], ..*p }.build();
     let (v6, _, l4, _) = layout(&f);
     f[l4 + 6] = 0;
     f[l4 + 7] = 0;
@@ -488,9 +447,10 @@ fn payload_for_zero_sum(p: &Pkt<'_>) -> [u8; 2] {
 fn computed_zero_udp_checksum_is_ffff(svc: Service, client: IpAddr) {
     let mut h = lb();
     let b = original(&mut h, &svc, client, 34000, L4::Udp, b"q", false);
-    let translated = Pkt {
+    let translated = Frame {
         smac: CLI_PORT_MAC,
         dmac: CLIENT_ROUTER_MAC,
+        ttl: TTL,
         src: svc.vip,
         dst: client,
         sport: svc.port,
@@ -524,17 +484,17 @@ fn ipv6_udp_computed_zero_checksum_is_ffff() {
 fn established_flow_keeps_backend_and_snat_port() {
     for (svc, client) in [(web(), v4("198.51.100.10")), (web6(), v6("2001:db8:c::10"))] {
         let mut h = lb();
-        let b = original(&mut h, &svc, client, 45000, L4::Syn, b"", false);
-        reply(&mut h, &svc, client, 45000, b, L4::SynAck, b"", false);
+        let b = original(&mut h, &svc, client, 45000, L4::SYN, b"", false);
+        reply(&mut h, &svc, client, 45000, b, L4::SYN_ACK, b"", false);
         // Handshake ACK, then data: same backend, same SNAT address and port
         // (`original` rebuilds the expected frame from `b`'s values).
         for payload in [&b""[..], b"GET / HTTP/1.1\r\nHost: golden\r\n\r\n"] {
-            let again = original(&mut h, &svc, client, 45000, L4::Ack, payload, false);
+            let again = original(&mut h, &svc, client, 45000, L4::ACK, payload, false);
             assert_eq!(again, b, "established packet translated like the SYN");
         }
-        reply(&mut h, &svc, client, 45000, b, L4::Ack, b"HTTP/1.1 200 OK\r\n\r\n", false);
+        reply(&mut h, &svc, client, 45000, b, L4::ACK, b"HTTP/1.1 200 OK\r\n\r\n", false);
         // A new flow from the same client gets a different SNAT port (or address).
-        let other = original(&mut h, &svc, client, 45001, L4::Syn, b"", false);
+        let other = original(&mut h, &svc, client, 45001, L4::SYN, b"", false);
         assert_ne!((other.snat, other.snat_port), (b.snat, b.snat_port));
     }
 }
@@ -546,8 +506,8 @@ fn same_config_same_backend() {
     let mut used = [false; 3];
     for i in 0..60u16 {
         let client = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1 + (i % 7) as u8));
-        let x = original(&mut a, &svc, client, 20000 + i * 13, L4::Syn, b"", false);
-        let y = original(&mut b, &svc, client, 20000 + i * 13, L4::Syn, b"", false);
+        let x = original(&mut a, &svc, client, 20000 + i * 13, L4::SYN, b"", false);
+        let y = original(&mut b, &svc, client, 20000 + i * 13, L4::SYN, b"", false);
         // SNAT ports are keyed per process (RFC 6056), so only the backend
         // must agree.
         assert_eq!(x.backend, y.backend, "flow {i}: backend differs between fresh harnesses");
@@ -566,8 +526,8 @@ fn vip_on_unconfigured_port_is_no_flow() {
     // single pipeline starts with conntrack), conntrack finds neither a flow
     // nor a service for it: `NoFlow`.
     let mut h = lb();
-    let p = Pkt { dport: 81, ..client_pkt(&web(), v4("198.51.100.7"), 40000, L4::Syn, b"") };
-    assert_eq!(h.run_one(&build(&p)).0, Verdict::Drop(DropReason::NoFlow));
+    let p = Frame { dport: 81, ..client_pkt(&web(), v4("198.51.100.7"), 40000, L4::SYN, b"") };
+    assert_eq!(h.run_one(&p.build()).0, Verdict::Drop(DropReason::NoFlow));
 }
 
 #[test]
@@ -577,49 +537,51 @@ fn stray_reply_to_snat_pool_is_no_flow() {
     // `NoFlow`.
     let mut h = lb();
     for (backend, snat) in [(v4("10.0.2.11"), v4("10.0.3.5")), (v6("fd00:2::11"), v6("fd00:3::5"))] {
-        let p = Pkt {
+        let p = Frame {
             smac: BACKEND_MACS[0],
             dmac: BE_PORT_MAC,
+            ttl: TTL,
             src: backend,
             dst: snat,
             sport: 80,
             dport: 40000,
-            l4: L4::SynAck,
+            l4: L4::SYN_ACK,
             payload: b"",
         };
-        assert_eq!(h.run_one(&build(&p)).0, Verdict::Drop(DropReason::NoFlow), "{snat}");
+        assert_eq!(h.run_one(&p.build()).0, Verdict::Drop(DropReason::NoFlow), "{snat}");
     }
     // A reply to a real flow's SNAT address but the wrong port: no flow either.
     let (svc, client) = (web(), v4("198.51.100.7"));
-    let b = original(&mut h, &svc, client, 40000, L4::Syn, b"", false);
-    let p = Pkt {
+    let b = original(&mut h, &svc, client, 40000, L4::SYN, b"", false);
+    let p = Frame {
         smac: BACKEND_MACS[b.backend],
         dmac: BE_PORT_MAC,
+        ttl: TTL,
         src: svc.backends[b.backend],
         dst: b.snat,
         sport: 80,
         dport: b.snat_port ^ 1,
-        l4: L4::SynAck,
+        l4: L4::SYN_ACK,
         payload: b"",
     };
-    assert_eq!(h.run_one(&build(&p)).0, Verdict::Drop(DropReason::NoFlow));
+    assert_eq!(h.run_one(&p.build()).0, Verdict::Drop(DropReason::NoFlow));
 }
 
 #[test]
 fn truncated_tcp_header_is_malformed() {
     let mut h = lb();
-    let full = build(&client_pkt(&web(), v4("198.51.100.7"), 40000, L4::Syn, b""));
+    let full = client_pkt(&web(), v4("198.51.100.7"), 40000, L4::SYN, b"").build();
     // Keep 10 of the 20 TCP header bytes (ports still readable, so the
     // packet classifies to the VIP's pipeline) and make the IPv4 total
     // length agree: a consistent IP packet with a short TCP header.
     let mut f = full[..14 + 20 + 10].to_vec();
     f[16..18].copy_from_slice(&30u16.to_be_bytes());
-    fix_ipv4_header_checksum(&mut f);
+    fix_ipv4_checksum(&mut f, 14);
     assert_eq!(h.run_one(&f).0, Verdict::Drop(DropReason::Malformed));
     // Frame cut short of what the IPv4 header claims.
     assert_eq!(h.run_one(&full[..14 + 20 + 10]).0, Verdict::Drop(DropReason::Malformed));
     // IPv6: payload length says 10.
-    let full6 = build(&client_pkt(&web6(), v6("2001:db8:c::7"), 40000, L4::Syn, b""));
+    let full6 = client_pkt(&web6(), v6("2001:db8:c::7"), 40000, L4::SYN, b"").build();
     let mut f6 = full6[..54 + 10].to_vec();
     f6[18..20].copy_from_slice(&10u16.to_be_bytes());
     assert_eq!(h.run_one(&f6).0, Verdict::Drop(DropReason::Malformed));
@@ -630,17 +592,13 @@ fn ipv4_first_fragment_opens_its_flow_unless_misaligned() {
     let mut h = lb();
     // First fragment: offset 0, More Fragments set (RFC 791). 20 + 16 data
     // bytes: not a multiple of 8, which only a last fragment may be.
-    let mut f = build(&client_pkt(&web(), v4("198.51.100.7"), 40000, L4::Syn, b"0123456789abcdef"));
-    f[20] = 0x20;
-    f[21] = 0;
-    fix_ipv4_header_checksum(&mut f);
+    let mut f = client_pkt(&web(), v4("198.51.100.7"), 40000, L4::SYN, b"0123456789abcdef").build();
+    set_v4(&mut f, 14, 0, 0x2000);
     assert_eq!(h.run_one(&f).0, Verdict::Drop(DropReason::FragmentBogus));
     // 20 + 20: its ports open the flow like a whole SYN's (tests/frag_golden.rs
     // follows the later fragments).
-    let mut f = build(&client_pkt(&web(), v4("198.51.100.7"), 40000, L4::Syn, b"0123456789abcdefghij"));
-    f[20] = 0x20;
-    f[21] = 0;
-    fix_ipv4_header_checksum(&mut f);
+    let mut f = client_pkt(&web(), v4("198.51.100.7"), 40000, L4::SYN, b"0123456789abcdefghij").build();
+    set_v4(&mut f, 14, 0, 0x2000);
     assert_eq!(h.run_one(&f).0, Verdict::Forward(BE_PORT));
 }
 
@@ -648,8 +606,8 @@ fn ipv4_first_fragment_opens_its_flow_unless_misaligned() {
 fn all_backends_drained_is_no_backend() {
     let mut h = lb();
     let svc = Service { vip: v4("10.0.100.2"), ..web() };
-    let p = client_pkt(&svc, v4("198.51.100.7"), 40000, L4::Syn, b"");
-    assert_eq!(h.run_one(&build(&p)).0, Verdict::Drop(DropReason::NoBackend));
+    let p = client_pkt(&svc, v4("198.51.100.7"), 40000, L4::SYN, b"");
+    assert_eq!(h.run_one(&p.build()).0, Verdict::Drop(DropReason::NoBackend));
 }
 
 #[test]
@@ -658,8 +616,8 @@ fn backend_without_mac_is_next_hop_unresolved() {
     // harness resolves no neighbours.
     let mut h = lb();
     let svc = Service { vip: v4("10.0.100.3"), ..web() };
-    let p = client_pkt(&svc, v4("198.51.100.7"), 40000, L4::Syn, b"");
-    assert_eq!(h.run_one(&build(&p)).0, Verdict::Drop(DropReason::NextHopUnresolved));
+    let p = client_pkt(&svc, v4("198.51.100.7"), 40000, L4::SYN, b"");
+    assert_eq!(h.run_one(&p.build()).0, Verdict::Drop(DropReason::NextHopUnresolved));
 }
 
 #[test]
@@ -673,12 +631,12 @@ fn conntrack_full_of_assured_flows_refuses_new_ones_and_keeps_old_ones() {
     let mut open = Vec::new();
     let mut full = 0;
     for i in 0..600u16 {
-        let syn = build(&client_pkt(&svc, client_of(i), 10000 + i, L4::Syn, b""));
+        let syn = client_pkt(&svc, client_of(i), 10000 + i, L4::SYN, b"").build();
         match h.run_one(&syn).0 {
             Verdict::Forward(BE_PORT) => {
-                let b = original(&mut h, &svc, client_of(i), 10000 + i, L4::Syn, b"", false);
-                reply(&mut h, &svc, client_of(i), 10000 + i, b, L4::SynAck, b"", false);
-                original(&mut h, &svc, client_of(i), 10000 + i, L4::Ack, b"", false);
+                let b = original(&mut h, &svc, client_of(i), 10000 + i, L4::SYN, b"", false);
+                reply(&mut h, &svc, client_of(i), 10000 + i, b, L4::SYN_ACK, b"", false);
+                original(&mut h, &svc, client_of(i), 10000 + i, L4::ACK, b"", false);
                 open.push((i, b));
             }
             Verdict::Drop(DropReason::ConntrackFull) => full += 1,
@@ -691,7 +649,7 @@ fn conntrack_full_of_assured_flows_refuses_new_ones_and_keeps_old_ones() {
     // are refused (the rest take the few free ways left, or each other's).
     let mut refused = 0;
     for i in 600..700u16 {
-        let syn = build(&client_pkt(&svc, client_of(i), 10000 + i, L4::Syn, b""));
+        let syn = client_pkt(&svc, client_of(i), 10000 + i, L4::SYN, b"").build();
         match h.run_one(&syn).0 {
             Verdict::Drop(DropReason::ConntrackFull) => refused += 1,
             Verdict::Forward(BE_PORT) => {}
@@ -701,7 +659,7 @@ fn conntrack_full_of_assured_flows_refuses_new_ones_and_keeps_old_ones() {
     assert!(refused > 0, "no new flow refused by a table full of assured ones");
     // Every assured flow still translates exactly as before.
     for (i, b) in open {
-        let again = original(&mut h, &svc, client_of(i), 10000 + i, L4::Ack, b"", false);
+        let again = original(&mut h, &svc, client_of(i), 10000 + i, L4::ACK, b"", false);
         assert_eq!(again, b, "assured flow {i} lost its binding");
     }
 }
@@ -711,16 +669,18 @@ fn conntrack_full_of_assured_flows_refuses_new_ones_and_keeps_old_ones() {
 
 /// A client → VIP frame of the DSR service, arriving from the router.
 fn dsr_pkt(client: IpAddr, cport: u16, l4: L4) -> Vec<u8> {
-    build(&Pkt {
+    Frame {
         smac: CLIENT_ROUTER_MAC,
         dmac: CLI_PORT_MAC,
+        ttl: TTL,
         src: client,
         dst: IpAddr::V4(Ipv4Addr::new(10, 1, 100, 1)),
         sport: cport,
         dport: 80,
         l4,
         payload: b"dsr",
-    })
+    }
+    .build()
 }
 
 /// Runs `input` and checks it left on the backend port unchanged but for
@@ -745,16 +705,16 @@ fn dsr_rewrites_only_the_destination_mac_and_picks_up_flows_mid_stream() {
     for i in 0..64u16 {
         let client = IpAddr::V4(Ipv4Addr::new(10, 1, 1, 2 + (i % 7) as u8));
         let cport = 40_000 + i;
-        let b = dsr_forwarded(&mut node1, &dsr_pkt(client, cport, L4::Syn));
+        let b = dsr_forwarded(&mut node1, &dsr_pkt(client, cport, L4::SYN));
         seen[b] += 1;
         assert_eq!(
-            dsr_forwarded(&mut node1, &dsr_pkt(client, cport, L4::Ack)),
+            dsr_forwarded(&mut node1, &dsr_pkt(client, cport, L4::ACK)),
             b,
             "the flow keeps its backend"
         );
         // The flow moved to another node (ECMP rehash): its next packet is
         // no SYN, and the same config sends it to the same backend.
-        assert_eq!(dsr_forwarded(&mut node2, &dsr_pkt(client, cport, L4::Ack)), b, "mid-stream pickup");
+        assert_eq!(dsr_forwarded(&mut node2, &dsr_pkt(client, cport, L4::ACK)), b, "mid-stream pickup");
     }
     assert!(seen.iter().all(|&n| n > 0), "both backends used: {seen:?}");
 }

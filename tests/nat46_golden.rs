@@ -10,11 +10,10 @@
 use etherparse::PacketBuilder;
 use shunt::nat46::*;
 
-use shunt_testkit::frames::{csum, set_v4, w};
-
-const M1: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const M2: [u8; 6] = [2, 0, 0, 0, 0, 2];
-const HR: usize = 128;
+use shunt_testkit::addrs::{RFC6052_EXAMPLES, RFC6052_V4};
+use shunt_testkit::frames::{add_frag_hdr, csum, set_v4, w};
+// `e()`: the Ethernet header of every frame handed to the translator.
+use shunt_testkit::harness::{translate, with_headroom, xlat_back, xlat_in as e, HEADROOM};
 
 const H4: [u8; 4] = [198, 51, 100, 10]; // IPv4 Internet host
 const H4_6: [u8; 16] = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 198, 51, 100, 10];
@@ -45,36 +44,6 @@ fn cfgs(t: &EamTable, mtu: u16) -> (Config<'_>, Config<'_>) {
     (base, Config { src: site, dst: wkp, ..base })
 }
 
-/// Inserts an RFC 8200 §4.5 Fragment header after the IPv6 header at `l3`.
-fn add_frag_hdr(f: &mut Vec<u8>, l3: usize, off: u16, m: bool, id: u32) {
-    let nh = f[l3 + 6];
-    f[l3 + 6] = 44;
-    let plen = u16::from_be_bytes([f[l3 + 4], f[l3 + 5]]) + 8;
-    f[l3 + 4..l3 + 6].copy_from_slice(&plen.to_be_bytes());
-    let fo = (off << 3) | u16::from(m);
-    let mut fh = vec![nh, 0];
-    fh.extend_from_slice(&fo.to_be_bytes());
-    fh.extend_from_slice(&id.to_be_bytes());
-    f.splice(l3 + 40..l3 + 40, fh);
-}
-
-fn run(f: &[u8], dir46: bool, cfg: &Config) -> Result<Vec<u8>, Drop> {
-    let mut buf = vec![0u8; HR + f.len()];
-    buf[HR..].copy_from_slice(f);
-    let (s, l) = if dir46 {
-        translate_4to6(&mut buf, HR, f.len(), cfg)?
-    } else {
-        translate_6to4(&mut buf, HR, f.len(), cfg)?
-    };
-    Ok(buf[s..s + l].to_vec())
-}
-
-macro_rules! e {
-    () => {
-        PacketBuilder::ethernet2(M1, M2)
-    };
-}
-
 // ------------------------------------------------------------------ TCP/UDP
 
 //= https://www.rfc-editor.org/rfc/rfc7915#section-4.1
@@ -84,9 +53,9 @@ macro_rules! e {
 fn tcp_4to6() {
     let t = eam();
     let (c46, _) = cfgs(&t, 1500);
-    let input = w(|v| e!().ipv4(H4, S6_4, 61).tcp(40000, 443, 7, 1000).ack(9).write(v, b"hello").unwrap());
-    let want = w(|v| e!().ipv6(H4_6, S6, 61).tcp(40000, 443, 7, 1000).ack(9).write(v, b"hello").unwrap());
-    assert_eq!(run(&input, true, &c46).unwrap(), want);
+    let input = w(|v| e().ipv4(H4, S6_4, 61).tcp(40000, 443, 7, 1000).ack(9).write(v, b"hello").unwrap());
+    let want = w(|v| e().ipv6(H4_6, S6, 61).tcp(40000, 443, 7, 1000).ack(9).write(v, b"hello").unwrap());
+    assert_eq!(translate(&input, true, &c46).unwrap(), want);
 }
 
 //= https://www.rfc-editor.org/rfc/rfc7915#section-5.1
@@ -95,13 +64,13 @@ fn tcp_4to6() {
 fn tcp_6to4_and_dscp() {
     let t = eam();
     let (_, c64) = cfgs(&t, 1500);
-    let mut input = w(|v| e!().ipv6(S6, H4_6, 17).tcp(5555, 80, 1, 100).syn().write(v, b"x").unwrap());
+    let mut input = w(|v| e().ipv6(S6, H4_6, 17).tcp(5555, 80, 1, 100).syn().write(v, b"x").unwrap());
     input[14] = 0x6b; // traffic class 0xb8 (EF)
     input[15] = 0x80;
-    let mut want = w(|v| e!().ipv4(S6_4, H4, 17).tcp(5555, 80, 1, 100).syn().write(v, b"x").unwrap());
+    let mut want = w(|v| e().ipv4(S6_4, H4, 17).tcp(5555, 80, 1, 100).syn().write(v, b"x").unwrap());
     want[15] = 0xb8;
     set_v4(&mut want, 14, 0, 0);
-    assert_eq!(run(&input, false, &c64).unwrap(), want);
+    assert_eq!(translate(&input, false, &c64).unwrap(), want);
 }
 
 //= https://www.rfc-editor.org/rfc/rfc7915#section-5
@@ -113,17 +82,17 @@ fn tcp_6to4_and_dscp() {
 fn udp_both_ways_and_df_threshold() {
     let t = eam();
     let (c46, c64) = cfgs(&t, 1500);
-    let input = w(|v| e!().ipv4(H4, S6_4, 5).udp(53, 3333).write(v, b"answer").unwrap());
-    let want = w(|v| e!().ipv6(H4_6, S6, 5).udp(53, 3333).write(v, b"answer").unwrap());
-    assert_eq!(run(&input, true, &c46).unwrap(), want);
+    let input = w(|v| e().ipv4(H4, S6_4, 5).udp(53, 3333).write(v, b"answer").unwrap());
+    let want = w(|v| e().ipv6(H4_6, S6, 5).udp(53, 3333).write(v, b"answer").unwrap());
+    assert_eq!(translate(&input, true, &c46).unwrap(), want);
 
     for n in [1232usize, 1233] {
         let data = vec![0xab; n];
-        let input = w(|v| e!().ipv6(S6, H4_6, 64).udp(1, 2).write(v, &data).unwrap());
-        let mut want = w(|v| e!().ipv4(S6_4, H4, 64).udp(1, 2).write(v, &data).unwrap());
+        let input = w(|v| e().ipv6(S6, H4_6, 64).udp(1, 2).write(v, &data).unwrap());
+        let mut want = w(|v| e().ipv4(S6_4, H4, 64).udp(1, 2).write(v, &data).unwrap());
         // 20 + 8 + 1232 = 1260: DF clear; one byte more: DF set.
         set_v4(&mut want, 14, 0, if n > 1232 { 0x4000 } else { 0 });
-        assert_eq!(run(&input, false, &c64).unwrap(), want, "n {n}");
+        assert_eq!(translate(&input, false, &c64).unwrap(), want, "n {n}");
     }
 }
 
@@ -134,15 +103,15 @@ fn udp_both_ways_and_df_threshold() {
 fn udp_zero_checksum() {
     let t = eam();
     let (mut c46, _) = cfgs(&t, 1500);
-    let mut input = w(|v| e!().ipv4(H4, S6_4, 5).udp(53, 3333).write(v, b"odd").unwrap());
+    let mut input = w(|v| e().ipv4(H4, S6_4, 5).udp(53, 3333).write(v, b"odd").unwrap());
     input[40..42].fill(0);
-    let want = w(|v| e!().ipv6(H4_6, S6, 5).udp(53, 3333).write(v, b"odd").unwrap());
-    assert_eq!(run(&input, true, &c46).unwrap(), want);
+    let want = w(|v| e().ipv6(H4_6, S6, 5).udp(53, 3333).write(v, b"odd").unwrap());
+    assert_eq!(translate(&input, true, &c46).unwrap(), want);
     let mut frag = input.clone();
     set_v4(&mut frag, 14, 7, 0x2000);
-    assert_eq!(run(&frag, true, &c46), Err(Drop::UdpZeroChecksum));
+    assert_eq!(translate(&frag, true, &c46), Err(Drop::UdpZeroChecksum));
     c46.udp_zero_checksum = UdpZeroChecksum::Drop;
-    assert_eq!(run(&input, true, &c46), Err(Drop::UdpZeroChecksum));
+    assert_eq!(translate(&input, true, &c46), Err(Drop::UdpZeroChecksum));
 }
 
 #[test]
@@ -150,16 +119,16 @@ fn vlan_tag_kept() {
     let t = eam();
     let (c46, _) = cfgs(&t, 1500);
     let vid = etherparse::VlanId::try_new(42).unwrap();
-    let input = w(|v| e!().single_vlan(vid).ipv4(H4, S6_4, 9).udp(1, 2).write(v, b"q").unwrap());
-    let want = w(|v| e!().single_vlan(vid).ipv6(H4_6, S6, 9).udp(1, 2).write(v, b"q").unwrap());
-    assert_eq!(run(&input, true, &c46).unwrap(), want);
+    let input = w(|v| e().single_vlan(vid).ipv4(H4, S6_4, 9).udp(1, 2).write(v, b"q").unwrap());
+    let want = w(|v| e().single_vlan(vid).ipv6(H4_6, S6, 9).udp(1, 2).write(v, b"q").unwrap());
+    assert_eq!(translate(&input, true, &c46).unwrap(), want);
 }
 
 #[test]
 fn ipv4_options_are_dropped() {
     let t = eam();
     let (c46, _) = cfgs(&t, 1500);
-    let mut input = w(|v| e!().ipv4(H4, S6_4, 9).udp(1, 2).write(v, b"opt").unwrap());
+    let mut input = w(|v| e().ipv4(H4, S6_4, 9).udp(1, 2).write(v, b"opt").unwrap());
     // Insert 4 bytes of options (NOP NOP NOP EOL).
     input.splice(34..34, [1, 1, 1, 0]);
     input[14] = 0x46;
@@ -168,8 +137,8 @@ fn ipv4_options_are_dropped() {
     input[24..26].fill(0);
     let c = csum(&input[14..38]);
     input[24..26].copy_from_slice(&c.to_be_bytes());
-    let want = w(|v| e!().ipv6(H4_6, S6, 9).udp(1, 2).write(v, b"opt").unwrap());
-    assert_eq!(run(&input, true, &c46).unwrap(), want);
+    let want = w(|v| e().ipv6(H4_6, S6, 9).udp(1, 2).write(v, b"opt").unwrap());
+    assert_eq!(translate(&input, true, &c46).unwrap(), want);
 }
 
 // ---------------------------------------------------------------- ICMP echo
@@ -180,14 +149,14 @@ fn ipv4_options_are_dropped() {
 fn icmp_echo_both_ways() {
     let t = eam();
     let (c46, c64) = cfgs(&t, 1500);
-    let input = w(|v| e!().ipv4(H4, S6_4, 50).icmpv4_echo_request(0x77, 3).write(v, b"ping").unwrap());
-    let want = w(|v| e!().ipv6(H4_6, S6, 50).icmpv6_echo_request(0x77, 3).write(v, b"ping").unwrap());
-    assert_eq!(run(&input, true, &c46).unwrap(), want);
+    let input = w(|v| e().ipv4(H4, S6_4, 50).icmpv4_echo_request(0x77, 3).write(v, b"ping").unwrap());
+    let want = w(|v| e().ipv6(H4_6, S6, 50).icmpv6_echo_request(0x77, 3).write(v, b"ping").unwrap());
+    assert_eq!(translate(&input, true, &c46).unwrap(), want);
 
-    let input = w(|v| e!().ipv6(S6, H4_6, 50).icmpv6_echo_reply(0x77, 3).write(v, b"pong").unwrap());
-    let mut want = w(|v| e!().ipv4(S6_4, H4, 50).icmpv4_echo_reply(0x77, 3).write(v, b"pong").unwrap());
+    let input = w(|v| e().ipv6(S6, H4_6, 50).icmpv6_echo_reply(0x77, 3).write(v, b"pong").unwrap());
+    let mut want = w(|v| e().ipv4(S6_4, H4, 50).icmpv4_echo_reply(0x77, 3).write(v, b"pong").unwrap());
     set_v4(&mut want, 14, 0, 0);
-    assert_eq!(run(&input, false, &c64).unwrap(), want);
+    assert_eq!(translate(&input, false, &c64).unwrap(), want);
 }
 
 #[test]
@@ -195,14 +164,14 @@ fn untranslatable_icmp_dropped() {
     let t = eam();
     let (c46, c64) = cfgs(&t, 1500);
     // ICMPv4 Timestamp (13) and ICMPv6 Neighbor Solicitation (135).
-    let input = w(|v| e!().ipv4(H4, S6_4, 50).icmpv4_raw(13, 0, [0; 4]).write(v, &[0; 12]).unwrap());
-    assert_eq!(run(&input, true, &c46), Err(Drop::Untranslatable));
-    let input = w(|v| e!().ipv6(S6, H4_6, 255).icmpv6_raw(135, 0, [0; 4]).write(v, &[0; 16]).unwrap());
-    assert_eq!(run(&input, false, &c64), Err(Drop::Untranslatable));
+    let input = w(|v| e().ipv4(H4, S6_4, 50).icmpv4_raw(13, 0, [0; 4]).write(v, &[0; 12]).unwrap());
+    assert_eq!(translate(&input, true, &c46), Err(Drop::Untranslatable));
+    let input = w(|v| e().ipv6(S6, H4_6, 255).icmpv6_raw(135, 0, [0; 4]).write(v, &[0; 16]).unwrap());
+    assert_eq!(translate(&input, false, &c64), Err(Drop::Untranslatable));
     // ICMP fragments are not translated (§1.2).
-    let mut input = w(|v| e!().ipv4(H4, S6_4, 50).icmpv4_echo_request(1, 1).write(v, b"x").unwrap());
+    let mut input = w(|v| e().ipv4(H4, S6_4, 50).icmpv4_echo_request(1, 1).write(v, b"x").unwrap());
     set_v4(&mut input, 14, 1, 0x2000);
-    assert_eq!(run(&input, true, &c46), Err(Drop::FragmentedIcmp));
+    assert_eq!(translate(&input, true, &c46), Err(Drop::FragmentedIcmp));
 }
 
 // --------------------------------------------------------------- ICMP errors
@@ -234,22 +203,22 @@ fn icmp4_errors_to_icmp6() {
         ([12, 0], [9, 0, 0, 0], [4, 0], [0, 0, 0, 6]),            // Param problem: Protocol -> Next Header
     ];
     for (a, ar, b, br) in cases {
-        let input = w(|v| e!().ipv4(R4, S6_4, 250).icmpv4_raw(a[0], a[1], ar).write(v, &q4).unwrap());
-        let want = w(|v| e!().ipv6(R4_6, S6, 250).icmpv6_raw(b[0], b[1], br).write(v, &q6).unwrap());
-        assert_eq!(run(&input, true, &c46).unwrap(), want, "{a:?}");
+        let input = w(|v| e().ipv4(R4, S6_4, 250).icmpv4_raw(a[0], a[1], ar).write(v, &q4).unwrap());
+        let want = w(|v| e().ipv6(R4_6, S6, 250).icmpv6_raw(b[0], b[1], br).write(v, &q6).unwrap());
+        assert_eq!(translate(&input, true, &c46).unwrap(), want, "{a:?}");
     }
     // Frag needed below 1280 is raised to 1280; protocol unreachable points at Next Header.
-    let input = w(|v| e!().ipv4(R4, S6_4, 250).icmpv4_raw(3, 4, [0, 0, 2, 0]).write(v, &q4).unwrap());
-    let want = w(|v| e!().ipv6(R4_6, S6, 250).icmpv6_raw(2, 0, [0, 0, 5, 0]).write(v, &q6).unwrap());
-    assert_eq!(run(&input, true, &c46).unwrap(), want);
-    let input = w(|v| e!().ipv4(R4, S6_4, 250).icmpv4_raw(3, 2, [0; 4]).write(v, &q4).unwrap());
-    let want = w(|v| e!().ipv6(R4_6, S6, 250).icmpv6_raw(4, 1, [0, 0, 0, 6]).write(v, &q6).unwrap());
-    assert_eq!(run(&input, true, &c46).unwrap(), want);
+    let input = w(|v| e().ipv4(R4, S6_4, 250).icmpv4_raw(3, 4, [0, 0, 2, 0]).write(v, &q4).unwrap());
+    let want = w(|v| e().ipv6(R4_6, S6, 250).icmpv6_raw(2, 0, [0, 0, 5, 0]).write(v, &q6).unwrap());
+    assert_eq!(translate(&input, true, &c46).unwrap(), want);
+    let input = w(|v| e().ipv4(R4, S6_4, 250).icmpv4_raw(3, 2, [0; 4]).write(v, &q4).unwrap());
+    let want = w(|v| e().ipv6(R4_6, S6, 250).icmpv6_raw(4, 1, [0, 0, 0, 6]).write(v, &q6).unwrap());
+    assert_eq!(translate(&input, true, &c46).unwrap(), want);
     // Pointer with no IPv6 counterpart (Identification) and Source Quench: dropped.
-    let input = w(|v| e!().ipv4(R4, S6_4, 250).icmpv4_raw(12, 0, [4, 0, 0, 0]).write(v, &q4).unwrap());
-    assert_eq!(run(&input, true, &c46), Err(Drop::Untranslatable));
-    let input = w(|v| e!().ipv4(R4, S6_4, 250).icmpv4_raw(4, 0, [0; 4]).write(v, &q4).unwrap());
-    assert_eq!(run(&input, true, &c46), Err(Drop::Untranslatable));
+    let input = w(|v| e().ipv4(R4, S6_4, 250).icmpv4_raw(12, 0, [4, 0, 0, 0]).write(v, &q4).unwrap());
+    assert_eq!(translate(&input, true, &c46), Err(Drop::Untranslatable));
+    let input = w(|v| e().ipv4(R4, S6_4, 250).icmpv4_raw(4, 0, [0; 4]).write(v, &q4).unwrap());
+    assert_eq!(translate(&input, true, &c46), Err(Drop::Untranslatable));
 }
 
 //= https://www.rfc-editor.org/rfc/rfc7915#section-5.3
@@ -271,15 +240,15 @@ fn icmp6_errors_to_icmp4() {
         ([4, 0], [0, 0, 0, 7], [12, 0], [8, 0, 0, 0]), // Hop Limit -> TTL
     ];
     for (a, ar, b, br) in cases {
-        let input = w(|v| e!().ipv6(R6, H4_6, 60).icmpv6_raw(a[0], a[1], ar).write(v, &q6).unwrap());
-        let mut want = w(|v| e!().ipv4(R6_4, H4, 60).icmpv4_raw(b[0], b[1], br).write(v, &q4).unwrap());
+        let input = w(|v| e().ipv6(R6, H4_6, 60).icmpv6_raw(a[0], a[1], ar).write(v, &q6).unwrap());
+        let mut want = w(|v| e().ipv4(R6_4, H4, 60).icmpv4_raw(b[0], b[1], br).write(v, &q4).unwrap());
         set_v4(&mut want, 14, 0, 0);
-        assert_eq!(run(&input, false, &c64).unwrap(), want, "{a:?}");
+        assert_eq!(translate(&input, false, &c64).unwrap(), want, "{a:?}");
     }
-    let input = w(|v| e!().ipv6(R6, H4_6, 60).icmpv6_raw(4, 1, [0, 0, 0, 6]).write(v, &q6).unwrap());
-    let mut want = w(|v| e!().ipv4(R6_4, H4, 60).icmpv4_raw(3, 2, [0; 4]).write(v, &q4).unwrap());
+    let input = w(|v| e().ipv6(R6, H4_6, 60).icmpv6_raw(4, 1, [0, 0, 0, 6]).write(v, &q6).unwrap());
+    let mut want = w(|v| e().ipv4(R6_4, H4, 60).icmpv4_raw(3, 2, [0; 4]).write(v, &q4).unwrap());
     set_v4(&mut want, 14, 0, 0);
-    assert_eq!(run(&input, false, &c64).unwrap(), want);
+    assert_eq!(translate(&input, false, &c64).unwrap(), want);
 }
 
 //= https://www.rfc-editor.org/rfc/rfc1812#section-4.3.2.3
@@ -293,11 +262,10 @@ fn icmp_error_truncation() {
     let q6 = w(|v| PacketBuilder::ipv6(H4_6, S6, 9).udp(1, 2).write(v, &data).unwrap());
     let mut q4 = w(|v| PacketBuilder::ipv4(H4, S6_4, 9).udp(1, 2).write(v, &data).unwrap());
     set_v4(&mut q4, 0, 0, 0);
-    let input = w(|v| e!().ipv6(R6, H4_6, 60).icmpv6_raw(3, 0, [0; 4]).write(v, &q6).unwrap());
-    let mut want =
-        w(|v| e!().ipv4(R6_4, H4, 60).icmpv4_raw(11, 0, [0; 4]).write(v, &q4[..576 - 28]).unwrap());
+    let input = w(|v| e().ipv6(R6, H4_6, 60).icmpv6_raw(3, 0, [0; 4]).write(v, &q6).unwrap());
+    let mut want = w(|v| e().ipv4(R6_4, H4, 60).icmpv4_raw(11, 0, [0; 4]).write(v, &q4[..576 - 28]).unwrap());
     set_v4(&mut want, 14, 0, 0);
-    assert_eq!(run(&input, false, &c64).unwrap(), want);
+    assert_eq!(translate(&input, false, &c64).unwrap(), want);
 
     let data = vec![0x22; 1300];
     let (q6, q4) = {
@@ -306,9 +274,9 @@ fn icmp_error_truncation() {
         set_v4(&mut q4, 0, 0, 0);
         (q6, q4)
     };
-    let input = w(|v| e!().ipv4(R4, S6_4, 250).icmpv4_raw(11, 0, [0; 4]).write(v, &q4).unwrap());
-    let want = w(|v| e!().ipv6(R4_6, S6, 250).icmpv6_raw(3, 0, [0; 4]).write(v, &q6[..1280 - 48]).unwrap());
-    assert_eq!(run(&input, true, &c46).unwrap(), want);
+    let input = w(|v| e().ipv4(R4, S6_4, 250).icmpv4_raw(11, 0, [0; 4]).write(v, &q4).unwrap());
+    let want = w(|v| e().ipv6(R4_6, S6, 250).icmpv6_raw(3, 0, [0; 4]).write(v, &q6[..1280 - 48]).unwrap());
+    assert_eq!(translate(&input, true, &c46).unwrap(), want);
 }
 
 #[test]
@@ -319,9 +287,9 @@ fn inner_echo_is_translated() {
     let mut q4 =
         w(|v| PacketBuilder::ipv4(S6_4, H4, 1).icmpv4_echo_request(9, 9).write(v, b"trace").unwrap());
     set_v4(&mut q4, 0, 0, 0);
-    let input = w(|v| e!().ipv4(R4, S6_4, 250).icmpv4_raw(11, 0, [0; 4]).write(v, &q4).unwrap());
-    let want = w(|v| e!().ipv6(R4_6, S6, 250).icmpv6_raw(3, 0, [0; 4]).write(v, &q6).unwrap());
-    assert_eq!(run(&input, true, &c46).unwrap(), want);
+    let input = w(|v| e().ipv4(R4, S6_4, 250).icmpv4_raw(11, 0, [0; 4]).write(v, &q4).unwrap());
+    let want = w(|v| e().ipv6(R4_6, S6, 250).icmpv6_raw(3, 0, [0; 4]).write(v, &q6).unwrap());
+    assert_eq!(translate(&input, true, &c46).unwrap(), want);
 }
 
 // ---------------------------------------------------------------- fragments
@@ -335,18 +303,18 @@ fn fragments_4to6() {
     let (c46, _) = cfgs(&t, 1500);
     // First fragment (MF=1, offset 0): UDP header present, checksum updated.
     let data = [0x44u8; 32];
-    let mut input = w(|v| e!().ipv4(H4, S6_4, 30).udp(9, 10).write(v, &data).unwrap());
+    let mut input = w(|v| e().ipv4(H4, S6_4, 30).udp(9, 10).write(v, &data).unwrap());
     set_v4(&mut input, 14, 0xbeef, 0x2000);
-    let mut want = w(|v| e!().ipv6(H4_6, S6, 30).udp(9, 10).write(v, &data).unwrap());
+    let mut want = w(|v| e().ipv6(H4_6, S6, 30).udp(9, 10).write(v, &data).unwrap());
     add_frag_hdr(&mut want, 14, 0, true, 0xbeef);
-    assert_eq!(run(&input, true, &c46).unwrap(), want);
+    assert_eq!(translate(&input, true, &c46).unwrap(), want);
     // Later fragment (offset 185 * 8, MF=0): payload untouched.
     let raw = [0x99u8; 40];
-    let mut input = w(|v| e!().ipv4(H4, S6_4, 30).write(v, 17.into(), &raw).unwrap());
+    let mut input = w(|v| e().ipv4(H4, S6_4, 30).write(v, 17.into(), &raw).unwrap());
     set_v4(&mut input, 14, 0xbeef, 185);
-    let mut want = w(|v| e!().ipv6(H4_6, S6, 30).write(v, 17.into(), &raw).unwrap());
+    let mut want = w(|v| e().ipv6(H4_6, S6, 30).write(v, 17.into(), &raw).unwrap());
     add_frag_hdr(&mut want, 14, 185, false, 0xbeef);
-    assert_eq!(run(&input, true, &c46).unwrap(), want);
+    assert_eq!(translate(&input, true, &c46).unwrap(), want);
 }
 
 //= https://www.rfc-editor.org/rfc/rfc7915#section-5.1.1
@@ -355,35 +323,35 @@ fn fragments_6to4() {
     let t = eam();
     let (_, c64) = cfgs(&t, 1500);
     let data = [0x45u8; 64];
-    let mut input = w(|v| e!().ipv6(S6, H4_6, 30).tcp(1, 2, 3, 4).write(v, &data).unwrap());
+    let mut input = w(|v| e().ipv6(S6, H4_6, 30).tcp(1, 2, 3, 4).write(v, &data).unwrap());
     add_frag_hdr(&mut input, 14, 0, true, 0x1234_abcd);
-    let mut want = w(|v| e!().ipv4(S6_4, H4, 30).tcp(1, 2, 3, 4).write(v, &data).unwrap());
+    let mut want = w(|v| e().ipv4(S6_4, H4, 30).tcp(1, 2, 3, 4).write(v, &data).unwrap());
     set_v4(&mut want, 14, 0xabcd, 0x2000);
-    assert_eq!(run(&input, false, &c64).unwrap(), want);
+    assert_eq!(translate(&input, false, &c64).unwrap(), want);
 
     let raw = [0x77u8; 48];
-    let mut input = w(|v| e!().ipv6(S6, H4_6, 30).write(v, 6.into(), &raw).unwrap());
+    let mut input = w(|v| e().ipv6(S6, H4_6, 30).write(v, 6.into(), &raw).unwrap());
     add_frag_hdr(&mut input, 14, 300, true, 0x1234_abcd);
-    let mut want = w(|v| e!().ipv4(S6_4, H4, 30).write(v, 6.into(), &raw).unwrap());
+    let mut want = w(|v| e().ipv4(S6_4, H4, 30).write(v, 6.into(), &raw).unwrap());
     set_v4(&mut want, 14, 0xabcd, 0x2000 | 300);
-    assert_eq!(run(&input, false, &c64).unwrap(), want);
+    assert_eq!(translate(&input, false, &c64).unwrap(), want);
 }
 
 #[test]
 fn extension_headers_skipped_and_segments_left_refused() {
     let t = eam();
     let (_, c64) = cfgs(&t, 1500);
-    let mut input = w(|v| e!().ipv6(S6, H4_6, 30).udp(1, 2).write(v, b"ext").unwrap());
+    let mut input = w(|v| e().ipv6(S6, H4_6, 30).udp(1, 2).write(v, b"ext").unwrap());
     // Hop-by-Hop (PadN) then Routing with Segments Left 0.
     input[20] = 0;
     input.splice(54..54, [43, 0, 1, 4, 0, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0, 0]);
     let plen = u16::from_be_bytes([input[18], input[19]]) + 16;
     input[18..20].copy_from_slice(&plen.to_be_bytes());
-    let mut want = w(|v| e!().ipv4(S6_4, H4, 30).udp(1, 2).write(v, b"ext").unwrap());
+    let mut want = w(|v| e().ipv4(S6_4, H4, 30).udp(1, 2).write(v, b"ext").unwrap());
     set_v4(&mut want, 14, 0, 0);
-    assert_eq!(run(&input, false, &c64).unwrap(), want);
+    assert_eq!(translate(&input, false, &c64).unwrap(), want);
     input[65] = 1; // Segments Left
-    assert_eq!(run(&input, false, &c64), Err(Drop::SegmentsLeft));
+    assert_eq!(translate(&input, false, &c64), Err(Drop::SegmentsLeft));
 }
 
 // ------------------------------------------------------- too big / generated
@@ -403,17 +371,16 @@ fn too_big_4to6_generates_frag_needed() {
     let t = eam();
     let (c46, _) = cfgs(&t, 1280);
     let data = vec![0x10; 1300 - 28];
-    let input = w(|v| e!().ipv4(H4, S6_4, 64).udp(1, 2).write(v, &data).unwrap());
-    let mut buf = vec![0u8; HR + input.len()];
-    buf[HR..].copy_from_slice(&input);
-    let mtu = match translate_4to6(&mut buf, HR, input.len(), &c46) {
+    let input = w(|v| e().ipv4(H4, S6_4, 64).udp(1, 2).write(v, &data).unwrap());
+    let mut buf = with_headroom(&input);
+    let mtu = match translate_4to6(&mut buf, HEADROOM, input.len(), &c46) {
         Err(Drop::TooBig { mtu }) => mtu,
         r => panic!("{r:?}"),
     };
     assert_eq!(mtu, 1260);
-    let (s, l) = build_too_big(&mut buf, HR, input.len(), &ROUTER, mtu).unwrap();
+    let (s, l) = build_too_big(&mut buf, HEADROOM, input.len(), &ROUTER, mtu).unwrap();
     let mut want = w(|v| {
-        PacketBuilder::ethernet2(M2, M1)
+        xlat_back()
             .ipv4(ROUTER.v4, H4, 64)
             .icmpv4_raw(3, 4, [0, 0, 0x04, 0xec])
             .write(v, &input[14..14 + 548])
@@ -424,7 +391,7 @@ fn too_big_4to6_generates_frag_needed() {
     // DF clear: would need fragmentation, which is not implemented.
     let mut nodf = input.clone();
     set_v4(&mut nodf, 14, 0, 0);
-    assert_eq!(run(&nodf, true, &c46), Err(Drop::NeedsFragmentation));
+    assert_eq!(translate(&nodf, true, &c46), Err(Drop::NeedsFragmentation));
 }
 
 #[test]
@@ -432,17 +399,16 @@ fn too_big_6to4_generates_packet_too_big() {
     let t = eam();
     let (_, c64) = cfgs(&t, 1300);
     let data = vec![0x20; 1400];
-    let input = w(|v| e!().ipv6(S6, H4_6, 64).udp(1, 2).write(v, &data).unwrap());
-    let mut buf = vec![0u8; HR + input.len()];
-    buf[HR..].copy_from_slice(&input);
-    let mtu = match translate_6to4(&mut buf, HR, input.len(), &c64) {
+    let input = w(|v| e().ipv6(S6, H4_6, 64).udp(1, 2).write(v, &data).unwrap());
+    let mut buf = with_headroom(&input);
+    let mtu = match translate_6to4(&mut buf, HEADROOM, input.len(), &c64) {
         Err(Drop::TooBig { mtu }) => mtu,
         r => panic!("{r:?}"),
     };
     assert_eq!(mtu, 1320);
-    let (s, l) = build_too_big(&mut buf, HR, input.len(), &ROUTER, mtu).unwrap();
+    let (s, l) = build_too_big(&mut buf, HEADROOM, input.len(), &ROUTER, mtu).unwrap();
     let want = w(|v| {
-        PacketBuilder::ethernet2(M2, M1)
+        xlat_back()
             .ipv6(R6, S6, 64)
             .icmpv6_raw(2, 0, 1320u32.to_be_bytes())
             .write(v, &input[14..14 + 1232])
@@ -453,37 +419,23 @@ fn too_big_6to4_generates_packet_too_big() {
 
 #[test]
 fn time_exceeded_generated_both_families() {
-    let input = w(|v| e!().ipv6(S6, H4_6, 1).udp(33434, 33434).write(v, b"probe").unwrap());
-    let mut buf = vec![0u8; HR + input.len()];
-    buf[HR..].copy_from_slice(&input);
-    let (s, l) = build_time_exceeded(&mut buf, HR, input.len(), &ROUTER).unwrap();
-    let want = w(|v| {
-        PacketBuilder::ethernet2(M2, M1)
-            .ipv6(R6, S6, 64)
-            .icmpv6_raw(3, 0, [0; 4])
-            .write(v, &input[14..])
-            .unwrap()
-    });
+    let input = w(|v| e().ipv6(S6, H4_6, 1).udp(33434, 33434).write(v, b"probe").unwrap());
+    let mut buf = with_headroom(&input);
+    let (s, l) = build_time_exceeded(&mut buf, HEADROOM, input.len(), &ROUTER).unwrap();
+    let want = w(|v| xlat_back().ipv6(R6, S6, 64).icmpv6_raw(3, 0, [0; 4]).write(v, &input[14..]).unwrap());
     assert_eq!(&buf[s..s + l], &want[..]);
 
-    let input = w(|v| e!().ipv4(H4, S6_4, 1).udp(33434, 33434).write(v, b"probe").unwrap());
-    let mut buf = vec![0u8; HR + input.len()];
-    buf[HR..].copy_from_slice(&input);
-    let (s, l) = build_time_exceeded(&mut buf, HR, input.len(), &ROUTER).unwrap();
-    let mut want = w(|v| {
-        PacketBuilder::ethernet2(M2, M1)
-            .ipv4(ROUTER.v4, H4, 64)
-            .icmpv4_raw(11, 0, [0; 4])
-            .write(v, &input[14..])
-            .unwrap()
-    });
+    let input = w(|v| e().ipv4(H4, S6_4, 1).udp(33434, 33434).write(v, b"probe").unwrap());
+    let mut buf = with_headroom(&input);
+    let (s, l) = build_time_exceeded(&mut buf, HEADROOM, input.len(), &ROUTER).unwrap();
+    let mut want =
+        w(|v| xlat_back().ipv4(ROUTER.v4, H4, 64).icmpv4_raw(11, 0, [0; 4]).write(v, &input[14..]).unwrap());
     set_v4(&mut want, 14, 0, 0);
     assert_eq!(&buf[s..s + l], &want[..]);
     // Never in response to an ICMP error.
-    let err = w(|v| e!().ipv4(R4, S6_4, 1).icmpv4_raw(11, 0, [0; 4]).write(v, &[0x45; 28]).unwrap());
-    let mut buf = vec![0u8; HR + err.len()];
-    buf[HR..].copy_from_slice(&err);
-    assert_eq!(build_time_exceeded(&mut buf, HR, err.len(), &ROUTER), Err(Drop::NestedIcmpError));
+    let err = w(|v| e().ipv4(R4, S6_4, 1).icmpv4_raw(11, 0, [0; 4]).write(v, &[0x45; 28]).unwrap());
+    let mut buf = with_headroom(&err);
+    assert_eq!(build_time_exceeded(&mut buf, HEADROOM, err.len(), &ROUTER), Err(Drop::NestedIcmpError));
 }
 
 // ------------------------------------------------------ address mapping
@@ -494,16 +446,8 @@ fn time_exceeded_generated_both_families() {
 fn each_rfc6052_prefix_length() {
     let t = eam();
     let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
-    let a = [192, 0, 2, 33];
-    let cases = [
-        ("2001:db8::", 32, "2001:db8:c000:221::"),
-        ("2001:db8:100::", 40, "2001:db8:1c0:2:21::"),
-        ("2001:db8:122::", 48, "2001:db8:122:c000:2:2100::"),
-        ("2001:db8:122:300::", 56, "2001:db8:122:3c0:0:221::"),
-        ("2001:db8:122:344::", 64, "2001:db8:122:344:c0:2:2100:0"),
-        ("2001:db8:122:344::", 96, "2001:db8:122:344::192.0.2.33"),
-    ];
-    for (p, len, want_addr) in cases {
+    let a = RFC6052_V4;
+    for (p, len, want_addr) in RFC6052_EXAMPLES {
         let cfg = Config {
             src: Mapper::prefix(Prefix64::new(v6(p), len).unwrap()),
             dst: Mapper::eam(&t),
@@ -511,13 +455,13 @@ fn each_rfc6052_prefix_length() {
             udp_zero_checksum: UdpZeroChecksum::Compute,
             rfc6791: Rfc6791::default(),
         };
-        let input = w(|v| e!().ipv4(a, S6_4, 9).udp(1, 2).write(v, b"6052").unwrap());
-        let want = w(|v| e!().ipv6(v6(want_addr), S6, 9).udp(1, 2).write(v, b"6052").unwrap());
-        assert_eq!(run(&input, true, &cfg).unwrap(), want, "/{len}");
+        let input = w(|v| e().ipv4(a, S6_4, 9).udp(1, 2).write(v, b"6052").unwrap());
+        let want = w(|v| e().ipv6(v6(want_addr), S6, 9).udp(1, 2).write(v, b"6052").unwrap());
+        assert_eq!(translate(&input, true, &cfg).unwrap(), want, "/{len}");
         // And back (6->4 with the same mappers).
-        let mut back = w(|v| e!().ipv4(a, S6_4, 9).udp(1, 2).write(v, b"6052").unwrap());
+        let mut back = w(|v| e().ipv4(a, S6_4, 9).udp(1, 2).write(v, b"6052").unwrap());
         set_v4(&mut back, 14, 0, 0);
-        assert_eq!(run(&want, false, &cfg).unwrap(), back, "/{len}");
+        assert_eq!(translate(&want, false, &cfg).unwrap(), back, "/{len}");
     }
 }
 
@@ -527,18 +471,18 @@ fn each_rfc6052_prefix_length() {
 fn eam_and_untranslatable_addresses() {
     let t = eam();
     let (c46, c64) = cfgs(&t, 1500);
-    let input = w(|v| e!().ipv4(H4, [192, 0, 2, 200], 9).udp(1, 2).write(v, b"e").unwrap());
+    let input = w(|v| e().ipv4(H4, [192, 0, 2, 200], 9).udp(1, 2).write(v, b"e").unwrap());
     let mut d = S6;
     d[15] = 200;
-    let want = w(|v| e!().ipv6(H4_6, d, 9).udp(1, 2).write(v, b"e").unwrap());
-    assert_eq!(run(&input, true, &c46).unwrap(), want);
-    let input = w(|v| e!().ipv4(H4, [10, 0, 0, 1], 9).udp(1, 2).write(v, b"e").unwrap());
-    assert_eq!(run(&input, true, &c46), Err(Drop::UntranslatableAddr));
+    let want = w(|v| e().ipv6(H4_6, d, 9).udp(1, 2).write(v, b"e").unwrap());
+    assert_eq!(translate(&input, true, &c46).unwrap(), want);
+    let input = w(|v| e().ipv4(H4, [10, 0, 0, 1], 9).udp(1, 2).write(v, b"e").unwrap());
+    assert_eq!(translate(&input, true, &c46), Err(Drop::UntranslatableAddr));
     let input = w(|v| {
-        e!().ipv6([0x20, 1, 0xd, 0xb8, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], H4_6, 9)
+        e().ipv6([0x20, 1, 0xd, 0xb8, 9, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], H4_6, 9)
             .udp(1, 2)
             .write(v, b"e")
             .unwrap()
     });
-    assert_eq!(run(&input, false, &c64), Err(Drop::UntranslatableAddr));
+    assert_eq!(translate(&input, false, &c64), Err(Drop::UntranslatableAddr));
 }

@@ -7,10 +7,13 @@
 //! frames are built with etherparse; only the pool ports Shunt chose are
 //! read from its output (they are random by design, RFC 6056).
 
+use std::net::IpAddr;
+
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use shunt::pipeline::{DropReason, Verdict};
 
-use shunt_testkit::frames::{hex, set_v4, w};
+use shunt_testkit::addrs::wkp;
+use shunt_testkit::frames::{hex, set_v4, w, Frame};
 use shunt_testkit::{Fixture, Harness};
 
 /// Harness port MACs: 02:00:00:00:ff:0N for config interface N (0: the
@@ -37,46 +40,35 @@ fn nat64() -> Harness {
         .harness()
 }
 
-/// 64:ff9b::/96 + an IPv4 address (RFC 6052).
-fn wkp(a: [u8; 4]) -> [u8; 16] {
-    let mut v = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    v[12..].copy_from_slice(&a);
-    v
-}
-
+/// A UDP/IPv6 datagram arriving on the IPv6 side.
 fn udp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, hop: u8, body: &[u8]) -> Vec<u8> {
-    w(|v| {
-        PacketBuilder::ethernet2(ANY_MAC, PORT0_MAC)
-            .ipv6(src, dst, hop)
-            .udp(sport, dport)
-            .write(v, body)
-            .unwrap()
-    })
+    udp_frame(src, sport, dst, dport, hop, body).build()
 }
 
 /// The same, leaving Shunt by the IPv6 side.
 fn udp6_out(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, hop: u8, body: &[u8]) -> Vec<u8> {
-    w(|v| {
-        PacketBuilder::ethernet2(PORT0_MAC, V6_HOP_MAC)
-            .ipv6(src, dst, hop)
-            .udp(sport, dport)
-            .write(v, body)
-            .unwrap()
-    })
+    Frame { smac: PORT0_MAC, dmac: V6_HOP_MAC, ..udp_frame(src, sport, dst, dport, hop, body) }.build()
 }
 
 /// A translated IPv6 -> IPv4 UDP datagram as it leaves (RFC 7915 §5.1:
 /// Identification 0 and DF clear for a packet this small).
 fn udp4_out(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, ttl: u8, body: &[u8]) -> Vec<u8> {
-    let mut f = w(|v| {
-        PacketBuilder::ethernet2(PORT1_MAC, V4_HOP_MAC)
-            .ipv4(src, dst, ttl)
-            .udp(sport, dport)
-            .write(v, body)
-            .unwrap()
-    });
+    let mut f =
+        Frame { smac: PORT1_MAC, dmac: V4_HOP_MAC, ..udp_frame(src, sport, dst, dport, ttl, body) }.build();
     set_v4(&mut f, 14, 0, 0);
     f
+}
+
+/// A UDP datagram arriving on the IPv6 side (from any MAC).
+fn udp_frame<'a>(
+    src: impl Into<IpAddr>,
+    sport: u16,
+    dst: impl Into<IpAddr>,
+    dport: u16,
+    ttl: u8,
+    body: &'a [u8],
+) -> Frame<'a> {
+    Frame { smac: ANY_MAC, dmac: PORT0_MAC, ttl, sport, dport, payload: body, ..Frame::new(src, dst) }
 }
 
 /// Source address and port of a UDP or TCP frame.
@@ -97,10 +89,6 @@ fn source(frame: &[u8]) -> (Vec<u8>, u16) {
 fn assert_frame(got: &(Verdict, Vec<u8>), port: u8, want: &[u8], what: &str) {
     assert_eq!(got.0, Verdict::Forward(port), "{what}: verdict");
     assert!(got.1 == want, "{what}:\n got  {}\n want {}", hex(&got.1), hex(want));
-}
-
-fn hairpin_count(h: &Harness) -> u64 {
-    h.ctx.stats.details().iter().find(|(k, _)| k == "untranslatable/hairpin").expect("a hairpin counter").1
 }
 
 /// Opens a UDP binding for `client`:`port` (to SERVER1:53); returns its pool port.
@@ -184,7 +172,7 @@ fn udp_hairpins_between_two_ipv6_clients_both_ways() {
     // Later packets take the session both ways.
     let again = h.run_one(&udp6(A, 6000, wkp(POOL), t, 64, b"again"));
     assert_frame(&again, 0, &udp6_out(wkp(POOL), a_port, B, 5000, 63, b"again"), "A -> B again");
-    assert_eq!(hairpin_count(&h), 0);
+    assert_eq!(h.detail("untranslatable/hairpin"), 0);
 }
 
 #[test]
@@ -253,7 +241,7 @@ fn tcp_hairpins_between_two_ipv6_clients_both_ways() {
             .unwrap()
     });
     assert_frame(&h.run_one(&ack), 0, &want, "data A -> B");
-    assert_eq!(hairpin_count(&h), 0);
+    assert_eq!(h.detail("untranslatable/hairpin"), 0);
 }
 
 /// A pool port with no binding, or bound over another protocol, has no
@@ -275,7 +263,7 @@ fn hairpin_to_a_pool_port_without_a_binding_is_dropped_and_counted() {
             .unwrap()
     });
     assert_eq!(h.run_one(&tcp).0, Verdict::Drop(DropReason::Untranslatable), "bound over UDP, not TCP");
-    assert_eq!(hairpin_count(&h), 2);
+    assert_eq!(h.detail("untranslatable/hairpin"), 2);
     assert_eq!((h.ctx.snat[0].available(), h.ctx.conntrack.len()), (free, sessions));
 }
 

@@ -5,11 +5,13 @@
 //! without DF is a counted drop. Expected frames are built with etherparse
 //! and checksums re-checked with the textbook RFC 1071 sum.
 
+use std::net::IpAddr;
+
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use shunt::pipeline::{DropReason, Verdict};
 
 use shunt_testkit::addrs::*;
-use shunt_testkit::frames::{csum, hex, ones_sum, set_v4, w};
+use shunt_testkit::frames::{csum, hex, ones_sum, set_v4, w, Frame};
 use shunt_testkit::{Fixture, Harness};
 
 /// Client side (interface 0) and backend side (interface 1) MTUs.
@@ -27,24 +29,17 @@ fn lb() -> Harness {
     Harness::with_mtus(&Fixture::small_dns_lb().config(), &[CLIENT_MTU, BACKEND_MTU]).unwrap()
 }
 
+/// The client's UDP query (port 40000 to 53) of `len` bytes to `dst`.
+fn query(src: impl Into<IpAddr>, dst: impl Into<IpAddr>, len: usize) -> Vec<u8> {
+    Frame { smac: CLIENT_MAC, dport: 53, payload: &vec![0x5a; len], ..Frame::new(src, dst) }.build()
+}
+
 fn query4(len: usize) -> Vec<u8> {
-    w(|v| {
-        PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC)
-            .ipv4(CLIENT, VIP, 64)
-            .udp(40000, 53)
-            .write(v, &vec![0x5a; len])
-            .unwrap()
-    })
+    query(CLIENT, VIP, len)
 }
 
 fn query6(len: usize) -> Vec<u8> {
-    w(|v| {
-        PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC)
-            .ipv6(CLIENT6, VIP6, 64)
-            .udp(40000, 53)
-            .write(v, &vec![0x5a; len])
-            .unwrap()
-    })
+    query(CLIENT6, VIP6, len)
 }
 
 /// Opens the flow with a small query; returns the SNAT port.

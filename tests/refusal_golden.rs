@@ -9,12 +9,14 @@
 //! are built with etherparse; checksums re-checked
 //! with the textbook RFC 1071 sum.
 
+use std::net::IpAddr;
+
 use etherparse::PacketBuilder;
 use shunt::pipeline::snat::FIRST_PORT;
 use shunt::pipeline::Verdict;
 
 use shunt_testkit::addrs::*;
-use shunt_testkit::frames::{csum, hex, ones_sum, set_v4, w};
+use shunt_testkit::frames::{csum, hex, ones_sum, set_v4, w, Frame, Tcp, ACK, L4, RST};
 use shunt_testkit::{Fixture, Harness};
 
 /// Ports of a one-address pool in a one-worker harness.
@@ -57,14 +59,32 @@ fn first_packet(tcp: bool, v6: bool, n: u32, src_port: u16) -> Vec<u8> {
 
 /// Takes every port of the pool with distinct new flows; all are forwarded.
 fn exhaust(h: &mut Harness, tcp: bool, v6: bool) {
-    let frames: Vec<Vec<u8>> =
-        (0..POOL_PORTS).map(|i| first_packet(tcp, v6, i, 1024 + (i % 60000) as u16)).collect();
+    exhaust_with(h, |i| first_packet(tcp, v6, i, 1024 + (i % 60000) as u16));
+}
+
+/// Takes every port of a one-address pool with the first packets
+/// `first(0)`, `first(1)`, … of distinct flows; all are forwarded.
+fn exhaust_with(h: &mut Harness, first: impl Fn(u32) -> Vec<u8>) {
+    let frames: Vec<Vec<u8>> = (0..POOL_PORTS).map(first).collect();
     let mut forwarded = 0;
     for chunk in frames.chunks(64) {
         h.run(chunk, |_, v, _| forwarded += usize::from(v == Verdict::Forward(1)));
     }
     assert_eq!(forwarded, POOL_PORTS as usize, "every port handed out once");
     assert!(h.ctx.snat.iter().any(|p| p.available() == 0), "one pool empty");
+}
+
+/// What a refused SYN (port 50000 → 80, sequence 1000) is answered with:
+/// <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK> from `from`, back to the
+/// client's MAC by the port it came in on. The SYN counts one.
+fn rst(from: impl Into<IpAddr>, to: impl Into<IpAddr>) -> Vec<u8> {
+    let l4 = L4::Tcp(Tcp { seq: 0, window: 0, flags: RST | ACK, ack: 1001 });
+    Frame { smac: PORT0_MAC, dmac: CLIENT_MAC, sport: 80, dport: 50000, l4, ..Frame::new(from, to) }.build()
+}
+
+/// A UDP datagram "query" from the client (port 40000) to `dst`:`dport`.
+fn query(src: impl Into<IpAddr>, dst: impl Into<IpAddr>, dport: u16) -> Vec<u8> {
+    Frame { smac: CLIENT_MAC, dport, payload: b"query", ..Frame::new(src, dst) }.build()
 }
 
 fn client_syn(v6: bool) -> Vec<u8> {
@@ -89,16 +109,7 @@ fn refused_tcp_syn_gets_an_rst_from_the_vip_v4() {
     assert_eq!(fresh.run_one(&syn).0, Verdict::Forward(1));
     exhaust(&mut h, true, false);
     let (verdict, out) = h.run_one(&syn);
-    // <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>: the SYN counts one.
-    let mut want = w(|v| {
-        PacketBuilder::ethernet2(PORT0_MAC, CLIENT_MAC)
-            .ipv4(VIP, CLIENT, 64)
-            .tcp(80, 50000, 0, 0)
-            .rst()
-            .ack(1001)
-            .write(v, &[])
-            .unwrap()
-    });
+    let mut want = rst(VIP, CLIENT);
     set_v4(&mut want, 14, 0, 0x4000);
     assert_eq!(verdict, Verdict::Forward(0), "back out the ingress port");
     assert!(out == want, "\n got  {}\n want {}", hex(&out), hex(&want));
@@ -114,15 +125,7 @@ fn refused_tcp_syn_gets_an_rst_from_the_vip_v6() {
     let mut h = lb("tcp");
     exhaust(&mut h, true, true);
     let (verdict, out) = h.run_one(&client_syn(true));
-    let want = w(|v| {
-        PacketBuilder::ethernet2(PORT0_MAC, CLIENT_MAC)
-            .ipv6(VIP6, CLIENT6, 64)
-            .tcp(80, 50000, 0, 0)
-            .rst()
-            .ack(1001)
-            .write(v, &[])
-            .unwrap()
-    });
+    let want = rst(VIP6, CLIENT6);
     assert_eq!(verdict, Verdict::Forward(0));
     assert!(out == want, "\n got  {}\n want {}", hex(&out), hex(&want));
 }
@@ -132,12 +135,7 @@ fn refused_udp_flow_gets_admin_prohibited_from_the_vip() {
     for v6 in [false, true] {
         let mut h = lb("udp");
         exhaust(&mut h, false, v6);
-        let e = PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC);
-        let q = if v6 {
-            w(|v| e.ipv6(CLIENT6, VIP6, 64).udp(40000, 80).write(v, b"query").unwrap())
-        } else {
-            w(|v| e.ipv4(CLIENT, VIP, 64).udp(40000, 80).write(v, b"query").unwrap())
-        };
+        let q = if v6 { query(CLIENT6, VIP6, 80) } else { query(CLIENT, VIP, 80) };
         let (verdict, out) = h.run_one(&q);
         let quote = &q[14..];
         let mut want = w(|v| {
@@ -159,14 +157,6 @@ fn refused_udp_flow_gets_admin_prohibited_from_the_vip() {
 // ------------------------------------------------------------ NAT64
 
 const SERVER: [u8; 4] = [198, 51, 100, 80];
-
-/// `64:ff9b::` + an IPv4 address (RFC 6052 /96).
-fn wkp(a: [u8; 4]) -> [u8; 16] {
-    let mut s = [0u8; 16];
-    s[..4].copy_from_slice(&[0, 0x64, 0xff, 0x9b]);
-    s[12..].copy_from_slice(&a);
-    s
-}
 
 /// `pipelines/nat64.toml` with a pool of one IPv4 address.
 fn nat64() -> Harness {
@@ -194,14 +184,7 @@ fn nat64_first(tcp: bool, n: u32, src_port: u16) -> Vec<u8> {
 
 /// Takes every port of the NAT64 pool with sessions of distinct clients.
 fn exhaust_nat64(h: &mut Harness, tcp: bool) {
-    let frames: Vec<Vec<u8>> =
-        (0..POOL_PORTS).map(|i| nat64_first(tcp, i, 1024 + (i % 60000) as u16)).collect();
-    let mut forwarded = 0;
-    for chunk in frames.chunks(64) {
-        h.run(chunk, |_, v, _| forwarded += usize::from(v == Verdict::Forward(1)));
-    }
-    assert_eq!(forwarded, POOL_PORTS as usize, "every port handed out once");
-    assert!(h.ctx.snat.iter().any(|p| p.available() == 0), "the pool is empty");
+    exhaust_with(h, |i| nat64_first(tcp, i, 1024 + (i % 60000) as u16));
 }
 
 /// A NAT64 session refused for want of a pool port: the IPv6 client's SYN
@@ -221,15 +204,7 @@ fn nat64_refused_tcp_syn_gets_an_rst_from_the_servers_ipv6_address() {
     assert_eq!(nat64().run_one(&syn).0, Verdict::Forward(1), "before exhaustion: a session");
     exhaust_nat64(&mut h, true);
     let (verdict, out) = h.run_one(&syn);
-    let want = w(|v| {
-        PacketBuilder::ethernet2(PORT0_MAC, CLIENT_MAC)
-            .ipv6(wkp(SERVER), CLIENT6, 64)
-            .tcp(80, 50000, 0, 0)
-            .rst()
-            .ack(1001)
-            .write(v, &[])
-            .unwrap()
-    });
+    let want = rst(wkp(SERVER), CLIENT6);
     assert_eq!(verdict, Verdict::Forward(0), "back out the ingress port");
     assert!(out == want, "\n got  {}\n want {}", hex(&out), hex(&want));
     let pseudo = [&wkp(SERVER)[..], &CLIENT6[..], &[0, 0, 0, 20, 0, 0, 0, 6]].concat();
@@ -243,13 +218,7 @@ fn nat64_refused_tcp_syn_gets_an_rst_from_the_servers_ipv6_address() {
 fn nat64_refused_udp_gets_address_unreachable_from_the_servers_ipv6_address() {
     let mut h = nat64();
     exhaust_nat64(&mut h, false);
-    let q = w(|v| {
-        PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC)
-            .ipv6(CLIENT6, wkp(SERVER), 64)
-            .udp(40000, 53)
-            .write(v, b"query")
-            .unwrap()
-    });
+    let q = query(CLIENT6, wkp(SERVER), 53);
     let (verdict, out) = h.run_one(&q);
     let want = w(|v| {
         PacketBuilder::ethernet2(PORT0_MAC, CLIENT_MAC)
@@ -280,16 +249,12 @@ fn nat64_packets_to_the_pools_own_addresses_are_refused_not_sent_out() {
                 .unwrap()
         })
     };
-    let count = |h: &Harness| {
-        let all = h.ctx.stats.details();
-        all.iter().find(|(k, _)| k == "untranslatable/hairpin").expect("a hairpin counter").1
-    };
     let free = h.ctx.snat[0].available();
     for n in 0..3 {
         let (verdict, _) = h.run_one(&hairpin(n));
         assert_eq!(verdict, Verdict::Drop(shunt::pipeline::DropReason::Untranslatable), "packet {n}");
     }
-    assert_eq!(count(&h), 3);
+    assert_eq!(h.detail("untranslatable/hairpin"), 3);
     assert_eq!(h.ctx.snat[0].available(), free, "no pool port taken");
     assert_eq!(h.ctx.conntrack.len(), 0, "no session");
     // A server's address outside the pool still opens a session.

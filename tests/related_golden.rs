@@ -5,13 +5,13 @@
 //! Shunt's output; Shunt's output is only used as the quote a real router
 //! would send back, since that is what such a router quotes.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use shunt::pipeline::{DropReason, Verdict};
 
 use shunt_testkit::addrs::*;
-use shunt_testkit::frames::{csum, hex, set_v4, w};
+use shunt_testkit::frames::{csum, hex, set_v4, w, Frame, L4};
 use shunt_testkit::{Fixture, Harness};
 
 /// DNS on both VIPs, one backend each, SNAT to one address per family.
@@ -33,14 +33,33 @@ const CLIENT_ROUTER: [u8; 4] = [10, 0, 1, 254];
 
 const ROUTER6: [u8; 16] = [0xfd, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfe];
 
-/// 64:ff9b::/96 + an IPv4 address (RFC 6052).
-fn wkp(a: [u8; 4]) -> [u8; 16] {
-    let mut v = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    v[12..].copy_from_slice(&a);
-    v
-}
 const SERVER: [u8; 4] = [198, 51, 100, 80];
 const IPV4_ROUTER: [u8; 4] = [203, 0, 113, 1];
+
+/// The client's UDP query, port 40000 to 53.
+fn query(src: impl Into<IpAddr>, dst: impl Into<IpAddr>) -> Vec<u8> {
+    Frame { smac: CLIENT_MAC, dport: 53, payload: b"query", ..Frame::new(src, dst) }.build()
+}
+
+/// The links an ICMP error arrives on or leaves by: (source, destination MAC).
+const FROM_BACKEND: ([u8; 6], [u8; 6]) = (BACKEND_MAC, PORT1_MAC);
+const TO_BACKEND: ([u8; 6], [u8; 6]) = (PORT1_MAC, BACKEND_MAC);
+const FROM_CLIENT: ([u8; 6], [u8; 6]) = (CLIENT_ROUTER_MAC, PORT0_MAC);
+const TO_CLIENT: ([u8; 6], [u8; 6]) = (PORT0_MAC, CLIENT_ROUTER_MAC);
+
+/// An ICMP error (type, code, rest of header) from `src` to `dst` with TTL
+/// `ttl`, quoting `quote`, on `link`.
+fn icmp(
+    link: ([u8; 6], [u8; 6]),
+    src: impl Into<IpAddr>,
+    dst: impl Into<IpAddr>,
+    ttl: u8,
+    (ty, code, rest): (u8, u8, [u8; 4]),
+    quote: &[u8],
+) -> Vec<u8> {
+    let (smac, dmac) = link;
+    Frame { smac, dmac, ttl, l4: L4::Icmp { ty, code, rest }, payload: quote, ..Frame::new(src, dst) }.build()
+}
 
 /// Runs one frame; returns its verdict and bytes.
 fn run(h: &mut Harness, frame: &[u8]) -> (Verdict, Vec<u8>) {
@@ -67,13 +86,7 @@ fn assert_frame(got: &(Verdict, Vec<u8>), port: u8, want: &[u8], what: &str) {
 
 /// A client's UDP query through the LB: returns the SNAT port.
 fn open_v4_flow(h: &mut Harness) -> u16 {
-    let q = w(|v| {
-        PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC)
-            .ipv4(CLIENT, VIP, 64)
-            .udp(40000, 53)
-            .write(v, b"query")
-            .unwrap()
-    });
+    let q = query(CLIENT, VIP);
     let (verdict, out) = run(h, &q);
     assert_eq!(verdict, Verdict::Forward(1));
     let (src, port) = udp_src(&out);
@@ -90,22 +103,10 @@ fn error_about_a_packet_to_the_backend_reaches_the_client() {
     let p = open_v4_flow(&mut h);
     for (ty, code, rest) in [(3u8, 3u8, [0u8; 4]), (3, 4, [0, 0, 0x05, 0x78]), (11, 0, [0; 4])] {
         let quote = w(|v| PacketBuilder::ipv4(SNAT, BACKEND, 63).udp(p, 5353).write(v, b"query").unwrap());
-        let err = w(|v| {
-            PacketBuilder::ethernet2(BACKEND_MAC, PORT1_MAC)
-                .ipv4(ROUTER, SNAT, 255)
-                .icmpv4_raw(ty, code, rest)
-                .write(v, &quote)
-                .unwrap()
-        });
+        let err = icmp(FROM_BACKEND, ROUTER, SNAT, 255, (ty, code, rest), &quote);
         let want_quote =
             w(|v| PacketBuilder::ipv4(CLIENT, VIP, 63).udp(40000, 53).write(v, b"query").unwrap());
-        let want = w(|v| {
-            PacketBuilder::ethernet2(PORT0_MAC, CLIENT_ROUTER_MAC)
-                .ipv4(ROUTER, CLIENT, 255)
-                .icmpv4_raw(ty, code, rest)
-                .write(v, &want_quote)
-                .unwrap()
-        });
+        let want = icmp(TO_CLIENT, ROUTER, CLIENT, 255, (ty, code, rest), &want_quote);
         assert_frame(&run(&mut h, &err), 0, &want, &format!("ICMP {ty}/{code}"));
     }
 }
@@ -117,54 +118,24 @@ fn error_about_a_reply_reaches_the_backend() {
     let mut h = lb();
     let p = open_v4_flow(&mut h);
     let quote = w(|v| PacketBuilder::ipv4(VIP, CLIENT, 60).udp(53, 40000).write(v, b"answer!").unwrap());
-    let err = w(|v| {
-        PacketBuilder::ethernet2(CLIENT_ROUTER_MAC, PORT0_MAC)
-            .ipv4(CLIENT_ROUTER, VIP, 255)
-            .icmpv4_raw(3, 4, [0, 0, 0x05, 0x00])
-            .write(v, &quote)
-            .unwrap()
-    });
+    let err = icmp(FROM_CLIENT, CLIENT_ROUTER, VIP, 255, (3, 4, [0, 0, 0x05, 0x00]), &quote);
     let want_quote = w(|v| PacketBuilder::ipv4(BACKEND, SNAT, 60).udp(5353, p).write(v, b"answer!").unwrap());
-    let want = w(|v| {
-        PacketBuilder::ethernet2(PORT1_MAC, BACKEND_MAC)
-            .ipv4(CLIENT_ROUTER, BACKEND, 255)
-            .icmpv4_raw(3, 4, [0, 0, 0x05, 0x00])
-            .write(v, &want_quote)
-            .unwrap()
-    });
+    let want = icmp(TO_BACKEND, CLIENT_ROUTER, BACKEND, 255, (3, 4, [0, 0, 0x05, 0x00]), &want_quote);
     assert_frame(&run(&mut h, &err), 1, &want, "frag needed about a reply");
 }
 
 #[test]
 fn ipv6_packet_too_big_about_a_packet_to_the_backend() {
     let mut h = lb();
-    let q = w(|v| {
-        PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC)
-            .ipv6(CLIENT6, VIP6, 64)
-            .udp(40000, 53)
-            .write(v, b"query")
-            .unwrap()
-    });
+    let q = query(CLIENT6, VIP6);
     let (verdict, out) = run(&mut h, &q);
     assert_eq!(verdict, Verdict::Forward(1));
     let (src, p) = udp_src(&out);
     assert_eq!(src, SNAT6);
     let quote = w(|v| PacketBuilder::ipv6(SNAT6, BACKEND6, 63).udp(p, 5353).write(v, b"query").unwrap());
-    let err = w(|v| {
-        PacketBuilder::ethernet2(BACKEND_MAC, PORT1_MAC)
-            .ipv6(ROUTER6, SNAT6, 255)
-            .icmpv6_raw(2, 0, [0, 0, 0x05, 0x00])
-            .write(v, &quote)
-            .unwrap()
-    });
+    let err = icmp(FROM_BACKEND, ROUTER6, SNAT6, 255, (2, 0, [0, 0, 0x05, 0x00]), &quote);
     let want_quote = w(|v| PacketBuilder::ipv6(CLIENT6, VIP6, 63).udp(40000, 53).write(v, b"query").unwrap());
-    let want = w(|v| {
-        PacketBuilder::ethernet2(PORT0_MAC, CLIENT_ROUTER_MAC)
-            .ipv6(ROUTER6, CLIENT6, 255)
-            .icmpv6_raw(2, 0, [0, 0, 0x05, 0x00])
-            .write(v, &want_quote)
-            .unwrap()
-    });
+    let want = icmp(TO_CLIENT, ROUTER6, CLIENT6, 255, (2, 0, [0, 0, 0x05, 0x00]), &want_quote);
     assert_frame(&run(&mut h, &err), 0, &want, "packet too big");
 }
 
@@ -174,24 +145,12 @@ fn unknown_flows_are_dropped_and_corrupt_errors_stay_corrupt() {
     let p = open_v4_flow(&mut h);
     // An error quoting a flow nobody opened.
     let quote = w(|v| PacketBuilder::ipv4(SNAT, BACKEND, 63).udp(p ^ 1, 5353).write(v, b"query").unwrap());
-    let err = w(|v| {
-        PacketBuilder::ethernet2(BACKEND_MAC, PORT1_MAC)
-            .ipv4(ROUTER, SNAT, 255)
-            .icmpv4_raw(3, 3, [0; 4])
-            .write(v, &quote)
-            .unwrap()
-    });
+    let err = icmp(FROM_BACKEND, ROUTER, SNAT, 255, (3, 3, [0; 4]), &quote);
     assert_eq!(run(&mut h, &err).0, Verdict::Drop(DropReason::NoFlow));
     // A damaged error is rewritten incrementally, so its checksum still
     // fails at the receiver instead of being laundered.
     let quote = w(|v| PacketBuilder::ipv4(SNAT, BACKEND, 63).udp(p, 5353).write(v, b"query").unwrap());
-    let mut err = w(|v| {
-        PacketBuilder::ethernet2(BACKEND_MAC, PORT1_MAC)
-            .ipv4(ROUTER, SNAT, 255)
-            .icmpv4_raw(3, 3, [0; 4])
-            .write(v, &quote)
-            .unwrap()
-    });
+    let mut err = icmp(FROM_BACKEND, ROUTER, SNAT, 255, (3, 3, [0; 4]), &quote);
     let last = err.len() - 1;
     err[last] ^= 0x40;
     let (verdict, out) = run(&mut h, &err);
@@ -204,13 +163,7 @@ fn unknown_flows_are_dropped_and_corrupt_errors_stay_corrupt() {
 
 /// An IPv6 client's UDP query through NAT64: returns the IPv4 frame sent.
 fn open_nat64(h: &mut Harness) -> Vec<u8> {
-    let q = w(|v| {
-        PacketBuilder::ethernet2(CLIENT_MAC, PORT0_MAC)
-            .ipv6(CLIENT6, wkp(SERVER), 64)
-            .udp(40000, 53)
-            .write(v, b"query")
-            .unwrap()
-    });
+    let q = query(CLIENT6, wkp(SERVER));
     let (verdict, out) = run(h, &q);
     assert_eq!(verdict, Verdict::Forward(1));
     out
@@ -234,23 +187,18 @@ fn nat64_icmpv4_errors_reach_the_ipv6_client() {
     ];
     for (from, a, ar, b, br) in cases {
         // The quote is the IPv4 packet Shunt sent, as the router got it.
-        let err = w(|v| {
-            PacketBuilder::ethernet2(BACKEND_MAC, PORT1_MAC)
-                .ipv4(from, Ipv4Addr::from(<[u8; 4]>::try_from(&t[..]).unwrap()).octets(), 250)
-                .icmpv4_raw(a[0], a[1], ar)
-                .write(v, &sent[14..])
-                .unwrap()
-        });
+        let err = icmp(
+            FROM_BACKEND,
+            from,
+            <[u8; 4]>::try_from(&t[..]).unwrap(),
+            250,
+            (a[0], a[1], ar),
+            &sent[14..],
+        );
         // What the client sent, hop limit as it left Shunt (63).
         let want_quote =
             w(|v| PacketBuilder::ipv6(CLIENT6, wkp(SERVER), 63).udp(40000, 53).write(v, b"query").unwrap());
-        let want = w(|v| {
-            PacketBuilder::ethernet2(PORT0_MAC, CLIENT_ROUTER_MAC)
-                .ipv6(wkp(from), CLIENT6, 249)
-                .icmpv6_raw(b[0], b[1], br)
-                .write(v, &want_quote)
-                .unwrap()
-        });
+        let want = icmp(TO_CLIENT, wkp(from), CLIENT6, 249, (b[0], b[1], br), &want_quote);
         assert_frame(&run(&mut h, &err), 0, &want, &format!("ICMPv4 {a:?} from {from:?}"));
     }
 }
@@ -273,23 +221,11 @@ fn nat64_icmpv6_errors_reach_the_ipv4_server() {
     let (verdict, reply6) = run(&mut h, &reply);
     assert_eq!(verdict, Verdict::Forward(0));
     // The client refuses it: Port Unreachable quoting the reply it got.
-    let err = w(|v| {
-        PacketBuilder::ethernet2(CLIENT_ROUTER_MAC, PORT0_MAC)
-            .ipv6(CLIENT6, wkp(SERVER), 64)
-            .icmpv6_raw(1, 4, [0; 4])
-            .write(v, &reply6[14..])
-            .unwrap()
-    });
+    let err = icmp(FROM_CLIENT, CLIENT6, wkp(SERVER), 64, (1, 4, [0; 4]), &reply6[14..]);
     let mut want_quote =
         w(|v| PacketBuilder::ipv4(SERVER, t4, 59).udp(53, port).write(v, b"answer").unwrap());
     set_v4(&mut want_quote, 0, 0, 0);
-    let mut want = w(|v| {
-        PacketBuilder::ethernet2(PORT1_MAC, BACKEND_MAC)
-            .ipv4(t4, SERVER, 63)
-            .icmpv4_raw(3, 3, [0; 4])
-            .write(v, &want_quote)
-            .unwrap()
-    });
+    let mut want = icmp(TO_BACKEND, t4, SERVER, 63, (3, 3, [0; 4]), &want_quote);
     set_v4(&mut want, 14, 0, 0);
     assert_frame(&run(&mut h, &err), 1, &want, "port unreachable from the client");
 }

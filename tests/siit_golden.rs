@@ -14,12 +14,10 @@ use shunt::nat46::*;
 use shunt::pipeline::build::PortInfo;
 use shunt::pipeline::Verdict;
 
-use shunt_testkit::frames::{csum, hex, ones_sum, set_v4, w};
+use shunt_testkit::frames::{add_frag_hdr, csum, hex, ones_sum, set_v4, w};
+// `e()`: the Ethernet header of every frame handed to the translator.
+use shunt_testkit::harness::{translate, with_headroom, xlat_back, xlat_in as e, HEADROOM};
 use shunt_testkit::{Fixture, Harness};
-
-const M1: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const M2: [u8; 6] = [2, 0, 0, 0, 0, 2];
-const HR: usize = 256;
 
 /// IPv6 host in the first EAM and its IPv4 form.
 const H6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5];
@@ -41,22 +39,44 @@ fn p40(a: [u8; 4]) -> [u8; 16] {
     [0x20, 1, 0xd, 0xb8, 1, a[0], a[1], a[2], 0, a[3], 0, 0, 0, 0, 0, 0]
 }
 
+/// A UDP datagram an ICMP error quotes, in both families (IPv4 with ID 0
+/// and DF clear, as the translator writes it): from H4 to H6 (`from_h4`)
+/// or from H6 to H4, hop limit `hop`, ports `ports`.
+fn quote_pair(from_h4: bool, hop: u8, ports: (u16, u16), data: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let ((s6, d6), (s4, d4)) =
+        if from_h4 { ((p40(H4), H6), (H4, H6_4)) } else { ((H6, p40(H4)), (H6_4, H4)) };
+    let q6 = w(|v| PacketBuilder::ipv6(s6, d6, hop).udp(ports.0, ports.1).write(v, data).unwrap());
+    let mut q4 = w(|v| PacketBuilder::ipv4(s4, d4, hop).udp(ports.0, ports.1).write(v, data).unwrap());
+    set_v4(&mut q4, 0, 0, 0);
+    (q6, q4)
+}
+
+/// H6 → H4 UDP whose Fragment header (first fragment, M set) is followed by
+/// a Destination Options header (PadN): refused, RFC 7915 §5.1.
+fn ext_after_fragment(eth: PacketBuilderStep<Ethernet2Header>) -> Vec<u8> {
+    let mut f = w(|v| eth.ipv6(H6, p40(H4), 40).udp(1000, 53).write(v, b"ext").unwrap());
+    f[20] = 60;
+    f.splice(54..54, [17, 0, 1, 4, 0, 0, 0, 0]);
+    let plen = u16::from_be_bytes([f[18], f[19]]) + 8;
+    f[18..20].copy_from_slice(&plen.to_be_bytes());
+    add_frag_hdr(&mut f, 14, 0, true, 77);
+    f
+}
+
+/// H4 → H6 UDP without a checksum (0, RFC 768), `data` after the header.
+fn zero_checksum_udp(eth: PacketBuilderStep<Ethernet2Header>, data: &[u8]) -> Vec<u8> {
+    let mut f = w(|v| eth.ipv4(H4, H6_4, 33).udp(53, 4000).write(v, data).unwrap());
+    f[40..42].fill(0);
+    f
+}
+
 fn eams() -> EamTable {
     let mut t = EamTable::with_capacity(2);
-    t.insert(Eam {
-        v4: [1, 0, 0, 0],
-        v4_len: 24,
-        v6: [0x20, 1, 0xd, 0xb8, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        v6_len: 120,
-    })
-    .unwrap();
-    t.insert(Eam {
-        v4: [10, 0, 0, 0],
-        v4_len: 24,
-        v6: [0x20, 1, 0xd, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        v6_len: 120,
-    })
-    .unwrap();
+    // 2001:db8:3::/120 ↔ 1.0.0.0/24 and 2001:db8:2::/120 ↔ 10.0.0.0/24.
+    for (v4, site) in [([1, 0, 0, 0], 3), ([10, 0, 0, 0], 2)] {
+        let v6 = [0x20, 1, 0xd, 0xb8, 0, site, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        t.insert(Eam { v4, v4_len: 24, v6, v6_len: 120 }).unwrap();
+    }
     t
 }
 
@@ -72,36 +92,6 @@ fn cfg(t: &EamTable) -> Config<'_> {
     }
 }
 
-fn run(f: &[u8], dir46: bool, cfg: &Config) -> Result<Vec<u8>, Drop> {
-    let mut buf = vec![0u8; HR + f.len()];
-    buf[HR..].copy_from_slice(f);
-    let (s, l) = if dir46 {
-        translate_4to6(&mut buf, HR, f.len(), cfg)?
-    } else {
-        translate_6to4(&mut buf, HR, f.len(), cfg)?
-    };
-    Ok(buf[s..s + l].to_vec())
-}
-
-/// Inserts an RFC 8200 §4.5 Fragment header after the IPv6 header at `l3`.
-fn add_frag_hdr(f: &mut Vec<u8>, l3: usize, off: u16, m: bool, id: u32) {
-    let nh = f[l3 + 6];
-    f[l3 + 6] = 44;
-    let plen = u16::from_be_bytes([f[l3 + 4], f[l3 + 5]]) + 8;
-    f[l3 + 4..l3 + 6].copy_from_slice(&plen.to_be_bytes());
-    let fo = (off << 3) | u16::from(m);
-    let mut fh = vec![nh, 0];
-    fh.extend_from_slice(&fo.to_be_bytes());
-    fh.extend_from_slice(&id.to_be_bytes());
-    f.splice(l3 + 40..l3 + 40, fh);
-}
-
-macro_rules! e {
-    () => {
-        PacketBuilder::ethernet2(M1, M2)
-    };
-}
-
 // ------------------------------------------------------- atomic fragments
 
 //= https://www.rfc-editor.org/rfc/rfc7915#section-5.1.1
@@ -111,15 +101,15 @@ macro_rules! e {
 fn atomic_fragment_icmpv6_echo_translates_with_its_identification() {
     let t = eams();
     let c = cfg(&t);
-    let mut input = w(|v| e!().ipv6(H6, p40(H4), 64).icmpv6_echo_request(7, 1).write(v, b"atomic").unwrap());
+    let mut input = w(|v| e().ipv6(H6, p40(H4), 64).icmpv6_echo_request(7, 1).write(v, b"atomic").unwrap());
     add_frag_hdr(&mut input, 14, 0, false, 0xdead_beef);
-    let mut want = w(|v| e!().ipv4(H6_4, H4, 64).icmpv4_echo_request(7, 1).write(v, b"atomic").unwrap());
+    let mut want = w(|v| e().ipv4(H6_4, H4, 64).icmpv4_echo_request(7, 1).write(v, b"atomic").unwrap());
     set_v4(&mut want, 14, 0xbeef, 0);
-    assert_eq!(hex(&run(&input, false, &c).unwrap()), hex(&want));
+    assert_eq!(hex(&translate(&input, false, &c).unwrap()), hex(&want));
     // A real fragment of ICMPv6 still is not translated (RFC 7915 §1.2).
-    let mut input = w(|v| e!().ipv6(H6, p40(H4), 64).icmpv6_echo_request(7, 1).write(v, b"atomic").unwrap());
+    let mut input = w(|v| e().ipv6(H6, p40(H4), 64).icmpv6_echo_request(7, 1).write(v, b"atomic").unwrap());
     add_frag_hdr(&mut input, 14, 0, true, 9);
-    assert_eq!(run(&input, false, &c), Err(Drop::FragmentedIcmp));
+    assert_eq!(translate(&input, false, &c), Err(Drop::FragmentedIcmp));
 }
 
 #[test]
@@ -127,15 +117,13 @@ fn atomic_fragment_icmpv6_error_translates_with_its_identification() {
     let t = eams();
     let c = cfg(&t);
     let data = [0x42; 16];
-    let q6 = w(|v| PacketBuilder::ipv6(p40(H4), H6, 1).udp(4000, 33434).write(v, &data).unwrap());
-    let mut q4 = w(|v| PacketBuilder::ipv4(H4, H6_4, 1).udp(4000, 33434).write(v, &data).unwrap());
-    set_v4(&mut q4, 0, 0, 0);
+    let (q6, q4) = quote_pair(true, 1, (4000, 33434), &data);
     // Time Exceeded from the IPv6 host H6 (which has an IPv4 form).
-    let mut input = w(|v| e!().ipv6(H6, p40(H4), 60).icmpv6_raw(3, 0, [0; 4]).write(v, &q6).unwrap());
+    let mut input = w(|v| e().ipv6(H6, p40(H4), 60).icmpv6_raw(3, 0, [0; 4]).write(v, &q6).unwrap());
     add_frag_hdr(&mut input, 14, 0, false, 0x0001_2345);
-    let mut want = w(|v| e!().ipv4(H6_4, H4, 60).icmpv4_raw(11, 0, [0; 4]).write(v, &q4).unwrap());
+    let mut want = w(|v| e().ipv4(H6_4, H4, 60).icmpv4_raw(11, 0, [0; 4]).write(v, &q4).unwrap());
     set_v4(&mut want, 14, 0x2345, 0);
-    assert_eq!(hex(&run(&input, false, &c).unwrap()), hex(&want));
+    assert_eq!(hex(&translate(&input, false, &c).unwrap()), hex(&want));
 }
 
 // ------------------------------------------------------------- RFC 6791
@@ -147,17 +135,15 @@ fn rfc6791_pool_sources_errors_from_untranslatable_ipv6_routers() {
     let t = eams();
     let c = cfg(&t);
     let data = [0x11; 12];
-    let q6 = w(|v| PacketBuilder::ipv6(p40(H4), H6, 1).udp(4000, 33434).write(v, &data).unwrap());
-    let mut q4 = w(|v| PacketBuilder::ipv4(H4, H6_4, 1).udp(4000, 33434).write(v, &data).unwrap());
-    set_v4(&mut q4, 0, 0, 0);
-    let input = w(|v| e!().ipv6(R6X, p40(H4), 63).icmpv6_raw(3, 0, [0; 4]).write(v, &q6).unwrap());
-    let mut want = w(|v| e!().ipv4(POOL4, H4, 63).icmpv4_raw(11, 0, [0; 4]).write(v, &q4).unwrap());
+    let (q6, q4) = quote_pair(true, 1, (4000, 33434), &data);
+    let input = w(|v| e().ipv6(R6X, p40(H4), 63).icmpv6_raw(3, 0, [0; 4]).write(v, &q6).unwrap());
+    let mut want = w(|v| e().ipv4(POOL4, H4, 63).icmpv4_raw(11, 0, [0; 4]).write(v, &q4).unwrap());
     set_v4(&mut want, 14, 0, 0);
-    assert_eq!(hex(&run(&input, false, &c).unwrap()), hex(&want));
+    assert_eq!(hex(&translate(&input, false, &c).unwrap()), hex(&want));
 
     // No pool: dropped as untranslatable.
     let none = Config { rfc6791: Rfc6791::default(), ..c };
-    assert_eq!(run(&input, false, &none), Err(Drop::UntranslatableAddr));
+    assert_eq!(translate(&input, false, &none), Err(Drop::UntranslatableAddr));
 
     // A /29 pool: every router gets an address inside it, always the same one.
     let p29 =
@@ -166,9 +152,9 @@ fn rfc6791_pool_sources_errors_from_untranslatable_ipv6_routers() {
     for last in 1..=40u8 {
         let mut r = R6X;
         r[15] = last;
-        let input = w(|v| e!().ipv6(r, p40(H4), 63).icmpv6_raw(3, 0, [0; 4]).write(v, &q6).unwrap());
-        let a = run(&input, false, &p29).unwrap();
-        let b = run(&input, false, &p29).unwrap();
+        let input = w(|v| e().ipv6(r, p40(H4), 63).icmpv6_raw(3, 0, [0; 4]).write(v, &q6).unwrap());
+        let a = translate(&input, false, &p29).unwrap();
+        let b = translate(&input, false, &p29).unwrap();
         assert_eq!(a, b);
         let src = [a[26], a[27], a[28], a[29]];
         assert_eq!(&src[..3], &[203, 0, 113], "{src:?}");
@@ -191,14 +177,14 @@ fn rfc6791_ipv6_source_for_errors_from_untranslatable_ipv4_routers() {
     let q6 = w(|v| PacketBuilder::ipv6(H6, h6b, 1).udp(5000, 53).write(v, &data).unwrap());
     let mut q4 = w(|v| PacketBuilder::ipv4(H6_4, [10, 0, 0, 7], 1).udp(5000, 53).write(v, &data).unwrap());
     set_v4(&mut q4, 0, 0, 0);
-    let input = w(|v| e!().ipv4(R4, H6_4, 250).icmpv4_raw(11, 0, [0; 4]).write(v, &q4).unwrap());
-    assert_eq!(run(&input, true, &eam_only), Err(Drop::UntranslatableAddr));
+    let input = w(|v| e().ipv4(R4, H6_4, 250).icmpv4_raw(11, 0, [0; 4]).write(v, &q4).unwrap());
+    assert_eq!(translate(&input, true, &eam_only), Err(Drop::UntranslatableAddr));
     let pooled = Config { rfc6791: Rfc6791 { v4: None, v6: Some(POOL6) }, ..eam_only };
-    let want = w(|v| e!().ipv6(POOL6, H6, 250).icmpv6_raw(3, 0, [0; 4]).write(v, &q6).unwrap());
-    assert_eq!(hex(&run(&input, true, &pooled).unwrap()), hex(&want));
+    let want = w(|v| e().ipv6(POOL6, H6, 250).icmpv6_raw(3, 0, [0; 4]).write(v, &q6).unwrap());
+    assert_eq!(hex(&translate(&input, true, &pooled).unwrap()), hex(&want));
     // Only errors: an echo from the same untranslatable address is dropped.
-    let echo = w(|v| e!().ipv4(R4, H6_4, 250).icmpv4_echo_request(1, 1).write(v, b"x").unwrap());
-    assert_eq!(run(&echo, true, &pooled), Err(Drop::UntranslatableAddr));
+    let echo = w(|v| e().ipv4(R4, H6_4, 250).icmpv4_echo_request(1, 1).write(v, b"x").unwrap());
+    assert_eq!(translate(&echo, true, &pooled), Err(Drop::UntranslatableAddr));
 }
 
 // ------------------------------------------------ errors instead of drops
@@ -208,9 +194,8 @@ const ROUTER: RouterAddrs =
 
 /// Runs a refused frame through [`build_refusal`]; the error frame.
 fn refusal(f: &[u8], d: Drop) -> Vec<u8> {
-    let mut buf = vec![0u8; HR + f.len()];
-    buf[HR..].copy_from_slice(f);
-    let (s, l) = build_refusal(&mut buf, HR, f.len(), &ROUTER, d).expect("an error is due").unwrap();
+    let mut buf = with_headroom(f);
+    let (s, l) = build_refusal(&mut buf, HEADROOM, f.len(), &ROUTER, d).expect("an error is due").unwrap();
     buf[s..s + l].to_vec()
 }
 
@@ -221,21 +206,10 @@ fn refusal(f: &[u8], d: Drop) -> Vec<u8> {
 fn extension_headers_after_a_fragment_header_get_admin_prohibited() {
     let t = eams();
     let c = cfg(&t);
-    let mut input = w(|v| e!().ipv6(H6, p40(H4), 40).udp(1000, 53).write(v, b"ext").unwrap());
-    // Destination Options (PadN) after a Fragment header.
-    input[20] = 60;
-    input.splice(54..54, [17, 0, 1, 4, 0, 0, 0, 0]);
-    let plen = u16::from_be_bytes([input[18], input[19]]) + 8;
-    input[18..20].copy_from_slice(&plen.to_be_bytes());
-    add_frag_hdr(&mut input, 14, 0, true, 77);
-    assert_eq!(run(&input, false, &c), Err(Drop::ExtAfterFragment));
-    let want = w(|v| {
-        PacketBuilder::ethernet2(M2, M1)
-            .ipv6(ROUTER.v6, H6, 64)
-            .icmpv6_raw(1, 1, [0; 4])
-            .write(v, &input[14..])
-            .unwrap()
-    });
+    let input = ext_after_fragment(e());
+    assert_eq!(translate(&input, false, &c), Err(Drop::ExtAfterFragment));
+    let want =
+        w(|v| xlat_back().ipv6(ROUTER.v6, H6, 64).icmpv6_raw(1, 1, [0; 4]).write(v, &input[14..]).unwrap());
     assert_eq!(hex(&refusal(&input, Drop::ExtAfterFragment)), hex(&want));
 }
 
@@ -248,17 +222,11 @@ fn extension_headers_after_a_fragment_header_get_admin_prohibited() {
 fn zero_checksum_udp_fragment_gets_admin_prohibited() {
     let t = eams();
     let c = cfg(&t);
-    let mut input = w(|v| e!().ipv4(H4, H6_4, 33).udp(53, 4000).write(v, &[7u8; 32]).unwrap());
-    input[40..42].fill(0); // UDP checksum 0
+    let mut input = zero_checksum_udp(e(), &[7u8; 32]);
     set_v4(&mut input, 14, 0x1234, 0x2000); // MF, offset 0
-    assert_eq!(run(&input, true, &c), Err(Drop::UdpZeroChecksum));
-    let mut want = w(|v| {
-        PacketBuilder::ethernet2(M2, M1)
-            .ipv4(ROUTER.v4, H4, 64)
-            .icmpv4_raw(3, 13, [0; 4])
-            .write(v, &input[14..])
-            .unwrap()
-    });
+    assert_eq!(translate(&input, true, &c), Err(Drop::UdpZeroChecksum));
+    let mut want =
+        w(|v| xlat_back().ipv4(ROUTER.v4, H4, 64).icmpv4_raw(3, 13, [0; 4]).write(v, &input[14..]).unwrap());
     set_v4(&mut want, 14, 0, 0);
     assert_eq!(hex(&refusal(&input, Drop::UdpZeroChecksum)), hex(&want));
 }
@@ -269,16 +237,14 @@ fn zero_checksum_udp_fragment_gets_admin_prohibited() {
 fn zero_checksum_udp_policy() {
     let t = eams();
     let c = cfg(&t);
-    let mut input = w(|v| e!().ipv4(H4, H6_4, 33).udp(53, 4000).write(v, b"zero").unwrap());
-    input[40..42].fill(0);
-    let want = w(|v| e!().ipv6(p40(H4), H6, 33).udp(53, 4000).write(v, b"zero").unwrap());
-    assert_eq!(hex(&run(&input, true, &c).unwrap()), hex(&want));
+    let input = zero_checksum_udp(e(), b"zero");
+    let want = w(|v| e().ipv6(p40(H4), H6, 33).udp(53, 4000).write(v, b"zero").unwrap());
+    assert_eq!(hex(&translate(&input, true, &c).unwrap()), hex(&want));
     let strict = Config { udp_zero_checksum: UdpZeroChecksum::Drop, ..c };
-    assert_eq!(run(&input, true, &strict), Err(Drop::UdpZeroChecksum));
+    assert_eq!(translate(&input, true, &strict), Err(Drop::UdpZeroChecksum));
     // Every other refusal stays silent.
-    let mut buf = vec![0u8; HR + input.len()];
-    buf[HR..].copy_from_slice(&input);
-    assert!(build_refusal(&mut buf, HR, input.len(), &ROUTER, Drop::Untranslatable).is_none());
+    let mut buf = with_headroom(&input);
+    assert!(build_refusal(&mut buf, HEADROOM, input.len(), &ROUTER, Drop::Untranslatable).is_none());
 }
 
 // ------------------------------------------------ the SIIT stage, whole
@@ -287,6 +253,22 @@ const PORT4_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 0];
 const PORT6_MAC: [u8; 6] = [2, 0, 0, 0, 0xff, 1];
 const HOST4_MAC: [u8; 6] = [2, 0, 0, 0, 1, 2];
 const HOST6_MAC: [u8; 6] = [2, 0, 0, 0, 2, 0x15];
+
+/// etherparse's builder started on a frame arriving on the IPv4 side
+/// ([`from4`]) or the IPv6 side ([`from6`]), or leaving by it ([`to4`],
+/// [`to6`]).
+fn from4() -> PacketBuilderStep<Ethernet2Header> {
+    PacketBuilder::ethernet2(HOST4_MAC, PORT4_MAC)
+}
+fn from6() -> PacketBuilderStep<Ethernet2Header> {
+    PacketBuilder::ethernet2(HOST6_MAC, PORT6_MAC)
+}
+fn to4() -> PacketBuilderStep<Ethernet2Header> {
+    PacketBuilder::ethernet2(PORT4_MAC, HOST4_MAC)
+}
+fn to6() -> PacketBuilderStep<Ethernet2Header> {
+    PacketBuilder::ethernet2(PORT6_MAC, HOST6_MAC)
+}
 
 /// `pipelines/siit.toml` with the conformance suite's settings and `extra`
 /// keys of `[siit]`; link MTUs `mtu4` (IPv4 side) and `mtu6`.
@@ -313,28 +295,14 @@ fn stage(extra: &[(&str, &str)], mtu4: u16, mtu6: u16) -> Harness {
 #[test]
 fn configured_rfc6791_pool_is_the_source_through_the_stage() {
     let data = [0x11; 12];
-    let q6 = w(|v| PacketBuilder::ipv6(p40(H4), H6, 1).udp(4000, 33434).write(v, &data).unwrap());
-    let mut q4 = w(|v| PacketBuilder::ipv4(H4, H6_4, 1).udp(4000, 33434).write(v, &data).unwrap());
-    set_v4(&mut q4, 0, 0, 0);
-    let input = w(|v| {
-        PacketBuilder::ethernet2(HOST6_MAC, PORT6_MAC)
-            .ipv6(R6X, p40(H4), 63)
-            .icmpv6_raw(3, 0, [0; 4])
-            .write(v, &q6)
-            .unwrap()
-    });
+    let (q6, q4) = quote_pair(true, 1, (4000, 33434), &data);
+    let input = w(|v| from6().ipv6(R6X, p40(H4), 63).icmpv6_raw(3, 0, [0; 4]).write(v, &q6).unwrap());
     for (extra, src) in [(&[("rfc6791_v4", "203.0.113.8")][..], POOL4), (&[][..], [192, 0, 0, 8])] {
         let mut h = stage(extra, 1500, 1500);
         let (v, out) = h.run_one(&input);
         assert_eq!(v, Verdict::Forward(0));
         // The translator is a router: the error leaves with hop limit - 1.
-        let mut want = w(|v| {
-            PacketBuilder::ethernet2(PORT4_MAC, HOST4_MAC)
-                .ipv4(src, H4, 62)
-                .icmpv4_raw(11, 0, [0; 4])
-                .write(v, &q4)
-                .unwrap()
-        });
+        let mut want = w(|v| to4().ipv4(src, H4, 62).icmpv4_raw(11, 0, [0; 4]).write(v, &q4).unwrap());
         set_v4(&mut want, 14, 0, 0);
         assert_eq!(hex(&out), hex(&want), "{extra:?}");
     }
@@ -342,37 +310,19 @@ fn configured_rfc6791_pool_is_the_source_through_the_stage() {
 
 #[test]
 fn configured_zero_checksum_drop_answers_with_admin_prohibited() {
-    let mut input = w(|v| {
-        PacketBuilder::ethernet2(HOST4_MAC, PORT4_MAC)
-            .ipv4(H4, H6_4, 33)
-            .udp(53, 4000)
-            .write(v, b"zero")
-            .unwrap()
-    });
-    input[40..42].fill(0);
+    let input = zero_checksum_udp(from4(), b"zero");
     let mut h = stage(&[("udp_zero_checksum", "drop")], 1500, 1500);
     let (v, out) = h.run_one(&input);
     assert_eq!(v, Verdict::Forward(0), "back to the sender");
-    let mut want = w(|v| {
-        PacketBuilder::ethernet2(PORT4_MAC, HOST4_MAC)
-            .ipv4([192, 0, 0, 8], H4, 64)
-            .icmpv4_raw(3, 13, [0; 4])
-            .write(v, &input[14..])
-            .unwrap()
-    });
+    let mut want =
+        w(|v| to4().ipv4([192, 0, 0, 8], H4, 64).icmpv4_raw(3, 13, [0; 4]).write(v, &input[14..]).unwrap());
     set_v4(&mut want, 14, 0, 0);
     assert_eq!(hex(&out), hex(&want));
     // The default computes the checksum and translates.
     let mut h = stage(&[], 1500, 1500);
     let (v, out) = h.run_one(&input);
     assert_eq!(v, Verdict::Forward(1));
-    let want = w(|v| {
-        PacketBuilder::ethernet2(PORT6_MAC, HOST6_MAC)
-            .ipv6(p40(H4), H6, 32)
-            .udp(53, 4000)
-            .write(v, b"zero")
-            .unwrap()
-    });
+    let want = w(|v| to6().ipv6(p40(H4), H6, 32).udp(53, 4000).write(v, b"zero").unwrap());
     assert_eq!(hex(&out), hex(&want));
 }
 
@@ -383,17 +333,11 @@ fn configured_zero_checksum_drop_answers_with_admin_prohibited() {
 fn too_big_quotes_the_packet_with_its_arrival_ttl() {
     let mut h = stage(&[], 1500, 1280);
     let data = vec![0x5a; 1300];
-    let input = w(|v| {
-        PacketBuilder::ethernet2(HOST4_MAC, PORT4_MAC)
-            .ipv4(H4, H6_4, 17)
-            .udp(53, 4000)
-            .write(v, &data)
-            .unwrap()
-    });
+    let input = w(|v| from4().ipv4(H4, H6_4, 17).udp(53, 4000).write(v, &data).unwrap());
     let (v, out) = h.run_one(&input);
     assert_eq!(v, Verdict::Forward(0));
     let mut want = w(|v| {
-        PacketBuilder::ethernet2(PORT4_MAC, HOST4_MAC)
+        to4()
             .ipv4([192, 0, 0, 8], H4, 64)
             .icmpv4_raw(3, 4, [0, 0, 0x04, 0xec]) // 1280 - 20
             .write(v, &input[14..14 + 548])
@@ -407,18 +351,12 @@ fn too_big_quotes_the_packet_with_its_arrival_ttl() {
     // 1500 bytes of IPv6 are 1480 of IPv4: too big for a 1400-byte link.
     let mut h = stage(&[], 1400, 1500);
     let data = vec![0x6b; 1500 - 48];
-    let input = w(|v| {
-        PacketBuilder::ethernet2(HOST6_MAC, PORT6_MAC)
-            .ipv6(H6, p40(H4), 9)
-            .udp(4000, 53)
-            .write(v, &data)
-            .unwrap()
-    });
+    let input = w(|v| from6().ipv6(H6, p40(H4), 9).udp(4000, 53).write(v, &data).unwrap());
     let (v, out) = h.run_one(&input);
     assert_eq!(v, Verdict::Forward(1));
     assert_eq!(out[14 + 48 + 7], 9, "quoted hop limit");
     let want = w(|v| {
-        PacketBuilder::ethernet2(PORT6_MAC, HOST6_MAC)
+        to6()
             .ipv6(p40([192, 0, 0, 8]), H6, 64)
             .icmpv6_raw(2, 0, 1420u32.to_be_bytes()) // 1400 + 20
             .write(v, &input[14..14 + 1280 - 48])
@@ -431,18 +369,12 @@ fn too_big_quotes_the_packet_with_its_arrival_ttl() {
 /// oracle beside etherparse).
 #[test]
 fn refusals_carry_valid_checksums() {
-    let mut input = w(|v| e!().ipv4(H4, H6_4, 33).udp(53, 4000).write(v, &[7u8; 32]).unwrap());
-    input[40..42].fill(0);
+    let mut input = zero_checksum_udp(e(), &[7u8; 32]);
     set_v4(&mut input, 14, 0x1234, 0x2000);
     let out = refusal(&input, Drop::UdpZeroChecksum);
     assert_eq!(csum(&out[14..34]), 0);
     assert_eq!(csum(&out[34..]), 0);
-    let mut input = w(|v| e!().ipv6(H6, p40(H4), 40).udp(1000, 53).write(v, b"ext").unwrap());
-    input[20] = 60;
-    input.splice(54..54, [17, 0, 1, 4, 0, 0, 0, 0]);
-    let plen = u16::from_be_bytes([input[18], input[19]]) + 8;
-    input[18..20].copy_from_slice(&plen.to_be_bytes());
-    add_frag_hdr(&mut input, 14, 0, true, 77);
+    let input = ext_after_fragment(e());
     let out = refusal(&input, Drop::ExtAfterFragment);
     let icmp = &out[54..];
     let ph = [&out[22..54], &(icmp.len() as u32).to_be_bytes()[..], &[0, 0, 0, 58]].concat();
@@ -469,11 +401,7 @@ fn padded(quote: &[u8], len: usize) -> Vec<u8> {
 
 /// The quoted UDP datagram H6 → H4 in both families, `n` bytes of data.
 fn quote_6to4_pair(n: usize) -> (Vec<u8>, Vec<u8>) {
-    let data = vec![0x3c; n];
-    let q6 = w(|v| PacketBuilder::ipv6(H6, p40(H4), 2).udp(4000, 33434).write(v, &data).unwrap());
-    let mut q4 = w(|v| PacketBuilder::ipv4(H6_4, H4, 2).udp(4000, 33434).write(v, &data).unwrap());
-    set_v4(&mut q4, 0, 0, 0);
-    (q6, q4)
+    quote_pair(false, 2, (4000, 33434), &vec![0x3c; n])
 }
 
 //= https://www.rfc-editor.org/rfc/rfc4884#section-4.1
@@ -487,16 +415,16 @@ fn icmp4_extension_length_is_translated_and_padded() {
     let (q6, q4) = quote_6to4_pair(60); // 88 bytes in IPv4, 108 in IPv6
     let ext = extension();
     let body4 = [padded(&q4, 128), ext.clone()].concat();
-    let input = w(|v| e!().ipv4(R4, H6_4, 250).icmpv4_raw(11, 0, [0, 32, 0, 0]).write(v, &body4).unwrap());
+    let input = w(|v| e().ipv4(R4, H6_4, 250).icmpv4_raw(11, 0, [0, 32, 0, 0]).write(v, &body4).unwrap());
     // 128 - 20 + 40 = 148 bytes of datagram, padded to 152 = 19 words.
     let body6 = [padded(&q6, 152), ext.clone()].concat();
-    let want = w(|v| e!().ipv6(p40(R4), H6, 250).icmpv6_raw(3, 0, [19, 0, 0, 0]).write(v, &body6).unwrap());
-    assert_eq!(hex(&run(&input, true, &c).unwrap()), hex(&want));
+    let want = w(|v| e().ipv6(p40(R4), H6, 250).icmpv6_raw(3, 0, [19, 0, 0, 0]).write(v, &body6).unwrap());
+    assert_eq!(hex(&translate(&input, true, &c).unwrap()), hex(&want));
 
     // Destination Unreachable keeps it too (port unreachable 3/3 -> 1/4).
-    let input = w(|v| e!().ipv4(R4, H6_4, 250).icmpv4_raw(3, 3, [0, 32, 0, 0]).write(v, &body4).unwrap());
-    let want = w(|v| e!().ipv6(p40(R4), H6, 250).icmpv6_raw(1, 4, [19, 0, 0, 0]).write(v, &body6).unwrap());
-    assert_eq!(hex(&run(&input, true, &c).unwrap()), hex(&want));
+    let input = w(|v| e().ipv4(R4, H6_4, 250).icmpv4_raw(3, 3, [0, 32, 0, 0]).write(v, &body4).unwrap());
+    let want = w(|v| e().ipv6(p40(R4), H6, 250).icmpv6_raw(1, 4, [19, 0, 0, 0]).write(v, &body6).unwrap());
+    assert_eq!(hex(&translate(&input, true, &c).unwrap()), hex(&want));
 }
 
 //= https://www.rfc-editor.org/rfc/rfc7915#section-4.2
@@ -509,11 +437,11 @@ fn icmp4_extension_is_removed_where_icmpv6_has_no_length() {
     let (q6, q4) = quote_6to4_pair(60);
     let body4 = [padded(&q4, 128), extension()].concat();
     let input =
-        w(|v| e!().ipv4(R4, H6_4, 250).icmpv4_raw(3, 4, [0, 32, 0x05, 0x78]).write(v, &body4).unwrap());
+        w(|v| e().ipv4(R4, H6_4, 250).icmpv4_raw(3, 4, [0, 32, 0x05, 0x78]).write(v, &body4).unwrap());
     let want = w(|v| {
-        e!().ipv6(p40(R4), H6, 250).icmpv6_raw(2, 0, [0, 0, 0x05, 0x8c]).write(v, &padded(&q6, 148)).unwrap()
+        e().ipv6(p40(R4), H6, 250).icmpv6_raw(2, 0, [0, 0, 0x05, 0x8c]).write(v, &padded(&q6, 148)).unwrap()
     });
-    assert_eq!(hex(&run(&input, true, &c).unwrap()), hex(&want));
+    assert_eq!(hex(&translate(&input, true, &c).unwrap()), hex(&want));
 }
 
 //= https://www.rfc-editor.org/rfc/rfc4884#section-4.1
@@ -525,30 +453,26 @@ fn icmp6_extension_length_is_translated_and_padded() {
     let c = cfg(&t);
     // The quote went from the IPv4 host to the IPv6 host.
     let data = vec![0x3c; 40];
-    let q6 = w(|v| PacketBuilder::ipv6(p40(H4), H6, 2).udp(33434, 4000).write(v, &data).unwrap());
-    let mut q4 = w(|v| PacketBuilder::ipv4(H4, H6_4, 2).udp(33434, 4000).write(v, &data).unwrap());
-    set_v4(&mut q4, 0, 0, 0);
+    let (q6, q4) = quote_pair(true, 2, (33434, 4000), &data);
     let ext = extension();
     let body6 = [padded(&q6, 128), ext.clone()].concat();
-    let input = w(|v| e!().ipv6(H6, p40(H4), 60).icmpv6_raw(1, 4, [16, 0, 0, 0]).write(v, &body6).unwrap());
+    let input = w(|v| e().ipv6(H6, p40(H4), 60).icmpv6_raw(1, 4, [16, 0, 0, 0]).write(v, &body6).unwrap());
     // 128 - 40 + 20 = 108 bytes, padded to the 128-byte minimum = 32 words.
     let body4 = [padded(&q4, 128), ext.clone()].concat();
-    let mut want = w(|v| e!().ipv4(H6_4, H4, 60).icmpv4_raw(3, 3, [0, 32, 0, 0]).write(v, &body4).unwrap());
+    let mut want = w(|v| e().ipv4(H6_4, H4, 60).icmpv4_raw(3, 3, [0, 32, 0, 0]).write(v, &body4).unwrap());
     set_v4(&mut want, 14, 0, 0);
-    assert_eq!(hex(&run(&input, false, &c).unwrap()), hex(&want));
+    assert_eq!(hex(&translate(&input, false, &c).unwrap()), hex(&want));
 
     // Too long for 576 bytes: the datagram gives way, the extension stays.
     let data = vec![0x3c; 1000];
-    let q6 = w(|v| PacketBuilder::ipv6(p40(H4), H6, 2).udp(33434, 4000).write(v, &data).unwrap());
-    let mut q4 = w(|v| PacketBuilder::ipv4(H4, H6_4, 2).udp(33434, 4000).write(v, &data).unwrap());
-    set_v4(&mut q4, 0, 0, 0);
+    let (q6, q4) = quote_pair(true, 2, (33434, 4000), &data);
     let body6 = [q6.clone(), ext.clone()].concat(); // 1048 bytes = 131 words
-    let input = w(|v| e!().ipv6(H6, p40(H4), 60).icmpv6_raw(3, 0, [131, 0, 0, 0]).write(v, &body6).unwrap());
+    let input = w(|v| e().ipv6(H6, p40(H4), 60).icmpv6_raw(3, 0, [131, 0, 0, 0]).write(v, &body6).unwrap());
     // 576 - 28 - 12 = 536 bytes of datagram = 134 words.
     let body4 = [q4[..536].to_vec(), ext].concat();
-    let mut want = w(|v| e!().ipv4(H6_4, H4, 60).icmpv4_raw(11, 0, [0, 134, 0, 0]).write(v, &body4).unwrap());
+    let mut want = w(|v| e().ipv4(H6_4, H4, 60).icmpv4_raw(11, 0, [0, 134, 0, 0]).write(v, &body4).unwrap());
     set_v4(&mut want, 14, 0, 0);
-    assert_eq!(hex(&run(&input, false, &c).unwrap()), hex(&want));
+    assert_eq!(hex(&translate(&input, false, &c).unwrap()), hex(&want));
 }
 
 /// A length attribute below RFC 4884's 128-byte minimum, or past the end
@@ -561,8 +485,8 @@ fn icmp_extension_length_out_of_range_is_malformed() {
     let body4 = [padded(&q4, 128), extension()].concat();
     for attr in [31u8, 40] {
         let input =
-            w(|v| e!().ipv4(R4, H6_4, 250).icmpv4_raw(11, 0, [0, attr, 0, 0]).write(v, &body4).unwrap());
-        assert_eq!(run(&input, true, &c), Err(Drop::Malformed), "{attr}");
+            w(|v| e().ipv4(R4, H6_4, 250).icmpv4_raw(11, 0, [0, attr, 0, 0]).write(v, &body4).unwrap());
+        assert_eq!(translate(&input, true, &c), Err(Drop::Malformed), "{attr}");
     }
 }
 
@@ -571,11 +495,6 @@ fn icmp_extension_length_out_of_range_is_malformed() {
 /// A second IPv6 host, in the other EAM, and its IPv4 form.
 const B6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
 const B6_4: [u8; 4] = [10, 0, 0, 9];
-
-/// A frame arriving on the IPv6 side.
-fn from6() -> PacketBuilderStep<Ethernet2Header> {
-    PacketBuilder::ethernet2(HOST6_MAC, PORT6_MAC)
-}
 
 //= https://www.rfc-editor.org/rfc/rfc7757#section-4
 // (paraphrase) An IPv6 packet whose translated IPv4 destination belongs to
@@ -588,13 +507,7 @@ fn hairpin_udp_goes_back_out_the_ipv6_side() {
     let input = w(|v| from6().ipv6(H6, p40(B6_4), 64).udp(4000, 53).write(v, b"hairpin").unwrap());
     let (v, out) = h.run_one(&input);
     assert_eq!(v, Verdict::Forward(1), "out the IPv6 side");
-    let want = w(|v| {
-        PacketBuilder::ethernet2(PORT6_MAC, HOST6_MAC)
-            .ipv6(p40(H6_4), B6, 63)
-            .udp(4000, 53)
-            .write(v, b"hairpin")
-            .unwrap()
-    });
+    let want = w(|v| to6().ipv6(p40(H6_4), B6, 63).udp(4000, 53).write(v, b"hairpin").unwrap());
     assert_eq!(hex(&out), hex(&want));
 }
 
@@ -604,14 +517,7 @@ fn hairpin_tcp_both_ways() {
     let syn = w(|v| from6().ipv6(H6, p40(B6_4), 64).tcp(40000, 80, 7, 64240).syn().write(v, &[]).unwrap());
     let (v, out) = h.run_one(&syn);
     assert_eq!(v, Verdict::Forward(1));
-    let want = w(|v| {
-        PacketBuilder::ethernet2(PORT6_MAC, HOST6_MAC)
-            .ipv6(p40(H6_4), B6, 63)
-            .tcp(40000, 80, 7, 64240)
-            .syn()
-            .write(v, &[])
-            .unwrap()
-    });
+    let want = w(|v| to6().ipv6(p40(H6_4), B6, 63).tcp(40000, 80, 7, 64240).syn().write(v, &[]).unwrap());
     assert_eq!(hex(&out), hex(&want));
     // B answers the address it saw, pool6 + A's IPv4 form: hairpinned again,
     // it reaches A from the address A sent to.
@@ -619,15 +525,8 @@ fn hairpin_tcp_both_ways() {
         w(|v| from6().ipv6(B6, p40(H6_4), 64).tcp(80, 40000, 99, 65160).syn().ack(8).write(v, &[]).unwrap());
     let (v, out) = h.run_one(&syn_ack);
     assert_eq!(v, Verdict::Forward(1));
-    let want = w(|v| {
-        PacketBuilder::ethernet2(PORT6_MAC, HOST6_MAC)
-            .ipv6(p40(B6_4), H6, 63)
-            .tcp(80, 40000, 99, 65160)
-            .syn()
-            .ack(8)
-            .write(v, &[])
-            .unwrap()
-    });
+    let want =
+        w(|v| to6().ipv6(p40(B6_4), H6, 63).tcp(80, 40000, 99, 65160).syn().ack(8).write(v, &[]).unwrap());
     assert_eq!(hex(&out), hex(&want));
 }
 
@@ -637,13 +536,7 @@ fn hairpin_icmp_echo() {
     let input = w(|v| from6().ipv6(H6, p40(B6_4), 9).icmpv6_echo_request(0x77, 3).write(v, b"ping").unwrap());
     let (v, out) = h.run_one(&input);
     assert_eq!(v, Verdict::Forward(1));
-    let want = w(|v| {
-        PacketBuilder::ethernet2(PORT6_MAC, HOST6_MAC)
-            .ipv6(p40(H6_4), B6, 8)
-            .icmpv6_echo_request(0x77, 3)
-            .write(v, b"ping")
-            .unwrap()
-    });
+    let want = w(|v| to6().ipv6(p40(H6_4), B6, 8).icmpv6_echo_request(0x77, 3).write(v, b"ping").unwrap());
     assert_eq!(hex(&out), hex(&want));
 }
 
@@ -657,13 +550,7 @@ fn hairpin_icmp_error_quotes_the_packet_as_its_sender_sent_it() {
     let input = w(|v| from6().ipv6(B6, p40(H6_4), 64).icmpv6_raw(1, 4, [0; 4]).write(v, &seen_by_b).unwrap());
     let (v, out) = h.run_one(&input);
     assert_eq!(v, Verdict::Forward(1));
-    let want = w(|v| {
-        PacketBuilder::ethernet2(PORT6_MAC, HOST6_MAC)
-            .ipv6(p40(B6_4), H6, 63)
-            .icmpv6_raw(1, 4, [0; 4])
-            .write(v, &sent_by_a)
-            .unwrap()
-    });
+    let want = w(|v| to6().ipv6(p40(B6_4), H6, 63).icmpv6_raw(1, 4, [0; 4]).write(v, &sent_by_a).unwrap());
     assert_eq!(hex(&out), hex(&want));
 }
 
@@ -691,40 +578,18 @@ fn hairpin_too_big_names_the_ipv6_mtu_and_others_go_to_ipv4() {
 /// silent drops.
 #[test]
 fn answered_refusals_are_counted_under_their_rule() {
-    let count = |h: &Harness, name: &str| {
-        let all = h.ctx.stats.details();
-        all.iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no counter {name}: {all:?}")).1
-    };
-    let mut zero = w(|v| {
-        PacketBuilder::ethernet2(HOST4_MAC, PORT4_MAC)
-            .ipv4(H4, H6_4, 33)
-            .udp(53, 4000)
-            .write(v, b"zero")
-            .unwrap()
-    });
-    zero[40..42].fill(0);
-    let mut ext = w(|v| from6().ipv6(H6, p40(H4), 40).udp(1000, 53).write(v, b"ext").unwrap());
-    ext[20] = 60;
-    ext.splice(54..54, [17, 0, 1, 4, 0, 0, 0, 0]);
-    let plen = u16::from_be_bytes([ext[18], ext[19]]) + 8;
-    ext[18..20].copy_from_slice(&plen.to_be_bytes());
-    add_frag_hdr(&mut ext, 14, 0, true, 77);
-    let big = w(|v| {
-        PacketBuilder::ethernet2(HOST6_MAC, PORT6_MAC)
-            .ipv6(H6, p40(H4), 9)
-            .udp(4000, 53)
-            .write(v, &[0; 1460])
-            .unwrap()
-    });
+    let zero = zero_checksum_udp(from4(), b"zero");
+    let ext = ext_after_fragment(from6());
+    let big = w(|v| from6().ipv6(H6, p40(H4), 9).udp(4000, 53).write(v, &[0; 1460]).unwrap());
     let mut h = stage(&[("udp_zero_checksum", "drop")], 1400, 1500);
     for (name, f, back) in [
         ("untranslatable/udp_zero_checksum", &zero, 0),
         ("untranslatable/ext_after_fragment", &ext, 1),
         ("untranslatable/too_big", &big, 1),
     ] {
-        let before = count(&h, name);
+        let before = h.detail(name);
         let (v, _) = h.run_one(f);
         assert_eq!(v, Verdict::Forward(back), "{name}: answered");
-        assert_eq!(count(&h, name), before + 1, "{name}");
+        assert_eq!(h.detail(name), before + 1, "{name}");
     }
 }

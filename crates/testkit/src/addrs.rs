@@ -1,6 +1,7 @@
 //! The addresses and MACs golden tests and benches build frames with, as
 //! `pipelines/l4lb.toml`, [`Fixture::small_lb`](crate::Fixture::small_lb)
-//! and `scripts/lab.sh` assign them, and the harness's port MACs.
+//! and `scripts/lab.sh` assign them, and the harness's port MACs; and the
+//! RFC 6052 address examples.
 
 /// The harness's port MACs: 02:00:00:00:ff:0N for config interface N
 /// ([`Harness::new`](crate::Harness::new) without ports).
@@ -29,3 +30,37 @@ pub const VIP6: [u8; 16] = [0xfd, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 pub const SNAT6: [u8; 16] = [0xfd, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
 /// shunt-be1 (fd00:2::11).
 pub const BACKEND6: [u8; 16] = [0xfd, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x11];
+
+/// 64:ff9b::/96 + `a`: an IPv4 address under RFC 6052's Well-Known Prefix,
+/// by hand (bytes 12-15).
+pub fn wkp(a: [u8; 4]) -> [u8; 16] {
+    let mut v = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    v[12..].copy_from_slice(&a);
+    v
+}
+
+/// The IPv4 address of RFC 6052 §2.4's examples, 192.0.2.33.
+pub const RFC6052_V4: [u8; 4] = [192, 0, 2, 33];
+
+//= https://www.rfc-editor.org/rfc/rfc6052#section-2.4
+//# +-----------------------+------------+------------------------------+
+//# | Network-Specific      |    IPv4    | IPv4-embedded IPv6 address   |
+//# | Prefix                |   address  |                              |
+//# +-----------------------+------------+------------------------------+
+//# | 2001:db8::/32         | 192.0.2.33 | 2001:db8:c000:221::          |
+//# | 2001:db8:100::/40     | 192.0.2.33 | 2001:db8:1c0:2:21::          |
+//# | 2001:db8:122::/48     | 192.0.2.33 | 2001:db8:122:c000:2:2100::   |
+//# | 2001:db8:122:300::/56 | 192.0.2.33 | 2001:db8:122:3c0:0:221::     |
+//# | 2001:db8:122:344::/64 | 192.0.2.33 | 2001:db8:122:344:c0:2:2100:0 |
+//# | 2001:db8:122:344::/96 | 192.0.2.33 | 2001:db8:122:344::192.0.2.33 |
+//# +-----------------------+------------+------------------------------+
+/// That table, one row per prefix length: (prefix, length, the address
+/// [`RFC6052_V4`] embeds to).
+pub const RFC6052_EXAMPLES: [(&str, u8, &str); 6] = [
+    ("2001:db8::", 32, "2001:db8:c000:221::"),
+    ("2001:db8:100::", 40, "2001:db8:1c0:2:21::"),
+    ("2001:db8:122::", 48, "2001:db8:122:c000:2:2100::"),
+    ("2001:db8:122:300::", 56, "2001:db8:122:3c0:0:221::"),
+    ("2001:db8:122:344::", 64, "2001:db8:122:344:c0:2:2100:0"),
+    ("2001:db8:122:344::", 96, "2001:db8:122:344::192.0.2.33"),
+];

@@ -6,8 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Result;
+use etherparse::{Ethernet2Header, PacketBuilder, PacketBuilderStep};
 
 use shunt::config::{Config, MAX_BATCH};
+use shunt::nat46;
 use shunt::pipeline::build::{self, PortInfo};
 use shunt::pipeline::classify::Classifier;
 use shunt::pipeline::services::{IdRegistry, Services};
@@ -199,6 +201,48 @@ impl Harness {
         self.run(&[frame], |_, v, b| r = (v, b.to_vec()));
         r
     }
+
+    /// The worker's drop-detail counter `name` (`reason/detail`, as
+    /// `shunt stats` names it); panics, listing them all, if there is none.
+    pub fn detail(&self, name: &str) -> u64 {
+        let all = self.ctx.stats.details();
+        all.iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no counter {name}: {all:?}")).1
+    }
+}
+
+/// `frame` behind [`HEADROOM`] bytes of headroom, as a worker's frame
+/// holds it: room for the headers a translation or an ICMP error adds.
+pub fn with_headroom(frame: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; HEADROOM + frame.len()];
+    buf[HEADROOM..].copy_from_slice(frame);
+    buf
+}
+
+/// etherparse's builder started on the Ethernet header of a frame handed
+/// to [`translate`] (which keeps it): 02:00:00:00:00:01 → :02.
+pub fn xlat_in() -> PacketBuilderStep<Ethernet2Header> {
+    PacketBuilder::ethernet2(XLAT_MACS.0, XLAT_MACS.1)
+}
+
+/// The same for an ICMP error the translator answers such a frame with:
+/// the addresses swapped.
+pub fn xlat_back() -> PacketBuilderStep<Ethernet2Header> {
+    PacketBuilder::ethernet2(XLAT_MACS.1, XLAT_MACS.0)
+}
+
+const XLAT_MACS: ([u8; 6], [u8; 6]) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
+
+/// The RFC 7915 translator alone (no pipeline) on a copy of `frame`:
+/// IPv4 → IPv6 when `to_v6`, else IPv6 → IPv4. The translated frame, or
+/// the rule that refused it.
+pub fn translate(frame: &[u8], to_v6: bool, cfg: &nat46::Config) -> Result<Vec<u8>, nat46::Drop> {
+    let mut buf = with_headroom(frame);
+    let (s, l) = if to_v6 {
+        nat46::translate_4to6(&mut buf, HEADROOM, frame.len(), cfg)?
+    } else {
+        nat46::translate_6to4(&mut buf, HEADROOM, frame.len(), cfg)?
+    };
+    Ok(buf[s..s + l].to_vec())
 }
 
 /// What [`Harness::run_chain`] saw of its chain after the pipelines.
