@@ -107,7 +107,8 @@ pub fn pipelines_with(
         let env = BuildEnv { port_of: &port_of, port_macs: &port_macs, mtus, backend_port };
         let stages =
             p.stages.iter().map(|s| registry::build(s, &env)).collect::<Result<Vec<Box<dyn Stage>>, _>>()?;
-        out.push(Pipeline { name: p.name.clone(), stages });
+        let chains = p.stages.iter().all(registry::chains);
+        out.push(Pipeline { name: p.name.clone(), stages, chains });
     }
     Ok(out)
 }

@@ -30,15 +30,6 @@ impl L2Stage {
 }
 
 impl Stage for L2Stage {
-    fn name(&self) -> &'static str {
-        "l2"
-    }
-
-    /// Writes MAC addresses only: the first buffer holds them.
-    fn chains(&self) -> bool {
-        true
-    }
-
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
         batch.for_each(pipeline, |p| {
             let (port, src, dst) = match p.flow.kind {

@@ -20,15 +20,6 @@ impl L2Fwd {
 }
 
 impl Stage for L2Fwd {
-    fn name(&self) -> &'static str {
-        "l2fwd"
-    }
-
-    /// Writes MAC addresses only: the first buffer holds them.
-    fn chains(&self) -> bool {
-        true
-    }
-
     fn process(&mut self, batch: &mut Batch, pipeline: u8, _ctx: &mut Ctx) {
         batch.for_each(pipeline, |p| {
             let Some(macs) = p.data.get_mut(..12) else {

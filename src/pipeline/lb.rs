@@ -51,16 +51,6 @@ fn martian(ctx: &Ctx, m: Martian) -> Verdict {
 }
 
 impl Stage for ConntrackStage {
-    fn name(&self) -> &'static str {
-        "conntrack"
-    }
-
-    /// A frame of several buffers takes the short parser only: plain TCP or
-    /// UDP whose headers lie in the first buffer.
-    fn chains(&self) -> bool {
-        true
-    }
-
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
         // Pass 1: parse and hash; prefetch each bucket as soon as its hash is
         // known. The common shape takes a short parser; the rest the full one.
@@ -475,14 +465,6 @@ pub(crate) fn is_closing(s: ConnState) -> bool {
 pub struct MaglevStage;
 
 impl Stage for MaglevStage {
-    fn name(&self) -> &'static str {
-        "maglev"
-    }
-
-    fn chains(&self) -> bool {
-        true
-    }
-
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
         let mut refused = false;
         let mut later_of_new = false;

@@ -44,17 +44,11 @@ use stats::WorkerStats;
 
 /// A processing step. A stage looks at the packets of its pipeline that are
 /// still `Continue` and sets their verdict: continue, forward, or drop.
-/// Stages never allocate, lock, or make syscalls.
+/// Stages never allocate, lock, or make syscalls. What a stage is called
+/// and whether it takes frames of several buffers is said once, in its
+/// [`registry::StageDescriptor`].
 pub trait Stage: Send {
-    fn name(&self) -> &'static str;
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx);
-    /// Whether the stage handles frames of several buffers (`Batch::more`):
-    /// reads headers from the first buffer only and, when it rewrites,
-    /// updates checksums without reading the payload. A pipeline with a
-    /// stage that does not refuses such frames (`chain_unsupported`).
-    fn chains(&self) -> bool {
-        false
-    }
 }
 
 /// Per-worker state the flow stages share: tables, the config snapshot and
@@ -132,11 +126,15 @@ impl Ctx {
 pub struct Pipeline {
     pub name: String,
     pub stages: Vec<Box<dyn Stage>>,
+    /// Whether every stage takes frames of several buffers
+    /// ([`registry::StageDescriptor::chains`]); if not, such frames are
+    /// refused (`chain_unsupported`) before the first stage.
+    pub chains: bool,
 }
 
 impl Pipeline {
     pub fn run(&mut self, batch: &mut Batch, id: u8, ctx: &mut Ctx) {
-        if batch.chained > 0 && !self.stages.iter().all(|s| s.chains()) {
+        if batch.chained > 0 && !self.chains {
             for (m, &more) in batch.pkts[..batch.len].iter_mut().zip(&batch.more) {
                 if m.pipeline == id && m.verdict == Verdict::Continue && more > 0 {
                     m.verdict = Verdict::Drop(DropReason::ChainUnsupported);

@@ -25,18 +25,6 @@ impl NatStage {
 }
 
 impl Stage for NatStage {
-    fn name(&self) -> &'static str {
-        "nat"
-    }
-
-    /// The NAT rewrite reads and writes headers only, and updates the L4
-    /// checksum incrementally (RFC 1624), so a frame of several buffers is
-    /// rewritten in its first one. Translation changes the header size and
-    /// refuses such frames; ICMP errors never arrive as one (conntrack).
-    fn chains(&self) -> bool {
-        true
-    }
-
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
         let router = router(ctx);
         let prefixes = FlowPrefixes::of(ctx);

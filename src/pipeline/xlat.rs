@@ -38,10 +38,6 @@ impl SiitStage {
 }
 
 impl Stage for SiitStage {
-    fn name(&self) -> &'static str {
-        "siit"
-    }
-
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
         let router = router(ctx);
         let stats = &*ctx.stats;

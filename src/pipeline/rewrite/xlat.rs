@@ -151,6 +151,27 @@ pub(crate) fn bounce(p: &mut FrameMut<'_>, r: Result<(usize, usize), Drop>) -> R
     Ok(())
 }
 
+/// Puts the RFC 7915 translator's result `r` in place of the packet: its
+/// translation (true), or the Packet Too Big / Fragmentation Needed it
+/// asks for, bounced (false).
+fn take_translation(
+    p: &mut FrameMut<'_>,
+    router: &RouterAddrs,
+    r: Result<(usize, usize), Drop>,
+) -> Result<bool, Cause> {
+    match r {
+        Ok(out) => {
+            set(p, out);
+            Ok(true)
+        }
+        Err(Drop::TooBig { mtu }) => {
+            let r = build_too_big(p.frame, p.start, p.meta.len as usize, router, mtu);
+            bounce(p, r).map(|()| false)
+        }
+        Err(d) => Err(d.into()),
+    }
+}
+
 /// Translates a tracked flow's packet to the other family and applies its
 /// binding. Errors the RFCs ask for (Time Exceeded, Packet Too Big) replace
 /// the packet and turn it into a bounce.
@@ -219,13 +240,9 @@ pub fn translate_flow_general(
                 let r = build_time_exceeded(p.frame, p.start, len, router);
                 return bounce(p, r);
             }
-            match translate_4to6(p.frame, p.start, len, &cfg) {
-                Ok(out) => set(p, out),
-                Err(Drop::TooBig { mtu }) => {
-                    let r = build_too_big(p.frame, p.start, len, router, mtu);
-                    return bounce(p, r);
-                }
-                Err(d) => return Err(d.into()),
+            let r = translate_4to6(p.frame, p.start, len, &cfg);
+            if !take_translation(p, router, r)? {
+                return Ok(());
             }
             let hop = p.start + usize::from(p.flow.l3) + 7;
             let h = p.frame.get_mut(hop).ok_or(Cause::INCONSISTENT)?;
@@ -251,13 +268,9 @@ pub fn translate_flow_general(
             let g = in_carrier(p.flow);
             rewrite(p.frame.get_mut(p.start..p.start + len).ok_or(Cause::INCONSISTENT)?, &g)
                 .ok_or(Cause::INCONSISTENT)?;
-            match translate_6to4(p.frame, p.start, len, &cfg) {
-                Ok(out) => set(p, out),
-                Err(Drop::TooBig { mtu }) => {
-                    let r = build_too_big(p.frame, p.start, len, router, mtu);
-                    return bounce(p, r);
-                }
-                Err(d) => return Err(d.into()),
+            let r = translate_6to4(p.frame, p.start, len, &cfg);
+            if !take_translation(p, router, r)? {
+                return Ok(());
             }
             if decrement_hop(p, Family::V4) != Some(true) {
                 return Err(Cause::INCONSISTENT);
