@@ -12,14 +12,11 @@ use core::net::Ipv6Addr;
 
 use super::addr::Mapper;
 use crate::wire::checksum::{checksum, fold, l4_checksum_v6, pseudo_header_v6, udp_encode, update_bytes};
+use crate::wire::ethernet::{
+    ETHERTYPE_IPV4 as ETH_P_IPV4, ETHERTYPE_IPV6 as ETH_P_IPV6, ETHERTYPE_VLAN as ETH_P_8021Q,
+};
+use crate::wire::ip_protocol::{ICMP, ICMPV6 as ICMP6, TCP, UDP};
 
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const ETH_P_8021Q: u16 = 0x8100;
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-const ICMP: u8 = 1;
-const ICMP6: u8 = 58;
 const FRAG: u8 = 44;
 const MAX_EXT: usize = 8;
 
