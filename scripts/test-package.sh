@@ -4,18 +4,20 @@
 # `shunt check` of the installed config as the service user), then purges
 # it. Needs root; leaves the host as it found it.
 set -euo pipefail
+# Pipelines end in a grep that reads all its input (no -q): with pipefail, a
+# grep -q that exits early kills the writer with SIGPIPE and fails the check.
 cd "$(dirname "$0")/.."
 
 fail() { echo "test-package: FAIL: $*" >&2; exit 1; }
-if dpkg-query -W -f='${Status}' shunt 2>/dev/null | grep -q "install ok installed"; then
+if dpkg-query -W -f='${Status}' shunt 2>/dev/null | grep "install ok installed" >/dev/null; then
     fail "a shunt package is installed on this host already; not touching it"
 fi
 
 deb=$(bash scripts/package.sh "$@" | tail -1)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 [ "$deb" = "target/debian/shunt_${version}_$(dpkg --print-architecture).deb" ] || fail "package name $deb"
-dpkg-deb --field "$deb" Package Version | grep -qx "Version: $version" || fail "version field"
-dpkg-deb --contents "$deb" | grep -q '\./usr/share/man/man1/shunt.1.gz' || fail "no man page"
+dpkg-deb --field "$deb" Package Version | grep -x "Version: $version" >/dev/null || fail "version field"
+dpkg-deb --contents "$deb" | grep '\./usr/share/man/man1/shunt.1.gz' >/dev/null || fail "no man page"
 
 cleanup() { dpkg --purge shunt >/dev/null 2>&1 || true; }
 trap cleanup EXIT
@@ -31,12 +33,12 @@ grep -q '^control_group = "shunt"' /etc/shunt/shunt.toml || fail "socket not ope
 
 # `shunt check` of the installed config, as the service user (no root).
 out=$(runuser -u shunt -- /usr/bin/shunt check --offline --config /etc/shunt/shunt.toml) || fail "check as shunt: $out"
-echo "$out" | grep -q "/etc/shunt/shunt.toml: ok" || fail "check said: $out"
+echo "$out" | grep "/etc/shunt/shunt.toml: ok" >/dev/null || fail "check said: $out"
 # Anyone else is refused the file, with the path in the error.
 if out=$(runuser -u nobody -- /usr/bin/shunt check --offline --config /etc/shunt/shunt.toml 2>&1); then
     fail "nobody could read the config"
 fi
-echo "$out" | grep -q "cannot read config /etc/shunt/shunt.toml: Permission denied" || fail "nobody got: $out"
+echo "$out" | grep "cannot read config /etc/shunt/shunt.toml: Permission denied" >/dev/null || fail "nobody got: $out"
 
 # The unit as installed: the packaged binary, notify, reload = planned restart through the CLI.
 unit=/lib/systemd/system/shunt.service
@@ -50,12 +52,12 @@ if command -v systemd-analyze >/dev/null; then
         fail "systemd-analyze verify found problems"
     fi
 fi
-/usr/bin/shunt --version | grep -q "^shunt $version (commit " || fail "version"
+/usr/bin/shunt --version | grep "^shunt $version (commit " >/dev/null || fail "version"
 [ -s /usr/share/bash-completion/completions/shunt ] || fail "bash completion"
 bash -c 'source /usr/share/bash-completion/completions/shunt && complete -p shunt' >/dev/null || fail "bash completion does not load"
 [ -s /usr/share/zsh/vendor-completions/_shunt ] || fail "zsh completion"
 [ -s /usr/share/fish/vendor_completions.d/shunt.fish ] || fail "fish completion"
-zcat /usr/share/man/man1/shunt.1.gz | grep -q '^\.TH shunt 1' || fail "man page"
+zcat /usr/share/man/man1/shunt.1.gz | grep '^\.TH shunt 1' >/dev/null || fail "man page"
 
 # Remove keeps the conffile, purge takes it and the user away.
 dpkg --remove shunt >/dev/null
