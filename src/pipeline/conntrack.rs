@@ -1570,6 +1570,27 @@ mod tests {
         ct.prefetch_entry(a.hash());
     }
 
+    /// Keys whose hashes collide share both buckets and the tag: every
+    /// way holding the tag is tried, in order, and told apart by the key.
+    #[test]
+    fn colliding_hashes_are_told_apart_by_the_key() {
+        let t = Tags([5, 1, 5, 0, 5, 9, 9, 5]);
+        assert_eq!(t.matching(5), 0b1001_0101);
+        assert_eq!(ways(t.matching(9)).collect::<Vec<_>>(), [5, 6]);
+        assert_eq!(ways(t.matching(7)).count(), 0);
+        let mut ct = ConnTable::new(64, Timeouts::default(), FullPolicy::Drop);
+        let keys: Vec<FlowKey> = (0..12).map(|i| k(i, proto::UDP)).collect();
+        let hash = keys[0].hash();
+        for (i, key) in keys.iter().enumerate() {
+            ct.insert(*key, hash, v(i as u32 + 1), 0).unwrap();
+        }
+        for (i, key) in keys.iter().enumerate() {
+            let e = ct.lookup(key, hash, 1).map(|e| e.backend);
+            assert_eq!(e, Some(BackendId::new(i as u16 + 1)), "key {i}");
+        }
+        assert!(ct.lookup(&k(99, proto::UDP), hash, 1).is_none());
+    }
+
     #[test]
     fn one_million_entries() {
         let n = 1u32 << 20;
