@@ -14,7 +14,7 @@ pub use crate::wire::parse::FragKind;
 
 /// Connection key. Addresses in 16-byte form (IPv4 as `::ffff:a.b.c.d`); for
 /// ICMP echo `sport == dport == identifier`. Padding is private and always
-/// zero so derived equality is byte equality.
+/// zero; equality and hashing read the five fields, not the padding.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Eq, Default)]
 pub struct FlowKey {

@@ -60,8 +60,8 @@ impl Stage for NatStage {
                 }
                 let end = p.start + p.meta.len as usize;
                 let flow = &*p.flow;
-                // Called directly, not through a function pointer: the NAT
-                // rewrite inlines into this loop.
+                // Called directly, not through a function pointer: no
+                // indirect call per packet.
                 let done = p.frame.get_mut(p.start..end).and_then(|d| match flow.related {
                     true => related::rewrite(d, flow),
                     false => nat::rewrite(d, flow),

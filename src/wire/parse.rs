@@ -4,8 +4,9 @@
 //! Frames that are not IP (ARP, LLDP, ...) are `Ok(None)`: not ours, hand them
 //! on. Malformed IP is `Err`. Structure is checked here; checksums are not.
 
-use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use core::net::{IpAddr, Ipv6Addr};
 
+use super::addr::mapped;
 use super::ethernet::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use super::{icmp, icmpv6, ip_protocol, ipv4, ipv6, tcp, udp, WireError};
 
@@ -48,12 +49,6 @@ pub struct FiveTuple {
     pub dst_port: u16,
     /// IP protocol of the upper layer.
     pub proto: u8,
-}
-
-#[inline]
-const fn mapped(a: Ipv4Addr) -> [u8; 16] {
-    let o = a.octets();
-    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, o[0], o[1], o[2], o[3]]
 }
 
 #[inline]
@@ -232,8 +227,8 @@ fn parse_v4(ip: &[u8], l3: usize, vlan_id: Option<u16>) -> Result<ParsedPacket, 
         l3_end: l3 + usize::from(p.total_len()),
         frag,
         tuple: FiveTuple {
-            src: mapped(p.src_addr()),
-            dst: mapped(p.dst_addr()),
+            src: mapped(p.src_addr().octets()),
+            dst: mapped(p.dst_addr().octets()),
             src_port: info.src_port,
             dst_port: info.dst_port,
             proto,
@@ -578,10 +573,6 @@ fn simple_in(frame: &[u8], more: usize) -> Option<Simple> {
             {
                 return None;
             }
-            // Built in registers and stored whole: assembled byte-wise in
-            // memory, the 16-byte loads of the key after it would stall on
-            // store forwarding.
-            let mapped = |a: [u8; 4]| (0xffff_u128 << 32 | u128::from(u32::from_be_bytes(a))).to_be_bytes();
             let (s, d) = (mapped([h[12], h[13], h[14], h[15]]), mapped([h[16], h[17], h[18], h[19]]));
             (false, 20, total, h[9], s, d)
         }
