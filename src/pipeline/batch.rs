@@ -122,6 +122,24 @@ impl UmemView {
         self
     }
 
+    /// Packet `meta`'s whole chunk, the packet's offset in it and the
+    /// chunk's UMEM offset: None if the chunk is outside the mapping or the
+    /// packet runs past its chunk.
+    ///
+    /// # Safety
+    /// Nothing else may reach the chunk while the slice lives: it must be
+    /// held by the caller's batch, and handed out once.
+    #[inline(always)]
+    unsafe fn chunk<'a>(&self, meta: &PacketMeta) -> Option<(&'a mut [u8], usize, u64)> {
+        let base = meta.addr & !(self.frame_size as u64 - 1);
+        let start = (meta.addr - base) as usize;
+        let (b, e) =
+            self.range(base, self.frame_size).filter(|_| start + meta.len as usize <= self.frame_size)?;
+        // SAFETY: b..e is inside the mapping (checked); that no one else
+        // reaches it is the caller's promise.
+        Some((unsafe { std::slice::from_raw_parts_mut(self.base.add(b), e - b) }, start, base))
+    }
+
     /// Bytes `addr..addr+len`, if inside the mapping.
     fn range(&self, addr: u64, len: usize) -> Option<(usize, usize)> {
         let start = usize::try_from(addr).ok()?;
@@ -409,25 +427,18 @@ impl Batch {
     #[inline]
     pub fn for_each_frame_chain(&mut self, pipeline: u8, mut f: impl FnMut(FrameMut<'_>, &mut u32)) {
         let umem = self.umem;
-        let mask = !(umem.frame_size as u64 - 1);
         let packets = self.pkts[..self.len].iter_mut().zip(self.flows.iter_mut()).zip(self.more.iter_mut());
         for ((meta, flow), more) in packets {
             if meta.pipeline != pipeline || meta.verdict != Verdict::Continue {
                 continue;
             }
-            let base = meta.addr & mask;
-            let start = (meta.addr - base) as usize;
-            let ok =
-                umem.range(base, umem.frame_size).filter(|_| start + meta.len as usize <= umem.frame_size);
-            let Some((b, e)) = ok else {
+            // SAFETY: the packet's own UMEM chunk: chunks are disjoint, each
+            // descriptor of a batch names a distinct chunk, and the kernel
+            // does not touch chunks held in a batch.
+            let Some((frame, start, base)) = (unsafe { umem.chunk(meta) }) else {
                 meta.verdict = Verdict::Drop(DropReason::Malformed);
                 continue;
             };
-            // SAFETY: b..e is inside the mapping (checked) and is this
-            // packet's own UMEM chunk: chunks are disjoint, each descriptor
-            // of a batch names a distinct chunk, and the kernel does not
-            // touch chunks held in a batch.
-            let frame = unsafe { std::slice::from_raw_parts_mut(umem.base.add(b), e - b) };
             let was = (meta.addr, meta.len);
             f(FrameMut { meta, flow, frame, start, base }, more);
             if *more > 0 && (meta.addr, meta.len) != was {
@@ -443,7 +454,6 @@ impl Batch {
     #[inline]
     pub fn for_each_frame_emit(&mut self, pipeline: u8, mut f: impl FnMut(FrameMut<'_>, &mut Emit<'_>)) {
         let umem = self.umem;
-        let mask = !(umem.frame_size as u64 - 1);
         let n = self.len;
         let (pkts, extra_pkts) = self.pkts.split_at_mut(n);
         let (flows, extra_flows) = self.flows.split_at_mut(n);
@@ -459,17 +469,12 @@ impl Batch {
             if meta.pipeline != pipeline || meta.verdict != Verdict::Continue {
                 continue;
             }
-            let base = meta.addr & mask;
-            let start = (meta.addr - base) as usize;
-            let ok =
-                umem.range(base, umem.frame_size).filter(|_| start + meta.len as usize <= umem.frame_size);
-            let Some((b, e)) = ok else {
+            // SAFETY: as in `for_each_frame_chain`; spare chunks handed out
+            // by `emit` are distinct from every packet's chunk.
+            let Some((frame, start, base)) = (unsafe { umem.chunk(meta) }) else {
                 meta.verdict = Verdict::Drop(DropReason::Malformed);
                 continue;
             };
-            // SAFETY: as in `for_each_frame`; spare chunks handed out by
-            // `emit` are distinct from every packet's chunk.
-            let frame = unsafe { std::slice::from_raw_parts_mut(umem.base.add(b), e - b) };
             f(FrameMut { meta, flow, frame, start, base }, &mut emit);
         }
         // Emitted packets are whole in their spare frame.
