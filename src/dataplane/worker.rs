@@ -207,8 +207,7 @@ impl<P: PortIo> Worker<P> {
         let pool = &mut xsk.pool;
         let inserted = p.fill(give, || pool.alloc());
         *p.primed() |= inserted > 0;
-        if p.fill_needs_wakeup() {
-            p.wake_fill();
+        if p.kick_fill() {
             self.counters.wakeups.add(1);
         }
     }
