@@ -846,7 +846,10 @@ entries_per_worker = 4096
         out
     }
 
-    fn tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), to: usize, syn: bool) -> Vec<u8> {
+    /// An IPv4 address and a port.
+    type Endpoint = ([u8; 4], u16);
+
+    fn tcp(src: Endpoint, dst: Endpoint, to: usize, syn: bool) -> Vec<u8> {
         let from = if to == BE { BACKEND_MAC } else { ROUTER_MAC };
         let ip = PacketBuilder::ethernet2(from, port_mac(to)).ipv4(src.0, dst.0, 64);
         let mut out = Vec::new();
@@ -937,7 +940,7 @@ entries_per_worker = 4096
     /// flow with a client SYN: the SNAT address and port its SYN left
     /// with, from worker 1's own share. Worker 1 keeps what it sends to
     /// the backend side.
-    fn open_flow_on_w1(ws: &mut [Worker<FakePort>]) -> ([u8; 4], u16) {
+    fn open_flow_on_w1(ws: &mut [Worker<FakePort>]) -> Endpoint {
         ws[0].step();
         ws[1].step();
         let w = &mut ws[1];
@@ -1002,7 +1005,7 @@ entries_per_worker = 4096
     }
 
     /// The client of the jumbo tests.
-    const CLIENT: ([u8; 4], u16) = ([198, 18, 0, 1], 40000);
+    const CLIENT: Endpoint = ([198, 18, 0, 1], 40000);
 
     /// One jumbo worker (`frames` frames, 128-slot rings) through which
     /// [`CLIENT`] has opened a flow to the VIP with its SYN; it keeps what
@@ -1019,7 +1022,7 @@ entries_per_worker = 4096
     /// Two jumbo workers (1024 frames, 256-slot rings) of which worker 1
     /// has opened a flow ([`open_flow_on_w1`]): the workers, their mesh,
     /// and the SNAT address and port the flow's SYN left with.
-    fn jumbo_pair_with_flow_on_w1() -> (Vec<Worker<FakePort>>, Arc<Mesh>, ([u8; 4], u16)) {
+    fn jumbo_pair_with_flow_on_w1() -> (Vec<Worker<FakePort>>, Arc<Mesh>, Endpoint) {
         let mut ws = jumbo(2, 1024, 256);
         let mesh = ws[0].mesh.clone();
         let snat = open_flow_on_w1(&mut ws);
@@ -1027,7 +1030,7 @@ entries_per_worker = 4096
     }
 
     /// A 9014-byte TCP frame (9000 at IP) with a recognisable payload.
-    fn big_tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), to: usize) -> (Vec<u8>, Vec<u8>) {
+    fn big_tcp(src: Endpoint, dst: Endpoint, to: usize) -> (Vec<u8>, Vec<u8>) {
         let from = if to == BE { BACKEND_MAC } else { ROUTER_MAC };
         let payload: Vec<u8> = (0..8960u32).map(|i| (i * 7 % 251) as u8).collect();
         let mut big = Vec::new();
