@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use super::duration::Millis;
 use super::error::Source;
 use super::ConfigError;
 
@@ -28,44 +29,6 @@ pub struct HealthSection {
     pub payload: Option<Spanned<String>>,
     pub on_down: Option<Spanned<String>>,
     pub all_down: Option<Spanned<String>>,
-}
-
-/// A duration written as milliseconds-capable text ("500ms", "1s", "2m") or
-/// whole seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Millis(pub u64);
-
-impl<'de> Deserialize<'de> for Millis {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => n.checked_mul(1000).map(Millis).ok_or_else(|| serde::de::Error::custom("too long")),
-            Raw::S(s) => parse_millis(&s).map(Millis).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid duration `{s}`: use seconds or a number with ms, s or m (\"500ms\", \"2s\")"
-                ))
-            }),
-        }
-    }
-}
-
-fn parse_millis(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1000)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60_000)
-    } else {
-        (s, 1000)
-    };
-    num.trim().parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// What a probe does.

@@ -4,6 +4,7 @@
 //! file alone; [`Config::check_host`] checks it against this machine
 //! (interfaces exist, queues and cores in range).
 
+mod duration;
 mod error;
 pub mod health;
 mod schema;
@@ -16,9 +17,10 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use crate::wire::ethernet::parse_mac;
+pub use duration::parse_duration;
 pub use error::{ConfigError, Located};
 pub use health::{AllDown, CheckKind, HealthCheck, OnDown};
-pub use schema::{parse_duration, HugepageMode, PollMode, XdpMode, ZeroCopyMode};
+pub use schema::{HugepageMode, PollMode, XdpMode, ZeroCopyMode};
 pub use services::{Backend, Conntrack, Prefix, RateLimit, Service, MAX_POOL_ADDRS};
 pub use tables::{is_prime, Fragments, FullPolicy, Timeouts, DEFAULT_PRESSURE_TIMEOUT, MAX_TABLE_SIZE};
 
@@ -646,7 +648,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
         histogram_dir: non_empty(&t.histogram_dir),
     };
     let sd = &file.node.stop_drain;
-    let stop_drain = schema::parse_duration(sd.get_ref())
+    let stop_drain = parse_duration(sd.get_ref())
         .filter(|s| *s <= 3600)
         .map(|s| std::time::Duration::from_secs(u64::from(s)))
         .ok_or_else(|| {

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::duration::Seconds;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
@@ -278,41 +280,6 @@ impl Default for FragmentsSection {
 pub enum FullPolicyCfg {
     Drop,
     Evict,
-}
-
-/// A duration in whole seconds, written as a number or "30s"/"5m"/"2h"/"5d".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seconds(pub u32);
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u32),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Seconds(n)),
-            Raw::S(s) => parse_duration(&s).map(Seconds).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid duration `{s}`: use seconds or a number with s, m, h or d (\"120s\", \"5d\")"
-                ))
-            }),
-        }
-    }
-}
-
-pub fn parse_duration(s: &str) -> Option<u32> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last()? {
-        (i, 's') => (&s[..i], 1),
-        (i, 'm') => (&s[..i], 60),
-        (i, 'h') => (&s[..i], 3600),
-        (i, 'd') => (&s[..i], 86400),
-        _ => (s, 1),
-    };
-    num.trim().parse::<u32>().ok()?.checked_mul(mult)
 }
 
 /// This node's part in a tier of Shunt nodes behind ECMP.

@@ -5,8 +5,8 @@
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::duration::Seconds;
 use super::error::Source;
-use super::schema::Seconds;
 use super::services::Prefix;
 use super::tables::Timeouts;
 use super::{ConfigError, Pipeline};

@@ -207,8 +207,7 @@ impl<P: PortIo> Worker<P> {
         let pool = &mut xsk.pool;
         let inserted = p.fill(give, || pool.alloc());
         *p.primed() |= inserted > 0;
-        if p.fill_needs_wakeup() {
-            p.wake_fill();
+        if p.kick_fill() {
             self.counters.wakeups.add(1);
         }
     }
@@ -702,6 +701,7 @@ mod tests {
     //! the kernel. Every test checks frame conservation: each frame of a
     //! worker is in its pool, on one of its rings, or in a handoff ring.
 
+    use std::net::IpAddr;
     use std::path::Path;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{mpsc, Arc, Barrier};
@@ -846,7 +846,10 @@ entries_per_worker = 4096
         out
     }
 
-    fn tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), to: usize, syn: bool) -> Vec<u8> {
+    /// An IPv4 address and a port.
+    type Endpoint = ([u8; 4], u16);
+
+    fn tcp(src: Endpoint, dst: Endpoint, to: usize, syn: bool) -> Vec<u8> {
         let from = if to == BE { BACKEND_MAC } else { ROUTER_MAC };
         let ip = PacketBuilder::ethernet2(from, port_mac(to)).ipv4(src.0, dst.0, 64);
         let mut out = Vec::new();
@@ -907,11 +910,37 @@ entries_per_worker = 4096
         }
     }
 
+    /// What worker `w` alone sends on port `out` for `frame` arriving on
+    /// port `on`: the last frame sent there once it settles.
+    fn sends_on(w: &mut Worker<FakePort>, on: usize, frame: &[u8], out: usize) -> Vec<u8> {
+        assert!(w.xsk.ports[on].deliver(frame));
+        settle(w);
+        w.xsk.ports[out].sent.last().expect("nothing sent").clone()
+    }
+
+    /// The source, destination and payload of the IP packet (of either
+    /// family) in Ethernet frame `frame`.
+    fn ip_payload(frame: &[u8]) -> (IpAddr, IpAddr, &[u8]) {
+        match SlicedPacket::from_ethernet(frame).unwrap().net {
+            Some(NetSlice::Ipv4(ip)) => (
+                ip.header().source_addr().into(),
+                ip.header().destination_addr().into(),
+                ip.payload().payload,
+            ),
+            Some(NetSlice::Ipv6(ip)) => (
+                ip.header().source_addr().into(),
+                ip.header().destination_addr().into(),
+                ip.payload().payload,
+            ),
+            _ => panic!("not IP: {frame:02x?}"),
+        }
+    }
+
     /// Primes both workers' fill rings, then worker 1 (of two) opens a
     /// flow with a client SYN: the SNAT address and port its SYN left
     /// with, from worker 1's own share. Worker 1 keeps what it sends to
     /// the backend side.
-    fn open_flow_on_w1(ws: &mut [Worker<FakePort>]) -> ([u8; 4], u16) {
+    fn open_flow_on_w1(ws: &mut [Worker<FakePort>]) -> Endpoint {
         ws[0].step();
         ws[1].step();
         let w = &mut ws[1];
@@ -976,7 +1005,7 @@ entries_per_worker = 4096
     }
 
     /// The client of the jumbo tests.
-    const CLIENT: ([u8; 4], u16) = ([198, 18, 0, 1], 40000);
+    const CLIENT: Endpoint = ([198, 18, 0, 1], 40000);
 
     /// One jumbo worker (`frames` frames, 128-slot rings) through which
     /// [`CLIENT`] has opened a flow to the VIP with its SYN; it keeps what
@@ -990,8 +1019,18 @@ entries_per_worker = 4096
         w
     }
 
+    /// Two jumbo workers (1024 frames, 256-slot rings) of which worker 1
+    /// has opened a flow ([`open_flow_on_w1`]): the workers, their mesh,
+    /// and the SNAT address and port the flow's SYN left with.
+    fn jumbo_pair_with_flow_on_w1() -> (Vec<Worker<FakePort>>, Arc<Mesh>, Endpoint) {
+        let mut ws = jumbo(2, 1024, 256);
+        let mesh = ws[0].mesh.clone();
+        let snat = open_flow_on_w1(&mut ws);
+        (ws, mesh, snat)
+    }
+
     /// A 9014-byte TCP frame (9000 at IP) with a recognisable payload.
-    fn big_tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), to: usize) -> (Vec<u8>, Vec<u8>) {
+    fn big_tcp(src: Endpoint, dst: Endpoint, to: usize) -> (Vec<u8>, Vec<u8>) {
         let from = if to == BE { BACKEND_MAC } else { ROUTER_MAC };
         let payload: Vec<u8> = (0..8960u32).map(|i| (i * 7 % 251) as u8).collect();
         let mut big = Vec::new();
@@ -1021,12 +1060,14 @@ entries_per_worker = 4096
 
     /// The second frame to the backend (after the SYN) is the jumbo frame,
     /// whole and rewritten: from the SNAT address the SYN left with (one of
-    /// the pool's) to the backend, carrying `payload`.
+    /// the pool's) to the backend, carrying `payload`; and every chunk of
+    /// the worker is accounted for.
     fn assert_jumbo_left_whole(w: &Worker<FakePort>, payload: &[u8]) {
         let sent = &w.xsk.ports[BE].sent;
         let snat: [u8; 4] = sent[0][26..30].try_into().unwrap();
         assert_eq!(snat[..3], SNAT[..3], "from the SNAT pool 10.0.3.0/30");
         assert_whole_tcp(&sent[1], snat, BACKEND, payload);
+        assert_conserved(w, 0, &w.mesh);
     }
 
     /// A frame of a 9000-byte MTU (9014 bytes with its Ethernet header)
@@ -1044,7 +1085,6 @@ entries_per_worker = 4096
         assert_eq!(w.counters.rx_bytes.get(), w.counters.tx_bytes.get());
         assert_jumbo_left_whole(w, &payload);
         assert_eq!(w.counters.total_drops(), 0);
-        assert_conserved(w, 0, &w.mesh.clone());
     }
 
     /// Delivers `frame` on the client side as a chain whose first buffer
@@ -1073,7 +1113,6 @@ entries_per_worker = 4096
         deliver_cut_at(w, &big, 54);
         assert_eq!(w.counters.tx_packets.get(), 2);
         assert_jumbo_left_whole(w, &payload);
-        assert_conserved(w, 0, &w.mesh.clone());
     }
 
     /// A chain of more buffers than a frame may have is dropped and
@@ -1105,7 +1144,6 @@ entries_per_worker = 4096
         assert_eq!(w.counters.total_drops(), 2, "{:?}", w.counters.snapshot());
         assert_eq!(w.counters.tx_packets.get(), 2, "{:?}", w.counters.snapshot());
         assert_jumbo_left_whole(w, &payload);
-        assert_conserved(w, 0, &w.mesh.clone());
     }
 
     /// A full TX ring takes a chain whole or not at all: what is on the
@@ -1139,9 +1177,7 @@ entries_per_worker = 4096
     /// rewritten it.
     #[test]
     fn chained_reply_handed_over_leaves_whole() {
-        let mut ws = jumbo(2, 1024, 256);
-        let mesh = ws[0].mesh.clone();
-        let (snat_addr, snat_port) = open_flow_on_w1(&mut ws);
+        let (mut ws, mesh, (snat_addr, snat_port)) = jumbo_pair_with_flow_on_w1();
         ws[0].xsk.ports[CLI].keep_sent = true;
         let (big, payload) = big_tcp((BACKEND, 80), (snat_addr, snat_port), BE);
         assert!(ws[0].xsk.ports[BE].deliver(&big));
@@ -1232,9 +1268,7 @@ entries_per_worker = 4096
     /// source frees the parked tail and sends the error to the backend.
     #[test]
     fn oversize_chain_handed_over_is_answered_and_its_tail_freed_at_the_source() {
-        let mut ws = jumbo(2, 1024, 256);
-        let mesh = ws[0].mesh.clone();
-        let (snat_addr, snat_port) = open_flow_on_w1(&mut ws);
+        let (mut ws, mesh, (snat_addr, snat_port)) = jumbo_pair_with_flow_on_w1();
         let cli_iface = ws[1].xsk.ports[CLI].interface_idx;
         assert_eq!(ws[1].mtus.set(cli_iface, 1500), Some(9000));
         ws[0].xsk.ports[BE].keep_sent = true;
@@ -1639,15 +1673,11 @@ entries_per_worker = 4096
         assert_eq!(ws[1].counters.handoffs_served.get(), 1);
         assert_eq!(ws[2].counters.handoffs_served.get(), 1);
         // What the owner makes of the same error when it lands there.
-        assert!(ws[2].xsk.ports[CLI].deliver(&err6));
-        settle(&mut ws[2]);
-        assert_eq!(handed, ws[2].xsk.ports[BE].sent[1], "same bytes as on the owner");
+        assert_eq!(sends_on(&mut ws[2], CLI, &err6, BE), handed, "same bytes as on the owner");
         // ICMPv4 Port Unreachable from the session's pool address to the
         // server, quoting the server's answer as it would have left in IPv4.
-        let p = SlicedPacket::from_ethernet(&handed).unwrap();
-        let Some(NetSlice::Ipv4(ip)) = &p.net else { panic!("not IPv4: {handed:02x?}") };
-        assert_eq!((ip.header().source(), ip.header().destination()), (pool_addr, SERVER4));
-        let icmp = ip.payload().payload;
+        let (src, dst, icmp) = ip_payload(&handed);
+        assert_eq!((src, dst), (pool_addr.into(), SERVER4.into()));
         assert_eq!(&icmp[..2], &[3, 3], "Destination Unreachable, port");
         assert!(sums_to_ffff(&[icmp]), "ICMP checksum");
         let q = etherparse::Ipv4HeaderSlice::from_slice(&icmp[8..]).unwrap();
@@ -1676,13 +1706,9 @@ entries_per_worker = 4096
         assert_eq!(ws[0].xsk.ports[CLI].sent.len(), 1, "worker 0 sends it to the client");
         assert_eq!(ws[0].counters.handoffs_out.get(), 3);
         let to_client = ws[0].xsk.ports[CLI].sent[0].clone();
-        assert!(ws[2].xsk.ports[BE].deliver(&err4));
-        settle(&mut ws[2]);
-        assert_eq!(to_client, ws[2].xsk.ports[CLI].sent[0], "same bytes as on the owner");
-        let p = SlicedPacket::from_ethernet(&to_client).unwrap();
-        let Some(NetSlice::Ipv6(ip)) = &p.net else { panic!("not IPv6: {to_client:02x?}") };
-        assert_eq!((ip.header().source(), ip.header().destination()), (SERVER6, client6));
-        let icmp = ip.payload().payload;
+        assert_eq!(sends_on(&mut ws[2], BE, &err4, CLI), to_client, "same bytes as on the owner");
+        let (src, dst, icmp) = ip_payload(&to_client);
+        assert_eq!((src, dst), (SERVER6.into(), client6.into()));
         assert_eq!(&icmp[..2], &[1, 4], "Destination Unreachable, port");
         let len = (icmp.len() as u32).to_be_bytes();
         assert!(sums_to_ffff(&[&SERVER6, &client6, &len, &[0, 0, 0, 58], icmp]), "ICMPv6 checksum");

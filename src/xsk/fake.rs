@@ -210,11 +210,9 @@ impl PortIo for FakePort {
         put
     }
 
-    fn fill_needs_wakeup(&self) -> bool {
+    fn kick_fill(&mut self) -> bool {
         false
     }
-
-    fn wake_fill(&mut self) {}
 
     fn complete(&mut self, n: u32, mut done: impl FnMut(Frame)) -> u32 {
         let mut got = 0;

@@ -46,8 +46,9 @@ pub trait PortIo {
     /// Puts up to `n` frames from `next` on the fill ring and publishes
     /// them; how many went.
     fn fill(&mut self, n: u32, next: impl FnMut() -> Option<Frame>) -> u32;
-    fn fill_needs_wakeup(&self) -> bool;
-    fn wake_fill(&mut self);
+    /// Wakes the kernel to refill from the fill ring if the ring asks for
+    /// it (`need_wakeup`); whether it did.
+    fn kick_fill(&mut self) -> bool;
     /// Takes up to `n` frames the kernel has finished sending, each to `done`.
     fn complete(&mut self, n: u32, done: impl FnMut(Frame)) -> u32;
 
@@ -120,13 +121,12 @@ impl PortIo for Port {
     }
 
     #[inline]
-    fn fill_needs_wakeup(&self) -> bool {
-        self.fq_cq.needs_wakeup()
-    }
-
-    #[inline]
-    fn wake_fill(&mut self) {
-        self.fq_cq.wake();
+    fn kick_fill(&mut self) -> bool {
+        let asked = self.fq_cq.needs_wakeup();
+        if asked {
+            self.fq_cq.wake();
+        }
+        asked
     }
 
     #[inline]

@@ -275,8 +275,8 @@ impl<P: PortIo> WorkerXsk<P> {
             let pool = &mut self.pool;
             let n = p.fill(want, || pool.alloc());
             *p.primed() |= n > 0;
-            if n > 0 && p.fill_needs_wakeup() {
-                p.wake_fill();
+            if n > 0 {
+                p.kick_fill();
             }
             given += n;
         }
