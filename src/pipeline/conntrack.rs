@@ -68,6 +68,23 @@ pub enum ConnState {
 }
 
 impl ConnState {
+    /// Every state, in discriminant order.
+    pub const ALL: [ConnState; STATES] = [
+        Self::TcpNone,
+        Self::TcpSynSent,
+        Self::TcpSynRecv,
+        Self::TcpEstablished,
+        Self::TcpFinWait,
+        Self::TcpCloseWait,
+        Self::TcpLastAck,
+        Self::TcpTimeWait,
+        Self::TcpClose,
+        Self::UdpUnreplied,
+        Self::UdpReplied,
+        Self::Icmp,
+        Self::Generic,
+    ];
+
     /// Initial state of a new entry for protocol `proto`.
     pub const fn initial(proto: u8) -> Self {
         match proto {
@@ -122,6 +139,34 @@ fn timeout_of(t: &Timeouts, state: ConnState) -> u32 {
         ConnState::Generic => t.generic,
     };
     secs.min(i32::MAX as u32)
+}
+
+/// Every state's timeout ([`timeout_of`]), indexed by the state, for the
+/// normal and the alternative timeouts (`EntryFlags::ALT_TIMEOUTS`). The
+/// per-packet expiry check loads one word; a `match` on the state compiled
+/// to an indirect jump, mispredicted wherever states mix.
+#[derive(Debug, Clone, Copy)]
+struct Limits([[u32; STATES]; 2]);
+
+/// Number of [`ConnState`]s.
+const STATES: usize = ConnState::Generic as usize + 1;
+
+impl Limits {
+    fn of(t: &Timeouts, alt: &Timeouts) -> Limits {
+        let row = |t: &Timeouts| {
+            let mut r = [0; STATES];
+            for s in ConnState::ALL {
+                r[s as usize] = timeout_of(t, s);
+            }
+            r
+        };
+        Limits([row(t), row(alt)])
+    }
+
+    #[inline(always)]
+    fn get(&self, alt: bool, state: ConnState) -> u32 {
+        self.0[usize::from(alt)][state as usize]
+    }
 }
 
 /// What a new entry carries besides its key and state.
@@ -229,11 +274,10 @@ impl Entry {
     /// `unassured_cap`: the longest an unassured entry may idle (the
     /// table's pressure timeout while it is nearly full, else `u32::MAX`).
     #[inline]
-    fn expired(&self, t: &Timeouts, alt: &Timeouts, unassured_cap: u32, now: Tick) -> bool {
-        let t = if self.flags.contains(EntryFlags::ALT_TIMEOUTS) { alt } else { t };
+    fn expired(&self, limits: &Limits, unassured_cap: u32, now: Tick) -> bool {
         // Signed age: a `now` slightly behind `last_seen` is not "ancient".
         let age = now.wrapping_sub(self.last_seen) as i32;
-        let mut timeout = timeout_of(t, self.state);
+        let mut timeout = limits.get(self.flags.contains(EntryFlags::ALT_TIMEOUTS), self.state);
         if unassured_cap != u32::MAX && !self.assured() {
             timeout = timeout.min(unassured_cap);
         }
@@ -530,6 +574,8 @@ pub struct ConnTable {
     cursor: usize,
     timeouts: Timeouts,
     alt_timeouts: Timeouts,
+    /// Both, by state, for the expiry check.
+    limits: Limits,
     policy: FullPolicy,
     /// Idle limit of unassured entries while `len >= pressure_at`.
     pressure_timeout: u32,
@@ -589,6 +635,7 @@ impl ConnTable {
             cursor: 0,
             timeouts,
             alt_timeouts: timeouts,
+            limits: Limits::of(&timeouts, &timeouts),
             policy: full_policy,
             pressure_timeout: DEFAULT_PRESSURE_TIMEOUT,
             pressure_at: slots / 4 * 3,
@@ -642,11 +689,13 @@ impl ConnTable {
     /// Timeouts for entries flagged `EntryFlags::ALT_TIMEOUTS`.
     pub fn set_alt_timeouts(&mut self, t: Timeouts) {
         self.alt_timeouts = t;
+        self.limits = Limits::of(&self.timeouts, &t);
     }
 
     /// Replaces the timeouts; applies to existing entries at their next check.
     pub fn set_timeouts(&mut self, t: Timeouts) {
         self.timeouts = t;
+        self.limits = Limits::of(&t, &self.alt_timeouts);
     }
 
     /// Prefetches both candidate tag lines of `hash` (call for a whole batch
@@ -776,7 +825,7 @@ impl ConnTable {
         let (b1, b2, tag) = place(hash, self.bucket_mask);
         let (b, w) = self.find(key, b1, b2, tag)?;
         let cap = self.unassured_cap();
-        if self.entries[b * WAYS + w].expired(&self.timeouts, &self.alt_timeouts, cap, now) {
+        if self.entries[b * WAYS + w].expired(&self.limits, cap, now) {
             // Absent either way; reclaimed later if the graveyard is full.
             if self.clear(b, w) {
                 self.counters.expired += 1;
@@ -827,7 +876,7 @@ impl ConnTable {
         let cap = self.unassured_cap();
         if let Some((b, w)) = self.find(&key, b1, b2, tag) {
             let i = b * WAYS + w;
-            if self.entries[i].expired(&self.timeouts, &self.alt_timeouts, cap, now) {
+            if self.entries[i].expired(&self.limits, cap, now) {
                 // Died and reborn in place: its owner must still hear of it.
                 if !self.clear(b, w) {
                     self.counters.insert_failed_full += 1;
@@ -862,7 +911,7 @@ impl ConnTable {
                         continue; // freed earlier in this loop (b1 == b2 case)
                     }
                     let e = &self.entries[b * WAYS + w];
-                    if e.expired(&self.timeouts, &self.alt_timeouts, cap, now) {
+                    if e.expired(&self.limits, cap, now) {
                         if self.clear(b, w) {
                             self.counters.expired += 1;
                             slot.get_or_insert((b, w));
@@ -962,8 +1011,7 @@ impl ConnTable {
         while swept.scanned < budget.min(slots) {
             let i = self.cursor;
             let (b, w) = (i / WAYS, i % WAYS);
-            if self.tags[b].0[w] != 0 && self.entries[i].expired(&self.timeouts, &self.alt_timeouts, cap, now)
-            {
+            if self.tags[b].0[w] != 0 && self.entries[i].expired(&self.limits, cap, now) {
                 if !self.clear(b, w) {
                     break;
                 }
@@ -1010,10 +1058,7 @@ impl ConnTable {
         let cap = self.unassured_cap();
         for i in start..end {
             let e = &self.entries[i];
-            if self.tags[i / WAYS].0[i % WAYS] != 0
-                && !e.expired(&self.timeouts, &self.alt_timeouts, cap, now)
-                && !f(e)
-            {
+            if self.tags[i / WAYS].0[i % WAYS] != 0 && !e.expired(&self.limits, cap, now) && !f(e) {
                 return i + 1;
             }
         }
@@ -1026,7 +1071,7 @@ impl ConnTable {
         for (b, t) in self.tags.iter().enumerate() {
             for (w, &tag) in t.0.iter().enumerate() {
                 let e = &self.entries[b * WAYS + w];
-                if tag != 0 && !e.expired(&self.timeouts, &self.alt_timeouts, cap, now) {
+                if tag != 0 && !e.expired(&self.limits, cap, now) {
                     f(e);
                 }
             }
@@ -1582,6 +1627,21 @@ mod tests {
         assert!(ct.is_empty());
         ct.prefetch(a.hash());
         ct.prefetch_entry(a.hash());
+    }
+
+    /// The expiry check's table says what `timeout_of` says, for every
+    /// state, normal and alternative timeouts apart.
+    #[test]
+    fn limits_by_state_match_the_timeouts() {
+        let t = Timeouts::default();
+        let alt = Timeouts { tcp_established: 77, udp_replied: 5, ..Timeouts::default() };
+        let l = Limits::of(&t, &alt);
+        for (i, s) in ConnState::ALL.into_iter().enumerate() {
+            assert_eq!(s as usize, i, "ALL is in discriminant order");
+            assert_eq!(l.get(false, s), timeout_of(&t, s), "{s:?}");
+            assert_eq!(l.get(true, s), timeout_of(&alt, s), "{s:?} (alt)");
+        }
+        assert_eq!(l.get(true, ConnState::TcpEstablished), 77);
     }
 
     /// Keys whose hashes collide share both buckets and the tag: every
