@@ -345,6 +345,22 @@ type ErrMap = ([u8; 2], [u8; 4], [u8; 2], [u8; 4]);
 
 const ROUTER: RouterAddrs = RouterAddrs { v4: [192, 0, 2, 254], v6: R6 };
 
+/// `input` through the translator (IPv4 → IPv6 when `to_v6`) with egress
+/// MTU `link_mtu`, refused as too big: the MTU the refusal names, and the
+/// ICMP error [`build_too_big`] then makes of the frame in the same buffer.
+fn too_big(input: &[u8], to_v6: bool, link_mtu: u16) -> (u16, Vec<u8>) {
+    let (c46, c64) = cfgs(link_mtu);
+    let mut buf = with_headroom(input);
+    let r = if to_v6 {
+        translate_4to6(&mut buf, HEADROOM, input.len(), &c46)
+    } else {
+        translate_6to4(&mut buf, HEADROOM, input.len(), &c64)
+    };
+    let Err(Drop::TooBig { mtu }) = r else { panic!("{r:?}") };
+    let (s, l) = build_too_big(&mut buf, HEADROOM, input.len(), &ROUTER, mtu).unwrap();
+    (mtu, buf[s..s + l].to_vec())
+}
+
 //= https://www.rfc-editor.org/rfc/rfc7915#section-4.1
 //# If the DF bit is set and the MTU of the next-hop interface is less
 //# than the total length value of the IPv4 packet plus 20, the
@@ -352,16 +368,10 @@ const ROUTER: RouterAddrs = RouterAddrs { v4: [192, 0, 2, 254], v6: R6 };
 //# to the IPv4 source address.
 #[test]
 fn too_big_4to6_generates_frag_needed() {
-    let (c46, _) = cfgs(1280);
     let data = vec![0x10; 1300 - 28];
     let input = w(|v| e().ipv4(H4, S6_4, 64).udp(1, 2).write(v, &data).unwrap());
-    let mut buf = with_headroom(&input);
-    let mtu = match translate_4to6(&mut buf, HEADROOM, input.len(), &c46) {
-        Err(Drop::TooBig { mtu }) => mtu,
-        r => panic!("{r:?}"),
-    };
+    let (mtu, error) = too_big(&input, true, 1280);
     assert_eq!(mtu, 1260);
-    let (s, l) = build_too_big(&mut buf, HEADROOM, input.len(), &ROUTER, mtu).unwrap();
     let mut want = w(|v| {
         xlat_back()
             .ipv4(ROUTER.v4, H4, 64)
@@ -370,25 +380,19 @@ fn too_big_4to6_generates_frag_needed() {
             .unwrap()
     });
     set_v4(&mut want, 14, 0, 0);
-    assert_eq!(&buf[s..s + l], &want[..]);
+    assert_eq!(error, want);
     // DF clear: would need fragmentation, which is not implemented.
     let mut nodf = input.clone();
     set_v4(&mut nodf, 14, 0, 0);
-    assert_eq!(translate(&nodf, true, &c46), Err(Drop::NeedsFragmentation));
+    assert_eq!(translate(&nodf, true, &cfgs(1280).0), Err(Drop::NeedsFragmentation));
 }
 
 #[test]
 fn too_big_6to4_generates_packet_too_big() {
-    let (_, c64) = cfgs(1300);
     let data = vec![0x20; 1400];
     let input = w(|v| e().ipv6(S6, H4_6, 64).udp(1, 2).write(v, &data).unwrap());
-    let mut buf = with_headroom(&input);
-    let mtu = match translate_6to4(&mut buf, HEADROOM, input.len(), &c64) {
-        Err(Drop::TooBig { mtu }) => mtu,
-        r => panic!("{r:?}"),
-    };
+    let (mtu, error) = too_big(&input, false, 1300);
     assert_eq!(mtu, 1320);
-    let (s, l) = build_too_big(&mut buf, HEADROOM, input.len(), &ROUTER, mtu).unwrap();
     let want = w(|v| {
         xlat_back()
             .ipv6(R6, S6, 64)
@@ -396,7 +400,7 @@ fn too_big_6to4_generates_packet_too_big() {
             .write(v, &input[14..14 + 1232])
             .unwrap()
     });
-    assert_eq!(&buf[s..s + l], &want[..]);
+    assert_eq!(error, want);
 }
 
 #[test]
