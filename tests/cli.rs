@@ -8,13 +8,42 @@ use std::process::Command;
 
 use common::{repo, SHUNT};
 
-fn check(text: &str) -> (bool, String) {
+/// Runs `shunt check [flags] --config FILE` on `text`, written to FILE, a
+/// temporary file; inside network namespace `ns` when given. The exit
+/// code, and stderr then stdout with FILE's path written as `FILE`.
+fn check_in(ns: Option<&str>, flags: &[&str], text: &str) -> (Option<i32>, String) {
     let path = std::env::temp_dir().join(format!("shunt-cli-{}.toml", common::rand_u32()));
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(SHUNT).args(["check", "--offline", "--config"]).arg(&path).output().unwrap();
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, SHUNT]);
+            c
+        }
+        None => Command::new(SHUNT),
+    };
+    let out = cmd.arg("check").args(flags).arg("--config").arg(&path).output().unwrap();
     let _ = std::fs::remove_file(&path);
     let msg = String::from_utf8_lossy(&out.stderr).replace(path.to_str().unwrap(), "FILE");
-    (out.status.success(), msg + &String::from_utf8_lossy(&out.stdout))
+    (out.status.code(), msg + &String::from_utf8_lossy(&out.stdout))
+}
+
+/// `shunt check --offline` on `text`: whether it passed, and its output.
+fn check(text: &str) -> (bool, String) {
+    let (code, msg) = check_in(None, &["--offline"], text);
+    (code == Some(0), msg)
+}
+
+/// `config.toml` with `from` replaced by `to` fails `check`, and the message
+/// starts at the line that starts with `to`, at `column`, with `want`.
+fn refused_at(from: &str, to: &str, column: usize, want: &str) {
+    let cfg = default_config();
+    assert!(cfg.contains(from), "{from}");
+    let text = cfg.replace(from, to);
+    let line = text.lines().position(|l| l.starts_with(to)).unwrap() + 1;
+    let (ok, msg) = check(&text);
+    assert!(!ok, "{to} passed check");
+    assert!(msg.contains(&format!("FILE:{line}:{column}: {want}")), "{msg}");
 }
 
 fn default_config() -> String {
@@ -65,13 +94,11 @@ fn shipped_configs_pass_check() {
 
 #[test]
 fn bad_key_points_at_line_and_column() {
-    let text = default_config().replace("batch_size = 64", "batch_sise = 64");
-    let line = text.lines().position(|l| l.starts_with("batch_sise")).unwrap() + 1;
-    let (ok, msg) = check(&text);
-    assert!(!ok);
-    assert!(
-        msg.contains(&format!("FILE:{line}:1: key `dataplane.batch_sise`: unknown field `batch_sise`")),
-        "{msg}"
+    refused_at(
+        "batch_size = 64",
+        "batch_sise = 64",
+        1,
+        "key `dataplane.batch_sise`: unknown field `batch_sise`",
     );
 }
 
@@ -82,14 +109,7 @@ fn stage_order_that_cannot_work_is_refused_at_the_stage() {
     assert!(text.contains(good), "fixture changed: {text}");
     let text = text.replace(good, r#"stages = ["l2", "nat", "maglev", "conntrack"]"#);
     let line = text.lines().position(|l| l.starts_with("stages = [\"l2\"")).unwrap() + 1;
-    let out = {
-        let path = std::env::temp_dir().join(format!("shunt-cli-{}.toml", common::rand_u32()));
-        std::fs::write(&path, &text).unwrap();
-        let out = Command::new(SHUNT).args(["check", "--offline", "--config"]).arg(&path).output().unwrap();
-        let _ = std::fs::remove_file(&path);
-        let msg = String::from_utf8_lossy(&out.stderr).replace(path.to_str().unwrap(), "FILE");
-        (out.status.code(), msg)
-    };
+    let out = check_in(None, &["--offline"], &text);
     assert_eq!(out.0, Some(1), "{}", out.1);
     // Column 11 is the opening quote of "l2", the first stage.
     assert!(
@@ -103,26 +123,14 @@ fn stage_order_that_cannot_work_is_refused_at_the_stage() {
 
 #[test]
 fn bad_value_type_points_at_line_and_column() {
-    let text = default_config().replace("ring_size = 2048", "ring_size = \"large\"");
-    let line = text.lines().position(|l| l.starts_with("ring_size")).unwrap() + 1;
-    let (ok, msg) = check(&text);
-    assert!(!ok);
-    assert!(
-        msg.contains(&format!("FILE:{line}:13: key `dataplane.ring_size`: invalid type: string \"large\"")),
-        "{msg}"
-    );
+    let want = "key `dataplane.ring_size`: invalid type: string \"large\"";
+    refused_at("ring_size = 2048", "ring_size = \"large\"", 13, want);
 }
 
 #[test]
 fn unknown_interface_points_at_line_and_column() {
-    let text = default_config().replace("egress = \"sh-be\"", "egress = \"eth9\"");
-    let line = text.lines().position(|l| l.starts_with("egress = \"eth9\"")).unwrap() + 1;
-    let (ok, msg) = check(&text);
-    assert!(!ok);
-    assert!(
-        msg.contains(&format!("FILE:{line}:10: key `pipeline.l4lb.egress`: unknown interface `eth9`")),
-        "{msg}"
-    );
+    let want = "key `pipeline.l4lb.egress`: unknown interface `eth9`";
+    refused_at("egress = \"sh-be\"", "egress = \"eth9\"", 10, want);
 }
 
 #[test]
@@ -130,11 +138,8 @@ fn missing_host_interface_is_reported_with_advice() {
     // Without --offline, check looks at this host: the lab interfaces live
     // in the `shunt` namespace, not here.
     let text = default_config().replace("\"sh-cli\"", "\"nosuchif0\"");
-    let path = std::env::temp_dir().join(format!("shunt-cli-{}.toml", common::rand_u32()));
-    std::fs::write(&path, &text).unwrap();
-    let out = Command::new(SHUNT).args(["check", "--config"]).arg(&path).output().unwrap();
-    let msg = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (code, msg) = check_in(None, &[], &text);
+    assert_ne!(code, Some(0));
     assert!(msg.contains("interface `nosuchif0` not found on this host"), "{msg}");
 }
 
@@ -352,77 +357,31 @@ fn vips_and_pools_on_reserved_or_backend_addresses_are_refused_at_line_and_colum
     let pool = "snat_pool = \"10.0.3.0/28\"";
     let vip6 = "vip = \"fd00:100::1\"";
     let pool6 = "snat_pool = \"fd00:3::/124\"";
-    let cases: [(&str, &str, &str, &str); 15] = [
-        (
-            vip,
-            "vip = \"127.0.0.1\"",
-            "vip = \"127",
-            "VIP 127.0.0.1 is not usable: loopback address (127.0.0.0/8)",
-        ),
-        (
-            vip,
-            "vip = \"224.0.0.5\"",
-            "vip = \"224",
-            "VIP 224.0.0.5 is not usable: multicast address (224.0.0.0/4)",
-        ),
-        (vip, "vip = \"0.0.0.0\"", "vip = \"0.0", "VIP 0.0.0.0 is not usable: unspecified address (0.0.0.0)"),
-        (
-            vip,
-            "vip = \"255.255.255.255\"",
-            "vip = \"255",
-            "VIP 255.255.255.255 is not usable: broadcast address",
-        ),
-        (vip, "vip = \"10.0.2.12\"", "vip = \"10.0.2", "VIP 10.0.2.12 is a backend address of service `web`"),
-        (
-            pool,
-            "snat_pool = \"127.0.0.0/28\"",
-            "snat_pool = \"127",
-            "SNAT pool 127.0.0.0/28 covers loopback addresses",
-        ),
-        (
-            pool,
-            "snat_pool = \"224.0.0.0/28\"",
-            "snat_pool = \"224",
-            "SNAT pool 224.0.0.0/28 covers multicast addresses",
-        ),
-        (
-            pool,
-            "snat_pool = \"0.0.0.0/28\"",
-            "snat_pool = \"0.0",
-            "SNAT pool 0.0.0.0/28 covers unspecified addresses",
-        ),
-        (
-            pool,
-            "snat_pool = \"255.255.255.240/28\"",
-            "snat_pool = \"255",
-            "SNAT pool 255.255.255.240/28 covers broadcast",
-        ),
+    let cases: [(&str, &str, &str); 15] = [
+        (vip, "vip = \"127.0.0.1\"", "VIP 127.0.0.1 is not usable: loopback address (127.0.0.0/8)"),
+        (vip, "vip = \"224.0.0.5\"", "VIP 224.0.0.5 is not usable: multicast address (224.0.0.0/4)"),
+        (vip, "vip = \"0.0.0.0\"", "VIP 0.0.0.0 is not usable: unspecified address (0.0.0.0)"),
+        (vip, "vip = \"255.255.255.255\"", "VIP 255.255.255.255 is not usable: broadcast address"),
+        (vip, "vip = \"10.0.2.12\"", "VIP 10.0.2.12 is a backend address of service `web`"),
+        (pool, "snat_pool = \"127.0.0.0/28\"", "SNAT pool 127.0.0.0/28 covers loopback addresses"),
+        (pool, "snat_pool = \"224.0.0.0/28\"", "SNAT pool 224.0.0.0/28 covers multicast addresses"),
+        (pool, "snat_pool = \"0.0.0.0/28\"", "SNAT pool 0.0.0.0/28 covers unspecified addresses"),
+        (pool, "snat_pool = \"255.255.255.240/28\"", "SNAT pool 255.255.255.240/28 covers broadcast"),
         (
             pool,
             "snat_pool = \"10.0.2.0/28\"",
-            "snat_pool = \"10.0.2",
             "SNAT pool 10.0.2.0/28 covers 10.0.2.11, a backend address of service `web`",
         ),
-        (vip6, "vip = \"::1\"", "vip = \"::1", "VIP ::1 is not usable: loopback address (::1)"),
-        (
-            vip6,
-            "vip = \"ff02::1\"",
-            "vip = \"ff02",
-            "VIP ff02::1 is not usable: multicast address (ff00::/8)",
-        ),
-        (vip6, "vip = \"::\"", "vip = \"::\"", "VIP :: is not usable: unspecified address"),
-        (pool6, "snat_pool = \"ff02::/124\"", "snat_pool = \"ff02", "SNAT pool ff02::/124 covers multicast"),
-        (
-            pool6,
-            "snat_pool = \"::/124\"",
-            "snat_pool = \"::/",
-            "SNAT pool ::/124 covers unspecified addresses",
-        ),
+        (vip6, "vip = \"::1\"", "VIP ::1 is not usable: loopback address (::1)"),
+        (vip6, "vip = \"ff02::1\"", "VIP ff02::1 is not usable: multicast address (ff00::/8)"),
+        (vip6, "vip = \"::\"", "VIP :: is not usable: unspecified address"),
+        (pool6, "snat_pool = \"ff02::/124\"", "SNAT pool ff02::/124 covers multicast"),
+        (pool6, "snat_pool = \"::/124\"", "SNAT pool ::/124 covers unspecified addresses"),
     ];
-    for (from, to, start, want) in cases {
+    for (from, to, want) in cases {
         assert!(cfg.contains(from), "{from}");
         let text = cfg.replacen(from, to, 1);
-        let (line, column) = value_at(&text, start);
+        let (line, column) = value_at(&text, to);
         let (ok, msg) = check(&text);
         assert!(!ok, "{to} passed check");
         assert!(msg.contains(&format!("FILE:{line}:{column}: ")), "{to}: {msg}");
@@ -451,44 +410,21 @@ fn pools_and_vips_holding_the_hosts_own_address_are_refused() {
         (
             "snat_pool = \"10.0.3.0/28\"",
             "snat_pool = \"10.0.1.0/28\"",
-            "snat_pool = \"10.0.1",
             "SNAT pool 10.0.1.0/28 covers 10.0.1.1, this host's own address on `sh-cli`",
         ),
-        (
-            "vip = \"10.0.100.1\"",
-            "vip = \"10.0.1.1\"",
-            "vip = \"10.0.1",
-            "VIP 10.0.1.1 is this host's own address on `sh-cli`",
-        ),
+        ("vip = \"10.0.100.1\"", "vip = \"10.0.1.1\"", "VIP 10.0.1.1 is this host's own address on `sh-cli`"),
     ];
-    let mut results = Vec::new();
-    for (from, to, start, want) in cases {
+    let results = cases.map(|(from, to, want)| {
         let text = cfg.replacen(from, to, 1);
-        let path = std::env::temp_dir().join(format!("shunt-cli-{}.toml", common::rand_u32()));
-        std::fs::write(&path, &text).unwrap();
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns, SHUNT, "check", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let _ = std::fs::remove_file(&path);
-        let msg = String::from_utf8_lossy(&out.stderr).to_string();
-        results.push((out.status.success(), msg, path, value_at(&text, start), want));
-    }
+        (check_in(Some(&ns), &[], &text), value_at(&text, to), want)
+    });
     // The unchanged config passes in the same namespace.
-    let path = std::env::temp_dir().join(format!("shunt-cli-{}.toml", common::rand_u32()));
-    std::fs::write(&path, &cfg).unwrap();
-    let good = Command::new("ip")
-        .args(["netns", "exec", &ns, SHUNT, "check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&path);
+    let good = check_in(Some(&ns), &[], &cfg);
     ip(&["netns", "del", &ns]);
-    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
-    for (ok, msg, path, (line, column), want) in results {
-        assert!(!ok, "{want}: passed check");
-        assert!(msg.contains(&format!("{}:{line}:{column}: ", path.display())), "{msg}");
+    assert_eq!(good.0, Some(0), "{}", good.1);
+    for ((code, msg), (line, column), want) in results {
+        assert_ne!(code, Some(0), "{want}: passed check");
+        assert!(msg.contains(&format!("FILE:{line}:{column}: ")), "{msg}");
         assert!(msg.contains(want), "{msg}");
     }
 }

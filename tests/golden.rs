@@ -186,13 +186,13 @@ fn web() -> Service {
     }
 }
 
+/// `web6`: `web` on IPv6.
 fn web6() -> Service {
     Service {
         vip: v6("fd00:100::1"),
-        port: 80,
         pool: (v6("fd00:3::"), 124),
         backends: [v6("fd00:2::11"), v6("fd00:2::12"), v6("fd00:2::13")],
-        backend_port: 80,
+        ..web()
     }
 }
 
@@ -212,19 +212,34 @@ struct Binding {
     backend: usize,
 }
 
-/// A client-side packet to the service.
+/// A client-side packet to the service (from the client's router to the
+/// client-side port, TTL 64).
 fn client_pkt<'a>(svc: &Service, client: IpAddr, cport: u16, l4: L4, payload: &'a [u8]) -> Frame<'a> {
-    Frame {
-        smac: CLIENT_ROUTER_MAC,
-        dmac: CLI_PORT_MAC,
-        ttl: TTL,
-        src: client,
-        dst: svc.vip,
-        sport: cport,
-        dport: svc.port,
-        l4,
-        payload,
+    Frame { sport: cport, dport: svc.port, l4, payload, ..Frame::new(client, svc.vip) }
+}
+
+/// The service's answer as the client gets it: VIP → client, from the
+/// client-side port to the client's router.
+fn to_client_pkt<'a>(svc: &Service, client: IpAddr, cport: u16, l4: L4, payload: &'a [u8]) -> Frame<'a> {
+    let (smac, dmac) = (CLI_PORT_MAC, CLIENT_ROUTER_MAC);
+    Frame { smac, dmac, sport: svc.port, dport: cport, l4, payload, ..Frame::new(svc.vip, client) }
+}
+
+/// Backend `backend`'s packet from its service port to SNAT address and
+/// port `to`, arriving on the backend-side port.
+fn backend_pkt<'a>(svc: &Service, backend: usize, to: (IpAddr, u16), l4: L4, payload: &'a [u8]) -> Frame<'a> {
+    let (smac, dmac) = (BACKEND_MACS[backend], BE_PORT_MAC);
+    let (sport, dport) = (svc.backend_port, to.1);
+    Frame { smac, dmac, sport, dport, l4, payload, ..Frame::new(svc.backends[backend], to.0) }
+}
+
+/// `f`'s bytes; with `zero_csum`, as IPv4 UDP without a checksum (0).
+fn bytes(f: Frame<'_>, zero_csum: bool) -> Vec<u8> {
+    let mut v = f.build();
+    if zero_csum {
+        zero_udp_checksum_v4(&mut v);
     }
+    v
 }
 
 /// Runs a client → VIP packet; checks it came out as (SNAT → backend) with
@@ -239,10 +254,7 @@ fn original(
     payload: &[u8],
     zero_csum: bool,
 ) -> Binding {
-    let mut input = client_pkt(svc, client, cport, l4, payload).build();
-    if zero_csum {
-        zero_udp_checksum_v4(&mut input);
-    }
+    let input = bytes(client_pkt(svc, client, cport, l4, payload), zero_csum);
     let (verdict, out) = h.run_one(&input);
     assert_eq!(verdict, Verdict::Forward(BE_PORT), "original direction verdict");
     verify_checksums(&out);
@@ -253,22 +265,10 @@ fn original(
     let backend =
         svc.backends.iter().position(|b| *b == dst).unwrap_or_else(|| panic!("{dst} not a backend"));
     assert_eq!(dport, svc.backend_port);
-    let mut want = Frame {
-        smac: BE_PORT_MAC,
-        dmac: BACKEND_MACS[backend],
-        ttl: TTL,
-        src: snat,
-        dst,
-        sport: snat_port,
-        dport: svc.backend_port,
-        l4,
-        payload,
-    }
-    .build();
-    if zero_csum {
-        zero_udp_checksum_v4(&mut want);
-    }
-    assert_frame_eq(&out, &want, "original direction");
+    let (smac, dmac) = (BE_PORT_MAC, BACKEND_MACS[backend]);
+    let (sport, dport) = (snat_port, svc.backend_port);
+    let want = Frame { smac, dmac, sport, dport, l4, payload, ..Frame::new(snat, dst) };
+    assert_frame_eq(&out, &bytes(want, zero_csum), "original direction");
     Binding { snat, snat_port, backend }
 }
 
@@ -285,39 +285,11 @@ fn reply(
     payload: &[u8],
     zero_csum: bool,
 ) -> Vec<u8> {
-    let mut input = Frame {
-        smac: BACKEND_MACS[b.backend],
-        dmac: BE_PORT_MAC,
-        ttl: TTL,
-        src: svc.backends[b.backend],
-        dst: b.snat,
-        sport: svc.backend_port,
-        dport: b.snat_port,
-        l4,
-        payload,
-    }
-    .build();
-    if zero_csum {
-        zero_udp_checksum_v4(&mut input);
-    }
+    let input = bytes(backend_pkt(svc, b.backend, (b.snat, b.snat_port), l4, payload), zero_csum);
     let (verdict, out) = h.run_one(&input);
     assert_eq!(verdict, Verdict::Forward(CLI_PORT), "reply direction verdict");
     verify_checksums(&out);
-    let mut want = Frame {
-        smac: CLI_PORT_MAC,
-        dmac: CLIENT_ROUTER_MAC,
-        ttl: TTL,
-        src: svc.vip,
-        dst: client,
-        sport: svc.port,
-        dport: cport,
-        l4,
-        payload,
-    }
-    .build();
-    if zero_csum {
-        zero_udp_checksum_v4(&mut want);
-    }
+    let want = bytes(to_client_pkt(svc, client, cport, l4, payload), zero_csum);
     assert_frame_eq(&out, &want, "reply direction");
     out
 }
@@ -387,46 +359,50 @@ fn l2fwd_rewrites_macs_only() {
 // ---------------------------------------------------------------------------
 // Full NAT: original direction and reply, every family and protocol.
 
+/// A fresh load balancer: the client's packet `there` ([`original`]), then
+/// the backend's answer `back` ([`reply`]). The reply as the client got it.
+fn round_trip(
+    svc: Service,
+    client: IpAddr,
+    cport: u16,
+    there: (L4, &[u8]),
+    back: (L4, &[u8]),
+    zero_csum: bool,
+) -> Vec<u8> {
+    let mut h = lb();
+    let b = original(&mut h, &svc, client, cport, there.0, there.1, zero_csum);
+    reply(&mut h, &svc, client, cport, b, back.0, back.1, zero_csum)
+}
+
 #[test]
 fn ipv4_tcp_full_nat_syn_and_syn_ack() {
-    let mut h = lb();
-    let (svc, client) = (web(), v4("198.51.100.7"));
-    let b = original(&mut h, &svc, client, 40001, L4::SYN, b"", false);
-    reply(&mut h, &svc, client, 40001, b, L4::SYN_ACK, b"", false);
+    round_trip(web(), v4("198.51.100.7"), 40001, (L4::SYN, b""), (L4::SYN_ACK, b""), false);
 }
 
 #[test]
 fn ipv6_tcp_full_nat_syn_and_syn_ack() {
-    let mut h = lb();
-    let (svc, client) = (web6(), v6("2001:db8:c::7"));
-    let b = original(&mut h, &svc, client, 40001, L4::SYN, b"", false);
-    reply(&mut h, &svc, client, 40001, b, L4::SYN_ACK, b"", false);
+    round_trip(web6(), v6("2001:db8:c::7"), 40001, (L4::SYN, b""), (L4::SYN_ACK, b""), false);
 }
+
+/// Odd payload length: the RFC 1071 pad byte must not confuse anything.
+const QUERY: (L4, &[u8]) = (L4::Udp, b"\x12\x34query?");
+const ANSWER: (L4, &[u8]) = (L4::Udp, b"\xab\xcdanswer!");
 
 #[test]
 fn ipv4_udp_full_nat() {
-    let mut h = lb();
-    let (svc, client) = (dns(), v4("198.51.100.7"));
-    // Odd payload length: the RFC 1071 pad byte must not confuse anything.
-    let b = original(&mut h, &svc, client, 33333, L4::Udp, b"\x12\x34query?", false);
-    reply(&mut h, &svc, client, 33333, b, L4::Udp, b"\xab\xcdanswer!", false);
+    round_trip(dns(), v4("198.51.100.7"), 33333, QUERY, ANSWER, false);
 }
 
 #[test]
 fn ipv4_udp_zero_checksum_stays_zero() {
-    let mut h = lb();
-    let (svc, client) = (dns(), v4("198.51.100.8"));
-    let b = original(&mut h, &svc, client, 33334, L4::Udp, b"no checksum", true);
-    let out = reply(&mut h, &svc, client, 33334, b, L4::Udp, b"none back", true);
+    let (there, back) = ((L4::Udp, &b"no checksum"[..]), (L4::Udp, &b"none back"[..]));
+    let out = round_trip(dns(), v4("198.51.100.8"), 33334, there, back, true);
     assert_eq!(&out[34 + 6..34 + 8], &[0, 0], "RFC 768: 0 = no checksum, must stay 0");
 }
 
 #[test]
 fn ipv6_udp_full_nat() {
-    let mut h = lb();
-    let (svc, client) = (dns6(), v6("2001:db8:c::7"));
-    let b = original(&mut h, &svc, client, 33333, L4::Udp, b"\x12\x34query?", false);
-    reply(&mut h, &svc, client, 33333, b, L4::Udp, b"\xab\xcdanswer!", false);
+    round_trip(dns6(), v6("2001:db8:c::7"), 33333, QUERY, ANSWER, false);
 }
 
 /// Two payload bytes that make the UDP segment of `p` sum to 0xffff, so its
@@ -447,17 +423,7 @@ fn payload_for_zero_sum(p: &Frame<'_>) -> [u8; 2] {
 fn computed_zero_udp_checksum_is_ffff(svc: Service, client: IpAddr) {
     let mut h = lb();
     let b = original(&mut h, &svc, client, 34000, L4::Udp, b"q", false);
-    let translated = Frame {
-        smac: CLI_PORT_MAC,
-        dmac: CLIENT_ROUTER_MAC,
-        ttl: TTL,
-        src: svc.vip,
-        dst: client,
-        sport: svc.port,
-        dport: 34000,
-        l4: L4::Udp,
-        payload: &[],
-    };
+    let translated = to_client_pkt(&svc, client, 34000, L4::Udp, &[]);
     let payload = payload_for_zero_sum(&translated);
     let out = reply(&mut h, &svc, client, 34000, b, L4::Udp, &payload, false);
     let (_, _, l4, _) = layout(&out);
@@ -536,34 +502,14 @@ fn stray_reply_to_snat_pool_is_no_flow() {
     // conntrack has no entry and (pool address, 40000) is no service:
     // `NoFlow`.
     let mut h = lb();
-    for (backend, snat) in [(v4("10.0.2.11"), v4("10.0.3.5")), (v6("fd00:2::11"), v6("fd00:3::5"))] {
-        let p = Frame {
-            smac: BACKEND_MACS[0],
-            dmac: BE_PORT_MAC,
-            ttl: TTL,
-            src: backend,
-            dst: snat,
-            sport: 80,
-            dport: 40000,
-            l4: L4::SYN_ACK,
-            payload: b"",
-        };
+    for (svc, snat) in [(web(), v4("10.0.3.5")), (web6(), v6("fd00:3::5"))] {
+        let p = backend_pkt(&svc, 0, (snat, 40000), L4::SYN_ACK, b"");
         assert_eq!(h.run_one(&p.build()).0, Verdict::Drop(DropReason::NoFlow), "{snat}");
     }
     // A reply to a real flow's SNAT address but the wrong port: no flow either.
     let (svc, client) = (web(), v4("198.51.100.7"));
     let b = original(&mut h, &svc, client, 40000, L4::SYN, b"", false);
-    let p = Frame {
-        smac: BACKEND_MACS[b.backend],
-        dmac: BE_PORT_MAC,
-        ttl: TTL,
-        src: svc.backends[b.backend],
-        dst: b.snat,
-        sport: 80,
-        dport: b.snat_port ^ 1,
-        l4: L4::SYN_ACK,
-        payload: b"",
-    };
+    let p = backend_pkt(&svc, b.backend, (b.snat, b.snat_port ^ 1), L4::SYN_ACK, b"");
     assert_eq!(h.run_one(&p.build()).0, Verdict::Drop(DropReason::NoFlow));
 }
 
@@ -602,22 +548,22 @@ fn ipv4_first_fragment_opens_its_flow_unless_misaligned() {
     assert_eq!(h.run_one(&f).0, Verdict::Forward(BE_PORT));
 }
 
+/// The verdict on a client's first SYN to the `lb_fixture` service at `vip`.
+fn first_syn_to(vip: IpAddr) -> Verdict {
+    let svc = Service { vip, ..web() };
+    lb().run_one(&client_pkt(&svc, v4("198.51.100.7"), 40000, L4::SYN, b"").build()).0
+}
+
 #[test]
 fn all_backends_drained_is_no_backend() {
-    let mut h = lb();
-    let svc = Service { vip: v4("10.0.100.2"), ..web() };
-    let p = client_pkt(&svc, v4("198.51.100.7"), 40000, L4::SYN, b"");
-    assert_eq!(h.run_one(&p.build()).0, Verdict::Drop(DropReason::NoBackend));
+    assert_eq!(first_syn_to(v4("10.0.100.2")), Verdict::Drop(DropReason::NoBackend));
 }
 
 #[test]
 fn backend_without_mac_is_next_hop_unresolved() {
     // The backend has no `mac`, the pipeline no `next_hop_mac`, and the
     // harness resolves no neighbours.
-    let mut h = lb();
-    let svc = Service { vip: v4("10.0.100.3"), ..web() };
-    let p = client_pkt(&svc, v4("198.51.100.7"), 40000, L4::SYN, b"");
-    assert_eq!(h.run_one(&p.build()).0, Verdict::Drop(DropReason::NextHopUnresolved));
+    assert_eq!(first_syn_to(v4("10.0.100.3")), Verdict::Drop(DropReason::NextHopUnresolved));
 }
 
 #[test]

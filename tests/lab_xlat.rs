@@ -27,6 +27,26 @@ fn run(cmd: &str, ns: &str) -> (bool, String) {
     )
 }
 
+/// Starts, on a thread, a Python UDP server in `ns` bound to `addr`:`port`:
+/// it waits up to `secs` seconds for one datagram (`data` from `peer`),
+/// then runs `then`. Returns once the server has had time to bind.
+fn udp_server(
+    ns: &'static str,
+    addr: &str,
+    port: u16,
+    secs: u32,
+    then: &str,
+) -> std::thread::JoinHandle<(bool, String)> {
+    let family = if addr.contains(':') { "AF_INET6" } else { "AF_INET" };
+    let script = format!(
+        "python3 - <<'PY'\nimport socket\ns = socket.socket(socket.{family}, socket.SOCK_DGRAM)\n\
+         s.bind((\"{addr}\", {port}))\ns.settimeout({secs})\ndata, peer = s.recvfrom(65535)\n{then}\nPY"
+    );
+    let server = std::thread::spawn(move || run(&script, ns));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    server
+}
+
 #[test]
 fn ipv4_client_reaches_ipv6_only_backends_through_a_nat46_vip() {
     let Some(_lab) = lab() else { return };
@@ -174,17 +194,7 @@ fn siit_fragments_df_clear_ipv4_and_real_stacks_reassemble() {
     // of at most 1280 bytes; the IPv6-only host's kernel reassembles it and
     // echoes it, fragmented at its own 1500-byte link; those IPv6 fragments
     // come back as IPv4 fragments that the client's kernel reassembles.
-    let echo = r#"python3 - <<'PY'
-import socket
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.bind(("fd00:2::21", 7010))
-s.settimeout(5)
-data, peer = s.recvfrom(65535)
-s.sendto(data, peer)
-print(len(data))
-PY"#;
-    let server = std::thread::spawn(move || run(echo, "shunt-be6"));
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let server = udp_server("shunt-be6", "fd00:2::21", 7010, 5, "s.sendto(data, peer)\nprint(len(data))");
     let client = r#"python3 - <<'PY'
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -358,16 +368,7 @@ fn nat64_hairpins_between_two_ipv6_only_hosts() {
     let Some(_lab) = lab() else { return };
     let _hp6 = Hp6::behind_client6();
     let shunt = Shunt::start(&repo().join("pipelines/nat64.toml"));
-    let server = r#"python3 - <<'PY'
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("198.51.100.80", 7013))
-s.settimeout(8)
-data, peer = s.recvfrom(100)
-print(peer[0], peer[1])
-PY"#;
-    let server = std::thread::spawn(move || run(server, "shunt-v4srv"));
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let server = udp_server("shunt-v4srv", "198.51.100.80", 7013, 8, "print(peer[0], peer[1])");
     let b = r#"python3 - <<'PY'
 import socket
 s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)

@@ -65,13 +65,21 @@ fn check_v4_error(f: &[u8], mtu: u16) {
     assert_eq!(u16::from_be_bytes([f[40], f[41]]), mtu, "next-hop MTU");
 }
 
+/// Opens a flow in the family `v6` says, then sends a query whose IP packet
+/// is `over` bytes longer than the backend link's MTU (IPv4, DF set: 20 + 8
+/// + payload; IPv6: 40 + 8 + payload). The query, its verdict and output.
+fn query_over_mtu(v6: bool, over: usize) -> (Vec<u8>, Verdict, Vec<u8>) {
+    let mut h = lb();
+    open(&mut h, v6);
+    let mtu = usize::from(BACKEND_MTU);
+    let q = if v6 { query6(mtu - 48 + over) } else { query4(mtu - 28 + over) };
+    let (verdict, out) = h.run_one(&q);
+    (q, verdict, out)
+}
+
 #[test]
 fn oversize_ipv4_with_df_gets_fragmentation_needed_with_the_egress_mtu() {
-    let mut h = lb();
-    open(&mut h, false);
-    // One byte over the backend link: 20 + 8 + 1253 = 1281.
-    let big = query4(usize::from(BACKEND_MTU) - 28 + 1);
-    let (verdict, out) = h.run_one(&big);
+    let (big, verdict, out) = query_over_mtu(false, 1);
     // RFC 1812 §4.3.2.3: quote as much as fits in 576 bytes, as it arrived.
     let quote = &big[14..14 + 576 - 28];
     let mut want = w(|v| {
@@ -93,11 +101,11 @@ fn oversize_ipv4_with_df_gets_fragmentation_needed_with_the_egress_mtu() {
 
 #[test]
 fn packet_of_exactly_the_mtu_is_forwarded() {
-    let mut h = lb();
-    open(&mut h, false);
-    let (verdict, out) = h.run_one(&query4(usize::from(BACKEND_MTU) - 28));
-    assert_eq!(verdict, Verdict::Forward(1));
-    assert_eq!(out.len(), 14 + usize::from(BACKEND_MTU));
+    for v6 in [false, true] {
+        let (_, verdict, out) = query_over_mtu(v6, 0);
+        assert_eq!(verdict, Verdict::Forward(1), "IPv6: {v6}");
+        assert_eq!(out.len(), 14 + usize::from(BACKEND_MTU), "IPv6: {v6}");
+    }
 }
 
 #[test]
@@ -140,10 +148,7 @@ fn oversize_reply_gets_fragmentation_needed_back_to_the_backend() {
 
 #[test]
 fn oversize_ipv6_gets_packet_too_big_with_the_egress_mtu() {
-    let mut h = lb();
-    open(&mut h, true);
-    let big = query6(usize::from(BACKEND_MTU) - 48 + 1);
-    let (verdict, out) = h.run_one(&big);
+    let (big, verdict, out) = query_over_mtu(true, 1);
     // RFC 4443 §2.4(c): as much of the packet as fits in 1280 bytes.
     let quote = &big[14..14 + 1280 - 48];
     let want = w(|v| {
@@ -165,13 +170,4 @@ fn oversize_ipv6_gets_packet_too_big_with_the_egress_mtu() {
     assert_eq!(!ones_sum(icmp, u64::from(ones_sum(&pseudo, 0))), 0, "ICMPv6 checksum");
     assert_eq!(u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]), u32::from(BACKEND_MTU));
     assert_eq!(&icmp[8 + 8..8 + 24], &CLIENT6, "quoted source");
-}
-
-#[test]
-fn ipv6_within_the_mtu_is_forwarded() {
-    let mut h = lb();
-    open(&mut h, true);
-    let (verdict, out) = h.run_one(&query6(usize::from(BACKEND_MTU) - 48));
-    assert_eq!(verdict, Verdict::Forward(1));
-    assert_eq!(out.len(), 14 + usize::from(BACKEND_MTU));
 }

@@ -9,7 +9,9 @@
 //! from the RFCs, checksums with the textbook RFC 1071 sum, never from the
 //! translator's output.
 
-use etherparse::{Ethernet2Header, PacketBuilder, PacketBuilderStep};
+use std::sync::OnceLock;
+
+use etherparse::{Ethernet2Header, IpHeaders, PacketBuilder, PacketBuilderStep};
 use shunt::nat46::*;
 use shunt::pipeline::build::PortInfo;
 use shunt::pipeline::Verdict;
@@ -70,19 +72,25 @@ fn zero_checksum_udp(eth: PacketBuilderStep<Ethernet2Header>, data: &[u8]) -> Ve
     f
 }
 
-fn eams() -> EamTable {
-    let mut t = EamTable::with_capacity(2);
-    // 2001:db8:3::/120 ↔ 1.0.0.0/24 and 2001:db8:2::/120 ↔ 10.0.0.0/24.
-    for (v4, site) in [([1, 0, 0, 0], 3), ([10, 0, 0, 0], 2)] {
-        let v6 = [0x20, 1, 0xd, 0xb8, 0, site, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-        t.insert(Eam { v4, v4_len: 24, v6, v6_len: 120 }).unwrap();
-    }
-    t
+/// The suite's two EAMs, built once for every test.
+fn eams() -> &'static EamTable {
+    static EAMS: OnceLock<EamTable> = OnceLock::new();
+    EAMS.get_or_init(|| {
+        let mut t = EamTable::with_capacity(2);
+        // 2001:db8:3::/120 ↔ 1.0.0.0/24 and 2001:db8:2::/120 ↔ 10.0.0.0/24.
+        for (v4, site) in [([1, 0, 0, 0], 3), ([10, 0, 0, 0], 2)] {
+            let v6 = [0x20, 1, 0xd, 0xb8, 0, site, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            t.insert(Eam { v4, v4_len: 24, v6, v6_len: 120 }).unwrap();
+        }
+        t
+    })
 }
 
-fn cfg(t: &EamTable) -> Config<'_> {
+/// The suite's settings (module doc): pool6 and the EAMs both ways, the
+/// RFC 6791 pool, MTU 1500, zero UDP checksums computed.
+fn cfg() -> Config<'static> {
     let pool6 = Prefix64::new([0x20, 1, 0xd, 0xb8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 40).unwrap();
-    let m = Mapper { eam: Some(t), prefix: Some(pool6) };
+    let m = Mapper { eam: Some(eams()), prefix: Some(pool6) };
     Config {
         src: m,
         dst: m,
@@ -99,8 +107,7 @@ fn cfg(t: &EamTable) -> Config<'_> {
 // without the header: Identification from it, DF = 0, MF = 0, offset 0.
 #[test]
 fn atomic_fragment_icmpv6_echo_translates_with_its_identification() {
-    let t = eams();
-    let c = cfg(&t);
+    let c = cfg();
     let mut input = w(|v| e().ipv6(H6, p40(H4), 64).icmpv6_echo_request(7, 1).write(v, b"atomic").unwrap());
     add_frag_hdr(&mut input, 14, 0, false, 0xdead_beef);
     let mut want = w(|v| e().ipv4(H6_4, H4, 64).icmpv4_echo_request(7, 1).write(v, b"atomic").unwrap());
@@ -114,8 +121,7 @@ fn atomic_fragment_icmpv6_echo_translates_with_its_identification() {
 
 #[test]
 fn atomic_fragment_icmpv6_error_translates_with_its_identification() {
-    let t = eams();
-    let c = cfg(&t);
+    let c = cfg();
     let data = [0x42; 16];
     let (q6, q4) = quote_pair(true, 1, (4000, 33434), &data);
     // Time Exceeded from the IPv6 host H6 (which has an IPv4 form).
@@ -132,8 +138,7 @@ fn atomic_fragment_icmpv6_error_translates_with_its_identification() {
 // An ICMPv6 error from a router with no IPv4 form leaves from the pool.
 #[test]
 fn rfc6791_pool_sources_errors_from_untranslatable_ipv6_routers() {
-    let t = eams();
-    let c = cfg(&t);
+    let c = cfg();
     let data = [0x11; 12];
     let (q6, q4) = quote_pair(true, 1, (4000, 33434), &data);
     let input = w(|v| e().ipv6(R6X, p40(H4), 63).icmpv6_raw(3, 0, [0; 4]).write(v, &q6).unwrap());
@@ -169,8 +174,7 @@ fn rfc6791_pool_sources_errors_from_untranslatable_ipv6_routers() {
 // leaves from the IPv6 pool address; without that, it is dropped.
 #[test]
 fn rfc6791_ipv6_source_for_errors_from_untranslatable_ipv4_routers() {
-    let t = eams();
-    let eam_only = Config { src: Mapper::eam(&t), dst: Mapper::eam(&t), ..cfg(&t) };
+    let eam_only = Config { src: Mapper::eam(eams()), dst: Mapper::eam(eams()), ..cfg() };
     let h6b: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7];
     let data = [0x22; 10];
     // H6 (1.0.0.5) sent to 10.0.0.7 (2001:db8:2::7); a router in between answers.
@@ -204,8 +208,7 @@ fn refusal(f: &[u8], d: Drop) -> Vec<u8> {
 // gets ICMPv6 Destination Unreachable, administratively prohibited (1/1).
 #[test]
 fn extension_headers_after_a_fragment_header_get_admin_prohibited() {
-    let t = eams();
-    let c = cfg(&t);
+    let c = cfg();
     let input = ext_after_fragment(e());
     assert_eq!(translate(&input, false, &c), Err(Drop::ExtAfterFragment));
     let want =
@@ -220,8 +223,7 @@ fn extension_headers_after_a_fragment_header_get_admin_prohibited() {
 //# field is zero, the translator SHOULD drop the packet
 #[test]
 fn zero_checksum_udp_fragment_gets_admin_prohibited() {
-    let t = eams();
-    let c = cfg(&t);
+    let c = cfg();
     let mut input = zero_checksum_udp(e(), &[7u8; 32]);
     set_v4(&mut input, 14, 0x1234, 0x2000); // MF, offset 0
     assert_eq!(translate(&input, true, &c), Err(Drop::UdpZeroChecksum));
@@ -235,8 +237,7 @@ fn zero_checksum_udp_fragment_gets_admin_prohibited() {
 /// refused with the same error when so configured.
 #[test]
 fn zero_checksum_udp_policy() {
-    let t = eams();
-    let c = cfg(&t);
+    let c = cfg();
     let input = zero_checksum_udp(e(), b"zero");
     let want = w(|v| e().ipv6(p40(H4), H6, 33).udp(53, 4000).write(v, b"zero").unwrap());
     assert_eq!(hex(&translate(&input, true, &c).unwrap()), hex(&want));
@@ -289,6 +290,13 @@ fn stage(extra: &[(&str, &str)], mtu4: u16, mtu6: u16) -> Harness {
     Harness::new(&f.config(), Some(&ports)).unwrap()
 }
 
+/// Runs `input` through `h`: it leaves by `port`, exactly as `want`.
+fn sends(h: &mut Harness, input: &[u8], port: u8, want: &[u8]) {
+    let (v, out) = h.run_one(input);
+    assert_eq!(v, Verdict::Forward(port));
+    assert_eq!(hex(&out), hex(want));
+}
+
 /// The configuration file expresses the RFC 6791 pool: an ICMPv6 error
 /// from an untranslatable router reaches the IPv4 host from 203.0.113.8
 /// (the default, with no pool set, is RFC 7600's 192.0.0.8).
@@ -312,18 +320,15 @@ fn configured_rfc6791_pool_is_the_source_through_the_stage() {
 fn configured_zero_checksum_drop_answers_with_admin_prohibited() {
     let input = zero_checksum_udp(from4(), b"zero");
     let mut h = stage(&[("udp_zero_checksum", "drop")], 1500, 1500);
-    let (v, out) = h.run_one(&input);
-    assert_eq!(v, Verdict::Forward(0), "back to the sender");
     let mut want =
         w(|v| to4().ipv4([192, 0, 0, 8], H4, 64).icmpv4_raw(3, 13, [0; 4]).write(v, &input[14..]).unwrap());
     set_v4(&mut want, 14, 0, 0);
-    assert_eq!(hex(&out), hex(&want));
+    // Back to the sender.
+    sends(&mut h, &input, 0, &want);
     // The default computes the checksum and translates.
     let mut h = stage(&[], 1500, 1500);
-    let (v, out) = h.run_one(&input);
-    assert_eq!(v, Verdict::Forward(1));
     let want = w(|v| to6().ipv6(p40(H4), H6, 32).udp(53, 4000).write(v, b"zero").unwrap());
-    assert_eq!(hex(&out), hex(&want));
+    sends(&mut h, &input, 1, &want);
 }
 
 //= https://www.rfc-editor.org/rfc/rfc7915#section-4.1
@@ -404,20 +409,26 @@ fn quote_6to4_pair(n: usize) -> (Vec<u8>, Vec<u8>) {
     quote_pair(false, 2, (4000, 33434), &vec![0x3c; n])
 }
 
+/// An ICMPv4 error's body with an RFC 4884 extension: the quoted datagram
+/// of [`quote_6to4_pair`] (60 bytes of data: 88 in IPv4, 108 in IPv6)
+/// padded to the 128-byte minimum (32 words), then [`extension`]. With
+/// the quote's IPv6 form.
+fn icmp4_body_with_extension() -> (Vec<u8>, Vec<u8>) {
+    let (q6, q4) = quote_6to4_pair(60);
+    (q6, [padded(&q4, 128), extension()].concat())
+}
+
 //= https://www.rfc-editor.org/rfc/rfc4884#section-4.1
 // ICMPv4 Time Exceeded with an extension: length 32 words (128 bytes) ->
 // ICMPv6 length in 64-bit words of the translated datagram, padded to 8
 // bytes; the extension follows unchanged.
 #[test]
 fn icmp4_extension_length_is_translated_and_padded() {
-    let t = eams();
-    let c = cfg(&t);
-    let (q6, q4) = quote_6to4_pair(60); // 88 bytes in IPv4, 108 in IPv6
-    let ext = extension();
-    let body4 = [padded(&q4, 128), ext.clone()].concat();
+    let c = cfg();
+    let (q6, body4) = icmp4_body_with_extension();
     let input = w(|v| e().ipv4(R4, H6_4, 250).icmpv4_raw(11, 0, [0, 32, 0, 0]).write(v, &body4).unwrap());
     // 128 - 20 + 40 = 148 bytes of datagram, padded to 152 = 19 words.
-    let body6 = [padded(&q6, 152), ext.clone()].concat();
+    let body6 = [padded(&q6, 152), extension()].concat();
     let want = w(|v| e().ipv6(p40(R4), H6, 250).icmpv6_raw(3, 0, [19, 0, 0, 0]).write(v, &body6).unwrap());
     assert_eq!(hex(&translate(&input, true, &c).unwrap()), hex(&want));
 
@@ -432,10 +443,8 @@ fn icmp4_extension_length_is_translated_and_padded() {
 // attribute: the extension is removed, the original datagram kept.
 #[test]
 fn icmp4_extension_is_removed_where_icmpv6_has_no_length() {
-    let t = eams();
-    let c = cfg(&t);
-    let (q6, q4) = quote_6to4_pair(60);
-    let body4 = [padded(&q4, 128), extension()].concat();
+    let c = cfg();
+    let (q6, body4) = icmp4_body_with_extension();
     let input =
         w(|v| e().ipv4(R4, H6_4, 250).icmpv4_raw(3, 4, [0, 32, 0x05, 0x78]).write(v, &body4).unwrap());
     let want = w(|v| {
@@ -449,8 +458,7 @@ fn icmp4_extension_is_removed_where_icmpv6_has_no_length() {
 // -> ICMPv4 32-bit words of the translated datagram, padded to 128 bytes.
 #[test]
 fn icmp6_extension_length_is_translated_and_padded() {
-    let t = eams();
-    let c = cfg(&t);
+    let c = cfg();
     // The quote went from the IPv4 host to the IPv6 host.
     let data = vec![0x3c; 40];
     let (q6, q4) = quote_pair(true, 2, (33434, 4000), &data);
@@ -479,10 +487,8 @@ fn icmp6_extension_length_is_translated_and_padded() {
 /// of the message, is malformed.
 #[test]
 fn icmp_extension_length_out_of_range_is_malformed() {
-    let t = eams();
-    let c = cfg(&t);
-    let (_, q4) = quote_6to4_pair(60);
-    let body4 = [padded(&q4, 128), extension()].concat();
+    let c = cfg();
+    let (_, body4) = icmp4_body_with_extension();
     for attr in [31u8, 40] {
         let input =
             w(|v| e().ipv4(R4, H6_4, 250).icmpv4_raw(11, 0, [0, attr, 0, 0]).write(v, &body4).unwrap());
@@ -495,6 +501,24 @@ fn icmp_extension_length_out_of_range_is_malformed() {
 /// A second IPv6 host, in the other EAM, and its IPv4 form.
 const B6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
 const B6_4: [u8; 4] = [10, 0, 0, 9];
+/// The two IPv6 hosts of the hairpin tests, each with its IPv4 form.
+const A: ([u8; 16], [u8; 4]) = (H6, H6_4);
+const B: ([u8; 16], [u8; 4]) = (B6, B6_4);
+
+/// A packet from `from` to `to`'s IPv4 form in pool6 (hop limit `hl`; `l4`
+/// writes its transport) is hairpinned: it leaves by the IPv6 side with one
+/// hop less, from `from`'s IPv4 form in pool6 to `to`, `l4` unchanged.
+fn hairpin(
+    h: &mut Harness,
+    from: ([u8; 16], [u8; 4]),
+    to: ([u8; 16], [u8; 4]),
+    hl: u8,
+    l4: impl Fn(PacketBuilderStep<IpHeaders>, &mut Vec<u8>),
+) {
+    let input = w(|v| l4(from6().ipv6(from.0, p40(to.1), hl), v));
+    let want = w(|v| l4(to6().ipv6(p40(from.1), to.0, hl - 1), v));
+    sends(h, &input, 1, &want);
+}
 
 //= https://www.rfc-editor.org/rfc/rfc7757#section-4
 // (paraphrase) An IPv6 packet whose translated IPv4 destination belongs to
@@ -502,42 +526,14 @@ const B6_4: [u8; 4] = [10, 0, 0, 9];
 // IPv4 source goes back through pool6, so the answer comes back through
 // the translator too.
 #[test]
-fn hairpin_udp_goes_back_out_the_ipv6_side() {
+fn hairpinned_udp_tcp_and_echo_go_back_out_the_ipv6_side() {
     let mut h = stage(&[], 1500, 1500);
-    let input = w(|v| from6().ipv6(H6, p40(B6_4), 64).udp(4000, 53).write(v, b"hairpin").unwrap());
-    let (v, out) = h.run_one(&input);
-    assert_eq!(v, Verdict::Forward(1), "out the IPv6 side");
-    let want = w(|v| to6().ipv6(p40(H6_4), B6, 63).udp(4000, 53).write(v, b"hairpin").unwrap());
-    assert_eq!(hex(&out), hex(&want));
-}
-
-#[test]
-fn hairpin_tcp_both_ways() {
-    let mut h = stage(&[], 1500, 1500);
-    let syn = w(|v| from6().ipv6(H6, p40(B6_4), 64).tcp(40000, 80, 7, 64240).syn().write(v, &[]).unwrap());
-    let (v, out) = h.run_one(&syn);
-    assert_eq!(v, Verdict::Forward(1));
-    let want = w(|v| to6().ipv6(p40(H6_4), B6, 63).tcp(40000, 80, 7, 64240).syn().write(v, &[]).unwrap());
-    assert_eq!(hex(&out), hex(&want));
+    hairpin(&mut h, A, B, 64, |ip, v| ip.udp(4000, 53).write(v, b"hairpin").unwrap());
+    hairpin(&mut h, A, B, 64, |ip, v| ip.tcp(40000, 80, 7, 64240).syn().write(v, &[]).unwrap());
     // B answers the address it saw, pool6 + A's IPv4 form: hairpinned again,
     // it reaches A from the address A sent to.
-    let syn_ack =
-        w(|v| from6().ipv6(B6, p40(H6_4), 64).tcp(80, 40000, 99, 65160).syn().ack(8).write(v, &[]).unwrap());
-    let (v, out) = h.run_one(&syn_ack);
-    assert_eq!(v, Verdict::Forward(1));
-    let want =
-        w(|v| to6().ipv6(p40(B6_4), H6, 63).tcp(80, 40000, 99, 65160).syn().ack(8).write(v, &[]).unwrap());
-    assert_eq!(hex(&out), hex(&want));
-}
-
-#[test]
-fn hairpin_icmp_echo() {
-    let mut h = stage(&[], 1500, 1500);
-    let input = w(|v| from6().ipv6(H6, p40(B6_4), 9).icmpv6_echo_request(0x77, 3).write(v, b"ping").unwrap());
-    let (v, out) = h.run_one(&input);
-    assert_eq!(v, Verdict::Forward(1));
-    let want = w(|v| to6().ipv6(p40(H6_4), B6, 8).icmpv6_echo_request(0x77, 3).write(v, b"ping").unwrap());
-    assert_eq!(hex(&out), hex(&want));
+    hairpin(&mut h, B, A, 64, |ip, v| ip.tcp(80, 40000, 99, 65160).syn().ack(8).write(v, &[]).unwrap());
+    hairpin(&mut h, A, B, 9, |ip, v| ip.icmpv6_echo_request(0x77, 3).write(v, b"ping").unwrap());
 }
 
 /// B's Port Unreachable about a hairpinned datagram reaches A as ICMPv6,
@@ -548,10 +544,8 @@ fn hairpin_icmp_error_quotes_the_packet_as_its_sender_sent_it() {
     let seen_by_b = w(|v| PacketBuilder::ipv6(p40(H6_4), B6, 63).udp(4000, 53).write(v, b"hairpin").unwrap());
     let sent_by_a = w(|v| PacketBuilder::ipv6(H6, p40(B6_4), 63).udp(4000, 53).write(v, b"hairpin").unwrap());
     let input = w(|v| from6().ipv6(B6, p40(H6_4), 64).icmpv6_raw(1, 4, [0; 4]).write(v, &seen_by_b).unwrap());
-    let (v, out) = h.run_one(&input);
-    assert_eq!(v, Verdict::Forward(1));
     let want = w(|v| to6().ipv6(p40(B6_4), H6, 63).icmpv6_raw(1, 4, [0; 4]).write(v, &sent_by_a).unwrap());
-    assert_eq!(hex(&out), hex(&want));
+    sends(&mut h, &input, 1, &want);
 }
 
 /// A hairpinned packet too big for the IPv6 egress gets a Packet Too Big

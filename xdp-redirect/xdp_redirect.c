@@ -101,6 +101,22 @@ static __always_inline int fragment_matched(struct shunt_match_key *key)
 }
 
 /*
+ * Looks `key` up in `map` as it is, then with *port (a field of the key)
+ * cleared, then with *proto cleared too: (addr, proto, port), then (addr,
+ * proto, any port), then (addr, any).
+ */
+static __always_inline int widening_lookup(void *map, void *key, __u8 *proto, __be16 *port)
+{
+	if (bpf_map_lookup_elem(map, key))
+		return 1;
+	*port = 0;
+	if (bpf_map_lookup_elem(map, key))
+		return 1;
+	*proto = 0;
+	return bpf_map_lookup_elem(map, key) != NULL;
+}
+
+/*
  * Exact (addr, proto, port), then (addr, proto, any port), then (addr, any);
  * then the same three against prefix routes (longest prefix within each);
  * then owned prefixes. src/pipeline/classify.rs follows the same order.
@@ -110,25 +126,13 @@ static __always_inline int matched(struct shunt_match_key *key, __be16 port)
 	__u8 proto = key->proto;
 
 	key->port = port;
-	if (bpf_map_lookup_elem(&shunt_match, key))
-		return 1;
-	key->port = 0;
-	if (bpf_map_lookup_elem(&shunt_match, key))
-		return 1;
-	key->proto = 0;
-	if (bpf_map_lookup_elem(&shunt_match, key))
+	if (widening_lookup(&shunt_match, key, &key->proto, &key->port))
 		return 1;
 
 	struct shunt_route_key route = { .prefixlen = 32 + 128, .proto = proto, .port = port };
 
 	__builtin_memcpy(route.addr, key->addr, 16);
-	if (bpf_map_lookup_elem(&shunt_route_prefix, &route))
-		return 1;
-	route.port = 0;
-	if (bpf_map_lookup_elem(&shunt_route_prefix, &route))
-		return 1;
-	route.proto = 0;
-	if (bpf_map_lookup_elem(&shunt_route_prefix, &route))
+	if (widening_lookup(&shunt_route_prefix, &route, &route.proto, &route.port))
 		return 1;
 
 	struct shunt_lpm_key lpm = { .prefixlen = 128 };

@@ -269,6 +269,30 @@ fn put_l2(hdr: &mut [u8], at: usize, eth: &[u8; 18], l2: usize, et: u16) -> Resu
     wr16(hdr, at + l2 - 2, et)
 }
 
+/// A frame opened for rewriting: the buffer cut at the frame's end, the
+/// end, the L2 header's length and ethertype, a copy of the L2 header (to
+/// write again in front of the new IP header) and the IP header's offset.
+struct Frame<'a> {
+    b: &'a mut [u8],
+    end: usize,
+    l2: usize,
+    et: u16,
+    eth: [u8; 18],
+    ip: usize,
+}
+
+/// Opens the frame `buf[start..start + len]` (the part every translation
+/// and every generated error starts with).
+#[inline]
+fn open(buf: &mut [u8], start: usize, len: usize) -> Result<Frame<'_>, Drop> {
+    let end = start.checked_add(len).ok_or(Drop::Truncated)?;
+    let b = buf.get_mut(..end).ok_or(Drop::Truncated)?;
+    let (l2, et) = l2_info(b, start)?;
+    let mut eth = [0u8; 18];
+    wr(&mut eth, 0, sub(b, start, start + l2)?)?;
+    Ok(Frame { b, end, l2, et, eth, ip: start + l2 })
+}
+
 // ---------------------------------------------------------------------------
 // IPv4 header.
 
@@ -745,15 +769,10 @@ pub(super) fn general_4to6(
     len: usize,
     cfg: &Config,
 ) -> Result<(usize, usize), Drop> {
-    let end = start.checked_add(len).ok_or(Drop::Truncated)?;
-    let b = buf.get_mut(..end).ok_or(Drop::Truncated)?;
-    let (l2, et) = l2_info(b, start)?;
+    let Frame { b, end, l2, et, eth, ip } = open(buf, start, len)?;
     if et != ETH_P_IPV4 {
         return Err(Drop::NotIp);
     }
-    let mut eth = [0u8; 18];
-    wr(&mut eth, 0, sub(b, start, start + l2)?)?;
-    let ip = start + l2;
     let h = parse_v4(b, ip, end - ip, true)?;
     if checksum(sub(b, ip, ip + h.ihl)?) != 0 {
         return Err(Drop::BadChecksum);
@@ -1005,15 +1024,10 @@ pub(super) fn general_6to4(
     len: usize,
     cfg: &Config,
 ) -> Result<(usize, usize), Drop> {
-    let end = start.checked_add(len).ok_or(Drop::Truncated)?;
-    let b = buf.get_mut(..end).ok_or(Drop::Truncated)?;
-    let (l2, et) = l2_info(b, start)?;
+    let Frame { b, end, l2, et, eth, ip } = open(buf, start, len)?;
     if et != ETH_P_IPV6 {
         return Err(Drop::NotIp);
     }
-    let mut eth = [0u8; 18];
-    wr(&mut eth, 0, sub(b, start, start + l2)?)?;
-    let ip = start + l2;
     let pend_hint = rdn::<2>(b, ip + 4).map(|p| ip + 40 + usize::from(u16::from_be_bytes(p)))?;
     if pend_hint > end {
         return Err(Drop::Truncated);
@@ -1432,16 +1446,11 @@ fn build_error(
     v4: IcmpHead,
     v6: IcmpHead,
 ) -> Result<(usize, usize), Drop> {
-    let end = start.checked_add(len).ok_or(Drop::Truncated)?;
-    let b = buf.get_mut(..end).ok_or(Drop::Truncated)?;
-    let (l2, et) = l2_info(b, start)?;
-    let mut eth = [0u8; 18];
-    wr(&mut eth, 0, sub(b, start, start + l2)?)?;
+    let Frame { b, end, l2, et, mut eth, ip } = open(buf, start, len)?;
     // Back to the sender: swap the MACs.
     let (d, s): ([u8; 6], [u8; 6]) = (rdn(&eth, 0)?, rdn(&eth, 6)?);
     wr(&mut eth, 0, &s)?;
     wr(&mut eth, 6, &d)?;
-    let ip = start + l2;
     match et {
         ETH_P_IPV4 => {
             let h = parse_v4(b, ip, end - ip + more, true)?;

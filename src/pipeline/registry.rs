@@ -94,6 +94,24 @@ pub struct StageDescriptor {
 use DropReason as D;
 use Fact as F;
 
+/// The flow-creation stage (maglev; nat64 is the same stage under its own
+/// name, with no backends to run out of): after conntrack, before the rewrite.
+const fn flow_creation(
+    name: &'static str,
+    doc: &'static str,
+    drops: &'static [DropReason],
+) -> StageDescriptor {
+    StageDescriptor {
+        name,
+        doc,
+        requires: &[F::Tracked],
+        provides: &[F::Bound],
+        drops,
+        chains: true,
+        build: |_, _| Ok(Box::new(MaglevStage)),
+    }
+}
+
 pub static STAGES: &[StageDescriptor] = &[
     StageDescriptor {
         name: "l2fwd",
@@ -131,12 +149,10 @@ pub static STAGES: &[StageDescriptor] = &[
         chains: true,
         build: |_, env| Ok(Box::new(ConntrackStage::new(env.port_macs.to_vec(), env.backend_port))),
     },
-    StageDescriptor {
-        name: "maglev",
-        doc: "New flows: pick a backend with Maglev, allocate SNAT, create the flow.",
-        requires: &[F::Tracked],
-        provides: &[F::Bound],
-        drops: &[
+    flow_creation(
+        "maglev",
+        "New flows: pick a backend with Maglev, allocate SNAT, create the flow.",
+        &[
             D::NoFlow,
             D::NoBackend,
             D::SnatExhausted,
@@ -145,25 +161,12 @@ pub static STAGES: &[StageDescriptor] = &[
             D::SynUnverified,
             D::RateLimited,
         ],
-        chains: true,
-        build: |_, _| Ok(Box::new(MaglevStage)),
-    },
-    StageDescriptor {
-        name: "nat64",
-        doc: "New NAT64 sessions (RFC 6146); the same flow-creation stage as maglev.",
-        requires: &[F::Tracked],
-        provides: &[F::Bound],
-        drops: &[
-            D::NoFlow,
-            D::SnatExhausted,
-            D::ConntrackFull,
-            D::Untranslatable,
-            D::SynUnverified,
-            D::RateLimited,
-        ],
-        chains: true,
-        build: |_, _| Ok(Box::new(MaglevStage)),
-    },
+    ),
+    flow_creation(
+        "nat64",
+        "New NAT64 sessions (RFC 6146); the same flow-creation stage as maglev.",
+        &[D::NoFlow, D::SnatExhausted, D::ConntrackFull, D::Untranslatable, D::SynUnverified, D::RateLimited],
+    ),
     StageDescriptor {
         name: "nat",
         doc: "Rewrite addresses and ports; incremental checksums; NAT46/64 translation.",

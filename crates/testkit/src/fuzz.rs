@@ -157,6 +157,48 @@ fn ipv6_view(b: &[u8]) {
     let _ = q.payload_mut().len();
 }
 
+/// Fills the checksum of a copy of `$b` as module `$m`'s view (TCP or UDP:
+/// the same methods, no shared trait) for each family's pseudo-header, and
+/// checks that it verifies.
+macro_rules! fill_then_verify {
+    ($m:ident, $b:expr, ($s4:expr, $d4:expr), ($s6:expr, $d6:expr)) => {
+        let mut s = $b.to_vec();
+        $m::Packet::new_unchecked(&mut s[..]).fill_checksum_v4($s4, $d4);
+        assert!($m::Packet::new_unchecked(&s[..]).verify_checksum_v4($s4, $d4), "fill then verify (v4)");
+        $m::Packet::new_unchecked(&mut s[..]).fill_checksum_v6($s6, $d6);
+        assert!($m::Packet::new_unchecked(&s[..]).verify_checksum_v6($s6, $d6), "fill then verify (v6)");
+    };
+}
+
+/// What module `$m`'s ICMP or ICMPv6 view of `$b` has in common with the
+/// other's (the same methods, no shared trait): the header getters; when
+/// the bytes pass `new_checked`, a filled checksum verifies (`$ph`: the
+/// pseudo-header's addresses, none for ICMPv4); every setter, the
+/// family's own MTU setter `$mtu` too, on a copy.
+macro_rules! icmp_view {
+    ($m:ident, $b:expr, $k:expr, ($($ph:expr),*), $mtu:ident($v:expr)) => {
+        let i = $m::Packet::new_unchecked($b);
+        let _ = (i.msg_type(), i.msg_code(), i.checksum(), i.rest_of_header(), i.is_echo(), i.echo_ident());
+        if $m::Packet::new_checked($b).is_ok() {
+            let mut s = $b.to_vec();
+            $m::Packet::new_unchecked(&mut s[..]).fill_checksum($($ph),*);
+            let filled = $m::Packet::new_unchecked(&s[..]);
+            assert!(filled.verify_checksum($($ph),*), concat!(stringify!($m), ": fill then verify"));
+        }
+        let mut s = $b.to_vec();
+        let mut m = $m::Packet::new_unchecked(&mut s[..]);
+        m.set_msg_type($k);
+        m.set_msg_code($k);
+        m.set_checksum(0);
+        m.set_rest_of_header([$k; 4]);
+        m.set_echo_ident(1);
+        m.set_echo_seq(2);
+        m.$mtu($v);
+        m.fill_checksum($($ph),*);
+        let _ = m.payload_mut().len();
+    };
+}
+
 /// TCP, UDP, ICMP and ICMPv6 views over the same bytes.
 fn l4_views(b: &[u8]) {
     let (s4, d4) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(198, 51, 100, 2));
@@ -171,13 +213,7 @@ fn l4_views(b: &[u8]) {
     if let Ok(t) = tcp::Packet::new_checked(b) {
         assert!(t.header_len() >= tcp::MIN_HEADER_LEN && t.header_len() <= b.len());
         assert_eq!(t.payload().len(), b.len() - t.header_len());
-        let mut s = b.to_vec();
-        let mut m = tcp::Packet::new_unchecked(&mut s[..]);
-        m.fill_checksum_v4(s4, d4);
-        assert!(tcp::Packet::new_unchecked(&s[..]).verify_checksum_v4(s4, d4), "fill then verify (v4)");
-        let mut m = tcp::Packet::new_unchecked(&mut s[..]);
-        m.fill_checksum_v6(s6, d6);
-        assert!(tcp::Packet::new_unchecked(&s[..]).verify_checksum_v6(s6, d6), "fill then verify (v6)");
+        fill_then_verify!(tcp, b, (s4, d4), (s6, d6));
     }
     let mut s = b.to_vec();
     let mut m = tcp::Packet::new_unchecked(&mut s[..]);
@@ -200,13 +236,7 @@ fn l4_views(b: &[u8]) {
     if let Ok(u) = udp::Packet::new_checked(b) {
         assert!(usize::from(u.len()) >= udp::HEADER_LEN && usize::from(u.len()) <= b.len());
         assert_eq!(u.datagram().len(), usize::from(u.len()));
-        let mut s = b.to_vec();
-        let mut m = udp::Packet::new_unchecked(&mut s[..]);
-        m.fill_checksum_v4(s4, d4);
-        assert!(udp::Packet::new_unchecked(&s[..]).verify_checksum_v4(s4, d4), "fill then verify (v4)");
-        let mut m = udp::Packet::new_unchecked(&mut s[..]);
-        m.fill_checksum_v6(s6, d6);
-        assert!(udp::Packet::new_unchecked(&s[..]).verify_checksum_v6(s6, d6), "fill then verify (v6)");
+        fill_then_verify!(udp, b, (s4, d4), (s6, d6));
     }
     let mut s = b.to_vec();
     let mut m = udp::Packet::new_unchecked(&mut s[..]);
@@ -219,47 +249,13 @@ fn l4_views(b: &[u8]) {
     let _ = m.payload_mut().len();
 
     let i = icmp::Packet::new_unchecked(b);
-    let _ = (i.msg_type(), i.msg_code(), i.checksum(), i.rest_of_header(), i.is_echo(), i.echo_ident());
     let _ = (i.echo_seq(), i.next_hop_mtu(), i.payload(), i.verify_checksum(), icmp::is_error(k));
-    if icmp::Packet::new_checked(b).is_ok() {
-        let mut s = b.to_vec();
-        let mut m = icmp::Packet::new_unchecked(&mut s[..]);
-        m.fill_checksum();
-        assert!(icmp::Packet::new_unchecked(&s[..]).verify_checksum(), "ICMP fill then verify");
-    }
-    let mut s = b.to_vec();
-    let mut m = icmp::Packet::new_unchecked(&mut s[..]);
-    m.set_msg_type(k);
-    m.set_msg_code(k);
-    m.set_checksum(0);
-    m.set_rest_of_header([k; 4]);
-    m.set_echo_ident(1);
-    m.set_echo_seq(2);
-    m.set_next_hop_mtu(1500);
-    m.fill_checksum();
-    let _ = m.payload_mut().len();
+    icmp_view!(icmp, b, k, (), set_next_hop_mtu(1500));
 
     let i = icmpv6::Packet::new_unchecked(b);
-    let _ = (i.msg_type(), i.msg_code(), i.checksum(), i.rest_of_header(), i.is_echo(), i.echo_ident());
     let _ = (i.echo_seq(), i.mtu(), i.pointer(), i.payload(), i.verify_checksum(s6, d6));
     let _ = (icmpv6::is_error(k), icmpv6::is_ndp(k));
-    if icmpv6::Packet::new_checked(b).is_ok() {
-        let mut s = b.to_vec();
-        let mut m = icmpv6::Packet::new_unchecked(&mut s[..]);
-        m.fill_checksum(s6, d6);
-        assert!(icmpv6::Packet::new_unchecked(&s[..]).verify_checksum(s6, d6), "ICMPv6 fill then verify");
-    }
-    let mut s = b.to_vec();
-    let mut m = icmpv6::Packet::new_unchecked(&mut s[..]);
-    m.set_msg_type(k);
-    m.set_msg_code(k);
-    m.set_checksum(0);
-    m.set_rest_of_header([k; 4]);
-    m.set_echo_ident(1);
-    m.set_echo_seq(2);
-    m.set_mtu(1280);
-    m.fill_checksum(s6, d6);
-    let _ = m.payload_mut().len();
+    icmp_view!(icmpv6, b, k, (s6, d6), set_mtu(1280));
 }
 
 /// One's complement sums are equal when they differ only in the sign of
@@ -795,24 +791,35 @@ fn nat46_translate(data: &[u8]) {
     let (c46, c64) = nat46_configs();
     let router =
         RouterAddrs { v4: [192, 0, 2, 1], v6: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1] };
-    let n = data.len().min(FUZZ_MAX);
-    let input = data.get(..n).unwrap_or(&[]);
-    let parsed_in = parse(input).ok().flatten();
-    let valid_in = parsed_in.is_some_and(|p| checksums_valid(input, &p));
-    let mut buf = [0u8; FUZZ_HEADROOM + FUZZ_MAX];
+    let input = &data[..data.len().min(FUZZ_MAX)];
+    let valid_in = parse(input).ok().flatten().is_some_and(|p| checksums_valid(input, &p));
+    four_ways(input, valid_in, |dir, buf, n| match dir {
+        0 => translate_4to6(buf, FUZZ_HEADROOM, n, &c46),
+        1 => translate_6to4(buf, FUZZ_HEADROOM, n, &c64),
+        2 => build_time_exceeded(buf, FUZZ_HEADROOM, n, &router),
+        _ => build_too_big(buf, FUZZ_HEADROOM, n, &router, 1280),
+    });
+}
 
+/// `input` through four in-place operations, each on a fresh copy behind
+/// [`FUZZ_HEADROOM`]: `op(dir, buf, len)` translates 4→6 (dir 0) and 6→4
+/// (1), and builds an ICMP error back to the sender (2, 3). An output lies
+/// inside the buffer; a translated frame of an IP input parses as the
+/// other family, a generated error parses whatever the input, in the
+/// input's family; checksums are valid in errors and wherever `valid_in`
+/// vouches for the input's.
+fn four_ways(
+    input: &[u8],
+    valid_in: bool,
+    op: impl Fn(usize, &mut [u8], usize) -> Result<(usize, usize), shunt::nat46::Drop>,
+) {
+    let n = input.len();
+    let parsed_in = parse(input).ok().flatten();
+    let mut buf = [0u8; FUZZ_HEADROOM + FUZZ_MAX];
     for dir in 0..4 {
         buf.fill(0);
-        if let Some(dst) = buf.get_mut(FUZZ_HEADROOM..FUZZ_HEADROOM + n) {
-            dst.copy_from_slice(input);
-        }
-        let r = match dir {
-            0 => translate_4to6(&mut buf, FUZZ_HEADROOM, n, &c46),
-            1 => translate_6to4(&mut buf, FUZZ_HEADROOM, n, &c64),
-            2 => build_time_exceeded(&mut buf, FUZZ_HEADROOM, n, &router),
-            _ => build_too_big(&mut buf, FUZZ_HEADROOM, n, &router, 1280),
-        };
-        let Ok((s, l)) = r else { continue };
+        buf[FUZZ_HEADROOM..FUZZ_HEADROOM + n].copy_from_slice(input);
+        let Ok((s, l)) = op(dir, &mut buf, n) else { continue };
         let out = buf.get(s..s + l).expect("output inside the buffer");
         let generated = dir >= 2;
         if parsed_in.is_none() && !generated {
@@ -825,7 +832,7 @@ fn nat46_translate(data: &[u8]) {
             (_, Some(v)) => v,
             (_, None) => p.version,
         };
-        assert_eq!(p.version, want);
+        assert_eq!(p.version, want, "IP version after direction {dir}");
         if valid_in || generated {
             assert!(checksums_valid(out, &p), "checksums invalid after direction {dir}");
         }
@@ -867,41 +874,18 @@ fn nat46_rules(data: &[u8]) {
         v4: [192, 0, 0, 8],
         v6: [0x20, 0x01, 0x0d, 0xb8, 1, 192, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0],
     };
-    let n = data.len().min(FUZZ_MAX);
-    let input = data.get(..n).unwrap_or(&[]);
-    let parsed_in = parse(input).ok().flatten();
+    let input = &data[..data.len().min(FUZZ_MAX)];
     // A fragment's transport checksum is not checked (`checksums_valid`),
     // but an atomic fragment translates to a whole packet whose checksum
     // is: only whole inputs vouch for their transport checksum.
+    let parsed_in = parse(input).ok().flatten();
     let valid_in = parsed_in.is_some_and(|p| p.frag == FragKind::Whole && checksums_valid(input, &p));
-    let mut buf = [0u8; FUZZ_HEADROOM + FUZZ_MAX];
-    for dir in 0..4 {
-        buf.fill(0);
-        if let Some(dst) = buf.get_mut(FUZZ_HEADROOM..FUZZ_HEADROOM + n) {
-            dst.copy_from_slice(input);
-        }
-        let r = match dir {
-            0 => translate_4to6(&mut buf, FUZZ_HEADROOM, n, &strict),
-            1 => translate_6to4(&mut buf, FUZZ_HEADROOM, n, &pooled),
-            2 => {
-                build_refusal(&mut buf, FUZZ_HEADROOM, n, &router, Drop::ExtAfterFragment).expect("answered")
-            }
-            _ => build_refusal(&mut buf, FUZZ_HEADROOM, n, &router, Drop::UdpZeroChecksum).expect("answered"),
-        };
-        let Ok((s, l)) = r else { continue };
-        let out = buf.get(s..s + l).expect("output inside the buffer");
-        let generated = dir >= 2;
-        if parsed_in.is_none() && !generated {
-            continue;
-        }
-        let p = parse(out).expect("translated frame parses").expect("translated frame is IP");
-        if dir < 2 {
-            assert_eq!(p.version, if dir == 0 { IpVersion::V6 } else { IpVersion::V4 });
-        }
-        if valid_in || generated {
-            assert!(checksums_valid(out, &p), "checksums invalid after rule direction {dir}");
-        }
-    }
+    four_ways(input, valid_in, |dir, buf, n| match dir {
+        0 => translate_4to6(buf, FUZZ_HEADROOM, n, &strict),
+        1 => translate_6to4(buf, FUZZ_HEADROOM, n, &pooled),
+        2 => build_refusal(buf, FUZZ_HEADROOM, n, &router, Drop::ExtAfterFragment).expect("answered"),
+        _ => build_refusal(buf, FUZZ_HEADROOM, n, &router, Drop::UdpZeroChecksum).expect("answered"),
+    });
 }
 
 const CONTROL_CONFIG: &str = include_str!("../../../config.toml");
