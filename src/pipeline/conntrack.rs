@@ -323,8 +323,14 @@ impl Entry {
     /// * RST any direction -> Close.
     ///
     /// Anything else leaves the state unchanged (Linux: sIG/sIV).
+    #[inline]
     pub fn on_tcp(&mut self, dir: Direction, flags: TcpFlags) -> ConnState {
         use ConnState::*;
+        // Nearly every segment: no SYN, FIN or RST on an established
+        // connection changes nothing (and skips the state match below).
+        if self.state == TcpEstablished && flags.0 & (TcpFlags::SYN | TcpFlags::FIN | TcpFlags::RST) == 0 {
+            return TcpEstablished;
+        }
         if self.tcp_state().is_none() {
             return self.state;
         }
