@@ -63,7 +63,7 @@ pub fn rewrite(frame: &mut [u8], flow: &FlowMeta) -> Option<()> {
             d.word(id, nat.dport);
             if flow.family.is_v6() {
                 // ICMPv6 covers the pseudo-header; ICMPv4 does not.
-                d.0 += addrs.0;
+                d += addrs;
             }
             put16(frame, l4 + 4, nat.dport)?;
             put16(frame, l4 + 2, d.apply(c))

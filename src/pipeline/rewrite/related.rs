@@ -127,7 +127,7 @@ pub fn rewrite(frame: &mut [u8], f: &FlowMeta) -> Option<()> {
     let mut dst = Delta::default();
     if v6 {
         put(frame, l3 + 24, &nat.dst, &mut dst)?;
-        outer.0 += dst.0;
+        outer += dst;
     } else {
         put(frame, l3 + 16, &nat.dst[12..], &mut dst)?;
         fix(frame, l3 + 10, dst)?;
@@ -139,9 +139,9 @@ pub fn rewrite(frame: &mut [u8], f: &FlowMeta) -> Option<()> {
     } else {
         put(frame, q.ip + 12, &nat.dst[12..], &mut addrs)?;
         put(frame, q.ip + 16, &nat.src[12..], &mut addrs)?;
-        outer.0 += fix(frame, q.ip + 10, addrs)?.0;
+        outer += fix(frame, q.ip + 10, addrs)?;
     }
-    outer.0 += addrs.0;
+    outer += addrs;
     let mut ports = Delta::default();
     let (csum_at, covers_addrs) = match q.proto {
         TCP | UDP => {
@@ -154,13 +154,13 @@ pub fn rewrite(frame: &mut [u8], f: &FlowMeta) -> Option<()> {
             (q.l4 + 2, q.proto == ICMP6)
         }
     };
-    outer.0 += ports.0;
+    outer += ports;
     // The quoted transport checksum, when the quote reaches it. A quoted
     // UDP checksum of 0 ("none") stays 0.
     if let Some(c) = get16(frame, csum_at).filter(|&c| !(q.proto == UDP && c == 0)) {
         let mut d = ports;
         if covers_addrs {
-            d.0 += addrs.0;
+            d += addrs;
         }
         let new = if q.proto == UDP { udp_encode(d.apply(c)) } else { d.apply(c) };
         put(frame, csum_at, &new.to_be_bytes(), &mut outer)?;
