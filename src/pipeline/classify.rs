@@ -94,6 +94,10 @@ impl Classifier {
             }
             return;
         }
+        // Packets of a batch mostly go to one destination (a VIP and
+        // port): the last key's answer is kept, so a run of them costs one
+        // lookup, not up to six hash probes each.
+        let mut last: Option<(DstKey, Option<u8>)> = None;
         for i in 0..n {
             // A frame of several buffers: its first holds the headers but
             // not the IP payload the header announces, so only the chain
@@ -105,7 +109,12 @@ impl Classifier {
             let (pipeline, verdict) = match key {
                 Some(None) if batch.more[i] > 0 => (0, Verdict::Drop(DropReason::ChainUnsupported)),
                 Some(Some(k)) => {
-                    match self.lookup(&k).or_else(|| services.pipeline_for(&k.addr, k.proto, k.port)) {
+                    let found = match last {
+                        Some((prev, found)) if prev == k => found,
+                        _ => self.lookup(&k).or_else(|| services.pipeline_for(&k.addr, k.proto, k.port)),
+                    };
+                    last = Some((k, found));
+                    match found {
                         Some(pipe) => (pipe, Verdict::Continue),
                         None => (0, Verdict::Drop(DropReason::NoRoute)),
                     }
@@ -259,6 +268,35 @@ mod tests {
         assert_eq!(k(tcp6), Some(5));
         // An IPv6 address whose low 32 bits look like a routed IPv4 one.
         assert_eq!(k(v6_udp("::c000:201", 53)), None);
+    }
+
+    /// Runs of one destination reuse the last answer; a packet to another
+    /// destination between them is looked up on its own, and so is the
+    /// first one back.
+    #[test]
+    fn a_batch_mixing_destinations_is_classified_per_packet() {
+        let routes = [route("10.0.0.1", 17, 53, 1), route("10.0.0.2", 0, 0, 2)];
+        let c = Classifier::with_shortcut(&routes, false);
+        let mut mem = vec![0u8; 4096 * 8];
+        // SAFETY: `mem` outlives `batch` and is reached only through it.
+        let mut batch = Batch::new(unsafe { crate::pipeline::UmemView::of_slice(&mut mem) });
+        let dsts = [
+            ([10, 0, 0, 1], 53),
+            ([10, 0, 0, 1], 53),
+            ([10, 0, 0, 2], 53),
+            ([10, 0, 0, 1], 53),
+            ([10, 0, 0, 1], 54),
+            ([10, 0, 0, 3], 53),
+            ([10, 0, 0, 2], 9),
+        ];
+        for (i, (dst, port)) in dsts.into_iter().enumerate() {
+            assert!(batch.push_copy((i * 4096 + 256) as u64, &v4_udp(dst, port), 0));
+        }
+        c.classify(&mut batch, &Services::empty());
+        let got: Vec<_> = batch.metas().iter().map(|m| (m.pipeline, m.verdict)).collect();
+        let ok = |p| (p, Verdict::Continue);
+        let no_route = (0, Verdict::Drop(DropReason::NoRoute));
+        assert_eq!(got, [ok(1), ok(1), ok(2), ok(1), no_route, no_route, ok(2)]);
     }
 
     #[test]
