@@ -152,15 +152,22 @@ struct Limits([[u32; STATES]; 2]);
 const STATES: usize = ConnState::Generic as usize + 1;
 
 impl Limits {
-    fn of(t: &Timeouts, alt: &Timeouts) -> Limits {
-        let row = |t: &Timeouts| {
-            let mut r = [0; STATES];
-            for s in ConnState::ALL {
-                r[s as usize] = timeout_of(t, s);
-            }
-            r
-        };
-        Limits([row(t), row(alt)])
+    /// Both rows from `t` (alternative timeouts start as the normal ones).
+    fn new(t: &Timeouts) -> Limits {
+        Limits([Self::row(t); 2])
+    }
+
+    fn row(t: &Timeouts) -> [u32; STATES] {
+        let mut r = [0; STATES];
+        for s in ConnState::ALL {
+            r[s as usize] = timeout_of(t, s);
+        }
+        r
+    }
+
+    /// Replaces the normal (`alt == false`) or the alternative row.
+    fn set(&mut self, alt: bool, t: &Timeouts) {
+        self.0[usize::from(alt)] = Self::row(t);
     }
 
     #[inline(always)]
@@ -579,8 +586,7 @@ pub struct ConnTable {
     len: usize,
     cursor: usize,
     timeouts: Timeouts,
-    alt_timeouts: Timeouts,
-    /// Both, by state, for the expiry check.
+    /// These and the alternative timeouts, by state, for the expiry check.
     limits: Limits,
     policy: FullPolicy,
     /// Idle limit of unassured entries while `len >= pressure_at`.
@@ -640,8 +646,7 @@ impl ConnTable {
             len: 0,
             cursor: 0,
             timeouts,
-            alt_timeouts: timeouts,
-            limits: Limits::of(&timeouts, &timeouts),
+            limits: Limits::new(&timeouts),
             policy: full_policy,
             pressure_timeout: DEFAULT_PRESSURE_TIMEOUT,
             pressure_at: slots / 4 * 3,
@@ -694,14 +699,13 @@ impl ConnTable {
 
     /// Timeouts for entries flagged `EntryFlags::ALT_TIMEOUTS`.
     pub fn set_alt_timeouts(&mut self, t: Timeouts) {
-        self.alt_timeouts = t;
-        self.limits = Limits::of(&self.timeouts, &t);
+        self.limits.set(true, &t);
     }
 
     /// Replaces the timeouts; applies to existing entries at their next check.
     pub fn set_timeouts(&mut self, t: Timeouts) {
         self.timeouts = t;
-        self.limits = Limits::of(&t, &self.alt_timeouts);
+        self.limits.set(false, &t);
     }
 
     /// Prefetches both candidate tag lines of `hash` (call for a whole batch
@@ -1641,7 +1645,8 @@ mod tests {
     fn limits_by_state_match_the_timeouts() {
         let t = Timeouts::default();
         let alt = Timeouts { tcp_established: 77, udp_replied: 5, ..Timeouts::default() };
-        let l = Limits::of(&t, &alt);
+        let mut l = Limits::new(&t);
+        l.set(true, &alt);
         for (i, s) in ConnState::ALL.into_iter().enumerate() {
             assert_eq!(s as usize, i, "ALL is in discriminant order");
             assert_eq!(l.get(false, s), timeout_of(&t, s), "{s:?}");
