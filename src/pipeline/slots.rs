@@ -5,8 +5,8 @@
 //! Either way a [`Slots`] derefs to a plain slice: the fast path sees no
 //! difference and pays no branch. Invariant: `ptr..ptr+len` is valid,
 //! aligned, initialised memory owned by this value alone (the heap
-//! allocation, or a range of the mapping no other `Slots` covers), alive
-//! as long as `backing` is.
+//! allocation, an anonymous mapping of its own, or a range of the shared
+//! mapping no other `Slots` covers), alive as long as `backing` is.
 
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -50,6 +50,9 @@ pub struct Slots<T> {
 enum Backing {
     /// A `Box<[T]>` taken apart with `Box::into_raw`; rebuilt on drop.
     Heap,
+    /// A private anonymous mapping of its own, advised for transparent huge
+    /// pages; unmapped on drop.
+    Anon(#[allow(dead_code)] MmapMut),
     /// A range of this mapping; unmapped when the last user drops it.
     Mapped(#[allow(dead_code)] Arc<Region>),
 }
@@ -61,13 +64,45 @@ unsafe impl<T: Send> Send for Slots<T> {}
 // SAFETY: as above; `&Slots` only hands out `&[T]`.
 unsafe impl<T: Sync> Sync for Slots<T> {}
 
+/// From this size on, slots get a mapping of their own backed by huge
+/// pages where the kernel can: a table of random lookups larger than the
+/// TLB covers in 4 KiB pages (1,536 entries, 6 MiB) misses the TLB on
+/// nearly every lookup, and a 2 MiB page takes those misses away.
+pub const HUGE_FROM: usize = 2 << 20;
+
 impl<T: Copy> Slots<T> {
-    /// `len` copies of `fill` on the heap.
+    /// `len` copies of `fill` in process memory: a huge-page mapping from
+    /// [`HUGE_FROM`] bytes on, the heap below.
     pub fn heap(fill: T, len: usize) -> Slots<T> {
+        let bytes = len.saturating_mul(core::mem::size_of::<T>());
+        if bytes >= HUGE_FROM && core::mem::align_of::<T>() <= 4096 {
+            if let Some(s) = Slots::anon(fill, len, bytes) {
+                return s;
+            }
+        }
         let boxed: Box<[T]> = vec![fill; len].into_boxed_slice();
         let len = boxed.len();
         let ptr = NonNull::new(Box::into_raw(boxed).cast::<T>()).unwrap_or(NonNull::dangling());
         Slots { ptr, len, backing: Backing::Heap }
+    }
+
+    /// `len` copies of `fill` in an anonymous mapping of `bytes`, advised
+    /// `MADV_HUGEPAGE` (with THP in `madvise` mode, the common default, only
+    /// advised ranges get huge pages). `None` if the mapping fails: the
+    /// caller falls back to the heap.
+    fn anon(fill: T, len: usize, bytes: usize) -> Option<Slots<T>> {
+        let mut map = MmapMut::map_anon(bytes).ok()?;
+        // Without THP the advice fails and the 4 KiB pages serve as before.
+        let _ = map.advise(memmap2::Advice::HugePage);
+        // Moving `map` into `backing` below moves the handle, not the pages.
+        let ptr = NonNull::new(map.as_mut_ptr().cast::<T>())?;
+        for i in 0..len {
+            // SAFETY: the mapping is page-aligned (so aligned for `T`, at most
+            // 4096-aligned as checked by the caller), `bytes` long, and holds
+            // `len` values of `T`; nothing else refers to it yet.
+            unsafe { ptr.as_ptr().add(i).write(fill) };
+        }
+        Some(Slots { ptr, len, backing: Backing::Anon(map) })
     }
 
     /// `len` values of `T` at byte `offset` of `map`.
@@ -139,5 +174,39 @@ mod tests {
         assert_eq!(&map.map[12..16], &0x0102_0304u32.to_ne_bytes());
         let empty = Slots::heap(0u8, 0);
         assert!(empty.is_empty());
+    }
+
+    /// The kernel's count of huge-page bytes in the mapping holding `addr`
+    /// (`/proc/self/smaps`).
+    fn huge_bytes_at(addr: usize) -> usize {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ').filter(|(r, _)| r.contains('-')) {
+                let (lo, hi) = range.split_once('-').unwrap();
+                let (lo, hi) =
+                    (usize::from_str_radix(lo, 16).unwrap(), usize::from_str_radix(hi, 16).unwrap());
+                inside = (lo..hi).contains(&addr);
+            } else if let Some(kb) = line.strip_prefix("AnonHugePages:").filter(|_| inside) {
+                return kb.trim().trim_end_matches(" kB").trim().parse::<usize>().unwrap() * 1024;
+            }
+        }
+        0
+    }
+
+    #[test]
+    fn large_tables_are_filled_and_get_huge_pages() {
+        let len = 3 * HUGE_FROM / 8;
+        let mut big = Slots::heap(0x5a5a_5a5a_5a5a_5a5au64, len);
+        assert!(big.iter().all(|&v| v == 0x5a5a_5a5a_5a5a_5a5a));
+        big[len - 1] = 1;
+        assert_eq!(big[len - 1], 1);
+        assert!(!big.is_mapped(), "private memory: nothing survives the process");
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+        if thp.contains("[never]") || thp.is_empty() {
+            eprintln!("transparent huge pages are off here: not checking the page size");
+            return;
+        }
+        assert!(huge_bytes_at(big.as_ptr() as usize) >= 2 << 20, "no huge page in a {len}-slot table");
     }
 }

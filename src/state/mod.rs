@@ -327,6 +327,9 @@ impl StateDir {
         // another program would fault, as for any mapped file).
         let mut map = unsafe { memmap2::MmapOptions::new().len(layout.end).map_mut(&file) }
             .map_err(io("mapping", &path))?;
+        // Huge pages for the table, as on the heap (`Slots::heap`); on tmpfs
+        // only where `shmem_enabled` allows it, else the advice is ignored.
+        let _ = map.advise(memmap2::Advice::HugePage);
         let generation = found.map_or(1, |h| h.generation + 1);
         map[..HEADER_FIELDS].copy_from_slice(&Header { generation, ..want }.encode());
         let (mut table, adopted) = ConnTable::in_mapping(
