@@ -136,7 +136,7 @@ impl Classifier {
 /// ([`parse_simple_chain`]), else None (refused as `chain_unsupported`).
 fn chain_key(frame: &[u8], more: u32) -> Option<DstKey> {
     let s = parse_simple_chain(frame, more)?;
-    Some(DstKey { addr: s.tuple.dst, proto: s.tuple.proto, port: s.tuple.dst_port })
+    Some(DstKey { addr: s.tuple.dst, proto: s.tuple.proto, port: s.tuple.dport })
 }
 
 /// `addr` with all but its first `len` bits cleared.

@@ -1,7 +1,8 @@
-//! What the pipeline knows about a flow: its key, the entry flags the two
-//! conntrack entries of a flow carry, the address family, the translation
-//! a flow needs, the ids its traffic is counted under, and the per-packet
-//! record ([`FlowMeta`]) stages hand to each other.
+//! What the pipeline knows about a flow: its key (the parser's
+//! [`FlowKey`], with its hash and the other direction's key), the entry
+//! flags the two conntrack entries of a flow carry, the address family,
+//! the translation a flow needs, the ids its traffic is counted under, and
+//! the per-packet record ([`FlowMeta`]) stages hand to each other.
 //!
 //! A leaf: it imports nothing from the stages, so every stage, the rewrite
 //! code and the tables can depend on it without depending on each other.
@@ -10,52 +11,11 @@ use std::num::NonZeroU16;
 
 use super::maglev::flow_hash;
 pub use crate::wire::ip_protocol as proto;
-pub use crate::wire::parse::FragKind;
+pub use crate::wire::parse::{FlowKey, FragKind};
 
-/// Connection key. Addresses in 16-byte form (IPv4 as `::ffff:a.b.c.d`); for
-/// ICMP echo `sport == dport == identifier`. Padding is private and always
-/// zero; equality and hashing read the five fields, not the padding.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Eq, Default)]
-pub struct FlowKey {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-    pub sport: u16,
-    pub dport: u16,
-    pub proto: u8,
-    _pad: [u8; 3],
-}
-
-/// Field by field, but as three wide compares: the table's key compare runs
-/// for every packet.
-impl PartialEq for FlowKey {
-    #[inline(always)]
-    fn eq(&self, o: &FlowKey) -> bool {
-        let wide = |k: &FlowKey| {
-            let ports = u64::from(k.sport) | u64::from(k.dport) << 16 | u64::from(k.proto) << 32;
-            (u128::from_ne_bytes(k.src), u128::from_ne_bytes(k.dst), ports)
-        };
-        let (a, b) = (wide(self), wide(o));
-        ((a.0 ^ b.0) | (a.1 ^ b.1) | u128::from(a.2 ^ b.2)) == 0
-    }
-}
-
-impl core::hash::Hash for FlowKey {
-    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
-        (self.src, self.dst, self.sport, self.dport, self.proto).hash(h);
-    }
-}
-
+/// What the pipeline adds to the parser's key: its hash and the other
+/// direction's key.
 impl FlowKey {
-    pub const fn new(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, proto: u8) -> Self {
-        Self { src, dst, sport, dport, proto, _pad: [0; 3] }
-    }
-
-    /// The key of the opposite direction (for reply-direction lookups).
-    pub const fn reversed(&self) -> Self {
-        Self::new(self.dst, self.src, self.dport, self.sport, self.proto)
-    }
-
     /// The fixed-seed 5-tuple hash ([`flow_hash`]); reuse it for Maglev.
     #[inline]
     pub fn hash(&self) -> u64 {

@@ -450,7 +450,7 @@ pub fn resolve(
         return Ok(());
     }
     let t = &pp.tuple;
-    match ctx.frag.fragment(&frag, (t.src_port, t.dst_port, t.proto), frame, ingress, ctx.now) {
+    match ctx.frag.fragment(&frag, (t.sport, t.dport, t.proto), frame, ingress, ctx.now) {
         FragVerdict::Pass { sport, dport, proto } => {
             key.sport = sport;
             key.dport = dport;

@@ -7,9 +7,7 @@
 
 use super::conntrack::{ConnState, ConnTable, Direction, Entry, FlowValue, TcpFlags, Tick};
 use super::detail::{ipv4_options, martian_source, Cause, Malformed, Martian, Untranslatable};
-use super::flow::{
-    proto, BackendId, EntryFlags, Family, FlowKey, FlowKind, FlowMeta, NatBinding, ServiceId, Xlat,
-};
+use super::flow::{proto, BackendId, EntryFlags, Family, FlowKind, FlowMeta, NatBinding, ServiceId, Xlat};
 use super::maglev::client_hash;
 use super::refusal;
 use super::rewrite::related;
@@ -19,7 +17,7 @@ use super::stats::WorkerStats;
 use super::{frag, Batch, Ctx, DropReason, Stage, Verdict};
 use crate::config::MAX_BATCH;
 use crate::wire::addr::{is_v4_mapped, mapped, v4_of};
-use crate::wire::parse::{parse, parse_simple, parse_simple_chain, FiveTuple, FragKind, IpVersion};
+use crate::wire::parse::{parse, parse_simple, parse_simple_chain, FragKind, IpVersion};
 
 /// Seconds between refreshes of a flow's other entry by steady traffic.
 const PEER_REFRESH_SECS: i32 = 5;
@@ -71,7 +69,6 @@ impl Stage for ConntrackStage {
             f.xlat = Xlat::None;
             f.next_hop = [0; 6];
             f.related = false;
-            let key_of = |t: FiveTuple| FlowKey::new(t.src, t.dst, t.src_port, t.dst_port, t.proto);
             f.frag = FragKind::Whole;
             let simple = if p.more == 0 {
                 parse_simple(p.data)
@@ -89,7 +86,7 @@ impl Stage for ConntrackStage {
                 f.l4 = s.l4_offset as u16;
                 f.tcp_flags = s.tcp_flags;
                 f.icmp_type = 0;
-                key_of(s.tuple)
+                s.tuple
             } else {
                 match parse(p.data) {
                     Ok(Some(pp)) => {
@@ -108,7 +105,7 @@ impl Stage for ConntrackStage {
                         if pp.frag != FragKind::Whole {
                             // Ports come from the datagram's first fragment.
                             f.frag = pp.frag;
-                            let mut key = key_of(pp.tuple);
+                            let mut key = pp.tuple;
                             if let Err(v) = frag::resolve(ctx, p.data, &pp, p.meta.ingress, &mut key) {
                                 p.meta.verdict = v;
                                 return;
@@ -120,7 +117,7 @@ impl Stage for ConntrackStage {
                                 .then(|| related::quoted_key(p.data, pp.l4_offset, f.family))
                                 .flatten();
                             f.related = quoted.is_some();
-                            quoted.unwrap_or_else(|| key_of(pp.tuple))
+                            quoted.unwrap_or(pp.tuple)
                         }
                     }
                     bad => {

@@ -895,7 +895,8 @@ mod tests {
                     if let Some(mac) = lookup(peer, Some(sn0)).unwrap() {
                         break Some(mac);
                     }
-                    if start.elapsed() > Duration::from_secs(1) {
+                    // Generous: on a loaded machine the reply can take a while.
+                    if start.elapsed() > Duration::from_secs(3) {
                         break None;
                     }
                     std::thread::sleep(Duration::from_millis(10));
@@ -906,7 +907,7 @@ mod tests {
         });
         for (peer, before, found) in results {
             assert_eq!(before, None, "{peer} resolved before solicit");
-            assert_eq!(found, Some(peer_mac), "{peer} not resolved within 1 s of solicit");
+            assert_eq!(found, Some(peer_mac), "{peer} not resolved within 3 s of solicit");
         }
     }
 }

@@ -33,7 +33,7 @@ pub use icmpv6::Packet as Icmpv6Packet;
 pub use ipv4::Packet as Ipv4Packet;
 pub use ipv6::Packet as Ipv6Packet;
 pub use ipv6::{FragInfo, UpperLayer};
-pub use parse::{parse, FiveTuple, FragKind, IpVersion, ParsedPacket};
+pub use parse::{parse, FlowKey, FragKind, IpVersion, ParsedPacket};
 pub use tcp::Packet as TcpPacket;
 pub use udp::Packet as UdpPacket;
 

@@ -31,24 +31,48 @@ pub enum FragKind {
     Later,
 }
 
-/// A flow key in one fixed-size form for both families.
+/// A flow key in one fixed-size form for both families: the connection
+/// tables' key too.
 ///
 /// IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`, RFC 4291
 /// 2.5.5.2) so one hash table serves both. Ports are TCP/UDP ports; for ICMP
 /// and ICMPv6 echo both hold the echo identifier (so the reply's reversed key
-/// matches the request's); otherwise 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FiveTuple {
+/// matches the request's); otherwise 0. Padding is private and always zero;
+/// equality and hashing read the five fields, not the padding.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Eq, Default)]
+pub struct FlowKey {
     /// Source address, 16 bytes.
     pub src: [u8; 16],
     /// Destination address, 16 bytes.
     pub dst: [u8; 16],
     /// Source port or echo identifier.
-    pub src_port: u16,
+    pub sport: u16,
     /// Destination port or echo identifier.
-    pub dst_port: u16,
+    pub dport: u16,
     /// IP protocol of the upper layer.
     pub proto: u8,
+    _pad: [u8; 3],
+}
+
+/// Field by field, but as three wide compares: the connection table's key
+/// compare runs for every packet.
+impl PartialEq for FlowKey {
+    #[inline(always)]
+    fn eq(&self, o: &FlowKey) -> bool {
+        let wide = |k: &FlowKey| {
+            let ports = u64::from(k.sport) | u64::from(k.dport) << 16 | u64::from(k.proto) << 32;
+            (u128::from_ne_bytes(k.src), u128::from_ne_bytes(k.dst), ports)
+        };
+        let (a, b) = (wide(self), wide(o));
+        ((a.0 ^ b.0) | (a.1 ^ b.1) | u128::from(a.2 ^ b.2)) == 0
+    }
+}
+
+impl core::hash::Hash for FlowKey {
+    fn hash<H: core::hash::Hasher>(&self, h: &mut H) {
+        (self.src, self.dst, self.sport, self.dport, self.proto).hash(h);
+    }
 }
 
 #[inline]
@@ -60,17 +84,15 @@ fn unmap(a: [u8; 16]) -> IpAddr {
     }
 }
 
-impl FiveTuple {
+impl FlowKey {
+    pub const fn new(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, proto: u8) -> Self {
+        Self { src, dst, sport, dport, proto, _pad: [0; 3] }
+    }
+
     /// The key of the reply direction.
     #[inline]
     pub const fn reversed(&self) -> Self {
-        FiveTuple {
-            src: self.dst,
-            dst: self.src,
-            src_port: self.dst_port,
-            dst_port: self.src_port,
-            proto: self.proto,
-        }
+        Self::new(self.dst, self.src, self.dport, self.sport, self.proto)
     }
 
     /// Source address, IPv4-mapped addresses shown as IPv4.
@@ -103,7 +125,7 @@ pub struct ParsedPacket {
     /// Fragment position.
     pub frag: FragKind,
     /// The flow key.
-    pub tuple: FiveTuple,
+    pub tuple: FlowKey,
     /// TCP flag byte, 0 when not TCP.
     pub tcp_flags: u8,
     /// ICMP/ICMPv6 type, 0 when not ICMP (0 is also Echo Reply: check `tuple.proto`).
@@ -226,13 +248,13 @@ fn parse_v4(ip: &[u8], l3: usize, vlan_id: Option<u16>) -> Result<ParsedPacket, 
         l4_offset: l3 + p.header_len(),
         l3_end: l3 + usize::from(p.total_len()),
         frag,
-        tuple: FiveTuple {
-            src: mapped(p.src_addr().octets()),
-            dst: mapped(p.dst_addr().octets()),
-            src_port: info.src_port,
-            dst_port: info.dst_port,
+        tuple: FlowKey::new(
+            mapped(p.src_addr().octets()),
+            mapped(p.dst_addr().octets()),
+            info.src_port,
+            info.dst_port,
             proto,
-        },
+        ),
         tcp_flags: info.tcp_flags,
         icmp_type: info.icmp_type,
     })
@@ -262,13 +284,13 @@ fn parse_v6(ip: &[u8], l3: usize, vlan_id: Option<u16>) -> Result<ParsedPacket, 
         l4_offset: l3 + ul.offset,
         l3_end: l3 + end,
         frag,
-        tuple: FiveTuple {
-            src: p.src_addr().octets(),
-            dst: p.dst_addr().octets(),
-            src_port: info.src_port,
-            dst_port: info.dst_port,
-            proto: ul.protocol,
-        },
+        tuple: FlowKey::new(
+            p.src_addr().octets(),
+            p.dst_addr().octets(),
+            info.src_port,
+            info.dst_port,
+            ul.protocol,
+        ),
         tcp_flags: info.tcp_flags,
         icmp_type: info.icmp_type,
     })
@@ -303,14 +325,14 @@ mod tests {
         assert_eq!((p.l3_offset, p.l4_offset, p.l3_end), (14, 34, 54));
         assert_eq!(p.frag, FragKind::Whole);
         assert_eq!(p.tuple.proto, 6);
-        assert_eq!(p.tuple.src_port, 40000);
-        assert_eq!(p.tuple.dst_port, 80);
+        assert_eq!(p.tuple.sport, 40000);
+        assert_eq!(p.tuple.dport, 80);
         assert_eq!(p.tuple.src_addr(), IpAddr::from([10, 0, 0, 1]));
         assert_eq!(p.tuple.dst_addr(), IpAddr::from([198, 51, 100, 10]));
         assert_eq!(p.tcp_flags, tcp::FLAG_SYN);
         assert_eq!(p.l4(&f).len(), 20);
         let r = p.tuple.reversed();
-        assert_eq!((r.src_port, r.dst_port), (80, 40000));
+        assert_eq!((r.sport, r.dport), (80, 40000));
         assert_eq!(r.reversed(), p.tuple);
     }
 
@@ -337,7 +359,7 @@ mod tests {
         assert_eq!(p.l4_offset, 18 + 48);
         assert_eq!(p.l3_end, v.len());
         assert_eq!(p.tuple.proto, 17);
-        assert_eq!((p.tuple.src_port, p.tuple.dst_port), (5000, 53));
+        assert_eq!((p.tuple.sport, p.tuple.dport), (5000, 53));
         assert_eq!(p.tuple.src, [1; 16]);
     }
 
@@ -352,7 +374,7 @@ mod tests {
         let p = parse(&v).unwrap().unwrap();
         assert_eq!(p.tuple.proto, 1);
         assert_eq!(p.icmp_type, icmp::TYPE_ECHO_REQUEST);
-        assert_eq!((p.tuple.src_port, p.tuple.dst_port), (0x4242, 0x4242));
+        assert_eq!((p.tuple.sport, p.tuple.dport), (0x4242, 0x4242));
 
         let v = etherparse_packet!(
             PacketBuilder::ethernet2(M1, M2).ipv6([1; 16], [2; 16], 64).icmpv6_echo_reply(0x99, 1),
@@ -361,7 +383,7 @@ mod tests {
         let p = parse(&v).unwrap().unwrap();
         assert_eq!(p.tuple.proto, 58);
         assert_eq!(p.icmp_type, icmpv6::TYPE_ECHO_REPLY);
-        assert_eq!((p.tuple.src_port, p.tuple.dst_port), (0x99, 0x99));
+        assert_eq!((p.tuple.sport, p.tuple.dport), (0x99, 0x99));
     }
 
     #[test]
@@ -380,13 +402,13 @@ mod tests {
         f[21] = 0;
         let p = parse(&f).unwrap().unwrap();
         assert_eq!(p.frag, FragKind::First);
-        assert_eq!(p.tuple.dst_port, 80);
+        assert_eq!(p.tuple.dport, 80);
         // Later fragment: offset 8 bytes; no ports.
         f[20] = 0x00;
         f[21] = 0x01;
         let p = parse(&f).unwrap().unwrap();
         assert_eq!(p.frag, FragKind::Later);
-        assert_eq!((p.tuple.src_port, p.tuple.dst_port), (0, 0));
+        assert_eq!((p.tuple.sport, p.tuple.dport), (0, 0));
         assert_eq!(p.l4_offset, 34);
     }
 
@@ -403,7 +425,7 @@ mod tests {
         v[20] = 0x20;
         let p = parse(&v).unwrap().unwrap();
         assert_eq!(p.frag, FragKind::First);
-        assert_eq!((p.tuple.src_port, p.tuple.dst_port), (1, 2));
+        assert_eq!((p.tuple.sport, p.tuple.dport), (1, 2));
     }
 
     #[test]
@@ -470,13 +492,13 @@ mod tests {
             prop_assert_eq!(p.tuple.proto, ep_proto);
             match &e.transport {
                 Some(etherparse::TransportSlice::Tcp(t)) => {
-                    prop_assert_eq!((p.tuple.src_port, p.tuple.dst_port), (t.source_port(), t.destination_port()));
+                    prop_assert_eq!((p.tuple.sport, p.tuple.dport), (t.source_port(), t.destination_port()));
                 }
                 Some(etherparse::TransportSlice::Udp(u)) => {
-                    prop_assert_eq!((p.tuple.src_port, p.tuple.dst_port), (u.source_port(), u.destination_port()));
+                    prop_assert_eq!((p.tuple.sport, p.tuple.dport), (u.source_port(), u.destination_port()));
                 }
                 Some(etherparse::TransportSlice::Icmpv4(_)) | Some(etherparse::TransportSlice::Icmpv6(_)) => {
-                    prop_assert_eq!((p.tuple.src_port, p.tuple.dst_port), (sp, sp));
+                    prop_assert_eq!((p.tuple.sport, p.tuple.dport), (sp, sp));
                 }
                 None => unreachable!(),
             }
@@ -526,7 +548,7 @@ pub struct Simple {
     /// Always 14 (untagged Ethernet).
     pub l3_offset: usize,
     pub l4_offset: usize,
-    pub tuple: FiveTuple,
+    pub tuple: FlowKey,
     pub tcp_flags: u8,
 }
 
@@ -617,7 +639,7 @@ fn simple_in(frame: &[u8], more: usize) -> Option<Simple> {
         v6,
         l3_offset: 14,
         l4_offset: 14 + l4,
-        tuple: FiveTuple { src, dst, src_port: sport, dst_port: dport, proto },
+        tuple: FlowKey::new(src, dst, sport, dport, proto),
         tcp_flags: flags,
     })
 }

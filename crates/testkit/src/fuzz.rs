@@ -312,7 +312,7 @@ fn parsed_invariants(data: &[u8], p: &ParsedPacket) {
     let _ = (p.tuple.src_addr(), p.tuple.dst_addr());
     assert_eq!(p.tuple.reversed().reversed(), p.tuple);
     if p.frag == FragKind::Later {
-        assert_eq!((p.tuple.src_port, p.tuple.dst_port), (0, 0));
+        assert_eq!((p.tuple.sport, p.tuple.dport), (0, 0));
     }
     let l4 = p.l4(data);
     if p.frag == FragKind::Whole {
@@ -615,7 +615,7 @@ fn pipeline_one(data: &[u8]) {
             return;
         }
         let pi = parse(input).ok().flatten().expect("forwarded input parses");
-        if pi.tuple.dst == po.tuple.dst && pi.tuple.dst_port == po.tuple.dst_port {
+        if pi.tuple.dst == po.tuple.dst && pi.tuple.dport == po.tuple.dport {
             return; // l2fwd route: not translated
         }
         let (v2, out2) = h.run_one(input);
@@ -628,8 +628,8 @@ fn pipeline_one(data: &[u8]) {
         assert_eq!(rv, Verdict::Forward(CLI_PORT), "reply to a live flow");
         let pr = assert_well_formed(&reply, &rout, "reply").expect("reply parses");
         let t = pr.tuple;
-        assert_eq!((t.src, t.src_port), (pi.tuple.dst, pi.tuple.dst_port), "reply source is the VIP");
-        assert_eq!((t.dst, t.dst_port), (pi.tuple.src, pi.tuple.src_port), "reply goes to the client");
+        assert_eq!((t.src, t.sport), (pi.tuple.dst, pi.tuple.dport), "reply source is the VIP");
+        assert_eq!((t.dst, t.dport), (pi.tuple.src, pi.tuple.sport), "reply goes to the client");
         let cut = data.last().copied().unwrap_or(0);
         error_about_forwarded(&mut h, &out, &pi, &po, cut);
     });
@@ -690,7 +690,7 @@ fn error_about_forwarded(h: &mut Harness, out: &[u8], pi: &ParsedPacket, po: &Pa
     let (ps, pd) =
         if v6 { (&pi.tuple.src[..], &pi.tuple.dst[..]) } else { (&pi.tuple.src[12..], &pi.tuple.dst[12..]) };
     assert_eq!((qs, qd), (ps, pd), "quoted addresses");
-    let ports = [pi.tuple.src_port.to_be_bytes(), pi.tuple.dst_port.to_be_bytes()].concat();
+    let ports = [pi.tuple.sport.to_be_bytes(), pi.tuple.dport.to_be_bytes()].concat();
     assert_eq!(&q[ql4..ql4 + 4], &ports[..], "quoted ports");
 }
 
