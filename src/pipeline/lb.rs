@@ -346,7 +346,7 @@ enum Tracked {
 /// refreshes the entry and advances its state.
 /// An ICMP error about the flow (`f.related`) only reads the entry: it says
 /// nothing about the flow's state (Linux conntrack's RELATED).
-#[inline]
+#[inline(always)]
 fn track(
     ct: &mut ConnTable,
     f: &mut FlowMeta,

@@ -7,6 +7,7 @@ use crate::wire::checksum::udp_encode;
 
 /// Rewrites `frame` to `flow.nat`. None if a header is out of bounds (the
 /// parser checked them, so that means a bug or a hostile frame: drop).
+#[inline(always)]
 pub fn rewrite(frame: &mut [u8], flow: &FlowMeta) -> Option<()> {
     let (l3, l4) = (usize::from(flow.l3), usize::from(flow.l4));
     let nat = &flow.nat;
