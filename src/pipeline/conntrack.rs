@@ -903,12 +903,13 @@ impl ConnTable {
             return Ok(&mut self.entries[i]);
         }
 
-        // Less loaded candidate bucket with a free way (ties: first).
-        let free = |t: &Tags| t.0.iter().position(|&x| x == 0);
-        let used = |t: &Tags| t.0.iter().filter(|&&x| x != 0).count();
-        let (u1, u2) = (used(&self.tags[b1]), used(&self.tags[b2]));
-        let pick = if u1 <= u2 { [b1, b2] } else { [b2, b1] };
-        let mut slot = pick.iter().find_map(|&b| free(&self.tags[b]).map(|w| (b, w)));
+        // Less loaded candidate bucket with a free way (ties: first). A free
+        // way's tag is 0, so one vector match finds them all.
+        let free = self.candidates(b1, b2, 0);
+        let (f1, f2) = (free & ((1 << WAYS) - 1), free >> WAYS);
+        let pick =
+            if f1.count_ones() >= f2.count_ones() { [(b1, f1), (b2, f2)] } else { [(b2, f2), (b1, f1)] };
+        let mut slot = pick.iter().find(|&&(_, f)| f != 0).map(|&(b, f)| (b, f.trailing_zeros() as usize));
 
         if slot.is_none() {
             // Both full: reclaim expired ones, remember the oldest live
