@@ -131,13 +131,106 @@ pub fn l4_checksum_v6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, segment: &[u8]) -
 // only if all three terms are 0, so the result equals a full recompute for
 // every checksum a full recompute can produce.
 
+/// RFC 1624 eqn. 3 over several fields at once: the one's complement sum of
+/// ~old + new for every changed 16-bit word. Computed once per packet and
+/// applied to each checksum that covers those words.
+///
+/// The sum is kept in the machine's byte order: a one's complement sum does
+/// not depend on byte order so long as every word is taken in the same one
+/// (RFC 1071 §2(B)), so words read from a packet need no byte swap. `word`
+/// takes and `apply` gives values in host order; one swap each.
+#[derive(Clone, Copy, Default)]
+pub struct Delta(u32);
+
+impl Delta {
+    /// `old` and `new` are the same length, at an even offset of the
+    /// checksummed data; an odd last byte is a word padded with zero, as in
+    /// [`sum`]. Eight bytes at a time: their two 32-bit halves are summed
+    /// wide and folded once (2^16 ≡ 1 modulo 0xFFFF, so wider words sum the
+    /// same).
+    #[inline]
+    pub fn words(&mut self, old: &[u8], new: &[u8]) {
+        // `chunks_exact` hands out slices of exactly N bytes: never 0 here.
+        fn ne<const N: usize>(b: &[u8]) -> [u8; N] {
+            b.try_into().unwrap_or([0; N])
+        }
+        let (mut o8, mut n8) = (old.chunks_exact(8), new.chunks_exact(8));
+        let mut wide = 0u64;
+        for (o, n) in (&mut o8).zip(&mut n8) {
+            let (o, n) = (!u64::from_ne_bytes(ne(o)), u64::from_ne_bytes(ne(n)));
+            wide += (o >> 32) + (o & 0xffff_ffff) + (n >> 32) + (n & 0xffff_ffff);
+        }
+        let (mut o4, mut n4) = (o8.remainder().chunks_exact(4), n8.remainder().chunks_exact(4));
+        for (o, n) in (&mut o4).zip(&mut n4) {
+            wide += u64::from(!u32::from_ne_bytes(ne(o))) + u64::from(u32::from_ne_bytes(ne(n)));
+        }
+        let (mut o2, mut n2) = (o4.remainder().chunks_exact(2), n4.remainder().chunks_exact(2));
+        for (o, n) in (&mut o2).zip(&mut n2) {
+            wide += u64::from(!u16::from_ne_bytes(ne(o))) + u64::from(u16::from_ne_bytes(ne(n)));
+        }
+        if let (Some(&o), Some(&n)) = (o2.remainder().first(), n2.remainder().first()) {
+            wide += u64::from(!u16::from_ne_bytes([o, 0])) + u64::from(u16::from_ne_bytes([n, 0]));
+        }
+        // At most four 16-bit parts: the sum fits the u32 with room to spare.
+        self.0 += (wide & 0xffff) as u32
+            + (wide >> 16 & 0xffff) as u32
+            + (wide >> 32 & 0xffff) as u32
+            + (wide >> 48) as u32;
+    }
+
+    /// The words of `old` replaced by those of `new`, of any lengths: an
+    /// IPv4 pseudo-header's addresses by IPv6 ones, say. `~sum(m) ==
+    /// sum(~m)` in one's complement, so each side is summed once
+    /// ([`sum`], big-endian) and turned to the machine's order.
+    #[inline]
+    pub fn replace(&mut self, old: &[u8], new: &[u8]) {
+        let native = |s: u16| u32::from(s.to_be());
+        self.0 += native(!(sum(old) as u16)) + native(sum(new) as u16);
+    }
+
+    /// One word changed from `old` to `new` (host order).
+    #[inline]
+    pub fn word(&mut self, old: u16, new: u16) {
+        self.0 += u32::from(!old.to_be()) + u32::from(new.to_be());
+    }
+
+    /// HC' = ~(~HC + Σ(~m + m')), for a checksum `csum` in host order.
+    #[inline]
+    pub fn apply(self, csum: u16) -> u16 {
+        let mut x = u32::from(!csum.to_be()) + self.0;
+        x = (x & 0xFFFF) + (x >> 16);
+        x = (x & 0xFFFF) + (x >> 16);
+        u16::from_be(!(x as u16))
+    }
+}
+
+impl Delta {
+    /// Writes `new` over `field` and adds the change: a setter that keeps
+    /// the checksum's account as it writes.
+    #[inline]
+    pub fn write(&mut self, field: &mut [u8], new: &[u8]) {
+        self.words(field, new);
+        field.copy_from_slice(new);
+    }
+}
+
+impl core::ops::AddAssign for Delta {
+    /// Both changes: for a checksum that covers the words of each.
+    #[inline]
+    fn add_assign(&mut self, other: Delta) {
+        self.0 += other.0;
+    }
+}
+
 /// RFC 1624 Eqn. 3: the new checksum after a 16-bit field changed from `old` to `new`.
 ///
 /// The field must sit at an even offset of the checksummed data (every
 /// address, port, id and length field does).
 #[inline]
 pub fn update_u16(old_csum: u16, old: u16, new: u16) -> u16 {
-    !fold(u32::from(!old_csum) + u32::from(!old) + u32::from(new))
+    let mut d = Delta::default();
+    d.word(old, new);
+    d.apply(old_csum)
 }
 
 /// [`update_u16`] for a 32-bit field (two 16-bit words).
@@ -148,13 +241,13 @@ pub fn update_u32(old_csum: u16, old: u32, new: u32) -> u16 {
 
 /// [`update_u16`] for a run of bytes replaced in place (IPv4/IPv6 addresses).
 ///
-/// `old` and `new` should have the same even length and start at an even
-/// offset; ~sum(m) == sum(~m) in one's complement, so the words of `old` are
-/// summed once and complemented once.
+/// `old` and `new` start at an even offset and may differ in length
+/// ([`Delta::replace`]).
 #[inline]
 pub fn update_bytes(old_csum: u16, old: &[u8], new: &[u8]) -> u16 {
-    let not_old = u32::from(!fold(sum(old)));
-    !fold(u32::from(!old_csum) + not_old + sum(new))
+    let mut d = Delta::default();
+    d.replace(old, new);
+    d.apply(old_csum)
 }
 
 /// Maps a computed UDP checksum to the value to write: 0 becomes 0xFFFF.
@@ -310,6 +403,33 @@ mod tests {
                 let w = u32::from_be_bytes([new[0], new[1], new[2], new[3]]);
                 prop_assert_eq!(update_u32(before, o, w), checksum(&data));
             }
+        }
+    }
+
+    proptest! {
+        /// A field rewritten through `words` and a word through `word`, both
+        /// in one delta, give the checksum a full recompute gives (either
+        /// form of zero), for any field length, place and content.
+        #[test]
+        fn delta_matches_a_full_recompute(
+            words in proptest::collection::vec(any::<u16>(), 2..40),
+            field in (0usize..40, 0usize..20),
+            fresh in proptest::collection::vec(any::<u8>(), 40),
+            changed in any::<u16>(),
+        ) {
+            let mut data: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+            let n = words.len();
+            // Field: whole words `a..b`; the single word is the last one, outside it.
+            let a = field.0 % (n - 1);
+            let b = (a + field.1).min(n - 1);
+            let before = checksum(&data);
+            let mut d = Delta::default();
+            d.words(&data[2 * a..2 * b], &fresh[..2 * (b - a)]);
+            data[2 * a..2 * b].copy_from_slice(&fresh[..2 * (b - a)]);
+            d.word(words[n - 1], changed);
+            data[2 * n - 2..].copy_from_slice(&changed.to_be_bytes());
+            let (got, want) = (d.apply(before), checksum(&data));
+            prop_assert!(got == want || (got | want == 0xffff && got & want == 0), "{got:#06x} {want:#06x}");
         }
     }
 }

@@ -14,16 +14,12 @@ pub fn rewrite(frame: &mut [u8], flow: &FlowMeta) -> Option<()> {
     let mut addrs = Delta::default();
     if flow.family.is_v6() {
         let a = frame.get_mut(l3 + 8..l3 + 40)?;
-        addrs.words(&a[..16], &nat.src);
-        addrs.words(&a[16..], &nat.dst);
-        a[..16].copy_from_slice(&nat.src);
-        a[16..].copy_from_slice(&nat.dst);
+        addrs.write(&mut a[..16], &nat.src);
+        addrs.write(&mut a[16..], &nat.dst);
     } else {
         let h = frame.get_mut(l3..l3 + 20)?;
-        addrs.words(&h[12..16], &nat.src[12..]);
-        addrs.words(&h[16..20], &nat.dst[12..]);
-        h[12..16].copy_from_slice(&nat.src[12..]);
-        h[16..20].copy_from_slice(&nat.dst[12..]);
+        addrs.write(&mut h[12..16], &nat.src[12..]);
+        addrs.write(&mut h[16..20], &nat.dst[12..]);
         let c = u16::from_be_bytes([h[10], h[11]]);
         h[10..12].copy_from_slice(&addrs.apply(c).to_be_bytes());
     }

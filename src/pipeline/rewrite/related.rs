@@ -94,9 +94,7 @@ pub fn quoted_key(pkt: &[u8], l4: usize, family: Family) -> Option<FlowKey> {
 
 /// Writes `new` over the bytes at `at`, adding the change to `d`.
 fn put(b: &mut [u8], at: usize, new: &[u8], d: &mut Delta) -> Option<()> {
-    let old = b.get_mut(at..at.checked_add(new.len())?)?;
-    d.words(old, new);
-    old.copy_from_slice(new);
+    d.write(b.get_mut(at..at.checked_add(new.len())?)?, new);
     Some(())
 }
 

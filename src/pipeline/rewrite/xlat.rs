@@ -7,6 +7,7 @@
 
 use super::nat::rewrite;
 use super::related;
+use super::Delta;
 use crate::nat46::{
     bound_4to6, bound_6to4, build_time_exceeded, build_too_big, translate_4to6, translate_6to4, Bound,
     Config as XlatConfig, Drop, Mapper, Prefix64, Rfc6791, RouterAddrs, UdpZeroChecksum,
@@ -17,7 +18,6 @@ use crate::pipeline::flow::{proto, Family, FlowKind, FlowMeta, NatBinding, Xlat}
 use crate::pipeline::mtu::{LinkMtus, DEFAULT_MTU};
 use crate::pipeline::Ctx;
 use crate::wire::addr::v4_of;
-use crate::wire::checksum::update_u16;
 use std::sync::Arc;
 
 /// RFC 8215's local-use translation prefix, as a carrier between the two
@@ -111,12 +111,15 @@ pub(crate) fn decrement_hop(p: &mut FrameMut<'_>, family: Family) -> Option<bool
     if ttl <= 1 {
         return Some(false);
     }
-    h[at] = ttl - 1;
-    if !v6 {
+    if v6 {
+        h[at] = ttl - 1;
+    } else {
         // The TTL shares a checksummed word with the protocol (RFC 1624).
+        let mut d = Delta::default();
+        let word = [ttl - 1, h[9]];
+        d.write(&mut h[8..10], &word);
         let c = u16::from_be_bytes([h[10], h[11]]);
-        let (old, new) = (u16::from_be_bytes([ttl, h[9]]), u16::from_be_bytes([ttl - 1, h[9]]));
-        h[10..12].copy_from_slice(&update_u16(c, old, new).to_be_bytes());
+        h[10..12].copy_from_slice(&d.apply(c).to_be_bytes());
     }
     Some(true)
 }
