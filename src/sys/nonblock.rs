@@ -1,7 +1,12 @@
-//! Non-blocking socket writes shared by the control socket and the
-//! Prometheus endpoint (both mio loops with one reply per connection).
+//! Non-blocking socket writes and the connection table shared by the
+//! control socket and the Prometheus endpoint (both mio loops with one
+//! reply per connection).
 
 use std::io::{ErrorKind, Read, Write};
+use std::time::Instant;
+
+use mio::event::Source;
+use mio::Registry;
 
 /// Where a write of a reply stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,5 +173,39 @@ mod tests {
         assert_eq!(answer.progress(&mut ours, limits), Next::Again);
         peer.write_all(&[0u8; 600]).unwrap();
         assert_eq!(answer.progress(&mut ours, limits), Next::Close);
+    }
+}
+
+/// A connection of one of those servers, kept in a table of slots whose
+/// index is its mio token.
+pub trait Connection {
+    type Stream: Source;
+    /// Its socket, to deregister when it closes, and its deadline, when it
+    /// is closed, done or not.
+    fn socket_and_deadline(&mut self) -> (&mut Self::Stream, Instant);
+}
+
+/// Closes the connection in slot `i` of `slots`, if there is one: takes it
+/// off `registry` and drops it.
+pub fn close<C: Connection>(slots: &mut [Option<C>], i: usize, registry: &Registry) {
+    if let Some(mut c) = slots.get_mut(i).and_then(Option::take) {
+        let _ = registry.deregister(c.socket_and_deadline().0);
+    }
+}
+
+/// Closes every connection of `slots` past its deadline at `now`, after
+/// `last_words` (which may still try a non-blocking write to it).
+pub fn expire<C: Connection>(
+    slots: &mut [Option<C>],
+    registry: &Registry,
+    now: Instant,
+    mut last_words: impl FnMut(&mut C),
+) {
+    for i in 0..slots.len() {
+        let Some(c) = slots[i].as_mut() else { continue };
+        if c.socket_and_deadline().1 <= now {
+            last_words(c);
+            close(slots, i, registry);
+        }
     }
 }
