@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use etherparse::PacketBuilder;
+use etherparse::{IpHeaders, PacketBuilder, PacketBuilderStep};
 use shunt::nat46::*;
 
 use shunt_testkit::addrs::{RFC6052_EXAMPLES, RFC6052_V4};
@@ -57,6 +57,20 @@ fn xlat(frame: &[u8], to_v6: bool) -> Result<Vec<u8>, Drop> {
     translate(frame, to_v6, if to_v6 { &c46 } else { &c64 })
 }
 
+/// An Internet host's packet to the site, with hop count `hop`: as it
+/// reaches the translator over IPv4, and as the translator must send it on
+/// over IPv6, with the same transport header and payload (written by `l4`).
+fn inbound(hop: u8, l4: impl Fn(PacketBuilderStep<IpHeaders>, &mut Vec<u8>)) -> (Vec<u8>, Vec<u8>) {
+    (w(|v| l4(e().ipv4(H4, S6_4, hop), v)), w(|v| l4(e().ipv6(H4_6, S6, hop), v)))
+}
+
+/// A site host's packet to the Internet: over IPv6 as it reaches the
+/// translator, and over IPv4 as etherparse writes it (DF set,
+/// Identification 0), which the test adjusts to what the translator sends.
+fn outbound(hop: u8, l4: impl Fn(PacketBuilderStep<IpHeaders>, &mut Vec<u8>)) -> (Vec<u8>, Vec<u8>) {
+    (w(|v| l4(e().ipv6(S6, H4_6, hop), v)), w(|v| l4(e().ipv4(S6_4, H4, hop), v)))
+}
+
 // ------------------------------------------------------------------ TCP/UDP
 
 //= https://www.rfc-editor.org/rfc/rfc7915#section-4.1
@@ -64,8 +78,7 @@ fn xlat(frame: &[u8], to_v6: bool) -> Result<Vec<u8>, Drop> {
 // updated for the pseudo-header (§4.5). No Fragment header for DF packets.
 #[test]
 fn tcp_4to6() {
-    let input = w(|v| e().ipv4(H4, S6_4, 61).tcp(40000, 443, 7, 1000).ack(9).write(v, b"hello").unwrap());
-    let want = w(|v| e().ipv6(H4_6, S6, 61).tcp(40000, 443, 7, 1000).ack(9).write(v, b"hello").unwrap());
+    let (input, want) = inbound(61, |ip, v| ip.tcp(40000, 443, 7, 1000).ack(9).write(v, b"hello").unwrap());
     assert_eq!(xlat(&input, true).unwrap(), want);
 }
 
@@ -73,10 +86,9 @@ fn tcp_4to6() {
 // DF clear for <= 1260 bytes, ID 0, TTL = Hop Limit (§5); TCP checksum (§5.5).
 #[test]
 fn tcp_6to4_and_dscp() {
-    let mut input = w(|v| e().ipv6(S6, H4_6, 17).tcp(5555, 80, 1, 100).syn().write(v, b"x").unwrap());
+    let (mut input, mut want) = outbound(17, |ip, v| ip.tcp(5555, 80, 1, 100).syn().write(v, b"x").unwrap());
     input[14] = 0x6b; // traffic class 0xb8 (EF)
     input[15] = 0x80;
-    let mut want = w(|v| e().ipv4(S6_4, H4, 17).tcp(5555, 80, 1, 100).syn().write(v, b"x").unwrap());
     want[15] = 0xb8;
     set_v4(&mut want, 14, 0, 0);
     assert_eq!(xlat(&input, false).unwrap(), want);
@@ -89,14 +101,12 @@ fn tcp_6to4_and_dscp() {
 //# Fragment bit set.
 #[test]
 fn udp_both_ways_and_df_threshold() {
-    let input = w(|v| e().ipv4(H4, S6_4, 5).udp(53, 3333).write(v, b"answer").unwrap());
-    let want = w(|v| e().ipv6(H4_6, S6, 5).udp(53, 3333).write(v, b"answer").unwrap());
+    let (input, want) = inbound(5, |ip, v| ip.udp(53, 3333).write(v, b"answer").unwrap());
     assert_eq!(xlat(&input, true).unwrap(), want);
 
     for n in [1232usize, 1233] {
         let data = vec![0xab; n];
-        let input = w(|v| e().ipv6(S6, H4_6, 64).udp(1, 2).write(v, &data).unwrap());
-        let mut want = w(|v| e().ipv4(S6_4, H4, 64).udp(1, 2).write(v, &data).unwrap());
+        let (input, mut want) = outbound(64, |ip, v| ip.udp(1, 2).write(v, &data).unwrap());
         // 20 + 8 + 1232 = 1260: DF clear; one byte more: DF set.
         set_v4(&mut want, 14, 0, if n > 1232 { 0x4000 } else { 0 });
         assert_eq!(xlat(&input, false).unwrap(), want, "n {n}");
@@ -109,9 +119,8 @@ fn udp_both_ways_and_df_threshold() {
 #[test]
 fn udp_zero_checksum() {
     let (mut c46, _) = cfgs(1500);
-    let mut input = w(|v| e().ipv4(H4, S6_4, 5).udp(53, 3333).write(v, b"odd").unwrap());
+    let (mut input, want) = inbound(5, |ip, v| ip.udp(53, 3333).write(v, b"odd").unwrap());
     input[40..42].fill(0);
-    let want = w(|v| e().ipv6(H4_6, S6, 5).udp(53, 3333).write(v, b"odd").unwrap());
     assert_eq!(translate(&input, true, &c46).unwrap(), want);
     let mut frag = input.clone();
     set_v4(&mut frag, 14, 7, 0x2000);
@@ -130,7 +139,7 @@ fn vlan_tag_kept() {
 
 #[test]
 fn ipv4_options_are_dropped() {
-    let mut input = w(|v| e().ipv4(H4, S6_4, 9).udp(1, 2).write(v, b"opt").unwrap());
+    let (mut input, want) = inbound(9, |ip, v| ip.udp(1, 2).write(v, b"opt").unwrap());
     // Insert 4 bytes of options (NOP NOP NOP EOL).
     input.splice(34..34, [1, 1, 1, 0]);
     input[14] = 0x46;
@@ -139,7 +148,6 @@ fn ipv4_options_are_dropped() {
     input[24..26].fill(0);
     let c = csum(&input[14..38]);
     input[24..26].copy_from_slice(&c.to_be_bytes());
-    let want = w(|v| e().ipv6(H4_6, S6, 9).udp(1, 2).write(v, b"opt").unwrap());
     assert_eq!(xlat(&input, true).unwrap(), want);
 }
 
@@ -291,16 +299,14 @@ fn inner_echo_is_translated() {
 fn fragments_4to6() {
     // First fragment (MF=1, offset 0): UDP header present, checksum updated.
     let data = [0x44u8; 32];
-    let mut input = w(|v| e().ipv4(H4, S6_4, 30).udp(9, 10).write(v, &data).unwrap());
+    let (mut input, mut want) = inbound(30, |ip, v| ip.udp(9, 10).write(v, &data).unwrap());
     set_v4(&mut input, 14, 0xbeef, 0x2000);
-    let mut want = w(|v| e().ipv6(H4_6, S6, 30).udp(9, 10).write(v, &data).unwrap());
     add_frag_hdr(&mut want, 14, 0, true, 0xbeef);
     assert_eq!(xlat(&input, true).unwrap(), want);
     // Later fragment (offset 185 * 8, MF=0): payload untouched.
     let raw = [0x99u8; 40];
-    let mut input = w(|v| e().ipv4(H4, S6_4, 30).write(v, 17.into(), &raw).unwrap());
+    let (mut input, mut want) = inbound(30, |ip, v| ip.write(v, 17.into(), &raw).unwrap());
     set_v4(&mut input, 14, 0xbeef, 185);
-    let mut want = w(|v| e().ipv6(H4_6, S6, 30).write(v, 17.into(), &raw).unwrap());
     add_frag_hdr(&mut want, 14, 185, false, 0xbeef);
     assert_eq!(xlat(&input, true).unwrap(), want);
 }
@@ -309,29 +315,26 @@ fn fragments_4to6() {
 #[test]
 fn fragments_6to4() {
     let data = [0x45u8; 64];
-    let mut input = w(|v| e().ipv6(S6, H4_6, 30).tcp(1, 2, 3, 4).write(v, &data).unwrap());
+    let (mut input, mut want) = outbound(30, |ip, v| ip.tcp(1, 2, 3, 4).write(v, &data).unwrap());
     add_frag_hdr(&mut input, 14, 0, true, 0x1234_abcd);
-    let mut want = w(|v| e().ipv4(S6_4, H4, 30).tcp(1, 2, 3, 4).write(v, &data).unwrap());
     set_v4(&mut want, 14, 0xabcd, 0x2000);
     assert_eq!(xlat(&input, false).unwrap(), want);
 
     let raw = [0x77u8; 48];
-    let mut input = w(|v| e().ipv6(S6, H4_6, 30).write(v, 6.into(), &raw).unwrap());
+    let (mut input, mut want) = outbound(30, |ip, v| ip.write(v, 6.into(), &raw).unwrap());
     add_frag_hdr(&mut input, 14, 300, true, 0x1234_abcd);
-    let mut want = w(|v| e().ipv4(S6_4, H4, 30).write(v, 6.into(), &raw).unwrap());
     set_v4(&mut want, 14, 0xabcd, 0x2000 | 300);
     assert_eq!(xlat(&input, false).unwrap(), want);
 }
 
 #[test]
 fn extension_headers_skipped_and_segments_left_refused() {
-    let mut input = w(|v| e().ipv6(S6, H4_6, 30).udp(1, 2).write(v, b"ext").unwrap());
+    let (mut input, mut want) = outbound(30, |ip, v| ip.udp(1, 2).write(v, b"ext").unwrap());
     // Hop-by-Hop (PadN) then Routing with Segments Left 0.
     input[20] = 0;
     input.splice(54..54, [43, 0, 1, 4, 0, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0, 0]);
     let plen = u16::from_be_bytes([input[18], input[19]]) + 16;
     input[18..20].copy_from_slice(&plen.to_be_bytes());
-    let mut want = w(|v| e().ipv4(S6_4, H4, 30).udp(1, 2).write(v, b"ext").unwrap());
     set_v4(&mut want, 14, 0, 0);
     assert_eq!(xlat(&input, false).unwrap(), want);
     input[65] = 1; // Segments Left

@@ -1,6 +1,7 @@
 //! Latency reports: table, .hgrm, JSON, SVG and the files written.
 
 use hdrhistogram::Histogram;
+use shunt::telemetry::latency::Hists;
 use shunt::telemetry::report::*;
 
 fn hist(high: u64) -> Histogram<u64> {
@@ -10,22 +11,26 @@ fn hist(high: u64) -> Histogram<u64> {
 /// Worker 0: latency uniform over 1..=10000 ns, batches cycling 1..=64.
 /// Worker 1: 1000 × 50 µs plus a tail of 10 × 2 ms, batches all 32.
 fn two_workers() -> Report {
-    let mut w0 = WorkerHistograms { worker: 0, core: 2, latency: hist(60_000_000_000), batch: hist(64) };
+    let mut w0 = WorkerHistograms {
+        worker: 0,
+        core: 2,
+        hists: Hists { latency: hist(60_000_000_000), batch: hist(64) },
+    };
     for ns in 1..=10_000u64 {
-        w0.latency.record(ns).expect("in range");
+        w0.hists.latency.record(ns).expect("in range");
     }
     for i in 0..640u64 {
-        w0.batch.record(i % 64 + 1).expect("in range");
+        w0.hists.batch.record(i % 64 + 1).expect("in range");
     }
-    let mut w1 = WorkerHistograms::new(1, 3).expect("standard bounds");
-    w1.latency.record_n(50_000, 1000).expect("in range");
-    w1.latency.record_n(2_000_000, 10).expect("in range");
-    w1.batch.record_n(32, 100).expect("in range");
+    let mut w1 = WorkerHistograms::new(1, 3);
+    w1.hists.latency.record_n(50_000, 1000).expect("in range");
+    w1.hists.latency.record_n(2_000_000, 10).expect("in range");
+    w1.hists.batch.record_n(32, 100).expect("in range");
     Report::new(vec![w0, w1])
 }
 
 fn empty_report() -> Report {
-    Report::new(vec![WorkerHistograms::new(0, 0).expect("standard bounds")])
+    Report::new(vec![WorkerHistograms::new(0, 0)])
 }
 
 fn us(ns: u64) -> String {
@@ -53,35 +58,36 @@ fn merged_adds_all_workers() {
     let m = r.merged();
     assert_eq!(m.worker, MERGED);
     assert!(m.is_merged());
-    assert_eq!(m.latency.len(), 10_000 + 1010);
-    assert_eq!(m.batch.len(), 640 + 100);
-    assert_eq!(m.latency.max(), r.workers[1].latency.max());
-    assert_eq!(m.latency.min(), 1);
+    assert_eq!(m.hists.latency.len(), 10_000 + 1010);
+    assert_eq!(m.hists.batch.len(), 640 + 100);
+    assert_eq!(m.hists.latency.max(), r.workers[1].hists.latency.max());
+    assert_eq!(m.hists.latency.min(), 1);
     // The workers are untouched.
-    assert_eq!(r.workers[0].latency.len(), 10_000);
+    assert_eq!(r.workers[0].hists.latency.len(), 10_000);
 }
 
 #[test]
 fn merged_of_nothing_is_empty() {
     let r = Report::default();
     let m = r.merged();
-    assert!(m.latency.is_empty());
-    assert!(m.batch.is_empty());
+    assert!(m.hists.latency.is_empty());
+    assert!(m.hists.batch.is_empty());
 }
 
 #[test]
 fn merged_handles_differing_bounds() {
     // A worker with tighter bounds first: the merged histogram must grow.
-    let mut small = WorkerHistograms { worker: 0, core: 0, latency: hist(1000), batch: hist(64) };
-    small.latency.record(10).expect("in range");
-    let mut big = WorkerHistograms::new(1, 1).expect("standard bounds");
-    big.latency.record(30_000_000_000).expect("in range");
-    big.batch.record(1000).expect("in range");
+    let mut small =
+        WorkerHistograms { worker: 0, core: 0, hists: Hists { latency: hist(1000), batch: hist(64) } };
+    small.hists.latency.record(10).expect("in range");
+    let mut big = WorkerHistograms::new(1, 1);
+    big.hists.latency.record(30_000_000_000).expect("in range");
+    big.hists.batch.record(1000).expect("in range");
     let m = Report::new(vec![small, big]).merged();
-    assert_eq!(m.latency.len(), 2);
-    assert!(m.latency.equivalent(m.latency.max(), 30_000_000_000));
-    assert_eq!(m.batch.len(), 1);
-    assert!(m.batch.equivalent(m.batch.max(), 1000));
+    assert_eq!(m.hists.latency.len(), 2);
+    assert!(m.hists.latency.equivalent(m.hists.latency.max(), 30_000_000_000));
+    assert_eq!(m.hists.batch.len(), 1);
+    assert!(m.hists.batch.equivalent(m.hists.batch.max(), 1000));
 }
 
 #[test]
@@ -90,7 +96,7 @@ fn table_numbers() {
     let t = r.table();
     assert!(t.lines().next().expect("title").contains("µs"), "{t}");
 
-    let w0 = &r.workers[0].latency;
+    let w0 = &r.workers[0].hists.latency;
     let row = table_row(&t, "0");
     assert_eq!(cell(&row, "core"), "2");
     assert_eq!(cell(&row, "count"), "10000");
@@ -114,7 +120,7 @@ fn table_numbers() {
 
     let row = table_row(&t, "1");
     assert_eq!(cell(&row, "count"), "1010");
-    assert_eq!(cell(&row, "p50"), us(r.workers[1].latency.value_at_quantile(0.5)));
+    assert_eq!(cell(&row, "p50"), us(r.workers[1].hists.latency.value_at_quantile(0.5)));
     let p50: f64 = cell(&row, "p50").parse().expect("number");
     assert!((p50 - 50.0).abs() <= 0.05, "p50 {p50}");
     // 10 of 1010 samples (0.99%) are 2 ms: p99 is still 50 µs, p99.9 is 2 ms.
@@ -128,9 +134,9 @@ fn table_numbers() {
     let m = r.merged();
     let row = table_row(&t, "merged");
     assert_eq!(cell(&row, "count"), "11010");
-    assert_eq!(cell(&row, "p50"), us(m.latency.value_at_quantile(0.5)));
-    assert_eq!(cell(&row, "p99"), us(m.latency.value_at_quantile(0.99)));
-    assert_eq!(cell(&row, "max"), us(m.latency.max()));
+    assert_eq!(cell(&row, "p50"), us(m.hists.latency.value_at_quantile(0.5)));
+    assert_eq!(cell(&row, "p99"), us(m.hists.latency.value_at_quantile(0.99)));
+    assert_eq!(cell(&row, "max"), us(m.hists.latency.max()));
     assert_eq!(cell(&row, "batch-max"), "64");
 }
 
@@ -248,13 +254,13 @@ fn hgrm_parses_back() {
     let r = two_workers();
     let m = r.merged();
     let text = r.hgrm(None);
-    check_hgrm_against(&text, &m.latency);
+    check_hgrm_against(&text, &m.hists.latency);
     // The ticks reach 1/(1-p) > 1000 before the 2 ms tail (10 of 11010).
     let g = parse_hgrm(&text);
     assert!(g.rows.len() > 40, "{text}");
     assert!(g.rows.iter().any(|r| r.3.is_some_and(|inv| inv > 1000.0)), "{text}");
     for w in &r.workers {
-        check_hgrm_against(&r.hgrm(Some(w.worker)), &w.latency);
+        check_hgrm_against(&r.hgrm(Some(w.worker)), &w.hists.latency);
     }
 }
 
@@ -316,7 +322,7 @@ fn json_fields() {
         assert_eq!(w["worker"], hw.worker);
         assert_eq!(w["core"], hw.core);
         let lat = &w["latency"];
-        let h = &hw.latency;
+        let h = &hw.hists.latency;
         assert_eq!(lat["count"], h.len());
         assert_eq!(lat["min"], h.min());
         assert_eq!(lat["max"], h.max());
@@ -326,9 +332,9 @@ fn json_fields() {
             assert_eq!(lat["percentiles"][name], h.value_at_quantile(q), "{name}");
         }
         let batch = &w["batch"];
-        assert_eq!(batch["count"], hw.batch.len());
-        assert_eq!(batch["max"], hw.batch.max());
-        assert_eq!(batch["p50"], hw.batch.value_at_quantile(0.5));
+        assert_eq!(batch["count"], hw.hists.batch.len());
+        assert_eq!(batch["max"], hw.hists.batch.max());
+        assert_eq!(batch["p50"], hw.hists.batch.value_at_quantile(0.5));
         for key in ["min", "mean", "p99"] {
             assert!(batch[key].is_number(), "batch {key}");
         }
@@ -338,13 +344,13 @@ fn json_fields() {
     assert!((4995..=5005).contains(&p50), "{p50}");
     assert_eq!(workers[0]["latency"]["min"], 1);
     let min1 = workers[1]["latency"]["min"].as_u64().expect("min");
-    assert!(r.workers[1].latency.equivalent(min1, 50_000), "{min1}");
+    assert!(r.workers[1].hists.latency.equivalent(min1, 50_000), "{min1}");
 
     let m = &j["merged"];
     assert_eq!(m["worker"], "merged");
     assert_eq!(m["latency"]["count"], 11_010);
     assert_eq!(m["batch"]["count"], 740);
-    assert_eq!(m["latency"]["percentiles"]["p99"], r.merged().latency.value_at_quantile(0.99));
+    assert_eq!(m["latency"]["percentiles"]["p99"], r.merged().hists.latency.value_at_quantile(0.99));
     // Round-trips through text.
     let text = serde_json::to_string(&j).expect("serialise");
     let back: serde_json::Value = serde_json::from_str(&text).expect("parse");
@@ -426,7 +432,7 @@ fn write_dir_writes_the_files() {
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).expect("read back");
     assert_eq!(read("latency.hgrm"), r.hgrm(None));
     assert_eq!(read("latency-w1.hgrm"), r.hgrm(Some(1)));
-    check_hgrm_against(&read("latency-w0.hgrm"), &r.workers[0].latency);
+    check_hgrm_against(&read("latency-w0.hgrm"), &r.workers[0].hists.latency);
     let json: serde_json::Value = serde_json::from_str(&read("latency.json")).expect("json");
     assert_eq!(json, r.json());
     check_svg_shape(&read("latency.svg"));
@@ -471,9 +477,9 @@ fn text_x(svg: &str, label: &str) -> f64 {
 
 #[test]
 fn svg_last_percentile_label_fits_and_a_lone_worker_stays_visible() {
-    let mut w = WorkerHistograms::new(0, 1).expect("standard bounds");
+    let mut w = WorkerHistograms::new(0, 1);
     for ns in 1..=100_000u64 {
-        w.latency.record(ns).expect("in range");
+        w.hists.latency.record(ns).expect("in range");
     }
     let svg = Report::new(vec![w]).svg().expect("svg");
     check_svg_shape(&svg);

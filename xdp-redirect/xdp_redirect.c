@@ -24,42 +24,26 @@ struct vlan_hdr {
 	__be16 encapsulated_proto;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, SHUNT_MAX_QUEUES);
-	__type(key, __u32);
-	__type(value, __u32);
-} shunt_xsks SEC(".maps");
+/*
+ * A BTF-defined map: its type, size, key and value types, and any other
+ * attributes (map_flags) after the size.
+ */
+#define SHUNT_MAP(name, map_type, entries, key_type, value_type, ...) \
+	struct {                                                     \
+		__uint(type, map_type);                              \
+		__uint(max_entries, entries);                        \
+		__VA_ARGS__                                          \
+		__type(key, key_type);                               \
+		__type(value, value_type);                           \
+	} name SEC(".maps")
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, SHUNT_MAX_MATCHES);
-	__type(key, struct shunt_match_key);
-	__type(value, struct shunt_match_value);
-} shunt_match SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, SHUNT_MAX_PREFIXES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct shunt_lpm_key);
-	__type(value, struct shunt_lpm_value);
-} shunt_prefix SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, SHUNT_MAX_ROUTE_PREFIXES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct shunt_route_key);
-	__type(value, struct shunt_lpm_value);
-} shunt_route_prefix SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, SHUNT_CNT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} shunt_counters SEC(".maps");
+SHUNT_MAP(shunt_xsks, BPF_MAP_TYPE_XSKMAP, SHUNT_MAX_QUEUES, __u32, __u32);
+SHUNT_MAP(shunt_match, BPF_MAP_TYPE_HASH, SHUNT_MAX_MATCHES, struct shunt_match_key, struct shunt_match_value);
+SHUNT_MAP(shunt_prefix, BPF_MAP_TYPE_LPM_TRIE, SHUNT_MAX_PREFIXES, struct shunt_lpm_key, struct shunt_lpm_value,
+	  __uint(map_flags, BPF_F_NO_PREALLOC););
+SHUNT_MAP(shunt_route_prefix, BPF_MAP_TYPE_LPM_TRIE, SHUNT_MAX_ROUTE_PREFIXES, struct shunt_route_key,
+	  struct shunt_lpm_value, __uint(map_flags, BPF_F_NO_PREALLOC););
+SHUNT_MAP(shunt_counters, BPF_MAP_TYPE_PERCPU_ARRAY, SHUNT_CNT_MAX, __u32, __u64);
 
 /*
  * What happens to a packet of ours when its queue has no AF_XDP socket:
@@ -67,12 +51,7 @@ struct {
  * SHUNT_NO_SOCKET_DROP, set by the old image during a planned restart so
  * the kernel never answers (RSTs) flows the next image will carry on.
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} shunt_no_socket SEC(".maps");
+SHUNT_MAP(shunt_no_socket, BPF_MAP_TYPE_ARRAY, 1, __u32, __u32);
 
 static __always_inline void count(__u32 idx)
 {
@@ -185,6 +164,20 @@ static __always_inline int icmp_error_key(void *l4, void *end, __u8 proto, int v
 	return 1;
 }
 
+/* Whether nexthdr names an IPv6 extension header ipv6_upper steps over. */
+static __always_inline int ipv6_ext(__u8 nexthdr)
+{
+	switch (nexthdr) {
+	case IPPROTO_HOPOPTS:
+	case IPPROTO_ROUTING:
+	case IPPROTO_DSTOPTS:
+	case IPPROTO_FRAGMENT:
+	case IPPROTO_AH:
+		return 1;
+	}
+	return 0;
+}
+
 /*
  * Steps over IPv6 extension headers (hop-by-hop, routing, fragment, AH,
  * destination options) to the upper-layer header, at most SHUNT_MAX_EXT of
@@ -203,14 +196,7 @@ static __always_inline __u8 ipv6_upper(void **l4, void *end, __u8 nexthdr, int *
 		__u8 *h = p;
 		__u32 len;
 
-		switch (nexthdr) {
-		case IPPROTO_HOPOPTS:
-		case IPPROTO_ROUTING:
-		case IPPROTO_DSTOPTS:
-		case IPPROTO_FRAGMENT:
-		case IPPROTO_AH:
-			break;
-		default:
+		if (!ipv6_ext(nexthdr)) {
 			*l4 = p;
 			return nexthdr;
 		}
@@ -232,14 +218,8 @@ static __always_inline __u8 ipv6_upper(void **l4, void *end, __u8 nexthdr, int *
 		nexthdr = h[0];
 		p += len;
 	}
-	switch (nexthdr) {
-	case IPPROTO_HOPOPTS:
-	case IPPROTO_ROUTING:
-	case IPPROTO_DSTOPTS:
-	case IPPROTO_FRAGMENT:
-	case IPPROTO_AH:
+	if (ipv6_ext(nexthdr))
 		return 0xff;
-	}
 	*l4 = p;
 	return nexthdr;
 }

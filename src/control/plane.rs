@@ -201,7 +201,7 @@ pub fn run(
             last_xdp = Instant::now();
             running.dp.refresh_xdp();
             if metrics.is_some() {
-                latency.publish(&running.dp.report().merged().latency);
+                latency.publish(&running.dp.report().merged().hists.latency);
             }
         }
         // Every worker hands a histogram over per loop pass: one whose

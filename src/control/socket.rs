@@ -21,7 +21,7 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::protocol::{self, Request, Response};
-use crate::sys::nonblock::{Answer, DrainLimits, Next};
+use crate::sys::nonblock::{self, Answer, Connection, DrainLimits, Next};
 
 /// How long one client may take to send its request, and again to read
 /// the reply.
@@ -208,12 +208,7 @@ impl Server {
         for i in ready {
             self.progress(i, &mut handle);
         }
-        let now = Instant::now();
-        for i in 0..self.clients.len() {
-            if self.clients[i].as_ref().is_some_and(|c| c.deadline <= now) {
-                self.expire(i);
-            }
-        }
+        nonblock::expire(&mut self.clients, self.poll.registry(), Instant::now(), Client::time_out);
     }
 
     /// Clients connected now (for tests and the log).
@@ -312,27 +307,8 @@ impl Server {
         }
     }
 
-    /// A client past its deadline: one still sending its request is told
-    /// why (if its socket takes the line) before it is closed.
-    fn expire(&mut self, i: usize) {
-        if let Some(c) = self.clients[i].as_mut() {
-            if matches!(c.phase, Phase::Reading) {
-                let secs = CLIENT_TIMEOUT.as_secs_f64();
-                let _ = c.stream.write(&refusal_line(&format!("request not received within {secs}s")));
-                tracing::warn!(
-                    uid = c.peer.uid,
-                    pid = c.peer.pid,
-                    "control client timed out before sending a request"
-                );
-            }
-        }
-        self.close(i);
-    }
-
     fn close(&mut self, i: usize) {
-        if let Some(mut c) = self.clients[i].take() {
-            let _ = self.poll.registry().deregister(&mut c.stream);
-        }
+        nonblock::close(&mut self.clients, i, self.poll.registry());
     }
 }
 
@@ -346,7 +322,29 @@ enum Step {
     Done(Result<Vec<u8>, String>),
 }
 
+impl Connection for Client {
+    type Stream = UnixStream;
+
+    fn socket_and_deadline(&mut self) -> (&mut UnixStream, Instant) {
+        (&mut self.stream, self.deadline)
+    }
+}
+
 impl Client {
+    /// Past its deadline: a client still sending its request is told why
+    /// (if its socket takes the line) before it is closed.
+    fn time_out(&mut self) {
+        if matches!(self.phase, Phase::Reading) {
+            let secs = CLIENT_TIMEOUT.as_secs_f64();
+            let _ = self.stream.write(&refusal_line(&format!("request not received within {secs}s")));
+            tracing::warn!(
+                uid = self.peer.uid,
+                pid = self.peer.pid,
+                "control client timed out before sending a request"
+            );
+        }
+    }
+
     /// Reads what is there: a request ends at a newline or EOF; past
     /// `MAX_REQUEST` bytes it is refused without reading the rest first.
     fn read_request(&mut self) -> Step {

@@ -426,12 +426,7 @@ impl Dataplane {
                 .iter()
                 .zip(&self.cores)
                 .enumerate()
-                .map(|(i, (c, &core))| WorkerHistograms {
-                    worker: i,
-                    core,
-                    latency: c.total.latency.clone(),
-                    batch: c.total.batch.clone(),
-                })
+                .map(|(i, (c, &core))| WorkerHistograms { worker: i, core, hists: c.total.clone() })
                 .collect(),
         }
     }

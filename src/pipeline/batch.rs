@@ -3,25 +3,10 @@
 use super::flow::{FlowKind, FlowMeta};
 use crate::config::MAX_BATCH;
 
-/// Why a packet was dropped. `Copy` and dense so it indexes counters
-/// directly (VPP's `foreach_*_error`); names are what `shunt` prints.
-macro_rules! drop_reasons {
-    ($($variant:ident => $name:literal, $doc:literal;)*) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        #[repr(u8)]
-        pub enum DropReason { $(#[doc = $doc] $variant,)* }
-
-        impl DropReason {
-            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
-            pub const COUNT: usize = Self::ALL.len();
-            pub fn name(self) -> &'static str {
-                match self { $(DropReason::$variant => $name,)* }
-            }
-        }
-    };
-}
-
-drop_reasons! {
+dense_enum! {
+    /// Why a packet was dropped. `Copy` and dense so it indexes counters
+    /// directly (VPP's `foreach_*_error`); names are what `shunt` prints.
+    DropReason;
     Malformed => "malformed", "Headers truncated or inconsistent.";
     NoRoute => "no_route", "Redirected by XDP but matches no configured route.";
     TxRingFull => "tx_ring_full", "The egress TX ring had no free slot.";

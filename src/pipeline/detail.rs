@@ -81,28 +81,10 @@ impl Untranslatable {
     }
 }
 
-macro_rules! martians {
-    ($($variant:ident => $name:literal, $doc:literal;)*) => {
-        /// Why a packet counted as `martian` was (RFC 1812 §5.3.7, RFC 4291
-        /// §2.5.2-2.7, RFC 1812 §5.3.4 for link-layer addressing).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        #[repr(u8)]
-        pub enum Martian { $(#[doc = $doc] $variant,)* }
-
-        impl Martian {
-            pub const ALL: &'static [Martian] = &[$(Martian::$variant,)*];
-            pub const COUNT: usize = Self::ALL.len();
-            pub const fn index(self) -> usize {
-                self as usize
-            }
-            pub fn name(self) -> &'static str {
-                match self { $(Martian::$variant => $name,)* }
-            }
-        }
-    };
-}
-
-martians! {
+dense_enum! {
+    /// Why a packet counted as `martian` was (RFC 1812 §5.3.7, RFC 4291
+    /// §2.5.2-2.7, RFC 1812 §5.3.4 for link-layer addressing).
+    Martian;
     SrcLoopback => "src_loopback", "Source in 127.0.0.0/8 or ::1.";
     SrcThisNetwork => "src_this_network", "Source in 0.0.0.0/8 or ::.";
     SrcBroadcast => "src_broadcast", "Source 255.255.255.255.";

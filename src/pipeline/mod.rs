@@ -5,6 +5,9 @@
 //! state), `maglev` (new flows: backend, SNAT port, entries), `nat`
 //! (rewrite, incremental checksums), `l2` (next hop, egress port).
 
+#[macro_use]
+mod dense;
+
 mod batch;
 pub mod build;
 pub mod classify;

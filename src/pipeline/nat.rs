@@ -15,13 +15,8 @@ use crate::nat46::{build_time_exceeded, RouterAddrs};
 pub use super::rewrite::nat::rewrite;
 
 pub struct NatStage {
-    mtus: EgressMtu,
-}
-
-impl NatStage {
-    pub fn new(mtus: EgressMtu) -> NatStage {
-        NatStage { mtus }
-    }
+    /// The egress MTUs, read per batch.
+    pub(super) mtus: EgressMtu,
 }
 
 impl Stage for NatStage {

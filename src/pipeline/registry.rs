@@ -179,7 +179,7 @@ pub static STAGES: &[StageDescriptor] = &[
         // and refuses such frames; ICMP errors never arrive as one
         // (conntrack).
         chains: true,
-        build: |_, env| Ok(Box::new(NatStage::new(env.mtus.clone()))),
+        build: |_, env| Ok(Box::new(NatStage { mtus: env.mtus.clone() })),
     },
     StageDescriptor {
         name: "siit",
@@ -189,7 +189,7 @@ pub static STAGES: &[StageDescriptor] = &[
         drops: &[D::Malformed, D::Untranslatable],
         // Translation changes the header size.
         chains: false,
-        build: |_, env| Ok(Box::new(SiitStage::new(env.mtus.clone()))),
+        build: |_, env| Ok(Box::new(SiitStage { mtus: env.mtus.clone() })),
     },
     StageDescriptor {
         name: "l2",

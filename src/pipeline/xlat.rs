@@ -28,13 +28,8 @@ fn pkt_after_hop<'a>(p: &'a super::FrameMut<'_>, len: usize) -> &'a [u8] {
 /// Stateless SIIT: every packet of the pipeline is translated by prefix and
 /// explicit mappings, IPv4 → IPv6 towards `egress`, IPv6 → IPv4 back.
 pub struct SiitStage {
-    mtus: EgressMtu,
-}
-
-impl SiitStage {
-    pub fn new(mtus: EgressMtu) -> SiitStage {
-        SiitStage { mtus }
-    }
+    /// The egress MTUs, read per batch.
+    pub(super) mtus: EgressMtu,
 }
 
 impl Stage for SiitStage {

@@ -1,7 +1,12 @@
-//! Non-blocking socket writes shared by the control socket and the
-//! Prometheus endpoint (both mio loops with one reply per connection).
+//! Non-blocking socket writes and the connection table shared by the
+//! control socket and the Prometheus endpoint (both mio loops with one
+//! reply per connection).
 
 use std::io::{ErrorKind, Read, Write};
+use std::time::Instant;
+
+use mio::event::Source;
+use mio::Registry;
 
 /// Where a write of a reply stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +125,40 @@ impl Answer {
     }
 }
 
+/// A connection of one of those servers, kept in a table of slots whose
+/// index is its mio token.
+pub trait Connection {
+    type Stream: Source;
+    /// Its socket, to deregister when it closes, and its deadline, when it
+    /// is closed, done or not.
+    fn socket_and_deadline(&mut self) -> (&mut Self::Stream, Instant);
+}
+
+/// Closes the connection in slot `i` of `slots`, if there is one: takes it
+/// off `registry` and drops it.
+pub fn close<C: Connection>(slots: &mut [Option<C>], i: usize, registry: &Registry) {
+    if let Some(mut c) = slots.get_mut(i).and_then(Option::take) {
+        let _ = registry.deregister(c.socket_and_deadline().0);
+    }
+}
+
+/// Closes every connection of `slots` past its deadline at `now`, after
+/// `last_words` (which may still try a non-blocking write to it).
+pub fn expire<C: Connection>(
+    slots: &mut [Option<C>],
+    registry: &Registry,
+    now: Instant,
+    mut last_words: impl FnMut(&mut C),
+) {
+    for i in 0..slots.len() {
+        let Some(c) = slots[i].as_mut() else { continue };
+        if c.socket_and_deadline().1 <= now {
+            last_words(c);
+            close(slots, i, registry);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +167,44 @@ mod tests {
         let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         (mio::net::UnixStream::from_std(ours), peer)
+    }
+
+    /// A connection of the table in the tests: its socket and deadline.
+    struct Conn(mio::net::UnixStream, Instant);
+
+    impl Connection for Conn {
+        type Stream = mio::net::UnixStream;
+
+        fn socket_and_deadline(&mut self) -> (&mut mio::net::UnixStream, Instant) {
+            (&mut self.0, self.1)
+        }
+    }
+
+    #[test]
+    fn expire_closes_only_connections_past_their_deadline_after_their_last_words() {
+        use std::time::Duration;
+        let poll = mio::Poll::new().unwrap();
+        let now = Instant::now();
+        let (late, early) = (now - Duration::from_secs(1), now + Duration::from_secs(60));
+        let mut slots = Vec::new();
+        let mut peers = Vec::new();
+        for (i, deadline) in [late, early, now].into_iter().enumerate() {
+            let (mut ours, peer) = pair();
+            poll.registry().register(&mut ours, mio::Token(i), mio::Interest::READABLE).unwrap();
+            slots.push(Some(Conn(ours, deadline)));
+            peers.push(peer);
+        }
+        slots.push(None);
+        let mut told = Vec::new();
+        expire(&mut slots, poll.registry(), now, |c| told.push(c.1));
+        assert_eq!(told, [late, now]);
+        assert_eq!(slots.iter().map(Option::is_some).collect::<Vec<_>>(), [false, true, false, false]);
+        // The closed connections' peers read end of file.
+        for i in [0, 2] {
+            assert_eq!(peers[i].read(&mut [0u8; 1]).unwrap(), 0);
+        }
+        close(&mut slots, 1, poll.registry());
+        assert!(slots.iter().all(Option::is_none));
     }
 
     const ROOMY: DrainLimits = DrainLimits { per_pass: 1 << 20, total: 1 << 20 };

@@ -6,9 +6,10 @@
 use crossbeam_channel::{bounded, Receiver, Sender};
 use hdrhistogram::Histogram;
 
-/// Highest latency recorded (60 s); longer values saturate.
-const MAX_NS: u64 = 60_000_000_000;
+use super::report::{LATENCY_MAX_NS, SIGFIG};
 
+/// One worker's two histograms (or their sums).
+#[derive(Debug, Clone)]
 pub struct Hists {
     /// RX → TX-submit time per packet, in nanoseconds.
     pub latency: Histogram<u64>,
@@ -17,12 +18,14 @@ pub struct Hists {
 }
 
 impl Hists {
+    /// Empty histograms with the workers' standard bounds: latency 1 ns up
+    /// to [`LATENCY_MAX_NS`] (longer values saturate), batch 1..=1024, both
+    /// with [`SIGFIG`] significant digits.
     pub fn new() -> Hists {
-        Hists {
-            // Fixed bounds: auto-resize would allocate on the fast path.
-            latency: Histogram::new_with_bounds(1, MAX_NS, 3).expect("static histogram bounds are valid"),
-            batch: Histogram::new_with_bounds(1, 1024, 3).expect("static histogram bounds are valid"),
-        }
+        let hist =
+            |max| Histogram::new_with_bounds(1, max, SIGFIG).expect("static histogram bounds are valid");
+        // Fixed bounds: auto-resize would allocate on the fast path.
+        Hists { latency: hist(LATENCY_MAX_NS), batch: hist(1024) }
     }
 
     fn reset(&mut self) {

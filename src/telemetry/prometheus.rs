@@ -368,7 +368,7 @@ mod http {
     use mio::net::{TcpListener, TcpStream};
     use mio::{Events, Interest, Poll, Token};
 
-    use crate::sys::nonblock::{Answer, DrainLimits, Next};
+    use crate::sys::nonblock::{self, Answer, Connection, DrainLimits, Next};
 
     /// Scrapers connected at once; more wait in the listen backlog.
     pub const MAX_SCRAPERS: usize = 64;
@@ -421,6 +421,14 @@ mod http {
         deadline: Instant,
     }
 
+    impl Connection for Conn {
+        type Stream = TcpStream;
+
+        fn socket_and_deadline(&mut self) -> (&mut TcpStream, Instant) {
+            (&mut self.stream, self.deadline)
+        }
+    }
+
     pub struct Server {
         poll: Poll,
         events: Events,
@@ -458,12 +466,7 @@ mod http {
             for i in ready {
                 self.progress(i, &mut respond);
             }
-            let now = Instant::now();
-            for i in 0..self.conns.len() {
-                if self.conns[i].as_ref().is_some_and(|c| c.deadline <= now) {
-                    self.close(i);
-                }
-            }
+            nonblock::expire(&mut self.conns, self.poll.registry(), Instant::now(), |_| {});
         }
 
         /// Accepts while there is room; returns the new slots.
@@ -551,9 +554,7 @@ mod http {
         }
 
         fn close(&mut self, i: usize) {
-            if let Some(mut c) = self.conns[i].take() {
-                let _ = self.poll.registry().deregister(&mut c.stream);
-            }
+            nonblock::close(&mut self.conns, i, self.poll.registry());
         }
     }
 }

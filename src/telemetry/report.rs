@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
+use super::latency::Hists;
+
 /// `WorkerHistograms::worker` of the histograms returned by [`Report::merged`].
 pub const MERGED: usize = usize::MAX;
 
@@ -62,22 +64,14 @@ pub struct WorkerHistograms {
     pub worker: usize,
     /// CPU core the worker runs on (meaningless for the merged histograms).
     pub core: usize,
-    /// RX → TX-submit latency per packet, in nanoseconds.
-    pub latency: Histogram<u64>,
-    /// Packets per RX batch.
-    pub batch: Histogram<u64>,
+    /// Its latency and batch-size histograms.
+    pub hists: Hists,
 }
 
 impl WorkerHistograms {
-    /// Empty histograms with the workers' standard bounds: latency 1 ns..60 s,
-    /// batch 1..=1024, both with [`SIGFIG`] significant digits.
-    pub fn new(worker: usize, core: usize) -> Result<Self, hdrhistogram::CreationError> {
-        Ok(WorkerHistograms {
-            worker,
-            core,
-            latency: Histogram::new_with_bounds(1, LATENCY_MAX_NS, SIGFIG)?,
-            batch: Histogram::new_with_bounds(1, 1024, SIGFIG)?,
-        })
+    /// Empty histograms with the workers' standard bounds ([`Hists::new`]).
+    pub fn new(worker: usize, core: usize) -> Self {
+        WorkerHistograms { worker, core, hists: Hists::new() }
     }
 
     /// Whether these are the merged histograms of a [`Report`].
@@ -121,8 +115,10 @@ impl Report {
         WorkerHistograms {
             worker: MERGED,
             core: MERGED,
-            latency: merge(self.workers.iter().map(|w| &w.latency)),
-            batch: merge(self.workers.iter().map(|w| &w.batch)),
+            hists: Hists {
+                latency: merge(self.workers.iter().map(|w| &w.hists.latency)),
+                batch: merge(self.workers.iter().map(|w| &w.hists.batch)),
+            },
         }
     }
 
@@ -159,7 +155,7 @@ impl Report {
                 (row.worker.to_string(), row.core.to_string())
             };
             let _ = write!(out, "{worker:>6} {core:>5} ");
-            let lat = &row.latency;
+            let lat = &row.hists.latency;
             if lat.is_empty() {
                 out.push_str("  no samples\n");
                 continue;
@@ -170,10 +166,15 @@ impl Report {
             }
             let _ = write!(out, " {:>11}", ns_as_us(lat.max()));
             let _ = write!(out, " {:>11.3}", lat.mean() / 1000.0);
-            if row.batch.is_empty() {
+            if row.hists.batch.is_empty() {
                 let _ = writeln!(out, " {:>9} {:>9}", "-", "-");
             } else {
-                let _ = writeln!(out, " {:>9} {:>9}", row.batch.value_at_quantile(0.5), row.batch.max());
+                let _ = writeln!(
+                    out,
+                    " {:>9} {:>9}",
+                    row.hists.batch.value_at_quantile(0.5),
+                    row.hists.batch.max()
+                );
             }
         }
         out
@@ -186,11 +187,15 @@ impl Report {
     /// the (valid) distribution of an empty histogram.
     pub fn hgrm(&self, worker: Option<usize>) -> String {
         match worker {
-            None => {
-                percentile_distribution(&self.merged().latency, HGRM_TICKS_PER_HALF_DISTANCE, HGRM_UNIT_RATIO)
-            }
+            None => percentile_distribution(
+                &self.merged().hists.latency,
+                HGRM_TICKS_PER_HALF_DISTANCE,
+                HGRM_UNIT_RATIO,
+            ),
             Some(id) => match self.worker(id) {
-                Some(w) => percentile_distribution(&w.latency, HGRM_TICKS_PER_HALF_DISTANCE, HGRM_UNIT_RATIO),
+                Some(w) => {
+                    percentile_distribution(&w.hists.latency, HGRM_TICKS_PER_HALF_DISTANCE, HGRM_UNIT_RATIO)
+                }
                 None => {
                     percentile_distribution(&empty_histogram(), HGRM_TICKS_PER_HALF_DISTANCE, HGRM_UNIT_RATIO)
                 }
@@ -218,8 +223,8 @@ impl Report {
                 json!({
                     "worker": w.worker,
                     "core": w.core,
-                    "latency": latency_json(&w.latency),
-                    "batch": batch_json(&w.batch),
+                    "latency": latency_json(&w.hists.latency),
+                    "batch": batch_json(&w.hists.batch),
                 })
             })
             .collect();
@@ -230,8 +235,8 @@ impl Report {
             "merged": {
                 "worker": "merged",
                 "core": Value::Null,
-                "latency": latency_json(&merged.latency),
-                "batch": batch_json(&merged.batch),
+                "latency": latency_json(&merged.hists.latency),
+                "batch": batch_json(&merged.hists.batch),
             },
         })
     }
@@ -249,7 +254,7 @@ impl Report {
         // the same, and the worker's must stay visible.
         let series: Vec<(String, bool, Curve)> = std::iter::once(&merged)
             .chain(self.workers.iter())
-            .map(|r| (r.label(), r.is_merged(), percentile_curve(&r.latency)))
+            .map(|r| (r.label(), r.is_merged(), percentile_curve(&r.hists.latency)))
             .collect();
 
         // x = log10(1/(1-p)): at least up to 99.999%, more when the data goes

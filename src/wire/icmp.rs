@@ -36,7 +36,8 @@ pub const fn is_error(msg_type: u8) -> bool {
     matches!(msg_type, TYPE_DEST_UNREACHABLE | TYPE_REDIRECT | TYPE_TIME_EXCEEDED | TYPE_PARAM_PROBLEM)
 }
 
-icmp_view! {
+shared_view! {
+    icmp
     /// A read/write view of an ICMPv4 message.
 }
 

@@ -49,7 +49,8 @@ pub const fn is_ndp(msg_type: u8) -> bool {
     matches!(msg_type, TYPE_ROUTER_SOLICIT..=TYPE_REDIRECT)
 }
 
-icmp_view! {
+shared_view! {
+    icmp
     /// A read/write view of an ICMPv6 message.
 }
 

@@ -378,12 +378,12 @@ mod tests {
         let mut buf = h.to_bytes().to_vec();
         buf.extend_from_slice(&[9; 5]);
         let p = Packet::new_checked(&buf[..]).unwrap();
-        assert_eq!(p.total_len(), 25);
-        assert_eq!(p.ttl(), 33);
-        assert_eq!(p.protocol(), 17);
-        assert_eq!(p.ident(), 0xbeef);
-        assert!(p.more_frags());
-        assert_eq!(p.frag_offset(), 800);
+        assert_eq!(p.total_len(), h.total_len);
+        assert_eq!(p.ttl(), h.time_to_live);
+        assert_eq!(p.protocol(), h.protocol.0);
+        assert_eq!(p.ident(), h.identification);
+        assert_eq!(p.more_frags(), h.more_fragments);
+        assert_eq!(p.frag_offset(), h.fragment_offset.value() * 8);
         assert_eq!(p.checksum(), h.header_checksum);
         assert!(p.verify_checksum());
     }

@@ -25,7 +25,8 @@ mod field {
 /// Offset of the checksum field, for incremental updates by the caller.
 pub const CHECKSUM_OFFSET: usize = field::CHECKSUM.start;
 
-transport_view! {
+shared_view! {
+    transport
     /// A read/write view of a TCP segment.
 }
 

@@ -225,29 +225,6 @@ pub(super) mod port_field {
     pub const DST_PORT: Range<usize> = 2..4;
 }
 
-/// A TCP or UDP view: both begin with the source and destination port, at
-/// the [`port_field`] places. Defines `Packet` and its port accessors; each
-/// module adds its own fields and checksum rules. Expects `field` (with at
-/// least the [`port_field`] places) and a `check` method in scope.
-macro_rules! transport_view {
-    ($(#[$meta:meta])*) => {
-        header_view! {
-            $(#[$meta])*
-            Packet,
-            check: check
-        }
-
-        fields! {
-            Packet {
-                /// Source port.
-                pub src_port, set_src_port: u16 = field::SRC_PORT;
-                /// Destination port.
-                pub dst_port, set_dst_port: u16 = field::DST_PORT;
-            }
-        }
-    };
-}
-
 /// Byte places of the 8-byte header ICMPv4 and ICMPv6 share: type, code,
 /// checksum and four type-specific bytes, an echo identifier and sequence
 /// number in echo messages.
@@ -261,21 +238,31 @@ pub(super) mod icmp_field {
     pub const ECHO_SEQ: Range<usize> = 6..8;
 }
 
-/// An ICMPv4 or ICMPv6 view: both share the 8-byte header laid out in
-/// [`icmp_field`]. Defines `Packet` with the accessors the two have in
-/// common; each module adds its checksum rules and the type-specific
-/// fields. Expects `field` (with at least the [`icmp_field`] places),
-/// `HEADER_LEN` and `TYPE_ECHO_{REQUEST,REPLY}` in scope.
-macro_rules! icmp_view {
-    ($(#[$meta:meta])*) => {
-        header_view! {
-            $(#[$meta])*
-            Packet,
-            check: check
+/// The views of the headers two protocols share, which define `Packet`
+/// and the accessors the two have in common; each module adds its own
+/// fields and checksum rules. Expects `field` (with at least the places of
+/// the shared header) in scope.
+///
+/// - `transport`: TCP or UDP, which both begin with the source and
+///   destination port at the [`port_field`] places. Expects a `check`
+///   method in scope.
+/// - `icmp`: ICMPv4 or ICMPv6, which share the 8-byte header laid out in
+///   [`icmp_field`]. Expects `HEADER_LEN` and `TYPE_ECHO_{REQUEST,REPLY}`
+///   in scope.
+macro_rules! shared_view {
+    (transport $(#[$meta:meta])*) => {
+        shared_view! {
+            @packet $(#[$meta])* {
+                /// Source port.
+                pub src_port, set_src_port: u16 = field::SRC_PORT;
+                /// Destination port.
+                pub dst_port, set_dst_port: u16 = field::DST_PORT;
+            }
         }
-
-        fields! {
-            Packet {
+    };
+    (icmp $(#[$meta:meta])*) => {
+        shared_view! {
+            @packet $(#[$meta])* {
                 /// Message type.
                 pub msg_type, set_msg_type: u8 = field::TYPE;
                 /// Message code.
@@ -316,6 +303,17 @@ macro_rules! icmp_view {
             pub fn payload_mut(&mut self) -> &mut [u8] {
                 self.buffer.as_mut().get_mut(HEADER_LEN..).unwrap_or(&mut [])
             }
+        }
+    };
+    (@packet $(#[$meta:meta])* { $($fields:tt)* }) => {
+        header_view! {
+            $(#[$meta])*
+            Packet,
+            check: check
+        }
+
+        fields! {
+            Packet { $($fields)* }
         }
     };
 }
