@@ -16,6 +16,7 @@ use crate::wire::ethernet::{
     ETHERTYPE_IPV4 as ETH_P_IPV4, ETHERTYPE_IPV6 as ETH_P_IPV6, ETHERTYPE_VLAN as ETH_P_8021Q,
 };
 use crate::wire::ip_protocol::{ICMP, ICMPV6 as ICMP6, TCP, UDP};
+use crate::wire::{ipv4, ipv6};
 
 const FRAG: u8 = 44;
 const MAX_EXT: usize = 8;
@@ -361,31 +362,9 @@ impl FragHdr {
     }
 }
 
-/// Writes a 20-byte IPv4 header (no options) with its checksum.
-#[allow(clippy::too_many_arguments)]
-fn put_v4(
-    hdr: &mut [u8],
-    at: usize,
-    tos: u8,
-    tot: u16,
-    id: u16,
-    flags_off: u16,
-    ttl: u8,
-    proto: u8,
-    src: [u8; 4],
-    dst: [u8; 4],
-) -> Result<(), Drop> {
-    let t = tot.to_be_bytes();
-    let i = id.to_be_bytes();
-    let f = flags_off.to_be_bytes();
-    let mut h = [
-        0x45, tos, t[0], t[1], i[0], i[1], f[0], f[1], ttl, proto, 0, 0, src[0], src[1], src[2], src[3],
-        dst[0], dst[1], dst[2], dst[3],
-    ];
-    let c = checksum(&h).to_be_bytes();
-    h[10] = c[0];
-    h[11] = c[1];
-    wr(hdr, at, &h)
+/// Writes `ip` (20 bytes, its checksum filled) at `at` of `hdr`.
+fn put_v4(hdr: &mut [u8], at: usize, ip: ipv4::Repr) -> Result<(), Drop> {
+    ip.emit(hdr.get_mut(at..).ok_or(Drop::Truncated)?).map_err(|_| Drop::Truncated)
 }
 
 /// Writes a 40-byte IPv6 header (flow label 0) and, if `frag`, a Fragment
@@ -404,11 +383,16 @@ fn put_v6(
 ) -> Result<usize, Drop> {
     let fh = if frag.is_some() { 8 } else { 0 };
     let plen = u16::try_from(ul_len + fh).map_err(|_| Drop::Malformed)?;
-    wr(hdr, at, &[0x60 | (tc >> 4), tc << 4, 0, 0])?;
-    wr16(hdr, at + 4, plen)?;
-    wr(hdr, at + 6, &[if frag.is_some() { FRAG } else { proto }, hl])?;
-    wr(hdr, at + 8, src)?;
-    wr(hdr, at + 24, dst)?;
+    let ip = ipv6::Repr {
+        traffic_class: tc,
+        flow_label: 0,
+        payload_len: plen,
+        next_header: if frag.is_some() { FRAG } else { proto },
+        hop_limit: hl,
+        src: Ipv6Addr::from(*src),
+        dst: Ipv6Addr::from(*dst),
+    };
+    ip.emit(hdr.get_mut(at..).ok_or(Drop::Truncated)?).map_err(|_| Drop::Truncated)?;
     if let Some(f) = frag {
         //= https://www.rfc-editor.org/rfc/rfc8200#section-4.5
         //# Fragment Offset   13-bit unsigned integer.  The offset, in
@@ -1103,7 +1087,20 @@ pub(super) fn general_6to4(
     let new_start = h.ul - hdr_len;
     // All header fields are in locals: write straight over the old headers.
     put_l2(b, new_start, &eth, l2, ETH_P_IPV4)?;
-    put_v4(b, new_start + l2, h.tc, tot16, id, fo, h.hl, proto, src4, dst4)?;
+    put_v4(
+        b,
+        new_start + l2,
+        ipv4::Repr {
+            tos: h.tc,
+            total_len: tot16,
+            ident: id,
+            flags_frag: fo,
+            ttl: h.hl,
+            protocol: proto,
+            src: src4.into(),
+            dst: dst4.into(),
+        },
+    )?;
 
     Ok((new_start, hdr_len + ul_len))
 }
@@ -1182,12 +1179,38 @@ fn icmp_error_6to4(
     let mut hdr = [0u8; 18 + 48];
     put_l2(&mut hdr, 0, eth, l2, ETH_P_IPV4)?;
     let (id, fo) = flags_6to4(h.frag, tot);
-    put_v4(&mut hdr, l2, h.tc, tot as u16, id, fo, h.hl, ICMP, src4, dst4)?;
+    put_v4(
+        &mut hdr,
+        l2,
+        ipv4::Repr {
+            tos: h.tc,
+            total_len: tot as u16,
+            ident: id,
+            flags_frag: fo,
+            ttl: h.hl,
+            protocol: ICMP,
+            src: src4.into(),
+            dst: dst4.into(),
+        },
+    )?;
     wr(&mut hdr, l2 + 20, &[nty, ncode, 0, 0])?;
     wr(&mut hdr, l2 + 24, &nrest)?;
     let (iid, ifo) = flags_6to4(ih.frag, usize::from(itot));
     let iproto = if ih.proto == ICMP6 { ICMP } else { ih.proto };
-    put_v4(&mut hdr, l2 + 28, ih.tc, itot, iid, ifo, ih.hl, iproto, isrc4, idst4)?;
+    put_v4(
+        &mut hdr,
+        l2 + 28,
+        ipv4::Repr {
+            tos: ih.tc,
+            total_len: itot,
+            ident: iid,
+            flags_frag: ifo,
+            ttl: ih.hl,
+            protocol: iproto,
+            src: isrc4.into(),
+            dst: idst4.into(),
+        },
+    )?;
     wr(b, new_start, sub(&hdr, 0, hdr_len)?)?;
 
     let icmp_at = new_start + l2 + 20;
@@ -1468,7 +1491,20 @@ fn build_error(
             let new_start = ip.checked_sub(hdr_len).ok_or(Drop::HeadroomExhausted)?;
             let mut hdr = [0u8; 18 + 28];
             put_l2(&mut hdr, 0, &eth, l2, ETH_P_IPV4)?;
-            put_v4(&mut hdr, l2, 0, (28 + quote) as u16, 0, 0, 64, ICMP, router.v4, h.src)?;
+            put_v4(
+                &mut hdr,
+                l2,
+                ipv4::Repr {
+                    tos: 0,
+                    total_len: (28 + quote) as u16,
+                    ident: 0,
+                    flags_frag: 0,
+                    ttl: 64,
+                    protocol: ICMP,
+                    src: router.v4.into(),
+                    dst: h.src.into(),
+                },
+            )?;
             wr(&mut hdr, l2 + 20, &[v4.0, v4.1, 0, 0])?;
             wr(&mut hdr, l2 + 24, &v4.2)?;
             wr(b, new_start, sub(&hdr, 0, hdr_len)?)?;

@@ -19,7 +19,8 @@ use super::FrameMut;
 use crate::nat46::siit::build_address_unreachable;
 use crate::nat46::{build_admin_prohibited, RouterAddrs};
 use crate::wire::addr::v4_of;
-use crate::wire::checksum::{checksum, l4_checksum_v4, l4_checksum_v6};
+use crate::wire::checksum::{l4_checksum_v4, l4_checksum_v6};
+use crate::wire::{ipv4, ipv6};
 
 /// Slots of the recent-refusals table (a power of two).
 pub const SLOTS: usize = 1024;
@@ -128,23 +129,34 @@ fn tcp_reset(data: &mut [u8], f: &FlowMeta) -> Option<usize> {
     let tcp_at = if v6 {
         let c = l4_checksum_v6(Ipv6Addr::from(src), Ipv6Addr::from(dst), proto::TCP, &seg);
         seg[16..18].copy_from_slice(&c.to_be_bytes());
-        let h = data.get_mut(l3..l3 + 40)?;
-        h[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, 20, proto::TCP, 64]);
-        h[8..24].copy_from_slice(&src);
-        h[24..40].copy_from_slice(&dst);
-        l3 + 40
+        let ip = ipv6::Repr {
+            traffic_class: 0,
+            flow_label: 0,
+            payload_len: 20,
+            next_header: proto::TCP,
+            hop_limit: 64,
+            src: Ipv6Addr::from(src),
+            dst: Ipv6Addr::from(dst),
+        };
+        ip.emit(data.get_mut(l3..)?).ok()?;
+        l3 + ipv6::HEADER_LEN
     } else {
         let (s4, d4) = (v4_of(&src), v4_of(&dst));
         let c = l4_checksum_v4(Ipv4Addr::from(s4), Ipv4Addr::from(d4), proto::TCP, &seg);
         seg[16..18].copy_from_slice(&c.to_be_bytes());
-        let h = data.get_mut(l3..l3 + 20)?;
         // DF set, ID 0 (RFC 6864: an atomic datagram's ID is unused).
-        h[..12].copy_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, proto::TCP, 0, 0]);
-        h[12..16].copy_from_slice(&s4);
-        h[16..20].copy_from_slice(&d4);
-        let c = checksum(h);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
-        l3 + 20
+        let ip = ipv4::Repr {
+            tos: 0,
+            total_len: 40,
+            ident: 0,
+            flags_frag: ipv4::Repr::DF,
+            ttl: 64,
+            protocol: proto::TCP,
+            src: Ipv4Addr::from(s4),
+            dst: Ipv4Addr::from(d4),
+        };
+        ip.emit(data.get_mut(l3..)?).ok()?;
+        l3 + ipv4::MIN_HEADER_LEN
     };
     data.get_mut(tcp_at..tcp_at + 20)?.copy_from_slice(&seg);
     Some(tcp_at + 20)

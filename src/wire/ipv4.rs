@@ -226,6 +226,46 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// An IPv4 header without options, as Shunt writes the packets it builds
+/// (ICMP errors, translated headers, refusals): [`Repr::emit`] writes it
+/// through the view's setters, checksum included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    /// The whole TOS byte.
+    pub tos: u8,
+    /// Header plus payload.
+    pub total_len: u16,
+    pub ident: u16,
+    /// The flags (DF 0x4000, MF 0x2000) and the fragment offset in 8-byte
+    /// units, as one word.
+    pub flags_frag: u16,
+    pub ttl: u8,
+    pub protocol: u8,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+}
+
+impl Repr {
+    /// Don't Fragment, offset 0: the flags word of an atomic datagram.
+    pub const DF: u16 = FLAG_DF;
+
+    /// Writes the 20-byte header at the start of `buf`.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<(), WireError> {
+        let mut p = Packet::new_unchecked(buf.get_mut(..MIN_HEADER_LEN).ok_or(WireError::Truncated)?);
+        p.set_version_and_header_len(MIN_HEADER_LEN);
+        p.set_tos(self.tos);
+        p.set_total_len(self.total_len);
+        p.set_ident(self.ident);
+        p.set_flg_off(self.flags_frag);
+        p.set_ttl(self.ttl);
+        p.set_protocol(self.protocol);
+        p.set_src_addr(self.src);
+        p.set_dst_addr(self.dst);
+        p.fill_checksum();
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +404,33 @@ mod tests {
         assert_eq!(p.dst_addr(), Ipv4Addr::new(198, 51, 100, 10));
         p.payload_mut()[0] = 0;
         assert_eq!(b[20], 0);
+    }
+
+    #[test]
+    fn emitted_header_is_what_etherparse_writes() {
+        let mut h = etherparse::Ipv4Header::new(8, 33, etherparse::IpNumber::UDP, [1, 2, 3, 4], [5, 6, 7, 8])
+            .unwrap();
+        h.identification = 0xbeef;
+        h.dont_fragment = false;
+        h.more_fragments = true;
+        h.fragment_offset = etherparse::IpFragOffset::try_new(100).unwrap();
+        h.dscp = etherparse::Ipv4Dscp::try_new(46).unwrap();
+        h.header_checksum = h.calc_header_checksum();
+        let repr = Repr {
+            tos: 46 << 2,
+            total_len: 28,
+            ident: 0xbeef,
+            flags_frag: 0x2000 | 100,
+            ttl: 33,
+            protocol: 17,
+            src: Ipv4Addr::new(1, 2, 3, 4),
+            dst: Ipv4Addr::new(5, 6, 7, 8),
+        };
+        let mut buf = [0xaa; 24];
+        repr.emit(&mut buf).unwrap();
+        assert_eq!(&buf[..20], &h.to_bytes()[..]);
+        assert_eq!(&buf[20..], &[0xaa; 4], "nothing past the header");
+        assert_eq!(repr.emit(&mut buf[..19]), Err(WireError::Truncated));
     }
 
     #[test]

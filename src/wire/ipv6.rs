@@ -237,6 +237,37 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// A fixed IPv6 header, as Shunt writes the packets it builds:
+/// [`Repr::emit`] writes it through the view's setters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repr {
+    pub traffic_class: u8,
+    /// Low 20 bits.
+    pub flow_label: u32,
+    /// Everything after the fixed header, extension headers included.
+    pub payload_len: u16,
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+}
+
+impl Repr {
+    /// Writes the 40-byte header at the start of `buf`.
+    pub fn emit(&self, buf: &mut [u8]) -> Result<(), WireError> {
+        let mut p = Packet::new_unchecked(buf.get_mut(..HEADER_LEN).ok_or(WireError::Truncated)?);
+        p.set_ver_tc_flow(6 << 28);
+        p.set_traffic_class(self.traffic_class);
+        p.set_flow_label(self.flow_label);
+        p.set_payload_len(self.payload_len);
+        p.set_next_header(self.next_header);
+        p.set_hop_limit(self.hop_limit);
+        p.set_src_addr(self.src);
+        p.set_dst_addr(self.dst);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +322,35 @@ mod tests {
         assert_eq!(p.payload().len(), 8);
         let ul = p.upper_layer().unwrap();
         assert_eq!(ul, UpperLayer { protocol: 17, offset: 40, frag: None });
+    }
+
+    #[test]
+    fn emitted_header_is_what_etherparse_writes() {
+        let (src, dst) =
+            ("2001:db8::1".parse::<Ipv6Addr>().unwrap(), "2001:db8::2".parse::<Ipv6Addr>().unwrap());
+        let h = etherparse::Ipv6Header {
+            traffic_class: 0xb8,
+            flow_label: etherparse::Ipv6FlowLabel::try_new(0x12345).unwrap(),
+            payload_length: 8,
+            next_header: etherparse::IpNumber::UDP,
+            hop_limit: 64,
+            source: src.octets(),
+            destination: dst.octets(),
+        };
+        let repr = Repr {
+            traffic_class: 0xb8,
+            flow_label: 0x12345,
+            payload_len: 8,
+            next_header: 17,
+            hop_limit: 64,
+            src,
+            dst,
+        };
+        let mut buf = [0xaa; 44];
+        repr.emit(&mut buf).unwrap();
+        assert_eq!(&buf[..40], &h.to_bytes()[..]);
+        assert_eq!(&buf[40..], &[0xaa; 4], "nothing past the header");
+        assert_eq!(repr.emit(&mut buf[..39]), Err(WireError::Truncated));
     }
 
     #[test]
