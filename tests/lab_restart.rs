@@ -421,12 +421,24 @@ fn udp_stream_through_a_planned_restart_loses_only_milliseconds() {
         .lines()
         .find_map(|l| l.split("planned restart: +").nth(1)?.split_once(" ms workers run")?.0.parse().ok())
         .unwrap_or_else(|| panic!("no `workers run` phase\n{log}"));
-    // The new sockets take packets before the flows are restored; those
-    // wait in the RX rings and are forwarded once the workers run, so
-    // less traffic is lost than the time it took them to run (when the
-    // sockets were registered only after the restore, the two were equal:
-    // 63.8 ms lost, workers serving at +63.0 ms).
-    assert!(lost_ms < serving, "{lost_ms:.1} ms of traffic lost, workers ran at +{serving:.1} ms\n{log}");
+    // The drop window: from the old workers' stop to every new socket
+    // registered. From then on packets wait in the RX rings and are
+    // forwarded once the workers run, so the traffic lost is about that
+    // window, not the time to serving. (When the sockets were registered
+    // only after the restore, the loss was the time to serving: 63.8 ms
+    // lost, workers serving at +63.0 ms.) The two are the same time when
+    // binding, not the restore, is the last step (a busy retry on the
+    // old socket), so the loss is checked against the window, with 10 %
+    // and 5 ms for the sender's pacing and the drain before the stop.
+    let dropped: f64 = log
+        .lines()
+        .find_map(|l| l.split("owned packets were dropped for ").nth(1)?.split_once(" ms")?.0.parse().ok())
+        .unwrap_or_else(|| panic!("no drop window logged\n{log}"));
+    assert!(dropped <= serving, "dropped for {dropped:.1} ms, workers ran at +{serving:.1} ms");
+    assert!(
+        lost_ms < dropped * 1.1 + 5.0,
+        "{lost_ms:.1} ms of traffic lost, packets dropped for {dropped:.1} ms, workers ran at +{serving:.1} ms\n{log}"
+    );
     // 2026-12-02 on the 2-core lab at load average 5.5-7.6: 32-103 ms lost
     // (median 64, 22 runs), backend silent 48-124 ms; the gap was 450-650 ms when
     // the program was loaded and verified again. 250 ms is far above the
