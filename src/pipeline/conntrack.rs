@@ -29,9 +29,10 @@
 //! `nf_conntrack_proto_generic.c` values.
 
 use super::flow::{proto, BackendId, ServiceId};
-pub use super::flow::{EntryFlags, FlowKey, NatBinding};
+pub use super::flow::{EntryFlags, FlowKey, NatBinding, NatSums, Place};
 use super::slots::Slots;
 pub use crate::config::{FullPolicy, Timeouts};
+use crate::wire::checksum::Delta;
 
 /// Coarse time in seconds (wrapping); see module docs.
 pub type Tick = u32;
@@ -182,6 +183,8 @@ pub struct FlowValue {
     pub backend: Option<BackendId>,
     pub service: Option<ServiceId>,
     pub nat: NatBinding,
+    /// The checksum change of `nat`, kept for the rewrite.
+    pub sums: NatSums,
     /// Caller-defined bits (e.g. which NAT halves apply, DSR, affinity).
     pub flags: EntryFlags,
     /// Cached next-hop MAC (all zero = none) and the caller's tag telling
@@ -215,6 +218,8 @@ pub struct Entry {
     /// When the flow was created (its age in `shunt conn list`); in the
     /// second cache line's padding, so the entry stays 128 bytes.
     pub created: Tick,
+    /// The checksum change of `nat` (also in the padding).
+    pub sums: NatSums,
 }
 
 const FIN_ORIG: u8 = 1;
@@ -236,6 +241,7 @@ impl Entry {
         created: 0,
         next_hop: [0; 6],
         hop_tag: 0,
+        sums: NatSums { l3: Delta::ZERO, l4: Delta::ZERO },
     };
 
     fn init(key: FlowKey, value: &FlowValue, now: Tick) -> Self {
@@ -252,6 +258,7 @@ impl Entry {
             next_hop: value.next_hop,
             hop_tag: value.hop_tag,
             created: now,
+            sums: value.sums,
         }
     }
 
@@ -518,6 +525,7 @@ pub const LAYOUT: u64 = {
         offset_of!(Entry, next_hop),
         offset_of!(Entry, hop_tag),
         offset_of!(Entry, created),
+        offset_of!(Entry, sums),
         ConnState::Generic as usize,
     ];
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -708,16 +716,29 @@ impl ConnTable {
         self.limits.set(false, &t);
     }
 
+    /// Where `hash`'s entry can sit, for the `*_at` calls: computed once
+    /// per packet, not once per pass.
+    #[inline]
+    pub fn place(&self, hash: u64) -> Place {
+        let (b1, b2, tag) = place(hash, self.bucket_mask);
+        Place { b1: b1 as u32, b2: b2 as u32, tag }
+    }
+
     /// Prefetches both candidate tag lines of `hash` (call for a whole batch
     /// before looking any of it up, VPP style). No-op off x86_64.
     #[inline]
     pub fn prefetch(&self, hash: u64) {
+        self.prefetch_at(self.place(hash));
+    }
+
+    /// [`Self::prefetch`] at a place from [`Self::place`].
+    #[inline]
+    pub fn prefetch_at(&self, at: Place) {
         #[cfg(target_arch = "x86_64")]
         {
             use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let (b1, b2, _) = place(hash, self.bucket_mask);
-            for b in [b1, b2] {
-                if let Some(t) = self.tags.get(b) {
+            for b in [at.b1, at.b2] {
+                if let Some(t) = self.tags.get(b as usize) {
                     let p = (t as *const Tags).cast::<i8>();
                     // SAFETY: prefetch is a hint that never faults, and `p`
                     // points into a live allocation anyway; SSE is baseline
@@ -727,7 +748,7 @@ impl ConnTable {
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = hash;
+        let _ = at;
     }
 
     /// Second prefetch stage: once the tag lines are cached (after
@@ -736,11 +757,17 @@ impl ConnTable {
     /// [`Self::lookup`] hits cache.
     #[inline]
     pub fn prefetch_entry(&self, hash: u64) {
+        self.prefetch_entry_at(self.place(hash));
+    }
+
+    /// [`Self::prefetch_entry`] at a place from [`Self::place`].
+    #[inline]
+    pub fn prefetch_entry_at(&self, at: Place) {
         #[cfg(target_arch = "x86_64")]
         {
             use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let (b1, b2, tag) = place(hash, self.bucket_mask);
-            let m = self.candidates(b1, b2, tag);
+            let (b1, b2) = (at.b1 as usize, at.b2 as usize);
+            let m = self.candidates(b1, b2, at.tag);
             if m != 0 {
                 if let Some(e) = self.entries.get(slot_of(m.trailing_zeros(), b1, b2)) {
                     let p = (e as *const Entry).cast::<i8>();
@@ -755,7 +782,7 @@ impl ConnTable {
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = hash;
+        let _ = at;
     }
 
     /// The slots of both candidate buckets whose tag is `tag`, as one mask:
@@ -832,8 +859,14 @@ impl ConnTable {
     /// `hash` must be the same value used at insert (e.g. [`FlowKey::hash`]).
     #[inline]
     pub fn lookup(&mut self, key: &FlowKey, hash: u64, now: Tick) -> Option<&mut Entry> {
-        let (b1, b2, tag) = place(hash, self.bucket_mask);
-        let (b, w) = self.find(key, b1, b2, tag)?;
+        self.lookup_at(key, self.place(hash), now)
+    }
+
+    /// [`Self::lookup`] at the key's place from [`Self::place`] (of the
+    /// table as it is: no resize in between).
+    #[inline]
+    pub fn lookup_at(&mut self, key: &FlowKey, at: Place, now: Tick) -> Option<&mut Entry> {
+        let (b, w) = self.find(key, at.b1 as usize, at.b2 as usize, at.tag)?;
         let cap = self.unassured_cap();
         if self.entries[b * WAYS + w].expired(&self.limits, cap, now) {
             // Absent either way; reclaimed later if the graveyard is full.

@@ -10,6 +10,7 @@
 use std::num::NonZeroU16;
 
 use super::maglev::flow_hash;
+use crate::wire::checksum::Delta;
 pub use crate::wire::ip_protocol as proto;
 pub use crate::wire::parse::{FlowKey, FragKind};
 
@@ -46,6 +47,32 @@ pub struct NatBinding {
     pub dst: [u8; 16],
     pub sport: u16,
     pub dport: u16,
+}
+
+/// The checksum change a flow's NAT rewrite makes, worked out once when
+/// the flow is created: every packet that hits the entry carries the
+/// entry's key in its headers, so the words the rewrite replaces are the
+/// same each time (VPP's NAT sessions keep the same two sums). Folded
+/// RFC 1624 sums; zero for flows the rewrite does not serve this way
+/// (translated ones).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NatSums {
+    /// The addresses: what the IPv4 header checksum takes.
+    pub l3: Delta,
+    /// The addresses and ports: what the TCP/UDP checksum takes.
+    pub l4: Delta,
+}
+
+/// Where a key's entry can sit in the connection table: its two candidate
+/// buckets and its tag. Worked out once per packet from the hash and used
+/// by every pass over the batch (prefetching the tags, then the entry,
+/// then the lookup); only the table makes one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Place {
+    pub(super) b1: u32,
+    pub(super) b2: u32,
+    pub(super) tag: u32,
 }
 
 /// The flag byte of a conntrack entry. One definition for every bit: the
@@ -209,11 +236,15 @@ pub struct FlowMeta {
     pub tcp_flags: u8,
     pub key: FlowKey,
     pub hash: u64,
+    /// The key's place in the connection table.
+    pub place: Place,
     /// The flow's service and backend (for stats).
     pub service: Option<ServiceId>,
     pub backend: Option<BackendId>,
     /// The rewrite to apply: new source, source port, destination, destination port.
     pub nat: NatBinding,
+    /// Its checksum change, from the flow's entry.
+    pub sums: NatSums,
     /// Address family translation the flow needs.
     pub xlat: Xlat,
     /// ICMP/ICMPv6 type, when the packet is ICMP.

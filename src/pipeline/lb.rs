@@ -7,10 +7,12 @@
 
 use super::conntrack::{ConnState, ConnTable, Direction, Entry, FlowValue, TcpFlags, Tick};
 use super::detail::{ipv4_options, martian_source, Cause, Malformed, Martian, Untranslatable};
-use super::flow::{proto, BackendId, EntryFlags, Family, FlowKind, FlowMeta, NatBinding, ServiceId, Xlat};
+use super::flow::{
+    proto, BackendId, EntryFlags, Family, FlowKey, FlowKind, FlowMeta, NatBinding, NatSums, ServiceId, Xlat,
+};
 use super::maglev::client_hash;
 use super::refusal;
-use super::rewrite::related;
+use super::rewrite::{self, related};
 use super::services::Services;
 use super::snat::{self, Client};
 use super::stats::WorkerStats;
@@ -134,14 +136,16 @@ impl Stage for ConntrackStage {
             // Hash the key before storing it: reading it back from `f` would
             // stall on store forwarding (narrow stores, wide loads).
             let hash = key.hash();
-            ctx.conntrack.prefetch(hash);
+            let place = ctx.conntrack.place(hash);
+            ctx.conntrack.prefetch_at(place);
             f.key = key;
             f.hash = hash;
+            f.place = place;
         });
         // Pass 2: the tag lines are (being) cached; prefetch matching entries.
         for i in 0..batch.len {
             if batch.pkts[i].pipeline == pipeline && batch.pkts[i].verdict == Verdict::Continue {
-                ctx.conntrack.prefetch_entry(batch.flows[i].hash);
+                ctx.conntrack.prefetch_entry_at(batch.flows[i].place);
             }
         }
         // Pass 3: look up and track.
@@ -356,7 +360,7 @@ fn track(
     from_backends: bool,
 ) -> Tracked {
     let hop_tag = services.generation as u16;
-    let Some(e) = ct.lookup(&f.key, f.hash, now) else { return Tracked::Miss };
+    let Some(e) = ct.lookup_at(&f.key, f.place, now) else { return Tracked::Miss };
     let reply = e.flags.contains(EntryFlags::REPLY);
     // A reply entry caches its backend's next-hop MAC: replies come from it.
     // A hairpinned session's replies come from its other IPv6 client.
@@ -381,6 +385,7 @@ fn track(
     }
     f.kind = if reply { FlowKind::Reply } else { FlowKind::Original };
     f.nat = e.nat;
+    f.sums = e.sums;
     f.service = e.service;
     f.backend = e.backend;
     f.xlat = e.flags.xlat();
@@ -735,10 +740,16 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: &[u8; 16]) -> R
     let next_hop = ctx.services.next_hop(hop).unwrap_or([0; 6]);
     // Both entries report their death: whichever dies first (expired, or
     // dropped early to make room) takes the other with it and frees the port.
+    // The rewrite's checksum change, for flows that keep their family.
+    let sums = |key: &FlowKey, nat: &NatBinding, flags: EntryFlags| match flags.xlat() {
+        Xlat::None | Xlat::Hairpin => rewrite::nat::sums(key, nat, f.family),
+        _ => NatSums::default(),
+    };
     let value = FlowValue {
         backend: b.bid,
         service: b.sid,
         nat: b.orig,
+        sums: sums(&k, &b.orig, b.flags),
         flags: b.flags | EntryFlags::NOTIFY_ON_DEATH,
         next_hop,
         hop_tag,
@@ -761,6 +772,7 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: &[u8; 16]) -> R
         backend: b.bid,
         service: b.sid,
         nat: b.reply,
+        sums: sums(&reply_key, &b.reply, b.reply_flags),
         flags: EntryFlags::REPLY | b.reply_flags | EntryFlags::NOTIFY_ON_DEATH,
         next_hop,
         hop_tag,
@@ -775,6 +787,7 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: &[u8; 16]) -> R
     }
     f.kind = FlowKind::Original;
     f.nat = b.orig;
+    f.sums = value.sums;
     f.service = b.sid;
     f.backend = b.bid;
     f.xlat = b.flags.xlat();

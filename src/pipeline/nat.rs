@@ -59,7 +59,7 @@ impl Stage for NatStage {
                 // indirect call per packet.
                 let done = p.frame.get_mut(p.start..end).and_then(|d| match flow.related {
                     true => related::rewrite(d, flow),
-                    false => nat::rewrite(d, flow),
+                    false => nat::rewrite_tracked(d, flow),
                 });
                 done.ok_or(Cause::INCONSISTENT)
             } else if p.flow.related {

@@ -139,10 +139,13 @@ pub fn l4_checksum_v6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, segment: &[u8]) -
 /// not depend on byte order so long as every word is taken in the same one
 /// (RFC 1071 §2(B)), so words read from a packet need no byte swap. `word`
 /// takes and `apply` gives values in host order; one swap each.
-#[derive(Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Delta(u32);
 
 impl Delta {
+    /// No change.
+    pub const ZERO: Delta = Delta(0);
+
     /// `old` and `new` are the same length, at an even offset of the
     /// checksummed data; an odd last byte is a word padded with zero, as in
     /// [`sum`]. Eight bytes at a time: their two 32-bit halves are summed
@@ -192,6 +195,15 @@ impl Delta {
     #[inline]
     pub fn word(&mut self, old: u16, new: u16) {
         self.0 += u32::from(!old.to_be()) + u32::from(new.to_be());
+    }
+
+    /// The same change folded to 16 bits with end-around carry, to be kept
+    /// and applied later: a nonzero sum folds to the representative of its
+    /// class in 1..=0xFFFF, so [`Delta::apply`] gives the same checksum.
+    #[inline]
+    pub fn folded(self) -> Delta {
+        let x = (self.0 & 0xFFFF) + (self.0 >> 16);
+        Delta((x & 0xFFFF) + (x >> 16))
     }
 
     /// HC' = ~(~HC + Σ(~m + m')), for a checksum `csum` in host order.
