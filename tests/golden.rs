@@ -465,6 +465,66 @@ fn established_flow_keeps_backend_and_snat_port() {
     }
 }
 
+/// NAT46 services (`web6`'s backends behind the IPv4 VIP: TCP on port
+/// 8080, UDP on 8081): a flow of each, handshake and data both ways, each
+/// packet translated by its entry's binding with checksums a stack accepts
+/// and the payload intact.
+#[test]
+fn nat46_flows_translate_with_valid_checksums_both_ways() {
+    let mut h = lb_fixture()
+        .adopt("nat46", "nat46", "nat46")
+        .copy_service("web6", "web46")
+        .remove("service.web46.snat_pool")
+        .set("service.web46.vip", "10.0.100.1")
+        .set("service.web46.port", 8080)
+        .copy_service("web46", "udp46")
+        .set("service.udp46.port", 8081)
+        .set("service.udp46.protocol", "udp")
+        .pin_backend_macs()
+        .harness();
+    let svc = Service { backend_port: 80, ..web6() };
+    let client = v4("198.51.100.46");
+    for (vport, cport, there, back) in [(8080, 46000, L4::SYN, L4::SYN_ACK), (8081, 46001, L4::Udp, L4::Udp)]
+    {
+        let mut flow = None;
+        for (i, payload) in [&b""[..], b"GET / HTTP/1.1\r\n\r\n", b"more"].into_iter().enumerate() {
+            let l4 = if i == 0 {
+                there
+            } else if there == L4::Udp {
+                L4::Udp
+            } else {
+                L4::ACK
+            };
+            let input =
+                Frame { sport: cport, dport: vport, l4, payload, ..Frame::new(client, v4("10.0.100.1")) };
+            let (verdict, out) = h.run_one(&input.build());
+            assert_eq!(verdict, Verdict::Forward(BE_PORT), "4to6 packet {i} of {cport}");
+            verify_checksums(&out);
+            let (src, sport, dst, dport, hop) = tuple_of(&out);
+            assert!(src.is_ipv6() && svc.backends.contains(&dst) && dport == 80, "{}", hex(&out));
+            assert_eq!(hop, TTL - 1, "the translator is a router");
+            assert!(out.ends_with(payload));
+            assert_eq!(*flow.get_or_insert((src, sport, dst)), (src, sport, dst), "one binding for the flow");
+            // The backend answers its peer as it saw it.
+            let b = svc.backends.iter().position(|a| *a == dst).expect("a backend");
+            let l4 = if i == 0 {
+                back
+            } else if there == L4::Udp {
+                L4::Udp
+            } else {
+                L4::ACK
+            };
+            let answer = backend_pkt(&svc, b, (src, sport), l4, payload);
+            let (verdict, out) = h.run_one(&answer.build());
+            assert_eq!(verdict, Verdict::Forward(CLI_PORT), "6to4 answer {i} of {cport}");
+            verify_checksums(&out);
+            let (src, sport, dst, dport, hop) = tuple_of(&out);
+            assert_eq!((src, sport, dst, dport, hop), (v4("10.0.100.1"), vport, client, cport, TTL - 1));
+            assert!(out.ends_with(payload));
+        }
+    }
+}
+
 #[test]
 fn same_config_same_backend() {
     let (mut a, mut b) = (lb(), lb());

@@ -11,7 +11,7 @@
 //! test below checks this on valid and corrupted frames).
 
 use super::siit::Config;
-use crate::wire::checksum::udp_encode;
+use crate::wire::checksum::{udp_encode, Delta};
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -39,15 +39,16 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
     read(b, at).map(u16::from_be_bytes)
 }
 
-/// Sum of the big-endian 16-bit words of `b` (even `N`), not folded.
+/// Whether an IPv4 header's checksum is right: a correct header sums to
+/// 0xFFFF. Summed as five 32-bit words in the machine's order (the sum of a
+/// 0xFFFF is the same either way round, RFC 1071 §2(B)).
 #[inline(always)]
-fn word_sum<const N: usize>(b: &[u8; N]) -> u32 {
-    b.chunks_exact(2)
-        .map(|w| match w {
-            [hi, lo] => u32::from(u16::from_be_bytes([*hi, *lo])),
-            _ => 0,
-        })
-        .sum()
+fn header_sums_right(ip: &[u8; 20]) -> bool {
+    let wide: u64 = (0..5).filter_map(|i| read(ip, 4 * i)).map(|w| u64::from(u32::from_ne_bytes(w))).sum();
+    let x = (wide & 0xFFFF_FFFF) + (wide >> 32);
+    let x = (x & 0xFFFF) + (x >> 16);
+    let x = (x & 0xFFFF) + (x >> 16);
+    (x & 0xFFFF) + (x >> 16) == 0xFFFF
 }
 
 /// Folds a `u32` sum to 16 bits with end-around carry: the same steps as
@@ -136,36 +137,45 @@ fn split_out<const H: usize>(
 
 /// A tracked flow's binding, for [`bound_4to6`] / [`bound_6to4`]: the
 /// output's addresses (as big-endian integers of the output family) and
-/// ports.
+/// ports, and the transport checksum's change from the flow's key to them
+/// (the flow's entry keeps it: see `pipeline::flow::NatSums`).
 #[derive(Debug, Clone, Copy)]
 pub struct Bound<A> {
     pub src: A,
     pub dst: A,
     pub sport: u16,
     pub dport: u16,
+    pub l4: Delta,
 }
 
 /// Finishes the transport header `seg` (up to and including its checksum,
-/// whose old value is `c`): writes the binding's ports, if any, over its
-/// first four bytes, and the checksum updated by one RFC 1624 delta for the
-/// address words (the unfolded old and new sums) and the ports.
+/// whose old value is `c`). Stateless: the checksum updated by one RFC 1624
+/// delta for the address words (`sums()`: the unfolded old and new sums).
+/// Bound: the binding's ports over its first four bytes and the checksum
+/// updated by the binding's kept change, which covers the ports too.
 #[inline(always)]
 fn finish_transport(
     seg: &mut [u8],
     proto: u8,
     c: u16,
-    (mut old_sum, mut new_sum): (u32, u32),
-    ports: Option<(u16, u16)>,
+    sums: impl FnOnce() -> (u32, u32),
+    bound: Option<(u16, u16, Delta)>,
 ) -> Option<()> {
-    if let Some((sport, dport)) = ports {
-        let old: &mut [u8; 4] = seg.get_mut(..4)?.try_into().ok()?;
-        let now = u32::from(sport) << 16 | u32::from(dport);
-        old_sum += w32(u32::from_be_bytes(*old));
-        new_sum += w32(now);
-        *old = now.to_be_bytes();
-    }
     let at = seg.len().checked_sub(2)?;
-    seg.get_mut(at..)?.copy_from_slice(&l4_csum(proto, c, old_sum, new_sum).to_be_bytes());
+    let new = if let Some((sport, dport, l4)) = bound {
+        let ports: &mut [u8; 4] = seg.get_mut(..4)?.try_into().ok()?;
+        *ports = (u32::from(sport) << 16 | u32::from(dport)).to_be_bytes();
+        let c = l4.apply(c);
+        if proto == UDP {
+            udp_encode(c)
+        } else {
+            c
+        }
+    } else {
+        let (old_sum, new_sum) = sums();
+        l4_csum(proto, c, old_sum, new_sum)
+    };
+    seg.get_mut(at..)?.copy_from_slice(&new.to_be_bytes());
     Some(())
 }
 
@@ -175,16 +185,16 @@ fn finish_transport(
 /// which answers with Time Exceeded).
 #[derive(Clone, Copy)]
 struct Routed {
-    ports: Option<(u16, u16)>,
+    bound: Option<(u16, u16, Delta)>,
 }
 
 impl Routed {
-    const NO: Routed = Routed { ports: None };
+    const NO: Routed = Routed { bound: None };
 
     /// The outgoing hop count, or None when it runs out here.
     #[inline(always)]
     fn hop(self, hop: u8) -> Option<u8> {
-        match self.ports {
+        match self.bound {
             None => Some(hop),
             Some(_) if hop <= 1 => None,
             Some(_) => Some(hop - 1),
@@ -199,7 +209,8 @@ pub(super) fn translate_4to6(
     len: usize,
     cfg: &Config,
 ) -> Option<(usize, usize)> {
-    four_to_six(buf, start, len, cfg.mtu, |s, d| Some((cfg.src.map4(s)?, cfg.dst.map4(d)?)), Routed::NO)
+    let map = |s, d| Some((cfg.src.map4(s)?.to_be_bytes(), cfg.dst.map4(d)?.to_be_bytes()));
+    four_to_six(buf, start, len, cfg.mtu, map, Routed::NO)
 }
 
 /// IPv4 -> IPv6 straight to a tracked flow's binding in one pass: the
@@ -212,9 +223,9 @@ pub fn bound_4to6(
     start: usize,
     len: usize,
     mtu: u16,
-    to: Bound<u128>,
+    to: Bound<[u8; 16]>,
 ) -> Option<(usize, usize)> {
-    let routed = Routed { ports: Some((to.sport, to.dport)) };
+    let routed = Routed { bound: Some((to.sport, to.dport, to.l4)) };
     four_to_six(buf, start, len, mtu, |_, _| Some((to.src, to.dst)), routed)
 }
 
@@ -224,7 +235,7 @@ fn four_to_six(
     start: usize,
     len: usize,
     mtu: u16,
-    map: impl FnOnce(u32, u32) -> Option<(u128, u128)>,
+    map: impl FnOnce(u32, u32) -> Option<([u8; 16], [u8; 16])>,
     routed: Routed,
 ) -> Option<(usize, usize)> {
     let end = start.checked_add(len)?;
@@ -242,8 +253,7 @@ fn four_to_six(
     if tot < 20 || pend > end {
         return None;
     }
-    // Header checksum verify: a correct header sums to 0xFFFF.
-    if fold(word_sum(&ip)) != 0xFFFF {
+    if !header_sums_right(&ip) {
         return None;
     }
     let ul_len = tot - 20;
@@ -264,8 +274,11 @@ fn four_to_six(
     let (hdr, seg, c) = split_out::<HDR6>(b, l4.checked_sub(HDR6)?, l4, pend, proto)?;
 
     // Nothing was written before this point.
-    let sums = (w32(src4) + w32(dst4), w128(src6) + w128(dst6));
-    finish_transport(seg, proto, c, sums, routed.ports)?;
+    let sums = || {
+        let (s, d) = (u128::from_be_bytes(src6), u128::from_be_bytes(dst6));
+        (w32(src4) + w32(dst4), w128(s) + w128(d))
+    };
+    finish_transport(seg, proto, c, sums, routed.bound)?;
 
     //= https://www.rfc-editor.org/rfc/rfc7915#section-4.1
     // (paraphrase) Version 6; Traffic Class = IPv4 TOS; Flow Label 0; Payload
@@ -278,8 +291,8 @@ fn four_to_six(
     hdr[..12].copy_from_slice(&macs);
     hdr[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
     hdr[14..22].copy_from_slice(&first.to_be_bytes());
-    hdr[22..38].copy_from_slice(&src6.to_be_bytes());
-    hdr[38..].copy_from_slice(&dst6.to_be_bytes());
+    hdr[22..38].copy_from_slice(&src6);
+    hdr[38..].copy_from_slice(&dst6);
     Some((l4 - HDR6, HDR6 + ul_len))
 }
 
@@ -302,7 +315,7 @@ pub fn bound_6to4(
     mtu: u16,
     to: Bound<u32>,
 ) -> Option<(usize, usize)> {
-    let routed = Routed { ports: Some((to.sport, to.dport)) };
+    let routed = Routed { bound: Some((to.sport, to.dport, to.l4)) };
     six_to_four(buf, start, len, mtu, |_, _| Some((to.src, to.dst)), routed)
 }
 
@@ -342,7 +355,7 @@ fn six_to_four(
     //
     // Nothing was written before this point.
     let new_addrs = w32(src4) + w32(dst4);
-    finish_transport(seg, proto, c, (w128(src) + w128(dst), new_addrs), routed.ports)?;
+    finish_transport(seg, proto, c, || (w128(src) + w128(dst), new_addrs), routed.bound)?;
 
     //= https://www.rfc-editor.org/rfc/rfc7915#section-5.1
     // (paraphrase) Version 4, IHL 5 (no options); TOS = Traffic Class; Total

@@ -8,7 +8,7 @@
 use super::conntrack::{ConnState, ConnTable, Direction, Entry, FlowValue, TcpFlags, Tick};
 use super::detail::{ipv4_options, martian_source, Cause, Malformed, Martian, Untranslatable};
 use super::flow::{
-    proto, BackendId, EntryFlags, Family, FlowKey, FlowKind, FlowMeta, NatBinding, NatSums, ServiceId, Xlat,
+    proto, BackendId, EntryFlags, Family, FlowKey, FlowKind, FlowMeta, NatBinding, ServiceId, Xlat,
 };
 use super::maglev::client_hash;
 use super::refusal;
@@ -740,10 +740,12 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: &[u8; 16]) -> R
     let next_hop = ctx.services.next_hop(hop).unwrap_or([0; 6]);
     // Both entries report their death: whichever dies first (expired, or
     // dropped early to make room) takes the other with it and frees the port.
-    // The rewrite's checksum change, for flows that keep their family.
+    // The rewrite's checksum change; a translated flow's key is of the
+    // family it is translated from.
     let sums = |key: &FlowKey, nat: &NatBinding, flags: EntryFlags| match flags.xlat() {
-        Xlat::None | Xlat::Hairpin => rewrite::nat::sums(key, nat, f.family),
-        _ => NatSums::default(),
+        Xlat::To6 => rewrite::nat::sums(key, nat, Family::V4, Family::V6),
+        Xlat::To4 => rewrite::nat::sums(key, nat, Family::V6, Family::V4),
+        Xlat::None | Xlat::Hairpin => rewrite::nat::sums(key, nat, f.family, f.family),
     };
     let value = FlowValue {
         backend: b.bid,

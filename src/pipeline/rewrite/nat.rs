@@ -5,21 +5,33 @@ use super::{get16, put16, Delta};
 use crate::pipeline::flow::{proto, Family, FlowKey, FlowMeta, FragKind, NatBinding, NatSums};
 use crate::wire::checksum::udp_encode;
 
-/// The checksum change of rewriting a packet of `key` (of `family`) to
-/// `nat`, for [`rewrite_tracked`].
-pub fn sums(key: &FlowKey, nat: &NatBinding, family: Family) -> NatSums {
+/// The checksum change of rewriting a packet of `key` to `nat`, for
+/// [`rewrite_tracked`] and the one-pass translation (`nat46::bound_*`):
+/// `from` is the key's family, `to` the binding's. Between families only
+/// the transport checksum carries over (`l3` stays zero): the pseudo-header
+/// loses the old addresses and gains the new, its length and protocol words
+/// sum the same in both (RFC 7915 §4.5, §5.5).
+pub fn sums(key: &FlowKey, nat: &NatBinding, from: Family, to: Family) -> NatSums {
+    fn addrs(a: &[u8; 16], v6: bool) -> &[u8] {
+        if v6 {
+            a
+        } else {
+            &a[12..]
+        }
+    }
     let mut l3 = Delta::default();
-    if family.is_v6() {
-        l3.words(&key.src, &nat.src);
-        l3.words(&key.dst, &nat.dst);
+    if from == to {
+        l3.words(addrs(&key.src, from.is_v6()), addrs(&nat.src, to.is_v6()));
+        l3.words(addrs(&key.dst, from.is_v6()), addrs(&nat.dst, to.is_v6()));
     } else {
-        l3.words(&key.src[12..], &nat.src[12..]);
-        l3.words(&key.dst[12..], &nat.dst[12..]);
+        l3.replace(addrs(&key.src, from.is_v6()), addrs(&nat.src, to.is_v6()));
+        l3.replace(addrs(&key.dst, from.is_v6()), addrs(&nat.dst, to.is_v6()));
     }
     let mut l4 = l3;
     l4.word(key.sport, nat.sport);
     l4.word(key.dport, nat.dport);
-    NatSums { l3: l3.folded(), l4: l4.folded() }
+    let l3 = if from == to { l3.folded() } else { Delta::ZERO };
+    NatSums { l3, l4: l4.folded() }
 }
 
 /// [`rewrite`] for a packet that hit its flow's entry: its addresses and
@@ -188,7 +200,7 @@ mod tests {
             }
             flow.nat = nat;
             flow.frag = if later { FragKind::Later } else { FragKind::Whole };
-            flow.sums = sums(&key, &nat, flow.family);
+            flow.sums = sums(&key, &nat, flow.family, flow.family);
             let mut general = b.clone();
             prop_assert!(rewrite(&mut general, &flow).is_some());
             prop_assert!(rewrite_tracked(&mut b, &flow).is_some());

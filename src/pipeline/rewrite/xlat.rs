@@ -182,16 +182,13 @@ fn take_translation(
 /// The common shape (untagged TCP/UDP, no options or extension headers,
 /// within the MTU, hop count above 1) goes straight to the binding in one
 /// pass (`nat46::bound_*`); everything else takes [`translate_flow_general`].
+#[inline]
 pub fn translate_flow(p: &mut FrameMut<'_>, router: &RouterAddrs, mtus: &EgressMtu) -> Result<(), Cause> {
     let (len, mtu, nat) = (p.meta.len as usize, mtus.of(p.flow.kind), p.flow.nat);
     let out = match p.flow.xlat {
         Xlat::To6 => {
-            let to = Bound {
-                src: u128::from_be_bytes(nat.src),
-                dst: u128::from_be_bytes(nat.dst),
-                sport: nat.sport,
-                dport: nat.dport,
-            };
+            let to =
+                Bound { src: nat.src, dst: nat.dst, sport: nat.sport, dport: nat.dport, l4: p.flow.sums.l4 };
             bound_4to6(p.frame, p.start, len, mtu, to)
         }
         Xlat::To4 => {
@@ -200,6 +197,7 @@ pub fn translate_flow(p: &mut FrameMut<'_>, router: &RouterAddrs, mtus: &EgressM
                 dst: u32::from_be_bytes(v4_of(&nat.dst)),
                 sport: nat.sport,
                 dport: nat.dport,
+                l4: p.flow.sums.l4,
             };
             bound_6to4(p.frame, p.start, len, mtu, to)
         }
