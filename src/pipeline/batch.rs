@@ -63,6 +63,14 @@ pub struct PacketMeta {
 impl PacketMeta {
     const EMPTY: PacketMeta =
         PacketMeta { addr: 0, len: 0, ingress: 0, pipeline: 0, verdict: Verdict::Drop(DropReason::NoRoute) };
+
+    /// Whether the packet is still on its way through `pipeline`: the test
+    /// every stage's loop makes per packet (a tag compare, not the derived
+    /// comparison of the whole verdict).
+    #[inline(always)]
+    pub fn active(&self, pipeline: u8) -> bool {
+        self.pipeline == pipeline && matches!(self.verdict, Verdict::Continue)
+    }
 }
 
 /// Raw view of a worker's UMEM so stages can reach frame bytes.
@@ -414,7 +422,7 @@ impl Batch {
         let umem = self.umem;
         let packets = self.pkts[..self.len].iter_mut().zip(self.flows.iter_mut()).zip(self.more.iter_mut());
         for ((meta, flow), more) in packets {
-            if meta.pipeline != pipeline || meta.verdict != Verdict::Continue {
+            if !meta.active(pipeline) {
                 continue;
             }
             // SAFETY: the packet's own UMEM chunk: chunks are disjoint, each
@@ -451,7 +459,7 @@ impl Batch {
             umem,
         };
         for (meta, flow) in pkts.iter_mut().zip(flows.iter_mut()) {
-            if meta.pipeline != pipeline || meta.verdict != Verdict::Continue {
+            if !meta.active(pipeline) {
                 continue;
             }
             // SAFETY: as in `for_each_frame_chain`; spare chunks handed out
@@ -515,7 +523,7 @@ impl Batch {
         let umem = self.umem;
         let packets = self.pkts[..self.len].iter_mut().zip(self.flows.iter_mut()).zip(self.more.iter());
         for ((meta, flow), more) in packets {
-            if meta.pipeline != pipeline || meta.verdict != Verdict::Continue {
+            if !meta.active(pipeline) {
                 continue;
             }
             let Some((start, end)) = umem.range(meta.addr, meta.len as usize) else {

@@ -864,7 +864,7 @@ impl ConnTable {
 
     /// [`Self::lookup`] at the key's place from [`Self::place`] (of the
     /// table as it is: no resize in between).
-    #[inline]
+    #[inline(always)]
     pub fn lookup_at(&mut self, key: &FlowKey, at: Place, now: Tick) -> Option<&mut Entry> {
         let (b, w) = self.find(key, at.b1 as usize, at.b2 as usize, at.tag)?;
         let cap = self.unassured_cap();

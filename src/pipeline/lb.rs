@@ -144,7 +144,7 @@ impl Stage for ConntrackStage {
         });
         // Pass 2: the tag lines are (being) cached; prefetch matching entries.
         for i in 0..batch.len {
-            if batch.pkts[i].pipeline == pipeline && batch.pkts[i].verdict == Verdict::Continue {
+            if batch.pkts[i].active(pipeline) {
                 ctx.conntrack.prefetch_entry_at(batch.flows[i].place);
             }
         }
@@ -152,7 +152,7 @@ impl Stage for ConntrackStage {
         let now = ctx.now;
         for i in 0..batch.len.min(MAX_BATCH as usize) {
             let m = &mut batch.pkts[i];
-            if m.pipeline != pipeline || m.verdict != Verdict::Continue {
+            if !m.active(pipeline) {
                 continue;
             }
             let f = &mut batch.flows[i];
@@ -472,7 +472,7 @@ impl Stage for MaglevStage {
         let mut later_of_new = false;
         for i in 0..batch.len.min(MAX_BATCH as usize) {
             let m = &mut batch.pkts[i];
-            if m.pipeline != pipeline || m.verdict != Verdict::Continue {
+            if !m.active(pipeline) {
                 continue;
             }
             let f = &mut batch.flows[i];
@@ -523,8 +523,7 @@ impl Stage for MaglevStage {
             for i in 0..batch.len.min(MAX_BATCH as usize) {
                 let m = &mut batch.pkts[i];
                 let f = &mut batch.flows[i];
-                if m.pipeline != pipeline || m.verdict != Verdict::Continue || f.kind != FlowKind::LaterOfNew
-                {
+                if !m.active(pipeline) || f.kind != FlowKind::LaterOfNew {
                     continue;
                 }
                 match track(&mut ctx.conntrack, f, ctx.now, &ctx.services, &ctx.stats, false) {

@@ -139,7 +139,7 @@ impl Pipeline {
     pub fn run(&mut self, batch: &mut Batch, id: u8, ctx: &mut Ctx) {
         if batch.chained > 0 && !self.chains {
             for (m, &more) in batch.pkts[..batch.len].iter_mut().zip(&batch.more) {
-                if m.pipeline == id && m.verdict == Verdict::Continue && more > 0 {
+                if m.active(id) && more > 0 {
                     m.verdict = Verdict::Drop(DropReason::ChainUnsupported);
                 }
             }
@@ -149,7 +149,7 @@ impl Pipeline {
         }
         // A packet no stage forwarded has nowhere to go.
         for m in &mut batch.pkts[..batch.len] {
-            if m.pipeline == id && m.verdict == Verdict::Continue {
+            if m.active(id) {
                 m.verdict = Verdict::Drop(DropReason::NoRoute);
             }
         }
@@ -167,7 +167,7 @@ pub fn process(
     classifier.classify(batch, &ctx.services);
     for (id, pipeline) in pipelines.iter_mut().enumerate() {
         let id = id as u8;
-        if batch.metas().iter().any(|m| m.pipeline == id && m.verdict == Verdict::Continue) {
+        if batch.metas().iter().any(|m| m.active(id)) {
             pipeline.run(batch, id, ctx);
         }
     }

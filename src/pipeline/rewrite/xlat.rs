@@ -374,7 +374,6 @@ pub fn translate_related(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::flow::FlowKey;
     use crate::pipeline::{PacketMeta, Verdict};
     use crate::wire::addr::mapped;
 
@@ -417,14 +416,18 @@ mod tests {
             pipeline: 0,
             verdict: Verdict::Continue,
         };
-        let proto = frame[if v6 { 14 + 6 } else { 14 + 9 }];
+        // The flow's key is the packet's, and its entry's checksum change
+        // goes from that key to the binding.
+        let key = crate::wire::parse::parse(frame).unwrap().unwrap().tuple;
+        let (from, to) = if v6 { (Family::V6, Family::V4) } else { (Family::V4, Family::V6) };
         let mut flow = FlowMeta {
             kind: FlowKind::Original,
-            family: if v6 { Family::V6 } else { Family::V4 },
+            family: from,
             l3: 14,
             l4: if v6 { 54 } else { 34 },
-            key: FlowKey::new([0; 16], [0; 16], 0, 0, proto),
+            key,
             nat,
+            sums: super::super::nat::sums(&key, &nat, from, to),
             xlat: if v6 { Xlat::To4 } else { Xlat::To6 },
             ..FlowMeta::default()
         };
