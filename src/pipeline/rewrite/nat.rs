@@ -3,6 +3,7 @@
 
 use super::{get16, put16, Delta};
 use crate::pipeline::flow::{proto, Family, FlowKey, FlowMeta, FragKind, NatBinding, NatSums};
+use crate::wire::addr::v4_of;
 use crate::wire::checksum::udp_encode;
 
 /// The checksum change of rewriting a packet of `key` to `nat`, for
@@ -11,19 +12,26 @@ use crate::wire::checksum::udp_encode;
 /// the transport checksum carries over (`l3` stays zero): the pseudo-header
 /// loses the old addresses and gains the new, its length and protocol words
 /// sum the same in both (RFC 7915 §4.5, §5.5).
+#[inline]
 pub fn sums(key: &FlowKey, nat: &NatBinding, from: Family, to: Family) -> NatSums {
-    fn addrs(a: &[u8; 16], v6: bool) -> &[u8] {
-        if v6 {
-            a
-        } else {
-            &a[12..]
-        }
-    }
     let mut l3 = Delta::default();
     if from == to {
-        l3.words(addrs(&key.src, from.is_v6()), addrs(&nat.src, to.is_v6()));
-        l3.words(addrs(&key.dst, from.is_v6()), addrs(&nat.dst, to.is_v6()));
+        // Fixed-size arrays: a new flow pays this twice.
+        if from.is_v6() {
+            l3.array(&key.src, &nat.src);
+            l3.array(&key.dst, &nat.dst);
+        } else {
+            l3.array(&v4_of(&key.src), &v4_of(&nat.src));
+            l3.array(&v4_of(&key.dst), &v4_of(&nat.dst));
+        }
     } else {
+        fn addrs(a: &[u8; 16], v6: bool) -> &[u8] {
+            if v6 {
+                a
+            } else {
+                &a[12..]
+            }
+        }
         l3.replace(addrs(&key.src, from.is_v6()), addrs(&nat.src, to.is_v6()));
         l3.replace(addrs(&key.dst, from.is_v6()), addrs(&nat.dst, to.is_v6()));
     }
