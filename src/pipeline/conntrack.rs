@@ -6,9 +6,11 @@
 //! Layout: 8-way set-associative buckets with two candidate buckets per key
 //! ("power of two choices", as in VPP's bihash/cuckoo tables without
 //! displacement). Each bucket has a 32-byte tag line (8 x u32 partial hashes,
-//! 0 = empty) kept apart from the 128-byte entries, so a lookup touches one tag
-//! line per candidate bucket plus the one matching entry, and
-//! [`ConnTable::prefetch`] can warm both tag lines for a whole batch first.
+//! 0 = empty) kept apart from the 128-byte entries. Insert fills a key's
+//! first bucket before its second, so at the load the table is sized for
+//! nearly every lookup touches one tag line and the matching entry, and
+//! [`ConnTable::prefetch`] warms that line for a whole batch first (the
+//! second bucket's line is read for the rest, and for misses).
 //! Two choices plus a one-step cuckoo relocation (move a resident to its own
 //! other bucket) let a 1M-slot table reach ~92% occupancy before the first
 //! refusal and ~99% after offering as many keys as slots (measured; two
@@ -542,48 +544,38 @@ pub const LAYOUT: u64 = {
 struct Tags([u32; WAYS]);
 
 impl Tags {
-    /// Where two buckets hold `tag`: bit `w` for way `w` of `self`, bit
-    /// `WAYS + w` for way `w` of `other`. Four vector compares packed into
-    /// one mask, not sixteen compares and branches.
+    /// The ways that hold `tag`: bit `w` for way `w`. Two vector compares
+    /// packed into one byte mask, not eight compares and branches.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn matching_pair(&self, other: &Tags, tag: u32) -> u32 {
+    fn matching(&self, tag: u32) -> u32 {
         use core::arch::x86_64::{
             __m128i, _mm_cmpeq_epi32, _mm_load_si128, _mm_movemask_epi8, _mm_packs_epi16, _mm_packs_epi32,
             _mm_set1_epi32,
         };
-        let (a, b) = (self.0.as_ptr().cast::<__m128i>(), other.0.as_ptr().cast::<__m128i>());
-        // SAFETY: each `Tags` is 32 bytes aligned to 32, so both halves of
-        // both are in bounds and 16-byte aligned for `_mm_load_si128`; SSE2
-        // is baseline on x86_64. A matching lane is all ones (-1), which the
-        // saturating packs keep as -1 down to one byte per way.
+        let a = self.0.as_ptr().cast::<__m128i>();
+        // SAFETY: a `Tags` is 32 bytes aligned to 32, so both halves are in
+        // bounds and 16-byte aligned for `_mm_load_si128`; SSE2 is baseline
+        // on x86_64. A matching lane is all ones (-1), which the saturating
+        // packs keep as -1 down to one byte per way (the low 8 of the mask;
+        // the high 8 repeat them).
         unsafe {
             let k = _mm_set1_epi32(tag as i32);
             let eq = |p: *const __m128i| _mm_cmpeq_epi32(_mm_load_si128(p), k);
-            let first = _mm_packs_epi32(eq(a), eq(a.add(1)));
-            let second = _mm_packs_epi32(eq(b), eq(b.add(1)));
-            _mm_movemask_epi8(_mm_packs_epi16(first, second)) as u32
+            let ways = _mm_packs_epi32(eq(a), eq(a.add(1)));
+            (_mm_movemask_epi8(_mm_packs_epi16(ways, ways)) & 0xFF) as u32
         }
     }
 
     #[cfg(not(target_arch = "x86_64"))]
     #[inline(always)]
-    fn matching_pair(&self, other: &Tags, tag: u32) -> u32 {
+    fn matching(&self, tag: u32) -> u32 {
         let mut m = 0;
-        for (w, &t) in self.0.iter().chain(&other.0).enumerate() {
+        for (w, &t) in self.0.iter().enumerate() {
             m |= u32::from(t == tag) << w;
         }
         m
     }
-}
-
-/// The slot named by bit `bit` of a [`ConnTable::candidates`] mask.
-/// A select, not a branch, picks the bucket.
-#[inline(always)]
-fn slot_of(bit: u32, b1: usize, b2: usize) -> usize {
-    let bit = bit as usize;
-    let b = if bit < WAYS { b1 } else { b2 };
-    b * WAYS + bit % WAYS
 }
 
 /// The connection table. See module docs.
@@ -731,24 +723,27 @@ impl ConnTable {
         self.prefetch_at(self.place(hash));
     }
 
-    /// [`Self::prefetch`] at a place from [`Self::place`].
+    /// [`Self::prefetch`] at a place from [`Self::place`]: the first
+    /// bucket's tag line only, where nearly every key is (see
+    /// [`Self::insert`]); [`Self::prefetch_entry_at`] fetches the second's
+    /// when the first holds no match.
     #[inline]
     pub fn prefetch_at(&self, at: Place) {
+        self.prefetch_tags(at.b1 as usize);
+    }
+
+    #[inline(always)]
+    fn prefetch_tags(&self, b: usize) {
         #[cfg(target_arch = "x86_64")]
-        {
+        if let Some(t) = self.tags.get(b) {
             use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            for b in [at.b1, at.b2] {
-                if let Some(t) = self.tags.get(b as usize) {
-                    let p = (t as *const Tags).cast::<i8>();
-                    // SAFETY: prefetch is a hint that never faults, and `p`
-                    // points into a live allocation anyway; SSE is baseline
-                    // on x86_64.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
-                }
-            }
+            let p = (t as *const Tags).cast::<i8>();
+            // SAFETY: prefetch is a hint that never faults, and `p` points
+            // into a live allocation anyway; SSE is baseline on x86_64.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = at;
+        let _ = b;
     }
 
     /// Second prefetch stage: once the tag lines are cached (after
@@ -766,10 +761,14 @@ impl ConnTable {
         #[cfg(target_arch = "x86_64")]
         {
             use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let (b1, b2) = (at.b1 as usize, at.b2 as usize);
-            let m = self.candidates(b1, b2, at.tag);
-            if m != 0 {
-                if let Some(e) = self.entries.get(slot_of(m.trailing_zeros(), b1, b2)) {
+            let b1 = at.b1 as usize;
+            let m = self.tags.get(b1).map_or(0, |t| t.matching(at.tag));
+            if m == 0 {
+                // Not in its first bucket (a new flow, or one of the few
+                // placed in the second): that bucket's tags are next.
+                self.prefetch_tags(at.b2 as usize);
+            } else {
+                if let Some(e) = self.entries.get(b1 * WAYS + m.trailing_zeros() as usize) {
                     let p = (e as *const Entry).cast::<i8>();
                     // SAFETY: as in `prefetch`: non-faulting hints on both
                     // cache lines of a live entry (key and state in the
@@ -783,16 +782,6 @@ impl ConnTable {
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = at;
-    }
-
-    /// The slots of both candidate buckets whose tag is `tag`, as one mask:
-    /// bit `w` for way `w` of `b1`, bit `WAYS + w` for way `w` of `b2`
-    /// ([`slot_of`]). One mask, not a loop per bucket: which of its two
-    /// buckets holds a key is a coin flip per flow, and a branch on it was
-    /// mispredicted about every other packet (perf annotate).
-    #[inline(always)]
-    fn candidates(&self, b1: usize, b2: usize, tag: u32) -> u32 {
-        self.tags[b1].matching_pair(&self.tags[b2], tag)
     }
 
     /// Whether slot `i`'s entry may die now: one whose owner asked to be
@@ -843,13 +832,18 @@ impl ConnTable {
     // Always inlined: the per-packet lookup's inner loop; a call costs about
     // 20 instructions a packet (callgrind), and the inliner's choice drifts.
     #[inline(always)]
+    // The first bucket first: insert fills it before the second, so the
+    // second is read (a cache line more) only for the few keys there, and
+    // for misses.
     fn find(&self, key: &FlowKey, b1: usize, b2: usize, tag: u32) -> Option<(usize, usize)> {
-        let mut m = self.candidates(b1, b2, tag);
-        while m != 0 {
-            let i = slot_of(m.trailing_zeros(), b1, b2);
-            m &= m - 1;
-            if self.entries[i].key == *key {
-                return Some((i / WAYS, i % WAYS));
+        for b in [b1, b2] {
+            let mut m = self.tags[b].matching(tag);
+            while m != 0 {
+                let w = m.trailing_zeros() as usize;
+                m &= m - 1;
+                if self.entries[b * WAYS + w].key == *key {
+                    return Some((b, w));
+                }
             }
         }
         None
@@ -936,13 +930,14 @@ impl ConnTable {
             return Ok(&mut self.entries[i]);
         }
 
-        // Less loaded candidate bucket with a free way (ties: first). A free
-        // way's tag is 0, so one vector match finds them all.
-        let free = self.candidates(b1, b2, 0);
-        let (f1, f2) = (free & ((1 << WAYS) - 1), free >> WAYS);
-        let pick =
-            if f1.count_ones() >= f2.count_ones() { [(b1, f1), (b2, f2)] } else { [(b2, f2), (b1, f1)] };
-        let mut slot = pick.iter().find(|&&(_, f)| f != 0).map(|&(b, f)| (b, f.trailing_zeros() as usize));
+        // The first bucket while it has a free way, then the second: a
+        // lookup reads the first bucket's tags and, for nearly every key,
+        // no more (three cache lines a packet, not four). A free way's tag
+        // is 0, so one vector match finds them all.
+        let mut slot = [b1, b2].into_iter().find_map(|b| {
+            let free = self.tags[b].matching(0);
+            (free != 0).then(|| (b, free.trailing_zeros() as usize))
+        });
 
         if slot.is_none() {
             // Both full: reclaim expired ones, remember the oldest live
@@ -1695,11 +1690,10 @@ mod tests {
     fn colliding_hashes_are_told_apart_by_the_key() {
         let t = Tags([5, 1, 5, 0, 5, 9, 9, 5]);
         let u = Tags([9, 0, 0, 0, 0, 0, 0, 5]);
-        assert_eq!(t.matching_pair(&u, 5), 0b1000_0000_1001_0101);
-        assert_eq!(t.matching_pair(&u, 9), 0b0000_0001_0110_0000);
-        assert_eq!(t.matching_pair(&u, 7), 0);
-        // Bucket 3's ways are bits 0..8 of a candidate mask, bucket 5's the next 8.
-        assert_eq!([0, 7, 8, 15].map(|bit| slot_of(bit, 3, 5)), [24, 31, 40, 47]);
+        assert_eq!(t.matching(5), 0b1001_0101);
+        assert_eq!(t.matching(9), 0b0110_0000);
+        assert_eq!(u.matching(0), 0b0111_1110);
+        assert_eq!(t.matching(7), 0);
         let mut ct = ConnTable::new(64, Timeouts::default(), FullPolicy::Drop);
         let keys: Vec<FlowKey> = (0..12).map(|i| k(i, proto::UDP)).collect();
         let hash = keys[0].hash();
@@ -1711,6 +1705,27 @@ mod tests {
             assert_eq!(e, Some(BackendId::new(i as u16 + 1)), "key {i}");
         }
         assert!(ct.lookup(&k(99, proto::UDP), hash, 1).is_none());
+    }
+
+    /// At the load the table is sized for (about half full), nearly every
+    /// key sits in its first bucket: the one whose tags the lookup
+    /// prefetches, so a hit costs three cache lines, not four.
+    #[test]
+    fn keys_fill_their_first_bucket_first() {
+        let mut ct = ConnTable::new(1 << 16, long(), FullPolicy::Drop);
+        let n = ct.capacity() as u32 / 2;
+        for i in 0..n {
+            let key = k(i, proto::UDP);
+            ct.insert(key, key.hash(), v(i), 0).unwrap();
+        }
+        let first = (0..n)
+            .filter(|&i| {
+                let key = k(i, proto::UDP);
+                let (b1, b2, tag) = place(key.hash(), ct.bucket_mask);
+                ct.find(&key, b1, b2, tag).is_some_and(|(b, _)| b == b1)
+            })
+            .count();
+        assert!(first as f64 >= 0.95 * f64::from(n), "{first} of {n} in their first bucket");
     }
 
     #[test]
