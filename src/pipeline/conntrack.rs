@@ -716,8 +716,8 @@ impl ConnTable {
         Place { b1: b1 as u32, b2: b2 as u32, tag }
     }
 
-    /// Prefetches both candidate tag lines of `hash` (call for a whole batch
-    /// before looking any of it up, VPP style). No-op off x86_64.
+    /// Prefetches the tag line a lookup of `hash` reads first (call for a
+    /// whole batch before looking any of it up, VPP style). No-op off x86_64.
     #[inline]
     pub fn prefetch(&self, hash: u64) {
         self.prefetch_at(self.place(hash));

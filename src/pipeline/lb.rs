@@ -142,7 +142,8 @@ impl Stage for ConntrackStage {
             f.hash = hash;
             f.place = place;
         });
-        // Pass 2: the tag lines are (being) cached; prefetch matching entries.
+        // Pass 2: the first buckets' tag lines are (being) cached; prefetch
+        // the matching entries (or, for no match, the second buckets' tags).
         for i in 0..batch.len {
             if batch.pkts[i].active(pipeline) {
                 ctx.conntrack.prefetch_entry_at(batch.flows[i].place);
