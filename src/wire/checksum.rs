@@ -185,6 +185,7 @@ impl Delta {
     /// multiple of 4: addresses): 32 bits at a time, no loop left.
     #[inline(always)]
     pub fn array<const N: usize>(&mut self, old: &[u8; N], new: &[u8; N]) {
+        const { assert!(N.is_multiple_of(4) && N <= 32, "whole 32-bit words, at most eight") };
         let word = |b: &[u8]| u64::from(u32::from_ne_bytes(b.try_into().unwrap_or([0; 4])));
         let wide: u64 = old
             .chunks_exact(4)
