@@ -484,17 +484,12 @@ fn nat46_flows_translate_with_valid_checksums_both_ways() {
         .harness();
     let svc = Service { backend_port: 80, ..web6() };
     let client = v4("198.51.100.46");
-    for (vport, cport, there, back) in [(8080, 46000, L4::SYN, L4::SYN_ACK), (8081, 46001, L4::Udp, L4::Udp)]
-    {
+    // (VIP port, client port, first packet there, its answer, every later packet)
+    let flows = [(8080, 46000, L4::SYN, L4::SYN_ACK, L4::ACK), (8081, 46001, L4::Udp, L4::Udp, L4::Udp)];
+    for (vport, cport, there, back, later) in flows {
         let mut flow = None;
         for (i, payload) in [&b""[..], b"GET / HTTP/1.1\r\n\r\n", b"more"].into_iter().enumerate() {
-            let l4 = if i == 0 {
-                there
-            } else if there == L4::Udp {
-                L4::Udp
-            } else {
-                L4::ACK
-            };
+            let l4 = if i == 0 { there } else { later };
             let input =
                 Frame { sport: cport, dport: vport, l4, payload, ..Frame::new(client, v4("10.0.100.1")) };
             let (verdict, out) = h.run_one(&input.build());
@@ -507,13 +502,7 @@ fn nat46_flows_translate_with_valid_checksums_both_ways() {
             assert_eq!(*flow.get_or_insert((src, sport, dst)), (src, sport, dst), "one binding for the flow");
             // The backend answers its peer as it saw it.
             let b = svc.backends.iter().position(|a| *a == dst).expect("a backend");
-            let l4 = if i == 0 {
-                back
-            } else if there == L4::Udp {
-                L4::Udp
-            } else {
-                L4::ACK
-            };
+            let l4 = if i == 0 { back } else { later };
             let answer = backend_pkt(&svc, b, (src, sport), l4, payload);
             let (verdict, out) = h.run_one(&answer.build());
             assert_eq!(verdict, Verdict::Forward(CLI_PORT), "6to4 answer {i} of {cport}");

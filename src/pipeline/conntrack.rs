@@ -767,16 +767,14 @@ impl ConnTable {
                 // Not in its first bucket (a new flow, or one of the few
                 // placed in the second): that bucket's tags are next.
                 self.prefetch_tags(at.b2 as usize);
-            } else {
-                if let Some(e) = self.entries.get(b1 * WAYS + m.trailing_zeros() as usize) {
-                    let p = (e as *const Entry).cast::<i8>();
-                    // SAFETY: as in `prefetch`: non-faulting hints on both
-                    // cache lines of a live entry (key and state in the
-                    // first, the NAT record every packet reads in the second).
-                    unsafe {
-                        _mm_prefetch::<_MM_HINT_T0>(p);
-                        _mm_prefetch::<_MM_HINT_T0>(p.add(64));
-                    }
+            } else if let Some(e) = self.entries.get(b1 * WAYS + m.trailing_zeros() as usize) {
+                let p = (e as *const Entry).cast::<i8>();
+                // SAFETY: as in `prefetch`: non-faulting hints on both
+                // cache lines of a live entry (key and state in the
+                // first, the NAT record every packet reads in the second).
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(p);
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(64));
                 }
             }
         }
@@ -831,10 +829,10 @@ impl ConnTable {
     /// Bucket and way of a key matching `tag`, whether live or expired.
     // Always inlined: the per-packet lookup's inner loop; a call costs about
     // 20 instructions a packet (callgrind), and the inliner's choice drifts.
-    #[inline(always)]
     // The first bucket first: insert fills it before the second, so the
     // second is read (a cache line more) only for the few keys there, and
     // for misses.
+    #[inline(always)]
     fn find(&self, key: &FlowKey, b1: usize, b2: usize, tag: u32) -> Option<(usize, usize)> {
         for b in [b1, b2] {
             let mut m = self.tags[b].matching(tag);
