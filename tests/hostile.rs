@@ -16,7 +16,8 @@ use etherparse::{SlicedPacket, TransportSlice};
 use shunt::pipeline::{DropReason, Verdict};
 
 use shunt_testkit::addrs::{
-    BACKEND_MAC, CLIENT as CLIENT4, PORT0_MAC as CLI_PORT_MAC, PORT1_MAC as BE_PORT_MAC, VIP as VIP4, VIP6,
+    BACKEND_MAC, CLIENT as CLIENT4, CLIENT_ROUTER_MAC, PORT0_MAC as CLI_PORT_MAC, PORT1_MAC as BE_PORT_MAC,
+    VIP as VIP4, VIP6,
 };
 use shunt_testkit::frames::{fix_ipv4_checksum, hex, ones_sum, Frame, Tcp, ACK, FIN, L4, PSH, RST, SYN, URG};
 use shunt_testkit::harness::{Harness, FRAME, HEADROOM};
@@ -825,6 +826,47 @@ fn non_ip_and_garbage() {
 
 /// Hostile frames share batches with the canaries: each packet gets its own
 /// verdict and the good ones are untouched by their neighbours.
+/// The SNAT address, port and backend a canary's translated packet names.
+fn snat_of(c: &Canary) -> (IpAddr, u16, IpAddr) {
+    let p = SlicedPacket::from_ethernet(&c.data_out).unwrap();
+    let (src, dst) = match p.net.unwrap() {
+        etherparse::NetSlice::Ipv4(ip) => {
+            (IpAddr::V4(ip.header().source_addr()), IpAddr::V4(ip.header().destination_addr()))
+        }
+        etherparse::NetSlice::Ipv6(ip) => {
+            (IpAddr::V6(ip.header().source_addr()), IpAddr::V6(ip.header().destination_addr()))
+        }
+    };
+    let Some(TransportSlice::Tcp(t)) = p.transport else { panic!("TCP") };
+    (src, t.source_port(), dst)
+}
+
+/// Packets to an SNAT address are replies, which come from the backend
+/// side: one arriving on the client side is forged and dropped as
+/// `wrong_side`, whether it matches a live flow's reply entry (the TCP
+/// reply, moved to the client port) or no flow (UDP to the same address
+/// and port), with one worker and with two (where it must not be handed to
+/// the port's owner first).
+#[test]
+fn replies_arriving_on_the_client_side_are_wrong_side() {
+    let mut lb = Lb::new();
+    for workers in [1, 2] {
+        lb.h.ctx.workers = workers;
+        for c in lb.canaries.clone() {
+            let mut forged = c.reply.clone();
+            forged[..6].copy_from_slice(&CLI_PORT_MAC);
+            forged[6..12].copy_from_slice(&CLIENT_ROUTER_MAC);
+            lb.expect_drop(&forged, DropReason::WrongSide, "a live flow's reply on the client side");
+            let (snat, port, backend) = snat_of(&c);
+            let udp = frame(backend, snat, 80, port, L4::Udp, b"injected");
+            lb.expect_drop(&udp, DropReason::WrongSide, "UDP to an SNAT address on the client side");
+            let udp = from_backend(backend, snat, 80, port, L4::Udp, b"stray");
+            lb.expect_drop(&udp, DropReason::NoFlow, "the same UDP from the backend side");
+        }
+    }
+    lb.h.ctx.workers = 1;
+}
+
 #[test]
 fn hostile_neighbours_in_one_batch() {
     let mut lb = Lb::new();

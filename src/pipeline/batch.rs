@@ -171,6 +171,10 @@ pub struct Batch {
     /// Packets given buffers after their first in this batch (0: the batch
     /// holds no chain, and the chain bookkeeping is skipped).
     pub chained: usize,
+    /// Packets the last `conntrack` pass found opening a flow (new, or a
+    /// later fragment of one opened in the batch): 0 lets `maglev` skip
+    /// the batch without a look at each packet.
+    pub opening: usize,
     umem: UmemView,
     /// UMEM offsets of free frames owned by this batch, for [`Emit`].
     spares: [u64; SPARE_FRAMES],
@@ -266,6 +270,7 @@ impl Batch {
             tail_n: [0; MAX_BATCH as usize],
             tails: [[(0, 0); MAX_TAIL]; MAX_BATCH as usize],
             chained: 0,
+            opening: 0,
             umem,
             spares: [0; SPARE_FRAMES],
             spare_len: 0,
@@ -301,6 +306,7 @@ impl Batch {
         );
         self.len = 0;
         self.chained = 0;
+        self.opening = 0;
     }
 
     /// Appends a received packet; false when full.

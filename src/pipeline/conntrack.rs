@@ -32,6 +32,7 @@
 
 use super::flow::{proto, BackendId, ServiceId};
 pub use super::flow::{EntryFlags, FlowKey, NatBinding, NatSums, Place};
+use super::prefetch;
 use super::slots::Slots;
 pub use crate::config::{FullPolicy, Timeouts};
 use crate::wire::checksum::Delta;
@@ -195,8 +196,9 @@ pub struct FlowValue {
     pub hop_tag: u16,
 }
 
-/// A table entry: hot fields (key, time, state, backend) in the first cache
-/// line, the NAT record in the second.
+/// A table entry: the key, state and times in the first cache line, the
+/// NAT record and its checksum change from the start of the second, where
+/// they are copied out whole (no store-forwarding split on an odd offset).
 #[repr(C, align(64))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
@@ -209,20 +211,22 @@ pub struct Entry {
     pub flags: EntryFlags,
     /// Per-direction FIN seen: bit 0 original, bit 1 reply.
     fin_seen: u8,
-    pub nat: NatBinding,
+    /// Next-hop MAC cached at creation (zero = none), valid while `hop_tag`
+    /// matches the caller's current tag (e.g. its config generation).
+    pub hop_tag: u16,
+    pub next_hop: [u8; 6],
     /// When the owner last refreshed this flow's other entry (lets it do so
     /// every few seconds rather than per packet).
     pub peer_touched: Tick,
-    /// Next-hop MAC cached at creation (zero = none), valid while `hop_tag`
-    /// matches the caller's current tag (e.g. its config generation).
-    pub next_hop: [u8; 6],
-    pub hop_tag: u16,
+    pub nat: NatBinding,
+    /// The checksum change of `nat`.
+    pub sums: NatSums,
     /// When the flow was created (its age in `shunt conn list`); in the
     /// second cache line's padding, so the entry stays 128 bytes.
     pub created: Tick,
-    /// The checksum change of `nat` (also in the padding).
-    pub sums: NatSums,
 }
+
+const _: () = assert!(core::mem::offset_of!(Entry, nat) == 64 && core::mem::size_of::<Entry>() == 128);
 
 const FIN_ORIG: u8 = 1;
 const FIN_REPLY: u8 = 2;
@@ -734,16 +738,9 @@ impl ConnTable {
 
     #[inline(always)]
     fn prefetch_tags(&self, b: usize) {
-        #[cfg(target_arch = "x86_64")]
         if let Some(t) = self.tags.get(b) {
-            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let p = (t as *const Tags).cast::<i8>();
-            // SAFETY: prefetch is a hint that never faults, and `p` points
-            // into a live allocation anyway; SSE is baseline on x86_64.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+            prefetch::lines(t, 1);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = b;
     }
 
     /// Second prefetch stage: once the tag lines are cached (after
@@ -758,28 +755,31 @@ impl ConnTable {
     /// [`Self::prefetch_entry`] at a place from [`Self::place`].
     #[inline]
     pub fn prefetch_entry_at(&self, at: Place) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let b1 = at.b1 as usize;
-            let m = self.tags.get(b1).map_or(0, |t| t.matching(at.tag));
-            if m == 0 {
-                // Not in its first bucket (a new flow, or one of the few
-                // placed in the second): that bucket's tags are next.
-                self.prefetch_tags(at.b2 as usize);
-            } else if let Some(e) = self.entries.get(b1 * WAYS + m.trailing_zeros() as usize) {
-                let p = (e as *const Entry).cast::<i8>();
-                // SAFETY: as in `prefetch`: non-faulting hints on both
-                // cache lines of a live entry (key and state in the
-                // first, the NAT record every packet reads in the second).
-                unsafe {
-                    _mm_prefetch::<_MM_HINT_T0>(p);
-                    _mm_prefetch::<_MM_HINT_T0>(p.add(64));
-                }
+        let b1 = at.b1 as usize;
+        let m = self.tags.get(b1).map_or(0, |t| t.matching(at.tag));
+        if m == 0 {
+            // Not in its first bucket (a new flow, or one of the few
+            // placed in the second): that bucket's tags are next.
+            self.prefetch_tags(at.b2 as usize);
+        } else if let Some(e) = self.entries.get(b1 * WAYS + m.trailing_zeros() as usize) {
+            // Both lines: key and state in the first, the NAT record every
+            // packet reads in the second.
+            prefetch::lines(e, 2);
+        }
+    }
+
+    /// For a key about to be inserted (a lookup at `at` missed): prefetches
+    /// the entry insert will fill, the first free way of the key's first
+    /// bucket, whose tags the lookup already brought in.
+    #[inline]
+    pub fn prefetch_insert_at(&self, at: Place) {
+        let b1 = at.b1 as usize;
+        let free = self.tags.get(b1).map_or(0, |t| t.matching(0));
+        if free != 0 {
+            if let Some(e) = self.entries.get(b1 * WAYS + free.trailing_zeros() as usize) {
+                prefetch::lines(e, 2);
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = at;
     }
 
     /// Whether slot `i`'s entry may die now: one whose owner asked to be

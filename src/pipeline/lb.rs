@@ -149,8 +149,10 @@ impl Stage for ConntrackStage {
                 ctx.conntrack.prefetch_entry_at(batch.flows[i].place);
             }
         }
-        // Pass 3: look up and track.
+        // Pass 3: look up and track; count the packets that open a flow
+        // (the maglev stage's work).
         let now = ctx.now;
+        let mut opening = 0;
         for i in 0..batch.len.min(MAX_BATCH as usize) {
             let m = &mut batch.pkts[i];
             if !m.active(pipeline) {
@@ -162,27 +164,25 @@ impl Stage for ConntrackStage {
                 (Some(port), ingress) => port == ingress,
             };
             // Anything for an SNAT address is a reply: it must come from
-            // the backend side (checked before any worker's table is touched).
-            if !from_backends && ctx.services.in_pool(&f.key.dst) {
-                m.verdict = Verdict::Drop(DropReason::WrongSide);
-                continue;
-            }
-            // Replies to an SNAT port live in the table of the worker that
-            // owns the port; elsewhere they can only miss.
-            if ctx.workers > 1 && ctx.services.in_pool(&f.key.dst) {
-                let owner = snat::owner(f.key.dport, ctx.workers);
-                if owner != ctx.worker {
-                    m.verdict = Verdict::Handoff(owner as u8);
+            // the backend side (checked before it is handed to another
+            // worker; with one worker, a hit on its reply entry finds the
+            // wrong side in `track`, and a miss is checked below).
+            if ctx.workers > 1 {
+                let to_pool = ctx.services.in_pool(&f.key.dst);
+                if to_pool && !from_backends {
+                    m.verdict = Verdict::Drop(DropReason::WrongSide);
                     continue;
                 }
-            }
-            // So do hairpinned packets to a pool address under the NAT64
-            // prefix: the pool port's owner holds its binding.
-            if ctx.workers > 1 && nat64_hairpin(ctx, f) {
-                let owner = snat::owner(f.key.dport, ctx.workers);
-                if owner != ctx.worker {
-                    m.verdict = Verdict::Handoff(owner as u8);
-                    continue;
+                // Replies to an SNAT port live in the table of the worker
+                // that owns the port; elsewhere they can only miss. So do
+                // hairpinned packets to a pool address under the NAT64
+                // prefix: the pool port's owner holds its binding.
+                if to_pool || nat64_hairpin(ctx, f) {
+                    let owner = snat::owner(f.key.dport, ctx.workers);
+                    if owner != ctx.worker {
+                        m.verdict = Verdict::Handoff(owner as u8);
+                        continue;
+                    }
                 }
             }
             match track(&mut ctx.conntrack, f, now, &ctx.services, &ctx.stats, from_backends) {
@@ -198,6 +198,10 @@ impl Stage for ConntrackStage {
                 Tracked::Expired(reply) => retire(ctx, &reply),
                 Tracked::Miss => {}
             }
+            if !from_backends && ctx.workers <= 1 && ctx.services.in_pool(&f.key.dst) {
+                m.verdict = Verdict::Drop(DropReason::WrongSide);
+                continue;
+            }
             if f.frag == FragKind::Later {
                 // A later fragment never opens a flow: its first one did, or
                 // was refused, or opens it now, earlier in this batch.
@@ -212,6 +216,7 @@ impl Stage for ConntrackStage {
                 });
                 if opened_here {
                     batch.flows[i].kind = FlowKind::LaterOfNew;
+                    opening += 1;
                 } else if let Some(w) = nat64_creates(ctx, &batch.flows[i])
                     .then(|| client_worker(ctx, &batch.flows[i].key.src))
                     .flatten()
@@ -257,7 +262,9 @@ impl Stage for ConntrackStage {
                 },
                 None => m.verdict = Verdict::Drop(DropReason::NoFlow),
             }
+            opening += usize::from(matches!(f.kind, FlowKind::New(_) | FlowKind::New64));
         }
+        batch.opening = opening;
     }
 }
 
@@ -390,8 +397,12 @@ fn track(
     f.service = e.service;
     f.backend = e.backend;
     f.xlat = e.flags.xlat();
-    // A MAC cached under an older config generation is looked up afresh.
-    f.next_hop = if e.hop_tag == hop_tag { e.next_hop } else { [0; 6] };
+    // A MAC cached under an older config generation is looked up afresh
+    // (a branch, not a select of six bytes: the tag is rarely stale).
+    f.next_hop = e.next_hop;
+    if e.hop_tag != hop_tag {
+        f.next_hop = [0; 6];
+    }
     if f.related {
         return Tracked::Hit;
     }
@@ -469,18 +480,47 @@ pub struct MaglevStage;
 
 impl Stage for MaglevStage {
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
-        let mut refused = false;
+        if batch.opening == 0 {
+            return; // every packet hit its flow, or was dropped
+        }
+        // Pass 1: find the new flows, and prefetch what creating each reads
+        // or writes at random: its Maglev slot, its SNAT pick, its entry.
+        let mut new = [0u8; MAX_BATCH as usize];
+        let mut count = 0;
         let mut later_of_new = false;
+        let mut picks = 0;
         for i in 0..batch.len.min(MAX_BATCH as usize) {
-            let m = &mut batch.pkts[i];
-            if !m.active(pipeline) {
+            let f = &batch.flows[i];
+            if !batch.pkts[i].active(pipeline) {
                 continue;
             }
-            let f = &mut batch.flows[i];
-            if !matches!(f.kind, FlowKind::New(_) | FlowKind::New64) {
-                later_of_new |= f.kind == FlowKind::LaterOfNew;
-                continue;
+            match f.kind {
+                FlowKind::New(s) => {
+                    if let Some(svc) = ctx.services.list.get(usize::from(s)) {
+                        svc.maglev.prefetch(if svc.affinity { client_hash(&f.key.src) } else { f.hash });
+                        let pool = svc.snat_pool.filter(|_| !svc.dsr);
+                        if let Some(p) = pool.and_then(|p| ctx.snat.get(usize::from(p))) {
+                            // The batch's earlier new flows take theirs first.
+                            p.prefetch_pick(f.hash, picks);
+                            picks += 1;
+                        }
+                    }
+                    ctx.conntrack.prefetch_insert_at(f.place);
+                }
+                FlowKind::New64 => {}
+                kind => {
+                    later_of_new |= kind == FlowKind::LaterOfNew;
+                    continue;
+                }
             }
+            new[count] = i as u8;
+            count += 1;
+        }
+        // Pass 2: create them.
+        let mut refused = false;
+        for &i in &new[..count] {
+            let i = usize::from(i);
+            let (m, f) = (&mut batch.pkts[i], &mut batch.flows[i]);
             let first_syn =
                 f.key.proto == proto::TCP && f.tcp_flags & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN;
             if first_syn && !ctx.limiter.syn_verified(f.hash, ctx.now) {

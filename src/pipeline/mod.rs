@@ -21,6 +21,7 @@ pub mod lb;
 pub mod maglev;
 pub mod mtu;
 pub mod nat;
+pub mod prefetch;
 pub mod ratelimit;
 pub mod refusal;
 pub mod registry;

@@ -174,7 +174,7 @@ pub struct XlatRt {
 
 pub struct Nat64Rt {
     pub prefix: Prefix64,
-    /// The prefix as (network, mask) over 16-byte addresses.
+    /// The prefix as (network, mask) over 16-byte addresses ([`mask16`]).
     pub mask: (u128, u128),
     /// Index of the IPv4 pool in `Services::pools`.
     pub pool: u16,
@@ -183,7 +183,7 @@ pub struct Nat64Rt {
 impl Nat64Rt {
     #[inline]
     pub fn contains(&self, addr: &[u8; 16]) -> bool {
-        u128::from_be_bytes(*addr) & self.mask.1 == self.mask.0
+        wide(addr) & self.mask.1 == self.mask.0
     }
 }
 
@@ -374,14 +374,14 @@ impl Services {
 
     #[inline]
     fn pool_of(&self, addr: &[u8; 16]) -> Option<usize> {
-        let a = u128::from_be_bytes(*addr);
+        let a = wide(addr);
         self.pool_masks.iter().position(|&(net, mask)| a & mask == net)
     }
 
     /// Whether `addr` is one of our VIPs or SNAT-pool addresses.
     #[inline]
     pub fn owns(&self, addr: &[u8; 16]) -> bool {
-        let a = u128::from_be_bytes(*addr);
+        let a = wide(addr);
         self.vip_addrs.contains(addr) || self.owned.iter().any(|((net, mask), _)| a & mask == *net)
     }
 
@@ -390,7 +390,7 @@ impl Services {
         if let Some(&s) = self.vips.get(&(*dst, proto, port)) {
             return self.list.get(usize::from(s)).map(|s| s.pipeline);
         }
-        let a = u128::from_be_bytes(*dst);
+        let a = wide(dst);
         self.owned.iter().find(|((net, mask), _)| a & mask == *net).map(|&(_, p)| p)
     }
 
@@ -428,10 +428,19 @@ impl Services {
 }
 
 /// A prefix as (network, mask) over 16-byte addresses (IPv4 mapped).
+/// A prefix as (network, mask) over the 16-byte form read in native byte
+/// order ([`wide`]): a membership test is an AND and a compare, with no
+/// byte swap per packet.
 fn mask16(p: &Prefix) -> (u128, u128) {
     let len = if p.net.is_ipv4() { 96 + u32::from(p.len) } else { u32::from(p.len) };
-    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-    (u128::from_be_bytes(addr16(p.net)) & mask, mask)
+    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0).to_be();
+    (wide(&addr16(p.net)) & mask, mask)
+}
+
+/// An address in the byte order of [`mask16`]'s prefixes.
+#[inline(always)]
+fn wide(a: &[u8; 16]) -> u128 {
+    u128::from_ne_bytes(*a)
 }
 
 /// 16-byte form back to an address (IPv4-mapped → IPv4).

@@ -25,6 +25,12 @@ pub fn owner(port: u16, workers: u16) -> u16 {
     (((u32::from(port - FIRST_PORT)) / span).min(u32::from(workers) - 1)) as u16
 }
 
+/// How many free pairs at the front of the list a new flow's port is drawn
+/// from: enough that the next port is a 1 in 4,096 guess, few enough (16
+/// KiB of the ring, near a head that moves one slot per flow) to stay in
+/// cache. Drawing from the whole list cost a cache miss per new flow.
+const PICK_WINDOW: usize = 4096;
+
 /// This worker's share of one pool: a free list of (address, port) pairs
 /// kept as a ring. Preallocated; alloc and release never allocate.
 ///
@@ -35,12 +41,6 @@ pub fn owner(port: u16, workers: u16) -> u16 {
 /// taken. Released pairs join the tail,
 /// so a port just freed is the one least likely to be handed out next (not
 /// last-in first-out, which let an attacker guess the port of the next flow).
-/// How many free pairs at the front of the list a new flow's port is drawn
-/// from: enough that the next port is a 1 in 4,096 guess, few enough (16
-/// KiB of the ring, near a head that moves one slot per flow) to stay in
-/// cache. Drawing from the whole list cost a cache miss per new flow.
-const PICK_WINDOW: usize = 4096;
-
 pub struct SnatPool {
     addrs: Vec<[u8; 16]>,
     /// (address index << 16) | port; the free pairs are `len` slots from `head`.
@@ -281,17 +281,42 @@ impl SnatPool {
             self.exhausted += 1;
             return None;
         }
-        // Multiply-shift, not `%`: a pick in 0..window without a division.
-        let window = self.len.min(PICK_WINDOW);
-        let pick = ((u128::from(mix(flow_hash ^ self.key)) * window as u128) >> 64) as usize;
-        let i = self.head + pick;
-        let i = if i >= cap { i - cap } else { i };
-        self.ring.swap(i, self.head);
+        self.ring.swap(self.pick(flow_hash, 0), self.head);
         let v = self.ring[self.head];
         self.head = if self.head + 1 == cap { 0 } else { self.head + 1 };
         self.len -= 1;
         let addr = *self.addrs.get((v >> 16) as usize)?;
         Some((addr, v as u16))
+    }
+
+    /// The ring slot [`SnatPool::alloc`] takes for `flow_hash` when
+    /// `ahead` allocations come first (they move the head and shorten the
+    /// list). Multiply-shift, not `%`: a pick in the window without a
+    /// division. Call with `ahead < len`.
+    #[inline]
+    fn pick(&self, flow_hash: u64, ahead: usize) -> usize {
+        let cap = self.ring.len();
+        let window = (self.len - ahead).min(PICK_WINDOW);
+        let pick = ((u128::from(mix(flow_hash ^ self.key)) * window as u128) >> 64) as usize;
+        // head < cap and ahead + pick < len <= cap: one wrap at most.
+        let i = self.head + ahead + pick;
+        if i >= cap {
+            i - cap
+        } else {
+            i
+        }
+    }
+
+    /// Prefetches the ring slot the flow's port will come from, `ahead`
+    /// allocations from now (the batch's earlier new flows); a guess that
+    /// is wrong, when one of them takes no port, costs nothing but the hint.
+    #[inline]
+    pub fn prefetch_pick(&self, flow_hash: u64, ahead: usize) {
+        if ahead < self.len {
+            if let Some(slot) = self.ring.get(self.pick(flow_hash, ahead)) {
+                super::prefetch::lines(slot, 1);
+            }
+        }
     }
 
     /// Returns a pair to the tail of the free list; ignores pairs that are
@@ -389,6 +414,27 @@ mod tests {
                 assert_eq!(seen[a * 65536 + port], want, "addr {a} port {port}");
             }
         }
+    }
+
+    /// The slot a batch's k-th new flow is prefetched at is the one its
+    /// port comes from (all but when an earlier flow of the batch took or
+    /// moved that slot, about 1 in 4,096 per earlier flow).
+    #[test]
+    fn prefetched_pick_is_the_slot_alloc_takes() {
+        let mut p = SnatPool::with_key(Prefix::parse("192.0.2.0/28").unwrap(), 0, 1, 7);
+        let (mut hits, mut tries) = (0, 0);
+        for batch in 0..200u64 {
+            let hashes: Vec<u64> = (0..64).map(|k| mix(batch << 8 | k)).collect();
+            let ring = p.ring.clone();
+            let predicted: Vec<u32> = hashes.iter().enumerate().map(|(k, &h)| ring[p.pick(h, k)]).collect();
+            for (&h, want) in hashes.iter().zip(predicted) {
+                let (a, port) = p.alloc(h).unwrap();
+                let got = (u32::from(a[15] & 0x0f) << 16) | u32::from(port);
+                hits += usize::from(got == want);
+                tries += 1;
+            }
+        }
+        assert!(hits * 100 >= tries * 99, "{hits} of {tries} predicted");
     }
 
     #[test]
