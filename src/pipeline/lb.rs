@@ -608,19 +608,16 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
             dport: backend.port,
         };
         let reply = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
-        return install(
-            ctx,
-            f,
-            Binding {
-                orig,
-                reply,
-                flags: EntryFlags::TO6,
-                reply_flags: EntryFlags::TO4,
-                sid,
-                bid,
-                snat: None,
-            },
-        );
+        let b = Binding {
+            orig,
+            reply,
+            flags: EntryFlags::TO6,
+            reply_flags: EntryFlags::TO4,
+            sid,
+            bid,
+            snat: None,
+        };
+        return install_via(ctx, f, b, backend.mac);
     }
     if svc.dsr {
         // The packet leaves as it came, to the backend's MAC: the binding
@@ -630,7 +627,7 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
         let reply = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
         let flags = EntryFlags::DSR;
         let b = Binding { orig, reply, flags, reply_flags: flags, sid, bid, snat: None };
-        return install_via(ctx, f, b, &backend.addr);
+        return install_via(ctx, f, b, backend.mac);
     }
     let snat = match svc.snat_pool {
         Some(pool) => {
@@ -649,7 +646,8 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason
     // (VIP → client).
     let reply = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
     let snat_flag = if snat.is_some() { EntryFlags::SNAT } else { EntryFlags::NONE };
-    install(ctx, f, Binding { orig, reply, flags: snat_flag, reply_flags: snat_flag, sid, bid, snat })
+    let b = Binding { orig, reply, flags: snat_flag, reply_flags: snat_flag, sid, bid, snat };
+    install_via(ctx, f, b, backend.mac)
 }
 
 //= https://www.rfc-editor.org/rfc/rfc6146#section-3.5.1
@@ -759,13 +757,14 @@ struct Binding {
 
 /// Inserts both entries of a new flow and sets up `f` to be rewritten.
 fn install(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding) -> Result<(), DropReason> {
-    let hop = b.orig.dst;
-    install_via(ctx, f, b, &hop)
+    let hop = ctx.services.next_hop(&b.orig.dst);
+    install_via(ctx, f, b, hop)
 }
 
-/// [`install`], with the next hop's MAC that of `hop` (DSR: the backend,
-/// while the packet's destination stays the VIP).
-fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: &[u8; 16]) -> Result<(), DropReason> {
+/// [`install`], with the next hop's MAC given: a backend's, from the
+/// snapshot's backend list (DSR too, where the packet's destination stays
+/// the VIP).
+fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: Option<[u8; 6]>) -> Result<(), DropReason> {
     let k = f.key;
     let now = ctx.now;
     let free_port = |ctx: &mut Ctx| {
@@ -777,7 +776,7 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: &[u8; 16]) -> R
     };
     // Cache the backend's MAC with the snapshot generation it came from.
     let hop_tag = ctx.services.generation as u16;
-    let next_hop = ctx.services.next_hop(hop).unwrap_or([0; 6]);
+    let next_hop = hop.unwrap_or([0; 6]);
     // Both entries report their death: whichever dies first (expired, or
     // dropped early to make room) takes the other with it and frees the port.
     // The rewrite's checksum change; a translated flow's key is of the
@@ -796,6 +795,10 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: &[u8; 16]) -> R
         next_hop,
         hop_tag,
     };
+    // The reply entry's place, fetched while the original one is written.
+    let reply_key = k.peer(&b.orig, b.flags);
+    let reply_hash = reply_key.hash();
+    ctx.conntrack.prefetch(reply_hash);
     let state = match ctx.conntrack.insert(k, f.hash, value, now) {
         Ok(e) => match k.proto {
             proto::TCP => e.on_tcp(Direction::Original, TcpFlags(f.tcp_flags)),
@@ -809,7 +812,6 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: &[u8; 16]) -> R
     };
     // When the reply entry dies the flow is over: its SNAT port is freed,
     // its original-direction entry removed, and its stats gauge lowered.
-    let reply_key = k.peer(&b.orig, b.flags);
     let reply = FlowValue {
         backend: b.bid,
         service: b.sid,
@@ -819,7 +821,7 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: &[u8; 16]) -> R
         next_hop,
         hop_tag,
     };
-    match ctx.conntrack.insert_beside(reply_key, reply_key.hash(), reply, now, &k) {
+    match ctx.conntrack.insert_beside(reply_key, reply_hash, reply, now, &k) {
         Ok(e) => e.state = state,
         Err(_) => {
             ctx.conntrack.remove(&k, f.hash);

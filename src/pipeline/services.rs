@@ -221,6 +221,9 @@ pub struct BackendRt {
     pub addr: [u8; 16],
     pub port: u16,
     pub weight: u32,
+    /// Its next hop's MAC, when known at build time (as `next_hop` finds
+    /// it): a new flow takes it from here, not from a map.
+    pub mac: Option<[u8; 6]>,
 }
 
 impl Services {
@@ -278,13 +281,14 @@ impl Services {
             let mut backends = Vec::with_capacity(s.backends.len());
             for b in &s.backends {
                 let id = ids.backend(&s.name, b.addr, b.port)?;
-                if let Some(mac) = next_hops.get(&addr16(b.addr)) {
-                    backend_hops.insert(id, *mac);
+                let mac = next_hops.get(&addr16(b.addr)).copied();
+                if let Some(mac) = mac {
+                    backend_hops.insert(id, mac);
                 }
                 if admit(s, b) == Admission::Expire {
                     expired[usize::from(id) / 64] |= 1 << (id % 64);
                 }
-                backends.push(BackendRt { id, addr: addr16(b.addr), port: b.port, weight: b.weight });
+                backends.push(BackendRt { id, addr: addr16(b.addr), port: b.port, weight: b.weight, mac });
             }
             list.push(ServiceRt {
                 id: ids.service(&s.name)?,
