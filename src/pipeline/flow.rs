@@ -124,7 +124,9 @@ impl EntryFlags {
     /// The family change the entry's packets need.
     #[inline]
     pub const fn xlat(self) -> Xlat {
-        if self.contains(Self::HAIRPIN) {
+        if self.0 & (Self::HAIRPIN.0 | Self::TO6.0 | Self::TO4.0) == 0 {
+            Xlat::None // nearly every entry: one test
+        } else if self.contains(Self::HAIRPIN) {
             Xlat::Hairpin
         } else if self.contains(Self::TO6) {
             Xlat::To6

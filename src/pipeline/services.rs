@@ -61,6 +61,8 @@ pub struct Services {
     /// Backend ids whose flows are expired: a conntrack hit on one of them
     /// is removed and the packet scheduled afresh. Bit per stable id.
     expired: Box<[u64]>,
+    /// Whether any bit of `expired` is set.
+    any_expired: bool,
 }
 
 /// Whether a backend enters the Maglev table (health, admin state; the
@@ -344,6 +346,7 @@ impl Services {
             vip_addrs,
             xlat,
             generation,
+            any_expired: expired.iter().any(|&w| w != 0),
             expired,
         })
     }
@@ -362,6 +365,7 @@ impl Services {
             xlat: XlatRt::default(),
             generation: 0,
             expired: Box::new([]),
+            any_expired: false,
         }
     }
 
@@ -401,6 +405,9 @@ impl Services {
     /// Whether flows of backend `id` are to be expired.
     #[inline]
     pub fn is_expired(&self, id: Option<BackendId>) -> bool {
+        if !self.any_expired {
+            return false; // the usual snapshot: no bitmap read per packet
+        }
         let Some(i) = id.map(BackendId::index) else { return false };
         self.expired.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
