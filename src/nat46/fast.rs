@@ -218,12 +218,13 @@ pub(super) fn translate_4to6(
 /// instead of mapped ones, its ports, one checksum delta for all of it, and
 /// the Hop Limit one less than the TTL. `None`, untouched, for anything
 /// but the common shape within `mtu` and with a TTL above 1.
+#[inline]
 pub fn bound_4to6(
     buf: &mut [u8],
     start: usize,
     len: usize,
     mtu: u16,
-    to: Bound<[u8; 16]>,
+    to: &Bound<[u8; 16]>,
 ) -> Option<(usize, usize)> {
     let routed = Routed { bound: Some((to.sport, to.dport, to.l4)) };
     four_to_six(buf, start, len, mtu, |_, _| Some((to.src, to.dst)), routed)
@@ -308,12 +309,13 @@ pub(super) fn translate_6to4(
 
 /// IPv6 -> IPv4 straight to a tracked flow's binding in one pass (see
 /// [`bound_4to6`]): the TTL is one less than the Hop Limit.
+#[inline]
 pub fn bound_6to4(
     buf: &mut [u8],
     start: usize,
     len: usize,
     mtu: u16,
-    to: Bound<u32>,
+    to: &Bound<u32>,
 ) -> Option<(usize, usize)> {
     let routed = Routed { bound: Some((to.sport, to.dport, to.l4)) };
     six_to_four(buf, start, len, mtu, |_, _| Some((to.src, to.dst)), routed)

@@ -184,12 +184,12 @@ fn take_translation(
 /// pass (`nat46::bound_*`); everything else takes [`translate_flow_general`].
 #[inline]
 pub fn translate_flow(p: &mut FrameMut<'_>, router: &RouterAddrs, mtus: &EgressMtu) -> Result<(), Cause> {
-    let (len, mtu, nat) = (p.meta.len as usize, mtus.of(p.flow.kind), p.flow.nat);
+    let (len, mtu, nat) = (p.meta.len as usize, mtus.of(p.flow.kind), &p.flow.nat);
     let out = match p.flow.xlat {
         Xlat::To6 => {
             let to =
                 Bound { src: nat.src, dst: nat.dst, sport: nat.sport, dport: nat.dport, l4: p.flow.sums.l4 };
-            bound_4to6(p.frame, p.start, len, mtu, to)
+            bound_4to6(p.frame, p.start, len, mtu, &to)
         }
         Xlat::To4 => {
             let to = Bound {
@@ -199,7 +199,7 @@ pub fn translate_flow(p: &mut FrameMut<'_>, router: &RouterAddrs, mtus: &EgressM
                 dport: nat.dport,
                 l4: p.flow.sums.l4,
             };
-            bound_6to4(p.frame, p.start, len, mtu, to)
+            bound_6to4(p.frame, p.start, len, mtu, &to)
         }
         _ => return Ok(()),
     };
