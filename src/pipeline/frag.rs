@@ -180,6 +180,8 @@ pub struct FragTable {
     timeout: Tick,
     /// Ready held copies not yet replayed.
     ready: usize,
+    /// Slots in use: 0 lets the per-batch expiry skip its scan.
+    held: usize,
     pub counts: FragCounts,
 }
 
@@ -193,6 +195,7 @@ impl FragTable {
             data: vec![0u8; limits.held * HELD_BYTES].into_boxed_slice(),
             timeout: limits.timeout,
             ready: 0,
+            held: 0,
             counts: FragCounts::default(),
         }
     }
@@ -245,6 +248,7 @@ impl FragTable {
                     self.ready -= 1;
                 }
                 *s = HeldSlot::default();
+                self.held -= 1;
                 self.counts.held_expired += 1;
             }
         }
@@ -338,6 +342,7 @@ impl FragTable {
             offset: frag.offset,
         };
         self.entries[at].held += 1;
+        self.held += 1;
         FragVerdict::Held
     }
 
@@ -349,6 +354,7 @@ impl FragTable {
             if s.offset < first_end {
                 *s = HeldSlot::default();
                 self.entries[at].held -= 1;
+                self.held -= 1;
                 self.counts.held_overlap += 1;
             } else {
                 s.ready = true;
@@ -384,6 +390,7 @@ impl FragTable {
                 return;
             }
             self.slots[i] = HeldSlot::default();
+            self.held -= 1;
             self.ready -= 1;
             let e = &mut self.entries[s.entry as usize];
             e.held = e.held.saturating_sub(1);
@@ -393,6 +400,9 @@ impl FragTable {
     /// Batch boundary: drops held copies whose entry timed out, so the
     /// pool does not fill with datagrams whose first fragment never came.
     pub fn expire(&mut self, now: Tick) {
+        if self.held == 0 {
+            return;
+        }
         for i in 0..self.slots.len() {
             let s = self.slots[i];
             if s.used && !self.live(&self.entries[s.entry as usize], now) {
