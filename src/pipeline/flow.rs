@@ -64,6 +64,16 @@ pub struct NatSums {
     pub l4: Delta,
 }
 
+impl NatSums {
+    /// The change of the flow's other direction, when its key and binding
+    /// are this direction's binding and key swapped (a NAT binding within
+    /// one family): the same words, summed the other way.
+    #[inline]
+    pub fn reversed(self) -> NatSums {
+        NatSums { l3: self.l3.reversed(), l4: self.l4.reversed() }
+    }
+}
+
 /// Where a key's entry can sit in the connection table: its two candidate
 /// buckets and its tag. Worked out once per packet from the hash and used
 /// by every pass over the batch (prefetching the tags, then the entry,

@@ -799,6 +799,14 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: Option<[u8; 6]>
     let reply_key = k.peer(&b.orig, b.flags);
     let reply_hash = reply_key.hash();
     ctx.conntrack.prefetch(reply_hash);
+    // The reply direction undoes the original one's rewrite within one
+    // family: its change is the original's, summed the other way.
+    let undoes = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport } == b.reply;
+    let reply_sums = if undoes && b.flags.xlat() == Xlat::None && b.reply_flags.xlat() == Xlat::None {
+        value.sums.reversed()
+    } else {
+        sums(&reply_key, &b.reply, b.reply_flags)
+    };
     let state = match ctx.conntrack.insert(k, f.hash, value, now) {
         Ok(e) => match k.proto {
             proto::TCP => e.on_tcp(Direction::Original, TcpFlags(f.tcp_flags)),
@@ -816,7 +824,7 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: Option<[u8; 6]>
         backend: b.bid,
         service: b.sid,
         nat: b.reply,
-        sums: sums(&reply_key, &b.reply, b.reply_flags),
+        sums: reply_sums,
         flags: EntryFlags::REPLY | b.reply_flags | EntryFlags::NOTIFY_ON_DEATH,
         next_hop,
         hop_tag,

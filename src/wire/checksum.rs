@@ -222,6 +222,19 @@ impl Delta {
         Delta((x & 0xFFFF) + (x >> 16))
     }
 
+    /// For a [`Delta::folded`] change from the words `old` to `new`, the
+    /// folded change from `new` back to `old` (what the same words summed
+    /// the other way give): its one's complement negation, which is never
+    /// the all-zero sum, since that needs every term zero (old words all
+    /// 0xFFFF, new all 0) in both directions at once.
+    #[inline]
+    pub fn reversed(self) -> Delta {
+        match !self.0 & 0xFFFF {
+            0 => Delta(0xFFFF),
+            n => Delta(n),
+        }
+    }
+
     /// HC' = ~(~HC + Σ(~m + m')), for a checksum `csum` in host order.
     #[inline]
     pub fn apply(self, csum: u16) -> u16 {

@@ -186,7 +186,45 @@ mod tests {
         }
     }
 
+    /// The two sums a one's complement change can fold to when it is zero:
+    /// 0 (every term zero: old words all ones, new all zeros) and 0xFFFF
+    /// (an identity binding, DSR's). Reversed, each must be what the reply
+    /// direction's own words give.
+    #[test]
+    fn reply_sums_reverse_both_zeros() {
+        for v6 in [false, true] {
+            let fam = if v6 { Family::V6 } else { Family::V4 };
+            for (a, p, na, np) in [([0xff; 16], 0xffff, [0; 16], 0), ([7; 16], 80, [7; 16], 80)] {
+                let key = FlowKey::new(addr(v6, a), addr(v6, a), p, p, proto::TCP);
+                let nat = NatBinding { src: addr(v6, na), dst: addr(v6, na), sport: np, dport: np };
+                let reply_key = key.peer(&nat, crate::pipeline::flow::EntryFlags::NONE);
+                let reply = NatBinding { src: key.dst, sport: key.dport, dst: key.src, dport: key.sport };
+                let want = sums(&reply_key, &reply, fam, fam);
+                assert_eq!(want, sums(&key, &nat, fam, fam).reversed(), "v6 {v6}, {a:?} -> {na:?}");
+            }
+        }
+    }
+
     proptest! {
+        /// A flow's reply entry may take the original entry's change summed
+        /// the other way: it equals the change worked out from the reply's
+        /// own key and binding (both families, words of all ones and zeros
+        /// included).
+        #[test]
+        fn reply_sums_are_the_original_reversed(
+            v6: bool, src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16,
+            nsrc: [u8; 16], ndst: [u8; 16], nsport: u16, ndport: u16, extreme in 0u8..4,
+        ) {
+            let pick = |a: [u8; 16], n: u8| match n { 1 => [0; 16], 2 => [0xff; 16], _ => a };
+            let (src, nsrc) = (pick(src, extreme), pick(nsrc, 3 - extreme));
+            let key = FlowKey::new(addr(v6, src), addr(v6, dst), sport, dport, proto::TCP);
+            let nat = NatBinding { src: addr(v6, nsrc), dst: addr(v6, ndst), sport: nsport, dport: ndport };
+            let fam = if v6 { Family::V6 } else { Family::V4 };
+            let reply_key = key.peer(&nat, crate::pipeline::flow::EntryFlags::NONE);
+            let reply = NatBinding { src: key.dst, sport: key.dport, dst: key.src, dport: key.sport };
+            prop_assert_eq!(sums(&reply_key, &reply, fam, fam), sums(&key, &nat, fam, fam).reversed());
+        }
+
         /// The entry's kept checksum change gives byte for byte what reading
         /// the old fields gives, whatever the checksums were (zero ones
         /// included) and for first, later and whole packets.
