@@ -250,22 +250,30 @@ impl Entry {
         sums: NatSums { l3: Delta::ZERO, l4: Delta::ZERO },
     };
 
+    #[cfg(test)]
     fn init(key: FlowKey, value: &FlowValue, now: Tick) -> Self {
-        Entry {
-            key,
-            last_seen: now,
-            backend: value.backend,
-            service: value.service,
-            state: ConnState::initial(key.proto),
-            flags: value.flags,
-            fin_seen: 0,
-            nat: value.nat,
-            peer_touched: now,
-            next_hop: value.next_hop,
-            hop_tag: value.hop_tag,
-            created: now,
-            sums: value.sums,
-        }
+        let mut e = Entry::EMPTY;
+        e.fill(key, value, now);
+        e
+    }
+
+    /// Makes this slot a new entry, field by field where it lies: built
+    /// whole and then copied, the entry went through the stack.
+    #[inline(always)]
+    fn fill(&mut self, key: FlowKey, value: &FlowValue, now: Tick) {
+        self.key = key;
+        self.last_seen = now;
+        self.backend = value.backend;
+        self.service = value.service;
+        self.state = ConnState::initial(key.proto);
+        self.flags = value.flags;
+        self.fin_seen = 0;
+        self.hop_tag = value.hop_tag;
+        self.next_hop = value.next_hop;
+        self.peer_touched = now;
+        self.nat = value.nat;
+        self.sums = value.sums;
+        self.created = now;
     }
 
     /// The entry's key (read-only: moving a key would break the index).
@@ -924,7 +932,7 @@ impl ConnTable {
             } else {
                 self.counters.updates += 1;
             }
-            self.entries[i] = Entry::init(key, &value, now);
+            self.entries[i].fill(key, &value, now);
             return Ok(&mut self.entries[i]);
         }
 
@@ -998,7 +1006,7 @@ impl ConnTable {
         self.len += 1;
         self.counters.inserts += 1;
         let i = b * WAYS + w;
-        self.entries[i] = Entry::init(key, &value, now);
+        self.entries[i].fill(key, &value, now);
         Ok(&mut self.entries[i])
     }
 
