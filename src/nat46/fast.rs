@@ -214,7 +214,7 @@ pub(super) fn translate_4to6(
 }
 
 /// IPv4 -> IPv6 straight to a tracked flow's binding in one pass: the
-/// header change of [`translate_4to6`] with the binding's addresses
+/// header change of `translate_4to6` with the binding's addresses
 /// instead of mapped ones, its ports, one checksum delta for all of it, and
 /// the Hop Limit one less than the TTL. `None`, untouched, for anything
 /// but the common shape within `mtu` and with a TTL above 1.

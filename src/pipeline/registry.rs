@@ -76,7 +76,7 @@ pub struct BuildEnv<'a> {
 type Build = fn(&StageConfig, &BuildEnv<'_>) -> Result<Box<dyn Stage>, BuildError>;
 
 pub struct StageDescriptor {
-    /// The name pipelines list it by (and [`Stage::name`]).
+    /// The name pipelines list it by (and `shunt check` reports it by).
     pub name: &'static str,
     pub doc: &'static str,
     pub requires: &'static [Fact],

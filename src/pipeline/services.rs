@@ -176,7 +176,8 @@ pub struct XlatRt {
 
 pub struct Nat64Rt {
     pub prefix: Prefix64,
-    /// The prefix as (network, mask) over 16-byte addresses ([`mask16`]).
+    /// The prefix as (network, mask) over 16-byte addresses, in their own
+    /// byte order (see `mask16`).
     pub mask: (u128, u128),
     /// Index of the IPv4 pool in `Services::pools`.
     pub pool: u16,

@@ -1,7 +1,7 @@
 //! SNAT (full-NAT) source ports, partitioned per worker so the owner of a
 //! reply is computable from its destination port alone (VPP NAT44-ED).
 //!
-//! The NAT64 pool's shares also keep a binding table ([`Bib`], RFC 6146
+//! The NAT64 pool's shares also keep a binding table (`Bib`, RFC 6146
 //! §3.1): one pool (address, port) per client (IPv6 address, port,
 //! protocol) for as long as any of its sessions lives, whatever their
 //! destinations (endpoint-independent mapping, RFC 4787 REQ-1), and the
@@ -37,7 +37,7 @@ const PICK_WINDOW: usize = 4096;
 /// Port choice follows RFC 6056 §3.3.3's idea (a keyed hash of the flow
 /// picks the port, so an observer cannot predict the next one) on a free
 /// list instead of a probe: the flow's keyed hash picks one of the first
-/// [`PICK_WINDOW`] free pairs, which trades places with the head and is
+/// `PICK_WINDOW` free pairs, which trades places with the head and is
 /// taken. Released pairs join the tail,
 /// so a port just freed is the one least likely to be handed out next (not
 /// last-in first-out, which let an attacker guess the port of the next flow).

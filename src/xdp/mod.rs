@@ -138,7 +138,7 @@ pub struct Inherited {
     pub maps: Option<HandedMaps>,
 }
 
-/// The maps of the program behind an inherited link, in [`MAPS`] order.
+/// The maps of the program behind an inherited link, in `MAPS` order.
 #[derive(Debug)]
 pub struct HandedMaps {
     /// [`object_fingerprint`] of the image that loaded the program.
@@ -151,7 +151,7 @@ pub struct HandedMaps {
 pub const HANDOVER_ENV: &str = "SHUNT_HANDOVER_LINKS";
 
 /// The environment variable that names the maps behind the inherited
-/// links: `ifindex:fingerprint:fd/fd/…` (hex fingerprint, [`MAPS`] order),
+/// links: `ifindex:fingerprint:fd/fd/…` (hex fingerprint, `MAPS` order),
 /// comma separated.
 pub const HANDOVER_MAPS_ENV: &str = "SHUNT_HANDOVER_MAPS";
 
@@ -521,7 +521,7 @@ impl Attached {
         Ok(())
     }
 
-    /// Points XSKMAP[queue] at an AF_XDP socket.
+    /// Points `XSKMAP[queue]` at an AF_XDP socket.
     pub fn register_socket(&mut self, queue: u32, fd: RawFd) -> Result<(), XdpError> {
         let map = self.map_mut("shunt_xsks")?;
         let mut xsks: XskMap<&mut MapData> =
