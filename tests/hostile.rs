@@ -124,13 +124,11 @@ struct Canary {
     reply_out: Vec<u8>,
 }
 
-/// Runs a handshake and one data packet each way; returns the canary.
-fn establish(h: &mut Harness, v6c: bool, sport: u16) -> Canary {
-    let (c, vip) = if v6c { (v6(CLIENT6), v6(VIP6)) } else { (v4(CLIENT4), v4(VIP4)) };
-    let (v, out) = h.run_one(&frame(c, vip, sport, 80, tcp(SYN), b""));
-    assert_eq!(v, Verdict::Forward(BE_PORT), "canary SYN");
-    let p = SlicedPacket::from_ethernet(&out).unwrap();
-    let (snat, backend) = match p.net.unwrap() {
+/// The SNAT address, port and backend a TCP frame translated toward a
+/// backend names (its source, source port and destination).
+fn snat_of(translated: &[u8]) -> (IpAddr, u16, IpAddr) {
+    let p = SlicedPacket::from_ethernet(translated).unwrap();
+    let (src, dst) = match p.net.unwrap() {
         etherparse::NetSlice::Ipv4(ip) => {
             (IpAddr::V4(ip.header().source_addr()), IpAddr::V4(ip.header().destination_addr()))
         }
@@ -139,7 +137,15 @@ fn establish(h: &mut Harness, v6c: bool, sport: u16) -> Canary {
         }
     };
     let Some(TransportSlice::Tcp(t)) = p.transport else { panic!("TCP") };
-    let snat_port = t.source_port();
+    (src, t.source_port(), dst)
+}
+
+/// Runs a handshake and one data packet each way; returns the canary.
+fn establish(h: &mut Harness, v6c: bool, sport: u16) -> Canary {
+    let (c, vip) = if v6c { (v6(CLIENT6), v6(VIP6)) } else { (v4(CLIENT4), v4(VIP4)) };
+    let (v, out) = h.run_one(&frame(c, vip, sport, 80, tcp(SYN), b""));
+    assert_eq!(v, Verdict::Forward(BE_PORT), "canary SYN");
+    let (snat, snat_port, backend) = snat_of(&out);
     let synack = from_backend(backend, snat, 80, snat_port, tcp(SYN | ACK), b"");
     let (v, _) = h.run_one(&synack);
     assert_eq!(v, Verdict::Forward(CLI_PORT), "canary SYN-ACK");
@@ -826,21 +832,6 @@ fn non_ip_and_garbage() {
 
 /// Hostile frames share batches with the canaries: each packet gets its own
 /// verdict and the good ones are untouched by their neighbours.
-/// The SNAT address, port and backend a canary's translated packet names.
-fn snat_of(c: &Canary) -> (IpAddr, u16, IpAddr) {
-    let p = SlicedPacket::from_ethernet(&c.data_out).unwrap();
-    let (src, dst) = match p.net.unwrap() {
-        etherparse::NetSlice::Ipv4(ip) => {
-            (IpAddr::V4(ip.header().source_addr()), IpAddr::V4(ip.header().destination_addr()))
-        }
-        etherparse::NetSlice::Ipv6(ip) => {
-            (IpAddr::V6(ip.header().source_addr()), IpAddr::V6(ip.header().destination_addr()))
-        }
-    };
-    let Some(TransportSlice::Tcp(t)) = p.transport else { panic!("TCP") };
-    (src, t.source_port(), dst)
-}
-
 /// Packets to an SNAT address are replies, which come from the backend
 /// side: one arriving on the client side is forged and dropped as
 /// `wrong_side`, whether it matches a live flow's reply entry (the TCP
@@ -857,7 +848,7 @@ fn replies_arriving_on_the_client_side_are_wrong_side() {
             forged[..6].copy_from_slice(&CLI_PORT_MAC);
             forged[6..12].copy_from_slice(&CLIENT_ROUTER_MAC);
             lb.expect_drop(&forged, DropReason::WrongSide, "a live flow's reply on the client side");
-            let (snat, port, backend) = snat_of(&c);
+            let (snat, port, backend) = snat_of(&c.data_out);
             let udp = frame(backend, snat, 80, port, L4::Udp, b"injected");
             lb.expect_drop(&udp, DropReason::WrongSide, "UDP to an SNAT address on the client side");
             let udp = from_backend(backend, snat, 80, port, L4::Udp, b"stray");

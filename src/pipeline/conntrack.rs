@@ -763,17 +763,23 @@ impl ConnTable {
     /// [`Self::prefetch_entry`] at a place from [`Self::place`].
     #[inline]
     pub fn prefetch_entry_at(&self, at: Place) {
-        let b1 = at.b1 as usize;
-        let m = self.tags.get(b1).map_or(0, |t| t.matching(at.tag));
-        if m == 0 {
+        if !self.prefetch_first_way(at.b1 as usize, at.tag) {
             // Not in its first bucket (a new flow, or one of the few
             // placed in the second): that bucket's tags are next.
             self.prefetch_tags(at.b2 as usize);
-        } else if let Some(e) = self.entries.get(b1 * WAYS + m.trailing_zeros() as usize) {
-            // Both lines: key and state in the first, the NAT record every
-            // packet reads in the second.
+        }
+    }
+
+    /// Prefetches both lines (key and state in the first, the NAT record
+    /// every packet reads in the second) of bucket `b`'s first way whose
+    /// tag is `tag`; false when none is.
+    #[inline(always)]
+    fn prefetch_first_way(&self, b: usize, tag: u32) -> bool {
+        let m = self.tags.get(b).map_or(0, |t| t.matching(tag));
+        if let Some(e) = self.entries.get(b * WAYS + m.trailing_zeros() as usize).filter(|_| m != 0) {
             prefetch::lines(e, 2);
         }
+        m != 0
     }
 
     /// For a key about to be inserted (a lookup at `at` missed): prefetches
@@ -781,13 +787,7 @@ impl ConnTable {
     /// bucket, whose tags the lookup already brought in.
     #[inline]
     pub fn prefetch_insert_at(&self, at: Place) {
-        let b1 = at.b1 as usize;
-        let free = self.tags.get(b1).map_or(0, |t| t.matching(0));
-        if free != 0 {
-            if let Some(e) = self.entries.get(b1 * WAYS + free.trailing_zeros() as usize) {
-                prefetch::lines(e, 2);
-            }
-        }
+        self.prefetch_first_way(at.b1 as usize, 0); // a free way's tag is 0
     }
 
     /// Whether slot `i`'s entry may die now: one whose owner asked to be

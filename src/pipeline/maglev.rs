@@ -211,14 +211,19 @@ impl Maglev {
     /// Backend index for a flow hash; `None` when every backend is drained.
     #[inline]
     pub fn lookup(&self, hash: u64) -> Option<u16> {
-        self.entries.get((hash % u64::from(self.size)) as usize).copied()
+        self.entries.get(self.slot(hash)).copied()
+    }
+
+    #[inline]
+    fn slot(&self, hash: u64) -> usize {
+        (hash % u64::from(self.size)) as usize
     }
 
     /// Prefetches the slot [`Maglev::lookup`] of `hash` reads: a table of
     /// 65,537 slots is 128 KiB, past L1, and new flows land on it at random.
     #[inline]
     pub fn prefetch(&self, hash: u64) {
-        if let Some(e) = self.entries.get((hash % u64::from(self.size)) as usize) {
+        if let Some(e) = self.entries.get(self.slot(hash)) {
             super::prefetch::lines(e, 1);
         }
     }
