@@ -1053,17 +1053,29 @@ impl ConnTable {
         let slots = self.entries.len();
         let mut swept = Swept::default();
         let cap = self.unassured_cap();
-        while swept.scanned < budget.min(slots) {
+        let budget = budget.min(slots);
+        // A bucket at a time: its live ways from one tag compare, so empty
+        // slots cost no branch each (half the table is empty, at random).
+        'sweep: while swept.scanned < budget {
             let i = self.cursor;
-            let (b, w) = (i / WAYS, i % WAYS);
-            if self.tags[b].0[w] != 0 && self.entries[i].expired(&self.limits, cap, now) {
-                if !self.clear(b, w) {
-                    break;
+            let (b, from) = (i / WAYS, i % WAYS);
+            let n = (WAYS - from).min(budget - swept.scanned);
+            let mut live = !self.tags[b].matching(0) & (((1 << n) - 1) << from);
+            while live != 0 {
+                let w = live.trailing_zeros() as usize;
+                live &= live - 1;
+                if self.entries[b * WAYS + w].expired(&self.limits, cap, now) {
+                    if !self.clear(b, w) {
+                        // Resume at the entry that could not be buried.
+                        swept.scanned += w - from;
+                        self.cursor = b * WAYS + w;
+                        break 'sweep;
+                    }
+                    swept.reclaimed += 1;
                 }
-                swept.reclaimed += 1;
             }
-            self.cursor = if i + 1 == slots { 0 } else { i + 1 };
-            swept.scanned += 1;
+            self.cursor = if i + n == slots { 0 } else { i + n };
+            swept.scanned += n;
         }
         self.sweep_owed = self.sweep_owed.saturating_sub(swept.scanned);
         self.counters.expired += swept.reclaimed as u64;
@@ -1387,6 +1399,42 @@ mod tests {
         assert_eq!(total, 500);
         assert!(ct.is_empty());
         assert_eq!(ct.counters().expired, 500);
+    }
+
+    /// Each call reclaims exactly the expired entries in the slots from the
+    /// cursor on that its budget covers, budgets that end mid-bucket
+    /// included, and the next call goes on from there.
+    #[test]
+    fn expire_step_reclaims_exactly_its_window() {
+        let mut ct = ConnTable::new(1024, Timeouts::default(), FullPolicy::Drop);
+        let plain = |i| FlowValue { flags: EntryFlags::default(), ..v(i) };
+        for i in 0..700 {
+            let key = k(i, proto::UDP);
+            ct.insert(key, key.hash(), plain(i), if i % 3 == 0 { 0 } else { 25 }).unwrap();
+        }
+        let (now, slots) = (40, ct.entries.len());
+        let cap = ct.unassured_cap();
+        let mut scanned = 0;
+        for budget in [1, 3, 5, 7, 9, 11, 13].into_iter().cycle() {
+            if scanned >= slots {
+                break;
+            }
+            let from = ct.cursor;
+            let expect = (from..from + budget)
+                .map(|i| i % slots)
+                .filter(|&i| {
+                    ct.tags[i / WAYS].0[i % WAYS] != 0 && ct.entries[i].expired(&ct.limits, cap, now)
+                })
+                .count();
+            let s = ct.expire_step(now, budget);
+            assert_eq!((s.scanned, s.reclaimed), (budget, expect), "from slot {from}");
+            assert_eq!(ct.cursor, (from + budget) % slots);
+            scanned += budget;
+        }
+        assert_eq!(ct.len(), (0..700).filter(|i| i % 3 != 0).count());
+        assert!((0..700)
+            .filter(|i| i % 3 != 0)
+            .all(|i| ct.lookup(&k(i, proto::UDP), k(i, proto::UDP).hash(), now).is_some()));
     }
 
     /// Inserts assured keys `0..` until a refusal, returning the accepted ones.
