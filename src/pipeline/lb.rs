@@ -486,6 +486,7 @@ impl Stage for MaglevStage {
         // Pass 1: find the new flows, and prefetch what creating each reads
         // or writes at random: its Maglev slot, its SNAT pick, its entry.
         let mut new = [0u8; MAX_BATCH as usize];
+        let mut slot = [0u32; MAX_BATCH as usize];
         let mut count = 0;
         let mut later_of_new = false;
         let mut picks = 0;
@@ -497,7 +498,9 @@ impl Stage for MaglevStage {
             match f.kind {
                 FlowKind::New(s) => {
                     if let Some(svc) = ctx.services.list.get(usize::from(s)) {
-                        svc.maglev.prefetch(if svc.affinity { client_hash(&f.key.src) } else { f.hash });
+                        let at = svc.maglev.slot(if svc.affinity { client_hash(&f.key.src) } else { f.hash });
+                        svc.maglev.prefetch(at);
+                        slot[count] = at as u32;
                         let pool = svc.snat_pool.filter(|_| !svc.dsr);
                         if let Some(p) = pool.and_then(|p| ctx.snat.get(usize::from(p))) {
                             // The batch's earlier new flows take theirs first.
@@ -518,7 +521,7 @@ impl Stage for MaglevStage {
         }
         // Pass 2: create them.
         let mut refused = false;
-        for &i in &new[..count] {
+        for (&i, &slot) in new[..count].iter().zip(&slot) {
             let i = usize::from(i);
             let (m, f) = (&mut batch.pkts[i], &mut batch.flows[i]);
             let first_syn =
@@ -532,7 +535,7 @@ impl Stage for MaglevStage {
                 continue;
             }
             let created = match f.kind {
-                FlowKind::New(s) => create_flow(ctx, f, s),
+                FlowKind::New(s) => create_flow(ctx, f, s, slot as usize),
                 FlowKind::New64 => create_nat64(ctx, f),
                 _ => continue,
             };
@@ -590,10 +593,11 @@ impl Stage for MaglevStage {
     }
 }
 
-fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16) -> Result<(), DropReason> {
+/// Creates the flow of `f` to service `s`, on the backend in its Maglev
+/// `slot` (the flow hash's, or with affinity the client address's).
+fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16, slot: usize) -> Result<(), DropReason> {
     let svc = ctx.services.list.get(usize::from(s)).ok_or(DropReason::NoFlow)?;
-    let h = if svc.affinity { client_hash(&f.key.src) } else { f.hash };
-    let b = svc.maglev.lookup(h).ok_or(DropReason::NoBackend)?;
+    let b = svc.maglev.at(slot).ok_or(DropReason::NoBackend)?;
     let backend = *svc.backends.get(usize::from(b)).ok_or(DropReason::NoBackend)?;
     let (sid, bid) = (ServiceId::new(svc.id), BackendId::new(backend.id));
     let k = f.key;

@@ -211,19 +211,28 @@ impl Maglev {
     /// Backend index for a flow hash; `None` when every backend is drained.
     #[inline]
     pub fn lookup(&self, hash: u64) -> Option<u16> {
-        self.entries.get(self.slot(hash)).copied()
+        self.at(self.slot(hash))
     }
 
+    /// The slot a flow hash maps to: a 64-bit division, which a new flow
+    /// pays once for both [`Maglev::prefetch`] and [`Maglev::at`].
     #[inline]
-    fn slot(&self, hash: u64) -> usize {
+    pub fn slot(&self, hash: u64) -> usize {
         (hash % u64::from(self.size)) as usize
     }
 
-    /// Prefetches the slot [`Maglev::lookup`] of `hash` reads: a table of
-    /// 65,537 slots is 128 KiB, past L1, and new flows land on it at random.
+    /// Backend index in `slot` ([`Maglev::slot`]); `None` when every backend
+    /// is drained.
     #[inline]
-    pub fn prefetch(&self, hash: u64) {
-        if let Some(e) = self.entries.get(self.slot(hash)) {
+    pub fn at(&self, slot: usize) -> Option<u16> {
+        self.entries.get(slot).copied()
+    }
+
+    /// Prefetches `slot` ([`Maglev::slot`]): a table of 65,537 slots is
+    /// 128 KiB, past L1, and new flows land on it at random.
+    #[inline]
+    pub fn prefetch(&self, slot: usize) {
+        if let Some(e) = self.entries.get(slot) {
             super::prefetch::lines(e, 1);
         }
     }
