@@ -1052,7 +1052,7 @@ fn idle_sweep_returns_a_floods_ports_within_seconds() {
     for second in 0..SWEEP_SECS {
         lb.h.ctx.now = expired + second;
         for _ in 0..100 {
-            shunt::pipeline::housekeeping(&mut lb.h.ctx, 64);
+            shunt::pipeline::housekeeping(&mut lb.h.ctx, shunt::pipeline::EXPIRE_MIN);
         }
     }
     assert_flood_reclaimed(&mut lb, snat_full);

@@ -74,9 +74,6 @@ pub struct Worker<P: PortIo = Port> {
 /// Where a replayed fragment starts in its frame (the kernel's XDP headroom).
 const REPLAY_HEADROOM: u64 = 256;
 
-/// Conntrack slots scanned for expiry per batch: amortised, never a sweep.
-const EXPIRE_BUDGET: usize = 64;
-
 /// Monotonic nanoseconds (vDSO, no syscall): read twice per batch.
 use crate::sys::monotonic_ns as now_ns;
 
@@ -501,7 +498,7 @@ impl<P: PortIo> Worker<P> {
         if published.generation != self.ctx.services.generation {
             self.ctx.install(arc_swap::Guard::into_inner(published));
         }
-        crate::pipeline::housekeeping(&mut self.ctx, EXPIRE_BUDGET);
+        crate::pipeline::housekeeping(&mut self.ctx, crate::pipeline::EXPIRE_MIN);
         let frag = self.ctx.frag.take_counts();
         self.counters.drops[DropReason::FragmentTimeout as usize].add(frag.held_expired);
         self.counters.drops[DropReason::FragmentBogus as usize].add(frag.held_overlap);

@@ -608,10 +608,14 @@ pub struct ConnTable {
     /// Dead `EntryFlags::NOTIFY_ON_DEATH` entries not yet drained.
     graveyard: Box<[Entry]>,
     graves: usize,
-    /// Slots the expiry sweep still owes ([`ConnTable::sweep_due`]), and
-    /// the tick they were last reckoned at.
+    /// Slots the expiry sweep still owes ([`ConnTable::sweep_due`]), the
+    /// tick they were last reckoned at, the calls in that tick and the one
+    /// before (at least 1), and each call's part of what was owed then.
     sweep_owed: usize,
     sweep_tick: Tick,
+    sweep_calls: usize,
+    sweep_calls_before: usize,
+    sweep_share: usize,
 }
 
 /// Candidate buckets and tag derived from a 64-bit hash: low bits pick the
@@ -667,6 +671,9 @@ impl ConnTable {
             graves: 0,
             sweep_owed: 0,
             sweep_tick: 0,
+            sweep_calls: 0,
+            sweep_calls_before: 1,
+            sweep_share: 0,
         }
     }
 
@@ -1079,25 +1086,43 @@ impl ConnTable {
         }
         self.sweep_owed = self.sweep_owed.saturating_sub(swept.scanned);
         self.counters.expired += swept.reclaimed as u64;
+        // The next call, a batch later, starts here: its lines are cached
+        // by then (a large table's sweep missed on every bucket and entry).
+        let b = self.cursor / WAYS;
+        self.prefetch_tags(b);
+        for e in self.entries.get(b * WAYS..(b + 1) * WAYS).unwrap_or_default() {
+            prefetch::lines(e, 1);
+        }
         swept
     }
 
     /// Slots to scan now for a full sweep every [`SWEEP_SECS`] however
-    /// little traffic there is (at least `min`, at most `max`): the time
-    /// that passed since the last call earns its share of the table. With
-    /// a fixed budget per batch, an idle worker took minutes to reclaim a
-    /// flood's entries and the SNAT ports they held.
+    /// little or much traffic there is (at least `min`, at most `max`): the
+    /// time that passed since the last call earns its share of the table,
+    /// and each call pays an equal part of what is owed when the tick
+    /// began, spread over as many calls as the tick before saw (more calls
+    /// go on paying; fewer leave the rest owed). A busy worker scans a few slots a batch, an
+    /// idle one up to `max` a call. With a fixed budget per batch an idle
+    /// worker took minutes to reclaim a flood's entries and the SNAT ports
+    /// they held, and a busy one swept a large table many times a second,
+    /// a cache miss per live slot.
     pub fn sweep_due(&mut self, now: Tick, min: usize, max: usize) -> usize {
         let passed = now.wrapping_sub(self.sweep_tick) as i32;
         if passed != 0 {
             self.sweep_tick = now;
+            self.sweep_calls_before = self.sweep_calls.max(1);
+            self.sweep_calls = 0;
         }
+        self.sweep_calls = self.sweep_calls.saturating_add(1);
         if passed > 0 {
             let per_sec = self.entries.len().div_ceil(SWEEP_SECS as usize);
             let earned = per_sec.saturating_mul(passed as usize);
             self.sweep_owed = self.sweep_owed.saturating_add(earned).min(self.entries.len());
         }
-        self.sweep_owed.clamp(min, max.max(min))
+        if passed != 0 {
+            self.sweep_share = self.sweep_owed.div_ceil(self.sweep_calls_before);
+        }
+        self.sweep_owed.min(self.sweep_share).clamp(min, max.max(min))
     }
 
     /// Visits live entries from slot `start`, looking at most at
@@ -1698,11 +1723,33 @@ mod tests {
         assert_eq!(ct.sweep_due(1, 64, 1024), 1024, "a second earns a quarter of 4096, capped");
         ct.expire_step(1, 1024);
         assert_eq!(ct.sweep_due(1, 64, 4096), 64, "paid");
-        assert_eq!(ct.sweep_due(3, 0, 4096), 2048);
+        assert_eq!(ct.sweep_due(3, 0, 4096), 1024, "2048 owed, spread over the tick before's two calls");
         assert_eq!(ct.sweep_due(100, 0, 1 << 20), 4096, "never more than one sweep");
         ct.expire_step(100, 4096);
         assert_eq!(ct.sweep_due(90, 0, 1 << 20), 0, "a clock going back earns nothing");
         assert_eq!(ct.sweep_due(91, 0, 1 << 20), 1024);
+    }
+
+    /// A busy worker (1,000 calls a tick) pays each tick's share in equal
+    /// parts of a few slots, not in a burst at the tick, and still sweeps
+    /// the whole table every `SWEEP_SECS`.
+    #[test]
+    fn busy_sweep_is_spread_over_the_calls() {
+        let mut ct = ConnTable::new(4096, long(), FullPolicy::Drop);
+        let slots = ct.entries.len();
+        let part = (slots / SWEEP_SECS as usize).div_ceil(1000);
+        for _ in 0..1000 {
+            assert_eq!(ct.sweep_due(0, 0, 1024), 0);
+        }
+        let mut scanned = 0;
+        for tick in 1..=SWEEP_SECS {
+            for call in 0..1000 {
+                let n = ct.sweep_due(tick, 0, 1024);
+                assert!(n <= part, "tick {tick}, call {call}: {n} slots, over {part}");
+                scanned += ct.expire_step(tick, n).scanned;
+            }
+        }
+        assert_eq!(scanned, slots, "one full sweep in SWEEP_SECS");
     }
 
     #[test]

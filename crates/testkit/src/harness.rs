@@ -100,7 +100,7 @@ impl Harness {
         }
         let spares = &mut self.free_spares;
         self.batch.top_up_spares(|| spares.pop());
-        pipeline::housekeeping(&mut self.ctx, 64);
+        pipeline::housekeeping(&mut self.ctx, pipeline::EXPIRE_MIN);
         pipeline::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
         for (i, m) in self.batch.metas().iter().enumerate() {
             out(i, m.verdict, self.batch.packet(i).unwrap_or(&[]));
@@ -171,7 +171,7 @@ impl Harness {
         }
         let spares = &mut self.free_spares;
         self.batch.top_up_spares(|| spares.pop());
-        pipeline::housekeeping(&mut self.ctx, 64);
+        pipeline::housekeeping(&mut self.ctx, pipeline::EXPIRE_MIN);
         pipeline::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
         let m = self.batch.metas()[0];
         let mut run = ChainRun {
