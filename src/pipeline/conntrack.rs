@@ -1101,11 +1101,11 @@ impl ConnTable {
     /// time that passed since the last call earns its share of the table,
     /// and each call pays an equal part of what is owed when the tick
     /// began, spread over as many calls as the tick before saw (more calls
-    /// go on paying; fewer leave the rest owed). A busy worker scans a few slots a batch, an
-    /// idle one up to `max` a call. With a fixed budget per batch an idle
-    /// worker took minutes to reclaim a flood's entries and the SNAT ports
-    /// they held, and a busy one swept a large table many times a second,
-    /// a cache miss per live slot.
+    /// go on paying; fewer leave the rest owed). A busy worker scans a few
+    /// slots a batch, an idle one up to `max` a call. With a fixed budget
+    /// per batch an idle worker took minutes to reclaim a flood's entries
+    /// and the SNAT ports they held, and a busy one swept a large table
+    /// many times a second, a cache miss per live slot.
     pub fn sweep_due(&mut self, now: Tick, min: usize, max: usize) -> usize {
         let passed = now.wrapping_sub(self.sweep_tick) as i32;
         if passed != 0 {
