@@ -830,8 +830,6 @@ fn non_ip_and_garbage() {
     lb.expect_drop(&frame(v4(CLIENT4), v4(VIP4), 1, 80, L4::Udp, b""), no_service, "UDP to TCP port");
 }
 
-/// Hostile frames share batches with the canaries: each packet gets its own
-/// verdict and the good ones are untouched by their neighbours.
 /// Packets to an SNAT address are replies, which come from the backend
 /// side: one arriving on the client side is forged and dropped as
 /// `wrong_side`, whether it matches a live flow's reply entry (the TCP
@@ -858,6 +856,8 @@ fn replies_arriving_on_the_client_side_are_wrong_side() {
     lb.h.ctx.workers = 1;
 }
 
+/// Hostile frames share batches with the canaries: each packet gets its own
+/// verdict and the good ones are untouched by their neighbours.
 #[test]
 fn hostile_neighbours_in_one_batch() {
     let mut lb = Lb::new();

@@ -1112,16 +1112,14 @@ impl ConnTable {
             self.sweep_tick = now;
             self.sweep_calls_before = self.sweep_calls.max(1);
             self.sweep_calls = 0;
-        }
-        self.sweep_calls = self.sweep_calls.saturating_add(1);
-        if passed > 0 {
-            let per_sec = self.entries.len().div_ceil(SWEEP_SECS as usize);
-            let earned = per_sec.saturating_mul(passed as usize);
-            self.sweep_owed = self.sweep_owed.saturating_add(earned).min(self.entries.len());
-        }
-        if passed != 0 {
+            if passed > 0 {
+                let per_sec = self.entries.len().div_ceil(SWEEP_SECS as usize);
+                let earned = per_sec.saturating_mul(passed as usize);
+                self.sweep_owed = self.sweep_owed.saturating_add(earned).min(self.entries.len());
+            }
             self.sweep_share = self.sweep_owed.div_ceil(self.sweep_calls_before);
         }
+        self.sweep_calls = self.sweep_calls.saturating_add(1);
         self.sweep_owed.min(self.sweep_share).clamp(min, max.max(min))
     }
 
