@@ -294,3 +294,29 @@ fn bindings_are_rebuilt_from_the_sessions_a_restart_keeps() {
     let back = after.run_one(&udp6(B, 5000, wkp(POOL), a_port, 64, b"hello A"));
     assert_frame(&back, 0, &udp6_out(wkp(POOL), t, A, 6000, 63, b"hello A"), "B -> A after restart");
 }
+
+/// A burst of a new session in one batch opens one session, not one per
+/// datagram: its binding is referenced once, and so is free again once the
+/// session expires.
+#[test]
+fn a_new_sessions_burst_in_one_batch_opens_it_once() {
+    let mut h = nat64();
+    h.ctx.now = 1000;
+    let burst: Vec<Vec<u8>> = (0..4).map(|_| udp6(A, 40000, wkp(SERVER1), 53, 64, b"query")).collect();
+    let mut ports = Vec::new();
+    h.run(&burst, |_, v, out| {
+        assert_eq!(v, Verdict::Forward(1));
+        ports.push(source(out).1);
+    });
+    assert!(ports.iter().all(|p| *p == ports[0]), "{ports:?}");
+    assert_eq!(h.ctx.conntrack.len(), 2, "one session (two entries)");
+    assert_eq!(h.ctx.conntrack.counters().updates, 0, "no session overwritten");
+    assert_eq!(h.ctx.snat[0].bindings(), 1);
+    // Past the UDP session timeout (5 min) the sweep frees the binding.
+    h.ctx.now += 301;
+    for _ in 0..(4096 / 8 + 1) {
+        h.run(&[] as &[Vec<u8>], |_, _, _| {});
+    }
+    assert!(h.ctx.conntrack.is_empty());
+    assert_eq!(h.ctx.snat[0].bindings(), 0, "the binding died with its session");
+}

@@ -1,5 +1,6 @@
 //! Pipeline behaviour that needs whole pipelines, a clock and a config:
-//! SNAT ports given back by expiry, and translation sized by each port's MTU.
+//! SNAT ports given back by expiry, a new flow's burst in one batch, and
+//! translation sized by each port's MTU.
 
 use shunt::pipeline::build::PortInfo;
 use shunt::pipeline::Verdict;
@@ -18,17 +19,7 @@ fn udp(sport: u16) -> Vec<u8> {
 
 #[test]
 fn expired_flows_give_their_snat_port_back() {
-    let mut h = Fixture::load("l4lb")
-        .remove("service.web6")
-        .truncate("service.web.backends", 1)
-        .set("service.web.protocol", "udp")
-        .set("service.web.port", 53)
-        .set("service.web.snat_pool", "10.0.3.7/32")
-        .set("service.web.maglev_table_size", 251)
-        .pin_backend_macs()
-        .set("conntrack.entries_per_worker", 4096)
-        .set("conntrack.udp", 30)
-        .harness();
+    let mut h = udp_service();
     let full = h.ctx.snat[0].available();
     h.ctx.now = 1000;
     let frames: Vec<Vec<u8>> = (0..64).map(|i| udp(10_000 + i)).collect();
@@ -80,4 +71,45 @@ fn translation_respects_each_ports_mtu() {
     let icmp = &out[14 + 20..];
     assert_eq!((icmp[0], icmp[1]), (3, 4), "fragmentation needed");
     assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1380);
+}
+
+/// The l4lb fixture cut to one UDP service on port 53 with one backend and
+/// a one-address SNAT pool.
+fn udp_service() -> Harness {
+    Fixture::load("l4lb")
+        .remove("service.web6")
+        .truncate("service.web.backends", 1)
+        .set("service.web.protocol", "udp")
+        .set("service.web.port", 53)
+        .set("service.web.snat_pool", "10.0.3.7/32")
+        .set("service.web.maglev_table_size", 251)
+        .pin_backend_macs()
+        .set("conntrack.entries_per_worker", 4096)
+        .set("conntrack.udp", 30)
+        .harness()
+}
+
+/// A burst of a new flow arrives in one batch: its packets all take the
+/// binding the first one opened (one SNAT port, two entries), as they
+/// would a batch apart; and so does the next batch's.
+#[test]
+fn a_new_flows_burst_in_one_batch_opens_it_once() {
+    let mut h = udp_service();
+    let full = h.ctx.snat[0].available();
+    h.ctx.now = 1000;
+    // Two flows interleaved, four datagrams each.
+    let frames: Vec<Vec<u8>> = (0..8).map(|i| udp(10_000 + i % 2)).collect();
+    let mut sports = Vec::new();
+    h.run(&frames, |_, v, out| {
+        assert!(matches!(v, Verdict::Forward(_)), "{v:?}");
+        sports.push(u16::from_be_bytes([out[34], out[35]]));
+    });
+    assert_ne!(sports[0], sports[1], "two flows, two ports");
+    for (i, p) in sports.iter().enumerate() {
+        assert_eq!(*p, sports[i % 2], "datagram {i} left by its flow's port: {sports:?}");
+    }
+    assert_eq!(full - h.ctx.snat[0].available(), 2, "one SNAT port per flow");
+    assert_eq!(h.ctx.conntrack.len(), 4, "two entries per flow");
+    assert_eq!(h.ctx.conntrack.counters().updates, 0, "no binding overwritten");
+    h.run(&frames[..2], |i, _, out| assert_eq!(u16::from_be_bytes([out[34], out[35]]), sports[i]));
 }

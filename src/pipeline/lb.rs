@@ -521,9 +521,27 @@ impl Stage for MaglevStage {
         }
         // Pass 2: create them.
         let mut refused = false;
+        let mut opened = OpenedHere::default();
         for (&i, &slot) in new[..count].iter().zip(&slot) {
             let i = usize::from(i);
             let (m, f) = (&mut batch.pkts[i], &mut batch.flows[i]);
+            // A flow an earlier packet of this batch opened (a burst of a
+            // new UDP flow, a retransmitted SYN) is this one's as well, as
+            // if it had come a batch later: never a second binding.
+            if opened.may_hold(f.hash) {
+                match track(&mut ctx.conntrack, f, ctx.now, &ctx.services, &ctx.stats, false) {
+                    Tracked::Hit => {
+                        ctx.stats.packet(f.service, f.backend, m.len + batch.more[i]);
+                        continue;
+                    }
+                    Tracked::WrongSide => {
+                        m.verdict = Verdict::Drop(DropReason::WrongSide);
+                        continue;
+                    }
+                    Tracked::Expired(reply) => retire(ctx, &reply),
+                    Tracked::Miss => {}
+                }
+            }
             let first_syn =
                 f.key.proto == proto::TCP && f.tcp_flags & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN;
             if first_syn && !ctx.limiter.syn_verified(f.hash, ctx.now) {
@@ -541,6 +559,7 @@ impl Stage for MaglevStage {
             };
             match created {
                 Ok(()) => {
+                    opened.add(f.hash);
                     ctx.stats.flow_started(f.service, f.backend);
                     ctx.stats.packet(f.service, f.backend, m.len + batch.more[i]);
                 }
@@ -590,6 +609,31 @@ impl Stage for MaglevStage {
                 }
             });
         }
+    }
+}
+
+/// The hashes of the flows a batch has opened so far, as a 1024-bit
+/// filter: a packet whose bit is clear cannot be of one of them, and opens
+/// its flow without a second lookup.
+#[derive(Default)]
+struct OpenedHere([u64; 16]);
+
+impl OpenedHere {
+    /// Word and bit of `hash`: its top 10 bits (the table places by the
+    /// low bits and tags by the middle ones).
+    fn bit(hash: u64) -> (usize, u64) {
+        let b = (hash >> 54) as usize;
+        (b >> 6, 1 << (b & 63))
+    }
+
+    fn may_hold(&self, hash: u64) -> bool {
+        let (w, bit) = Self::bit(hash);
+        self.0[w] & bit != 0
+    }
+
+    fn add(&mut self, hash: u64) {
+        let (w, bit) = Self::bit(hash);
+        self.0[w] |= bit;
     }
 }
 
