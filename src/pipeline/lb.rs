@@ -16,7 +16,7 @@ use super::rewrite::{self, related};
 use super::services::Services;
 use super::snat::{self, Client};
 use super::stats::WorkerStats;
-use super::{frag, Batch, Ctx, DropReason, Stage, Verdict};
+use super::{frag, Batch, Ctx, DropReason, PacketMeta, Stage, Verdict};
 use crate::config::MAX_BATCH;
 use crate::wire::addr::{is_v4_mapped, mapped, v4_of};
 use crate::wire::parse::{parse, parse_simple, parse_simple_chain, FragKind, IpVersion};
@@ -528,19 +528,8 @@ impl Stage for MaglevStage {
             // A flow an earlier packet of this batch opened (a burst of a
             // new UDP flow, a retransmitted SYN) is this one's as well, as
             // if it had come a batch later: never a second binding.
-            if opened.may_hold(f.hash) {
-                match track(&mut ctx.conntrack, f, ctx.now, &ctx.services, &ctx.stats, false) {
-                    Tracked::Hit => {
-                        ctx.stats.packet(f.service, f.backend, m.len + batch.more[i]);
-                        continue;
-                    }
-                    Tracked::WrongSide => {
-                        m.verdict = Verdict::Drop(DropReason::WrongSide);
-                        continue;
-                    }
-                    Tracked::Expired(reply) => retire(ctx, &reply),
-                    Tracked::Miss => {}
-                }
+            if opened.may_hold(f.hash) && join_opened(ctx, m, f, batch.more[i]) {
+                continue;
             }
             let first_syn =
                 f.key.proto == proto::TCP && f.tcp_flags & (TcpFlags::SYN | TcpFlags::ACK) == TcpFlags::SYN;
@@ -635,6 +624,24 @@ impl OpenedHere {
         let (w, bit) = Self::bit(hash);
         self.0[w] |= bit;
     }
+}
+
+/// Tracks a new flow's packet on the entry an earlier packet of its batch
+/// may have opened: true when it did (the packet is done), false when the
+/// packet opens its flow itself. Out of line: the filter rarely says maybe.
+#[cold]
+#[inline(never)]
+fn join_opened(ctx: &mut Ctx, m: &mut PacketMeta, f: &mut FlowMeta, more: u32) -> bool {
+    match track(&mut ctx.conntrack, f, ctx.now, &ctx.services, &ctx.stats, false) {
+        Tracked::Hit => ctx.stats.packet(f.service, f.backend, m.len + more),
+        Tracked::WrongSide => m.verdict = Verdict::Drop(DropReason::WrongSide),
+        Tracked::Expired(reply) => {
+            retire(ctx, &reply);
+            return false;
+        }
+        Tracked::Miss => return false,
+    }
+    true
 }
 
 /// Creates the flow of `f` to service `s`, on the backend in its Maglev
