@@ -3,7 +3,7 @@
 //! translation sized by each port's MTU.
 
 use shunt::pipeline::build::PortInfo;
-use shunt::pipeline::Verdict;
+use shunt::pipeline::{DropReason, Verdict};
 use shunt_testkit::{Fixture, Harness};
 
 /// A UDP datagram from the client to the DNS VIP.
@@ -112,4 +112,53 @@ fn a_new_flows_burst_in_one_batch_opens_it_once() {
     assert_eq!(h.ctx.conntrack.len(), 4, "two entries per flow");
     assert_eq!(h.ctx.conntrack.counters().updates, 0, "no binding overwritten");
     h.run(&frames[..2], |i, _, out| assert_eq!(u16::from_be_bytes([out[34], out[35]]), sports[i]));
+}
+
+/// An IPv4 UDP datagram to the mapped host whose TTL runs out here.
+fn expiring(sport: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 2], [2, 0, 0, 0, 0xff, 0])
+        .ipv4([10, 0, 1, 2], [10, 0, 200, 21], 1)
+        .udp(sport, 2000)
+        .write(&mut f, b"ttl 1")
+        .unwrap();
+    f
+}
+
+/// Sends a batch of 64 expiring datagrams; returns how many Time Exceeded
+/// errors came back (ICMPv4 type 11 out the ingress port) and how many
+/// were refused by the error limit.
+fn time_exceeded(h: &mut Harness) -> (usize, usize) {
+    let frames: Vec<Vec<u8>> = (0..64).map(expiring).collect();
+    let (mut sent, mut limited) = (0, 0);
+    h.run(&frames, |_, v, out| match v {
+        Verdict::Forward(0) if out[14 + 9] == 1 && out[14 + 20] == 11 => sent += 1,
+        Verdict::Drop(DropReason::ErrorRateLimited) => limited += 1,
+        v => panic!("{v:?}"),
+    });
+    (sent, limited)
+}
+
+//= https://www.rfc-editor.org/rfc/rfc4443#section-2.4
+//# (f) Finally, in order to limit the bandwidth and forwarding costs
+//# incurred by originating ICMPv6 error messages, an IPv6 node MUST limit
+//# the rate of ICMPv6 error messages it originates.
+/// The errors a worker originates are a token bucket of `error_rate` a
+/// second (burst `error_burst`): a flood of expiring packets gets that
+/// many answers a second, the rest dropped and counted.
+#[test]
+fn errors_are_limited_to_the_error_rate() {
+    let mut h =
+        Fixture::load("siit").set("dataplane.error_rate", 10).set("dataplane.error_burst", 20).harness();
+    h.ctx.now = 100;
+    assert_eq!(time_exceeded(&mut h), (20, 44), "the burst, then nothing");
+    assert_eq!(time_exceeded(&mut h), (0, 64), "the same second");
+    h.ctx.now += 1;
+    assert_eq!(time_exceeded(&mut h), (10, 54), "a second's worth of tokens");
+    h.ctx.now += 5;
+    assert_eq!(time_exceeded(&mut h), (20, 44), "refilled up to the burst");
+    // The default, Linux's 1000 a second, answers a whole batch.
+    let mut h = Fixture::load("siit").harness();
+    h.ctx.now = 100;
+    assert_eq!(time_exceeded(&mut h), (64, 0));
 }

@@ -31,6 +31,10 @@ use schema::ConfigFile;
 pub const MAX_QUEUES: u32 = 64;
 /// Descriptors one batch can hold.
 pub const MAX_BATCH: u32 = 64;
+/// ICMP errors and RSTs a worker originates a second by default: Linux's
+/// `icmp_msgs_per_sec`.
+pub const DEFAULT_ERROR_RATE: u32 = 1000;
+
 /// Largest `busy_poll_budget`: a few RX rings' worth per poll is already more than one batch.
 pub const MAX_BUSY_POLL_BUDGET: u16 = 1024;
 
@@ -92,6 +96,8 @@ pub struct Dataplane {
     pub realtime_priority: u8,
     /// SO_BUSY_POLL_BUDGET of every socket (0 = no busy polling).
     pub busy_poll_budget: u16,
+    /// ICMP errors and RSTs each worker may originate (RFC 4443 §2.4(f)).
+    pub errors: RateLimit,
 }
 
 #[derive(Debug, Clone)]
@@ -470,6 +476,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
                 format!("busy_poll_budget must be 0 (off) or packets per poll, 1..={MAX_BUSY_POLL_BUDGET}"),
             )
         })?;
+    let errors = services::rate_limit(src, &d.error_rate, &d.error_burst)?;
 
     if file.interfaces.is_empty() {
         return Err(src.error(0..0, "no [[interface]] declared"));
@@ -680,6 +687,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
             zero_copy: d.zero_copy,
             realtime_priority,
             busy_poll_budget,
+            errors,
         },
         interfaces,
         workers,
@@ -870,6 +878,19 @@ pipeline = "fwd"
         assert_eq!(c.dataplane.realtime_priority, 50);
         let e = err(&GOOD.replace("frame_size = 4096", "frame_size = 4096\nrealtime_priority = 100"));
         assert!(e.starts_with("t.toml:4:21:") && e.contains("SCHED_FIFO priority 1..=99"), "{e}");
+    }
+
+    #[test]
+    fn error_rate_and_burst() {
+        let with = |v: &str| GOOD.replace("frame_size = 4096", &format!("frame_size = 4096\n{v}"));
+        let c = Config::parse(Path::new("t.toml"), GOOD).unwrap();
+        assert_eq!(c.dataplane.errors, RateLimit { rate: 1000, burst: 1000 }, "Linux's icmp_msgs_per_sec");
+        let c = Config::parse(Path::new("t.toml"), &with("error_rate = 50\nerror_burst = 200")).unwrap();
+        assert_eq!(c.dataplane.errors, RateLimit { rate: 50, burst: 200 });
+        let c = Config::parse(Path::new("t.toml"), &with("error_rate = 0")).unwrap();
+        assert_eq!(c.dataplane.errors.rate, 0, "unlimited");
+        let e = err(&with("error_rate = 0\nerror_burst = 5"));
+        assert!(e.starts_with("t.toml:5:") && e.contains("burst needs a non-zero rate"), "{e}");
     }
 
     #[test]

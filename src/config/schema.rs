@@ -57,6 +57,9 @@ pub struct DataplaneSection {
     pub realtime_priority: Spanned<u8>,
     /// Packets per preferred busy poll of an RX queue's NAPI; 0 = off.
     pub busy_poll_budget: Spanned<u32>,
+    /// ICMP errors and RSTs a worker may originate a second; 0 = unlimited.
+    pub error_rate: Spanned<u32>,
+    pub error_burst: Option<Spanned<u32>>,
 }
 
 impl Default for DataplaneSection {
@@ -72,6 +75,8 @@ impl Default for DataplaneSection {
             zero_copy: ZeroCopyMode::Auto,
             realtime_priority: Spanned::new(0..0, 0),
             busy_poll_budget: Spanned::new(0..0, 64),
+            error_rate: Spanned::new(0..0, super::DEFAULT_ERROR_RATE),
+            error_burst: None,
         }
     }
 }

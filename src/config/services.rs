@@ -379,6 +379,24 @@ pub fn reserved(p: Prefix) -> Option<(&'static str, &'static str)> {
     blocks.iter().copied().find(|(_, b)| Prefix::parse(b).is_some_and(|b| b.overlaps(&p)))
 }
 
+/// A token bucket from its `*_rate` and optional `*_burst` keys (the burst
+/// defaults to the rate; rate 0 is no limit, and takes no burst).
+pub(super) fn rate_limit(
+    src: &Source<'_>,
+    rate: &Spanned<u32>,
+    burst: &Option<Spanned<u32>>,
+) -> Result<RateLimit, ConfigError> {
+    let rate = *rate.get_ref();
+    let burst = match burst {
+        Some(b) if *b.get_ref() == 0 || rate == 0 => {
+            return Err(src.error(b.span(), "burst needs a non-zero rate and must be at least 1"));
+        }
+        Some(b) => *b.get_ref(),
+        None => rate,
+    };
+    Ok(RateLimit { rate, burst })
+}
+
 pub(super) fn validate_conntrack(src: &Source<'_>, c: &ConntrackSection) -> Result<Conntrack, ConfigError> {
     let n = *c.entries_per_worker.get_ref();
     if !(1024..=1 << 28).contains(&n) {
@@ -413,17 +431,7 @@ pub(super) fn validate_conntrack(src: &Source<'_>, c: &ConntrackSection) -> Resu
         Some(v) => v.get_ref().0,
         None => super::tables::DEFAULT_PRESSURE_TIMEOUT,
     };
-    let limit = |rate: &Spanned<u32>, burst: &Option<Spanned<u32>>| -> Result<RateLimit, ConfigError> {
-        let rate = *rate.get_ref();
-        let burst = match burst {
-            Some(b) if *b.get_ref() == 0 || rate == 0 => {
-                return Err(src.error(b.span(), "burst needs a non-zero rate and must be at least 1"));
-            }
-            Some(b) => *b.get_ref(),
-            None => rate,
-        };
-        Ok(RateLimit { rate, burst })
-    };
+    let limit = |rate: &Spanned<u32>, burst: &Option<Spanned<u32>>| rate_limit(src, rate, burst);
     Ok(Conntrack {
         pressure_timeout,
         new_flows: limit(&c.new_flow_rate, &c.new_flow_burst)?,

@@ -27,6 +27,7 @@ dense_enum! {
     WrongSide => "wrong_side", "Reply-direction packet not from the flow's backend-side interface and next hop.";
     SynUnverified => "syn_unverified", "First SYN of a new flow while new TCP flows exceed syn_check_rate; its retransmission is admitted.";
     RateLimited => "rate_limited", "New flow over the configured new-flow rate (global or per source).";
+    ErrorRateLimited => "error_rate_limited", "Packet whose answer (an ICMP error or RST) would exceed the worker's error_rate (RFC 4443 §2.4(f)).";
     LinkDown => "link_down", "The egress interface is down, has no carrier, or is gone.";
     ChainUnsupported => "chain_unsupported", "Frame of several buffers (multi-buffer) that is not plain TCP/UDP with its headers in the first buffer, or whose pipeline or flow cannot carry one (translation, fragments, ICMP).";
     ChainTooLong => "chain_too_long", "Frame of more buffers than a chain may have, or whose buffers did not all arrive.";

@@ -49,6 +49,10 @@ impl Stage for L2Stage {
                 },
                 FlowKind::Reply => (self.return_egress, self.return_mac, self.return_dst_mac),
                 FlowKind::Bounce | FlowKind::Refused => {
+                    if !ctx.errors.admit(ctx.now) {
+                        p.meta.verdict = Verdict::Drop(DropReason::ErrorRateLimited);
+                        return;
+                    }
                     // The error generator already addressed the frame to its
                     // sender's MAC; leave by the port it came in on.
                     // A frame handed over from another worker leaves by its

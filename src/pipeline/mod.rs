@@ -70,6 +70,8 @@ pub struct Ctx {
     pub workers: u16,
     /// New-flow rate limits (none unless the config sets them).
     pub limiter: ratelimit::FlowLimiter,
+    /// The ICMP errors and RSTs this worker may still send (none unless set).
+    pub errors: ratelimit::ErrorLimiter,
     /// Flows recently refused for want of an SNAT port (counted once each).
     pub refusals: refusal::Refusals,
     /// Datagrams whose later fragments are expected (shallow reassembly).
@@ -93,6 +95,7 @@ impl Ctx {
             worker,
             workers,
             limiter: ratelimit::FlowLimiter::unlimited(),
+            errors: ratelimit::ErrorLimiter::unlimited(),
             refusals: refusal::Refusals::default(),
             frag: frag::FragTable::new(frag::FragLimits::default()),
         };

@@ -48,6 +48,34 @@ impl Bucket {
     }
 }
 
+/// One worker's limit on the ICMP errors and RSTs it originates (RFC 4443
+/// §2.4(f): an IPv6 node MUST limit the ICMPv6 errors it sends; RFC 1812
+/// §4.3.2.8 for IPv4): errors answer packets, so a flood of expiring or
+/// oversized packets would otherwise turn into an equal flood of errors.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorLimiter {
+    limit: RateLimit,
+    bucket: Bucket,
+}
+
+impl ErrorLimiter {
+    /// `limit.rate` errors a second, up to `limit.burst` at once (rate 0:
+    /// no limit).
+    pub fn new(limit: RateLimit) -> ErrorLimiter {
+        ErrorLimiter { limit, bucket: Bucket::full(limit, 0) }
+    }
+
+    pub fn unlimited() -> ErrorLimiter {
+        ErrorLimiter::new(RateLimit::default())
+    }
+
+    /// Whether one more error may be sent at `now`.
+    #[inline]
+    pub fn admit(&mut self, now: Tick) -> bool {
+        self.limit.rate == 0 || self.bucket.take(self.limit, now)
+    }
+}
+
 /// Which limit refused a new flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {

@@ -196,7 +196,7 @@ pub static STAGES: &[StageDescriptor] = &[
         doc: "Next-hop MAC and egress port: towards backends, or back to clients.",
         requires: &[F::Rewritten],
         provides: &[F::Sent],
-        drops: &[D::Malformed, D::NextHopUnresolved],
+        drops: &[D::Malformed, D::NextHopUnresolved, D::ErrorRateLimited],
         // Writes MAC addresses only: the first buffer holds them.
         chains: true,
         build: |s, env| {

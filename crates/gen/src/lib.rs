@@ -317,6 +317,8 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
         zero_copy: ZeroCopyMode::Auto,
         realtime_priority: 0,
         busy_poll_budget: 0,
+        // The generator answers nothing.
+        errors: shunt::config::RateLimit::default(),
     };
     let queues = [QueueSpec { interface: &plan.iface, interface_idx: 0, queue: plan.queue }];
     // A socket closed just before (the previous run) keeps the queue until
