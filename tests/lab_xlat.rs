@@ -1,5 +1,6 @@
 //! NAT46, NAT64 and SIIT against real IPv4-only and IPv6-only stacks in the
-//! lab: curl, ping, ping -6, and a router's Time Exceeded translated back.
+//! lab: curl, ping, ping -6, a router's Time Exceeded translated back, and
+//! Shunt's own errors rate limited.
 
 mod common;
 
@@ -171,6 +172,37 @@ fn siit_tracepath_shows_the_rfc6791_address_for_an_untranslatable_router() {
     assert!(hop("1:", "192.0.0.8"), "{out}");
     assert!(hop("2:", "203.0.113.8"), "{out}");
     shunt.stop();
+    let _ = std::fs::remove_file(&path);
+}
+
+//= https://www.rfc-editor.org/rfc/rfc4443#section-2.4
+//# (f) Finally, in order to limit the bandwidth and forwarding costs
+//# incurred by originating ICMPv6 error messages, an IPv6 node MUST limit
+//# the rate of ICMPv6 error messages it originates.
+/// The errors Shunt originates are rate limited (here to 5 a second, burst
+/// 5): a second of expiring pings, 100 of them, draws the burst and about a
+/// second's rate, and the rest are counted as `error_rate_limited`.
+#[test]
+fn siit_rate_limits_the_time_exceeded_errors_it_sends() {
+    let Some(_lab) = lab() else { return };
+    let id = rand_u32();
+    let sock = std::env::temp_dir().join(format!("shunt-errlimit-{id}.sock"));
+    let text = std::fs::read_to_string(repo().join("pipelines/siit.toml"))
+        .unwrap()
+        .replace("[dataplane]\n", "[dataplane]\nerror_rate = 5\nerror_burst = 5\n")
+        .replace("/run/shunt/control.sock", sock.to_str().unwrap())
+        .replace("prometheus = \"127.0.0.1:9464\"", "");
+    assert!(text.contains("error_rate = 5"));
+    let path = std::env::temp_dir().join(format!("shunt-errlimit-{id}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let shunt = Shunt::start(&path);
+    let (_, out) = run("ping -n -c 100 -i 0.01 -t 1 -W 1 10.0.200.21", "shunt-client");
+    let errors = out.lines().filter(|l| l.contains("Time to live exceeded")).count() as u64;
+    // 5 at once, then 5 at each of the (at most two) second boundaries the
+    // flood spans.
+    assert!((5..=15).contains(&errors), "{errors} errors:\n{out}");
+    let summary = shunt.stop();
+    assert_eq!(counter(&summary, "worker 0", "error_rate_limited"), 100 - errors, "{summary}");
     let _ = std::fs::remove_file(&path);
 }
 
