@@ -260,3 +260,22 @@ fn nat64_packets_to_the_pools_own_addresses_are_refused_not_sent_out() {
     // A server's address outside the pool still opens a session.
     assert_eq!(h.run_one(&nat64_first(false, 1, 40000)).0, Verdict::Forward(1));
 }
+
+/// A pipeline that ends in `l2fwd` (every packet to one next hop, as a
+/// one-armed load balancer behind a router) sends a refusal back to its
+/// sender by the port it came in on, as `l2` does, not on to the next hop.
+#[test]
+fn a_refusal_through_l2fwd_goes_back_to_its_sender() {
+    let mut h = Fixture::small_lb()
+        .set("service.*.protocol", "tcp")
+        .set("conntrack.entries_per_worker", 262_144)
+        .set("pipeline.l4lb.stages", vec!["conntrack", "maglev", "nat", "l2fwd"])
+        .set("pipeline.l4lb.next_hop_mac", "02:00:00:00:02:01")
+        .harness();
+    exhaust(&mut h, true, false);
+    let (verdict, out) = h.run_one(&client_syn(false));
+    let mut want = rst(VIP, CLIENT);
+    set_v4(&mut want, 14, 0, 0x4000);
+    assert_eq!(verdict, Verdict::Forward(0), "back out the ingress port");
+    assert!(out == want, "\n got  {}\n want {}", hex(&out), hex(&want));
+}

@@ -3,7 +3,29 @@
 //! client-side next hop. A backend with no known MAC is a counted drop.
 
 use super::flow::FlowKind;
-use super::{Batch, Ctx, DropReason, Stage, Verdict};
+use super::{Batch, Ctx, DropReason, PacketMut, Stage, Verdict};
+
+/// Sends an answer an earlier stage built (an ICMP error, an RST) back to
+/// its sender, within the worker's error rate: the builder addressed the
+/// frame to the sender's MAC, and it leaves by the port it came in on. A
+/// frame handed over from another worker leaves by its source's port: the
+/// source address the builder put there (the one the packet was sent to)
+/// stays.
+pub(super) fn send_back(p: PacketMut<'_>, port_macs: &[[u8; 6]], ctx: &mut Ctx) {
+    if !ctx.errors.admit(ctx.now) {
+        p.meta.verdict = Verdict::Drop(DropReason::ErrorRateLimited);
+        return;
+    }
+    let port = p.meta.ingress;
+    let Some(src) = p.data.get_mut(6..12) else {
+        p.meta.verdict = Verdict::Drop(DropReason::Malformed);
+        return;
+    };
+    if let Some(mac) = port_macs.get(usize::from(port)) {
+        src.copy_from_slice(mac);
+    }
+    p.meta.verdict = Verdict::Forward(port);
+}
 
 pub struct L2Stage {
     egress: u8,
@@ -48,22 +70,7 @@ impl Stage for L2Stage {
                     }
                 },
                 FlowKind::Reply => (self.return_egress, self.return_mac, self.return_dst_mac),
-                FlowKind::Bounce | FlowKind::Refused => {
-                    if !ctx.errors.admit(ctx.now) {
-                        p.meta.verdict = Verdict::Drop(DropReason::ErrorRateLimited);
-                        return;
-                    }
-                    // The error generator already addressed the frame to its
-                    // sender's MAC; leave by the port it came in on.
-                    // A frame handed over from another worker leaves by its
-                    // source's port: the source address the generator put
-                    // there (the one the packet was sent to) stays.
-                    let port = p.meta.ingress;
-                    let mac = |at: usize| p.data.get(at..at + 6).and_then(|d| <[u8; 6]>::try_from(d).ok());
-                    let src =
-                        self.port_macs.get(usize::from(port)).copied().or_else(|| mac(6)).unwrap_or([0; 6]);
-                    (port, src, mac(0).unwrap_or([0; 6]))
-                }
+                FlowKind::Bounce | FlowKind::Refused => return send_back(p, &self.port_macs, ctx),
                 _ => return,
             };
             let Some(macs) = p.data.get_mut(..12) else {

@@ -1,7 +1,10 @@
 //! `l2fwd`: rewrite Ethernet addresses to the next hop and transmit on the
-//! configured egress port. The simplest complete pipeline, and the baseline
+//! configured egress port (answers that earlier stages built go back to
+//! their senders, as `l2` sends them). The simplest complete pipeline, and the baseline
 //! the benchmarks compare against DPDK's `testpmd --forward-mode=mac`.
 
+use super::flow::FlowKind;
+use super::l2::send_back;
 use super::{Ctx, DropReason, Stage, Verdict};
 use crate::pipeline::batch::Batch;
 
@@ -11,17 +14,24 @@ pub struct L2Fwd {
     /// Source MAC: the egress interface's own address.
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
+    /// Every worker port's MAC, for answers sent back out their ingress.
+    port_macs: Vec<[u8; 6]>,
 }
 
 impl L2Fwd {
-    pub fn new(egress_port: u8, src_mac: [u8; 6], dst_mac: [u8; 6]) -> L2Fwd {
-        L2Fwd { egress_port, src_mac, dst_mac }
+    pub fn new(egress_port: u8, src_mac: [u8; 6], dst_mac: [u8; 6], port_macs: Vec<[u8; 6]>) -> L2Fwd {
+        L2Fwd { egress_port, src_mac, dst_mac, port_macs }
     }
 }
 
 impl Stage for L2Fwd {
-    fn process(&mut self, batch: &mut Batch, pipeline: u8, _ctx: &mut Ctx) {
+    fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
         batch.for_each(pipeline, |p| {
+            // After nat or maglev: an ICMP error or RST they built goes back
+            // to its sender, as `l2` sends it, not on to the next hop.
+            if matches!(p.flow.kind, FlowKind::Bounce | FlowKind::Refused) {
+                return send_back(p, &self.port_macs, ctx);
+            }
             let Some(macs) = p.data.get_mut(..12) else {
                 p.meta.verdict = Verdict::Drop(DropReason::Malformed);
                 return;
@@ -48,7 +58,7 @@ mod tests {
         let mut batch = Batch::new(unsafe { UmemView::of_slice(&mut mem) });
         batch.push(4096 + 256, 60, 0);
         batch.push(256, 10, 0); // shorter than an Ethernet header
-        let mut s = L2Fwd::new(1, [0xaa; 6], [0xbb; 6]);
+        let mut s = L2Fwd::new(1, [0xaa; 6], [0xbb; 6], Vec::new());
         s.process(&mut batch, 0, &mut Ctx::for_tests());
         assert_eq!(batch.metas()[0].verdict, Verdict::Forward(1));
         assert_eq!(batch.metas()[1].verdict, Verdict::Drop(DropReason::Malformed));
@@ -65,7 +75,7 @@ mod tests {
         let mut batch = Batch::new(unsafe { UmemView::of_slice(&mut mem) });
         batch.push(4000, 200, 0);
         batch.push(u64::MAX - 10, 64, 0);
-        L2Fwd::new(1, [0; 6], [0; 6]).process(&mut batch, 0, &mut Ctx::for_tests());
+        L2Fwd::new(1, [0; 6], [0; 6], Vec::new()).process(&mut batch, 0, &mut Ctx::for_tests());
         for m in batch.metas() {
             assert_eq!(m.verdict, Verdict::Drop(DropReason::Malformed));
         }

@@ -115,16 +115,16 @@ const fn flow_creation(
 pub static STAGES: &[StageDescriptor] = &[
     StageDescriptor {
         name: "l2fwd",
-        doc: "Rewrite MACs to the next hop and transmit on `egress`.",
+        doc: "Rewrite MACs to the next hop and transmit on `egress`; answers go back out their ingress.",
         requires: &[],
         provides: &[F::Sent],
-        drops: &[D::Malformed],
+        drops: &[D::Malformed, D::ErrorRateLimited],
         // Writes MAC addresses only: the first buffer holds them.
         chains: true,
         build: |s, env| {
             let StageConfig::L2Fwd { egress, next_hop_mac } = s else { return mismatch(s, "l2fwd") };
             let (port, mac) = (env.port_of)(*egress)?;
-            Ok(Box::new(L2Fwd::new(port, mac, *next_hop_mac)))
+            Ok(Box::new(L2Fwd::new(port, mac, *next_hop_mac, env.port_macs.to_vec())))
         },
     },
     StageDescriptor {
