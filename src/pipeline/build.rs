@@ -104,9 +104,12 @@ pub fn pipelines_with(
             StageConfig::L2(l2) => port_of(l2.egress).ok().map(|(port, _)| port),
             _ => None,
         });
-        let env = BuildEnv { port_of: &port_of, port_macs: &port_macs, mtus, backend_port };
-        let stages =
-            p.stages.iter().map(|s| registry::build(s, &env)).collect::<Result<Vec<Box<dyn Stage>>, _>>()?;
+        let mut env = BuildEnv { port_of: &port_of, port_macs: &port_macs, mtus, backend_port, first: true };
+        let mut stages: Vec<Box<dyn Stage>> = Vec::with_capacity(p.stages.len());
+        for s in &p.stages {
+            stages.push(registry::build(s, &env)?);
+            env.first = false;
+        }
         let chains = p.stages.iter().all(registry::chains);
         out.push(Pipeline { name: p.name.clone(), stages, chains });
     }

@@ -10,7 +10,9 @@ use super::{Batch, Ctx, DropReason, PacketMut, Stage, Verdict};
 /// frame to the sender's MAC, and it leaves by the port it came in on. A
 /// frame handed over from another worker leaves by its source's port: the
 /// source address the builder put there (the one the packet was sent to)
-/// stays.
+/// stays. Out of line: answers are rare, and the loops that call it hot.
+#[cold]
+#[inline(never)]
 pub(super) fn send_back(p: PacketMut<'_>, port_macs: &[[u8; 6]], ctx: &mut Ctx) {
     if !ctx.errors.admit(ctx.now) {
         p.meta.verdict = Verdict::Drop(DropReason::ErrorRateLimited);

@@ -5,7 +5,7 @@
 
 use super::flow::FlowKind;
 use super::l2::send_back;
-use super::{Ctx, DropReason, Stage, Verdict};
+use super::{Ctx, DropReason, PacketMut, Stage, Verdict};
 use crate::pipeline::batch::Batch;
 
 pub struct L2Fwd {
@@ -14,32 +14,47 @@ pub struct L2Fwd {
     /// Source MAC: the egress interface's own address.
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
-    /// Every worker port's MAC, for answers sent back out their ingress.
-    port_macs: Vec<[u8; 6]>,
+    /// Every worker port's MAC, for answers sent back out their ingress;
+    /// `None` when no stage before this one can build an answer.
+    answers: Option<Vec<[u8; 6]>>,
 }
 
 impl L2Fwd {
-    pub fn new(egress_port: u8, src_mac: [u8; 6], dst_mac: [u8; 6], port_macs: Vec<[u8; 6]>) -> L2Fwd {
-        L2Fwd { egress_port, src_mac, dst_mac, port_macs }
+    pub fn new(egress_port: u8, src_mac: [u8; 6], dst_mac: [u8; 6]) -> L2Fwd {
+        L2Fwd { egress_port, src_mac, dst_mac, answers: None }
+    }
+
+    /// Behind other stages: answers they build (ICMP errors, RSTs) go back
+    /// to their senders, as `l2` sends them, not on to the next hop.
+    pub fn answering(self, port_macs: Vec<[u8; 6]>) -> L2Fwd {
+        L2Fwd { answers: Some(port_macs), ..self }
+    }
+
+    #[inline(always)]
+    fn forward(&self, p: PacketMut<'_>) {
+        let Some(macs) = p.data.get_mut(..12) else {
+            p.meta.verdict = Verdict::Drop(DropReason::Malformed);
+            return;
+        };
+        macs[..6].copy_from_slice(&self.dst_mac);
+        macs[6..].copy_from_slice(&self.src_mac);
+        p.meta.verdict = Verdict::Forward(self.egress_port);
     }
 }
 
 impl Stage for L2Fwd {
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
-        batch.for_each(pipeline, |p| {
-            // After nat or maglev: an ICMP error or RST they built goes back
-            // to its sender, as `l2` sends it, not on to the next hop.
-            if matches!(p.flow.kind, FlowKind::Bounce | FlowKind::Refused) {
-                return send_back(p, &self.port_macs, ctx);
-            }
-            let Some(macs) = p.data.get_mut(..12) else {
-                p.meta.verdict = Verdict::Drop(DropReason::Malformed);
-                return;
-            };
-            macs[..6].copy_from_slice(&self.dst_mac);
-            macs[6..].copy_from_slice(&self.src_mac);
-            p.meta.verdict = Verdict::Forward(self.egress_port);
-        });
+        // Alone in its pipeline (the forwarding baseline), the loop reads
+        // no flow state at all.
+        match &self.answers {
+            None => batch.for_each(pipeline, |p| self.forward(p)),
+            Some(port_macs) => batch.for_each(pipeline, |p| {
+                if matches!(p.flow.kind, FlowKind::Bounce | FlowKind::Refused) {
+                    return send_back(p, port_macs, ctx);
+                }
+                self.forward(p)
+            }),
+        }
     }
 }
 
@@ -58,7 +73,7 @@ mod tests {
         let mut batch = Batch::new(unsafe { UmemView::of_slice(&mut mem) });
         batch.push(4096 + 256, 60, 0);
         batch.push(256, 10, 0); // shorter than an Ethernet header
-        let mut s = L2Fwd::new(1, [0xaa; 6], [0xbb; 6], Vec::new());
+        let mut s = L2Fwd::new(1, [0xaa; 6], [0xbb; 6]);
         s.process(&mut batch, 0, &mut Ctx::for_tests());
         assert_eq!(batch.metas()[0].verdict, Verdict::Forward(1));
         assert_eq!(batch.metas()[1].verdict, Verdict::Drop(DropReason::Malformed));
@@ -75,7 +90,7 @@ mod tests {
         let mut batch = Batch::new(unsafe { UmemView::of_slice(&mut mem) });
         batch.push(4000, 200, 0);
         batch.push(u64::MAX - 10, 64, 0);
-        L2Fwd::new(1, [0; 6], [0; 6], Vec::new()).process(&mut batch, 0, &mut Ctx::for_tests());
+        L2Fwd::new(1, [0; 6], [0; 6]).process(&mut batch, 0, &mut Ctx::for_tests());
         for m in batch.metas() {
             assert_eq!(m.verdict, Verdict::Drop(DropReason::Malformed));
         }

@@ -71,6 +71,9 @@ pub struct BuildEnv<'a> {
     pub mtus: EgressMtu,
     /// The port of the pipeline's `l2` egress (towards backends), if any.
     pub backend_port: Option<u8>,
+    /// Whether the stage is its pipeline's first: no stage before it has
+    /// parsed the packet or built an answer to it.
+    pub first: bool,
 }
 
 type Build = fn(&StageConfig, &BuildEnv<'_>) -> Result<Box<dyn Stage>, BuildError>;
@@ -124,7 +127,8 @@ pub static STAGES: &[StageDescriptor] = &[
         build: |s, env| {
             let StageConfig::L2Fwd { egress, next_hop_mac } = s else { return mismatch(s, "l2fwd") };
             let (port, mac) = (env.port_of)(*egress)?;
-            Ok(Box::new(L2Fwd::new(port, mac, *next_hop_mac, env.port_macs.to_vec())))
+            let fwd = L2Fwd::new(port, mac, *next_hop_mac);
+            Ok(Box::new(if env.first { fwd } else { fwd.answering(env.port_macs.to_vec()) }))
         },
     },
     StageDescriptor {
@@ -338,6 +342,7 @@ mod tests {
             port_macs: &[[0; 6]],
             mtus: EgressMtu::default(),
             backend_port: None,
+            first: true,
         };
         let l2 = crate::config::L2Config {
             egress: 0,
@@ -380,6 +385,7 @@ mod tests {
             port_macs: &[],
             mtus: EgressMtu::default(),
             backend_port: None,
+            first: true,
         };
         let e = (descriptor("l2").unwrap().build)(&StageConfig::Nat, &env).err().expect("a mismatch");
         assert_eq!(e.to_string(), "stage `l2` built from the config of `nat`");
