@@ -1,7 +1,8 @@
 //! `l2fwd`: rewrite Ethernet addresses to the next hop and transmit on the
 //! configured egress port (answers that earlier stages built go back to
-//! their senders, as `l2` sends them). The simplest complete pipeline, and the baseline
-//! the benchmarks compare against DPDK's `testpmd --forward-mode=mac`.
+//! their senders, as `l2` sends them). The simplest complete pipeline, and
+//! the baseline the benchmarks compare against DPDK's
+//! `testpmd --forward-mode=mac`.
 
 use super::flow::FlowKind;
 use super::l2::send_back;

@@ -1,5 +1,7 @@
-//! New-flow rate limits: token buckets per worker, one for all new flows
-//! and a fixed array of them indexed by a keyed hash of the client address.
+//! Rate limits, token buckets per worker. New flows: one bucket for all of
+//! them and a fixed array indexed by a keyed hash of the client address.
+//! Answers ([`ErrorLimiter`]): one bucket for the ICMP errors and RSTs the
+//! worker originates.
 //! No locks (each worker owns its limiter), no allocation after
 //! construction. Sources that share a slot share its bucket: a limit per
 //! source is at least as strict as configured, never looser.
