@@ -87,6 +87,20 @@ fn assert_links_at(mtu: u32) {
 }
 
 /// A JSON number after `"key":` following the first `after` in `json`.
+/// The client namespace's tail loss probes that recovered no loss (Linux's
+/// `TCPLossProbes` − `TCPLossProbeRecovery`, from /proc/net/netstat).
+fn spurious_loss_probes() -> i64 {
+    let out = ns_exec("shunt-client", &["cat", "/proc/net/netstat"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next().expect("TcpExt names"), lines.next().expect("TcpExt values"));
+    let field = |name: &str| -> i64 {
+        let at = names.split_whitespace().position(|n| n == name).unwrap_or_else(|| panic!("no {name}"));
+        values.split_whitespace().nth(at).and_then(|v| v.parse().ok()).expect("a TcpExt value")
+    };
+    field("TCPLossProbes") - field("TCPLossProbeRecovery")
+}
+
 fn json_number(json: &str, after: &str, key: &str) -> Option<f64> {
     json.split(after)
         .nth(1)?
@@ -138,13 +152,19 @@ fn iperf_v4_and_v6(secs: u32) -> Vec<(&'static str, bool, String)> {
     results
 }
 
+/// iperf3 over jumbo segments through the full-NAT VIP loses nothing: no
+/// drop in Shunt or its sockets, and no retransmission but spurious loss
+/// probes.
 #[test]
-fn iperf3_tcp_at_mtu_9000_through_full_nat_has_no_retransmits_v4_and_v6() {
+fn iperf3_tcp_at_mtu_9000_through_full_nat_loses_nothing_v4_and_v6() {
     let Some(_lab) = lab_at_mtu(MTU) else { return };
     assert_links_at(MTU);
     let shunt = Shunt::start(&config());
+    let probes_before = spurious_loss_probes();
     let results = iperf_v4_and_v6(3);
+    let spurious = spurious_loss_probes() - probes_before;
     let summary = shunt.stop();
+    let mut retransmits = 0.0;
     for (vip, ok, json) in &results {
         assert!(ok, "iperf3 to {vip} failed: {json}\n{summary}");
         let mss = json_number(json, "\"start\"", "tcp_mss_default").expect("tcp_mss_default");
@@ -152,9 +172,16 @@ fn iperf3_tcp_at_mtu_9000_through_full_nat_has_no_retransmits_v4_and_v6() {
         assert!(mss >= 8900.0, "{vip}: MSS {mss}: the connection did not use jumbo segments");
         let received = json_number(json, "\"sum_received\"", "bytes").expect("sum_received.bytes");
         assert!(received > 100e6, "{vip}: iperf3 moved only {received} bytes\n{summary}");
-        let retransmits = json_number(json, "\"sum_sent\"", "retransmits").expect("sum_sent.retransmits");
-        assert_eq!(retransmits, 0.0, "{vip}: {received} bytes, retransmissions\n{summary}\n{}", links());
+        retransmits += json_number(json, "\"sum_sent\"", "retransmits").expect("sum_sent.retransmits");
     }
+    // Every retransmission must be a tail loss probe that found nothing
+    // lost: a host stall of a few milliseconds fires one (RFC 8985 §7),
+    // a lost or corrupted segment never is one.
+    assert!(
+        retransmits <= spurious as f64,
+        "{retransmits} retransmissions, {spurious} of them spurious loss probes\n{summary}\n{}",
+        links()
+    );
     let drops = drops(&summary);
     assert!(drops.is_empty(), "drops: {drops:?}\n{summary}");
 }
