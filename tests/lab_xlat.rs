@@ -148,19 +148,13 @@ fn siit_translates_ping_both_ways_and_a_routers_time_exceeded() {
 #[test]
 fn siit_tracepath_shows_the_rfc6791_address_for_an_untranslatable_router() {
     let Some(_lab) = lab() else { return };
-    let text = std::fs::read_to_string(repo().join("pipelines/siit.toml")).unwrap();
-    let mapping = "  { v4 = \"10.0.200.21/32\", v6 = \"fd00:2::21/128\" },\n";
-    assert!(text.contains(mapping));
-    let id = rand_u32();
-    let sock = std::env::temp_dir().join(format!("shunt-rfc6791-{id}.sock"));
-    let text = text
-        .replace(mapping, "")
-        .replace("[siit]\n", "[siit]\nrfc6791_v4 = \"203.0.113.8\"\n")
-        .replace("/run/shunt/control.sock", sock.to_str().unwrap())
-        .replace("prometheus = \"127.0.0.1:9464\"", "");
-    assert!(text.contains("rfc6791_v4"));
-    let path = std::env::temp_dir().join(format!("shunt-rfc6791-{id}.toml"));
-    std::fs::write(&path, text).unwrap();
+    let path = edited_pipeline("siit.toml", "rfc6791", |text| {
+        let mapping = "  { v4 = \"10.0.200.21/32\", v6 = \"fd00:2::21/128\" },\n";
+        assert!(text.contains(mapping));
+        let text = text.replace(mapping, "").replace("[siit]\n", "[siit]\nrfc6791_v4 = \"203.0.113.8\"\n");
+        assert!(text.contains("rfc6791_v4"));
+        text
+    });
     let shunt = Shunt::start(&path);
     let (_, out) = run("ping -c 1 -t 2 -W 2 10.0.201.5", "shunt-client");
     assert!(out.contains("From 203.0.113.8") && out.contains("Time to live exceeded"), "{out}");
@@ -185,16 +179,11 @@ fn siit_tracepath_shows_the_rfc6791_address_for_an_untranslatable_router() {
 #[test]
 fn siit_rate_limits_the_time_exceeded_errors_it_sends() {
     let Some(_lab) = lab() else { return };
-    let id = rand_u32();
-    let sock = std::env::temp_dir().join(format!("shunt-errlimit-{id}.sock"));
-    let text = std::fs::read_to_string(repo().join("pipelines/siit.toml"))
-        .unwrap()
-        .replace("[dataplane]\n", "[dataplane]\nerror_rate = 5\nerror_burst = 5\n")
-        .replace("/run/shunt/control.sock", sock.to_str().unwrap())
-        .replace("prometheus = \"127.0.0.1:9464\"", "");
-    assert!(text.contains("error_rate = 5"));
-    let path = std::env::temp_dir().join(format!("shunt-errlimit-{id}.toml"));
-    std::fs::write(&path, text).unwrap();
+    let path = edited_pipeline("siit.toml", "errlimit", |text| {
+        let text = text.replace("[dataplane]\n", "[dataplane]\nerror_rate = 5\nerror_burst = 5\n");
+        assert!(text.contains("error_rate = 5"));
+        text
+    });
     let shunt = Shunt::start(&path);
     let (_, out) = run("ping -n -c 100 -i 0.01 -t 1 -W 1 10.0.200.21", "shunt-client");
     let errors = out.lines().filter(|l| l.contains("Time to live exceeded")).count() as u64;
@@ -204,6 +193,19 @@ fn siit_rate_limits_the_time_exceeded_errors_it_sends() {
     let summary = shunt.stop();
     assert_eq!(counter(&summary, "worker 0", "error_rate_limited"), 100 - errors, "{summary}");
     let _ = std::fs::remove_file(&path);
+}
+
+/// `pipelines/<file>` with its own control socket and no Prometheus
+/// listener, `edit`ed, written to a fresh file named after `tag`.
+fn edited_pipeline(file: &str, tag: &str, edit: impl FnOnce(String) -> String) -> std::path::PathBuf {
+    let id = rand_u32();
+    let sock = std::env::temp_dir().join(format!("shunt-{tag}-{id}.sock"));
+    let text = edit(std::fs::read_to_string(repo().join("pipelines").join(file)).unwrap())
+        .replace("/run/shunt/control.sock", sock.to_str().unwrap())
+        .replace("prometheus = \"127.0.0.1:9464\"", "");
+    let path = std::env::temp_dir().join(format!("shunt-{tag}-{id}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 /// Sets `dev`'s MTU inside `ns`.
@@ -469,16 +471,10 @@ fn nat64_with_two_workers_translates_every_icmpv6_error_with_its_session() {
     let one = "[[worker]]\ncore = 1\nqueues = [{ interface = \"sh-c6\", queue = 0 }, { interface = \"sh-be\", queue = 0 }]";
     let two = "[[worker]]\ncore = 0\nqueues = [{ interface = \"sh-c6\", queue = 0 }, { interface = \"sh-be\", queue = 0 }]\n\n\
                [[worker]]\ncore = 1\nqueues = [{ interface = \"sh-c6\", queue = 1 }, { interface = \"sh-be\", queue = 1 }]";
-    let text = std::fs::read_to_string(repo().join("pipelines/nat64.toml")).unwrap();
-    assert!(text.contains(one));
-    let id = rand_u32();
-    let sock = std::env::temp_dir().join(format!("shunt-nat64w-{id}.sock"));
-    let text = text
-        .replace(one, two)
-        .replace("/run/shunt/control.sock", sock.to_str().unwrap())
-        .replace("prometheus = \"127.0.0.1:9464\"", "");
-    let path = std::env::temp_dir().join(format!("shunt-nat64w-{id}.toml"));
-    std::fs::write(&path, text).unwrap();
+    let path = edited_pipeline("nat64.toml", "nat64w", |text| {
+        assert!(text.contains(one));
+        text.replace(one, two)
+    });
     // The client's kernel would rate-limit errors to one destination.
     let (ok, out) = run("sysctl -qw net.ipv6.icmp.ratelimit=0", "shunt-client6");
     assert!(ok, "{out}");

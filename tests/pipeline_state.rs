@@ -41,15 +41,21 @@ fn expired_flows_give_their_snat_port_back() {
     assert!(h.ctx.conntrack.is_empty(), "both directions' entries are gone");
 }
 
-/// An IPv4 UDP datagram with DF, `len` bytes of IP packet, to the mapped host.
-fn v4(len: usize) -> Vec<u8> {
+/// An IPv4 UDP datagram with DF from `sport` to the siit fixture's mapped
+/// host (port 2000).
+fn to_mapped_host(ttl: u8, sport: u16, body: &[u8]) -> Vec<u8> {
     let mut f = Vec::new();
     etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 2], [2, 0, 0, 0, 0xff, 0])
-        .ipv4([10, 0, 1, 2], [10, 0, 200, 21], 64)
-        .udp(1000, 2000)
-        .write(&mut f, &vec![7; len - 28])
+        .ipv4([10, 0, 1, 2], [10, 0, 200, 21], ttl)
+        .udp(sport, 2000)
+        .write(&mut f, body)
         .unwrap();
     f
+}
+
+/// `len` bytes of IP packet to the mapped host.
+fn v4(len: usize) -> Vec<u8> {
+    to_mapped_host(64, 1000, &vec![7; len - 28])
 }
 
 /// The egress MTU comes from the port, not a constant: with a 1400-byte
@@ -114,15 +120,9 @@ fn a_new_flows_burst_in_one_batch_opens_it_once() {
     h.run(&frames[..2], |i, _, out| assert_eq!(u16::from_be_bytes([out[34], out[35]]), sports[i]));
 }
 
-/// An IPv4 UDP datagram to the mapped host whose TTL runs out here.
+/// A datagram to the mapped host whose TTL runs out here.
 fn expiring(sport: u16) -> Vec<u8> {
-    let mut f = Vec::new();
-    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 2], [2, 0, 0, 0, 0xff, 0])
-        .ipv4([10, 0, 1, 2], [10, 0, 200, 21], 1)
-        .udp(sport, 2000)
-        .write(&mut f, b"ttl 1")
-        .unwrap();
-    f
+    to_mapped_host(1, sport, b"ttl 1")
 }
 
 /// Sends a batch of 64 expiring datagrams; returns how many Time Exceeded
