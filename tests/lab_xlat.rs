@@ -435,6 +435,40 @@ PY"#
     );
     let (_, got_a) = run(&a, "shunt-hp6");
     let (_, got_b) = b.join().unwrap();
+    // B's socket is closed now: B's stack refuses A's next datagram with
+    // Port Unreachable. A's stack must take the error as its own (a
+    // connected socket then reports ECONNREFUSED: quote and checksums
+    // right), and see it come from the address it sent to, never B's.
+    let refused = format!(
+        r#"python3 - <<'PY'
+import socket
+raw = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+raw.settimeout(3)
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.connect(("64:ff9b::{pool_addr}", {pool_port}))
+s.settimeout(2)
+refused = False
+for i in range(3):
+    s.send(b"anyone?")
+    try:
+        s.recv(100)
+    except ConnectionRefusedError:
+        refused = True
+        break
+    except socket.timeout:
+        pass
+src = None
+try:
+    while src is None:
+        data, peer = raw.recvfrom(2000)
+        if data[0] == 1 and data[1] == 4:
+            src = peer[0]
+except socket.timeout:
+    pass
+print(refused, src)
+PY"#
+    );
+    let (_, got_refused) = run(&refused, "shunt-hp6");
     let summary = shunt.stop();
     let prefixed = |a: &str| {
         let v4: std::net::Ipv4Addr = a.parse().unwrap();
@@ -453,6 +487,8 @@ PY"#
             && from.octets()[12..15] == [10, 0, 4],
         "B saw A at the prefix + a pool address: {got_b}"
     );
+    let want = format!("True {}", prefixed(&pool_addr));
+    assert_eq!(got_refused.trim(), want, "A's port unreachable from B\n{summary}");
     assert_eq!(counter(&summary, "worker 0", "untranslatable"), 0, "{summary}");
 }
 

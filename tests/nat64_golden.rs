@@ -9,7 +9,8 @@
 
 use std::net::IpAddr;
 
-use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use etherparse::icmpv6::DestUnreachableCode;
+use etherparse::{Icmpv6Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
 use shunt::pipeline::{DropReason, Verdict};
 
 use shunt_testkit::addrs::wkp;
@@ -319,4 +320,46 @@ fn a_new_sessions_burst_in_one_batch_opens_it_once() {
     }
     assert!(h.ctx.conntrack.is_empty());
     assert_eq!(h.ctx.snat[0].bindings(), 0, "the binding died with its session");
+}
+
+/// An ICMPv6 error from B's stack (Port Unreachable, RFC 4443 §3.1)
+/// addressed to `dst`, quoting `quote` (an IPv6 packet as B got it).
+fn unreachable6(src: [u8; 16], dst: [u8; 16], hop: u8, mac: ([u8; 6], [u8; 6]), quote: &[u8]) -> Vec<u8> {
+    let port = Icmpv6Type::DestinationUnreachable(DestUnreachableCode::Port);
+    w(|v| PacketBuilder::ethernet2(mac.0, mac.1).ipv6(src, dst, hop).icmpv6(port).write(v, quote).unwrap())
+}
+
+//= https://www.rfc-editor.org/rfc/rfc6146#section-3.8
+// (paraphrase) Hairpinned packets are handled as if translated to IPv4
+// and back; an ICMP error about one is matched to its session by the
+// packet it quotes (RFC 6146 §3.4) and translated with that session.
+/// B refuses a datagram A hairpinned to it: the error reaches A as
+/// translating it to IPv4 and back would deliver it. It comes from B's
+/// binding as A addresses it (prefix + pool address), its hop limit one
+/// less, and it quotes the datagram as A sent it (A's own address and
+/// port, B's binding), every checksum right (the expected frame is built
+/// by etherparse).
+#[test]
+fn an_error_about_a_hairpinned_packet_reaches_its_sender() {
+    let mut h = nat64();
+    let t = bind_udp(&mut h, B, 5000);
+    let got = h.run_one(&udp6(A, 6000, wkp(POOL), t, 64, b"hello B"));
+    assert_eq!(got.0, Verdict::Forward(0));
+    let (_, a_port) = source(&got.1);
+    let err = unreachable6(B, wkp(POOL), 64, (ANY_MAC, PORT0_MAC), &got.1[14..]);
+    let quote = w(|v| PacketBuilder::ipv6(A, wkp(POOL), 63).udp(6000, t).write(v, b"hello B").unwrap());
+    let want = unreachable6(wkp(POOL), A, 63, (PORT0_MAC, V6_HOP_MAC), &quote);
+    assert_frame(&h.run_one(&err), 0, &want, "port unreachable from B");
+    // And the other way: A refuses B's answer.
+    let back = h.run_one(&udp6(B, 5000, wkp(POOL), a_port, 64, b"hello A"));
+    assert_eq!(back.0, Verdict::Forward(0));
+    let err = unreachable6(A, wkp(POOL), 64, (ANY_MAC, PORT0_MAC), &back.1[14..]);
+    let quote = w(|v| PacketBuilder::ipv6(B, wkp(POOL), 63).udp(5000, a_port).write(v, b"hello A").unwrap());
+    let want = unreachable6(wkp(POOL), B, 63, (PORT0_MAC, V6_HOP_MAC), &quote);
+    assert_frame(&h.run_one(&err), 0, &want, "port unreachable from A");
+    // The NAT64 is a router: an error whose hop limit runs out here is
+    // dropped and counted, never answered with another error.
+    let err = unreachable6(A, wkp(POOL), 1, (ANY_MAC, PORT0_MAC), &back.1[14..]);
+    assert_eq!(h.run_one(&err).0, Verdict::Drop(DropReason::Untranslatable));
+    assert_eq!(h.detail("untranslatable/error_expired"), 1);
 }

@@ -2,12 +2,13 @@
 //! rewrite, the ICMP-error quote rewrite, or translation to the other
 //! family ([`super::rewrite`] does the work).
 
-use super::detail::Cause;
+use super::detail::{Cause, Untranslatable};
 use super::flow::{Family, FlowKind, Xlat};
 use super::rewrite::xlat::{
     bounce, decrement_hop, hop_expired, router, translate_flow, translate_related, EgressMtu, FlowPrefixes,
 };
 use super::rewrite::{nat, related};
+use super::stats::WorkerStats;
 use super::{Batch, Ctx, DropReason, FrameMut, Stage, Verdict};
 use crate::nat46::siit::build_too_big_chain;
 use crate::nat46::{build_time_exceeded, RouterAddrs};
@@ -33,7 +34,7 @@ impl Stage for NatStage {
                 return;
             }
             if p.flow.xlat == Xlat::Hairpin {
-                if let Err(reason) = hairpin(&mut p, *more, &router, self.mtus.ret()) {
+                if let Err(reason) = hairpin(&mut p, *more, &router, self.mtus.ret(), stats) {
                     if reason == DropReason::Malformed {
                         stats.cause(Cause::INCONSISTENT);
                     }
@@ -83,10 +84,22 @@ impl Stage for NatStage {
 /// with Time Exceeded, a packet over the IPv6 side's MTU with Packet Too
 /// Big), the flow label, which IPv4 cannot carry, becomes 0 (RFC 7915
 /// §4.1), and the traffic class is kept. An ICMPv6 error about the
-/// session is rewritten the same way, its quote included. `Malformed`:
+/// session is rewritten the same way, its quote included, and comes from
+/// the session's pool address as the data does; one whose hop limit runs
+/// out here is dropped, never answered (RFC 1812 §4.3.2.7). `Malformed`:
 /// headers no longer where parsing found them.
-fn hairpin(p: &mut FrameMut<'_>, more: u32, router: &RouterAddrs, mtu: u16) -> Result<(), DropReason> {
+fn hairpin(
+    p: &mut FrameMut<'_>,
+    more: u32,
+    router: &RouterAddrs,
+    mtu: u16,
+    stats: &WorkerStats,
+) -> Result<(), DropReason> {
     const BAD: DropReason = DropReason::Malformed;
+    if p.flow.related && !decrement_hop(p, Family::V6).ok_or(BAD)? {
+        stats.cause(Cause::Untranslatable(Untranslatable::ErrorExpired));
+        return Err(DropReason::Untranslatable);
+    }
     if !p.flow.related {
         if hop_expired(p, Family::V6).ok_or(BAD)? {
             let len = p.meta.len as usize;
@@ -100,17 +113,17 @@ fn hairpin(p: &mut FrameMut<'_>, more: u32, router: &RouterAddrs, mtu: u16) -> R
         }
     }
     let end = p.start + p.meta.len as usize;
-    let rewrite = if p.flow.related { related::rewrite } else { nat::rewrite };
+    let rewrite = if p.flow.related { related::rewrite_hairpinned } else { nat::rewrite };
     p.frame.get_mut(p.start..end).and_then(|d| rewrite(d, p.flow)).ok_or(BAD)?;
     if !p.flow.related {
         decrement_hop(p, Family::V6).ok_or(BAD)?;
-        let l3 = p.start + usize::from(p.flow.l3);
-        let h = p.frame.get_mut(l3..l3 + 4).ok_or(BAD)?;
-        // Version and traffic class stay; the 20-bit flow label goes.
-        h[1] &= 0xf0;
-        h[2] = 0;
-        h[3] = 0;
     }
+    let l3 = p.start + usize::from(p.flow.l3);
+    let h = p.frame.get_mut(l3..l3 + 4).ok_or(BAD)?;
+    // Version and traffic class stay; the 20-bit flow label goes.
+    h[1] &= 0xf0;
+    h[2] = 0;
+    h[3] = 0;
     p.flow.kind = FlowKind::Reply;
     Ok(())
 }

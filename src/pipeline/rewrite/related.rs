@@ -110,25 +110,46 @@ fn fix(b: &mut [u8], at: usize, d: Delta) -> Option<Delta> {
 /// Rewrites the ICMP error in `frame` (headers at `f.l3`/`f.l4`, family
 /// `f.family`) with its flow's binding `f.nat`: the outer destination becomes
 /// `nat.dst`, the quoted source `nat.dst:nat.dport` and the quoted
-/// destination `nat.src:nat.sport`. The outer source is kept. None when
-/// the frame does not hold what the conntrack stage found there.
+/// destination `nat.src:nat.sport`. The outer source is kept: the router or
+/// host that sent the error is reachable in the family it sent it in. None
+/// when the frame does not hold what the conntrack stage found there.
 //= https://www.rfc-editor.org/rfc/rfc5508#section-4.2
 // (paraphrase) A NAT translating an ICMP error must translate the embedded
 // IP header and transport header as well as the outer IP header, and fix
 // the checksums of all of them.
 pub fn rewrite(frame: &mut [u8], f: &FlowMeta) -> Option<()> {
+    rewrite_outer(frame, f, false)
+}
+
+/// [`rewrite`] for an error about a hairpinned NAT64 session: the outer
+/// source becomes `nat.src` too, the pool address (in the prefix) that the
+/// session's packets come from, as translating the error to IPv4 (where
+/// its IPv6 source has no form and the NAT64's pool address stands in) and
+/// back would give. The other client never learns the sender's address.
+pub fn rewrite_hairpinned(frame: &mut [u8], f: &FlowMeta) -> Option<()> {
+    rewrite_outer(frame, f, true)
+}
+
+#[inline(always)]
+fn rewrite_outer(frame: &mut [u8], f: &FlowMeta, outer_src: bool) -> Option<()> {
     let (l3, l4, v6, nat) = (usize::from(f.l3), usize::from(f.l4), f.family.is_v6(), &f.nat);
     let q = quote(frame, l4, f.family)?;
     // Every change inside the ICMP message, plus (ICMPv6) the pseudo-header's
-    // destination: one delta for the outer ICMP checksum.
+    // addresses: one delta for the outer ICMP checksum.
     let mut outer = Delta::default();
-    let mut dst = Delta::default();
+    let mut addrs = Delta::default();
     if v6 {
-        put(frame, l3 + 24, &nat.dst, &mut dst)?;
-        outer += dst;
+        if outer_src {
+            put(frame, l3 + 8, &nat.src, &mut addrs)?;
+        }
+        put(frame, l3 + 24, &nat.dst, &mut addrs)?;
+        outer += addrs;
     } else {
-        put(frame, l3 + 16, &nat.dst[12..], &mut dst)?;
-        fix(frame, l3 + 10, dst)?;
+        if outer_src {
+            put(frame, l3 + 12, &nat.src[12..], &mut addrs)?;
+        }
+        put(frame, l3 + 16, &nat.dst[12..], &mut addrs)?;
+        fix(frame, l3 + 10, addrs)?;
     }
     let mut addrs = Delta::default();
     if v6 {
