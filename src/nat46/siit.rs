@@ -1436,6 +1436,9 @@ pub fn build_refusal(
     router: &RouterAddrs,
     drop: Drop,
 ) -> Option<Result<(usize, usize), Drop>> {
+    if !answered(drop) {
+        return None;
+    }
     match drop {
         Drop::TooBig { mtu } => Some(build_too_big(buf, start, len, router, mtu)),
         //= https://www.rfc-editor.org/rfc/rfc7915#section-4.5
@@ -1451,6 +1454,12 @@ pub fn build_refusal(
         }
         _ => None,
     }
+}
+
+/// Whether a packet refused for `drop` is answered ([`build_refusal`]),
+/// known before anything is built.
+pub fn answered(drop: Drop) -> bool {
+    matches!(drop, Drop::TooBig { .. } | Drop::UdpZeroChecksum | Drop::ExtAfterFragment)
 }
 
 type IcmpHead = (u8, u8, [u8; 4]);

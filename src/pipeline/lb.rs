@@ -589,8 +589,14 @@ impl Stage for MaglevStage {
         }
         if refused {
             let nat64 = ctx.services.xlat.nat64.as_ref();
+            // No answer is built that the error rate would drop (as `bounce`).
+            let spent = ctx.errors.spent(ctx.now);
             batch.for_each_frame(pipeline, |mut p| {
                 let refused = matches!(p.flow.kind, FlowKind::Refused | FlowKind::Bounce);
+                if refused && spent {
+                    p.meta.verdict = Verdict::Drop(DropReason::ErrorRateLimited);
+                    return;
+                }
                 let to64 = nat64.is_some_and(|n| p.flow.family.is_v6() && n.contains(&p.flow.key.dst));
                 if refused && !refusal::answer(&mut p, to64) {
                     p.flow.kind = FlowKind::Unknown;

@@ -5,7 +5,7 @@
 use super::detail::{Cause, Untranslatable};
 use super::flow::{Family, FlowKind, Xlat};
 use super::rewrite::xlat::{
-    bounce, decrement_hop, hop_expired, router, translate_flow, translate_related, EgressMtu, FlowPrefixes,
+    bounce, decrement_hop, hop_expired, translate_flow, translate_related, Answers, EgressMtu, FlowPrefixes,
 };
 use super::rewrite::{nat, related};
 use super::stats::WorkerStats;
@@ -22,7 +22,7 @@ pub struct NatStage {
 
 impl Stage for NatStage {
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
-        let router = router(ctx);
+        let answers = Answers::of(ctx);
         let prefixes = FlowPrefixes::of(ctx);
         let stats = &*ctx.stats;
         batch.for_each_frame_chain(pipeline, |mut p, more| {
@@ -34,7 +34,7 @@ impl Stage for NatStage {
                 return;
             }
             if p.flow.xlat == Xlat::Hairpin {
-                if let Err(reason) = hairpin(&mut p, *more, &router, self.mtus.ret(), stats) {
+                if let Err(reason) = hairpin(&mut p, *more, &answers, self.mtus.ret(), stats) {
                     if reason == DropReason::Malformed {
                         stats.cause(Cause::INCONSISTENT);
                     }
@@ -45,7 +45,7 @@ impl Stage for NatStage {
             let result = if p.flow.xlat == Xlat::None {
                 if !p.flow.related {
                     let mtu = self.mtus.of(p.flow.kind);
-                    match too_big(&mut p, *more, &router, mtu) {
+                    match too_big(&mut p, *more, &answers, mtu) {
                         Fit::Fits => {}
                         Fit::Bounced => return,
                         Fit::Drop(reason) => {
@@ -66,7 +66,7 @@ impl Stage for NatStage {
             } else if p.flow.related {
                 translate_related(&mut p, &prefixes, &self.mtus)
             } else {
-                translate_flow(&mut p, &router, &self.mtus)
+                translate_flow(&mut p, &answers, &self.mtus)
             };
             if let Err(c) = result {
                 stats.cause(c);
@@ -91,7 +91,7 @@ impl Stage for NatStage {
 fn hairpin(
     p: &mut FrameMut<'_>,
     more: u32,
-    router: &RouterAddrs,
+    answers: &Answers,
     mtu: u16,
     stats: &WorkerStats,
 ) -> Result<(), DropReason> {
@@ -102,11 +102,9 @@ fn hairpin(
     }
     if !p.flow.related {
         if hop_expired(p, Family::V6).ok_or(BAD)? {
-            let len = p.meta.len as usize;
-            let r = build_time_exceeded(p.frame, p.start, len, router);
-            return bounce(p, r).map_err(|c| c.reason());
+            return bounce(p, answers, &build_time_exceeded).map_err(|c| c.reason());
         }
-        match too_big(p, more, router, mtu) {
+        match too_big(p, more, answers, mtu) {
             Fit::Fits => {}
             Fit::Bounced => return Ok(()),
             Fit::Drop(reason) => return Err(reason),
@@ -161,18 +159,18 @@ enum Fit {
 /// part of what the sender could shrink. A frame that still does not fit
 /// because of them is dropped and counted at transmit.
 #[inline]
-fn too_big(p: &mut FrameMut<'_>, more: u32, router: &RouterAddrs, mtu: u16) -> Fit {
+fn too_big(p: &mut FrameMut<'_>, more: u32, answers: &Answers, mtu: u16) -> Fit {
     // The IP packet is no longer than the frame after its L2 header: a frame
     // within the MTU fits whatever its IP length says (the common case).
     let carried = (p.meta.len as usize + more as usize).saturating_sub(usize::from(p.flow.l3));
     if carried <= usize::from(mtu) {
         return Fit::Fits;
     }
-    too_big_frame(p, more, router, mtu)
+    too_big_frame(p, more, answers, mtu)
 }
 
 #[cold]
-fn too_big_frame(p: &mut FrameMut<'_>, more: u32, router: &RouterAddrs, mtu: u16) -> Fit {
+fn too_big_frame(p: &mut FrameMut<'_>, more: u32, answers: &Answers, mtu: u16) -> Fit {
     let l3 = usize::from(p.flow.l3);
     let len = p.meta.len as usize;
     let at = p.start + l3;
@@ -190,8 +188,8 @@ fn too_big_frame(p: &mut FrameMut<'_>, more: u32, router: &RouterAddrs, mtu: u16
             return Fit::Drop(DropReason::FrameTooLarge);
         }
     }
-    let error = build_too_big_chain(p.frame, p.start, len, more as usize, router, mtu);
-    match bounce(p, error) {
+    let build = |b: &mut [u8], s, l, r: &RouterAddrs| build_too_big_chain(b, s, l, more as usize, r, mtu);
+    match bounce(p, answers, &build) {
         Ok(()) => Fit::Bounced,
         Err(_) => Fit::Drop(DropReason::FrameTooLarge),
     }

@@ -76,6 +76,15 @@ impl ErrorLimiter {
     pub fn admit(&mut self, now: Tick) -> bool {
         self.limit.rate == 0 || self.bucket.take(self.limit, now)
     }
+
+    /// Whether [`ErrorLimiter::admit`] refuses every error at `now`: the
+    /// bucket is empty and no second has passed to refill it. A batch has
+    /// one clock, so this holds for the whole batch, and a stage that sees
+    /// it builds no answer only to have it dropped.
+    #[inline]
+    pub fn spent(&self, now: Tick) -> bool {
+        self.limit.rate != 0 && self.bucket.tokens == 0 && now.wrapping_sub(self.bucket.refilled) as i32 <= 0
+    }
 }
 
 /// Which limit refused a new flow.
@@ -263,6 +272,19 @@ pub fn mix(mut x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `spent` says so exactly when `admit` refuses, and not a second longer.
+    #[test]
+    fn errors_are_spent_until_the_next_second() {
+        let mut e = ErrorLimiter::new(RateLimit { rate: 2, burst: 3 });
+        assert!(!e.spent(10));
+        assert!((0..3).all(|_| e.admit(10)));
+        assert!(e.spent(10) && !e.admit(10));
+        assert!(!e.spent(11), "a second's tokens");
+        assert!(e.admit(11) && e.admit(11) && e.spent(11));
+        let mut off = ErrorLimiter::unlimited();
+        assert!((0..1000).all(|_| off.admit(10)) && !off.spent(10));
+    }
 
     /// Below the rate every SYN passes; above it a spoofed flood (every SYN
     /// new) is dropped while a retransmitted SYN passes within 1 and 3 s,

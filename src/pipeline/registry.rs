@@ -164,19 +164,28 @@ pub static STAGES: &[StageDescriptor] = &[
             D::Untranslatable,
             D::SynUnverified,
             D::RateLimited,
+            D::ErrorRateLimited,
         ],
     ),
     flow_creation(
         "nat64",
         "New NAT64 sessions (RFC 6146); the same flow-creation stage as maglev.",
-        &[D::NoFlow, D::SnatExhausted, D::ConntrackFull, D::Untranslatable, D::SynUnverified, D::RateLimited],
+        &[
+            D::NoFlow,
+            D::SnatExhausted,
+            D::ConntrackFull,
+            D::Untranslatable,
+            D::SynUnverified,
+            D::RateLimited,
+            D::ErrorRateLimited,
+        ],
     ),
     StageDescriptor {
         name: "nat",
         doc: "Rewrite addresses and ports; incremental checksums; NAT46/64 translation.",
         requires: &[F::Bound],
         provides: &[F::Rewritten],
-        drops: &[D::Malformed, D::Untranslatable, D::ChainUnsupported],
+        drops: &[D::Malformed, D::Untranslatable, D::ChainUnsupported, D::ErrorRateLimited],
         // The NAT rewrite reads and writes headers only, and updates the L4
         // checksum incrementally (RFC 1624), so a frame of several buffers
         // is rewritten in its first one. Translation changes the header size
@@ -190,7 +199,7 @@ pub static STAGES: &[StageDescriptor] = &[
         doc: "Stateless IPv4/IPv6 translation (RFC 7915).",
         requires: &[],
         provides: &[F::Parsed, F::Rewritten],
-        drops: &[D::Malformed, D::Untranslatable],
+        drops: &[D::Malformed, D::Untranslatable, D::ErrorRateLimited],
         // Translation changes the header size.
         chains: false,
         build: |_, env| Ok(Box::new(SiitStage { mtus: env.mtus.clone() })),

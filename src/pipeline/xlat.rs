@@ -9,13 +9,13 @@ use super::batch::FrameMut;
 use super::detail::{Cause, Malformed, Untranslatable};
 use super::flow::{Family, FlowKind};
 use super::rewrite::fragments::split_into_fragments;
-use super::rewrite::xlat::{bounce, decrement_hop, hop_expired, router, set, EgressMtu, ROUTER_V4};
+use super::rewrite::xlat::{bounce, decrement_hop, hop_expired, set, Answers, EgressMtu, ROUTER_V4};
 use super::stats::WorkerStats;
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
 use crate::nat46::fragment::fragmentation_4to6;
 use crate::nat46::{
-    build_refusal, build_time_exceeded, translate_4to6, translate_6to4, Config as XlatConfig, Drop, EamTable,
-    Mapper, Pool4, Rfc6791, RouterAddrs,
+    build_refusal, build_time_exceeded, siit::answered, translate_4to6, translate_6to4, Config as XlatConfig,
+    Drop, EamTable, Mapper, Pool4, Rfc6791, RouterAddrs,
 };
 use crate::wire::addr::{mapped, v4_of};
 use crate::wire::parse::{parse, IpVersion};
@@ -34,7 +34,7 @@ pub struct SiitStage {
 
 impl Stage for SiitStage {
     fn process(&mut self, batch: &mut Batch, pipeline: u8, ctx: &mut Ctx) {
-        let router = router(ctx);
+        let answers = Answers::of(ctx);
         let stats = &*ctx.stats;
         let Some(siit) = ctx.services.xlat.siit.as_ref() else {
             batch.for_each(pipeline, |p| {
@@ -92,10 +92,7 @@ impl Stage for SiitStage {
             // quotes the packet as it arrived.
             let result = match hop_expired(&p, family) {
                 None => Err(Cause::INCONSISTENT),
-                Some(true) => {
-                    let r = build_time_exceeded(p.frame, p.start, len, &router);
-                    bounce(&mut p, r)
-                }
+                Some(true) => bounce(&mut p, &answers, &build_time_exceeded),
                 Some(false) => {
                     let hairpin = v6 && hairpinned(&p, &map, &siit.eam);
                     let split_id =
@@ -140,7 +137,7 @@ impl Stage for SiitStage {
                                 None => Ok(()),
                             }
                         }
-                        Err(d) => refuse(&mut p, len, &router, d, stats),
+                        Err(d) => refuse(&mut p, &answers, d, stats),
                     }
                 }
             };
@@ -171,18 +168,11 @@ fn fail(p: &mut FrameMut<'_>, c: Cause, stats: &WorkerStats) {
 /// A packet the translator refused: answered with the ICMP error RFC 7915
 /// asks for ([`build_refusal`]), else dropped. Either way it is counted
 /// under its rule.
-fn refuse(
-    p: &mut FrameMut<'_>,
-    len: usize,
-    router: &RouterAddrs,
-    d: Drop,
-    stats: &WorkerStats,
-) -> Result<(), Cause> {
-    match build_refusal(p.frame, p.start, len, router, d) {
-        Some(r) => {
-            stats.cause(d.into());
-            bounce(p, r)
-        }
-        None => Err(d.into()),
+fn refuse(p: &mut FrameMut<'_>, answers: &Answers, d: Drop, stats: &WorkerStats) -> Result<(), Cause> {
+    if !answered(d) {
+        return Err(d.into());
     }
+    stats.cause(d.into());
+    let build = |b: &mut [u8], s, l, r: &RouterAddrs| build_refusal(b, s, l, r, d).unwrap_or(Err(d));
+    bounce(p, answers, &build)
 }

@@ -16,7 +16,7 @@ use crate::pipeline::batch::FrameMut;
 use crate::pipeline::detail::{Cause, Untranslatable};
 use crate::pipeline::flow::{proto, Family, FlowKind, FlowMeta, NatBinding, Xlat};
 use crate::pipeline::mtu::{LinkMtus, DEFAULT_MTU};
-use crate::pipeline::Ctx;
+use crate::pipeline::{Ctx, DropReason, Verdict};
 use crate::wire::addr::v4_of;
 use std::sync::Arc;
 
@@ -87,6 +87,24 @@ impl EgressMtu {
     }
 }
 
+/// What a stage needs to answer a packet with an ICMP error: the source
+/// addresses, and whether the worker may send any error in this batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Answers {
+    pub from: RouterAddrs,
+    /// The worker's error rate is spent until its clock moves on
+    /// ([`crate::pipeline::ratelimit::ErrorLimiter::spent`]): [`bounce`]
+    /// builds nothing.
+    pub spent: bool,
+}
+
+impl Answers {
+    /// The batch's: the translator's addresses, the worker's error budget.
+    pub fn of(ctx: &Ctx) -> Answers {
+        Answers { from: router(ctx), spent: ctx.errors.spent(ctx.now) }
+    }
+}
+
 /// The translator's own addresses, sources of the ICMP errors it sends.
 pub fn router(ctx: &Ctx) -> RouterAddrs {
     let x = &ctx.services.xlat;
@@ -145,10 +163,21 @@ pub(crate) fn set(p: &mut FrameMut<'_>, (start, len): (usize, usize)) {
     p.start = start;
 }
 
-/// Sends an ICMP error back to the packet's sender (the L2 stage returns it
-/// out its ingress port).
-pub(crate) fn bounce(p: &mut FrameMut<'_>, r: Result<(usize, usize), Drop>) -> Result<(), Cause> {
-    let out = r.map_err(Cause::from)?;
+/// A builder of an ICMP error over a packet's frame: `(frame, start, len,
+/// source addresses)` to the error's `(start, len)` in the same frame.
+pub(crate) type Build<'b> = &'b dyn Fn(&mut [u8], usize, usize, &RouterAddrs) -> Result<(usize, usize), Drop>;
+
+/// Replaces the packet with the ICMP error `build` writes over it, sent
+/// back to its sender (the L2 stage returns it out its ingress port). With
+/// the worker's error rate spent, nothing is built: the packet is dropped
+/// at once as `error_rate_limited`, as the L2 stage would drop the error:
+/// past the rate, a flood that draws errors costs no copy of its quotes.
+pub(crate) fn bounce(p: &mut FrameMut<'_>, answers: &Answers, build: Build<'_>) -> Result<(), Cause> {
+    if answers.spent {
+        p.meta.verdict = Verdict::Drop(DropReason::ErrorRateLimited);
+        return Ok(());
+    }
+    let out = build(p.frame, p.start, p.meta.len as usize, &answers.from).map_err(Cause::from)?;
     set(p, out);
     p.flow.kind = FlowKind::Bounce;
     Ok(())
@@ -159,7 +188,7 @@ pub(crate) fn bounce(p: &mut FrameMut<'_>, r: Result<(usize, usize), Drop>) -> R
 /// asks for, bounced (false).
 fn take_translation(
     p: &mut FrameMut<'_>,
-    router: &RouterAddrs,
+    answers: &Answers,
     r: Result<(usize, usize), Drop>,
 ) -> Result<bool, Cause> {
     match r {
@@ -168,8 +197,8 @@ fn take_translation(
             Ok(true)
         }
         Err(Drop::TooBig { mtu }) => {
-            let r = build_too_big(p.frame, p.start, p.meta.len as usize, router, mtu);
-            bounce(p, r).map(|()| false)
+            let build = move |b: &mut [u8], s, l, r: &RouterAddrs| build_too_big(b, s, l, r, mtu);
+            bounce(p, answers, &build).map(|()| false)
         }
         Err(d) => Err(d.into()),
     }
@@ -183,7 +212,7 @@ fn take_translation(
 /// within the MTU, hop count above 1) goes straight to the binding in one
 /// pass (`nat46::bound_*`); everything else takes [`translate_flow_general`].
 #[inline]
-pub fn translate_flow(p: &mut FrameMut<'_>, router: &RouterAddrs, mtus: &EgressMtu) -> Result<(), Cause> {
+pub fn translate_flow(p: &mut FrameMut<'_>, answers: &Answers, mtus: &EgressMtu) -> Result<(), Cause> {
     let (len, mtu, nat) = (p.meta.len as usize, mtus.of(p.flow.kind), &p.flow.nat);
     let out = match p.flow.xlat {
         Xlat::To6 => {
@@ -211,7 +240,7 @@ pub fn translate_flow(p: &mut FrameMut<'_>, router: &RouterAddrs, mtus: &EgressM
             f.l4 = f.l3 + f.family.header_len();
             Ok(())
         }
-        None => translate_flow_general(p, router, mtus),
+        None => translate_flow_general(p, answers, mtus),
     }
 }
 
@@ -219,7 +248,7 @@ pub fn translate_flow(p: &mut FrameMut<'_>, router: &RouterAddrs, mtus: &EgressM
 /// RFC 7915 translator, then the binding applied with the NAT rewrite.
 pub fn translate_flow_general(
     p: &mut FrameMut<'_>,
-    router: &RouterAddrs,
+    answers: &Answers,
     mtus: &EgressMtu,
 ) -> Result<(), Cause> {
     let carrier = Mapper::prefix(CARRIER);
@@ -238,11 +267,10 @@ pub fn translate_flow_general(
             // writing the IPv4 TTL and checksum first would stall the
             // translator's wide reads of that header on store forwarding.
             if hop_expired(p, Family::V4).ok_or(Cause::INCONSISTENT)? {
-                let r = build_time_exceeded(p.frame, p.start, len, router);
-                return bounce(p, r);
+                return bounce(p, answers, &build_time_exceeded);
             }
             let r = translate_4to6(p.frame, p.start, len, &cfg);
-            if !take_translation(p, router, r)? {
+            if !take_translation(p, answers, r)? {
                 return Ok(());
             }
             let hop = p.start + usize::from(p.flow.l3) + 7;
@@ -261,8 +289,7 @@ pub fn translate_flow_general(
             // Decremented after translation, so that a Packet Too Big quotes
             // the packet with the Hop Limit it arrived with.
             if hop_expired(p, Family::V6).ok_or(Cause::INCONSISTENT)? {
-                let r = build_time_exceeded(p.frame, p.start, len, router);
-                return bounce(p, r);
+                return bounce(p, answers, &build_time_exceeded);
             }
             // Put the binding's IPv4 addresses into carrier form, then let
             // the stateless translator take them out again.
@@ -270,7 +297,7 @@ pub fn translate_flow_general(
             rewrite(p.frame.get_mut(p.start..p.start + len).ok_or(Cause::INCONSISTENT)?, &g)
                 .ok_or(Cause::INCONSISTENT)?;
             let r = translate_6to4(p.frame, p.start, len, &cfg);
-            if !take_translation(p, router, r)? {
+            if !take_translation(p, answers, r)? {
                 return Ok(());
             }
             if decrement_hop(p, Family::V4) != Some(true) {
@@ -442,7 +469,7 @@ mod tests {
     /// (the transport checksum may differ only as 0x0000 vs 0xFFFF would).
     #[test]
     fn one_pass_flow_translation_matches_the_general_path() {
-        let router = RouterAddrs { v4: ROUTER_V4, v6: [0; 16] };
+        let answers = Answers { from: RouterAddrs { v4: ROUTER_V4, v6: [0; 16] }, spent: false };
         let mtus = EgressMtu::default();
         for i in 0..2000u32 {
             let (v6, udp) = (i % 2 == 1, i % 4 >= 2);
@@ -465,8 +492,8 @@ mod tests {
                     dport: 8080,
                 }
             };
-            let fast = through(&frame, v6, nat, |p| translate_flow(p, &router, &mtus));
-            let general = through(&frame, v6, nat, |p| translate_flow_general(p, &router, &mtus));
+            let fast = through(&frame, v6, nat, |p| translate_flow(p, &answers, &mtus));
+            let general = through(&frame, v6, nat, |p| translate_flow_general(p, &answers, &mtus));
             let parsed = crate::wire::parse::parse(&fast).unwrap().unwrap();
             assert!(crate::nat46::checksums_valid(&fast, &parsed), "flow {i}: {fast:02x?}");
             let at = parsed.l4_offset + if udp { 6 } else { 16 };
