@@ -714,10 +714,58 @@ fn fragments(c: &mut Criterion) {
     g.finish();
 }
 
+/// A flood of packets that each earn an ICMP error: 64 UDP datagrams a
+/// batch with TTL 1 through SIIT (`pipelines/siit.toml`), every one
+/// answered with Time Exceeded (`answered`, no error limit), or past a
+/// spent error budget (`past_rate`: the bucket is empty and the clock does
+/// not move, so none is built). `translated`: the same datagrams with TTL
+/// 64, for scale.
+fn errors(c: &mut Criterion) {
+    let datagram = |ttl: u8, sport: u16| {
+        w(|v| {
+            PacketBuilder::ethernet2(CLIENT_MAC, SHUNT_MAC)
+                .ipv4([10, 0, 1, 2], [10, 0, 200, 21], ttl)
+                .udp(sport, 2000)
+                .write(v, &[7; 100])
+                .unwrap()
+        })
+    };
+    let expiring: Vec<Vec<u8>> = (0..BATCH as u16).map(|i| datagram(1, 1000 + i)).collect();
+    let live: Vec<Vec<u8>> = (0..BATCH as u16).map(|i| datagram(64, 1000 + i)).collect();
+    let mut g = c.benchmark_group("errors");
+    g.throughput(Throughput::Elements(BATCH as u64));
+    for (name, rate, frames, want) in [
+        ("time_exceeded/answered", 0, &expiring, Verdict::Forward(0)),
+        (
+            "time_exceeded/past_rate",
+            1,
+            &expiring,
+            Verdict::Drop(shunt::pipeline::DropReason::ErrorRateLimited),
+        ),
+        ("translated", 0, &live, Verdict::Forward(1)),
+    ] {
+        let fixture = Fixture::load("siit").set("dataplane.error_rate", rate);
+        let mut h = if rate > 0 { fixture.set("dataplane.error_burst", rate) } else { fixture }.harness();
+        h.ctx.now = 100;
+        // The first batch spends a limited budget; from then on, every packet
+        // is what the bench says.
+        h.run(frames, |_, _, _| {});
+        h.run(frames, |i, v, _| assert_eq!(v, want, "{name}: packet {i}"));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                h.run(frames, |_, v, bytes| {
+                    black_box((v, bytes));
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
     targets = baselines, l4lb_established, l4lb_new_flows, l4lb_v6, l4lb_nat46, stage_misc, stage_conntrack,
-        fragments
+        fragments, errors
 }
 criterion_main!(benches);
