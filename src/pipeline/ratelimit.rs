@@ -45,6 +45,13 @@ impl Bucket {
         true
     }
 
+    /// [`Bucket::take`] under a limit that may be off (rate 0: everything
+    /// passes).
+    #[inline]
+    fn admit(&mut self, limit: RateLimit, now: Tick) -> bool {
+        limit.rate == 0 || self.take(limit, now)
+    }
+
     fn full(limit: RateLimit, now: Tick) -> Bucket {
         Bucket { tokens: limit.burst, refilled: now }
     }
@@ -74,7 +81,7 @@ impl ErrorLimiter {
     /// Whether one more error may be sent at `now`.
     #[inline]
     pub fn admit(&mut self, now: Tick) -> bool {
-        self.limit.rate == 0 || self.bucket.take(self.limit, now)
+        self.bucket.admit(self.limit, now)
     }
 
     /// Whether [`ErrorLimiter::admit`] refuses every error at `now`: the
@@ -155,7 +162,7 @@ impl FlowLimiter {
                 }
             }
         }
-        if self.global_limit.rate != 0 && !self.global.take(self.global_limit, now) {
+        if !self.global.admit(self.global_limit, now) {
             return Err(Refused::Global);
         }
         Ok(())
