@@ -137,19 +137,19 @@ fn rewrite_outer(frame: &mut [u8], f: &FlowMeta, outer_src: bool) -> Option<()> 
     // Every change inside the ICMP message, plus (ICMPv6) the pseudo-header's
     // addresses: one delta for the outer ICMP checksum.
     let mut outer = Delta::default();
-    let mut addrs = Delta::default();
+    let mut head = Delta::default();
     if v6 {
         if outer_src {
-            put(frame, l3 + 8, &nat.src, &mut addrs)?;
+            put(frame, l3 + 8, &nat.src, &mut head)?;
         }
-        put(frame, l3 + 24, &nat.dst, &mut addrs)?;
-        outer += addrs;
+        put(frame, l3 + 24, &nat.dst, &mut head)?;
+        outer += head;
     } else {
         if outer_src {
-            put(frame, l3 + 12, &nat.src[12..], &mut addrs)?;
+            put(frame, l3 + 12, &nat.src[12..], &mut head)?;
         }
-        put(frame, l3 + 16, &nat.dst[12..], &mut addrs)?;
-        fix(frame, l3 + 10, addrs)?;
+        put(frame, l3 + 16, &nat.dst[12..], &mut head)?;
+        fix(frame, l3 + 10, head)?;
     }
     let mut addrs = Delta::default();
     if v6 {
