@@ -79,6 +79,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// `siit::answered` names exactly the drops `build_refusal` answers: the
+    /// SIIT stage asks it before building anything.
+    #[test]
+    fn answered_drops_are_those_build_refusal_answers() {
+        let router = RouterAddrs { v4: [192, 0, 0, 8], v6: [0; 16] };
+        let mut frame = [0u8; 64];
+        for d in Drop::ALL {
+            let built = build_refusal(&mut frame, 0, 64, &router, d).is_some();
+            assert_eq!(siit::answered(d), built, "{d:?}");
+        }
+    }
+
     /// Independent RFC 1071 reference: big-endian words one at a time.
     fn ref_sum(parts: &[&[u8]]) -> u16 {
         let mut acc: u64 = 0;

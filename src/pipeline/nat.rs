@@ -96,11 +96,12 @@ fn hairpin(
     stats: &WorkerStats,
 ) -> Result<(), DropReason> {
     const BAD: DropReason = DropReason::Malformed;
-    if p.flow.related && !decrement_hop(p, Family::V6).ok_or(BAD)? {
-        stats.cause(Cause::Untranslatable(Untranslatable::ErrorExpired));
-        return Err(DropReason::Untranslatable);
-    }
-    if !p.flow.related {
+    if p.flow.related {
+        if !decrement_hop(p, Family::V6).ok_or(BAD)? {
+            stats.cause(Cause::Untranslatable(Untranslatable::ErrorExpired));
+            return Err(DropReason::Untranslatable);
+        }
+    } else {
         if hop_expired(p, Family::V6).ok_or(BAD)? {
             return bounce(p, answers, &build_time_exceeded).map_err(|c| c.reason());
         }
