@@ -24,8 +24,8 @@ fn udp_to_backend<const N: usize>(
     count: u32,
     gap_us: u64,
 ) -> (u32, usize) {
-    let rx = in_netns("shunt-be1", move || {
-        let s = UdpSocket::bind(to).unwrap();
+    let s = bound_in_netns("shunt-be1", move || UdpSocket::bind(to).unwrap());
+    let rx = std::thread::spawn(move || {
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let (mut got, mut bytes) = (0u32, 0usize);
         let mut buf = [0u8; 2048];
@@ -39,7 +39,6 @@ fn udp_to_backend<const N: usize>(
         }
         (got, bytes)
     });
-    std::thread::sleep(Duration::from_millis(200));
     in_netns("shunt-client", move || {
         let s = UdpSocket::bind(from).unwrap();
         for _ in 0..count {
@@ -64,8 +63,8 @@ fn udp_and_tcp_cross_the_userspace_path() {
     // TCP: 4 MiB client → backend, echoed digest back; handshake and ACKs
     // need both directions through Shunt.
     const LEN: usize = 4 << 20;
-    let tcp_rx = in_netns("shunt-be1", || {
-        let l = TcpListener::bind("10.0.2.11:7001").unwrap();
+    let l = bound_in_netns("shunt-be1", || TcpListener::bind("10.0.2.11:7001").unwrap());
+    let tcp_rx = std::thread::spawn(move || {
         let (mut c, peer) = l.accept().unwrap();
         let mut total = 0usize;
         let mut sum = 0u64;
@@ -81,7 +80,6 @@ fn udp_and_tcp_cross_the_userspace_path() {
         c.write_all(&sum.to_be_bytes()).unwrap();
         (total, peer)
     });
-    std::thread::sleep(Duration::from_millis(200));
     let sent_sum = in_netns("shunt-client", || {
         let addr: SocketAddr = "10.0.2.11:7001".parse().unwrap();
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
@@ -198,14 +196,13 @@ fn prefix_routes_redirect_a_whole_network() {
     let shunt = Shunt::start(&path);
     let ping = ns_exec("shunt-client", &["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.2.11"]);
     assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
-    let rx = in_netns("shunt-be1", || {
-        let s = UdpSocket::bind("[fd00:2::11]:7003").unwrap();
+    let s = bound_in_netns("shunt-be1", || UdpSocket::bind("[fd00:2::11]:7003").unwrap());
+    let rx = std::thread::spawn(move || {
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         let mut buf = [0u8; 64];
         let (n, peer) = s.recv_from(&mut buf).unwrap();
         s.send_to(&buf[..n], peer).unwrap();
     });
-    std::thread::sleep(Duration::from_millis(200));
     let echoed = in_netns("shunt-client", || {
         let s = UdpSocket::bind("[fd00:1::2]:0").unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();

@@ -343,8 +343,10 @@ fn udp_check_takes_a_backend_without_a_responder_out() {
     let stop = Arc::new(AtomicBool::new(false));
     for b in [1, 3] {
         let stop = stop.clone();
-        in_netns(&format!("shunt-be{b}"), move || {
-            let u = UdpSocket::bind(format!("10.0.2.1{b}:9001")).unwrap();
+        let u = bound_in_netns(&format!("shunt-be{b}"), move || {
+            UdpSocket::bind(format!("10.0.2.1{b}:9001")).unwrap()
+        });
+        std::thread::spawn(move || {
             u.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
             let mut buf = [0u8; 512];
             while !stop.load(Ordering::Relaxed) {

@@ -145,9 +145,13 @@ impl EchoServers {
         let (tx, rx) = mpsc::channel();
         for (i, addr) in BACKENDS.iter().enumerate() {
             let (stop, tx, addr) = (stop.clone(), tx.clone(), addr.to_string());
-            in_netns(&format!("shunt-be{}", i + 1), move || {
-                let l = TcpListener::bind(format!("{addr}:9000")).unwrap();
-                let u = UdpSocket::bind(format!("{addr}:9001")).unwrap();
+            let (l, u) = bound_in_netns(&format!("shunt-be{}", i + 1), move || {
+                (
+                    TcpListener::bind(format!("{addr}:9000")).unwrap(),
+                    UdpSocket::bind(format!("{addr}:9001")).unwrap(),
+                )
+            });
+            std::thread::spawn(move || {
                 u.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
                 l.set_nonblocking(true).unwrap();
                 while !stop.load(Ordering::Relaxed) {
@@ -175,7 +179,6 @@ impl EchoServers {
                 }
             });
         }
-        std::thread::sleep(Duration::from_millis(200));
         EchoServers { stop, accepted: rx }
     }
 

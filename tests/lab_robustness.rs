@@ -87,8 +87,10 @@ fn restart_keeps_dnat_only_tcp_stream_on_its_backend() {
     let (tx, rx) = std::sync::mpsc::channel();
     for (i, a) in ["10.0.2.11", "10.0.2.12", "10.0.2.13"].iter().enumerate() {
         let (tx, a) = (tx.clone(), a.to_string());
-        accepted.push(in_netns(&format!("shunt-be{}", i + 1), move || {
-            let l = TcpListener::bind(format!("{a}:9000")).unwrap();
+        let l = bound_in_netns(&format!("shunt-be{}", i + 1), move || {
+            TcpListener::bind(format!("{a}:9000")).unwrap()
+        });
+        accepted.push(std::thread::spawn(move || {
             l.set_nonblocking(true).unwrap();
             for _ in 0..400 {
                 if let Ok((mut c, _)) = l.accept() {
@@ -186,12 +188,11 @@ fn host_management_traffic_keeps_working_while_shunt_runs() {
     let Some(_lab) = lab() else { return };
     let shunt = Shunt::start(&repo().join("config.toml"));
     // SSH-like TCP to the host's own address.
-    let listener = in_netns("shunt", || {
-        let l = TcpListener::bind("10.0.1.1:2222").unwrap();
+    let l = bound_in_netns("shunt", || TcpListener::bind("10.0.1.1:2222").unwrap());
+    let listener = std::thread::spawn(move || {
         let (mut c, _) = l.accept().unwrap();
         c.write_all(b"SSH-2.0-shunt-lab\r\n").unwrap();
     });
-    std::thread::sleep(Duration::from_millis(100));
     let banner = in_netns("shunt-client", || {
         let mut s = TcpStream::connect("10.0.1.1:2222").unwrap();
         let mut b = String::new();

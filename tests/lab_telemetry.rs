@@ -126,8 +126,8 @@ fn hundred_control_changes_lose_nothing_on_a_live_stream() {
     let shunt = Shunt::start(&cfg);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let server = in_netns("shunt-be1", move || {
-        let l = TcpListener::bind("10.0.2.11:9000").unwrap();
+    let l = bound_in_netns("shunt-be1", || TcpListener::bind("10.0.2.11:9000").unwrap());
+    let server = std::thread::spawn(move || {
         let (mut c, _) = l.accept().unwrap();
         let mut buf = [0u8; 65536];
         let mut total = 0usize;
@@ -139,7 +139,6 @@ fn hundred_control_changes_lose_nothing_on_a_live_stream() {
         }
         total
     });
-    std::thread::sleep(Duration::from_millis(200));
     let stop_client = stop.clone();
     let client = in_netns("shunt-client", move || {
         let stop = stop_client;

@@ -74,6 +74,13 @@ pub fn in_netns<T: Send + 'static>(
     })
 }
 
+/// Runs `f` in namespace `ns` and waits for it: a socket bound there stays
+/// in that namespace, so it is ready before this returns and any thread can
+/// serve it. Replaces sleeping and hoping the server thread has bound.
+pub fn bound_in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    in_netns(ns, f).join().unwrap_or_else(|_| panic!("binding in {ns} failed"))
+}
+
 pub fn rand_u32() -> u32 {
     let mut b = [0u8; 4];
     File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
