@@ -99,6 +99,19 @@ use Fact as F;
 
 /// The flow-creation stage (maglev; nat64 is the same stage under its own
 /// name, with no backends to run out of): after conntrack, before the rewrite.
+/// What the flow-creation stage drops for; `NoBackend` first, the one a
+/// NAT64 session cannot meet.
+const FLOW_CREATION_DROPS: &[DropReason] = &[
+    D::NoBackend,
+    D::NoFlow,
+    D::SnatExhausted,
+    D::ConntrackFull,
+    D::Untranslatable,
+    D::SynUnverified,
+    D::RateLimited,
+    D::ErrorRateLimited,
+];
+
 const fn flow_creation(
     name: &'static str,
     doc: &'static str,
@@ -156,29 +169,13 @@ pub static STAGES: &[StageDescriptor] = &[
     flow_creation(
         "maglev",
         "New flows: pick a backend with Maglev, allocate SNAT, create the flow.",
-        &[
-            D::NoFlow,
-            D::NoBackend,
-            D::SnatExhausted,
-            D::ConntrackFull,
-            D::Untranslatable,
-            D::SynUnverified,
-            D::RateLimited,
-            D::ErrorRateLimited,
-        ],
+        FLOW_CREATION_DROPS,
     ),
     flow_creation(
         "nat64",
         "New NAT64 sessions (RFC 6146); the same flow-creation stage as maglev.",
-        &[
-            D::NoFlow,
-            D::SnatExhausted,
-            D::ConntrackFull,
-            D::Untranslatable,
-            D::SynUnverified,
-            D::RateLimited,
-            D::ErrorRateLimited,
-        ],
+        // No backend to run out of: a session's peer is in its address.
+        FLOW_CREATION_DROPS.split_at(1).1,
     ),
     StageDescriptor {
         name: "nat",
