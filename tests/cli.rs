@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{repo, SHUNT};
+use common::{is_root, repo, unprivileged, SHUNT};
 
 /// Runs `shunt check [flags] --config FILE` on `text`, written to FILE, a
 /// temporary file; inside network namespace `ns` when given. The exit
@@ -145,11 +145,9 @@ fn missing_host_interface_is_reported_with_advice() {
 
 #[test]
 fn run_without_privileges_names_what_is_missing() {
-    // Drop to nobody with no capabilities; `run` must refuse before touching
-    // the kernel and say which capabilities it lacks.
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
-        .arg(SHUNT)
+    // Without privileges `run` must refuse before touching the kernel and
+    // say which capabilities it lacks.
+    let out = unprivileged(SHUNT)
         .args(["run", "--config"])
         .arg(repo().join("config.toml"))
         .output()
@@ -320,7 +318,7 @@ fn output_into_a_closed_pipe_is_no_panic() {
 
 #[test]
 fn lab_status_lists_only_the_lab_and_fails_when_it_is_down() {
-    if !common::is_root() {
+    if !is_root() {
         return;
     }
     let _lock = common::lab_lock();
@@ -393,7 +391,7 @@ fn vips_and_pools_on_reserved_or_backend_addresses_are_refused_at_line_and_colum
 fn pools_and_vips_holding_the_hosts_own_address_are_refused() {
     // The shipped interface names in a namespace of this test's own, with
     // the lab's address on sh-cli: `check` (not --offline) reads them.
-    if !common::is_root() {
+    if !is_root() {
         eprintln!("skipping: needs root for a network namespace");
         return;
     }

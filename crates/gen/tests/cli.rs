@@ -67,9 +67,7 @@ fn gen_refuses_bad_options_with_clear_errors() {
 
 #[test]
 fn gen_without_privileges_names_what_is_missing() {
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
-        .arg(SHUNT_GEN)
+    let out = shunt_testkit::lab::unprivileged(SHUNT_GEN)
         .args([
             "--iface",
             "lo",

@@ -54,6 +54,25 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// `bin` as a user without privileges: as root, dropped to nobody with no
+/// capabilities (setpriv); otherwise as the user is, who has none.
+pub fn unprivileged(bin: &str) -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
 /// Runs a command inside a namespace and returns its output.
 pub fn ns_exec(ns: &str, args: &[&str]) -> Output {
     Command::new("ip").args(["netns", "exec", ns]).args(args).output().expect("ip netns exec")
