@@ -10,7 +10,9 @@ cargo build --release --workspace --locked 2>/dev/null || cargo build --release 
 # Lab tests share one set of namespaces; each takes a lock, and test
 # binaries run one after another. tests/lab_scaleout.rs brings up the
 # two-node tier (scripts/scaleout.sh) with BIRD and ExaBGP: about a minute.
-cargo test --release --workspace -- --test-threads=2
+# A failed lab test runs once more, alone, and passes as FLAKY
+# (docs/DECISIONS.md); every other test must pass the first time.
+python3 scripts/cargo-test-retry.py --release --workspace -- --test-threads=2
 # The same tests as a contributor without root meets them: uid 1000 in a
 # user namespace (its files stay readable), where every test that needs
 # root must skip and pass.
