@@ -73,11 +73,20 @@ fn kill_nginx(b: u32) {
     let pid: i32 = pid.trim().parse().unwrap();
     // SAFETY: kill(2) on the lab nginx master's pid.
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    // Gone, or a zombie nobody has reaped yet.
-    wait_for("nginx to exit", Duration::from_secs(5), || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map_or(true, |s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
-    });
+    wait_for("nginx to exit", Duration::from_secs(5), || !alive(pid));
+}
+
+/// Not gone, nor a zombie nobody has reaped yet.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
+}
+
+fn nginx_running(b: u32) -> bool {
+    std::fs::read_to_string(format!("/run/shunt-lab/be{b}/nginx.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .is_some_and(alive)
 }
 
 fn start_nginx(b: u32) {
@@ -160,7 +169,7 @@ fn a_killed_nginx_leaves_the_rotation_and_returns_when_started() {
     // second such round fails.
     if let Err(why) = killed_nginx_round() {
         eprintln!("round voided, running it again: {why}");
-        if !std::path::Path::new("/run/shunt-lab/be2/nginx.pid").exists() {
+        if !nginx_running(2) {
             start_nginx(2);
         }
         killed_nginx_round().unwrap_or_else(|why| panic!("voided twice: {why}"));
