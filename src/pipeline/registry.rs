@@ -97,8 +97,6 @@ pub struct StageDescriptor {
 use DropReason as D;
 use Fact as F;
 
-/// The flow-creation stage (maglev; nat64 is the same stage under its own
-/// name, with no backends to run out of): after conntrack, before the rewrite.
 /// What the flow-creation stage drops for; `NoBackend` first, the one a
 /// NAT64 session cannot meet.
 const FLOW_CREATION_DROPS: &[DropReason] = &[
@@ -112,6 +110,8 @@ const FLOW_CREATION_DROPS: &[DropReason] = &[
     D::ErrorRateLimited,
 ];
 
+/// The flow-creation stage (maglev; nat64 is the same stage under its own
+/// name, with no backends to run out of): after conntrack, before the rewrite.
 const fn flow_creation(
     name: &'static str,
     doc: &'static str,

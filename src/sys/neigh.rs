@@ -499,7 +499,6 @@ fn best_match(entries: &[Neighbour], addr: IpAddr, ifindex: Option<u32>) -> Opti
 mod tests {
     use super::*;
     use std::fs::File;
-    use std::io::Write;
     use std::process::Command;
 
     const SEQ: u32 = 0x5eed;
@@ -748,11 +747,6 @@ mod tests {
 
     // ---- real-kernel tests: need root (they create network namespaces) ----
 
-    fn is_root() -> bool {
-        // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() == 0 }
-    }
-
     fn ip(args: &[&str]) -> String {
         let out = Command::new("ip").args(args).output().expect("run ip");
         assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
@@ -766,13 +760,7 @@ mod tests {
         /// `None` when not root: the test prints why and returns, as the
         /// lab tests do, so `cargo test` passes for a contributor.
         fn new(tag: &str) -> Option<Netns> {
-            if !is_root() {
-                let test = std::thread::current().name().unwrap_or("neighbour test").to_string();
-                // Past libtest's capture, so a plain `cargo test` shows it.
-                let _ = writeln!(
-                    io::stderr(),
-                    "{test}: skipped: needs root for network namespaces; run scripts/test.sh as root"
-                );
+            if !shunt_testkit::lab::root_or_skip() {
                 return None;
             }
             let name = format!("shunt-neigh-test-{}-{tag}", std::process::id());
@@ -880,7 +868,8 @@ mod tests {
 
     #[test]
     fn solicit_resolves_a_peer() {
-        let (Some(a), Some(b)) = (Netns::new("sola"), Netns::new("solb")) else { return };
+        let Some(a) = Netns::new("sola") else { return };
+        let Some(b) = Netns::new("solb") else { return };
         a.ip(&["link", "add", "sn0", "type", "veth", "peer", "name", "sn1", "netns", &b.0]);
         b.ip(&["link", "set", "sn1", "address", "02:aa:bb:cc:dd:02"]);
         for (ns, dev, last) in [(&a, "sn0", "1"), (&b, "sn1", "2")] {

@@ -30,8 +30,7 @@ pub struct LabGuard {
 /// passes as skipped.
 #[must_use = "hold the guard while using the lab"]
 pub fn lab_lock() -> Option<LabGuard> {
-    if !is_root() {
-        skip_not_root();
+    if !root_or_skip() {
         return None;
     }
     let thread = LAB.lock().unwrap_or_else(|e| e.into_inner());
@@ -40,6 +39,15 @@ pub fn lab_lock() -> Option<LabGuard> {
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
     assert_eq!(rc, 0, "flock {LAB_LOCK_FILE}");
     Some(LabGuard { _thread: thread, _file: file })
+}
+
+/// Whether we are root; if not, prints [`SKIP_NOT_ROOT`] for the running
+/// test, which then returns.
+pub fn root_or_skip() -> bool {
+    is_root() || {
+        skip_not_root();
+        false
+    }
 }
 
 /// Prints the skip line past libtest's output capture, so a plain
