@@ -72,75 +72,22 @@ impl Stage for ConntrackStage {
             f.next_hop = [0; 6];
             f.related = false;
             f.frag = FragKind::Whole;
-            let simple = if p.more == 0 {
-                parse_simple(p.data)
-            } else {
-                let chain = parse_simple_chain(p.data, p.more);
-                if chain.is_none() {
-                    p.meta.verdict = Verdict::Drop(DropReason::ChainUnsupported);
+            // The common shape finishes in its own branch: merged with the
+            // general parser's answer, its key would go through the stack.
+            if p.more == 0 {
+                if let Some(s) = parse_simple(p.data) {
+                    f.family = if s.v6 { Family::V6 } else { Family::V4 };
+                    f.l3 = s.l3_offset as u16;
+                    f.l4 = s.l4_offset as u16;
+                    f.tcp_flags = s.tcp_flags;
+                    f.icmp_type = 0;
+                    place_key(ctx, f, s.tuple);
                     return;
                 }
-                chain
-            };
-            let key = if let Some(s) = simple {
-                f.family = if s.v6 { Family::V6 } else { Family::V4 };
-                f.l3 = s.l3_offset as u16;
-                f.l4 = s.l4_offset as u16;
-                f.tcp_flags = s.tcp_flags;
-                f.icmp_type = 0;
-                s.tuple
-            } else {
-                match parse(p.data) {
-                    Ok(Some(pp)) => {
-                        if pp.version == IpVersion::V4 && pp.l4_offset > pp.l3_offset + 20 {
-                            let opts = p.data.get(pp.l3_offset + 20..pp.l4_offset).unwrap_or_default();
-                            if let Err(m) = ipv4_options(opts) {
-                                p.meta.verdict = martian(ctx, m);
-                                return;
-                            }
-                        }
-                        f.family = if pp.version == IpVersion::V6 { Family::V6 } else { Family::V4 };
-                        f.l3 = pp.l3_offset as u16;
-                        f.l4 = pp.l4_offset as u16;
-                        f.tcp_flags = pp.tcp_flags;
-                        f.icmp_type = pp.icmp_type;
-                        if pp.frag != FragKind::Whole {
-                            // Ports come from the datagram's first fragment.
-                            f.frag = pp.frag;
-                            let mut key = pp.tuple;
-                            if let Err(v) = frag::resolve(ctx, p.data, &pp, p.meta.ingress, &mut key) {
-                                p.meta.verdict = v;
-                                return;
-                            }
-                            key
-                        } else {
-                            // An ICMP error is looked up as the flow it quotes.
-                            let quoted = related::is_error(pp.tuple.proto, pp.icmp_type)
-                                .then(|| related::quoted_key(p.data, pp.l4_offset, f.family))
-                                .flatten();
-                            f.related = quoted.is_some();
-                            quoted.unwrap_or(pp.tuple)
-                        }
-                    }
-                    bad => {
-                        let m = match bad {
-                            Err(e) => Malformed::Wire(e),
-                            _ => Malformed::NotIp,
-                        };
-                        ctx.stats.cause(Cause::Malformed(m));
-                        p.meta.verdict = Verdict::Drop(DropReason::Malformed);
-                        return;
-                    }
-                }
-            };
-            // Hash the key before storing it: reading it back from `f` would
-            // stall on store forwarding (narrow stores, wide loads).
-            let hash = key.hash();
-            let place = ctx.conntrack.place(hash);
-            ctx.conntrack.prefetch_at(place);
-            f.key = key;
-            f.hash = hash;
-            f.place = place;
+            }
+            if let Some(key) = parse_general(ctx, p.data, p.more, p.meta, f) {
+                place_key(ctx, f, key);
+            }
         });
         // Pass 2: the first buckets' tag lines are (being) cached; prefetch
         // the matching entries (or, for no match, the second buckets' tags).
@@ -266,6 +213,86 @@ impl Stage for ConntrackStage {
         }
         batch.opening = opening;
     }
+}
+
+/// Hashes a parsed packet's key and prefetches its bucket, then stores
+/// all three. Hashed before it is stored: reading the key back from `f`
+/// would stall on store forwarding (narrow stores, wide loads).
+#[inline(always)]
+fn place_key(ctx: &Ctx, f: &mut FlowMeta, key: FlowKey) {
+    let hash = key.hash();
+    let place = ctx.conntrack.place(hash);
+    ctx.conntrack.prefetch_at(place);
+    f.key = key;
+    f.hash = hash;
+    f.place = place;
+}
+
+/// Pass 1 for what `parse_simple` does not take: frames of several
+/// buffers, IP options, extension headers, fragments, ICMP, malformed
+/// packets. Fills `f` and returns the key to look up, or sets the
+/// packet's verdict and returns None. Out of line: the hot loop stays
+/// small.
+#[inline(never)]
+fn parse_general(
+    ctx: &mut Ctx,
+    data: &[u8],
+    more: u32,
+    meta: &mut PacketMeta,
+    f: &mut FlowMeta,
+) -> Option<FlowKey> {
+    if more > 0 {
+        let Some(s) = parse_simple_chain(data, more) else {
+            meta.verdict = Verdict::Drop(DropReason::ChainUnsupported);
+            return None;
+        };
+        f.family = if s.v6 { Family::V6 } else { Family::V4 };
+        f.l3 = s.l3_offset as u16;
+        f.l4 = s.l4_offset as u16;
+        f.tcp_flags = s.tcp_flags;
+        f.icmp_type = 0;
+        return Some(s.tuple);
+    }
+    let pp = match parse(data) {
+        Ok(Some(pp)) => pp,
+        bad => {
+            let m = match bad {
+                Err(e) => Malformed::Wire(e),
+                _ => Malformed::NotIp,
+            };
+            ctx.stats.cause(Cause::Malformed(m));
+            meta.verdict = Verdict::Drop(DropReason::Malformed);
+            return None;
+        }
+    };
+    if pp.version == IpVersion::V4 && pp.l4_offset > pp.l3_offset + 20 {
+        let opts = data.get(pp.l3_offset + 20..pp.l4_offset).unwrap_or_default();
+        if let Err(m) = ipv4_options(opts) {
+            meta.verdict = martian(ctx, m);
+            return None;
+        }
+    }
+    f.family = if pp.version == IpVersion::V6 { Family::V6 } else { Family::V4 };
+    f.l3 = pp.l3_offset as u16;
+    f.l4 = pp.l4_offset as u16;
+    f.tcp_flags = pp.tcp_flags;
+    f.icmp_type = pp.icmp_type;
+    if pp.frag != FragKind::Whole {
+        // Ports come from the datagram's first fragment.
+        f.frag = pp.frag;
+        let mut key = pp.tuple;
+        if let Err(v) = frag::resolve(ctx, data, &pp, meta.ingress, &mut key) {
+            meta.verdict = v;
+            return None;
+        }
+        return Some(key);
+    }
+    // An ICMP error is looked up as the flow it quotes.
+    let quoted = related::is_error(pp.tuple.proto, pp.icmp_type)
+        .then(|| related::quoted_key(data, pp.l4_offset, f.family))
+        .flatten();
+    f.related = quoted.is_some();
+    Some(quoted.unwrap_or(pp.tuple))
 }
 
 /// Where to look next for the NAT64 session an ICMPv6 error is about,
