@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{is_root, repo, unprivileged, SHUNT};
+use common::{repo, root_or_skip, unprivileged, SHUNT};
 
 /// Runs `shunt check [flags] --config FILE` on `text`, written to FILE, a
 /// temporary file; inside network namespace `ns` when given. The exit
@@ -318,10 +318,7 @@ fn output_into_a_closed_pipe_is_no_panic() {
 
 #[test]
 fn lab_status_lists_only_the_lab_and_fails_when_it_is_down() {
-    if !is_root() {
-        return;
-    }
-    let _lock = common::lab_lock();
+    let Some(_lock) = common::lab_lock() else { return };
     let _ = Command::new("ip").args(["netns", "add", "xtest-unrelated"]).status();
     let (code, _, err) = shunt(&["lab", "down"]);
     assert_eq!(code, Some(0), "{err}");
@@ -391,8 +388,7 @@ fn vips_and_pools_on_reserved_or_backend_addresses_are_refused_at_line_and_colum
 fn pools_and_vips_holding_the_hosts_own_address_are_refused() {
     // The shipped interface names in a namespace of this test's own, with
     // the lab's address on sh-cli: `check` (not --offline) reads them.
-    if !is_root() {
-        eprintln!("skipping: needs root for a network namespace");
+    if !root_or_skip() {
         return;
     }
     let ns = format!("shunt-chk-{}", common::rand_u32());

@@ -134,10 +134,6 @@ const BOTH: [&str; 2] = ["10.1.11.2", "10.1.12.2"];
 
 #[test]
 fn tier_announces_spreads_survives_a_node_kill_drains_and_withdraws_without_backends() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return;
-    }
     let Some(_lock) = lab_lock() else { return };
     let _tier = Tier;
     script(&["up"]);

@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use shunt_testkit::lab::{
-    bound_in_netns, in_netns, is_root, lab_lock, ns_exec, rand_u32, unprivileged, xdp_attached, LabGuard,
+    bound_in_netns, in_netns, is_root, lab_lock, ns_exec, rand_u32, root_or_skip, unprivileged, xdp_attached,
+    LabGuard,
 };
 
 pub const SHUNT: &str = env!("CARGO_BIN_EXE_shunt");
