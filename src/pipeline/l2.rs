@@ -3,7 +3,7 @@
 //! client-side next hop. A backend with no known MAC is a counted drop.
 
 use super::flow::FlowKind;
-use super::{Batch, Ctx, DropReason, PacketMut, Stage, Verdict};
+use super::{Batch, Ctx, DropReason, PacketMeta, Stage, Verdict};
 
 /// Sends an answer an earlier stage built (an ICMP error, an RST) back to
 /// its sender, within the worker's error rate: the builder addressed the
@@ -11,22 +11,24 @@ use super::{Batch, Ctx, DropReason, PacketMut, Stage, Verdict};
 /// frame handed over from another worker leaves by its source's port: the
 /// source address the builder put there (the one the packet was sent to)
 /// stays. Out of line: answers are rare, and the loops that call it hot.
+/// It takes the packet's parts, not a `PacketMut`: a record passed whole to
+/// a call is built on the stack for every packet of the calling loop.
 #[cold]
 #[inline(never)]
-pub(super) fn send_back(p: PacketMut<'_>, port_macs: &[[u8; 6]], ctx: &mut Ctx) {
+pub(super) fn send_back(meta: &mut PacketMeta, data: &mut [u8], port_macs: &[[u8; 6]], ctx: &mut Ctx) {
     if !ctx.errors.admit(ctx.now) {
-        p.meta.verdict = Verdict::Drop(DropReason::ErrorRateLimited);
+        meta.verdict = Verdict::Drop(DropReason::ErrorRateLimited);
         return;
     }
-    let port = p.meta.ingress;
-    let Some(src) = p.data.get_mut(6..12) else {
-        p.meta.verdict = Verdict::Drop(DropReason::Malformed);
+    let port = meta.ingress;
+    let Some(src) = data.get_mut(6..12) else {
+        meta.verdict = Verdict::Drop(DropReason::Malformed);
         return;
     };
     if let Some(mac) = port_macs.get(usize::from(port)) {
         src.copy_from_slice(mac);
     }
-    p.meta.verdict = Verdict::Forward(port);
+    meta.verdict = Verdict::Forward(port);
 }
 
 pub struct L2Stage {
@@ -72,7 +74,9 @@ impl Stage for L2Stage {
                     }
                 },
                 FlowKind::Reply => (self.return_egress, self.return_mac, self.return_dst_mac),
-                FlowKind::Bounce | FlowKind::Refused => return send_back(p, &self.port_macs, ctx),
+                FlowKind::Bounce | FlowKind::Refused => {
+                    return send_back(p.meta, p.data, &self.port_macs, ctx)
+                }
                 _ => return,
             };
             let Some(macs) = p.data.get_mut(..12) else {

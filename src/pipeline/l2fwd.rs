@@ -51,7 +51,7 @@ impl Stage for L2Fwd {
             None => batch.for_each(pipeline, |p| self.forward(p)),
             Some(port_macs) => batch.for_each(pipeline, |p| {
                 if matches!(p.flow.kind, FlowKind::Bounce | FlowKind::Refused) {
-                    return send_back(p, port_macs, ctx);
+                    return send_back(p.meta, p.data, port_macs, ctx);
                 }
                 self.forward(p)
             }),
