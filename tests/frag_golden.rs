@@ -19,7 +19,24 @@ use shunt_testkit::{Fixture, Harness};
 /// [`Fixture::small_dns_lb`] with links at MTU 9000, so a whole datagram
 /// passes too (the oracle).
 fn lb() -> Harness {
-    let mut h = Harness::with_mtus(&Fixture::small_dns_lb().config(), &[9000, 9000]).unwrap();
+    harness(Fixture::small_dns_lb())
+}
+
+/// [`lb`] beside a second pipeline (a plain forward to another address):
+/// each packet is classified to its pipeline, later fragments (no port)
+/// by their VIP and protocol.
+fn lb_beside_another() -> Harness {
+    let f = Fixture::small_dns_lb().adopt("l2fwd", "pipeline.to-client", "pipeline.elsewhere").route(
+        "10.9.9.9",
+        "any",
+        "elsewhere",
+    );
+    assert_eq!(f.config().pipelines.len(), 2, "two pipelines: no classification shortcut");
+    harness(f)
+}
+
+fn harness(f: Fixture) -> Harness {
+    let mut h = Harness::with_mtus(&f.config(), &[9000, 9000]).unwrap();
     h.ctx.now = 100;
     h
 }
@@ -205,7 +222,10 @@ fn fragments_match_whole(
 /// each sent in `order` (a permutation of fragment indices), come out
 /// NAT-rewritten and reassemble to what the whole datagram becomes.
 fn round_trip(fam: &Family, len: usize, cuts: &[usize], order: &[usize], id: u32) {
-    let mut h = lb();
+    round_trip_in(lb(), fam, len, cuts, order, id)
+}
+
+fn round_trip_in(mut h: Harness, fam: &Family, len: usize, cuts: &[usize], order: &[usize], id: u32) {
     // The flow, opened by a whole datagram: its output is the oracle.
     let whole = datagram(fam.v6, fam.client, fam.vip, 40000, 53, &payload(len, 1), id as u16);
     let want = fragments_match_whole(&mut h, &whole, 1, cuts, order, id, "request");
@@ -223,6 +243,17 @@ fn round_trip(fam: &Family, len: usize, cuts: &[usize], order: &[usize], id: u32
 fn in_order_fragments_both_ways_v4_and_v6() {
     for fam in [&V4, &V6] {
         round_trip(fam, 3000, &[1000, 2000], &[0, 1, 2], 77);
+    }
+}
+
+/// With several pipelines, a later fragment carries no port to classify
+/// by: its VIP and protocol name the pipeline (the service's), as in the
+/// XDP program; replies' later fragments go by their SNAT pool.
+#[test]
+fn later_fragments_find_their_pipeline_among_several() {
+    for fam in [&V4, &V6] {
+        round_trip_in(lb_beside_another(), fam, 3000, &[1000, 2000], &[0, 1, 2], 80);
+        round_trip_in(lb_beside_another(), fam, 3000, &[1000, 2000], &[2, 0, 1], 81);
     }
 }
 

@@ -1,7 +1,9 @@
 //! Classification: which pipeline a redirected packet belongs to. Mirrors the
 //! XDP program's lookup order — (addr, proto, port), (addr, proto, any port),
 //! (addr, any protocol), then the same three against prefix routes, longest
-//! prefix first — so userspace and kernel agree on ownership.
+//! prefix first — so userspace and kernel agree on ownership. A later
+//! fragment, which carries no port, goes first by (VIP, protocol) to its
+//! service's pipeline, as the XDP program's fragment entries redirect it.
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -33,6 +35,8 @@ pub struct DstKey {
     pub addr: [u8; 16],
     pub proto: u8,
     pub port: u16,
+    /// A non-first fragment: no port to match on.
+    pub later: bool,
 }
 
 impl Classifier {
@@ -111,7 +115,12 @@ impl Classifier {
                 Some(Some(k)) => {
                     let found = match last {
                         Some((prev, found)) if prev == k => found,
-                        _ => self.lookup(&k).or_else(|| services.pipeline_for(&k.addr, k.proto, k.port)),
+                        _ => k
+                            .later
+                            .then(|| services.pipeline_for_fragment(&k.addr, k.proto))
+                            .flatten()
+                            .or_else(|| self.lookup(&k))
+                            .or_else(|| services.pipeline_for(&k.addr, k.proto, k.port)),
                     };
                     last = Some((k, found));
                     match found {
@@ -136,7 +145,7 @@ impl Classifier {
 /// ([`parse_simple_chain`]), else None (refused as `chain_unsupported`).
 fn chain_key(frame: &[u8], more: u32) -> Option<DstKey> {
     let s = parse_simple_chain(frame, more)?;
-    Some(DstKey { addr: s.tuple.dst, proto: s.tuple.proto, port: s.tuple.dport })
+    Some(DstKey { addr: s.tuple.dst, proto: s.tuple.proto, port: s.tuple.dport, later: false })
 }
 
 /// `addr` with all but its first `len` bits cleared.
@@ -161,7 +170,7 @@ pub fn dst_key(frame: &[u8]) -> Option<DstKey> {
         off += 4;
     }
     let ip = frame.get(off..)?;
-    let (addr, proto, l4, v6) = match ethertype {
+    let (addr, proto, l4, v6, later) = match ethertype {
         0x0800 => {
             let ihl = usize::from(*ip.first()? & 0x0f) * 4;
             if ip.first()? >> 4 != 4 || ihl < 20 || ip.len() < ihl {
@@ -172,18 +181,18 @@ pub fn dst_key(frame: &[u8]) -> Option<DstKey> {
             a[11] = 0xff;
             a[12..].copy_from_slice(&ip[16..20]);
             let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
-            (a, ip[9], if frag == 0 { &ip[ihl..] } else { &[][..] }, false)
+            (a, ip[9], if frag == 0 { &ip[ihl..] } else { &[][..] }, false, frag != 0)
         }
         0x86dd => {
             let p = ipv6::Packet::new_checked(ip).ok()?;
             let a = p.dst_addr().octets();
             match p.upper_layer() {
                 Ok(ul) if ul.frag.is_none_or(|f| f.is_first()) => {
-                    (a, ul.protocol, ip.get(ul.offset..).unwrap_or(&[]), true)
+                    (a, ul.protocol, ip.get(ul.offset..).unwrap_or(&[]), true, false)
                 }
-                Ok(ul) => (a, ul.protocol, &[][..], true),
+                Ok(ul) => (a, ul.protocol, &[][..], true, true),
                 // A chain too long or truncated: the address alone decides.
-                Err(_) => (a, p.next_header(), &[][..], true),
+                Err(_) => (a, p.next_header(), &[][..], true, false),
             }
         }
         _ => return None,
@@ -191,12 +200,12 @@ pub fn dst_key(frame: &[u8]) -> Option<DstKey> {
     let port = match (proto, l4.get(2..4)) {
         (6 | 17, Some(p)) => u16::from_be_bytes([p[0], p[1]]),
         (ICMP | ICMPV6, _) => match quoted_source(l4, v6) {
-            Some((proto, port)) => return Some(DstKey { addr, proto, port }),
+            Some((proto, port)) => return Some(DstKey { addr, proto, port, later: false }),
             None => 0,
         },
         _ => 0,
     };
-    Some(DstKey { addr, proto, port })
+    Some(DstKey { addr, proto, port, later })
 }
 
 /// (protocol, source port) of the TCP/UDP packet an ICMP error at `icmp`
@@ -344,7 +353,11 @@ mod tests {
         }
         // A later fragment carries no port.
         let k = dst_key(&v6_tcp(&[(44, &[0, 0, 0, 8, 0, 0, 0, 9])])).unwrap();
-        assert_eq!((k.proto, k.port), (6, 0));
+        assert_eq!((k.proto, k.port, k.later), (6, 0, true));
+        let mut f = v4_udp([10, 0, 0, 1], 53);
+        assert!(!dst_key(&f).unwrap().later);
+        f[14 + 7] = 1; // offset 8 bytes
+        assert_eq!(dst_key(&f).map(|k| (k.port, k.later)), Some((0, true)));
         // Longer than the walker goes: the address alone (first header).
         let long: Vec<(u8, &[u8])> = (0..9).map(|_| (60u8, dstopts)).collect();
         let k = dst_key(&v6_tcp(&long)).unwrap();

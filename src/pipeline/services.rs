@@ -39,6 +39,10 @@ pub struct Services {
     pub list: Vec<ServiceRt>,
     /// (VIP, protocol, port) → service index.
     vips: FastMap<([u8; 16], u8, u16), u16>,
+    /// (VIP, protocol) → pipeline, for later fragments, which carry no
+    /// port: the first service in config order on that address and
+    /// protocol decides (the XDP program redirects them by the same pair).
+    fragments: FastMap<([u8; 16], u8), u8>,
     /// Backend address → MAC, resolved when the snapshot was built.
     next_hops: FastMap<[u8; 16], [u8; 6]>,
     /// Backend stable id → MAC: the next hop of a DSR flow, whose packets
@@ -254,6 +258,7 @@ impl Services {
         let mut expired = vec![0u64; MAX_BACKENDS.div_ceil(64)].into_boxed_slice();
         let mut list = Vec::new();
         let mut vips = FastMap::default();
+        let mut fragments = FastMap::default();
         let mut next_hops = FastMap::default();
         let mut backend_hops = FastMap::default();
         let mut pools: Vec<Prefix> = Vec::new();
@@ -281,6 +286,7 @@ impl Services {
                 }
             });
             vips.insert((addr16(s.vip), s.protocol, s.port), i as u16);
+            fragments.entry((addr16(s.vip), s.protocol)).or_insert(s.pipeline as u8);
             let mut backends = Vec::with_capacity(s.backends.len());
             for b in &s.backends {
                 let id = ids.backend(&s.name, b.addr, b.port)?;
@@ -339,6 +345,7 @@ impl Services {
         Ok(Services {
             list,
             vips,
+            fragments,
             next_hops,
             backend_hops,
             pools,
@@ -357,6 +364,7 @@ impl Services {
         Services {
             list: Vec::new(),
             vips: FastMap::default(),
+            fragments: FastMap::default(),
             vip_addrs: Vec::new(),
             next_hops: FastMap::default(),
             backend_hops: FastMap::default(),
@@ -392,6 +400,12 @@ impl Services {
     pub fn owns(&self, addr: &[u8; 16]) -> bool {
         let a = wide(addr);
         self.vip_addrs.contains(addr) || self.owned.iter().any(|((net, mask), _)| a & mask == *net)
+    }
+
+    /// Pipeline for a later fragment (no port) to a service's VIP.
+    #[inline]
+    pub fn pipeline_for_fragment(&self, dst: &[u8; 16], proto: u8) -> Option<u8> {
+        self.fragments.get(&(*dst, proto)).copied()
     }
 
     /// Pipeline for a packet to a VIP or into an SNAT pool.
