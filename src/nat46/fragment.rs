@@ -9,7 +9,7 @@
 //! Already-fragmented IPv4 packets (which carry a Fragment header after
 //! translation) split the same way, with offsets relative to their own.
 
-use super::siit::Drop;
+use super::siit::{Drop, Placed};
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -87,12 +87,7 @@ pub fn fragmentation_4to6(pkt: &[u8], limit: u16) -> Option<u16> {
 //# Identification:  Copied from the Identification field in the IPv4
 //#    header.
 // (the low-order 16 bits; the high-order 16 bits are zero)
-pub fn add_fragment_header(
-    buf: &mut [u8],
-    start: usize,
-    len: usize,
-    id: u16,
-) -> Result<(usize, usize), Drop> {
+pub fn add_fragment_header(buf: &mut [u8], start: usize, len: usize, id: u16) -> Placed {
     let (l2, et) = l2_info(buf, start).ok_or(Drop::Truncated)?;
     let ip = start + l2;
     if et != ETH_P_IPV6 || len < l2 + 40 {

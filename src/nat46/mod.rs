@@ -25,7 +25,7 @@ pub use addr::{Eam, EamError, EamTable, Mapper, Prefix64, WELL_KNOWN_PREFIX};
 pub use fast::{bound_4to6, bound_6to4, Bound};
 pub use siit::{
     build_admin_prohibited, build_refusal, build_time_exceeded, build_too_big, translate_4to6,
-    translate_6to4, Config, Drop, Pool4, Rfc6791, RouterAddrs, UdpZeroChecksum,
+    translate_6to4, Config, Drop, Placed, Pool4, Rfc6791, RouterAddrs, UdpZeroChecksum,
 };
 
 use crate::wire::checksum::{checksum, l4_checksum_v4, l4_checksum_v6};

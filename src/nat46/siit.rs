@@ -21,6 +21,10 @@ use crate::wire::{ipv4, ipv6};
 const FRAG: u8 = 44;
 const MAX_EXT: usize = 8;
 
+/// Where a translated (or built) frame now lies in its buffer, as
+/// `(start, len)`, or why there is none.
+pub type Placed = Result<(usize, usize), Drop>;
+
 /// Why a frame was not translated. `Copy`, dense: [`Drop::index`] indexes a
 /// counter array of [`Drop::COUNT`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -732,12 +736,7 @@ fn error_src6(cfg: &Config, src6: Option<[u8; 16]>) -> Result<[u8; 16], Drop> {
 /// Translates the IPv4 frame `buf[start..start + len]` to IPv6 in place
 /// (RFC 7915 §4). Returns the new frame's `(start, len)`; it begins up to 28
 /// bytes (48 for ICMP errors) before `start`, so `buf` needs that headroom.
-pub fn translate_4to6(
-    buf: &mut [u8],
-    start: usize,
-    len: usize,
-    cfg: &Config,
-) -> Result<(usize, usize), Drop> {
+pub fn translate_4to6(buf: &mut [u8], start: usize, len: usize, cfg: &Config) -> Placed {
     match super::fast::translate_4to6(buf, start, len, cfg) {
         Some(r) => Ok(r),
         None => general_4to6(buf, start, len, cfg),
@@ -747,12 +746,7 @@ pub fn translate_4to6(
 /// [`translate_4to6`] for every shape (the fast path's fallback; kept out
 /// of line so the fast path stays small enough to inline into).
 #[inline(never)]
-pub(super) fn general_4to6(
-    buf: &mut [u8],
-    start: usize,
-    len: usize,
-    cfg: &Config,
-) -> Result<(usize, usize), Drop> {
+pub(super) fn general_4to6(buf: &mut [u8], start: usize, len: usize, cfg: &Config) -> Placed {
     let Frame { b, end, l2, et, eth, ip } = open(buf, start, len)?;
     if et != ETH_P_IPV4 {
         return Err(Drop::NotIp);
@@ -871,7 +865,7 @@ fn icmp_error_4to6(
     src6: &[u8; 16],
     dst6: &[u8; 16],
     cfg: &Config,
-) -> Result<(usize, usize), Drop> {
+) -> Placed {
     let ip = start + l2;
     let l4 = ip + h.ihl;
     let pend = ip + h.tot;
@@ -987,12 +981,7 @@ fn flags_6to4(frag: Option<FragHdr>, tot: usize) -> (u16, u16) {
 
 /// Translates the IPv6 frame `buf[start..start + len]` to IPv4 in place
 /// (RFC 7915 §5). Returns the new frame's `(start, len)`, at or after `start`.
-pub fn translate_6to4(
-    buf: &mut [u8],
-    start: usize,
-    len: usize,
-    cfg: &Config,
-) -> Result<(usize, usize), Drop> {
+pub fn translate_6to4(buf: &mut [u8], start: usize, len: usize, cfg: &Config) -> Placed {
     match super::fast::translate_6to4(buf, start, len, cfg) {
         Some(r) => Ok(r),
         None => general_6to4(buf, start, len, cfg),
@@ -1002,12 +991,7 @@ pub fn translate_6to4(
 /// [`translate_6to4`] for every shape (the fast path's fallback; kept out
 /// of line so the fast path stays small enough to inline into).
 #[inline(never)]
-pub(super) fn general_6to4(
-    buf: &mut [u8],
-    start: usize,
-    len: usize,
-    cfg: &Config,
-) -> Result<(usize, usize), Drop> {
+pub(super) fn general_6to4(buf: &mut [u8], start: usize, len: usize, cfg: &Config) -> Placed {
     let Frame { b, end, l2, et, eth, ip } = open(buf, start, len)?;
     if et != ETH_P_IPV6 {
         return Err(Drop::NotIp);
@@ -1106,14 +1090,7 @@ pub(super) fn general_6to4(
 }
 
 /// ICMPv6 error -> ICMPv4 error, translating the quoted packet (§5.3).
-fn icmp_error_6to4(
-    b: &mut [u8],
-    l2: usize,
-    eth: &[u8; 18],
-    h: &V6,
-    pend: usize,
-    cfg: &Config,
-) -> Result<(usize, usize), Drop> {
+fn icmp_error_6to4(b: &mut [u8], l2: usize, eth: &[u8; 18], h: &V6, pend: usize, cfg: &Config) -> Placed {
     let l4 = h.ul;
     if pend < l4 + 8 {
         return Err(Drop::Truncated);
@@ -1340,13 +1317,7 @@ fn icmp_ext_place(
 /// ICMPv6 Packet Too Big (MTU `mtu`) for IPv6. Use the `mtu` of
 /// [`Drop::TooBig`]. The quote is truncated to 576 / 1280 bytes in all; the
 /// MACs are swapped; up to 48 bytes of headroom are used.
-pub fn build_too_big(
-    buf: &mut [u8],
-    start: usize,
-    len: usize,
-    router: &RouterAddrs,
-    mtu: u16,
-) -> Result<(usize, usize), Drop> {
+pub fn build_too_big(buf: &mut [u8], start: usize, len: usize, router: &RouterAddrs, mtu: u16) -> Placed {
     build_too_big_chain(buf, start, len, 0, router, mtu)
 }
 
@@ -1363,7 +1334,7 @@ pub fn build_too_big_chain(
     more: usize,
     router: &RouterAddrs,
     mtu: u16,
-) -> Result<(usize, usize), Drop> {
+) -> Placed {
     let m = mtu.to_be_bytes();
     build_error(
         buf,
@@ -1376,50 +1347,44 @@ pub fn build_too_big_chain(
     )
 }
 
-/// Builds an ICMP Time Exceeded (in transit) error back to the sender of the
-/// frame, in its own family (ICMPv4 11/0, ICMPv6 3/0), like
-/// [`build_too_big`]. For the caller's TTL / Hop Limit expiry.
-pub fn build_time_exceeded(
-    buf: &mut [u8],
-    start: usize,
-    len: usize,
-    router: &RouterAddrs,
-) -> Result<(usize, usize), Drop> {
-    build_error(buf, start, len, 0, router, (11, 0, [0; 4]), (3, 0, [0; 4]))
+/// Defines `pub fn $name(buf, start, len, router)`: an ICMP error of a
+/// fixed (type, code) per family, without data of its own, built back to
+/// the sender of the frame like [`build_too_big`].
+macro_rules! fixed_error {
+    ($(#[$doc:meta])* $name:ident, v4: ($t4:literal, $c4:literal), v6: ($t6:literal, $c6:literal)) => {
+        $(#[$doc])*
+        pub fn $name(buf: &mut [u8], start: usize, len: usize, router: &RouterAddrs) -> Placed {
+            build_error(buf, start, len, 0, router, ($t4, $c4, [0; 4]), ($t6, $c6, [0; 4]))
+        }
+    };
 }
 
-/// Builds an ICMP "administratively prohibited" error back to the sender of
-/// the frame, in its own family, like [`build_too_big`]: for a new flow the
-/// dataplane refuses (no SNAT port left).
+fixed_error! {
+    /// ICMP Time Exceeded (in transit): for the caller's TTL / Hop Limit
+    /// expiry.
+    build_time_exceeded, v4: (11, 0), v6: (3, 0)
+}
+
 //= https://www.rfc-editor.org/rfc/rfc1812#section-5.2.7.1
 //# 13 = Communication Administratively Prohibited
 //= https://www.rfc-editor.org/rfc/rfc4443#section-3.1
 //# 1 - Communication with destination administratively prohibited
-pub fn build_admin_prohibited(
-    buf: &mut [u8],
-    start: usize,
-    len: usize,
-    router: &RouterAddrs,
-) -> Result<(usize, usize), Drop> {
-    build_error(buf, start, len, 0, router, (3, 13, [0; 4]), (1, 1, [0; 4]))
+fixed_error! {
+    /// ICMP "administratively prohibited": for a new flow the dataplane
+    /// refuses (no SNAT port left).
+    build_admin_prohibited, v4: (3, 13), v6: (1, 1)
 }
 
-/// Builds an ICMP Destination Unreachable, address unreachable (ICMPv6
-/// 1/3; ICMPv4 3/1, host unreachable, its RFC 7915 §5.2 counterpart) back
-/// to the sender of the frame, like [`build_too_big`]: what a NAT64 answers
-/// a packet it can find no pool address for.
 //= https://www.rfc-editor.org/rfc/rfc6146#section-3.5.1.1
 //# If it is not possible to allocate an appropriate IPv4 transport
 //# address or create a BIB entry, then the packet is discarded.  The
 //# NAT64 SHOULD send an ICMPv6 Destination Unreachable error message
 //# with Code 3 (Address Unreachable).
-pub fn build_address_unreachable(
-    buf: &mut [u8],
-    start: usize,
-    len: usize,
-    router: &RouterAddrs,
-) -> Result<(usize, usize), Drop> {
-    build_error(buf, start, len, 0, router, (3, 1, [0; 4]), (1, 3, [0; 4]))
+fixed_error! {
+    /// ICMP Destination Unreachable, address unreachable (ICMPv6 1/3;
+    /// ICMPv4 3/1, host unreachable, its RFC 7915 §5.2 counterpart): what a
+    /// NAT64 answers a packet it can find no pool address for.
+    build_address_unreachable, v4: (3, 1), v6: (1, 3)
 }
 
 /// Builds the ICMP error RFC 7915 answers a refused packet with, over the
@@ -1474,7 +1439,7 @@ fn build_error(
     router: &RouterAddrs,
     v4: IcmpHead,
     v6: IcmpHead,
-) -> Result<(usize, usize), Drop> {
+) -> Placed {
     let Frame { b, end, l2, et, mut eth, ip } = open(buf, start, len)?;
     // Back to the sender: swap the MACs.
     let (d, s): ([u8; 6], [u8; 6]) = (rdn(&eth, 0)?, rdn(&eth, 6)?);

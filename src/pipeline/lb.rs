@@ -6,7 +6,7 @@
 //! entries (original and reply direction) that later packets hit.
 
 use super::conntrack::{ConnState, ConnTable, Direction, Entry, FlowValue, TcpFlags, Tick};
-use super::detail::{ipv4_options, martian_source, Cause, Malformed, Martian, Untranslatable};
+use super::detail::{ipv4_options, martian_source, Cause, Martian, Untranslatable};
 use super::flow::{
     proto, BackendId, EntryFlags, Family, FlowKey, FlowKind, FlowMeta, NatBinding, ServiceId, Xlat,
 };
@@ -15,11 +15,11 @@ use super::refusal;
 use super::rewrite::{self, related};
 use super::services::Services;
 use super::snat::{self, Client};
-use super::stats::WorkerStats;
+use super::stats::{parse_or_drop, WorkerStats};
 use super::{frag, Batch, Ctx, DropReason, PacketMeta, Stage, Verdict};
 use crate::config::MAX_BATCH;
 use crate::wire::addr::{is_v4_mapped, mapped, v4_of};
-use crate::wire::parse::{parse, parse_simple, parse_simple_chain, FragKind, IpVersion};
+use crate::wire::parse::{parse_simple, parse_simple_chain, FragKind, IpVersion};
 
 /// Seconds between refreshes of a flow's other entry by steady traffic.
 const PEER_REFRESH_SECS: i32 = 5;
@@ -253,18 +253,7 @@ fn parse_general(
         f.icmp_type = 0;
         return Some(s.tuple);
     }
-    let pp = match parse(data) {
-        Ok(Some(pp)) => pp,
-        bad => {
-            let m = match bad {
-                Err(e) => Malformed::Wire(e),
-                _ => Malformed::NotIp,
-            };
-            ctx.stats.cause(Cause::Malformed(m));
-            meta.verdict = Verdict::Drop(DropReason::Malformed);
-            return None;
-        }
-    };
+    let pp = parse_or_drop(data, &ctx.stats, &mut meta.verdict)?;
     if pp.version == IpVersion::V4 && pp.l4_offset > pp.l3_offset + 20 {
         let opts = data.get(pp.l3_offset + 20..pp.l4_offset).unwrap_or_default();
         if let Err(m) = ipv4_options(opts) {

@@ -7,6 +7,21 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::detail::{Cause, Malformed, Martian, Untranslatable};
 use super::flow::{BackendId, ServiceId};
+use super::{DropReason, Verdict};
+use crate::wire::parse::{parse, ParsedPacket};
+
+/// The general parser's view of `data`; when it has none, the packet is a
+/// `malformed` drop counted with its detail (the wire error, or not IP).
+pub fn parse_or_drop(data: &[u8], stats: &WorkerStats, verdict: &mut Verdict) -> Option<ParsedPacket> {
+    let m = match parse(data) {
+        Ok(Some(pp)) => return Some(pp),
+        Ok(None) => Malformed::NotIp,
+        Err(e) => Malformed::Wire(e),
+    };
+    stats.cause(Cause::Malformed(m));
+    *verdict = Verdict::Drop(DropReason::Malformed);
+    None
+}
 
 #[derive(Default, Debug)]
 pub struct Counter(AtomicU64);

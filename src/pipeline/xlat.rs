@@ -6,11 +6,11 @@
 //! back to IPv6, and sent out the IPv6 side (RFC 7757 §4).
 
 use super::batch::FrameMut;
-use super::detail::{Cause, Malformed, Untranslatable};
+use super::detail::{Cause, Untranslatable};
 use super::flow::{Family, FlowKind};
 use super::rewrite::fragments::split_into_fragments;
 use super::rewrite::xlat::{bounce, decrement_hop, hop_expired, set, Answers, EgressMtu, ROUTER_V4};
-use super::stats::WorkerStats;
+use super::stats::{parse_or_drop, WorkerStats};
 use super::{Batch, Ctx, DropReason, Stage, Verdict};
 use crate::nat46::fragment::fragmentation_4to6;
 use crate::nat46::{
@@ -18,7 +18,7 @@ use crate::nat46::{
     Drop, EamTable, Mapper, Pool4, Rfc6791, RouterAddrs,
 };
 use crate::wire::addr::{mapped, v4_of};
-use crate::wire::parse::{parse, IpVersion};
+use crate::wire::parse::IpVersion;
 
 /// The packet's bytes as they are now (after the TTL decrement).
 fn pkt_after_hop<'a>(p: &'a super::FrameMut<'_>, len: usize) -> &'a [u8] {
@@ -72,18 +72,7 @@ impl Stage for SiitStage {
         batch.for_each_frame_emit(pipeline, |mut p, emit| {
             let len = p.meta.len as usize;
             let Some(pkt) = p.frame.get(p.start..p.start + len) else { return };
-            let parsed = match parse(pkt) {
-                Ok(Some(pp)) => pp,
-                bad => {
-                    let m = match bad {
-                        Err(e) => Malformed::Wire(e),
-                        _ => Malformed::NotIp,
-                    };
-                    stats.cause(Cause::Malformed(m));
-                    p.meta.verdict = Verdict::Drop(DropReason::Malformed);
-                    return;
-                }
-            };
+            let Some(parsed) = parse_or_drop(pkt, stats, &mut p.meta.verdict) else { return };
             let v6 = parsed.version == IpVersion::V6;
             let family = if v6 { Family::V6 } else { Family::V4 };
             p.flow.l3 = parsed.l3_offset as u16;

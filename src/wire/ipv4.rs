@@ -406,16 +406,29 @@ mod tests {
         assert_eq!(b[20], 0);
     }
 
-    #[test]
-    fn emitted_header_is_what_etherparse_writes() {
-        let mut h = etherparse::Ipv4Header::new(8, 33, etherparse::IpNumber::UDP, [1, 2, 3, 4], [5, 6, 7, 8])
-            .unwrap();
+    /// etherparse's header of a later fragment (MF, offset 100, ID 0xbeef)
+    /// carrying `payload_len` bytes of UDP with DSCP `dscp`: the oracle.
+    fn oracle(payload_len: u16, dscp: u8) -> etherparse::Ipv4Header {
+        let mut h = etherparse::Ipv4Header::new(
+            payload_len,
+            33,
+            etherparse::IpNumber::UDP,
+            [1, 2, 3, 4],
+            [5, 6, 7, 8],
+        )
+        .unwrap();
         h.identification = 0xbeef;
         h.dont_fragment = false;
         h.more_fragments = true;
         h.fragment_offset = etherparse::IpFragOffset::try_new(100).unwrap();
-        h.dscp = etherparse::Ipv4Dscp::try_new(46).unwrap();
+        h.dscp = etherparse::Ipv4Dscp::try_new(dscp).unwrap();
         h.header_checksum = h.calc_header_checksum();
+        h
+    }
+
+    #[test]
+    fn emitted_header_is_what_etherparse_writes() {
+        let h = oracle(8, 46);
         let repr = Repr {
             tos: 46 << 2,
             total_len: 28,
@@ -435,13 +448,7 @@ mod tests {
 
     #[test]
     fn etherparse_oracle() {
-        let mut h = etherparse::Ipv4Header::new(5, 33, etherparse::IpNumber::UDP, [1, 2, 3, 4], [5, 6, 7, 8])
-            .unwrap();
-        h.identification = 0xbeef;
-        h.dont_fragment = false;
-        h.more_fragments = true;
-        h.fragment_offset = etherparse::IpFragOffset::try_new(100).unwrap();
-        h.header_checksum = h.calc_header_checksum();
+        let h = oracle(5, 0);
         let mut buf = h.to_bytes().to_vec();
         buf.extend_from_slice(&[9; 5]);
         let p = Packet::new_checked(&buf[..]).unwrap();

@@ -10,7 +10,7 @@ use super::related;
 use super::Delta;
 use crate::nat46::{
     bound_4to6, bound_6to4, build_time_exceeded, build_too_big, translate_4to6, translate_6to4, Bound,
-    Config as XlatConfig, Drop, Mapper, Prefix64, Rfc6791, RouterAddrs, UdpZeroChecksum,
+    Config as XlatConfig, Drop, Mapper, Placed, Prefix64, Rfc6791, RouterAddrs, UdpZeroChecksum,
 };
 use crate::pipeline::batch::FrameMut;
 use crate::pipeline::detail::{Cause, Untranslatable};
@@ -165,7 +165,7 @@ pub(crate) fn set(p: &mut FrameMut<'_>, (start, len): (usize, usize)) {
 
 /// A builder of an ICMP error over a packet's frame: `(frame, start, len,
 /// source addresses)` to the error's `(start, len)` in the same frame.
-pub(crate) type Build<'b> = &'b dyn Fn(&mut [u8], usize, usize, &RouterAddrs) -> Result<(usize, usize), Drop>;
+pub(crate) type Build<'b> = &'b dyn Fn(&mut [u8], usize, usize, &RouterAddrs) -> Placed;
 
 /// Replaces the packet with the ICMP error `build` writes over it, sent
 /// back to its sender (the L2 stage returns it out its ingress port). With
@@ -186,11 +186,7 @@ pub(crate) fn bounce(p: &mut FrameMut<'_>, answers: &Answers, build: Build<'_>) 
 /// Puts the RFC 7915 translator's result `r` in place of the packet: its
 /// translation (true), or the Packet Too Big / Fragmentation Needed it
 /// asks for, bounced (false).
-fn take_translation(
-    p: &mut FrameMut<'_>,
-    answers: &Answers,
-    r: Result<(usize, usize), Drop>,
-) -> Result<bool, Cause> {
+fn take_translation(p: &mut FrameMut<'_>, answers: &Answers, r: Placed) -> Result<bool, Cause> {
     match r {
         Ok(out) => {
             set(p, out);
