@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{repo, root_or_skip, unprivileged, SHUNT};
+use common::{default_config, repo, root_or_skip, unprivileged, SHUNT};
 
 /// Runs `shunt check [flags] --config FILE` on `text`, written to FILE, a
 /// temporary file; inside network namespace `ns` when given. The exit
@@ -44,10 +44,6 @@ fn refused_at(from: &str, to: &str, column: usize, want: &str) {
     let (ok, msg) = check(&text);
     assert!(!ok, "{to} passed check");
     assert!(msg.contains(&format!("FILE:{line}:{column}: {want}")), "{msg}");
-}
-
-fn default_config() -> String {
-    std::fs::read_to_string(repo().join("config.toml")).unwrap()
 }
 
 #[test]

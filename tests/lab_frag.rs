@@ -19,7 +19,7 @@ fn script() -> String {
 
 /// config.toml plus a UDP service on port 9100 of both VIPs.
 fn config() -> std::path::PathBuf {
-    let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
+    let base = default_config();
     let services = [
         service("big4", "10.0.100.1", PORT, "udp", "10.0.3.0/28", &BACKENDS4),
         service("big6", "fd00:100::1", PORT, "udp", "fd00:3::/124", &BACKENDS6),

@@ -23,7 +23,7 @@ fn write_config(text: &str) -> PathBuf {
 
 /// The shipped config, `web` service's health table replaced by `table`.
 fn web_health(table: &str) -> String {
-    let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
+    let base = default_config();
     let start = base.find("[service.health]").unwrap();
     let end = start + base[start..].find("\n\n").unwrap();
     format!("{}[service.health]\n{table}{}", &base[..start], &base[end..])
@@ -282,7 +282,7 @@ fn a_backend_with_no_host_behind_it_is_down_and_gets_no_traffic() {
 #[test]
 fn a_drain_survives_reload_and_sighup_and_its_download_completes() {
     let Some(_lab) = lab() else { return };
-    let path = write_config(&std::fs::read_to_string(repo().join("config.toml")).unwrap());
+    let path = write_config(&default_config());
     let shunt = Shunt::start(&path);
     wait_for("all up", Duration::from_secs(5), || {
         backends().as_array().unwrap().iter().filter(|b| b["service"] == "web").all(|b| b["health"] == "up")
@@ -409,15 +409,15 @@ fn on_down_expire_reschedules_a_flow_of_a_dead_backend_and_keep_does_not() {
 #[test]
 fn udp_check_takes_a_backend_without_a_responder_out() {
     let Some(_lab) = lab() else { return };
-    let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
-    let (head, tail) = base.split_at(base.find("[conntrack]").unwrap());
+    let base = default_config();
     let members: String =
         (1..=3).map(|b| format!("  {{ addr = \"10.0.2.1{b}\", port = 9001 }},\n")).collect();
-    let cfg = format!(
-        "{head}[[service]]\nname = \"echo\"\nvip = \"10.0.100.1\"\nport = 9001\nprotocol = \"udp\"\n\
+    let echo = format!(
+        "[[service]]\nname = \"echo\"\nvip = \"10.0.100.1\"\nport = 9001\nprotocol = \"udp\"\n\
          pipeline = \"l4lb\"\nsnat_pool = \"10.0.3.0/28\"\nbackends = [\n{members}]\n\
-         health = {{ kind = \"udp\", payload = \"health\", interval = \"300ms\", timeout = \"200ms\" }}\n\n{tail}"
+         health = {{ kind = \"udp\", payload = \"health\", interval = \"300ms\", timeout = \"200ms\" }}\n"
     );
+    let cfg = before_conntrack(&base, &echo);
     // Responders on be1 and be3; be2's kernel answers port unreachable.
     // Without a rate limit: Linux answers one error a second per host
     // after a burst of six, and a probe every 300 ms would then see

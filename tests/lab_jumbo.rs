@@ -22,7 +22,7 @@ const RATE: &str = "400M";
 /// config.toml with jumbo frames and TCP (iperf3) and UDP (echo) services
 /// on both VIPs.
 fn config() -> std::path::PathBuf {
-    let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
+    let base = default_config();
     let base = base.replace("# max_frame_size = 9216 ", "max_frame_size = 9216   ");
     assert!(base.contains("\nmax_frame_size = 9216"), "config.toml's max_frame_size line moved");
     let services = [
@@ -113,11 +113,17 @@ fn json_number(json: &str, after: &str, key: &str) -> Option<f64> {
         .ok()
 }
 
+/// The lab with every link at MTU 9000 (checked), Shunt running on it.
+/// Shunt is the second of the pair: stopped before the lab goes down.
+fn jumbo_lab() -> Option<(LabGuard, Shunt)> {
+    let lab = lab_at_mtu(MTU)?;
+    assert_links_at(MTU);
+    Some((lab, Shunt::start(&config())))
+}
+
 #[test]
 fn udp_echo_of_jumbo_datagrams_is_byte_exact_v4_and_v6() {
-    let Some(_lab) = lab_at_mtu(MTU) else { return };
-    assert_links_at(MTU);
-    let shunt = Shunt::start(&config());
+    let Some((_lab, shunt)) = jumbo_lab() else { return };
     let _servers = echo_servers();
     let mut failures = Vec::new();
     // 8972 + 8 (UDP) + 20 (IPv4) = 9000; IPv6's 40-byte header leaves 8952.
@@ -157,9 +163,7 @@ fn iperf_v4_and_v6(secs: u32) -> Vec<(&'static str, bool, String)> {
 /// probes.
 #[test]
 fn iperf3_tcp_at_mtu_9000_through_full_nat_loses_nothing_v4_and_v6() {
-    let Some(_lab) = lab_at_mtu(MTU) else { return };
-    assert_links_at(MTU);
-    let shunt = Shunt::start(&config());
+    let Some((_lab, shunt)) = jumbo_lab() else { return };
     let probes_before = spurious_loss_probes();
     let results = iperf_v4_and_v6(3);
     let spurious = spurious_loss_probes() - probes_before;

@@ -17,7 +17,7 @@ const BACKENDS: [&str; 3] = ["10.0.2.11", "10.0.2.12", "10.0.2.13"];
 /// The default config plus test services on the same VIP. Their servers
 /// count accepted connections, so they take no health probes.
 fn test_config(weights: [u32; 3]) -> String {
-    let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
+    let base = default_config();
     let backends = |port: u16| {
         BACKENDS
             .iter()
@@ -39,14 +39,12 @@ fn test_config(weights: [u32; 3]) -> String {
             backends(port)
         )
     };
-    // [conntrack] and [telemetry] stay last: services are inserted before them.
-    let (head, tail) = base.split_at(base.find("[conntrack]").unwrap());
-    format!(
-        "{head}{}{}{}\n{tail}",
+    let services = [
         service("iperf", 5201, "tcp", true),
         service("stream", 9000, "tcp", false),
-        service("echo", 9001, "udp", false)
-    )
+        service("echo", 9001, "udp", false),
+    ];
+    before_conntrack(&base, &services.concat())
 }
 
 fn write_config(text: &str) -> PathBuf {
@@ -324,7 +322,7 @@ fn two_workers_hand_replies_to_the_snat_port_owner() {
     // Two queues per veth, one worker per queue: RSS spreads flows, and a
     // reply lands on the worker that owns its SNAT port only by chance.
     let Some(_lab) = lab_with_queues(2) else { return };
-    let cfg = std::fs::read_to_string(repo().join("config.toml")).unwrap().replace(
+    let cfg = default_config().replace(
         "[[worker]]\ncore = 1\nqueues = [{ interface = \"sh-cli\", queue = 0 }, { interface = \"sh-be\", queue = 0 }]",
         "[[worker]]\ncore = 0\nqueues = [{ interface = \"sh-cli\", queue = 0 }, { interface = \"sh-be\", queue = 0 }]\n\n\
          [[worker]]\ncore = 1\nqueues = [{ interface = \"sh-cli\", queue = 1 }, { interface = \"sh-be\", queue = 1 }]",
@@ -350,8 +348,7 @@ fn two_workers_hand_replies_to_the_snat_port_owner() {
 fn unresolved_backend_next_hop_is_counted_not_silently_dropped() {
     let Some(_lab) = lab() else { return };
     // No host answers ARP for 10.0.2.99, and the config gives no MAC.
-    let cfg = std::fs::read_to_string(repo().join("config.toml"))
-        .unwrap()
+    let cfg = default_config()
         .replace("{ addr = \"10.0.2.11\", port = 80, weight = 100 },\n", "")
         .replace("{ addr = \"10.0.2.12\", port = 80, weight = 100 },\n", "")
         .replace("\"10.0.2.13\"", "\"10.0.2.99\"");
@@ -368,14 +365,14 @@ fn dnat_only_service_keeps_the_client_address() {
     let Some(_lab) = lab() else { return };
     // No snat_pool: backends see the real client and reply towards it; a
     // route for the client's address brings those replies back into Shunt.
-    let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
-    let (head, tail) = base.split_at(base.find("[conntrack]").unwrap());
+    let base = default_config();
     let backends: String =
         BACKENDS.iter().map(|a| format!("  {{ addr = \"{a}\", port = 9000 }},\n")).collect();
-    let cfg = format!(
-        "{head}[[service]]\nname = \"stream\"\nvip = \"10.0.100.1\"\nport = 9000\nprotocol = \"tcp\"\n\
-         pipeline = \"l4lb\"\nbackends = [\n{backends}]\n\n[[route]]\ndst = \"10.0.1.2\"\npipeline = \"l4lb\"\n\n{tail}"
+    let stream = format!(
+        "[[service]]\nname = \"stream\"\nvip = \"10.0.100.1\"\nport = 9000\nprotocol = \"tcp\"\n\
+         pipeline = \"l4lb\"\nbackends = [\n{backends}]\n\n[[route]]\ndst = \"10.0.1.2\"\npipeline = \"l4lb\"\n"
     );
+    let cfg = before_conntrack(&base, &stream);
     let shunt = Shunt::start(&write_config(&cfg));
     let servers = EchoServers::start();
     for _ in 0..5 {

@@ -279,7 +279,7 @@ fn icmp_errors_addressed_to_the_snat_pool_reach_the_client() {
         "shunt-farbe",
         "for i in $(seq 100); do ss -Hltn 'sport = :80' | grep -q . && exit 0; sleep 0.05; done; exit 1",
     );
-    let mut cfg = std::fs::read_to_string(repo().join("config.toml")).unwrap();
+    let mut cfg = default_config();
     for (v6, be) in [(false, "10.0.8.2"), (true, "fd00:8::2")] {
         let only = format!("{{ addr = \"{be}\", port = 80, weight = 100, mac = \"02:00:00:00:02:31\" }},\n");
         let prefix = if v6 { "fd00:2::" } else { "10.0.2." };

@@ -234,7 +234,7 @@ fn served(n: usize) -> usize {
 fn a_changed_worker_count_is_refused_and_force_restarts_empty() {
     let Some(_lab) = lab_with_queues(2) else { return };
     let one = "[[worker]]\ncore = 1\nqueues = [{ interface = \"sh-cli\", queue = 0 }, { interface = \"sh-be\", queue = 0 }]";
-    let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
+    let base = default_config();
     assert!(base.contains(one), "config.toml has one worker");
     let two = base.replace(
         one,
@@ -319,7 +319,7 @@ const UDP_PORT: u16 = 9300;
 
 /// config.toml plus a full-NAT UDP service on the VIP with one backend.
 fn udp_config() -> PathBuf {
-    let base = std::fs::read_to_string(repo().join("config.toml")).unwrap();
+    let base = default_config();
     let stream = service("stream", "10.0.100.1", UDP_PORT, "udp", "10.0.3.0/28", &BACKENDS4[..1]);
     config_with_services(&base, &[stream], "restart-udp")
 }

@@ -11,14 +11,13 @@ use std::time::Duration;
 use common::*;
 
 fn cfg_with(replace: &[(&str, &str)], extra: &str) -> std::path::PathBuf {
-    let mut text = std::fs::read_to_string(repo().join("config.toml")).unwrap();
+    let mut text = default_config();
     for (a, b) in replace {
         assert!(text.contains(a), "config has {a}");
         text = text.replace(a, b);
     }
-    let (head, tail) = text.split_at(text.find("[conntrack]").unwrap());
     let path = std::env::temp_dir().join(format!("shunt-rob-{}.toml", rand_u32()));
-    std::fs::write(&path, format!("{head}{extra}\n{tail}")).unwrap();
+    std::fs::write(&path, before_conntrack(&text, extra)).unwrap();
     path
 }
 

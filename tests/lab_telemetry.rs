@@ -116,12 +116,11 @@ fn prometheus_matches_stats() {
 fn hundred_control_changes_lose_nothing_on_a_live_stream() {
     let Some(_lab) = lab() else { return };
     let LabConfig { cfg, sock, .. } = lab_config("ctl", |text| {
-        let (head, tail) = text.split_at(text.find("[conntrack]").unwrap());
         let stream =
             "[[service]]\nname = \"stream\"\nvip = \"10.0.100.1\"\nport = 9000\nprotocol = \"tcp\"\n\
                       pipeline = \"l4lb\"\nsnat_pool = \"10.0.3.0/28\"\nbackends = [\n  \
-                      { addr = \"10.0.2.11\", port = 9000, mac = \"02:00:00:00:02:0b\" },\n]\n\n";
-        format!("{head}{stream}{tail}")
+                      { addr = \"10.0.2.11\", port = 9000, mac = \"02:00:00:00:02:0b\" },\n]\n";
+        before_conntrack(&text, stream)
     });
     let shunt = Shunt::start(&cfg);
 

@@ -63,6 +63,19 @@ pub struct LabConfig {
     pub reports: PathBuf,
 }
 
+/// The default config file's text (`config.toml`: the built-in lab's).
+pub fn default_config() -> String {
+    std::fs::read_to_string(repo().join("config.toml")).unwrap()
+}
+
+/// `text` (a config file's) with `extra` (services, routes) inserted
+/// before its `[conntrack]` section: `[conntrack]` and `[telemetry]` stay
+/// last.
+pub fn before_conntrack(text: &str, extra: &str) -> String {
+    let (head, tail) = text.split_at(text.find("[conntrack]").expect("a [conntrack] section"));
+    format!("{head}{extra}\n{tail}")
+}
+
 /// config.toml with its own control socket and report directory, then
 /// `edit`ed, written to a fresh file named after `tag`.
 pub fn lab_config(tag: &str, edit: impl FnOnce(String) -> String) -> LabConfig {
@@ -70,8 +83,7 @@ pub fn lab_config(tag: &str, edit: impl FnOnce(String) -> String) -> LabConfig {
     let dir = std::env::temp_dir();
     let sock = dir.join(format!("shunt-{tag}-{id}.sock"));
     let reports = dir.join(format!("shunt-{tag}-{id}-reports"));
-    let text = std::fs::read_to_string(repo().join("config.toml"))
-        .unwrap()
+    let text = default_config()
         .replace("/run/shunt/control.sock", sock.to_str().unwrap())
         .replace("/var/lib/shunt/reports", reports.to_str().unwrap());
     let cfg = dir.join(format!("shunt-{tag}-{id}.toml"));
@@ -206,8 +218,7 @@ pub fn service(name: &str, vip: &str, port: u16, proto: &str, pool: &str, addrs:
 /// `base` (a config file's text) with `services` added before its
 /// `[conntrack]` section, written to a fresh file named after `tag`.
 pub fn config_with_services(base: &str, services: &[String], tag: &str) -> PathBuf {
-    let (head, tail) = base.split_at(base.find("[conntrack]").unwrap());
-    let text = format!("{head}{}\n{tail}", services.concat());
+    let text = before_conntrack(base, &services.concat());
     let path = std::env::temp_dir().join(format!("shunt-{tag}-{}.toml", rand_u32()));
     std::fs::write(&path, text).unwrap();
     path
