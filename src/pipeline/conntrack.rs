@@ -890,6 +890,7 @@ impl ConnTable {
     /// (`updates`), like `HashMap::insert`. When both candidate buckets are
     /// full, expired entries there are reclaimed first, then the policy
     /// applies; only the chosen slot is ever written.
+    #[inline(always)]
     pub fn insert(
         &mut self,
         key: FlowKey,
@@ -897,111 +898,183 @@ impl ConnTable {
         value: FlowValue,
         now: Tick,
     ) -> Result<&mut Entry, InsertError> {
-        self.insert_sparing(key, hash, value, now, None)
+        self.insert_sparing(key, self.place(hash), value, now, None)
     }
 
-    /// [`ConnTable::insert`] for the second entry of a flow: making room
+    /// [`ConnTable::insert`] at the key's place from [`Self::place`] (of the
+    /// table as it is: no resize in between), for a key a lookup at `at`
+    /// has just missed.
+    #[inline(always)]
+    pub fn insert_at(
+        &mut self,
+        key: FlowKey,
+        at: Place,
+        value: FlowValue,
+        now: Tick,
+    ) -> Result<&mut Entry, InsertError> {
+        self.insert_sparing(key, at, value, now, None)
+    }
+
+    /// [`ConnTable::insert_at`] for the second entry of a flow: making room
     /// never displaces `sibling`, the flow's first entry (young and
     /// unassured, it is otherwise the first candidate for an early drop).
+    #[inline(always)]
     pub fn insert_beside(
         &mut self,
         key: FlowKey,
-        hash: u64,
+        at: Place,
         value: FlowValue,
         now: Tick,
         sibling: &FlowKey,
     ) -> Result<&mut Entry, InsertError> {
-        self.insert_sparing(key, hash, value, now, Some(sibling))
+        self.insert_sparing(key, at, value, now, Some(sibling))
     }
 
+    // The common case inline in its two callers (a free way, no entry of
+    // the key): a call with the whole `FlowValue` passed through memory cost
+    // a new flow about 30 instructions an entry. The rest is out of line.
+    #[inline(always)]
     fn insert_sparing(
         &mut self,
         key: FlowKey,
-        hash: u64,
+        at: Place,
         value: FlowValue,
         now: Tick,
         spare: Option<&FlowKey>,
     ) -> Result<&mut Entry, InsertError> {
-        let (b1, b2, tag) = place(hash, self.bucket_mask);
-        let cap = self.unassured_cap();
+        let (b1, b2, tag) = (at.b1 as usize, at.b2 as usize, at.tag);
         if let Some((b, w)) = self.find(&key, b1, b2, tag) {
-            let i = b * WAYS + w;
-            if self.entries[i].expired(&self.limits, cap, now) {
-                // Died and reborn in place: its owner must still hear of it.
-                if !self.clear(b, w) {
-                    self.counters.insert_failed_full += 1;
-                    return Err(InsertError::Full);
-                }
-                self.counters.expired += 1;
-                self.counters.inserts += 1;
-                self.tags[b].0[w] = tag;
-                self.len += 1;
-            } else {
-                self.counters.updates += 1;
-            }
-            self.entries[i].fill(key, &value, now);
-            return Ok(&mut self.entries[i]);
+            return self.insert_over(b, w, tag, key, &value, now);
         }
-
         // The first bucket while it has a free way, then the second: a
         // lookup reads the first bucket's tags and, for nearly every key,
         // no more (three cache lines a packet, not four). A free way's tag
         // is 0, so one vector match finds them all.
-        let mut slot = [b1, b2].into_iter().find_map(|b| {
+        let free = [b1, b2].into_iter().find_map(|b| {
             let free = self.tags[b].matching(0);
             (free != 0).then(|| (b, free.trailing_zeros() as usize))
         });
+        let Some((b, w)) = free else {
+            return self.insert_making_room(b1, b2, tag, key, &value, now, spare);
+        };
+        Ok(self.occupy(b, w, tag, key, &value, now))
+    }
 
-        if slot.is_none() {
-            // Both full: reclaim expired ones, remember the oldest live
-            // unassured one and the oldest live one.
-            let mut oldest: Option<(usize, usize, i64)> = None;
-            let mut oldest_unassured: Option<(usize, usize, i64)> = None;
-            for b in [b1, b2] {
-                for w in 0..WAYS {
-                    if self.tags[b].0[w] == 0 {
-                        continue; // freed earlier in this loop (b1 == b2 case)
+    /// Fills the free slot (bucket `b`, way `w`) with a new entry.
+    #[inline(always)]
+    fn occupy(
+        &mut self,
+        b: usize,
+        w: usize,
+        tag: u32,
+        key: FlowKey,
+        value: &FlowValue,
+        now: Tick,
+    ) -> &mut Entry {
+        self.tags[b].0[w] = tag;
+        self.len += 1;
+        self.counters.inserts += 1;
+        let i = b * WAYS + w;
+        self.entries[i].fill(key, value, now);
+        &mut self.entries[i]
+    }
+
+    /// An insert whose key has an entry at (bucket `b`, way `w`): a live
+    /// one is overwritten, an expired one dies and is reborn in place.
+    #[inline(never)]
+    fn insert_over(
+        &mut self,
+        b: usize,
+        w: usize,
+        tag: u32,
+        key: FlowKey,
+        value: &FlowValue,
+        now: Tick,
+    ) -> Result<&mut Entry, InsertError> {
+        let i = b * WAYS + w;
+        if self.entries[i].expired(&self.limits, self.unassured_cap(), now) {
+            // Died and reborn in place: its owner must still hear of it.
+            if !self.clear(b, w) {
+                self.counters.insert_failed_full += 1;
+                return Err(InsertError::Full);
+            }
+            self.counters.expired += 1;
+            self.counters.inserts += 1;
+            self.tags[b].0[w] = tag;
+            self.len += 1;
+        } else {
+            self.counters.updates += 1;
+        }
+        self.entries[i].fill(key, value, now);
+        Ok(&mut self.entries[i])
+    }
+
+    /// An insert whose buckets are both full: expired entries there are
+    /// reclaimed, then one moved to its other bucket, then the policy
+    /// decides (early drop of an unassured entry, eviction, or refusal).
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn insert_making_room(
+        &mut self,
+        b1: usize,
+        b2: usize,
+        tag: u32,
+        key: FlowKey,
+        value: &FlowValue,
+        now: Tick,
+        spare: Option<&FlowKey>,
+    ) -> Result<&mut Entry, InsertError> {
+        let cap = self.unassured_cap();
+        let mut slot = None;
+        // Reclaim expired ones, remember the oldest live unassured one and
+        // the oldest live one.
+        let mut oldest: Option<(usize, usize, i64)> = None;
+        let mut oldest_unassured: Option<(usize, usize, i64)> = None;
+        for b in [b1, b2] {
+            for w in 0..WAYS {
+                if self.tags[b].0[w] == 0 {
+                    continue; // freed earlier in this loop (b1 == b2 case)
+                }
+                let e = &self.entries[b * WAYS + w];
+                if e.expired(&self.limits, cap, now) {
+                    if self.clear(b, w) {
+                        self.counters.expired += 1;
+                        slot.get_or_insert((b, w));
                     }
-                    let e = &self.entries[b * WAYS + w];
-                    if e.expired(&self.limits, cap, now) {
-                        if self.clear(b, w) {
-                            self.counters.expired += 1;
-                            slot.get_or_insert((b, w));
-                        }
-                    } else if spare != Some(&e.key) && self.can_die(b * WAYS + w) {
-                        let age = i64::from(now.wrapping_sub(e.last_seen) as i32);
-                        let older = |o: &Option<(usize, usize, i64)>| o.is_none_or(|(_, _, a)| age > a);
-                        if !e.assured() && older(&oldest_unassured) {
-                            oldest_unassured = Some((b, w, age));
-                        }
-                        if older(&oldest) {
-                            oldest = Some((b, w, age));
-                        }
+                } else if spare != Some(&e.key) && self.can_die(b * WAYS + w) {
+                    let age = i64::from(now.wrapping_sub(e.last_seen) as i32);
+                    let older = |o: &Option<(usize, usize, i64)>| o.is_none_or(|(_, _, a)| age > a);
+                    if !e.assured() && older(&oldest_unassured) {
+                        oldest_unassured = Some((b, w, age));
+                    }
+                    if older(&oldest) {
+                        oldest = Some((b, w, age));
                     }
                 }
             }
-            if slot.is_none() {
-                slot = self.relocate_one(b1, b2);
+        }
+        if slot.is_none() {
+            slot = self.relocate_one(b1, b2);
+        }
+        // Linux's early_drop: a new flow may displace a flow that never
+        // saw a reply, never an assured one. Only `EvictOldest` goes on
+        // to the oldest assured entry.
+        if let (None, Some((b, w, _))) = (slot, oldest_unassured) {
+            if self.clear(b, w) {
+                self.counters.early_drops += 1;
+                slot = Some((b, w));
             }
-            // Linux's early_drop: a new flow may displace a flow that never
-            // saw a reply, never an assured one. Only `EvictOldest` goes on
-            // to the oldest assured entry.
-            if let (None, Some((b, w, _))) = (slot, oldest_unassured) {
-                if self.clear(b, w) {
-                    self.counters.early_drops += 1;
+        }
+        if slot.is_none() {
+            match (self.policy, oldest) {
+                (FullPolicy::EvictOldest, Some((b, w, _))) if self.clear(b, w) => {
+                    self.counters.evictions += 1;
                     slot = Some((b, w));
                 }
-            }
-            if slot.is_none() {
-                match (self.policy, oldest) {
-                    (FullPolicy::EvictOldest, Some((b, w, _))) if self.clear(b, w) => {
-                        self.counters.evictions += 1;
-                        slot = Some((b, w));
-                    }
-                    _ => {
-                        self.counters.insert_failed_full += 1;
-                        return Err(InsertError::Full);
-                    }
+                _ => {
+                    self.counters.insert_failed_full += 1;
+                    return Err(InsertError::Full);
                 }
             }
         }
@@ -1009,12 +1082,7 @@ impl ConnTable {
             self.counters.insert_failed_full += 1;
             return Err(InsertError::Full);
         };
-        self.tags[b].0[w] = tag;
-        self.len += 1;
-        self.counters.inserts += 1;
-        let i = b * WAYS + w;
-        self.entries[i].fill(key, &value, now);
-        Ok(&mut self.entries[i])
+        Ok(self.occupy(b, w, tag, key, value, now))
     }
 
     /// One-step cuckoo displacement: moves some entry of `b1`/`b2` to its
@@ -1592,7 +1660,7 @@ mod tests {
         let first = k(50, proto::TCP);
         ct.insert(first, first.hash(), v(50), 1).unwrap().on_tcp(O, S);
         let second = k(51, proto::TCP);
-        let r = ct.insert_beside(second, second.hash(), v(51), 1, &first).map(|_| ());
+        let r = ct.insert_beside(second, ct.place(second.hash()), v(51), 1, &first).map(|_| ());
         assert_eq!(r, Err(InsertError::Full));
         assert!(ct.lookup(&first, first.hash(), 1).is_some(), "first entry kept");
         assert_eq!(ct.counters().early_drops, 0);
