@@ -131,20 +131,27 @@ impl EntryFlags {
         EntryFlags(self.0 | other.0)
     }
 
-    /// The family change the entry's packets need.
+    /// The family change the entry's packets need: HAIRPIN before TO6
+    /// before TO4.
     #[inline]
     pub const fn xlat(self) -> Xlat {
+        // Indexed by (HAIRPIN, TO4, TO6) as three bits: a load, not a
+        // chain of tests, for the translated flows.
+        const BY_BITS: [Xlat; 8] = [
+            Xlat::None,
+            Xlat::To6,
+            Xlat::To4,
+            Xlat::To6,
+            Xlat::Hairpin,
+            Xlat::Hairpin,
+            Xlat::Hairpin,
+            Xlat::Hairpin,
+        ];
         if self.0 & (Self::HAIRPIN.0 | Self::TO6.0 | Self::TO4.0) == 0 {
-            Xlat::None // nearly every entry: one test
-        } else if self.contains(Self::HAIRPIN) {
-            Xlat::Hairpin
-        } else if self.contains(Self::TO6) {
-            Xlat::To6
-        } else if self.contains(Self::TO4) {
-            Xlat::To4
-        } else {
-            Xlat::None
+            return Xlat::None; // nearly every entry: one test
         }
+        let i = (self.0 >> 2) & 0b11 | (self.0 >> 3) & 0b100;
+        BY_BITS[i as usize]
     }
 }
 
@@ -315,6 +322,20 @@ mod tests {
         assert_eq!((EntryFlags::REPLY | EntryFlags::TO4).xlat(), Xlat::To4);
         assert!((EntryFlags::REPLY | EntryFlags::SNAT).contains(EntryFlags::SNAT));
         assert!(!EntryFlags::REPLY.contains(EntryFlags::REPLY | EntryFlags::SNAT));
+        // Every byte: HAIRPIN wins over TO6, TO6 over TO4, other bits ignored.
+        for bits in 0..=u8::MAX {
+            let f = EntryFlags::from_bits(bits);
+            let want = if f.contains(EntryFlags::HAIRPIN) {
+                Xlat::Hairpin
+            } else if f.contains(EntryFlags::TO6) {
+                Xlat::To6
+            } else if f.contains(EntryFlags::TO4) {
+                Xlat::To4
+            } else {
+                Xlat::None
+            };
+            assert_eq!(f.xlat(), want, "{bits:#04x}");
+        }
     }
 
     #[test]
