@@ -434,10 +434,10 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
         Command::Check { config, offline, json } => {
             let cfg = Config::load(&config)?;
             shunt::pipeline::registry::check(&cfg)?;
-            let mut warnings = Vec::new();
+            let mut warnings = cfg.warnings();
             if !offline {
                 cfg.check_host()?;
-                warnings = cfg.mtu_warnings();
+                warnings.extend(cfg.mtu_warnings());
             }
             for w in &warnings {
                 eprintln!("warning: {w}");
@@ -486,7 +486,7 @@ fn run(command: Command, socket: &Path) -> anyhow::Result<()> {
             shunt::sys::check_kernel().map_err(anyhow::Error::msg)?;
             shunt::sys::check_privileges().map_err(anyhow::Error::msg)?;
             cfg.check_host()?;
-            for w in cfg.mtu_warnings() {
+            for w in cfg.warnings().into_iter().chain(cfg.mtu_warnings()) {
                 tracing::warn!("{w}");
             }
             shunt::state::gap::mark("config loaded and checked");

@@ -88,6 +88,29 @@ fn shipped_configs_pass_check() {
     }
 }
 
+/// Two services on one VIP and protocol in different pipelines pass, with
+/// a warning: their later fragments all go to the first one's pipeline.
+/// The shipped configs draw no warning.
+#[test]
+fn services_sharing_a_vip_across_pipelines_warn() {
+    let (ok, msg) = check(&default_config());
+    assert!(ok && !msg.contains("warning"), "{msg}");
+    let second =
+        "[pipeline.other]\nstages = [\"conntrack\", \"maglev\", \"nat\", \"l2\"]\negress = \"sh-be\"\n\
+                  return_egress = \"sh-cli\"\nreturn_next_hop_mac = \"02:00:00:00:01:02\"\n\n\
+                  [[service]]\nname = \"alt\"\nvip = \"10.0.100.1\"\nport = 8080\nprotocol = \"tcp\"\n\
+                  pipeline = \"other\"\nbackends = [{ addr = \"10.0.2.11\", port = 80 }]\n";
+    let (ok, msg) = check(&common::before_conntrack(&default_config(), second));
+    assert!(ok, "{msg}");
+    assert!(
+        msg.contains(
+            "warning: services `web` and `alt` share VIP 10.0.100.1 (tcp) but not a pipeline: later IP \
+             fragments carry no port, so those of both go to pipeline `l4lb`, not `other`"
+        ),
+        "{msg}"
+    );
+}
+
 #[test]
 fn bad_key_points_at_line_and_column() {
     refused_at(

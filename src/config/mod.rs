@@ -370,6 +370,32 @@ impl Config {
         Ok(())
     }
 
+    /// What the config says that works, but not as its writer may think:
+    /// two services on one VIP and protocol in different pipelines (their
+    /// later fragments carry no port, and all go to the first one's
+    /// pipeline). Needs no host.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, a) in self.services.iter().enumerate() {
+            let first = |b: &&Service| b.vip == a.vip && b.protocol == a.protocol;
+            let Some(owner) = self.services[..i].iter().find(first) else { continue };
+            if owner.pipeline != a.pipeline {
+                let name = |p: usize| self.pipelines.get(p).map_or("?", |p| p.name.as_str());
+                out.push(format!(
+                    "services `{}` and `{}` share VIP {} ({}) but not a pipeline: later IP fragments \
+                     carry no port, so those of both go to pipeline `{}`, not `{}`",
+                    owner.name,
+                    a.name,
+                    a.vip,
+                    if a.protocol == 6 { "tcp" } else { "udp" },
+                    name(owner.pipeline),
+                    name(a.pipeline),
+                ));
+            }
+        }
+        out
+    }
+
     /// One line per interface whose MTU exceeds what `max_frame_size`
     /// carries: the kernel drops a longer frame that XDP sends to Shunt
     /// (the socket's `rx_dropped`), so such traffic would be lost.
