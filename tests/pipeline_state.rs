@@ -173,3 +173,28 @@ fn errors_are_limited_to_the_error_rate() {
     h.ctx.now = 100;
     assert_eq!(time_exceeded(&mut h), (64, 0));
 }
+
+/// With `error_rate_per_destination`, a sender drawing errors past its own
+/// limit is refused while another sender's errors still go out: a flood
+/// from one host does not spend the answers (Packet Too Big, Time
+/// Exceeded) everyone else needs.
+#[test]
+fn a_destination_past_its_error_limit_leaves_the_rest_for_others() {
+    let mut h = Fixture::load("siit")
+        .set("dataplane.error_rate_per_destination", 1)
+        .set("dataplane.error_burst_per_destination", 6)
+        .harness();
+    h.ctx.now = 100;
+    assert_eq!(time_exceeded(&mut h), (6, 58), "the flooder: its burst of 6, as Linux's per-peer limit");
+    // Another client, same batch size, same second.
+    let mut other = expiring(7);
+    other[26..30].copy_from_slice(&[10, 0, 1, 3]);
+    let c =
+        etherparse::Ipv4HeaderSlice::from_slice(&other[14..34]).unwrap().to_header().calc_header_checksum();
+    other[24..26].copy_from_slice(&c.to_be_bytes());
+    let (v, out) = h.run_one(&other);
+    assert_eq!(v, Verdict::Forward(0), "the other client's error goes out");
+    assert_eq!((out[14 + 9], out[14 + 20], &out[30..34]), (1, 11, &[10, 0, 1, 3][..]), "Time Exceeded to it");
+    h.ctx.now += 1;
+    assert_eq!(time_exceeded(&mut h), (1, 63), "the flooder: a second's worth");
+}

@@ -98,6 +98,8 @@ pub struct Dataplane {
     pub busy_poll_budget: u16,
     /// ICMP errors and RSTs each worker may originate (RFC 4443 §2.4(f)).
     pub errors: RateLimit,
+    /// Of those, to any one destination (rate 0: no such limit).
+    pub errors_per_destination: RateLimit,
 }
 
 #[derive(Debug, Clone)]
@@ -503,6 +505,8 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
             )
         })?;
     let errors = services::rate_limit(src, &d.error_rate, &d.error_burst)?;
+    let errors_per_destination =
+        services::rate_limit(src, &d.error_rate_per_destination, &d.error_burst_per_destination)?;
 
     if file.interfaces.is_empty() {
         return Err(src.error(0..0, "no [[interface]] declared"));
@@ -714,6 +718,7 @@ fn validate(src: &Source<'_>, file: ConfigFile) -> Result<Config, ConfigError> {
             realtime_priority,
             busy_poll_budget,
             errors,
+            errors_per_destination,
         },
         interfaces,
         workers,
@@ -917,6 +922,15 @@ pipeline = "fwd"
         assert_eq!(c.dataplane.errors.rate, 0, "unlimited");
         let e = err(&with("error_rate = 0\nerror_burst = 5"));
         assert!(e.starts_with("t.toml:5:") && e.contains("burst needs a non-zero rate"), "{e}");
+        assert_eq!(c.dataplane.errors_per_destination.rate, 0, "off by default");
+        let c = Config::parse(
+            Path::new("t.toml"),
+            &with("error_rate_per_destination = 1\nerror_burst_per_destination = 6"),
+        )
+        .unwrap();
+        assert_eq!(c.dataplane.errors_per_destination, RateLimit { rate: 1, burst: 6 });
+        let e = err(&with("error_burst_per_destination = 6"));
+        assert!(e.starts_with("t.toml:4:") && e.contains("burst needs a non-zero rate"), "{e}");
     }
 
     #[test]

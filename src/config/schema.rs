@@ -60,6 +60,9 @@ pub struct DataplaneSection {
     /// ICMP errors and RSTs a worker may originate a second; 0 = unlimited.
     pub error_rate: Spanned<u32>,
     pub error_burst: Option<Spanned<u32>>,
+    /// Of those, to any one destination address a second; 0 = no such limit.
+    pub error_rate_per_destination: Spanned<u32>,
+    pub error_burst_per_destination: Option<Spanned<u32>>,
 }
 
 impl Default for DataplaneSection {
@@ -77,6 +80,8 @@ impl Default for DataplaneSection {
             busy_poll_budget: Spanned::new(0..0, 64),
             error_rate: Spanned::new(0..0, super::DEFAULT_ERROR_RATE),
             error_burst: None,
+            error_rate_per_destination: Spanned::new(0..0, 0),
+            error_burst_per_destination: None,
         }
     }
 }

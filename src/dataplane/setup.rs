@@ -12,7 +12,6 @@ use crate::config::Config;
 use crate::pipeline::build::{self, PortInfo};
 use crate::pipeline::classify::Classifier;
 use crate::pipeline::mtu::LinkMtus;
-use crate::pipeline::ratelimit::ErrorLimiter;
 use crate::pipeline::services::Services;
 use crate::pipeline::{Batch, Ctx, UmemView, SPARE_FRAMES};
 use crate::telemetry::counters::{WorkerCounters, WorkerStats};
@@ -163,7 +162,7 @@ fn flow_context(config: &Config, wi: usize, stats: &Arc<WorkerStats>, services: 
     let mut ctx =
         Ctx::new(conntrack, services.load_full(), stats.clone(), wi as u16, config.workers.len() as u16);
     ctx.limiter = build::limiter(config);
-    ctx.errors = ErrorLimiter::new(config.dataplane.errors);
+    ctx.errors = build::error_limiter(config);
     ctx.frag = build::frag_table(config);
     if ctx.conntrack.is_mapped() {
         ctx.now = now;

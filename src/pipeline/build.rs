@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::conntrack::ConnTable;
 use super::frag::{FragLimits, FragTable};
 use super::mtu::LinkMtus;
-use super::ratelimit::FlowLimiter;
+use super::ratelimit::{ErrorLimiter, FlowLimiter};
 use super::registry::{self, BuildEnv, BuildError};
 use super::rewrite::xlat::EgressMtu;
 use super::{Pipeline, Stage};
@@ -52,6 +52,14 @@ pub fn configure_conntrack(table: &mut ConnTable, config: &Config) {
 
 /// A worker's new-flow limiter as the config sets it, keyed with a fresh
 /// secret so no client can aim at another's per-source bucket.
+/// A worker's limit on the errors and RSTs it sends, its destination hash
+/// keyed at random.
+pub fn error_limiter(config: &Config) -> ErrorLimiter {
+    use std::hash::BuildHasher;
+    let key = std::collections::hash_map::RandomState::new().hash_one(1u8);
+    ErrorLimiter::with_destinations(config.dataplane.errors, config.dataplane.errors_per_destination, key)
+}
+
 pub fn limiter(config: &Config) -> FlowLimiter {
     use std::hash::BuildHasher;
     let key = std::collections::hash_map::RandomState::new().hash_one(0u8);

@@ -4,6 +4,7 @@
 
 use super::flow::FlowKind;
 use super::{Batch, Ctx, DropReason, PacketMeta, Stage, Verdict};
+use crate::wire::addr::mapped;
 
 /// Sends an answer an earlier stage built (an ICMP error, an RST) back to
 /// its sender, within the worker's error rate: the builder addressed the
@@ -16,7 +17,7 @@ use super::{Batch, Ctx, DropReason, PacketMeta, Stage, Verdict};
 #[cold]
 #[inline(never)]
 pub(super) fn send_back(meta: &mut PacketMeta, data: &mut [u8], port_macs: &[[u8; 6]], ctx: &mut Ctx) {
-    if !ctx.errors.admit(ctx.now) {
+    if !ctx.errors.admit(&answer_destination(data), ctx.now) {
         meta.verdict = Verdict::Drop(DropReason::ErrorRateLimited);
         return;
     }
@@ -29,6 +30,24 @@ pub(super) fn send_back(meta: &mut PacketMeta, data: &mut [u8], port_macs: &[[u8
         src.copy_from_slice(mac);
     }
     meta.verdict = Verdict::Forward(port);
+}
+
+/// The IP destination of an answer frame in 16-byte form (IPv4 mapped),
+/// past one VLAN tag; all zero when the frame is not IP (every answer is,
+/// so that never spends a real destination's errors).
+fn answer_destination(frame: &[u8]) -> [u8; 16] {
+    let mut at = 12;
+    let mut ethertype = frame.get(at..at + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    if ethertype == 0x8100 || ethertype == 0x88a8 {
+        at += 4;
+        ethertype = frame.get(at..at + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    }
+    let ip = at + 2;
+    match ethertype {
+        0x0800 => frame.get(ip + 16..ip + 20).and_then(|a| a.try_into().ok()).map_or([0; 16], mapped),
+        0x86dd => frame.get(ip + 24..ip + 40).and_then(|a| a.try_into().ok()).unwrap_or([0; 16]),
+        _ => [0; 16],
+    }
 }
 
 pub struct L2Stage {

@@ -1,7 +1,7 @@
 //! Rate limits, token buckets per worker. New flows: one bucket for all of
 //! them and a fixed array indexed by a keyed hash of the client address.
 //! Answers ([`ErrorLimiter`]): one bucket for the ICMP errors and RSTs the
-//! worker originates.
+//! worker originates, and optionally one per destination.
 //! No locks (each worker owns its limiter), no allocation after
 //! construction. Sources that share a slot share its bucket: a limit per
 //! source is at least as strict as configured, never looser.
@@ -61,26 +61,58 @@ impl Bucket {
 /// §2.4(f): an IPv6 node MUST limit the ICMPv6 errors it sends; RFC 1812
 /// §4.3.2.8 for IPv4): errors answer packets, so a flood of expiring or
 /// oversized packets would otherwise turn into an equal flood of errors.
-#[derive(Debug, Clone, Copy)]
+/// A bucket for all of them, and optionally one per destination (hashed
+/// into [`SOURCE_SLOTS`] slots, as Linux keeps one per peer), so one
+/// flooding sender cannot spend everyone's errors: a client's Packet Too
+/// Big still gets through while another draws errors at the limit.
+#[derive(Debug, Clone)]
 pub struct ErrorLimiter {
     limit: RateLimit,
     bucket: Bucket,
+    per_destination: RateLimit,
+    /// Empty when the per-destination limit is off.
+    destinations: Box<[Bucket]>,
+    /// Key of the destination hash, so no sender can aim at another's slot.
+    key: u64,
 }
 
 impl ErrorLimiter {
     /// `limit.rate` errors a second, up to `limit.burst` at once (rate 0:
     /// no limit).
     pub fn new(limit: RateLimit) -> ErrorLimiter {
-        ErrorLimiter { limit, bucket: Bucket::full(limit, 0) }
+        ErrorLimiter::with_destinations(limit, RateLimit::default(), 0)
+    }
+
+    /// [`ErrorLimiter::new`], and at most `per_destination` to any one
+    /// destination address (rate 0: no such limit); `key` keys the hash.
+    pub fn with_destinations(limit: RateLimit, per_destination: RateLimit, key: u64) -> ErrorLimiter {
+        let slots = if per_destination.rate == 0 { 0 } else { SOURCE_SLOTS };
+        ErrorLimiter {
+            limit,
+            bucket: Bucket::full(limit, 0),
+            per_destination,
+            destinations: vec![Bucket::full(per_destination, 0); slots].into_boxed_slice(),
+            key,
+        }
     }
 
     pub fn unlimited() -> ErrorLimiter {
         ErrorLimiter::new(RateLimit::default())
     }
 
-    /// Whether one more error may be sent at `now`.
+    /// Whether one more error may be sent to `dst` (16-byte form) at `now`.
+    /// The destination's bucket is asked first: an error it refuses takes
+    /// nothing from everyone's.
     #[inline]
-    pub fn admit(&mut self, now: Tick) -> bool {
+    pub fn admit(&mut self, dst: &[u8; 16], now: Tick) -> bool {
+        if !self.destinations.is_empty() {
+            let i = (source_hash(dst, self.key) as usize) & (self.destinations.len() - 1);
+            if let Some(b) = self.destinations.get_mut(i) {
+                if !b.take(self.per_destination, now) {
+                    return false;
+                }
+            }
+        }
         self.bucket.admit(self.limit, now)
     }
 
@@ -284,13 +316,37 @@ mod tests {
     #[test]
     fn errors_are_spent_until_the_next_second() {
         let mut e = ErrorLimiter::new(RateLimit { rate: 2, burst: 3 });
+        let d = [7; 16];
         assert!(!e.spent(10));
-        assert!((0..3).all(|_| e.admit(10)));
-        assert!(e.spent(10) && !e.admit(10));
+        assert!((0..3).all(|_| e.admit(&d, 10)));
+        assert!(e.spent(10) && !e.admit(&d, 10));
         assert!(!e.spent(11), "a second's tokens");
-        assert!(e.admit(11) && e.admit(11) && e.spent(11));
+        assert!(e.admit(&d, 11) && e.admit(&d, 11) && e.spent(11));
         let mut off = ErrorLimiter::unlimited();
-        assert!((0..1000).all(|_| off.admit(10)) && !off.spent(10));
+        assert!((0..1000).all(|_| off.admit(&d, 10)) && !off.spent(10));
+    }
+
+    /// A destination past its own limit is refused while others still get
+    /// theirs, and its refusals take nothing from the shared bucket.
+    #[test]
+    fn one_destination_cannot_spend_everyones_errors() {
+        let dst = |i: u32| {
+            let mut a = [0u8; 16];
+            a[12..].copy_from_slice(&i.to_be_bytes());
+            a
+        };
+        let mut e = ErrorLimiter::with_destinations(
+            RateLimit { rate: 10, burst: 10 },
+            RateLimit { rate: 1, burst: 2 },
+            9,
+        );
+        let flooder = dst(1);
+        let admitted = (0..100).filter(|_| e.admit(&flooder, 10)).count();
+        assert_eq!(admitted, 2, "the destination's burst");
+        assert!((2..10).all(|i| e.admit(&dst(i), 10)), "eight others: the shared bucket kept 8 of 10");
+        assert!(!e.admit(&dst(10), 10) && e.spent(10), "then the shared bucket is spent");
+        assert!(e.admit(&flooder, 11), "a second later, one more");
+        assert!(!e.admit(&flooder, 11));
     }
 
     /// Below the rate every SYN passes; above it a spoofed flood (every SYN

@@ -319,6 +319,7 @@ pub fn run(plan: &Plan, stop: &AtomicBool) -> Result<Summary> {
         busy_poll_budget: 0,
         // The generator answers nothing.
         errors: shunt::config::RateLimit::default(),
+        errors_per_destination: shunt::config::RateLimit::default(),
     };
     let queues = [QueueSpec { interface: &plan.iface, interface_idx: 0, queue: plan.queue }];
     // A socket closed just before (the previous run) keeps the queue until

@@ -12,7 +12,6 @@ use shunt::config::{Config, MAX_BATCH};
 use shunt::nat46;
 use shunt::pipeline::build::{self, PortInfo};
 use shunt::pipeline::classify::Classifier;
-use shunt::pipeline::ratelimit::ErrorLimiter;
 use shunt::pipeline::services::{IdRegistry, Services};
 use shunt::pipeline::{self as pipeline, Batch, Ctx, Pipeline, UmemView, Verdict, SPARE_FRAMES};
 use shunt::telemetry::counters::WorkerStats;
@@ -54,7 +53,7 @@ impl Harness {
         let services = Arc::new(Services::build(config, 1, &mut ids, |_| None)?);
         let conntrack = build::conntrack(config);
         let mut ctx = Ctx::new(conntrack, services, Arc::new(WorkerStats::default()), 0, 1);
-        ctx.errors = ErrorLimiter::new(config.dataplane.errors);
+        ctx.errors = build::error_limiter(config);
         let mut mem = vec![0u8; FRAME * (MAX_BATCH as usize + SPARE_FRAMES)].into_boxed_slice();
         // SAFETY: `mem` moves into the Harness with the batch and is never
         // touched except through the batch's view.
