@@ -50,20 +50,22 @@ pub fn configure_conntrack(table: &mut ConnTable, config: &Config) {
     }
 }
 
-/// A worker's new-flow limiter as the config sets it, keyed with a fresh
-/// secret so no client can aim at another's per-source bucket.
-/// A worker's limit on the errors and RSTs it sends, its destination hash
-/// keyed at random.
-pub fn error_limiter(config: &Config) -> ErrorLimiter {
+/// A fresh secret for a limiter's per-address hash, so no sender can aim
+/// at another's bucket.
+fn secret_key() -> u64 {
     use std::hash::BuildHasher;
-    let key = std::collections::hash_map::RandomState::new().hash_one(1u8);
-    ErrorLimiter::with_destinations(config.dataplane.errors, config.dataplane.errors_per_destination, key)
+    std::collections::hash_map::RandomState::new().hash_one(0u8)
 }
 
+/// A worker's limit on the errors and RSTs it sends, as the config sets it.
+pub fn error_limiter(config: &Config) -> ErrorLimiter {
+    let d = &config.dataplane;
+    ErrorLimiter::with_destinations(d.errors, d.errors_per_destination, secret_key())
+}
+
+/// A worker's new-flow limiter as the config sets it.
 pub fn limiter(config: &Config) -> FlowLimiter {
-    use std::hash::BuildHasher;
-    let key = std::collections::hash_map::RandomState::new().hash_one(0u8);
-    FlowLimiter::new(config.conntrack.new_flows, config.conntrack.source_flows, key)
+    FlowLimiter::new(config.conntrack.new_flows, config.conntrack.source_flows, secret_key())
         .with_syn_check(config.conntrack.syn_check_rate)
 }
 

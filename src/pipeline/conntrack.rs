@@ -999,12 +999,9 @@ impl ConnTable {
                 return Err(InsertError::Full);
             }
             self.counters.expired += 1;
-            self.counters.inserts += 1;
-            self.tags[b].0[w] = tag;
-            self.len += 1;
-        } else {
-            self.counters.updates += 1;
+            return Ok(self.occupy(b, w, tag, key, value, now));
         }
+        self.counters.updates += 1;
         self.entries[i].fill(key, value, now);
         Ok(&mut self.entries[i])
     }
