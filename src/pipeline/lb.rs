@@ -45,6 +45,9 @@ impl ConntrackStage {
     }
 }
 
+/// How many packets ahead of its lookup a packet's entry is prefetched.
+const ENTRY_AHEAD: usize = 16;
+
 fn martian(ctx: &Ctx, m: Martian) -> Verdict {
     ctx.stats.cause(Cause::Martian(m));
     Verdict::Drop(DropReason::Martian)
@@ -90,8 +93,12 @@ impl Stage for ConntrackStage {
             }
         });
         // Pass 2: the first buckets' tag lines are (being) cached; prefetch
-        // the matching entries (or, for no match, the second buckets' tags).
-        for i in 0..batch.len {
+        // the first packets' matching entries (or, for no match, the second
+        // buckets' tags). Pass 3 prefetches the rest, `ENTRY_AHEAD` packets
+        // before it looks them up, so a later packet's tag line has had
+        // most of the batch's time to arrive before it is read.
+        let n = batch.len.min(MAX_BATCH as usize);
+        for i in 0..n.min(ENTRY_AHEAD) {
             if batch.pkts[i].active(pipeline) {
                 ctx.conntrack.prefetch_entry_at(batch.flows[i].place);
             }
@@ -100,7 +107,11 @@ impl Stage for ConntrackStage {
         // (the maglev stage's work).
         let now = ctx.now;
         let mut opening = 0;
-        for i in 0..batch.len.min(MAX_BATCH as usize) {
+        for i in 0..n {
+            let ahead = i + ENTRY_AHEAD;
+            if ahead < n && batch.pkts[ahead].active(pipeline) {
+                ctx.conntrack.prefetch_entry_at(batch.flows[ahead].place);
+            }
             let m = &mut batch.pkts[i];
             if !m.active(pipeline) {
                 continue;

@@ -56,13 +56,22 @@ pub struct FlowKey {
 }
 
 /// Field by field, but as three wide compares: the connection table's key
-/// compare runs for every packet.
+/// compare runs for every packet. The ports, protocol and (zero) padding
+/// are the key's last eight bytes in memory order, which the compiler
+/// reads as one load; without the padding it assembles them field by
+/// field (six instructions more a compare).
 impl PartialEq for FlowKey {
     #[inline(always)]
     fn eq(&self, o: &FlowKey) -> bool {
         let wide = |k: &FlowKey| {
-            let ports = u64::from(k.sport) | u64::from(k.dport) << 16 | u64::from(k.proto) << 32;
-            (u128::from_ne_bytes(k.src), u128::from_ne_bytes(k.dst), ports)
+            let [p0, p1, p2] = k._pad.map(u64::from);
+            let tail = u64::from(k.sport)
+                | u64::from(k.dport) << 16
+                | u64::from(k.proto) << 32
+                | p0 << 40
+                | p1 << 48
+                | p2 << 56;
+            (u128::from_ne_bytes(k.src), u128::from_ne_bytes(k.dst), tail)
         };
         let (a, b) = (wide(self), wide(o));
         ((a.0 ^ b.0) | (a.1 ^ b.1) | u128::from(a.2 ^ b.2)) == 0
