@@ -19,7 +19,8 @@ use super::stats::{parse_or_drop, WorkerStats};
 use super::{frag, Batch, Ctx, DropReason, PacketMeta, Stage, Verdict};
 use crate::config::MAX_BATCH;
 use crate::wire::addr::{is_v4_mapped, mapped, v4_of};
-use crate::wire::parse::{parse_simple, parse_simple_chain, FragKind, IpVersion};
+use crate::wire::ethernet::{ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::wire::parse::{parse_simple_as, parse_simple_chain, FragKind, IpVersion, Simple};
 
 /// Seconds between refreshes of a flow's other entry by steady traffic.
 const PEER_REFRESH_SECS: i32 = 5;
@@ -77,14 +78,22 @@ impl Stage for ConntrackStage {
             f.frag = FragKind::Whole;
             // The common shape finishes in its own branch: merged with the
             // general parser's answer, its key would go through the stack.
+            // Each family has its own copy of the parse and the hash.
             if p.more == 0 {
-                if let Some(s) = parse_simple(p.data) {
+                let simple = |s: Simple| {
                     f.family = if s.v6 { Family::V6 } else { Family::V4 };
                     f.l3 = s.l3_offset as u16;
                     f.l4 = s.l4_offset as u16;
                     f.tcp_flags = s.tcp_flags;
                     f.icmp_type = 0;
                     place_key(ctx, f, s.tuple);
+                };
+                let done = match p.data.get(12..14).map(|e| u16::from_be_bytes([e[0], e[1]])) {
+                    Some(ETHERTYPE_IPV4) => parse_simple_as(p.data, ETHERTYPE_IPV4).map(simple),
+                    Some(ETHERTYPE_IPV6) => parse_simple_as(p.data, ETHERTYPE_IPV6).map(simple),
+                    _ => None,
+                };
+                if done.is_some() {
                     return;
                 }
             }
