@@ -59,7 +59,7 @@ pub struct FlowKey {
 /// compare runs for every packet. The ports, protocol and (zero) padding
 /// are the key's last eight bytes in memory order, which the compiler
 /// reads as one load; without the padding it assembles them field by
-/// field (six instructions more a compare).
+/// field (three instructions more a packet, callgrind).
 impl PartialEq for FlowKey {
     #[inline(always)]
     fn eq(&self, o: &FlowKey) -> bool {
@@ -569,12 +569,13 @@ pub fn parse_simple(frame: &[u8]) -> Option<Simple> {
     simple_in(frame, 0, None)
 }
 
-/// [`parse_simple`] for a frame whose ethertype is `family` (IPv4 or IPv6,
-/// None for any other). Called once per family, each copy holds that
-/// family's parser alone, and what follows it is compiled for that
-/// family: an IPv4 key's constant upper address words stay constants
-/// through the hash and the key store (about ten instructions a packet
-/// of register spills, callgrind).
+/// [`parse_simple`] for a frame whose ethertype field the caller has read
+/// as `family`, which is not read again: None unless it is IPv4 or IPv6
+/// (and the frame the common shape). Called once per family, each copy
+/// holds that family's parser alone, and what follows it is compiled for
+/// that family: an IPv4 key's constant upper address words stay
+/// constants through the hash and the key store (callgrind: about ten
+/// instructions a packet of register spills saved).
 #[inline(always)]
 pub fn parse_simple_as(frame: &[u8], family: u16) -> Option<Simple> {
     simple_in(frame, 0, Some(family))
