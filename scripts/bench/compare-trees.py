@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""Times the pipeline benchmark of two or more trees side by side.
+
+Builds `cargo bench --bench pipeline` for each git revision given (each in
+a worktree and target directory of its own under target/compare-trees/;
+`.` is the working tree as it is), then runs the binaries in turn, round
+after round, pinned to one CPU, and prints the median of each row in
+ns/packet with its ratio to the first tree. Interleaving the trees in
+every round is what makes the ratio mean something on a shared machine:
+load that comes and goes hits each tree alike.
+
+  scripts/bench/compare-trees.py 91482dd .                 # the issue table's rows, 5 rounds
+  scripts/bench/compare-trees.py --rounds 7 --rows 'l4lb_v4/established/1k$' 91482dd HEAD
+  scripts/bench/compare-trees.py --instructions 91482dd .  # callgrind instructions a packet
+
+Stdlib only. Needs git, cargo, taskset; --instructions needs valgrind.
+"""
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+
+ISSUE_ROWS = (
+    r"^(baseline/l2fwd|l4lb_v4/established/(1k|1k_workers2|100k|1M)|l4lb_v4/new_flow/1k"
+    r"|l4lb_v6/established/1k|l4lb_nat46/established/1k_(4to6|6to4))$"
+)
+INSTRUCTION_ROWS = [
+    "l4lb_v4/established/1k",
+    "l4lb_v4/new_flow/1k",
+    "l4lb_nat46/established/1k_4to6",
+    "l4lb_nat46/established/1k_6to4",
+]
+# Packets a timed iteration carries (the benches' BATCH): criterion's time
+# is per iteration.
+BATCH = 64
+UNIT_NS = {"ps": 1e-3, "ns": 1.0, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, text=True, **kw)
+
+
+def repo_root():
+    return run(["git", "rev-parse", "--show-toplevel"], capture_output=True).stdout.strip()
+
+
+def build(root, work, rev):
+    """Builds the pipeline bench of `rev` ('.' = the working tree); returns
+    (label, path of a copy of the binary)."""
+    if rev == ".":
+        label = run(["git", "describe", "--always", "--dirty"], capture_output=True, cwd=root).stdout.strip()
+        tree, env = root, dict(os.environ)
+    else:
+        sha = run(["git", "rev-parse", "--short", rev + "^{commit}"], capture_output=True, cwd=root).stdout.strip()
+        label, tree = sha, os.path.join(work, "tree-" + sha)
+        if not os.path.isdir(tree):
+            run(["git", "worktree", "add", "--detach", tree, sha], cwd=root, stdout=subprocess.DEVNULL)
+        env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(work, "target-" + sha))
+    print(f"compare-trees: building {label} ...", file=sys.stderr, flush=True)
+    out = subprocess.run(
+        ["cargo", "bench", "--bench", "pipeline", "--no-run"], cwd=tree, env=env, text=True, capture_output=True
+    )
+    if out.returncode != 0:
+        sys.exit(f"compare-trees: building {label} failed:\n{out.stderr[-4000:]}")
+    found = re.findall(r"Executable benches/pipeline\.rs \((.*)\)", out.stderr)
+    if not found:
+        sys.exit(f"compare-trees: no bench binary in cargo's output for {label}")
+    exe = found[-1] if os.path.isabs(found[-1]) else os.path.join(tree, found[-1])
+    copy = os.path.join(work, "bench-" + label)
+    shutil.copy2(exe, copy)
+    return label, copy
+
+
+def parse_times(text):
+    """{row: ns/packet} from criterion's output (the middle estimate)."""
+    times, row = {}, None
+    for line in text.splitlines():
+        m = re.match(r"^(\S+/\S+)", line)
+        if m and not line.startswith(" "):
+            row = m.group(1)
+        if "%" in line:  # criterion's "change:" lines
+            continue
+        m = re.search(r"time:\s+\[\S+ \S+ (\S+) (\S+)", line)
+        if m and row:
+            times[row] = float(m.group(1)) * UNIT_NS[m.group(2)] / BATCH
+    return times
+
+
+def timed(args, work, bins):
+    rows_seen, samples = [], {}
+    for r in range(1, args.rounds + 1):
+        for label, exe in bins:
+            print(f"compare-trees: round {r}/{args.rounds}, {label}", file=sys.stderr, flush=True)
+            env = dict(os.environ, CRITERION_HOME=os.path.join(work, "criterion-" + label))
+            cmd = ["taskset", "-c", str(args.cpu), exe, "--bench", args.rows,
+                   "--measurement-time", str(args.measurement_time), "--warm-up-time", "1", "--noplot"]
+            out = run(cmd, env=env, capture_output=True).stdout
+            for row, ns in parse_times(out).items():
+                if row not in rows_seen:
+                    rows_seen.append(row)
+                samples.setdefault(row, {}).setdefault(label, []).append(ns)
+    labels = [label for label, _ in bins]
+    base = labels[0]
+    head = ["bench"] + labels + [f"{x} ÷ {base}" for x in labels[1:]]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" + "---:|" * (len(head) - 1))
+    for row in rows_seen:
+        med = {x: statistics.median(samples[row][x]) for x in labels if x in samples[row]}
+        cells = [f"{med[x]:.1f}" if x in med else "–" for x in labels]
+        ratios = [f"{med[x] / med[base]:.2f}" if x in med and base in med else "–" for x in labels[1:]]
+        print(f"| `{row}` | " + " | ".join(cells + ratios) + " |")
+    print()
+    for row in rows_seen:
+        for x in labels:
+            got = samples[row].get(x, [])
+            print(f"* `{row}` {x}: " + "/".join(f"{v:.1f}" for v in got))
+
+
+def instructions(work, bins, rows):
+    """Instructions a packet in `Pipeline::run`, inside criterion's timed loop."""
+    print("| bench | " + " | ".join(label for label, _ in bins) + " |")
+    print("|---|" + "---:|" * len(bins))
+    for row in rows:
+        cells = []
+        for label, exe in bins:
+            out = os.path.join(work, f"callgrind-{label}-{row.replace('/', '_')}.out")
+            if "new_flow" in row:  # timed by iter_custom, between table resets
+                toggles = ["--toggle-collect=*Bencher*iter_custom*", "--toggle-collect=*NewFlows*reset*"]
+            else:
+                toggles = ["--toggle-collect=criterion::bencher::Bencher<M>::iter*"]
+            print(f"compare-trees: callgrind {label} {row}", file=sys.stderr, flush=True)
+            run(["valgrind", "--tool=callgrind", *toggles, f"--callgrind-out-file={out}", exe,
+                 "--bench", row + "$", "--profile-time", "2"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cells.append(per_packet(out))
+        print(f"| `{row}` | " + " | ".join(cells) + " |")
+
+
+def per_packet(out):
+    """`Pipeline::run`'s inclusive count ÷ (its calls from the bench loop × BATCH)."""
+    text = run(["callgrind_annotate", "--inclusive=yes", "--tree=caller", out], capture_output=True).stdout
+    lines = text.splitlines()
+    star = re.compile(r"^\s*[\d,]+ \([\d. %]+\)\s+\*\s+(.*)$")
+    for i, line in enumerate(lines):
+        m = star.match(line)
+        if not m or not m.group(1).split(" [")[0].endswith("Pipeline::run"):
+            continue
+        total = calls = 0
+        j = i - 1
+        while j >= 0 and lines[j].strip():
+            c = re.search(r"\(([\d,]+)x\)", lines[j])
+            if c and "Bencher" in lines[j]:
+                calls += int(c.group(1).replace(",", ""))
+                total += int(lines[j].split()[0].replace(",", ""))
+            j -= 1
+        if calls:
+            return f"{total / calls / BATCH:.1f}"
+    return "–"
+
+
+def host():
+    try:
+        info = run(["lscpu"], capture_output=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown host"
+    fields = dict(re.findall(r"^([^:]+):\s+(.*)$", info, re.M))
+    return (f"{fields.get('Model name', '?')}, family {fields.get('CPU family', '?')}, "
+            f"model {fields.get('Model', '?')}, {fields.get('CPU(s)', '?')} CPUs")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("revs", nargs="+", metavar="REV", help="git revisions; '.' is the working tree; the first is the base")
+    p.add_argument("--rounds", type=int, default=5, help="rounds of every tree (default 5)")
+    p.add_argument("--rows", default=ISSUE_ROWS, help="criterion filter (default: the redesign issue's rows)")
+    p.add_argument("--measurement-time", type=int, default=3, help="criterion seconds a row (default 3)")
+    p.add_argument("--cpu", type=int, default=1, help="CPU to pin to (default 1)")
+    p.add_argument("--instructions", action="store_true",
+                   help="count instructions a packet with callgrind instead of timing (rows: "
+                   + ", ".join(INSTRUCTION_ROWS) + ")")
+    args = p.parse_args()
+    if len(args.revs) < 2 and not args.instructions:
+        p.error("give at least two trees to compare, e.g. 91482dd .")
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    for tool in ["git", "cargo", "taskset"] + (["valgrind", "callgrind_annotate"] if args.instructions else []):
+        if shutil.which(tool) is None:
+            sys.exit(f"compare-trees: {tool} not found (valgrind: apt-get install valgrind)")
+    root = repo_root()
+    # Worktrees of an earlier run whose directories `cargo clean` removed.
+    run(["git", "worktree", "prune"], cwd=root)
+    work = os.path.join(root, "target", "compare-trees")
+    os.makedirs(work, exist_ok=True)
+    bins = []
+    for rev in args.revs:
+        label, exe = build(root, work, rev)
+        if any(label == seen for seen, _ in bins):
+            sys.exit(f"compare-trees: {rev} is {label}, given twice")
+        bins.append((label, exe))
+    print(f"Host: {host()}.\n")
+    if args.instructions:
+        instructions(work, bins, INSTRUCTION_ROWS)
+    else:
+        timed(args, work, bins)
+
+
+if __name__ == "__main__":
+    main()
