@@ -5,6 +5,7 @@
 use super::flow::FlowKind;
 use super::{Batch, Ctx, DropReason, PacketMeta, Stage, Verdict};
 use crate::wire::addr::mapped;
+use crate::wire::ethernet::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 
 /// Sends an answer an earlier stage built (an ICMP error, an RST) back to
 /// its sender, within the worker's error rate: the builder addressed the
@@ -36,16 +37,11 @@ pub(super) fn send_back(meta: &mut PacketMeta, data: &mut [u8], port_macs: &[[u8
 /// past one VLAN tag; all zero when the frame is not IP (every answer is,
 /// so that never spends a real destination's errors).
 fn answer_destination(frame: &[u8]) -> [u8; 16] {
-    let mut at = 12;
-    let mut ethertype = frame.get(at..at + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-    if ethertype == 0x8100 || ethertype == 0x88a8 {
-        at += 4;
-        ethertype = frame.get(at..at + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
-    }
-    let ip = at + 2;
-    match ethertype {
-        0x0800 => frame.get(ip + 16..ip + 20).and_then(|a| a.try_into().ok()).map_or([0; 16], mapped),
-        0x86dd => frame.get(ip + 24..ip + 40).and_then(|a| a.try_into().ok()).unwrap_or([0; 16]),
+    let Ok(eth) = ethernet::Frame::new_checked(frame) else { return [0; 16] };
+    let ip = eth.payload();
+    match eth.ethertype() {
+        ETHERTYPE_IPV4 => ip.get(16..20).and_then(|a| a.try_into().ok()).map_or([0; 16], mapped),
+        ETHERTYPE_IPV6 => ip.get(24..40).and_then(|a| a.try_into().ok()).unwrap_or([0; 16]),
         _ => [0; 16],
     }
 }
@@ -106,5 +102,31 @@ impl Stage for L2Stage {
             macs[6..].copy_from_slice(&src);
             p.meta.verdict = Verdict::Forward(port);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The answer's destination is read past one VLAN tag, in 16-byte form.
+    #[test]
+    fn answer_destination_reads_past_a_tag() {
+        let v4 = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6]).ipv4([10, 0, 0, 1], [192, 0, 2, 7], 64);
+        let mut f = Vec::new();
+        v4.udp(1, 2).write(&mut f, &[]).unwrap();
+        assert_eq!(answer_destination(&f), mapped([192, 0, 2, 7]));
+        // The same frame with an 802.1Q tag after the MACs.
+        let mut tagged = f[..12].to_vec();
+        tagged.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+        tagged.extend_from_slice(&f[12..]);
+        assert_eq!(answer_destination(&tagged), mapped([192, 0, 2, 7]));
+        let v6 = etherparse::PacketBuilder::ethernet2([2; 6], [4; 6]).ipv6([1; 16], [9; 16], 64);
+        let mut g = Vec::new();
+        v6.udp(1, 2).write(&mut g, &[]).unwrap();
+        assert_eq!(answer_destination(&g), [9; 16]);
+        assert_eq!(answer_destination(&f[..20]), [0; 16], "cut short: no destination");
+        tagged[16..18].copy_from_slice(&[0x08, 0x06]); // ARP
+        assert_eq!(answer_destination(&tagged), [0; 16]);
     }
 }
