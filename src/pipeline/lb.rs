@@ -694,9 +694,6 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16, slot: usize) -> Result<(
     let backend = *svc.backends.get(usize::from(b)).ok_or(DropReason::NoBackend)?;
     let (sid, bid) = (ServiceId::new(svc.id), BackendId::new(backend.id));
     let k = f.key;
-    // Replies come back as (backend → SNAT or client) and are rewritten to
-    // (VIP → client).
-    let reply = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
     let b = if is_v4_mapped(&k.dst) && !is_v4_mapped(&backend.addr) {
         // NAT46 (IPv4 VIP, IPv6 backend): the client appears to the backend
         // as prefix + its IPv4 address, so its own address keeps flows apart.
@@ -707,14 +704,14 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16, slot: usize) -> Result<(
             dst: backend.addr,
             dport: backend.port,
         };
-        Binding { orig, reply, flags: EntryFlags::TO6, reply_flags: EntryFlags::TO4, sid, bid, snat: None }
+        Binding { orig, flags: EntryFlags::TO6, reply_flags: EntryFlags::TO4, sid, bid, snat: None }
     } else if svc.dsr {
         // The packet leaves as it came, to the backend's MAC: the binding
         // is the identity, and the reply entry (never hit, replies go
         // straight to the client) only carries the flow's lifetime.
         let orig = NatBinding { src: k.src, sport: k.sport, dst: k.dst, dport: k.dport };
         let flags = EntryFlags::DSR;
-        Binding { orig, reply, flags, reply_flags: flags, sid, bid, snat: None }
+        Binding { orig, flags, reply_flags: flags, sid, bid, snat: None }
     } else {
         let snat = match svc.snat_pool {
             Some(pool) => {
@@ -730,7 +727,7 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16, slot: usize) -> Result<(
             dport: backend.port,
         };
         let snat_flag = if snat.is_some() { EntryFlags::SNAT } else { EntryFlags::NONE };
-        Binding { orig, reply, flags: snat_flag, reply_flags: snat_flag, sid, bid, snat }
+        Binding { orig, flags: snat_flag, reply_flags: snat_flag, sid, bid, snat }
     };
     install_via(ctx, f, b, backend.mac)
 }
@@ -755,12 +752,10 @@ fn create_nat64(ctx: &mut Ctx, f: &mut FlowMeta) -> Result<(), DropReason> {
     // ICMP echo: the identifier plays both ports' role (RFC 6146 §3.5.3).
     let dport = if k.proto == proto::ICMPV6 { port } else { k.dport };
     let orig = NatBinding { src: addr, sport: port, dst: mapped(server), dport };
-    let reply = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
     let flags = EntryFlags::SNAT | EntryFlags::ALT_TIMEOUTS;
     // A NAT64 session belongs to no service: its traffic is counted under none.
     let b = Binding {
         orig,
-        reply,
         flags: EntryFlags::TO4 | flags,
         reply_flags: EntryFlags::TO6 | flags,
         sid: None,
@@ -798,17 +793,9 @@ fn create_hairpin(
     let (addr, port) = p.alloc_bound(&client, f.hash).ok_or(DropReason::SnatExhausted)?;
     p.hold(&to, k.dport);
     let orig = NatBinding { src: prefix.embed(v4_of(&addr)), sport: port, dst: peer.addr, dport: peer.port };
-    let reply = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
     let flags = EntryFlags::SNAT | EntryFlags::ALT_TIMEOUTS | EntryFlags::HAIRPIN;
-    let b = Binding {
-        orig,
-        reply,
-        flags,
-        reply_flags: flags,
-        sid: None,
-        bid: None,
-        snat: Some((pool, (addr, port))),
-    };
+    let b =
+        Binding { orig, flags, reply_flags: flags, sid: None, bid: None, snat: Some((pool, (addr, port))) };
     install(ctx, f, b).inspect_err(|_| {
         if let Some(p) = ctx.snat.get_mut(usize::from(pool)) {
             p.release(&to, k.dport);
@@ -829,10 +816,11 @@ pub fn hairpin_pairs(reply: &Entry, prefix: &crate::nat46::Prefix64) -> Option<[
     ])
 }
 
-/// A new flow's two directions.
+/// A new flow's two directions. The reply direction's rewrite is always
+/// back to the packet as the client sent it, reversed ((VIP → client) for
+/// a service's flow): [`install_via`] derives it from the key.
 struct Binding {
     orig: NatBinding,
-    reply: NatBinding,
     flags: EntryFlags,
     reply_flags: EntryFlags,
     sid: Option<ServiceId>,
@@ -886,13 +874,14 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: Option<[u8; 6]>
     let reply_key = k.peer(&b.orig, b.flags);
     let reply_at = ctx.conntrack.place(reply_key.hash());
     ctx.conntrack.prefetch_at(reply_at);
-    // The reply direction undoes the original one's rewrite within one
-    // family: its change is the original's, summed the other way.
-    let undoes = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport } == b.reply;
-    let reply_sums = if undoes && b.flags.xlat() == Xlat::None && b.reply_flags.xlat() == Xlat::None {
+    // Replies are rewritten to the packet as the client sent it, reversed.
+    let reply_nat = NatBinding { src: k.dst, sport: k.dport, dst: k.src, dport: k.sport };
+    // Within one family that undoes the original rewrite: its change is
+    // the original's, summed the other way.
+    let reply_sums = if b.flags.xlat() == Xlat::None && b.reply_flags.xlat() == Xlat::None {
         value.sums.reversed()
     } else {
-        sums(&reply_key, &b.reply, b.reply_flags)
+        sums(&reply_key, &reply_nat, b.reply_flags)
     };
     let state = match ctx.conntrack.insert_at(k, f.place, value, now) {
         Ok(e) => match k.proto {
@@ -910,7 +899,7 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: Option<[u8; 6]>
     let reply = FlowValue {
         backend: b.bid,
         service: b.sid,
-        nat: b.reply,
+        nat: reply_nat,
         sums: reply_sums,
         flags: EntryFlags::REPLY | b.reply_flags | EntryFlags::NOTIFY_ON_DEATH,
         next_hop,
