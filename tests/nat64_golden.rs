@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use etherparse::icmpv6::DestUnreachableCode;
 use etherparse::{Icmpv6Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use shunt::pipeline::conntrack::{ConnTable, FullPolicy};
 use shunt::pipeline::{DropReason, Verdict};
 
 use shunt_testkit::addrs::wkp;
@@ -266,6 +267,40 @@ fn hairpin_to_a_pool_port_without_a_binding_is_dropped_and_counted() {
     assert_eq!(h.run_one(&tcp).0, Verdict::Drop(DropReason::Untranslatable), "bound over UDP, not TCP");
     assert_eq!(h.detail("untranslatable/hairpin"), 2);
     assert_eq!((h.ctx.snat[0].available(), h.ctx.conntrack.len()), (free, sessions));
+}
+
+/// A hairpinned session the table has no room for takes nothing: the
+/// sender's new binding and the hold on the receiver's are both given back.
+#[test]
+fn a_hairpin_refused_for_a_full_table_gives_both_pairs_back() {
+    let mut h = nat64();
+    let t = *h.ctx.conntrack.timeouts();
+    h.ctx.conntrack = ConnTable::new(16, t, FullPolicy::Drop);
+    let t = bind_udp(&mut h, B, 5000);
+    // Fill the table with answered (so never dropped early) sessions of B's.
+    for port in 1000.. {
+        let out = h.run_one(&udp6(B, 5000, wkp(SERVER1), port, 64, b"query"));
+        if out.0 == Verdict::Drop(DropReason::ConntrackFull) {
+            break;
+        }
+        let answer = w(|v| {
+            PacketBuilder::ethernet2(V4_HOP_MAC, PORT1_MAC)
+                .ipv4(SERVER1, POOL, 60)
+                .udp(port, t)
+                .write(v, b"answer")
+                .unwrap()
+        });
+        assert_eq!(h.run_one(&answer).0, Verdict::Forward(0));
+    }
+    let (free, bindings, sessions) =
+        (h.ctx.snat[0].available(), h.ctx.snat[0].bindings(), h.ctx.conntrack.len());
+    let got = h.run_one(&udp6(A, 6000, wkp(POOL), t, 64, b"hello B"));
+    assert_eq!(got.0, Verdict::Drop(DropReason::ConntrackFull));
+    assert_eq!(
+        (h.ctx.snat[0].available(), h.ctx.snat[0].bindings(), h.ctx.conntrack.len()),
+        (free, bindings, sessions),
+        "A's pair is free again and A is bound to nothing"
+    );
 }
 
 /// Bindings are not stored: a restart rebuilds them from the sessions it

@@ -713,21 +713,21 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16, slot: usize) -> Result<(
         let flags = EntryFlags::DSR;
         Binding { orig, flags, reply_flags: flags, sid, bid, snat: None }
     } else {
-        let snat = match svc.snat_pool {
+        match svc.snat_pool {
+            // Full NAT: the flow's source is a pair from the pool.
             Some(pool) => {
                 let p = ctx.snat.get_mut(usize::from(pool)).ok_or(DropReason::SnatExhausted)?;
-                Some((pool, p.alloc(f.hash).ok_or(DropReason::SnatExhausted)?))
+                let (src, sport) = p.alloc(f.hash).ok_or(DropReason::SnatExhausted)?;
+                let orig = NatBinding { src, sport, dst: backend.addr, dport: backend.port };
+                let flags = EntryFlags::SNAT;
+                Binding { orig, flags, reply_flags: flags, sid, bid, snat: Some(pool) }
             }
-            None => None,
-        };
-        let orig = NatBinding {
-            src: snat.map_or(k.src, |(_, (a, _))| a),
-            sport: snat.map_or(k.sport, |(_, (_, p))| p),
-            dst: backend.addr,
-            dport: backend.port,
-        };
-        let snat_flag = if snat.is_some() { EntryFlags::SNAT } else { EntryFlags::NONE };
-        Binding { orig, flags: snat_flag, reply_flags: snat_flag, sid, bid, snat }
+            None => {
+                let orig = NatBinding { src: k.src, sport: k.sport, dst: backend.addr, dport: backend.port };
+                let flags = EntryFlags::NONE;
+                Binding { orig, flags, reply_flags: flags, sid, bid, snat: None }
+            }
+        }
     };
     install_via(ctx, f, b, backend.mac)
 }
@@ -760,7 +760,7 @@ fn create_nat64(ctx: &mut Ctx, f: &mut FlowMeta) -> Result<(), DropReason> {
         reply_flags: EntryFlags::TO6 | flags,
         sid: None,
         bid: None,
-        snat: Some((pool, (addr, port))),
+        snat: Some(pool),
     };
     install(ctx, f, b)
 }
@@ -794,10 +794,12 @@ fn create_hairpin(
     p.hold(&to, k.dport);
     let orig = NatBinding { src: prefix.embed(v4_of(&addr)), sport: port, dst: peer.addr, dport: peer.port };
     let flags = EntryFlags::SNAT | EntryFlags::ALT_TIMEOUTS | EntryFlags::HAIRPIN;
-    let b =
-        Binding { orig, flags, reply_flags: flags, sid: None, bid: None, snat: Some((pool, (addr, port))) };
+    // `orig`'s source is the pair embedded in the prefix: both pairs are
+    // given back here, not by `install`, if the session cannot be made.
+    let b = Binding { orig, flags, reply_flags: flags, sid: None, bid: None, snat: None };
     install(ctx, f, b).inspect_err(|_| {
         if let Some(p) = ctx.snat.get_mut(usize::from(pool)) {
+            p.release(&addr, port);
             p.release(&to, k.dport);
         }
     })
@@ -825,7 +827,9 @@ struct Binding {
     reply_flags: EntryFlags,
     sid: Option<ServiceId>,
     bid: Option<BackendId>,
-    snat: Option<(u16, ([u8; 16], u16))>,
+    /// The SNAT pool `orig`'s source (address, port) was taken from, given
+    /// back if the flow cannot be installed.
+    snat: Option<u16>,
 }
 
 /// Inserts both entries of a new flow and sets up `f` to be rewritten.
@@ -843,10 +847,8 @@ fn install_via(ctx: &mut Ctx, f: &mut FlowMeta, b: Binding, hop: Option<[u8; 6]>
     let k = f.key;
     let now = ctx.now;
     let free_port = |ctx: &mut Ctx| {
-        if let Some((pool, (a, p))) = b.snat {
-            if let Some(pool) = ctx.snat.get_mut(usize::from(pool)) {
-                pool.release(&a, p);
-            }
+        if let Some(pool) = b.snat.and_then(|p| ctx.snat.get_mut(usize::from(p))) {
+            pool.release(&b.orig.src, b.orig.sport);
         }
     };
     // Cache the backend's MAC with the snapshot generation it came from.
