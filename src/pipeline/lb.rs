@@ -691,9 +691,10 @@ fn join_opened(ctx: &mut Ctx, m: &mut PacketMeta, f: &mut FlowMeta, more: u32) -
 fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16, slot: usize) -> Result<(), DropReason> {
     let svc = ctx.services.list.get(usize::from(s)).ok_or(DropReason::NoFlow)?;
     let b = svc.maglev.at(slot).ok_or(DropReason::NoBackend)?;
-    let backend = *svc.backends.get(usize::from(b)).ok_or(DropReason::NoBackend)?;
+    let backend = svc.backends.get(usize::from(b)).ok_or(DropReason::NoBackend)?;
+    let hop = backend.mac;
     let (sid, bid) = (ServiceId::new(svc.id), BackendId::new(backend.id));
-    let k = f.key;
+    let k = &f.key;
     let b = if is_v4_mapped(&k.dst) && !is_v4_mapped(&backend.addr) {
         // NAT46 (IPv4 VIP, IPv6 backend): the client appears to the backend
         // as prefix + its IPv4 address, so its own address keeps flows apart.
@@ -729,7 +730,7 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16, slot: usize) -> Result<(
             }
         }
     };
-    install_via(ctx, f, b, backend.mac)
+    install_via(ctx, f, b, hop)
 }
 
 //= https://www.rfc-editor.org/rfc/rfc6146#section-3.5.1
