@@ -849,12 +849,37 @@ impl ConnTable {
     // for misses.
     #[inline(always)]
     fn find(&self, key: &FlowKey, b1: usize, b2: usize, tag: u32) -> Option<(usize, usize)> {
+        self.find_by(key, b1, b2, tag, |e, k| e == k)
+    }
+
+    /// [`Self::find`] for a key being inserted, which rarely has an entry:
+    /// the compare, run only on a tag match, is a call, so the key is not
+    /// loaded (and its words kept in registers or spilled) before the loop,
+    /// as the inlined compare's loads are, for nothing.
+    #[inline(always)]
+    fn find_new(&self, key: &FlowKey, b1: usize, b2: usize, tag: u32) -> Option<(usize, usize)> {
+        #[inline(never)]
+        fn same(e: &FlowKey, k: &FlowKey) -> bool {
+            e == k
+        }
+        self.find_by(key, b1, b2, tag, same)
+    }
+
+    #[inline(always)]
+    fn find_by(
+        &self,
+        key: &FlowKey,
+        b1: usize,
+        b2: usize,
+        tag: u32,
+        same: impl Fn(&FlowKey, &FlowKey) -> bool,
+    ) -> Option<(usize, usize)> {
         for b in [b1, b2] {
             let mut m = self.tags[b].matching(tag);
             while m != 0 {
                 let w = m.trailing_zeros() as usize;
                 m &= m - 1;
-                if self.entries[b * WAYS + w].key == *key {
+                if same(&self.entries[b * WAYS + w].key, key) {
                     return Some((b, w));
                 }
             }
@@ -943,7 +968,7 @@ impl ConnTable {
         spare: Option<&FlowKey>,
     ) -> Result<&mut Entry, InsertError> {
         let (b1, b2, tag) = (at.b1 as usize, at.b2 as usize, at.tag);
-        if let Some((b, w)) = self.find(&key, b1, b2, tag) {
+        if let Some((b, w)) = self.find_new(&key, b1, b2, tag) {
             return self.insert_over(b, w, tag, key, &value, now);
         }
         // The first bucket while it has a free way, then the second: a
