@@ -955,9 +955,10 @@ impl ConnTable {
         self.insert_sparing(key, at, value, now, Some(sibling))
     }
 
-    // The common case inline in its two callers (a free way, no entry of
-    // the key): a call with the whole `FlowValue` passed through memory cost
-    // a new flow about 30 instructions an entry. The rest is out of line.
+    // Inline in its callers: the slot is claimed first and the entry
+    // written after, so the value is built where it is stored; passed to
+    // the out-of-line cases as well, it went through the stack field by
+    // field (about 30 instructions an entry).
     #[inline(always)]
     fn insert_sparing(
         &mut self,
@@ -967,9 +968,26 @@ impl ConnTable {
         now: Tick,
         spare: Option<&FlowKey>,
     ) -> Result<&mut Entry, InsertError> {
+        let i = self.claim(&key, at, now, spare)?;
+        let e = &mut self.entries[i];
+        e.fill(key, &value, now);
+        Ok(e)
+    }
+
+    /// The slot `key`'s new entry goes to: its old entry's (a live one is
+    /// overwritten, an expired one dies and is reborn there), else a free
+    /// way, else one made free. The caller fills it.
+    #[inline(always)]
+    fn claim(
+        &mut self,
+        key: &FlowKey,
+        at: Place,
+        now: Tick,
+        spare: Option<&FlowKey>,
+    ) -> Result<usize, InsertError> {
         let (b1, b2, tag) = (at.b1 as usize, at.b2 as usize, at.tag);
-        if let Some((b, w)) = self.find_new(&key, b1, b2, tag) {
-            return self.insert_over(b, w, tag, key, &value, now);
+        if let Some((b, w)) = self.find_new(key, b1, b2, tag) {
+            return self.claim_own(b, w, tag, now);
         }
         // The first bucket while it has a free way, then the second: a
         // lookup reads the first bucket's tags and, for nearly every key,
@@ -980,42 +998,24 @@ impl ConnTable {
             (free != 0).then(|| (b, free.trailing_zeros() as usize))
         });
         let Some((b, w)) = free else {
-            return self.insert_making_room(b1, b2, tag, key, &value, now, spare);
+            return self.make_room(b1, b2, tag, now, spare);
         };
-        Ok(self.occupy(b, w, tag, key, &value, now))
+        Ok(self.occupy(b, w, tag))
     }
 
-    /// Fills the free slot (bucket `b`, way `w`) with a new entry.
+    /// Takes the free slot (bucket `b`, way `w`) for a new entry tagged `tag`.
     #[inline(always)]
-    fn occupy(
-        &mut self,
-        b: usize,
-        w: usize,
-        tag: u32,
-        key: FlowKey,
-        value: &FlowValue,
-        now: Tick,
-    ) -> &mut Entry {
+    fn occupy(&mut self, b: usize, w: usize, tag: u32) -> usize {
         self.tags[b].0[w] = tag;
         self.len += 1;
         self.counters.inserts += 1;
-        let i = b * WAYS + w;
-        self.entries[i].fill(key, value, now);
-        &mut self.entries[i]
+        b * WAYS + w
     }
 
-    /// An insert whose key has an entry at (bucket `b`, way `w`): a live
-    /// one is overwritten, an expired one dies and is reborn in place.
+    /// The slot of an insert whose key has an entry at (bucket `b`, way
+    /// `w`): a live one is overwritten, an expired one dies and is reborn.
     #[inline(never)]
-    fn insert_over(
-        &mut self,
-        b: usize,
-        w: usize,
-        tag: u32,
-        key: FlowKey,
-        value: &FlowValue,
-        now: Tick,
-    ) -> Result<&mut Entry, InsertError> {
+    fn claim_own(&mut self, b: usize, w: usize, tag: u32, now: Tick) -> Result<usize, InsertError> {
         let i = b * WAYS + w;
         if self.entries[i].expired(&self.limits, self.unassured_cap(), now) {
             // Died and reborn in place: its owner must still hear of it.
@@ -1024,11 +1024,10 @@ impl ConnTable {
                 return Err(InsertError::Full);
             }
             self.counters.expired += 1;
-            return Ok(self.occupy(b, w, tag, key, value, now));
+            return Ok(self.occupy(b, w, tag));
         }
         self.counters.updates += 1;
-        self.entries[i].fill(key, value, now);
-        Ok(&mut self.entries[i])
+        Ok(i)
     }
 
     /// An insert whose buckets are both full: expired entries there are
@@ -1036,17 +1035,14 @@ impl ConnTable {
     /// decides (early drop of an unassured entry, eviction, or refusal).
     #[cold]
     #[inline(never)]
-    #[allow(clippy::too_many_arguments)]
-    fn insert_making_room(
+    fn make_room(
         &mut self,
         b1: usize,
         b2: usize,
         tag: u32,
-        key: FlowKey,
-        value: &FlowValue,
         now: Tick,
         spare: Option<&FlowKey>,
-    ) -> Result<&mut Entry, InsertError> {
+    ) -> Result<usize, InsertError> {
         let cap = self.unassured_cap();
         let mut slot = None;
         // Reclaim expired ones, remember the oldest live unassured one and
@@ -1104,7 +1100,7 @@ impl ConnTable {
             self.counters.insert_failed_full += 1;
             return Err(InsertError::Full);
         };
-        Ok(self.occupy(b, w, tag, key, value, now))
+        Ok(self.occupy(b, w, tag))
     }
 
     /// One-step cuckoo displacement: moves some entry of `b1`/`b2` to its
