@@ -585,8 +585,7 @@ impl Stage for MaglevStage {
             match created {
                 Ok(()) => {
                     opened.add(f.hash);
-                    ctx.stats.flow_started(f.service, f.backend);
-                    ctx.stats.packet(f.service, f.backend, m.len + batch.more[i]);
+                    ctx.stats.flow_started_by(f.service, f.backend, m.len + batch.more[i]);
                 }
                 Err(DropReason::SnatExhausted) => {
                     // Answered below (the answer may need the whole frame);

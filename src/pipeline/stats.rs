@@ -153,11 +153,15 @@ impl WorkerStats {
         });
     }
 
+    /// A new flow, and [`Self::packet`] for the packet that opened it:
+    /// one look-up of each counter set for both.
     #[inline]
-    pub fn flow_started(&self, service: Option<ServiceId>, backend: Option<BackendId>) {
+    pub fn flow_started_by(&self, service: Option<ServiceId>, backend: Option<BackendId>, bytes: u32) {
         self.each(service, backend, |s| {
             s.new_flows.add(1);
             s.active_flows.add(1);
+            s.packets.add(1);
+            s.bytes.add(u64::from(bytes));
         });
     }
 
