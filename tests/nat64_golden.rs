@@ -73,6 +73,18 @@ fn udp_frame<'a>(
     Frame { smac: ANY_MAC, dmac: PORT0_MAC, ttl, sport, dport, payload: body, ..Frame::new(src, dst) }
 }
 
+/// A UDP/IPv4 datagram from `server` to the pool's `port`, arriving on the
+/// IPv4 side.
+fn udp4_in(server: [u8; 4], sport: u16, port: u16, body: &[u8]) -> Vec<u8> {
+    w(|v| {
+        PacketBuilder::ethernet2(V4_HOP_MAC, PORT1_MAC)
+            .ipv4(server, POOL, 60)
+            .udp(sport, port)
+            .write(v, body)
+            .unwrap()
+    })
+}
+
 /// Source address and port of a UDP or TCP frame.
 fn source(frame: &[u8]) -> (Vec<u8>, u16) {
     let p = SlicedPacket::from_ethernet(frame).unwrap();
@@ -115,13 +127,7 @@ fn one_client_port_gets_one_pool_port_for_every_destination() {
     assert_eq!(h.ctx.snat[0].bindings(), 1, "one binding");
     // Both servers' answers reach the client through the one binding.
     for (server, sport) in [(SERVER1, 53), (SERVER2, 123)] {
-        let answer = w(|v| {
-            PacketBuilder::ethernet2(V4_HOP_MAC, PORT1_MAC)
-                .ipv4(server, POOL, 60)
-                .udp(sport, t)
-                .write(v, b"answer")
-                .unwrap()
-        });
+        let answer = udp4_in(server, sport, t, b"answer");
         let want = udp6_out(wkp(server), sport, A, 40000, 59, b"answer");
         assert_frame(&h.run_one(&answer), 0, &want, "answer");
     }
@@ -130,13 +136,7 @@ fn one_client_port_gets_one_pool_port_for_every_destination() {
     assert_ne!(u, t);
     // Filtering stays address-and-port dependent for IPv4 peers: a third
     // server may not use the binding it never was sent to.
-    let stranger = w(|v| {
-        PacketBuilder::ethernet2(V4_HOP_MAC, PORT1_MAC)
-            .ipv4([192, 0, 2, 99], POOL, 60)
-            .udp(53, t)
-            .write(v, b"hello?")
-            .unwrap()
-    });
+    let stranger = udp4_in([192, 0, 2, 99], 53, t, b"hello?");
     assert_eq!(h.run_one(&stranger).0, Verdict::Drop(DropReason::NoFlow));
 }
 
@@ -283,14 +283,7 @@ fn a_hairpin_refused_for_a_full_table_gives_both_pairs_back() {
         if out.0 == Verdict::Drop(DropReason::ConntrackFull) {
             break;
         }
-        let answer = w(|v| {
-            PacketBuilder::ethernet2(V4_HOP_MAC, PORT1_MAC)
-                .ipv4(SERVER1, POOL, 60)
-                .udp(port, t)
-                .write(v, b"answer")
-                .unwrap()
-        });
-        assert_eq!(h.run_one(&answer).0, Verdict::Forward(0));
+        assert_eq!(h.run_one(&udp4_in(SERVER1, port, t, b"answer")).0, Verdict::Forward(0));
     }
     let (free, bindings, sessions) =
         (h.ctx.snat[0].available(), h.ctx.snat[0].bindings(), h.ctx.conntrack.len());
