@@ -58,15 +58,16 @@ def build(root, work, rev):
         label, tree = sha, os.path.join(work, "tree-" + sha)
         if not os.path.isdir(tree):
             run(["git", "worktree", "add", "--detach", tree, sha], cwd=root, stdout=subprocess.DEVNULL)
-            # A tree from before the workspace is one package with no
-            # [workspace] table: cargo would take the checkout's manifest,
-            # above it, for its workspace and refuse to build it.
-            manifest = os.path.join(tree, "Cargo.toml")
-            with open(manifest) as f:
-                own = any(line.strip() == "[workspace]" for line in f)
-            if not own:
-                with open(manifest, "a") as f:
-                    f.write("\n[workspace]\n")
+        # A tree from before the workspace is one package with no
+        # [workspace] table: cargo would take the checkout's manifest,
+        # above it, for its workspace and refuse to build it. Checked on
+        # every run, so a worktree left by an older run is mended too.
+        manifest = os.path.join(tree, "Cargo.toml")
+        with open(manifest) as f:
+            own = any(line.strip() == "[workspace]" for line in f)
+        if not own:
+            with open(manifest, "a") as f:
+                f.write("\n[workspace]\n")
         env = dict(os.environ, CARGO_TARGET_DIR=os.path.join(work, "target-" + sha))
     print(f"compare-trees: building {label} ...", file=sys.stderr, flush=True)
     out = subprocess.run(
