@@ -2,7 +2,8 @@
 //! crate, none between the modules of `src/pipeline/`. Edges are read from
 //! the source (`crate::m`, and `super::m` inside the pipeline), test code
 //! and comments left out. A cycle is reported with every module in it.
-//! Read the same way: no library module uses `anyhow`.
+//! Read the same way: no library module uses `anyhow`, and none returns
+//! a `String` (or a boxed `dyn Error`) as its error.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -163,6 +164,61 @@ fn only_main_uses_anyhow() {
         .collect();
     assert!(files.len() > 50, "files read: {}", files.len());
     assert!(users.is_empty(), "library files using anyhow: {users:?}");
+}
+
+/// The error types of every `Result<T, E>` written in `text`.
+fn result_errors(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (at, _) in text.match_indices("Result<") {
+        let args = &text[at + "Result<".len()..];
+        let (mut depth, mut comma, mut end) = (0usize, None, None);
+        for (i, c) in args.char_indices() {
+            match c {
+                '<' | '(' | '[' => depth += 1,
+                '>' | ')' | ']' if depth == 0 => {
+                    end = Some(i);
+                    break;
+                }
+                '>' | ')' | ']' => depth -= 1,
+                ',' if depth == 0 => comma = Some(i),
+                _ => {}
+            }
+        }
+        if let (Some(c), Some(e)) = (comma, end) {
+            out.push(args[c + 1..e].split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+    }
+    out
+}
+
+/// The library's errors are types: a caller matches on what failed
+/// instead of parsing a message.
+#[test]
+fn library_errors_are_not_strings() {
+    let src = src();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let untyped: Vec<(PathBuf, String)> = files
+        .iter()
+        .filter(|f| **f != src.join("main.rs"))
+        .flat_map(|f| {
+            let errors = result_errors(&code(&std::fs::read_to_string(f).unwrap()));
+            errors
+                .into_iter()
+                .filter(|e| e == "String" || e.starts_with("Box<dyn"))
+                .map(|e| (f.clone(), e))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(untyped.is_empty(), "library functions with untyped errors: {untyped:#?}");
+}
+
+#[test]
+fn the_error_reader_reads_results() {
+    let text = "fn a() -> Result<HashMap<String, String>, ConfigError> {}\n\
+                fn b(x: &str) -> Result<(u8, Vec<u16>), String> {}\n\
+                fn c() -> io::Result<()> {}";
+    assert_eq!(result_errors(text), ["ConfigError", "String"]);
 }
 
 #[test]

@@ -10,6 +10,7 @@ use crate::dataplane::Dataplane;
 use crate::pipeline::conntrack::{ConnState, Entry, Tick};
 use crate::pipeline::flow::EntryFlags;
 use crate::pipeline::services::{ip_of, Services};
+use crate::telemetry::conns::DumpError;
 use crate::telemetry::stats::endpoint;
 
 /// Rows returned when the request names no limit.
@@ -75,15 +76,28 @@ const STATES: &[&str] = &[
     "generic",
 ];
 
+/// Why a connection listing was refused or cut short.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error("--{what} `{given}` is not an address or address:port")]
+    BadEndpoint { what: &'static str, given: String },
+    #[error("unknown state `{0}` (one of {states})", states = STATES.join(", "))]
+    UnknownState(String),
+    #[error("no service `{0}`")]
+    NoService(String),
+    #[error("worker {worker}: {source}")]
+    Worker { worker: usize, source: DumpError },
+}
+
 /// An address, or an address:port ([v6]:port), to match endpoints against.
-fn matcher(what: &str, s: &str) -> Result<(IpAddr, Option<u16>), String> {
+fn matcher(what: &'static str, s: &str) -> Result<(IpAddr, Option<u16>), ListError> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok((a.ip(), Some(a.port())));
     }
     s.trim_matches(|c| c == '[' || c == ']')
         .parse::<IpAddr>()
         .map(|ip| (ip, None))
-        .map_err(|_| format!("--{what} `{s}` is not an address or address:port"))
+        .map_err(|_| ListError::BadEndpoint { what, given: s.to_string() })
 }
 
 fn matches(m: &Option<(IpAddr, Option<u16>)>, ip: IpAddr, port: u16) -> bool {
@@ -93,7 +107,7 @@ fn matches(m: &Option<(IpAddr, Option<u16>)>, ip: IpAddr, port: u16) -> bool {
     }
 }
 
-pub fn list(dp: &mut Dataplane, services: &Services, f: &Filter) -> Result<serde_json::Value, String> {
+pub fn list(dp: &mut Dataplane, services: &Services, f: &Filter) -> Result<serde_json::Value, ListError> {
     let backend = f.backend.as_deref().map(|b| matcher("backend", b)).transpose()?;
     let client = f.client.as_deref().map(|c| matcher("client", c)).transpose()?;
     let state = match &f.state {
@@ -101,14 +115,14 @@ pub fn list(dp: &mut Dataplane, services: &Services, f: &Filter) -> Result<serde
         Some(s) => {
             let s = s.to_ascii_lowercase();
             if !STATES.contains(&s.as_str()) {
-                return Err(format!("unknown state `{s}` (one of {})", STATES.join(", ")));
+                return Err(ListError::UnknownState(s));
             }
             Some(s)
         }
     };
     if let Some(name) = &f.service {
         if !services.list.iter().any(|s| &s.name == name) {
-            return Err(format!("no service `{name}`"));
+            return Err(ListError::NoService(name.clone()));
         }
     }
     let limit = f.limit.unwrap_or(DEFAULT_LIMIT);
@@ -164,7 +178,9 @@ pub fn list(dp: &mut Dataplane, services: &Services, f: &Filter) -> Result<serde
             });
             true
         };
-        dumper.visit(Duration::from_secs(1), &mut visit).map_err(|e| format!("worker {worker}: {e}"))?;
+        dumper
+            .visit(Duration::from_secs(1), &mut visit)
+            .map_err(|source| ListError::Worker { worker, source })?;
     }
     Ok(serde_json::json!({ "connections": rows, "truncated": truncated }))
 }

@@ -6,14 +6,47 @@ use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, Value};
 
 use super::protocol::Request;
 
+/// Why a change request does not fit the config text.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    #[error("running config does not parse: {0}")]
+    Unparsable(#[source] toml_edit::TomlError),
+    #[error("no service `{0}`")]
+    NoService(String),
+    #[error("service `{0}` already exists")]
+    ServiceExists(String),
+    #[error("service.add needs `name`")]
+    Unnamed,
+    #[error("service `{service}` already has backend {addr}:{port}")]
+    BackendExists { service: String, addr: String, port: u16 },
+    #[error("service `{service}` has no backend {addr}:{port}")]
+    NoBackend { service: String, addr: String, port: u16 },
+    #[error("service `{0}` has no inline `backends = [...]` array")]
+    NoBackendList(String),
+    /// The text's `service` key, or a backend in the list, has another shape
+    /// than the one the edit writes.
+    #[error("{0} is not {1}")]
+    Shape(&'static str, &'static str),
+    #[error("bad number")]
+    BadNumber,
+    #[error("null is not a config value")]
+    Null,
+    #[error("not a config change")]
+    NotAChange,
+}
+
 /// Applies a change request to config text; returns the new text.
-pub fn apply(text: &str, req: &Request) -> Result<String, String> {
-    let mut doc: DocumentMut = text.parse().map_err(|e| format!("running config does not parse: {e}"))?;
+pub fn apply(text: &str, req: &Request) -> Result<String, EditError> {
+    let mut doc: DocumentMut = text.parse().map_err(EditError::Unparsable)?;
     match req {
         Request::BackendAdd { service, addr, port, weight, mac } => {
             let backends = backends_of(&mut doc, service)?;
             if find(backends, addr, *port).is_some() {
-                return Err(format!("service `{service}` already has backend {addr}:{port}"));
+                return Err(EditError::BackendExists {
+                    service: service.clone(),
+                    addr: addr.clone(),
+                    port: *port,
+                });
             }
             let mut t = InlineTable::new();
             t.insert("addr", addr.as_str().into());
@@ -34,9 +67,9 @@ pub fn apply(text: &str, req: &Request) -> Result<String, String> {
             set_weight(&mut doc, service, addr, *port, *weight)?
         }
         Request::ServiceAdd { service } => {
-            let name = service.get("name").and_then(|n| n.as_str()).ok_or("service.add needs `name`")?;
+            let name = service.get("name").and_then(|n| n.as_str()).ok_or(EditError::Unnamed)?;
             if service_index(&doc, name).is_some() {
-                return Err(format!("service `{name}` already exists"));
+                return Err(EditError::ServiceExists(name.to_string()));
             }
             let mut t = Table::new();
             for (k, v) in service {
@@ -45,21 +78,21 @@ pub fn apply(text: &str, req: &Request) -> Result<String, String> {
             services_mut(&mut doc)?.push(t);
         }
         Request::ServiceRemove { name } => {
-            let i = service_index(&doc, name).ok_or_else(|| format!("no service `{name}`"))?;
+            let i = service_index(&doc, name).ok_or_else(|| EditError::NoService(name.clone()))?;
             services_mut(&mut doc)?.remove(i);
         }
-        _ => return Err("not a config change".into()),
+        _ => return Err(EditError::NotAChange),
     }
     Ok(doc.to_string())
 }
 
-fn services_mut(doc: &mut DocumentMut) -> Result<&mut toml_edit::ArrayOfTables, String> {
+fn services_mut(doc: &mut DocumentMut) -> Result<&mut toml_edit::ArrayOfTables, EditError> {
     if doc.get("service").is_none() {
         doc.insert("service", Item::ArrayOfTables(Default::default()));
     }
     doc.get_mut("service")
         .and_then(Item::as_array_of_tables_mut)
-        .ok_or_else(|| "`service` is not [[service]]".into())
+        .ok_or(EditError::Shape("`service`", "[[service]]"))
 }
 
 fn service_index(doc: &DocumentMut, name: &str) -> Option<usize> {
@@ -69,12 +102,13 @@ fn service_index(doc: &DocumentMut, name: &str) -> Option<usize> {
         .position(|t| t.get("name").and_then(Item::as_str) == Some(name))
 }
 
-fn backends_of<'a>(doc: &'a mut DocumentMut, service: &str) -> Result<&'a mut Array, String> {
-    let i = service_index(doc, service).ok_or_else(|| format!("no service `{service}`"))?;
-    let t = services_mut(doc)?.get_mut(i).ok_or_else(|| format!("no service `{service}`"))?;
+fn backends_of<'a>(doc: &'a mut DocumentMut, service: &str) -> Result<&'a mut Array, EditError> {
+    let no_service = || EditError::NoService(service.to_string());
+    let i = service_index(doc, service).ok_or_else(no_service)?;
+    let t = services_mut(doc)?.get_mut(i).ok_or_else(no_service)?;
     t.get_mut("backends")
         .and_then(Item::as_array_mut)
-        .ok_or_else(|| format!("service `{service}` has no inline `backends = [...]` array"))
+        .ok_or_else(|| EditError::NoBackendList(service.to_string()))
 }
 
 fn find(backends: &Array, addr: &str, port: u16) -> Option<usize> {
@@ -88,8 +122,8 @@ fn find(backends: &Array, addr: &str, port: u16) -> Option<usize> {
     })
 }
 
-fn no_backend(service: &str, addr: &str, port: u16) -> String {
-    format!("service `{service}` has no backend {addr}:{port}")
+fn no_backend(service: &str, addr: &str, port: u16) -> EditError {
+    EditError::NoBackend { service: service.to_string(), addr: addr.to_string(), port }
 }
 
 fn set_weight(
@@ -98,21 +132,23 @@ fn set_weight(
     addr: &str,
     port: u16,
     weight: u32,
-) -> Result<(), String> {
+) -> Result<(), EditError> {
     let backends = backends_of(doc, service)?;
     let i = find(backends, addr, port).ok_or_else(|| no_backend(service, addr, port))?;
-    let t =
-        backends.get_mut(i).and_then(Value::as_inline_table_mut).ok_or("backend is not an inline table")?;
+    let t = backends
+        .get_mut(i)
+        .and_then(Value::as_inline_table_mut)
+        .ok_or(EditError::Shape("backend", "an inline table"))?;
     t.insert("weight", i64::from(weight).into());
     Ok(())
 }
 
-fn json_to_toml(v: &serde_json::Value) -> Result<Value, String> {
+fn json_to_toml(v: &serde_json::Value) -> Result<Value, EditError> {
     Ok(match v {
         serde_json::Value::Bool(b) => (*b).into(),
         serde_json::Value::Number(n) => match n.as_i64() {
             Some(i) => i.into(),
-            None => n.as_f64().ok_or("bad number")?.into(),
+            None => n.as_f64().ok_or(EditError::BadNumber)?.into(),
         },
         serde_json::Value::String(s) => s.as_str().into(),
         serde_json::Value::Array(a) => {
@@ -129,7 +165,7 @@ fn json_to_toml(v: &serde_json::Value) -> Result<Value, String> {
             }
             Value::InlineTable(t)
         }
-        serde_json::Value::Null => return Err("null is not a config value".into()),
+        serde_json::Value::Null => return Err(EditError::Null),
     })
 }
 
@@ -162,9 +198,12 @@ backends = [
         let rm = Request::BackendRemove { service: "web".into(), addr: "10.0.2.11".into(), port: 80 };
         let t = apply(&t, &rm).unwrap();
         assert!(!t.contains("10.0.2.11"), "{t}");
-        assert!(apply(&t, &rm).unwrap_err().contains("has no backend 10.0.2.11:80"));
-        assert!(apply(&t, &Request::ServiceRemove { name: "nope".into() })
-            .unwrap_err()
-            .contains("no service"));
+        let e = apply(&t, &rm).unwrap_err();
+        assert!(matches!(e, EditError::NoBackend { port: 80, .. }), "{e:?}");
+        assert_eq!(e.to_string(), "service `web` has no backend 10.0.2.11:80");
+        let e = apply(&t, &Request::ServiceRemove { name: "nope".into() }).unwrap_err();
+        assert_eq!(e.to_string(), "no service `nope`");
+        let e = apply(&t, &add).unwrap_err();
+        assert_eq!(e.to_string(), "service `web` already has backend 10.0.2.12:80");
     }
 }

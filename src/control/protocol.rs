@@ -125,13 +125,28 @@ impl Response {
     }
 }
 
+/// Why a request was refused before it was handled: the reply's error.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// More than [`MAX_REQUEST`] bytes before the request's end.
+    #[error("request too large (limit {MAX_REQUEST} bytes)")]
+    TooLarge,
+    #[error("reading request: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("request is not UTF-8")]
+    NotUtf8,
+    /// Not JSON, or not a request: an unknown verb or field, a missing one.
+    #[error("bad request: {0}")]
+    Bad(#[source] serde_json::Error),
+}
+
 /// Parses a request, with messages an operator can act on.
-pub fn parse(bytes: &[u8]) -> Result<Request, String> {
+pub fn parse(bytes: &[u8]) -> Result<Request, RequestError> {
     if bytes.len() > MAX_REQUEST {
-        return Err(format!("request too large: {} bytes (limit {MAX_REQUEST})", bytes.len()));
+        return Err(RequestError::TooLarge);
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| "request is not UTF-8".to_string())?;
-    serde_json::from_str(text.trim()).map_err(|e| format!("bad request: {e}"))
+    let text = std::str::from_utf8(bytes).map_err(|_| RequestError::NotUtf8)?;
+    serde_json::from_str(text.trim()).map_err(RequestError::Bad)
 }
 
 #[cfg(test)]
@@ -140,18 +155,20 @@ mod tests {
 
     #[test]
     fn verbs_parse_and_errors_are_clear() {
-        assert_eq!(parse(br#"{"verb":"stats"}"#), Ok(Request::Stats {}));
+        assert_eq!(parse(br#"{"verb":"stats"}"#).unwrap(), Request::Stats {});
         assert_eq!(
-            parse(br#"{"verb":"backend.drain","service":"web","addr":"10.0.2.11","port":80}"#),
-            Ok(Request::BackendDrain { service: "web".into(), addr: "10.0.2.11".into(), port: 80 })
+            parse(br#"{"verb":"backend.drain","service":"web","addr":"10.0.2.11","port":80}"#).unwrap(),
+            Request::BackendDrain { service: "web".into(), addr: "10.0.2.11".into(), port: 80 }
         );
-        let e = parse(br#"{"verb":"teleport"}"#).unwrap_err();
+        let e = parse(br#"{"verb":"teleport"}"#).unwrap_err().to_string();
         assert!(e.contains("unknown variant `teleport`"), "{e}");
         let e = parse(b"{not json").unwrap_err();
-        assert!(e.starts_with("bad request:"), "{e}");
-        let e = parse(br#"{"verb":"stats","extra":1}"#).unwrap_err();
+        assert!(matches!(e, RequestError::Bad(_)) && e.to_string().starts_with("bad request:"), "{e}");
+        let e = parse(br#"{"verb":"stats","extra":1}"#).unwrap_err().to_string();
         assert!(e.contains("unknown field `extra`"), "{e}");
         let e = parse(&vec![b' '; MAX_REQUEST + 1]).unwrap_err();
-        assert!(e.starts_with("request too large"), "{e}");
+        assert!(matches!(e, RequestError::TooLarge), "{e}");
+        assert_eq!(e.to_string(), format!("request too large (limit {MAX_REQUEST} bytes)"));
+        assert!(matches!(parse(b"\xff"), Err(RequestError::NotUtf8)));
     }
 }

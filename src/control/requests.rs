@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
+use super::edit::{self, EditError};
 use super::health::{Admin, Admission, BackendKey, Health, ReloadReport};
 use super::plane::Running;
 use super::snapshot::build_services;
 use super::socket::Peer;
-use super::{edit, Request, Response};
+use super::{Request, Response};
 use crate::config::{Config, ConfigError};
 use crate::dataplane::DataplaneError;
 use crate::pipeline::services::ServicesError;
@@ -21,8 +22,8 @@ use crate::telemetry::stats::endpoint;
 pub enum ChangeError {
     /// The request does not fit the config text (no such service, a
     /// backend already listed, …).
-    #[error("{0}")]
-    Edit(String),
+    #[error(transparent)]
+    Edit(#[from] EditError),
     /// The config a request produced fails validation. Its line numbers are
     /// of generated text, not of any file: the request's verb and the key
     /// say where instead.
@@ -39,6 +40,28 @@ pub enum ChangeError {
     /// The XDP maps could not be brought in line with the new services.
     #[error(transparent)]
     Maps(#[from] DataplaneError),
+}
+
+/// Why a planned restart was refused: the running process stays.
+#[derive(Debug, thiserror::Error)]
+pub enum RestartRefused {
+    #[error("already stopping")]
+    Stopping,
+    /// The config file, as the next image would read it, does not load,
+    /// validate or fit the host.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Kept flows would be lost: each worker owns its own.
+    #[error(
+        "the config changes the worker count from {was} to {now}, and flows are owned per worker: \
+         they would all be lost (`shunt restart --force` restarts anyway, empty)"
+    )]
+    WorkerCount { was: usize, now: usize },
+    #[error(
+        "the config changes [conntrack] entries_per_worker from {was} to {now}: the flow state \
+         cannot carry over (`shunt restart --force` restarts anyway, empty)"
+    )]
+    TableSize { was: u32, now: u32 },
 }
 
 /// Who asked for a reload.
@@ -88,7 +111,7 @@ impl Running {
                     "kept": report.kept,
                     "changed": report.changed,
                 })),
-                Err(e) => Response::err(e),
+                Err(e) => Response::err(super::chain(&e)),
             },
             Request::BackendDrain { .. } | Request::BackendDisable { .. } | Request::BackendEnable { .. } => {
                 self.admin_change(req, peer)
@@ -103,6 +126,7 @@ impl Running {
                     Response::ok(serde_json::json!({ "instance": self.instance, "pid": std::process::id() }))
                 }
                 Err(e) => {
+                    let e = super::chain(&e);
                     tracing::warn!(uid = peer.uid, pid = peer.pid, "restart refused: {e}");
                     Response::err(format!("restart refused, still running: {e}"))
                 }
@@ -149,7 +173,7 @@ impl Running {
     /// Re-reads the file and applies it; logs the outcome once either way
     /// and counts it for Prometheus. Returns what changed in the config, and
     /// which backend states were kept or reset.
-    pub(crate) fn reload(&mut self, caller: Caller) -> Result<(Vec<String>, ReloadReport), String> {
+    pub(crate) fn reload(&mut self, caller: Caller) -> Result<(Vec<String>, ReloadReport), ChangeError> {
         self.notify.reloading();
         let old = self.config.clone();
         let mut replay = Vec::new();
@@ -192,8 +216,8 @@ impl Running {
             }
             Err(e) => {
                 crate::telemetry::prometheus::count_reload(false);
-                let e = super::chain(&e);
-                tracing::error!(uid, pid, via, path, "config reload failed, running config kept: {e}");
+                let text = super::chain(&e);
+                tracing::error!(uid, pid, via, path, "config reload failed, running config kept: {text}");
                 Err(e)
             }
         }
@@ -322,27 +346,21 @@ impl Running {
     /// Whether the config file, as the next image will read it, can take
     /// over from this one: it must load and fit the host, and (unless
     /// `force`) keep the worker count and table size the flow state has.
-    fn restart_check(&self, force: bool) -> Result<(), String> {
+    fn restart_check(&self, force: bool) -> Result<(), RestartRefused> {
         if self.node.stopping {
-            return Err("already stopping".into());
+            return Err(RestartRefused::Stopping);
         }
-        let next = Config::load(&self.config.path).map_err(|e| super::chain(&e))?;
-        crate::pipeline::registry::check(&next).map_err(|e| super::chain(&e))?;
-        next.check_host().map_err(|e| super::chain(&e))?;
+        let next = Config::load(&self.config.path)?;
+        crate::pipeline::registry::check(&next)?;
+        next.check_host()?;
         if self.config.state_dir.is_some() && !force {
             let (was, now) = (self.config.workers.len(), next.workers.len());
             if was != now {
-                return Err(format!(
-                    "the config changes the worker count from {was} to {now}, and flows are owned per worker: \
-                     they would all be lost (`shunt restart --force` restarts anyway, empty)"
-                ));
+                return Err(RestartRefused::WorkerCount { was, now });
             }
             let (was, now) = (self.config.conntrack.entries_per_worker, next.conntrack.entries_per_worker);
             if was != now {
-                return Err(format!(
-                    "the config changes [conntrack] entries_per_worker from {was} to {now}: the flow state \
-                     cannot carry over (`shunt restart --force` restarts anyway, empty)"
-                ));
+                return Err(RestartRefused::TableSize { was, now });
             }
         }
         Ok(())

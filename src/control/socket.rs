@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::protocol::{self, Request, Response};
+use super::protocol::{self, Request, RequestError, Response};
 use crate::sys::nonblock::{self, Answer, Connection, DrainLimits, Next};
 
 /// How long one client may take to send its request, and again to read
@@ -319,7 +319,7 @@ enum Step {
     More,
     /// The client went away without a request.
     Close,
-    Done(Result<Vec<u8>, String>),
+    Done(Result<Vec<u8>, RequestError>),
 }
 
 impl Connection for Client {
@@ -371,14 +371,14 @@ impl Client {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Step::Pending,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Step::Done(Err(format!("reading request: {e}"))),
+                Err(e) => return Step::Done(Err(RequestError::Read(e))),
             }
         }
     }
 
-    fn checked(&mut self) -> Result<Vec<u8>, String> {
+    fn checked(&mut self) -> Result<Vec<u8>, RequestError> {
         if self.input.len() > protocol::MAX_REQUEST {
-            return Err(format!("request too large (limit {} bytes)", protocol::MAX_REQUEST));
+            return Err(RequestError::TooLarge);
         }
         Ok(std::mem::take(&mut self.input))
     }

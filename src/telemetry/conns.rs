@@ -65,6 +65,17 @@ pub struct Dumper {
     spare: Option<Box<Chunk>>,
 }
 
+/// Why a worker's entries could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("a listing is already in progress")]
+    Busy,
+    #[error("worker did not answer (stuck or stopped?)")]
+    NoAnswer,
+    #[error("worker has exited")]
+    Exited,
+}
+
 pub fn pair() -> (Tap, Dumper) {
     let (req_tx, req_rx) = bounded(1);
     let (rep_tx, rep_rx) = bounded(1);
@@ -82,7 +93,7 @@ impl Dumper {
         &mut self,
         timeout: std::time::Duration,
         mut f: impl FnMut(&Entry, Tick) -> bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), DumpError> {
         // A chunk a timed-out earlier listing left with the worker.
         if let Ok(c) = self.replies.try_recv() {
             self.spare = Some(c);
@@ -91,14 +102,12 @@ impl Dumper {
         chunk.cursor = 0;
         loop {
             if self.requests.try_send(chunk).is_err() {
-                return Err("a listing is already in progress".into());
+                return Err(DumpError::Busy);
             }
             chunk = match self.replies.recv_timeout(timeout) {
                 Ok(c) => c,
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err("worker did not answer (stuck or stopped?)".into())
-                }
-                Err(RecvTimeoutError::Disconnected) => return Err("worker has exited".into()),
+                Err(RecvTimeoutError::Timeout) => return Err(DumpError::NoAnswer),
+                Err(RecvTimeoutError::Disconnected) => return Err(DumpError::Exited),
             };
             let more = chunk.entries.iter().all(|e| f(e, chunk.now));
             let done = !more || chunk.cursor >= chunk.slots;

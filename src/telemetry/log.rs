@@ -24,18 +24,20 @@ pub enum LogFormat {
 /// Checks a `--log` filter: every directive's level must be one of
 /// [`LEVELS`]; tracing would read `warning` as a target name and log
 /// nothing at all.
-pub fn parse_filter(s: &str) -> Result<String, String> {
+pub fn parse_filter(s: &str) -> Result<String, UnknownLevel> {
     for directive in s.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
         if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
-            return Err(format!(
-                "unknown log level `{level}` (valid: {}, or TARGET=LEVEL)",
-                LEVELS.join(", ")
-            ));
+            return Err(UnknownLevel(level.to_string()));
         }
     }
     Ok(s.to_string())
 }
+
+/// A `--log` directive's level that is not one of [`LEVELS`].
+#[derive(Debug, thiserror::Error)]
+#[error("unknown log level `{0}` (valid: {valid}, or TARGET=LEVEL)", valid = LEVELS.join(", "))]
+pub struct UnknownLevel(String);
 
 /// Installs the global subscriber writing to stderr.
 pub fn init(filter: &str, format: LogFormat) {
@@ -194,7 +196,7 @@ mod tests {
     fn filters_with_unknown_levels_are_refused() {
         assert!(parse_filter("info").is_ok());
         assert!(parse_filter("warn,shunt::control=debug").is_ok());
-        let e = parse_filter("warning").unwrap_err();
+        let e = parse_filter("warning").unwrap_err().to_string();
         assert!(e.contains("unknown log level `warning`") && e.contains("error, warn, info"), "{e}");
         assert!(parse_filter("shunt=verbose").is_err());
     }

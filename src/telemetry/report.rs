@@ -23,6 +23,11 @@ use serde_json::{json, Value};
 
 use super::latency::Hists;
 
+/// The latency chart could not be drawn (plotters' SVG backend refused).
+#[derive(Debug, thiserror::Error)]
+#[error("drawing the latency chart: {0}")]
+pub struct SvgError(#[from] plotters::drawing::DrawingAreaErrorKind<std::io::Error>);
+
 /// `WorkerHistograms::worker` of the histograms returned by [`Report::merged`].
 pub const MERGED: usize = usize::MAX;
 
@@ -246,7 +251,7 @@ impl Report {
     /// latency in µs; one line per worker and a thicker black one for the
     /// merged histogram. Workers without samples get a legend entry and no
     /// line; with no samples at all the axes are still drawn.
-    pub fn svg(&self) -> Result<String, String> {
+    pub fn svg(&self) -> Result<String, SvgError> {
         use plotters::prelude::*;
 
         let merged = self.merged();
@@ -267,7 +272,7 @@ impl Report {
         let mut buf = String::new();
         {
             let root = SVGBackend::with_string(&mut buf, (1024, 640)).into_drawing_area();
-            root.fill(&WHITE).map_err(|e| e.to_string())?;
+            root.fill(&WHITE)?;
             let mut chart = ChartBuilder::on(&root)
                 .caption("Latency by percentile", ("sans-serif", 22))
                 .margin(16)
@@ -275,8 +280,7 @@ impl Report {
                 .margin_right(40)
                 .x_label_area_size(48)
                 .y_label_area_size(72)
-                .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-                .map_err(|e| e.to_string())?;
+                .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
             let x_label_formatter = |x: &f64| percentile_axis_label(*x);
             let y_label_formatter = |y: &f64| format!("{y}");
             chart
@@ -287,8 +291,7 @@ impl Report {
                 .label_style(("sans-serif", 14))
                 .x_desc("percentile")
                 .y_desc("latency (µs)")
-                .draw()
-                .map_err(|e| e.to_string())?;
+                .draw()?;
 
             let mut colour_index = 0;
             for (label, is_merged, points) in series {
@@ -300,8 +303,7 @@ impl Report {
                     RGBColor(r, g, b).stroke_width(2)
                 };
                 chart
-                    .draw_series(LineSeries::new(points, style))
-                    .map_err(|e| e.to_string())?
+                    .draw_series(LineSeries::new(points, style))?
                     .label(label)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
             }
@@ -310,9 +312,8 @@ impl Report {
                 .position(SeriesLabelPosition::UpperLeft)
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
-                .draw()
-                .map_err(|e| e.to_string())?;
-            root.present().map_err(|e| e.to_string())?;
+                .draw()?;
+            root.present()?;
         }
         Ok(buf)
     }

@@ -76,6 +76,16 @@ pub enum XdpError {
     /// The interface does not exist.
     #[error("no interface {0}")]
     NoInterface(String),
+    /// A map handed over by the previous process cannot be used.
+    #[error("{map}: {source}")]
+    Inherited {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    /// A descriptor handed over in a map's place is another map.
+    #[error("{map}: the descriptor is map `{found}`")]
+    NotOurMap { map: &'static str, found: String },
     /// An AF_XDP queue beyond the XSKMAP's slots.
     #[error("queue {queue} exceeds the XSKMAP size {size}")]
     QueueOutOfRange { queue: u32, size: u32 },
@@ -291,16 +301,17 @@ fn map_data(map: &Map) -> Option<&MapData> {
 
 /// The handed-over maps as this build's [`MAPS`], each checked by name and
 /// kind.
-fn adopt_maps(fds: Vec<OwnedFd>) -> Result<Vec<(&'static str, Map)>, String> {
+fn adopt_maps(fds: Vec<OwnedFd>) -> Result<Vec<(&'static str, Map)>, XdpError> {
     let mut maps = Vec::with_capacity(MAPS.len());
     for (name, fd) in MAPS.iter().zip(fds) {
-        let data = MapData::from_fd(fd).map_err(|e| format!("{name}: {e}"))?;
+        let unusable = |source| XdpError::Inherited { map: name, source };
+        let data = MapData::from_fd(fd).map_err(unusable)?;
         let found = data.info().ok().and_then(|i| i.name_as_str().map(str::to_string)).unwrap_or_default();
         // The kernel keeps the first 15 bytes of a map's name.
         if found.is_empty() || !name.starts_with(&found) {
-            return Err(format!("{name}: the descriptor is map `{found}`"));
+            return Err(XdpError::NotOurMap { map: name, found });
         }
-        let map = Map::from_map_data(data).map_err(|e| format!("{name}: {e}"))?;
+        let map = Map::from_map_data(data).map_err(unusable)?;
         maps.push((*name, map));
     }
     Ok(maps)

@@ -22,6 +22,15 @@ use crate::config::{CheckKind, Config, HealthCheck};
 use probe::{Prober, Target};
 pub use state::{admit, Admin, Admission, Checker, Health, Inputs};
 
+/// What an operator's admin change names that the config does not have.
+#[derive(Debug, thiserror::Error)]
+pub enum UnknownBackend {
+    #[error("no service `{0}`")]
+    Service(String),
+    #[error("service `{service}` has no backend {backend}")]
+    Backend { service: String, backend: SocketAddr },
+}
+
 /// A backend's identity across reloads: service name, address, port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendKey {
@@ -219,13 +228,19 @@ impl HealthPlane {
         (before == Health::Down) != (after == Health::Down)
     }
 
-    /// Sets an operator's admin state; Err names what is unknown.
-    pub fn set_admin(&mut self, config: &Config, key: &BackendKey, admin: Admin) -> Result<Admin, String> {
+    /// Sets an operator's admin state; returns the one before.
+    pub fn set_admin(
+        &mut self,
+        config: &Config,
+        key: &BackendKey,
+        admin: Admin,
+    ) -> Result<Admin, UnknownBackend> {
         if !config.services.iter().any(|s| s.name == key.service) {
-            return Err(format!("no service `{}`", key.service));
+            return Err(UnknownBackend::Service(key.service.clone()));
         }
-        let st = self.states.get_mut(key).ok_or_else(|| {
-            format!("service `{}` has no backend {}", key.service, SocketAddr::new(key.addr, key.port))
+        let st = self.states.get_mut(key).ok_or_else(|| UnknownBackend::Backend {
+            service: key.service.clone(),
+            backend: SocketAddr::new(key.addr, key.port),
         })?;
         let before = st.admin;
         if before != admin {
