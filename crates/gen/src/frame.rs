@@ -71,18 +71,20 @@ impl Template {
             eth.set_ethertype(ETHERTYPE_IPV4);
         }
         let ip_len = size - ethernet::HEADER_LEN;
-        {
-            let mut ip = ipv4::Packet::new_unchecked(&mut frame[IP_AT..]);
-            ip.set_version_and_header_len(20);
-            ip.set_total_len(ip_len as u16);
-            ip.set_ident(0);
-            ip.set_dont_frag(true);
-            ip.set_ttl(64);
-            ip.set_protocol(ip_protocol::UDP);
-            ip.set_src_addr(Ipv4Addr::UNSPECIFIED);
-            ip.set_dst_addr(header.dst_ip);
-            ip.set_checksum(0);
-        }
+        // The header as every packet has it, source 0.0.0.0: its checksum,
+        // complemented, is the sum of all it shares with them.
+        let ip = ipv4::Repr {
+            tos: 0,
+            total_len: ip_len as u16,
+            ident: 0,
+            flags_frag: ipv4::Repr::DF,
+            ttl: 64,
+            protocol: ip_protocol::UDP,
+            src: Ipv4Addr::UNSPECIFIED,
+            dst: header.dst_ip,
+        };
+        ip.emit(&mut frame[IP_AT..]).ok()?;
+        let ip_sum = u32::from(!ipv4::Packet::new_unchecked(&frame[IP_AT..]).checksum());
         let udp_len = ip_len - 20;
         let payload_at = HEADERS_LEN;
         // A recognisable payload rather than zeros, so the checksums cover
@@ -99,7 +101,6 @@ impl Template {
             u.set_len(udp_len as u16);
             u.set_checksum(0);
         }
-        let ip_sum = checksum::sum(&frame[IP_AT..UDP_AT]);
         let pseudo = checksum::pseudo_header_v4(
             Ipv4Addr::UNSPECIFIED,
             header.dst_ip,
