@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 cargo build --release --workspace --locked 2>/dev/null || cargo build --release --workspace
+# The API docs build without a warning: every intra-doc link resolves.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 # Lab tests share one set of namespaces; each takes a lock, and test
 # binaries run one after another. tests/lab_scaleout.rs brings up the
 # two-node tier (scripts/scaleout.sh) with BIRD and ExaBGP: about a minute.

@@ -492,7 +492,7 @@ fn reflect(frame: &mut [u8], p: &ParsedPacket) {
 /// backend, it is run a second time (it must hit conntrack and translate
 /// identically), and the backend's reply (the output reflected) must come
 /// back translated to VIP → client on the client port. Then the same
-/// frame, uncut, arrives as a chain of buffers ([`pipeline_chain`]).
+/// frame, uncut, arrives as a chain of buffers (`pipeline_chain`).
 pub fn pipeline(data: &[u8]) {
     pipeline_one(data);
     HARNESS.with(|h| pipeline_chain(&mut h.borrow_mut(), data));

@@ -93,7 +93,7 @@ impl EgressMtu {
 pub struct Answers {
     pub from: RouterAddrs,
     /// The worker's error rate is spent until its clock moves on
-    /// ([`crate::pipeline::ratelimit::ErrorLimiter::spent`]): [`bounce`]
+    /// ([`crate::pipeline::ratelimit::ErrorLimiter::spent`]): `bounce`
     /// builds nothing.
     pub spent: bool,
 }
