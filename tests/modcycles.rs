@@ -172,8 +172,12 @@ fn result_errors(text: &str) -> Vec<String> {
     for (at, _) in text.match_indices("Result<") {
         let args = &text[at + "Result<".len()..];
         let (mut depth, mut comma, mut end) = (0usize, None, None);
+        let mut after_dash = false;
         for (i, c) in args.char_indices() {
+            let arrow = std::mem::replace(&mut after_dash, c == '-') && c == '>';
             match c {
+                // A function type's `->` closes nothing.
+                _ if arrow => {}
                 '<' | '(' | '[' => depth += 1,
                 '>' | ')' | ']' if depth == 0 => {
                     end = Some(i);
@@ -217,8 +221,9 @@ fn library_errors_are_not_strings() {
 fn the_error_reader_reads_results() {
     let text = "fn a() -> Result<HashMap<String, String>, ConfigError> {}\n\
                 fn b(x: &str) -> Result<(u8, Vec<u16>), String> {}\n\
-                fn c() -> io::Result<()> {}";
-    assert_eq!(result_errors(text), ["ConfigError", "String"]);
+                fn c() -> io::Result<()> {}\n\
+                fn d() -> Result<Box<dyn Fn(u8) -> u8>, String> {}";
+    assert_eq!(result_errors(text), ["ConfigError", "String", "String"]);
 }
 
 #[test]
