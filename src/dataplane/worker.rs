@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use super::handoff::{Chain, Handed, Mesh, Outcome, Parked, Returned};
 use crate::pipeline::mtu::{frame_limit, LinkMtus};
 use crate::pipeline::services::Services;
-use crate::pipeline::{Batch, Ctx, DropReason, FlowKind, Pipeline, Verdict};
+use crate::pipeline::{Batch, Ctx, DropReason, FlowKind, Pipeline, PushError, Verdict};
 use crate::telemetry::counters::{WorkerCounters, WorkerStats};
 use crate::telemetry::latency::{Hists, Recorder};
 use crate::xsk::{Frame, Port, PortIo, TxNext, WorkerXsk};
@@ -213,7 +213,7 @@ impl<P: PortIo> Worker<P> {
     fn poll_port(&mut self, port: usize) -> u32 {
         self.batch.clear();
         let t0 = now_ns();
-        let (batch, pool) = (&mut self.batch, &mut self.xsk.pool);
+        let (batch, pool, counters) = (&mut self.batch, &mut self.xsk.pool, &self.counters);
         let p = &mut self.xsk.ports[port];
         let skip = match self.rx_skip.get_mut(port) {
             Some(s) => s,
@@ -235,8 +235,12 @@ impl<P: PortIo> Worker<P> {
                     // Too many buffers: the packet is dropped (chain_too_long).
                     pool.free(Frame::from_desc(addr));
                 }
-            } else if !batch.push(addr, len, port as u8) {
-                // Unreachable while batch_size <= MAX_BATCH; never lose the frame.
+            } else if let Err(e) = batch.push(addr, len, port as u8) {
+                // Full: unreachable while batch_size <= MAX_BATCH; never lose
+                // the frame. Outside UMEM: a descriptor no kernel gives.
+                if e == PushError::OutsideUmem {
+                    counters.dropped(DropReason::Malformed);
+                }
                 pool.free(Frame::from_desc(addr));
                 *skip = more;
                 return;
@@ -318,7 +322,7 @@ impl<P: PortIo> Worker<P> {
             let m = &mut self.batch.pkts[i];
             let ingress =
                 self.xsk.ports.get(usize::from(m.ingress)).map_or(u16::MAX, |p| p.interface_idx() as u16);
-            let handed = Handed { frame: Frame::from_desc(m.addr), len: m.len, chain, ingress };
+            let handed = Handed { frame: Frame::from_desc(m.addr()), len: m.len(), chain, ingress };
             match self.mesh.hand(self.id, usize::from(to), handed) {
                 Ok(()) => {
                     self.counters.handoffs_out.add(1);
@@ -336,7 +340,10 @@ impl<P: PortIo> Worker<P> {
                 Err(refused) => {
                     // Back in its batch slot, to be freed with the drops (its
                     // tail too: the batch still holds it).
-                    m.addr = refused.frame.into_desc();
+                    // The same frame as the slot's descriptor: consumed
+                    // back into it.
+                    let back = refused.frame.into_desc();
+                    debug_assert_eq!(back, m.addr());
                     m.verdict = Verdict::Drop(DropReason::HandoffFull);
                     if refused.chain.more > 0 {
                         let _ = self.parked.take(refused.chain.slot);
@@ -364,12 +371,17 @@ impl<P: PortIo> Worker<P> {
                 chains[batch.len] = h.chain;
                 ingresses[batch.len] = h.ingress;
                 // Its later buffers stay with the source: stages see the length.
-                batch.push_foreign(
-                    h.frame.into_desc(),
-                    h.len,
-                    crate::pipeline::lb::INGRESS_HANDED,
-                    h.chain.more,
-                );
+                let addr = h.frame.into_desc();
+                let handed = crate::pipeline::lb::INGRESS_HANDED;
+                if batch.push_foreign(addr, h.len, handed, h.chain.more).is_err() {
+                    // Not in this UMEM (the source checked it in its own):
+                    // back to the source, dropped.
+                    self.counters.dropped(DropReason::Malformed);
+                    let outcome = Outcome::Drop(DropReason::Malformed);
+                    let (frame, len, chain, ingress) = (Frame::from_desc(addr), h.len, h.chain, h.ingress);
+                    let back = link.back.push(Returned { frame, len, outcome, chain, ingress });
+                    debug_assert!(back.is_ok(), "handoff back ring overflowed");
+                }
             }
             self.ctx.now = now_secs();
             crate::pipeline::process(batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
@@ -398,8 +410,8 @@ impl<P: PortIo> Worker<P> {
                 // Cannot fail: see Link::back.
                 let chain = Chain { more: batch.more[i], ..chains[i] };
                 let back = link.back.push(Returned {
-                    frame: Frame::from_desc(m.addr),
-                    len: m.len,
+                    frame: Frame::from_desc(m.addr()),
+                    len: m.len(),
                     outcome,
                     chain,
                     ingress,
@@ -436,7 +448,15 @@ impl<P: PortIo> Worker<P> {
                 match r.outcome {
                     Outcome::Transmit(iface) => {
                         let port = self.port_of_interface.get(usize::from(iface)).copied().unwrap_or(u8::MAX);
-                        self.returned.push(r.frame.into_desc(), r.len, port);
+                        let addr = r.frame.into_desc();
+                        if self.returned.push(addr, r.len, port).is_err() {
+                            // Our own frame, checked when it came in: never.
+                            self.counters.dropped(DropReason::Malformed);
+                            for &(a, _) in tail.iter().chain([&(addr, 0)]) {
+                                self.xsk.pool.free(Frame::from_desc(a));
+                            }
+                            continue;
+                        }
                         let i = self.returned.len - 1;
                         // The tail rejoins its packet; one the owner replaced
                         // (more = 0) is freed with the batch.
@@ -611,7 +631,7 @@ fn transmit<P: PortIo>(
                 bytes += u64::from(b.total_len(next));
                 packets += 1;
                 next += 1;
-                return TxNext::Packet(Frame::from_desc(m.addr), m.len, tail);
+                return TxNext::Packet(Frame::from_desc(m.addr()), m.len(), tail);
             }
             TxNext::Done
         });
@@ -658,7 +678,7 @@ fn transmit<P: PortIo>(
         match m.verdict {
             Verdict::Drop(reason) => {
                 c.dropped(reason);
-                xsk.pool.free(Frame::from_desc(m.addr));
+                xsk.pool.free(Frame::from_desc(m.addr()));
                 let egress_failed = matches!(
                     reason,
                     DropReason::TxRingFull | DropReason::FrameTooLarge | DropReason::LinkDown
@@ -667,7 +687,7 @@ fn transmit<P: PortIo>(
                     stats.tx_failed(f.service, f.backend);
                 }
             }
-            Verdict::Consumed => xsk.pool.free(Frame::from_desc(m.addr)),
+            Verdict::Consumed => xsk.pool.free(Frame::from_desc(m.addr())),
             _ => {}
         }
     }

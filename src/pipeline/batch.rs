@@ -49,11 +49,18 @@ pub enum Verdict {
 }
 
 /// One received frame: where it lives in UMEM and what happens to it next.
+///
+/// Its bytes lie in one chunk inside the batch's UMEM mapping: checked once
+/// when the packet enters the batch ([`Batch::push`], [`Emit::push`]) and
+/// when a stage moves it in its chunk ([`FrameMut::place`]). Hence private:
+/// every stage slices the packet without checking it again (about 30
+/// instructions a packet on the established path). A packet moves only
+/// between batches over the same UMEM (a worker's).
 #[derive(Debug, Clone, Copy)]
 pub struct PacketMeta {
     /// UMEM offset of the first packet byte (not the frame base).
-    pub addr: u64,
-    pub len: u32,
+    addr: u64,
+    len: u32,
     /// Index of the worker port it arrived on.
     pub ingress: u8,
     /// Index into the worker's pipelines, set by classification.
@@ -64,6 +71,29 @@ pub struct PacketMeta {
 impl PacketMeta {
     const EMPTY: PacketMeta =
         PacketMeta { addr: 0, len: 0, ingress: 0, pipeline: 0, verdict: Verdict::Drop(DropReason::NoRoute) };
+
+    /// UMEM offset of the packet's first byte.
+    #[inline(always)]
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+
+    /// Bytes of the packet in its first buffer.
+    #[inline(always)]
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// Whether the first buffer holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A packet outside any batch, for tests of code that takes one.
+    #[cfg(test)]
+    pub(crate) fn for_tests(addr: u64, len: u32) -> PacketMeta {
+        PacketMeta { addr, len, ..PacketMeta::EMPTY }
+    }
 
     /// Whether the packet is still on its way through `pipeline`: the test
     /// every stage's loop makes per packet (a tag compare, not the derived
@@ -116,22 +146,35 @@ impl UmemView {
         self
     }
 
+    /// The UMEM offset of the chunk holding `addr..addr + len`: None unless
+    /// the chunk lies inside the mapping and the bytes inside the chunk.
+    fn chunk_of(&self, addr: u64, len: u32) -> Option<u64> {
+        let base = addr & !(self.frame_size as u64 - 1);
+        let start = (addr - base) as usize;
+        self.range(base, self.frame_size)?;
+        (start + len as usize <= self.frame_size).then_some(base)
+    }
+
     /// Packet `meta`'s whole chunk, the packet's offset in it and the
-    /// chunk's UMEM offset: None if the chunk is outside the mapping or the
-    /// packet runs past its chunk.
+    /// chunk's UMEM offset.
     ///
     /// # Safety
-    /// Nothing else may reach the chunk while the slice lives: it must be
-    /// held by the caller's batch, and handed out once.
+    /// `meta` must be a packet of a batch over this view (so its chunk lies
+    /// inside the mapping: [`PacketMeta`]), and nothing else may reach the
+    /// chunk while the slice lives: it must be held by the caller's batch,
+    /// and handed out once.
     #[inline(always)]
-    unsafe fn chunk<'a>(&self, meta: &PacketMeta) -> Option<(&'a mut [u8], usize, u64)> {
+    unsafe fn chunk<'a>(&self, meta: &PacketMeta) -> (&'a mut [u8], usize, u64) {
         let base = meta.addr & !(self.frame_size as u64 - 1);
         let start = (meta.addr - base) as usize;
-        let (b, e) =
-            self.range(base, self.frame_size).filter(|_| start + meta.len as usize <= self.frame_size)?;
-        // SAFETY: b..e is inside the mapping (checked); that no one else
-        // reaches it is the caller's promise.
-        Some((unsafe { std::slice::from_raw_parts_mut(self.base.add(b), e - b) }, start, base))
+        // SAFETY: the chunk is inside the mapping (the caller's promise, kept
+        // by how packets enter a batch); that no one else reaches it is the
+        // caller's promise too.
+        (
+            unsafe { std::slice::from_raw_parts_mut(self.base.add(base as usize), self.frame_size) },
+            start,
+            base,
+        )
     }
 
     /// Bytes `addr..addr+len`, if inside the mapping.
@@ -140,6 +183,15 @@ impl UmemView {
         let end = start.checked_add(len).filter(|&e| e <= self.len)?;
         Some((start, end))
     }
+}
+
+/// Why [`Batch::push`] did not take a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("the batch is full")]
+    Full,
+    #[error("the descriptor's bytes do not lie in one UMEM chunk")]
+    OutsideUmem,
 }
 
 /// Buffers after the first that one frame may span (multi-buffer AF_XDP).
@@ -244,11 +296,42 @@ impl Emit<'_> {
 pub struct FrameMut<'a> {
     pub meta: &'a mut PacketMeta,
     pub flow: &'a mut FlowMeta,
-    /// The whole chunk; the packet is `frame[start..start + meta.len]`.
+    /// The whole chunk; the packet is `frame[start..start + meta.len()]`.
     pub frame: &'a mut [u8],
     pub start: usize,
-    /// UMEM offset of `frame[0]`.
-    pub base: u64,
+    /// UMEM offset of the chunk, and its size: what [`FrameMut::place`]
+    /// checks against (`frame` can be replaced, these cannot).
+    base: u64,
+    chunk: usize,
+}
+
+impl<'a> FrameMut<'a> {
+    /// A frame over `frame`, a chunk at UMEM offset `base`, for tests of
+    /// code that takes one.
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        meta: &'a mut PacketMeta,
+        flow: &'a mut FlowMeta,
+        frame: &'a mut [u8],
+        start: usize,
+    ) -> FrameMut<'a> {
+        let chunk = frame.len();
+        FrameMut { meta, flow, frame, start, base: 0, chunk }
+    }
+
+    /// Makes the packet `len` bytes at `start` of its chunk (a stage that
+    /// wrote a new packet over it, or grew or cut it). False, and nothing
+    /// changed, when that runs past the chunk.
+    pub fn place(&mut self, start: usize, len: usize) -> bool {
+        let fits = start.checked_add(len).is_some_and(|e| e <= self.chunk);
+        let Ok(len32) = u32::try_from(len) else { return false };
+        if fits {
+            self.meta.addr = self.base + start as u64;
+            self.meta.len = len32;
+            self.start = start;
+        }
+        fits
+    }
 }
 
 /// A packet as a stage sees it: its metadata, flow state and bytes.
@@ -310,17 +393,22 @@ impl Batch {
         self.opening = 0;
     }
 
-    /// Appends a received packet; false when full.
-    pub fn push(&mut self, addr: u64, len: u32, ingress: u8) -> bool {
+    /// Appends a received packet. Refused when the batch is full, or when
+    /// its bytes do not lie in one chunk inside the mapping (a descriptor a
+    /// kernel never hands out: stages slice packets without a check).
+    pub fn push(&mut self, addr: u64, len: u32, ingress: u8) -> Result<(), PushError> {
         if self.len >= MAX_BATCH as usize {
-            return false;
+            return Err(PushError::Full);
+        }
+        if self.umem.chunk_of(addr, len).is_none() {
+            return Err(PushError::OutsideUmem);
         }
         self.pkts[self.len] = PacketMeta { addr, len, ingress, pipeline: 0, verdict: Verdict::Continue };
         self.flows[self.len].kind = FlowKind::Unknown;
         self.more[self.len] = 0;
         self.tail_n[self.len] = 0;
         self.len += 1;
-        true
+        Ok(())
     }
 
     /// Appends the next buffer of the last pushed packet (a chunk of a
@@ -347,13 +435,11 @@ impl Batch {
     /// Appends a packet whose buffers after the first (`more` bytes) stay
     /// with the worker that received it (a handed-over frame): stages see
     /// its length; this batch holds none of its tail.
-    pub fn push_foreign(&mut self, addr: u64, len: u32, ingress: u8, more: u32) -> bool {
-        if !self.push(addr, len, ingress) {
-            return false;
-        }
+    pub fn push_foreign(&mut self, addr: u64, len: u32, ingress: u8, more: u32) -> Result<(), PushError> {
+        self.push(addr, len, ingress)?;
         self.more[self.len - 1] = more;
         self.chained += usize::from(more > 0);
-        true
+        Ok(())
     }
 
     /// The whole length of packet `i`: its first buffer and the rest.
@@ -432,15 +518,14 @@ impl Batch {
             if !meta.active(pipeline) {
                 continue;
             }
-            // SAFETY: the packet's own UMEM chunk: chunks are disjoint, each
-            // descriptor of a batch names a distinct chunk, and the kernel
-            // does not touch chunks held in a batch.
-            let Some((frame, start, base)) = (unsafe { umem.chunk(meta) }) else {
-                meta.verdict = Verdict::Drop(DropReason::Malformed);
-                continue;
-            };
+            // SAFETY: the packet's own UMEM chunk, inside the mapping (a
+            // packet of this batch); chunks are disjoint, each descriptor of
+            // a batch names a distinct chunk, and the kernel does not touch
+            // chunks held in a batch.
+            let (frame, start, base) = unsafe { umem.chunk(meta) };
             let was = (meta.addr, meta.len);
-            f(FrameMut { meta, flow, frame, start, base }, more);
+            let chunk = umem.frame_size;
+            f(FrameMut { meta, flow, frame, start, base, chunk }, more);
             if *more > 0 && (meta.addr, meta.len) != was {
                 *more = 0;
             }
@@ -471,11 +556,9 @@ impl Batch {
             }
             // SAFETY: as in `for_each_frame_chain`; spare chunks handed out
             // by `emit` are distinct from every packet's chunk.
-            let Some((frame, start, base)) = (unsafe { umem.chunk(meta) }) else {
-                meta.verdict = Verdict::Drop(DropReason::Malformed);
-                continue;
-            };
-            f(FrameMut { meta, flow, frame, start, base }, &mut emit);
+            let (frame, start, base) = unsafe { umem.chunk(meta) };
+            let chunk = umem.frame_size;
+            f(FrameMut { meta, flow, frame, start, base, chunk }, &mut emit);
         }
         // Emitted packets are whole in their spare frame.
         for m in &mut self.more[n..n + emit.added] {
@@ -484,24 +567,28 @@ impl Batch {
         self.len = n + emit.added;
     }
 
-    /// The bytes of packet `i`, if its descriptor is inside UMEM.
+    /// The bytes of packet `i`, if there is one.
     pub fn packet(&self, i: usize) -> Option<&[u8]> {
         let m = self.pkts[..self.len].get(i)?;
-        let (start, end) = self.umem.range(m.addr, m.len as usize)?;
-        // SAFETY: in bounds (checked); the batch's frames are owned by this
-        // batch and no `&mut` to them is live while `&self` is borrowed.
-        Some(unsafe { std::slice::from_raw_parts(self.umem.base.add(start), end - start) })
+        // SAFETY: a packet of this batch lies inside the mapping
+        // ([`PacketMeta`]); the batch's frames are owned by this batch and no
+        // `&mut` to them is live while `&self` is borrowed.
+        Some(unsafe { std::slice::from_raw_parts(self.umem.base.add(m.addr as usize), m.len as usize) })
     }
 
     /// Copies `data` into UMEM at `addr` and appends it as a packet (tests,
     /// benches and the harness; workers receive frames from the kernel).
     pub fn push_copy(&mut self, addr: u64, data: &[u8], ingress: u8) -> bool {
+        let Ok(len) = u32::try_from(data.len()) else { return false };
+        if self.len >= MAX_BATCH as usize || self.umem.chunk_of(addr, len).is_none() {
+            return false;
+        }
         let Some((start, end)) = self.umem.range(addr, data.len()) else { return false };
         // SAFETY: in bounds (checked); `&mut self` means no other reference
         // into the batch's frames is live.
         unsafe { std::slice::from_raw_parts_mut(self.umem.base.add(start), end - start) }
             .copy_from_slice(data);
-        self.push(addr, data.len() as u32, ingress)
+        self.push(addr, len, ingress).is_ok()
     }
 
     /// Copies `data` into UMEM at `addr` and appends it as the next buffer
@@ -524,7 +611,6 @@ impl Batch {
     }
 
     /// Calls `f` for every packet of `pipeline` still marked `Continue`.
-    /// Packets whose descriptor points outside UMEM are dropped as malformed.
     #[inline]
     pub fn for_each(&mut self, pipeline: u8, mut f: impl FnMut(PacketMut<'_>)) {
         let umem = self.umem;
@@ -533,16 +619,61 @@ impl Batch {
             if !meta.active(pipeline) {
                 continue;
             }
-            let Some((start, end)) = umem.range(meta.addr, meta.len as usize) else {
-                meta.verdict = Verdict::Drop(DropReason::Malformed);
-                continue;
+            // SAFETY: a packet of this batch lies inside the mapping
+            // ([`PacketMeta`]). Each descriptor in a batch names a distinct
+            // frame (the frame pool hands each frame out once), so no two
+            // slices alias, and the kernel does not touch frames that sit in
+            // an RX batch.
+            let data = unsafe {
+                std::slice::from_raw_parts_mut(umem.base.add(meta.addr as usize), meta.len as usize)
             };
-            // SAFETY: start..end lies inside the mapping (checked above). Each
-            // descriptor in a batch names a distinct frame (the frame pool
-            // hands each frame out once), so no two slices alias, and the
-            // kernel does not touch frames that sit in an RX batch.
-            let data = unsafe { std::slice::from_raw_parts_mut(umem.base.add(start), end - start) };
             f(PacketMut { meta, flow, data, more: *more });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stages slice packets unchecked: a descriptor whose bytes are not in
+    /// one chunk inside the mapping never enters a batch.
+    #[test]
+    fn descriptors_outside_umem_are_refused() {
+        let mut mem = vec![0u8; 2 * 4096];
+        // SAFETY: `mem` outlives the batch and is not used otherwise.
+        let mut batch = Batch::new(unsafe { UmemView::of_slice(&mut mem) });
+        for (addr, len) in [(4000, 200), (u64::MAX - 10, 64), (2 * 4096, 1), (8191, 2), (u64::MAX, 0)] {
+            assert_eq!(batch.push(addr, len, 0), Err(PushError::OutsideUmem), "{addr} + {len}");
+        }
+        assert!(!batch.push_copy(4000, &[0; 200], 0), "push_copy too");
+        assert_eq!(batch.len, 0);
+        assert_eq!(batch.push(4096 + 4000, 96, 0), Ok(()), "the last bytes of the last chunk");
+        assert_eq!(batch.push(0, 4096, 0), Ok(()), "a whole chunk");
+        for _ in 2..MAX_BATCH {
+            batch.push(256, 60, 0).unwrap();
+        }
+        assert_eq!(batch.push(256, 60, 0), Err(PushError::Full));
+        assert_eq!(batch.packet(0).map(<[u8]>::len), Some(96));
+    }
+
+    /// A stage's new placement of its packet stays in the packet's chunk.
+    #[test]
+    fn a_packet_is_placed_only_inside_its_chunk() {
+        let mut mem = vec![0u8; 2 * 4096];
+        // SAFETY: `mem` outlives the batch and is not used otherwise.
+        let mut batch = Batch::new(unsafe { UmemView::of_slice(&mut mem) });
+        batch.push(4096 + 256, 60, 0).unwrap();
+        let mut placed = Vec::new();
+        batch.for_each_frame(0, |mut p| {
+            assert_eq!((p.frame.len(), p.start), (4096, 256));
+            placed.push(p.place(4000, 97));
+            placed.push(p.place(usize::MAX, 2));
+            placed.push(p.place(0, 1 << 33));
+            placed.push(p.place(4096, 1));
+            placed.push(p.place(128, 100));
+        });
+        assert_eq!(placed, [false, false, false, false, true]);
+        assert_eq!((batch.metas()[0].addr(), batch.metas()[0].len()), (4096 + 128, 100));
     }
 }

@@ -158,7 +158,7 @@ impl Stage for ConntrackStage {
                     continue;
                 }
                 Tracked::Hit => {
-                    ctx.stats.packet(f.service, f.backend, m.len + batch.more[i]);
+                    ctx.stats.packet(f.service, f.backend, m.len() + batch.more[i]);
                     continue;
                 }
                 // Its backend's flows are expired: schedule it afresh.
@@ -585,7 +585,7 @@ impl Stage for MaglevStage {
             match created {
                 Ok(()) => {
                     opened.add(f.hash);
-                    ctx.stats.flow_started_by(f.service, f.backend, m.len + batch.more[i]);
+                    ctx.stats.flow_started_by(f.service, f.backend, m.len() + batch.more[i]);
                 }
                 Err(DropReason::SnatExhausted) => {
                     // Answered below (the answer may need the whole frame);
@@ -614,7 +614,7 @@ impl Stage for MaglevStage {
                     continue;
                 }
                 match track(&mut ctx.conntrack, f, ctx.now, &ctx.services, &ctx.stats, false) {
-                    Tracked::Hit => ctx.stats.packet(f.service, f.backend, m.len + batch.more[i]),
+                    Tracked::Hit => ctx.stats.packet(f.service, f.backend, m.len() + batch.more[i]),
                     _ => {
                         f.kind = FlowKind::Unknown;
                         m.verdict = Verdict::Drop(DropReason::NoFlow);
@@ -674,7 +674,7 @@ impl OpenedHere {
 #[inline(never)]
 fn join_opened(ctx: &mut Ctx, m: &mut PacketMeta, f: &mut FlowMeta, more: u32) -> bool {
     match track(&mut ctx.conntrack, f, ctx.now, &ctx.services, &ctx.stats, false) {
-        Tracked::Hit => ctx.stats.packet(f.service, f.backend, m.len + more),
+        Tracked::Hit => ctx.stats.packet(f.service, f.backend, m.len() + more),
         Tracked::WrongSide => m.verdict = Verdict::Drop(DropReason::WrongSide),
         Tracked::Expired(reply) => {
             retire(ctx, &reply);

@@ -35,8 +35,8 @@ pub mod xlat;
 use std::sync::Arc;
 
 pub use batch::{
-    Batch, DropReason, Emit, FrameMut, PacketMeta, PacketMut, TailBuf, UmemView, Verdict, MAX_TAIL,
-    SPARE_FRAMES,
+    Batch, DropReason, Emit, FrameMut, PacketMeta, PacketMut, PushError, TailBuf, UmemView, Verdict,
+    MAX_TAIL, SPARE_FRAMES,
 };
 pub use flow::{FlowKind, FlowMeta};
 

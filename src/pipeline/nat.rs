@@ -54,7 +54,7 @@ impl Stage for NatStage {
                         }
                     }
                 }
-                let end = p.start + p.meta.len as usize;
+                let end = p.start + p.meta.len() as usize;
                 let flow = &*p.flow;
                 // Called directly, not through a function pointer: no
                 // indirect call per packet.
@@ -111,7 +111,7 @@ fn hairpin(
             Fit::Drop(reason) => return Err(reason),
         }
     }
-    let end = p.start + p.meta.len as usize;
+    let end = p.start + p.meta.len() as usize;
     let rewrite = if p.flow.related { related::rewrite_hairpinned } else { nat::rewrite };
     p.frame.get_mut(p.start..end).and_then(|d| rewrite(d, p.flow)).ok_or(BAD)?;
     if !p.flow.related {
@@ -163,7 +163,7 @@ enum Fit {
 fn too_big(p: &mut FrameMut<'_>, more: u32, answers: &Answers, mtu: u16) -> Fit {
     // The IP packet is no longer than the frame after its L2 header: a frame
     // within the MTU fits whatever its IP length says (the common case).
-    let carried = (p.meta.len as usize + more as usize).saturating_sub(usize::from(p.flow.l3));
+    let carried = (p.meta.len() as usize + more as usize).saturating_sub(usize::from(p.flow.l3));
     if carried <= usize::from(mtu) {
         return Fit::Fits;
     }
@@ -173,7 +173,7 @@ fn too_big(p: &mut FrameMut<'_>, more: u32, answers: &Answers, mtu: u16) -> Fit 
 #[cold]
 fn too_big_frame(p: &mut FrameMut<'_>, more: u32, answers: &Answers, mtu: u16) -> Fit {
     let l3 = usize::from(p.flow.l3);
-    let len = p.meta.len as usize;
+    let len = p.meta.len() as usize;
     let at = p.start + l3;
     let field = |o: usize| {
         p.frame.get(at + o..at + o + 2).map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]])))

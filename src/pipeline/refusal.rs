@@ -67,12 +67,12 @@ impl Refusals {
 /// many stacks retry through an ICMP error until their timeout.
 pub fn answer(p: &mut FrameMut<'_>, nat64: bool) -> bool {
     let built = if p.flow.key.proto == proto::TCP {
-        let end = p.start + p.meta.len as usize;
+        let end = p.start + p.meta.len() as usize;
         p.frame.get_mut(p.start..end).and_then(|d| tcp_reset(d, p.flow)).map(|len| (p.start, len))
     } else {
         let dst = p.flow.key.dst;
         let router = RouterAddrs { v4: v4_of(&dst), v6: dst };
-        let (buf, start, len) = (&mut *p.frame, p.start, p.meta.len as usize);
+        let (buf, start, len) = (&mut *p.frame, p.start, p.meta.len() as usize);
         if nat64 {
             build_address_unreachable(buf, start, len, &router).ok()
         } else {
@@ -80,10 +80,7 @@ pub fn answer(p: &mut FrameMut<'_>, nat64: bool) -> bool {
         }
     };
     let Some((start, len)) = built else { return false };
-    p.meta.addr = p.base + start as u64;
-    p.meta.len = len as u32;
-    p.start = start;
-    true
+    p.place(start, len)
 }
 
 /// Rewrites the TCP segment in `data` (a whole frame, parsed into `f`) into

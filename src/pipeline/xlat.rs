@@ -70,7 +70,7 @@ impl Stage for SiitStage {
         let frag_limit = siit.lowest_ipv6_mtu.min(self.mtus.egress());
         let cfg46_whole = XlatConfig { mtu: u16::MAX, ..cfg46 };
         batch.for_each_frame_emit(pipeline, |mut p, emit| {
-            let len = p.meta.len as usize;
+            let len = p.meta.len() as usize;
             let Some(pkt) = p.frame.get(p.start..p.start + len) else { return };
             let Some(parsed) = parse_or_drop(pkt, stats, &mut p.meta.verdict) else { return };
             let v6 = parsed.version == IpVersion::V6;
@@ -97,12 +97,17 @@ impl Stage for SiitStage {
                     };
                     match r {
                         Ok(out) => {
-                            set(&mut p, out);
+                            if let Err(c) = set(&mut p, out) {
+                                return fail(&mut p, c, stats);
+                            }
                             if hairpin {
-                                let len = p.meta.len as usize;
-                                match translate_4to6(p.frame, p.start, len, &cfg_hairpin) {
+                                let len = p.meta.len() as usize;
+                                let placed = match translate_4to6(p.frame, p.start, len, &cfg_hairpin) {
                                     Ok(out) => set(&mut p, out),
-                                    Err(d) => return fail(&mut p, d.into(), stats),
+                                    Err(d) => Err(d.into()),
+                                };
+                                if let Err(c) = placed {
+                                    return fail(&mut p, c, stats);
                                 }
                             }
                             let to_v4 = v6 && !hairpin;

@@ -107,8 +107,8 @@ impl Harness {
         for (i, m) in self.batch.metas().iter().enumerate() {
             out(i, m.verdict, self.batch.packet(i).unwrap_or(&[]));
             // Packets stages emitted into spare frames: the frame is free again.
-            if m.addr >= (MAX_BATCH as usize * FRAME) as u64 {
-                self.free_spares.push(m.addr & !(FRAME as u64 - 1));
+            if m.addr() >= (MAX_BATCH as usize * FRAME) as u64 {
+                self.free_spares.push(m.addr() & !(FRAME as u64 - 1));
             }
         }
         // Fragments held for their first one go out after it, as a worker
@@ -187,8 +187,8 @@ impl Harness {
             run.tail.push((t.1, self.batch.tail_bytes(t).unwrap_or(&[]).to_vec()));
         }
         for m in self.batch.metas() {
-            if m.addr >= (MAX_BATCH as usize * FRAME) as u64 {
-                self.free_spares.push(m.addr & !(FRAME as u64 - 1));
+            if m.addr() >= (MAX_BATCH as usize * FRAME) as u64 {
+                self.free_spares.push(m.addr() & !(FRAME as u64 - 1));
             }
         }
         // As a worker does once the batch is sent: the later buffers are

@@ -4,7 +4,6 @@
 //! ([`Emit`]); the first stays in the packet's own frame. Stateless: no
 //! table, nothing kept between packets.
 
-use super::xlat::set;
 use crate::nat46::fragment::{add_fragment_header, Plan};
 use crate::nat46::Drop;
 use crate::pipeline::{Emit, FrameMut};
@@ -19,9 +18,11 @@ pub fn split_into_fragments(
     id: u16,
     limit: u16,
 ) -> Result<(), Drop> {
-    let out = add_fragment_header(p.frame, p.start, p.meta.len as usize, id)?;
-    set(p, out);
-    let plan = Plan::new(p.frame, p.start, p.meta.len as usize, limit)?;
+    let (start, len) = add_fragment_header(p.frame, p.start, p.meta.len() as usize, id)?;
+    if !p.place(start, len) {
+        return Err(Drop::Truncated);
+    }
+    let plan = Plan::new(p.frame, p.start, p.meta.len() as usize, limit)?;
     let extra = plan.pieces() - 1;
     if extra > emit.available() {
         return Err(Drop::NeedsFragmentation);
@@ -39,6 +40,8 @@ pub fn split_into_fragments(
         }
     }
     let n = plan.trim_first(p.frame, start).ok_or(Drop::Truncated)?;
-    p.meta.len = n as u32;
+    if !p.place(start, n) {
+        return Err(Drop::Truncated);
+    }
     Ok(())
 }

@@ -157,10 +157,10 @@ fn in_carrier(f: &FlowMeta) -> FlowMeta {
     FlowMeta { nat, ..*f }
 }
 
-pub(crate) fn set(p: &mut FrameMut<'_>, (start, len): (usize, usize)) {
-    p.meta.addr = p.base + start as u64;
-    p.meta.len = len as u32;
-    p.start = start;
+/// Makes the packet the `(start, len)` a builder or translator wrote in
+/// its frame; one past the frame is a bug here, dropped as inconsistent.
+pub(crate) fn set(p: &mut FrameMut<'_>, (start, len): (usize, usize)) -> Result<(), Cause> {
+    p.place(start, len).then_some(()).ok_or(Cause::INCONSISTENT)
 }
 
 /// A builder of an ICMP error over a packet's frame: `(frame, start, len,
@@ -177,8 +177,8 @@ pub(crate) fn bounce(p: &mut FrameMut<'_>, answers: &Answers, build: Build<'_>) 
         p.meta.verdict = Verdict::Drop(DropReason::ErrorRateLimited);
         return Ok(());
     }
-    let out = build(p.frame, p.start, p.meta.len as usize, &answers.from).map_err(Cause::from)?;
-    set(p, out);
+    let out = build(p.frame, p.start, p.meta.len() as usize, &answers.from).map_err(Cause::from)?;
+    set(p, out)?;
     p.flow.kind = FlowKind::Bounce;
     Ok(())
 }
@@ -189,7 +189,7 @@ pub(crate) fn bounce(p: &mut FrameMut<'_>, answers: &Answers, build: Build<'_>) 
 fn take_translation(p: &mut FrameMut<'_>, answers: &Answers, r: Placed) -> Result<bool, Cause> {
     match r {
         Ok(out) => {
-            set(p, out);
+            set(p, out)?;
             Ok(true)
         }
         Err(Drop::TooBig { mtu }) => {
@@ -209,7 +209,7 @@ fn take_translation(p: &mut FrameMut<'_>, answers: &Answers, r: Placed) -> Resul
 /// pass (`nat46::bound_*`); everything else takes [`translate_flow_general`].
 #[inline]
 pub fn translate_flow(p: &mut FrameMut<'_>, answers: &Answers, mtus: &EgressMtu) -> Result<(), Cause> {
-    let (len, mtu, nat) = (p.meta.len as usize, mtus.of(p.flow.kind), &p.flow.nat);
+    let (len, mtu, nat) = (p.meta.len() as usize, mtus.of(p.flow.kind), &p.flow.nat);
     let out = match p.flow.xlat {
         Xlat::To6 => {
             let to =
@@ -230,7 +230,7 @@ pub fn translate_flow(p: &mut FrameMut<'_>, answers: &Answers, mtus: &EgressMtu)
     };
     match out {
         Some(out) => {
-            set(p, out);
+            set(p, out)?;
             let f = &mut *p.flow;
             f.family = if f.xlat == Xlat::To6 { Family::V6 } else { Family::V4 };
             f.l4 = f.l3 + f.family.header_len();
@@ -255,7 +255,7 @@ pub fn translate_flow_general(
         udp_zero_checksum: UdpZeroChecksum::Compute,
         rfc6791: Rfc6791::v4(ROUTER_V4),
     };
-    let len = p.meta.len as usize;
+    let len = p.meta.len() as usize;
     match p.flow.xlat {
         Xlat::To6 => {
             // Expiry is checked before translation and the hop limit taken
@@ -278,7 +278,7 @@ pub fn translate_flow_general(
             if f.key.proto == proto::ICMP {
                 f.key.proto = proto::ICMPV6;
             }
-            let end = p.start + p.meta.len as usize;
+            let end = p.start + p.meta.len() as usize;
             rewrite(p.frame.get_mut(p.start..end).ok_or(Cause::INCONSISTENT)?, f).ok_or(Cause::INCONSISTENT)
         }
         Xlat::To4 => {
@@ -347,7 +347,7 @@ pub fn translate_related(
     if !decrement_hop(p, p.flow.family).ok_or(Cause::INCONSISTENT)? {
         return Err(Cause::Untranslatable(Untranslatable::ErrorExpired));
     }
-    let len = p.meta.len as usize;
+    let len = p.meta.len() as usize;
     let carrier = Mapper::prefix(CARRIER);
     match p.flow.xlat {
         Xlat::To6 => {
@@ -363,10 +363,10 @@ pub fn translate_related(
                 rfc6791: Rfc6791::default(),
             };
             let out = translate_4to6(p.frame, p.start, len, &cfg).map_err(Cause::from)?;
-            set(p, out);
+            set(p, out)?;
             p.flow.family = Family::V6;
             p.flow.l4 = p.flow.l3 + 40;
-            let end = p.start + p.meta.len as usize;
+            let end = p.start + p.meta.len() as usize;
             related::rewrite(p.frame.get_mut(p.start..end).ok_or(Cause::INCONSISTENT)?, p.flow)
                 .ok_or(Cause::INCONSISTENT)
         }
@@ -385,7 +385,7 @@ pub fn translate_related(
                 rfc6791: Rfc6791::v4(v4_of(&p.flow.nat.src)),
             };
             let out = translate_6to4(p.frame, p.start, len, &cfg).map_err(Cause::from)?;
-            set(p, out);
+            set(p, out)?;
             p.flow.family = Family::V4;
             p.flow.l4 = p.flow.l3 + 20;
             Ok(())
@@ -432,13 +432,8 @@ mod tests {
     ) -> Vec<u8> {
         let mut buf = vec![0u8; 512];
         buf[HR..HR + frame.len()].copy_from_slice(frame);
-        let mut meta = PacketMeta {
-            addr: HR as u64,
-            len: frame.len() as u32,
-            ingress: 0,
-            pipeline: 0,
-            verdict: Verdict::Continue,
-        };
+        let mut meta = PacketMeta::for_tests(HR as u64, frame.len() as u32);
+        meta.verdict = Verdict::Continue;
         // The flow's key is the packet's, and its entry's checksum change
         // goes from that key to the binding.
         let key = crate::wire::parse::parse(frame).unwrap().unwrap().tuple;
@@ -454,9 +449,9 @@ mod tests {
             xlat: if v6 { Xlat::To4 } else { Xlat::To6 },
             ..FlowMeta::default()
         };
-        let mut p = FrameMut { meta: &mut meta, flow: &mut flow, frame: &mut buf, start: HR, base: 0 };
+        let mut p = FrameMut::for_tests(&mut meta, &mut flow, &mut buf, HR);
         translate(&mut p).unwrap();
-        let (s, l) = (p.start, p.meta.len as usize);
+        let (s, l) = (p.start, p.meta.len() as usize);
         buf[s..s + l].to_vec()
     }
 
