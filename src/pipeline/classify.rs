@@ -128,7 +128,7 @@ impl Classifier {
                         None => (0, Verdict::Drop(DropReason::NoRoute)),
                     }
                 }
-                // Not IP, or a descriptor outside UMEM.
+                // Not IP.
                 _ => (0, Verdict::Drop(DropReason::Malformed)),
             };
             let m = &mut batch.pkts[i];
