@@ -273,9 +273,14 @@ impl Emit<'_> {
         // owned by this batch alone, distinct from every chunk a packet of
         // the batch names, and not in any ring the kernel reads.
         let frame = unsafe { std::slice::from_raw_parts_mut(self.umem.base.add(b), e - b) };
-        let Some((start, len)) =
-            write(frame).filter(|&(s, l)| s.checked_add(l).is_some_and(|e| e <= frame.len()))
-        else {
+        // In one chunk too (a spare offset need not be chunk-aligned):
+        // stages slice it unchecked, by the chunk its offset falls in.
+        let (umem, size) = (self.umem, frame.len());
+        let in_chunk = |s: usize, l: usize| {
+            s.checked_add(l).is_some_and(|e| e <= size)
+                && u32::try_from(l).is_ok_and(|l| umem.chunk_of(base + s as u64, l).is_some())
+        };
+        let Some((start, len)) = write(frame).filter(|&(s, l)| in_chunk(s, l)) else {
             return false;
         };
         *self.spare_len -= 1;
@@ -306,8 +311,8 @@ pub struct FrameMut<'a> {
 }
 
 impl<'a> FrameMut<'a> {
-    /// A frame over `frame`, a chunk at UMEM offset `base`, for tests of
-    /// code that takes one.
+    /// A frame over `frame`, taken as a chunk at UMEM offset 0, for tests
+    /// of code that takes one.
     #[cfg(test)]
     pub(crate) fn for_tests(
         meta: &'a mut PacketMeta,
@@ -655,6 +660,26 @@ mod tests {
         }
         assert_eq!(batch.push(256, 60, 0), Err(PushError::Full));
         assert_eq!(batch.packet(0).map(<[u8]>::len), Some(96));
+    }
+
+    /// A packet a stage emits lies in one chunk, even in a spare whose
+    /// offset is not chunk-aligned.
+    #[test]
+    fn an_emitted_packet_lies_in_one_chunk() {
+        let mut mem = vec![0u8; 2 * 4096 + 100];
+        // SAFETY: `mem` outlives the batch and is not used otherwise.
+        let mut batch = Batch::new(unsafe { UmemView::of_slice(&mut mem) }).with_spare_target(1);
+        batch.push(256, 60, 0).unwrap();
+        batch.top_up_spares(|| Some(4096 + 100));
+        let mut pushed = Vec::new();
+        batch.for_each_frame_emit(0, |p, emit| {
+            // 4096 + 100 + 4000 crosses into the third chunk, past the mapping.
+            pushed.push(emit.push(p.meta, p.flow, |_| Some((4000, 60))));
+            pushed.push(emit.push(p.meta, p.flow, |_| Some((3000, 60))));
+        });
+        assert_eq!(pushed, [false, true]);
+        assert_eq!(batch.len, 2);
+        assert_eq!((batch.metas()[1].addr(), batch.metas()[1].len()), (4096 + 100 + 3000, 60));
     }
 
     /// A stage's new placement of its packet stays in the packet's chunk.
