@@ -405,7 +405,7 @@ fn baselines(c: &mut Criterion) {
                 batch.push_copy((i * FRAME + HEADROOM) as u64, f, 0);
             }
             pos = (pos + BATCH) % frames.len();
-            black_box(batch.len)
+            black_box(batch.len())
         });
     });
 

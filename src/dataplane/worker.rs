@@ -249,12 +249,12 @@ impl<P: PortIo> Worker<P> {
         });
         if in_chain {
             // The ring ended inside a chain: drop what came, skip the rest.
-            if let Some(m) = batch.len.checked_sub(1).and_then(|i| batch.pkts.get_mut(i)) {
+            if let Some(m) = batch.len().checked_sub(1).and_then(|i| batch.pkts.get_mut(i)) {
                 m.verdict = Verdict::Drop(DropReason::ChainTooLong);
             }
             *skip = true;
         }
-        let n = self.batch.len as u32;
+        let n = self.batch.len() as u32;
         if n == 0 {
             // Runs the queue's NAPI here, on our core, for up to the busy-poll
             // budget; its frames show up in the RX ring on the next pass.
@@ -271,7 +271,7 @@ impl<P: PortIo> Worker<P> {
         let c = &self.counters;
         c.batches.add(1);
         c.rx_packets.add(u64::from(n));
-        c.rx_bytes.add((0..self.batch.len).map(|i| u64::from(self.batch.total_len(i))).sum());
+        c.rx_bytes.add((0..self.batch.len()).map(|i| u64::from(self.batch.total_len(i))).sum());
 
         crate::pipeline::process(&mut self.batch, &self.classifier, &mut self.pipelines, &mut self.ctx);
         self.hand_over();
@@ -304,7 +304,7 @@ impl<P: PortIo> Worker<P> {
             return;
         }
         let mut woke = 0u64; // bitmask of owners already woken this batch
-        for i in 0..self.batch.len {
+        for i in 0..self.batch.len() {
             let Verdict::Handoff(to) = self.batch.pkts[i].verdict else { continue };
             // Only the first buffer travels; a chain's later ones wait here.
             let more = self.batch.more[i];
@@ -366,10 +366,10 @@ impl<P: PortIo> Worker<P> {
             batch.clear();
             let mut chains = [Chain::NONE; MAX_BATCH as usize];
             let mut ingresses = [u16::MAX; MAX_BATCH as usize];
-            while batch.len < (self.batch_size as usize).min(MAX_BATCH as usize) {
+            while batch.len() < (self.batch_size as usize).min(MAX_BATCH as usize) {
                 let Some(h) = link.to_owner.pop() else { break };
-                chains[batch.len] = h.chain;
-                ingresses[batch.len] = h.ingress;
+                chains[batch.len()] = h.chain;
+                ingresses[batch.len()] = h.ingress;
                 // Its later buffers stay with the source: stages see the length.
                 let addr = h.frame.into_desc();
                 let handed = crate::pipeline::lb::INGRESS_HANDED;
@@ -418,9 +418,9 @@ impl<P: PortIo> Worker<P> {
                 });
                 debug_assert!(back.is_ok(), "handoff back ring overflowed");
             }
-            self.counters.handoffs_served.add(batch.len as u64);
+            self.counters.handoffs_served.add(batch.len() as u64);
             self.mesh.wake(from);
-            served += batch.len as u32;
+            served += batch.len() as u32;
         }
         if served > 0 {
             self.replay_held();
@@ -438,7 +438,7 @@ impl<P: PortIo> Worker<P> {
             }
             self.returned.clear();
             let t0 = now_ns();
-            while self.returned.len < (self.batch_size as usize).min(MAX_BATCH as usize) {
+            while self.returned.len() < (self.batch_size as usize).min(MAX_BATCH as usize) {
                 let Some(r) = link.back.pop() else { break };
                 if let Some(n) = self.in_flight.get_mut(to) {
                     *n = n.saturating_sub(1);
@@ -457,7 +457,7 @@ impl<P: PortIo> Worker<P> {
                             }
                             continue;
                         }
-                        let i = self.returned.len - 1;
+                        let i = self.returned.len() - 1;
                         // The tail rejoins its packet; one the owner replaced
                         // (more = 0) is freed with the batch.
                         self.returned.attach_tail(i, tail, r.chain.more);
@@ -501,7 +501,7 @@ impl<P: PortIo> Worker<P> {
                     }
                 }
             }
-            n += self.returned.len as u32;
+            n += self.returned.len() as u32;
             let sent =
                 transmit(&mut self.xsk, &self.counters, &self.ctx.stats, &mut self.returned, &self.mtus);
             // Handed frames count once, when their source transmits them.
@@ -587,7 +587,7 @@ fn transmit<P: PortIo>(
         // ours sees it: drop here, counted.
         let up = mtus.is_up(iface);
         let mut wanted = 0u32;
-        for i in 0..batch.len {
+        for i in 0..batch.len() {
             if batch.pkts[i].verdict != forward {
                 continue;
             }
@@ -619,7 +619,7 @@ fn transmit<P: PortIo>(
         // The ring offers its free slots: a packet is taken only when all
         // its buffers fit, and `next` stops just past the last one placed.
         let descs = p.transmit(wanted, |room| {
-            while let Some(m) = b.pkts[..b.len].get(next) {
+            while let Some(m) = b.pkts[..b.len()].get(next) {
                 if m.verdict != forward {
                     next += 1;
                     continue;
@@ -635,7 +635,7 @@ fn transmit<P: PortIo>(
             }
             TxNext::Done
         });
-        for i in 0..batch.len {
+        for i in 0..batch.len() {
             if batch.pkts[i].verdict != forward {
                 continue;
             }

@@ -211,7 +211,9 @@ const SLOTS: usize = MAX_BATCH as usize + SPARE_FRAMES;
 pub struct Batch {
     pub pkts: [PacketMeta; SLOTS],
     pub flows: [FlowMeta; SLOTS],
-    pub len: usize,
+    /// Packets in the batch: private, so every one was checked as it came
+    /// in ([`PacketMeta`]).
+    len: usize,
     /// Per slot: bytes of the packet after its first buffer (0 for a frame
     /// of one buffer). Stages see the first buffer (`len` bytes at `addr`)
     /// and read headers there only.
@@ -496,6 +498,16 @@ impl Batch {
                 free(addr);
             }
         }
+    }
+
+    /// Packets in the batch.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     pub fn metas(&self) -> &[PacketMeta] {

@@ -91,7 +91,7 @@ impl Classifier {
 
     /// Sets each packet's pipeline, or drops it with a reason.
     pub fn classify(&self, batch: &mut Batch, services: &Services) {
-        let n = batch.len;
+        let n = batch.len();
         if self.single {
             for m in &mut batch.pkts[..n] {
                 m.pipeline = 0;

@@ -482,11 +482,11 @@ pub fn reinject(ctx: &mut Ctx, batch: &mut Batch, mut alloc: impl FnMut() -> Opt
         return 0;
     }
     ctx.frag.take_ready(|bytes, ingress| {
-        if batch.len >= MAX_BATCH as usize {
+        if batch.len() >= MAX_BATCH as usize {
             return false;
         }
         let Some(addr) = alloc() else { return false };
         batch.push_copy(addr, bytes, ingress)
     });
-    batch.len
+    batch.len()
 }

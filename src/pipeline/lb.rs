@@ -106,7 +106,7 @@ impl Stage for ConntrackStage {
         // buckets' tags). Pass 3 prefetches the rest, `ENTRY_AHEAD` packets
         // before it looks them up, so a later packet's tag line has had
         // most of the batch's time to arrive before it is read.
-        let n = batch.len.min(MAX_BATCH as usize);
+        let n = batch.len().min(MAX_BATCH as usize);
         for i in 0..n.min(ENTRY_AHEAD) {
             if batch.pkts[i].active(pipeline) {
                 ctx.conntrack.prefetch_entry_at(batch.flows[i].place);
@@ -526,7 +526,7 @@ impl Stage for MaglevStage {
         let mut count = 0;
         let mut later_of_new = false;
         let mut picks = 0;
-        for i in 0..batch.len.min(MAX_BATCH as usize) {
+        for i in 0..batch.len().min(MAX_BATCH as usize) {
             let f = &batch.flows[i];
             if !batch.pkts[i].active(pipeline) {
                 continue;
@@ -607,7 +607,7 @@ impl Stage for MaglevStage {
         // Later fragments of the flows just created (their first fragment
         // came earlier in this batch) find them now.
         if later_of_new {
-            for i in 0..batch.len.min(MAX_BATCH as usize) {
+            for i in 0..batch.len().min(MAX_BATCH as usize) {
                 let m = &mut batch.pkts[i];
                 let f = &mut batch.flows[i];
                 if !m.active(pipeline) || f.kind != FlowKind::LaterOfNew {

@@ -142,7 +142,8 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn run(&mut self, batch: &mut Batch, id: u8, ctx: &mut Ctx) {
         if batch.chained > 0 && !self.chains {
-            for (m, &more) in batch.pkts[..batch.len].iter_mut().zip(&batch.more) {
+            let n = batch.len();
+            for (m, &more) in batch.pkts[..n].iter_mut().zip(&batch.more) {
                 if m.active(id) && more > 0 {
                     m.verdict = Verdict::Drop(DropReason::ChainUnsupported);
                 }
@@ -152,7 +153,8 @@ impl Pipeline {
             stage.process(batch, id, ctx);
         }
         // A packet no stage forwarded has nowhere to go.
-        for m in &mut batch.pkts[..batch.len] {
+        let n = batch.len();
+        for m in &mut batch.pkts[..n] {
             if m.active(id) {
                 m.verdict = Verdict::Drop(DropReason::NoRoute);
             }

@@ -127,7 +127,7 @@ impl Harness {
             for (i, m) in self.batch.metas().iter().enumerate() {
                 out(next + i, m.verdict, self.batch.packet(i).unwrap_or(&[]));
             }
-            next += self.batch.len;
+            next += self.batch.len();
         }
     }
 
