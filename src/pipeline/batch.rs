@@ -404,18 +404,21 @@ impl Batch {
     /// its bytes do not lie in one chunk inside the mapping (a descriptor a
     /// kernel never hands out: stages slice packets without a check).
     pub fn push(&mut self, addr: u64, len: u32, ingress: u8) -> Result<(), PushError> {
-        if self.len >= MAX_BATCH as usize {
-            return Err(PushError::Full);
-        }
-        if self.umem.chunk_of(addr, len).is_none() {
-            return Err(PushError::OutsideUmem);
-        }
+        self.room_for(addr, len)?;
         self.pkts[self.len] = PacketMeta { addr, len, ingress, pipeline: 0, verdict: Verdict::Continue };
         self.flows[self.len].kind = FlowKind::Unknown;
         self.more[self.len] = 0;
         self.tail_n[self.len] = 0;
         self.len += 1;
         Ok(())
+    }
+
+    /// Whether [`Batch::push`] takes a packet of `len` bytes at `addr`.
+    fn room_for(&self, addr: u64, len: u32) -> Result<(), PushError> {
+        if self.len >= MAX_BATCH as usize {
+            return Err(PushError::Full);
+        }
+        self.umem.chunk_of(addr, len).map(|_| ()).ok_or(PushError::OutsideUmem)
     }
 
     /// Appends the next buffer of the last pushed packet (a chunk of a
@@ -597,13 +600,13 @@ impl Batch {
     /// benches and the harness; workers receive frames from the kernel).
     pub fn push_copy(&mut self, addr: u64, data: &[u8], ingress: u8) -> bool {
         let Ok(len) = u32::try_from(data.len()) else { return false };
-        if self.len >= MAX_BATCH as usize || self.umem.chunk_of(addr, len).is_none() {
+        if self.room_for(addr, len).is_err() {
             return false;
         }
-        let Some((start, end)) = self.umem.range(addr, data.len()) else { return false };
-        // SAFETY: in bounds (checked); `&mut self` means no other reference
-        // into the batch's frames is live.
-        unsafe { std::slice::from_raw_parts_mut(self.umem.base.add(start), end - start) }
+        // SAFETY: the bytes lie in one chunk inside the mapping (checked);
+        // `&mut self` means no other reference into the batch's frames is
+        // live.
+        unsafe { std::slice::from_raw_parts_mut(self.umem.base.add(addr as usize), data.len()) }
             .copy_from_slice(data);
         self.push(addr, len, ingress).is_ok()
     }
