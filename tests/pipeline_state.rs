@@ -198,3 +198,41 @@ fn a_destination_past_its_error_limit_leaves_the_rest_for_others() {
     h.ctx.now += 1;
     assert_eq!(time_exceeded(&mut h), (1, 63), "the flooder: a second's worth");
 }
+
+/// A UDP datagram from the client to `dst`:`dport`.
+fn udp_to(dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0xff, 0])
+        .ipv4([10, 0, 1, 2], dst, 64)
+        .udp(sport, dport)
+        .write(&mut f, b"query")
+        .unwrap();
+    f
+}
+
+/// New flows in one batch to one address but other ports, and to an SNAT
+/// pool address, are each classified for themselves, whatever the packet
+/// before them asked (the miss path remembers the last destination).
+#[test]
+fn each_new_flow_in_a_batch_is_classified_by_its_own_destination() {
+    let mut h = udp_service();
+    h.ctx.now = 1000;
+    let (vip, pool) = ([10, 0, 100, 1], [10, 0, 3, 7]);
+    let frames = [
+        udp_to(vip, 20_000, 53),
+        udp_to(vip, 20_001, 54),
+        udp_to(vip, 20_002, 53),
+        udp_to(pool, 20_003, 53),
+        udp_to(pool, 20_004, 54),
+        udp_to(vip, 20_005, 53),
+        udp_to(vip, 20_006, 53),
+    ];
+    let mut verdicts = Vec::new();
+    h.run(&frames, |_, v, _| verdicts.push(v));
+    let forward = |v: &Verdict| matches!(v, Verdict::Forward(_));
+    assert!(forward(&verdicts[0]) && forward(&verdicts[2]), "{verdicts:?}");
+    assert_eq!(verdicts[1], Verdict::Drop(DropReason::NoFlow), "no service on port 54");
+    assert_eq!(verdicts[3], Verdict::Drop(DropReason::WrongSide), "a reply from the client side");
+    assert_eq!(verdicts[4], Verdict::Drop(DropReason::WrongSide), "a reply from the client side");
+    assert!(forward(&verdicts[5]) && forward(&verdicts[6]), "{verdicts:?}");
+}

@@ -329,7 +329,7 @@ impl Dataplane {
     }
 
     /// Re-reads every interface's MTU and link state from the kernel;
-    /// workers use a changed value from their next packet on (no restart).
+    /// workers use a changed value from their next batch on (no restart).
     pub fn refresh_mtus(&self) {
         for (i, iface) in self.config.interfaces.iter().enumerate() {
             let up = crate::sys::carrier(&iface.name);

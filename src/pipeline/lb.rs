@@ -14,7 +14,7 @@ use super::maglev::client_hash;
 use super::refusal;
 use super::rewrite::{self, related};
 use super::services::Services;
-use super::snat::{self, Client};
+use super::snat::{self, Client, PickHash};
 use super::stats::{parse_or_drop, WorkerStats};
 use super::{frag, Batch, Ctx, DropReason, PacketMeta, Stage, Verdict};
 use crate::config::MAX_BATCH;
@@ -116,6 +116,7 @@ impl Stage for ConntrackStage {
         // (the maglev stage's work).
         let now = ctx.now;
         let mut opening = 0;
+        let mut last_dst = LastDestination::default();
         for i in 0..n {
             let ahead = i + ENTRY_AHEAD;
             if ahead < n && batch.pkts[ahead].active(pipeline) {
@@ -126,7 +127,10 @@ impl Stage for ConntrackStage {
                 continue;
             }
             let f = &mut batch.flows[i];
-            let from_backends = match (self.backend_port, m.ingress) {
+            // Asked only of replies and misses: a hit on an original-direction
+            // entry never needs it.
+            let (backend_port, ingress) = (self.backend_port, m.ingress);
+            let from_backends = move || match (backend_port, ingress) {
                 (_, INGRESS_HANDED) | (None, _) => true,
                 (Some(port), ingress) => port == ingress,
             };
@@ -136,7 +140,7 @@ impl Stage for ConntrackStage {
             // wrong side in `track`, and a miss is checked below).
             if ctx.workers > 1 {
                 let to_pool = ctx.services.in_pool(&f.key.dst);
-                if to_pool && !from_backends {
+                if to_pool && !from_backends() {
                     m.verdict = Verdict::Drop(DropReason::WrongSide);
                     continue;
                 }
@@ -165,7 +169,8 @@ impl Stage for ConntrackStage {
                 Tracked::Expired(reply) => retire(ctx, &reply),
                 Tracked::Miss => {}
             }
-            if !from_backends && ctx.workers <= 1 && ctx.services.in_pool(&f.key.dst) {
+            let (to_pool, service) = last_dst.of(&ctx.services, &f.key);
+            if !from_backends() && ctx.workers <= 1 && to_pool {
                 m.verdict = Verdict::Drop(DropReason::WrongSide);
                 continue;
             }
@@ -213,7 +218,7 @@ impl Stage for ConntrackStage {
                 m.verdict = martian(ctx, why);
                 continue;
             }
-            match ctx.services.service_for(&f.key.dst, f.key.proto, f.key.dport) {
+            match service {
                 Some(s) => f.kind = FlowKind::New(s),
                 None if nat64_hairpin(ctx, f) => {
                     if hairpin_peer(ctx, f).is_some() {
@@ -232,6 +237,37 @@ impl Stage for ConntrackStage {
             opening += usize::from(matches!(f.kind, FlowKind::New(_) | FlowKind::New64));
         }
         batch.opening = opening;
+    }
+}
+
+/// What the last packet that missed was sent to, and what that
+/// destination is: a batch's new flows mostly go to one VIP and port, so
+/// most misses ask the SNAT pools and the VIP map nothing (about 50
+/// instructions a new flow, callgrind).
+#[derive(Default)]
+struct LastDestination {
+    asked: Option<([u8; 16], u8, u16)>,
+    to_pool: bool,
+    service: Option<u16>,
+}
+
+impl LastDestination {
+    /// Whether `k`'s destination is in an SNAT pool, and the service at
+    /// its address, protocol and port.
+    #[inline]
+    fn of(&mut self, services: &Services, k: &FlowKey) -> (bool, Option<u16>) {
+        if self.asked != Some((k.dst, k.proto, k.dport)) {
+            self.ask(services, k);
+        }
+        (self.to_pool, self.service)
+    }
+
+    /// Out of line: the loop keeps its registers for the hit path.
+    #[inline(never)]
+    fn ask(&mut self, services: &Services, k: &FlowKey) {
+        self.asked = Some((k.dst, k.proto, k.dport));
+        self.to_pool = services.in_pool(&k.dst);
+        self.service = services.service_for(&k.dst, k.proto, k.dport);
     }
 }
 
@@ -401,7 +437,7 @@ fn track(
     now: Tick,
     services: &Services,
     stats: &WorkerStats,
-    from_backends: bool,
+    from_backends: impl Fn() -> bool,
 ) -> Tracked {
     let hop_tag = services.generation as u16;
     let Some(e) = ct.lookup_at(&f.key, f.place, now) else { return Tracked::Miss };
@@ -410,7 +446,7 @@ fn track(
     // A hairpinned session's replies come from its other IPv6 client.
     let hairpin = e.flags.contains(EntryFlags::HAIRPIN);
     if reply
-        && ((!from_backends && !hairpin)
+        && ((!hairpin && !from_backends())
             || (e.hop_tag == hop_tag && e.next_hop != [0; 6] && e.next_hop != f.src_mac))
     {
         return Tracked::WrongSide;
@@ -523,6 +559,7 @@ impl Stage for MaglevStage {
         // or writes at random: its Maglev slot, its SNAT pick, its entry.
         let mut new = [0u8; MAX_BATCH as usize];
         let mut slot = [0u32; MAX_BATCH as usize];
+        let mut pick = [PickHash::default(); MAX_BATCH as usize];
         let mut count = 0;
         let mut later_of_new = false;
         let mut picks = 0;
@@ -540,7 +577,8 @@ impl Stage for MaglevStage {
                         let pool = svc.snat_pool.filter(|_| !svc.dsr);
                         if let Some(p) = pool.and_then(|p| ctx.snat.get(usize::from(p))) {
                             // The batch's earlier new flows take theirs first.
-                            p.prefetch_pick(f.hash, picks);
+                            pick[count] = p.pick_hash(f.hash);
+                            p.prefetch_pick(pick[count], picks);
                             picks += 1;
                         }
                     }
@@ -558,7 +596,7 @@ impl Stage for MaglevStage {
         // Pass 2: create them.
         let mut refused = false;
         let mut opened = OpenedHere::default();
-        for (&i, &slot) in new[..count].iter().zip(&slot) {
+        for ((&i, &slot), &pick) in new[..count].iter().zip(&slot).zip(&pick) {
             let i = usize::from(i);
             let (m, f) = (&mut batch.pkts[i], &mut batch.flows[i]);
             // A flow an earlier packet of this batch opened (a burst of a
@@ -578,7 +616,7 @@ impl Stage for MaglevStage {
                 continue;
             }
             let created = match f.kind {
-                FlowKind::New(s) => create_flow(ctx, f, s, slot as usize),
+                FlowKind::New(s) => create_flow(ctx, f, s, slot as usize, pick),
                 FlowKind::New64 => create_nat64(ctx, f),
                 _ => continue,
             };
@@ -613,7 +651,7 @@ impl Stage for MaglevStage {
                 if !m.active(pipeline) || f.kind != FlowKind::LaterOfNew {
                     continue;
                 }
-                match track(&mut ctx.conntrack, f, ctx.now, &ctx.services, &ctx.stats, false) {
+                match track(&mut ctx.conntrack, f, ctx.now, &ctx.services, &ctx.stats, || false) {
                     Tracked::Hit => ctx.stats.packet(f.service, f.backend, m.len() + batch.more[i]),
                     _ => {
                         f.kind = FlowKind::Unknown;
@@ -673,7 +711,7 @@ impl OpenedHere {
 #[cold]
 #[inline(never)]
 fn join_opened(ctx: &mut Ctx, m: &mut PacketMeta, f: &mut FlowMeta, more: u32) -> bool {
-    match track(&mut ctx.conntrack, f, ctx.now, &ctx.services, &ctx.stats, false) {
+    match track(&mut ctx.conntrack, f, ctx.now, &ctx.services, &ctx.stats, || false) {
         Tracked::Hit => ctx.stats.packet(f.service, f.backend, m.len() + more),
         Tracked::WrongSide => m.verdict = Verdict::Drop(DropReason::WrongSide),
         Tracked::Expired(reply) => {
@@ -686,8 +724,15 @@ fn join_opened(ctx: &mut Ctx, m: &mut PacketMeta, f: &mut FlowMeta, more: u32) -
 }
 
 /// Creates the flow of `f` to service `s`, on the backend in its Maglev
-/// `slot` (the flow hash's, or with affinity the client address's).
-fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16, slot: usize) -> Result<(), DropReason> {
+/// `slot` (the flow hash's, or with affinity the client address's), with
+/// an SNAT pair (full NAT) at `pick`, the flow's hash in the pool.
+fn create_flow(
+    ctx: &mut Ctx,
+    f: &mut FlowMeta,
+    s: u16,
+    slot: usize,
+    pick: PickHash,
+) -> Result<(), DropReason> {
     let svc = ctx.services.list.get(usize::from(s)).ok_or(DropReason::NoFlow)?;
     let b = svc.maglev.at(slot).ok_or(DropReason::NoBackend)?;
     let backend = svc.backends.get(usize::from(b)).ok_or(DropReason::NoBackend)?;
@@ -717,7 +762,7 @@ fn create_flow(ctx: &mut Ctx, f: &mut FlowMeta, s: u16, slot: usize) -> Result<(
             // Full NAT: the flow's source is a pair from the pool.
             Some(pool) => {
                 let p = ctx.snat.get_mut(usize::from(pool)).ok_or(DropReason::SnatExhausted)?;
-                let (src, sport) = p.alloc(f.hash).ok_or(DropReason::SnatExhausted)?;
+                let (src, sport) = p.alloc_at(pick).ok_or(DropReason::SnatExhausted)?;
                 let orig = NatBinding { src, sport, dst: backend.addr, dport: backend.port };
                 let flags = EntryFlags::SNAT;
                 Binding { orig, flags, reply_flags: flags, sid, bid, snat: Some(pool) }

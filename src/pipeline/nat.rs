@@ -25,6 +25,7 @@ impl Stage for NatStage {
         let answers = Answers::of(ctx);
         let prefixes = FlowPrefixes::of(ctx);
         let stats = &*ctx.stats;
+        let mtus = self.mtus.read();
         batch.for_each_frame_chain(pipeline, |mut p, more| {
             if !matches!(p.flow.kind, FlowKind::Original | FlowKind::Reply) {
                 return;
@@ -34,7 +35,7 @@ impl Stage for NatStage {
                 return;
             }
             if p.flow.xlat == Xlat::Hairpin {
-                if let Err(reason) = hairpin(&mut p, *more, &answers, self.mtus.ret(), stats) {
+                if let Err(reason) = hairpin(&mut p, *more, &answers, mtus.ret(), stats) {
                     if reason == DropReason::Malformed {
                         stats.cause(Cause::INCONSISTENT);
                     }
@@ -44,7 +45,7 @@ impl Stage for NatStage {
             }
             let result = if p.flow.xlat == Xlat::None {
                 if !p.flow.related {
-                    let mtu = self.mtus.of(p.flow.kind);
+                    let mtu = mtus.of(p.flow.kind);
                     match too_big(&mut p, *more, &answers, mtu) {
                         Fit::Fits => {}
                         Fit::Bounced => return,
@@ -64,9 +65,9 @@ impl Stage for NatStage {
                 });
                 done.ok_or(Cause::INCONSISTENT)
             } else if p.flow.related {
-                translate_related(&mut p, &prefixes, &self.mtus)
+                translate_related(&mut p, &prefixes, mtus)
             } else {
-                translate_flow(&mut p, &answers, &self.mtus)
+                translate_flow(&mut p, &answers, mtus)
             };
             if let Err(c) = result {
                 stats.cause(c);

@@ -57,6 +57,11 @@ pub struct SnatPool {
     pub exhausted: u64,
 }
 
+/// A flow's keyed hash in one pool ([`SnatPool::pick_hash`]): which of
+/// the free pairs it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PickHash(u64);
+
 /// A client transport address a pool pair is bound to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Client {
@@ -276,12 +281,26 @@ impl SnatPool {
     /// Takes a free (address, port) for the flow whose hash is `flow_hash`.
     #[inline]
     pub fn alloc(&mut self, flow_hash: u64) -> Option<([u8; 16], u16)> {
+        self.alloc_at(self.pick_hash(flow_hash))
+    }
+
+    /// The keyed hash that places a flow in the pick window: computed once
+    /// for a new flow, for both [`SnatPool::prefetch_pick`] and
+    /// [`SnatPool::alloc_at`].
+    #[inline]
+    pub fn pick_hash(&self, flow_hash: u64) -> PickHash {
+        PickHash(mix(flow_hash ^ self.key))
+    }
+
+    /// [`SnatPool::alloc`] with the flow's [`SnatPool::pick_hash`].
+    #[inline]
+    pub fn alloc_at(&mut self, pick: PickHash) -> Option<([u8; 16], u16)> {
         let cap = self.ring.len();
         if self.len == 0 || cap == 0 {
             self.exhausted += 1;
             return None;
         }
-        self.ring.swap(self.pick(flow_hash, 0), self.head);
+        self.ring.swap(self.pick(pick, 0), self.head);
         let v = self.ring[self.head];
         self.head = if self.head + 1 == cap { 0 } else { self.head + 1 };
         self.len -= 1;
@@ -289,15 +308,15 @@ impl SnatPool {
         Some((addr, v as u16))
     }
 
-    /// The ring slot [`SnatPool::alloc`] takes for `flow_hash` when
-    /// `ahead` allocations come first (they move the head and shorten the
-    /// list). Multiply-shift, not `%`: a pick in the window without a
-    /// division. Call with `ahead < len`.
+    /// The ring slot [`SnatPool::alloc_at`] takes for `pick` when `ahead`
+    /// allocations come first (they move the head and shorten the list).
+    /// Multiply-shift, not `%`: a pick in the window without a division.
+    /// Call with `ahead < len`.
     #[inline]
-    fn pick(&self, flow_hash: u64, ahead: usize) -> usize {
+    fn pick(&self, pick: PickHash, ahead: usize) -> usize {
         let cap = self.ring.len();
         let window = (self.len - ahead).min(PICK_WINDOW);
-        let pick = ((u128::from(mix(flow_hash ^ self.key)) * window as u128) >> 64) as usize;
+        let pick = ((u128::from(pick.0) * window as u128) >> 64) as usize;
         // head < cap and ahead + pick < len <= cap: one wrap at most.
         let i = self.head + ahead + pick;
         if i >= cap {
@@ -311,9 +330,9 @@ impl SnatPool {
     /// allocations from now (the batch's earlier new flows); a guess that
     /// is wrong, when one of them takes no port, costs nothing but the hint.
     #[inline]
-    pub fn prefetch_pick(&self, flow_hash: u64, ahead: usize) {
+    pub fn prefetch_pick(&self, pick: PickHash, ahead: usize) {
         if ahead < self.len {
-            if let Some(slot) = self.ring.get(self.pick(flow_hash, ahead)) {
+            if let Some(slot) = self.ring.get(self.pick(pick, ahead)) {
                 super::prefetch::lines(slot, 1);
             }
         }
@@ -426,7 +445,8 @@ mod tests {
         for batch in 0..200u64 {
             let hashes: Vec<u64> = (0..64).map(|k| mix(batch << 8 | k)).collect();
             let ring = p.ring.clone();
-            let predicted: Vec<u32> = hashes.iter().enumerate().map(|(k, &h)| ring[p.pick(h, k)]).collect();
+            let predicted: Vec<u32> =
+                hashes.iter().enumerate().map(|(k, &h)| ring[p.pick(p.pick_hash(h), k)]).collect();
             for (&h, want) in hashes.iter().zip(predicted) {
                 let (a, port) = p.alloc(h).unwrap();
                 let got = (u32::from(a[15] & 0x0f) << 16) | u32::from(port);

@@ -213,6 +213,18 @@ impl Delta {
         self.0 += u32::from(!old.to_be()) + u32::from(new.to_be());
     }
 
+    /// [`Delta::word`] for several words: summed as they are and folded,
+    /// then swapped once rather than word by word (a byte swap of a one's
+    /// complement sum is the sum of the swapped words, RFC 1071 §2(B)).
+    #[inline]
+    pub fn host_words<const N: usize>(&mut self, old: [u16; N], new: [u16; N]) {
+        const { assert!(N <= 16, "at most sixteen words: the sum fits 22 bits") };
+        let mut x: u32 = old.iter().zip(&new).map(|(&o, &n)| u32::from(!o) + u32::from(n)).sum();
+        x = (x & 0xFFFF) + (x >> 16);
+        x = (x & 0xFFFF) + (x >> 16);
+        self.0 += u32::from((x as u16).to_be());
+    }
+
     /// The same change folded to 16 bits with end-around carry, to be kept
     /// and applied later: a nonzero sum folds to the representative of its
     /// class in 1..=0xFFFF, so [`Delta::apply`] gives the same checksum.
@@ -471,6 +483,22 @@ mod tests {
             data[2 * n - 2..].copy_from_slice(&changed.to_be_bytes());
             let (got, want) = (d.apply(before), checksum(&data));
             prop_assert!(got == want || (got | want == 0xffff && got & want == 0), "{got:#06x} {want:#06x}");
+        }
+
+        /// Words summed in host order and swapped once give, folded, the
+        /// very change that swapping each word gives (the same
+        /// representative, so `apply` writes the same checksum).
+        #[test]
+        fn host_words_equal_word_by_word(
+            start in any::<u16>(),
+            old in any::<[u16; 4]>(),
+            new in any::<[u16; 4]>(),
+        ) {
+            let mut one_by_one = Delta(u32::from(start));
+            old.iter().zip(&new).for_each(|(&o, &n)| one_by_one.word(o, n));
+            let mut at_once = Delta(u32::from(start));
+            at_once.host_words(old, new);
+            prop_assert_eq!(at_once.folded(), one_by_one.folded());
         }
     }
 }

@@ -36,8 +36,9 @@ pub const ROUTER_V4: [u8; 4] = [192, 0, 0, 8];
 /// The L3 MTUs of a pipeline's two ways out: a packet that would leave
 /// larger than its egress MTU (as forwarded, or grown by translation)
 /// answers with Packet Too Big / Fragmentation Needed instead (RFC 7915 §4,
-/// §5; RFC 1812 §4.2.2.7). Read live from [`LinkMtus`], so an interface's
-/// MTU change applies to the next packet.
+/// §5; RFC 1812 §4.2.2.7). Read from [`LinkMtus`] once a batch
+/// ([`EgressMtu::read`]), so an interface's MTU change applies from the
+/// next batch.
 #[derive(Debug, Clone)]
 pub struct EgressMtu {
     links: Arc<LinkMtus>,
@@ -76,13 +77,41 @@ impl EgressMtu {
         self.links.get(self.ret)
     }
 
+    /// Both MTUs as they are now, for one batch: two atomic loads a
+    /// batch instead of one (and a bounds check) a packet.
+    #[inline]
+    pub fn read(&self) -> BatchMtus {
+        BatchMtus { egress: self.egress(), ret: self.ret() }
+    }
+}
+
+/// A pipeline's two egress MTUs, read once for a batch ([`EgressMtu::read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMtus {
+    egress: u16,
+    ret: u16,
+}
+
+impl Default for BatchMtus {
+    fn default() -> BatchMtus {
+        EgressMtu::default().read()
+    }
+}
+
+impl BatchMtus {
+    /// MTU of the reply direction's egress.
+    #[inline]
+    pub fn ret(self) -> u16 {
+        self.ret
+    }
+
     /// The MTU of the port a packet of this kind leaves by.
     #[inline]
-    pub fn of(&self, kind: FlowKind) -> u16 {
+    pub fn of(self, kind: FlowKind) -> u16 {
         if kind == FlowKind::Reply {
-            self.ret()
+            self.ret
         } else {
-            self.egress()
+            self.egress
         }
     }
 }
@@ -208,7 +237,7 @@ fn take_translation(p: &mut FrameMut<'_>, answers: &Answers, r: Placed) -> Resul
 /// within the MTU, hop count above 1) goes straight to the binding in one
 /// pass (`nat46::bound_*`); everything else takes [`translate_flow_general`].
 #[inline]
-pub fn translate_flow(p: &mut FrameMut<'_>, answers: &Answers, mtus: &EgressMtu) -> Result<(), Cause> {
+pub fn translate_flow(p: &mut FrameMut<'_>, answers: &Answers, mtus: BatchMtus) -> Result<(), Cause> {
     let (len, mtu, nat) = (p.meta.len() as usize, mtus.of(p.flow.kind), &p.flow.nat);
     let out = match p.flow.xlat {
         Xlat::To6 => {
@@ -242,11 +271,7 @@ pub fn translate_flow(p: &mut FrameMut<'_>, answers: &Answers, mtus: &EgressMtu)
 
 /// [`translate_flow`] for any packet: through the carrier prefix with the
 /// RFC 7915 translator, then the binding applied with the NAT rewrite.
-pub fn translate_flow_general(
-    p: &mut FrameMut<'_>,
-    answers: &Answers,
-    mtus: &EgressMtu,
-) -> Result<(), Cause> {
+pub fn translate_flow_general(p: &mut FrameMut<'_>, answers: &Answers, mtus: BatchMtus) -> Result<(), Cause> {
     let carrier = Mapper::prefix(CARRIER);
     let cfg = XlatConfig {
         src: carrier,
@@ -340,7 +365,7 @@ impl FlowPrefixes {
 pub fn translate_related(
     p: &mut FrameMut<'_>,
     prefixes: &FlowPrefixes,
-    mtus: &EgressMtu,
+    mtus: BatchMtus,
 ) -> Result<(), Cause> {
     // A translator is a router, but never sends an error about an error
     // (RFC 1812 §4.3.2.7): one whose TTL runs out here is dropped.
@@ -461,7 +486,7 @@ mod tests {
     #[test]
     fn one_pass_flow_translation_matches_the_general_path() {
         let answers = Answers { from: RouterAddrs { v4: ROUTER_V4, v6: [0; 16] }, spent: false };
-        let mtus = EgressMtu::default();
+        let mtus = BatchMtus::default();
         for i in 0..2000u32 {
             let (v6, udp) = (i % 2 == 1, i % 4 >= 2);
             let frame = flow_frame(v6, udp, i.wrapping_mul(2_654_435_761));
@@ -483,8 +508,8 @@ mod tests {
                     dport: 8080,
                 }
             };
-            let fast = through(&frame, v6, nat, |p| translate_flow(p, &answers, &mtus));
-            let general = through(&frame, v6, nat, |p| translate_flow_general(p, &answers, &mtus));
+            let fast = through(&frame, v6, nat, |p| translate_flow(p, &answers, mtus));
+            let general = through(&frame, v6, nat, |p| translate_flow_general(p, &answers, mtus));
             let parsed = crate::wire::parse::parse(&fast).unwrap().unwrap();
             assert!(crate::nat46::checksums_valid(&fast, &parsed), "flow {i}: {fast:02x?}");
             let at = parsed.l4_offset + if udp { 6 } else { 16 };
