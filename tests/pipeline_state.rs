@@ -236,3 +236,35 @@ fn each_new_flow_in_a_batch_is_classified_by_its_own_destination() {
     assert_eq!(verdicts[4], Verdict::Drop(DropReason::WrongSide), "a reply from the client side");
     assert!(forward(&verdicts[5]) && forward(&verdicts[6]), "{verdicts:?}");
 }
+
+/// The UDP datagram of `udp` from source MAC `src` to destination MAC `dst`.
+fn udp_between(src: [u8; 6], dst: [u8; 6], sport: u16) -> Vec<u8> {
+    let mut f = udp(sport);
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f
+}
+
+/// A frame is ours when all six bytes of its destination MAC are its
+/// port's, whatever the source MAC after them; anything shorter than an
+/// Ethernet header is malformed.
+#[test]
+fn a_frame_for_another_mac_is_a_martian() {
+    let mut h = udp_service();
+    h.ctx.now = 1000;
+    let (client, port) = ([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0xff, 0]);
+    let frames = [
+        udp_between(client, port, 30_000),
+        udp_between(client, [2, 0, 0, 0, 0xff, 0x77], 30_001),
+        udp_between(client, [0x12, 0, 0, 0, 0xff, 0], 30_002),
+        udp_between([0xab, 0xcd, 0, 0, 0, 1], port, 30_003),
+        udp_between(client, port, 30_004)[..13].to_vec(),
+    ];
+    let mut verdicts = Vec::new();
+    h.run(&frames, |_, v, _| verdicts.push(v));
+    let martian = Verdict::Drop(DropReason::Martian);
+    assert!(matches!(verdicts[0], Verdict::Forward(_)), "{verdicts:?}");
+    assert_eq!(verdicts[1..3], [martian, martian], "another host's MAC, last or first byte");
+    assert!(matches!(verdicts[3], Verdict::Forward(_)), "the source MAC is not compared: {verdicts:?}");
+    assert_eq!(verdicts[4], Verdict::Drop(DropReason::Malformed));
+}
