@@ -12,10 +12,20 @@ load that comes and goes hits each tree alike.
   scripts/bench/compare-trees.py 91482dd .                 # the issue table's rows, 5 rounds
   scripts/bench/compare-trees.py --rounds 7 --rows 'l4lb_v4/established/1k$' 91482dd HEAD
   scripts/bench/compare-trees.py --instructions 91482dd .  # callgrind instructions a packet
+  scripts/bench/compare-trees.py --placements 4 --rounds 3 91482dd .
 
-Stdlib only. Needs git, cargo, taskset; --instructions needs valgrind.
+Code placement alone moves a row by several percent: the same commit
+built in two directories (source paths of other lengths in `.rodata`,
+which comes before `.text`) has run 5 % apart. `--placements N` builds
+each tree N times, its code shifted by a multiple of PAD_STEP bytes (a
+padding object linked into the bench binary only: one relink a
+placement), runs every placement in every round, and takes each tree's
+median over all of them.
+
+Stdlib only. Needs git, cargo, taskset, cc; --instructions needs valgrind.
 """
 import argparse
+import json
 import os
 import re
 import shutil
@@ -33,6 +43,10 @@ INSTRUCTION_ROWS = [
     "l4lb_nat46/established/1k_4to6",
     "l4lb_nat46/established/1k_6to4",
 ]
+# Bytes a placement shifts the code by: `.text` starts 16-byte aligned, and
+# 208 = 13 x 16 moves it to another place in a 64-byte line and in a page
+# at each step.
+PAD_STEP = 208
 # Packets a timed iteration carries (the benches' BATCH): criterion's time
 # is per iteration.
 BATCH = 64
@@ -47,9 +61,19 @@ def repo_root():
     return run(["git", "rev-parse", "--show-toplevel"], capture_output=True).stdout.strip()
 
 
-def build(root, work, rev):
+def pad_object(work, size):
+    """An object file of `size` bytes of read-only data, kept by the linker's
+    section garbage collection (SHF_GNU_RETAIN)."""
+    obj = os.path.join(work, f"pad-{size}.o")
+    if not os.path.exists(obj):
+        src = f'.section .rodata.compare_trees_pad,"aR",@progbits\n.zero {size}\n'
+        run(["cc", "-c", "-x", "assembler", "-", "-o", obj], input=src)
+    return obj
+
+
+def build(root, work, rev, placements=1):
     """Builds the pipeline bench of `rev` ('.' = the working tree); returns
-    (label, path of a copy of the binary)."""
+    (label, [paths of copies of the binary, one a placement])."""
     if rev == ".":
         label = run(["git", "describe", "--always", "--dirty"], capture_output=True, cwd=root).stdout.strip()
         tree, env = root, dict(os.environ)
@@ -81,7 +105,33 @@ def build(root, work, rev):
     exe = found[-1] if os.path.isabs(found[-1]) else os.path.join(tree, found[-1])
     copy = os.path.join(work, "bench-" + label)
     shutil.copy2(exe, copy)
-    return label, copy
+    copies = [copy]
+    for k in range(1, placements):
+        pad = pad_object(work, k * PAD_STEP)
+        print(f"compare-trees: relinking {label} with its code {k * PAD_STEP} bytes later ...",
+              file=sys.stderr, flush=True)
+        out = subprocess.run(
+            ["cargo", "rustc", "--bench", "pipeline", "--profile", "bench", "--message-format=json",
+             "--", "-C", "link-arg=" + pad],
+            cwd=tree, env=env, text=True, capture_output=True,
+        )
+        if out.returncode != 0:
+            sys.exit(f"compare-trees: relinking {label} failed:\n{out.stderr[-4000:]}")
+        exe = None
+        for line in out.stdout.splitlines():
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if msg.get("reason") == "compiler-artifact" and msg.get("target", {}).get("name") == "pipeline":
+                exe = msg.get("executable") or exe
+        if exe is None:
+            sys.exit(f"compare-trees: no bench binary in cargo's output for {label}, placement {k + 1}")
+        copy = os.path.join(work, f"bench-{label}-p{k}")
+        shutil.copy2(exe, copy)
+        copies.append(copy)
+    return label, copies
+
 
 
 def parse_times(text):
@@ -102,16 +152,18 @@ def parse_times(text):
 def timed(args, work, bins):
     rows_seen, samples = [], {}
     for r in range(1, args.rounds + 1):
-        for label, exe in bins:
-            print(f"compare-trees: round {r}/{args.rounds}, {label}", file=sys.stderr, flush=True)
-            env = dict(os.environ, CRITERION_HOME=os.path.join(work, "criterion-" + label))
-            cmd = ["taskset", "-c", str(args.cpu), exe, "--bench", args.rows,
-                   "--measurement-time", str(args.measurement_time), "--warm-up-time", "1", "--noplot"]
-            out = run(cmd, env=env, capture_output=True).stdout
-            for row, ns in parse_times(out).items():
-                if row not in rows_seen:
-                    rows_seen.append(row)
-                samples.setdefault(row, {}).setdefault(label, []).append(ns)
+        for label, exes in bins:
+            for k, exe in enumerate(exes):
+                at = f", placement {k + 1}/{len(exes)}" if len(exes) > 1 else ""
+                print(f"compare-trees: round {r}/{args.rounds}, {label}{at}", file=sys.stderr, flush=True)
+                env = dict(os.environ, CRITERION_HOME=os.path.join(work, "criterion-" + label))
+                cmd = ["taskset", "-c", str(args.cpu), exe, "--bench", args.rows,
+                       "--measurement-time", str(args.measurement_time), "--warm-up-time", "1", "--noplot"]
+                out = run(cmd, env=env, capture_output=True).stdout
+                for row, ns in parse_times(out).items():
+                    if row not in rows_seen:
+                        rows_seen.append(row)
+                    samples.setdefault(row, {}).setdefault(label, []).append(ns)
     labels = [label for label, _ in bins]
     base = labels[0]
     head = ["bench"] + labels + [f"{x} ÷ {base}" for x in labels[1:]]
@@ -135,7 +187,7 @@ def instructions(work, bins, rows):
     print("|---|" + "---:|" * len(bins))
     for row in rows:
         cells = []
-        for label, exe in bins:
+        for label, (exe, *_) in bins:
             out = os.path.join(work, f"callgrind-{label}-{row.replace('/', '_')}.out")
             if "new_flow" in row:  # timed by iter_custom, between table resets
                 toggles = ["--toggle-collect=*Bencher*iter_custom*", "--toggle-collect=*NewFlows*reset*"]
@@ -188,6 +240,8 @@ def main():
     p.add_argument("--rows", default=ISSUE_ROWS, help="criterion filter (default: the redesign issue's rows)")
     p.add_argument("--measurement-time", type=int, default=3, help="criterion seconds a row (default 3)")
     p.add_argument("--cpu", type=int, default=1, help="CPU to pin to (default 1)")
+    p.add_argument("--placements", type=int, default=1,
+                   help=f"code placements of each tree, {PAD_STEP} bytes apart (default 1: as built)")
     p.add_argument("--instructions", action="store_true",
                    help="count instructions a packet with callgrind instead of timing (rows: "
                    + ", ".join(INSTRUCTION_ROWS) + ")")
@@ -196,7 +250,10 @@ def main():
         p.error("give at least two trees to compare, e.g. 91482dd .")
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
-    for tool in ["git", "cargo", "taskset"] + (["valgrind", "callgrind_annotate"] if args.instructions else []):
+    if args.placements < 1:
+        p.error("--placements must be at least 1")
+    tools = ["git", "cargo", "taskset"] + (["cc"] if args.placements > 1 else [])
+    for tool in tools + (["valgrind", "callgrind_annotate"] if args.instructions else []):
         if shutil.which(tool) is None:
             sys.exit(f"compare-trees: {tool} not found (valgrind: apt-get install valgrind)")
     root = repo_root()
@@ -205,12 +262,14 @@ def main():
     work = os.path.join(root, "target", "compare-trees")
     os.makedirs(work, exist_ok=True)
     bins = []
+    placements = 1 if args.instructions else args.placements
     for rev in args.revs:
-        label, exe = build(root, work, rev)
+        label, exes = build(root, work, rev, placements)
         if any(label == seen for seen, _ in bins):
             sys.exit(f"compare-trees: {rev} is {label}, given twice")
-        bins.append((label, exe))
-    print(f"Host: {host()}.\n")
+        bins.append((label, exes))
+    shifts = f", {placements} code placements {PAD_STEP} bytes apart" if placements > 1 else ""
+    print(f"Host: {host()}{shifts}.\n")
     if args.instructions:
         instructions(work, bins, INSTRUCTION_ROWS)
     else:
