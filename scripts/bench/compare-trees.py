@@ -133,7 +133,6 @@ def build(root, work, rev, placements=1):
     return label, copies
 
 
-
 def parse_times(text):
     """{row: ns/packet} from criterion's output (the middle estimate)."""
     times, row = {}, None
