@@ -404,21 +404,18 @@ impl Batch {
     /// its bytes do not lie in one chunk inside the mapping (a descriptor a
     /// kernel never hands out: stages slice packets without a check).
     pub fn push(&mut self, addr: u64, len: u32, ingress: u8) -> Result<(), PushError> {
-        self.room_for(addr, len)?;
+        if self.len >= MAX_BATCH as usize {
+            return Err(PushError::Full);
+        }
+        if self.umem.chunk_of(addr, len).is_none() {
+            return Err(PushError::OutsideUmem);
+        }
         self.pkts[self.len] = PacketMeta { addr, len, ingress, pipeline: 0, verdict: Verdict::Continue };
         self.flows[self.len].kind = FlowKind::Unknown;
         self.more[self.len] = 0;
         self.tail_n[self.len] = 0;
         self.len += 1;
         Ok(())
-    }
-
-    /// Whether [`Batch::push`] takes a packet of `len` bytes at `addr`.
-    fn room_for(&self, addr: u64, len: u32) -> Result<(), PushError> {
-        if self.len >= MAX_BATCH as usize {
-            return Err(PushError::Full);
-        }
-        self.umem.chunk_of(addr, len).map(|_| ()).ok_or(PushError::OutsideUmem)
     }
 
     /// Appends the next buffer of the last pushed packet (a chunk of a
@@ -600,15 +597,15 @@ impl Batch {
     /// benches and the harness; workers receive frames from the kernel).
     pub fn push_copy(&mut self, addr: u64, data: &[u8], ingress: u8) -> bool {
         let Ok(len) = u32::try_from(data.len()) else { return false };
-        if self.room_for(addr, len).is_err() {
+        if self.push(addr, len, ingress).is_err() {
             return false;
         }
-        // SAFETY: the bytes lie in one chunk inside the mapping (checked);
-        // `&mut self` means no other reference into the batch's frames is
-        // live.
+        // SAFETY: `push` took the packet, so its bytes lie in one chunk
+        // inside the mapping; `&mut self` means no other reference into the
+        // batch's frames is live.
         unsafe { std::slice::from_raw_parts_mut(self.umem.base.add(addr as usize), data.len()) }
             .copy_from_slice(data);
-        self.push(addr, len, ingress).is_ok()
+        true
     }
 
     /// Copies `data` into UMEM at `addr` and appends it as the next buffer
@@ -616,7 +613,8 @@ impl Batch {
     /// harness: a frame split over several buffers).
     pub fn push_tail_copy(&mut self, addr: u64, data: &[u8]) -> bool {
         let Some((start, end)) = self.umem.range(addr, data.len()) else { return false };
-        // SAFETY: as in `push_copy`.
+        // SAFETY: inside the mapping (checked); `&mut self` means no other
+        // reference into the batch's frames is live.
         unsafe { std::slice::from_raw_parts_mut(self.umem.base.add(start), end - start) }
             .copy_from_slice(data);
         self.push_tail(addr, data.len() as u32)

@@ -219,10 +219,8 @@ impl Delta {
     #[inline]
     pub fn host_words<const N: usize>(&mut self, old: [u16; N], new: [u16; N]) {
         const { assert!(N <= 16, "at most sixteen words: the sum fits 22 bits") };
-        let mut x: u32 = old.iter().zip(&new).map(|(&o, &n)| u32::from(!o) + u32::from(n)).sum();
-        x = (x & 0xFFFF) + (x >> 16);
-        x = (x & 0xFFFF) + (x >> 16);
-        self.0 += u32::from((x as u16).to_be());
+        let sum = Delta(old.iter().zip(&new).map(|(&o, &n)| u32::from(!o) + u32::from(n)).sum());
+        self.0 += u32::from((sum.folded().0 as u16).to_be());
     }
 
     /// The same change folded to 16 bits with end-around carry, to be kept

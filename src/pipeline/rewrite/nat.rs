@@ -3,6 +3,7 @@
 
 use super::{get16, put16, Delta};
 use crate::pipeline::flow::{proto, Family, FlowKey, FlowMeta, FragKind, NatBinding, NatSums};
+use crate::wire::addr::v4_of;
 use crate::wire::checksum::udp_encode;
 
 /// The checksum change of rewriting a packet of `key` to `nat`, for
@@ -23,8 +24,8 @@ pub fn sums(key: &FlowKey, nat: &NatBinding, from: Family, to: Family) -> NatSum
             // Both addresses as one array: one fold, not two.
             let pair = |a: &[u8; 16], b: &[u8; 16]| {
                 let mut both = [0u8; 8];
-                both[..4].copy_from_slice(&a[12..]);
-                both[4..].copy_from_slice(&b[12..]);
+                both[..4].copy_from_slice(&v4_of(a));
+                both[4..].copy_from_slice(&v4_of(b));
                 both
             };
             l3.array(&pair(&key.src, &key.dst), &pair(&nat.src, &nat.dst));
