@@ -465,13 +465,10 @@ fn established_flow_keeps_backend_and_snat_port() {
     }
 }
 
-/// NAT46 services (`web6`'s backends behind the IPv4 VIP: TCP on port
-/// 8080, UDP on 8081): a flow of each, handshake and data both ways, each
-/// packet translated by its entry's binding with checksums a stack accepts
-/// and the payload intact.
-#[test]
-fn nat46_flows_translate_with_valid_checksums_both_ways() {
-    let mut h = lb_fixture()
+/// `web6`'s backends behind the IPv4 VIP 10.0.100.1 as NAT46 services:
+/// TCP on port 8080, UDP on 8081.
+fn nat46() -> Harness {
+    lb_fixture()
         .adopt("nat46", "nat46", "nat46")
         .copy_service("web6", "web46")
         .remove("service.web46.snat_pool")
@@ -481,7 +478,15 @@ fn nat46_flows_translate_with_valid_checksums_both_ways() {
         .set("service.udp46.port", 8081)
         .set("service.udp46.protocol", "udp")
         .pin_backend_macs()
-        .harness();
+        .harness()
+}
+
+/// NAT46 services (see [`nat46`]): a flow of each, handshake and data both ways, each
+/// packet translated by its entry's binding with checksums a stack accepts
+/// and the payload intact.
+#[test]
+fn nat46_flows_translate_with_valid_checksums_both_ways() {
+    let mut h = nat46();
     let svc = Service { backend_port: 80, ..web6() };
     let client = v4("198.51.100.46");
     // (VIP port, client port, first packet there, its answer, every later packet)
@@ -512,6 +517,35 @@ fn nat46_flows_translate_with_valid_checksums_both_ways() {
             assert!(out.ends_with(payload));
         }
     }
+}
+
+/// A NAT46 flow's reply entry keeps the address sum of the IPv4 header
+/// its replies get. A state file from a build that kept none holds zero
+/// there: a restart works it out again, and the flow's next answer leaves
+/// with a header checksum a stack accepts.
+#[test]
+fn a_restored_nat46_flow_answers_with_a_valid_ipv4_header() {
+    let mut h = nat46();
+    let svc = Service { backend_port: 80, ..web6() };
+    let (client, vip) = (v4("198.51.100.46"), v4("10.0.100.1"));
+    let syn = Frame { sport: 46000, dport: 8080, l4: L4::SYN, ..Frame::new(client, vip) };
+    let (_, out) = h.run_one(&syn.build());
+    let (src, sport, dst, ..) = tuple_of(&out);
+    let b = svc.backends.iter().position(|a| *a == dst).expect("a backend");
+    // As a file written before entries kept the sum would hold it.
+    let zeroed = h.ctx.conntrack.retain(|e| {
+        e.sums.l3 = shunt::wire::checksum::Delta::ZERO;
+        true
+    });
+    assert_eq!(zeroed, 0);
+    let mut after = nat46();
+    std::mem::swap(&mut h.ctx.conntrack, &mut after.ctx.conntrack);
+    assert_eq!(shunt::state::restore(&mut after.ctx).kept, 2);
+    let answer = backend_pkt(&svc, b, (src, sport), L4::SYN_ACK, b"");
+    let (verdict, out) = after.run_one(&answer.build());
+    assert_eq!(verdict, Verdict::Forward(CLI_PORT));
+    verify_checksums(&out);
+    assert_eq!(tuple_of(&out), (vip, 8080, client, 46000, TTL - 1));
 }
 
 #[test]

@@ -12,6 +12,7 @@
 
 use super::siit::Config;
 use crate::wire::checksum::{udp_encode, Delta};
+use std::borrow::Borrow;
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -136,15 +137,17 @@ fn split_out<const H: usize>(
 }
 
 /// A tracked flow's binding, for [`bound_4to6`] / [`bound_6to4`]: the
-/// output's addresses (as big-endian integers of the output family) and
-/// ports, and the transport checksum's change from the flow's key to them
-/// (the flow's entry keeps it: see `pipeline::flow::NatSums`).
+/// output's addresses (in wire order) and ports, and what the flow's entry
+/// keeps of its checksums (see `pipeline::flow::NatSums`): the transport
+/// checksum's change from the flow's key to them, and, to IPv4, the new
+/// header's address sum (unused to IPv6).
 #[derive(Debug, Clone, Copy)]
 pub struct Bound<A> {
     pub src: A,
     pub dst: A,
     pub sport: u16,
     pub dport: u16,
+    pub l3: Delta,
     pub l4: Delta,
 }
 
@@ -224,19 +227,21 @@ pub fn bound_4to6(
     start: usize,
     len: usize,
     mtu: u16,
-    to: &Bound<[u8; 16]>,
+    to: &Bound<&[u8; 16]>,
 ) -> Option<(usize, usize)> {
     let routed = Routed { bound: Some((to.sport, to.dport, to.l4)) };
     four_to_six(buf, start, len, mtu, |_, _| Some((to.src, to.dst)), routed)
 }
 
+/// `map` gives the new addresses, or borrows them (a binding's are read
+/// where they are written, not copied to the stack first).
 #[inline(always)]
-fn four_to_six(
+fn four_to_six<A: Borrow<[u8; 16]>>(
     buf: &mut [u8],
     start: usize,
     len: usize,
     mtu: u16,
-    map: impl FnOnce(u32, u32) -> Option<([u8; 16], [u8; 16])>,
+    map: impl FnOnce(u32, u32) -> Option<(A, A)>,
     routed: Routed,
 ) -> Option<(usize, usize)> {
     let end = start.checked_add(len)?;
@@ -276,7 +281,7 @@ fn four_to_six(
 
     // Nothing was written before this point.
     let sums = || {
-        let (s, d) = (u128::from_be_bytes(src6), u128::from_be_bytes(dst6));
+        let (s, d) = (u128::from_be_bytes(*src6.borrow()), u128::from_be_bytes(*dst6.borrow()));
         (w32(src4) + w32(dst4), w128(s) + w128(d))
     };
     finish_transport(seg, proto, c, sums, routed.bound)?;
@@ -292,8 +297,8 @@ fn four_to_six(
     hdr[..12].copy_from_slice(&macs);
     hdr[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
     hdr[14..22].copy_from_slice(&first.to_be_bytes());
-    hdr[22..38].copy_from_slice(&src6);
-    hdr[38..].copy_from_slice(&dst6);
+    hdr[22..38].copy_from_slice(src6.borrow());
+    hdr[38..].copy_from_slice(dst6.borrow());
     Some((l4 - HDR6, HDR6 + ul_len))
 }
 
@@ -304,7 +309,14 @@ pub(super) fn translate_6to4(
     len: usize,
     cfg: &Config,
 ) -> Option<(usize, usize)> {
-    six_to_four(buf, start, len, cfg.mtu, |s, d| Some((cfg.src.map6(s)?, cfg.dst.map6(d)?)), Routed::NO)
+    let map = |s, d| {
+        let (s, d) = (cfg.src.map6(s)?.to_be_bytes(), cfg.dst.map6(d)?.to_be_bytes());
+        let mut l3 = Delta::ZERO;
+        l3.add_ne(u32::from_ne_bytes(s));
+        l3.add_ne(u32::from_ne_bytes(d));
+        Some((s, d, l3))
+    };
+    six_to_four(buf, start, len, cfg.mtu, map, Routed::NO)
 }
 
 /// IPv6 -> IPv4 straight to a tracked flow's binding in one pass (see
@@ -315,10 +327,10 @@ pub fn bound_6to4(
     start: usize,
     len: usize,
     mtu: u16,
-    to: &Bound<u32>,
+    to: &Bound<[u8; 4]>,
 ) -> Option<(usize, usize)> {
     let routed = Routed { bound: Some((to.sport, to.dport, to.l4)) };
-    six_to_four(buf, start, len, mtu, |_, _| Some((to.src, to.dst)), routed)
+    six_to_four(buf, start, len, mtu, |_, _| Some((to.src, to.dst, to.l3)), routed)
 }
 
 #[inline(always)]
@@ -327,7 +339,7 @@ fn six_to_four(
     start: usize,
     len: usize,
     mtu: u16,
-    map: impl FnOnce(u128, u128) -> Option<(u32, u32)>,
+    map: impl FnOnce(u128, u128) -> Option<([u8; 4], [u8; 4], Delta)>,
     routed: Routed,
 ) -> Option<(usize, usize)> {
     let end = start.checked_add(len)?;
@@ -348,7 +360,8 @@ fn six_to_four(
     let hl = routed.hop(hl)?;
     let src = read(&old, L2 + 8).map(u128::from_be_bytes)?;
     let dst = read(&old, L2 + 24).map(u128::from_be_bytes)?;
-    let (src4, dst4) = map(src, dst)?;
+    // The new addresses, and their sum for the header checksum.
+    let (src4, dst4, addrs) = map(src, dst)?;
     let macs: [u8; 12] = read(&old, 0)?;
     let (hdr, seg, c) = split_out::<HDR4>(b, l4 - HDR4, l4, pend, proto)?;
 
@@ -356,8 +369,8 @@ fn six_to_four(
     //# Translators MUST do this for TCP, UDP, and ICMP.
     //
     // Nothing was written before this point.
-    let new_addrs = w32(src4) + w32(dst4);
-    finish_transport(seg, proto, c, || (w128(src) + w128(dst), new_addrs), routed.bound)?;
+    let new_addrs = || w32(u32::from_be_bytes(src4)) + w32(u32::from_be_bytes(dst4));
+    finish_transport(seg, proto, c, || (w128(src) + w128(dst), new_addrs()), routed.bound)?;
 
     //= https://www.rfc-editor.org/rfc/rfc7915#section-5.1
     // (paraphrase) Version 4, IHL 5 (no options); TOS = Traffic Class; Total
@@ -369,19 +382,27 @@ fn six_to_four(
     //# bytes, the translator MUST send the packet with a cleared Don't
     //# Fragment bit.  Otherwise, the packet MUST be sent with the Don't
     //# Fragment bit set.
+    //
+    // The header checksum sums the words as the machine reads them (RFC
+    // 1071 §2(B)): the addresses' part comes with them, the rest is what
+    // is stored, before its swap to host order.
     let tc = u32::from((v << 4) | (tcfl >> 4));
-    let w0 = 0x4500_0000 | tc << 16 | tot as u32;
-    let w1: u32 = if tot > 1260 { 0x4000 } else { 0 };
+    let w0 = (0x4500_0000 | tc << 16 | tot as u32).to_be_bytes();
+    let w1 = if tot > 1260 { 0x4000_u32 } else { 0 }.to_be_bytes();
     let w2 = u32::from(hl) << 24 | u32::from(proto) << 16;
-    let sum = w32(w0) + w1 + w32(w2) + new_addrs;
-    let w2 = w2 | u32::from(!fold(sum));
+    let mut sum = addrs;
+    sum.add_ne(u32::from_ne_bytes(w0));
+    sum.add_ne(u32::from_ne_bytes(w1));
+    sum.add_ne(u32::from_ne_bytes(w2.to_be_bytes()));
+    // The checksum of a header whose checksum field is zero.
+    let w2 = w2 | u32::from(sum.apply(0xFFFF));
     hdr[..12].copy_from_slice(&macs);
     hdr[12..14].copy_from_slice(&ETH_P_IPV4.to_be_bytes());
-    hdr[14..18].copy_from_slice(&w0.to_be_bytes());
-    hdr[18..22].copy_from_slice(&w1.to_be_bytes());
+    hdr[14..18].copy_from_slice(&w0);
+    hdr[18..22].copy_from_slice(&w1);
     hdr[22..26].copy_from_slice(&w2.to_be_bytes());
-    hdr[26..30].copy_from_slice(&src4.to_be_bytes());
-    hdr[30..].copy_from_slice(&dst4.to_be_bytes());
+    hdr[26..30].copy_from_slice(&src4);
+    hdr[30..].copy_from_slice(&dst4);
     Some((l4 - HDR4, HDR4 + ul_len))
 }
 

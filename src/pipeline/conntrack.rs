@@ -1245,13 +1245,13 @@ impl ConnTable {
     }
 
     /// Removes every occupied entry `keep` refuses, without reporting
-    /// deaths (for checks at start, before any port is handed out).
-    /// Returns how many went.
-    pub fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) -> usize {
+    /// deaths (for checks at start, before any port is handed out); `keep`
+    /// may mend what it keeps, but not its key. Returns how many went.
+    pub fn retain(&mut self, mut keep: impl FnMut(&mut Entry) -> bool) -> usize {
         let mut removed = 0;
         for b in 0..self.tags.len() {
             for w in 0..WAYS {
-                if self.tags[b].0[w] != 0 && !keep(&self.entries[b * WAYS + w]) {
+                if self.tags[b].0[w] != 0 && !keep(&mut self.entries[b * WAYS + w]) {
                     self.tags[b].0[w] = 0;
                     self.len -= 1;
                     removed += 1;

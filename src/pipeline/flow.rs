@@ -58,7 +58,10 @@ pub struct NatBinding {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NatSums {
-    /// The addresses: what the IPv4 header checksum takes.
+    /// The addresses: what the IPv4 header checksum takes. For a flow
+    /// translated to IPv4, whose header is new, the binding's addresses
+    /// summed from zero ([`Delta::add_ne`]); zero for one translated to
+    /// IPv6.
     pub l3: Delta,
     /// The addresses and ports: what the TCP/UDP checksum takes.
     pub l4: Delta,
@@ -135,23 +138,28 @@ impl EntryFlags {
     /// before TO4.
     #[inline]
     pub const fn xlat(self) -> Xlat {
-        // Indexed by (HAIRPIN, TO4, TO6) as three bits: a load, not a
-        // chain of tests, for the translated flows.
-        const BY_BITS: [Xlat; 8] = [
+        // Indexed by the byte shifted down two: TO6, TO4 and HAIRPIN land
+        // on bits 0, 1 and 3 (DSR's bit 2 masked off). A load, not a chain
+        // of tests, for the translated flows.
+        const BY_BITS: [Xlat; 12] = [
             Xlat::None,
             Xlat::To6,
             Xlat::To4,
             Xlat::To6,
+            Xlat::None,
+            Xlat::None,
+            Xlat::None,
+            Xlat::None,
             Xlat::Hairpin,
             Xlat::Hairpin,
             Xlat::Hairpin,
             Xlat::Hairpin,
         ];
+        const { assert!(Self::TO6.0 == 1 << 2 && Self::TO4.0 == 1 << 3 && Self::HAIRPIN.0 == 1 << 5) };
         if self.0 & (Self::HAIRPIN.0 | Self::TO6.0 | Self::TO4.0) == 0 {
             return Xlat::None; // nearly every entry: one test
         }
-        let i = (self.0 >> 2) & 0b11 | (self.0 >> 3) & 0b100;
-        BY_BITS[i as usize]
+        BY_BITS[((self.0 >> 2) & 0b1011) as usize]
     }
 }
 

@@ -462,11 +462,12 @@ fn track(
     let Some(e) = ct.lookup_at(&f.key, f.place, now) else { return Tracked::Miss };
     let reply = e.flags.contains(EntryFlags::REPLY);
     // A reply entry caches its backend's next-hop MAC: replies come from it.
-    // A hairpinned session's replies come from its other IPv6 client.
+    // A hairpinned session's replies come from its other IPv6 client. The
+    // MAC is compared first: it matches on nearly every reply.
     let hairpin = e.flags.contains(EntryFlags::HAIRPIN);
     if reply
         && ((!hairpin && !from_backends())
-            || (e.hop_tag == hop_tag && e.next_hop != [0; 6] && e.next_hop != f.src_mac))
+            || (e.next_hop != f.src_mac && e.hop_tag == hop_tag && e.next_hop != [0; 6]))
     {
         return Tracked::WrongSide;
     }

@@ -33,6 +33,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::pipeline::conntrack::{ConnTable, EntryFlags, MemoryLayout, Tick, LAYOUT};
+use crate::pipeline::flow::Xlat;
+use crate::pipeline::rewrite::nat::to4_header_sum;
 use crate::pipeline::services::{IdRegistry, Services};
 use crate::pipeline::slots::Region;
 use crate::pipeline::snat::{self, Client};
@@ -395,7 +397,14 @@ pub fn restore(ctx: &mut Ctx) -> Restored {
     }
     let services = ctx.services.clone();
     let (worker, workers) = (ctx.worker, ctx.workers);
-    let dropped = ctx.conntrack.retain(|e| still_valid(e, &services, worker, workers));
+    let dropped = ctx.conntrack.retain(|e| {
+        // A flow translated to IPv4 keeps its header's address sum; a file
+        // written before entries kept it holds zero there.
+        if e.flags.xlat() == Xlat::To4 {
+            e.sums.l3 = to4_header_sum(&e.nat);
+        }
+        still_valid(e, &services, worker, workers)
+    });
     let mut taken = std::collections::HashSet::new();
     let mut replies = Vec::new();
     let mut bound = Vec::new();

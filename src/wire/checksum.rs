@@ -207,6 +207,13 @@ impl Delta {
         self.0 += native(!(sum(old) as u16)) + native(sum(new) as u16);
     }
 
+    /// Four bytes written where the checksummed data had none (or zeros):
+    /// `new` as the machine reads them (`u32::from_ne_bytes`), so no swap.
+    #[inline(always)]
+    pub fn add_ne(&mut self, new: u32) {
+        self.0 += (new >> 16) + (new & 0xFFFF);
+    }
+
     /// One word changed from `old` to `new` (host order).
     #[inline]
     pub fn word(&mut self, old: u16, new: u16) {

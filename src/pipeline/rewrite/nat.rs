@@ -8,10 +8,12 @@ use crate::wire::checksum::udp_encode;
 
 /// The checksum change of rewriting a packet of `key` to `nat`, for
 /// [`rewrite_tracked`] and the one-pass translation (`nat46::bound_*`):
-/// `from` is the key's family, `to` the binding's. Between families only
-/// the transport checksum carries over (`l3` stays zero): the pseudo-header
-/// loses the old addresses and gains the new, its length and protocol words
-/// sum the same in both (RFC 7915 §4.5, §5.5).
+/// `from` is the key's family, `to` the binding's. Between families the
+/// transport checksum carries over: the pseudo-header loses the old
+/// addresses and gains the new, its length and protocol words sum the same
+/// in both (RFC 7915 §4.5, §5.5). The new IPv4 header of a flow translated
+/// to IPv4 starts from its addresses' sum ([`to4_header_sum`]); IPv6 has
+/// no header checksum (`l3` zero).
 #[inline]
 pub fn sums(key: &FlowKey, nat: &NatBinding, from: Family, to: Family) -> NatSums {
     let mut l3 = Delta::default();
@@ -43,8 +45,24 @@ pub fn sums(key: &FlowKey, nat: &NatBinding, from: Family, to: Family) -> NatSum
     }
     let mut l4 = l3;
     l4.host_words([key.sport, key.dport], [nat.sport, nat.dport]);
-    let l3 = if from == to { l3.folded() } else { Delta::ZERO };
+    let l3 = match (from == to, to) {
+        (true, _) => l3.folded(),
+        (false, Family::V4) => to4_header_sum(nat),
+        (false, Family::V6) => Delta::ZERO,
+    };
     NatSums { l3, l4: l4.folded() }
+}
+
+/// The part of a new IPv4 header's checksum that a flow translated to
+/// IPv4 fixes: its binding's two addresses, summed from zero. Kept in the
+/// flow's entry (`NatSums::l3`); the translation adds the words that vary
+/// by packet.
+#[inline]
+pub fn to4_header_sum(nat: &NatBinding) -> Delta {
+    let mut d = Delta::ZERO;
+    d.add_ne(u32::from_ne_bytes(v4_of(&nat.src)));
+    d.add_ne(u32::from_ne_bytes(v4_of(&nat.dst)));
+    d.folded()
 }
 
 /// [`rewrite`] for a packet that hit its flow's entry: its addresses and

@@ -241,16 +241,23 @@ pub fn translate_flow(p: &mut FrameMut<'_>, answers: &Answers, mtus: BatchMtus) 
     let (len, mtu, nat) = (p.meta.len() as usize, mtus.of(p.flow.kind), &p.flow.nat);
     let out = match p.flow.xlat {
         Xlat::To6 => {
-            let to =
-                Bound { src: nat.src, dst: nat.dst, sport: nat.sport, dport: nat.dport, l4: p.flow.sums.l4 };
+            let to = Bound {
+                src: &nat.src,
+                dst: &nat.dst,
+                sport: nat.sport,
+                dport: nat.dport,
+                l3: Delta::ZERO,
+                l4: p.flow.sums.l4,
+            };
             bound_4to6(p.frame, p.start, len, mtu, &to)
         }
         Xlat::To4 => {
             let to = Bound {
-                src: u32::from_be_bytes(v4_of(&nat.src)),
-                dst: u32::from_be_bytes(v4_of(&nat.dst)),
+                src: v4_of(&nat.src),
+                dst: v4_of(&nat.dst),
                 sport: nat.sport,
                 dport: nat.dport,
+                l3: p.flow.sums.l3,
                 l4: p.flow.sums.l4,
             };
             bound_6to4(p.frame, p.start, len, mtu, &to)
