@@ -384,23 +384,21 @@ fn six_to_four(
     //# Fragment bit set.
     //
     // The header checksum sums the words as the machine reads them (RFC
-    // 1071 §2(B)): the addresses' part comes with them, the rest is what
-    // is stored, before its swap to host order.
+    // 1071 §2(B)): the addresses' part comes with them, the rest is the
+    // bytes stored, and the checksum is stored as it comes out: no swaps.
     let tc = u32::from((v << 4) | (tcfl >> 4));
     let w0 = (0x4500_0000 | tc << 16 | tot as u32).to_be_bytes();
     let w1 = if tot > 1260 { 0x4000_u32 } else { 0 }.to_be_bytes();
-    let w2 = u32::from(hl) << 24 | u32::from(proto) << 16;
     let mut sum = addrs;
     sum.add_ne(u32::from_ne_bytes(w0));
     sum.add_ne(u32::from_ne_bytes(w1));
-    sum.add_ne(u32::from_ne_bytes(w2.to_be_bytes()));
-    // The checksum of a header whose checksum field is zero.
-    let w2 = w2 | u32::from(sum.apply(0xFFFF));
+    sum.add_ne(u32::from(u16::from_ne_bytes([hl, proto])));
+    let [c0, c1] = sum.checksum_bytes();
     hdr[..12].copy_from_slice(&macs);
     hdr[12..14].copy_from_slice(&ETH_P_IPV4.to_be_bytes());
     hdr[14..18].copy_from_slice(&w0);
     hdr[18..22].copy_from_slice(&w1);
-    hdr[22..26].copy_from_slice(&w2.to_be_bytes());
+    hdr[22..26].copy_from_slice(&[hl, proto, c0, c1]);
     hdr[26..30].copy_from_slice(&src4);
     hdr[30..].copy_from_slice(&dst4);
     Some((l4 - HDR4, HDR4 + ul_len))

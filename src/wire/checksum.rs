@@ -252,6 +252,16 @@ impl Delta {
         }
     }
 
+    /// The checksum of data whose words are all in this change, summed from
+    /// zero (a header built anew): the complement of the folded sum, as the
+    /// bytes to store (what `apply(0xFFFF)` gives, without its swap).
+    #[inline]
+    pub fn checksum_bytes(self) -> [u8; 2] {
+        let x = (self.0 & 0xFFFF) + (self.0 >> 16);
+        let x = (x & 0xFFFF) + (x >> 16);
+        (!(x as u16)).to_ne_bytes()
+    }
+
     /// HC' = ~(~HC + Σ(~m + m')), for a checksum `csum` in host order.
     #[inline]
     pub fn apply(self, csum: u16) -> u16 {
