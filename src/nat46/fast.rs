@@ -244,11 +244,29 @@ fn four_to_six<A: Borrow<[u8; 16]>>(
     map: impl FnOnce(u32, u32) -> Option<(A, A)>,
     routed: Routed,
 ) -> Option<(usize, usize)> {
+    // One copy a protocol, as in `six_to_four`.
+    match *buf.get(start.checked_add(L2 + 9)?)? {
+        TCP => four_to_six_of::<TCP, A>(buf, start, len, mtu, map, routed),
+        UDP => four_to_six_of::<UDP, A>(buf, start, len, mtu, map, routed),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn four_to_six_of<const PROTO: u8, A: Borrow<[u8; 16]>>(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    mtu: u16,
+    map: impl FnOnce(u32, u32) -> Option<(A, A)>,
+    routed: Routed,
+) -> Option<(usize, usize)> {
+    let proto = PROTO;
     let end = start.checked_add(len)?;
     let b = buf.get_mut(..end)?;
     let old: [u8; HDR4] = read(b, start)?;
     let ip: [u8; 20] = read(&old, L2)?;
-    let (tos, ttl, proto) = (ip[1], ip[8], ip[9]);
+    let (tos, ttl) = (ip[1], ip[8]);
     let tot = usize::from(be16(&ip, 2)?);
     // No VLAN tag, IHL 5, MF 0 and offset 0 (DF may be set).
     if be16(&old, 12)? != ETH_P_IPV4 || ip[0] != 0x45 || be16(&ip, 6)? & 0x3FFF != 0 {
@@ -342,12 +360,32 @@ fn six_to_four(
     map: impl FnOnce(u128, u128) -> Option<([u8; 4], [u8; 4], Delta)>,
     routed: Routed,
 ) -> Option<(usize, usize)> {
+    // One copy a protocol: its checksum's place and UDP's zero rule are
+    // constants there, not selects.
+    match *buf.get(start.checked_add(L2 + 6)?)? {
+        TCP => six_to_four_of::<TCP>(buf, start, len, mtu, map, routed),
+        UDP => six_to_four_of::<UDP>(buf, start, len, mtu, map, routed),
+        _ => None,
+    }
+}
+
+#[inline(always)]
+fn six_to_four_of<const PROTO: u8>(
+    buf: &mut [u8],
+    start: usize,
+    len: usize,
+    mtu: u16,
+    map: impl FnOnce(u128, u128) -> Option<([u8; 4], [u8; 4], Delta)>,
+    routed: Routed,
+) -> Option<(usize, usize)> {
+    let proto = PROTO;
     let end = start.checked_add(len)?;
     let b = buf.get_mut(..end)?;
     let old: [u8; HDR6] = read(b, start)?;
-    let (v, tcfl, proto, hl) = (old[L2], old[L2 + 1], old[L2 + 6], old[L2 + 7]);
-    // No VLAN tag, version 6, no extension headers (Next Header is TCP/UDP).
-    if be16(&old, 12)? != ETH_P_IPV6 || v >> 4 != 6 || csum_offset(proto).is_none() {
+    let (v, tcfl, hl) = (old[L2], old[L2 + 1], old[L2 + 7]);
+    // No VLAN tag, version 6, no extension headers (Next Header is TCP/UDP,
+    // read by the caller).
+    if be16(&old, 12)? != ETH_P_IPV6 || v >> 4 != 6 {
         return None;
     }
     let ul_len = usize::from(be16(&old, L2 + 4)?);
