@@ -320,6 +320,18 @@ fn four_to_six_of<const PROTO: u8, A: Borrow<[u8; 16]>>(
     Some((l4 - HDR6, HDR6 + ul_len))
 }
 
+/// A new IPv4 header's two addresses (wire order) as a checksum change
+/// from zero, summed as the machine reads them: the part of the header
+/// checksum they fix, unfolded. A tracked flow keeps it folded in its
+/// entry (`pipeline::rewrite::nat::to4_header_sum`).
+#[inline(always)]
+pub fn header_addrs(src: [u8; 4], dst: [u8; 4]) -> Delta {
+    let mut d = Delta::ZERO;
+    d.add_ne(u32::from_ne_bytes(src));
+    d.add_ne(u32::from_ne_bytes(dst));
+    d
+}
+
 /// IPv6 -> IPv4 (RFC 7915 §5) for the common shape, or `None` untouched.
 pub(super) fn translate_6to4(
     buf: &mut [u8],
@@ -329,10 +341,7 @@ pub(super) fn translate_6to4(
 ) -> Option<(usize, usize)> {
     let map = |s, d| {
         let (s, d) = (cfg.src.map6(s)?.to_be_bytes(), cfg.dst.map6(d)?.to_be_bytes());
-        let mut l3 = Delta::ZERO;
-        l3.add_ne(u32::from_ne_bytes(s));
-        l3.add_ne(u32::from_ne_bytes(d));
-        Some((s, d, l3))
+        Some((s, d, header_addrs(s, d)))
     };
     six_to_four(buf, start, len, cfg.mtu, map, Routed::NO)
 }

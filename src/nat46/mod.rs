@@ -22,7 +22,7 @@ pub mod fragment;
 pub mod siit;
 
 pub use addr::{Eam, EamError, EamTable, Mapper, Prefix64, WELL_KNOWN_PREFIX};
-pub use fast::{bound_4to6, bound_6to4, Bound};
+pub use fast::{bound_4to6, bound_6to4, header_addrs, Bound};
 pub use siit::{
     build_admin_prohibited, build_refusal, build_time_exceeded, build_too_big, translate_4to6,
     translate_6to4, Config, Drop, Placed, Pool4, Rfc6791, RouterAddrs, UdpZeroChecksum,

@@ -257,9 +257,7 @@ impl Delta {
     /// bytes to store (what `apply(0xFFFF)` gives, without its swap).
     #[inline]
     pub fn checksum_bytes(self) -> [u8; 2] {
-        let x = (self.0 & 0xFFFF) + (self.0 >> 16);
-        let x = (x & 0xFFFF) + (x >> 16);
-        (!(x as u16)).to_ne_bytes()
+        (!(self.folded().0 as u16)).to_ne_bytes()
     }
 
     /// HC' = ~(~HC + Σ(~m + m')), for a checksum `csum` in host order.

@@ -59,10 +59,7 @@ pub fn sums(key: &FlowKey, nat: &NatBinding, from: Family, to: Family) -> NatSum
 /// by packet.
 #[inline]
 pub fn to4_header_sum(nat: &NatBinding) -> Delta {
-    let mut d = Delta::ZERO;
-    d.add_ne(u32::from_ne_bytes(v4_of(&nat.src)));
-    d.add_ne(u32::from_ne_bytes(v4_of(&nat.dst)));
-    d.folded()
+    crate::nat46::header_addrs(v4_of(&nat.src), v4_of(&nat.dst)).folded()
 }
 
 /// [`rewrite`] for a packet that hit its flow's entry: its addresses and
