@@ -244,32 +244,35 @@ fn four_to_six<A: Borrow<[u8; 16]>>(
     map: impl FnOnce(u32, u32) -> Option<(A, A)>,
     routed: Routed,
 ) -> Option<(usize, usize)> {
+    let end = start.checked_add(len)?;
+    let b = buf.get_mut(..end)?;
+    let old: [u8; HDR4] = read(b, start)?;
     // One copy a protocol, as in `six_to_four`.
-    match *buf.get(start.checked_add(L2 + 9)?)? {
-        TCP => four_to_six_of::<TCP, A>(buf, start, len, mtu, map, routed),
-        UDP => four_to_six_of::<UDP, A>(buf, start, len, mtu, map, routed),
+    match old[L2 + 9] {
+        TCP => four_to_six_of::<TCP, A>(b, start, old, mtu, map, routed),
+        UDP => four_to_six_of::<UDP, A>(b, start, old, mtu, map, routed),
         _ => None,
     }
 }
 
+/// `b` ends where the packet does; `old` is its first `HDR4` bytes.
 #[inline(always)]
 fn four_to_six_of<const PROTO: u8, A: Borrow<[u8; 16]>>(
-    buf: &mut [u8],
+    b: &mut [u8],
     start: usize,
-    len: usize,
+    old: [u8; HDR4],
     mtu: u16,
     map: impl FnOnce(u32, u32) -> Option<(A, A)>,
     routed: Routed,
 ) -> Option<(usize, usize)> {
     let proto = PROTO;
-    let end = start.checked_add(len)?;
-    let b = buf.get_mut(..end)?;
-    let old: [u8; HDR4] = read(b, start)?;
+    let end = b.len();
     let ip: [u8; 20] = read(&old, L2)?;
-    let (tos, ttl) = (ip[1], ip[8]);
-    let tot = usize::from(be16(&ip, 2)?);
+    // EtherType to Total Length as one word (as in `six_to_four_of`).
+    let head = read(&old, 12).map(u64::from_be_bytes)?;
+    let (tos, tot, ttl) = ((head >> 32) as u8, usize::from((head >> 16) as u16), ip[8]);
     // No VLAN tag, IHL 5, MF 0 and offset 0 (DF may be set).
-    if be16(&old, 12)? != ETH_P_IPV4 || ip[0] != 0x45 || be16(&ip, 6)? & 0x3FFF != 0 {
+    if head >> 40 != (u64::from(ETH_P_IPV4) << 8 | 0x45) || be16(&ip, 6)? & 0x3FFF != 0 {
         return None;
     }
     let l4 = start + HDR4;
@@ -369,35 +372,40 @@ fn six_to_four(
     map: impl FnOnce(u128, u128) -> Option<([u8; 4], [u8; 4], Delta)>,
     routed: Routed,
 ) -> Option<(usize, usize)> {
+    let end = start.checked_add(len)?;
+    let b = buf.get_mut(..end)?;
+    let old: [u8; HDR6] = read(b, start)?;
     // One copy a protocol: its checksum's place and UDP's zero rule are
     // constants there, not selects.
-    match *buf.get(start.checked_add(L2 + 6)?)? {
-        TCP => six_to_four_of::<TCP>(buf, start, len, mtu, map, routed),
-        UDP => six_to_four_of::<UDP>(buf, start, len, mtu, map, routed),
+    match old[L2 + 6] {
+        TCP => six_to_four_of::<TCP>(b, start, old, mtu, map, routed),
+        UDP => six_to_four_of::<UDP>(b, start, old, mtu, map, routed),
         _ => None,
     }
 }
 
+/// `b` ends where the packet does; `old` is its first `HDR6` bytes.
 #[inline(always)]
 fn six_to_four_of<const PROTO: u8>(
-    buf: &mut [u8],
+    b: &mut [u8],
     start: usize,
-    len: usize,
+    old: [u8; HDR6],
     mtu: u16,
     map: impl FnOnce(u128, u128) -> Option<([u8; 4], [u8; 4], Delta)>,
     routed: Routed,
 ) -> Option<(usize, usize)> {
     let proto = PROTO;
-    let end = start.checked_add(len)?;
-    let b = buf.get_mut(..end)?;
-    let old: [u8; HDR6] = read(b, start)?;
-    let (v, tcfl, hl) = (old[L2], old[L2 + 1], old[L2 + 7]);
+    let end = b.len();
+    // EtherType, version, Traffic Class, Flow Label and Payload Length as
+    // one word: one load for the checks and the fields.
+    let head = read(&old, 12).map(u64::from_be_bytes)?;
+    let hl = old[L2 + 7];
     // No VLAN tag, version 6, no extension headers (Next Header is TCP/UDP,
     // read by the caller).
-    if be16(&old, 12)? != ETH_P_IPV6 || v >> 4 != 6 {
+    if head >> 44 != (u64::from(ETH_P_IPV6) << 4 | 6) {
         return None;
     }
-    let ul_len = usize::from(be16(&old, L2 + 4)?);
+    let (tc, ul_len) = (u32::from((head >> 36) as u8), usize::from(head as u16));
     let l4 = start + HDR6;
     let pend = l4 + ul_len;
     let tot = 20 + ul_len;
@@ -433,7 +441,6 @@ fn six_to_four_of<const PROTO: u8>(
     // The header checksum sums the words as the machine reads them (RFC
     // 1071 §2(B)): the addresses' part comes with them, the rest is the
     // bytes stored, and the checksum is stored as it comes out: no swaps.
-    let tc = u32::from((v << 4) | (tcfl >> 4));
     let w0 = (0x4500_0000 | tc << 16 | tot as u32).to_be_bytes();
     let w1 = if tot > 1260 { 0x4000_u32 } else { 0 }.to_be_bytes();
     let mut sum = addrs;
