@@ -244,35 +244,34 @@ fn four_to_six<A: Borrow<[u8; 16]>>(
     map: impl FnOnce(u32, u32) -> Option<(A, A)>,
     routed: Routed,
 ) -> Option<(usize, usize)> {
-    let end = start.checked_add(len)?;
-    let b = buf.get_mut(..end)?;
-    let old: [u8; HDR4] = read(b, start)?;
-    // One copy a protocol, as in `six_to_four`.
-    match old[L2 + 9] {
-        TCP => four_to_six_of::<TCP, A>(b, start, old, mtu, map, routed),
-        UDP => four_to_six_of::<UDP, A>(b, start, old, mtu, map, routed),
+    // One copy a protocol, as in `six_to_four`. Reading the header before
+    // the dispatch, as it does, ran ten fewer instructions here but 1 ns
+    // slower over four code placements (2026-12-05), so this one doesn't.
+    match *buf.get(start.checked_add(L2 + 9)?)? {
+        TCP => four_to_six_of::<TCP, A>(buf, start, len, mtu, map, routed),
+        UDP => four_to_six_of::<UDP, A>(buf, start, len, mtu, map, routed),
         _ => None,
     }
 }
 
-/// `b` ends where the packet does; `old` is its first `HDR4` bytes.
 #[inline(always)]
 fn four_to_six_of<const PROTO: u8, A: Borrow<[u8; 16]>>(
-    b: &mut [u8],
+    buf: &mut [u8],
     start: usize,
-    old: [u8; HDR4],
+    len: usize,
     mtu: u16,
     map: impl FnOnce(u32, u32) -> Option<(A, A)>,
     routed: Routed,
 ) -> Option<(usize, usize)> {
     let proto = PROTO;
-    let end = b.len();
+    let end = start.checked_add(len)?;
+    let b = buf.get_mut(..end)?;
+    let old: [u8; HDR4] = read(b, start)?;
     let ip: [u8; 20] = read(&old, L2)?;
-    // EtherType to Total Length as one word (as in `six_to_four_of`).
-    let head = read(&old, 12).map(u64::from_be_bytes)?;
-    let (tos, tot, ttl) = ((head >> 32) as u8, usize::from((head >> 16) as u16), ip[8]);
+    let (tos, ttl) = (ip[1], ip[8]);
+    let tot = usize::from(be16(&ip, 2)?);
     // No VLAN tag, IHL 5, MF 0 and offset 0 (DF may be set).
-    if head >> 40 != (u64::from(ETH_P_IPV4) << 8 | 0x45) || be16(&ip, 6)? & 0x3FFF != 0 {
+    if be16(&old, 12)? != ETH_P_IPV4 || ip[0] != 0x45 || be16(&ip, 6)? & 0x3FFF != 0 {
         return None;
     }
     let l4 = start + HDR4;
@@ -376,7 +375,8 @@ fn six_to_four(
     let b = buf.get_mut(..end)?;
     let old: [u8; HDR6] = read(b, start)?;
     // One copy a protocol: its checksum's place and UDP's zero rule are
-    // constants there, not selects.
+    // constants there, not selects. The header is read (and its bounds
+    // checked) once, for the dispatch and the copy alike.
     match old[L2 + 6] {
         TCP => six_to_four_of::<TCP>(b, start, old, mtu, map, routed),
         UDP => six_to_four_of::<UDP>(b, start, old, mtu, map, routed),
