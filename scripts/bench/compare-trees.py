@@ -149,7 +149,7 @@ def parse_times(text):
 
 
 def timed(args, work, bins):
-    rows_seen, samples = [], {}
+    rows_seen, samples, failed = [], {}, []
     for r in range(1, args.rounds + 1):
         for label, exes in bins:
             for k, exe in enumerate(exes):
@@ -158,8 +158,16 @@ def timed(args, work, bins):
                 env = dict(os.environ, CRITERION_HOME=os.path.join(work, "criterion-" + label))
                 cmd = ["taskset", "-c", str(args.cpu), exe, "--bench", args.rows,
                        "--measurement-time", str(args.measurement_time), "--warm-up-time", "1", "--noplot"]
-                out = run(cmd, env=env, capture_output=True).stdout
-                for row, ns in parse_times(out).items():
+                # A run that fails (a panic in a bench's setup, say) costs
+                # its own samples, not the whole comparison: the rows it
+                # finished count, and the report names it with its stderr.
+                done = subprocess.run(cmd, env=env, text=True, capture_output=True)
+                if done.returncode != 0:
+                    tail = "\n".join(done.stderr.strip().splitlines()[-12:])
+                    failed.append((f"round {r}, {label}{at}: exit status {done.returncode}", tail))
+                    print(f"compare-trees: that run failed (exit status {done.returncode}):\n{tail}",
+                          file=sys.stderr, flush=True)
+                for row, ns in parse_times(done.stdout).items():
                     if row not in rows_seen:
                         rows_seen.append(row)
                     samples.setdefault(row, {}).setdefault(label, []).append(ns)
@@ -178,6 +186,11 @@ def timed(args, work, bins):
         for x in labels:
             got = samples[row].get(x, [])
             print(f"* `{row}` {x}: " + "/".join(f"{v:.1f}" for v in got))
+    if failed:
+        print(f"\n{len(failed)} run(s) failed; the rows each finished are counted above:")
+        for what, tail in failed:
+            print(f"\n* {what}\n\n```\n{tail}\n```")
+    return len(failed)
 
 
 def instructions(work, bins, rows):
@@ -271,8 +284,8 @@ def main():
     print(f"Host: {host()}{shifts}.\n")
     if args.instructions:
         instructions(work, bins, INSTRUCTION_ROWS)
-    else:
-        timed(args, work, bins)
+    elif timed(args, work, bins):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
