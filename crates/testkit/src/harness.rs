@@ -54,10 +54,20 @@ impl Harness {
         let conntrack = build::conntrack(config);
         let mut ctx = Ctx::new(conntrack, services, Arc::new(WorkerStats::default()), 0, 1);
         ctx.errors = build::error_limiter(config);
-        let mut mem = vec![0u8; FRAME * (MAX_BATCH as usize + SPARE_FRAMES)].into_boxed_slice();
-        // SAFETY: `mem` moves into the Harness with the batch and is never
-        // touched except through the batch's view.
-        let batch = Batch::new(unsafe { UmemView::of_slice(&mut mem) }).with_spare_target(SPARE_FRAMES);
+        // A real UMEM is page-aligned (the kernel requires it), so every
+        // packet starts on a cache line, HEADROOM into its frame. A plain
+        // allocation starts wherever malloc puts it (16 bytes past a page
+        // when mmapped, anywhere after a large free), which moves every
+        // header across line boundaries by run history: one frame of slack,
+        // and the view starts at its first page boundary.
+        let size = FRAME * (MAX_BATCH as usize + SPARE_FRAMES);
+        let mut mem = vec![0u8; size + FRAME].into_boxed_slice();
+        let skip = mem.as_ptr().align_offset(FRAME);
+        let view = mem.get_mut(skip..skip + size).expect("FRAME bytes of slack hold any alignment offset");
+        // SAFETY: `mem` moves into the Harness with the batch (moving a Box
+        // leaves its heap block where it is) and is never touched except
+        // through the batch's view.
+        let batch = Batch::new(unsafe { UmemView::of_slice(view) }).with_spare_target(SPARE_FRAMES);
         let free_spares = (0..SPARE_FRAMES).map(|i| ((MAX_BATCH as usize + i) * FRAME) as u64).collect();
         Ok(Harness {
             _mem: mem,
@@ -261,4 +271,32 @@ pub struct ChainRun {
     pub tail: Vec<(u32, Vec<u8>)>,
     /// Lengths of the later buffers the batch took.
     pub pushed: Vec<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addrs::{CLIENT, VIP};
+    use crate::fixtures::Fixture;
+    use crate::frames::Frame;
+    use std::net::Ipv4Addr;
+
+    /// Packets sit HEADROOM into a page-aligned frame, as in a UMEM,
+    /// whatever the allocator did before: the benches' numbers depend on
+    /// which cache lines a packet's headers fall in.
+    #[test]
+    fn packets_start_headroom_into_a_page_aligned_frame() {
+        let frame = Frame::new(Ipv4Addr::from(CLIENT), Ipv4Addr::from(VIP)).build();
+        let mut kept = Vec::new();
+        for history in 0..8usize {
+            // Large blocks freed and kept shift where malloc puts the next
+            // one (and raise its mmap threshold).
+            drop(vec![0u8; (history + 1) << 20]);
+            kept.push(vec![0u8; 48 * history + 16]);
+            let mut h = Fixture::small_lb().harness();
+            let mut seen = Vec::new();
+            h.run(&[&frame[..], &frame[..]], |_, _, bytes| seen.push(bytes.as_ptr() as usize % FRAME));
+            assert_eq!(seen, [HEADROOM, HEADROOM], "allocation history {history}");
+        }
+    }
 }
