@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+# The benchmark comparison script's report, with fake bench binaries.
+python3 scripts/bench/test_compare_trees.py
 cargo build --release --workspace --locked 2>/dev/null || cargo build --release --workspace
 # The API docs build without a warning: every intra-doc link resolves.
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
