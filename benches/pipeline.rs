@@ -97,9 +97,11 @@ fn l2fwd_fixture() -> Fixture {
 /// Conntrack slots for `flows` flows: two entries each, ~2.2x rounded up
 /// to a power of two (as `ConnTable` rounds), doubled where that would be
 /// over two thirds full. At 100k flows 2.2x rounds to 262,144 slots, 78 %
-/// full: past the table's pressure mark (3/4), where an insert whose two
-/// buckets are full early-drops an unassured flow (these flows never see
-/// a reply), and now and then one did, failing the bench's setup.
+/// full: past the table's pressure mark (3/4), where one insert in seventy
+/// finds both its buckets full and moves an entry; when that fails it
+/// early-drops an unassured flow (these flows never see a reply), the
+/// likely cause of the setup that now and then lost a flow
+/// (docs/bench/2026-12-05-100k-setup-failure.md).
 fn entries_for(flows: usize) -> usize {
     let slots = (flows * 22 / 10).max(1024).next_power_of_two();
     if 2 * flows * 3 > slots * 2 {
