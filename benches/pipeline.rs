@@ -39,10 +39,10 @@ use shunt::pipeline::conntrack::{ConnTable, FlowKey, FlowValue, FullPolicy, NatB
 use shunt::pipeline::flow::{BackendId, EntryFlags, Family};
 use shunt::pipeline::maglev::{backend_key, ipv4_mapped, Maglev, MaglevBackend};
 use shunt::pipeline::nat;
-use shunt::pipeline::{Batch, FlowMeta, UmemView, Verdict};
+use shunt::pipeline::{Batch, FlowMeta, Verdict};
 use shunt::wire::parse::parse;
 use shunt_testkit::frames::{set_v4, w};
-use shunt_testkit::harness::{Harness, FRAME, HEADROOM};
+use shunt_testkit::harness::{FrameMemory, Harness, FRAME, HEADROOM};
 use shunt_testkit::Fixture;
 
 const BATCH: usize = 64;
@@ -406,10 +406,10 @@ fn baselines(c: &mut Criterion) {
     // What Harness::run does before any processing: clear the batch and
     // copy 64 frames into their UMEM frames.
     g.bench_function("copy_in", |b| {
-        let mut mem = vec![0u8; FRAME * BATCH].into_boxed_slice();
+        let mut mem = FrameMemory::new(BATCH);
         // SAFETY: `mem` outlives `batch` (both live to the end of this
         // closure) and is only reached through the batch meanwhile.
-        let mut batch = Batch::new(unsafe { UmemView::of_slice(&mut mem) });
+        let mut batch = Batch::new(unsafe { mem.view() });
         let mut pos = 0;
         b.iter(|| {
             batch.clear();

@@ -21,9 +21,44 @@ pub const FRAME: usize = 4096;
 /// Where a packet starts inside its frame: the kernel's XDP headroom.
 pub const HEADROOM: usize = 256;
 
+/// Zeroed memory for UMEM frames of FRAME bytes, starting on a page
+/// boundary. A real UMEM is page-aligned (the kernel requires it), so a
+/// packet HEADROOM into its frame starts on a cache line. A plain
+/// allocation starts wherever malloc puts it (16 bytes past a page when
+/// mmapped, anywhere after a large free), which would move every header
+/// across line boundaries by run history; so one frame of slack, and the
+/// frames start at its first page boundary.
+pub struct FrameMemory {
+    mem: Box<[u8]>,
+    start: usize,
+    len: usize,
+}
+
+impl FrameMemory {
+    pub fn new(frames: usize) -> FrameMemory {
+        let len = FRAME * frames;
+        let mem = vec![0u8; len + FRAME].into_boxed_slice();
+        let start = mem.as_ptr().align_offset(FRAME);
+        assert!(start + len <= mem.len(), "FRAME bytes of slack hold any alignment offset");
+        FrameMemory { mem, start, len }
+    }
+
+    /// The frames as a batch's UMEM.
+    ///
+    /// # Safety
+    /// `self` must outlive the view (moving it is fine: the frames stay
+    /// where they are), and the frames must not be reached except through
+    /// the view while it is in use.
+    pub unsafe fn view(&mut self) -> UmemView {
+        let frames = &mut self.mem[self.start..self.start + self.len];
+        // SAFETY: the caller's promise, passed on.
+        unsafe { UmemView::of_slice(frames) }
+    }
+}
+
 pub struct Harness {
     // The batch's frames live in `_mem`, reached only through the batch.
-    _mem: Box<[u8]>,
+    _mem: FrameMemory,
     batch: Batch,
     pipelines: Vec<Pipeline>,
     classifier: Classifier,
@@ -54,20 +89,10 @@ impl Harness {
         let conntrack = build::conntrack(config);
         let mut ctx = Ctx::new(conntrack, services, Arc::new(WorkerStats::default()), 0, 1);
         ctx.errors = build::error_limiter(config);
-        // A real UMEM is page-aligned (the kernel requires it), so every
-        // packet starts on a cache line, HEADROOM into its frame. A plain
-        // allocation starts wherever malloc puts it (16 bytes past a page
-        // when mmapped, anywhere after a large free), which moves every
-        // header across line boundaries by run history: one frame of slack,
-        // and the view starts at its first page boundary.
-        let size = FRAME * (MAX_BATCH as usize + SPARE_FRAMES);
-        let mut mem = vec![0u8; size + FRAME].into_boxed_slice();
-        let skip = mem.as_ptr().align_offset(FRAME);
-        let view = mem.get_mut(skip..skip + size).expect("FRAME bytes of slack hold any alignment offset");
-        // SAFETY: `mem` moves into the Harness with the batch (moving a Box
-        // leaves its heap block where it is) and is never touched except
-        // through the batch's view.
-        let batch = Batch::new(unsafe { UmemView::of_slice(view) }).with_spare_target(SPARE_FRAMES);
+        let mut mem = FrameMemory::new(MAX_BATCH as usize + SPARE_FRAMES);
+        // SAFETY: `mem` moves into the Harness with the batch and is never
+        // touched except through the batch's view.
+        let batch = Batch::new(unsafe { mem.view() }).with_spare_target(SPARE_FRAMES);
         let free_spares = (0..SPARE_FRAMES).map(|i| ((MAX_BATCH as usize + i) * FRAME) as u64).collect();
         Ok(Harness {
             _mem: mem,
